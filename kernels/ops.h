@@ -1,0 +1,40 @@
+/* Element-wise and row operations of the forward pass. */
+#ifndef SLUICE_OPS_H
+#define SLUICE_OPS_H
+
+#include <stdint.h>
+
+/* y = x / rms(x) * w over n elements; w may be NULL (weight-free norm). y may
+ * alias x. */
+void sl_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+
+/* RoPE in place on n_heads heads of head_dim floats, rotating the first
+ * rot_dim dimensions of each head. theta_i = pos * freq_scale * base^(-2i/rot_dim).
+ * neox: pairs (i, i + rot_dim/2) (Gemma, GPT-NeoX); otherwise adjacent pairs
+ * (2i, 2i+1) (llama as converted by llama.cpp). */
+void sl_rope(float *x, int n_heads, int head_dim, int rot_dim, int32_t pos,
+             float base, float freq_scale, int neox);
+
+/* gate[i] = act(gate[i]) * up[i]. */
+void sl_gelu_tanh_mul(float *gate, const float *up, int64_t n);
+void sl_silu_mul(float *gate, const float *up, int64_t n);
+float sl_gelu_tanh(float x);
+
+/* x[i] = cap * tanh(x[i] / cap). */
+void sl_softcap(float *x, int64_t n, float cap);
+/* In-place softmax over n; returns nothing, handles -INFINITY entries. */
+void sl_softmax(float *x, int64_t n);
+void sl_scale(float *x, int64_t n, float s);
+void sl_add(float *y, const float *x, int64_t n); /* y += x */
+
+/* Attention of one query head over positions [j0, j1) of one KV head.
+ * k and v point at position 0 of that head; consecutive positions are
+ * kv_stride floats apart. score_j = scale * q.k_j, soft-capped when
+ * softcap > 0; out = sum_j softmax(score)_j v_j. scratch holds j1 - j0
+ * floats. Order of accumulation is fixed, so the result does not depend on
+ * the batch. */
+void sl_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride,
+                  int64_t j0, int64_t j1, int head_dim, float scale, float softcap,
+                  float *out, float *scratch);
+
+#endif

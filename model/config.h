@@ -1,0 +1,59 @@
+/* Architecture configuration: every difference between gemma, gemma2,
+ * gemma3 and llama is a number or flag here, read from GGUF metadata with
+ * llama.cpp's keys. The forward pass reads only this struct, never the
+ * architecture name. */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stdbool.h>
+
+#include "model/gguf.h"
+#include "util/err.h"
+
+#define SL_MAX_LAYERS 512
+
+typedef enum sl_act { SL_ACT_GELU_TANH = 0, SL_ACT_SILU = 1 } sl_act;
+
+typedef struct sl_layer_cfg {
+    int n_head;
+    int n_kv_head;
+    int head_dim;          /* of queries, keys and values */
+    int sliding_window;    /* 0: global attention; else keys within the last N positions */
+    float rope_base;
+    float rope_freq_scale; /* 1/linear scaling factor */
+    int rope_dim;          /* rotated dimensions per head (<= head_dim) */
+    float attn_scale;      /* multiplies q.k before soft-capping */
+} sl_layer_cfg;
+
+typedef struct sl_config {
+    char arch[32];          /* general.architecture */
+    int n_layer;
+    int d_model;
+    int d_ff;
+    int n_vocab;
+    int n_ctx_train;
+    float norm_eps;
+    float embed_scale;      /* sqrt(d_model) for Gemma, 1 for llama */
+    sl_act act;
+    bool rope_neox;         /* half-split rotation (Gemma) vs adjacent pairs (llama) */
+    bool post_attn_norm;    /* Gemma 2/3: norm on the attention output before the residual */
+    bool post_ffn_norm;     /* Gemma 2/3: norm on the FFN output before the residual */
+    bool qk_norm;           /* Gemma 3: RMSNorm over head_dim of q and k before RoPE */
+    float attn_softcap;     /* 0: none (Gemma 2: 50) */
+    float final_softcap;    /* 0: none (Gemma 2: 30) */
+    sl_layer_cfg layer[SL_MAX_LAYERS];
+} sl_config;
+
+/* Fills c from a GGUF's metadata (and tensor shapes where metadata is
+ * optional, e.g. the vocabulary size from token_embd.weight). Missing
+ * required keys and values out of range are errors naming the key. */
+int sl_config_from_gguf(sl_config *c, const gguf_file *f, sl_err *err);
+
+/* The largest per-layer sizes, for sizing buffers. */
+int sl_config_max_q_dim(const sl_config *c);  /* n_head * head_dim */
+int sl_config_max_kv_dim(const sl_config *c); /* n_kv_head * head_dim */
+
+/* Prints a human-readable summary (for `sluice inspect` and -v). */
+void sl_config_print(const sl_config *c, void *file /* FILE* */);
+
+#endif

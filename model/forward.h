@@ -1,0 +1,42 @@
+/* The forward pass of a model part on a batch of tokens.
+ *
+ * A batch is structure-of-arrays: n_tokens entries of token id, sequence slot
+ * and position, plus n_tokens rows of d_model activations. Tokens of several
+ * sequences may be mixed; the tokens of one sequence must appear in order
+ * with consecutive positions starting at that sequence's KV length. Every
+ * stage of a pipeline calls these same functions, which is why a split run
+ * is bit-exact with a one-process run. */
+#ifndef SLUICE_FORWARD_H
+#define SLUICE_FORWARD_H
+
+#include <stdint.h>
+
+#include "model/kv.h"
+#include "model/model.h"
+
+typedef struct sl_batch {
+    int n_tokens;
+    const int32_t *token;
+    const int32_t *seq;
+    const int32_t *pos;
+} sl_batch;
+
+/* Scratch memory for batches of up to max_tokens, sized once. */
+typedef struct sl_fwd sl_fwd;
+
+int sl_fwd_new(sl_fwd **out, const sl_model *m, int max_tokens, sl_err *err);
+void sl_fwd_free(sl_fwd *f);
+int sl_fwd_max_tokens(const sl_fwd *f);
+
+/* x[n][d_model] = embedding rows of tokens, scaled by embed_scale. */
+int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *err);
+
+/* Runs layers [part.l0, part.l1) on x in place, storing keys and values of
+ * every token in kv. */
+int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err *err);
+
+/* logits[n][n_vocab] from final-layer activations (final norm, lm_head,
+ * final soft-cap). x is not modified. */
+int sl_head(sl_fwd *f, const float *x, int n, float *logits, sl_err *err);
+
+#endif

@@ -1,0 +1,50 @@
+/* Weights of a model part: the embedding, a contiguous layer range
+ * [l0, l1) and/or the head, pointing into the mmap'd GGUF. Only the tensors
+ * of the part are looked up (and so paged in). */
+#ifndef SLUICE_MODEL_H
+#define SLUICE_MODEL_H
+
+#include "model/config.h"
+#include "model/gguf.h"
+
+/* A weight matrix of n_out rows of n_in elements (GGUF ne[0] = n_in). */
+typedef struct sl_weight {
+    sl_type type;
+    int64_t n_in;
+    int64_t n_out;
+    const void *data;
+} sl_weight;
+
+typedef struct sl_layer_weights {
+    /* norm weights dequantised to f32 at load (small); NULL when absent */
+    const float *attn_norm, *q_norm, *k_norm, *post_attn_norm, *ffn_norm, *post_ffn_norm;
+    sl_weight wq, wk, wv, wo;
+    sl_weight w_gate, w_up, w_down;
+} sl_layer_weights;
+
+typedef struct sl_model_part {
+    int l0, l1;      /* layer range; l0 == l1 for none */
+    bool embed;      /* token_embd */
+    bool head;       /* output_norm + output (or tied token_embd) */
+} sl_model_part;
+
+typedef struct sl_model {
+    sl_config cfg;
+    gguf_file *gguf;
+    sl_model_part part;
+    sl_weight tok_embd;      /* n_out = n_vocab rows of d_model; set when embed or tied head */
+    const float *output_norm;
+    sl_weight output;        /* lm_head; equals tok_embd when tied */
+    bool tied_output;
+    sl_layer_weights *layer; /* indexed by absolute layer id; only [l0, l1) filled */
+    float *owned;            /* storage of the f32 norm weights */
+} sl_model;
+
+/* Loads path; part NULL means the whole model. Missing tensors and shapes
+ * that disagree with the config are errors naming the tensor. */
+int sl_model_load(sl_model **out, const char *path, const sl_model_part *part, sl_err *err);
+/* Same from an already opened file; the model takes ownership of f. */
+int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, sl_err *err);
+void sl_model_free(sl_model *m);
+
+#endif
