@@ -1,0 +1,291 @@
+#include "model/config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Per-architecture defaults that llama.cpp hard-codes rather than stores in
+ * the GGUF; everything else comes from metadata. */
+typedef struct arch_traits {
+    const char *name;
+    sl_act act;
+    bool gemma_family;  /* embedding scale, NeoX RoPE, GeGLU */
+    bool post_norms;
+    bool qk_norm;
+    int swa_pattern;    /* layer il is sliding iff il % pattern < pattern - 1; 0: none */
+    float swa_rope_base;/* RoPE base of sliding layers; 0: same as global */
+    int big_layer_count;/* the 27B size scales queries by d_model/n_head instead of head_dim */
+} arch_traits;
+
+static const arch_traits ARCHES[] = {
+    {"llama", SL_ACT_SILU, false, false, false, 0, 0.0f, -1},
+    {"gemma", SL_ACT_GELU_TANH, true, false, false, 0, 0.0f, -1},
+    {"gemma2", SL_ACT_GELU_TANH, true, true, false, 2, 0.0f, 46},
+    {"gemma3", SL_ACT_GELU_TANH, true, true, true, 6, 10000.0f, 62},
+};
+
+static const arch_traits *find_arch(const char *name)
+{
+    for (size_t i = 0; i < sizeof ARCHES / sizeof ARCHES[0]; i++)
+        if (strcmp(ARCHES[i].name, name) == 0)
+            return &ARCHES[i];
+    return NULL;
+}
+
+/* "{arch}.suffix" */
+static const char *akey(char *buf, size_t cap, const char *arch, const char *suffix)
+{
+    snprintf(buf, cap, "%s.%s", arch, suffix);
+    return buf;
+}
+
+static int req_int(const gguf_file *f, const char *arch, const char *suffix, int lo, int hi,
+                   int *out, sl_err *err)
+{
+    char k[160];
+    uint32_t v;
+    if (gguf_req_u32(f, akey(k, sizeof k, arch, suffix), &v, err))
+        return -1;
+    if ((int64_t)v < lo || (int64_t)v > hi)
+        return sl_fail(err, "%s: metadata %s = %u is out of range [%d, %d]", f->path, k, v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+static int opt_int(const gguf_file *f, const char *arch, const char *suffix, int lo, int hi,
+                   int *out, sl_err *err)
+{
+    char k[160];
+    uint32_t v;
+    int rc = gguf_get_u32(f, akey(k, sizeof k, arch, suffix), &v, err);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    if ((int64_t)v < lo || (int64_t)v > hi)
+        return sl_fail(err, "%s: metadata %s = %u is out of range [%d, %d]", f->path, k, v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+static int opt_float(const gguf_file *f, const char *arch, const char *suffix, float lo, float hi,
+                     float *out, sl_err *err)
+{
+    char k[160];
+    float v;
+    int rc = gguf_get_f32(f, akey(k, sizeof k, arch, suffix), &v, err);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    if (!(v >= lo && v <= hi))
+        return sl_fail(err, "%s: metadata %s = %g is out of range [%g, %g]", f->path, k, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+/* The vocabulary size: {arch}.vocab_size, else the tokenizer's token list,
+ * else the embedding's row count. */
+static int read_vocab(sl_config *c, const gguf_file *f, sl_err *err)
+{
+    int n = 0;
+    if (opt_int(f, c->arch, "vocab_size", 1, 1 << 24, &n, err))
+        return -1;
+    if (n == 0) {
+        const gguf_kv *toks = gguf_find(f, "tokenizer.ggml.tokens");
+        if (toks && toks->type == GGUF_ARRAY && toks->arr_n > 0 && toks->arr_n <= (1u << 24))
+            n = (int)toks->arr_n;
+    }
+    const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
+    if (n == 0 && emb && emb->n_dims == 2 && emb->ne[1] <= (1 << 24))
+        n = (int)emb->ne[1];
+    if (n == 0)
+        return sl_fail(err, "%s: cannot tell the vocabulary size (no %s.vocab_size, "
+                       "tokenizer.ggml.tokens or token_embd.weight)", f->path, c->arch);
+    c->n_vocab = n;
+    return 0;
+}
+
+static int read_rope_scaling(const gguf_file *f, const char *arch, float *freq_scale, sl_err *err)
+{
+    char k[160];
+    char *type = NULL;
+    *freq_scale = 1.0f;
+    int rc = gguf_get_str(f, akey(k, sizeof k, arch, "rope.scaling.type"), &type, err);
+    if (rc < 0)
+        return -1;
+    float factor = 1.0f;
+    if (opt_float(f, arch, "rope.scaling.factor", 0.0f, 1e6f, &factor, err)) {
+        free(type);
+        return -1;
+    }
+    if (rc == 0 && strcmp(type, "none") != 0 && strcmp(type, "linear") != 0) {
+        sl_fail(err, "%s: metadata %s = \"%s\" is not supported (only linear)", f->path, k, type);
+        free(type);
+        return -1;
+    }
+    bool linear = rc == 0 && strcmp(type, "linear") == 0;
+    free(type);
+    /* Older files carry only the factor (rope.scale_linear). */
+    if (!linear && opt_float(f, arch, "rope.scale_linear", 0.0f, 1e6f, &factor, err))
+        return -1;
+    if (factor > 0.0f && factor != 1.0f)
+        *freq_scale = 1.0f / factor;
+    return 0;
+}
+
+static int fill_layers(sl_config *c, const gguf_file *f, const arch_traits *t, sl_err *err)
+{
+    int n_head, n_kv_head, head_dim, window = 0, pattern = t->swa_pattern, rope_dim;
+    float rope_base = 10000.0f, swa_base = t->swa_rope_base, freq_scale;
+    float attn_scale = 0.0f;
+
+    if (req_int(f, c->arch, "attention.head_count", 1, 4096, &n_head, err))
+        return -1;
+    n_kv_head = n_head;
+    if (opt_int(f, c->arch, "attention.head_count_kv", 1, n_head, &n_kv_head, err))
+        return -1;
+    if (n_head % n_kv_head != 0)
+        return sl_fail(err, "%s: attention.head_count %d is not a multiple of head_count_kv %d",
+                       f->path, n_head, n_kv_head);
+    head_dim = c->d_model / n_head;
+    if (opt_int(f, c->arch, "attention.key_length", 1, 65536, &head_dim, err))
+        return -1;
+    int v_dim = head_dim;
+    if (opt_int(f, c->arch, "attention.value_length", 1, 65536, &v_dim, err))
+        return -1;
+    if (v_dim != head_dim)
+        return sl_fail(err, "%s: %s.attention.value_length %d differs from key_length %d "
+                       "(not supported)", f->path, c->arch, v_dim, head_dim);
+    if (head_dim % 2 != 0)
+        return sl_fail(err, "%s: head dimension %d is odd", f->path, head_dim);
+    rope_dim = head_dim;
+    if (opt_int(f, c->arch, "rope.dimension_count", 2, head_dim, &rope_dim, err))
+        return -1;
+    if (opt_float(f, c->arch, "rope.freq_base", 1.0f, 1e12f, &rope_base, err))
+        return -1;
+    if (read_rope_scaling(f, c->arch, &freq_scale, err))
+        return -1;
+    if (opt_int(f, c->arch, "attention.sliding_window", 0, 1 << 30, &window, err))
+        return -1;
+    if (opt_int(f, c->arch, "attention.sliding_window_pattern", 0, SL_MAX_LAYERS, &pattern, err))
+        return -1;
+    if (opt_float(f, c->arch, "rope.freq_base_swa", 1.0f, 1e12f, &swa_base, err))
+        return -1;
+    if (opt_float(f, c->arch, "attention.scale", 0.0f, 1e6f, &attn_scale, err))
+        return -1;
+    if (attn_scale == 0.0f)
+        attn_scale = c->n_layer == t->big_layer_count
+                         ? 1.0f / sqrtf((float)(c->d_model / n_head))
+                         : 1.0f / sqrtf((float)head_dim);
+
+    for (int il = 0; il < c->n_layer; il++) {
+        sl_layer_cfg *L = &c->layer[il];
+        bool sliding = window > 0 && pattern > 0 && il % pattern < pattern - 1;
+        L->n_head = n_head;
+        L->n_kv_head = n_kv_head;
+        L->head_dim = head_dim;
+        L->rope_dim = rope_dim;
+        L->sliding_window = sliding ? window : 0;
+        /* Gemma 3's local layers keep their own base and ignore the scaling
+         * of the long-context global layers. */
+        L->rope_base = sliding && swa_base > 0.0f ? swa_base : rope_base;
+        L->rope_freq_scale = sliding && swa_base > 0.0f ? 1.0f : freq_scale;
+        L->attn_scale = attn_scale;
+    }
+    return 0;
+}
+
+int sl_config_from_gguf(sl_config *c, const gguf_file *f, sl_err *err)
+{
+    memset(c, 0, sizeof *c);
+    char *arch = NULL;
+    int rc = gguf_get_str(f, "general.architecture", &arch, err);
+    if (rc < 0)
+        return -1;
+    if (rc > 0)
+        return sl_fail(err, "%s: missing required key general.architecture", f->path);
+    const arch_traits *t = find_arch(arch);
+    if (!t) {
+        sl_fail(err, "%s: general.architecture \"%s\" is not supported "
+                "(supported: llama, gemma, gemma2, gemma3)", f->path, arch);
+        free(arch);
+        return -1;
+    }
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+    free(arch);
+
+    if (req_int(f, c->arch, "block_count", 1, SL_MAX_LAYERS, &c->n_layer, err) ||
+        req_int(f, c->arch, "embedding_length", 1, 1 << 20, &c->d_model, err) ||
+        req_int(f, c->arch, "feed_forward_length", 1, 1 << 22, &c->d_ff, err))
+        return -1;
+    c->n_ctx_train = 4096;
+    if (opt_int(f, c->arch, "context_length", 1, 1 << 30, &c->n_ctx_train, err))
+        return -1;
+    c->norm_eps = 1e-6f;
+    if (opt_float(f, c->arch, "attention.layer_norm_rms_epsilon", 0.0f, 1.0f, &c->norm_eps, err))
+        return -1;
+    if (read_vocab(c, f, err))
+        return -1;
+
+    c->act = t->act;
+    c->rope_neox = t->gemma_family;
+    c->embed_scale = t->gemma_family ? sqrtf((float)c->d_model) : 1.0f;
+    c->post_attn_norm = t->post_norms;
+    c->post_ffn_norm = t->post_norms;
+    c->qk_norm = t->qk_norm;
+    if (opt_float(f, c->arch, "attn_logit_softcapping", 0.0f, 1e6f, &c->attn_softcap, err) ||
+        opt_float(f, c->arch, "final_logit_softcapping", 0.0f, 1e6f, &c->final_softcap, err))
+        return -1;
+    return fill_layers(c, f, t, err);
+}
+
+int sl_config_max_q_dim(const sl_config *c)
+{
+    int m = 0;
+    for (int il = 0; il < c->n_layer; il++)
+        if (c->layer[il].n_head * c->layer[il].head_dim > m)
+            m = c->layer[il].n_head * c->layer[il].head_dim;
+    return m;
+}
+
+int sl_config_max_kv_dim(const sl_config *c)
+{
+    int m = 0;
+    for (int il = 0; il < c->n_layer; il++)
+        if (c->layer[il].n_kv_head * c->layer[il].head_dim > m)
+            m = c->layer[il].n_kv_head * c->layer[il].head_dim;
+    return m;
+}
+
+void sl_config_print(const sl_config *c, void *file)
+{
+    FILE *out = file;
+    fprintf(out, "architecture   %s\n", c->arch);
+    fprintf(out, "layers         %d\n", c->n_layer);
+    fprintf(out, "d_model        %d\n", c->d_model);
+    fprintf(out, "d_ff           %d\n", c->d_ff);
+    fprintf(out, "vocab          %d\n", c->n_vocab);
+    fprintf(out, "context        %d\n", c->n_ctx_train);
+    fprintf(out, "norm eps       %g\n", c->norm_eps);
+    fprintf(out, "embed scale    %g\n", c->embed_scale);
+    fprintf(out, "activation     %s\n", c->act == SL_ACT_SILU ? "silu" : "gelu_tanh");
+    fprintf(out, "rope           %s\n", c->rope_neox ? "neox" : "adjacent pairs");
+    fprintf(out, "post norms     attn %s, ffn %s\n", c->post_attn_norm ? "yes" : "no",
+            c->post_ffn_norm ? "yes" : "no");
+    fprintf(out, "qk norm        %s\n", c->qk_norm ? "yes" : "no");
+    fprintf(out, "softcap        attn %g, final %g\n", c->attn_softcap, c->final_softcap);
+    int n_sliding = 0;
+    for (int il = 0; il < c->n_layer; il++)
+        n_sliding += c->layer[il].sliding_window > 0;
+    const sl_layer_cfg *L0 = &c->layer[0];
+    fprintf(out, "heads          %d q, %d kv, head_dim %d, rope_dim %d, scale %g\n",
+            L0->n_head, L0->n_kv_head, L0->head_dim, L0->rope_dim, L0->attn_scale);
+    fprintf(out, "layers         %d sliding, %d global\n", n_sliding, c->n_layer - n_sliding);
+    for (int il = 0; il < c->n_layer; il++) {
+        const sl_layer_cfg *L = &c->layer[il];
+        if (il > 0 && L->sliding_window == c->layer[il - 1].sliding_window &&
+            L->rope_base == c->layer[il - 1].rope_base &&
+            L->rope_freq_scale == c->layer[il - 1].rope_freq_scale)
+            continue;
+        fprintf(out, "  from layer %-3d window %d, rope base %g, freq scale %g\n", il,
+                L->sliding_window, L->rope_base, L->rope_freq_scale);
+    }
+}

@@ -1,0 +1,287 @@
+#include "model/forward.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+
+struct sl_fwd {
+    const sl_model *m;
+    int max_tokens;
+    /* activations of the batch, rows of the widest size each step needs */
+    float *xn;      /* [T][d_model] normed input of a block */
+    float *q;       /* [T][q_dim] */
+    float *k;       /* [T][kv_dim] */
+    float *v;       /* [T][kv_dim] */
+    float *attn;    /* [T][q_dim] attention output */
+    float *o;       /* [T][d_model] block output */
+    float *gate;    /* [T][d_ff] */
+    float *up;      /* [T][d_ff] */
+    /* attention scores, one row per thread, grown to the longest context seen */
+    float *scores;
+    int64_t scores_cap;
+    int scores_threads;
+    /* per-sequence next position, for batch validation */
+    int *next_pos;
+    int next_pos_cap;
+};
+
+static float *alloc_rows(int rows, int64_t cols)
+{
+    size_t bytes = (size_t)rows * (size_t)cols * sizeof(float);
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
+int sl_fwd_new(sl_fwd **out, const sl_model *m, int max_tokens, sl_err *err)
+{
+    *out = NULL;
+    if (max_tokens < 1)
+        return sl_fail(err, "forward: batch capacity must be at least 1 (got %d)", max_tokens);
+    const sl_config *c = &m->cfg;
+    sl_fwd *f = calloc(1, sizeof *f);
+    if (!f)
+        return sl_fail(err, "forward: out of memory");
+    f->m = m;
+    f->max_tokens = max_tokens;
+    int64_t q_dim = sl_config_max_q_dim(c), kv_dim = sl_config_max_kv_dim(c);
+    f->xn = alloc_rows(max_tokens, c->d_model);
+    f->q = alloc_rows(max_tokens, q_dim);
+    f->k = alloc_rows(max_tokens, kv_dim);
+    f->v = alloc_rows(max_tokens, kv_dim);
+    f->attn = alloc_rows(max_tokens, q_dim);
+    f->o = alloc_rows(max_tokens, c->d_model);
+    f->gate = alloc_rows(max_tokens, c->d_ff);
+    f->up = alloc_rows(max_tokens, c->d_ff);
+    if (!f->xn || !f->q || !f->k || !f->v || !f->attn || !f->o || !f->gate || !f->up) {
+        sl_fwd_free(f);
+        return sl_fail(err, "forward: out of memory for a batch of %d tokens", max_tokens);
+    }
+    *out = f;
+    return 0;
+}
+
+void sl_fwd_free(sl_fwd *f)
+{
+    if (!f)
+        return;
+    free(f->xn);
+    free(f->q);
+    free(f->k);
+    free(f->v);
+    free(f->attn);
+    free(f->o);
+    free(f->gate);
+    free(f->up);
+    free(f->scores);
+    free(f->next_pos);
+    free(f);
+}
+
+int sl_fwd_max_tokens(const sl_fwd *f) { return f->max_tokens; }
+
+int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *err)
+{
+    const sl_config *c = &m->cfg;
+    if (!m->tok_embd.data)
+        return sl_fail(err, "embed: this model part has no token embedding");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->n_vocab)
+            return sl_fail(err, "embed: token id %d at batch row %d is outside the vocabulary "
+                           "of %d", tokens[i], i, c->n_vocab);
+    size_t row_bytes = sl_row_bytes(m->tok_embd.type, c->d_model);
+    const uint8_t *base = m->tok_embd.data;
+    #pragma omp parallel for schedule(static) if (n > 16)
+    for (int i = 0; i < n; i++) {
+        float *row = x + (size_t)i * c->d_model;
+        sl_dequantize_row(m->tok_embd.type, base + (size_t)tokens[i] * row_bytes, row, c->d_model);
+        if (c->embed_scale != 1.0f)
+            sl_scale(row, c->d_model, c->embed_scale);
+    }
+    return 0;
+}
+
+/* Positions of each sequence must continue its cache without gaps, in order. */
+static int check_batch(sl_fwd *f, sl_kv *kv, const sl_batch *b, sl_err *err)
+{
+    int max_seqs = sl_kv_max_seqs(kv);
+    if (b->n_tokens < 1 || b->n_tokens > f->max_tokens)
+        return sl_fail(err, "forward: batch of %d tokens (capacity %d)", b->n_tokens, f->max_tokens);
+    if (f->next_pos_cap < max_seqs) {
+        int *p = realloc(f->next_pos, (size_t)max_seqs * sizeof *p);
+        if (!p)
+            return sl_fail(err, "forward: out of memory");
+        f->next_pos = p;
+        f->next_pos_cap = max_seqs;
+    }
+    for (int i = 0; i < b->n_tokens; i++) {
+        int s = b->seq[i];
+        if (s < 0 || s >= max_seqs)
+            return sl_fail(err, "forward: batch row %d names sequence %d (cache holds %d)", i, s,
+                           max_seqs);
+        f->next_pos[s] = sl_kv_len(kv, s);
+    }
+    for (int i = 0; i < b->n_tokens; i++) {
+        int s = b->seq[i];
+        if (b->pos[i] != f->next_pos[s])
+            return sl_fail(err, "forward: batch row %d: sequence %d position %d, expected %d",
+                           i, s, b->pos[i], f->next_pos[s]);
+        if (b->pos[i] >= sl_kv_n_ctx(kv))
+            return sl_fail(err, "forward: sequence %d position %d exceeds the context of %d",
+                           s, b->pos[i], sl_kv_n_ctx(kv));
+        f->next_pos[s]++;
+    }
+    return 0;
+}
+
+static int ensure_scores(sl_fwd *f, int64_t n_ctx, sl_err *err)
+{
+    int threads = omp_get_max_threads();
+    if (f->scores_cap >= n_ctx && f->scores_threads >= threads)
+        return 0;
+    free(f->scores);
+    f->scores = malloc((size_t)n_ctx * (size_t)threads * sizeof(float));
+    if (!f->scores) {
+        f->scores_cap = 0;
+        return sl_fail(err, "forward: out of memory for attention scores");
+    }
+    f->scores_cap = n_ctx;
+    f->scores_threads = threads;
+    return 0;
+}
+
+static void norm_rows(float *y, const float *x, const float *w, int n, int64_t d, float eps)
+{
+    #pragma omp parallel for schedule(static) if (n > 8)
+    for (int i = 0; i < n; i++)
+        sl_rmsnorm(y + (size_t)i * d, x + (size_t)i * d, w, d, eps);
+}
+
+static void matmul_w(const sl_weight *w, const float *x, int n, float *y)
+{
+    sl_matmul(w->type, w->data, w->n_out, w->n_in, x, n, y, w->n_out);
+}
+
+/* q/k norm and RoPE per token, then keys and values into the cache. */
+static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
+{
+    const sl_config *c = &f->m->cfg;
+    const sl_layer_cfg *L = &c->layer[il];
+    const sl_layer_weights *w = &f->m->layer[il];
+    int n = b->n_tokens, hd = L->head_dim;
+    int64_t q_dim = (int64_t)L->n_head * hd, kv_dim = (int64_t)L->n_kv_head * hd;
+    #pragma omp parallel for schedule(static) if (n > 8)
+    for (int i = 0; i < n; i++) {
+        float *q = f->q + (size_t)i * q_dim, *k = f->k + (size_t)i * kv_dim;
+        if (w->q_norm)
+            for (int h = 0; h < L->n_head; h++)
+                sl_rmsnorm(q + (int64_t)h * hd, q + (int64_t)h * hd, w->q_norm, hd, c->norm_eps);
+        if (w->k_norm)
+            for (int h = 0; h < L->n_kv_head; h++)
+                sl_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, w->k_norm, hd, c->norm_eps);
+        sl_rope(q, L->n_head, hd, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale,
+                c->rope_neox);
+        sl_rope(k, L->n_kv_head, hd, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale,
+                c->rope_neox);
+        int64_t stride = sl_kv_stride(kv, il);
+        memcpy(sl_kv_k(kv, b->seq[i], il) + (int64_t)b->pos[i] * stride, k, kv_dim * sizeof(float));
+        memcpy(sl_kv_v(kv, b->seq[i], il) + (int64_t)b->pos[i] * stride,
+               f->v + (size_t)i * kv_dim, kv_dim * sizeof(float));
+    }
+}
+
+static void attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
+{
+    const sl_config *c = &f->m->cfg;
+    const sl_layer_cfg *L = &c->layer[il];
+    int n = b->n_tokens, hd = L->head_dim, group = L->n_head / L->n_kv_head;
+    int64_t q_dim = (int64_t)L->n_head * hd, stride = sl_kv_stride(kv, il);
+    int64_t pairs = (int64_t)n * L->n_head;
+    #pragma omp parallel for schedule(static) if (pairs > 1)
+    for (int64_t p = 0; p < pairs; p++) {
+        int i = (int)(p / L->n_head), h = (int)(p % L->n_head), kvh = h / group;
+        int64_t pos = b->pos[i];
+        int64_t j0 = 0;
+        if (L->sliding_window > 0 && pos - L->sliding_window + 1 > 0)
+            j0 = pos - L->sliding_window + 1;
+        float *scratch = f->scores + (size_t)omp_get_thread_num() * (size_t)f->scores_cap;
+        sl_attn_head(f->q + (size_t)i * q_dim + (int64_t)h * hd,
+                     sl_kv_k(kv, b->seq[i], il) + (int64_t)kvh * hd,
+                     sl_kv_v(kv, b->seq[i], il) + (int64_t)kvh * hd, stride, j0, pos + 1, hd,
+                     L->attn_scale, c->attn_softcap, f->attn + (size_t)i * q_dim + (int64_t)h * hd,
+                     scratch);
+    }
+}
+
+static void residual(sl_fwd *f, float *x, const float *post_norm, int n)
+{
+    const sl_config *c = &f->m->cfg;
+    int64_t d = c->d_model;
+    #pragma omp parallel for schedule(static) if (n > 8)
+    for (int i = 0; i < n; i++) {
+        float *o = f->o + (size_t)i * d;
+        if (post_norm)
+            sl_rmsnorm(o, o, post_norm, d, c->norm_eps);
+        sl_add(x + (size_t)i * d, o, d);
+    }
+}
+
+static void ffn(sl_fwd *f, int il, float *x, int n)
+{
+    const sl_config *c = &f->m->cfg;
+    const sl_layer_weights *w = &f->m->layer[il];
+    norm_rows(f->xn, x, w->ffn_norm, n, c->d_model, c->norm_eps);
+    matmul_w(&w->w_gate, f->xn, n, f->gate);
+    matmul_w(&w->w_up, f->xn, n, f->up);
+    int64_t total = (int64_t)n * c->d_ff;
+    if (c->act == SL_ACT_GELU_TANH)
+        sl_gelu_tanh_mul(f->gate, f->up, total);
+    else
+        sl_silu_mul(f->gate, f->up, total);
+    matmul_w(&w->w_down, f->gate, n, f->o);
+    residual(f, x, w->post_ffn_norm, n);
+}
+
+int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err *err)
+{
+    const sl_model *m = f->m;
+    const sl_config *c = &m->cfg;
+    if (check_batch(f, kv, b, err) || ensure_scores(f, sl_kv_n_ctx(kv), err))
+        return -1;
+    int n = b->n_tokens;
+    for (int il = m->part.l0; il < m->part.l1; il++) {
+        const sl_layer_weights *w = &m->layer[il];
+        norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps);
+        matmul_w(&w->wq, f->xn, n, f->q);
+        matmul_w(&w->wk, f->xn, n, f->k);
+        matmul_w(&w->wv, f->xn, n, f->v);
+        qk_prepare(f, kv, b, il);
+        attention(f, kv, b, il);
+        matmul_w(&w->wo, f->attn, n, f->o);
+        residual(f, x, w->post_attn_norm, n);
+        ffn(f, il, x, n);
+    }
+    /* The cache now holds every position of the batch. */
+    for (int i = 0; i < n; i++)
+        if (b->pos[i] + 1 > sl_kv_len(kv, b->seq[i]))
+            sl_kv_set_len(kv, b->seq[i], b->pos[i] + 1);
+    return 0;
+}
+
+int sl_head(sl_fwd *f, const float *x, int n, float *logits, sl_err *err)
+{
+    const sl_model *m = f->m;
+    const sl_config *c = &m->cfg;
+    if (!m->part.head)
+        return sl_fail(err, "head: this model part has no output head");
+    if (n < 1 || n > f->max_tokens)
+        return sl_fail(err, "head: %d rows (capacity %d)", n, f->max_tokens);
+    norm_rows(f->xn, x, m->output_norm, n, c->d_model, c->norm_eps);
+    sl_matmul(m->output.type, m->output.data, m->output.n_out, m->output.n_in, f->xn, n, logits,
+              c->n_vocab);
+    if (c->final_softcap > 0.0f)
+        sl_softcap(logits, (int64_t)n * c->n_vocab, c->final_softcap);
+    return 0;
+}

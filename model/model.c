@@ -1,0 +1,175 @@
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/quant.h"
+
+/* Checks a tensor's type and shape: a matrix of n_out rows of n_in. */
+static int bind_matrix(const gguf_file *f, const char *name, int64_t n_in, int64_t n_out,
+                       bool required, sl_weight *w, sl_err *err)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    memset(w, 0, sizeof *w);
+    if (!t) {
+        if (!required)
+            return 0;
+        return sl_fail(err, "%s: missing tensor %s", f->path, name);
+    }
+    if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
+        return sl_fail(err, "%s: tensor %s has shape [%lld, %lld] (%u dims), expected [%lld, %lld]",
+                       f->path, name, (long long)t->ne[0], (long long)t->ne[1], t->n_dims,
+                       (long long)n_in, (long long)n_out);
+    if (!sl_type_supported(t->type))
+        return sl_fail(err, "%s: tensor %s has unsupported type %s", f->path, name,
+                       sl_type_name(t->type));
+    w->type = t->type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->data = t->data;
+    return 0;
+}
+
+/* Norm weights are small; dequantise them once into the model's f32 store. */
+static int bind_vector(const gguf_file *f, const char *name, int64_t n, bool required,
+                       float **cursor, const float **out, sl_err *err)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    *out = NULL;
+    if (!t) {
+        if (!required)
+            return 0;
+        return sl_fail(err, "%s: missing tensor %s", f->path, name);
+    }
+    int64_t count = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    if (count != n)
+        return sl_fail(err, "%s: tensor %s has %lld elements, expected %lld", f->path, name,
+                       (long long)count, (long long)n);
+    if (!sl_type_supported(t->type) || n % sl_type_block_elems(t->type) != 0)
+        return sl_fail(err, "%s: tensor %s has unsupported type %s for a norm", f->path, name,
+                       sl_type_name(t->type));
+    sl_dequantize_row(t->type, t->data, *cursor, n);
+    *out = *cursor;
+    *cursor += n;
+    return 0;
+}
+
+static int bind_layer(sl_model *m, int il, float **cursor, sl_err *err)
+{
+    const sl_config *c = &m->cfg;
+    const sl_layer_cfg *L = &c->layer[il];
+    const gguf_file *f = m->gguf;
+    sl_layer_weights *w = &m->layer[il];
+    int64_t d = c->d_model, q_dim = (int64_t)L->n_head * L->head_dim;
+    int64_t kv_dim = (int64_t)L->n_kv_head * L->head_dim;
+    char n[128];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s.weight", il, s), n)
+    if (bind_vector(f, NAME("attn_norm"), d, true, cursor, &w->attn_norm, err) ||
+        bind_matrix(f, NAME("attn_q"), d, q_dim, true, &w->wq, err) ||
+        bind_matrix(f, NAME("attn_k"), d, kv_dim, true, &w->wk, err) ||
+        bind_matrix(f, NAME("attn_v"), d, kv_dim, true, &w->wv, err) ||
+        bind_matrix(f, NAME("attn_output"), q_dim, d, true, &w->wo, err) ||
+        bind_vector(f, NAME("attn_q_norm"), L->head_dim, c->qk_norm, cursor, &w->q_norm, err) ||
+        bind_vector(f, NAME("attn_k_norm"), L->head_dim, c->qk_norm, cursor, &w->k_norm, err) ||
+        bind_vector(f, NAME("post_attention_norm"), d, c->post_attn_norm, cursor,
+                    &w->post_attn_norm, err) ||
+        bind_vector(f, NAME("ffn_norm"), d, true, cursor, &w->ffn_norm, err) ||
+        bind_matrix(f, NAME("ffn_gate"), d, c->d_ff, true, &w->w_gate, err) ||
+        bind_matrix(f, NAME("ffn_up"), d, c->d_ff, true, &w->w_up, err) ||
+        bind_matrix(f, NAME("ffn_down"), c->d_ff, d, true, &w->w_down, err) ||
+        bind_vector(f, NAME("post_ffw_norm"), d, c->post_ffn_norm, cursor, &w->post_ffn_norm, err))
+        return -1;
+#undef NAME
+    if (w->wq.n_in % sl_type_block_elems(w->wq.type) != 0)
+        return sl_fail(err, "%s: layer %d: row length not a multiple of the block size", f->path, il);
+    return 0;
+}
+
+/* Upper bound of f32 norm storage the part needs. */
+static size_t norm_floats(const sl_config *c, const sl_model_part *p)
+{
+    size_t n = (size_t)c->d_model; /* output_norm */
+    for (int il = p->l0; il < p->l1; il++)
+        n += 4 * (size_t)c->d_model + 2 * (size_t)c->layer[il].head_dim;
+    return n;
+}
+
+static int check_row_blocks(const gguf_file *f, const char *name, const sl_weight *w, sl_err *err)
+{
+    if (w->data && w->n_in % sl_type_block_elems(w->type) != 0)
+        return sl_fail(err, "%s: tensor %s: row length %lld is not a multiple of the %s block",
+                       f->path, name, (long long)w->n_in, sl_type_name(w->type));
+    return 0;
+}
+
+int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, sl_err *err)
+{
+    *out = NULL;
+    sl_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        gguf_close(f);
+        return sl_fail(err, "out of memory loading %s", f->path);
+    }
+    m->gguf = f;
+    if (sl_config_from_gguf(&m->cfg, f, err))
+        goto fail;
+    const sl_config *c = &m->cfg;
+    m->part = part ? *part : (sl_model_part){0, c->n_layer, true, true};
+    if (m->part.l0 < 0 || m->part.l1 > c->n_layer || m->part.l0 > m->part.l1) {
+        sl_fail(err, "%s: layer range [%d, %d) is outside the model's %d layers", f->path,
+                m->part.l0, m->part.l1, c->n_layer);
+        goto fail;
+    }
+    m->layer = calloc((size_t)c->n_layer, sizeof *m->layer);
+    m->owned = malloc(norm_floats(c, &m->part) * sizeof(float));
+    if (!m->layer || !m->owned) {
+        sl_fail(err, "out of memory loading %s", f->path);
+        goto fail;
+    }
+    float *cursor = m->owned;
+
+    bool need_embd = m->part.embed || m->part.head;
+    if (need_embd && bind_matrix(f, "token_embd.weight", c->d_model, c->n_vocab, true,
+                                 &m->tok_embd, err))
+        goto fail;
+    if (check_row_blocks(f, "token_embd.weight", &m->tok_embd, err))
+        goto fail;
+    if (m->part.head) {
+        if (bind_vector(f, "output_norm.weight", c->d_model, true, &cursor, &m->output_norm, err) ||
+            bind_matrix(f, "output.weight", c->d_model, c->n_vocab, false, &m->output, err) ||
+            check_row_blocks(f, "output.weight", &m->output, err))
+            goto fail;
+        if (!m->output.data) {
+            m->output = m->tok_embd;
+            m->tied_output = true;
+        }
+    }
+    for (int il = m->part.l0; il < m->part.l1; il++)
+        if (bind_layer(m, il, &cursor, err))
+            goto fail;
+    *out = m;
+    return 0;
+fail:
+    sl_model_free(m);
+    return -1;
+}
+
+int sl_model_load(sl_model **out, const char *path, const sl_model_part *part, sl_err *err)
+{
+    gguf_file *f;
+    *out = NULL;
+    if (gguf_open(&f, path, err))
+        return -1;
+    return sl_model_from_gguf(out, f, part, err);
+}
+
+void sl_model_free(sl_model *m)
+{
+    if (!m)
+        return;
+    gguf_close(m->gguf);
+    free(m->layer);
+    free(m->owned);
+    free(m);
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package the build, the tests and the tiny-model
+# tooling need. Run as root (CI runs as root); uses sudo otherwise.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  clang libclang-rt-14-dev            # libFuzzer targets, sanitizers
+  libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
+  libsentencepiece-dev sentencepiece  # library + spm_train/spm_encode for tests
+  libjemalloc-dev libyaml-dev libhwloc-dev libjson-c-dev
+  python3 python3-numpy               # the numpy reference forward pass
+  iproute2                            # network namespaces for multi-host tests
+)
+# Retraining the tiny models (not needed to build or test) also wants
+# python3-torch and libopenblas0-pthread: scripts/install-deps.sh --train.
+if [[ "${1:-}" == "--train" ]]; then
+  PACKAGES+=(python3-torch libopenblas0-pthread)
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
