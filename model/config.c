@@ -131,6 +131,26 @@ static int read_rope_scaling(const gguf_file *f, const char *arch, float *freq_s
     return 0;
 }
 
+/* Which layers slide: {arch}.attention.sliding_window_pattern is either a
+ * period N (layer il slides iff il % N < N - 1) or, as llama.cpp writes it
+ * for newer Gemmas, one flag per layer (true = sliding). */
+static int read_swa_layout(const gguf_file *f, const sl_config *c, int *pattern,
+                           const gguf_kv **layout, sl_err *err)
+{
+    char k[160];
+    const gguf_kv *kv = gguf_find(f, akey(k, sizeof k, c->arch, "attention.sliding_window_pattern"));
+    if (!kv)
+        return 0;
+    if (kv->type == GGUF_ARRAY) {
+        if (kv->arr_type == GGUF_STRING || kv->arr_type == GGUF_ARRAY ||
+            kv->arr_n != (uint64_t)c->n_layer)
+            return sl_fail(err, "%s: %s must hold one flag per layer (%d)", f->path, k, c->n_layer);
+        *layout = kv;
+        return 0;
+    }
+    return opt_int(f, c->arch, "attention.sliding_window_pattern", 0, SL_MAX_LAYERS, pattern, err);
+}
+
 static int fill_layers(sl_config *c, const gguf_file *f, const arch_traits *t, sl_err *err)
 {
     int n_head, n_kv_head, head_dim, window = 0, pattern = t->swa_pattern, rope_dim;
@@ -165,7 +185,8 @@ static int fill_layers(sl_config *c, const gguf_file *f, const arch_traits *t, s
         return -1;
     if (opt_int(f, c->arch, "attention.sliding_window", 0, 1 << 30, &window, err))
         return -1;
-    if (opt_int(f, c->arch, "attention.sliding_window_pattern", 0, SL_MAX_LAYERS, &pattern, err))
+    const gguf_kv *layout = NULL;
+    if (read_swa_layout(f, c, &pattern, &layout, err))
         return -1;
     if (opt_float(f, c->arch, "rope.freq_base_swa", 1.0f, 1e12f, &swa_base, err))
         return -1;
@@ -178,7 +199,8 @@ static int fill_layers(sl_config *c, const gguf_file *f, const arch_traits *t, s
 
     for (int il = 0; il < c->n_layer; il++) {
         sl_layer_cfg *L = &c->layer[il];
-        bool sliding = window > 0 && pattern > 0 && il % pattern < pattern - 1;
+        bool sliding = window > 0 && (layout ? gguf_arr_num(layout, (uint64_t)il) != 0
+                                             : pattern > 0 && il % pattern < pattern - 1);
         L->n_head = n_head;
         L->n_kv_head = n_kv_head;
         L->head_dim = head_dim;

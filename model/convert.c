@@ -1,0 +1,549 @@
+#include "model/convert.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/quant.h"
+#include "model/gguf.h"
+#include "model/safetensors.h"
+#include "model/tokenizer.h"
+
+#define MAX_SHARDS 256
+
+/* What the converter needs to know of config.json. */
+typedef struct hf_config {
+    char arch[16];            /* GGUF architecture name */
+    bool gemma;               /* norm weights shift by +1; NeoX RoPE (no permute) */
+    int n_layer, d_model, d_ff, n_head, n_kv_head, head_dim, n_vocab, n_ctx;
+    double norm_eps, rope_theta, rope_local_theta, rope_factor;
+    double attn_softcap, final_softcap, query_pre_attn_scalar;
+    int sliding_window;
+    bool *layer_sliding;      /* n_layer flags, gemma2/3 */
+    bool tied;
+} hf_config;
+
+typedef struct converter {
+    const char *dir;
+    char path[4096];
+    hf_config cfg;
+    st_file *shards[MAX_SHARDS];
+    int n_shards;
+    gguf_writer *w;
+    void **buffers;           /* converted tensor data, alive until written */
+    int n_buffers, cap_buffers;
+    const sl_convert_opts *opts;
+} converter;
+
+static const char *in_dir(converter *cv, const char *name)
+{
+    snprintf(cv->path, sizeof cv->path, "%s/%s", cv->dir, name);
+    return cv->path;
+}
+
+/* ---- config.json ---- */
+
+static json_object *load_json(const char *path, sl_err *err)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    if (size < 0 || size > (64l << 20)) {
+        fclose(fp);
+        sl_fail(err, "%s: unreadable or larger than 64 MB", path);
+        return NULL;
+    }
+    char *buf = malloc((size_t)size + 1);
+    size_t got = buf ? fread(buf, 1, (size_t)size, fp) : 0;
+    fclose(fp);
+    if (!buf || got != (size_t)size) {
+        free(buf);
+        sl_fail(err, "%s: read failed", path);
+        return NULL;
+    }
+    buf[size] = 0;
+    json_tokener *tok = json_tokener_new();
+    json_object *root = tok ? json_tokener_parse_ex(tok, buf, (int)size) : NULL;
+    enum json_tokener_error jerr = tok ? json_tokener_get_error(tok) : json_tokener_error_parse_unexpected;
+    if (tok)
+        json_tokener_free(tok);
+    free(buf);
+    if (!root || jerr != json_tokener_success || !json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        sl_fail(err, "%s: not a valid JSON object (%s)", path,
+                jerr == json_tokener_success ? "not an object" : json_tokener_error_desc(jerr));
+        return NULL;
+    }
+    return root;
+}
+
+/* Integer field; required fields fail naming the key, optional ones keep *out. */
+static int jint(json_object *o, const char *key, bool required, int lo, int hi, int *out,
+                const char *path, sl_err *err)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null)) {
+        if (required)
+            return sl_fail(err, "%s: missing required field \"%s\"", path, key);
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_int))
+        return sl_fail(err, "%s: field \"%s\" must be an integer", path, key);
+    int64_t x = json_object_get_int64(v);
+    if (x < lo || x > hi)
+        return sl_fail(err, "%s: field \"%s\" = %lld is out of range [%d, %d]", path, key,
+                       (long long)x, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+static int jnum(json_object *o, const char *key, double *out, const char *path, sl_err *err)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || json_object_is_type(v, json_type_null))
+        return 0;
+    if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
+        return sl_fail(err, "%s: field \"%s\" must be a number", path, key);
+    double x = json_object_get_double(v);
+    if (!isfinite(x) || x < 0)
+        return sl_fail(err, "%s: field \"%s\" = %g is not a finite non-negative number", path, key, x);
+    *out = x;
+    return 0;
+}
+
+static const char *model_type_to_arch(const char *mt, bool *gemma)
+{
+    static const struct { const char *hf, *gguf; bool gemma; } map[] = {
+        {"gemma", "gemma", true},   {"gemma2", "gemma2", true}, {"gemma3", "gemma3", true},
+        {"gemma3_text", "gemma3", true}, {"llama", "llama", false},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(mt, map[i].hf) == 0) {
+            *gemma = map[i].gemma;
+            return map[i].gguf;
+        }
+    return NULL;
+}
+
+static int read_layer_types(hf_config *c, json_object *root, const char *path, sl_err *err)
+{
+    c->layer_sliding = calloc((size_t)c->n_layer, sizeof(bool));
+    if (!c->layer_sliding)
+        return sl_fail(err, "out of memory");
+    json_object *lt;
+    if (json_object_object_get_ex(root, "layer_types", &lt) && json_object_is_type(lt, json_type_array)) {
+        if ((int)json_object_array_length(lt) != c->n_layer)
+            return sl_fail(err, "%s: layer_types has %d entries for %d layers", path,
+                           (int)json_object_array_length(lt), c->n_layer);
+        for (int il = 0; il < c->n_layer; il++) {
+            const char *s = json_object_get_string(json_object_array_get_idx(lt, il));
+            if (!s || (strcmp(s, "sliding_attention") && strcmp(s, "full_attention")))
+                return sl_fail(err, "%s: layer_types[%d] must be sliding_attention or full_attention",
+                               path, il);
+            c->layer_sliding[il] = strcmp(s, "sliding_attention") == 0;
+        }
+        return 0;
+    }
+    /* Older configs: Gemma 2 alternates (even layers local); Gemma 3 uses a
+     * pattern where every Nth layer is global. */
+    int pattern = strcmp(c->arch, "gemma3") == 0 ? 6 : 2;
+    if (jint(root, "sliding_window_pattern", false, 1, 1 << 16, &pattern, path, err))
+        return -1;
+    for (int il = 0; il < c->n_layer; il++)
+        c->layer_sliding[il] = il % pattern < pattern - 1;
+    return 0;
+}
+
+static int read_config(converter *cv, sl_err *err)
+{
+    hf_config *c = &cv->cfg;
+    const char *path = in_dir(cv, "config.json");
+    char cpath[4096];
+    snprintf(cpath, sizeof cpath, "%s", path);
+    json_object *root = load_json(cpath, err);
+    if (!root)
+        return -1;
+    int rc = -1;
+    json_object *v;
+    /* Multimodal Gemma 3 nests the text model's settings. */
+    json_object *text = root;
+    if (json_object_object_get_ex(root, "text_config", &v) && json_object_is_type(v, json_type_object))
+        text = v;
+    const char *mt = NULL;
+    if (json_object_object_get_ex(text, "model_type", &v) && json_object_is_type(v, json_type_string))
+        mt = json_object_get_string(v);
+    const char *arch = mt ? model_type_to_arch(mt, &c->gemma) : NULL;
+    if (!arch) {
+        sl_fail(err, "%s: model_type \"%s\" is not supported (gemma, gemma2, gemma3, gemma3_text, llama)",
+                cpath, mt ? mt : "(missing)");
+        goto out;
+    }
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+    c->n_ctx = 8192;
+    if (jint(text, "num_hidden_layers", true, 1, 512, &c->n_layer, cpath, err) ||
+        jint(text, "hidden_size", true, 1, 1 << 20, &c->d_model, cpath, err) ||
+        jint(text, "intermediate_size", true, 1, 1 << 22, &c->d_ff, cpath, err) ||
+        jint(text, "num_attention_heads", true, 1, 4096, &c->n_head, cpath, err) ||
+        jint(text, "vocab_size", true, 1, 1 << 24, &c->n_vocab, cpath, err) ||
+        jint(text, "max_position_embeddings", false, 1, 1 << 30, &c->n_ctx, cpath, err))
+        goto out;
+    c->n_kv_head = c->n_head;
+    c->head_dim = c->d_model / c->n_head;
+    c->norm_eps = 1e-6;
+    c->rope_theta = 10000.0;
+    c->tied = c->gemma;
+    if (jint(text, "num_key_value_heads", false, 1, c->n_head, &c->n_kv_head, cpath, err) ||
+        jint(text, "head_dim", false, 1, 65536, &c->head_dim, cpath, err) ||
+        jint(text, "sliding_window", false, 0, 1 << 30, &c->sliding_window, cpath, err) ||
+        jnum(text, "rms_norm_eps", &c->norm_eps, cpath, err) ||
+        jnum(text, "rope_theta", &c->rope_theta, cpath, err) ||
+        jnum(text, "rope_local_base_freq", &c->rope_local_theta, cpath, err) ||
+        jnum(text, "attn_logit_softcapping", &c->attn_softcap, cpath, err) ||
+        jnum(text, "final_logit_softcapping", &c->final_softcap, cpath, err) ||
+        jnum(text, "query_pre_attn_scalar", &c->query_pre_attn_scalar, cpath, err))
+        goto out;
+    if (c->n_head % c->n_kv_head) {
+        sl_fail(err, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                cpath, c->n_head, c->n_kv_head);
+        goto out;
+    }
+    if (json_object_object_get_ex(text, "tie_word_embeddings", &v) && json_object_is_type(v, json_type_boolean))
+        c->tied = json_object_get_boolean(v);
+    if (json_object_object_get_ex(text, "rope_scaling", &v) && json_object_is_type(v, json_type_object)) {
+        json_object *t, *fct;
+        const char *rt = NULL;
+        if ((json_object_object_get_ex(v, "rope_type", &t) || json_object_object_get_ex(v, "type", &t)))
+            rt = json_object_get_string(t);
+        if (!rt || strcmp(rt, "linear") != 0 || !json_object_object_get_ex(v, "factor", &fct)) {
+            sl_fail(err, "%s: rope_scaling of type \"%s\" is not supported (linear only)", cpath,
+                    rt ? rt : "?");
+            goto out;
+        }
+        c->rope_factor = json_object_get_double(fct);
+    }
+    if (strcmp(c->arch, "gemma2") == 0 || strcmp(c->arch, "gemma3") == 0)
+        if (read_layer_types(c, text, cpath, err))
+            goto out;
+    rc = 0;
+out:
+    json_object_put(root);
+    return rc;
+}
+
+/* ---- shards ---- */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int open_shards(converter *cv, sl_err *err)
+{
+    DIR *d = opendir(cv->dir);
+    if (!d)
+        return sl_fail(err, "%s: cannot open directory: %s", cv->dir, strerror(errno));
+    char *names[MAX_SHARDS];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < MAX_SHARDS)
+        if (ends_with(e->d_name, ".safetensors"))
+            names[n++] = strdup(e->d_name);
+    closedir(d);
+    if (n == 0)
+        return sl_fail(err, "%s: no *.safetensors files", cv->dir);
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (!rc && st_open(&cv->shards[cv->n_shards], in_dir(cv, names[i]), err) == 0)
+            cv->n_shards++;
+        else
+            rc = -1;
+        free(names[i]);
+    }
+    return rc;
+}
+
+static const st_tensor *find_tensor(converter *cv, const char *name)
+{
+    for (int i = 0; i < cv->n_shards; i++) {
+        const st_tensor *t = st_find(cv->shards[i], name);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+/* ---- tensors ---- */
+
+static void *keep(converter *cv, size_t bytes)
+{
+    if (cv->n_buffers == cv->cap_buffers) {
+        int cap = cv->cap_buffers ? 2 * cv->cap_buffers : 64;
+        void **p = realloc(cv->buffers, (size_t)cap * sizeof *p);
+        if (!p)
+            return NULL;
+        cv->buffers = p;
+        cv->cap_buffers = cap;
+    }
+    void *b = malloc(bytes ? bytes : 1);
+    if (b)
+        cv->buffers[cv->n_buffers++] = b;
+    return b;
+}
+
+/* llama.cpp stores llama's q/k rows with each head's two halves interleaved
+ * (adjacent-pair RoPE), while Hugging Face keeps them split: interleave them. */
+static void permute_rows(const float *src, float *dst, int64_t rows, int64_t cols, int n_heads)
+{
+    int64_t hd = rows / n_heads, half = hd / 2;
+    for (int h = 0; h < n_heads; h++)
+        for (int64_t i = 0; i < half; i++)
+            for (int s = 0; s < 2; s++) {
+                const float *from = src + ((int64_t)h * hd + s * half + i) * cols;
+                float *to = dst + ((int64_t)h * hd + 2 * i + s) * cols;
+                memcpy(to, from, (size_t)cols * sizeof(float));
+            }
+}
+
+typedef enum { T_MATRIX, T_NORM } tensor_kind;
+
+/* Adds HF tensor hf_name as GGUF tensor gguf_name, checking its shape. */
+static int add_tensor(converter *cv, const char *hf_name, const char *gguf_name, int64_t rows,
+                      int64_t cols, tensor_kind kind, int permute_heads, sl_err *err)
+{
+    const st_tensor *t = find_tensor(cv, hf_name);
+    if (!t)
+        return sl_fail(err, "%s: missing tensor %s", cv->dir, hf_name);
+    bool ok = kind == T_NORM ? (t->n_dims == 1 && t->shape[0] == cols)
+                             : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
+    if (!ok)
+        return sl_fail(err, "%s: tensor %s has shape [%lld%s%lld], expected [%lld, %lld]", cv->dir,
+                       hf_name, (long long)t->shape[0], t->n_dims > 1 ? ", " : " ",
+                       (long long)(t->n_dims > 1 ? t->shape[1] : 0), (long long)rows, (long long)cols);
+    size_t n = (size_t)rows * (size_t)cols;
+    float *f = malloc(n * sizeof(float));
+    if (!f)
+        return sl_fail(err, "out of memory converting %s", hf_name);
+    st_read_f32(t, 0, (int64_t)n, f);
+    if (kind == T_NORM && cv->cfg.gemma)
+        for (size_t i = 0; i < n; i++)
+            f[i] += 1.0f; /* Gemma's norms scale by (1 + w); GGUF stores the sum */
+    if (permute_heads) {
+        float *g = malloc(n * sizeof(float));
+        if (!g) {
+            free(f);
+            return sl_fail(err, "out of memory converting %s", hf_name);
+        }
+        permute_rows(f, g, rows, cols, permute_heads);
+        free(f);
+        f = g;
+    }
+    sl_type type = kind == T_NORM ? SL_TYPE_F32 : cv->opts->type;
+    if (cols % sl_type_block_elems(type) != 0)
+        type = SL_TYPE_F16; /* rows that don't fill whole blocks stay precise */
+    size_t bytes = sl_row_bytes(type, cols) * (size_t)rows;
+    void *out = keep(cv, bytes);
+    if (!out) {
+        free(f);
+        return sl_fail(err, "out of memory converting %s", hf_name);
+    }
+    size_t row_bytes = sl_row_bytes(type, cols);
+    #pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t r = 0; r < rows; r++)
+        sl_quantize_row(type, f + r * cols, (uint8_t *)out + (size_t)r * row_bytes, cols);
+    free(f);
+    int64_t ne[2] = {cols, rows};
+    return gguf_add_tensor(cv->w, gguf_name, type, kind == T_NORM ? 1 : 2, ne, out, bytes, err);
+}
+
+static int add_layer(converter *cv, int il, sl_err *err)
+{
+    const hf_config *c = &cv->cfg;
+    bool gemma23 = strcmp(c->arch, "gemma2") == 0 || strcmp(c->arch, "gemma3") == 0;
+    int64_t d = c->d_model, q = (int64_t)c->n_head * c->head_dim, kv = (int64_t)c->n_kv_head * c->head_dim;
+    char h[256], g[256];
+    int llama = !c->gemma;
+#define HF(s) (snprintf(h, sizeof h, "model.layers.%d.%s.weight", il, s), h)
+#define GG(s) (snprintf(g, sizeof g, "blk.%d.%s.weight", il, s), g)
+    if (add_tensor(cv, HF("input_layernorm"), GG("attn_norm"), 1, d, T_NORM, 0, err) ||
+        add_tensor(cv, HF("self_attn.q_proj"), GG("attn_q"), q, d, T_MATRIX, llama ? c->n_head : 0, err) ||
+        add_tensor(cv, HF("self_attn.k_proj"), GG("attn_k"), kv, d, T_MATRIX, llama ? c->n_kv_head : 0, err) ||
+        add_tensor(cv, HF("self_attn.v_proj"), GG("attn_v"), kv, d, T_MATRIX, 0, err) ||
+        add_tensor(cv, HF("self_attn.o_proj"), GG("attn_output"), d, q, T_MATRIX, 0, err) ||
+        add_tensor(cv, HF("mlp.gate_proj"), GG("ffn_gate"), c->d_ff, d, T_MATRIX, 0, err) ||
+        add_tensor(cv, HF("mlp.up_proj"), GG("ffn_up"), c->d_ff, d, T_MATRIX, 0, err) ||
+        add_tensor(cv, HF("mlp.down_proj"), GG("ffn_down"), d, c->d_ff, T_MATRIX, 0, err))
+        return -1;
+    if (gemma23) {
+        if (add_tensor(cv, HF("post_attention_layernorm"), GG("post_attention_norm"), 1, d, T_NORM, 0, err) ||
+            add_tensor(cv, HF("pre_feedforward_layernorm"), GG("ffn_norm"), 1, d, T_NORM, 0, err) ||
+            add_tensor(cv, HF("post_feedforward_layernorm"), GG("post_ffw_norm"), 1, d, T_NORM, 0, err))
+            return -1;
+    } else if (add_tensor(cv, HF("post_attention_layernorm"), GG("ffn_norm"), 1, d, T_NORM, 0, err)) {
+        return -1; /* in Gemma 1 and Llama this is the pre-FFN norm */
+    }
+    if (strcmp(c->arch, "gemma3") == 0 &&
+        (add_tensor(cv, HF("self_attn.q_norm"), GG("attn_q_norm"), 1, c->head_dim, T_NORM, 0, err) ||
+         add_tensor(cv, HF("self_attn.k_norm"), GG("attn_k_norm"), 1, c->head_dim, T_NORM, 0, err)))
+        return -1;
+#undef HF
+#undef GG
+    return 0;
+}
+
+/* ---- metadata ---- */
+
+static void set_metadata(converter *cv)
+{
+    const hf_config *c = &cv->cfg;
+    gguf_writer *w = cv->w;
+    char k[128];
+#define K(s) (snprintf(k, sizeof k, "%s.%s", c->arch, s), k)
+    gguf_set_str(w, "general.architecture", c->arch);
+    const char *slash = strrchr(cv->dir, '/');
+    gguf_set_str(w, "general.name", slash && slash[1] ? slash + 1 : cv->dir);
+    gguf_set_u32(w, "general.quantization_version", 2);
+    gguf_set_u32(w, K("context_length"), (uint32_t)c->n_ctx);
+    gguf_set_u32(w, K("embedding_length"), (uint32_t)c->d_model);
+    gguf_set_u32(w, K("block_count"), (uint32_t)c->n_layer);
+    gguf_set_u32(w, K("feed_forward_length"), (uint32_t)c->d_ff);
+    gguf_set_u32(w, K("attention.head_count"), (uint32_t)c->n_head);
+    gguf_set_u32(w, K("attention.head_count_kv"), (uint32_t)c->n_kv_head);
+    gguf_set_u32(w, K("attention.key_length"), (uint32_t)c->head_dim);
+    gguf_set_u32(w, K("attention.value_length"), (uint32_t)c->head_dim);
+    gguf_set_f32(w, K("attention.layer_norm_rms_epsilon"), (float)c->norm_eps);
+    gguf_set_f32(w, K("rope.freq_base"), (float)c->rope_theta);
+    if (!c->gemma)
+        gguf_set_u32(w, K("rope.dimension_count"), (uint32_t)c->head_dim);
+    if (c->rope_factor > 0 && c->rope_factor != 1.0) {
+        gguf_set_str(w, K("rope.scaling.type"), "linear");
+        gguf_set_f32(w, K("rope.scaling.factor"), (float)c->rope_factor);
+    }
+    if (c->sliding_window > 0 && c->layer_sliding) {
+        gguf_set_u32(w, K("attention.sliding_window"), (uint32_t)c->sliding_window);
+        /* llama.cpp hard-codes Gemma 3's 5:1 layout; a per-layer list keeps
+         * other layouts (e.g. a 2-layer draft) exact for loaders that read it. */
+        uint8_t flags[512];
+        for (int il = 0; il < c->n_layer; il++)
+            flags[il] = c->layer_sliding[il];
+        gguf_set_arr(w, K("attention.sliding_window_pattern"), GGUF_BOOL, flags, (uint64_t)c->n_layer);
+    }
+    if (c->rope_local_theta > 0)
+        gguf_set_f32(w, K("rope.freq_base_swa"), (float)c->rope_local_theta);
+    if (c->attn_softcap > 0)
+        gguf_set_f32(w, K("attn_logit_softcapping"), (float)c->attn_softcap);
+    if (c->final_softcap > 0)
+        gguf_set_f32(w, K("final_logit_softcapping"), (float)c->final_softcap);
+    if (c->query_pre_attn_scalar > 0)
+        gguf_set_f32(w, K("attention.scale"), (float)(1.0 / sqrt(c->query_pre_attn_scalar)));
+#undef K
+}
+
+static int add_vocab(converter *cv, sl_err *err)
+{
+    sl_tok_vocab v;
+    if (sl_tok_model_to_vocab(in_dir(cv, "tokenizer.model"), &v, err))
+        return -1;
+    int rc = 0;
+    if (v.n > cv->cfg.n_vocab)
+        rc = sl_fail(err, "%s: tokenizer.model has %d pieces but vocab_size is %d", cv->dir, v.n,
+                     cv->cfg.n_vocab);
+    else
+        sl_tok_vocab_to_gguf(&v, cv->w);
+    /* Checkpoints often pad the embedding beyond the tokenizer; the GGUF's
+     * token list must still have one entry per row. */
+    if (!rc && v.n < cv->cfg.n_vocab) {
+        int n = cv->cfg.n_vocab;
+        char **toks = calloc((size_t)n, sizeof *toks);
+        float *scores = calloc((size_t)n, sizeof *scores);
+        int32_t *types = calloc((size_t)n, sizeof *types);
+        char (*pad)[32] = calloc((size_t)n, 32);
+        if (!toks || !scores || !types || !pad) {
+            rc = sl_fail(err, "out of memory");
+        } else {
+            for (int i = 0; i < n; i++) {
+                if (i < v.n) {
+                    toks[i] = v.tokens[i];
+                    scores[i] = v.scores[i];
+                    types[i] = v.types[i];
+                } else {
+                    snprintf(pad[i], 32, "<unused_pad_%d>", i);
+                    toks[i] = pad[i];
+                    types[i] = 5;
+                }
+            }
+            gguf_set_arr_str(cv->w, "tokenizer.ggml.tokens", (const char *const *)toks, (uint64_t)n);
+            gguf_set_arr(cv->w, "tokenizer.ggml.scores", GGUF_FLOAT32, scores, (uint64_t)n);
+            gguf_set_arr(cv->w, "tokenizer.ggml.token_type", GGUF_INT32, types, (uint64_t)n);
+        }
+        free(toks);
+        free(scores);
+        free(types);
+        free(pad);
+    }
+    sl_tok_vocab_free(&v);
+    return rc;
+}
+
+static int convert(converter *cv, const char *out_path, sl_err *err)
+{
+    const hf_config *c = &cv->cfg;
+    if (read_config(cv, err) || open_shards(cv, err))
+        return -1;
+    cv->w = gguf_writer_new();
+    if (!cv->w)
+        return sl_fail(err, "out of memory");
+    set_metadata(cv);
+    gguf_set_u32(cv->w, "general.file_type", (uint32_t)cv->opts->type);
+    if (add_vocab(cv, err))
+        return -1;
+    if (add_tensor(cv, "model.embed_tokens.weight", "token_embd.weight", c->n_vocab, c->d_model,
+                   T_MATRIX, 0, err))
+        return -1;
+    for (int il = 0; il < c->n_layer; il++) {
+        if (add_layer(cv, il, err))
+            return -1;
+        if (cv->opts->verbose)
+            fprintf(stderr, "\rconvert: layer %d/%d", il + 1, c->n_layer);
+    }
+    if (cv->opts->verbose)
+        fputc('\n', stderr);
+    if (add_tensor(cv, "model.norm.weight", "output_norm.weight", 1, c->d_model, T_NORM, 0, err))
+        return -1;
+    if (!c->tied || find_tensor(cv, "lm_head.weight"))
+        if (add_tensor(cv, "lm_head.weight", "output.weight", c->n_vocab, c->d_model, T_MATRIX, 0, err))
+            return -1;
+    return gguf_write(cv->w, out_path, err);
+}
+
+int sl_convert_hf(const char *dir, const char *out_path, const sl_convert_opts *opts, sl_err *err)
+{
+    converter cv = {.dir = dir, .opts = opts};
+    if (!sl_type_supported(opts->type))
+        return sl_fail(err, "convert: unsupported output type %d", (int)opts->type);
+    int rc = convert(&cv, out_path, err);
+    for (int i = 0; i < cv.n_shards; i++)
+        st_close(cv.shards[i]);
+    for (int i = 0; i < cv.n_buffers; i++)
+        free(cv.buffers[i]);
+    free(cv.buffers);
+    free(cv.cfg.layer_sliding);
+    gguf_writer_free(cv.w);
+    return rc;
+}
