@@ -1,0 +1,143 @@
+"""Vectorised numpy dequantisation of llama.cpp's block formats.
+
+Every function takes the raw bytes of n elements and returns float64 values
+in storage order. Block layouts (little-endian, fp16 scales):
+  Q4_0  (18 B / 32):  d, qs[16]; x[j] = d*(lo(qs[j])-8), x[j+16] = d*(hi(qs[j])-8)
+  Q8_0  (34 B / 32):  d, qs[32] int8; x = d*q
+  Q4_K (144 B / 256): d, dmin, scales[12] (8 six-bit scales and mins), qs[128]
+  Q5_K (176 B / 256): d, dmin, scales[12], qh[32] (fifth bits), qs[128]
+  Q6_K (210 B / 256): ql[128], qh[64], scales[16] int8, d
+"""
+import numpy as np
+
+F32, F16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 8, 12, 13, 14, 30
+
+# type -> (elements per block, bytes per block)
+BLOCK = {
+    F32: (1, 4), F16: (1, 2), BF16: (1, 2),
+    Q4_0: (32, 18), Q8_0: (32, 34),
+    Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
+}
+
+NAMES = {F32: "f32", F16: "f16", BF16: "bf16", Q4_0: "q4_0", Q8_0: "q8_0",
+         Q4_K: "q4_K", Q5_K: "q5_K", Q6_K: "q6_K"}
+
+
+def nbytes(ggml_type, n):
+    if ggml_type not in BLOCK:
+        raise ValueError("ggml type %d not supported by the reference" % ggml_type)
+    elems, size = BLOCK[ggml_type]
+    if n % elems:
+        raise ValueError("%d elements is not a whole number of %s blocks" % (n, NAMES[ggml_type]))
+    return n // elems * size
+
+
+def _blocks(buf, ggml_type, n):
+    elems, size = BLOCK[ggml_type]
+    raw = np.frombuffer(buf, dtype=np.uint8, count=nbytes(ggml_type, n))
+    return raw.reshape(n // elems, size)
+
+
+def _half(cols):
+    """A (nb, 2) uint8 column pair holding fp16 -> (nb, 1) float64."""
+    return np.ascontiguousarray(cols).view(np.float16).astype(np.float64)
+
+
+def _q4_0(buf, n):
+    b = _blocks(buf, Q4_0, n)
+    d = _half(b[:, 0:2])
+    qs = b[:, 2:18].astype(np.int64)
+    q = np.concatenate([(qs & 15) - 8, (qs >> 4) - 8], axis=1)
+    return (d * q).reshape(-1)
+
+
+def _q8_0(buf, n):
+    b = _blocks(buf, Q8_0, n)
+    d = _half(b[:, 0:2])
+    q = np.ascontiguousarray(b[:, 2:34]).view(np.int8).astype(np.float64)
+    return (d * q).reshape(-1)
+
+
+def _k_scales_mins(s):
+    """The 8 six-bit scales and 8 six-bit mins packed in 12 bytes (nb, 12).
+
+    Sub-blocks 0-3 keep their scale and min in the low 6 bits of bytes 0-3
+    and 4-7; sub-blocks 4-7 keep the low 4 bits in the nibbles of bytes 8-11
+    and the top 2 bits in the spare top bits of bytes 0-3 (scales) and 4-7
+    (mins)."""
+    s = s.astype(np.int64)
+    first, second, third = s[:, 0:4], s[:, 4:8], s[:, 8:12]
+    scale = np.concatenate([first & 63, (third & 15) | ((first >> 6) << 4)], axis=1)
+    mins = np.concatenate([second & 63, (third >> 4) | ((second >> 6) << 4)], axis=1)
+    return scale, mins
+
+
+def _nibbles_by_subblock(qs):
+    """qs (nb, 128): 4 chunks of 32 bytes; sub-block 2c is the low nibbles of
+    chunk c and 2c+1 its high nibbles -> (nb, 8, 32)."""
+    chunks = qs.astype(np.int64).reshape(-1, 4, 1, 32)
+    both = np.concatenate([chunks & 15, chunks >> 4], axis=2)
+    return both.reshape(-1, 8, 32)
+
+
+def _q4_K(buf, n):
+    b = _blocks(buf, Q4_K, n)
+    d, dmin = _half(b[:, 0:2]), _half(b[:, 2:4])
+    scale, mins = _k_scales_mins(b[:, 4:16])
+    q = _nibbles_by_subblock(b[:, 16:144])
+    x = (d * scale)[:, :, None] * q - (dmin * mins)[:, :, None]
+    return x.reshape(-1)
+
+
+def _q5_K(buf, n):
+    b = _blocks(buf, Q5_K, n)
+    d, dmin = _half(b[:, 0:2]), _half(b[:, 2:4])
+    scale, mins = _k_scales_mins(b[:, 4:16])
+    qh = b[:, 16:48].astype(np.int64)
+    # bit j of qh[l] is the fifth bit of element l of sub-block j
+    fifth = (qh[:, None, :] >> np.arange(8)[None, :, None]) & 1
+    q = _nibbles_by_subblock(b[:, 48:176]) + 16 * fifth
+    x = (d * scale)[:, :, None] * q - (dmin * mins)[:, :, None]
+    return x.reshape(-1)
+
+
+def _q6_K(buf, n):
+    b = _blocks(buf, Q6_K, n)
+    # two halves of 128 elements, each with 64 bytes of ql and 32 of qh
+    ql = b[:, 0:128].astype(np.int64).reshape(-1, 2, 2, 32)
+    qh = b[:, 128:192].astype(np.int64).reshape(-1, 2, 32)
+    sc = np.ascontiguousarray(b[:, 192:208]).view(np.int8).astype(np.float64)
+    d = _half(b[:, 208:210])
+    quarters = []
+    for s in range(4):
+        # quarter s of a half: low/high nibble (s // 2) of ql row (s % 2),
+        # top two bits from bits 2s, 2s+1 of qh
+        low = (ql[:, :, s % 2, :] >> (4 * (s // 2))) & 15
+        high = (qh >> (2 * s)) & 3
+        quarters.append((low | (high << 4)) - 32)
+    q = np.stack(quarters, axis=2).reshape(-1, 16, 16)  # 16 groups of 16 share a scale
+    x = (d * sc)[:, :, None] * q
+    return x.reshape(-1)
+
+
+def _f32(buf, n):
+    return np.frombuffer(buf, dtype="<f4", count=n).astype(np.float64)
+
+
+def _f16(buf, n):
+    return np.frombuffer(buf, dtype="<f2", count=n).astype(np.float64)
+
+
+def _bf16(buf, n):
+    bits = np.frombuffer(buf, dtype="<u2", count=n).astype(np.uint32) << 16
+    return bits.view(np.float32).astype(np.float64)
+
+
+_DEQUANT = {F32: _f32, F16: _f16, BF16: _bf16, Q4_0: _q4_0, Q8_0: _q8_0,
+            Q4_K: _q4_K, Q5_K: _q5_K, Q6_K: _q6_K}
+
+
+def dequantize(ggml_type, buf, n):
+    if ggml_type not in _DEQUANT:
+        raise ValueError("ggml type %d not supported by the reference" % ggml_type)
+    return _DEQUANT[ggml_type](buf, n)
