@@ -1,0 +1,60 @@
+/* sluice convert: Hugging Face checkpoint directory to GGUF. */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "cli/cli.h"
+#include "model/convert.h"
+
+static const char USAGE[] =
+    "usage: sluice convert DIR -o FILE.gguf [--type T]\n"
+    "\n"
+    "Converts a Hugging Face checkpoint directory (config.json, one or more\n"
+    "*.safetensors shards, tokenizer.model) of a Gemma, Gemma 2, Gemma 3 (text)\n"
+    "or Llama model into a GGUF file with llama.cpp's keys and tensor names,\n"
+    "including the tokenizer vocabulary.\n"
+    "\n"
+    "  -o, --output FILE   GGUF file to write (required)\n"
+    "      --type T        type of the weight matrices: " CLI_QTYPE_NAMES "\n"
+    "                      (default f32; norms always stay f32)\n"
+    "  -q, --quiet         no progress on stderr\n"
+    "  -h, --help          this text\n";
+
+int cmd_convert(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"output", required_argument, NULL, 'o'},
+        {"type", required_argument, NULL, 'T'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *out = NULL;
+    sl_convert_opts opts = {.type = SL_TYPE_F32, .verbose = 1};
+    int c;
+    optind = 1;
+    while ((c = cli_getopt(argc, argv, "o:qh", longopts, USAGE)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'q': opts.verbose = 0; break;
+        case 'h': fputs(USAGE, stdout); return CLI_OK;
+        case 'T': {
+            cli_qtype q;
+            if (cli_parse_qtype(optarg, &q) || q.k_m_mix)
+                return cli_usage(argv[0], USAGE, "unknown or unsupported --type '%s'", optarg);
+            opts.type = q.base;
+            break;
+        }
+        default: return CLI_USAGE;
+        }
+    }
+    if (optind != argc - 1)
+        return cli_usage(argv[0], USAGE, "expected one checkpoint directory");
+    if (!out)
+        return cli_usage(argv[0], USAGE, "missing -o FILE.gguf");
+    sl_err err;
+    if (sl_convert_hf(argv[optind], out, &opts, &err))
+        return cli_fail(argv[0], "%s", err.msg);
+    if (opts.verbose)
+        fprintf(stderr, "convert: wrote %s\n", out);
+    return CLI_OK;
+}

@@ -1,0 +1,105 @@
+/* Declarative pipeline configs (YAML via libyaml).
+ *
+ *   model: models/tiny-gemma3.gguf       # required
+ *   draft: models/tiny-gemma3-draft.gguf # optional
+ *   nodes:                               # optional; default one node "local"
+ *     - name: local                      # no address: this process (threads, inproc://)
+ *     - name: p1
+ *       address: ipc:///tmp/sluice-p1    # a worker process on this host ...
+ *       spawn: true                      # ... that the coordinator launches itself
+ *     - name: hostb
+ *       address: tcp://10.0.0.2:7100     # a `sluice worker --listen` on another host
+ *   stages:                              # in pipeline order
+ *     - kind: embed                      # tokenize | embed | layers | head | sample
+ *       node: local                      # default: the first node
+ *     - kind: layers
+ *       layers: [0, 3]                   # [l0, l1), or: auto
+ *       node: p1
+ *       numa: 0                          # optional NUMA node to bind to
+ *       threads: 2                       # optional OpenMP team size
+ *     - kind: head
+ *     - kind: sample
+ *   sampling: {temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1, seed: 42}
+ *   limits: {max_sequences: 8, context: 2048, max_batch_tokens: 512}
+ *
+ * Every error names the file, line and field: "pipe.yaml:12: stages[1].layers:
+ * range [3, 9) is past the model's 6 layers". */
+#ifndef SLUICE_PIPELINE_CONFIG_H
+#define SLUICE_PIPELINE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stages/sampler.h"
+#include "util/err.h"
+
+#define PL_MAX_NODES 64
+#define PL_MAX_STAGES 128
+#define PL_NAME_MAX 64
+#define PL_ADDR_MAX 256
+#define PL_PATH_MAX 1024
+
+typedef enum pl_stage_kind {
+    PL_STAGE_TOKENIZE = 0,
+    PL_STAGE_EMBED,
+    PL_STAGE_LAYERS,
+    PL_STAGE_HEAD,
+    PL_STAGE_SAMPLE,
+    PL_STAGE_KIND_COUNT_
+} pl_stage_kind;
+
+typedef struct pl_node {
+    char name[PL_NAME_MAX];
+    char address[PL_ADDR_MAX]; /* empty: in this process */
+    bool spawn;                /* the coordinator launches `sluice worker` for it */
+    int line;                  /* where it was declared, for messages */
+} pl_node;
+
+typedef struct pl_stage {
+    pl_stage_kind kind;
+    int node;                  /* index into nodes */
+    int l0, l1;                /* layers stages: [l0, l1) */
+    bool layers_auto;          /* `layers: auto`: the scheduler fills l0/l1 */
+    int numa;                  /* -1: no binding */
+    int threads;               /* 0: default */
+    int line;
+} pl_stage;
+
+typedef struct pl_limits {
+    int max_sequences;         /* default 8 */
+    int context;               /* default 2048 */
+    int max_batch_tokens;      /* default 512 */
+} pl_limits;
+
+typedef struct pl_config {
+    char path[PL_PATH_MAX];    /* the config file, for messages */
+    char model[PL_PATH_MAX];   /* resolved relative to the config's directory */
+    char draft[PL_PATH_MAX];   /* empty: none */
+    int n_nodes;
+    pl_node nodes[PL_MAX_NODES];
+    int n_stages;
+    pl_stage stages[PL_MAX_STAGES];
+    sl_sampling sampling;
+    pl_limits limits;
+} pl_config;
+
+/* Parses and checks the structure (known keys, types, node references,
+ * stage order). Unknown keys are errors (a typo must not be ignored). */
+int pl_config_load(pl_config *c, const char *path, sl_err *err);
+int pl_config_parse(pl_config *c, const char *text, size_t len, const char *name, sl_err *err);
+
+/* Checks layer ranges against a model of n_layer layers: the layers stages,
+ * in order, must cover [0, n_layer) exactly once (no gap, no overlap, none
+ * past the end), unless some are `auto`. */
+int pl_config_check_layers(const pl_config *c, int n_layer, sl_err *err);
+
+/* The one-process pipeline `sluice run -m FILE` uses: embed, one layers
+ * stage over all layers, head, sample, all on node "local". */
+void pl_config_default(pl_config *c, const char *model, int n_layer);
+
+/* Writes c as YAML (for `sluice plan -o`); returns 0 or -1 with err. */
+int pl_config_write(const pl_config *c, const char *path, sl_err *err);
+
+const char *pl_stage_kind_name(pl_stage_kind k);
+
+#endif
