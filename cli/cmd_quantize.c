@@ -1,0 +1,190 @@
+/* sluice quantize IN OUT --type T: requantise every 2-D weight, keep the
+ * metadata. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+#include "model/gguf.h"
+
+static const char usage[] =
+    "usage: sluice quantize IN OUT --type TYPE\n"
+    "\n"
+    "Rewrites a GGUF model with its 2-D weights converted to TYPE (each row\n"
+    "dequantised to f32, then quantised); 1-D tensors (norms) and the metadata\n"
+    "are kept, general.file_type is updated. A weight already of its target type\n"
+    "is copied unchanged. Rows whose length is not a multiple of the type's block\n"
+    "fall back to q8_0 (or f32).\n"
+    "\n"
+    "options:\n"
+    "  --type TYPE     " CLI_QTYPE_NAMES "\n"
+    "                  q4_K_M is llama.cpp's mix: q4_K, with q6_K for the output\n"
+    "                  matrix (token_embd when tied) and for attn_v and ffn_down in\n"
+    "                  the first and last eighth of the layers and every third\n"
+    "                  layer between\n"
+    "  -h, --help      show this help\n";
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static bool is_matrix(const gguf_tensor *t)
+{
+    return t->n_dims == 2 && t->ne[1] > 1 && has_suffix(t->name, ".weight") && !strstr(t->name, "norm");
+}
+
+/* Layer count from {arch}.block_count, else from the tensor names. */
+static int layer_count(const gguf_file *f)
+{
+    char *arch = NULL;
+    sl_err err;
+    uint32_t n = 0;
+    if (gguf_get_str(f, "general.architecture", &arch, &err) == 0) {
+        char key[96];
+        snprintf(key, sizeof key, "%s.block_count", arch);
+        if (gguf_get_u32(f, key, &n, &err) != 0)
+            n = 0;
+        free(arch);
+    }
+    if (n > 0)
+        return (int)n;
+    int max = -1, il;
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        if (sscanf(f->tensors[i].name, "blk.%d.", &il) == 1 && il > max)
+            max = il;
+    return max + 1;
+}
+
+static void *convert(const gguf_tensor *t, sl_type to, size_t *size)
+{
+    int64_t n_in = t->ne[0], n_rows = t->size / sl_row_bytes(t->type, n_in);
+    size_t in_row = sl_row_bytes(t->type, n_in), out_row = sl_row_bytes(to, n_in);
+    *size = out_row * (size_t)n_rows;
+    uint8_t *out = malloc(*size);
+    if (!out)
+        return NULL;
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        float *row = malloc((size_t)n_in * sizeof *row);
+        failed = !row;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < n_rows; r++) {
+            if (!row)
+                continue;
+            cli_row_to_f32(t->type, (const uint8_t *)t->data + (size_t)r * in_row, row, n_in);
+            cli_row_from_f32(to, row, out + (size_t)r * out_row, n_in);
+        }
+        free(row);
+    }
+    if (failed) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static int quantize(const char *cmd, const char *in, const char *out, const cli_qtype *q)
+{
+    sl_err err = {{0}};
+    gguf_file *f;
+    if (gguf_open(&f, in, &err))
+        return cli_fail(cmd, "%s", err.msg);
+    gguf_writer *w = gguf_writer_new();
+    void **owned = calloc(f->n_tensors + 1, sizeof *owned);
+    int rc = CLI_FAIL;
+    if (!w || !owned) {
+        cli_fail(cmd, "out of memory");
+        goto done;
+    }
+    gguf_copy_kvs(w, f);
+    gguf_set_u32(w, "general.file_type", q->ftype);
+    gguf_set_u32(w, "general.quantization_version", 2);
+    int n_layer = layer_count(f);
+    bool tied = gguf_find_tensor(f, "output.weight") == NULL;
+    double t0 = cli_now(), bytes_in = 0, bytes_out = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        const void *data = t->data;
+        size_t size = t->size;
+        sl_type to = t->type;
+        if (is_matrix(t)) {
+            to = cli_weight_type(q, t->name, n_layer, t->ne[0], tied);
+            if (to != t->type && !sl_type_supported(t->type)) {
+                cli_fail(cmd, "%s: tensor '%s' has type %s, which sluice cannot read", in, t->name,
+                         sl_type_name(t->type));
+                goto done;
+            }
+        }
+        if (to != t->type) {
+            data = owned[i] = convert(t, to, &size);
+            if (!data) {
+                cli_fail(cmd, "out of memory converting %s", t->name);
+                goto done;
+            }
+        }
+        if (gguf_add_tensor(w, t->name, to, t->n_dims, t->ne, data, size, &err)) {
+            cli_fail(cmd, "%s", err.msg);
+            goto done;
+        }
+        bytes_in += (double)t->size, bytes_out += (double)size;
+        fprintf(stderr, "\rquantize: %llu/%llu tensors, %.1f -> %.1f MiB ", (unsigned long long)i + 1,
+                (unsigned long long)f->n_tensors, bytes_in / 1048576.0, bytes_out / 1048576.0);
+    }
+    fputc('\n', stderr);
+    if (gguf_write(w, out, &err)) {
+        cli_fail(cmd, "%s", err.msg);
+        goto done;
+    }
+    fprintf(stderr, "quantize: wrote %s in %.1f s\n", out, cli_now() - t0);
+    rc = CLI_OK;
+done:
+    if (owned)
+        for (uint64_t i = 0; i < f->n_tensors; i++)
+            free(owned[i]);
+    free(owned);
+    gguf_writer_free(w);
+    gguf_close(f);
+    return rc;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"type", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
+    };
+    cli_qtype q;
+    bool have_type = false;
+    int c;
+    while ((c = cli_getopt(argc, argv, ":h", longopts, usage)) != -1) {
+        switch (c) {
+        case 'h': fputs(usage, stdout); return CLI_OK;
+        case 'T':
+            if (cli_parse_qtype(optarg, &q))
+                return cli_usage(argv[0], usage, "unknown --type '%s' (one of %s)", optarg, CLI_QTYPE_NAMES);
+            have_type = true;
+            break;
+        default: return CLI_USAGE;
+        }
+    }
+    if (argc - optind != 2)
+        return cli_usage(argv[0], usage, "expected IN and OUT files");
+    if (!have_type)
+        return cli_usage(argv[0], usage, "--type is required");
+    const char *in = argv[optind], *out = argv[optind + 1];
+    if (same_file(in, out))
+        return cli_usage(argv[0], usage, "OUT must differ from IN (the input is read while writing)");
+    return quantize(argv[0], in, out, &q);
+}

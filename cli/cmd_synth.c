@@ -1,0 +1,357 @@
+/* sluice synth: a model with random weights and the real shapes of a named
+ * size, written as a GGUF that sluice and llama.cpp both load. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/synth.h"
+#include "model/gguf.h"
+#include "stages/sampler.h"
+
+static const char usage[] =
+    "usage: sluice synth --arch ARCH --size SIZE -o FILE [options]\n"
+    "\n"
+    "Writes a GGUF model with seeded Gaussian weights and the shapes of a real\n"
+    "model, with llama.cpp's metadata keys and a synthetic sentencepiece\n"
+    "vocabulary of exactly the model's vocabulary size.\n"
+    "\n"
+    "options:\n"
+    "  --arch ARCH          gemma, gemma2, gemma3 or llama\n"
+    "  --size SIZE          gemma3: 270m, 1b, 4b; gemma2: 2b; gemma: 2b; llama: tiny;\n"
+    "                       every arch: test (d_model 256, 6 layers, 4 heads x 64,\n"
+    "                       2 kv heads (gemma: 1), d_ff 512, vocab 512, context 512)\n"
+    "  --type TYPE          type of the 2-D weights (default f32): " CLI_QTYPE_NAMES "\n"
+    "                       norms stay f32\n"
+    "  -o, --output FILE    file to write\n"
+    "  --seed N             seed of the weights (default 1)\n"
+    "  --weight-scale X     weights have std X/sqrt(fan_in) (default 1); a larger X\n"
+    "                       makes the top logit stand clearer of the rest\n"
+    "  -h, --help           show this help\n"
+    "\n"
+    "llama tiny: 8 layers, d_model 512, d_ff 1536, 8 heads x 64, 4 kv heads,\n"
+    "vocab 32000, context 2048, untied output. gemma2 test: sliding window 8,\n"
+    "soft-caps 50/30. gemma3 test: sliding window 8 (every 6th layer global),\n"
+    "rope base 1e6 with linear scaling 8 globally, 10000 locally.\n";
+
+typedef struct shape {
+    const char *arch, *size;
+    int n_layer, d_model, d_ff, n_head, n_kv_head, head_dim, n_vocab, n_ctx;
+    int window;          /* 0: no sliding-window layers */
+    float rope_base;
+    float rope_scale;    /* linear scaling factor; 0: none */
+    float attn_softcap, final_softcap;
+    float norm_eps;
+} shape;
+
+static const shape shapes[] = {
+    {"gemma3", "270m", 18, 640, 2048, 4, 1, 256, 262144, 32768, 512, 1e6f, 0, 0, 0, 1e-6f},
+    {"gemma3", "1b", 26, 1152, 6912, 4, 1, 256, 262144, 32768, 512, 1e6f, 0, 0, 0, 1e-6f},
+    {"gemma3", "4b", 34, 2560, 10240, 8, 4, 256, 262208, 131072, 1024, 1e6f, 8, 0, 0, 1e-6f},
+    {"gemma3", "test", 6, 256, 512, 4, 2, 64, 512, 512, 8, 1e6f, 8, 0, 0, 1e-6f},
+    {"gemma2", "2b", 26, 2304, 9216, 8, 4, 256, 256000, 8192, 4096, 1e4f, 0, 50, 30, 1e-6f},
+    {"gemma2", "test", 6, 256, 512, 4, 2, 64, 512, 512, 8, 1e4f, 0, 50, 30, 1e-6f},
+    {"gemma", "2b", 18, 2048, 16384, 8, 1, 256, 256000, 8192, 0, 1e4f, 0, 0, 0, 1e-6f},
+    {"gemma", "test", 6, 256, 512, 4, 1, 64, 512, 512, 0, 1e4f, 0, 0, 0, 1e-6f},
+    {"llama", "tiny", 8, 512, 1536, 8, 4, 64, 32000, 2048, 0, 1e4f, 0, 0, 0, 1e-5f},
+    {"llama", "test", 6, 256, 512, 4, 2, 64, 512, 512, 0, 1e4f, 0, 0, 0, 1e-5f},
+};
+
+typedef struct tensor_spec {
+    char name[64];
+    int n_dims;
+    int64_t ne[2];  /* ne[0] = row length (fan-in), ne[1] = rows */
+    bool norm;
+} tensor_spec;
+
+typedef struct synth_opts {
+    const shape *shape;
+    cli_qtype qtype;
+    const char *out;
+    uint64_t seed;
+    float weight_scale;
+} synth_opts;
+
+static bool is_gemma(const shape *s)
+{
+    return strncmp(s->arch, "gemma", 5) == 0;
+}
+
+static void spec_add(tensor_spec *t, int *n, const char *name, int64_t n_in, int64_t n_out, bool norm)
+{
+    tensor_spec *s = &t[(*n)++];
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->n_dims = n_out > 0 ? 2 : 1;
+    s->ne[0] = n_in;
+    s->ne[1] = n_out > 0 ? n_out : 1;
+    s->norm = norm;
+}
+
+/* llama.cpp's tensor names; returns how many were written to t. */
+static int list_tensors(const shape *s, tensor_spec *t)
+{
+    int n = 0;
+    char name[64];
+    int64_t q_dim = (int64_t)s->n_head * s->head_dim, kv_dim = (int64_t)s->n_kv_head * s->head_dim;
+    bool post_norms = strcmp(s->arch, "gemma2") == 0 || strcmp(s->arch, "gemma3") == 0;
+    bool qk_norm = strcmp(s->arch, "gemma3") == 0;
+    spec_add(t, &n, "token_embd.weight", s->d_model, s->n_vocab, false);
+    for (int il = 0; il < s->n_layer; il++) {
+#define LAYER(suffix, n_in, n_out, norm) \
+        (snprintf(name, sizeof name, "blk.%d." suffix, il), spec_add(t, &n, name, n_in, n_out, norm))
+        LAYER("attn_norm.weight", s->d_model, 0, true);
+        LAYER("attn_q.weight", s->d_model, q_dim, false);
+        LAYER("attn_k.weight", s->d_model, kv_dim, false);
+        LAYER("attn_v.weight", s->d_model, kv_dim, false);
+        if (qk_norm) {
+            LAYER("attn_q_norm.weight", s->head_dim, 0, true);
+            LAYER("attn_k_norm.weight", s->head_dim, 0, true);
+        }
+        LAYER("attn_output.weight", q_dim, s->d_model, false);
+        if (post_norms)
+            LAYER("post_attention_norm.weight", s->d_model, 0, true);
+        LAYER("ffn_norm.weight", s->d_model, 0, true);
+        LAYER("ffn_gate.weight", s->d_model, s->d_ff, false);
+        LAYER("ffn_up.weight", s->d_model, s->d_ff, false);
+        LAYER("ffn_down.weight", s->d_ff, s->d_model, false);
+        if (post_norms)
+            LAYER("post_ffw_norm.weight", s->d_model, 0, true);
+#undef LAYER
+    }
+    spec_add(t, &n, "output_norm.weight", s->d_model, 0, true);
+    if (!is_gemma(s)) /* Gemma ties the output to token_embd */
+        spec_add(t, &n, "output.weight", s->d_model, s->n_vocab, false);
+    return n;
+}
+
+static void key(char *buf, size_t cap, const char *arch, const char *suffix)
+{
+    snprintf(buf, cap, "%s.%s", arch, suffix);
+}
+
+static void write_model_keys(gguf_writer *w, const synth_opts *o)
+{
+    const shape *s = o->shape;
+    const char *a = s->arch;
+    char k[128], name[96];
+    snprintf(name, sizeof name, "sluice synth %s %s", s->arch, s->size);
+    gguf_set_str(w, "general.architecture", a);
+    gguf_set_str(w, "general.name", name);
+    gguf_set_u32(w, "general.file_type", o->qtype.ftype);
+    gguf_set_u32(w, "general.quantization_version", 2);
+    key(k, sizeof k, a, "context_length"), gguf_set_u32(w, k, (uint32_t)s->n_ctx);
+    key(k, sizeof k, a, "embedding_length"), gguf_set_u32(w, k, (uint32_t)s->d_model);
+    key(k, sizeof k, a, "block_count"), gguf_set_u32(w, k, (uint32_t)s->n_layer);
+    key(k, sizeof k, a, "feed_forward_length"), gguf_set_u32(w, k, (uint32_t)s->d_ff);
+    key(k, sizeof k, a, "attention.head_count"), gguf_set_u32(w, k, (uint32_t)s->n_head);
+    key(k, sizeof k, a, "attention.head_count_kv"), gguf_set_u32(w, k, (uint32_t)s->n_kv_head);
+    key(k, sizeof k, a, "attention.key_length"), gguf_set_u32(w, k, (uint32_t)s->head_dim);
+    key(k, sizeof k, a, "attention.value_length"), gguf_set_u32(w, k, (uint32_t)s->head_dim);
+    key(k, sizeof k, a, "attention.layer_norm_rms_epsilon"), gguf_set_f32(w, k, s->norm_eps);
+    key(k, sizeof k, a, "rope.freq_base"), gguf_set_f32(w, k, s->rope_base);
+    if (!is_gemma(s)) {
+        key(k, sizeof k, a, "rope.dimension_count"), gguf_set_u32(w, k, (uint32_t)s->head_dim);
+        key(k, sizeof k, a, "vocab_size"), gguf_set_u32(w, k, (uint32_t)s->n_vocab);
+    }
+    if (s->rope_scale > 0) {
+        key(k, sizeof k, a, "rope.scaling.type"), gguf_set_str(w, k, "linear");
+        key(k, sizeof k, a, "rope.scaling.factor"), gguf_set_f32(w, k, s->rope_scale);
+    }
+    if (s->window > 0)
+        key(k, sizeof k, a, "attention.sliding_window"), gguf_set_u32(w, k, (uint32_t)s->window);
+    if (s->attn_softcap > 0)
+        key(k, sizeof k, a, "attn_logit_softcapping"), gguf_set_f32(w, k, s->attn_softcap);
+    if (s->final_softcap > 0)
+        key(k, sizeof k, a, "final_logit_softcapping"), gguf_set_f32(w, k, s->final_softcap);
+}
+
+static void write_tokenizer_keys(gguf_writer *w, const shape *s, const synth_vocab *v)
+{
+    gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->pieces, (uint64_t)v->n);
+    gguf_set_arr(w, "tokenizer.ggml.scores", GGUF_FLOAT32, v->scores, (uint64_t)v->n);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, v->types, (uint64_t)v->n);
+    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos);
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)v->eos);
+    gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)v->unk);
+    if (v->pad >= 0)
+        gguf_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v->pad);
+    gguf_set_bool(w, "tokenizer.ggml.add_bos_token", true);
+    gguf_set_bool(w, "tokenizer.ggml.add_eos_token", false);
+    /* Gemma's sentencepiece model has no dummy prefix; llama's has one. */
+    gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", !is_gemma(s));
+}
+
+/* Standard normal pair by Box-Muller. */
+static void gaussian_pair(sl_rng *r, float *a, float *b)
+{
+    double u1 = 1.0 - sl_rng_uniform(r); /* (0, 1]: log stays finite */
+    double u2 = sl_rng_uniform(r);
+    double rad = sqrt(-2.0 * log(u1));
+    *a = (float)(rad * cos(6.283185307179586 * u2));
+    *b = (float)(rad * sin(6.283185307179586 * u2));
+}
+
+/* Row r of tensor ti: each row has its own stream, so the file does not
+ * depend on the thread count. */
+static void fill_row(const synth_opts *o, int ti, int64_t r, const tensor_spec *t, float *row)
+{
+    sl_rng rng;
+    sl_rng_seed(&rng, o->seed * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)ti << 40) ^ (uint64_t)r);
+    int64_t n = t->ne[0];
+    float std = t->norm ? 0.1f : o->weight_scale / sqrtf((float)n);
+    float mean = t->norm ? 1.0f : 0.0f; /* norm weights near 1 (Gemma files store 1 + w) */
+    for (int64_t i = 0; i < n; i += 2) {
+        float a, b;
+        gaussian_pair(&rng, &a, &b);
+        row[i] = mean + std * a;
+        if (i + 1 < n)
+            row[i + 1] = mean + std * b;
+    }
+}
+
+/* Generates and converts one tensor; returns its malloc'd data. */
+static void *make_tensor(const synth_opts *o, int ti, const tensor_spec *t, sl_type type, size_t *size)
+{
+    size_t row_bytes = sl_row_bytes(type, t->ne[0]);
+    *size = row_bytes * (size_t)t->ne[1];
+    uint8_t *data = malloc(*size);
+    if (!data)
+        return NULL;
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        float *row = malloc((size_t)t->ne[0] * sizeof *row);
+        failed = !row;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < t->ne[1]; r++) {
+            if (!row)
+                continue;
+            fill_row(o, ti, r, t, row);
+            cli_row_from_f32(type, row, data + (size_t)r * row_bytes, t->ne[0]);
+        }
+        free(row);
+    }
+    if (failed) {
+        free(data);
+        return NULL;
+    }
+    return data;
+}
+
+static int generate(const synth_opts *o, const char *cmd)
+{
+    const shape *s = o->shape;
+    int max_tensors = 2 + 14 * s->n_layer + 2;
+    tensor_spec *specs = calloc((size_t)max_tensors, sizeof *specs);
+    void **datas = calloc((size_t)max_tensors, sizeof *datas);
+    gguf_writer *w = gguf_writer_new();
+    synth_vocab vocab;
+    sl_err err = {{0}};
+    int rc = CLI_FAIL;
+    if (!specs || !datas || !w) {
+        cli_fail(cmd, "out of memory");
+        goto done;
+    }
+    if (synth_vocab_build(&vocab, s->n_vocab, !is_gemma(s), &err)) {
+        cli_fail(cmd, "%s", err.msg);
+        goto done;
+    }
+    write_model_keys(w, o);
+    write_tokenizer_keys(w, s, &vocab);
+    int n = list_tensors(s, specs);
+    double t0 = cli_now(), bytes = 0;
+    for (int i = 0; i < n; i++) {
+        const tensor_spec *t = &specs[i];
+        sl_type type = t->norm ? SL_TYPE_F32
+                               : cli_weight_type(&o->qtype, t->name, s->n_layer, t->ne[0], is_gemma(s));
+        size_t size;
+        datas[i] = make_tensor(o, i, t, type, &size);
+        if (!datas[i]) {
+            cli_fail(cmd, "out of memory generating %s", t->name);
+            goto done_vocab;
+        }
+        if (gguf_add_tensor(w, t->name, type, (uint32_t)t->n_dims, t->ne, datas[i], size, &err)) {
+            cli_fail(cmd, "%s", err.msg);
+            goto done_vocab;
+        }
+        bytes += (double)size;
+        fprintf(stderr, "\rsynth: %d/%d tensors, %.1f MiB, %.1f s ", i + 1, n, bytes / 1048576.0,
+                cli_now() - t0);
+    }
+    fputc('\n', stderr);
+    if (gguf_write(w, o->out, &err)) {
+        cli_fail(cmd, "%s", err.msg);
+        goto done_vocab;
+    }
+    fprintf(stderr, "synth: wrote %s (%s %s, %d tensors) in %.1f s\n", o->out, s->arch, s->size, n,
+            cli_now() - t0);
+    rc = CLI_OK;
+done_vocab:
+    synth_vocab_free(&vocab);
+done:
+    if (datas)
+        for (int i = 0; i < max_tensors; i++)
+            free(datas[i]);
+    free(datas);
+    free(specs);
+    gguf_writer_free(w);
+    return rc;
+}
+
+static const shape *find_shape(const char *arch, const char *size)
+{
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (strcmp(shapes[i].arch, arch) == 0 && strcmp(shapes[i].size, size) == 0)
+            return &shapes[i];
+    return NULL;
+}
+
+int cmd_synth(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"arch", required_argument, NULL, 'A'},
+        {"size", required_argument, NULL, 'S'},
+        {"type", required_argument, NULL, 'T'},
+        {"output", required_argument, NULL, 'o'},
+        {"seed", required_argument, NULL, 's'},
+        {"weight-scale", required_argument, NULL, 'W'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *arch = NULL, *size = NULL;
+    synth_opts o = {.seed = 1, .weight_scale = 1.0f};
+    cli_parse_qtype("f32", &o.qtype);
+    int c;
+    while ((c = cli_getopt(argc, argv, ":ho:", longopts, usage)) != -1) {
+        switch (c) {
+        case 'h': fputs(usage, stdout); return CLI_OK;
+        case 'A': arch = optarg; break;
+        case 'S': size = optarg; break;
+        case 'o': o.out = optarg; break;
+        case 'T':
+            if (cli_parse_qtype(optarg, &o.qtype))
+                return cli_usage(argv[0], usage, "unknown --type '%s' (one of %s)", optarg, CLI_QTYPE_NAMES);
+            break;
+        case 's':
+            if (cli_parse_u64(optarg, &o.seed))
+                return cli_usage(argv[0], usage, "--seed wants a non-negative integer, not '%s'", optarg);
+            break;
+        case 'W':
+            if (cli_parse_float(optarg, 1e-6, 1e6, &o.weight_scale))
+                return cli_usage(argv[0], usage, "--weight-scale wants a number in (0, 1e6], not '%s'", optarg);
+            break;
+        default: return CLI_USAGE;
+        }
+    }
+    if (optind != argc)
+        return cli_usage(argv[0], usage, "unexpected argument '%s'", argv[optind]);
+    if (!arch || !size || !o.out)
+        return cli_usage(argv[0], usage, "--arch, --size and -o are required");
+    o.shape = find_shape(arch, size);
+    if (!o.shape)
+        return cli_usage(argv[0], usage, "no size '%s' for arch '%s'", size, arch);
+    return generate(&o, argv[0]);
+}

@@ -1,0 +1,61 @@
+/* sluice <command> [options]: dispatch to one file per command. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"run", cmd_run, "generate text from a prompt"},
+    {"inspect", cmd_inspect, "show a GGUF file's metadata, tensors and configuration"},
+    {"synth", cmd_synth, "write a model with random weights and real shapes"},
+    {"quantize", cmd_quantize, "requantise a GGUF model's weights"},
+    {"perplexity", cmd_perplexity, "measure perplexity on a text file (llama.cpp's method)"},
+    {"convert", cmd_convert, "convert a Hugging Face checkpoint to GGUF"},
+};
+
+/* Commands of the design that do not exist yet. */
+static const char *const planned[] = {"worker", "plan", "bench", "keygen", "status"};
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "usage: sluice <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nnot yet implemented:");
+    for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++)
+        fprintf(out, " %s", planned[i]);
+    fprintf(out, "\n\n'sluice <command> --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "sluice: missing command\n");
+        print_usage(stderr);
+        return CLI_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        print_usage(stdout);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return commands[i].fn(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++) {
+        if (strcmp(name, planned[i]) == 0) {
+            fprintf(stderr, "sluice: command '%s' is not yet implemented\n", name);
+            print_usage(stderr);
+            return CLI_USAGE;
+        }
+    }
+    fprintf(stderr, "sluice: unknown command '%s'\n", name);
+    print_usage(stderr);
+    return CLI_USAGE;
+}
