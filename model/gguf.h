@@ -4,7 +4,13 @@
  * The reader never trusts the file: every count, length, offset and size is
  * checked against the bytes that exist, and a malformed file gives an error
  * that names the field (e.g. "model.gguf: tensor 'blk.0.attn_q.weight':
- * offset 1234 + size 4096 runs past the end of the file (5000 bytes)"). */
+ * offset 1234 + size 4096 runs past the end of the file (5000 bytes)").
+ *
+ * What the reader rejects beyond the obvious: GGUF v1 and big-endian files,
+ * nested arrays (arrays of arrays), keys and tensor names that are empty or
+ * contain a NUL byte, dimensions below 1 (empty tensors), duplicate keys and
+ * tensor names, overlapping tensor data, and a general.alignment that is not
+ * a uint32 power of two. Bool values other than 0 are read as 1. */
 #ifndef SLUICE_GGUF_H
 #define SLUICE_GGUF_H
 
@@ -93,7 +99,8 @@ int gguf_get_f32(const gguf_file *f, const char *key, float *out, sl_err *err);
 int gguf_get_bool(const gguf_file *f, const char *key, bool *out, sl_err *err);
 /* Returns a malloc'd NUL-terminated copy in *out. */
 int gguf_get_str(const gguf_file *f, const char *key, char **out, sl_err *err);
-/* Array element i as a number (any numeric element type), or as a string. */
+/* Array element i as a number (any numeric element type); NAN when kv is
+ * not a numeric array or i is out of range (string elements: kv->arr_strs). */
 double gguf_arr_num(const gguf_kv *kv, uint64_t i);
 /* Required-key forms: missing is an error naming the key. */
 int gguf_req_u32(const gguf_file *f, const char *key, uint32_t *out, sl_err *err);
@@ -106,24 +113,36 @@ typedef struct gguf_writer gguf_writer;
 
 gguf_writer *gguf_writer_new(void);
 void gguf_writer_free(gguf_writer *w);
-/* Setters replace an existing key of the same name. Strings are copied. */
+/* Setters replace an existing key of the same name (keeping its position).
+ * Strings are copied. Setters cannot fail: an invalid argument or an
+ * allocation failure is remembered and reported by gguf_write. */
 void gguf_set_u32(gguf_writer *w, const char *key, uint32_t v);
 void gguf_set_i32(gguf_writer *w, const char *key, int32_t v);
 void gguf_set_u64(gguf_writer *w, const char *key, uint64_t v);
 void gguf_set_f32(gguf_writer *w, const char *key, float v);
 void gguf_set_bool(gguf_writer *w, const char *key, bool v);
 void gguf_set_str(gguf_writer *w, const char *key, const char *v);
+/* The remaining scalar types (so every GGUF value type can be written). */
+void gguf_set_u8(gguf_writer *w, const char *key, uint8_t v);
+void gguf_set_i8(gguf_writer *w, const char *key, int8_t v);
+void gguf_set_u16(gguf_writer *w, const char *key, uint16_t v);
+void gguf_set_i16(gguf_writer *w, const char *key, int16_t v);
+void gguf_set_i64(gguf_writer *w, const char *key, int64_t v);
+void gguf_set_f64(gguf_writer *w, const char *key, double v);
 /* Numeric arrays: elem_type is the GGUF element type, data holds n packed
  * elements of it (copied). */
 void gguf_set_arr(gguf_writer *w, const char *key, gguf_vtype elem_type, const void *data, uint64_t n);
 void gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *strs, uint64_t n);
 /* Copies every key of f (e.g. quantize keeps the metadata). */
 void gguf_copy_kvs(gguf_writer *w, const gguf_file *f);
-/* Adds a tensor; data (size bytes, must equal the size implied by type and
- * ne) is referenced, not copied: it must stay valid until gguf_write. */
+/* Adds a tensor (name 1..63 bytes, llama.cpp's limit); data (size bytes,
+ * must equal the size implied by type and ne) is referenced, not copied: it
+ * must stay valid until gguf_write. */
 int gguf_add_tensor(gguf_writer *w, const char *name, sl_type type, uint32_t n_dims,
                     const int64_t *ne, const void *data, size_t size, sl_err *err);
-/* Writes a GGUF v3 file (alignment from general.alignment, default 32). */
+/* Writes a GGUF v3 file (alignment from general.alignment, default 32) to
+ * path.tmp, then renames it over path; tensors are laid out in the order
+ * added, each padded with zeros to the alignment. */
 int gguf_write(gguf_writer *w, const char *path, sl_err *err);
 
 #endif
