@@ -106,7 +106,7 @@ static int quantize(const char *cmd, const char *in, const char *out, const cli_
     gguf_set_u32(w, "general.quantization_version", 2);
     int n_layer = layer_count(f);
     bool tied = gguf_find_tensor(f, "output.weight") == NULL;
-    double t0 = cli_now(), bytes_in = 0, bytes_out = 0;
+    double t0 = cli_now(), t_shown = t0, bytes_in = 0, bytes_out = 0;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
         const void *data = t->data;
@@ -132,10 +132,13 @@ static int quantize(const char *cmd, const char *in, const char *out, const cli_
             goto done;
         }
         bytes_in += (double)t->size, bytes_out += (double)size;
-        fprintf(stderr, "\rquantize: %llu/%llu tensors, %.1f -> %.1f MiB ", (unsigned long long)i + 1,
-                (unsigned long long)f->n_tensors, bytes_in / 1048576.0, bytes_out / 1048576.0);
+        if (cli_now() - t_shown > 1.0 || i + 1 == f->n_tensors) {
+            t_shown = cli_now();
+            fprintf(stderr, "quantize: %llu/%llu tensors, %.1f -> %.1f MiB, %.1f s\n",
+                    (unsigned long long)i + 1, (unsigned long long)f->n_tensors, bytes_in / 1048576.0,
+                    bytes_out / 1048576.0, t_shown - t0);
+        }
     }
-    fputc('\n', stderr);
     if (gguf_write(w, out, &err)) {
         cli_fail(cmd, "%s", err.msg);
         goto done;

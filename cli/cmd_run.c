@@ -43,7 +43,7 @@ static const char usage[] =
 typedef struct run_opts {
     const char *model, *prompt;
     int n_predict, threads, n_ctx;
-    bool chat, no_bos;
+    bool chat, no_bos, print_ids;
     sl_sampling sampling;
 } run_opts;
 
@@ -65,6 +65,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         {"chat", no_argument, NULL, 'c'},
         {"ctx", required_argument, NULL, 'C'},
         {"no-bos", no_argument, NULL, 'B'},
+        {"print-ids", no_argument, NULL, 'I'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = argv[0];
@@ -88,6 +89,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         case 'c': o->chat = true; break;
         case 'C': bad = cli_parse_int(optarg, 1, 1 << 24, &o->n_ctx); break;
         case 'B': o->no_bos = true; break;
+        case 'I': o->print_ids = true; break;
         default: return CLI_USAGE;
         }
         if (bad)
@@ -148,6 +150,9 @@ static int choose_ctx(const cli_session *s, const run_opts *o, int n_prompt, int
     int train = s->model->cfg.n_ctx_train > 0 ? s->model->cfg.n_ctx_train : 1 << 24;
     long want = (long)n_prompt + o->n_predict;
     *n_ctx = o->n_ctx ? o->n_ctx : (int)(want < train ? want : train);
+    if (*n_ctx > train)
+        fprintf(stderr, "sluice run: warning: context %d is longer than the model's training context %d\n",
+                *n_ctx, train);
     if (n_prompt > *n_ctx)
         return sl_fail(err, "the prompt has %d tokens, more than the context of %d (see --ctx)", n_prompt, *n_ctx);
     return 0;
@@ -274,6 +279,12 @@ int cmd_run(int argc, char **argv)
         goto fail;
     fputc('\n', stdout);
     fflush(stdout);
+    if (o.print_ids) {
+        fprintf(stderr, "ids:");
+        for (int i = n_prompt; i < n_prompt + st.n_gen; i++)
+            fprintf(stderr, " %d", toks[i]);
+        fputc('\n', stderr);
+    }
     print_stats(&st);
     rc = CLI_OK;
     goto done;

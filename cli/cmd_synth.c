@@ -262,7 +262,7 @@ static int generate(const synth_opts *o, const char *cmd)
     write_model_keys(w, o);
     write_tokenizer_keys(w, s, &vocab);
     int n = list_tensors(s, specs);
-    double t0 = cli_now(), bytes = 0;
+    double t0 = cli_now(), t_shown = t0, bytes = 0;
     for (int i = 0; i < n; i++) {
         const tensor_spec *t = &specs[i];
         sl_type type = t->norm ? SL_TYPE_F32
@@ -278,10 +278,12 @@ static int generate(const synth_opts *o, const char *cmd)
             goto done_vocab;
         }
         bytes += (double)size;
-        fprintf(stderr, "\rsynth: %d/%d tensors, %.1f MiB, %.1f s ", i + 1, n, bytes / 1048576.0,
-                cli_now() - t0);
+        if (cli_now() - t_shown > 1.0) {
+            t_shown = cli_now();
+            fprintf(stderr, "synth: %d/%d tensors, %.1f MiB, %.1f s\n", i + 1, n, bytes / 1048576.0,
+                    t_shown - t0);
+        }
     }
-    fputc('\n', stderr);
     if (gguf_write(w, o->out, &err)) {
         cli_fail(cmd, "%s", err.msg);
         goto done_vocab;

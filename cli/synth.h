@@ -23,7 +23,11 @@ typedef struct synth_vocab {
 } synth_vocab;
 
 /* Gemma layout: <pad> <eos> <bos> <unk>, <start_of_turn> <end_of_turn>,
- * <0x00>..<0xFF>, then printable pieces. Llama layout (llama_style):
+ * <0x00>..<0xFF>, then printable pieces: U+2581 (the space piece), the
+ * printable ASCII characters, frequent words after a space piece with all
+ * their prefixes, space+letter, letter pairs, then letters-only filler of
+ * length 3, 4, 5 until the size is reached; scores decrease in that order.
+ * Llama layout (llama_style):
  * <unk> <s> </s>, <0x00>..<0xFF>, then printable pieces. */
 int synth_vocab_build(synth_vocab *v, int n_vocab, bool llama_style, sl_err *err);
 void synth_vocab_free(synth_vocab *v);

@@ -131,9 +131,15 @@ static void add_printable(builder *b, int n_vocab)
         s[0] = (char)ch, s[1] = 0;
         add_normal(b, s, n_vocab);
     }
+    /* Every prefix of a word is a piece too, with a higher score than the
+     * letter pairs below: the tokenizer runs sentencepiece's BPE, which only
+     * reaches a piece through a chain of merges that are all in the vocabulary. */
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
-        snprintf(s, sizeof s, SPACE "%s", words[i]);
-        add_normal(b, s, n_vocab);
+        size_t len = strlen(words[i]);
+        for (size_t k = 1; k <= len; k++) {
+            snprintf(s, sizeof s, SPACE "%.*s", (int)k, words[i]);
+            add_normal(b, s, n_vocab);
+        }
     }
     for (int ch = 'a'; ch <= 'z'; ch++) {
         snprintf(s, sizeof s, SPACE "%c", ch);

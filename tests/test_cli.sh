@@ -1,0 +1,218 @@
+#!/bin/bash
+# The sluice command end to end on synthetic test models: help texts, usage
+# errors, synth of every architecture, run (greedy and seeded sampling),
+# quantize to the q4_K_M mix, perplexity.
+set -u
+SLUICE=${SLUICE:?set SLUICE to the sluice binary}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+checks=0
+
+ok() { checks=$((checks + 1)); }
+bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
+
+# expect STATUS CMD...: runs CMD, stdout to $T/out, stderr to $T/err
+expect() {
+    local want=$1
+    shift
+    "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok; else
+        bad "exit $got (want $want): $*"
+        sed 's/^/  | /' "$T/err" | head -5 >&2
+    fi
+}
+# has FILE PATTERN WHAT
+has() {
+    if grep -qE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; fi
+}
+
+# ---- help texts ----
+expect 0 "$SLUICE" --help
+for c in run inspect synth quantize perplexity; do has "$T/out" "^  $c " "top-level help lists $c"; done
+declare -A opts=(
+    [run]="--model --prompt --n-predict --temp --top-k --top-p --min-p --repeat-penalty --seed --chat --threads --ctx --no-bos"
+    [inspect]="FILE --no-tensors"
+    [synth]="--arch --size --type --output --seed --weight-scale q4_K_M"
+    [quantize]="IN OUT --type q4_K_M q6_K"
+    [perplexity]="--model --file --ctx --batch --chunks"
+)
+for c in run inspect synth quantize perplexity; do
+    expect 0 "$SLUICE" "$c" --help
+    for o in ${opts[$c]}; do has "$T/out" "$o" "$c --help mentions $o"; done
+done
+
+# ---- usage errors: exit 2 with a usage message, never a crash ----
+usage_error() {
+    expect 2 "$@"
+    has "$T/err" "usage:" "usage message for: $*"
+}
+usage_error "$SLUICE"
+usage_error "$SLUICE" frobnicate
+usage_error "$SLUICE" worker
+usage_error "$SLUICE" run
+usage_error "$SLUICE" run -m x.gguf
+usage_error "$SLUICE" run -m x.gguf -p hi -n 12x
+usage_error "$SLUICE" run -m x.gguf -p hi -n 0
+usage_error "$SLUICE" run -m x.gguf -p hi --temp abc
+usage_error "$SLUICE" run -m x.gguf -p hi --top-p 1.5
+usage_error "$SLUICE" run -m x.gguf -p hi --seed -1
+usage_error "$SLUICE" run -m x.gguf -p hi -t 99999999999999999999
+usage_error "$SLUICE" run -m x.gguf -p hi --bogus
+usage_error "$SLUICE" run -m x.gguf -p hi extra
+usage_error "$SLUICE" run -m
+usage_error "$SLUICE" inspect
+usage_error "$SLUICE" inspect a b
+usage_error "$SLUICE" synth --arch gemma3
+usage_error "$SLUICE" synth --arch gemma3 --size 7b -o "$T/x.gguf"
+usage_error "$SLUICE" synth --arch mamba --size test -o "$T/x.gguf"
+usage_error "$SLUICE" synth --arch gemma --size test --type q3_K -o "$T/x.gguf"
+usage_error "$SLUICE" synth --arch gemma --size test --weight-scale 0 -o "$T/x.gguf"
+usage_error "$SLUICE" quantize a.gguf --type q4_0
+usage_error "$SLUICE" quantize a.gguf b.gguf
+usage_error "$SLUICE" quantize a.gguf b.gguf --type q9
+usage_error "$SLUICE" perplexity -m x.gguf
+usage_error "$SLUICE" perplexity -m x.gguf -f t.txt -c 1e3
+[ ! -e "$T/x.gguf" ] && ok || bad "a rejected synth wrote its output"
+
+# ---- a missing file is an error that names it ----
+expect 1 "$SLUICE" run -m "$T/missing.gguf" -p hi
+has "$T/err" "missing.gguf" "run names the missing model"
+expect 1 "$SLUICE" inspect "$T/missing.gguf"
+has "$T/err" "missing.gguf" "inspect names the missing file"
+expect 1 "$SLUICE" quantize "$T/missing.gguf" "$T/q.gguf" --type q8_0
+has "$T/err" "missing.gguf" "quantize names the missing file"
+
+# ---- synth: every arch's test size loads ----
+for a in gemma gemma2 gemma3 llama; do
+    expect 0 "$SLUICE" synth --arch "$a" --size test -o "$T/$a.gguf"
+    expect 0 "$SLUICE" inspect "$T/$a.gguf"
+    has "$T/out" "general.architecture +string += \"$a\"" "$a: architecture key"
+    has "$T/out" "tokenizer.ggml.tokens +string\[512\]" "$a: vocabulary of exactly 512"
+    has "$T/out" "^architecture +$a" "$a: configuration parsed"
+done
+expect 0 "$SLUICE" inspect "$T/gemma2.gguf"
+has "$T/out" "softcap.*50.*30" "gemma2 soft-caps reach the config"
+expect 0 "$SLUICE" inspect "$T/gemma3.gguf"
+has "$T/out" "5 sliding, 1 global" "gemma3: every 6th layer global"
+has "$T/out" "rope.scaling.type +string += \"linear\"" "gemma3 test: linear rope scaling"
+has "$T/out" "attn_q_norm" "gemma3: q norm tensors"
+expect 0 "$SLUICE" inspect "$T/gemma.gguf"
+has "$T/out" "head_count_kv +uint32 += 1$" "gemma test: one kv head"
+
+# same seed: same bytes, whatever the thread count; another seed: other bytes
+OMP_NUM_THREADS=1 "$SLUICE" synth --arch gemma3 --size test --type q4_0 --seed 5 -o "$T/s1.gguf" 2>/dev/null
+OMP_NUM_THREADS=2 "$SLUICE" synth --arch gemma3 --size test --type q4_0 --seed 5 -o "$T/s2.gguf" 2>/dev/null
+"$SLUICE" synth --arch gemma3 --size test --type q4_0 --seed 6 -o "$T/s3.gguf" 2>/dev/null
+cmp -s "$T/s1.gguf" "$T/s2.gguf" && ok || bad "synth depends on the thread count"
+cmp -s "$T/s1.gguf" "$T/s3.gguf" && bad "synth ignores --seed" || ok
+
+# ---- run ----
+N=12
+# gen_ids OUTFILE ARGS...: run and keep the generated ids line
+gen_ids() {
+    local out=$1
+    shift
+    expect 0 "$SLUICE" run --print-ids "$@"
+    grep '^ids:' "$T/err" >"$out"
+    cp "$T/err" "$out.err"
+}
+# n_ids FILE: number of generated ids
+n_ids() { awk '{print NF - 1}' "$1"; }
+check_count() {
+    local n
+    n=$(n_ids "$1")
+    if [ "$n" -eq "$N" ] || { [ "$n" -lt "$N" ] && grep -q "stop: end of" "$1.err"; }; then ok; else
+        bad "$2: generated $n tokens, want $N"
+    fi
+    has "$1.err" "prompt tokens +[0-9]+" "$2: prompt token count"
+    has "$1.err" "prefill +[0-9.]+ tok/s" "$2: prefill speed"
+    has "$1.err" "time to first +[0-9.]+ s" "$2: time to first token"
+    has "$1.err" "decode +[0-9.]+ tok/s" "$2: decode speed"
+}
+for a in gemma gemma2 gemma3 llama; do
+    gen_ids "$T/$a.greedy1" -m "$T/$a.gguf" -p "the water is" -n $N
+    check_count "$T/$a.greedy1" "$a greedy"
+done
+gen_ids "$T/g1" -m "$T/gemma3.gguf" -p "the day" -n $N
+gen_ids "$T/g2" -m "$T/gemma3.gguf" -p "the day" -n $N
+cmp -s "$T/g1" "$T/g2" && ok || bad "greedy runs differ"
+gen_ids "$T/r1" -m "$T/gemma3.gguf" -p "the day" -n $N --temp 1 --seed 7
+gen_ids "$T/r2" -m "$T/gemma3.gguf" -p "the day" -n $N --temp 1 --seed 7
+gen_ids "$T/r3" -m "$T/gemma3.gguf" -p "the day" -n $N --temp 1 --seed 8
+cmp -s "$T/r1" "$T/r2" && ok || bad "seeded sampling runs differ"
+cmp -s "$T/r1" "$T/r3" && bad "different seeds gave the same tokens" || ok
+gen_ids "$T/f1" -m "$T/gemma3.gguf" -p "the day" -n $N --temp 0.8 --top-k 20 --top-p 0.9 --min-p 0.05 \
+    --repeat-penalty 1.1 -t 1
+check_count "$T/f1" "filtered sampling"
+# chat adds <start_of_turn>user\n ... <end_of_turn>\n<start_of_turn>model\n: 3 markers and
+# at least the 2 newlines and the 2 role words
+prompt_tokens() { sed -n 's/^prompt tokens *\([0-9]*\).*/\1/p' "$1"; }
+gen_ids "$T/c0" -m "$T/gemma3.gguf" -p "hello" -n 4
+gen_ids "$T/c1" -m "$T/gemma3.gguf" -p "hello" -n 4 --chat
+[ "$(prompt_tokens "$T/c1.err")" -ge $(($(prompt_tokens "$T/c0.err") + 7)) ] && ok ||
+    bad "chat prompt ($(prompt_tokens "$T/c1.err") tokens) not wrapped (plain: $(prompt_tokens "$T/c0.err"))"
+# a prompt of more than 512 tokens goes through two prefill chunks
+long=$(for i in $(seq 1 40); do printf 'the water is long and the day is '; done)
+gen_ids "$T/l1" -m "$T/gemma3.gguf" -p "$long" -n 4 --ctx 700
+[ "$(prompt_tokens "$T/l1.err")" -gt 512 ] && ok || bad "long prompt has only $(prompt_tokens "$T/l1.err") tokens"
+expect 1 "$SLUICE" run -m "$T/gemma3.gguf" -p "$long" -n 4 --ctx 16
+has "$T/err" "context" "a prompt longer than --ctx is refused"
+
+# ---- quantize to the q4_K_M mix ----
+expect 0 "$SLUICE" quantize "$T/gemma3.gguf" "$T/q4km.gguf" --type q4_K_M
+expect 0 "$SLUICE" inspect "$T/q4km.gguf"
+# llama.cpp's rule for 6 layers: layers 2 and 5 (and tied token_embd) get q6_K
+has "$T/out" "general.file_type +uint32 += 15$" "q4_K_M file type"
+has "$T/out" "token_embd.weight +q6_K " "tied token_embd is q6_K"
+for il in 2 5; do
+    has "$T/out" "blk.$il.attn_v.weight +q6_K " "blk.$il.attn_v q6_K"
+    has "$T/out" "blk.$il.ffn_down.weight +q6_K " "blk.$il.ffn_down q6_K"
+done
+for il in 0 1 3 4; do
+    has "$T/out" "blk.$il.attn_v.weight +q4_K " "blk.$il.attn_v q4_K"
+    has "$T/out" "blk.$il.ffn_down.weight +q4_K " "blk.$il.ffn_down q4_K"
+done
+has "$T/out" "blk.2.attn_q.weight +q4_K " "attn_q stays q4_K"
+has "$T/out" "blk.2.ffn_up.weight +q4_K " "ffn_up stays q4_K"
+has "$T/out" "blk.0.attn_norm.weight +f32 " "norms stay f32"
+has "$T/out" "tokenizer.ggml.tokens +string\[512\]" "quantize keeps the metadata"
+gen_ids "$T/q1" -m "$T/q4km.gguf" -p "the water is" -n $N
+check_count "$T/q1" "q4_K_M run"
+# llama has an untied output: that one gets q6_K, token_embd stays q4_K
+expect 0 "$SLUICE" quantize "$T/llama.gguf" "$T/llq.gguf" --type q4_K_M
+expect 0 "$SLUICE" inspect "$T/llq.gguf"
+has "$T/out" "output.weight +q6_K " "llama output q6_K"
+has "$T/out" "token_embd.weight +q4_K " "llama token_embd q4_K"
+usage_error "$SLUICE" quantize "$T/llama.gguf" "$T/llama.gguf" --type q8_0
+
+# ---- perplexity ----
+for i in $(seq 1 60); do
+    echo "The water is long and the day is short. They said that it was time to go, and we did not come back."
+done >"$T/text.txt"
+expect 0 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/text.txt" -c 64 -b 32
+has "$T/out" "^\[1\][0-9.]+," "perplexity prints running values"
+ppl=$(sed -n 's/^Final estimate: PPL = \([0-9.e+]*\) +\/- \([0-9.e+]*\)$/\1/p' "$T/out")
+if [ -n "$ppl" ] && awk -v p="$ppl" 'BEGIN { exit !(p > 1 && p < 1e30) }'; then ok; else
+    bad "perplexity final estimate missing or not finite: '$ppl'"
+fi
+expect 0 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/text.txt" -c 64 --chunks 1
+has "$T/out" "^\[1\][0-9.]+,$" "--chunks 1 scores one chunk"
+# the batch size does not change the result
+expect 0 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/text.txt" -c 64 -b 64 --chunks 2
+grep '^Final' "$T/out" >"$T/p64"
+expect 0 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/text.txt" -c 64 -b 16 --chunks 2
+grep '^Final' "$T/out" >"$T/p16"
+p64=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/p64")
+p16=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/p16")
+awk -v a="$p64" -v b="$p16" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-3 * a) }' && ok ||
+    bad "perplexity with batch 64 ($p64) and 16 ($p16) differ"
+echo "too short" >"$T/short.txt"
+expect 1 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/short.txt" -c 64
+has "$T/err" "at least 128 tokens" "short text refused"
+expect 1 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/nothere.txt"
+has "$T/err" "nothere.txt" "perplexity names the missing text"
+
+echo "test_cli: $checks checks, $fails failed" >&2
+[ "$fails" -eq 0 ]
