@@ -1,0 +1,301 @@
+/* Matmul: every path this CPU has against a double-precision dot of the
+ * dequantised weights and against the scalar reference, on odd shapes; and
+ * the determinism contract of kernels/matmul.h (a token's outputs keep their
+ * bits whatever batch it sits in and however many threads run). */
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kernels/cpu.h"
+#include "kernels/matmul.h"
+#include "kernels/quant.h"
+#include "tests/test.h"
+
+static const sl_type all_types[] = {SL_TYPE_F32,  SL_TYPE_F16,  SL_TYPE_BF16, SL_TYPE_Q8_0,
+                                    SL_TYPE_Q4_0, SL_TYPE_Q4_K, SL_TYPE_Q5_K, SL_TYPE_Q6_K};
+#define N_TYPES (int)(sizeof all_types / sizeof all_types[0])
+#define MAX_TOK 17
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static float rnd_sym(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+typedef struct problem {
+    sl_type type;
+    int64_t n_out, n_in;
+    uint8_t *w;     /* quantised weights */
+    float *wd;      /* the same, dequantised */
+    float *x;       /* MAX_TOK tokens */
+    double *dot;    /* exact-ish dot per (token, row), in double */
+    double *absdot; /* sum |w x| per (token, row): scales the rounding bound */
+} problem;
+
+static void problem_make(problem *p, sl_type type, int64_t n_out, int64_t n_in)
+{
+    p->type = type;
+    p->n_out = n_out;
+    p->n_in = n_in;
+    size_t rb = sl_row_bytes(type, n_in);
+    p->w = malloc(rb * (size_t)n_out);
+    p->wd = malloc(sizeof(float) * (size_t)(n_out * n_in));
+    p->x = malloc(sizeof(float) * (size_t)(MAX_TOK * n_in));
+    p->dot = malloc(sizeof(double) * (size_t)(MAX_TOK * n_out));
+    p->absdot = malloc(sizeof(double) * (size_t)(MAX_TOK * n_out));
+    float *row = malloc(sizeof(float) * (size_t)n_in);
+    for (int64_t o = 0; o < n_out; o++) {
+        for (int64_t i = 0; i < n_in; i++)
+            row[i] = rnd_sym();
+        sl_quantize_row(type, row, p->w + (size_t)o * rb, n_in);
+        sl_dequantize_row(type, p->w + (size_t)o * rb, p->wd + o * n_in, n_in);
+    }
+    free(row);
+    for (int64_t i = 0; i < MAX_TOK * n_in; i++)
+        p->x[i] = rnd_sym();
+    for (int t = 0; t < MAX_TOK; t++) {
+        for (int64_t o = 0; o < n_out; o++) {
+            double s = 0, a = 0;
+            for (int64_t i = 0; i < n_in; i++) {
+                double prod = (double)p->wd[o * n_in + i] * p->x[t * n_in + i];
+                s += prod;
+                a += fabs(prod);
+            }
+            p->dot[t * n_out + o] = s;
+            p->absdot[t * n_out + o] = a;
+        }
+    }
+}
+
+static void problem_free(problem *p)
+{
+    free(p->w);
+    free(p->wd);
+    free(p->x);
+    free(p->dot);
+    free(p->absdot);
+}
+
+/* Runs the active path with ldy > n_out and checks the gap stays untouched. */
+static float *run(const problem *p, const float *x, int64_t n_tok, int ref)
+{
+    int64_t ldy = p->n_out + 3;
+    float *y = malloc(sizeof(float) * (size_t)(n_tok * ldy));
+    for (int64_t i = 0; i < n_tok * ldy; i++)
+        y[i] = -777.0f;
+    if (ref)
+        sl_matmul_ref(p->type, p->w, p->n_out, p->n_in, x, n_tok, y, ldy);
+    else
+        sl_matmul(p->type, p->w, p->n_out, p->n_in, x, n_tok, y, ldy);
+    int touched = 0;
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t o = p->n_out; o < ldy; o++)
+            touched += y[t * ldy + o] != -777.0f;
+    CHECKF(touched == 0, "%s: wrote %d floats between output rows", sl_type_name(p->type), touched);
+    /* Compact to ldy = n_out for the comparisons. */
+    for (int64_t t = 0; t < n_tok; t++)
+        memmove(y + t * p->n_out, y + t * ldy, sizeof(float) * (size_t)p->n_out);
+    return y;
+}
+
+/* The reference sums in double: its error is the final rounding to float
+ * plus a double-precision summation term. */
+static void check_ref(const problem *p, int64_t n_tok)
+{
+    float *y = run(p, p->x, n_tok, 1);
+    int bad = 0;
+    for (int64_t k = 0; k < n_tok * p->n_out; k++) {
+        double tol = 0x1p-24 * fabs(p->dot[k]) + p->n_in * 0x1p-52 * p->absdot[k] + 1e-37;
+        bad += !(fabs(y[k] - p->dot[k]) <= tol);
+    }
+    CHECKF(bad == 0, "reference %s %lldx%lld n_tok %lld: %d outputs off the double dot",
+           sl_type_name(p->type), (long long)p->n_out, (long long)p->n_in, (long long)n_tok, bad);
+    free(y);
+}
+
+/* A SIMD path decodes the same weights and sums n_in products in float in
+ * some order with FMAs: each step rounds once, so the error is at most
+ * (n_in + reduction depth) * 2^-24 * sum |w x| (the classic recursive
+ * summation bound, valid for any order). */
+static void check_path(const problem *p, int64_t n_tok, sl_path path)
+{
+    float *y = run(p, p->x, n_tok, 0);
+    float *yref = run(p, p->x, n_tok, 1);
+    int bad_dot = 0, bad_ref = 0;
+    for (int64_t k = 0; k < n_tok * p->n_out; k++) {
+        double tol = (double)(p->n_in + 8) * 0x1p-24 * p->absdot[k] + 1e-37;
+        bad_dot += !(fabs(y[k] - p->dot[k]) <= tol);
+        bad_ref += !(fabs(y[k] - yref[k]) <= tol + 0x1p-24 * fabs(p->dot[k]));
+    }
+    if (path == SL_PATH_SCALAR) /* the scalar path is the reference */
+        CHECK(memcmp(y, yref, sizeof(float) * (size_t)(n_tok * p->n_out)) == 0);
+    CHECKF(bad_dot == 0 && bad_ref == 0, "%s path %s %lldx%lld n_tok %lld: %d off the dot, %d off the ref",
+           sl_path_name(path), sl_type_name(p->type), (long long)p->n_out, (long long)p->n_in,
+           (long long)n_tok, bad_dot, bad_ref);
+    free(y);
+    free(yref);
+}
+
+static int n_in_cases(sl_type type, int64_t *out)
+{
+    int64_t be = sl_type_block_elems(type);
+    if (be == 1) {
+        out[0] = 7;
+        out[1] = 32;
+        out[2] = 301;
+        return 3;
+    }
+    out[0] = be;     /* a single block */
+    out[1] = 3 * be; /* several */
+    if (be == 32) {
+        out[2] = 11 * be;
+        return 3;
+    }
+    return 2;
+}
+
+static void test_against_oracles(void)
+{
+    static const int64_t n_outs[] = {1, 7, 33, 257};
+    static const int64_t n_toks[] = {1, 2, 3, 5, 17};
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int64_t n_ins[3];
+        int n_n_in = n_in_cases(all_types[ti], n_ins);
+        for (size_t oi = 0; oi < sizeof n_outs / sizeof n_outs[0]; oi++) {
+            for (int ii = 0; ii < n_n_in; ii++) {
+                problem p;
+                problem_make(&p, all_types[ti], n_outs[oi], n_ins[ii]);
+                for (size_t k = 0; k < sizeof n_toks / sizeof n_toks[0]; k++) {
+                    check_ref(&p, n_toks[k]);
+                    for (int path = 0; path <= (int)sl_path_best(); path++) {
+                        CHECK(sl_path_force((sl_path)path) == 0);
+                        check_path(&p, n_toks[k], (sl_path)path);
+                    }
+                }
+                problem_free(&p);
+            }
+        }
+    }
+}
+
+/* Token t computed alone, or inside any window of the batch, has the same
+ * bits as in the full batch. */
+static void check_batch_invariance(const problem *p, sl_path path)
+{
+    static const int windows[][2] = {{0, 2}, {1, 3}, {3, 5}, {4, 4}, {8, 9}, {13, 4}, {2, 15}, {5, 7}};
+    float *full = run(p, p->x, MAX_TOK, 0);
+    int bad = 0;
+    for (int t = 0; t < MAX_TOK; t++) {
+        float *one = run(p, p->x + t * p->n_in, 1, 0);
+        bad += memcmp(one, full + t * p->n_out, sizeof(float) * (size_t)p->n_out) != 0;
+        free(one);
+    }
+    for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
+        int start = windows[w][0], len = windows[w][1];
+        float *part = run(p, p->x + start * p->n_in, len, 0);
+        bad += memcmp(part, full + start * p->n_out, sizeof(float) * (size_t)(len * p->n_out)) != 0;
+        free(part);
+    }
+    CHECKF(bad == 0, "%s path %s %lldx%lld: %d batches change a token's bits", sl_path_name(path),
+           sl_type_name(p->type), (long long)p->n_out, (long long)p->n_in, bad);
+    free(full);
+}
+
+/* Big enough to run a team (see PARALLEL_MIN_MACS in matmul.c). */
+static void check_thread_invariance(const problem *p, sl_path path)
+{
+    omp_set_num_threads(1);
+    float *y1 = run(p, p->x, MAX_TOK, 0);
+    omp_set_num_threads(2);
+    CHECK(omp_get_max_threads() == 2);
+    float *y2 = run(p, p->x, MAX_TOK, 0);
+    float *y2b = run(p, p->x + 3 * p->n_in, 5, 0);
+    CHECKF(memcmp(y1, y2, sizeof(float) * (size_t)(MAX_TOK * p->n_out)) == 0 &&
+               memcmp(y2b, y1 + 3 * p->n_out, sizeof(float) * (size_t)(5 * p->n_out)) == 0,
+           "%s path %s: 1 and 2 threads differ", sl_path_name(path), sl_type_name(p->type));
+    free(y1);
+    free(y2);
+    free(y2b);
+}
+
+static void test_determinism(void)
+{
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        int64_t be = sl_type_block_elems(all_types[ti]);
+        problem small, big;
+        problem_make(&small, all_types[ti], 33, be == 1 ? 301 : 3 * be);
+        problem_make(&big, all_types[ti], 257, be == 256 ? 768 : 640);
+        for (int path = 0; path <= (int)sl_path_best(); path++) {
+            CHECK(sl_path_force((sl_path)path) == 0);
+            check_batch_invariance(&small, (sl_path)path);
+            check_batch_invariance(&big, (sl_path)path);
+            check_thread_invariance(&big, (sl_path)path);
+        }
+        problem_free(&small);
+        problem_free(&big);
+    }
+}
+
+static void test_path_control(void)
+{
+    sl_path best = sl_path_best();
+    CHECK(sl_path_force(SL_PATH_SCALAR) == 0);
+    CHECK(sl_path_active() == SL_PATH_SCALAR);
+    CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q4_K), "scalar") == 0);
+    CHECK(sl_path_force(best) == 0);
+    CHECK(sl_path_active() == best);
+    CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q4_0), sl_path_name(best)) == 0);
+    CHECK(sl_path_force(SL_PATH_COUNT_) == -1);
+    if (best < SL_PATH_AVX512)
+        CHECK(sl_path_force(SL_PATH_AVX512) == -1);
+    const sl_cpu_features *f = sl_cpu();
+    if (best == SL_PATH_AVX512)
+        CHECK(f->avx512f && f->avx512bw && f->os_avx512 && f->avx2 && f->fma);
+    if (best >= SL_PATH_AVX2)
+        CHECK(f->avx2 && f->fma && f->f16c && f->os_avx);
+    fprintf(stderr, "best path %s\n", sl_path_name(best));
+}
+
+/* SLUICE_KERNEL is read once per process, so each setting runs in a child
+ * forked before this process looks at the CPU. Exit status: the active path. */
+static int child_active_path(const char *env)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("SLUICE_KERNEL", env, 1);
+        if (!freopen("/dev/null", "w", stderr)) /* the warnings are expected */
+            _exit(100);
+        _exit((int)sl_path_active());
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_env_kernel(int *scalar, int *avx2, int *bogus)
+{
+    *scalar = child_active_path("scalar");
+    *avx2 = child_active_path("avx2");
+    *bogus = child_active_path("sse9");
+}
+
+int main(void)
+{
+    int env_scalar, env_avx2, env_bogus;
+    test_env_kernel(&env_scalar, &env_avx2, &env_bogus);
+    sl_path best = sl_path_best();
+    CHECK(env_scalar == SL_PATH_SCALAR);
+    CHECK(env_avx2 == (best < SL_PATH_AVX2 ? (int)best : SL_PATH_AVX2));
+    CHECK(env_bogus == (int)best);
+    test_path_control();
+    test_against_oracles();
+    test_determinism();
+    return test_finish("test_matmul");
+}
