@@ -84,32 +84,55 @@ SL_INLINE void prep(int kind, row_state *st, const uint8_t *row, int64_t sb)
         k_prep(st, b->scales, b->d, b->dmin);
     } else if (kind == SL_TYPE_Q6_K) {
         const sl_block_q6_K *b = (const void *)st->p;
-        float d = f16_to_f32(b->d);
-        for (int g = 0; g < 16; g++)
-            st->s[g] = d * b->scales[g];
+        __m256 d = _mm256_set1_ps(f16_to_f32(b->d));
+        __m128i sc = _mm_loadu_si128((const __m128i *)b->scales);
+        _mm256_storeu_ps(st->s, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))));
+        _mm256_storeu_ps(st->s + 8,
+                         _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
     }
 }
 
-/* Eight bytes widened to eight 32-bit lanes. */
-SL_INLINE __m256i bytes8(const uint8_t *p)
+/* Byte-wise low (hi = 0) or high (hi = 1) nibbles of 32 bytes. */
+SL_INLINE __m256i nibbles32(__m256i v, int hi)
 {
-    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    if (hi)
+        v = _mm256_srli_epi16(v, 4);
+    return _mm256_and_si256(v, _mm256_set1_epi8(15));
 }
 
-SL_INLINE __m256i low_nibble(__m256i v)
+/* Bits [shift, shift + width) of each of 32 bytes, moved up to bit 4. */
+SL_INLINE __m256i high_bits32(__m256i v, int shift, int width)
 {
-    return _mm256_and_si256(v, _mm256_set1_epi32(15));
+    v = _mm256_and_si256(_mm256_srli_epi16(v, shift), _mm256_set1_epi8((char)((1 << width) - 1)));
+    return _mm256_slli_epi16(v, 4); /* at most 0x30 per byte: no carry across bytes */
 }
 
+/* Bytes 8i..8i+7 of v as eight floats (signed or unsigned bytes). */
+SL_INLINE __m256 byte_group(__m256i v, int i, int is_signed)
+{
+    __m128i half = (i & 2) ? _mm256_extracti128_si256(v, 1) : _mm256_castsi256_si128(v);
+    if (i & 1)
+        half = _mm_srli_si128(half, 8);
+    __m256i w = is_signed ? _mm256_cvtepi8_epi32(half) : _mm256_cvtepu8_epi32(half);
+    return _mm256_cvtepi32_ps(w);
+}
+
+SL_INLINE __m256 affine(__m256 q, float d1, float m1)
+{
+    __m256 prod = unfused(_mm256_mul_ps(_mm256_set1_ps(d1), q));
+    return _mm256_sub_ps(prod, _mm256_set1_ps(m1));
+}
+
+/* Vectors 0, 1 are the low nibbles of qs[0..16), 2, 3 the high ones;
+ * widening straight from memory beats splitting nibbles in a register here. */
 SL_INLINE w32 unit_q4_0(const row_state *st)
 {
     const sl_block_q4_0 *b = (const void *)st->p;
     __m256 d = _mm256_set1_ps(f16_to_f32(b->d));
     w32 out;
     UNROLL for (int i = 0; i < 4; i++) {
-        /* Vectors 0, 1 are the low nibbles of qs[0..16), 2, 3 the high ones. */
-        __m256i q = bytes8(b->qs + 8 * (i & 1));
-        q = (i & 2) ? _mm256_srli_epi32(q, 4) : low_nibble(q);
+        __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + 8 * (i & 1))));
+        q = (i & 2) ? _mm256_srli_epi32(q, 4) : _mm256_and_si256(q, _mm256_set1_epi32(15));
         q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
         out.v[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
     }
@@ -128,24 +151,15 @@ SL_INLINE w32 unit_q8_0(const row_state *st)
     return out;
 }
 
-SL_INLINE __m256 affine(__m256i q, float d1, float m1)
-{
-    __m256 prod = unfused(_mm256_mul_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(q)));
-    return _mm256_sub_ps(prod, _mm256_set1_ps(m1));
-}
-
 /* Sub-block u of a Q4_K superblock: 32 bytes of qs hold sub-blocks 2c (low
  * nibbles) and 2c+1 (high nibbles). */
 SL_INLINE w32 unit_q4_K(const row_state *st, int u)
 {
     const sl_block_q4_K *b = (const void *)st->p;
-    const uint8_t *q = b->qs + 32 * (u / 2);
+    __m256i q = nibbles32(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * (u / 2))), u & 1);
     w32 out;
-    UNROLL for (int i = 0; i < 4; i++) {
-        __m256i l = bytes8(q + 8 * i);
-        l = (u & 1) ? _mm256_srli_epi32(l, 4) : low_nibble(l);
-        out.v[i] = affine(l, st->s[u], st->m[u]);
-    }
+    UNROLL for (int i = 0; i < 4; i++)
+        out.v[i] = affine(byte_group(q, i, 0), st->s[u], st->m[u]);
     return out;
 }
 
@@ -153,15 +167,12 @@ SL_INLINE w32 unit_q4_K(const row_state *st, int u)
 SL_INLINE w32 unit_q5_K(const row_state *st, int u)
 {
     const sl_block_q5_K *b = (const void *)st->p;
-    const uint8_t *ql = b->qs + 32 * (u / 2);
+    __m256i ql = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (u / 2)));
+    __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
+    __m256i q = _mm256_or_si256(nibbles32(ql, u & 1), high_bits32(qh, u, 1));
     w32 out;
-    UNROLL for (int i = 0; i < 4; i++) {
-        __m256i l = bytes8(ql + 8 * i);
-        l = (u & 1) ? _mm256_srli_epi32(l, 4) : low_nibble(l);
-        __m256i bit = _mm256_and_si256(_mm256_srli_epi32(bytes8(b->qh + 8 * i), u),
-                                       _mm256_set1_epi32(1));
-        out.v[i] = affine(_mm256_or_si256(l, _mm256_slli_epi32(bit, 4)), st->s[u], st->m[u]);
-    }
+    UNROLL for (int i = 0; i < 4; i++)
+        out.v[i] = affine(byte_group(q, i, 0), st->s[u], st->m[u]);
     return out;
 }
 
@@ -172,19 +183,14 @@ SL_INLINE w32 unit_q6_K(const row_state *st, int u)
 {
     const sl_block_q6_K *b = (const void *)st->p;
     int n = u / 4, k = u % 4;
-    const uint8_t *ql = b->ql + 64 * n + 32 * (k & 1);
-    const uint8_t *qh = b->qh + 32 * n;
+    __m256i ql = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n + 32 * (k & 1)));
+    __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * n));
+    __m256i q = _mm256_or_si256(nibbles32(ql, k >> 1), high_bits32(qh, 2 * k, 2));
+    q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
     const float *ds = st->s + 8 * n + 2 * k;
     w32 out;
-    UNROLL for (int i = 0; i < 4; i++) {
-        __m256i l = bytes8(ql + 8 * i);
-        l = (k >> 1) ? _mm256_srli_epi32(l, 4) : low_nibble(l);
-        __m256i hb = _mm256_and_si256(_mm256_srli_epi32(bytes8(qh + 8 * i), 2 * k),
-                                      _mm256_set1_epi32(3));
-        __m256i q = _mm256_sub_epi32(_mm256_or_si256(l, _mm256_slli_epi32(hb, 4)),
-                                     _mm256_set1_epi32(32));
-        out.v[i] = _mm256_mul_ps(_mm256_set1_ps(ds[i / 2]), _mm256_cvtepi32_ps(q));
-    }
+    UNROLL for (int i = 0; i < 4; i++)
+        out.v[i] = _mm256_mul_ps(_mm256_set1_ps(ds[i / 2]), byte_group(q, i, 1));
     return out;
 }
 
