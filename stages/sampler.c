@@ -174,6 +174,36 @@ static void select_top_k(cand *c, int n, int k)
     }
 }
 
+/* Sorts enough of c[0..n) (probabilities) for a nucleus of mass top_p: the
+ * tokens with p >= t, for a threshold t, are the head of the sorted order, so
+ * when their mass reaches top_p the nucleus lies inside them and the long
+ * tail of a 256K vocabulary need not be sorted. Returns the sorted length;
+ * the candidates after it are in no particular order. */
+static int n_sorted_prefix(cand *c, int n, float top_p)
+{
+    float pmax = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (c[i].v > pmax)
+            pmax = c[i].v;
+    for (float rel = 1e-3f; rel >= 1e-6f; rel *= 1e-3f) {
+        float t = pmax * rel;
+        int head = 0;
+        double mass = 0.0;
+        for (int i = 0; i < n; i++) {
+            if (c[i].v >= t) {
+                mass += c[i].v;
+                cand_swap(&c[i], &c[head++]);
+            }
+        }
+        if (mass >= top_p) {
+            qsort(c, (size_t)head, sizeof *c, cand_cmp);
+            return head;
+        }
+    }
+    qsort(c, (size_t)n, sizeof *c, cand_cmp);
+    return n;
+}
+
 /* Runs top-k, temperature, softmax, top-p and min-p over the logits; leaves
  * the kept candidates with probabilities renormalised to sum 1 in s->c and
  * returns how many. */
@@ -205,12 +235,10 @@ static int filter(sl_sampler *s, const float *logits)
     for (int i = 0; i < n; i++)
         c[i].v = (float)(c[i].v / sum);
     if (p->top_p < 1.0f) {
-        if (!sorted)
-            qsort(c, (size_t)n, sizeof *c, cand_cmp);
-        sorted = true;
+        int n_sorted = sorted ? n : n_sorted_prefix(c, n, p->top_p);
         double cum = 0.0;
-        int keep = n;
-        for (int i = 0; i < n; i++) {
+        int keep = n_sorted;
+        for (int i = 0; i < n_sorted; i++) {
             cum += c[i].v;
             if (cum >= p->top_p) {
                 keep = i + 1;

@@ -84,6 +84,10 @@ has "$T/err" "missing.gguf" "inspect names the missing file"
 expect 1 "$SLUICE" quantize "$T/missing.gguf" "$T/q.gguf" --type q8_0
 has "$T/err" "missing.gguf" "quantize names the missing file"
 
+head -c 300 /dev/urandom >"$T/junk.gguf"
+expect 1 "$SLUICE" inspect "$T/junk.gguf"
+has "$T/err" "junk.gguf" "inspect names the malformed file"
+
 # ---- synth: every arch's test size loads ----
 for a in gemma gemma2 gemma3 llama; do
     expect 0 "$SLUICE" synth --arch "$a" --size test -o "$T/$a.gguf"
