@@ -3,22 +3,25 @@
  * with the numpy reference (tests/test_ref.py).
  *
  *   dump_logits -m MODEL -o OUT -p0 IDS [-d0 IDS] [-p1 IDS -d1 IDS]
- *               [--chunks N,N,...] [--interleave]
+ *               [--chunks N,N,...] [--interleave] [-v]
  *
  * IDS are comma-separated token ids. -p0/-p1 are the prompts of sequences 0
  * and 1 (sequence 1 is optional), -d0/-d1 the tokens fed afterwards one
  * decode step at a time.
  *
  * Prefill: batch k holds the k-th chunk of every sequence's prompt; chunk
- * sizes come from --chunks (default: the whole prompt), and the last chunk
- * takes whatever remains of a prompt. Within a prefill batch the sequences'
+ * sizes come from --chunks, and once they are used up one more batch takes
+ * whatever remains (so no --chunks means the whole prompt in one batch, and
+ * "--chunks 5,3" on 12 tokens gives batches of 5, 3 and 4). Within a prefill batch the sequences'
  * tokens are concatenated (seq 0's first) or, with --interleave, alternate
  * token by token. Decode: step i is one batch holding d0[i] and d1[i]
  * (whichever exist).
  *
  * OUT receives float32 little-endian rows of n_vocab logits: sequence 0 at
  * positions 0 .. len(p0)+len(d0)-1, then sequence 1 likewise, whatever order
- * the tokens were evaluated in. The first line of stdout is "n_vocab N". */
+ * the tokens were evaluated in. The first line of stdout is "n_vocab N".
+ * -v prints each batch as seq:pos entries to stderr. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +45,7 @@ typedef struct scenario {
     int chunk[MAX_CHUNKS];
     int n_chunks;
     int interleave;
+    int verbose;
 } scenario;
 
 /* The run's state: what each sequence has evaluated so far and where its
@@ -55,6 +59,7 @@ typedef struct runner {
     float *x, *logits;
     float *out[MAX_SEQS]; /* [seq length][n_vocab] */
     int done[MAX_SEQS];   /* tokens evaluated */
+    int verbose;
 } runner;
 
 static void die(const char *msg)
@@ -92,7 +97,8 @@ static void parse_args(int argc, char **argv, scenario *sc)
     memset(sc, 0, sizeof *sc);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (i + 1 >= argc && strcmp(a, "--interleave") != 0)
+        bool flag = strcmp(a, "--interleave") == 0 || strcmp(a, "-v") == 0;
+        if (i + 1 >= argc && !flag)
             die("option without a value");
         if (strcmp(a, "-m") == 0)
             sc->model_path = argv[++i];
@@ -118,6 +124,8 @@ static void parse_args(int argc, char **argv, scenario *sc)
             free(c);
         } else if (strcmp(a, "--interleave") == 0)
             sc->interleave = 1;
+        else if (strcmp(a, "-v") == 0)
+            sc->verbose = 1;
         else
             die("unknown option (see the comment at the top of dump_logits.c)");
     }
@@ -149,6 +157,7 @@ static void runner_open(runner *r, const scenario *sc)
     sl_err err = {{0}};
     memset(r, 0, sizeof *r);
     check(sl_model_load(&r->model, sc->model_path, NULL, &err), &err);
+    r->verbose = sc->verbose;
     r->n_vocab = r->model->cfg.n_vocab;
     r->d_model = r->model->cfg.d_model;
     int n_ctx = 0;
@@ -194,6 +203,12 @@ static void run_batch(runner *r, int n)
 {
     sl_err err = {{0}};
     sl_batch b = {.n_tokens = n, .token = r->tok, .seq = r->seq, .pos = r->pos};
+    if (r->verbose) {
+        fprintf(stderr, "batch:");
+        for (int i = 0; i < n; i++)
+            fprintf(stderr, " %d:%d", r->seq[i], r->pos[i]);
+        fputc('\n', stderr);
+    }
     check(sl_embed(r->model, r->tok, n, r->x, &err), &err);
     check(sl_forward_layers(r->fwd, r->kv, &b, r->x, &err), &err);
     check(sl_head(r->fwd, r->x, n, r->logits, &err), &err);
@@ -206,7 +221,7 @@ static void run_batch(runner *r, int n)
 static int chunk_len(const scenario *sc, const runner *r, int s, int k)
 {
     int left = sc->prompt[s].n - r->done[s];
-    if (sc->n_chunks == 0 || k >= sc->n_chunks - 1)
+    if (k >= sc->n_chunks)
         return left;
     return sc->chunk[k] < left ? sc->chunk[k] : left;
 }
