@@ -53,9 +53,15 @@ static int fail_at(const cfg_ctx *x, int line, const char *field, const char *fm
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    char where[PL_PATH_MAX + 16];
+    /* Configs built in code (pl_config_default, a plan) have no lines. */
+    if (line > 0)
+        snprintf(where, sizeof where, "%s:%d", x->name, line);
+    else
+        snprintf(where, sizeof where, "%s", x->name);
     if (field && field[0])
-        return sl_fail(x->err, "%s:%d: %s: %s", x->name, line, field, msg);
-    return sl_fail(x->err, "%s:%d: %s", x->name, line, msg);
+        return sl_fail(x->err, "%s: %s: %s", where, field, msg);
+    return sl_fail(x->err, "%s: %s", where, msg);
 }
 
 static int node_line(const yaml_node_t *n)
@@ -471,9 +477,11 @@ static int find_node(const cfg_ctx *x, const pl_config *c, const yaml_node_t *n,
             return i;
     char known[320] = "";
     size_t used = 0;
-    for (int i = 0; i < c->n_nodes && used + PL_NAME_MAX + 8 < sizeof known; i++)
-        used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", i ? ", " : "", c->nodes[i].name);
-    if (c->n_nodes > 0 && used + PL_NAME_MAX + 8 >= sizeof known)
+    int listed = 0;
+    for (; listed < c->n_nodes && used + PL_NAME_MAX + 8 < sizeof known; listed++)
+        used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", listed ? ", " : "",
+                                 c->nodes[listed].name);
+    if (listed < c->n_nodes)
         strcat(known, ", ...");
     char shown[CFG_SHOW_MAX + 4];
     fail_at(x, node_line(n), field, "node '%s' does not exist (nodes: %s)",

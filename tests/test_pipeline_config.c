@@ -92,6 +92,16 @@ static void test_kinds_nodes_layers(void)
         "pipe.yaml:10:", "stages[1].node: node 'hostc' does not exist (nodes: local, hostb)");
     /* Without a nodes list the only node is "local". */
     BAD(HEAD_ "stages:\n  - kind: embed\n    node: p1\n", "pipe.yaml:4:", "node 'p1' does not exist (nodes: local)");
+    /* A long node list is cut short in the message, not overflowed. */
+    char many[8192] = HEAD_ "nodes:\n";
+    for (int i = 0; i < PL_MAX_NODES; i++) {
+        char line[96];
+        snprintf(line, sizeof line, "  - name: node%02d_abcdefghijklmnopqrstuvwxyz\n", i);
+        strcat(many, line);
+    }
+    strcat(many, "stages:\n  - kind: embed\n    node: nodeXX\n");
+    BAD(many, "pipe.yaml:69:", "node 'nodeXX' does not exist (nodes: node00_abcdefghijklmnopqrstuvwxyz, ");
+    BAD(many, "pipe.yaml:69:", ", ...)");
     BAD(HEAD_ "stages:\n  - kind: embed\n    layers: [0, 6]\n", "pipe.yaml:4:",
         "stages[0].layers: only a layers stage has layers (this is a 'embed' stage)");
     BAD(HEAD_ "stages:\n  - kind: embed\n  - kind: layers\n", "pipe.yaml:4:", "stages[1]: a layers stage needs");
@@ -387,6 +397,7 @@ static void test_default_and_names(void)
         CHECK(c.stages[i].node == 0 && c.stages[i].numa == -1 && c.stages[i].threads == 0);
     CHECKF(pl_config_check_layers(&c, 6, &e) == 0, "%s", e.msg);
     CHECK(pl_config_check_layers(&c, 7, &e) == -1);
+    CHECKF(strcmp(e.msg, "<config>: layers [6, 7) are not covered by any stage") == 0, "%s", e.msg);
     CHECK(c.limits.max_sequences == 8 && c.limits.context == 2048 && c.limits.max_batch_tokens == 512);
 
     CHECK(strcmp(pl_stage_kind_name(PL_STAGE_TOKENIZE), "tokenize") == 0);
