@@ -48,7 +48,11 @@ class Config:
         if key("rope.scaling.type", "none") == "linear":
             self.rope_scale = float(key("rope.scaling.factor", 1.0)) or 1.0
         self.window = int(key("attention.sliding_window", 0))
-        self.swa_pattern = int(key("attention.sliding_window_pattern", SWA_PATTERN.get(arch, 0)))
+        # The pattern key is either a period or one flag per layer (True =
+        # sliding), as llama.cpp writes it for newer Gemmas.
+        pattern = key("attention.sliding_window_pattern", SWA_PATTERN.get(arch, 0))
+        self.swa_flags = [bool(v) for v in pattern] if isinstance(pattern, (list, tuple)) else None
+        self.swa_pattern = 0 if self.swa_flags is not None else int(pattern)
         self.attn_softcap = float(key("attn_logit_softcapping", 0.0) or 0.0)
         self.final_softcap = float(key("final_logit_softcapping", 0.0) or 0.0)
         scale = key("attention.scale")
@@ -62,7 +66,10 @@ class Config:
         for il in range(self.n_layer):
             L = Layer()
             p = self.swa_pattern
-            L.sliding = self.window > 0 and p > 0 and il % p < p - 1
+            if self.swa_flags is not None:
+                L.sliding = self.window > 0 and self.swa_flags[il]
+            else:
+                L.sliding = self.window > 0 and p > 0 and il % p < p - 1
             L.window = self.window if L.sliding else 0
             if L.sliding and local_base is not None:
                 L.rope_base, L.rope_scale = float(local_base), 1.0
