@@ -1,24 +1,33 @@
-/* sluice run: prefill a prompt in batches, then decode and stream tokens. */
+/* sluice run: generate text through a pipeline. With -m FILE the pipeline is
+ * the one-process default (embed, all layers, head, sample on threads);
+ * with -c CONFIG it is whatever the config declares. Same runtime either way. */
 #include <getopt.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
-#include "cli/session.h"
+#include "model/config.h"
+#include "model/gguf.h"
+#include "pipeline/client.h"
+#include "pipeline/config.h"
 #include "stages/sampler.h"
 
 static const char usage[] =
-    "usage: sluice run -m FILE -p PROMPT [options]\n"
+    "usage: sluice run (-m FILE | -c CONFIG) (-p PROMPT | --prompts FILE) [options]\n"
     "\n"
-    "Generates text from a prompt and streams it to stdout; timing goes to\n"
-    "stderr. Decoding is greedy unless --temp is above 0, and sampling uses a\n"
-    "fixed default seed, so repeated runs give the same text.\n"
+    "Generates text and streams it to stdout; timing goes to stderr. Decoding\n"
+    "is greedy unless --temp is above 0, and sampling uses a fixed default seed,\n"
+    "so repeated runs give the same text.\n"
     "\n"
     "options:\n"
-    "  -m, --model FILE        GGUF model (its vocabulary is the tokenizer)\n"
+    "  -m, --model FILE        GGUF model, run as the one-process pipeline\n"
+    "  -c, --config FILE       pipeline config (YAML; see configs/)\n"
     "  -p, --prompt TEXT       prompt\n"
+    "      --prompts FILE      one prompt a line, all in flight together; outputs\n"
+    "                          are printed in order, one block per prompt\n"
     "  -n, --n-predict N       tokens to generate at most (default 128)\n"
     "  --temp T                temperature; 0 = greedy (default 0)\n"
     "  --top-k K               keep the K most likely tokens (default 0 = off)\n"
@@ -29,30 +38,36 @@ static const char usage[] =
     "  --seed S                sampling seed (default 42)\n"
     "  --chat                  wrap the prompt in Gemma's turn format and stop at\n"
     "                          <end_of_turn>\n"
-    "  -t, --threads N         OpenMP threads (default: OpenMP's choice)\n"
-    "  --ctx N                 context length (default: prompt + N, at most the\n"
-    "                          model's training context)\n"
+    "  -t, --threads N         OpenMP threads (default: all cores)\n"
+    "  --ctx N                 context length per sequence (default: the config's\n"
+    "                          limits, or min(model's training context, 4096))\n"
     "  --no-bos                do not add the BOS token\n"
+    "  --print-ids             print the generated token ids to stderr\n"
+    "  --stats                 print per-stage statistics to stderr at the end\n"
     "  -h, --help              show this help\n"
     "\n"
-    "Filters apply in the order repetition penalty, top-k, temperature, top-p,\n"
-    "min-p. Generation stops at EOS, after N tokens or when the context is full.\n";
-
-#define PREFILL_CHUNK 512
+    "Settings given here override the config's sampling section. Filters apply in\n"
+    "the order repetition penalty, top-k, temperature, top-p, min-p. Generation\n"
+    "stops at EOS, after N tokens or when the context is full.\n";
 
 typedef struct run_opts {
-    const char *model, *prompt;
+    const char *model, *config, *prompt, *prompts_file;
     int n_predict, threads, n_ctx;
-    bool chat, no_bos, print_ids;
+    bool chat, no_bos, print_ids, stats;
     sl_sampling sampling;
+    bool sampling_set[8];
 } run_opts;
+
+enum { S_TEMP, S_TOPK, S_TOPP, S_MINP, S_PEN, S_LASTN, S_SEED };
 
 static int parse_args(int argc, char **argv, run_opts *o)
 {
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"model", required_argument, NULL, 'm'},
+        {"config", required_argument, NULL, 'c'},
         {"prompt", required_argument, NULL, 'p'},
+        {"prompts", required_argument, NULL, 'F'},
         {"n-predict", required_argument, NULL, 'n'},
         {"threads", required_argument, NULL, 't'},
         {"temp", required_argument, NULL, 'T'},
@@ -62,34 +77,38 @@ static int parse_args(int argc, char **argv, run_opts *o)
         {"repeat-penalty", required_argument, NULL, 'R'},
         {"repeat-last-n", required_argument, NULL, 'L'},
         {"seed", required_argument, NULL, 's'},
-        {"chat", no_argument, NULL, 'c'},
-        {"ctx", required_argument, NULL, 'C'},
+        {"chat", no_argument, NULL, 'C'},
+        {"ctx", required_argument, NULL, 'X'},
         {"no-bos", no_argument, NULL, 'B'},
         {"print-ids", no_argument, NULL, 'I'},
+        {"stats", no_argument, NULL, 'S'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = argv[0];
     sl_sampling *s = &o->sampling;
     int c;
-    while ((c = cli_getopt(argc, argv, ":hm:p:n:t:", longopts, usage)) != -1) {
+    while ((c = cli_getopt(argc, argv, ":hm:c:p:n:t:", longopts, usage)) != -1) {
         int bad = 0;
         switch (c) {
         case 'h': fputs(usage, stdout); return -1;
         case 'm': o->model = optarg; break;
+        case 'c': o->config = optarg; break;
         case 'p': o->prompt = optarg; break;
+        case 'F': o->prompts_file = optarg; break;
         case 'n': bad = cli_parse_int(optarg, 1, 1 << 24, &o->n_predict); break;
         case 't': bad = cli_parse_int(optarg, 1, 4096, &o->threads); break;
-        case 'T': bad = cli_parse_float(optarg, 0, 1e6, &s->temperature); break;
-        case 'K': bad = cli_parse_int(optarg, 0, 1 << 30, &s->top_k); break;
-        case 'P': bad = cli_parse_float(optarg, 0, 1, &s->top_p); break;
-        case 'M': bad = cli_parse_float(optarg, 0, 1, &s->min_p); break;
-        case 'R': bad = cli_parse_float(optarg, 1e-3, 1e3, &s->repeat_penalty); break;
-        case 'L': bad = cli_parse_int(optarg, 0, 1 << 24, &s->repeat_last_n); break;
-        case 's': bad = cli_parse_u64(optarg, &s->seed); break;
-        case 'c': o->chat = true; break;
-        case 'C': bad = cli_parse_int(optarg, 1, 1 << 24, &o->n_ctx); break;
+        case 'T': bad = cli_parse_float(optarg, 0, 1e6, &s->temperature); o->sampling_set[S_TEMP] = 1; break;
+        case 'K': bad = cli_parse_int(optarg, 0, 1 << 30, &s->top_k); o->sampling_set[S_TOPK] = 1; break;
+        case 'P': bad = cli_parse_float(optarg, 0, 1, &s->top_p); o->sampling_set[S_TOPP] = 1; break;
+        case 'M': bad = cli_parse_float(optarg, 0, 1, &s->min_p); o->sampling_set[S_MINP] = 1; break;
+        case 'R': bad = cli_parse_float(optarg, 1e-3, 1e3, &s->repeat_penalty); o->sampling_set[S_PEN] = 1; break;
+        case 'L': bad = cli_parse_int(optarg, 0, 1 << 24, &s->repeat_last_n); o->sampling_set[S_LASTN] = 1; break;
+        case 's': bad = cli_parse_u64(optarg, &s->seed); o->sampling_set[S_SEED] = 1; break;
+        case 'C': o->chat = true; break;
+        case 'X': bad = cli_parse_int(optarg, 16, 1 << 24, &o->n_ctx); break;
         case 'B': o->no_bos = true; break;
         case 'I': o->print_ids = true; break;
+        case 'S': o->stats = true; break;
         default: return CLI_USAGE;
         }
         if (bad)
@@ -97,151 +116,184 @@ static int parse_args(int argc, char **argv, run_opts *o)
     }
     if (optind != argc)
         return cli_usage(cmd, usage, "unexpected argument '%s'", argv[optind]);
-    if (!o->model || !o->prompt)
-        return cli_usage(cmd, usage, "-m FILE and -p PROMPT are required");
-    if (s->top_p <= 0.0f)
+    if (!o->model == !o->config)
+        return cli_usage(cmd, usage, "give exactly one of -m FILE and -c CONFIG");
+    if (!o->prompt == !o->prompts_file)
+        return cli_usage(cmd, usage, "give exactly one of -p PROMPT and --prompts FILE");
+    if (o->sampling_set[S_TOPP] && s->top_p <= 0.0f)
         return cli_usage(cmd, usage, "--top-p must be above 0");
     return 0;
 }
 
-/* The prompt as token ids, with BOS and the chat wrapping when asked. */
-static int tokenize_prompt(const cli_session *s, const run_opts *o, int32_t **out, int *n_out, sl_err *err)
+/* Command-line sampling settings override the config's. */
+static void merge_sampling(sl_sampling *dst, const run_opts *o)
 {
-    char *text = NULL;
-    const char *src = o->prompt;
-    if (o->chat) {
-        if (sl_tok_piece_id(s->tok, "<start_of_turn>") < 0 || sl_tok_piece_id(s->tok, "<end_of_turn>") < 0)
-            return sl_fail(err, "%s: --chat needs <start_of_turn> and <end_of_turn> in the vocabulary", o->model);
-        size_t len = strlen(o->prompt) + 96;
-        text = malloc(len);
-        if (!text)
-            return sl_fail(err, "out of memory");
-        snprintf(text, len, "<start_of_turn>user\n%s<end_of_turn>\n<start_of_turn>model\n", o->prompt);
-        src = text;
-    }
-    int32_t *ids = NULL;
-    int n = 0;
-    int rc = sl_tok_encode(s->tok, src, strlen(src), &ids, &n, err);
-    free(text);
+    const sl_sampling *s = &o->sampling;
+    if (o->sampling_set[S_TEMP]) dst->temperature = s->temperature;
+    if (o->sampling_set[S_TOPK]) dst->top_k = s->top_k;
+    if (o->sampling_set[S_TOPP]) dst->top_p = s->top_p;
+    if (o->sampling_set[S_MINP]) dst->min_p = s->min_p;
+    if (o->sampling_set[S_PEN]) dst->repeat_penalty = s->repeat_penalty;
+    if (o->sampling_set[S_LASTN]) dst->repeat_last_n = s->repeat_last_n;
+    if (o->sampling_set[S_SEED]) dst->seed = s->seed;
+}
+
+static int default_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_err *err)
+{
+    gguf_file *f;
+    sl_config mc;
+    if (gguf_open(&f, o->model, err))
+        return -1;
+    int rc = sl_config_from_gguf(&mc, f, err);
+    gguf_close(f);
     if (rc)
         return -1;
-    int bos = o->no_bos ? 0 : 1;
-    int32_t *all = malloc((size_t)(n + bos + 1) * sizeof *all);
-    if (!all) {
-        free(ids);
-        return sl_fail(err, "out of memory");
-    }
-    if (bos)
-        all[0] = sl_tok_bos(s->tok);
-    if (n)
-        memcpy(all + bos, ids, (size_t)n * sizeof *ids);
-    free(ids);
-    if (n + bos == 0) {
-        free(all);
-        return sl_fail(err, "the prompt is empty and --no-bos leaves nothing to evaluate");
-    }
-    *out = all;
-    *n_out = n + bos;
+    pl_config_default(cfg, o->model, mc.n_layer);
+    cfg->limits.max_sequences = n_prompts < 64 ? (n_prompts > 0 ? n_prompts : 1) : 64;
+    cfg->limits.context = mc.n_ctx_train < 4096 ? mc.n_ctx_train : 4096;
     return 0;
 }
 
-static int choose_ctx(const cli_session *s, const run_opts *o, int n_prompt, int *n_ctx, sl_err *err)
+/* Reads one prompt a line (empty lines skipped). */
+static char **read_prompts(const char *path, int *n, sl_err *err)
 {
-    int train = s->model->cfg.n_ctx_train > 0 ? s->model->cfg.n_ctx_train : 1 << 24;
-    long want = (long)n_prompt + o->n_predict;
-    *n_ctx = o->n_ctx ? o->n_ctx : (int)(want < train ? want : train);
-    if (*n_ctx > train)
-        fprintf(stderr, "sluice run: warning: context %d is longer than the model's training context %d\n",
-                *n_ctx, train);
-    if (n_prompt > *n_ctx)
-        return sl_fail(err, "the prompt has %d tokens, more than the context of %d (see --ctx)", n_prompt, *n_ctx);
-    return 0;
-}
-
-/* Prefill in batches of up to PREFILL_CHUNK; logits of the last token only. */
-static int prefill(cli_session *s, const int32_t *toks, int n, float *logits, sl_err *err)
-{
-    for (int start = 0; start < n; start += s->max_batch) {
-        int len = n - start < s->max_batch ? n - start : s->max_batch;
-        if (cli_session_batch(s, toks + start, len, start, err))
-            return -1;
-        if (start + len == n)
-            return sl_head(s->fwd, s->x + (size_t)(len - 1) * (size_t)s->model->cfg.d_model, 1, logits, err);
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        sl_fail(err, "%s: cannot open", path);
+        return NULL;
     }
-    return 0;
-}
-
-static void emit(const cli_session *s, int32_t id)
-{
-    char piece[256];
-    int n = sl_tok_piece_bytes(s->tok, id, piece, (int)sizeof piece);
-    if (n > 0)
-        fwrite(piece, 1, (size_t)n, stdout);
-    fflush(stdout);
-}
-
-typedef struct run_stats {
-    int n_prompt, n_gen;
-    double t_start, t_first, t_end;
-    const char *stop;
-} run_stats;
-
-static int generate(cli_session *s, const run_opts *o, int32_t *toks, int n_prompt, run_stats *st, sl_err *err)
-{
-    const sl_config *c = &s->model->cfg;
-    float *logits = malloc((size_t)c->n_vocab * sizeof *logits);
-    sl_sampler *smp = sl_sampler_new(&o->sampling, c->n_vocab);
-    int rc = -1;
-    if (!logits || !smp) {
-        sl_fail(err, "out of memory");
-        goto done;
-    }
-    int32_t eos = sl_tok_eos(s->tok);
-    int32_t eot = o->chat ? sl_tok_piece_id(s->tok, "<end_of_turn>") : -1;
-    int n = n_prompt;
-    st->t_start = cli_now();
-    if (prefill(s, toks, n, logits, err))
-        goto done;
-    st->stop = "token limit";
-    for (;;) {
-        int32_t id = sl_sampler_pick(smp, logits, toks, n);
-        if (st->n_gen == 0)
-            st->t_first = cli_now();
-        if (id == eos || id == eot) {
-            st->stop = id == eos ? "end of sequence" : "end of turn";
+    char **list = NULL, *line = NULL;
+    size_t cap_line = 0;
+    int count = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap_line, fp)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = 0;
+        if (len == 0)
+            continue;
+        char **grown = realloc(list, (size_t)(count + 1) * sizeof *list);
+        if (!grown || !(grown[count] = strdup(line))) {
+            free(grown ? grown : list);
+            list = NULL;
+            sl_fail(err, "out of memory");
             break;
         }
-        emit(s, id);
-        toks[n++] = id;
-        if (++st->n_gen == o->n_predict)
-            break;
-        if (n >= s->n_ctx) {
-            st->stop = "context full";
-            break;
-        }
-        if (cli_session_batch(s, &toks[n - 1], 1, n - 1, err) ||
-            sl_head(s->fwd, s->x, 1, logits, err))
-            goto done;
+        list = grown;
+        count++;
     }
-    st->t_end = cli_now();
-    rc = 0;
-done:
-    sl_sampler_free(smp);
-    free(logits);
-    return rc;
+    free(line);
+    fclose(fp);
+    if (list && count == 0) {
+        free(list);
+        list = NULL;
+    }
+    if (!list && !err->msg[0])
+        sl_fail(err, "%s: no prompts", path);
+    *n = count;
+    return list;
 }
 
-static void print_stats(const run_stats *st)
+typedef struct output {
+    uint64_t id;
+    char *text;
+    size_t len, cap;
+    int32_t *ids;
+    int n_ids, cap_ids;
+    bool done, failed;
+    char error[512];
+    sl_event last;
+} output;
+
+static void append(output *o, const sl_event *ev)
 {
-    double prefill = st->t_first - st->t_start, decode = st->t_end - st->t_first;
+    if (o->len + (size_t)ev->text_len + 1 > o->cap) {
+        size_t cap = (o->cap + (size_t)ev->text_len + 1) * 2;
+        char *t = realloc(o->text, cap);
+        if (!t)
+            return;
+        o->text = t;
+        o->cap = cap;
+    }
+    memcpy(o->text + o->len, ev->text, (size_t)ev->text_len);
+    o->len += (size_t)ev->text_len;
+    o->text[o->len] = 0;
+    if (o->n_ids == o->cap_ids) {
+        int cap = o->cap_ids ? 2 * o->cap_ids : 64;
+        int32_t *t = realloc(o->ids, (size_t)cap * sizeof *t);
+        if (!t)
+            return;
+        o->ids = t;
+        o->cap_ids = cap;
+    }
+    o->ids[o->n_ids++] = ev->token;
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) { (void)sig; interrupted = 1; }
+
+static void print_ids(const output *o, int index, bool many)
+{
+    if (many)
+        fprintf(stderr, "ids[%d]:", index);
+    else
+        fprintf(stderr, "ids:");
+    for (int i = 0; i < o->n_ids; i++)
+        fprintf(stderr, " %d", o->ids[i]);
+    fputc('\n', stderr);
+}
+
+static void print_summary(const sl_event *d)
+{
     fprintf(stderr, "\n");
-    fprintf(stderr, "prompt tokens      %d\n", st->n_prompt);
-    fprintf(stderr, "prefill            %.1f tok/s\n", prefill > 0 ? st->n_prompt / prefill : 0.0);
-    fprintf(stderr, "time to first      %.3f s\n", prefill);
+    fprintf(stderr, "prompt tokens      %d\n", d->n_prompt);
+    fprintf(stderr, "prefill            %.1f tok/s\n", d->prefill_s > 0 ? d->n_prompt / d->prefill_s : 0.0);
+    fprintf(stderr, "time to first      %.3f s\n", d->prefill_s);
     /* the first token comes out of the prefill; the rest are decode steps */
     fprintf(stderr, "decode             %.1f tok/s\n",
-            decode > 0 && st->n_gen > 1 ? (st->n_gen - 1) / decode : 0.0);
-    fprintf(stderr, "generated tokens   %d (stop: %s)\n", st->n_gen, st->stop);
+            d->decode_s > 0 && d->n_generated > 1 ? (d->n_generated - 1) / d->decode_s : 0.0);
+    fprintf(stderr, "generated tokens   %d (stop: %s)\n", d->n_generated, d->stop ? d->stop : "?");
+}
+
+/* Pulls events until every request ended; streams when there is one. */
+static int drive(sl_pipeline *p, output *outs, int n, bool stream, double *t_total, sl_err *err)
+{
+    double t0 = cli_now();
+    int left = n;
+    while (left > 0) {
+        if (interrupted) {
+            for (int i = 0; i < n; i++)
+                if (!outs[i].done)
+                    sl_pipeline_cancel(p, outs[i].id);
+            interrupted = 0;
+        }
+        sl_event ev;
+        int rc = sl_pipeline_next(p, &ev, 200, err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            continue;
+        output *o = NULL;
+        for (int i = 0; i < n; i++)
+            if (outs[i].id == ev.request)
+                o = &outs[i];
+        if (!o)
+            continue;
+        if (ev.kind == SL_EV_TOKEN) {
+            append(o, &ev);
+            if (stream) {
+                fwrite(ev.text, 1, (size_t)ev.text_len, stdout);
+                fflush(stdout);
+            }
+        } else {
+            o->done = true;
+            o->failed = ev.kind == SL_EV_ERROR;
+            snprintf(o->error, sizeof o->error, "%s", ev.error);
+            o->last = ev;
+            left--;
+        }
+    }
+    *t_total = cli_now() - t0;
+    return 0;
 }
 
 int cmd_run(int argc, char **argv)
@@ -253,45 +305,78 @@ int cmd_run(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     if (o.threads)
         omp_set_num_threads(o.threads);
-
     sl_err err = {{0}};
-    cli_session s;
-    if (cli_session_load(&s, o.model, &err))
+    char **prompts = NULL;
+    int n_prompts = 1;
+    const char *single[1] = {o.prompt};
+    if (o.prompts_file && !(prompts = read_prompts(o.prompts_file, &n_prompts, &err)))
         return cli_fail(argv[0], "%s", err.msg);
-    int32_t *toks = NULL;
-    int n_prompt = 0, n_ctx = 0, max_batch;
-    run_stats st = {0};
+    pl_config *cfg = calloc(1, sizeof *cfg);
+    output *outs = calloc((size_t)n_prompts, sizeof *outs);
+    sl_pipeline *p = NULL;
     rc = CLI_FAIL;
-    if (tokenize_prompt(&s, &o, &toks, &n_prompt, &err) || choose_ctx(&s, &o, n_prompt, &n_ctx, &err))
-        goto fail;
-    /* room for every token the run may hold */
-    int32_t *grown = realloc(toks, (size_t)(n_ctx + 1) * sizeof *toks);
-    if (!grown) {
+    if (!cfg || !outs) {
         sl_fail(&err, "out of memory");
-        goto fail;
+        goto done;
     }
-    toks = grown;
-    max_batch = n_prompt < PREFILL_CHUNK ? n_prompt : PREFILL_CHUNK;
-    if (cli_session_alloc(&s, n_ctx, max_batch, &err))
-        goto fail;
-    st.n_prompt = n_prompt;
-    if (generate(&s, &o, toks, n_prompt, &st, &err))
-        goto fail;
-    fputc('\n', stdout);
-    fflush(stdout);
-    if (o.print_ids) {
-        fprintf(stderr, "ids:");
-        for (int i = n_prompt; i < n_prompt + st.n_gen; i++)
-            fprintf(stderr, " %d", toks[i]);
-        fputc('\n', stderr);
+    if (o.config ? pl_config_load(cfg, o.config, &err) : default_config(cfg, &o, n_prompts, &err))
+        goto done;
+    if (o.n_ctx)
+        cfg->limits.context = o.n_ctx;
+    sl_pipeline_opts popts;
+    sl_pipeline_opts_default(&popts);
+    popts.threads = o.threads;
+    if (sl_pipeline_open(&p, cfg, &popts, &err))
+        goto done;
+    sl_gen_params gp = {.max_tokens = o.n_predict, .chat = o.chat, .no_bos = o.no_bos};
+    gp.sampling = cfg->sampling;
+    merge_sampling(&gp.sampling, &o);
+    for (int i = 0; i < n_prompts; i++) {
+        gp.prompt = prompts ? prompts[i] : single[0];
+        if (sl_pipeline_submit(p, &gp, &outs[i].id, &err)) {
+            sl_wrap(&err, "prompt %d", i + 1);
+            goto done;
+        }
     }
-    print_stats(&st);
+    signal(SIGINT, on_sigint);
+    double t_total = 0;
+    bool stream = n_prompts == 1;
+    if (drive(p, outs, n_prompts, stream, &t_total, &err))
+        goto done;
     rc = CLI_OK;
-    goto done;
-fail:
-    cli_fail(argv[0], "%s", err.msg);
+    int total_tokens = 0;
+    for (int i = 0; i < n_prompts; i++) {
+        total_tokens += outs[i].n_ids;
+        if (!stream)
+            printf("%s\n", outs[i].text ? outs[i].text : "");
+        else
+            putchar('\n');
+        if (o.print_ids)
+            print_ids(&outs[i], i, !stream);
+        if (outs[i].failed) {
+            fprintf(stderr, "sluice run: request %d failed: %s\n", i + 1, outs[i].error);
+            rc = CLI_FAIL;
+        }
+    }
+    fflush(stdout);
+    if (stream && !outs[0].failed)
+        print_summary(&outs[0].last);
+    else if (!stream)
+        fprintf(stderr, "\n%d requests, %d tokens in %.3f s: %.1f tok/s aggregate\n", n_prompts,
+                total_tokens, t_total, t_total > 0 ? total_tokens / t_total : 0.0);
+    if (o.stats)
+        sl_pipeline_print_stats(p, stderr);
 done:
-    free(toks);
-    cli_session_free(&s);
+    if (rc == CLI_FAIL && err.msg[0])
+        cli_fail(argv[0], "%s", err.msg);
+    sl_pipeline_close(p);
+    for (int i = 0; i < n_prompts; i++) {
+        free(outs ? outs[i].text : NULL);
+        free(outs ? outs[i].ids : NULL);
+        free(prompts ? prompts[i] : NULL);
+    }
+    free(outs);
+    free(prompts);
+    free(cfg);
     return rc;
 }

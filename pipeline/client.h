@@ -1,0 +1,90 @@
+/* The client API of a pipeline: open a pipeline from a config, submit
+ * prompts (many may be in flight at once), and pull events (tokens as they
+ * are sampled, completion, errors).
+ *
+ * The driver (the request scheduler at the head of the pipeline) runs inside
+ * sl_pipeline_next: it tokenizes prompts, hands out KV slots, builds
+ * micro-batches from every active sequence (prefill chunks and next tokens;
+ * continuous batching), keeps at most `depth` batches in flight (credits,
+ * so memory in every stage stays bounded), and turns answers into events.
+ * Every request ends with exactly one DONE or ERROR event. Use from one
+ * thread. */
+#ifndef SLUICE_CLIENT_H
+#define SLUICE_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pipeline/config.h"
+#include "stages/sampler.h"
+#include "util/err.h"
+
+typedef struct sl_pipeline sl_pipeline;
+
+typedef struct sl_pipeline_opts {
+    int threads;             /* OpenMP threads per in-process stage group; 0: all cores */
+    double batch_timeout_s;  /* a batch unanswered this long fails its requests (default 60) */
+    double peer_timeout_s;   /* a worker silent this long is dead (default 2) */
+    bool quiet;              /* no progress lines on stderr */
+    const char *self_exe;    /* path of the sluice binary, for spawned workers (default /proc/self/exe) */
+} sl_pipeline_opts;
+
+void sl_pipeline_opts_default(sl_pipeline_opts *o);
+
+/* Starts the stages the config asks for: in-process ones on threads,
+ * `spawn: true` nodes as `sluice worker` child processes, remote nodes by
+ * connecting to their workers and assigning them their stages. Fails naming
+ * the node or stage at fault (address in use, unreachable node, model
+ * missing on a worker). */
+int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_opts *opts, sl_err *err);
+/* Shuts every stage and worker down (no orphans). */
+void sl_pipeline_close(sl_pipeline *p);
+
+typedef struct sl_gen_params {
+    const char *prompt;
+    int max_tokens;          /* new tokens at most */
+    sl_sampling sampling;
+    bool chat;               /* Gemma turn format, stop at <end_of_turn> */
+    bool no_bos;
+} sl_gen_params;
+
+/* Queues a request; its id is returned in *id. Fails for an empty or
+ * over-long prompt. */
+int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl_err *err);
+/* Cancels a request; it ends with an ERROR event "cancelled". */
+int sl_pipeline_cancel(sl_pipeline *p, uint64_t id);
+
+typedef enum sl_event_kind {
+    SL_EV_TOKEN = 1,
+    SL_EV_DONE = 2,
+    SL_EV_ERROR = 3,
+} sl_event_kind;
+
+typedef struct sl_event {
+    sl_event_kind kind;
+    uint64_t request;
+    int32_t token;           /* SL_EV_TOKEN */
+    char text[64];           /* its bytes (not NUL-terminated; text_len of them) */
+    int text_len;
+    /* SL_EV_DONE */
+    int n_prompt, n_generated;
+    double prefill_s;        /* submit to first token */
+    double decode_s;         /* first to last token */
+    const char *stop;        /* "end of sequence", "token limit", ... */
+    char error[512];         /* SL_EV_ERROR */
+} sl_event;
+
+/* Runs the pipeline until an event is ready or timeout_ms passes (-1:
+ * wait). Returns 1 with *ev filled, 0 on timeout, -1 when nothing is
+ * pending (no requests) or on a fatal error (err). */
+int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err);
+/* Requests still running. */
+int sl_pipeline_active(const sl_pipeline *p);
+
+/* Token ids of a prompt as the pipeline would feed them (tests). */
+int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids, int *n, sl_err *err);
+
+/* Per-stage statistics as text (one line a stage). */
+void sl_pipeline_print_stats(sl_pipeline *p, void *file);
+
+#endif

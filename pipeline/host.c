@@ -1,0 +1,165 @@
+#include "pipeline/host.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+struct pl_host {
+    void *zctx;
+    sl_stage *stage;
+    void *in, *out;
+    void *ctl_recv, *ctl_send; /* inproc pair: a byte on it means stop */
+    char ctl_addr[64];
+    int threads;
+    pthread_t thread;
+    pl_wire_limits limits;
+    pthread_mutex_t lock;
+    pl_host_stats stats;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int emit_send(void *ctx, pl_msg *m, sl_err *err)
+{
+    pl_host *h = ctx;
+    int rc = pl_msg_send(m, h->out, 0, err);
+    pl_msg_close(m);
+    return rc;
+}
+
+static void *host_main(void *arg)
+{
+    pl_host *h = arg;
+    if (h->threads > 0)
+        omp_set_num_threads(h->threads);
+    sl_emit emit = {emit_send, h};
+    zmq_pollitem_t items[2] = {
+        {h->ctl_recv, 0, ZMQ_POLLIN, 0},
+        {h->in, 0, ZMQ_POLLIN, 0},
+    };
+    for (;;) {
+        if (zmq_poll(items, 2, -1) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            break;
+        if (!(items[1].revents & ZMQ_POLLIN))
+            continue;
+        pl_msg m;
+        sl_err err;
+        if (pl_msg_recv(&m, h->in, &h->limits, &err)) {
+            fprintf(stderr, "sluice: %s: dropped a malformed message: %s\n", h->stage->name, err.msg);
+            pthread_mutex_lock(&h->lock);
+            h->stats.dropped++;
+            pthread_mutex_unlock(&h->lock);
+            continue;
+        }
+        double t0 = now_s();
+        uint32_t rows = m.hdr->n_rows;
+        int rc = h->stage->process(h->stage, &m, &emit, &err);
+        pl_msg_close(&m);
+        if (rc)
+            fprintf(stderr, "sluice: %s: %s\n", h->stage->name, err.msg);
+        pthread_mutex_lock(&h->lock);
+        h->stats.messages++;
+        h->stats.rows += rows;
+        h->stats.errors += rc != 0;
+        h->stats.busy_seconds += now_s() - t0;
+        pthread_mutex_unlock(&h->lock);
+    }
+    return NULL;
+}
+
+static void close_sockets(pl_host *h)
+{
+    void **socks[] = {&h->in, &h->out, &h->ctl_recv, &h->ctl_send};
+    for (size_t i = 0; i < 4; i++)
+        if (*socks[i]) {
+            zmq_close(*socks[i]);
+            *socks[i] = NULL;
+        }
+}
+
+int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
+                  const char *out_addr, int threads, sl_err *err)
+{
+    *out = NULL;
+    pl_host *h = calloc(1, sizeof *h);
+    if (!h) {
+        sl_stage_destroy(stage);
+        return sl_fail(err, "out of memory");
+    }
+    h->zctx = zctx;
+    h->stage = stage;
+    h->threads = threads;
+    pl_wire_limits_default(&h->limits);
+    pthread_mutex_init(&h->lock, NULL);
+    static atomic_uint next_id;
+    snprintf(h->ctl_addr, sizeof h->ctl_addr, "inproc://host-ctl-%u", atomic_fetch_add(&next_id, 1));
+    int linger = 0;
+    h->in = zmq_socket(zctx, ZMQ_PULL);
+    h->out = zmq_socket(zctx, ZMQ_PUSH);
+    h->ctl_recv = zmq_socket(zctx, ZMQ_PAIR);
+    h->ctl_send = zmq_socket(zctx, ZMQ_PAIR);
+    if (!h->in || !h->out || !h->ctl_recv || !h->ctl_send)
+        goto zfail;
+    zmq_setsockopt(h->out, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(h->in, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(h->ctl_recv, h->ctl_addr) || zmq_connect(h->ctl_send, h->ctl_addr))
+        goto zfail;
+    if (zmq_bind(h->in, in_addr)) {
+        sl_fail(err, "%s: cannot listen on %s: %s", stage->name, in_addr, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (zmq_connect(h->out, out_addr)) {
+        sl_fail(err, "%s: cannot connect to %s: %s", stage->name, out_addr, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (pthread_create(&h->thread, NULL, host_main, h)) {
+        sl_fail(err, "%s: cannot start a thread", stage->name);
+        goto fail;
+    }
+    *out = h;
+    return 0;
+zfail:
+    sl_fail(err, "%s: ZeroMQ socket setup failed: %s", stage->name, zmq_strerror(zmq_errno()));
+fail:
+    close_sockets(h);
+    sl_stage_destroy(h->stage);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+    return -1;
+}
+
+void pl_host_stop(pl_host *h)
+{
+    if (!h)
+        return;
+    zmq_send(h->ctl_send, "", 0, 0);
+    pthread_join(h->thread, NULL);
+    close_sockets(h);
+    sl_stage_destroy(h->stage);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
+void pl_host_stats_get(pl_host *h, pl_host_stats *st)
+{
+    pthread_mutex_lock(&h->lock);
+    *st = h->stats;
+    pthread_mutex_unlock(&h->lock);
+}
+
+const char *pl_host_name(const pl_host *h) { return h->stage->name; }

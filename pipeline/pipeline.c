@@ -1,0 +1,777 @@
+/* A pipeline as the client sees it: the stages the config asks for, and the
+ * driver that feeds them (see client.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "model/config.h"
+#include "model/gguf.h"
+#include "model/tokenizer.h"
+#include "pipeline/client.h"
+#include "pipeline/coord.h"
+#include "pipeline/host.h"
+#include "pipeline/wire.h"
+
+#define ADDR_MAX 300
+
+typedef enum req_state {
+    RQ_WAIT_SLOT,   /* no KV slot free yet */
+    RQ_FEED,        /* has rows to send (prefill or the next token) */
+    RQ_WAIT_TOKEN,  /* its wanted row is in flight */
+    RQ_FINISHED,
+} req_state;
+
+typedef struct request {
+    uint64_t id;
+    req_state state;
+    int slot;
+    int32_t *tokens;        /* prompt, then generated tokens */
+    int n_tokens, cap;
+    int n_prompt;
+    int n_fed;              /* positions sent down the pipeline */
+    int max_new, n_gen;
+    bool params_sent, cancelled;
+    int32_t stop_a, stop_b; /* eos, and end-of-turn in chat mode */
+    sl_sampling sampling;
+    double t_submit, t_first, t_last;
+    struct request *next;
+} request;
+
+typedef struct inflight {
+    uint64_t batch_id;
+    double t_sent;
+    int n_req;
+    uint64_t *req;          /* requests with rows in the batch */
+} inflight;
+
+typedef struct event_ring {
+    sl_event *ev;
+    int head, n, cap;
+} event_ring;
+
+struct sl_pipeline {
+    pl_config cfg;
+    sl_pipeline_opts opts;
+    sl_config model_cfg;
+    sl_tokenizer *tok;
+    void *zctx;
+    void *to_first;         /* PUSH to stage 0 */
+    void *from_last;        /* PULL from the last stage */
+    pl_host **hosts;        /* in-process stages (NULL for remote ones) */
+    int n_hosts;
+    pl_coord *coord;
+    pl_wire_limits limits;
+    /* driver */
+    request *reqs;          /* linked list, submission order */
+    int n_active;
+    uint64_t next_req_id, next_batch_id;
+    bool *slot_used;
+    int depth;              /* batches in flight at most */
+    inflight *fly;          /* FIFO ring of depth entries */
+    int fly_head, fly_n;
+    event_ring events;
+    /* batch building scratch, sized for max_batch_tokens */
+    uint64_t *b_req;
+    int32_t *b_seq, *b_pos, *b_tok;
+    uint8_t *b_flags;
+    Sluice__ReqParams *b_params;
+    Sluice__ReqParams **b_param_ptrs;
+    int32_t *b_recent;
+};
+
+void sl_pipeline_opts_default(sl_pipeline_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->batch_timeout_s = 60.0;
+    o->peer_timeout_s = 2.0;
+    o->self_exe = "/proc/self/exe";
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- addresses ---- */
+
+/* The address stage i binds (i == n_stages: the driver's return socket).
+ * Consecutive parts on one node talk over inproc://; a hop between nodes
+ * uses the receiving node's transport, each stage on its own port or path. */
+static int stage_address(const pl_config *c, int i, uint64_t tag, char *out, sl_err *err)
+{
+    int node = i < c->n_stages ? c->stages[i].node : 0;
+    int prev = i == 0 ? 0 : c->stages[i - 1].node;
+    if (node == prev) {
+        snprintf(out, ADDR_MAX, "inproc://sluice-%llx-%d", (unsigned long long)tag, i);
+        return 0;
+    }
+    const pl_node *n = &c->nodes[node];
+    const char *a = n->address;
+    if (strncmp(a, "tcp://", 6) == 0) {
+        const char *colon = strrchr(a, ':');
+        long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+        if (port <= 0 || port + 1 + i > 65535)
+            return sl_fail(err, "%s: node '%s': address %s has no usable port", c->path, n->name, a);
+        snprintf(out, ADDR_MAX, "%.*s:%ld", (int)(colon - a), a, port + 1 + i);
+        return 0;
+    }
+    if (strncmp(a, "ipc://", 6) == 0) {
+        snprintf(out, ADDR_MAX, "%s-s%d", a, i);
+        return 0;
+    }
+    return sl_fail(err, "%s: node '%s' needs a tcp:// or ipc:// address: stage %d on node '%s' "
+                   "sends to it", c->path, n->name, i - 1, c->nodes[prev].name);
+}
+
+/* ---- events ---- */
+
+static sl_event *push_event(sl_pipeline *p, sl_event_kind kind, uint64_t req)
+{
+    event_ring *r = &p->events;
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 64;
+        sl_event *ev = malloc((size_t)cap * sizeof *ev);
+        if (!ev)
+            return NULL;
+        for (int i = 0; i < r->n; i++)
+            ev[i] = r->ev[(r->head + i) % r->cap];
+        free(r->ev);
+        r->ev = ev;
+        r->head = 0;
+        r->cap = cap;
+    }
+    sl_event *e = &r->ev[(r->head + r->n++) % r->cap];
+    memset(e, 0, sizeof *e);
+    e->kind = kind;
+    e->request = req;
+    return e;
+}
+
+/* ---- requests ---- */
+
+static request *find_req(sl_pipeline *p, uint64_t id)
+{
+    for (request *r = p->reqs; r; r = r->next)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+static void send_release(sl_pipeline *p, request *r)
+{
+    if (r->slot < 0)
+        return;
+    pl_msg m;
+    sl_err err;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_RELEASE, 0, 0);
+    int32_t seq = r->slot;
+    uint64_t id = r->id;
+    m.hdr_store.n_seqs = 1;
+    m.hdr_store.seqs = &seq;
+    m.hdr_store.n_requests = 1;
+    m.hdr_store.requests = &id;
+    if (pl_msg_send(&m, p->to_first, 0, &err))
+        fprintf(stderr, "sluice: cannot send RELEASE of request %llu: %s\n", (unsigned long long)id, err.msg);
+    pl_msg_close(&m);
+    p->slot_used[r->slot] = false;
+    r->slot = -1;
+}
+
+/* Ends a request: frees its slot in every stage, removes it. */
+static void finish(sl_pipeline *p, request *r)
+{
+    send_release(p, r);
+    r->state = RQ_FINISHED;
+    p->n_active--;
+    request **pp = &p->reqs;
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    free(r->tokens);
+    free(r);
+}
+
+static void fail_req(sl_pipeline *p, request *r, const char *fmt, const char *what)
+{
+    sl_event *e = push_event(p, SL_EV_ERROR, r->id);
+    if (e)
+        snprintf(e->error, sizeof e->error, fmt, what);
+    finish(p, r);
+}
+
+static void done_req(sl_pipeline *p, request *r, const char *stop)
+{
+    sl_event *e = push_event(p, SL_EV_DONE, r->id);
+    if (e) {
+        e->n_prompt = r->n_prompt;
+        e->n_generated = r->n_gen;
+        e->prefill_s = r->t_first - r->t_submit;
+        e->decode_s = r->t_last - r->t_first;
+        e->stop = stop;
+    }
+    finish(p, r);
+}
+
+int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids, int *n, sl_err *err)
+{
+    char *wrapped = NULL;
+    const char *text = gp->prompt ? gp->prompt : "";
+    if (gp->chat) {
+        size_t len = strlen(text) + 96;
+        if (!(wrapped = malloc(len)))
+            return sl_fail(err, "out of memory");
+        snprintf(wrapped, len, "<start_of_turn>user\n%s<end_of_turn>\n<start_of_turn>model\n", text);
+        text = wrapped;
+    }
+    int32_t *body = NULL;
+    int n_body = 0;
+    int rc = sl_tok_encode(p->tok, text, strlen(text), &body, &n_body, err);
+    free(wrapped);
+    if (rc)
+        return -1;
+    int bos = !gp->no_bos && sl_tok_add_bos(p->tok) ? 1 : 0;
+    int32_t *all = malloc((size_t)(n_body + bos + 1) * sizeof *all);
+    if (!all) {
+        free(body);
+        return sl_fail(err, "out of memory");
+    }
+    if (bos)
+        all[0] = sl_tok_bos(p->tok);
+    if (n_body)
+        memcpy(all + bos, body, (size_t)n_body * sizeof *body);
+    free(body);
+    *ids = all;
+    *n = n_body + bos;
+    return 0;
+}
+
+int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl_err *err)
+{
+    int ctx = p->cfg.limits.context;
+    if (gp->max_tokens < 1)
+        return sl_fail(err, "a request must ask for at least one token");
+    if (gp->chat && sl_tok_piece_id(p->tok, "<end_of_turn>") < 0)
+        return sl_fail(err, "chat mode needs <start_of_turn>/<end_of_turn> in the vocabulary");
+    request *r = calloc(1, sizeof *r);
+    if (!r)
+        return sl_fail(err, "out of memory");
+    if (sl_pipeline_tokenize(p, gp, &r->tokens, &r->n_tokens, err)) {
+        free(r);
+        return -1;
+    }
+    if (r->n_tokens == 0 || r->n_tokens >= ctx) {
+        sl_fail(err, "the prompt has %d tokens; it must have between 1 and %d (the context)",
+                r->n_tokens, ctx - 1);
+        free(r->tokens);
+        free(r);
+        return -1;
+    }
+    r->cap = r->n_tokens + 1;
+    r->n_prompt = r->n_tokens;
+    r->max_new = gp->max_tokens;
+    r->sampling = gp->sampling;
+    r->slot = -1;
+    r->stop_a = sl_tok_eos(p->tok);
+    r->stop_b = gp->chat ? sl_tok_piece_id(p->tok, "<end_of_turn>") : -1;
+    r->id = ++p->next_req_id;
+    r->t_submit = now_s();
+    r->state = RQ_WAIT_SLOT;
+    request **pp = &p->reqs;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = r;
+    p->n_active++;
+    *id = r->id;
+    return 0;
+}
+
+int sl_pipeline_cancel(sl_pipeline *p, uint64_t id)
+{
+    request *r = find_req(p, id);
+    if (!r)
+        return -1;
+    if (r->state == RQ_WAIT_TOKEN) {
+        r->cancelled = true; /* its token is on the way; drop it on arrival */
+        return 0;
+    }
+    fail_req(p, r, "%s", "cancelled");
+    return 0;
+}
+
+int sl_pipeline_active(const sl_pipeline *p) { return p->n_active; }
+
+/* ---- batches ---- */
+
+static void assign_slots(sl_pipeline *p)
+{
+    for (request *r = p->reqs; r; r = r->next) {
+        if (r->state != RQ_WAIT_SLOT)
+            continue;
+        int s = 0;
+        while (s < p->cfg.limits.max_sequences && p->slot_used[s])
+            s++;
+        if (s == p->cfg.limits.max_sequences)
+            return;
+        p->slot_used[s] = true;
+        r->slot = s;
+        r->state = RQ_FEED;
+    }
+}
+
+static void add_params(sl_pipeline *p, request *r, int *n_params, int *n_recent)
+{
+    Sluice__ReqParams *pr = &p->b_params[*n_params];
+    sluice__req_params__init(pr);
+    pr->request_id = r->id;
+    pr->temperature = r->sampling.temperature;
+    pr->top_k = r->sampling.top_k;
+    pr->top_p = r->sampling.top_p;
+    pr->min_p = r->sampling.min_p;
+    pr->repeat_penalty = r->sampling.repeat_penalty;
+    pr->repeat_last_n = r->sampling.repeat_last_n;
+    pr->seed = r->sampling.seed;
+    int last_n = r->sampling.repeat_last_n > 0 && r->sampling.repeat_penalty != 1.0f
+                     ? r->sampling.repeat_last_n : 0;
+    int from = r->n_prompt > last_n ? r->n_prompt - last_n : 0;
+    pr->n_recent = (size_t)(r->n_prompt - from);
+    pr->recent = r->tokens + from;
+    (void)n_recent;
+    p->b_param_ptrs[*n_params] = pr;
+    (*n_params)++;
+}
+
+/* Builds and sends one micro-batch from the requests that have rows to
+ * feed; returns 0 when nothing was ready. Decoding requests are spread over
+ * `depth` batches so every stage of a P-stage pipeline has work. */
+static int send_batch(sl_pipeline *p, sl_err *err)
+{
+    int max_rows = p->cfg.limits.max_batch_tokens;
+    int n_decoding = 0;
+    for (request *r = p->reqs; r; r = r->next)
+        n_decoding += r->state == RQ_FEED || r->state == RQ_WAIT_TOKEN;
+    int decode_cap = (n_decoding + p->depth - 1) / p->depth;
+    if (decode_cap < 1)
+        decode_cap = 1;
+    int rows = 0, n_params = 0, n_recent = 0, n_req = 0, n_decode_rows = 0;
+    inflight *f = &p->fly[(p->fly_head + p->fly_n) % p->depth];
+    for (request *r = p->reqs; r && rows < max_rows; r = r->next) {
+        if (r->state != RQ_FEED)
+            continue;
+        bool prefill = r->n_fed < r->n_prompt;
+        if (!prefill && n_decode_rows >= decode_cap)
+            continue;
+        int want = r->n_tokens - r->n_fed; /* prefill: the rest of the prompt; decode: 1 */
+        int take = want < max_rows - rows ? want : max_rows - rows;
+        if (!r->params_sent) {
+            add_params(p, r, &n_params, &n_recent);
+            r->params_sent = true;
+        }
+        for (int k = 0; k < take; k++) {
+            int pos = r->n_fed + k;
+            p->b_req[rows] = r->id;
+            p->b_seq[rows] = r->slot;
+            p->b_pos[rows] = pos;
+            p->b_tok[rows] = r->tokens[pos];
+            p->b_flags[rows] = pos == r->n_tokens - 1;
+            rows++;
+        }
+        r->n_fed += take;
+        if (r->n_fed == r->n_tokens)
+            r->state = RQ_WAIT_TOKEN;
+        if (!prefill)
+            n_decode_rows++;
+        f->req[n_req++] = r->id;
+    }
+    if (rows == 0)
+        return 0;
+    pl_msg m;
+    uint64_t bid = ++p->next_batch_id;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, bid, (uint32_t)rows);
+    m.hdr_store.n_params = (size_t)n_params;
+    m.hdr_store.params = p->b_param_ptrs;
+    m.hdr_store.sent_ns = (uint64_t)(now_s() * 1e9);
+    int rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, rows, 0, p->b_req, NULL, NULL, err) ||
+             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, rows, 0, p->b_seq, NULL, NULL, err) ||
+             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, rows, 0, p->b_pos, NULL, NULL, err) ||
+             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, rows, 0, p->b_tok, NULL, NULL, err) ||
+             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, rows, 0, p->b_flags, NULL, NULL, err) ||
+             pl_msg_send(&m, p->to_first, 0, err);
+    pl_msg_close(&m);
+    if (rc)
+        return -1;
+    f->batch_id = bid;
+    f->t_sent = now_s();
+    f->n_req = n_req;
+    p->fly_n++;
+    return 1;
+}
+
+/* ---- answers ---- */
+
+static void fail_batch_reqs(sl_pipeline *p, inflight *f, const char *why)
+{
+    for (int i = 0; i < f->n_req; i++) {
+        request *r = find_req(p, f->req[i]);
+        if (r)
+            fail_req(p, r, "%s", why);
+    }
+}
+
+/* Pops the in-flight record of batch bid; batches sent before it that never
+ * came back were lost on the way (stages answer every batch, in order). */
+static inflight *pop_inflight(sl_pipeline *p, uint64_t bid)
+{
+    while (p->fly_n > 0) {
+        inflight *f = &p->fly[p->fly_head];
+        p->fly_head = (p->fly_head + 1) % p->depth;
+        p->fly_n--;
+        if (f->batch_id == bid)
+            return f;
+        char why[128];
+        snprintf(why, sizeof why, "batch %llu was lost in the pipeline (a stage dropped it)",
+                 (unsigned long long)f->batch_id);
+        fail_batch_reqs(p, f, why);
+    }
+    return NULL;
+}
+
+static void take_token(sl_pipeline *p, request *r, int32_t tok, double t)
+{
+    if (r->cancelled) {
+        fail_req(p, r, "%s", "cancelled");
+        return;
+    }
+    if (r->n_gen == 0)
+        r->t_first = t;
+    r->t_last = t;
+    if (tok == r->stop_a || tok == r->stop_b) {
+        done_req(p, r, tok == r->stop_a ? "end of sequence" : "end of turn");
+        return;
+    }
+    r->n_gen++;
+    if (r->n_tokens == r->cap) {
+        int cap = 2 * r->cap;
+        int32_t *t2 = realloc(r->tokens, (size_t)cap * sizeof *t2);
+        if (!t2) {
+            fail_req(p, r, "%s", "out of memory");
+            return;
+        }
+        r->tokens = t2;
+        r->cap = cap;
+    }
+    r->tokens[r->n_tokens++] = tok;
+    sl_event *e = push_event(p, SL_EV_TOKEN, r->id);
+    if (e) {
+        e->token = tok;
+        e->text_len = sl_tok_piece_bytes(p->tok, tok, e->text, (int)sizeof e->text);
+    }
+    if (r->n_gen >= r->max_new)
+        done_req(p, r, "token limit");
+    else if (r->n_tokens >= p->cfg.limits.context)
+        done_req(p, r, "context full");
+    else
+        r->state = RQ_FEED;
+}
+
+static void handle_answer(sl_pipeline *p, pl_msg *m)
+{
+    sl_err err;
+    int kind = m->hdr->kind;
+    if (kind != SLUICE__MSG_KIND__MSG_TOKENS && kind != SLUICE__MSG_KIND__MSG_ERROR) {
+        fprintf(stderr, "sluice: driver: unexpected %s message ignored\n", pl_msg_kind_name(kind));
+        return;
+    }
+    inflight *f = pop_inflight(p, m->hdr->batch_id);
+    if (!f) {
+        fprintf(stderr, "sluice: driver: answer for unknown batch %llu ignored\n",
+                (unsigned long long)m->hdr->batch_id);
+        return;
+    }
+    if (kind == SLUICE__MSG_KIND__MSG_ERROR) {
+        char why[600];
+        snprintf(why, sizeof why, "%s: %s", m->hdr->origin && *m->hdr->origin ? m->hdr->origin : "pipeline",
+                 m->hdr->error ? m->hdr->error : "error");
+        fail_batch_reqs(p, f, why);
+        return;
+    }
+    uint32_t n = m->hdr->n_rows;
+    const uint64_t *req = n ? pl_msg_u64(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &err) : NULL;
+    const int32_t *tok = req ? pl_msg_i32(m, SLUICE__PAYLOAD_KIND__PL_TOKEN, n, &err) : NULL;
+    if (n && !tok) {
+        fail_batch_reqs(p, f, err.msg);
+        return;
+    }
+    double t = now_s();
+    for (uint32_t i = 0; i < n; i++) {
+        request *r = find_req(p, req[i]);
+        if (r && r->state == RQ_WAIT_TOKEN)
+            take_token(p, r, tok[i], t);
+    }
+}
+
+/* Fails everything in flight (a dead stage or a stalled pipeline). */
+static void fail_all_inflight(sl_pipeline *p, const char *why)
+{
+    while (p->fly_n > 0) {
+        inflight *f = &p->fly[p->fly_head];
+        p->fly_head = (p->fly_head + 1) % p->depth;
+        p->fly_n--;
+        fail_batch_reqs(p, f, why);
+    }
+}
+
+int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
+{
+    double deadline = timeout_ms < 0 ? -1.0 : now_s() + timeout_ms / 1000.0;
+    for (;;) {
+        if (p->events.n > 0) {
+            *ev = p->events.ev[p->events.head];
+            p->events.head = (p->events.head + 1) % p->events.cap;
+            p->events.n--;
+            return 1;
+        }
+        if (p->n_active == 0)
+            return -1;
+        assign_slots(p);
+        while (p->fly_n < p->depth) {
+            int rc = send_batch(p, err);
+            if (rc < 0)
+                return -1;
+            if (rc == 0)
+                break;
+        }
+        if (p->coord && pl_coord_check(p->coord, err)) {
+            fail_all_inflight(p, err->msg);
+            for (request *r = p->reqs; r; r = p->reqs)
+                fail_req(p, r, "%s", err->msg);
+            continue;
+        }
+        int wait = 100;
+        if (deadline >= 0) {
+            double left = deadline - now_s();
+            if (left <= 0)
+                return 0;
+            if (left * 1000 < wait)
+                wait = (int)(left * 1000) + 1;
+        }
+        zmq_pollitem_t item = {p->from_last, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, 1, wait);
+        if (rc < 0 && zmq_errno() != EINTR)
+            return sl_fail(err, "driver: poll failed: %s", zmq_strerror(zmq_errno()));
+        if (rc > 0) {
+            pl_msg m;
+            sl_err why;
+            if (pl_msg_recv(&m, p->from_last, &p->limits, &why) == 0) {
+                handle_answer(p, &m);
+                pl_msg_close(&m);
+            } else {
+                fprintf(stderr, "sluice: driver: dropped a malformed answer: %s\n", why.msg);
+            }
+        } else if (p->fly_n > 0 && now_s() - p->fly[p->fly_head].t_sent > p->opts.batch_timeout_s) {
+            char why[160];
+            snprintf(why, sizeof why, "no answer from the pipeline for %.0f s (batch %llu)",
+                     p->opts.batch_timeout_s, (unsigned long long)p->fly[p->fly_head].batch_id);
+            fail_all_inflight(p, why);
+        }
+    }
+}
+
+/* ---- open / close ---- */
+
+static int load_tokenizer(sl_pipeline *p, sl_err *err)
+{
+    gguf_file *f;
+    if (gguf_open(&f, p->cfg.model, err))
+        return -1;
+    int rc = sl_config_from_gguf(&p->model_cfg, f, err) || sl_tok_load_gguf(&p->tok, f, err);
+    gguf_close(f);
+    return rc ? -1 : 0;
+}
+
+static int alloc_driver(sl_pipeline *p, sl_err *err)
+{
+    int rows = p->cfg.limits.max_batch_tokens, seqs = p->cfg.limits.max_sequences;
+    int n_layer_stages = 0;
+    for (int i = 0; i < p->cfg.n_stages; i++)
+        n_layer_stages += p->cfg.stages[i].kind == PL_STAGE_LAYERS;
+    p->depth = n_layer_stages + 1;
+    p->slot_used = calloc((size_t)seqs, sizeof *p->slot_used);
+    p->fly = calloc((size_t)p->depth, sizeof *p->fly);
+    p->b_req = malloc((size_t)rows * sizeof *p->b_req);
+    p->b_seq = malloc((size_t)rows * sizeof *p->b_seq);
+    p->b_pos = malloc((size_t)rows * sizeof *p->b_pos);
+    p->b_tok = malloc((size_t)rows * sizeof *p->b_tok);
+    p->b_flags = malloc((size_t)rows);
+    p->b_params = malloc((size_t)rows * sizeof *p->b_params);
+    p->b_param_ptrs = malloc((size_t)rows * sizeof *p->b_param_ptrs);
+    if (!p->slot_used || !p->fly || !p->b_req || !p->b_seq || !p->b_pos || !p->b_tok ||
+        !p->b_flags || !p->b_params || !p->b_param_ptrs)
+        return sl_fail(err, "out of memory");
+    for (int i = 0; i < p->depth; i++)
+        if (!(p->fly[i].req = malloc((size_t)rows * sizeof(uint64_t))))
+            return sl_fail(err, "out of memory");
+    return 0;
+}
+
+/* OpenMP team of an in-process stage: the cores shared among the stages
+ * that compute at the same time. */
+static int stage_threads(const sl_pipeline *p, const pl_stage *st)
+{
+    if (st->threads > 0)
+        return st->threads;
+    int cores = p->opts.threads > 0 ? p->opts.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int local_compute = 0;
+    for (int i = 0; i < p->cfg.n_stages; i++)
+        local_compute += p->cfg.stages[i].node == 0 && p->cfg.stages[i].kind == PL_STAGE_LAYERS;
+    if (st->kind != PL_STAGE_LAYERS || local_compute <= 1)
+        return cores;
+    int t = cores / local_compute;
+    return t > 0 ? t : 1;
+}
+
+static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
+{
+    const pl_config *c = &p->cfg;
+    p->hosts = calloc((size_t)c->n_stages, sizeof *p->hosts);
+    if (!p->hosts)
+        return sl_fail(err, "out of memory");
+    p->n_hosts = c->n_stages;
+    /* Start from the end so each stage's downstream is listening. */
+    for (int i = c->n_stages - 1; i >= 0; i--) {
+        const pl_stage *st = &c->stages[i];
+        if (st->node != 0)
+            continue;
+        sl_stage_spec spec = {
+            .kind = st->kind, .model = c->model, .l0 = st->l0, .l1 = st->l1,
+            .max_sequences = c->limits.max_sequences, .context = c->limits.context,
+            .max_batch_tokens = c->limits.max_batch_tokens, .index = i,
+        };
+        sl_stage *s;
+        if (sl_stage_create(&s, &spec, err))
+            return -1;
+        if (pl_host_start(&p->hosts[i], p->zctx, s, addr[i], addr[i + 1], stage_threads(p, st), err))
+            return -1;
+    }
+    return 0;
+}
+
+int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_opts *opts, sl_err *err)
+{
+    *out = NULL;
+    sl_pipeline *p = calloc(1, sizeof *p);
+    if (!p)
+        return sl_fail(err, "out of memory");
+    p->cfg = *cfg;
+    if (opts)
+        p->opts = *opts;
+    else
+        sl_pipeline_opts_default(&p->opts);
+    pl_wire_limits_default(&p->limits);
+    char (*addr)[ADDR_MAX] = calloc((size_t)cfg->n_stages + 1, ADDR_MAX);
+    const char **in = calloc((size_t)cfg->n_stages + 1, sizeof *in);
+    int linger = 0;
+    bool remote = false;
+    if (!addr || !in) {
+        sl_fail(err, "out of memory");
+        goto fail;
+    }
+    if (load_tokenizer(p, err) || pl_config_check_layers(&p->cfg, p->model_cfg.n_layer, err) ||
+        alloc_driver(p, err))
+        goto fail;
+    uint64_t tag = ((uint64_t)getpid() << 20) ^ (uint64_t)(uintptr_t)p;
+    for (int i = 0; i <= cfg->n_stages; i++) {
+        if (stage_address(cfg, i, tag, addr[i], err))
+            goto fail;
+        in[i] = addr[i];
+        remote |= i < cfg->n_stages && cfg->stages[i].node != 0;
+    }
+    if (!(p->zctx = zmq_ctx_new())) {
+        sl_fail(err, "cannot create a ZeroMQ context");
+        goto fail;
+    }
+    p->from_last = zmq_socket(p->zctx, ZMQ_PULL);
+    p->to_first = zmq_socket(p->zctx, ZMQ_PUSH);
+    zmq_setsockopt(p->from_last, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(p->to_first, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(p->from_last, addr[cfg->n_stages])) {
+        sl_fail(err, "driver: cannot listen on %s: %s", addr[cfg->n_stages], zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (start_stages(p, addr, err))
+        goto fail;
+    if (remote && pl_coord_start(&p->coord, p->zctx, cfg, in, in + 1, p->opts.self_exe,
+                                 p->opts.peer_timeout_s, err))
+        goto fail;
+    if (zmq_connect(p->to_first, addr[0])) {
+        sl_fail(err, "driver: cannot connect to %s: %s", addr[0], zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    free(addr);
+    free(in);
+    *out = p;
+    return 0;
+fail:
+    free(addr);
+    free(in);
+    sl_pipeline_close(p);
+    return -1;
+}
+
+void sl_pipeline_close(sl_pipeline *p)
+{
+    if (!p)
+        return;
+    if (p->coord)
+        pl_coord_stop(p->coord);
+    for (int i = 0; i < p->n_hosts; i++)
+        pl_host_stop(p->hosts[i]);
+    free(p->hosts);
+    if (p->to_first)
+        zmq_close(p->to_first);
+    if (p->from_last)
+        zmq_close(p->from_last);
+    if (p->zctx)
+        zmq_ctx_term(p->zctx);
+    while (p->reqs) {
+        request *r = p->reqs;
+        p->reqs = r->next;
+        free(r->tokens);
+        free(r);
+    }
+    if (p->fly)
+        for (int i = 0; i < p->depth; i++)
+            free(p->fly[i].req);
+    free(p->fly);
+    free(p->slot_used);
+    free(p->b_req);
+    free(p->b_seq);
+    free(p->b_pos);
+    free(p->b_tok);
+    free(p->b_flags);
+    free(p->b_params);
+    free(p->b_param_ptrs);
+    free(p->events.ev);
+    sl_tok_free(p->tok);
+    free(p);
+}
+
+void sl_pipeline_print_stats(sl_pipeline *p, void *file)
+{
+    FILE *out = file;
+    for (int i = 0; i < p->n_hosts; i++) {
+        if (!p->hosts[i])
+            continue;
+        pl_host_stats st;
+        pl_host_stats_get(p->hosts[i], &st);
+        fprintf(out, "stage %-14s messages %-8llu rows %-8llu busy %.3f s, dropped %llu, errors %llu\n",
+                pl_host_name(p->hosts[i]), (unsigned long long)st.messages,
+                (unsigned long long)st.rows, st.busy_seconds, (unsigned long long)st.dropped,
+                (unsigned long long)st.errors);
+    }
+}

@@ -1,0 +1,610 @@
+/* The stage kinds: embed, layers, head, sample (tokenize runs in the driver
+ * and is a pass-through here). */
+#include "stages/stage.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/forward.h"
+#include "model/kv.h"
+#include "model/model.h"
+#include "stages/sampler.h"
+
+/* ---- shared helpers ---- */
+
+int sl_stage_error_msg(pl_msg *out, uint64_t batch_id, const uint64_t *requests, uint32_t n,
+                       const char *origin, const char *text, sl_err *err)
+{
+    pl_msg_init(out, SLUICE__MSG_KIND__MSG_ERROR, batch_id, n);
+    out->hdr_store.error = (char *)text;
+    out->hdr_store.origin = (char *)origin;
+    if (n && pl_msg_add(out, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0,
+                        requests, NULL, NULL, err)) {
+        pl_msg_close(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* Answers a batch with an ERROR naming its requests (when they can be read). */
+static int fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err)
+{
+    sl_err ignore;
+    uint32_t n = in->hdr->n_rows;
+    const uint64_t *req = pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &ignore);
+    pl_msg m;
+    s->n_errors++;
+    fprintf(stderr, "sluice: %s: batch %llu failed: %s\n", s->name,
+            (unsigned long long)in->hdr->batch_id, text);
+    if (sl_stage_error_msg(&m, in->hdr->batch_id, req, req ? n : 0, s->name, text, err))
+        return -1;
+    return out->send(out->ctx, &m, err);
+}
+
+/* Passes a message's header extras (sampling params, release lists) on. */
+static void copy_extras(pl_msg *dst, const pl_msg *src)
+{
+    dst->hdr_store.n_params = src->hdr->n_params;
+    dst->hdr_store.params = src->hdr->params;
+    dst->hdr_store.n_seqs = src->hdr->n_seqs;
+    dst->hdr_store.seqs = src->hdr->seqs;
+    dst->hdr_store.n_requests = src->hdr->n_requests;
+    dst->hdr_store.requests = src->hdr->requests;
+    dst->hdr_store.length = src->hdr->length;
+    dst->hdr_store.sent_ns = src->hdr->sent_ns;
+}
+
+/* Re-sends a control message unchanged (copies its small payloads). */
+static int forward_control(pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    pl_msg m;
+    pl_msg_init(&m, in->hdr->kind, in->hdr->batch_id, in->hdr->n_rows);
+    copy_extras(&m, in);
+    return out->send(out->ctx, &m, err);
+}
+
+static void free_buffer(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+/* The row arrays every BATCH carries, checked. */
+typedef struct batch_rows {
+    uint32_t n;
+    const uint64_t *req;
+    const int32_t *seq, *pos;
+    const uint8_t *flags;
+} batch_rows;
+
+static int read_rows(const pl_msg *in, batch_rows *r, sl_err *err)
+{
+    r->n = in->hdr->n_rows;
+    r->req = pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, r->n, err);
+    r->seq = r->req ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_SEQ, r->n, err) : NULL;
+    r->pos = r->seq ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_POS, r->n, err) : NULL;
+    r->flags = r->pos ? pl_msg_u8(in, SLUICE__PAYLOAD_KIND__PL_FLAGS, r->n, err) : NULL;
+    return r->flags ? 0 : -1;
+}
+
+/* Starts the outgoing BATCH with the same rows. */
+static int begin_batch(pl_msg *m, const pl_msg *in, const batch_rows *r, sl_err *err)
+{
+    pl_msg_init(m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, r->n);
+    copy_extras(m, in);
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, r->n, 0, r->req, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, r->n, 0, r->seq, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, r->n, 0, r->pos, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, r->n, 0, r->flags, NULL, NULL, err)) {
+        pl_msg_close(m);
+        return -1;
+    }
+    return 0;
+}
+
+static int send_activations(pl_msg *m, float *x, uint32_t n, int d_model, const sl_emit *out,
+                            sl_err *err)
+{
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, n,
+                   (uint64_t)d_model, x, free_buffer, NULL, err)) {
+        free(x);
+        pl_msg_close(m);
+        return -1;
+    }
+    return out->send(out->ctx, m, err);
+}
+
+/* ---- model-backed stages ---- */
+
+typedef struct model_stage {
+    sl_model *model;
+    sl_fwd *fwd;
+    sl_kv *kv;
+    int max_batch;
+} model_stage;
+
+static void model_stage_free(model_stage *ms)
+{
+    if (!ms)
+        return;
+    sl_kv_free(ms->kv);
+    sl_fwd_free(ms->fwd);
+    sl_model_free(ms->model);
+    free(ms);
+}
+
+static void destroy_model_stage(sl_stage *s)
+{
+    model_stage_free(s->impl);
+    free(s);
+}
+
+/* Applies RELEASE/TRUNCATE to the stage's KV cache, then passes it on. */
+static int kv_control(sl_stage *s, model_stage *ms, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    if (ms->kv) {
+        for (size_t i = 0; i < in->hdr->n_seqs; i++) {
+            int32_t seq = in->hdr->seqs[i];
+            if (seq < 0 || seq >= sl_kv_max_seqs(ms->kv)) {
+                fprintf(stderr, "sluice: %s: %s names slot %d outside [0, %d); ignored\n", s->name,
+                        pl_msg_kind_name(in->hdr->kind), seq, sl_kv_max_seqs(ms->kv));
+                continue;
+            }
+            if (in->hdr->kind == SLUICE__MSG_KIND__MSG_RELEASE)
+                sl_kv_clear(ms->kv, seq);
+            else
+                sl_kv_truncate(ms->kv, seq, in->hdr->length);
+        }
+    }
+    return forward_control(in, out, err);
+}
+
+static int embed_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    model_stage *ms = s->impl;
+    if (in->hdr->kind != SLUICE__MSG_KIND__MSG_BATCH)
+        return forward_control(in, out, err);
+    batch_rows r;
+    sl_err why;
+    if (read_rows(in, &r, &why))
+        return fail_batch(s, in, out, why.msg, err);
+    const int32_t *tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r.n, &why);
+    if (!tok)
+        return fail_batch(s, in, out, why.msg, err);
+    int d = ms->model->cfg.d_model;
+    float *x = malloc((size_t)r.n * (size_t)d * sizeof(float) + 1);
+    if (!x)
+        return fail_batch(s, in, out, "out of memory", err);
+    if (sl_embed(ms->model, tok, (int)r.n, x, &why)) {
+        free(x);
+        return fail_batch(s, in, out, why.msg, err);
+    }
+    pl_msg m;
+    if (begin_batch(&m, in, &r, err)) {
+        free(x);
+        return -1;
+    }
+    s->n_batches++;
+    s->n_rows += r.n;
+    return send_activations(&m, x, r.n, d, out, err);
+}
+
+/* Reads the activations of a batch into a fresh buffer. */
+static float *take_activations(const pl_msg *in, uint32_t n, int d, sl_err *why)
+{
+    float *x = malloc((size_t)n * (size_t)d * sizeof(float) + 1);
+    if (!x) {
+        sl_fail(why, "out of memory");
+        return NULL;
+    }
+    if (pl_msg_f32(in, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, n, (uint64_t)d, x, why)) {
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    model_stage *ms = s->impl;
+    int kind = in->hdr->kind;
+    if (kind == SLUICE__MSG_KIND__MSG_RELEASE || kind == SLUICE__MSG_KIND__MSG_TRUNCATE)
+        return kv_control(s, ms, in, out, err);
+    if (kind != SLUICE__MSG_KIND__MSG_BATCH)
+        return forward_control(in, out, err);
+    batch_rows r;
+    sl_err why;
+    if (read_rows(in, &r, &why))
+        return fail_batch(s, in, out, why.msg, err);
+    if (r.n > (uint32_t)ms->max_batch) {
+        snprintf(why.msg, sizeof why.msg, "batch of %u rows exceeds the stage's limit of %d",
+                 r.n, ms->max_batch);
+        return fail_batch(s, in, out, why.msg, err);
+    }
+    int d = ms->model->cfg.d_model;
+    float *x = take_activations(in, r.n, d, &why);
+    if (!x)
+        return fail_batch(s, in, out, why.msg, err);
+    sl_batch b = {.n_tokens = (int)r.n, .seq = r.seq, .pos = r.pos};
+    if (sl_forward_layers(ms->fwd, ms->kv, &b, x, &why)) {
+        free(x);
+        return fail_batch(s, in, out, why.msg, err);
+    }
+    pl_msg m;
+    if (begin_batch(&m, in, &r, err)) {
+        free(x);
+        return -1;
+    }
+    s->n_batches++;
+    s->n_rows += r.n;
+    return send_activations(&m, x, r.n, d, out, err);
+}
+
+/* Final norm and lm_head on the rows whose output is wanted; the logits go
+ * to the sample stage, which runs in the same process. */
+static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    model_stage *ms = s->impl;
+    if (in->hdr->kind != SLUICE__MSG_KIND__MSG_BATCH)
+        return forward_control(in, out, err);
+    batch_rows r;
+    sl_err why;
+    if (read_rows(in, &r, &why))
+        return fail_batch(s, in, out, why.msg, err);
+    const sl_config *c = &ms->model->cfg;
+    int d = c->d_model;
+    float *x = take_activations(in, r.n, d, &why);
+    if (!x)
+        return fail_batch(s, in, out, why.msg, err);
+    uint32_t m_rows = 0;
+    uint64_t *req = malloc((size_t)r.n * sizeof *req + 1);
+    if (!req) {
+        free(x);
+        return fail_batch(s, in, out, "out of memory", err);
+    }
+    for (uint32_t i = 0; i < r.n; i++)
+        if (r.flags[i] & 1) {
+            memmove(x + (size_t)m_rows * d, x + (size_t)i * d, (size_t)d * sizeof(float));
+            req[m_rows++] = r.req[i];
+        }
+    float *logits = NULL;
+    if (m_rows) {
+        logits = malloc((size_t)m_rows * (size_t)c->n_vocab * sizeof(float));
+        if (!logits || m_rows > (uint32_t)ms->max_batch ||
+            sl_head(ms->fwd, x, (int)m_rows, logits, &why)) {
+            if (!logits || m_rows > (uint32_t)ms->max_batch)
+                snprintf(why.msg, sizeof why.msg, "cannot compute logits of %u rows", m_rows);
+            free(x);
+            free(req);
+            free(logits);
+            return fail_batch(s, in, out, why.msg, err);
+        }
+    }
+    free(x);
+    pl_msg m;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_LOGITS, in->hdr->batch_id, m_rows);
+    copy_extras(&m, in);
+    int rc = 0;
+    if (m_rows &&
+        (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, m_rows, 0, req,
+                    NULL, NULL, err) ||
+         pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_LOGITS, SLUICE__DTYPE__DT_F32, m_rows,
+                    (uint64_t)c->n_vocab, logits, free_buffer, NULL, err))) {
+        pl_msg_close(&m);
+        rc = -1;
+    }
+    free(req);
+    if (rc)
+        return -1;
+    s->n_batches++;
+    s->n_rows += r.n;
+    return out->send(out->ctx, &m, err);
+}
+
+static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
+{
+    model_stage *ms = calloc(1, sizeof *ms);
+    if (!ms)
+        return sl_fail(err, "out of memory");
+    s->impl = ms;
+    s->destroy = destroy_model_stage;
+    ms->max_batch = spec->max_batch_tokens;
+    sl_model_part part = {0, 0, false, false};
+    if (spec->kind == PL_STAGE_EMBED)
+        part.embed = true;
+    else if (spec->kind == PL_STAGE_HEAD)
+        part.head = true;
+    else {
+        part.l0 = spec->l0;
+        part.l1 = spec->l1;
+    }
+    if (sl_model_load(&ms->model, spec->model, &part, err))
+        return -1;
+    if (spec->kind == PL_STAGE_LAYERS &&
+        sl_kv_new(&ms->kv, &ms->model->cfg, spec->l0, spec->l1, spec->max_sequences, spec->context, err))
+        return -1;
+    if (spec->kind != PL_STAGE_EMBED && sl_fwd_new(&ms->fwd, ms->model, spec->max_batch_tokens, err))
+        return -1;
+    return 0;
+}
+
+/* ---- sample ---- */
+
+typedef struct req_state {
+    uint64_t id;          /* 0: empty slot */
+    bool used;
+    sl_sampler *sampler;
+    int32_t *recent;      /* ring of the last repeat_last_n tokens, oldest first when unrolled */
+    int n_recent, cap_recent;
+} req_state;
+
+typedef struct sample_stage {
+    int n_vocab;
+    req_state *states;
+    int cap;              /* power of two, open addressing */
+    int32_t *recent_buf;  /* unrolled history for the sampler */
+    float *row;           /* one row of logits, modified by the sampler */
+    int32_t *tokens;      /* output rows */
+    uint64_t *reqs;
+} sample_stage;
+
+static req_state *find_state(sample_stage *ss, uint64_t id, bool create)
+{
+    uint32_t mask = (uint32_t)ss->cap - 1, i = (uint32_t)(id * 0x9E3779B97F4A7C15ull >> 32) & mask;
+    for (int probe = 0; probe < ss->cap; probe++, i = (i + 1) & mask) {
+        req_state *st = &ss->states[i];
+        if (st->used && st->id == id)
+            return st;
+        if (!st->used) {
+            if (!create)
+                return NULL;
+            st->used = true;
+            st->id = id;
+            return st;
+        }
+    }
+    return NULL;
+}
+
+static void drop_state(sample_stage *ss, uint64_t id)
+{
+    req_state *st = find_state(ss, id, false);
+    if (!st)
+        return;
+    sl_sampler_free(st->sampler);
+    free(st->recent);
+    /* Re-insert the rest of the cluster so lookups stay correct. */
+    uint32_t mask = (uint32_t)ss->cap - 1, i = (uint32_t)(st - ss->states);
+    memset(st, 0, sizeof *st);
+    for (i = (i + 1) & mask; ss->states[i].used; i = (i + 1) & mask) {
+        req_state moved = ss->states[i];
+        memset(&ss->states[i], 0, sizeof moved);
+        req_state *dst = find_state(ss, moved.id, true);
+        *dst = moved;
+    }
+}
+
+static void push_recent(req_state *st, int32_t tok)
+{
+    if (st->cap_recent == 0)
+        return;
+    if (st->n_recent == st->cap_recent) {
+        memmove(st->recent, st->recent + 1, (size_t)(st->cap_recent - 1) * sizeof *st->recent);
+        st->n_recent--;
+    }
+    st->recent[st->n_recent++] = tok;
+}
+
+static int add_params(sample_stage *ss, const Sluice__ReqParams *p, sl_err *err)
+{
+    req_state *st = find_state(ss, p->request_id, true);
+    if (!st)
+        return sl_fail(err, "too many requests in flight (%d)", ss->cap);
+    if (st->sampler)
+        return 0; /* already known (params repeat on each prefill chunk) */
+    sl_sampling sp;
+    sl_sampling_defaults(&sp);
+    sp.temperature = p->temperature;
+    sp.top_k = p->top_k;
+    sp.top_p = p->top_p > 0.0f ? p->top_p : 1.0f;
+    sp.min_p = p->min_p;
+    sp.repeat_penalty = p->repeat_penalty > 0.0f ? p->repeat_penalty : 1.0f;
+    sp.repeat_last_n = p->repeat_last_n > 0 ? p->repeat_last_n : 0;
+    sp.seed = p->seed;
+    st->sampler = sl_sampler_new(&sp, ss->n_vocab);
+    st->cap_recent = sp.repeat_last_n;
+    st->recent = st->cap_recent ? malloc((size_t)st->cap_recent * sizeof *st->recent) : NULL;
+    if (!st->sampler || (st->cap_recent && !st->recent))
+        return sl_fail(err, "out of memory");
+    for (size_t i = 0; i < p->n_recent; i++)
+        push_recent(st, p->recent[i]);
+    return 0;
+}
+
+static int sample_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    sample_stage *ss = s->impl;
+    int kind = in->hdr->kind;
+    sl_err why;
+    if (kind == SLUICE__MSG_KIND__MSG_RELEASE || kind == SLUICE__MSG_KIND__MSG_CANCEL) {
+        for (size_t i = 0; i < in->hdr->n_requests; i++)
+            drop_state(ss, in->hdr->requests[i]);
+        return 0; /* the end of the line for control messages */
+    }
+    if (kind == SLUICE__MSG_KIND__MSG_TRUNCATE)
+        return 0;
+    if (kind != SLUICE__MSG_KIND__MSG_LOGITS)
+        return forward_control(in, out, err); /* errors travel on to the driver */
+    for (size_t i = 0; i < in->hdr->n_params; i++)
+        if (add_params(ss, in->hdr->params[i], &why))
+            return fail_batch(s, in, out, why.msg, err);
+    uint32_t n = in->hdr->n_rows;
+    const uint64_t *req = n ? pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &why) : NULL;
+    if (n && !req)
+        return fail_batch(s, in, out, why.msg, err);
+    for (uint32_t i = 0; i < n; i++) {
+        req_state *st = find_state(ss, req[i], false);
+        if (!st || !st->sampler) {
+            snprintf(why.msg, sizeof why.msg, "request %llu has no sampling parameters",
+                     (unsigned long long)req[i]);
+            return fail_batch(s, in, out, why.msg, err);
+        }
+        if (i == 0 && (!in->data[SLUICE__PAYLOAD_KIND__PL_LOGITS] ||
+                       in->shape[SLUICE__PAYLOAD_KIND__PL_LOGITS][1] != (uint64_t)ss->n_vocab ||
+                       in->shape[SLUICE__PAYLOAD_KIND__PL_LOGITS][0] != n ||
+                       in->dtype[SLUICE__PAYLOAD_KIND__PL_LOGITS] != SLUICE__DTYPE__DT_F32)) {
+            snprintf(why.msg, sizeof why.msg, "logits payload is not f32 [%u, %d]", n, ss->n_vocab);
+            return fail_batch(s, in, out, why.msg, err);
+        }
+        /* The sampler rewrites its row: work on a copy, not the frame. */
+        memcpy(ss->row, (const float *)in->data[SLUICE__PAYLOAD_KIND__PL_LOGITS] + (size_t)i * ss->n_vocab,
+               (size_t)ss->n_vocab * sizeof(float));
+        int32_t tok = sl_sampler_pick(st->sampler, ss->row, st->recent, st->n_recent);
+        push_recent(st, tok);
+        ss->tokens[i] = tok;
+        ss->reqs[i] = req[i];
+    }
+    pl_msg m;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, in->hdr->batch_id, n);
+    m.hdr_store.sent_ns = in->hdr->sent_ns;
+    if (n && (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0,
+                         ss->reqs, NULL, NULL, err) ||
+              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n, 0, ss->tokens,
+                         NULL, NULL, err))) {
+        pl_msg_close(&m);
+        return -1;
+    }
+    s->n_batches++;
+    s->n_rows += n;
+    return out->send(out->ctx, &m, err);
+}
+
+static void destroy_sample_stage(sl_stage *s)
+{
+    sample_stage *ss = s->impl;
+    if (ss) {
+        for (int i = 0; i < ss->cap; i++)
+            if (ss->states[i].used) {
+                sl_sampler_free(ss->states[i].sampler);
+                free(ss->states[i].recent);
+            }
+        free(ss->states);
+        free(ss->row);
+        free(ss->tokens);
+        free(ss->reqs);
+        free(ss);
+    }
+    free(s);
+}
+
+static int sample_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
+{
+    sample_stage *ss = calloc(1, sizeof *ss);
+    if (!ss)
+        return sl_fail(err, "out of memory");
+    s->impl = ss;
+    s->destroy = destroy_sample_stage;
+    /* The vocabulary size comes from the model's metadata only. */
+    gguf_file *f;
+    sl_config c;
+    if (gguf_open(&f, spec->model, err))
+        return -1;
+    int rc = sl_config_from_gguf(&c, f, err);
+    gguf_close(f);
+    if (rc)
+        return -1;
+    ss->n_vocab = c.n_vocab;
+    ss->cap = 16;
+    while (ss->cap < 4 * spec->max_sequences)
+        ss->cap *= 2;
+    ss->states = calloc((size_t)ss->cap, sizeof *ss->states);
+    ss->row = malloc((size_t)ss->n_vocab * sizeof *ss->row);
+    ss->tokens = malloc((size_t)spec->max_batch_tokens * sizeof *ss->tokens + 1);
+    ss->reqs = malloc((size_t)spec->max_batch_tokens * sizeof *ss->reqs + 1);
+    if (!ss->states || !ss->row || !ss->tokens || !ss->reqs)
+        return sl_fail(err, "out of memory");
+    return 0;
+}
+
+/* ---- pass-through (tokenize: the driver tokenizes) ---- */
+
+static int pass_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    (void)s;
+    if (in->hdr->kind != SLUICE__MSG_KIND__MSG_BATCH)
+        return forward_control(in, out, err);
+    batch_rows r;
+    sl_err why;
+    if (read_rows(in, &r, &why))
+        return fail_batch(s, in, out, why.msg, err);
+    const int32_t *tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r.n, &why);
+    if (!tok)
+        return fail_batch(s, in, out, why.msg, err);
+    pl_msg m;
+    if (begin_batch(&m, in, &r, err))
+        return -1;
+    if (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, r.n, 0, tok, NULL,
+                   NULL, err)) {
+        pl_msg_close(&m);
+        return -1;
+    }
+    return out->send(out->ctx, &m, err);
+}
+
+static void destroy_plain(sl_stage *s) { free(s); }
+
+/* ---- creation ---- */
+
+int sl_stage_create(sl_stage **out, const sl_stage_spec *spec, sl_err *err)
+{
+    *out = NULL;
+    if (spec->max_batch_tokens < 1 || spec->max_sequences < 1 || spec->context < 1)
+        return sl_fail(err, "stage %d: limits must be positive", spec->index);
+    sl_stage *s = calloc(1, sizeof *s);
+    if (!s)
+        return sl_fail(err, "out of memory");
+    s->kind = spec->kind;
+    s->destroy = destroy_plain;
+    int rc = 0;
+    switch (spec->kind) {
+    case PL_STAGE_TOKENIZE:
+        snprintf(s->name, sizeof s->name, "tokenize");
+        s->process = pass_process;
+        break;
+    case PL_STAGE_EMBED:
+        snprintf(s->name, sizeof s->name, "embed");
+        s->process = embed_process;
+        rc = model_stage_new(s, spec, err);
+        break;
+    case PL_STAGE_LAYERS:
+        snprintf(s->name, sizeof s->name, "layers[%d,%d)", spec->l0, spec->l1);
+        s->process = layers_process;
+        rc = model_stage_new(s, spec, err);
+        break;
+    case PL_STAGE_HEAD:
+        snprintf(s->name, sizeof s->name, "head");
+        s->process = head_process;
+        rc = model_stage_new(s, spec, err);
+        break;
+    case PL_STAGE_SAMPLE:
+        snprintf(s->name, sizeof s->name, "sample");
+        s->process = sample_process;
+        rc = sample_stage_new(s, spec, err);
+        break;
+    default:
+        rc = sl_fail(err, "stage %d: unknown kind %d", spec->index, (int)spec->kind);
+    }
+    if (rc) {
+        sl_stage_destroy(s);
+        return sl_wrap(err, "stage %d (%s)", spec->index, pl_stage_kind_name(spec->kind));
+    }
+    *out = s;
+    return 0;
+}
+
+void sl_stage_destroy(sl_stage *s)
+{
+    if (s)
+        s->destroy(s);
+}
