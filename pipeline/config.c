@@ -417,6 +417,10 @@ static int parse_node(const cfg_ctx *x, pl_config *c, yaml_node_t *item, int i)
             return fail_at(x, node_line(v[N_SPAWN]), sub,
                            "spawn needs an ipc:// or tcp:// address (node '%s' has %s)", node->name,
                            node->address[0] ? "an inproc:// one" : "none");
+        if (node->spawn && i == 0)
+            return fail_at(x, node_line(v[N_SPAWN]), sub,
+                           "nodes[0] ('%s') is this process, the coordinator; it cannot be spawned "
+                           "(list the spawned workers after it)", node->name);
     }
     return 0;
 }
@@ -640,6 +644,28 @@ static int check_order(const cfg_ctx *x, const pl_config *c)
     return 0;
 }
 
+/* Logits over the full vocabulary (256K entries for Gemma) must never cross
+ * the network, so the stage that makes them and the one that samples them
+ * share a node. */
+static int check_head_sample(const cfg_ctx *x, const pl_config *c)
+{
+    int head = -1, sample = -1;
+    for (int i = 0; i < c->n_stages; i++) {
+        if (c->stages[i].kind == PL_STAGE_HEAD)
+            head = i;
+        else if (c->stages[i].kind == PL_STAGE_SAMPLE)
+            sample = i;
+    }
+    if (head < 0 || sample < 0 || c->stages[head].node == c->stages[sample].node)
+        return 0;
+    char field[64];
+    snprintf(field, sizeof field, "stages[%d].node", sample);
+    return fail_at(x, c->stages[sample].line, field,
+                   "sample runs on node '%s' but head (stages[%d]) on node '%s'; they must share a node "
+                   "(logits over the full vocabulary never cross the network)",
+                   c->nodes[c->stages[sample].node].name, head, c->nodes[c->stages[head].node].name);
+}
+
 /* ---- sampling and limits ---- */
 
 enum { P_TEMP, P_TOP_K, P_TOP_P, P_MIN_P, P_REPEAT, P_REPEAT_N, P_SEED, P_KEYS };
@@ -733,7 +759,7 @@ static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
     } else {
         set_local_node(c);
     }
-    if (parse_stages(x, c, v[T_STAGES]) || check_order(x, c))
+    if (parse_stages(x, c, v[T_STAGES]) || check_order(x, c) || check_head_sample(x, c))
         return -1;
     sl_sampling_defaults(&c->sampling);
     limits_defaults(&c->limits);

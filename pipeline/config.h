@@ -3,7 +3,10 @@
  *   model: models/tiny-gemma3.gguf       # required
  *   draft: models/tiny-gemma3-draft.gguf # optional
  *   nodes:                               # optional; default one node "local"
- *     - name: local                      # no address: this process (threads, inproc://)
+ *     - name: local                      # nodes[0] is always this process, the coordinator:
+ *       address: tcp://10.0.0.1:7100     # its stages run on threads; its address (needed when
+ *                                        # a stage on another node sends to it) is where
+ *                                        # remote stages reach it; it cannot be spawned
  *     - name: p1
  *       address: ipc:///tmp/sluice-p1    # a worker process on this host ...
  *       spawn: true                      # ... that the coordinator launches itself
@@ -21,6 +24,11 @@
  *     - kind: sample
  *   sampling: {temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1, seed: 42}
  *   limits: {max_sequences: 8, context: 2048, max_batch_tokens: 512}
+ *
+ * A node's address is its control socket (a worker's --listen address); the
+ * stage i that a node receives on binds port+1+i (tcp) or path-si (ipc).
+ * head and sample must share a node: logits over the full vocabulary never
+ * cross the network.
  *
  * Every error names the file, line and field: "pipe.yaml:12: stages[1].layers:
  * range [3, 9) is past the model's 6 layers". */

@@ -141,6 +141,13 @@ static void test_node_fields(void)
         "spawn needs an ipc:// or tcp:// address");
     BAD(HEAD_ "nodes:\n  - name: a\n    address: ipc:///tmp/a\n    spawn: maybe\n" STAGES_, "pipe.yaml:5:",
         "nodes[0].spawn: expected true, false, yes or no, got 'maybe'");
+    /* nodes[0] is the coordinator's own process */
+    BAD(HEAD_ "nodes:\n  - name: a\n    address: ipc:///tmp/a\n    spawn: true\n" STAGES_, "pipe.yaml:5:",
+        "nodes[0].spawn: nodes[0] ('a') is this process, the coordinator; it cannot be spawned");
+    pl_config c;
+    GOOD(&c, HEAD_ "nodes:\n  - name: a\n    address: ipc:///tmp/a\n    spawn: false\n"
+             "  - name: b\n    address: ipc:///tmp/b\n    spawn: true\n" STAGES_);
+    CHECK(!c.nodes[0].spawn && c.nodes[1].spawn);
 }
 
 static void test_numbers(void)
@@ -213,6 +220,19 @@ static void test_order(void)
         "stages[4]: 'layers' cannot follow 'sample' (expected nothing: sample is the last stage)");
     BAD(HEAD_ "stages:\n  - kind: embed\n  - kind: tokenize\n", "pipe.yaml:4:",
         "stages[1]: 'tokenize' cannot follow 'embed'");
+    /* head and sample share a node, whichever one it is */
+#define NODES2_ "nodes:\n  - name: a\n  - name: b\n    address: ipc:///tmp/b\n"
+    BAD(HEAD_ NODES2_ "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n  - kind: head\n"
+        "  - kind: sample\n    node: b\n", "pipe.yaml:11:",
+        "stages[3].node: sample runs on node 'b' but head (stages[2]) on node 'a'; they must share a node");
+    BAD(HEAD_ NODES2_ "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n    node: b\n"
+        "  - kind: head\n    node: b\n  - kind: sample\n", "pipe.yaml:13:",
+        "sample runs on node 'a' but head (stages[2]) on node 'b'");
+    pl_config c;
+    GOOD(&c, HEAD_ NODES2_ "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n"
+             "  - kind: head\n    node: b\n  - kind: sample\n    node: b\n");
+    CHECK(c.stages[2].node == 1 && c.stages[3].node == 1);
+#undef NODES2_
 }
 
 static void test_yaml_level(void)

@@ -1,0 +1,114 @@
+/* sluice worker: serve the stages a coordinator assigns (see pipeline/worker.h). */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "pipeline/worker.h"
+
+static const char usage[] =
+    "usage: sluice worker --listen ADDR [options]\n"
+    "\n"
+    "Waits for a coordinator (`sluice run -c CONFIG` naming this worker's address\n"
+    "as a node) to assign it stages, loads their layers from its own copy of the\n"
+    "model (the path in the config), serves them, and drops them when the\n"
+    "coordinator shuts down or falls silent. One coordinator at a time.\n"
+    "\n"
+    "options:\n"
+    "  -l, --listen ADDR       control address: tcp://HOST:PORT or ipc://PATH; the\n"
+    "                          stages listen on PORT+1+i (or PATH-si)\n"
+    "  --once                  exit when the first assignment ends\n"
+    "  -t, --threads N         cores the stages share when the config does not say\n"
+    "                          (default: all cores)\n"
+    "  --silence S             drop the stages when the coordinator has been silent\n"
+    "                          for S seconds (default 6)\n"
+    "  -q, --quiet             no progress lines\n"
+    "  -h, --help              show this help\n";
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void install_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static int parse_args(int argc, char **argv, pl_worker_opts *o)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"listen", required_argument, NULL, 'l'},
+        {"once", no_argument, NULL, 'O'},
+        {"threads", required_argument, NULL, 't'},
+        {"silence", required_argument, NULL, 'S'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"notify-fd", required_argument, NULL, 'N'}, /* for the coordinator that spawns us */
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    float silence;
+    while ((c = cli_getopt(argc, argv, ":hl:t:q", longopts, usage)) != -1) {
+        switch (c) {
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        case 'l':
+            o->listen = optarg;
+            break;
+        case 'O':
+            o->once = true;
+            break;
+        case 'q':
+            o->quiet = true;
+            break;
+        case 't':
+            if (cli_parse_int(optarg, 1, 4096, &o->threads))
+                return cli_usage(argv[0], usage, "--threads: '%s' is not a number in [1, 4096]", optarg);
+            break;
+        case 'S':
+            if (cli_parse_float(optarg, 0.1, 86400, &silence))
+                return cli_usage(argv[0], usage, "--silence: '%s' is not a number of seconds in [0.1, 86400]",
+                                 optarg);
+            o->silence_s = silence;
+            break;
+        case 'N':
+            if (cli_parse_int(optarg, 0, 1 << 20, &o->notify_fd))
+                return cli_usage(argv[0], usage, "--notify-fd: '%s' is not a file descriptor", optarg);
+            break;
+        default:
+            return CLI_USAGE;
+        }
+    }
+    if (optind < argc)
+        return cli_usage(argv[0], usage, "unexpected argument '%s'", argv[optind]);
+    if (!o->listen)
+        return cli_usage(argv[0], usage, "--listen ADDR is required");
+    if (strncmp(o->listen, "tcp://", 6) != 0 && strncmp(o->listen, "ipc://", 6) != 0)
+        return cli_usage(argv[0], usage, "--listen: '%s' must start with tcp:// or ipc://", o->listen);
+    return 0;
+}
+
+int cmd_worker(int argc, char **argv)
+{
+    pl_worker_opts o;
+    pl_worker_opts_default(&o);
+    int rc = parse_args(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
+    install_handlers();
+    sl_err err = {{0}};
+    if (pl_worker_run(&o, &stop_requested, &err))
+        return cli_fail(argv[0], "%s", err.msg);
+    return CLI_OK;
+}

@@ -1,0 +1,596 @@
+/* The coordinator: spawns and connects workers, assigns them their stages,
+ * and watches them from a thread of its own, so a client that stops calling
+ * the driver for a while does not make its workers believe it is gone. */
+#define _GNU_SOURCE /* pipe2 */
+#include "pipeline/coord.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "pipeline/wire.h"
+
+#define HEARTBEAT_EVERY_S 0.25
+#define CONNECT_TIMEOUT_S 5.0   /* an answer to the first ping, or the node is unreachable */
+#define LOAD_TIMEOUT_S 60.0     /* a big model's layers loading on a worker */
+#define START_TIMEOUT_S 10.0    /* a spawned worker binding its control socket */
+#define STOP_WAIT_S 3.0         /* a spawned worker exiting after SHUTDOWN */
+
+typedef struct peer {
+    int node;
+    pl_node nd;              /* a copy: the config may go before we do */
+    char stages[160];       /* "layers[3,6), head, sample" for messages */
+    int n_stages;
+    void *sock;             /* DEALER to the worker's control socket */
+    pid_t pid;              /* spawned: the child; else 0 */
+    int notify_fd;          /* spawned: read end of its start pipe */
+    bool exited, dead;
+    int status;
+    double last_heard, last_ping;
+} peer;
+
+struct pl_coord {
+    const pl_config *cfg;
+    peer *peers;
+    int n_peers;
+    double timeout_s;
+    pthread_t watcher;
+    bool watching;
+    atomic_bool quit;
+    pthread_mutex_t lock;
+    bool failed;            /* under lock */
+    char failure[512];      /* under lock */
+    pl_wire_limits limits;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- naming ---- */
+
+static void describe_stages(const pl_config *cfg, peer *p)
+{
+    size_t len = 0;
+    p->stages[0] = '\0';
+    for (int i = 0; i < cfg->n_stages; i++) {
+        const pl_stage *st = &cfg->stages[i];
+        if (st->node != p->node || len >= sizeof p->stages)
+            continue;
+        const char *sep = p->n_stages++ ? ", " : "";
+        if (st->kind == PL_STAGE_LAYERS)
+            len += (size_t)snprintf(p->stages + len, sizeof p->stages - len, "%slayers[%d,%d)", sep, st->l0, st->l1);
+        else
+            len += (size_t)snprintf(p->stages + len, sizeof p->stages - len, "%s%s", sep, pl_stage_kind_name(st->kind));
+    }
+}
+
+/* "stage layers[3,6) on node 'p1' (ipc:///tmp/x)" */
+static void peer_label(const peer *p, char *out, size_t size)
+{
+    snprintf(out, size, "%s %.160s on node '%.64s' (%.200s)", p->n_stages > 1 ? "stages" : "stage", p->stages,
+             p->nd.name, p->nd.address);
+}
+
+static void exit_text(int status, char *out, size_t size)
+{
+    if (WIFEXITED(status))
+        snprintf(out, size, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(out, size, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(out, size, "ended (status %d)", status);
+}
+
+/* Polls a spawned worker; true once it has exited (status kept). */
+static bool reap(peer *p)
+{
+    if (p->pid <= 0 || p->exited)
+        return p->exited;
+    int status;
+    pid_t r = waitpid(p->pid, &status, WNOHANG);
+    if (r == p->pid || (r < 0 && errno == ECHILD)) {
+        p->exited = true;
+        p->status = r == p->pid ? status : 0;
+    }
+    return p->exited;
+}
+
+/* ---- spawning ---- */
+
+/* Starts `self_exe worker --listen ADDR --once --quiet --notify-fd N` in its
+ * own process group (a Ctrl-C on the terminal reaches the coordinator,
+ * which shuts workers down in order) that dies with its parent. */
+static int spawn_worker(peer *p, const char *self_exe, sl_err *err)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC))
+        return sl_fail(err, "node '%s': cannot create a pipe: %s", p->nd.name, strerror(errno));
+    char fd_text[16], exe[PL_PATH_MAX];
+    snprintf(fd_text, sizeof fd_text, "%d", fds[1]);
+    /* the real path, so ps and pgrep show "sluice worker" */
+    ssize_t n = readlink(self_exe, exe, sizeof exe - 1);
+    if (n > 0)
+        exe[n] = '\0';
+    else
+        snprintf(exe, sizeof exe, "%s", self_exe);
+    char *argv[] = {exe, "worker", "--listen", (char *)p->nd.address, "--once",
+                    "--quiet", "--notify-fd", fd_text, NULL};
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return sl_fail(err, "node '%s': cannot fork: %s", p->nd.name, strerror(errno));
+    }
+    if (pid == 0) {
+        /* only async-signal-safe calls until exec */
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
+        dup2(STDERR_FILENO, STDOUT_FILENO); /* stdout carries the coordinator's text */
+        fcntl(fds[1], F_SETFD, 0);
+        execv(exe, argv);
+        static const char msg[] = "cannot execute the sluice binary for the worker";
+        ssize_t ignored = write(fds[1], msg, sizeof msg - 1);
+        (void)ignored;
+        _exit(127);
+    }
+    close(fds[1]);
+    p->pid = pid;
+    p->notify_fd = fds[0];
+    return 0;
+}
+
+/* Waits for a spawned worker's "ok" (its control socket is bound) or its
+ * error text. */
+static int await_spawned(peer *p, sl_err *err)
+{
+    char text[512];
+    size_t len = 0;
+    double deadline = now_s() + START_TIMEOUT_S;
+    for (;;) {
+        double left = deadline - now_s();
+        if (left <= 0)
+            return sl_fail(err, "node '%s': the worker process did not start listening on %s within %.0f s",
+                           p->nd.name, p->nd.address, START_TIMEOUT_S);
+        struct pollfd pfd = {p->notify_fd, POLLIN, 0};
+        int rc = poll(&pfd, 1, (int)(left * 1000) + 1);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            continue;
+        ssize_t n = read(p->notify_fd, text + len, sizeof text - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n > 0 && len + (size_t)n < sizeof text - 1) {
+            len += (size_t)n;
+            continue;
+        }
+        if (n > 0)
+            len += (size_t)n;
+        break; /* EOF (or a full buffer): the worker has said all it will */
+    }
+    close(p->notify_fd);
+    p->notify_fd = -1;
+    text[len] = '\0';
+    if (strcmp(text, "ok\n") == 0)
+        return 0;
+    if (len)
+        return sl_fail(err, "node '%s': the worker process failed to start: %s", p->nd.name, text);
+    char how[96] = "ended";
+    for (int i = 0; i < 100 && !reap(p); i++)
+        usleep(10000);
+    if (p->exited)
+        exit_text(p->status, how, sizeof how);
+    return sl_fail(err, "node '%s': the worker process %s before listening on %s", p->nd.name, how,
+                   p->nd.address);
+}
+
+/* ---- control messages ---- */
+
+static int send_ctl(peer *p, Sluice__MsgKind kind, Sluice__StageAssign **assign, size_t n_assign,
+                    sl_err *err)
+{
+    pl_msg m;
+    pl_msg_init(&m, kind, 0, 0);
+    m.hdr_store.n_assign = n_assign;
+    m.hdr_store.assign = assign;
+    int rc = pl_msg_send(&m, p->sock, ZMQ_DONTWAIT, err);
+    pl_msg_close(&m);
+    return rc;
+}
+
+/* Receives one control message from a peer without blocking; 1 with *m
+ * filled, 0 when nothing is there, -1 for a malformed one (dropped). */
+static int recv_ctl(pl_coord *c, peer *p, pl_msg *m)
+{
+    zmq_pollitem_t item = {p->sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, 0) <= 0)
+        return 0;
+    sl_err err;
+    if (pl_msg_recv(m, p->sock, &c->limits, &err)) {
+        fprintf(stderr, "sluice: node '%s': dropped a malformed control message: %s\n", p->nd.name, err.msg);
+        return -1;
+    }
+    return 1;
+}
+
+static int open_socket(pl_coord *c, void *zctx, peer *p, int index, sl_err *err)
+{
+    if (!(p->sock = zmq_socket(zctx, ZMQ_DEALER)))
+        return sl_fail(err, "node '%s': cannot create a socket: %s", p->nd.name, zmq_strerror(zmq_errno()));
+    char id[64];
+    /* a fixed routing id: a reconnect after a network blip keeps our claim on the worker */
+    int id_len = snprintf(id, sizeof id, "coord-%ld-%p-%d", (long)getpid(), (void *)c, index);
+    int linger = 0, reconnect_ms = 100, connect_ms = (int)(CONNECT_TIMEOUT_S * 1000);
+    zmq_setsockopt(p->sock, ZMQ_ROUTING_ID, id, (size_t)id_len);
+    zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(p->sock, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms);
+    zmq_setsockopt(p->sock, ZMQ_CONNECT_TIMEOUT, &connect_ms, sizeof connect_ms);
+    if (zmq_connect(p->sock, p->nd.address))
+        return sl_fail(err, "node '%s': cannot connect to %s: %s", p->nd.name, p->nd.address,
+                       zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+/* Fails when a spawned worker has exited while we wait for it. */
+static int check_alive(peer *p, const char *waiting_for, sl_err *err)
+{
+    if (!reap(p))
+        return 0;
+    char how[96];
+    exit_text(p->status, how, sizeof how);
+    return sl_fail(err, "node '%s' (%s): the worker process %s while %s", p->nd.name, p->nd.address, how,
+                   waiting_for);
+}
+
+/* Waits until every peer has sent a message of kind `want`; handle is
+ * called for each (it may fail). */
+static int await_all(pl_coord *c, Sluice__MsgKind want, double timeout_s,
+                     int (*handle)(peer *p, const Sluice__Header *h, sl_err *err),
+                     int (*on_timeout)(peer *p, double timeout_s, sl_err *err), const char *waiting_for,
+                     sl_err *err)
+{
+    bool *got = calloc((size_t)c->n_peers, sizeof *got);
+    zmq_pollitem_t *items = calloc((size_t)c->n_peers, sizeof *items);
+    int rc = 0, left = c->n_peers;
+    double deadline = now_s() + timeout_s;
+    if (!got || !items)
+        rc = sl_fail(err, "out of memory");
+    for (int i = 0; rc == 0 && i < c->n_peers; i++)
+        items[i] = (zmq_pollitem_t){c->peers[i].sock, 0, ZMQ_POLLIN, 0};
+    while (rc == 0 && left > 0) {
+        for (int i = 0; rc == 0 && i < c->n_peers; i++)
+            if (!got[i])
+                rc = check_alive(&c->peers[i], waiting_for, err);
+        if (rc)
+            break;
+        if (now_s() > deadline) {
+            for (int i = 0; i < c->n_peers; i++)
+                if (!got[i]) {
+                    rc = on_timeout(&c->peers[i], timeout_s, err);
+                    break;
+                }
+            break;
+        }
+        if (zmq_poll(items, c->n_peers, 50) < 0 && zmq_errno() != EINTR) {
+            rc = sl_fail(err, "coordinator: poll failed: %s", zmq_strerror(zmq_errno()));
+            break;
+        }
+        for (int i = 0; rc == 0 && i < c->n_peers; i++) {
+            pl_msg m;
+            int r;
+            while (rc == 0 && !got[i] && (r = recv_ctl(c, &c->peers[i], &m)) != 0) {
+                if (r < 0)
+                    continue;
+                if ((int)m.hdr->kind == (int)want) {
+                    got[i] = true;
+                    left--;
+                    c->peers[i].last_heard = now_s();
+                    rc = handle(&c->peers[i], m.hdr, err);
+                }
+                pl_msg_close(&m);
+            }
+        }
+    }
+    free(got);
+    free(items);
+    return rc;
+}
+
+static int pong_ok(peer *p, const Sluice__Header *h, sl_err *err)
+{
+    (void)p, (void)h, (void)err;
+    return 0; /* "busy" shows up as the answer to ASSIGN */
+}
+
+static int unreachable(peer *p, double timeout_s, sl_err *err)
+{
+    return sl_fail(err, "node '%s' (%s) is unreachable: no answer within %.0f s (is `sluice worker --listen %s` "
+                   "running there?)", p->nd.name, p->nd.address, timeout_s, p->nd.address);
+}
+
+static int ready_ok(peer *p, const Sluice__Header *h, sl_err *err)
+{
+    if (h->error && *h->error)
+        return sl_fail(err, "node '%s' (%s): %s", p->nd.name, p->nd.address, h->error);
+    return 0;
+}
+
+static int load_timeout(peer *p, double timeout_s, sl_err *err)
+{
+    return sl_fail(err, "node '%s' (%s) did not load its stages (%s) within %.0f s", p->nd.name,
+                   p->nd.address, p->stages, timeout_s);
+}
+
+/* ---- assignment ---- */
+
+static int send_assign(pl_coord *c, peer *p, const char *const *stage_in, const char *const *stage_out,
+                       sl_err *err)
+{
+    const pl_config *cfg = c->cfg;
+    Sluice__StageAssign *sa = calloc((size_t)p->n_stages, sizeof *sa);
+    Sluice__StageAssign **ptrs = calloc((size_t)p->n_stages, sizeof *ptrs);
+    if (!sa || !ptrs) {
+        free(sa);
+        free(ptrs);
+        return sl_fail(err, "out of memory");
+    }
+    int n = 0;
+    for (int i = 0; i < cfg->n_stages && n < p->n_stages; i++) {
+        const pl_stage *st = &cfg->stages[i];
+        if (st->node != p->node)
+            continue;
+        sluice__stage_assign__init(&sa[n]);
+        sa[n].kind = (uint32_t)st->kind;
+        sa[n].l0 = st->l0;
+        sa[n].l1 = st->l1;
+        sa[n].model = (char *)cfg->model;
+        sa[n].input = (char *)stage_in[i];
+        sa[n].output = (char *)stage_out[i];
+        sa[n].threads = st->threads;
+        sa[n].numa = st->numa;
+        sa[n].max_sequences = (uint32_t)cfg->limits.max_sequences;
+        sa[n].context = (uint32_t)cfg->limits.context;
+        sa[n].max_batch_tokens = (uint32_t)cfg->limits.max_batch_tokens;
+        sa[n].stage_index = (uint32_t)i;
+        ptrs[n] = &sa[n];
+        n++;
+    }
+    int rc = send_ctl(p, SLUICE__MSG_KIND__MSG_ASSIGN, ptrs, (size_t)n, err);
+    if (rc)
+        sl_wrap(err, "node '%s' (%s): cannot send its assignment", p->nd.name, p->nd.address);
+    free(sa);
+    free(ptrs);
+    return rc;
+}
+
+static int collect_peers(pl_coord *c, sl_err *err)
+{
+    const pl_config *cfg = c->cfg;
+    bool used[PL_MAX_NODES] = {false};
+    for (int i = 0; i < cfg->n_stages; i++)
+        if (cfg->stages[i].node > 0 && cfg->stages[i].node < cfg->n_nodes)
+            used[cfg->stages[i].node] = true;
+    int n = 0;
+    for (int k = 1; k < cfg->n_nodes; k++)
+        n += used[k];
+    c->peers = calloc((size_t)(n ? n : 1), sizeof *c->peers);
+    if (!c->peers)
+        return sl_fail(err, "out of memory");
+    for (int k = 1; k < cfg->n_nodes; k++) {
+        if (!used[k])
+            continue;
+        peer *p = &c->peers[c->n_peers++];
+        p->node = k;
+        p->nd = cfg->nodes[k];
+        p->notify_fd = -1;
+        describe_stages(cfg, p);
+        if (strncmp(p->nd.address, "tcp://", 6) != 0 && strncmp(p->nd.address, "ipc://", 6) != 0)
+            return sl_fail(err, "%s: node '%s' runs %s but has no tcp:// or ipc:// address to reach it at",
+                           cfg->path, p->nd.name, p->stages);
+    }
+    return 0;
+}
+
+/* ---- watching ---- */
+
+static void mark_dead(pl_coord *c, peer *p, const char *what)
+{
+    p->dead = true;
+    char label[480];
+    peer_label(p, label, sizeof label);
+    pthread_mutex_lock(&c->lock);
+    if (!c->failed) {
+        c->failed = true;
+        snprintf(c->failure, sizeof c->failure, "%.440s %.64s", label, what);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void watch_peer(pl_coord *c, peer *p, double t)
+{
+    pl_msg m;
+    int r;
+    while (!p->dead && (r = recv_ctl(c, p, &m)) != 0) {
+        if (r < 0)
+            continue;
+        if (m.hdr->kind == SLUICE__MSG_KIND__MSG_HEARTBEAT) {
+            if (m.hdr->error && *m.hdr->error) {
+                char what[160];
+                snprintf(what, sizeof what, "lost its stages (its worker is %s: was it restarted?)", m.hdr->error);
+                mark_dead(c, p, what);
+            } else {
+                p->last_heard = t;
+            }
+        }
+        pl_msg_close(&m);
+    }
+    if (p->dead)
+        return;
+    if (reap(p)) {
+        char how[96];
+        exit_text(p->status, how, sizeof how);
+        mark_dead(c, p, how);
+        return;
+    }
+    if (t - p->last_heard > c->timeout_s) {
+        char what[96];
+        snprintf(what, sizeof what, "stopped answering (silent for %.1f s)", t - p->last_heard);
+        mark_dead(c, p, what);
+        return;
+    }
+    if (t - p->last_ping >= HEARTBEAT_EVERY_S) {
+        sl_err err;
+        p->last_ping = t;
+        send_ctl(p, SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, &err); /* a full queue just means silence */
+    }
+}
+
+static void *watch_main(void *arg)
+{
+    pl_coord *c = arg;
+    zmq_pollitem_t *items = calloc((size_t)c->n_peers, sizeof *items);
+    if (!items)
+        return NULL;
+    for (int i = 0; i < c->n_peers; i++)
+        items[i] = (zmq_pollitem_t){c->peers[i].sock, 0, ZMQ_POLLIN, 0};
+    while (!atomic_load(&c->quit)) {
+        zmq_poll(items, c->n_peers, 50);
+        double t = now_s();
+        for (int i = 0; i < c->n_peers; i++)
+            watch_peer(c, &c->peers[i], t);
+    }
+    free(items);
+    return NULL;
+}
+
+/* ---- the contract ---- */
+
+static int start_workers(pl_coord *c, void *zctx, const char *const *stage_in,
+                         const char *const *stage_out, const char *self_exe, sl_err *err)
+{
+    if (collect_peers(c, err))
+        return -1;
+    for (int i = 0; i < c->n_peers; i++)
+        if (c->peers[i].nd.spawn && spawn_worker(&c->peers[i], self_exe, err))
+            return -1;
+    for (int i = 0; i < c->n_peers; i++)
+        if (c->peers[i].pid > 0 && await_spawned(&c->peers[i], err))
+            return -1;
+    for (int i = 0; i < c->n_peers; i++)
+        if (open_socket(c, zctx, &c->peers[i], i, err) ||
+            send_ctl(&c->peers[i], SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, err))
+            return -1;
+    if (await_all(c, SLUICE__MSG_KIND__MSG_HEARTBEAT, CONNECT_TIMEOUT_S, pong_ok, unreachable,
+                  "waiting for its first answer", err))
+        return -1;
+    /* every worker loads at once */
+    for (int i = 0; i < c->n_peers; i++)
+        if (send_assign(c, &c->peers[i], stage_in, stage_out, err))
+            return -1;
+    return await_all(c, SLUICE__MSG_KIND__MSG_READY, LOAD_TIMEOUT_S, ready_ok, load_timeout,
+                     "loading its stages", err);
+}
+
+int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char *const *stage_in,
+                   const char *const *stage_out, const char *self_exe, double peer_timeout_s,
+                   sl_err *err)
+{
+    *out = NULL;
+    pl_coord *c = calloc(1, sizeof *c);
+    if (!c)
+        return sl_fail(err, "out of memory");
+    c->cfg = cfg;
+    c->timeout_s = peer_timeout_s > 0 ? peer_timeout_s : 2.0;
+    pl_wire_limits_default(&c->limits);
+    pthread_mutex_init(&c->lock, NULL);
+    atomic_init(&c->quit, false);
+    if (start_workers(c, zctx, stage_in, stage_out, self_exe ? self_exe : "/proc/self/exe", err)) {
+        pl_coord_stop(c);
+        return -1;
+    }
+    c->cfg = NULL; /* not needed from here on, and the caller may free it */
+    double t = now_s();
+    for (int i = 0; i < c->n_peers; i++)
+        c->peers[i].last_heard = c->peers[i].last_ping = t;
+    if (pthread_create(&c->watcher, NULL, watch_main, c)) {
+        pl_coord_stop(c);
+        return sl_fail(err, "coordinator: cannot start the heartbeat thread");
+    }
+    c->watching = true;
+    *out = c;
+    return 0;
+}
+
+int pl_coord_check(pl_coord *c, sl_err *err)
+{
+    pthread_mutex_lock(&c->lock);
+    int rc = c->failed ? sl_fail(err, "%s", c->failure) : 0;
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+/* Waits for a spawned worker to exit, and kills it when it does not. */
+static void stop_spawned(peer *p)
+{
+    double deadline = now_s() + STOP_WAIT_S;
+    while (!reap(p) && now_s() < deadline)
+        usleep(5000);
+    if (!reap(p)) {
+        fprintf(stderr, "sluice: node '%s': the worker process %d did not exit; killing it\n", p->nd.name,
+                (int)p->pid);
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, &p->status, 0);
+        p->exited = true;
+    }
+}
+
+void pl_coord_stop(pl_coord *c)
+{
+    if (!c)
+        return;
+    if (c->watching) {
+        atomic_store(&c->quit, true);
+        pthread_join(c->watcher, NULL);
+    }
+    int linger = 1000; /* let SHUTDOWN reach a remote worker after we close */
+    for (int i = 0; i < c->n_peers; i++) {
+        peer *p = &c->peers[i];
+        if (!p->sock)
+            continue;
+        sl_err err;
+        if (!p->dead && !reap(p)) {
+            zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
+            send_ctl(p, SLUICE__MSG_KIND__MSG_SHUTDOWN, NULL, 0, &err);
+        }
+    }
+    for (int i = 0; i < c->n_peers; i++) {
+        peer *p = &c->peers[i];
+        if (p->notify_fd >= 0)
+            close(p->notify_fd);
+        if (p->pid > 0)
+            stop_spawned(p);
+        if (p->sock)
+            zmq_close(p->sock);
+    }
+    free(c->peers);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}

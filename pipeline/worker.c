@@ -1,0 +1,330 @@
+#include "pipeline/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "pipeline/config.h"
+#include "pipeline/host.h"
+#include "pipeline/wire.h"
+#include "stages/stage.h"
+
+#define ID_MAX 256
+
+typedef struct worker {
+    const pl_worker_opts *o;
+    void *zctx, *ctl;
+    pl_wire_limits limits;
+    pl_host **hosts;          /* indexed like the assignment's stages */
+    int n_hosts;
+    uint8_t owner[ID_MAX];    /* routing id of the coordinator we serve */
+    size_t owner_len;         /* 0: idle */
+    double last_heard;
+    bool served;              /* an assignment has ended (for --once) */
+    char host_name[64];
+} worker;
+
+void pl_worker_opts_default(pl_worker_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->silence_s = 6.0;
+    o->notify_fd = -1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void say(const worker *w, const char *fmt, const char *a, const char *b)
+{
+    if (!w->o->quiet) {
+        fprintf(stderr, "sluice worker %s: ", w->o->listen);
+        fprintf(stderr, fmt, a, b);
+        fputc('\n', stderr);
+    }
+}
+
+static void drop_stages(worker *w)
+{
+    /* Upstream first, so nothing new flows into a stage being stopped. */
+    for (int i = 0; i < w->n_hosts; i++)
+        pl_host_stop(w->hosts[i]);
+    free(w->hosts);
+    w->hosts = NULL;
+    w->n_hosts = 0;
+}
+
+static void end_assignment(worker *w, const char *why)
+{
+    if (w->n_hosts)
+        say(w, "dropping its stages: %s%s", why, "");
+    drop_stages(w);
+    w->owner_len = 0;
+    w->served = true;
+}
+
+/* Sends a control message with no payloads to the peer id. */
+static int reply(worker *w, const zmq_msg_t *id, Sluice__MsgKind kind, const char *error)
+{
+    sl_err err;
+    if (zmq_send(w->ctl, zmq_msg_data((zmq_msg_t *)id), zmq_msg_size(id), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    pl_msg m;
+    pl_msg_init(&m, kind, 0, 0);
+    m.hdr_store.error = (char *)(error ? error : "");
+    int rc = pl_msg_send(&m, w->ctl, ZMQ_DONTWAIT, &err);
+    pl_msg_close(&m);
+    if (rc)
+        fprintf(stderr, "sluice worker %s: cannot answer a coordinator: %s\n", w->o->listen, err.msg);
+    return rc;
+}
+
+static bool is_owner(const worker *w, const zmq_msg_t *id)
+{
+    return w->owner_len && w->owner_len == zmq_msg_size(id) &&
+           memcmp(w->owner, zmq_msg_data((zmq_msg_t *)id), w->owner_len) == 0;
+}
+
+/* ---- assignment ---- */
+
+static int check_assign(const Sluice__StageAssign *sa, size_t i, sl_err *err)
+{
+    if (sa->kind >= PL_STAGE_KIND_COUNT_)
+        return sl_fail(err, "assignment %zu: unknown stage kind %u", i, sa->kind);
+    if (!sa->model || !*sa->model)
+        return sl_fail(err, "assignment %zu: no model path", i);
+    if (!sa->input || !*sa->input || !sa->output || !*sa->output)
+        return sl_fail(err, "assignment %zu: missing input or output address", i);
+    if (sa->kind == PL_STAGE_LAYERS && (sa->l0 < 0 || sa->l1 <= sa->l0))
+        return sl_fail(err, "assignment %zu: bad layer range [%d, %d)", i, sa->l0, sa->l1);
+    if (sa->max_sequences < 1 || sa->context < 1 || sa->max_batch_tokens < 1 ||
+        sa->max_sequences > 1u << 20 || sa->context > 1u << 24 || sa->max_batch_tokens > 1u << 20)
+        return sl_fail(err, "assignment %zu: limits out of range", i);
+    if (sa->threads < 0 || sa->threads > 4096)
+        return sl_fail(err, "assignment %zu: threads %d out of range", i, sa->threads);
+    return 0;
+}
+
+/* The OpenMP team of a stage whose assignment leaves it open: the cores
+ * shared among the layer stages that compute at the same time. */
+static int stage_threads(const worker *w, const Sluice__Header *h, const Sluice__StageAssign *sa)
+{
+    if (sa->threads > 0)
+        return sa->threads;
+    int cores = w->o->threads > 0 ? w->o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int n_layers = 0;
+    for (size_t i = 0; i < h->n_assign; i++)
+        n_layers += h->assign[i]->kind == PL_STAGE_LAYERS;
+    if (sa->kind != PL_STAGE_LAYERS || n_layers <= 1)
+        return cores;
+    return cores / n_layers > 0 ? cores / n_layers : 1;
+}
+
+static int check_model_file(const worker *w, const char *path, sl_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sl_fail(err, "model file %s is missing on this worker (host %s): %s", path, w->host_name,
+                       strerror(errno));
+    close(fd);
+    return 0;
+}
+
+static int start_one(worker *w, const Sluice__Header *h, size_t i, sl_err *err)
+{
+    const Sluice__StageAssign *sa = h->assign[i];
+    sl_stage_spec spec = {
+        .kind = (pl_stage_kind)sa->kind, .model = sa->model, .l0 = sa->l0, .l1 = sa->l1,
+        .max_sequences = (int)sa->max_sequences, .context = (int)sa->context,
+        .max_batch_tokens = (int)sa->max_batch_tokens, .index = (int)sa->stage_index,
+    };
+    sl_stage *s;
+    if (sl_stage_create(&s, &spec, err))
+        return sl_wrap(err, "stage %u (%s)", sa->stage_index, pl_stage_kind_name(spec.kind));
+    return pl_host_start(&w->hosts[i], w->zctx, s, sa->input, sa->output, stage_threads(w, h, sa), err);
+}
+
+/* Loads and starts every assigned stage, last first so each one's
+ * downstream is listening; on failure stops what was started. */
+static int assign(worker *w, const Sluice__Header *h, sl_err *err)
+{
+    if (h->n_assign == 0)
+        return sl_fail(err, "the assignment lists no stages");
+    for (size_t i = 0; i < h->n_assign; i++)
+        if (check_assign(h->assign[i], i, err))
+            return -1;
+    for (size_t i = 0; i < h->n_assign; i++)
+        if (check_model_file(w, h->assign[i]->model, err))
+            return -1;
+    w->hosts = calloc(h->n_assign, sizeof *w->hosts);
+    if (!w->hosts)
+        return sl_fail(err, "out of memory");
+    w->n_hosts = (int)h->n_assign;
+    for (size_t i = h->n_assign; i-- > 0;) {
+        if (start_one(w, h, i, err)) {
+            drop_stages(w);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void on_assign(worker *w, const zmq_msg_t *id, const Sluice__Header *h)
+{
+    if (w->owner_len && !is_owner(w, id)) {
+        reply(w, id, SLUICE__MSG_KIND__MSG_READY, "busy: this worker serves another coordinator");
+        return;
+    }
+    if (w->owner_len)
+        drop_stages(w); /* the same coordinator assigns afresh */
+    w->owner_len = 0;
+    sl_err err = {{0}};
+    double t0 = now_s();
+    if (assign(w, h, &err)) {
+        fprintf(stderr, "sluice worker %s: assignment failed: %s\n", w->o->listen, err.msg);
+        reply(w, id, SLUICE__MSG_KIND__MSG_READY, err.msg);
+        w->served = true;
+        return;
+    }
+    w->owner_len = zmq_msg_size(id);
+    memcpy(w->owner, zmq_msg_data((zmq_msg_t *)id), w->owner_len);
+    w->last_heard = now_s();
+    if (!w->o->quiet)
+        fprintf(stderr, "sluice worker %s: %d stage(s) ready in %.2f s\n", w->o->listen, w->n_hosts,
+                w->last_heard - t0);
+    reply(w, id, SLUICE__MSG_KIND__MSG_READY, "");
+}
+
+/* A heartbeat answer says whether the asker owns our stages: a coordinator
+ * must not mistake a restarted, idle worker for its living stages. */
+static void on_heartbeat(worker *w, const zmq_msg_t *id)
+{
+    const char *state = "";
+    if (is_owner(w, id))
+        w->last_heard = now_s();
+    else
+        state = w->owner_len ? "busy" : "idle";
+    reply(w, id, SLUICE__MSG_KIND__MSG_HEARTBEAT, state);
+}
+
+/* Reads one control message: [routing id][header][payloads...]. */
+static void handle_one(worker *w)
+{
+    zmq_msg_t id;
+    zmq_msg_init(&id);
+    if (zmq_msg_recv(&id, w->ctl, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&id);
+        return;
+    }
+    if (!zmq_msg_more(&id) || zmq_msg_size(&id) > ID_MAX) {
+        /* a routing id without a message, or an absurd one: drain and drop */
+        while (zmq_msg_more(&id) && zmq_msg_recv(&id, w->ctl, ZMQ_DONTWAIT) >= 0) {}
+        zmq_msg_close(&id);
+        return;
+    }
+    pl_msg m;
+    sl_err err;
+    if (pl_msg_recv(&m, w->ctl, &w->limits, &err)) {
+        fprintf(stderr, "sluice worker %s: dropped a malformed control message: %s\n", w->o->listen, err.msg);
+        zmq_msg_close(&id);
+        return;
+    }
+    switch (m.hdr->kind) {
+    case SLUICE__MSG_KIND__MSG_HEARTBEAT:
+        on_heartbeat(w, &id);
+        break;
+    case SLUICE__MSG_KIND__MSG_ASSIGN:
+        on_assign(w, &id, m.hdr);
+        break;
+    case SLUICE__MSG_KIND__MSG_SHUTDOWN:
+        /* an idle worker hears it from a coordinator that gave up before assigning */
+        if (is_owner(w, &id) || !w->owner_len)
+            end_assignment(w, "the coordinator shut the pipeline down");
+        break;
+    default:
+        fprintf(stderr, "sluice worker %s: ignored an unexpected %s control message\n", w->o->listen,
+                pl_msg_kind_name(m.hdr->kind));
+    }
+    pl_msg_close(&m);
+    zmq_msg_close(&id);
+}
+
+static void notify(worker *w, const char *text)
+{
+    if (w->o->notify_fd < 0)
+        return;
+    size_t len = strlen(text);
+    while (len) {
+        ssize_t n = write(w->o->notify_fd, text, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        text += n;
+        len -= (size_t)n;
+    }
+    close(w->o->notify_fd);
+}
+
+static int open_control(worker *w, sl_err *err)
+{
+    if (!(w->zctx = zmq_ctx_new()))
+        return sl_fail(err, "cannot create a ZeroMQ context");
+    if (!(w->ctl = zmq_socket(w->zctx, ZMQ_ROUTER)))
+        return sl_fail(err, "cannot create the control socket: %s", zmq_strerror(zmq_errno()));
+    int linger = 0, handover = 1;
+    zmq_setsockopt(w->ctl, ZMQ_LINGER, &linger, sizeof linger);
+    /* a coordinator that reconnects under its routing id takes its place back */
+    zmq_setsockopt(w->ctl, ZMQ_ROUTER_HANDOVER, &handover, sizeof handover);
+    if (zmq_bind(w->ctl, w->o->listen))
+        return sl_fail(err, "cannot listen on %s: %s", w->o->listen, zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+static int serve(worker *w, volatile sig_atomic_t *stop, sl_err *err)
+{
+    while (!*stop && !(w->o->once && w->served)) {
+        zmq_pollitem_t item = {w->ctl, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, 1, 100);
+        if (rc < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            return sl_fail(err, "control socket poll failed: %s", zmq_strerror(zmq_errno()));
+        }
+        if (rc > 0)
+            handle_one(w);
+        if (w->owner_len && now_s() - w->last_heard > w->o->silence_s)
+            end_assignment(w, "the coordinator fell silent");
+    }
+    return 0;
+}
+
+int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *err)
+{
+    worker w = {.o = o};
+    pl_wire_limits_default(&w.limits);
+    if (gethostname(w.host_name, sizeof w.host_name - 1))
+        snprintf(w.host_name, sizeof w.host_name, "?");
+    int rc = open_control(&w, err);
+    notify(&w, rc ? err->msg : "ok\n");
+    if (rc == 0) {
+        say(&w, "listening%s%s", o->once ? " (one assignment)" : "", "");
+        rc = serve(&w, stop, err);
+    }
+    if (w.n_hosts)
+        end_assignment(&w, *stop ? "interrupted" : "exiting");
+    if (w.ctl)
+        zmq_close(w.ctl);
+    if (w.zctx)
+        zmq_ctx_term(w.zctx);
+    return rc;
+}
