@@ -27,6 +27,11 @@ typedef struct sl_pipeline_opts {
     double peer_timeout_s;   /* a worker silent this long is dead (default 2) */
     bool quiet;              /* no progress lines on stderr */
     const char *self_exe;    /* path of the sluice binary, for spawned workers (default /proc/self/exe) */
+    /* Transport of hops between stages on the same node: NULL for inproc://
+     * (the default), "ipc:DIR" for ipc://DIR/sN, "tcp:PORT" for
+     * tcp://127.0.0.1:PORT+N (benchmarks of per-hop cost; tests that reach
+     * a stage's input from outside). */
+    const char *local_hops;
 } sl_pipeline_opts;
 
 void sl_pipeline_opts_default(sl_pipeline_opts *o);

@@ -103,12 +103,20 @@ static double now_s(void)
 /* The address stage i binds (i == n_stages: the driver's return socket).
  * Consecutive parts on one node talk over inproc://; a hop between nodes
  * uses the receiving node's transport, each stage on its own port or path. */
-static int stage_address(const pl_config *c, int i, uint64_t tag, char *out, sl_err *err)
+static int stage_address(const pl_config *c, const char *local_hops, int i, uint64_t tag,
+                         char *out, sl_err *err)
 {
     int node = i < c->n_stages ? c->stages[i].node : 0;
     int prev = i == 0 ? 0 : c->stages[i - 1].node;
     if (node == prev) {
-        snprintf(out, ADDR_MAX, "inproc://sluice-%llx-%d", (unsigned long long)tag, i);
+        if (local_hops && strncmp(local_hops, "ipc:", 4) == 0)
+            snprintf(out, ADDR_MAX, "ipc://%s/s%d", local_hops + 4, i);
+        else if (local_hops && strncmp(local_hops, "tcp:", 4) == 0)
+            snprintf(out, ADDR_MAX, "tcp://127.0.0.1:%ld", strtol(local_hops + 4, NULL, 10) + i);
+        else if (local_hops)
+            return sl_fail(err, "local hop transport '%s' is neither ipc:DIR nor tcp:PORT", local_hops);
+        else
+            snprintf(out, ADDR_MAX, "inproc://sluice-%llx-%d", (unsigned long long)tag, i);
         return 0;
     }
     const pl_node *n = &c->nodes[node];
@@ -441,6 +449,30 @@ static inflight *pop_inflight(sl_pipeline *p, uint64_t bid)
     return NULL;
 }
 
+static bool is_inflight(const sl_pipeline *p, uint64_t bid)
+{
+    for (int i = 0; i < p->fly_n; i++)
+        if (p->fly[(p->fly_head + i) % p->depth].batch_id == bid)
+            return true;
+    return false;
+}
+
+/* Fails the requests an ERROR message names in its REQUEST_ID payload. */
+static void fail_named(sl_pipeline *p, const pl_msg *m)
+{
+    sl_err err;
+    uint32_t n = m->hdr->n_rows;
+    const uint64_t *req = n ? pl_msg_u64(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &err) : NULL;
+    char why[600];
+    snprintf(why, sizeof why, "%s: %s", m->hdr->origin && *m->hdr->origin ? m->hdr->origin : "pipeline",
+             m->hdr->error ? m->hdr->error : "error");
+    for (uint32_t i = 0; req && i < n; i++) {
+        request *r = find_req(p, req[i]);
+        if (r)
+            fail_req(p, r, "%s", why);
+    }
+}
+
 static void take_token(sl_pipeline *p, request *r, int32_t tok, double t)
 {
     if (r->cancelled) {
@@ -487,12 +519,17 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
         fprintf(stderr, "sluice: driver: unexpected %s message ignored\n", pl_msg_kind_name(kind));
         return;
     }
-    inflight *f = pop_inflight(p, m->hdr->batch_id);
-    if (!f) {
-        fprintf(stderr, "sluice: driver: answer for unknown batch %llu ignored\n",
+    if (!is_inflight(p, m->hdr->batch_id)) {
+        /* Not a batch we sent (a stray or forged message): it must not
+         * disturb the batches in flight. An error still fails the requests
+         * it names. */
+        fprintf(stderr, "sluice: driver: %s for unknown batch %llu\n", pl_msg_kind_name(kind),
                 (unsigned long long)m->hdr->batch_id);
+        if (kind == SLUICE__MSG_KIND__MSG_ERROR)
+            fail_named(p, m);
         return;
     }
+    inflight *f = pop_inflight(p, m->hdr->batch_id);
     if (kind == SLUICE__MSG_KIND__MSG_ERROR) {
         char why[600];
         snprintf(why, sizeof why, "%s: %s", m->hdr->origin && *m->hdr->origin ? m->hdr->origin : "pipeline",
@@ -686,7 +723,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         goto fail;
     uint64_t tag = ((uint64_t)getpid() << 20) ^ (uint64_t)(uintptr_t)p;
     for (int i = 0; i <= cfg->n_stages; i++) {
-        if (stage_address(cfg, i, tag, addr[i], err))
+        if (stage_address(cfg, p->opts.local_hops, i, tag, addr[i], err))
             goto fail;
         in[i] = addr[i];
         remote |= i < cfg->n_stages && cfg->stages[i].node != 0;

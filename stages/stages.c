@@ -53,14 +53,27 @@ static void copy_extras(pl_msg *dst, const pl_msg *src)
     dst->hdr_store.requests = src->hdr->requests;
     dst->hdr_store.length = src->hdr->length;
     dst->hdr_store.sent_ns = src->hdr->sent_ns;
+    dst->hdr_store.error = src->hdr->error;
+    dst->hdr_store.origin = src->hdr->origin;
 }
 
-/* Re-sends a control message unchanged (copies its small payloads). */
+/* Re-sends a control or error message unchanged (copies its small
+ * payloads: an ERROR's request ids). */
 static int forward_control(pl_msg *in, const sl_emit *out, sl_err *err)
 {
     pl_msg m;
-    pl_msg_init(&m, in->hdr->kind, in->hdr->batch_id, in->hdr->n_rows);
+    sl_err ignore;
+    uint32_t n = in->hdr->n_rows;
+    pl_msg_init(&m, in->hdr->kind, in->hdr->batch_id, n);
     copy_extras(&m, in);
+    const uint64_t *req = n ? pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &ignore) : NULL;
+    if (req && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0, req,
+                          NULL, NULL, err)) {
+        pl_msg_close(&m);
+        return -1;
+    }
+    if (n && !req)
+        m.hdr_store.n_rows = 0;
     return out->send(out->ctx, &m, err);
 }
 
