@@ -5,6 +5,7 @@
 #include "pipeline/coord.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -42,6 +43,7 @@ typedef struct peer {
 
 struct pl_coord {
     const pl_config *cfg;
+    char model[PATH_MAX];   /* absolute: a worker's cwd is not ours */
     peer *peers;
     int n_peers;
     double timeout_s;
@@ -361,7 +363,7 @@ static int send_assign(pl_coord *c, peer *p, const char *const *stage_in, const 
         sa[n].kind = (uint32_t)st->kind;
         sa[n].l0 = st->l0;
         sa[n].l1 = st->l1;
-        sa[n].model = (char *)cfg->model;
+        sa[n].model = c->model;
         sa[n].input = (char *)stage_in[i];
         sa[n].output = (char *)stage_out[i];
         sa[n].threads = st->threads;
@@ -518,6 +520,8 @@ int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char 
     if (!c)
         return sl_fail(err, "out of memory");
     c->cfg = cfg;
+    if (!realpath(cfg->model, c->model))
+        snprintf(c->model, sizeof c->model, "%s", cfg->model);
     c->timeout_s = peer_timeout_s > 0 ? peer_timeout_s : 2.0;
     pl_wire_limits_default(&c->limits);
     pthread_mutex_init(&c->lock, NULL);
@@ -550,6 +554,8 @@ int pl_coord_check(pl_coord *c, sl_err *err)
 /* Waits for a spawned worker to exit, and kills it when it does not. */
 static void stop_spawned(peer *p)
 {
+    if (p->dead && !reap(p))
+        kill(p->pid, SIGKILL); /* stopped or hung: nothing to wait for */
     double deadline = now_s() + STOP_WAIT_S;
     while (!reap(p) && now_s() < deadline)
         usleep(5000);

@@ -1,0 +1,212 @@
+#!/bin/bash
+# Pipelines across processes on one host: the tokens of a split run equal
+# the one-process run's (greedy and seeded sampling, one prompt and several
+# in flight); a worker killed mid-generation, an interrupted coordinator, an
+# address in use, a model missing on a worker, an unreachable or busy worker
+# all end with an error naming the node and stage, in seconds, with no
+# process left behind.
+set -u
+SLUICE=${SLUICE:?set SLUICE to the sluice binary}
+T=$(mktemp -d /tmp/slp.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    # a mount namespace's tmpfs goes with its last process; nothing else to undo
+    rm -rf "$T"
+}
+trap cleanup EXIT
+fails=0
+checks=0
+ok() { checks=$((checks + 1)); }
+bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
+has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; sed 's/^/  | /' "$1" | tail -5 >&2; fi; }
+workers() { pgrep -f "worker --listen [a-z]+://$1" || true; }
+no_orphans() { local left; left=$(workers "$T"); if [ -z "$left" ]; then ok; else bad "$1: worker processes left: $(echo $left)"; fi; }
+has_workers() { [ -n "$(workers "$1")" ]; }
+no_workers() { [ -z "$(workers "$1")" ]; }
+n_workers_is() { [ "$(workers "$1" | wc -l)" -eq "$2" ]; }
+# wait_for CMD...: up to 10 s for CMD to succeed
+wait_for() { for _ in $(seq 200); do "$@" && return 0; sleep 0.05; done; return 1; }
+
+cd "$T" || exit 1
+"$SLUICE" synth --arch gemma3 --size test --type q8_0 -o m.gguf >/dev/null 2>&1 || { echo "FAIL: synth"; exit 1; }
+
+# config NAME LOCAL_ADDR [NODE ADDR SPAWN]... -- STAGE_LINES: writes NAME
+config() {
+    local name=$1 local_addr=$2
+    shift 2
+    {
+        echo "model: $T/m.gguf"
+        echo "nodes:"
+        echo "  - name: local"
+        echo "    address: $local_addr"
+        while [ "$1" != "--" ]; do
+            echo "  - name: $1"
+            echo "    address: $2"
+            echo "    spawn: $3"
+            shift 3
+        done
+        shift
+        echo "stages:"
+        printf '%s\n' "$@"
+        echo "limits: {max_sequences: 16, context: 2048, max_batch_tokens: 256}"
+    } >"$name"
+}
+S=("  - kind: embed")
+lay() { printf '  - kind: layers\n    layers: [%d, %d]\n    node: %s' "$1" "$2" "$3"; }
+tail_on() { printf '  - kind: head\n    node: %s\n  - kind: sample\n    node: %s' "$1" "$1"; }
+
+config two.yaml "ipc://$T/c" p1 "ipc://$T/p1" true -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
+# four layer stages over three processes, the activations coming back to
+# this process in the middle
+config three.yaml "ipc://$T/c" p1 "ipc://$T/p1" true p2 "ipc://$T/p2" true -- \
+    "${S[@]}" "$(lay 0 2 p1)" "$(lay 2 3 local)" "$(lay 3 4 p2)" "$(lay 4 6 p2)" "$(tail_on p2)"
+
+# ids FILE: the generated ids a run printed (one line a prompt)
+ids() { grep -a '^ids' "$1" | sed 's/^ids[^:]*://'; }
+
+# ---- split runs give the one-process tokens ----
+prompts=("the quick brown fox" "hello world" "one two three four five six")
+printf '%s\n' "${prompts[@]}" >prompts.txt
+for mode in greedy sampled; do
+    opt=(-n 24 --print-ids)
+    [ $mode = sampled ] && opt+=(--temp 0.8 --seed 11)
+    for i in 0 1 2; do
+        "$SLUICE" run -m m.gguf -p "${prompts[$i]}" "${opt[@]}" >/dev/null 2>"ref$i.err" || bad "reference run $i"
+        ids "ref$i.err" >"ref$i.ids"
+        [ "$(wc -w <"ref$i.ids")" -eq 24 ] && ok || bad "reference run $i made $(wc -w <"ref$i.ids") tokens, want 24"
+    done
+    for cfg in two.yaml three.yaml; do
+        for i in 0 1 2; do
+            "$SLUICE" run -c $cfg -p "${prompts[$i]}" "${opt[@]}" >/dev/null 2>run.err || bad "$cfg $mode run $i failed: $(tail -1 run.err)"
+            if ids run.err | cmp -s - "ref$i.ids"; then ok; else bad "$cfg $mode prompt $i: $(ids run.err) != $(cat "ref$i.ids")"; fi
+        done
+        # all prompts in flight together, each as it was alone
+        "$SLUICE" run -c $cfg --prompts prompts.txt "${opt[@]}" >/dev/null 2>many.err || bad "$cfg $mode --prompts failed: $(tail -1 many.err)"
+        if ids many.err | cmp -s - <(cat ref0.ids ref1.ids ref2.ids); then ok; else bad "$cfg $mode --prompts: ids differ from the solo runs"; fi
+        no_orphans "$cfg $mode"
+    done
+done
+
+# ---- a worker killed mid-generation ----
+for i in $(seq 16); do echo "prompt $i of a long run"; done >long.txt
+# long_run CONFIG: a generation of several seconds in the background, its pid in $coord
+long_run() {
+    "$SLUICE" run -c "$1" --prompts long.txt -n 100000 >/dev/null 2>long.err &
+    coord=$!
+    pids+=("$coord")
+}
+long_run two.yaml
+if wait_for has_workers "$T/p1"; then ok; else bad "no spawned worker appeared"; fi
+sleep 1
+victim=$(workers "$T/p1")
+t0=$(date +%s%N)
+kill -9 $victim
+wait "$coord"
+status=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $status -ne 0 ] && ok || bad "coordinator exited 0 after its worker was killed"
+[ $ms -lt 5000 ] && ok || bad "coordinator took $ms ms to notice a killed worker"
+has long.err "stage(s)? layers\[3,6\), head, sample on node 'p1' \(ipc://$T/p1\) was killed by signal 9" "killed worker"
+no_orphans "killed worker"
+echo "killed worker noticed and reported in $ms ms"
+
+# ---- a worker that hangs (stopped): the heartbeats notice ----
+long_run two.yaml
+wait_for has_workers "$T/p1" && ok || bad "no spawned worker appeared"
+sleep 0.5
+t0=$(date +%s%N)
+kill -STOP $(workers "$T/p1")
+wait "$coord"
+status=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $status -ne 0 ] && ok || bad "coordinator exited 0 with a hung worker"
+[ $ms -lt 6000 ] && ok || bad "coordinator took $ms ms to give up on a hung worker"
+has long.err "stage(s)? layers\[3,6\), head, sample on node 'p1' \(ipc://$T/p1\) stopped answering" "hung worker"
+no_orphans "hung worker"
+echo "hung worker noticed and reported in $ms ms"
+
+# ---- Ctrl-C on the coordinator ----
+long_run three.yaml
+wait_for n_workers_is "$T" 2 && ok || bad "three.yaml: two spawned workers expected"
+sleep 1
+t0=$(date +%s%N)
+kill -INT "$coord"
+wait "$coord"
+status=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $status -ne 0 ] && ok || bad "interrupted run exited 0"
+[ $ms -lt 4000 ] && ok || bad "interrupted run took $ms ms to end"
+has long.err "cancelled" "interrupted run"
+no_orphans "Ctrl-C"
+
+# ---- the coordinator killed: its spawned workers die with it ----
+long_run two.yaml
+wait_for has_workers "$T/p1" && ok || bad "no spawned worker appeared"
+kill -9 "$coord"
+wait "$coord" 2>/dev/null
+if wait_for no_workers "$T"; then ok; else bad "spawned worker outlived its killed coordinator"; fi
+
+# ---- addresses already in use ----
+base=$((20000 + RANDOM % 30000))
+"$SLUICE" worker --listen "tcp://127.0.0.1:$((base + 3))" 2>squat.err &
+pids+=($!)
+wait_for grep -qs listening squat.err && ok || bad "squatter did not start"
+config tcp.yaml "tcp://127.0.0.1:$((base + 50))" p1 "tcp://127.0.0.1:$base" true -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
+"$SLUICE" run -c tcp.yaml -p hi -n 2 >/dev/null 2>run.err && bad "data address in use: run succeeded"
+has run.err "node 'p1' \(tcp://127.0.0.1:$base\): .*cannot listen on tcp://127.0.0.1:$((base + 3)): Address already in use" "data address in use"
+config tcp2.yaml "tcp://127.0.0.1:$((base + 50))" p1 "tcp://127.0.0.1:$((base + 3))" true -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
+"$SLUICE" run -c tcp2.yaml -p hi -n 2 >/dev/null 2>run.err && bad "control address in use: run succeeded"
+has run.err "node 'p1': .*cannot listen on tcp://127.0.0.1:$((base + 3)): Address already in use" "control address in use"
+no_orphans "address in use"
+
+# ---- unreachable node ----
+config ghost.yaml "ipc://$T/c" ghost "ipc://$T/nobody" false -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 ghost)" "$(tail_on ghost)"
+t0=$(date +%s%N)
+"$SLUICE" run -c ghost.yaml -p hi -n 2 >/dev/null 2>run.err && bad "unreachable node: run succeeded"
+ms=$((($(date +%s%N) - t0) / 1000000))
+has run.err "node 'ghost' \(ipc://$T/nobody\) is unreachable" "unreachable node"
+[ $ms -lt 8000 ] && ok || bad "unreachable node took $ms ms to report"
+
+# ---- a standing worker: busy while it serves, free again after its coordinator vanished ----
+"$SLUICE" worker --listen "ipc://$T/w2" --silence 1 2>w2.err &
+pids+=($!)
+wait_for grep -qs listening w2.err && ok || bad "standing worker did not start"
+config standing.yaml "ipc://$T/c" w2 "ipc://$T/w2" false -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 w2)" "$(tail_on w2)"
+long_run standing.yaml
+wait_for grep -qs "stage(s) ready" w2.err && ok || bad "standing worker got no stages"
+config standing2.yaml "ipc://$T/c2" w2 "ipc://$T/w2" false -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 w2)" "$(tail_on w2)"
+"$SLUICE" run -c standing2.yaml -p hi -n 2 >/dev/null 2>run.err && bad "second coordinator: run succeeded"
+has run.err "node 'w2' \(ipc://$T/w2\): busy" "busy worker"
+kill -9 "$coord"
+wait "$coord" 2>/dev/null
+wait_for grep -qs "fell silent" w2.err && ok || bad "standing worker kept the stages of a dead coordinator"
+"$SLUICE" run -c standing2.yaml -p "${prompts[0]}" -n 24 --print-ids >/dev/null 2>run.err || bad "run on a freed worker failed: $(tail -1 run.err)"
+if ids run.err | cmp -s - <("$SLUICE" run -m m.gguf -p "${prompts[0]}" -n 24 --print-ids 2>&1 >/dev/null | grep -a '^ids' | sed 's/^ids[^:]*://'); then ok; else bad "freed worker: ids differ"; fi
+has w2.err "the coordinator shut the pipeline down" "standing worker after a clean end"
+
+# ---- a model file missing on a worker (its own mount namespace hides it) ----
+if [ "$(id -u)" -eq 0 ] && unshare --mount true 2>/dev/null; then
+    mkdir hide
+    cp m.gguf hide/m.gguf
+    unshare --mount --propagation private sh -c \
+        "mount -t tmpfs none '$T/hide' && exec '$SLUICE' worker --listen 'ipc://$T/w3'" 2>w3.err &
+    pids+=($!)
+    wait_for grep -qs listening w3.err && ok || bad "worker in its own mount namespace did not start"
+    config hidden.yaml "ipc://$T/c" w3 "ipc://$T/w3" false -- \
+        "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 w3)" "$(tail_on w3)"
+    sed -i "s|^model: .*|model: $T/hide/m.gguf|" hidden.yaml
+    "$SLUICE" run -c hidden.yaml -p hi -n 2 >/dev/null 2>run.err && bad "model missing on worker: run succeeded"
+    has run.err "node 'w3' \(ipc://$T/w3\): model file $T/hide/m.gguf is missing on this worker \(host [^)]*\): No such file or directory" "model missing on worker"
+else
+    echo "SKIP: model missing on a worker (needs root and unshare --mount)"
+fi
+
+echo "test_pipeline_procs: $checks checks, $fails failed"
+[ $fails -eq 0 ]
