@@ -117,6 +117,10 @@ int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_add
         goto zfail;
     zmq_setsockopt(h->out, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(h->in, ZMQ_LINGER, &linger, sizeof linger);
+    /* the next stage may be a worker process still starting: retry its
+     * address soon rather than after ZeroMQ's default 100 ms */
+    int reconnect_ms = 10;
+    zmq_setsockopt(h->out, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms);
     if (zmq_bind(h->ctl_recv, h->ctl_addr) || zmq_connect(h->ctl_send, h->ctl_addr))
         goto zfail;
     if (zmq_bind(h->in, in_addr)) {
