@@ -77,6 +77,25 @@ static int forward_control(pl_msg *in, const sl_emit *out, sl_err *err)
     return out->send(out->ctx, &m, err);
 }
 
+/* Messages a stage does not transform: the in-band control and error
+ * messages travel on; anything else (a kind this stage never receives from
+ * its upstream) is dropped with a logged error. */
+static int route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    switch (in->hdr->kind) {
+    case SLUICE__MSG_KIND__MSG_RELEASE:
+    case SLUICE__MSG_KIND__MSG_TRUNCATE:
+    case SLUICE__MSG_KIND__MSG_CANCEL:
+    case SLUICE__MSG_KIND__MSG_ERROR:
+        return forward_control(in, out, err);
+    default:
+        s->n_errors++;
+        fprintf(stderr, "sluice: %s: dropped an unexpected %s message (batch %llu)\n", s->name,
+                pl_msg_kind_name(in->hdr->kind), (unsigned long long)in->hdr->batch_id);
+        return 0;
+    }
+}
+
 static void free_buffer(void *data, void *hint)
 {
     (void)hint;
@@ -177,7 +196,7 @@ static int embed_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
 {
     model_stage *ms = s->impl;
     if (in->hdr->kind != SLUICE__MSG_KIND__MSG_BATCH)
-        return forward_control(in, out, err);
+        return route_other(s, in, out, err);
     batch_rows r;
     sl_err why;
     if (read_rows(in, &r, &why))
@@ -225,7 +244,7 @@ static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
     if (kind == SLUICE__MSG_KIND__MSG_RELEASE || kind == SLUICE__MSG_KIND__MSG_TRUNCATE)
         return kv_control(s, ms, in, out, err);
     if (kind != SLUICE__MSG_KIND__MSG_BATCH)
-        return forward_control(in, out, err);
+        return route_other(s, in, out, err);
     batch_rows r;
     sl_err why;
     if (read_rows(in, &r, &why))
@@ -260,7 +279,7 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
 {
     model_stage *ms = s->impl;
     if (in->hdr->kind != SLUICE__MSG_KIND__MSG_BATCH)
-        return forward_control(in, out, err);
+        return route_other(s, in, out, err);
     batch_rows r;
     sl_err why;
     if (read_rows(in, &r, &why))
@@ -448,7 +467,7 @@ static int sample_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
     if (kind == SLUICE__MSG_KIND__MSG_TRUNCATE)
         return 0;
     if (kind != SLUICE__MSG_KIND__MSG_LOGITS)
-        return forward_control(in, out, err); /* errors travel on to the driver */
+        return route_other(s, in, out, err); /* errors travel on to the driver */
     for (size_t i = 0; i < in->hdr->n_params; i++)
         if (add_params(ss, in->hdr->params[i], &why))
             return fail_batch(s, in, out, why.msg, err);
@@ -546,7 +565,7 @@ static int pass_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
 {
     (void)s;
     if (in->hdr->kind != SLUICE__MSG_KIND__MSG_BATCH)
-        return forward_control(in, out, err);
+        return route_other(s, in, out, err);
     batch_rows r;
     sl_err why;
     if (read_rows(in, &r, &why))

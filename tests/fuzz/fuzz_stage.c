@@ -1,0 +1,176 @@
+/* libFuzzer target: arbitrary frames handed to the stages of a pipeline.
+ * The input uses fuzz_wire's framing (byte 0: frame count mod 20, byte 1:
+ * a mask of frames placed one byte off alignment, then u16 lengths, then the
+ * bytes), so corpus-wire seeds work here too. Every message the wire layer
+ * accepts goes to an embed, a layers, a head and a sample stage of a tiny
+ * gemma3 model built at start-up: each must answer (or refuse) it without
+ * crashing, and whatever a stage emits must itself be a message the wire
+ * layer accepts. The stages keep their state (KV caches, sampler states)
+ * across inputs, as a long-running host would. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "kernels/quant.h"
+#include "model/gguf.h"
+#include "stages/stage.h"
+
+#define MAX_IN_FRAMES 20
+
+static sl_stage *stages[4];
+static void *zctx, *tx, *rx;
+
+static void require(int ok)
+{
+    if (!ok)
+        __builtin_trap();
+}
+
+/* A tiny gemma3: d_model 32, 2 layers, vocab 64; random small weights. */
+static void write_model(const char *path)
+{
+    enum { D = 32, L = 2, H = 2, KV = 1, HD = 16, FF = 64, V = 64 };
+    gguf_writer *w = gguf_writer_new();
+    gguf_set_str(w, "general.architecture", "gemma3");
+    gguf_set_u32(w, "gemma3.block_count", L);
+    gguf_set_u32(w, "gemma3.embedding_length", D);
+    gguf_set_u32(w, "gemma3.feed_forward_length", FF);
+    gguf_set_u32(w, "gemma3.attention.head_count", H);
+    gguf_set_u32(w, "gemma3.attention.head_count_kv", KV);
+    gguf_set_u32(w, "gemma3.attention.key_length", HD);
+    gguf_set_u32(w, "gemma3.attention.value_length", HD);
+    gguf_set_u32(w, "gemma3.attention.sliding_window", 4);
+    gguf_set_u32(w, "gemma3.context_length", 64);
+    static float store[1 << 16];
+    size_t used = 0;
+    uint32_t seed = 12345;
+    struct { const char *name; int n_in, n_out; } mats[] = {
+        {"token_embd.weight", D, V}, {"attn_q", D, H * HD}, {"attn_k", D, KV * HD},
+        {"attn_v", D, KV * HD}, {"attn_output", H * HD, D}, {"ffn_gate", D, FF},
+        {"ffn_up", D, FF}, {"ffn_down", FF, D},
+    };
+    const char *norms[] = {"attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"};
+    char name[64];
+    sl_err err;
+    for (int il = -1; il < L; il++) {
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            if ((il < 0) != (i == 0))
+                continue;
+            int n = mats[i].n_in * mats[i].n_out;
+            for (int k = 0; k < n; k++) {
+                seed = seed * 1664525u + 1013904223u;
+                store[used + k] = ((float)(seed >> 8) / (float)(1 << 24) - 0.5f) * 0.3f;
+            }
+            if (il >= 0)
+                snprintf(name, sizeof name, "blk.%d.%s.weight", il, mats[i].name);
+            else
+                snprintf(name, sizeof name, "%s", mats[i].name);
+            int64_t ne[2] = {mats[i].n_in, mats[i].n_out};
+            require(gguf_add_tensor(w, name, SL_TYPE_F32, 2, ne, store + used, (size_t)n * 4, &err) == 0);
+            used += (size_t)n;
+        }
+        int n_norms = il < 0 ? 1 : 6;
+        for (int k = 0; k < n_norms; k++) {
+            int n = il >= 0 && k >= 4 ? HD : D;
+            for (int j = 0; j < n; j++)
+                store[used + j] = 1.0f;
+            if (il < 0)
+                snprintf(name, sizeof name, "output_norm.weight");
+            else if (k < 4)
+                snprintf(name, sizeof name, "blk.%d.%s.weight", il, norms[k]);
+            else
+                snprintf(name, sizeof name, "blk.%d.attn_%c_norm.weight", il, k == 4 ? 'q' : 'k');
+            int64_t ne[1] = {n};
+            require(gguf_add_tensor(w, name, SL_TYPE_F32, 1, ne, store + used, (size_t)n * 4, &err) == 0);
+            used += (size_t)n;
+        }
+    }
+    require(gguf_write(w, path, &err) == 0);
+    gguf_writer_free(w);
+}
+
+/* What a stage emits is sent over a real socket and must decode again. */
+static int check_emit(void *ctx, pl_msg *m, sl_err *err)
+{
+    (void)ctx;
+    int rc = pl_msg_send(m, tx, 0, err);
+    pl_msg_close(m);
+    require(rc == 0);
+    pl_msg back;
+    pl_wire_limits lim;
+    pl_wire_limits_default(&lim);
+    sl_err why;
+    require(pl_msg_recv(&back, rx, &lim, &why) == 0);
+    pl_msg_close(&back);
+    return 0;
+}
+
+static void init(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/sluice-fuzz-stage-%d.gguf", (int)getpid());
+    write_model(path);
+    pl_stage_kind kinds[4] = {PL_STAGE_EMBED, PL_STAGE_LAYERS, PL_STAGE_HEAD, PL_STAGE_SAMPLE};
+    for (int i = 0; i < 4; i++) {
+        sl_stage_spec spec = {.kind = kinds[i], .model = path, .l0 = 0, .l1 = 2, .max_sequences = 4,
+                              .context = 64, .max_batch_tokens = 64, .index = i};
+        sl_err err;
+        if (sl_stage_create(&stages[i], &spec, &err)) {
+            fprintf(stderr, "fuzz_stage: %s\n", err.msg);
+            abort();
+        }
+    }
+    unlink(path); /* the stages keep their maps */
+    zctx = zmq_ctx_new();
+    rx = zmq_socket(zctx, ZMQ_PULL);
+    tx = zmq_socket(zctx, ZMQ_PUSH);
+    require(zmq_bind(rx, "inproc://fuzz-stage") == 0 && zmq_connect(tx, "inproc://fuzz-stage") == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!zctx)
+        init();
+    if (size < 2)
+        return 0;
+    int n = data[0] % MAX_IN_FRAMES;
+    unsigned shift_mask = data[1];
+    size_t at = 2, sizes[MAX_IN_FRAMES];
+    for (int i = 0; i < n; i++) {
+        sizes[i] = at + 2 <= size ? (size_t)data[at] | (size_t)data[at + 1] << 8 : 0;
+        at += 2;
+    }
+    uint8_t *blocks[MAX_IN_FRAMES];
+    const void *frames[MAX_IN_FRAMES];
+    for (int i = 0; i < n; i++) {
+        size_t left = at < size ? size - at : 0;
+        if (sizes[i] > left)
+            sizes[i] = left;
+        size_t off = (shift_mask >> (i & 7)) & 1;
+        blocks[i] = malloc(off + sizes[i] + 1);
+        require(blocks[i] != NULL);
+        if (sizes[i])
+            memcpy(blocks[i] + off, data + at, sizes[i]);
+        frames[i] = blocks[i] + off;
+        at += sizes[i];
+    }
+    pl_wire_limits lim;
+    pl_wire_limits_default(&lim);
+    sl_emit emit = {check_emit, NULL};
+    for (int s = 0; s < 4; s++) {
+        pl_msg m;
+        sl_err err;
+        if (pl_msg_decode(&m, frames, sizes, n, &lim, &err))
+            break;
+        /* A refusal is fine; only a crash or a bad emitted message is not. */
+        (void)stages[s]->process(stages[s], &m, &emit, &err);
+        pl_msg_close(&m);
+    }
+    for (int i = 0; i < n; i++)
+        free(blocks[i]);
+    return 0;
+}
