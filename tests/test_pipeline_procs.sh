@@ -162,6 +162,13 @@ config tcp2.yaml "tcp://127.0.0.1:$((base + 50))" p1 "tcp://127.0.0.1:$((base + 
 "$SLUICE" run -c tcp2.yaml -p hi -n 2 >/dev/null 2>run.err && bad "control address in use: run succeeded"
 has run.err "node 'p1': .*cannot listen on tcp://127.0.0.1:$((base + 3)): Address already in use" "control address in use"
 no_orphans "address in use"
+# a worker named by host name over tcp (ZeroMQ binds only IPs: the worker resolves it)
+config tcpname.yaml "tcp://127.0.0.1:$((base + 50))" p1 "tcp://localhost:$((base + 20))" true -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
+"$SLUICE" run -m m.gguf -p "${prompts[1]}" -n 24 --print-ids >/dev/null 2>ref.err
+"$SLUICE" run -c tcpname.yaml -p "${prompts[1]}" -n 24 --print-ids >/dev/null 2>run.err || bad "tcp by host name failed: $(tail -1 run.err)"
+if ids run.err | cmp -s - <(ids ref.err); then ok; else bad "tcp by host name: ids differ"; fi
+no_orphans "tcp by host name"
 
 # ---- unreachable node ----
 config ghost.yaml "ipc://$T/c" ghost "ipc://$T/nobody" false -- \
