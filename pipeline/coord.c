@@ -421,7 +421,7 @@ static void mark_dead(pl_coord *c, peer *p, const char *what)
     pthread_mutex_lock(&c->lock);
     if (!c->failed) {
         c->failed = true;
-        snprintf(c->failure, sizeof c->failure, "%.440s %.64s", label, what);
+        snprintf(c->failure, sizeof c->failure, "%.380s %.120s", label, what);
     }
     pthread_mutex_unlock(&c->lock);
 }
@@ -436,7 +436,11 @@ static void watch_peer(pl_coord *c, peer *p, double t)
         if (m.hdr->kind == SLUICE__MSG_KIND__MSG_HEARTBEAT) {
             if (m.hdr->error && *m.hdr->error) {
                 char what[160];
-                snprintf(what, sizeof what, "lost its stages (its worker is %s: was it restarted?)", m.hdr->error);
+                if (strcmp(m.hdr->error, "busy") == 0 || strcmp(m.hdr->error, "idle") == 0)
+                    snprintf(what, sizeof what, "lost its stages (the worker there is %s: was it restarted?)",
+                             m.hdr->error);
+                else
+                    snprintf(what, sizeof what, "stopped: %.120s", m.hdr->error);
                 mark_dead(c, p, what);
             } else {
                 p->last_heard = t;

@@ -311,6 +311,20 @@ static void notify(worker *w, const char *text)
     close(w->o->notify_fd);
 }
 
+/* A worker stopped by a signal says so, rather than leave its coordinator
+ * to find out from the silence. */
+static void tell_owner_stopping(worker *w)
+{
+    zmq_msg_t id;
+    if (zmq_msg_init_size(&id, w->owner_len))
+        return;
+    memcpy(zmq_msg_data(&id), w->owner, w->owner_len);
+    reply(w, &id, SLUICE__MSG_KIND__MSG_HEARTBEAT, "the worker was stopped by a signal on its host");
+    zmq_msg_close(&id);
+    int linger = 500; /* let it leave before the socket closes */
+    zmq_setsockopt(w->ctl, ZMQ_LINGER, &linger, sizeof linger);
+}
+
 static int open_control(worker *w, sl_err *err)
 {
     if (!(w->zctx = zmq_ctx_new()))
@@ -359,6 +373,8 @@ int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *
         say(&w, "listening%s%s", o->once ? " (one assignment)" : "", "");
         rc = serve(&w, stop, err);
     }
+    if (w.n_hosts && *stop)
+        tell_owner_stopping(&w);
     if (w.n_hosts)
         end_assignment(&w, *stop ? "interrupted" : "exiting");
     if (w.ctl)

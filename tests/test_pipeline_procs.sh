@@ -25,6 +25,7 @@ no_orphans() { local left; left=$(workers "$T"); if [ -z "$left" ]; then ok; els
 has_workers() { [ -n "$(workers "$1")" ]; }
 no_workers() { [ -z "$(workers "$1")" ]; }
 n_workers_is() { [ "$(workers "$1" | wc -l)" -eq "$2" ]; }
+n_ready_at_least() { [ "$(grep -c 'stage(s) ready' "$1")" -ge "$2" ]; }
 # wait_for CMD...: up to 10 s for CMD to succeed
 wait_for() { for _ in $(seq 200); do "$@" && return 0; sleep 0.05; done; return 1; }
 
@@ -181,7 +182,8 @@ has run.err "node 'ghost' \(ipc://$T/nobody\) is unreachable" "unreachable node"
 
 # ---- a standing worker: busy while it serves, free again after its coordinator vanished ----
 "$SLUICE" worker --listen "ipc://$T/w2" --silence 1 2>w2.err &
-pids+=($!)
+w2=$!
+pids+=($w2)
 wait_for grep -qs listening w2.err && ok || bad "standing worker did not start"
 config standing.yaml "ipc://$T/c" w2 "ipc://$T/w2" false -- \
     "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 w2)" "$(tail_on w2)"
@@ -197,6 +199,19 @@ wait_for grep -qs "fell silent" w2.err && ok || bad "standing worker kept the st
 "$SLUICE" run -c standing2.yaml -p "${prompts[0]}" -n 24 --print-ids >/dev/null 2>run.err || bad "run on a freed worker failed: $(tail -1 run.err)"
 if ids run.err | cmp -s - <("$SLUICE" run -m m.gguf -p "${prompts[0]}" -n 24 --print-ids 2>&1 >/dev/null | grep -a '^ids' | sed 's/^ids[^:]*://'); then ok; else bad "freed worker: ids differ"; fi
 has w2.err "the coordinator shut the pipeline down" "standing worker after a clean end"
+# stopped on its host mid-generation, it tells its coordinator at once
+long_run standing2.yaml
+wait_for n_ready_at_least w2.err 3 && ok || bad "standing worker got no third assignment"
+sleep 0.5
+t0=$(date +%s%N)
+kill -TERM $w2
+wait "$coord"
+status=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $status -ne 0 ] && ok || bad "coordinator exited 0 after its worker was stopped"
+[ $ms -lt 1500 ] && ok || bad "a stopped worker took $ms ms to be reported"
+has long.err "node 'w2' \(ipc://$T/w2\) stopped: the worker was stopped by a signal on its host" "worker stopped by SIGTERM"
+wait $w2 && ok || bad "worker stopped by SIGTERM exited non-zero"
 
 # ---- a model file missing on a worker (its own mount namespace hides it) ----
 if [ "$(id -u)" -eq 0 ] && unshare --mount true 2>/dev/null; then
