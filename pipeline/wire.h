@@ -32,7 +32,7 @@ typedef struct pl_msg {
     Sluice__DType dtype[16];
     uint64_t shape[16][2];
     /* storage */
-    void *zframes;             /* received zmq_msg_t array (owned) */
+    void *zframes;             /* received: its zmq frames and aligned copies (owned, opaque) */
     Sluice__Header hdr_store;  /* building */
     Sluice__Payload pay_store[PL_MAX_FRAMES];
     Sluice__Payload *pay_ptrs[PL_MAX_FRAMES];
@@ -56,23 +56,37 @@ void pl_wire_limits_default(pl_wire_limits *l);
 void pl_msg_init(pl_msg *m, Sluice__MsgKind kind, uint64_t batch_id, uint32_t n_rows);
 /* Adds a payload frame: data of dtype with shape [dim0] or [dim0, dim1]
  * (dim1 = 0 for 1-D). free_fn(data, hint) is called once ZeroMQ is done
- * with it (NULL: the data must outlive the send; it is copied if so). */
+ * with it (NULL: the data must outlive the send; it is copied if so).
+ * On success the message owns data with a free_fn: it is freed exactly once,
+ * by ZeroMQ after sending (possibly on ZeroMQ's I/O thread, or the receiving
+ * thread for inproc) or by pl_msg_close when never sent. On failure the
+ * caller keeps it. Each payload kind's dtype and rank are checked here. */
 int pl_msg_add(pl_msg *m, Sluice__PayloadKind kind, Sluice__DType dtype, uint64_t dim0,
                uint64_t dim1, const void *data, void (*free_fn)(void *, void *), void *hint,
                sl_err *err);
-/* Sends as one multipart message on a ZeroMQ socket (flags: 0 or ZMQ_DONTWAIT). */
+/* Sends as one multipart message on a ZeroMQ socket (flags: 0 or ZMQ_DONTWAIT).
+ * The message is first checked by the receiver's rules (a message a peer
+ * would drop is refused here). With ZMQ_DONTWAIT, "would block" fails before
+ * anything is sent and m is unchanged (send again or close it). Otherwise
+ * the message is spent (m->hdr = NULL): send it once, then pl_msg_close. */
 int pl_msg_send(pl_msg *m, void *socket, int flags, sl_err *err);
 /* Receives one multipart message and validates it; on failure every frame
  * of the message has been consumed, the error names the problem, and m is
  * left empty. On ROUTER sockets the caller reads the identity frame first. */
 int pl_msg_recv(pl_msg *m, void *socket, const pl_wire_limits *lim, sl_err *err);
-/* Validates frames already read (fuzzing, tests): frames[0] is the header. */
+/* Validates frames already read (fuzzing, tests): frames[0] is the header.
+ * The views point into the frames (which must outlive m) except for
+ * payloads not aligned for their dtype, which are copied. lim NULL: the
+ * defaults (also for pl_msg_recv). */
 int pl_msg_decode(pl_msg *m, const void *const *frames, const size_t *sizes, int n,
                   const pl_wire_limits *lim, sl_err *err);
 void pl_msg_close(pl_msg *m);
 
 /* Typed views with shape checks: return the array, or NULL with err when the
- * payload is missing or its dtype/shape disagree (expected dim1 = 0 for 1-D). */
+ * payload is missing or its dtype/shape disagree (expected dim1 = 0 for 1-D).
+ * The integer views check the rows only; a 2-D payload's width is
+ * m->shape[kind][1]. Views are aligned for their type (misaligned frames
+ * were copied on receipt) and non-NULL for present empty payloads. */
 const int32_t *pl_msg_i32(const pl_msg *m, Sluice__PayloadKind kind, uint64_t rows, sl_err *err);
 const uint64_t *pl_msg_u64(const pl_msg *m, Sluice__PayloadKind kind, uint64_t rows, sl_err *err);
 const uint8_t *pl_msg_u8(const pl_msg *m, Sluice__PayloadKind kind, uint64_t rows, sl_err *err);
@@ -82,6 +96,7 @@ const uint8_t *pl_msg_u8(const pl_msg *m, Sluice__PayloadKind kind, uint64_t row
 int pl_msg_f32(const pl_msg *m, Sluice__PayloadKind kind, uint64_t rows, uint64_t cols,
                float *out, sl_err *err);
 
+/* "BATCH", "LOGITS", ...; "NONE" for 0 and "unknown" for other values. */
 const char *pl_msg_kind_name(int kind);
 
 #endif
