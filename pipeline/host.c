@@ -117,6 +117,9 @@ int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_add
         goto zfail;
     zmq_setsockopt(h->out, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(h->in, ZMQ_LINGER, &linger, sizeof linger);
+    /* ZeroMQ drops an oversized message before buffering all of it. */
+    int64_t max_msg = (int64_t)h->limits.max_message_bytes;
+    zmq_setsockopt(h->in, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
     /* the next stage may be a worker process still starting: retry its
      * address soon rather than after ZeroMQ's default 100 ms */
     int reconnect_ms = 10;
