@@ -150,10 +150,17 @@ wait "$coord" 2>/dev/null
 if wait_for no_workers "$T"; then ok; else bad "spawned worker outlived its killed coordinator"; fi
 
 # ---- addresses already in use ----
-base=$((20000 + RANDOM % 30000))
-"$SLUICE" worker --listen "tcp://127.0.0.1:$((base + 3))" 2>squat.err &
-pids+=($!)
-wait_for grep -qs listening squat.err && ok || bad "squatter did not start"
+# a squatter on port base+3 (another base when that port is taken already)
+for _ in 1 2 3 4 5; do
+    base=$((20000 + RANDOM % 30000))
+    : >squat.err
+    "$SLUICE" worker --listen "tcp://127.0.0.1:$((base + 3))" 2>squat.err &
+    squatter=$!
+    pids+=($squatter)
+    wait_for grep -qsE "listening|cannot listen" squat.err
+    grep -qs listening squat.err && break
+done
+grep -qs listening squat.err && ok || bad "squatter did not start"
 config tcp.yaml "tcp://127.0.0.1:$((base + 50))" p1 "tcp://127.0.0.1:$base" true -- \
     "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
 "$SLUICE" run -c tcp.yaml -p hi -n 2 >/dev/null 2>run.err && bad "data address in use: run succeeded"
