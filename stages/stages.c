@@ -326,12 +326,16 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
         pl_msg_close(&m);
         rc = -1;
     }
-    free(req);
-    if (rc)
+    if (rc) {
+        free(req);
         return -1;
+    }
     s->n_batches++;
     s->n_rows += r.n;
-    return out->send(out->ctx, &m, err);
+    /* req is copied when the message is sent, so it lives until then. */
+    rc = out->send(out->ctx, &m, err);
+    free(req);
+    return rc;
 }
 
 static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
