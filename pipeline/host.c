@@ -1,5 +1,7 @@
 #include "pipeline/host.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -35,6 +37,37 @@ static int emit_send(void *ctx, pl_msg *m, sl_err *err)
     int rc = pl_msg_send(m, h->out, 0, err);
     pl_msg_close(m);
     return rc;
+}
+
+/* ZeroMQ binds tcp:// only to an IP address or an interface name, while a
+ * config naturally names hosts: a name is resolved here (connecting peers
+ * resolve it themselves). Other addresses are copied unchanged. */
+int pl_bind_address(const char *addr, char *out, size_t size, sl_err *err)
+{
+    snprintf(out, size, "%s", addr);
+    if (strncmp(addr, "tcp://", 6) != 0)
+        return 0;
+    const char *host = addr + 6, *colon = strrchr(host, ':');
+    if (!colon || colon == host || *host == '[' || *host == '*')
+        return 0;
+    char name[256];
+    size_t len = (size_t)(colon - host);
+    if (len >= sizeof name)
+        return sl_fail(err, "address %s: host name too long", addr);
+    memcpy(name, host, len);
+    name[len] = '\0';
+    struct in_addr v4;
+    if (inet_pton(AF_INET, name, &v4) == 1)
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+    int rc = getaddrinfo(name, NULL, &hints, &res);
+    if (rc)
+        return 0; /* maybe an interface name: let ZeroMQ say */
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, sizeof ip);
+    freeaddrinfo(res);
+    snprintf(out, size, "tcp://%s%s", ip, colon);
+    return 0;
 }
 
 static void *host_main(void *arg)
@@ -126,7 +159,10 @@ int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_add
     zmq_setsockopt(h->out, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms);
     if (zmq_bind(h->ctl_recv, h->ctl_addr) || zmq_connect(h->ctl_send, h->ctl_addr))
         goto zfail;
-    if (zmq_bind(h->in, in_addr)) {
+    char bind_addr[512];
+    if (pl_bind_address(in_addr, bind_addr, sizeof bind_addr, err))
+        goto fail;
+    if (zmq_bind(h->in, bind_addr)) {
         sl_fail(err, "%s: cannot listen on %s: %s", stage->name, in_addr, zmq_strerror(zmq_errno()));
         goto fail;
     }

@@ -28,4 +28,9 @@ void pl_host_stop(pl_host *h);
 void pl_host_stats_get(pl_host *h, pl_host_stats *st);
 const char *pl_host_name(const pl_host *h);
 
+/* The address to bind for addr: ZeroMQ binds tcp:// only to an IP address or
+ * an interface name, while configs name hosts, so a host name is resolved
+ * (connecting peers resolve names themselves). Others are copied as is. */
+int pl_bind_address(const char *addr, char *out, size_t size, sl_err *err);
+
 #endif

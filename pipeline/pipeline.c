@@ -738,7 +738,10 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
     zmq_setsockopt(p->to_first, ZMQ_LINGER, &linger, sizeof linger);
     int64_t max_msg = (int64_t)p->limits.max_message_bytes;
     zmq_setsockopt(p->from_last, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
-    if (zmq_bind(p->from_last, addr[cfg->n_stages])) {
+    char ret_addr[512];
+    if (pl_bind_address(addr[cfg->n_stages], ret_addr, sizeof ret_addr, err))
+        goto fail;
+    if (zmq_bind(p->from_last, ret_addr)) {
         sl_fail(err, "driver: cannot listen on %s: %s", addr[cfg->n_stages], zmq_strerror(zmq_errno()));
         goto fail;
     }

@@ -96,37 +96,6 @@ static bool is_owner(const worker *w, const zmq_msg_t *id)
            memcmp(w->owner, zmq_msg_data((zmq_msg_t *)id), w->owner_len) == 0;
 }
 
-/* ZeroMQ binds tcp:// only to an IP address or an interface name, while a
- * config naturally names hosts: a name is resolved here (connecting peers
- * resolve it themselves). Other addresses are copied unchanged. */
-static int bind_address(const char *addr, char *out, size_t size, sl_err *err)
-{
-    snprintf(out, size, "%s", addr);
-    if (strncmp(addr, "tcp://", 6) != 0)
-        return 0;
-    const char *host = addr + 6, *colon = strrchr(host, ':');
-    if (!colon || colon == host || *host == '[' || *host == '*')
-        return 0;
-    char name[256];
-    size_t len = (size_t)(colon - host);
-    if (len >= sizeof name)
-        return sl_fail(err, "address %s: host name too long", addr);
-    memcpy(name, host, len);
-    name[len] = '\0';
-    struct in_addr v4;
-    if (inet_pton(AF_INET, name, &v4) == 1)
-        return 0;
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
-    int rc = getaddrinfo(name, NULL, &hints, &res);
-    if (rc)
-        return 0; /* maybe an interface name: let ZeroMQ say */
-    char ip[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, sizeof ip);
-    freeaddrinfo(res);
-    snprintf(out, size, "tcp://%s%s", ip, colon);
-    return 0;
-}
-
 /* ---- assignment ---- */
 
 static int check_assign(const Sluice__StageAssign *sa, size_t i, sl_err *err)
@@ -180,13 +149,10 @@ static int start_one(worker *w, const Sluice__Header *h, size_t i, sl_err *err)
         .max_sequences = (int)sa->max_sequences, .context = (int)sa->context,
         .max_batch_tokens = (int)sa->max_batch_tokens, .index = (int)sa->stage_index,
     };
-    char input[PL_ADDR_MAX + 64];
-    if (bind_address(sa->input, input, sizeof input, err))
-        return -1;
     sl_stage *s;
     if (sl_stage_create(&s, &spec, err))
         return sl_wrap(err, "stage %u (%s)", sa->stage_index, pl_stage_kind_name(spec.kind));
-    return pl_host_start(&w->hosts[i], w->zctx, s, input, sa->output, stage_threads(w, h, sa), err);
+    return pl_host_start(&w->hosts[i], w->zctx, s, sa->input, sa->output, stage_threads(w, h, sa), err);
 }
 
 /* Loads and starts every assigned stage, last first so each one's
@@ -336,7 +302,7 @@ static int open_control(worker *w, sl_err *err)
     /* a coordinator that reconnects under its routing id takes its place back */
     zmq_setsockopt(w->ctl, ZMQ_ROUTER_HANDOVER, &handover, sizeof handover);
     char addr[PL_ADDR_MAX + 64];
-    if (bind_address(w->o->listen, addr, sizeof addr, err))
+    if (pl_bind_address(w->o->listen, addr, sizeof addr, err))
         return -1;
     if (zmq_bind(w->ctl, addr))
         return sl_fail(err, "cannot listen on %s: %s", w->o->listen, zmq_strerror(zmq_errno()));
