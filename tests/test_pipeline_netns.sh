@@ -50,7 +50,7 @@ ip netns add "$NA" && ip netns add "$NB" &&
 mkdir -p "$T/configs" "$T/models"
 cp "$SRC/configs/two-host.yaml" "$T/configs/"
 M=$T/models/tiny-gemma3.gguf
-"$SLUICE" synth --arch gemma3 --size test --type q8_0 -o "$M" >/dev/null 2>&1 || { echo "FAIL: synth"; exit 1; }
+cp "$SRC/models/tiny-gemma3.gguf" "$M" || { echo "FAIL: the shipped model is missing"; exit 1; }
 cd "$T" || exit 1
 
 start_worker() {
