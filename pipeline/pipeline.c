@@ -356,14 +356,17 @@ static void add_params(sl_pipeline *p, request *r, int *n_params, int *n_recent)
 
 /* Builds and sends one micro-batch from the requests that have rows to
  * feed; returns 0 when nothing was ready. Decoding requests are spread over
- * `depth` batches so every stage of a P-stage pipeline has work. */
+ * one batch per layer stage so every stage of a P-stage pipeline has work. */
 static int send_batch(sl_pipeline *p, sl_err *err)
 {
     int max_rows = p->cfg.limits.max_batch_tokens;
     int n_decoding = 0;
     for (request *r = p->reqs; r; r = r->next)
         n_decoding += r->state == RQ_FEED || r->state == RQ_WAIT_TOKEN;
-    int decode_cap = (n_decoding + p->depth - 1) / p->depth;
+    /* One group per layer stage keeps every stage busy; more groups than
+     * stages would only make each stage read its weights more often. */
+    int groups = p->depth > 1 ? p->depth - 1 : 1;
+    int decode_cap = (n_decoding + groups - 1) / groups;
     if (decode_cap < 1)
         decode_cap = 1;
     int rows = 0, n_params = 0, n_recent = 0, n_req = 0, n_decode_rows = 0;
