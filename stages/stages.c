@@ -135,16 +135,24 @@ static int begin_batch(pl_msg *m, const pl_msg *in, const batch_rows *r, sl_err 
     return 0;
 }
 
-static int send_activations(pl_msg *m, float *x, uint32_t n, int d_model, const sl_emit *out,
-                            sl_err *err)
+/* Sends the batch on with the stage's new activations x (taken over). */
+static int emit_activations(sl_stage *s, const pl_msg *in, const batch_rows *r, float *x,
+                            int d_model, const sl_emit *out, sl_err *err)
 {
-    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, n,
-                   (uint64_t)d_model, x, free_buffer, NULL, err)) {
+    pl_msg m;
+    if (begin_batch(&m, in, r, err)) {
         free(x);
-        pl_msg_close(m);
         return -1;
     }
-    return out->send(out->ctx, m, err);
+    if (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, r->n,
+                   (uint64_t)d_model, x, free_buffer, NULL, err)) {
+        free(x);
+        pl_msg_close(&m);
+        return -1;
+    }
+    s->n_batches++;
+    s->n_rows += r->n;
+    return out->send(out->ctx, &m, err);
 }
 
 /* ---- model-backed stages ---- */
@@ -212,14 +220,7 @@ static int embed_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
         free(x);
         return fail_batch(s, in, out, why.msg, err);
     }
-    pl_msg m;
-    if (begin_batch(&m, in, &r, err)) {
-        free(x);
-        return -1;
-    }
-    s->n_batches++;
-    s->n_rows += r.n;
-    return send_activations(&m, x, r.n, d, out, err);
+    return emit_activations(s, in, &r, x, d, out, err);
 }
 
 /* Reads the activations of a batch into a fresh buffer. */
@@ -263,14 +264,7 @@ static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
         free(x);
         return fail_batch(s, in, out, why.msg, err);
     }
-    pl_msg m;
-    if (begin_batch(&m, in, &r, err)) {
-        free(x);
-        return -1;
-    }
-    s->n_batches++;
-    s->n_rows += r.n;
-    return send_activations(&m, x, r.n, d, out, err);
+    return emit_activations(s, in, &r, x, d, out, err);
 }
 
 /* Final norm and lm_head on the rows whose output is wanted; the logits go
