@@ -460,6 +460,13 @@ static bool is_inflight(const sl_pipeline *p, uint64_t bid)
     return false;
 }
 
+/* "stage: message" of an ERROR, as its requests' clients see it. */
+static void error_text(const pl_msg *m, char *why, size_t size)
+{
+    snprintf(why, size, "%s: %s", m->hdr->origin && *m->hdr->origin ? m->hdr->origin : "pipeline",
+             m->hdr->error ? m->hdr->error : "error");
+}
+
 /* Fails the requests an ERROR message names in its REQUEST_ID payload. */
 static void fail_named(sl_pipeline *p, const pl_msg *m)
 {
@@ -467,8 +474,7 @@ static void fail_named(sl_pipeline *p, const pl_msg *m)
     uint32_t n = m->hdr->n_rows;
     const uint64_t *req = n ? pl_msg_u64(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &err) : NULL;
     char why[600];
-    snprintf(why, sizeof why, "%s: %s", m->hdr->origin && *m->hdr->origin ? m->hdr->origin : "pipeline",
-             m->hdr->error ? m->hdr->error : "error");
+    error_text(m, why, sizeof why);
     for (uint32_t i = 0; req && i < n; i++) {
         request *r = find_req(p, req[i]);
         if (r)
@@ -535,8 +541,7 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
     inflight *f = pop_inflight(p, m->hdr->batch_id);
     if (kind == SLUICE__MSG_KIND__MSG_ERROR) {
         char why[600];
-        snprintf(why, sizeof why, "%s: %s", m->hdr->origin && *m->hdr->origin ? m->hdr->origin : "pipeline",
-                 m->hdr->error ? m->hdr->error : "error");
+        error_text(m, why, sizeof why);
         fail_batch_reqs(p, f, why);
         return;
     }
