@@ -18,9 +18,11 @@ static struct {
     sl_cpu_features feat;
     sl_path best;
     sl_path env_cap; /* SLUICE_KERNEL's ceiling, or the best path if unset */
+    sl_act env_act;  /* SLUICE_ACT */
 } g_cpu;
 static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
 static atomic_int g_forced = -1;
+static atomic_int g_act_forced = -1;
 
 #ifdef SL_X86
 static uint64_t read_xcr0(void)
@@ -102,6 +104,17 @@ static sl_path env_ceiling(sl_path best)
     return best;
 }
 
+static sl_act env_act(void)
+{
+    const char *want = getenv("SLUICE_ACT");
+    if (!want || !*want || strcmp(want, "q8") == 0)
+        return SL_ACT_Q8;
+    if (strcmp(want, "f32") == 0)
+        return SL_ACT_F32;
+    fprintf(stderr, "sluice: SLUICE_ACT=%s is not one of q8, f32; using q8\n", want);
+    return SL_ACT_Q8;
+}
+
 static void cpu_init(void)
 {
     memset(&g_cpu.feat, 0, sizeof g_cpu.feat);
@@ -110,6 +123,7 @@ static void cpu_init(void)
 #endif
     g_cpu.best = best_path(&g_cpu.feat);
     g_cpu.env_cap = env_ceiling(g_cpu.best);
+    g_cpu.env_act = env_act();
 }
 
 const sl_cpu_features *sl_cpu(void)
@@ -138,6 +152,15 @@ int sl_path_force(sl_path p)
     atomic_store_explicit(&g_forced, (int)p, memory_order_relaxed);
     return 0;
 }
+
+sl_act sl_act_mode(void)
+{
+    pthread_once(&g_cpu_once, cpu_init);
+    int forced = atomic_load_explicit(&g_act_forced, memory_order_relaxed);
+    return forced >= 0 ? (sl_act)forced : g_cpu.env_act;
+}
+
+void sl_act_force(sl_act a) { atomic_store_explicit(&g_act_forced, (int)a, memory_order_relaxed); }
 
 const char *sl_path_name(sl_path p)
 {

@@ -32,4 +32,13 @@ sl_path sl_path_active(void);
 int sl_path_force(sl_path p);
 const char *sl_path_name(sl_path p);
 
+/* Activations of 4-, 6- and 8-bit matmuls: quantised to 8 bits per block of
+ * 32 for the integer kernels (the default, as llama.cpp does), or kept in
+ * float (SLUICE_ACT=f32), which the float reference tests compare against
+ * exactly. */
+typedef enum sl_act { SL_ACT_Q8 = 0, SL_ACT_F32 = 1 } sl_act;
+sl_act sl_act_mode(void);
+/* Overrides SLUICE_ACT for this process (tests). */
+void sl_act_force(sl_act a);
+
 #endif

@@ -2,6 +2,8 @@
 
 #include <omp.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cpu.h"
 #include "kernels/matmul_internal.h"
@@ -88,41 +90,178 @@ static const sl_mm_kernel *kernel_for(sl_path path, sl_type wtype)
     return NULL;
 }
 
-/* Row chunks are independent and each (row, token) is computed whole by one
- * thread, so the thread count never changes a bit of y. */
-static void run(const sl_mm_kernel *k, sl_type wtype, const void *w, int64_t n_out, int64_t n_in,
-                const float *x, int64_t n_tok, float *y, int64_t ldy)
+/* ---- the integer path: activations quantised to 8 bits ---- */
+
+static sl_mmq_fn mmq_for(sl_path path, sl_type wtype)
 {
-    if (n_out <= 0 || n_tok <= 0)
+#if defined(__x86_64__)
+    if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
+        return sl_mmq_avx512(wtype);
+    if (path >= SL_PATH_AVX2)
+        return sl_mmq_avx2(wtype);
+#else
+    (void)path;
+#endif
+    return sl_mmq_ref(wtype);
+}
+
+static sl_r16_fn r16_for(sl_path path, sl_type wtype)
+{
+#if defined(__x86_64__)
+    if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
+        return sl_r16_avx512(wtype);
+#else
+    (void)path;
+    (void)wtype;
+#endif
+    return NULL;
+}
+
+/* ---- the driver: one or more matrices that read the same x ---- */
+
+/* How one job runs, resolved once per call. */
+typedef struct plan {
+    const sl_mm_job *job;
+    size_t row_bytes;
+    const sl_mm_kernel *simd; /* float activations: a SIMD kernel, or NULL for ref_rows */
+    sl_mmq_fn rows;           /* integer path: NULL when the type has none */
+    sl_r16_fn groups;         /* integer path on a packed copy */
+    int64_t chunk0;           /* first chunk of this job in the shared numbering */
+} plan;
+
+#define MAX_JOBS 8
+
+static void run_chunk(const plan *pl, int64_t c, int64_t n_in, const float *x, int64_t n_tok,
+                      const sl_q8act *a)
+{
+    const sl_mm_job *j = pl->job;
+    int64_t o0 = (c - pl->chunk0) * ROW_CHUNK;
+    int64_t o1 = o0 + ROW_CHUNK < j->n_out ? o0 + ROW_CHUNK : j->n_out;
+    const uint8_t *w = j->w;
+    if (pl->rows) {
+        if (pl->groups && o1 - o0 == 16) /* ROW_CHUNK is 16: a full chunk is a group */
+            pl->groups(j->packed, o0 / 16, o0 / 16 + 1, a, j->y, j->ldy);
+        else
+            pl->rows(w, pl->row_bytes, o0, o1, a, j->y, j->ldy);
+    } else if (pl->simd) {
+        simd_rows(pl->simd, w, pl->row_bytes, o0, o1, n_in, x, n_tok, j->y, j->ldy);
+    } else {
+        ref_rows(j->type, w, pl->row_bytes, o0, o1, n_in, x, n_tok, j->y, j->ldy);
+    }
+}
+
+/* Row chunks are independent and each (row, token) is computed whole by one
+ * thread, so the thread count never changes a bit of y. Activations are
+ * quantised once for all jobs (a token's bytes do not depend on its batch),
+ * and all jobs share one parallel region: one wake-up of the team instead of
+ * one per matrix. */
+static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const float *x,
+                     int64_t n_tok, bool ref)
+{
+    if (n_tok <= 0 || n_jobs <= 0)
         return;
-    size_t row_bytes = sl_row_bytes(wtype, n_in);
-    int64_t n_chunks = (n_out + ROW_CHUNK - 1) / ROW_CHUNK;
-    bool team = n_chunks > 1 && n_out * n_in * n_tok >= PARALLEL_MIN_MACS && !omp_in_parallel();
+    if (n_jobs > MAX_JOBS) {
+        run_jobs(jobs, MAX_JOBS, n_in, x, n_tok, ref);
+        run_jobs(jobs + MAX_JOBS, n_jobs - MAX_JOBS, n_in, x, n_tok, ref);
+        return;
+    }
+    sl_path path = ref ? SL_PATH_SCALAR : sl_path_active();
+    plan pl[MAX_JOBS];
+    int64_t n_chunks = 0, macs = 0;
+    bool need_q8 = false, act_q8 = sl_act_mode() == SL_ACT_Q8;
+    for (int i = 0; i < n_jobs; i++) {
+        const sl_mm_job *j = &jobs[i];
+        bool q8 = act_q8 && sl_mmq_supports(j->type);
+        pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, n_chunks};
+        if (q8) {
+            pl[i].rows = ref ? sl_mmq_ref(j->type) : mmq_for(path, j->type);
+            pl[i].groups = j->packed && !ref ? r16_for(path, j->type) : NULL;
+        } else if (!ref) {
+            pl[i].simd = kernel_for(path, j->type);
+        }
+        need_q8 |= q8;
+        n_chunks += (j->n_out + ROW_CHUNK - 1) / ROW_CHUNK;
+        macs += j->n_out * n_in * n_tok;
+    }
+    bool par = !omp_in_parallel();
+    void *mem = NULL;
+    sl_q8act a = {0};
+    if (need_q8) {
+        mem = malloc(sl_q8act_bytes(n_tok, n_in));
+        if (!mem)
+            abort(); /* a few KB per token: nothing sensible is left to do */
+        sl_q8act_init(&a, mem, n_tok, n_in);
+#pragma omp parallel for schedule(static) if (par && n_tok * n_in >= (1 << 16))
+        for (int64_t t = 0; t < n_tok; t++)
+            sl_q8act_quantize(&a, t, x + t * n_in);
+    }
+    bool team = par && n_chunks > 1 && macs >= PARALLEL_MIN_MACS;
 #pragma omp parallel for schedule(static) if (team)
     for (int64_t c = 0; c < n_chunks; c++) {
-        int64_t o0 = c * ROW_CHUNK;
-        int64_t o1 = o0 + ROW_CHUNK < n_out ? o0 + ROW_CHUNK : n_out;
-        if (k)
-            simd_rows(k, w, row_bytes, o0, o1, n_in, x, n_tok, y, ldy);
-        else
-            ref_rows(wtype, w, row_bytes, o0, o1, n_in, x, n_tok, y, ldy);
+        int i = 0;
+        while (i + 1 < n_jobs && c >= pl[i + 1].chunk0)
+            i++;
+        run_chunk(&pl[i], c, n_in, x, n_tok, &a);
     }
+    free(mem);
+}
+
+void sl_matmul_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const float *x,
+                    int64_t n_tok)
+{
+    run_jobs(jobs, n_jobs, n_in, x, n_tok, false);
 }
 
 void sl_matmul(sl_type wtype, const void *w, int64_t n_out, int64_t n_in, const float *x,
                int64_t n_tok, float *y, int64_t ldy)
 {
-    run(kernel_for(sl_path_active(), wtype), wtype, w, n_out, n_in, x, n_tok, y, ldy);
+    sl_mm_job j = {wtype, w, NULL, n_out, y, ldy};
+    run_jobs(&j, 1, n_in, x, n_tok, false);
 }
 
 void sl_matmul_ref(sl_type wtype, const void *w, int64_t n_out, int64_t n_in, const float *x,
                    int64_t n_tok, float *y, int64_t ldy)
 {
-    run(NULL, wtype, w, n_out, n_in, x, n_tok, y, ldy);
+    sl_mm_job j = {wtype, w, NULL, n_out, y, ldy};
+    run_jobs(&j, 1, n_in, x, n_tok, true);
 }
+
+void sl_matmul_packed(sl_type wtype, const void *w, const void *packed, int64_t n_out,
+                      int64_t n_in, const float *x, int64_t n_tok, float *y, int64_t ldy)
+{
+    sl_mm_job j = {wtype, w, packed, n_out, y, ldy};
+    run_jobs(&j, 1, n_in, x, n_tok, false);
+}
+
+/* ---- repacked weights ---- */
+
+static size_t r16_group_bytes(sl_type wtype, int64_t n_in)
+{
+    return (size_t)(n_in / 32) * (wtype == SL_TYPE_Q4_0 ? SL_R16_Q4_0_BYTES : SL_R16_Q8_0_BYTES);
+}
+
+void *sl_pack(sl_type wtype, const void *w, int64_t n_out, int64_t n_in)
+{
+    const char *env = getenv("SLUICE_REPACK");
+    if ((env && strcmp(env, "0") == 0) || n_out < 16 || !r16_for(sl_path_active(), wtype))
+        return NULL;
+    int64_t n_groups = n_out / 16;
+    size_t bytes = (size_t)n_groups * r16_group_bytes(wtype, n_in);
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (p)
+        sl_r16_pack(wtype, w, n_groups, n_in, p);
+    return p; /* out of memory: the plain layout still works */
+}
+
+void sl_pack_free(void *packed) { free(packed); }
 
 const char *sl_matmul_path_name(sl_type wtype)
 {
     sl_path path = sl_path_active();
+    if (sl_act_mode() == SL_ACT_Q8 && sl_mmq_supports(wtype)) {
+        if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
+            return "avx512-vnni/q8";
+        return path >= SL_PATH_AVX2 ? "avx2/q8" : "scalar/q8";
+    }
     return kernel_for(path, wtype) ? sl_path_name(path) : sl_path_name(SL_PATH_SCALAR);
 }

@@ -25,6 +25,32 @@ void sl_matmul(sl_type wtype, const void *w, int64_t n_out, int64_t n_in,
 void sl_matmul_ref(sl_type wtype, const void *w, int64_t n_out, int64_t n_in,
                    const float *x, int64_t n_tok, float *y, int64_t ldy);
 
+/* Repacking: a copy of W laid out for the fastest kernel this CPU has (16
+ * rows interleaved for AVX-512 VNNI; Q4_0 and Q8_0), built once at load;
+ * the mapped GGUF stays untouched. NULL when no layout applies to wtype on
+ * this CPU, when n_out < 16, or when SLUICE_REPACK=0. */
+void *sl_pack(sl_type wtype, const void *w, int64_t n_out, int64_t n_in);
+void sl_pack_free(void *packed);
+/* sl_matmul, taking the rows packed holds from it (all but n_out % 16) when
+ * the active path is the one it was built for; packed may be NULL. The
+ * result follows the determinism contract like every path. */
+void sl_matmul_packed(sl_type wtype, const void *w, const void *packed, int64_t n_out,
+                      int64_t n_in, const float *x, int64_t n_tok, float *y, int64_t ldy);
+
+/* Several matrices that read the same x (Q, K and V; gate and up): x is
+ * quantised once and all rows share one parallel region. Each job's result
+ * has the same bits as its own sl_matmul_packed call. */
+typedef struct sl_mm_job {
+    sl_type type;
+    const void *w;
+    const void *packed; /* sl_pack copy or NULL */
+    int64_t n_out;
+    float *y;
+    int64_t ldy;
+} sl_mm_job;
+void sl_matmul_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const float *x,
+                    int64_t n_tok);
+
 /* Name of the path sl_matmul takes for wtype now (for `sluice bench`). */
 const char *sl_matmul_path_name(sl_type wtype);
 

@@ -5,6 +5,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdbool.h>
+
+#include "kernels/q8act.h"
 #include "kernels/types.h"
 
 /* Computes y[t * ldy + r] = W[r] . x[t] for a fixed tile of rows r (rows are
@@ -26,5 +29,28 @@ typedef struct sl_mm_kernel {
 /* NULL when the path has no kernel for wtype (or was not compiled in). */
 const sl_mm_kernel *sl_mm_kernel_avx2(sl_type wtype);
 const sl_mm_kernel *sl_mm_kernel_avx512(sl_type wtype);
+
+/* The integer path (8-bit activations): rows [o0, o1) of W for every token
+ * of a. Same contract as the tiles above: a (row, token) result does not
+ * depend on which rows or tokens share the call. */
+typedef void (*sl_mmq_fn)(const uint8_t *w, size_t row_bytes, int64_t o0, int64_t o1,
+                          const sl_q8act *a, float *y, int64_t ldy);
+
+/* Weight types the integer path takes. */
+bool sl_mmq_supports(sl_type wtype);
+sl_mmq_fn sl_mmq_ref(sl_type wtype);
+/* AVX2 (maddubs) and AVX-512 VNNI (vpdpbusd on 256-bit vectors). */
+sl_mmq_fn sl_mmq_avx2(sl_type wtype);
+sl_mmq_fn sl_mmq_avx512(sl_type wtype);
+
+/* Weights repacked 16 rows at a time (see matmul_r16_avx512.c for the
+ * layout): bytes per group of 16 rows and block of 32. */
+#define SL_R16_Q4_0_BYTES (16 * 2 + 16 * 16)
+#define SL_R16_Q8_0_BYTES (16 * 2 + 16 * 32)
+/* Groups [g0, g1) of 16 rows, every token of a; y points at row 0. */
+typedef void (*sl_r16_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a,
+                          float *y, int64_t ldy);
+sl_r16_fn sl_r16_avx512(sl_type wtype);
+void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, uint8_t *out);
 
 #endif

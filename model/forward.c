@@ -159,9 +159,20 @@ static void norm_rows(float *y, const float *x, const float *w, int n, int64_t d
         sl_rmsnorm(y + (size_t)i * d, x + (size_t)i * d, w, d, eps);
 }
 
+static sl_mm_job job_w(const sl_weight *w, float *y)
+{
+    return (sl_mm_job){w->type, w->data, w->packed, w->n_out, y, w->n_out};
+}
+
+/* Matrices reading the same rows x (all with n_in columns) in one call. */
+static void matmul_same_x(const sl_mm_job *jobs, int n_jobs, const float *x, int n, int64_t n_in)
+{
+    sl_matmul_jobs(jobs, n_jobs, n_in, x, n);
+}
+
 static void matmul_w(const sl_weight *w, const float *x, int n, float *y)
 {
-    sl_matmul(w->type, w->data, w->n_out, w->n_in, x, n, y, w->n_out);
+    sl_matmul_packed(w->type, w->data, w->packed, w->n_out, w->n_in, x, n, y, w->n_out);
 }
 
 /* q/k norm and RoPE per token, then keys and values into the cache. */
@@ -233,8 +244,8 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
     const sl_config *c = &f->m->cfg;
     const sl_layer_weights *w = &f->m->layer[il];
     norm_rows(f->xn, x, w->ffn_norm, n, c->d_model, c->norm_eps);
-    matmul_w(&w->w_gate, f->xn, n, f->gate);
-    matmul_w(&w->w_up, f->xn, n, f->up);
+    sl_mm_job gate_up[2] = {job_w(&w->w_gate, f->gate), job_w(&w->w_up, f->up)};
+    matmul_same_x(gate_up, 2, f->xn, n, c->d_model);
     int64_t total = (int64_t)n * c->d_ff;
     if (c->act == SL_ACT_GELU_TANH)
         sl_gelu_tanh_mul(f->gate, f->up, total);
@@ -254,9 +265,8 @@ int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err 
     for (int il = m->part.l0; il < m->part.l1; il++) {
         const sl_layer_weights *w = &m->layer[il];
         norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps);
-        matmul_w(&w->wq, f->xn, n, f->q);
-        matmul_w(&w->wk, f->xn, n, f->k);
-        matmul_w(&w->wv, f->xn, n, f->v);
+        sl_mm_job qkv[3] = {job_w(&w->wq, f->q), job_w(&w->wk, f->k), job_w(&w->wv, f->v)};
+        matmul_same_x(qkv, 3, f->xn, n, c->d_model);
         qk_prepare(f, kv, b, il);
         attention(f, kv, b, il);
         matmul_w(&w->wo, f->attn, n, f->o);
@@ -279,8 +289,8 @@ int sl_head(sl_fwd *f, const float *x, int n, float *logits, sl_err *err)
     if (n < 1 || n > f->max_tokens)
         return sl_fail(err, "head: %d rows (capacity %d)", n, f->max_tokens);
     norm_rows(f->xn, x, m->output_norm, n, c->d_model, c->norm_eps);
-    sl_matmul(m->output.type, m->output.data, m->output.n_out, m->output.n_in, f->xn, n, logits,
-              c->n_vocab);
+    sl_matmul_packed(m->output.type, m->output.data, m->output.packed, m->output.n_out,
+                     m->output.n_in, f->xn, n, logits, c->n_vocab);
     if (c->final_softcap > 0.0f)
         sl_softcap(logits, (int64_t)n * c->n_vocab, c->final_softcap);
     return 0;

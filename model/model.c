@@ -3,7 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include "kernels/matmul.h"
 #include "kernels/quant.h"
 
 /* Checks a tensor's type and shape: a matrix of n_out rows of n_in. */
@@ -103,6 +106,40 @@ static int check_row_blocks(const gguf_file *f, const char *name, const sl_weigh
     return 0;
 }
 
+/* Repacks a matrix for the fast kernel and lets the kernel drop the mapped
+ * pages it read for that (they fault back in if a lower path is forced). */
+static void pack_weight(sl_weight *w)
+{
+    w->packed = sl_pack(w->type, w->data, w->n_out, w->n_in);
+    if (!w->packed)
+        return;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)w->data + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t b = ((uintptr_t)w->data + sl_row_bytes(w->type, w->n_in) * (size_t)w->n_out) &
+                  ~(uintptr_t)(page - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static void for_each_matrix(sl_model *m, void (*fn)(sl_weight *))
+{
+    for (int il = m->part.l0; il < m->part.l1; il++) {
+        sl_layer_weights *w = &m->layer[il];
+        sl_weight *all[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            if (all[i]->data)
+                fn(all[i]);
+    }
+    if (m->part.head && m->output.data)
+        fn(&m->output); /* tok_embd is only gathered from: it stays as mapped */
+}
+
+static void unpack_weight(sl_weight *w)
+{
+    sl_pack_free(w->packed);
+    w->packed = NULL;
+}
+
 int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, sl_err *err)
 {
     *out = NULL;
@@ -148,6 +185,7 @@ int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, 
     for (int il = m->part.l0; il < m->part.l1; il++)
         if (bind_layer(m, il, &cursor, err))
             goto fail;
+    for_each_matrix(m, pack_weight);
     *out = m;
     return 0;
 fail:
@@ -168,6 +206,8 @@ void sl_model_free(sl_model *m)
 {
     if (!m)
         return;
+    if (m->layer)
+        for_each_matrix(m, unpack_weight);
     gguf_close(m->gguf);
     free(m->layer);
     free(m->owned);

@@ -13,6 +13,9 @@ typedef struct sl_weight {
     int64_t n_in;
     int64_t n_out;
     const void *data;
+    /* A copy laid out for the fastest kernel of this CPU (sl_pack in
+     * kernels/matmul.h), made at load; NULL when none applies. */
+    void *packed;
 } sl_weight;
 
 typedef struct sl_layer_weights {

@@ -37,13 +37,38 @@ typedef struct problem {
     float *x;       /* MAX_TOK tokens */
     double *dot;    /* exact-ish dot per (token, row), in double */
     double *absdot; /* sum |w x| per (token, row): scales the rounding bound */
+    int q8;         /* the type takes the integer path: x is quantised first */
 } problem;
+
+/* 4-, 6- and 8-bit weights meet activations quantised to 8 bits per block of
+ * 32 (kernels/q8act.h): d = max|x| / 127, q = rint(x * (1 / d)). The oracle
+ * takes the same quantised activations, written here from that definition. */
+static int takes_q8(sl_type t)
+{
+    return t == SL_TYPE_Q4_0 || t == SL_TYPE_Q8_0 || t == SL_TYPE_Q4_K || t == SL_TYPE_Q6_K;
+}
+
+static void quantize_acts(const float *x, double *xq, int64_t n)
+{
+    for (int64_t b = 0; b < n; b += 32) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++)
+            amax = fmaxf(amax, fabsf(x[b + i]));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        for (int i = 0; i < 32; i++) {
+            float q = rintf(x[b + i] * id);
+            CHECK(fabsf(q) <= 127 && fabs((double)q * d - x[b + i]) <= (0.5 + 127 * 0x1p-23) * d); /* half a step, plus x * (1 / d)'s roundings */
+            xq[b + i] = (double)q * d;
+        }
+    }
+}
 
 static void problem_make(problem *p, sl_type type, int64_t n_out, int64_t n_in)
 {
     p->type = type;
     p->n_out = n_out;
     p->n_in = n_in;
+    p->q8 = takes_q8(type) && sl_act_mode() == SL_ACT_Q8;
     size_t rb = sl_row_bytes(type, n_in);
     p->w = malloc(rb * (size_t)n_out);
     p->wd = malloc(sizeof(float) * (size_t)(n_out * n_in));
@@ -60,11 +85,19 @@ static void problem_make(problem *p, sl_type type, int64_t n_out, int64_t n_in)
     free(row);
     for (int64_t i = 0; i < MAX_TOK * n_in; i++)
         p->x[i] = rnd_sym();
+    double *xs = malloc(sizeof(double) * (size_t)(MAX_TOK * n_in));
+    for (int t = 0; t < MAX_TOK; t++) {
+        if (p->q8)
+            quantize_acts(p->x + t * n_in, xs + t * n_in, n_in);
+        else
+            for (int64_t i = 0; i < n_in; i++)
+                xs[t * n_in + i] = p->x[t * n_in + i];
+    }
     for (int t = 0; t < MAX_TOK; t++) {
         for (int64_t o = 0; o < n_out; o++) {
             double s = 0, a = 0;
             for (int64_t i = 0; i < n_in; i++) {
-                double prod = (double)p->wd[o * n_in + i] * p->x[t * n_in + i];
+                double prod = (double)p->wd[o * n_in + i] * xs[t * n_in + i];
                 s += prod;
                 a += fabs(prod);
             }
@@ -72,6 +105,7 @@ static void problem_make(problem *p, sl_type type, int64_t n_out, int64_t n_in)
             p->absdot[t * n_out + o] = a;
         }
     }
+    free(xs);
 }
 
 static void problem_free(problem *p)
@@ -83,6 +117,9 @@ static void problem_free(problem *p)
     free(p->absdot);
 }
 
+/* The packed copy run() uses when set (test_packed). */
+static const void *run_packed;
+
 /* Runs the active path with ldy > n_out and checks the gap stays untouched. */
 static float *run(const problem *p, const float *x, int64_t n_tok, int ref)
 {
@@ -92,6 +129,8 @@ static float *run(const problem *p, const float *x, int64_t n_tok, int ref)
         y[i] = -777.0f;
     if (ref)
         sl_matmul_ref(p->type, p->w, p->n_out, p->n_in, x, n_tok, y, ldy);
+    else if (run_packed)
+        sl_matmul_packed(p->type, p->w, run_packed, p->n_out, p->n_in, x, n_tok, y, ldy);
     else
         sl_matmul(p->type, p->w, p->n_out, p->n_in, x, n_tok, y, ldy);
     int touched = 0;
@@ -106,13 +145,17 @@ static float *run(const problem *p, const float *x, int64_t n_tok, int ref)
 }
 
 /* The reference sums in double: its error is the final rounding to float
- * plus a double-precision summation term. */
+ * plus a double-precision summation term; on the integer path each block's
+ * scale is a float product (weight scale times activation scale, and for
+ * Q4_K the mins term's d * sum), a rounding of 2^-24 of each term. */
 static void check_ref(const problem *p, int64_t n_tok)
 {
     float *y = run(p, p->x, n_tok, 1);
     int bad = 0;
     for (int64_t k = 0; k < n_tok * p->n_out; k++) {
         double tol = 0x1p-24 * fabs(p->dot[k]) + p->n_in * 0x1p-52 * p->absdot[k] + 1e-37;
+        if (p->q8)
+            tol += 2 * 0x1p-24 * p->absdot[k];
         bad += !(fabs(y[k] - p->dot[k]) <= tol);
     }
     CHECKF(bad == 0, "reference %s %lldx%lld n_tok %lld: %d outputs off the double dot",
@@ -243,15 +286,63 @@ static void test_determinism(void)
     }
 }
 
+/* Repacked weights (sl_pack): the same oracles and invariances, on row
+ * counts with and without a remainder of 16. */
+static void test_packed(void)
+{
+    static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q8_0};
+    static const int64_t n_outs[] = {16, 33, 257};
+    int built = 0;
+    for (int ti = 0; ti < 2; ti++) {
+        for (int oi = 0; oi < 3; oi++) {
+            problem p;
+            problem_make(&p, types[ti], n_outs[oi], 11 * 32);
+            sl_path_force(sl_path_best());
+            void *packed = sl_pack(p.type, p.w, p.n_out, p.n_in);
+            built += packed != NULL;
+            run_packed = packed;
+            for (int path = 0; path <= (int)sl_path_best(); path++) {
+                CHECK(sl_path_force((sl_path)path) == 0);
+                for (int64_t n_tok = 1; n_tok <= 9; n_tok += 4)
+                    check_path(&p, n_tok, (sl_path)path);
+                check_batch_invariance(&p, (sl_path)path);
+            }
+            run_packed = NULL;
+            sl_pack_free(packed);
+            problem_free(&p);
+        }
+        problem big;
+        problem_make(&big, types[ti], 257, 640);
+        sl_path_force(sl_path_best());
+        run_packed = sl_pack(big.type, big.w, big.n_out, big.n_in);
+        check_thread_invariance(&big, sl_path_best());
+        sl_pack_free((void *)run_packed);
+        run_packed = NULL;
+        problem_free(&big);
+    }
+    const sl_cpu_features *f = sl_cpu();
+    if (sl_path_best() == SL_PATH_AVX512 && f->avx512vnni)
+        CHECK(built == 6); /* this CPU has the packed kernels: they must have run */
+    else
+        CHECK(built == 0);
+    CHECK(sl_pack(SL_TYPE_Q4_K, NULL, 256, 256) == NULL); /* no layout for it */
+}
+
 static void test_path_control(void)
 {
     sl_path best = sl_path_best();
     CHECK(sl_path_force(SL_PATH_SCALAR) == 0);
     CHECK(sl_path_active() == SL_PATH_SCALAR);
+    CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q5_K), "scalar") == 0);
+    CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q4_K), "scalar/q8") == 0);
+    sl_act_force(SL_ACT_F32);
     CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q4_K), "scalar") == 0);
+    sl_act_force(SL_ACT_Q8);
     CHECK(sl_path_force(best) == 0);
     CHECK(sl_path_active() == best);
-    CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q4_0), sl_path_name(best)) == 0);
+    CHECK(strcmp(sl_matmul_path_name(SL_TYPE_BF16), sl_path_name(best)) == 0);
+    if (best == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
+        CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q4_0), "avx512-vnni/q8") == 0);
     CHECK(sl_path_force(SL_PATH_COUNT_) == -1);
     if (best < SL_PATH_AVX512)
         CHECK(sl_path_force(SL_PATH_AVX512) == -1);
@@ -295,7 +386,12 @@ int main(void)
     CHECK(env_avx2 == (best < SL_PATH_AVX2 ? (int)best : SL_PATH_AVX2));
     CHECK(env_bogus == (int)best);
     test_path_control();
-    test_against_oracles();
-    test_determinism();
+    for (int act = SL_ACT_Q8; act <= SL_ACT_F32; act++) {
+        sl_act_force((sl_act)act);
+        test_against_oracles();
+        test_determinism();
+    }
+    sl_act_force(SL_ACT_Q8);
+    test_packed();
     return test_finish("test_matmul");
 }

@@ -19,6 +19,9 @@
    must equal solo0/solo1 bit for bit, and chunked / pairchunk must too.
    The pair scenario runs again on the scalar and AVX2 kernel paths
    (SLUICE_KERNEL), each of which must match the reference as well.
+   All of that runs with float activations (SLUICE_ACT=f32); for the types
+   whose default is the integer path (activations quantised to 8 bits) the
+   pair scenario runs again that way on every path (see TOL_Q8).
 
 Environment (set by ctest): SLUICE (the CLI), SLUICE_BUILD (dump_logits is
 there). Run by hand: SLUICE=build/sluice SLUICE_BUILD=build python3 tests/test_ref.py
@@ -48,6 +51,19 @@ from ref import dequant, forward, writer  # noqa: E402
 # No type adds error of its own, hence one bound for all.
 TOL = {"f32": 1e-5, "f16": 1e-5, "bf16": 1e-5, "q8_0": 1e-5,
        "q4_0": 1e-5, "q4_K": 1e-5, "q5_K": 1e-5, "q6_K": 1e-5}
+
+# With activations quantised to 8 bits (the default for these types; the
+# runs above set SLUICE_ACT=f32) each matmul input carries a rounding error of
+# up to half a step, a step being 1/127 of its block's largest |value|: ~0.3%
+# relative per matmul, accumulated over 6 layers of 7 matmuls plus the head.
+# Measured over the 13 models below: 1.0% to 3.9% of the largest logit (the
+# worst on llama, whose logits are the smallest). The bound is twice the
+# worst measured. It is a coarse check on purpose: the integer kernels are
+# checked exactly, on the same quantised activations, in test_matmul; this
+# catches what a whole model adds (a wrong scale or a misread quant moves
+# logits by 30% or more).
+TOL_Q8 = 8e-2
+Q8_TYPES = ("q8_0", "q4_0", "q4_K", "q6_K")
 
 ALL_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K"]
 FEW_TYPES = ["f32", "q4_0", "q6_K"]
@@ -303,13 +319,13 @@ class Engine:
             return None
         return path
 
-    def logits(self, model, n_vocab, lens, args, kernel=None):
+    def logits(self, model, n_vocab, lens, args, kernel=None, act="f32"):
         out = os.path.join(self.tmp, "logits.bin")
         cmd = [self.dump, "-m", model, "-o", out] + args
         # passive waiting: on a loaded machine spinning OpenMP workers
         # slow a tiny run down by 50x
-        env = dict(os.environ, OMP_WAIT_POLICY="passive")
-        desc = " ".join(cmd)
+        env = dict(os.environ, OMP_WAIT_POLICY="passive", SLUICE_ACT=act)
+        desc = "SLUICE_ACT=%s %s" % (act, " ".join(cmd))
         if kernel:
             env["SLUICE_KERNEL"] = kernel
             desc = "SLUICE_KERNEL=%s %s" % (kernel, desc)
@@ -394,6 +410,24 @@ def engine_vs_ref(eng, label, path, type_name, rng):
             worst = max(worst, e)
     print("%-22s max rel err %.2e (tol %.0e), near-ties %d, |logit| max %.3g"
           % (label, worst, tol, near_ties, np.abs(ref0).max()), flush=True)
+    if type_name in Q8_TYPES:
+        q8_vs_ref(eng, label, path, n_vocab, a0 + a1, [l0, l1], [ref0, ref1], a0, l0)
+
+
+def q8_vs_ref(eng, label, path, n_vocab, pair_args, lens, refs, solo_args, solo_len):
+    """The default integer path (activations quantised to 8 bits) on every
+    kernel path: within TOL_Q8 of the float reference, and still batch
+    invariant (pair == solo bit for bit)."""
+    worst = 0.0
+    solo = eng.logits(path, n_vocab, [solo_len], solo_args, act="q8")
+    for kernel in (None, "avx2", "scalar"):
+        seqs = eng.logits(path, n_vocab, lens, pair_args + ["--interleave"], kernel, act="q8")
+        for s, (got, want) in enumerate(zip(seqs or [], refs)):
+            e, _ = compare("%s q8 pair %s seq%d" % (label, kernel or "best", s), got, want, TOL_Q8)
+            worst = max(worst, e)
+        if kernel is None and seqs and solo:
+            same(label + " q8 pair seq0 vs solo", seqs[0], solo[0])
+    print("%-22s q8 activations: max rel err %.2e (tol %.0e)" % (label, worst, TOL_Q8), flush=True)
 
 
 def main():
