@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels/cpu.h"
 #include "kernels/matmul_internal.h"
@@ -235,10 +236,7 @@ void sl_matmul_packed(sl_type wtype, const void *w, const void *packed, int64_t 
 
 /* ---- repacked weights ---- */
 
-static size_t r16_group_bytes(sl_type wtype, int64_t n_in)
-{
-    return (size_t)(n_in / 32) * (wtype == SL_TYPE_Q4_0 ? SL_R16_Q4_0_BYTES : SL_R16_Q8_0_BYTES);
-}
+#define PACK_HEADER 64 /* keeps the packed data 64-byte aligned */
 
 void *sl_pack(sl_type wtype, const void *w, int64_t n_out, int64_t n_in)
 {
@@ -246,14 +244,31 @@ void *sl_pack(sl_type wtype, const void *w, int64_t n_out, int64_t n_in)
     if ((env && strcmp(env, "0") == 0) || n_out < 16 || !r16_for(sl_path_active(), wtype))
         return NULL;
     int64_t n_groups = n_out / 16;
-    size_t bytes = (size_t)n_groups * r16_group_bytes(wtype, n_in);
-    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-    if (p)
-        sl_r16_pack(wtype, w, n_groups, n_in, p);
-    return p; /* out of memory: the plain layout still works */
+    size_t bytes = (size_t)n_groups * sl_r16_group_bytes(wtype, n_in);
+    /* Its own mapping with transparent huge pages where the kernel allows
+     * them: a decode step streams all of it, and 2 MB pages cut both the
+     * faults while packing and the TLB misses while streaming. The size is
+     * kept in front of the data for sl_pack_free. */
+    size_t total = PACK_HEADER + bytes;
+    uint8_t *map = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED)
+        return NULL; /* out of memory: the plain layout still works */
+    if (total >= (2u << 20))
+        madvise(map, total, MADV_HUGEPAGE);
+    memcpy(map, &total, sizeof total);
+    sl_r16_pack(wtype, w, n_groups, n_in, map + PACK_HEADER);
+    return map + PACK_HEADER;
 }
 
-void sl_pack_free(void *packed) { free(packed); }
+void sl_pack_free(void *packed)
+{
+    if (!packed)
+        return;
+    uint8_t *map = (uint8_t *)packed - PACK_HEADER;
+    size_t total;
+    memcpy(&total, map, sizeof total);
+    munmap(map, total);
+}
 
 const char *sl_matmul_path_name(sl_type wtype)
 {

@@ -47,6 +47,11 @@ sl_mmq_fn sl_mmq_avx512(sl_type wtype);
  * layout): bytes per group of 16 rows and block of 32. */
 #define SL_R16_Q4_0_BYTES (16 * 2 + 16 * 16)
 #define SL_R16_Q8_0_BYTES (16 * 2 + 16 * 32)
+/* per group of 16 rows and superblock of 256 */
+#define SL_R16_Q4_K_BYTES (16 * 2 * 2 + 16 * 8 * 2 + 16 * 128)
+#define SL_R16_Q6_K_BYTES (16 * 2 + 16 * 16 + 16 * 192)
+/* Bytes of one group of 16 rows of n_in columns in the packed layout. */
+size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in);
 /* Groups [g0, g1) of 16 rows, every token of a; y points at row 0. */
 typedef void (*sl_r16_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a,
                           float *y, int64_t ldy);

@@ -8,7 +8,7 @@ size_t sl_q8act_bytes(int64_t n_tok, int64_t n_in)
 {
     size_t nb = (size_t)(n_in / SL_Q8A_BLOCK) * (size_t)n_tok;
     return 64 + round64((size_t)(n_tok * n_in)) + round64((size_t)(n_tok * n_in)) +
-           3 * round64(nb * sizeof(float));
+           3 * round64(nb * sizeof(float)) + round64(2 * nb * sizeof(int32_t));
 }
 
 void sl_q8act_init(sl_q8act *a, void *mem, int64_t n_tok, int64_t n_in)
@@ -27,6 +27,8 @@ void sl_q8act_init(sl_q8act *a, void *mem, int64_t n_tok, int64_t n_in)
     a->ds = (float *)p;
     p += round64(nb * sizeof(float));
     a->sum = (int32_t *)p;
+    p += round64(nb * sizeof(float));
+    a->s16 = (int32_t *)p;
 }
 
 void sl_q8act_quantize(sl_q8act *a, int64_t t, const float *x)
@@ -60,5 +62,8 @@ void sl_q8act_quantize(sl_q8act *a, int64_t t, const float *x)
         a->d[t * a->n_blocks + b] = d;
         a->ds[t * a->n_blocks + b] = d * (float)sum;
         a->sum[t * a->n_blocks + b] = sum;
+        int32_t *s16 = a->s16 + t * (a->n_in / 16) + 2 * b;
+        s16[0] = s4[b * 8] + s4[b * 8 + 1] + s4[b * 8 + 2] + s4[b * 8 + 3];
+        s16[1] = s4[b * 8 + 4] + s4[b * 8 + 5] + s4[b * 8 + 6] + s4[b * 8 + 7];
     }
 }

@@ -21,6 +21,7 @@ typedef struct sl_q8act {
     float *d;     /* [n_tok][n_blocks]: block scale */
     float *ds;    /* [n_tok][n_blocks]: d * sum of the block's quants */
     int32_t *sum; /* [n_tok][n_blocks]: sum of the block's quants */
+    int32_t *s16; /* [n_tok][n_in / 16]: sum of each run of 16 quants */
 } sl_q8act;
 
 /* Bytes sl_q8act_init needs for n_tok tokens of n_in (a multiple of 32). */

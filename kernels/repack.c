@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "kernels/matmul_internal.h"
+#include "kernels/quant_internal.h"
 
 static void pack_q4_0(const sl_block_q4_0 *rows, int64_t nb, uint8_t *out)
 {
@@ -29,14 +30,68 @@ static void pack_q8_0(const sl_block_q8_0 *rows, int64_t nb, uint8_t *out)
     }
 }
 
+static void pack_q4_K(const sl_block_q4_K *rows, int64_t nsb, uint8_t *out)
+{
+    for (int64_t sb = 0; sb < nsb; sb++, out += SL_R16_Q4_K_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            const sl_block_q4_K *blk = &rows[r * nsb + sb];
+            uint8_t sc[8], m[8];
+            sl_k_unpack_scales(blk->scales, sc, m);
+            memcpy(out + 2 * r, &blk->d, 2);
+            memcpy(out + 32 + 2 * r, &blk->dmin, 2);
+            for (int s = 0; s < 8; s++) {
+                out[64 + 16 * s + r] = sc[s];
+                out[192 + 16 * s + r] = m[s];
+            }
+            for (int j = 0; j < 4; j++)
+                for (int k = 0; k < 8; k++)
+                    memcpy(out + 320 + (8 * j + k) * 64 + 4 * r, blk->qs + 32 * j + 4 * k, 4);
+        }
+    }
+}
+
+static void pack_q6_K(const sl_block_q6_K *rows, int64_t nsb, uint8_t *out)
+{
+    for (int64_t sb = 0; sb < nsb; sb++, out += SL_R16_Q6_K_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            const sl_block_q6_K *blk = &rows[r * nsb + sb];
+            memcpy(out + 2 * r, &blk->d, 2);
+            for (int i = 0; i < 16; i++)
+                out[32 + 16 * i + r] = (uint8_t)blk->scales[i];
+            for (int c = 0; c < 4; c++) /* c = 2n + h: ql bytes 64n + 32h + 4k */
+                for (int k = 0; k < 8; k++)
+                    memcpy(out + 288 + (8 * c + k) * 64 + 4 * r, blk->ql + 32 * c + 4 * k, 4);
+            for (int n = 0; n < 2; n++)
+                for (int k = 0; k < 8; k++)
+                    memcpy(out + 288 + 2048 + (8 * n + k) * 64 + 4 * r, blk->qh + 32 * n + 4 * k, 4);
+        }
+    }
+}
+
+size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in)
+{
+    switch (wtype) {
+    case SL_TYPE_Q4_0: return (size_t)(n_in / 32) * SL_R16_Q4_0_BYTES;
+    case SL_TYPE_Q8_0: return (size_t)(n_in / 32) * SL_R16_Q8_0_BYTES;
+    case SL_TYPE_Q4_K: return (size_t)(n_in / 256) * SL_R16_Q4_K_BYTES;
+    case SL_TYPE_Q6_K: return (size_t)(n_in / 256) * SL_R16_Q6_K_BYTES;
+    default: return 0;
+    }
+}
+
 void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, uint8_t *out)
 {
-    int64_t nb = n_in / 32;
+    int64_t nb = n_in / 32, nsb = n_in / 256;
+    size_t gb = sl_r16_group_bytes(wtype, n_in);
 #pragma omp parallel for schedule(static)
     for (int64_t g = 0; g < n_groups; g++) {
-        if (wtype == SL_TYPE_Q4_0)
-            pack_q4_0((const sl_block_q4_0 *)w + g * 16 * nb, nb, out + g * nb * SL_R16_Q4_0_BYTES);
-        else
-            pack_q8_0((const sl_block_q8_0 *)w + g * 16 * nb, nb, out + g * nb * SL_R16_Q8_0_BYTES);
+        uint8_t *o = out + (size_t)g * gb;
+        switch (wtype) {
+        case SL_TYPE_Q4_0: pack_q4_0((const sl_block_q4_0 *)w + g * 16 * nb, nb, o); break;
+        case SL_TYPE_Q8_0: pack_q8_0((const sl_block_q8_0 *)w + g * 16 * nb, nb, o); break;
+        case SL_TYPE_Q4_K: pack_q4_K((const sl_block_q4_K *)w + g * 16 * nsb, nsb, o); break;
+        case SL_TYPE_Q6_K: pack_q6_K((const sl_block_q6_K *)w + g * 16 * nsb, nsb, o); break;
+        default: break;
+        }
     }
 }

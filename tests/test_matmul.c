@@ -290,13 +290,14 @@ static void test_determinism(void)
  * counts with and without a remainder of 16. */
 static void test_packed(void)
 {
-    static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q8_0};
+    static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q8_0, SL_TYPE_Q4_K, SL_TYPE_Q6_K};
     static const int64_t n_outs[] = {16, 33, 257};
     int built = 0;
-    for (int ti = 0; ti < 2; ti++) {
+    for (int ti = 0; ti < 4; ti++) {
+        int64_t be = sl_type_block_elems(types[ti]);
         for (int oi = 0; oi < 3; oi++) {
             problem p;
-            problem_make(&p, types[ti], n_outs[oi], 11 * 32);
+            problem_make(&p, types[ti], n_outs[oi], be == 32 ? 11 * 32 : 3 * 256);
             sl_path_force(sl_path_best());
             void *packed = sl_pack(p.type, p.w, p.n_out, p.n_in);
             built += packed != NULL;
@@ -312,7 +313,7 @@ static void test_packed(void)
             problem_free(&p);
         }
         problem big;
-        problem_make(&big, types[ti], 257, 640);
+        problem_make(&big, types[ti], 257, be == 32 ? 640 : 768);
         sl_path_force(sl_path_best());
         run_packed = sl_pack(big.type, big.w, big.n_out, big.n_in);
         check_thread_invariance(&big, sl_path_best());
@@ -322,10 +323,10 @@ static void test_packed(void)
     }
     const sl_cpu_features *f = sl_cpu();
     if (sl_path_best() == SL_PATH_AVX512 && f->avx512vnni)
-        CHECK(built == 6); /* this CPU has the packed kernels: they must have run */
+        CHECK(built == 12); /* this CPU has the packed kernels: they must have run */
     else
         CHECK(built == 0);
-    CHECK(sl_pack(SL_TYPE_Q4_K, NULL, 256, 256) == NULL); /* no layout for it */
+    CHECK(sl_pack(SL_TYPE_Q5_K, NULL, 256, 256) == NULL); /* no layout for it */
 }
 
 static void test_path_control(void)
