@@ -9,6 +9,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #define SL_X86 1
 #endif
 
@@ -71,8 +73,12 @@ static void detect_x86(sl_cpu_features *f)
         __get_cpuid_count(7, 1, &a, &b, &c, &d);
         f->avx512bf16 = bit(a, 5);
     }
-    /* AMX tiles also need arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)
-     * before first use; that request belongs with the AMX kernels (later). */
+    /* Linux hands out the 8 KB tile state only on request: without it the
+     * first tile instruction faults, so AMX counts as usable only once the
+     * request succeeded. */
+    if (f->amx_tile && f->os_amx && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                                            18 /* XFEATURE_XTILEDATA */) != 0)
+        f->os_amx = false;
 }
 #endif
 

@@ -20,7 +20,8 @@ typedef struct sl_cpu_features {
     bool avx2, fma, f16c;
     bool avx512f, avx512bw, avx512vl, avx512dq, avx512vnni, avx512bf16, avx512fp16;
     bool amx_tile, amx_int8, amx_bf16;
-    bool os_avx, os_avx512, os_amx; /* XCR0 says the OS saves the state */
+    bool os_avx, os_avx512, os_amx; /* XCR0 says the OS saves the state (AMX: and
+                                     * Linux granted the tile state on request) */
 } sl_cpu_features;
 
 const sl_cpu_features *sl_cpu(void);

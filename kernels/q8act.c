@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "kernels/cpu.h"
+
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 size_t sl_q8act_bytes(int64_t n_tok, int64_t n_in)
@@ -31,8 +33,16 @@ void sl_q8act_init(sl_q8act *a, void *mem, int64_t n_tok, int64_t n_in)
     a->s16 = (int32_t *)p;
 }
 
+void sl_q8act_quantize_avx512(sl_q8act *a, int64_t t, const float *x);
+
 void sl_q8act_quantize(sl_q8act *a, int64_t t, const float *x)
 {
+#if defined(__x86_64__)
+    if (sl_path_active() == SL_PATH_AVX512) {
+        sl_q8act_quantize_avx512(a, t, x);
+        return;
+    }
+#endif
     int8_t *q = a->q + t * a->n_in;
     int32_t *s4 = a->s4 + t * (a->n_in / 4);
     for (int64_t b = 0; b < a->n_blocks; b++) {
@@ -49,7 +59,7 @@ void sl_q8act_quantize(sl_q8act *a, int64_t t, const float *x)
         float id = finite && d > 0 ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int i = 0; i < SL_Q8A_BLOCK; i++) {
-            float v = rintf(xb[i] * id);
+            float v = finite ? rintf(xb[i] * id) : 0.0f;
             /* |x * id| <= 127 up to one rounding; the clamp only guards it */
             v = v > 127 ? 127 : v < -127 ? -127 : v;
             q[b * SL_Q8A_BLOCK + i] = (int8_t)v;

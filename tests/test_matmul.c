@@ -11,6 +11,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
+#include "kernels/q8act.h"
 #include "kernels/quant.h"
 #include "tests/test.h"
 
@@ -275,14 +276,24 @@ static void test_determinism(void)
         problem small, big;
         problem_make(&small, all_types[ti], 33, be == 1 ? 301 : 3 * be);
         problem_make(&big, all_types[ti], 257, be == 256 ? 768 : 640);
+        /* wide enough that the driver splits 17 tokens into blocks (it keeps
+         * a block's activations within half of L2: 16 tokens of 16896) */
+        problem wide;
+        problem_make(&wide, all_types[ti], 17, 66 * 256);
         for (int path = 0; path <= (int)sl_path_best(); path++) {
             CHECK(sl_path_force((sl_path)path) == 0);
             check_batch_invariance(&small, (sl_path)path);
             check_batch_invariance(&big, (sl_path)path);
             check_thread_invariance(&big, (sl_path)path);
+            if (path != SL_PATH_SCALAR) { /* (the scalar path runs the same driver, slowly) */
+                check_batch_invariance(&wide, (sl_path)path);
+                check_thread_invariance(&wide, (sl_path)path);
+            }
         }
+        check_path(&wide, MAX_TOK, sl_path_best());
         problem_free(&small);
         problem_free(&big);
+        problem_free(&wide);
     }
 }
 
@@ -327,6 +338,44 @@ static void test_packed(void)
     else
         CHECK(built == 0);
     CHECK(sl_pack(SL_TYPE_Q5_K, NULL, 256, 256) == NULL); /* no layout for it */
+}
+
+/* Activation quantisation gives the same bytes on every path, including on
+ * blocks of zeros, exact half steps, NaN and infinity. */
+static void test_q8act_paths(void)
+{
+    enum { N_IN = 32 * 9 };
+    float x[N_IN];
+    for (int i = 0; i < N_IN; i++)
+        x[i] = rnd_sym() * (i < 64 ? 1e-3f : 3.0f);
+    for (int i = 64; i < 96; i++)
+        x[i] = 0.0f;                               /* block 2: all zero */
+    for (int i = 96; i < 128; i++)
+        x[i] = (float)(i - 112) * 0.5f;            /* block 3: ties at .5 after scaling */
+    x[96] = 127.0f * 0.5f;
+    x[140] = NAN;                                  /* block 4 */
+    x[200] = -INFINITY;                            /* block 6 */
+    size_t bytes = sl_q8act_bytes(1, N_IN);
+    void *m_ref = calloc(1, bytes), *m_got = calloc(1, bytes);
+    sl_q8act ref, got;
+    sl_q8act_init(&ref, m_ref, 1, N_IN);
+    sl_q8act_init(&got, m_got, 1, N_IN);
+    CHECK(sl_path_force(SL_PATH_SCALAR) == 0);
+    sl_q8act_quantize(&ref, 0, x);
+    CHECK(ref.q[64] == 0 && ref.d[2] == 0.0f);
+    CHECK(isnan(ref.d[4]) && ref.q[140] == 0 && isnan(ref.d[6]));
+    for (int path = 1; path <= (int)sl_path_best(); path++) {
+        CHECK(sl_path_force((sl_path)path) == 0);
+        memset(m_got, 0, bytes);
+        sl_q8act_init(&got, m_got, 1, N_IN);
+        sl_q8act_quantize(&got, 0, x);
+        CHECKF(memcmp(got.q, ref.q, N_IN) == 0 && memcmp(got.s4, ref.s4, N_IN) == 0 &&
+                   memcmp(got.s16, ref.s16, N_IN / 4) == 0 && memcmp(got.sum, ref.sum, 9 * 4) == 0 &&
+                   memcmp(got.d, ref.d, 9 * 4) == 0 && memcmp(got.ds, ref.ds, 9 * 4) == 0,
+               "activation quantisation on %s differs from scalar", sl_path_name((sl_path)path));
+    }
+    free(m_ref);
+    free(m_got);
 }
 
 static void test_path_control(void)
@@ -394,5 +443,6 @@ int main(void)
     }
     sl_act_force(SL_ACT_Q8);
     test_packed();
+    test_q8act_paths();
     return test_finish("test_matmul");
 }
