@@ -118,6 +118,18 @@ static sl_r16_fn r16_for(sl_path path, sl_type wtype)
     return NULL;
 }
 
+static sl_r16f_fn r16f_for(sl_path path, sl_type wtype)
+{
+#if defined(__x86_64__)
+    if (path == SL_PATH_AVX512)
+        return sl_r16f_avx512(wtype);
+#else
+    (void)path;
+    (void)wtype;
+#endif
+    return NULL;
+}
+
 /* ---- the driver: one or more matrices that read the same x ---- */
 
 /* How one job runs, resolved once per call. */
@@ -127,6 +139,7 @@ typedef struct plan {
     const sl_mm_kernel *simd; /* float activations: a SIMD kernel, or NULL for ref_rows */
     sl_mmq_fn rows;           /* integer path: NULL when the type has none */
     sl_r16_fn groups;         /* integer path on a packed copy */
+    sl_r16f_fn groups_f;      /* float activations on a packed copy */
     int64_t chunk0;           /* first chunk of this job in the shared numbering */
 } plan;
 
@@ -161,6 +174,8 @@ static void run_chunk(const plan *pl, int64_t c, int64_t n_in, const float *x, i
             pl->groups(j->packed, o0 / 16, o0 / 16 + 1, &v, y, j->ldy);
         else
             pl->rows(w, pl->row_bytes, o0, o1, &v, y, j->ldy);
+    } else if (pl->groups_f && o1 - o0 == 16) {
+        pl->groups_f(j->packed, o0 / 16, o0 / 16 + 1, x + t0 * n_in, t1 - t0, n_in, y, j->ldy);
     } else if (pl->simd) {
         simd_rows(pl->simd, w, pl->row_bytes, o0, o1, n_in, x + t0 * n_in, t1 - t0, y, j->ldy);
     } else {
@@ -201,12 +216,13 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     for (int i = 0; i < n_jobs; i++) {
         const sl_mm_job *j = &jobs[i];
         bool q8 = act_q8 && sl_mmq_supports(j->type);
-        pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, n_chunks};
+        pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, NULL, n_chunks};
         if (q8) {
             pl[i].rows = ref ? sl_mmq_ref(j->type) : mmq_for(path, j->type);
             pl[i].groups = j->packed && !ref ? r16_for(path, j->type) : NULL;
         } else if (!ref) {
             pl[i].simd = kernel_for(path, j->type);
+            pl[i].groups_f = j->packed ? r16f_for(path, j->type) : NULL;
         }
         need_q8 |= q8;
         n_chunks += (j->n_out + ROW_CHUNK - 1) / ROW_CHUNK;
@@ -276,7 +292,9 @@ void sl_matmul_packed(sl_type wtype, const void *w, const void *packed, int64_t 
 void *sl_pack(sl_type wtype, const void *w, int64_t n_out, int64_t n_in)
 {
     const char *env = getenv("SLUICE_REPACK");
-    if ((env && strcmp(env, "0") == 0) || n_out < 16 || !r16_for(sl_path_active(), wtype))
+    sl_path path = sl_path_active();
+    if ((env && strcmp(env, "0") == 0) || n_out < 16 ||
+        (!r16_for(path, wtype) && !r16f_for(path, wtype)))
         return NULL;
     int64_t n_groups = n_out / 16;
     size_t bytes = (size_t)n_groups * sl_r16_group_bytes(wtype, n_in);

@@ -56,6 +56,10 @@ size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in);
 typedef void (*sl_r16_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a,
                           float *y, int64_t ldy);
 sl_r16_fn sl_r16_avx512(sl_type wtype);
+/* The same for weights that meet float activations (BF16). */
+typedef void (*sl_r16f_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const float *x,
+                           int64_t n_tok, int64_t n_in, float *y, int64_t ldy);
+sl_r16f_fn sl_r16f_avx512(sl_type wtype);
 void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, uint8_t *out);
 
 #endif

@@ -275,3 +275,53 @@ sl_r16_fn sl_r16_avx512(sl_type wtype)
     default: return NULL;
     }
 }
+
+/* ---- BF16 weights, float activations ----
+ * Layout per group of 16 rows: for each pair of columns (2i, 2i+1), each
+ * row's two bf16 values (a dword), 64 bytes a pair. A bf16 moved into the
+ * top half of a dword is the float of the same value, so the weights widen
+ * with one shift or mask, and each lane runs two FMA chains (even and odd
+ * columns) summed at the end: the float path's exactness, at streaming
+ * speed. */
+
+R16_INLINE void tile_bf16(const uint8_t *p, int64_t n_in, const float *x, float *y, int64_t ldy,
+                          const int T)
+{
+    __m512 ev[4], od[4];
+    R16_UNROLL
+    for (int t = 0; t < T; t++)
+        ev[t] = od[t] = _mm512_setzero_ps();
+    const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
+    for (int64_t i = 0; i < n_in; i += 2, p += 64) {
+        __m512i w = _mm512_loadu_si512(p);
+        __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+        __m512 wo = _mm512_castsi512_ps(_mm512_and_si512(w, hi_mask));
+        R16_UNROLL
+        for (int t = 0; t < T; t++) {
+            ev[t] = _mm512_fmadd_ps(we, _mm512_set1_ps(x[t * n_in + i]), ev[t]);
+            od[t] = _mm512_fmadd_ps(wo, _mm512_set1_ps(x[t * n_in + i + 1]), od[t]);
+        }
+    }
+    R16_UNROLL
+    for (int t = 0; t < T; t++)
+        _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(ev[t], od[t]));
+}
+
+static void groups_bf16(const uint8_t *packed, int64_t g0, int64_t g1, const float *x,
+                        int64_t n_tok, int64_t n_in, float *y, int64_t ldy)
+{
+    size_t group_bytes = (size_t)n_in * 32;
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *p = packed + (size_t)g * group_bytes;
+        int64_t t = 0;
+        for (; t + R16_TT <= n_tok; t += R16_TT)
+            tile_bf16(p, n_in, x + t * n_in, y + t * ldy + 16 * g, ldy, R16_TT);
+        for (; t < n_tok; t++)
+            tile_bf16(p, n_in, x + t * n_in, y + t * ldy + 16 * g, ldy, 1);
+    }
+}
+
+sl_r16f_fn sl_r16f_avx512(sl_type wtype)
+{
+    return wtype == SL_TYPE_BF16 ? groups_bf16 : NULL;
+}

@@ -68,9 +68,17 @@ static void pack_q6_K(const sl_block_q6_K *rows, int64_t nsb, uint8_t *out)
     }
 }
 
+static void pack_bf16(const sl_bf16 *rows, int64_t n_in, uint8_t *out)
+{
+    for (int64_t i = 0; i < n_in; i += 2, out += 64)
+        for (int r = 0; r < 16; r++)
+            memcpy(out + 4 * r, rows + r * n_in + i, 4);
+}
+
 size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in)
 {
     switch (wtype) {
+    case SL_TYPE_BF16: return (size_t)n_in * 32;
     case SL_TYPE_Q4_0: return (size_t)(n_in / 32) * SL_R16_Q4_0_BYTES;
     case SL_TYPE_Q8_0: return (size_t)(n_in / 32) * SL_R16_Q8_0_BYTES;
     case SL_TYPE_Q4_K: return (size_t)(n_in / 256) * SL_R16_Q4_K_BYTES;
@@ -91,6 +99,7 @@ void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, u
         case SL_TYPE_Q8_0: pack_q8_0((const sl_block_q8_0 *)w + g * 16 * nb, nb, o); break;
         case SL_TYPE_Q4_K: pack_q4_K((const sl_block_q4_K *)w + g * 16 * nsb, nsb, o); break;
         case SL_TYPE_Q6_K: pack_q6_K((const sl_block_q6_K *)w + g * 16 * nsb, nsb, o); break;
+        case SL_TYPE_BF16: pack_bf16((const sl_bf16 *)w + g * 16 * n_in, n_in, o); break;
         default: break;
         }
     }
