@@ -2,8 +2,26 @@
 
 #include <math.h>
 
+#include "kernels/cpu.h"
+
+/* ops_avx512.c */
+void sl_gelu_tanh_mul_avx512(float *gate, const float *up, int64_t n);
+void sl_silu_mul_avx512(float *gate, const float *up, int64_t n);
+void sl_softcap_avx512(float *x, int64_t n, float cap);
+void sl_rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, float eps);
+
+#if defined(__x86_64__)
+#define USE_AVX512() (sl_path_active() == SL_PATH_AVX512)
+#else
+#define USE_AVX512() 0
+#endif
+
 void sl_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
 {
+    if (USE_AVX512()) {
+        sl_rmsnorm_avx512(y, x, w, n, eps);
+        return;
+    }
     /* Double accumulation: the sum of squares of a few thousand activations
      * loses digits in f32, and this costs nothing next to a matmul. */
     double ss = 0.0;
@@ -51,18 +69,30 @@ float sl_gelu_tanh(float x)
 
 void sl_gelu_tanh_mul(float *gate, const float *up, int64_t n)
 {
+    if (USE_AVX512()) {
+        sl_gelu_tanh_mul_avx512(gate, up, n);
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         gate[i] = sl_gelu_tanh(gate[i]) * up[i];
 }
 
 void sl_silu_mul(float *gate, const float *up, int64_t n)
 {
+    if (USE_AVX512()) {
+        sl_silu_mul_avx512(gate, up, n);
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
 void sl_softcap(float *x, int64_t n, float cap)
 {
+    if (USE_AVX512()) {
+        sl_softcap_avx512(x, n, cap);
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         x[i] = cap * tanhf(x[i] / cap);
 }
@@ -98,39 +128,4 @@ void sl_add(float *y, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];
-}
-
-/* Dot product with eight independent partial sums: the compiler vectorises
- * it without -ffast-math, and the order is fixed. */
-static float dot8(const float *a, const float *b, int n)
-{
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            acc[l] += a[i + l] * b[i + l];
-    for (; i < n; i++)
-        acc[i & 7] += a[i] * b[i];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-void sl_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride, int64_t j0,
-                  int64_t j1, int head_dim, float scale, float softcap, float *out, float *scratch)
-{
-    int64_t n = j1 - j0;
-    for (int64_t j = 0; j < n; j++) {
-        float s = dot8(q, k + (j0 + j) * kv_stride, head_dim) * scale;
-        if (softcap > 0.0f)
-            s = softcap * tanhf(s / softcap);
-        scratch[j] = s;
-    }
-    sl_softmax(scratch, n);
-    for (int d = 0; d < head_dim; d++)
-        out[d] = 0.0f;
-    for (int64_t j = 0; j < n; j++) {
-        const float *vj = v + (j0 + j) * kv_stride;
-        float p = scratch[j];
-        for (int d = 0; d < head_dim; d++)
-            out[d] += p * vj[d];
-    }
 }

@@ -27,14 +27,4 @@ void sl_softmax(float *x, int64_t n);
 void sl_scale(float *x, int64_t n, float s);
 void sl_add(float *y, const float *x, int64_t n); /* y += x */
 
-/* Attention of one query head over positions [j0, j1) of one KV head.
- * k and v point at position 0 of that head; consecutive positions are
- * kv_stride floats apart. score_j = scale * q.k_j, soft-capped when
- * softcap > 0; out = sum_j softmax(score)_j v_j. scratch holds j1 - j0
- * floats. Order of accumulation is fixed, so the result does not depend on
- * the batch. */
-void sl_attn_head(const float *q, const float *k, const float *v, int64_t kv_stride,
-                  int64_t j0, int64_t j1, int head_dim, float scale, float softcap,
-                  float *out, float *scratch);
-
 #endif

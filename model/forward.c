@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attn.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
@@ -20,10 +21,12 @@ struct sl_fwd {
     float *o;       /* [T][d_model] block output */
     float *gate;    /* [T][d_ff] */
     float *up;      /* [T][d_ff] */
-    /* attention scores, one row per thread, grown to the longest context seen */
-    float *scores;
-    int64_t scores_cap;
-    int scores_threads;
+    /* attention: one partial result per (token, KV head, span), and the
+     * list of those units; grown to the largest batch x context seen */
+    float *parts;
+    int64_t parts_cap;   /* floats */
+    int64_t *units;      /* (pair << 20 | span) per unit, then pair offsets */
+    int64_t units_cap;
     /* per-sequence next position, for batch validation */
     int *next_pos;
     int next_pos_cap;
@@ -75,7 +78,8 @@ void sl_fwd_free(sl_fwd *f)
     free(f->o);
     free(f->gate);
     free(f->up);
-    free(f->scores);
+    free(f->parts);
+    free(f->units);
     free(f->next_pos);
     free(f);
 }
@@ -136,19 +140,17 @@ static int check_batch(sl_fwd *f, sl_kv *kv, const sl_batch *b, sl_err *err)
     return 0;
 }
 
-static int ensure_scores(sl_fwd *f, int64_t n_ctx, sl_err *err)
+static int grow(void **buf, int64_t *cap, int64_t need, size_t elem, sl_err *err)
 {
-    int threads = omp_get_max_threads();
-    if (f->scores_cap >= n_ctx && f->scores_threads >= threads)
+    if (*cap >= need)
         return 0;
-    free(f->scores);
-    f->scores = malloc((size_t)n_ctx * (size_t)threads * sizeof(float));
-    if (!f->scores) {
-        f->scores_cap = 0;
-        return sl_fail(err, "forward: out of memory for attention scores");
-    }
-    f->scores_cap = n_ctx;
-    f->scores_threads = threads;
+    int64_t n = need + need / 4;
+    void *p = realloc(*buf, (size_t)n * elem);
+    if (!p)
+        return sl_fail(err, "forward: out of memory for attention work (%lld bytes)",
+                       (long long)((size_t)n * elem));
+    *buf = p;
+    *cap = n;
     return 0;
 }
 
@@ -203,27 +205,72 @@ static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
     }
 }
 
-static void attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
+/* Keys a token at pos sees in layer L: [j0, pos + 1). */
+static int64_t first_key(const sl_layer_cfg *L, int64_t pos)
+{
+    return L->sliding_window > 0 && pos - L->sliding_window + 1 > 0 ? pos - L->sliding_window + 1
+                                                                    : 0;
+}
+
+/* Flash attention over the cache (kernels/attn.h): every (token, KV head)
+ * pair is cut into spans of keys at fixed positions; all spans of the batch
+ * run in parallel, then each pair's partials are combined in span order.
+ * Bounds and order depend only on each token's position, so the result is
+ * the same whatever the batch and thread count. */
+static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *err)
 {
     const sl_config *c = &f->m->cfg;
     const sl_layer_cfg *L = &c->layer[il];
     int n = b->n_tokens, hd = L->head_dim, group = L->n_head / L->n_kv_head;
     int64_t q_dim = (int64_t)L->n_head * hd, stride = sl_kv_stride(kv, il);
-    int64_t pairs = (int64_t)n * L->n_head;
-    #pragma omp parallel for schedule(static) if (pairs > 1)
+    int64_t pairs = (int64_t)n * L->n_kv_head, pf = sl_attn_part_floats(hd, group);
+    if (grow((void **)&f->units, &f->units_cap, pairs + 1, sizeof(int64_t), err))
+        return -1;
+    int64_t total = 0;
     for (int64_t p = 0; p < pairs; p++) {
-        int i = (int)(p / L->n_head), h = (int)(p % L->n_head), kvh = h / group;
-        int64_t pos = b->pos[i];
-        int64_t j0 = 0;
-        if (L->sliding_window > 0 && pos - L->sliding_window + 1 > 0)
-            j0 = pos - L->sliding_window + 1;
-        float *scratch = f->scores + (size_t)omp_get_thread_num() * (size_t)f->scores_cap;
-        sl_attn_head(f->q + (size_t)i * q_dim + (int64_t)h * hd,
-                     sl_kv_k(kv, b->seq[i], il) + (int64_t)kvh * hd,
-                     sl_kv_v(kv, b->seq[i], il) + (int64_t)kvh * hd, stride, j0, pos + 1, hd,
-                     L->attn_scale, c->attn_softcap, f->attn + (size_t)i * q_dim + (int64_t)h * hd,
-                     scratch);
+        int64_t pos = b->pos[p / L->n_kv_head];
+        f->units[p] = total; /* first unit of pair p */
+        total += sl_attn_n_spans(first_key(L, pos), pos + 1);
     }
+    f->units[pairs] = total;
+    if (grow((void **)&f->parts, &f->parts_cap, total * pf, sizeof(float), err))
+        return -1;
+    const int64_t *first = f->units;
+    #pragma omp parallel if (total > 1)
+    {
+        /* units of pair p are first[p] .. first[p+1]-1 */
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < total; u++) {
+            int64_t lo = 0, hi = pairs; /* the pair holding unit u */
+            while (hi - lo > 1) {
+                int64_t mid = (lo + hi) / 2;
+                if (first[mid] <= u)
+                    lo = mid;
+                else
+                    hi = mid;
+            }
+            int i = (int)(lo / L->n_kv_head), kvh = (int)(lo % L->n_kv_head);
+            int64_t pos = b->pos[i], s0, s1;
+            sl_attn_span_bounds(first_key(L, pos), pos + 1, u - first[lo], &s0, &s1);
+            sl_attn_q a = {f->q + (size_t)i * q_dim + (int64_t)kvh * group * hd, hd,
+                           sl_kv_k(kv, b->seq[i], il) + (int64_t)kvh * hd,
+                           sl_kv_v(kv, b->seq[i], il) + (int64_t)kvh * hd, stride, hd, group,
+                           L->attn_scale, c->attn_softcap};
+            sl_attn_part part = sl_attn_part_at(f->parts + u * pf, group);
+            sl_attn_span(&a, s0, s1, &part);
+        }
+        #pragma omp for schedule(static)
+        for (int64_t p = 0; p < pairs; p++) {
+            int i = (int)(p / L->n_kv_head), kvh = (int)(p % L->n_kv_head);
+            int64_t ns = first[p + 1] - first[p];
+            sl_attn_part parts[ns > 0 ? ns : 1];
+            for (int64_t s = 0; s < ns; s++)
+                parts[s] = sl_attn_part_at(f->parts + (first[p] + s) * pf, group);
+            sl_attn_combine(parts, ns, hd, group,
+                            f->attn + (size_t)i * q_dim + (int64_t)kvh * group * hd, hd);
+        }
+    }
+    return 0;
 }
 
 static void residual(sl_fwd *f, float *x, const float *post_norm, int n)
@@ -246,11 +293,15 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
     norm_rows(f->xn, x, w->ffn_norm, n, c->d_model, c->norm_eps);
     sl_mm_job gate_up[2] = {job_w(&w->w_gate, f->gate), job_w(&w->w_up, f->up)};
     matmul_same_x(gate_up, 2, f->xn, n, c->d_model);
-    int64_t total = (int64_t)n * c->d_ff;
-    if (c->act == SL_ACT_GELU_TANH)
-        sl_gelu_tanh_mul(f->gate, f->up, total);
-    else
-        sl_silu_mul(f->gate, f->up, total);
+    #pragma omp parallel for schedule(static) if (n > 4)
+    for (int i = 0; i < n; i++) {
+        float *g = f->gate + (size_t)i * c->d_ff;
+        const float *u = f->up + (size_t)i * c->d_ff;
+        if (c->act == SL_ACT_GELU_TANH)
+            sl_gelu_tanh_mul(g, u, c->d_ff);
+        else
+            sl_silu_mul(g, u, c->d_ff);
+    }
     matmul_w(&w->w_down, f->gate, n, f->o);
     residual(f, x, w->post_ffn_norm, n);
 }
@@ -259,7 +310,7 @@ int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err 
 {
     const sl_model *m = f->m;
     const sl_config *c = &m->cfg;
-    if (check_batch(f, kv, b, err) || ensure_scores(f, sl_kv_n_ctx(kv), err))
+    if (check_batch(f, kv, b, err))
         return -1;
     int n = b->n_tokens;
     for (int il = m->part.l0; il < m->part.l1; il++) {
@@ -268,7 +319,8 @@ int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err 
         sl_mm_job qkv[3] = {job_w(&w->wq, f->q), job_w(&w->wk, f->k), job_w(&w->wv, f->v)};
         matmul_same_x(qkv, 3, f->xn, n, c->d_model);
         qk_prepare(f, kv, b, il);
-        attention(f, kv, b, il);
+        if (attention(f, kv, b, il, err))
+            return -1;
         matmul_w(&w->wo, f->attn, n, f->o);
         residual(f, x, w->post_attn_norm, n);
         ffn(f, il, x, n);

@@ -1,0 +1,62 @@
+/* Attention of one query position against a range of cached keys: tiled,
+ * with an online softmax (flash attention), for a group of query heads that
+ * share one KV head (GQA), so each key and value row is read once for the
+ * whole group.
+ *
+ * The keys [j0, j1) are cut into spans at fixed absolute positions (every
+ * SL_ATTN_SPAN keys from position 0), each span reduced to a partial result
+ * (running max, sum of exponentials, unnormalised output), and the partials
+ * combined in span order. Spans can run on different threads; because
+ * their bounds and the combining order depend only on the query's position
+ * and window, a query's output has the same bits whatever its batch and
+ * however many threads run. */
+#ifndef SLUICE_ATTN_H
+#define SLUICE_ATTN_H
+
+#include <stdint.h>
+
+#define SL_ATTN_SPAN 512 /* keys a span covers */
+#define SL_ATTN_TILE 64  /* keys scored at once inside a span */
+
+typedef struct sl_attn_q {
+    const float *q;      /* n_group heads, q_stride floats apart */
+    int64_t q_stride;
+    const float *k, *v;  /* position 0 of the KV head; kv_stride floats per position */
+    int64_t kv_stride;
+    int head_dim, n_group;
+    float scale;         /* applied to q.k */
+    float softcap;       /* > 0: score = cap * tanh(score / cap) */
+} sl_attn_q;
+
+/* One span's partial result for every head of the group: m[g], l[g] and
+ * o[g * head_dim ..] (o not yet divided by l). */
+typedef struct sl_attn_part {
+    float *m, *l, *o;
+} sl_attn_part;
+
+/* Spans touching [j0, j1): their count and the bounds of span s. */
+int64_t sl_attn_n_spans(int64_t j0, int64_t j1);
+void sl_attn_span_bounds(int64_t j0, int64_t j1, int64_t s, int64_t *s0, int64_t *s1);
+
+/* Partial result over keys [s0, s1) (non-empty). */
+void sl_attn_span(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *part);
+
+/* out[g * out_stride ..] = the combination of n_parts partials, in order. */
+void sl_attn_combine(const sl_attn_part *parts, int64_t n_parts, int head_dim, int n_group,
+                     float *out, int64_t out_stride);
+
+/* Floats one partial takes, and a partial laid out in mem. */
+int64_t sl_attn_part_floats(int head_dim, int n_group);
+sl_attn_part sl_attn_part_at(float *mem, int n_group);
+
+/* Whole attention of one query over [j0, j1) on this thread: the same spans
+ * and combination as a parallel split, so the same bits. work holds
+ * sl_attn_n_spans(j0, j1) * sl_attn_part_floats(head_dim, n_group) floats. */
+void sl_attn(const sl_attn_q *a, int64_t j0, int64_t j1, float *out, int64_t out_stride,
+             float *work);
+
+/* The plain definition (scores, softmax, weighted sum in double): the
+ * oracle the tests hold the tiled paths to. */
+void sl_attn_naive(const sl_attn_q *a, int64_t j0, int64_t j1, float *out, int64_t out_stride);
+
+#endif
