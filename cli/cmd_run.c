@@ -41,6 +41,8 @@ static const char usage[] =
     "  -t, --threads N         OpenMP threads (default: all cores)\n"
     "  --ctx N                 context length per sequence (default: the config's\n"
     "                          limits, or min(model's training context, 4096))\n"
+    "  --kv-type T             KV cache type: f32 (default), f16, bf16 or q8_0;\n"
+    "                          overrides the config's limits.kv_type\n"
     "  --no-bos                do not add the BOS token\n"
     "  --print-ids             print the generated token ids to stderr\n"
     "  --stats                 print per-stage statistics to stderr at the end\n"
@@ -54,6 +56,8 @@ typedef struct run_opts {
     const char *model, *config, *prompt, *prompts_file;
     int n_predict, threads, n_ctx;
     bool chat, no_bos, print_ids, stats;
+    int kv_type;
+    bool kv_type_set;
     sl_sampling sampling;
     bool sampling_set[8];
 } run_opts;
@@ -82,6 +86,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         {"no-bos", no_argument, NULL, 'B'},
         {"print-ids", no_argument, NULL, 'I'},
         {"stats", no_argument, NULL, 'S'},
+        {"kv-type", required_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = argv[0];
@@ -109,6 +114,12 @@ static int parse_args(int argc, char **argv, run_opts *o)
         case 'B': o->no_bos = true; break;
         case 'I': o->print_ids = true; break;
         case 'S': o->stats = true; break;
+        case 'V':
+            o->kv_type = sl_type_from_name(optarg);
+            bad = o->kv_type != SL_TYPE_F32 && o->kv_type != SL_TYPE_F16 &&
+                  o->kv_type != SL_TYPE_BF16 && o->kv_type != SL_TYPE_Q8_0;
+            o->kv_type_set = true;
+            break;
         default: return CLI_USAGE;
         }
         if (bad)
@@ -323,6 +334,8 @@ int cmd_run(int argc, char **argv)
         goto done;
     if (o.n_ctx)
         cfg->limits.context = o.n_ctx;
+    if (o.kv_type_set)
+        cfg->limits.kv_type = o.kv_type;
     sl_pipeline_opts popts;
     sl_pipeline_opts_default(&popts);
     popts.threads = o.threads;

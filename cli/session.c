@@ -21,7 +21,7 @@ int cli_session_alloc(cli_session *s, int n_ctx, int max_batch, sl_err *err)
     const sl_config *c = &s->model->cfg;
     s->n_ctx = n_ctx;
     s->max_batch = max_batch;
-    if (sl_kv_new(&s->kv, c, 0, c->n_layer, 1, n_ctx, err) || sl_fwd_new(&s->fwd, s->model, max_batch, err))
+    if (sl_kv_new_typed(&s->kv, c, 0, c->n_layer, 1, n_ctx, (sl_type)s->kv_type, max_batch, err) || sl_fwd_new(&s->fwd, s->model, max_batch, err))
         return -1;
     s->x = malloc((size_t)max_batch * (size_t)c->d_model * sizeof *s->x);
     s->seq = calloc((size_t)max_batch, sizeof *s->seq);

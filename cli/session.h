@@ -15,6 +15,7 @@ typedef struct cli_session {
     sl_fwd *fwd;
     int n_ctx;
     int max_batch;
+    int kv_type;    /* sl_type of the cache, set before cli_session_alloc (0: f32) */
     float *x;       /* max_batch rows of d_model */
     int32_t *seq;   /* max_batch zeros */
     int32_t *pos;   /* max_batch positions */

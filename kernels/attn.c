@@ -4,9 +4,10 @@
 #include <stdlib.h>
 
 #include "kernels/cpu.h"
+#include "kernels/quant.h"
 
 /* AVX-512 span kernel (attn_avx512.c); head_dim must be a multiple of 16. */
-void sl_attn_span_avx512(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *part);
+void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *part);
 
 int64_t sl_attn_n_spans(int64_t j0, int64_t j1)
 {
@@ -23,7 +24,7 @@ void sl_attn_span_bounds(int64_t j0, int64_t j1, int64_t s, int64_t *s0, int64_t
     *s1 = hi < j1 ? hi : j1;
 }
 
-static float score_of(const sl_attn_q *a, const float *q, const float *k)
+static float score_of(const sl_attn_f32 *a, const float *q, const float *k)
 {
     /* eight partial sums in a fixed order: vectorisable without -ffast-math */
     float acc[8] = {0};
@@ -39,8 +40,9 @@ static float score_of(const sl_attn_q *a, const float *q, const float *k)
 }
 
 /* The scalar path: tiles of SL_ATTN_TILE keys, online softmax per head. */
-static void span_scalar(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *p)
+static void span_scalar(const sl_attn_f32 *a, int64_t s1, sl_attn_part *p)
 {
+    const int64_t s0 = 0;
     int hd = a->head_dim;
     for (int g = 0; g < a->n_group; g++) {
         p->m[g] = -INFINITY;
@@ -76,15 +78,47 @@ static void span_scalar(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part
     }
 }
 
-void sl_attn_span(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *part)
+static void span_f32(const sl_attn_f32 *f, int64_t n, sl_attn_part *part)
 {
 #if defined(__x86_64__)
-    if (sl_path_active() == SL_PATH_AVX512 && a->head_dim % 16 == 0) {
-        sl_attn_span_avx512(a, s0, s1, part);
+    if (sl_path_active() == SL_PATH_AVX512 && f->head_dim % 16 == 0) {
+        sl_attn_span_avx512(f, n, part);
         return;
     }
 #endif
-    span_scalar(a, s0, s1, part);
+    span_scalar(f, n, part);
+}
+
+static const void *row_at(const void *base, const sl_attn_q *a, int64_t j)
+{
+    return (const uint8_t *)base + (j - a->pos0) * a->row_bytes;
+}
+
+void sl_attn_span(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *part)
+{
+    int64_t n = s1 - s0;
+    sl_attn_f32 f = {a->q, a->q_stride, NULL, NULL, 0, a->head_dim, a->n_group, a->scale, a->softcap};
+    if (a->kv_type == SL_TYPE_F32) {
+        f.k = row_at(a->k, a, s0);
+        f.v = row_at(a->v, a, s0);
+        f.kv_stride = a->row_bytes / (int64_t)sizeof(float);
+        span_f32(&f, n, part);
+        return;
+    }
+    /* decode the span's rows once; SL_ATTN_SPAN rows of each fit in L2 */
+    float *buf = malloc(sizeof(float) * (size_t)(2 * n * a->head_dim));
+    if (!buf)
+        abort(); /* a few hundred KB: nothing sensible is left to do */
+    float *k = buf, *v = buf + n * a->head_dim;
+    for (int64_t j = 0; j < n; j++) {
+        sl_dequantize_row(a->kv_type, row_at(a->k, a, s0 + j), k + j * a->head_dim, a->head_dim);
+        sl_dequantize_row(a->kv_type, row_at(a->v, a, s0 + j), v + j * a->head_dim, a->head_dim);
+    }
+    f.k = k;
+    f.v = v;
+    f.kv_stride = a->head_dim;
+    span_f32(&f, n, part);
+    free(buf);
 }
 
 void sl_attn_combine(const sl_attn_part *parts, int64_t n_parts, int head_dim, int n_group,
@@ -137,13 +171,19 @@ void sl_attn(const sl_attn_q *a, int64_t j0, int64_t j1, float *out, int64_t out
 
 void sl_attn_naive(const sl_attn_q *a, int64_t j0, int64_t j1, float *out, int64_t out_stride)
 {
-    int64_t n = j1 - j0;
+    int64_t n = j1 - j0, hd = a->head_dim;
     double *p = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    float *kf = malloc(sizeof(float) * (size_t)((n > 0 ? n : 1) * hd));
+    float *vf = malloc(sizeof(float) * (size_t)((n > 0 ? n : 1) * hd));
+    for (int64_t j = 0; j < n; j++) {
+        sl_dequantize_row(a->kv_type, row_at(a->k, a, j0 + j), kf + j * hd, hd);
+        sl_dequantize_row(a->kv_type, row_at(a->v, a, j0 + j), vf + j * hd, hd);
+    }
     for (int g = 0; g < a->n_group; g++) {
         const float *q = a->q + g * a->q_stride;
         double mx = -INFINITY;
         for (int64_t j = 0; j < n; j++) {
-            const float *k = a->k + (j0 + j) * a->kv_stride;
+            const float *k = kf + j * hd;
             double s = 0;
             for (int d = 0; d < a->head_dim; d++)
                 s += (double)q[d] * k[d];
@@ -159,9 +199,11 @@ void sl_attn_naive(const sl_attn_q *a, int64_t j0, int64_t j1, float *out, int64
         for (int d = 0; d < a->head_dim; d++) {
             double o = 0;
             for (int64_t j = 0; j < n; j++)
-                o += p[j] * a->v[(j0 + j) * a->kv_stride + d];
+                o += p[j] * vf[j * hd + d];
             out[g * out_stride + d] = (float)(o / sum);
         }
     }
     free(p);
+    free(kf);
+    free(vf);
 }

@@ -15,18 +15,33 @@
 
 #include <stdint.h>
 
-#define SL_ATTN_SPAN 512 /* keys a span covers */
+#include "kernels/types.h"
+
+#define SL_ATTN_SPAN 128 /* keys a span covers */
 #define SL_ATTN_TILE 64  /* keys scored at once inside a span */
 
 typedef struct sl_attn_q {
     const float *q;      /* n_group heads, q_stride floats apart */
     int64_t q_stride;
-    const float *k, *v;  /* position 0 of the KV head; kv_stride floats per position */
-    int64_t kv_stride;
+    const void *k, *v;   /* the KV head's row of position pos0 */
+    int64_t pos0;        /* 0, or where a ring of slots starts over */
+    int64_t row_bytes;   /* bytes between positions */
+    sl_type kv_type;     /* F32, F16, BF16 or Q8_0 rows of head_dim */
     int head_dim, n_group;
     float scale;         /* applied to q.k */
     float softcap;       /* > 0: score = cap * tanh(score / cap) */
 } sl_attn_q;
+
+/* The same query with float keys and values, k and v at the first key of a
+ * span (what the span kernels take). */
+typedef struct sl_attn_f32 {
+    const float *q;
+    int64_t q_stride;
+    const float *k, *v;
+    int64_t kv_stride;   /* floats between positions */
+    int head_dim, n_group;
+    float scale, softcap;
+} sl_attn_f32;
 
 /* One span's partial result for every head of the group: m[g], l[g] and
  * o[g * head_dim ..] (o not yet divided by l). */
@@ -38,7 +53,8 @@ typedef struct sl_attn_part {
 int64_t sl_attn_n_spans(int64_t j0, int64_t j1);
 void sl_attn_span_bounds(int64_t j0, int64_t j1, int64_t s, int64_t *s0, int64_t *s1);
 
-/* Partial result over keys [s0, s1) (non-empty). */
+/* Partial result over keys [s0, s1) (non-empty, inside one ring block):
+ * float rows are read in place, other types decoded a span at a time. */
 void sl_attn_span(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *part);
 
 /* out[g * out_stride ..] = the combination of n_parts partials, in order. */

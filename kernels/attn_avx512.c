@@ -8,7 +8,7 @@
 #include "kernels/attn.h"
 #include "kernels/vmath_avx512.h"
 
-void sl_attn_span_avx512(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *p);
+void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p);
 
 static float dot16n(const float *q, const float *k, int hd)
 {
@@ -24,7 +24,7 @@ static float dot16n(const float *q, const float *k, int hd)
 }
 
 /* Scores of one tile for every head: sc[g * SL_ATTN_TILE + j]. */
-static void tile_scores(const sl_attn_q *a, int64_t t0, int nt, float *sc)
+static void tile_scores(const sl_attn_f32 *a, int64_t t0, int nt, float *sc)
 {
     for (int j = 0; j < nt; j++) {
         const float *k = a->k + (t0 + j) * a->kv_stride;
@@ -58,8 +58,9 @@ static float tile_exp(float *sc, int nt, float mx)
     return _mm512_reduce_add_ps(sum);
 }
 
-void sl_attn_span_avx512(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *p)
+void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
 {
+    const int64_t s0 = 0, s1 = n_keys;
     int hd = a->head_dim, ng = a->n_group;
     for (int g = 0; g < ng; g++) {
         p->m[g] = -INFINITY;
@@ -70,7 +71,7 @@ void sl_attn_span_avx512(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_par
     float sc[8 * SL_ATTN_TILE];
     for (int g0 = 0; g0 < ng; g0 += 8) { /* groups of up to 8 heads share the tiles */
         int gn = ng - g0 < 8 ? ng - g0 : 8;
-        sl_attn_q sub = *a;
+        sl_attn_f32 sub = *a;
         sub.q = a->q + g0 * a->q_stride;
         sub.n_group = gn;
         for (int64_t t0 = s0; t0 < s1; t0 += SL_ATTN_TILE) {

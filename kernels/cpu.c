@@ -20,7 +20,7 @@ static struct {
     sl_cpu_features feat;
     sl_path best;
     sl_path env_cap; /* SLUICE_KERNEL's ceiling, or the best path if unset */
-    sl_act env_act;  /* SLUICE_ACT */
+    sl_actq env_act;  /* SLUICE_ACT */
 } g_cpu;
 static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
 static atomic_int g_forced = -1;
@@ -110,15 +110,15 @@ static sl_path env_ceiling(sl_path best)
     return best;
 }
 
-static sl_act env_act(void)
+static sl_actq env_act(void)
 {
     const char *want = getenv("SLUICE_ACT");
     if (!want || !*want || strcmp(want, "q8") == 0)
-        return SL_ACT_Q8;
+        return SL_ACTQ_Q8;
     if (strcmp(want, "f32") == 0)
-        return SL_ACT_F32;
+        return SL_ACTQ_F32;
     fprintf(stderr, "sluice: SLUICE_ACT=%s is not one of q8, f32; using q8\n", want);
-    return SL_ACT_Q8;
+    return SL_ACTQ_Q8;
 }
 
 static void cpu_init(void)
@@ -159,14 +159,14 @@ int sl_path_force(sl_path p)
     return 0;
 }
 
-sl_act sl_act_mode(void)
+sl_actq sl_act_mode(void)
 {
     pthread_once(&g_cpu_once, cpu_init);
     int forced = atomic_load_explicit(&g_act_forced, memory_order_relaxed);
-    return forced >= 0 ? (sl_act)forced : g_cpu.env_act;
+    return forced >= 0 ? (sl_actq)forced : g_cpu.env_act;
 }
 
-void sl_act_force(sl_act a) { atomic_store_explicit(&g_act_forced, (int)a, memory_order_relaxed); }
+void sl_act_force(sl_actq a) { atomic_store_explicit(&g_act_forced, (int)a, memory_order_relaxed); }
 
 const char *sl_path_name(sl_path p)
 {

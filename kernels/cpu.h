@@ -37,9 +37,9 @@ const char *sl_path_name(sl_path p);
  * 32 for the integer kernels (the default, as llama.cpp does), or kept in
  * float (SLUICE_ACT=f32), which the float reference tests compare against
  * exactly. */
-typedef enum sl_act { SL_ACT_Q8 = 0, SL_ACT_F32 = 1 } sl_act;
-sl_act sl_act_mode(void);
+typedef enum sl_actq { SL_ACTQ_Q8 = 0, SL_ACTQ_F32 = 1 } sl_actq;
+sl_actq sl_act_mode(void);
 /* Overrides SLUICE_ACT for this process (tests). */
-void sl_act_force(sl_act a);
+void sl_act_force(sl_actq a);
 
 #endif

@@ -212,7 +212,7 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     sl_path path = ref ? SL_PATH_SCALAR : sl_path_active();
     plan pl[MAX_JOBS];
     int64_t n_chunks = 0, macs = 0;
-    bool need_q8 = false, act_q8 = sl_act_mode() == SL_ACT_Q8;
+    bool need_q8 = false, act_q8 = sl_act_mode() == SL_ACTQ_Q8;
     for (int i = 0; i < n_jobs; i++) {
         const sl_mm_job *j = &jobs[i];
         bool q8 = act_q8 && sl_mmq_supports(j->type);
@@ -326,7 +326,7 @@ void sl_pack_free(void *packed)
 const char *sl_matmul_path_name(sl_type wtype)
 {
     sl_path path = sl_path_active();
-    if (sl_act_mode() == SL_ACT_Q8 && sl_mmq_supports(wtype)) {
+    if (sl_act_mode() == SL_ACTQ_Q8 && sl_mmq_supports(wtype)) {
         if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
             return "avx512-vnni/q8";
         return path >= SL_PATH_AVX2 ? "avx2/q8" : "scalar/q8";

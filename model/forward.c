@@ -27,6 +27,8 @@ struct sl_fwd {
     int64_t parts_cap;   /* floats */
     int64_t *units;      /* (pair << 20 | span) per unit, then pair offsets */
     int64_t units_cap;
+    /* per-op times, added to when set (sl_fwd_set_times) */
+    sl_fwd_times *times;
     /* per-sequence next position, for batch validation */
     int *next_pos;
     int next_pos_cap;
@@ -86,6 +88,17 @@ void sl_fwd_free(sl_fwd *f)
 
 int sl_fwd_max_tokens(const sl_fwd *f) { return f->max_tokens; }
 
+void sl_fwd_set_times(sl_fwd *f, sl_fwd_times *t) { f->times = t; }
+
+/* Runs stmt, adding its wall time to times->field when profiling. */
+#define TIMED(f, field, stmt)                                                                 \
+    do {                                                                                      \
+        double t0_ = (f)->times ? omp_get_wtime() : 0;                                        \
+        stmt;                                                                                 \
+        if ((f)->times)                                                                       \
+            (f)->times->field += omp_get_wtime() - t0_;                                       \
+    } while (0)
+
 int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *err)
 {
     const sl_config *c = &m->cfg;
@@ -113,6 +126,11 @@ static int check_batch(sl_fwd *f, sl_kv *kv, const sl_batch *b, sl_err *err)
     int max_seqs = sl_kv_max_seqs(kv);
     if (b->n_tokens < 1 || b->n_tokens > f->max_tokens)
         return sl_fail(err, "forward: batch of %d tokens (capacity %d)", b->n_tokens, f->max_tokens);
+    /* a ring of slots holds its window plus one batch: more tokens of one
+     * sequence would overwrite keys earlier tokens of the batch still need */
+    if (b->n_tokens > sl_kv_max_batch(kv))
+        return sl_fail(err, "forward: batch of %d tokens, but the KV cache was sized for batches "
+                       "of at most %d", b->n_tokens, sl_kv_max_batch(kv));
     if (f->next_pos_cap < max_seqs) {
         int *p = realloc(f->next_pos, (size_t)max_seqs * sizeof *p);
         if (!p)
@@ -198,10 +216,21 @@ static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
                 c->rope_neox);
         sl_rope(k, L->n_kv_head, hd, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale,
                 c->rope_neox);
-        int64_t stride = sl_kv_stride(kv, il);
-        memcpy(sl_kv_k(kv, b->seq[i], il) + (int64_t)b->pos[i] * stride, k, kv_dim * sizeof(float));
-        memcpy(sl_kv_v(kv, b->seq[i], il) + (int64_t)b->pos[i] * stride,
-               f->v + (size_t)i * kv_dim, kv_dim * sizeof(float));
+        /* into the position's slot, in the cache's type */
+        int64_t slot = b->pos[i] % sl_kv_slots(kv, il);
+        int64_t rb = sl_kv_row_bytes(kv, il), hb = sl_kv_head_bytes(kv, il);
+        uint8_t *kd = (uint8_t *)sl_kv_k(kv, b->seq[i], il) + slot * rb;
+        uint8_t *vd = (uint8_t *)sl_kv_v(kv, b->seq[i], il) + slot * rb;
+        const float *v = f->v + (size_t)i * kv_dim;
+        if (sl_kv_type(kv) == SL_TYPE_F32) {
+            memcpy(kd, k, (size_t)kv_dim * sizeof(float));
+            memcpy(vd, v, (size_t)kv_dim * sizeof(float));
+        } else {
+            for (int h = 0; h < L->n_kv_head; h++) {
+                sl_quantize_row(sl_kv_type(kv), k + (int64_t)h * hd, kd + h * hb, hd);
+                sl_quantize_row(sl_kv_type(kv), v + (int64_t)h * hd, vd + h * hb, hd);
+            }
+        }
     }
 }
 
@@ -222,7 +251,8 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     const sl_config *c = &f->m->cfg;
     const sl_layer_cfg *L = &c->layer[il];
     int n = b->n_tokens, hd = L->head_dim, group = L->n_head / L->n_kv_head;
-    int64_t q_dim = (int64_t)L->n_head * hd, stride = sl_kv_stride(kv, il);
+    int64_t q_dim = (int64_t)L->n_head * hd, slots = sl_kv_slots(kv, il);
+    int64_t rb = sl_kv_row_bytes(kv, il), hb = sl_kv_head_bytes(kv, il);
     int64_t pairs = (int64_t)n * L->n_kv_head, pf = sl_attn_part_floats(hd, group);
     if (grow((void **)&f->units, &f->units_cap, pairs + 1, sizeof(int64_t), err))
         return -1;
@@ -252,10 +282,19 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
             int i = (int)(lo / L->n_kv_head), kvh = (int)(lo % L->n_kv_head);
             int64_t pos = b->pos[i], s0, s1;
             sl_attn_span_bounds(first_key(L, pos), pos + 1, u - first[lo], &s0, &s1);
-            sl_attn_q a = {f->q + (size_t)i * q_dim + (int64_t)kvh * group * hd, hd,
-                           sl_kv_k(kv, b->seq[i], il) + (int64_t)kvh * hd,
-                           sl_kv_v(kv, b->seq[i], il) + (int64_t)kvh * hd, stride, hd, group,
-                           L->attn_scale, c->attn_softcap};
+            /* spans never cross a multiple of the slot count (a multiple
+             * of the span), so a span's keys sit in one run of slots */
+            sl_attn_q a = {.q = f->q + (size_t)i * q_dim + (int64_t)kvh * group * hd,
+                           .q_stride = hd,
+                           .k = (const uint8_t *)sl_kv_k(kv, b->seq[i], il) + kvh * hb,
+                           .v = (const uint8_t *)sl_kv_v(kv, b->seq[i], il) + kvh * hb,
+                           .pos0 = s0 - s0 % slots,
+                           .row_bytes = rb,
+                           .kv_type = sl_kv_type(kv),
+                           .head_dim = hd,
+                           .n_group = group,
+                           .scale = L->attn_scale,
+                           .softcap = c->attn_softcap};
             sl_attn_part part = sl_attn_part_at(f->parts + u * pf, group);
             sl_attn_span(&a, s0, s1, &part);
         }
@@ -286,13 +325,10 @@ static void residual(sl_fwd *f, float *x, const float *post_norm, int n)
     }
 }
 
-static void ffn(sl_fwd *f, int il, float *x, int n)
+/* gate = act(gate) * up, a token per thread */
+static void activation(sl_fwd *f, int n)
 {
     const sl_config *c = &f->m->cfg;
-    const sl_layer_weights *w = &f->m->layer[il];
-    norm_rows(f->xn, x, w->ffn_norm, n, c->d_model, c->norm_eps);
-    sl_mm_job gate_up[2] = {job_w(&w->w_gate, f->gate), job_w(&w->w_up, f->up)};
-    matmul_same_x(gate_up, 2, f->xn, n, c->d_model);
     #pragma omp parallel for schedule(static) if (n > 4)
     for (int i = 0; i < n; i++) {
         float *g = f->gate + (size_t)i * c->d_ff;
@@ -302,8 +338,18 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
         else
             sl_silu_mul(g, u, c->d_ff);
     }
-    matmul_w(&w->w_down, f->gate, n, f->o);
-    residual(f, x, w->post_ffn_norm, n);
+}
+
+static void ffn(sl_fwd *f, int il, float *x, int n)
+{
+    const sl_config *c = &f->m->cfg;
+    const sl_layer_weights *w = &f->m->layer[il];
+    TIMED(f, norm, norm_rows(f->xn, x, w->ffn_norm, n, c->d_model, c->norm_eps));
+    sl_mm_job gate_up[2] = {job_w(&w->w_gate, f->gate), job_w(&w->w_up, f->up)};
+    TIMED(f, matmul, matmul_same_x(gate_up, 2, f->xn, n, c->d_model));
+    TIMED(f, elementwise, activation(f, n));
+    TIMED(f, matmul, matmul_w(&w->w_down, f->gate, n, f->o));
+    TIMED(f, elementwise, residual(f, x, w->post_ffn_norm, n));
 }
 
 int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err *err)
@@ -315,14 +361,15 @@ int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err 
     int n = b->n_tokens;
     for (int il = m->part.l0; il < m->part.l1; il++) {
         const sl_layer_weights *w = &m->layer[il];
-        norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps);
+        TIMED(f, norm, norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps));
         sl_mm_job qkv[3] = {job_w(&w->wq, f->q), job_w(&w->wk, f->k), job_w(&w->wv, f->v)};
-        matmul_same_x(qkv, 3, f->xn, n, c->d_model);
-        qk_prepare(f, kv, b, il);
-        if (attention(f, kv, b, il, err))
+        TIMED(f, matmul, matmul_same_x(qkv, 3, f->xn, n, c->d_model));
+        int rc = 0;
+        TIMED(f, attention, qk_prepare(f, kv, b, il); rc = attention(f, kv, b, il, err));
+        if (rc)
             return -1;
-        matmul_w(&w->wo, f->attn, n, f->o);
-        residual(f, x, w->post_attn_norm, n);
+        TIMED(f, matmul, matmul_w(&w->wo, f->attn, n, f->o));
+        TIMED(f, elementwise, residual(f, x, w->post_attn_norm, n));
         ffn(f, il, x, n);
     }
     /* The cache now holds every position of the batch. */
@@ -340,10 +387,10 @@ int sl_head(sl_fwd *f, const float *x, int n, float *logits, sl_err *err)
         return sl_fail(err, "head: this model part has no output head");
     if (n < 1 || n > f->max_tokens)
         return sl_fail(err, "head: %d rows (capacity %d)", n, f->max_tokens);
-    norm_rows(f->xn, x, m->output_norm, n, c->d_model, c->norm_eps);
-    sl_matmul_packed(m->output.type, m->output.data, m->output.packed, m->output.n_out,
-                     m->output.n_in, f->xn, n, logits, c->n_vocab);
-    if (c->final_softcap > 0.0f)
-        sl_softcap(logits, (int64_t)n * c->n_vocab, c->final_softcap);
+    TIMED(f, head, norm_rows(f->xn, x, m->output_norm, n, c->d_model, c->norm_eps);
+          sl_matmul_packed(m->output.type, m->output.data, m->output.packed, m->output.n_out,
+                           m->output.n_in, f->xn, n, logits, c->n_vocab);
+          if (c->final_softcap > 0.0f)
+              sl_softcap(logits, (int64_t)n * c->n_vocab, c->final_softcap));
     return 0;
 }

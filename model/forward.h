@@ -28,6 +28,17 @@ int sl_fwd_new(sl_fwd **out, const sl_model *m, int max_tokens, sl_err *err);
 void sl_fwd_free(sl_fwd *f);
 int sl_fwd_max_tokens(const sl_fwd *f);
 
+/* Wall time per class of op, for `sluice bench`: norms before blocks,
+ * matmuls of the layers, attention (q/k norms, RoPE, cache writes and the
+ * attention itself), element-wise work (activation, post-norms, residual
+ * adds) and the head (final norm, lm_head, soft-cap). */
+typedef struct sl_fwd_times {
+    double norm, matmul, attention, elementwise, head;
+} sl_fwd_times;
+
+/* When t is not NULL, every later call adds its times to *t. */
+void sl_fwd_set_times(sl_fwd *f, sl_fwd_times *t);
+
 /* x[n][d_model] = embedding rows of tokens, scaled by embed_scale. */
 int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *err);
 

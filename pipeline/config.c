@@ -20,6 +20,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "kernels/types.h"
+
 #define CFG_MAX_BYTES (1 << 20)
 #define CFG_MAX_DEPTH 32
 #define CFG_MAX_LAYER (1 << 20) /* far beyond any model; keeps l0/l1 arithmetic in int */
@@ -709,14 +711,31 @@ static int parse_sampling(const cfg_ctx *x, sl_sampling *s, yaml_node_t *map)
     return v[P_SEED] ? read_u64(x, v[P_SEED], "sampling.seed", &s->seed) : 0;
 }
 
-enum { L_SEQS, L_CONTEXT, L_BATCH, L_KEYS };
-static const char *const limit_keys[L_KEYS] = {"max_sequences", "context", "max_batch_tokens"};
+enum { L_SEQS, L_CONTEXT, L_BATCH, L_KV_TYPE, L_KEYS };
+static const char *const limit_keys[L_KEYS] = {"max_sequences", "context", "max_batch_tokens",
+                                               "kv_type"};
 
 static void limits_defaults(pl_limits *l)
 {
     l->max_sequences = 8;
     l->context = 2048;
     l->max_batch_tokens = 512;
+    l->kv_type = SL_TYPE_F32;
+}
+
+static int read_kv_type(const cfg_ctx *x, const yaml_node_t *n, int *out)
+{
+    char name[16];
+    if (!n)
+        return 0;
+    if (read_string(x, n, "limits.kv_type", name, sizeof name))
+        return -1;
+    int t = sl_type_from_name(name);
+    if (t != SL_TYPE_F32 && t != SL_TYPE_F16 && t != SL_TYPE_BF16 && t != SL_TYPE_Q8_0)
+        return fail_at(x, node_line(n), "limits.kv_type", "'%s' is not one of f32, f16, bf16, q8_0",
+                       name);
+    *out = t;
+    return 0;
 }
 
 static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
@@ -727,7 +746,8 @@ static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
         return -1;
     return read_int_field(x, v[L_SEQS], "limits.max_sequences", 1, 4096, &l->max_sequences) ||
            read_int_field(x, v[L_CONTEXT], "limits.context", 16, 1 << 20, &l->context) ||
-           read_int_field(x, v[L_BATCH], "limits.max_batch_tokens", 1, 65536, &l->max_batch_tokens)
+           read_int_field(x, v[L_BATCH], "limits.max_batch_tokens", 1, 65536, &l->max_batch_tokens) ||
+           read_kv_type(x, v[L_KV_TYPE], &l->kv_type)
                ? -1 : 0;
 }
 
@@ -1115,7 +1135,8 @@ static int emit_limits(yaml_emitter_t *e, const pl_limits *l)
     return emit_scalar(e, "limits", YAML_PLAIN_SCALAR_STYLE) || emit_map_start(e, YAML_BLOCK_MAPPING_STYLE) ||
            emit_pair(e, "max_sequences", "%d", l->max_sequences) ||
            emit_pair(e, "context", "%d", l->context) ||
-           emit_pair(e, "max_batch_tokens", "%d", l->max_batch_tokens) || emit_map_end(e) ? -1 : 0;
+           emit_pair(e, "max_batch_tokens", "%d", l->max_batch_tokens) ||
+           emit_pair(e, "kv_type", "%s", sl_type_name((sl_type)l->kv_type)) || emit_map_end(e) ? -1 : 0;
 }
 
 static int emit_config(yaml_emitter_t *e, const pl_config *c, const char *out_path)

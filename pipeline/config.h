@@ -23,7 +23,7 @@
  *     - kind: head
  *     - kind: sample
  *   sampling: {temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1, seed: 42}
- *   limits: {max_sequences: 8, context: 2048, max_batch_tokens: 512}
+ *   limits: {max_sequences: 8, context: 2048, max_batch_tokens: 512, kv_type: f32}
  *
  * A node's address is its control socket (a worker's --listen address); the
  * stage i that a node receives on binds port+1+i (tcp) or path-si (ipc).
@@ -77,6 +77,7 @@ typedef struct pl_limits {
     int max_sequences;         /* default 8 */
     int context;               /* default 2048 */
     int max_batch_tokens;      /* default 512 */
+    int kv_type;               /* sl_type of the KV cache: f32 (default), f16, bf16, q8_0 */
 } pl_limits;
 
 typedef struct pl_config {

@@ -371,6 +371,7 @@ static int send_assign(pl_coord *c, peer *p, const char *const *stage_in, const 
         sa[n].max_sequences = (uint32_t)cfg->limits.max_sequences;
         sa[n].context = (uint32_t)cfg->limits.context;
         sa[n].max_batch_tokens = (uint32_t)cfg->limits.max_batch_tokens;
+        sa[n].kv_type = (uint32_t)cfg->limits.kv_type;
         sa[n].stage_index = (uint32_t)i;
         ptrs[n] = &sa[n];
         n++;

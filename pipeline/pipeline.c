@@ -696,6 +696,7 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
             .kind = st->kind, .model = c->model, .l0 = st->l0, .l1 = st->l1,
             .max_sequences = c->limits.max_sequences, .context = c->limits.context,
             .max_batch_tokens = c->limits.max_batch_tokens, .index = i,
+            .kv_type = c->limits.kv_type,
         };
         sl_stage *s;
         if (sl_stage_create(&s, &spec, err))

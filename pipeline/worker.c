@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "kernels/types.h"
 #include <unistd.h>
 #include <zmq.h>
 
@@ -113,6 +115,10 @@ static int check_assign(const Sluice__StageAssign *sa, size_t i, sl_err *err)
         return sl_fail(err, "assignment %zu: limits out of range", i);
     if (sa->threads < 0 || sa->threads > 4096)
         return sl_fail(err, "assignment %zu: threads %d out of range", i, sa->threads);
+    if (sa->kv_type != SL_TYPE_F32 && sa->kv_type != SL_TYPE_F16 && sa->kv_type != SL_TYPE_BF16 &&
+        sa->kv_type != SL_TYPE_Q8_0)
+        return sl_fail(err, "assignment %zu: KV cache type %u is not f32, f16, bf16 or q8_0", i,
+                       sa->kv_type);
     return 0;
 }
 
@@ -148,6 +154,7 @@ static int start_one(worker *w, const Sluice__Header *h, size_t i, sl_err *err)
         .kind = (pl_stage_kind)sa->kind, .model = sa->model, .l0 = sa->l0, .l1 = sa->l1,
         .max_sequences = (int)sa->max_sequences, .context = (int)sa->context,
         .max_batch_tokens = (int)sa->max_batch_tokens, .index = (int)sa->stage_index,
+        .kv_type = (int)sa->kv_type,
     };
     sl_stage *s;
     if (sl_stage_create(&s, &spec, err))

@@ -30,6 +30,7 @@ typedef struct sl_stage_spec {
     int context;
     int max_batch_tokens;
     int index;               /* position in the pipeline, for names */
+    int kv_type;             /* sl_type of the layers' KV cache (0: f32) */
 } sl_stage_spec;
 
 struct sl_stage {

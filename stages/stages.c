@@ -352,7 +352,8 @@ static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     if (sl_model_load(&ms->model, spec->model, &part, err))
         return -1;
     if (spec->kind == PL_STAGE_LAYERS &&
-        sl_kv_new(&ms->kv, &ms->model->cfg, spec->l0, spec->l1, spec->max_sequences, spec->context, err))
+        sl_kv_new_typed(&ms->kv, &ms->model->cfg, spec->l0, spec->l1, spec->max_sequences,
+                        spec->context, (sl_type)spec->kv_type, spec->max_batch_tokens, err))
         return -1;
     if (spec->kind != PL_STAGE_EMBED && sl_fwd_new(&ms->fwd, ms->model, spec->max_batch_tokens, err))
         return -1;

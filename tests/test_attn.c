@@ -7,6 +7,7 @@
 
 #include "kernels/attn.h"
 #include "kernels/cpu.h"
+#include "kernels/quant.h"
 #include "tests/test.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -41,7 +42,36 @@ static void setup_make(setup *s, int hd, int ng, int64_t n_pos, float qscale, fl
         s->k[i] = rnd();
         s->v[i] = rnd();
     }
-    s->a = (sl_attn_q){s->q, hd + 5, s->k, s->v, stride, hd, ng, 1.0f / sqrtf((float)hd), softcap};
+    s->a = (sl_attn_q){.q = s->q,
+                       .q_stride = hd + 5,
+                       .k = s->k,
+                       .v = s->v,
+                       .pos0 = 0,
+                       .row_bytes = stride * (int64_t)sizeof(float),
+                       .kv_type = SL_TYPE_F32,
+                       .head_dim = hd,
+                       .n_group = ng,
+                       .scale = 1.0f / sqrtf((float)hd),
+                       .softcap = softcap};
+}
+
+/* Re-stores the keys and values as rows of type t (the oracle decodes the
+ * same rows, so only the kernels' arithmetic is under test). */
+static void setup_retype(setup *s, sl_type t, void **kbuf, void **vbuf)
+{
+    size_t rb = sl_row_bytes(t, s->hd);
+    uint8_t *kb = malloc(rb * (size_t)s->n_pos), *vb = malloc(rb * (size_t)s->n_pos);
+    int64_t stride = s->hd + 3;
+    for (int64_t j = 0; j < s->n_pos; j++) {
+        sl_quantize_row(t, s->k + j * stride, kb + (size_t)j * rb, s->hd);
+        sl_quantize_row(t, s->v + j * stride, vb + (size_t)j * rb, s->hd);
+    }
+    s->a.k = kb;
+    s->a.v = vb;
+    s->a.row_bytes = (int64_t)rb;
+    s->a.kv_type = t;
+    *kbuf = kb;
+    *vbuf = vb;
 }
 
 static void setup_free(setup *s)
@@ -63,10 +93,14 @@ static double bound(const setup *s, int64_t n_keys, float qscale)
     return 2 * score_err + 16 * ((n_keys + 8) * 0x1p-24 + 2e-7);
 }
 
-static void check_case(int hd, int ng, int64_t j0, int64_t j1, float qscale, float softcap)
+static void check_case_typed(int hd, int ng, int64_t j0, int64_t j1, float qscale, float softcap,
+                             sl_type kv_type)
 {
     setup s;
     setup_make(&s, hd, ng, j1, qscale, softcap);
+    void *kbuf = NULL, *vbuf = NULL;
+    if (kv_type != SL_TYPE_F32)
+        setup_retype(&s, kv_type, &kbuf, &vbuf);
     int64_t ostride = hd + 1;
     float *want = malloc(sizeof(float) * (size_t)(ng * ostride));
     float *got = malloc(sizeof(float) * (size_t)(ng * ostride));
@@ -84,10 +118,11 @@ static void check_case(int hd, int ng, int64_t j0, int64_t j1, float qscale, flo
                 double e = fabs(got[g * ostride + d] - want[g * ostride + d]);
                 worst = e > worst || isnan(e) ? e : worst;
             }
-        CHECKF(worst <= tol, "%s hd %d group %d keys [%lld, %lld) cap %g: error %.3g > %.3g",
-               sl_path_name((sl_path)path), hd, ng, (long long)j0, (long long)j1, softcap, worst, tol);
+        CHECKF(worst <= tol, "%s %s hd %d group %d keys [%lld, %lld) cap %g: error %.3g > %.3g",
+               sl_path_name((sl_path)path), sl_type_name(kv_type), hd, ng, (long long)j0,
+               (long long)j1, softcap, worst, tol);
         /* spans in reverse order, each into its own partial, then combined */
-        sl_attn_part parts[64];
+        sl_attn_part parts[64]; /* up to 1500 keys: 13 spans */
         for (int64_t sp = n_spans - 1; sp >= 0; sp--) {
             int64_t s0, s1;
             sl_attn_span_bounds(j0, j1, sp, &s0, &s1);
@@ -105,7 +140,14 @@ static void check_case(int hd, int ng, int64_t j0, int64_t j1, float qscale, flo
     free(got);
     free(again);
     free(work);
+    free(kbuf);
+    free(vbuf);
     setup_free(&s);
+}
+
+static void check_case(int hd, int ng, int64_t j0, int64_t j1, float qscale, float softcap)
+{
+    check_case_typed(hd, ng, j0, j1, qscale, softcap, SL_TYPE_F32);
 }
 
 static void test_spans(void)
@@ -116,10 +158,15 @@ static void test_spans(void)
     CHECK(sl_attn_n_spans(SL_ATTN_SPAN - 1, SL_ATTN_SPAN + 1) == 2);
     CHECK(sl_attn_n_spans(5, 5) == 0);
     int64_t s0, s1;
-    sl_attn_span_bounds(700, 1700, 1, &s0, &s1);
-    CHECK(s0 == 1024 && s1 == 1536);
-    sl_attn_span_bounds(700, 1700, 2, &s0, &s1);
-    CHECK(s0 == 1536 && s1 == 1700);
+    /* spans start at multiples of SL_ATTN_SPAN, clipped to the range */
+    int64_t j0 = 5 * SL_ATTN_SPAN + 60, j1 = 8 * SL_ATTN_SPAN + 7;
+    CHECK(sl_attn_n_spans(j0, j1) == 4);
+    sl_attn_span_bounds(j0, j1, 0, &s0, &s1);
+    CHECK(s0 == j0 && s1 == 6 * SL_ATTN_SPAN);
+    sl_attn_span_bounds(j0, j1, 1, &s0, &s1);
+    CHECK(s0 == 6 * SL_ATTN_SPAN && s1 == 7 * SL_ATTN_SPAN);
+    sl_attn_span_bounds(j0, j1, 3, &s0, &s1);
+    CHECK(s0 == 8 * SL_ATTN_SPAN && s1 == j1);
 }
 
 int main(void)
@@ -139,5 +186,12 @@ int main(void)
     check_case(64, 4, 10, 900, 8.0f, 0.0f);
     check_case(64, 2, 0, 700, 8.0f, 50.0f);
     check_case(128, 3, 100, 600, 30.0f, 50.0f);
+    /* keys and values stored as F16, BF16 and Q8_0 rows */
+    static const sl_type kv_types[] = {SL_TYPE_F16, SL_TYPE_BF16, SL_TYPE_Q8_0};
+    for (int t = 0; t < 3; t++) {
+        check_case_typed(64, 4, 0, 300, 1.0f, 0.0f, kv_types[t]);
+        check_case_typed(256, 2, 130, 700, 2.0f, 0.0f, kv_types[t]);
+        check_case_typed(32, 1, 5, 77, 1.0f, 30.0f, kv_types[t]);
+    }
     return test_finish("test_attn");
 }

@@ -30,13 +30,14 @@ has() {
 
 # ---- help texts ----
 expect 0 "$SLUICE" --help
-for c in run inspect synth quantize perplexity; do has "$T/out" "^  $c " "top-level help lists $c"; done
+for c in run inspect synth quantize perplexity bench; do has "$T/out" "^  $c " "top-level help lists $c"; done
 declare -A opts=(
     [run]="--model --prompt --n-predict --temp --top-k --top-p --min-p --repeat-penalty --seed --chat --threads --ctx --no-bos"
     [inspect]="FILE --no-tensors"
     [synth]="--arch --size --type --output --seed --weight-scale q4_K_M"
     [quantize]="IN OUT --type q4_K_M q6_K"
     [perplexity]="--model --file --ctx --batch --chunks"
+    [bench]="--model --threads --prompt --gen --repeat --json --kernels --calibrate --kv-type"
 )
 for c in run inspect synth quantize perplexity; do
     expect 0 "$SLUICE" "$c" --help
@@ -217,6 +218,36 @@ expect 1 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/short.txt" -c 64
 has "$T/err" "at least 128 tokens" "short text refused"
 expect 1 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/nothere.txt"
 has "$T/err" "nothere.txt" "perplexity names the missing text"
+
+# ---- bench: the JSON holds its promised fields with sane values ----
+PY=${PYTHON:-/usr/bin/python3}
+expect 0 "$SLUICE" bench -m "$T/gemma3.gguf" -p 24 -n 6 -r 1 --json --kv-type q8_0
+"$PY" - "$T/out" <<'PYEOF' && ok || bad "bench --json fields"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["prompt_tokens"] == 24 and j["gen_tokens"] == 6
+for k in ("prefill_tok_s", "decode_tok_s", "roofline_pct", "bandwidth_gb_s", "bytes_per_token"):
+    assert j[k] > 0, k
+for phase in ("prefill", "decode"):
+    ops = j["ops"][phase]
+    for op in ("embed", "norm", "matmul", "attention", "elementwise", "head", "sampling"):
+        assert ops[op + "_ms"] >= 0, (phase, op)
+    assert ops["matmul_ms"] > 0
+assert "matmul" in j["kernels"] and "attention" in j["kernels"]
+PYEOF
+expect 0 "$SLUICE" bench -m "$T/gemma3.gguf" -p 8 -n 2 -r 1 --kernels
+has "$T/out" "^kernels: matmul " "bench --kernels names the paths"
+has "$T/out" "^decode .*roofline" "bench table has the decode roofline"
+expect 2 "$SLUICE" bench -m "$T/gemma3.gguf" --kv-type q4_0
+has "$T/err" "bad value 'q4_0' for --kv-type" "bench refuses a KV type it lacks"
+expect 2 "$SLUICE" bench
+has "$T/err" "-m FILE is required" "bench without a model"
+expect 0 "$SLUICE" bench --calibrate -t 1
+has "$T/out" "bandwidth_gb_s: [0-9]" "calibrate prints the bandwidth"
+# run with a typed KV cache
+expect 0 "$SLUICE" run -m "$T/gemma3.gguf" -p "hello" -n 4 --kv-type f16
+expect 2 "$SLUICE" run -m "$T/gemma3.gguf" -p "hello" --kv-type q4_K
+has "$T/err" "bad value 'q4_K' for --kv-type" "run refuses a KV type it lacks"
 
 echo "test_cli: $checks checks, $fails failed" >&2
 [ "$fails" -eq 0 ]

@@ -69,7 +69,7 @@ static void problem_make(problem *p, sl_type type, int64_t n_out, int64_t n_in)
     p->type = type;
     p->n_out = n_out;
     p->n_in = n_in;
-    p->q8 = takes_q8(type) && sl_act_mode() == SL_ACT_Q8;
+    p->q8 = takes_q8(type) && sl_act_mode() == SL_ACTQ_Q8;
     size_t rb = sl_row_bytes(type, n_in);
     p->w = malloc(rb * (size_t)n_out);
     p->wd = malloc(sizeof(float) * (size_t)(n_out * n_in));
@@ -388,9 +388,9 @@ static void test_path_control(void)
     CHECK(sl_path_active() == SL_PATH_SCALAR);
     CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q5_K), "scalar") == 0);
     CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q4_K), "scalar/q8") == 0);
-    sl_act_force(SL_ACT_F32);
+    sl_act_force(SL_ACTQ_F32);
     CHECK(strcmp(sl_matmul_path_name(SL_TYPE_Q4_K), "scalar") == 0);
-    sl_act_force(SL_ACT_Q8);
+    sl_act_force(SL_ACTQ_Q8);
     CHECK(sl_path_force(best) == 0);
     CHECK(sl_path_active() == best);
     CHECK(strcmp(sl_matmul_path_name(SL_TYPE_BF16), sl_path_name(best)) == 0);
@@ -439,12 +439,12 @@ int main(void)
     CHECK(env_avx2 == (best < SL_PATH_AVX2 ? (int)best : SL_PATH_AVX2));
     CHECK(env_bogus == (int)best);
     test_path_control();
-    for (int act = SL_ACT_Q8; act <= SL_ACT_F32; act++) {
-        sl_act_force((sl_act)act);
+    for (int act = SL_ACTQ_Q8; act <= SL_ACTQ_F32; act++) {
+        sl_act_force((sl_actq)act);
         test_against_oracles();
         test_determinism();
     }
-    sl_act_force(SL_ACT_Q8);
+    sl_act_force(SL_ACTQ_Q8);
     test_packed();
     test_q8act_paths();
     return test_finish("test_matmul");

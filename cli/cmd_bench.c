@@ -1,0 +1,430 @@
+/* sluice bench: prefill and decode speed of one model in this process (no
+ * pipeline, no sockets: the kernels and the forward pass alone), against
+ * the machine's measured read bandwidth, with the time split by op class.
+ * `--calibrate` measures the machine instead and prints a node description
+ * for a cluster file. */
+#include <getopt.h>
+#include <json-c/json.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/session.h"
+#include "kernels/cpu.h"
+#include "kernels/matmul.h"
+#include "kernels/probe.h"
+#include "kernels/quant.h"
+
+static const char usage[] =
+    "usage: sluice bench -m FILE [options]\n"
+    "       sluice bench --calibrate [-t THREADS]\n"
+    "\n"
+    "Measures prefill and decode speed of a GGUF model in this process (the\n"
+    "kernels and forward pass, no pipeline): a prompt of P random tokens in\n"
+    "one batch, then N greedy decode steps, best of R runs. Decode is set\n"
+    "against the memory roofline: bytes read per token (weights and KV cache)\n"
+    "times tok/s over the read bandwidth measured in the same run. The time\n"
+    "of each class of op is reported per token.\n"
+    "\n"
+    "options:\n"
+    "  -m, --model FILE     GGUF model\n"
+    "  -t, --threads N      OpenMP threads (default: all cores)\n"
+    "  -p, --prompt N       prompt tokens for the prefill measure (default 512)\n"
+    "  -n, --gen N          decode steps (default 64)\n"
+    "  -r, --repeat R       runs; the best counts (default 3)\n"
+    "  --kv-type T          KV cache type: f32 (default), f16, bf16 or q8_0\n"
+    "  --ctx N              context the decode starts at, as if N tokens were\n"
+    "                       already cached (default: right after the prompt)\n"
+    "  --json               one JSON object on stdout instead of the table\n"
+    "  --kernels            also print which kernel path each op takes\n"
+    "  --calibrate          measure read bandwidth and matmul throughput and\n"
+    "                       print a node description (YAML) for a cluster file\n"
+    "  -h, --help           show this help\n";
+
+typedef struct bench_opts {
+    const char *model;
+    int threads, n_prompt, n_gen, repeat, ctx, kv_type;
+    bool json, kernels, calibrate;
+} bench_opts;
+
+/* Time per op class over a phase, seconds. */
+typedef struct op_times {
+    sl_fwd_times fwd;
+    double embed, sampling, total;
+} op_times;
+
+typedef struct bench_result {
+    double prefill_s, decode_s; /* best prefill time; best decode time per token */
+    op_times prefill_ops, decode_ops;
+    double weight_bytes, kv_bytes; /* read per decode token */
+    double bw;                     /* bytes/s */
+} bench_result;
+
+static int32_t argmax(const float *x, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+static double weight_bytes(const sl_weight *w)
+{
+    return w->data ? (double)sl_row_bytes(w->type, w->n_in) * (double)w->n_out : 0;
+}
+
+/* Bytes a decode step reads: every layer matrix, the head, one embedding
+ * row; and for the KV cache (f32) the keys and values each layer sees at
+ * the step's position. */
+static void bytes_per_token(const sl_model *m, sl_type kv_type, int first_pos, int n_gen,
+                            bench_result *r)
+{
+    const sl_config *c = &m->cfg;
+    double w = weight_bytes(&m->output) +
+               (double)sl_row_bytes(m->tok_embd.type, c->d_model);
+    double kv = 0;
+    for (int il = 0; il < c->n_layer; il++) {
+        const sl_layer_weights *L = &m->layer[il];
+        const sl_weight *all[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            w += weight_bytes(all[i]);
+        const sl_layer_cfg *lc = &c->layer[il];
+        for (int s = 0; s < n_gen; s++) {
+            int64_t seen = first_pos + s + 1;
+            if (lc->sliding_window > 0 && seen > lc->sliding_window)
+                seen = lc->sliding_window;
+            kv += 2.0 * (double)seen * lc->n_kv_head * (double)sl_row_bytes(kv_type, lc->head_dim);
+        }
+    }
+    r->weight_bytes = w;
+    r->kv_bytes = n_gen > 0 ? kv / n_gen : 0;
+}
+
+/* One run: prefill of n_prompt tokens at position 0, then decode steps
+ * from position ctx (the cache is filled up to there). */
+static int run_once(cli_session *s, const bench_opts *o, const int32_t *prompt, float *logits,
+                    op_times *pre, op_times *dec, sl_err *err)
+{
+    const sl_config *c = &s->model->cfg;
+    memset(pre, 0, sizeof *pre);
+    memset(dec, 0, sizeof *dec);
+    sl_kv_clear(s->kv, 0);
+    sl_batch b = {.n_tokens = o->n_prompt, .token = prompt, .seq = s->seq, .pos = s->pos};
+    for (int i = 0; i < o->n_prompt; i++)
+        s->pos[i] = i;
+    sl_fwd_set_times(s->fwd, &pre->fwd);
+    double t0 = cli_now();
+    if (sl_embed(s->model, prompt, o->n_prompt, s->x, err))
+        return -1;
+    pre->embed = cli_now() - t0;
+    if (sl_forward_layers(s->fwd, s->kv, &b, s->x, err) ||
+        sl_head(s->fwd, s->x + (size_t)(o->n_prompt - 1) * c->d_model, 1, logits, err))
+        return -1;
+    double t1 = cli_now();
+    int32_t tok = argmax(logits, c->n_vocab);
+    pre->sampling = cli_now() - t1;
+    pre->total = cli_now() - t0;
+    /* decode from position ctx: the cache up to there counts as filled (its
+     * contents do not change the speed) */
+    int pos = o->ctx > o->n_prompt ? o->ctx : o->n_prompt;
+    sl_kv_set_len(s->kv, 0, pos);
+    sl_fwd_set_times(s->fwd, &dec->fwd);
+    double d0 = cli_now();
+    for (int step = 0; step < o->n_gen; step++, pos++) {
+        s->pos[0] = pos;
+        sl_batch one = {.n_tokens = 1, .token = &tok, .seq = s->seq, .pos = s->pos};
+        double e0 = cli_now();
+        if (sl_embed(s->model, &tok, 1, s->x, err))
+            return -1;
+        dec->embed += cli_now() - e0;
+        if (sl_forward_layers(s->fwd, s->kv, &one, s->x, err) || sl_head(s->fwd, s->x, 1, logits, err))
+            return -1;
+        double a0 = cli_now();
+        tok = argmax(logits, c->n_vocab);
+        dec->sampling += cli_now() - a0;
+    }
+    dec->total = cli_now() - d0;
+    sl_fwd_set_times(s->fwd, NULL);
+    return 0;
+}
+
+static const char *matmul_paths(const sl_model *m, char *buf, size_t cap)
+{
+    /* one entry per distinct weight type of the layers and head */
+    sl_type seen[16];
+    bool seen_packed[16];
+    int n = 0;
+    buf[0] = 0;
+    for (int il = -1; il < m->cfg.n_layer; il++) {
+        const sl_layer_weights *L = il >= 0 ? &m->layer[il] : NULL;
+        const sl_weight *all[] = {L ? &L->wq : &m->output, L ? &L->wk : NULL, L ? &L->wv : NULL,
+                                  L ? &L->wo : NULL,      L ? &L->w_gate : NULL,
+                                  L ? &L->w_up : NULL,    L ? &L->w_down : NULL};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+            if (!all[i] || !all[i]->data)
+                continue;
+            int k = 0;
+            while (k < n && !(seen[k] == all[i]->type && seen_packed[k] == (all[i]->packed != NULL)))
+                k++;
+            if (k < n || n == 16)
+                continue;
+            seen[n] = all[i]->type;
+            seen_packed[n++] = all[i]->packed != NULL;
+            size_t len = strlen(buf);
+            snprintf(buf + len, cap - len, "%s%s: %s%s", len ? ", " : "", sl_type_name(all[i]->type),
+                     sl_matmul_path_name(all[i]->type), all[i]->packed ? " (repacked x16)" : "");
+        }
+    }
+    return buf;
+}
+
+static const char *attention_path(const sl_model *m)
+{
+    for (int il = 0; il < m->cfg.n_layer; il++)
+        if (m->cfg.layer[il].head_dim % 16 != 0)
+            return sl_path_active() == SL_PATH_AVX512 ? "flash, avx512 (scalar for some layers)"
+                                                      : "flash, scalar";
+    return sl_path_active() == SL_PATH_AVX512 ? "flash, avx512" : "flash, scalar";
+}
+
+static const char *amx_state(void)
+{
+    const sl_cpu_features *f = sl_cpu();
+    if (!f->amx_tile)
+        return "not on this CPU";
+    return f->os_amx ? "present (no AMX kernels: VNNI paths run)" : "present, not granted by the OS";
+}
+
+typedef struct op_row {
+    const char *name;
+    double secs;
+} op_row;
+
+static int op_rows(const op_times *t, op_row *rows)
+{
+    double known = t->embed + t->fwd.norm + t->fwd.matmul + t->fwd.attention + t->fwd.elementwise +
+                   t->fwd.head + t->sampling;
+    op_row r[] = {{"embed", t->embed},           {"norm", t->fwd.norm},
+                  {"matmul", t->fwd.matmul},     {"attention", t->fwd.attention},
+                  {"elementwise", t->fwd.elementwise}, {"head", t->fwd.head},
+                  {"sampling", t->sampling},     {"other", t->total > known ? t->total - known : 0}};
+    memcpy(rows, r, sizeof r);
+    return (int)(sizeof r / sizeof r[0]);
+}
+
+static json_object *ops_json(const op_times *t, double per)
+{
+    op_row rows[8];
+    int n = op_rows(t, rows);
+    json_object *o = json_object_new_object();
+    for (int i = 0; i < n; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "%s_ms", rows[i].name);
+        json_object_object_add(o, key, json_object_new_double(rows[i].secs * 1e3 / per));
+    }
+    return o;
+}
+
+static void print_ops(const char *title, const op_times *t, double per)
+{
+    op_row rows[8];
+    int n = op_rows(t, rows);
+    printf("%s (ms per token, share):\n", title);
+    for (int i = 0; i < n; i++)
+        printf("  %-12s %9.3f  %5.1f%%\n", rows[i].name, rows[i].secs * 1e3 / per,
+               t->total > 0 ? 100 * rows[i].secs / t->total : 0);
+}
+
+static void report(const bench_opts *o, const cli_session *s, const bench_result *r)
+{
+    const sl_model *m = s->model;
+    double pre_tps = o->n_prompt / r->prefill_s, dec_tps = 1.0 / r->decode_s;
+    double bytes = r->weight_bytes + r->kv_bytes;
+    double roof = r->bw > 0 ? 100.0 * bytes * dec_tps / r->bw : 0;
+    char paths[512];
+    matmul_paths(m, paths, sizeof paths);
+    if (o->json) {
+        json_object *j = json_object_new_object();
+        json_object_object_add(j, "model", json_object_new_string(o->model));
+        json_object_object_add(j, "arch", json_object_new_string(m->cfg.arch));
+        json_object_object_add(j, "threads", json_object_new_int(omp_get_max_threads()));
+        json_object_object_add(j, "prompt_tokens", json_object_new_int(o->n_prompt));
+        json_object_object_add(j, "gen_tokens", json_object_new_int(o->n_gen));
+        json_object_object_add(j, "prefill_tok_s", json_object_new_double(pre_tps));
+        json_object_object_add(j, "ttft_s", json_object_new_double(r->prefill_s));
+        json_object_object_add(j, "decode_tok_s", json_object_new_double(dec_tps));
+        json_object_object_add(j, "bandwidth_gb_s", json_object_new_double(r->bw / 1e9));
+        json_object_object_add(j, "bytes_per_token", json_object_new_double(bytes));
+        json_object_object_add(j, "roofline_pct", json_object_new_double(roof));
+        json_object *ops = json_object_new_object();
+        json_object_object_add(ops, "prefill", ops_json(&r->prefill_ops, o->n_prompt));
+        json_object_object_add(ops, "decode", ops_json(&r->decode_ops, o->n_gen));
+        json_object_object_add(j, "ops", ops);
+        json_object *k = json_object_new_object();
+        json_object_object_add(k, "matmul", json_object_new_string(paths));
+        json_object_object_add(k, "attention", json_object_new_string(attention_path(m)));
+        json_object_object_add(k, "ops", json_object_new_string(sl_path_name(sl_path_active())));
+        json_object_object_add(k, "activations",
+                               json_object_new_string(sl_act_mode() == SL_ACTQ_Q8 ? "q8" : "f32"));
+        json_object_object_add(k, "amx", json_object_new_string(amx_state()));
+        json_object_object_add(j, "kernels", k);
+        printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY));
+        json_object_put(j);
+        return;
+    }
+    printf("sluice bench: %s (%s, %d layers), %d threads, best of %d\n", o->model, m->cfg.arch,
+           m->cfg.n_layer, omp_get_max_threads(), o->repeat);
+    if (o->kernels)
+        printf("kernels: matmul %s; attention %s; element-wise ops %s; activations %s; AMX %s\n",
+               paths, attention_path(m), sl_path_name(sl_path_active()),
+               sl_act_mode() == SL_ACTQ_Q8 ? "8-bit for 4/6/8-bit weights" : "float", amx_state());
+    printf("\n%-22s %10s %10s\n", "", "tok/s", "ms/token");
+    printf("%-22s %10.1f %10.2f   (time to first token %.3f s)\n", "prefill", pre_tps,
+           1e3 / pre_tps, r->prefill_s);
+    printf("%-22s %10.1f %10.2f   roofline %.1f%%: %.1f MB/token (weights %.1f, KV %.1f) at %.1f GB/s\n",
+           "decode", dec_tps, 1e3 / dec_tps, roof, bytes / 1e6, r->weight_bytes / 1e6,
+           r->kv_bytes / 1e6, r->bw / 1e9);
+    printf("\n");
+    print_ops("prefill", &r->prefill_ops, o->n_prompt);
+    print_ops("decode", &r->decode_ops, o->n_gen);
+}
+
+static int bench(const char *cmd, bench_opts *o)
+{
+    sl_err err = {0};
+    cli_session s = {0};
+    int rc = CLI_FAIL;
+    float *logits = NULL;
+    int32_t *prompt = NULL;
+    if (cli_session_load(&s, o->model, &err))
+        goto fail;
+    const sl_config *c = &s.model->cfg;
+    int start = o->ctx > o->n_prompt ? o->ctx : o->n_prompt;
+    int n_ctx = start + o->n_gen + 1;
+    logits = malloc(sizeof(float) * (size_t)c->n_vocab);
+    prompt = malloc(sizeof(int32_t) * (size_t)o->n_prompt);
+    if (!logits || !prompt) {
+        sl_fail(&err, "out of memory");
+        goto fail;
+    }
+    s.kv_type = o->kv_type;
+    if (cli_session_alloc(&s, n_ctx, o->n_prompt, &err))
+        goto fail;
+    uint32_t seed = 42;
+    for (int i = 0; i < o->n_prompt; i++) { /* ids past the control tokens */
+        seed = seed * 1664525u + 1013904223u;
+        prompt[i] = c->n_vocab > 16 ? 8 + (int32_t)(seed % (uint32_t)(c->n_vocab - 8)) : 0;
+    }
+    if (!o->json)
+        fprintf(stderr, "bench: measuring read bandwidth...\n");
+    bench_result r = {0};
+    r.bw = sl_probe_read_bw((size_t)256 << 20, 3);
+    bytes_per_token(s.model, (sl_type)o->kv_type, start, o->n_gen, &r);
+    r.prefill_s = r.decode_s = 1e30;
+    for (int rep = 0; rep < o->repeat; rep++) {
+        op_times pre, dec;
+        if (run_once(&s, o, prompt, logits, &pre, &dec, &err))
+            goto fail;
+        if (!o->json)
+            fprintf(stderr, "bench: run %d/%d: prefill %.1f tok/s, decode %.1f tok/s\n", rep + 1,
+                    o->repeat, o->n_prompt / pre.total, o->n_gen / dec.total);
+        if (pre.total < r.prefill_s) {
+            r.prefill_s = pre.total;
+            r.prefill_ops = pre;
+        }
+        if (dec.total / o->n_gen < r.decode_s) {
+            r.decode_s = dec.total / o->n_gen;
+            r.decode_ops = dec;
+        }
+    }
+    report(o, &s, &r);
+    rc = CLI_OK;
+    goto done;
+fail:
+    cli_fail(cmd, "%s", err.msg);
+done:
+    free(logits);
+    free(prompt);
+    cli_session_free(&s);
+    return rc;
+}
+
+/* Node description for a cluster file (the scheduler's cost model reads
+ * bandwidth and matmul throughput from it). */
+static int calibrate(void)
+{
+    int threads = omp_get_max_threads();
+    fprintf(stderr, "calibrate: read bandwidth...\n");
+    double bw = sl_probe_read_bw((size_t)512 << 20, 5);
+    fprintf(stderr, "calibrate: GEMV (decode) and GEMM (prefill) on Q4_0 4096 x 4096...\n");
+    double gemv = sl_probe_matmul(4096, 4096, 1, 5);
+    double gemm = sl_probe_matmul(4096, 4096, 64, 3);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    char host[256] = "local";
+    gethostname(host, sizeof host - 1);
+    printf("# sluice bench --calibrate, %d threads\n", threads);
+    printf("- name: %s\n", host);
+    printf("  cores: %d\n", threads);
+    printf("  memory_gb: %.1f\n", (double)pages * (double)page / 1073741824.0);
+    printf("  bandwidth_gb_s: %.1f\n", bw / 1e9);
+    printf("  gemv_gflop_s: %.1f\n", gemv / 1e9);
+    printf("  matmul_gflop_s: %.1f\n", gemm / 1e9);
+    return CLI_OK;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    enum { OPT_CTX = 1000, OPT_JSON, OPT_KERNELS, OPT_CALIBRATE, OPT_KV };
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"model", required_argument, NULL, 'm'},
+        {"threads", required_argument, NULL, 't'},
+        {"prompt", required_argument, NULL, 'p'},
+        {"gen", required_argument, NULL, 'n'},
+        {"repeat", required_argument, NULL, 'r'},
+        {"ctx", required_argument, NULL, OPT_CTX},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"kernels", no_argument, NULL, OPT_KERNELS},
+        {"calibrate", no_argument, NULL, OPT_CALIBRATE},
+        {"kv-type", required_argument, NULL, OPT_KV},
+        {NULL, 0, NULL, 0},
+    };
+    bench_opts o = {.n_prompt = 512, .n_gen = 64, .repeat = 3};
+    int c;
+    while ((c = cli_getopt(argc, argv, ":hm:t:p:n:r:", longopts, usage)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'h': fputs(usage, stdout); return CLI_OK;
+        case 'm': o.model = optarg; break;
+        case 't': bad = cli_parse_int(optarg, 1, 4096, &o.threads); break;
+        case 'p': bad = cli_parse_int(optarg, 1, 1 << 16, &o.n_prompt); break;
+        case 'n': bad = cli_parse_int(optarg, 1, 1 << 16, &o.n_gen); break;
+        case 'r': bad = cli_parse_int(optarg, 1, 1000, &o.repeat); break;
+        case OPT_CTX: bad = cli_parse_int(optarg, 1, 1 << 22, &o.ctx); break;
+        case OPT_JSON: o.json = true; break;
+        case OPT_KERNELS: o.kernels = true; break;
+        case OPT_CALIBRATE: o.calibrate = true; break;
+        case OPT_KV:
+            o.kv_type = sl_type_from_name(optarg);
+            bad = o.kv_type != SL_TYPE_F32 && o.kv_type != SL_TYPE_F16 &&
+                  o.kv_type != SL_TYPE_BF16 && o.kv_type != SL_TYPE_Q8_0;
+            break;
+        default: return CLI_USAGE;
+        }
+        if (bad)
+            return cli_usage(argv[0], usage, "bad value '%s' for --%s", optarg, cli_opt_name(longopts, c));
+    }
+    if (optind != argc)
+        return cli_usage(argv[0], usage, "unexpected argument '%s'", argv[optind]);
+    if (o.threads)
+        omp_set_num_threads(o.threads);
+    if (o.calibrate)
+        return calibrate();
+    if (!o.model)
+        return cli_usage(argv[0], usage, "-m FILE is required");
+    return bench(argv[0], &o);
+}

@@ -1,0 +1,18 @@
+/* Machine probes with the project's own code: read bandwidth and matmul
+ * throughput, for `sluice bench` (roofline) and the scheduler's node
+ * calibration. */
+#ifndef SLUICE_PROBE_H
+#define SLUICE_PROBE_H
+
+#include <stddef.h>
+
+/* Best-of-reps read bandwidth in bytes/s over a buffer of `bytes` (large
+ * enough to miss every cache: 256 MB and up), with the current OpenMP
+ * team. Returns 0 if the buffer cannot be allocated. */
+double sl_probe_read_bw(size_t bytes, int reps);
+
+/* Best-of-reps matmul throughput in FLOP/s of a Q4_0 (packed where the CPU
+ * has it) n_out x n_in matrix against n_tok tokens: GEMV when n_tok is 1. */
+double sl_probe_matmul(int n_out, int n_in, int n_tok, int reps);
+
+#endif
