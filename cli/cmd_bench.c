@@ -15,6 +15,7 @@
 #include "cli/session.h"
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
+#include "kernels/ops.h"
 #include "kernels/probe.h"
 #include "kernels/quant.h"
 
@@ -65,11 +66,7 @@ typedef struct bench_result {
 
 static int32_t argmax(const float *x, int n)
 {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
+    return (int32_t)sl_argmax_f32(x, n);
 }
 
 static double weight_bytes(const sl_weight *w)

@@ -8,6 +8,7 @@
 void sl_gelu_tanh_mul_avx512(float *gate, const float *up, int64_t n);
 void sl_silu_mul_avx512(float *gate, const float *up, int64_t n);
 void sl_softcap_avx512(float *x, int64_t n, float cap);
+int64_t sl_argmax_f32_avx512(const float *x, int64_t n);
 void sl_rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, float eps);
 
 #if defined(__x86_64__)
@@ -37,18 +38,30 @@ void sl_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
     }
 }
 
+void sl_rope_angles(float *cs, float *sn, int rot_dim, int32_t pos, float base, float freq_scale)
+{
+    for (int i = 0; i < rot_dim / 2; i++) {
+        double inv_freq = pow((double)base, -2.0 * i / (double)rot_dim);
+        double theta = (double)pos * (double)freq_scale * inv_freq;
+        cs[i] = (float)cos(theta);
+        sn[i] = (float)sin(theta);
+    }
+}
+
 void sl_rope(float *x, int n_heads, int head_dim, int rot_dim, int32_t pos, float base,
              float freq_scale, int neox)
 {
     int half = rot_dim / 2;
     float cs[half > 0 ? half : 1], sn[half > 0 ? half : 1];
     /* The angles are shared by every head of the token: compute them once. */
-    for (int i = 0; i < half; i++) {
-        double inv_freq = pow((double)base, -2.0 * i / (double)rot_dim);
-        double theta = (double)pos * (double)freq_scale * inv_freq;
-        cs[i] = (float)cos(theta);
-        sn[i] = (float)sin(theta);
-    }
+    sl_rope_angles(cs, sn, rot_dim, pos, base, freq_scale);
+    sl_rope_apply(x, n_heads, head_dim, rot_dim, cs, sn, neox);
+}
+
+void sl_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, const float *cs,
+                   const float *sn, int neox)
+{
+    int half = rot_dim / 2;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (int64_t)h * head_dim;
         for (int i = 0; i < half; i++) {
@@ -116,6 +129,17 @@ void sl_softmax(float *x, int64_t n)
     float inv = (float)(1.0 / sum);
     for (int64_t i = 0; i < n; i++)
         x[i] *= inv;
+}
+
+int64_t sl_argmax_f32(const float *x, int64_t n)
+{
+    if (USE_AVX512())
+        return sl_argmax_f32_avx512(x, n);
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
 }
 
 void sl_scale(float *x, int64_t n, float s)

@@ -15,6 +15,12 @@ void sl_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
 void sl_rope(float *x, int n_heads, int head_dim, int rot_dim, int32_t pos,
              float base, float freq_scale, int neox);
 
+/* sl_rope in two steps, so the queries and keys of a token share the
+ * angles: cs/sn hold rot_dim / 2 floats. */
+void sl_rope_angles(float *cs, float *sn, int rot_dim, int32_t pos, float base, float freq_scale);
+void sl_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, const float *cs,
+                   const float *sn, int neox);
+
 /* gate[i] = act(gate[i]) * up[i]. */
 void sl_gelu_tanh_mul(float *gate, const float *up, int64_t n);
 void sl_silu_mul(float *gate, const float *up, int64_t n);
@@ -26,5 +32,8 @@ void sl_softcap(float *x, int64_t n, float cap);
 void sl_softmax(float *x, int64_t n);
 void sl_scale(float *x, int64_t n, float s);
 void sl_add(float *y, const float *x, int64_t n); /* y += x */
+/* Index of the first largest element; NaNs are passed over (and a NaN at
+ * index 0 is returned as is, as the plain loop "x[i] > x[best]" does). */
+int64_t sl_argmax_f32(const float *x, int64_t n);
 
 #endif

@@ -10,6 +10,7 @@ void sl_gelu_tanh_mul_avx512(float *gate, const float *up, int64_t n);
 void sl_silu_mul_avx512(float *gate, const float *up, int64_t n);
 void sl_softcap_avx512(float *x, int64_t n, float cap);
 void sl_rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, float eps);
+int64_t sl_argmax_f32_avx512(const float *x, int64_t n);
 
 static inline __mmask16 tail_mask(int64_t left)
 {
@@ -73,4 +74,26 @@ void sl_rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, floa
             v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i));
         _mm512_mask_storeu_ps(y + i, m, v);
     }
+}
+
+/* The largest value first (max passes over NaN: it returns its second
+ * operand when either is NaN), then the first index holding it. */
+int64_t sl_argmax_f32_avx512(const float *x, int64_t n)
+{
+    if (n <= 0 || x[0] != x[0])
+        return 0;
+    __m512 m = _mm512_set1_ps(-__builtin_inff());
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        m = _mm512_max_ps(_mm512_mask_loadu_ps(m, k, x + i), m);
+    }
+    float top = _mm512_reduce_max_ps(m);
+    __m512 t = _mm512_set1_ps(top);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        __mmask16 eq = _mm512_mask_cmp_ps_mask(k, _mm512_maskz_loadu_ps(k, x + i), t, _CMP_EQ_OQ);
+        if (eq)
+            return i + __builtin_ctz(eq);
+    }
+    return 0;
 }

@@ -212,10 +212,10 @@ static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
         if (w->k_norm)
             for (int h = 0; h < L->n_kv_head; h++)
                 sl_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, w->k_norm, hd, c->norm_eps);
-        sl_rope(q, L->n_head, hd, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale,
-                c->rope_neox);
-        sl_rope(k, L->n_kv_head, hd, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale,
-                c->rope_neox);
+        float cs[L->rope_dim / 2 + 1], sn[L->rope_dim / 2 + 1];
+        sl_rope_angles(cs, sn, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale);
+        sl_rope_apply(q, L->n_head, hd, L->rope_dim, cs, sn, c->rope_neox);
+        sl_rope_apply(k, L->n_kv_head, hd, L->rope_dim, cs, sn, c->rope_neox);
         /* into the position's slot, in the cache's type */
         int64_t slot = b->pos[i] % sl_kv_slots(kv, il);
         int64_t rb = sl_kv_row_bytes(kv, il), hb = sl_kv_head_bytes(kv, il);

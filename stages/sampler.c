@@ -1,5 +1,7 @@
 #include "stages/sampler.h"
 
+#include "kernels/ops.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -103,11 +105,7 @@ void sl_sampler_free(sl_sampler *s)
 
 int32_t sl_argmax(const float *logits, int n)
 {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (logits[i] > logits[best])
-            best = i;
-    return best;
+    return (int32_t)sl_argmax_f32(logits, n);
 }
 
 /* llama.cpp's rule: each distinct token of the window is penalised once,

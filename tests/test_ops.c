@@ -101,11 +101,38 @@ static void check_rmsnorm(int n, sl_path path, float scale)
     CHECK(memcmp(y, y2, sizeof(float) * (size_t)n) == 0);
 }
 
+/* argmax: first index of the largest, NaNs passed over, as the loop. */
+static void check_argmax(sl_path path)
+{
+    float x[N_MAX];
+    for (int trial = 0; trial < 40; trial++) {
+        int n = 1 + (int)((rnd() + 1) * 499);
+        for (int i = 0; i < n; i++)
+            x[i] = rnd();
+        if (trial % 4 == 1 && n > 3) /* a tie: the first one wins */
+            x[n - 1] = x[n / 2] = 2.0f;
+        if (trial % 4 == 2 && n > 3)
+            x[n / 3] = NAN;
+        if (trial % 8 == 3)
+            x[0] = NAN;
+        if (trial % 8 == 7)
+            for (int i = 0; i < n; i++)
+                x[i] = -INFINITY;
+        int64_t want = 0;
+        for (int i = 1; i < n; i++)
+            if (x[i] > x[want])
+                want = i;
+        CHECKF(sl_argmax_f32(x, n) == want, "argmax %s n %d trial %d: %lld, want %lld",
+               sl_path_name(path), n, trial, (long long)sl_argmax_f32(x, n), (long long)want);
+    }
+}
+
 int main(void)
 {
     static const int ns[] = {1, 7, 16, 17, 33, 255, 1000};
     for (int path = 0; path <= (int)sl_path_best(); path++) {
         CHECK(sl_path_force((sl_path)path) == 0);
+        check_argmax((sl_path)path);
         for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
             check_elementwise(ns[k], (sl_path)path);
             check_rmsnorm(ns[k], (sl_path)path, 1.0f);
