@@ -22,7 +22,13 @@ struct pl_host {
     pl_wire_limits limits;
     pthread_mutex_t lock;
     pl_host_stats stats;
+    sl_emit emit;      /* where this host's stage sends: its socket, or the next member */
+    bool member;       /* runs on the thread of the chain's first host */
+    pl_host *up;       /* member: the host whose stage feeds it */
+    double nested;     /* time the current message spent in later members */
 };
+
+#include "proto/sluice.pb-c.h"
 
 static double now_s(void)
 {
@@ -70,12 +76,68 @@ int pl_bind_address(const char *addr, char *out, size_t size, sl_err *err)
     return 0;
 }
 
+static void count(pl_host *h, uint32_t rows, int failed, double t0)
+{
+    pthread_mutex_lock(&h->lock);
+    h->stats.messages++;
+    h->stats.rows += rows;
+    h->stats.errors += failed != 0;
+    /* busy counts this stage alone, not the members it fed */
+    h->stats.busy_seconds += now_s() - t0 - h->nested;
+    pthread_mutex_unlock(&h->lock);
+    h->nested = 0;
+}
+
+/* A member's input: m as the wire would deliver it (header packed and
+ * unpacked, payloads viewed in place), handed to the member's stage. */
+static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
+{
+    pl_host *h = ctx;
+    Sluice__Header *hd = &m->hdr_store;
+    hd->n_payloads = (size_t)m->n_frames;
+    hd->payloads = m->n_frames ? m->pay_ptrs : NULL;
+    size_t hb = sluice__header__get_packed_size(hd);
+    uint8_t *hbuf = malloc(hb ? hb : 1);
+    if (!hbuf) {
+        pl_msg_close(m);
+        return sl_fail(err, "%s: out of memory passing a message on", h->stage->name);
+    }
+    sluice__header__pack(hd, hbuf);
+    const void *frames[PL_MAX_FRAMES + 1] = {hbuf};
+    size_t sizes[PL_MAX_FRAMES + 1] = {hb};
+    for (int i = 0; i < m->n_frames; i++) {
+        int kind = m->pay_store[i].kind;
+        frames[i + 1] = m->data[kind];
+        sizes[i + 1] = m->size[kind];
+    }
+    pl_msg in;
+    sl_err why;
+    double entered = now_s();
+    if (pl_msg_decode(&in, frames, sizes, m->n_frames + 1, &h->limits, &why)) {
+        fprintf(stderr, "sluice: %s: dropped a malformed message: %s\n", h->stage->name, why.msg);
+        pthread_mutex_lock(&h->lock);
+        h->stats.dropped++;
+        pthread_mutex_unlock(&h->lock);
+    } else {
+        double t0 = now_s();
+        uint32_t rows = in.hdr->n_rows;
+        int rc = h->stage->process(h->stage, &in, &h->emit, &why);
+        pl_msg_close(&in);
+        if (rc)
+            fprintf(stderr, "sluice: %s: %s\n", h->stage->name, why.msg);
+        count(h, rows, rc, t0);
+    }
+    free(hbuf);
+    pl_msg_close(m); /* the views above pointed into m's payloads */
+    h->up->nested += now_s() - entered;
+    return 0;
+}
+
 static void *host_main(void *arg)
 {
     pl_host *h = arg;
     if (h->threads > 0)
         omp_set_num_threads(h->threads);
-    sl_emit emit = {emit_send, h};
     zmq_pollitem_t items[2] = {
         {h->ctl_recv, 0, ZMQ_POLLIN, 0},
         {h->in, 0, ZMQ_POLLIN, 0},
@@ -101,16 +163,11 @@ static void *host_main(void *arg)
         }
         double t0 = now_s();
         uint32_t rows = m.hdr->n_rows;
-        int rc = h->stage->process(h->stage, &m, &emit, &err);
+        int rc = h->stage->process(h->stage, &m, &h->emit, &err);
         pl_msg_close(&m);
         if (rc)
             fprintf(stderr, "sluice: %s: %s\n", h->stage->name, err.msg);
-        pthread_mutex_lock(&h->lock);
-        h->stats.messages++;
-        h->stats.rows += rows;
-        h->stats.errors += rc != 0;
-        h->stats.busy_seconds += now_s() - t0;
-        pthread_mutex_unlock(&h->lock);
+        count(h, rows, rc, t0);
     }
     return NULL;
 }
@@ -125,8 +182,12 @@ static void close_sockets(pl_host *h)
         }
 }
 
-int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
-                  const char *out_addr, int threads, sl_err *err)
+/* Starts a host whose stage's output goes to members[0] (when n_members >
+ * 0), the last member sending on this host's socket; all wired before the
+ * thread starts. */
+static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
+                        const char *out_addr, int threads, pl_host **members, int n_members,
+                        sl_err *err)
 {
     *out = NULL;
     pl_host *h = calloc(1, sizeof *h);
@@ -137,6 +198,7 @@ int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_add
     h->zctx = zctx;
     h->stage = stage;
     h->threads = threads;
+    h->emit = (sl_emit){emit_send, h};
     pl_wire_limits_default(&h->limits);
     pthread_mutex_init(&h->lock, NULL);
     static atomic_uint next_id;
@@ -170,6 +232,11 @@ int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_add
         sl_fail(err, "%s: cannot connect to %s: %s", stage->name, out_addr, zmq_strerror(zmq_errno()));
         goto fail;
     }
+    if (n_members > 0) {
+        h->emit = (sl_emit){emit_chain, members[0]};
+        members[0]->up = h;
+        members[n_members - 1]->emit = (sl_emit){emit_send, h};
+    }
     if (pthread_create(&h->thread, NULL, host_main, h)) {
         sl_fail(err, "%s: cannot start a thread", stage->name);
         goto fail;
@@ -186,10 +253,62 @@ fail:
     return -1;
 }
 
+int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
+                  const char *out_addr, int threads, sl_err *err)
+{
+    return start_linked(out, zctx, stage, in_addr, out_addr, threads, NULL, 0, err);
+}
+
+static pl_host *member_new(sl_stage *stage)
+{
+    pl_host *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->stage = stage;
+    h->member = true;
+    pl_wire_limits_default(&h->limits);
+    pthread_mutex_init(&h->lock, NULL);
+    return h;
+}
+
+int pl_host_start_chain(pl_host **out, int n, void *zctx, sl_stage **stages, const char *in_addr,
+                        const char *out_addr, int threads, sl_err *err)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = NULL;
+    /* members first: the leader's thread may pass them a message at once */
+    for (int i = 1; i < n; i++) {
+        if (!(out[i] = member_new(stages[i]))) {
+            for (int j = i; j < n; j++)
+                sl_stage_destroy(stages[j]);
+            for (int j = 1; j < i; j++)
+                pl_host_stop(out[j]);
+            sl_stage_destroy(stages[0]);
+            return sl_fail(err, "out of memory");
+        }
+    }
+    for (int i = 1; i + 1 < n; i++) {
+        out[i]->emit = (sl_emit){emit_chain, out[i + 1]};
+        out[i + 1]->up = out[i];
+    }
+    if (start_linked(&out[0], zctx, stages[0], in_addr, out_addr, threads, out + 1, n - 1, err)) {
+        for (int j = 1; j < n; j++)
+            pl_host_stop(out[j]);
+        return -1;
+    }
+    return 0;
+}
+
 void pl_host_stop(pl_host *h)
 {
     if (!h)
         return;
+    if (h->member) {
+        sl_stage_destroy(h->stage);
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        return;
+    }
     zmq_send(h->ctl_send, "", 0, 0);
     pthread_join(h->thread, NULL);
     close_sockets(h);
@@ -206,3 +325,9 @@ void pl_host_stats_get(pl_host *h, pl_host_stats *st)
 }
 
 const char *pl_host_name(const pl_host *h) { return h->stage->name; }
+
+void pl_release_load_team(void)
+{
+    if (!omp_in_parallel())
+        omp_pause_resource_all(omp_pause_soft);
+}

@@ -23,6 +23,25 @@ typedef struct pl_host_stats {
  * connect to it at once. */
 int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
                   const char *out_addr, int threads, sl_err *err);
+/* Consecutive stages on one thread: stages[0] receives at in_addr, each
+ * stage's output goes straight into the next one's process call (encoded
+ * and decoded as on the wire, so every stage sees exactly what a socket
+ * would have delivered), and the last one sends to out_addr. One thread
+ * and one OpenMP team instead of one per stage: stages that run one after
+ * the other for a token (embed, layers, head, sample on one node) stop
+ * paying a thread hand-off and a team wake-up per hop. out[0..n-1] get a
+ * host per stage (for names and statistics); out[0] runs them all. Members
+ * must be stopped after out[0] (stage order does that). */
+int pl_host_start_chain(pl_host **out, int n, void *zctx, sl_stage **stages, const char *in_addr,
+                        const char *out_addr, int threads, sl_err *err);
+/* Loading a stage runs OpenMP loops (repacking weights) on the calling
+ * thread, which leaves that thread's team idle but alive. libgomp counts
+ * every team's threads, and once they outnumber the cores it stops letting
+ * workers spin between parallel regions: each region then costs a futex
+ * sleep and wake-up (a quarter of decode time on 2 cores). A thread that
+ * created stages calls this when done to let its team go. */
+void pl_release_load_team(void);
+
 /* Stops the thread, closes its sockets and destroys the stage. */
 void pl_host_stop(pl_host *h);
 void pl_host_stats_get(pl_host *h, pl_host_stats *st);

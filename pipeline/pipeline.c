@@ -664,19 +664,54 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
     return 0;
 }
 
-/* OpenMP team of an in-process stage: the cores shared among the stages
- * that compute at the same time. */
-static int stage_threads(const sl_pipeline *p, const pl_stage *st)
+/* Consecutive stages of this process with the same binding run as one
+ * chain on one thread (pl_host_start_chain): for one token they run one
+ * after the other anyway, and one thread with one OpenMP team saves a
+ * hand-off and a team wake-up per hop. A stage pinned to another NUMA node
+ * or team size starts a new chain, and so does every stage when the caller
+ * asked for real sockets between local stages (local_hops). Returns the
+ * end of the chain starting at i. */
+static int chain_end(const sl_pipeline *p, int i)
 {
-    if (st->threads > 0)
-        return st->threads;
+    const pl_config *c = &p->cfg;
+    int j = i + 1;
+    if (p->opts.local_hops)
+        return j;
+    while (j < c->n_stages && c->stages[j].node == 0 && c->stages[j].numa == c->stages[i].numa &&
+           c->stages[j].threads == c->stages[i].threads)
+        j++;
+    return j;
+}
+
+/* OpenMP team of a chain: its stages' setting, or the cores shared among
+ * the chains of this process that hold a layers stage (those compute at
+ * the same time). */
+static int chain_threads(const sl_pipeline *p, int i0, int i1)
+{
+    const pl_config *c = &p->cfg;
+    if (c->stages[i0].threads > 0)
+        return c->stages[i0].threads;
     int cores = p->opts.threads > 0 ? p->opts.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    int local_compute = 0;
-    for (int i = 0; i < p->cfg.n_stages; i++)
-        local_compute += p->cfg.stages[i].node == 0 && p->cfg.stages[i].kind == PL_STAGE_LAYERS;
-    if (st->kind != PL_STAGE_LAYERS || local_compute <= 1)
+    int computing = 0;
+    bool mine = false;
+    for (int i = 0; i < c->n_stages;) {
+        if (c->stages[i].node != 0) {
+            i++;
+            continue;
+        }
+        int e = chain_end(p, i);
+        bool layers = false;
+        for (int k = i; k < e; k++)
+            layers |= c->stages[k].kind == PL_STAGE_LAYERS;
+        computing += layers;
+        if (i == i0)
+            mine = layers;
+        i = e;
+    }
+    (void)i1;
+    if (!mine || computing <= 1)
         return cores;
-    int t = cores / local_compute;
+    int t = cores / computing;
     return t > 0 ? t : 1;
 }
 
@@ -687,23 +722,38 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
     if (!p->hosts)
         return sl_fail(err, "out of memory");
     p->n_hosts = c->n_stages;
-    /* Start from the end so each stage's downstream is listening. */
-    for (int i = c->n_stages - 1; i >= 0; i--) {
-        const pl_stage *st = &c->stages[i];
-        if (st->node != 0)
+    int starts[PL_MAX_STAGES], n_chains = 0;
+    for (int i = 0; i < c->n_stages;) {
+        if (c->stages[i].node != 0) {
+            i++;
             continue;
-        sl_stage_spec spec = {
-            .kind = st->kind, .model = c->model, .l0 = st->l0, .l1 = st->l1,
-            .max_sequences = c->limits.max_sequences, .context = c->limits.context,
-            .max_batch_tokens = c->limits.max_batch_tokens, .index = i,
-            .kv_type = c->limits.kv_type,
-        };
-        sl_stage *s;
-        if (sl_stage_create(&s, &spec, err))
-            return -1;
-        if (pl_host_start(&p->hosts[i], p->zctx, s, addr[i], addr[i + 1], stage_threads(p, st), err))
+        }
+        starts[n_chains++] = i;
+        i = chain_end(p, i);
+    }
+    /* Start from the end so each chain's downstream is listening. */
+    for (int k = n_chains - 1; k >= 0; k--) {
+        int i0 = starts[k], i1 = chain_end(p, i0);
+        sl_stage *stages[PL_MAX_STAGES];
+        for (int i = i0; i < i1; i++) {
+            const pl_stage *st = &c->stages[i];
+            sl_stage_spec spec = {
+                .kind = st->kind, .model = c->model, .l0 = st->l0, .l1 = st->l1,
+                .max_sequences = c->limits.max_sequences, .context = c->limits.context,
+                .max_batch_tokens = c->limits.max_batch_tokens, .index = i,
+                .kv_type = c->limits.kv_type,
+            };
+            if (sl_stage_create(&stages[i - i0], &spec, err)) {
+                for (int j = i0; j < i; j++)
+                    sl_stage_destroy(stages[j - i0]);
+                return -1;
+            }
+        }
+        if (pl_host_start_chain(&p->hosts[i0], i1 - i0, p->zctx, stages, addr[i0], addr[i1],
+                                chain_threads(p, i0, i1), err))
             return -1;
     }
+    pl_release_load_team();
     return 0;
 }
 

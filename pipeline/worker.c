@@ -184,6 +184,7 @@ static int assign(worker *w, const Sluice__Header *h, sl_err *err)
             return -1;
         }
     }
+    pl_release_load_team();
     return 0;
 }
 
