@@ -1,0 +1,163 @@
+#include "scheduler/cost.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/gguf.h"
+
+static double visible(const sl_layer_cost *l, int context)
+{
+    return l->window > 0 && l->window < context ? l->window : context;
+}
+
+double sl_cost_kv_bytes(const sl_model_cost *mc, int l0, int l1, int context, int sequences)
+{
+    double b = 0;
+    for (int i = l0; i < l1; i++)
+        b += mc->layer[i].kv_bytes_per_pos * visible(&mc->layer[i], context);
+    return b * sequences;
+}
+
+double sl_cost_weight_bytes(const sl_model_cost *mc, int l0, int l1)
+{
+    double b = 0;
+    for (int i = l0; i < l1; i++)
+        b += mc->layer[i].weight_bytes;
+    return b;
+}
+
+double sl_cost_read_bytes(const sl_model_cost *mc, int l0, int l1, int context)
+{
+    return sl_cost_weight_bytes(mc, l0, l1) + sl_cost_kv_bytes(mc, l0, l1, context, 1);
+}
+
+double sl_cost_flops(const sl_model_cost *mc, int l0, int l1, int context)
+{
+    double f = 0;
+    for (int i = l0; i < l1; i++)
+        f += mc->layer[i].flops + mc->layer[i].attn_flops_per_pos * visible(&mc->layer[i], context);
+    return f;
+}
+
+static void layer_attention(sl_layer_cost *l, const sl_layer_cfg *L, sl_type kv_type)
+{
+    l->kv_bytes_per_pos = 2.0 * L->n_kv_head * (double)sl_row_bytes(kv_type, L->head_dim);
+    l->window = L->sliding_window;
+    /* q.k and p.v: 2 multiply-adds per head dimension per position */
+    l->attn_flops_per_pos = 4.0 * L->n_head * L->head_dim;
+}
+
+/* blk.N.xxx -> N, else -1 */
+static int layer_of(const char *name)
+{
+    int n = -1, used = 0;
+    if (sscanf(name, "blk.%d.%n", &n, &used) == 1 && used > 0)
+        return n;
+    return -1;
+}
+
+int sl_cost_from_gguf(sl_model_cost *mc, const char *path, sl_type kv_type, sl_err *err)
+{
+    memset(mc, 0, sizeof *mc);
+    gguf_file *f;
+    if (gguf_open(&f, path, err))
+        return -1;
+    sl_config c;
+    if (sl_config_from_gguf(&c, f, err)) {
+        gguf_close(f);
+        return -1;
+    }
+    mc->n_layer = c.n_layer;
+    mc->d_model = c.d_model;
+    mc->boundary_bytes = 4.0 * c.d_model;
+    snprintf(mc->desc, sizeof mc->desc, "%s (%s, %d layers)", path, c.arch, c.n_layer);
+    bool has_output = false;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        int il = layer_of(t->name);
+        double elems = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            elems *= (double)t->ne[d];
+        bool matrix = t->n_dims >= 2;
+        if (il >= 0 && il < c.n_layer) {
+            mc->layer[il].weight_bytes += (double)t->size;
+            if (matrix)
+                mc->layer[il].flops += 2.0 * elems;
+        } else if (strcmp(t->name, "token_embd.weight") == 0) {
+            mc->embed_bytes = (double)t->size;
+            if (!has_output) {
+                mc->head_bytes = (double)t->size;
+                mc->head_flops = 2.0 * elems;
+            }
+        } else if (strcmp(t->name, "output.weight") == 0) {
+            has_output = true;
+            mc->head_bytes = (double)t->size;
+            mc->head_flops = 2.0 * elems;
+        }
+    }
+    mc->tied = !has_output;
+    for (int il = 0; il < c.n_layer; il++)
+        layer_attention(&mc->layer[il], &c.layer[il], kv_type);
+    gguf_close(f);
+    return 0;
+}
+
+/* Real models' shapes (public configs); the synth command has the smaller
+ * ones too. */
+static const sl_shape shapes[] = {
+    {"gemma3", "270m", 18, 640, 2048, 4, 1, 256, 262144, 512, 6},
+    {"gemma3", "1b", 26, 1152, 6912, 4, 1, 256, 262144, 512, 6},
+    {"gemma3", "4b", 34, 2560, 10240, 8, 4, 256, 262208, 1024, 6},
+    {"gemma3", "12b", 48, 3840, 15360, 16, 8, 256, 262208, 1024, 6},
+    {"gemma3", "27b", 62, 5376, 21504, 32, 16, 128, 262208, 1024, 6},
+    {"gemma2", "2b", 26, 2304, 9216, 8, 4, 256, 256000, 4096, 2},
+    {"gemma2", "9b", 42, 3584, 14336, 16, 8, 256, 256000, 4096, 2},
+    {"gemma2", "27b", 46, 4608, 36864, 32, 16, 128, 256000, 4096, 2},
+    {"gemma", "2b", 18, 2048, 16384, 8, 1, 256, 256000, 0, 0},
+    {"gemma", "7b", 28, 3072, 24576, 16, 16, 256, 256000, 0, 0},
+};
+
+const sl_shape *sl_shape_find(const char *arch, const char *size)
+{
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        if (strcmp(shapes[i].arch, arch) == 0 && strcmp(shapes[i].size, size) == 0)
+            return &shapes[i];
+    return NULL;
+}
+
+const char *sl_shape_list(void)
+{
+    return "gemma3 270m, 1b, 4b, 12b, 27b; gemma2 2b, 9b, 27b; gemma 2b, 7b";
+}
+
+void sl_cost_from_shape(sl_model_cost *mc, const sl_shape *s, sl_type wtype, sl_type kv_type)
+{
+    memset(mc, 0, sizeof *mc);
+    mc->n_layer = s->n_layer;
+    mc->d_model = s->d_model;
+    mc->boundary_bytes = 4.0 * s->d_model;
+    snprintf(mc->desc, sizeof mc->desc, "%s %s shapes, %s weights", s->arch, s->size,
+             sl_type_name(wtype));
+    double q = (double)s->n_head * s->head_dim, kv = (double)s->n_kv_head * s->head_dim;
+    double d = s->d_model;
+    /* rows x row bytes of each matrix: q, k, v, o, gate, up, down */
+    double bytes = q * sl_row_bytes(wtype, s->d_model) + 2 * kv * sl_row_bytes(wtype, s->d_model) +
+                   d * sl_row_bytes(wtype, (int64_t)q) + 2.0 * s->d_ff * sl_row_bytes(wtype, s->d_model) +
+                   d * sl_row_bytes(wtype, s->d_ff);
+    double norms = 4.0 * (4 * d + 2 * s->head_dim);
+    double flops = 2.0 * (d * (q + 2 * kv) + q * d + 3.0 * d * s->d_ff);
+    for (int il = 0; il < s->n_layer; il++) {
+        sl_layer_cost *l = &mc->layer[il];
+        l->weight_bytes = bytes + norms;
+        l->flops = flops;
+        sl_layer_cfg L = {.n_head = s->n_head, .n_kv_head = s->n_kv_head, .head_dim = s->head_dim};
+        bool global = s->window == 0 || (il + 1) % s->swa_pattern == 0;
+        L.sliding_window = global ? 0 : s->window;
+        layer_attention(l, &L, kv_type);
+    }
+    mc->embed_bytes = (double)s->n_vocab * sl_row_bytes(wtype, s->d_model);
+    mc->head_bytes = mc->embed_bytes;
+    mc->head_flops = 2.0 * s->n_vocab * d;
+    mc->tied = true;
+}

@@ -1,0 +1,57 @@
+/* What a model costs, layer by layer, for the placement solver: bytes of
+ * weights a decode step reads, FLOPs per token, KV-cache bytes per position
+ * (a sliding-window layer holds at most its window), the activation bytes a
+ * token carries across a stage boundary, and the embedding and head. From a
+ * GGUF file's tensor table (no weights are read), or from an architecture's
+ * shapes and a weight type, for models that are not on this machine. */
+#ifndef SLUICE_SCHED_COST_H
+#define SLUICE_SCHED_COST_H
+
+#include "kernels/types.h"
+#include "model/config.h"
+#include "util/err.h"
+
+typedef struct sl_layer_cost {
+    double weight_bytes;     /* read once per decode step */
+    double flops;            /* per token, matrices only */
+    double kv_bytes_per_pos; /* keys + values of one position */
+    int window;              /* 0: global */
+    double attn_flops_per_pos; /* per token, per visible position */
+} sl_layer_cost;
+
+typedef struct sl_model_cost {
+    char desc[256];
+    int n_layer, d_model;
+    sl_layer_cost layer[SL_MAX_LAYERS];
+    double embed_bytes;      /* the token table (held in memory) */
+    double head_bytes;       /* the lm_head read per decode step (the table again when tied) */
+    double head_flops;
+    bool tied;               /* head and embedding share one table */
+    double boundary_bytes;   /* per token crossing a stage boundary (f32 activations) */
+} sl_model_cost;
+
+/* From a GGUF file; kv_type is the cache's element type. */
+int sl_cost_from_gguf(sl_model_cost *mc, const char *path, sl_type kv_type, sl_err *err);
+
+/* An architecture's shapes with every 2-D weight of type wtype (the
+ * embedding too), every 6th layer global when window > 0 (Gemma 3's
+ * pattern; gemma2: every 2nd). */
+typedef struct sl_shape {
+    const char *arch, *size;
+    int n_layer, d_model, d_ff, n_head, n_kv_head, head_dim, n_vocab, window, swa_pattern;
+} sl_shape;
+void sl_cost_from_shape(sl_model_cost *mc, const sl_shape *s, sl_type wtype, sl_type kv_type);
+/* The known shapes ("gemma3", "12b"); NULL if unknown. */
+const sl_shape *sl_shape_find(const char *arch, const char *size);
+/* "gemma3 270m, 1b, 4b, 12b, 27b; gemma2 2b, 9b, 27b; ..." */
+const char *sl_shape_list(void);
+
+/* KV bytes layers [l0, l1) hold for `sequences` sequences of `context`. */
+double sl_cost_kv_bytes(const sl_model_cost *mc, int l0, int l1, int context, int sequences);
+/* Bytes a decode step reads in layers [l0, l1) at position `context`:
+ * weights plus the visible keys and values. */
+double sl_cost_read_bytes(const sl_model_cost *mc, int l0, int l1, int context);
+double sl_cost_weight_bytes(const sl_model_cost *mc, int l0, int l1);
+double sl_cost_flops(const sl_model_cost *mc, int l0, int l1, int context);
+
+#endif
