@@ -18,6 +18,7 @@ struct pl_host {
     void *ctl_recv, *ctl_send; /* inproc pair: a byte on it means stop */
     char ctl_addr[64];
     int threads;
+    int numa;          /* -1: not bound */
     pthread_t thread;
     pl_wire_limits limits;
     pthread_mutex_t lock;
@@ -29,6 +30,7 @@ struct pl_host {
 };
 
 #include "proto/sluice.pb-c.h"
+#include "scheduler/bind.h"
 
 static double now_s(void)
 {
@@ -136,6 +138,14 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
 static void *host_main(void *arg)
 {
     pl_host *h = arg;
+    if (h->numa >= 0) {
+        int cores = 0;
+        sl_err err;
+        if (sl_bind_numa(h->numa, &cores, &err))
+            fprintf(stderr, "sluice: %s: %s (running unbound)\n", h->stage->name, err.msg);
+        else if (h->threads <= 0)
+            omp_set_num_threads(cores);
+    }
     if (h->threads > 0)
         omp_set_num_threads(h->threads);
     zmq_pollitem_t items[2] = {
@@ -186,8 +196,8 @@ static void close_sockets(pl_host *h)
  * 0), the last member sending on this host's socket; all wired before the
  * thread starts. */
 static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
-                        const char *out_addr, int threads, pl_host **members, int n_members,
-                        sl_err *err)
+                        const char *out_addr, int threads, int numa, pl_host **members,
+                        int n_members, sl_err *err)
 {
     *out = NULL;
     pl_host *h = calloc(1, sizeof *h);
@@ -198,6 +208,7 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
     h->zctx = zctx;
     h->stage = stage;
     h->threads = threads;
+    h->numa = numa;
     h->emit = (sl_emit){emit_send, h};
     pl_wire_limits_default(&h->limits);
     pthread_mutex_init(&h->lock, NULL);
@@ -256,7 +267,13 @@ fail:
 int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
                   const char *out_addr, int threads, sl_err *err)
 {
-    return start_linked(out, zctx, stage, in_addr, out_addr, threads, NULL, 0, err);
+    return start_linked(out, zctx, stage, in_addr, out_addr, threads, -1, NULL, 0, err);
+}
+
+int pl_host_start_numa(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
+                       const char *out_addr, int threads, int numa, sl_err *err)
+{
+    return start_linked(out, zctx, stage, in_addr, out_addr, threads, numa, NULL, 0, err);
 }
 
 static pl_host *member_new(sl_stage *stage)
@@ -272,7 +289,7 @@ static pl_host *member_new(sl_stage *stage)
 }
 
 int pl_host_start_chain(pl_host **out, int n, void *zctx, sl_stage **stages, const char *in_addr,
-                        const char *out_addr, int threads, sl_err *err)
+                        const char *out_addr, int threads, int numa, sl_err *err)
 {
     for (int i = 0; i < n; i++)
         out[i] = NULL;
@@ -291,7 +308,8 @@ int pl_host_start_chain(pl_host **out, int n, void *zctx, sl_stage **stages, con
         out[i]->emit = (sl_emit){emit_chain, out[i + 1]};
         out[i + 1]->up = out[i];
     }
-    if (start_linked(&out[0], zctx, stages[0], in_addr, out_addr, threads, out + 1, n - 1, err)) {
+    if (start_linked(&out[0], zctx, stages[0], in_addr, out_addr, threads, numa, out + 1, n - 1,
+                     err)) {
         for (int j = 1; j < n; j++)
             pl_host_stop(out[j]);
         return -1;

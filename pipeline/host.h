@@ -23,6 +23,11 @@ typedef struct pl_host_stats {
  * connect to it at once. */
 int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
                   const char *out_addr, int threads, sl_err *err);
+/* numa >= 0: the host thread (and so its OpenMP team) is pinned to that
+ * NUMA node's CPUs and memory before it serves; threads 0 then means that
+ * node's cores. */
+int pl_host_start_numa(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
+                       const char *out_addr, int threads, int numa, sl_err *err);
 /* Consecutive stages on one thread: stages[0] receives at in_addr, each
  * stage's output goes straight into the next one's process call (encoded
  * and decoded as on the wire, so every stage sees exactly what a socket
@@ -33,7 +38,7 @@ int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_add
  * host per stage (for names and statistics); out[0] runs them all. Members
  * must be stopped after out[0] (stage order does that). */
 int pl_host_start_chain(pl_host **out, int n, void *zctx, sl_stage **stages, const char *in_addr,
-                        const char *out_addr, int threads, sl_err *err);
+                        const char *out_addr, int threads, int numa, sl_err *err);
 /* Loading a stage runs OpenMP loops (repacking weights) on the calling
  * thread, which leaves that thread's team idle but alive. libgomp counts
  * every team's threads, and once they outnumber the cores it stops letting

@@ -15,6 +15,7 @@
 #include "pipeline/coord.h"
 #include "pipeline/host.h"
 #include "pipeline/wire.h"
+#include "scheduler/bind.h"
 
 #define ADDR_MAX 300
 
@@ -691,6 +692,8 @@ static int chain_threads(const sl_pipeline *p, int i0, int i1)
     const pl_config *c = &p->cfg;
     if (c->stages[i0].threads > 0)
         return c->stages[i0].threads;
+    if (c->stages[i0].numa >= 0)
+        return 0; /* the host sizes the team to the node's cores */
     int cores = p->opts.threads > 0 ? p->opts.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     int computing = 0;
     bool mine = false;
@@ -735,6 +738,11 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
     for (int k = n_chains - 1; k >= 0; k--) {
         int i0 = starts[k], i1 = chain_end(p, i0);
         sl_stage *stages[PL_MAX_STAGES];
+        int numa = c->stages[i0].numa;
+        /* loading on the stage's node puts the pages it first touches
+         * (repacked weights) in that node's memory */
+        if (numa >= 0 && sl_bind_numa(numa, NULL, err))
+            return sl_wrap(err, "stage %d (%s)", i0, pl_stage_kind_name(c->stages[i0].kind));
         for (int i = i0; i < i1; i++) {
             const pl_stage *st = &c->stages[i];
             sl_stage_spec spec = {
@@ -746,11 +754,15 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
             if (sl_stage_create(&stages[i - i0], &spec, err)) {
                 for (int j = i0; j < i; j++)
                     sl_stage_destroy(stages[j - i0]);
+                if (numa >= 0)
+                    sl_bind_reset();
                 return -1;
             }
         }
+        if (numa >= 0)
+            sl_bind_reset();
         if (pl_host_start_chain(&p->hosts[i0], i1 - i0, p->zctx, stages, addr[i0], addr[i1],
-                                chain_threads(p, i0, i1), err))
+                                chain_threads(p, i0, i1), numa, err))
             return -1;
     }
     pl_release_load_team();

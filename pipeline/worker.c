@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "kernels/types.h"
+#include "scheduler/bind.h"
 #include <unistd.h>
 #include <zmq.h>
 
@@ -113,6 +114,8 @@ static int check_assign(const Sluice__StageAssign *sa, size_t i, sl_err *err)
     if (sa->max_sequences < 1 || sa->context < 1 || sa->max_batch_tokens < 1 ||
         sa->max_sequences > 1u << 20 || sa->context > 1u << 24 || sa->max_batch_tokens > 1u << 20)
         return sl_fail(err, "assignment %zu: limits out of range", i);
+    if (sa->numa < -1 || sa->numa > 4096)
+        return sl_fail(err, "assignment %zu: NUMA node %d out of range", i, sa->numa);
     if (sa->threads < 0 || sa->threads > 4096)
         return sl_fail(err, "assignment %zu: threads %d out of range", i, sa->threads);
     if (sa->kv_type != SL_TYPE_F32 && sa->kv_type != SL_TYPE_F16 && sa->kv_type != SL_TYPE_BF16 &&
@@ -157,9 +160,17 @@ static int start_one(worker *w, const Sluice__Header *h, size_t i, sl_err *err)
         .kv_type = (int)sa->kv_type,
     };
     sl_stage *s;
-    if (sl_stage_create(&s, &spec, err))
+    /* loaded on its NUMA node, so the pages it first touches live there */
+    if (sa->numa >= 0 && sl_bind_numa(sa->numa, NULL, err))
         return sl_wrap(err, "stage %u (%s)", sa->stage_index, pl_stage_kind_name(spec.kind));
-    return pl_host_start(&w->hosts[i], w->zctx, s, sa->input, sa->output, stage_threads(w, h, sa), err);
+    int rc = sl_stage_create(&s, &spec, err);
+    if (sa->numa >= 0)
+        sl_bind_reset();
+    if (rc)
+        return sl_wrap(err, "stage %u (%s)", sa->stage_index, pl_stage_kind_name(spec.kind));
+    return pl_host_start_numa(&w->hosts[i], w->zctx, s, sa->input, sa->output,
+                              sa->numa >= 0 && sa->threads <= 0 ? 0 : stage_threads(w, h, sa),
+                              sa->numa, err);
 }
 
 /* Loads and starts every assigned stage, last first so each one's

@@ -6,6 +6,9 @@
 #include <stdint.h>
 
 #include "model/gguf.h"
+#include <hwloc.h>
+
+#include "scheduler/bind.h"
 #include "scheduler/cost.h"
 #include "scheduler/place.h"
 #include "scheduler/topology.h"
@@ -270,11 +273,36 @@ static void test_topologies(void)
     }
 }
 
+/* Binding: the thread's CPU set becomes the node's; a node that does not
+ * exist is refused with the count. */
+static void test_binding(void)
+{
+    int cores = 0;
+    sl_err err = {{0}};
+    CHECKF(sl_bind_numa(0, &cores, &err) == 0, "%s", err.msg);
+    hwloc_topology_t t;
+    hwloc_topology_init(&t);
+    hwloc_topology_load(t);
+    hwloc_bitmap_t now = hwloc_bitmap_alloc();
+    hwloc_get_cpubind(t, now, HWLOC_CPUBIND_THREAD);
+    hwloc_obj_t n0 = hwloc_get_obj_by_type(t, HWLOC_OBJ_NUMANODE, 0);
+    CHECK(n0 && hwloc_bitmap_isequal(now, n0->cpuset));
+    CHECK(cores == hwloc_get_nbobjs_inside_cpuset_by_type(t, n0->cpuset, HWLOC_OBJ_CORE));
+    CHECK(sl_bind_numa(97, &cores, &err) == -1);
+    CHECK_ERR_HAS(err, "NUMA node 97 does not exist");
+    sl_bind_reset();
+    hwloc_get_cpubind(t, now, HWLOC_CPUBIND_THREAD);
+    CHECK(hwloc_bitmap_isequal(now, hwloc_topology_get_topology_cpuset(t)));
+    hwloc_bitmap_free(now);
+    hwloc_topology_destroy(t);
+}
+
 int main(void)
 {
     test_against_brute_force();
     test_heterogeneous_and_infeasible();
     test_cost_from_gguf();
     test_topologies();
+    test_binding();
     return test_finish("test_sched");
 }
