@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "scheduler/auto.h"
 #include "model/config.h"
 #include "model/gguf.h"
 #include "pipeline/client.h"
@@ -331,6 +332,8 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     if (o.config ? pl_config_load(cfg, o.config, &err) : default_config(cfg, &o, n_prompts, &err))
+        goto done;
+    if (sl_sched_resolve_auto(cfg, &err))
         goto done;
     if (o.n_ctx)
         cfg->limits.context = o.n_ctx;

@@ -19,10 +19,11 @@ static const command commands[] = {
     {"convert", cmd_convert, "convert a Hugging Face checkpoint to GGUF"},
     {"worker", cmd_worker, "serve pipeline stages for a coordinator on another process or host"},
     {"bench", cmd_bench, "measure prefill and decode speed against the memory roofline"},
+    {"plan", cmd_plan, "place layers on NUMA nodes or cluster hosts and write the config"},
 };
 
 /* Commands of the design that do not exist yet. */
-static const char *const planned[] = {"plan", "keygen", "status"};
+static const char *const planned[] = {"keygen", "status"};
 
 static void print_usage(FILE *out)
 {

@@ -11,6 +11,7 @@ void sl_place_opts_init(sl_place_opts *o)
     o->sequences = 1;
     o->headroom = 0.1;
     o->stage_overhead = 50e-6;
+    o->use_all_slots = false;
 }
 
 typedef struct ctx {
@@ -242,6 +243,8 @@ int sl_place(const sl_model_cost *mc, const sl_topology *t, const int *slots, in
                     continue;
                 double st = stage_time(&c, s, k, l, head);
                 if (k == 0) { /* first stage: reached from the coordinator's slot */
+                    if (o->use_all_slots && s != 0)
+                        continue;
                     double h = s == 0 ? 0 : hop(&c, 0, s, latency);
                     double v = combine(&c, h, st);
                     if (v < best[AT(s, l)]) {
@@ -251,7 +254,7 @@ int sl_place(const sl_model_cost *mc, const sl_topology *t, const int *slots, in
                     }
                     continue;
                 }
-                for (int p = 0; p < s; p++) {
+                for (int p = o->use_all_slots && s > 0 ? s - 1 : 0; p < s; p++) {
                     double b = best[AT(p, k)];
                     if (!isfinite(b))
                         continue;
@@ -267,7 +270,7 @@ int sl_place(const sl_model_cost *mc, const sl_topology *t, const int *slots, in
     }
     int last = -1;
     double top = INFINITY;
-    for (int s = 0; s < S; s++) {
+    for (int s = o->use_all_slots ? S - 1 : 0; s < S; s++) {
         double v = best[AT(s, L)];
         if (latency && isfinite(v))
             v += ret_hop(&c, s);

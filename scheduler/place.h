@@ -22,6 +22,7 @@ typedef struct sl_place_opts {
     int sequences;         /* sequences whose caches must fit */
     double headroom;       /* share of each node's memory kept free (default 0.1) */
     double stage_overhead; /* seconds a stage adds per token (default 50 us) */
+    bool use_all_slots;    /* every slot gets at least one layer (a config's own stages) */
 } sl_place_opts;
 void sl_place_opts_init(sl_place_opts *o);
 

@@ -12,7 +12,7 @@ prompts=("This program is free software; you can"
          "THIS SOFTWARE IS PROVIDED BY THE REGENTS AND CONTRIBUTORS")
 ids() { grep '^ids' | sed 's/^ids[^:]*://'; }
 cd "$SRC/configs" || exit 1
-for cfg in one-process.yaml two-process.yaml; do
+for cfg in one-process.yaml two-process.yaml auto-layers.yaml; do
   for p in "${prompts[@]}"; do
     want=$("$SLUICE" run -m "$MODEL" -p "$p" -n 48 --print-ids 2>&1 >/dev/null | ids)
     got=$("$SLUICE" run -c "$cfg" -p "$p" -n 48 --print-ids 2>&1 >/dev/null | ids)

@@ -73,7 +73,14 @@ static double brute_force(const sl_model_cost *mc, const sl_topology *t, const i
     for (;;) {
         sl_plan p;
         sl_err err;
-        if (sl_plan_eval(mc, t, slots, S, owner, o, &p, &err) == 0) {
+        bool all = true;
+        for (int s = 0; s < S && o->use_all_slots; s++) {
+            bool used = false;
+            for (int i = 0; i < L; i++)
+                used |= owner[i] == s;
+            all &= used;
+        }
+        if (all && sl_plan_eval(mc, t, slots, S, owner, o, &p, &err) == 0) {
             (*n_feasible)++;
             best = p.objective < best ? p.objective : best;
         }
@@ -111,6 +118,7 @@ static void test_against_brute_force(void)
         o.objective = trial % 2 ? SL_OBJ_THROUGHPUT : SL_OBJ_LATENCY;
         o.context = 256 + (int)(rnd() * 4096);
         o.sequences = 1 + (int)(rnd() * 16);
+        o.use_all_slots = trial % 3 == 2 && L >= S;
         int feasible;
         double want = brute_force(&mc, &t, slots, S, &o, &feasible);
         sl_plan plan;
@@ -138,6 +146,8 @@ static void test_against_brute_force(void)
             CHECK(plan.st[i].memory <= t.nodes[plan.st[i].node].memory * (1 - o.headroom));
             CHECK(i == 0 || plan.st[i].slot > plan.st[i - 1].slot);
         }
+        if (o.use_all_slots)
+            CHECK(plan.n == S);
         CHECK(next == L);
     }
     fprintf(stderr, "placement: %d cases against brute force, %d infeasible\n", cases, infeasible);

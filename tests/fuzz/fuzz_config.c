@@ -5,6 +5,8 @@
  * unchanged. Broken invariants trap so the fuzzer sees them. */
 #include "pipeline/config.h"
 
+#include "kernels/types.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +73,8 @@ static void check_values(const pl_config *c)
     require(l->max_sequences >= 1 && l->max_sequences <= 4096);
     require(l->context >= 16 && l->context <= (1 << 20));
     require(l->max_batch_tokens >= 1 && l->max_batch_tokens <= 65536);
+    require(l->kv_type == SL_TYPE_F32 || l->kv_type == SL_TYPE_F16 || l->kv_type == SL_TYPE_BF16 ||
+            l->kv_type == SL_TYPE_Q8_0);
     require(c->model[0] && memchr(c->model, '\0', sizeof c->model) && memchr(c->draft, '\0', sizeof c->draft));
 }
 
