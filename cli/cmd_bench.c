@@ -363,13 +363,16 @@ static int calibrate(void)
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     char host[256] = "local";
     gethostname(host, sizeof host - 1);
+    /* a one-node cluster file: `sluice plan --calibration FILE` reads it,
+     * and its node entry pastes into a larger cluster file */
     printf("# sluice bench --calibrate, %d threads\n", threads);
-    printf("- name: %s\n", host);
-    printf("  cores: %d\n", threads);
-    printf("  memory_gb: %.1f\n", (double)pages * (double)page / 1073741824.0);
-    printf("  bandwidth_gb_s: %.1f\n", bw / 1e9);
-    printf("  gemv_gflop_s: %.1f\n", gemv / 1e9);
-    printf("  matmul_gflop_s: %.1f\n", gemm / 1e9);
+    printf("nodes:\n");
+    printf("  - name: %s\n", host);
+    printf("    cores: %d\n", threads);
+    printf("    memory_gb: %.1f\n", (double)pages * (double)page / 1073741824.0);
+    printf("    bandwidth_gb_s: %.1f\n", bw / 1e9);
+    printf("    gemv_gflop_s: %.1f\n", gemv / 1e9);
+    printf("    matmul_gflop_s: %.1f\n", gemm / 1e9);
     return CLI_OK;
 }
 

@@ -243,7 +243,7 @@ has "$T/err" "bad value 'q4_0' for --kv-type" "bench refuses a KV type it lacks"
 expect 2 "$SLUICE" bench
 has "$T/err" "-m FILE is required" "bench without a model"
 expect 0 "$SLUICE" bench --calibrate -t 1
-has "$T/out" "bandwidth_gb_s: [0-9]" "calibrate prints the bandwidth"
+has "$T/out" "^    bandwidth_gb_s: [0-9]" "calibrate prints the bandwidth"
 # run with a typed KV cache
 expect 0 "$SLUICE" run -m "$T/gemma3.gguf" -p "hello" -n 4 --kv-type f16
 expect 2 "$SLUICE" run -m "$T/gemma3.gguf" -p "hello" --kv-type q4_K

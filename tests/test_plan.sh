@@ -47,6 +47,13 @@ expect 0 "$SLUICE" plan -m "$MODEL" --topology local --context 512 --sequences 2
 got=$("$SLUICE" run -c "$T/local.yaml" -p "$prompt" -n 32 --print-ids 2>&1 >/dev/null | grep '^ids')
 if [[ -n $want && "$want" == "$got" ]]; then ok; else bad "plan for this machine: [$got], want [$want]"; fi
 
+# calibration: bench --calibrate writes a file plan takes
+expect 0 "$SLUICE" bench --calibrate -t 1
+cp "$T/out" "$T/cal.yaml"
+expect 0 "$SLUICE" plan -m "$MODEL" --calibration "$T/cal.yaml"
+bw=$(grep -oE 'bandwidth_gb_s: [0-9.]+' "$T/cal.yaml" | awk '{print $2}')
+has "$T/out" "numa0 .* ${bw} GB/s" "plan uses the calibrated bandwidth"
+
 # layers: auto, two stages: every layer once, in order, at least one each
 cat >"$T/auto.yaml" <<EOF2
 model: $MODEL
