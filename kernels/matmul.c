@@ -130,6 +130,33 @@ static sl_r16f_fn r16f_for(sl_path path, sl_type wtype)
     return NULL;
 }
 
+static sl_r16b_fn r16b_for(sl_path path, sl_type wtype)
+{
+#if defined(__x86_64__)
+    if (path == SL_PATH_AVX512 && sl_cpu()->avx512bf16)
+        return sl_r16b_avx512(wtype);
+#else
+    (void)path;
+    (void)wtype;
+#endif
+    return NULL;
+}
+
+/* x rounded to bf16 (kept as floats), and as pairs of bf16 bits. */
+static void round_bf16(const float *x, float *xb, uint32_t *pairs, int64_t n_tok, int64_t n_in,
+                       bool par)
+{
+#pragma omp parallel for schedule(static) if (par && n_tok * n_in >= (1 << 16))
+    for (int64_t t = 0; t < n_tok; t++) {
+        for (int64_t i = 0; i < n_in; i++)
+            xb[t * n_in + i] = sl_bf16_to_f32(sl_f32_to_bf16(x[t * n_in + i]));
+        if (pairs)
+            for (int64_t i = 0; i + 1 < n_in; i += 2)
+                pairs[t * (n_in / 2) + i / 2] = (uint32_t)sl_f32_to_bf16(x[t * n_in + i]) |
+                                                ((uint32_t)sl_f32_to_bf16(x[t * n_in + i + 1]) << 16);
+    }
+}
+
 /* ---- the driver: one or more matrices that read the same x ---- */
 
 /* How one job runs, resolved once per call. */
@@ -140,6 +167,8 @@ typedef struct plan {
     sl_mmq_fn rows;           /* integer path: NULL when the type has none */
     sl_r16_fn groups;         /* integer path on a packed copy */
     sl_r16f_fn groups_f;      /* float activations on a packed copy */
+    sl_r16b_fn groups_b;      /* bf16 activation pairs on a packed copy (AVX512-BF16) */
+    const float *x;           /* the activations this job reads (x, or x rounded to bf16) */
     int64_t chunk0;           /* first chunk of this job in the shared numbering */
 } plan;
 
@@ -160,9 +189,10 @@ static sl_q8act q8_tokens(const sl_q8act *a, int64_t t0, int64_t t1)
 }
 
 /* Rows of chunk c for tokens [t0, t1). */
-static void run_chunk(const plan *pl, int64_t c, int64_t n_in, const float *x, int64_t t0,
-                      int64_t t1, const sl_q8act *a)
+static void run_chunk(const plan *pl, int64_t c, int64_t n_in, int64_t t0, int64_t t1,
+                      const sl_q8act *a, const uint32_t *xpairs)
 {
+    const float *x = pl->x;
     const sl_mm_job *j = pl->job;
     int64_t o0 = (c - pl->chunk0) * ROW_CHUNK;
     int64_t o1 = o0 + ROW_CHUNK < j->n_out ? o0 + ROW_CHUNK : j->n_out;
@@ -174,6 +204,9 @@ static void run_chunk(const plan *pl, int64_t c, int64_t n_in, const float *x, i
             pl->groups(j->packed, o0 / 16, o0 / 16 + 1, &v, y, j->ldy);
         else
             pl->rows(w, pl->row_bytes, o0, o1, &v, y, j->ldy);
+    } else if (pl->groups_b && o1 - o0 == 16) {
+        pl->groups_b(j->packed, o0 / 16, o0 / 16 + 1, xpairs + t0 * (n_in / 2), t1 - t0, n_in, y,
+                     j->ldy);
     } else if (pl->groups_f && o1 - o0 == 16) {
         pl->groups_f(j->packed, o0 / 16, o0 / 16 + 1, x + t0 * n_in, t1 - t0, n_in, y, j->ldy);
     } else if (pl->simd) {
@@ -212,17 +245,26 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     sl_path path = ref ? SL_PATH_SCALAR : sl_path_active();
     plan pl[MAX_JOBS];
     int64_t n_chunks = 0, macs = 0;
-    bool need_q8 = false, act_q8 = sl_act_mode() == SL_ACTQ_Q8;
+    bool need_q8 = false, act_q8 = sl_act_mode() == SL_ACTQ_Q8, need_bf = false, need_pairs = false;
     for (int i = 0; i < n_jobs; i++) {
         const sl_mm_job *j = &jobs[i];
         bool q8 = act_q8 && sl_mmq_supports(j->type);
-        pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, NULL, n_chunks};
+        pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, NULL, NULL, x, n_chunks};
         if (q8) {
             pl[i].rows = ref ? sl_mmq_ref(j->type) : mmq_for(path, j->type);
             pl[i].groups = j->packed && !ref ? r16_for(path, j->type) : NULL;
         } else if (!ref) {
             pl[i].simd = kernel_for(path, j->type);
             pl[i].groups_f = j->packed ? r16f_for(path, j->type) : NULL;
+        }
+        if (act_q8 && j->type == SL_TYPE_BF16) {
+            /* reduced-precision activations for BF16 weights: rounded to
+             * bf16, on every path (the dot of AVX512-BF16 takes them so) */
+            need_bf = true;
+            if (!ref && j->packed && r16b_for(path, j->type)) {
+                pl[i].groups_b = r16b_for(path, j->type);
+                need_pairs = true;
+            }
         }
         need_q8 |= q8;
         n_chunks += (j->n_out + ROW_CHUNK - 1) / ROW_CHUNK;
@@ -240,6 +282,18 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
         for (int64_t t = 0; t < n_tok; t++)
             sl_q8act_quantize(&a, t, x + t * n_in);
     }
+    float *xb = NULL;
+    uint32_t *xpairs = NULL;
+    if (need_bf) {
+        xb = malloc(sizeof(float) * (size_t)(n_tok * n_in));
+        xpairs = need_pairs ? malloc(sizeof(uint32_t) * (size_t)(n_tok * (n_in / 2) + 1)) : NULL;
+        if (!xb || (need_pairs && !xpairs))
+            abort();
+        round_bf16(x, xb, xpairs, n_tok, n_in, par);
+        for (int i = 0; i < n_jobs; i++)
+            if (pl[i].job->type == SL_TYPE_BF16)
+                pl[i].x = xb;
+    }
     bool team = par && n_chunks > 1 && macs >= PARALLEL_MIN_MACS;
     int64_t tb = token_block(n_in, need_q8);
     /* Outputs of different chunks never overlap, so a thread moves on to
@@ -252,10 +306,12 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
             int i = 0;
             while (i + 1 < n_jobs && c >= pl[i + 1].chunk0)
                 i++;
-            run_chunk(&pl[i], c, n_in, x, t0, t1, &a);
+            run_chunk(&pl[i], c, n_in, t0, t1, &a, xpairs);
         }
     }
     free(mem);
+    free(xb);
+    free(xpairs);
 }
 
 void sl_matmul_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const float *x,
@@ -293,7 +349,7 @@ void *sl_pack(sl_type wtype, const void *w, int64_t n_out, int64_t n_in)
 {
     const char *env = getenv("SLUICE_REPACK");
     sl_path path = sl_path_active();
-    if ((env && strcmp(env, "0") == 0) || n_out < 16 ||
+    if ((env && strcmp(env, "0") == 0) || n_out < 16 || (wtype == SL_TYPE_BF16 && n_in % 2) ||
         (!r16_for(path, wtype) && !r16f_for(path, wtype)))
         return NULL;
     int64_t n_groups = n_out / 16;
@@ -326,6 +382,9 @@ void sl_pack_free(void *packed)
 const char *sl_matmul_path_name(sl_type wtype)
 {
     sl_path path = sl_path_active();
+    if (sl_act_mode() == SL_ACTQ_Q8 && wtype == SL_TYPE_BF16)
+        return path == SL_PATH_AVX512 ? (sl_cpu()->avx512bf16 ? "avx512-bf16/bf16" : "avx512/bf16")
+               : path == SL_PATH_AVX2 ? "avx2/bf16" : "scalar/bf16";
     if (sl_act_mode() == SL_ACTQ_Q8 && sl_mmq_supports(wtype)) {
         if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
             return "avx512-vnni/q8";

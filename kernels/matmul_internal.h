@@ -49,7 +49,7 @@ sl_mmq_fn sl_mmq_avx512(sl_type wtype);
 #define SL_R16_Q8_0_BYTES (16 * 2 + 16 * 32)
 /* per group of 16 rows and superblock of 256 */
 #define SL_R16_Q4_K_BYTES (16 * 2 * 2 + 16 * 8 * 2 + 16 * 128)
-#define SL_R16_Q6_K_BYTES (16 * 2 + 16 * 16 + 16 * 192)
+#define SL_R16_Q6_K_BYTES (16 * 2 + 16 * 16 + 16 * 256) /* quants widened to bytes */
 /* Bytes of one group of 16 rows of n_in columns in the packed layout. */
 size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in);
 /* Groups [g0, g1) of 16 rows, every token of a; y points at row 0. */
@@ -60,6 +60,11 @@ sl_r16_fn sl_r16_avx512(sl_type wtype);
 typedef void (*sl_r16f_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const float *x,
                            int64_t n_tok, int64_t n_in, float *y, int64_t ldy);
 sl_r16f_fn sl_r16f_avx512(sl_type wtype);
+/* BF16 weights against activations rounded to bf16, as pairs of bf16 bits
+ * per dword ([n_tok][n_in / 2]), with AVX512-BF16. */
+typedef void (*sl_r16b_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const uint32_t *xpairs,
+                           int64_t n_tok, int64_t n_in, float *y, int64_t ldy);
+sl_r16b_fn sl_r16b_avx512(sl_type wtype);
 void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, uint8_t *out);
 
 #endif

@@ -17,10 +17,9 @@
  *         bytes [sub-block][row], then for each pair j of sub-blocks and
  *         k = 0..7 each row's bytes qs[32j + 4k ..] (low nibbles: sub-block
  *         2j, high: 2j + 1)
- *   Q6_K: 16 f16 d, the 16 int8 scales as [scale][row], then each row's
- *         ql bytes 64n + 32h + 4k .. for (n, h, k), then its qh bytes
- *         32n + 4k .. for (n, k): the same bits as the row's block, dealt
- *         out so that one 64-byte load holds a dword of every row. */
+ *   Q6_K: 16 f16 d, the 16 int8 scales as [scale][row], then for each
+ *         dword k = 0..63 of the 256 elements each row's 4 quants widened
+ *         to a byte each (0..63). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -171,68 +170,36 @@ R16_INLINE __m512i r16_q6_corr(const sl_q8act *a, int64_t t, int64_t elem)
     return _mm512_set1_epi32(-32 * a->s16[t * (a->n_in / 16) + elem / 16]);
 }
 
-/* Q6_K: all four 32-element groups of a half superblock at once, so each
- * qh dword (which carries 2 bits for each of the four) is loaded once. */
+/* Q6_K with its quants widened to bytes at load (repack.c): each 16-element
+ * scale covers 4 dwords; the lane starts at -32 times the activations' sum
+ * over those 16, then four dot products. */
 R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
-    __m512 acc[2];
+    __m512 acc[4];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15);
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p += SL_R16_Q6_K_BYTES) {
         __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        const uint8_t *sc = p + 32, *ql = p + 288, *qh = p + 288 + 2048;
-        for (int n = 0; n < 2; n++) {
-            /* quarter x of this half is group 4n + x: low nibbles of ql
-             * chunk x & 1 for x < 2, high nibbles for x >= 2; qh bits 2x */
-            __m512i ia[2][4][2]; /* [token][quarter][half of 16] */
+        const uint8_t *sc = p + 32, *q = p + 288;
+        for (int h = 0; h < 16; h++) { /* 16-element run h: scale h, block h / 2 */
+            __m512i w[4];
             R16_UNROLL
-            for (int t = 0; t < T; t++)
-                R16_UNROLL
-                for (int x = 0; x < 4; x++)
-                    R16_UNROLL
-                    for (int half = 0; half < 2; half++)
-                        ia[t][x][half] = r16_q6_corr(a, t0 + t, 256 * sb + 128 * n + 32 * x + 16 * half);
+            for (int k = 0; k < 4; k++)
+                w[k] = _mm512_loadu_si512(q + 64 * (4 * h + k));
+            __m512 s = _mm512_mul_ps(dv, r16_i8_ps(sc + 16 * h));
             R16_UNROLL
-            for (int k = 0; k < 8; k++) {
-                __m512i vh = _mm512_loadu_si512(qh + (n * 8 + k) * 64);
-                __m512i q[4];
-                /* the two high bits of quarter x sit at bits 2x of each qh
-                 * byte; moved to bits 4-5 they join the nibble with one
-                 * ternary-logic op: (nibble & 15) | high */
-                const __m512i m30 = _mm512_set1_epi8(0x30);
-                __m512i hb[4] = {_mm512_and_si512(_mm512_slli_epi16(vh, 4), m30),
-                                 _mm512_and_si512(_mm512_slli_epi16(vh, 2), m30),
-                                 _mm512_and_si512(vh, m30),
-                                 _mm512_and_si512(_mm512_srli_epi16(vh, 2), m30)};
-                R16_UNROLL
-                for (int c = 0; c < 2; c++) {
-                    __m512i vl = _mm512_loadu_si512(ql + ((2 * n + c) * 8 + k) * 64);
-                    q[c] = _mm512_ternarylogic_epi32(vl, hb[c], m4, 0xEC);
-                    q[c + 2] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(vl, 4), hb[c + 2], m4, 0xEC);
-                }
-                R16_UNROLL
-                for (int t = 0; t < T; t++) {
-                    const int8_t *aq = a->q + (t0 + t) * a->n_in + 256 * sb + 128 * n + 4 * k;
-                    R16_UNROLL
-                    for (int x = 0; x < 4; x++)
-                        ia[t][x][k >> 2] = _mm512_dpbusd_epi32(ia[t][x][k >> 2], q[x],
-                                                               r16_bcast(aq + 32 * x));
-                }
-            }
-            R16_UNROLL
-            for (int x = 0; x < 4; x++) {
-                int g = 4 * n + x;
-                __m512 s0 = _mm512_mul_ps(dv, r16_i8_ps(sc + 16 * (2 * g)));
-                __m512 s1 = _mm512_mul_ps(dv, r16_i8_ps(sc + 16 * (2 * g + 1)));
-                R16_UNROLL
-                for (int t = 0; t < T; t++) {
-                    __m512 da = _mm512_set1_ps(a->d[(t0 + t) * a->n_blocks + 8 * sb + g]);
-                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][x][0]), _mm512_mul_ps(s0, da), acc[t]);
-                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t][x][1]), _mm512_mul_ps(s1, da), acc[t]);
-                }
+            for (int t = 0; t < T; t++) {
+                const int8_t *aq = a->q + (t0 + t) * a->n_in + 256 * sb + 16 * h;
+                __m512i i0 = r16_q6_corr(a, t0 + t, 256 * sb + 16 * h), i1 = _mm512_setzero_si512();
+                i0 = _mm512_dpbusd_epi32(i0, w[0], r16_bcast(aq));
+                i1 = _mm512_dpbusd_epi32(i1, w[1], r16_bcast(aq + 4));
+                i0 = _mm512_dpbusd_epi32(i0, w[2], r16_bcast(aq + 8));
+                i1 = _mm512_dpbusd_epi32(i1, w[3], r16_bcast(aq + 12));
+                __m512 da = _mm512_set1_ps(a->d[(t0 + t) * a->n_blocks + 8 * sb + h / 2]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)),
+                                         _mm512_mul_ps(s, da), acc[t]);
             }
         }
     }
@@ -263,7 +230,7 @@ R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
 R16_GROUPS(q4_0, R16_TT)
 R16_GROUPS(q8_0, R16_TT)
 R16_GROUPS(q4_K, R16_TT)
-R16_GROUPS(q6_K, 2)
+R16_GROUPS(q6_K, R16_TT)
 
 sl_r16_fn sl_r16_avx512(sl_type wtype)
 {
@@ -324,4 +291,57 @@ static void groups_bf16(const uint8_t *packed, int64_t g0, int64_t g1, const flo
 sl_r16f_fn sl_r16f_avx512(sl_type wtype)
 {
     return wtype == SL_TYPE_BF16 ? groups_bf16 : NULL;
+}
+
+/* ---- BF16 weights, activations rounded to bf16 (AVX512-BF16) ----
+ * The same layout; vdpbf16ps multiplies each row's pair of weights by the
+ * token's pair of activations (one broadcast dword) and adds both products
+ * into the row's lane: one instruction per 32 multiply-adds. Two chains per
+ * lane (even and odd pairs), summed at the end. */
+
+R16_INLINE void tile_bf16dp(const uint8_t *p, int64_t n_pairs, const uint32_t *xp, float *y,
+                            int64_t ldy, const int T)
+{
+    __m512 ev[4], od[4];
+    R16_UNROLL
+    for (int t = 0; t < T; t++)
+        ev[t] = od[t] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= n_pairs; i += 2, p += 128) {
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(p), w1 = (__m512bh)_mm512_loadu_si512(p + 64);
+        R16_UNROLL
+        for (int t = 0; t < T; t++) {
+            ev[t] = _mm512_dpbf16_ps(ev[t], w0, (__m512bh)_mm512_set1_epi32((int)xp[t * n_pairs + i]));
+            od[t] = _mm512_dpbf16_ps(od[t], w1, (__m512bh)_mm512_set1_epi32((int)xp[t * n_pairs + i + 1]));
+        }
+    }
+    if (i < n_pairs) {
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(p);
+        R16_UNROLL
+        for (int t = 0; t < T; t++)
+            ev[t] = _mm512_dpbf16_ps(ev[t], w0, (__m512bh)_mm512_set1_epi32((int)xp[t * n_pairs + i]));
+    }
+    R16_UNROLL
+    for (int t = 0; t < T; t++)
+        _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(ev[t], od[t]));
+}
+
+static void groups_bf16dp(const uint8_t *packed, int64_t g0, int64_t g1, const uint32_t *xp,
+                          int64_t n_tok, int64_t n_in, float *y, int64_t ldy)
+{
+    size_t group_bytes = (size_t)n_in * 32;
+    int64_t n_pairs = n_in / 2;
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *p = packed + (size_t)g * group_bytes;
+        int64_t t = 0;
+        for (; t + R16_TT <= n_tok; t += R16_TT)
+            tile_bf16dp(p, n_pairs, xp + t * n_pairs, y + t * ldy + 16 * g, ldy, R16_TT);
+        for (; t < n_tok; t++)
+            tile_bf16dp(p, n_pairs, xp + t * n_pairs, y + t * ldy + 16 * g, ldy, 1);
+    }
+}
+
+sl_r16b_fn sl_r16b_avx512(sl_type wtype)
+{
+    return wtype == SL_TYPE_BF16 ? groups_bf16dp : NULL;
 }

@@ -63,7 +63,9 @@ TOL = {"f32": 1e-5, "f16": 1e-5, "bf16": 1e-5, "q8_0": 1e-5,
 # catches what a whole model adds (a wrong scale or a misread quant moves
 # logits by 30% or more).
 TOL_Q8 = 8e-2
-Q8_TYPES = ("q8_0", "q4_0", "q4_K", "q6_K")
+# BF16 weights take activations rounded to bf16 in the same mode (8
+# significant bits instead of 8-bit block quantisation: well inside TOL_Q8).
+Q8_TYPES = ("q8_0", "q4_0", "q4_K", "q6_K", "bf16")
 
 ALL_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K"]
 FEW_TYPES = ["f32", "q4_0", "q6_K"]
