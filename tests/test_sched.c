@@ -154,6 +154,28 @@ static void test_against_brute_force(void)
     CHECK(infeasible > 5 && infeasible < cases - 100); /* both kinds were exercised */
 }
 
+/* The issue's size: 100+ layers on 64 slots, solved (no timing asserted;
+ * O(slots^2 x layers^2) with O(1) stage costs runs in well under a second). */
+static void test_large(void)
+{
+    static sl_model_cost mc;
+    static sl_topology t;
+    random_model(&mc, 128);
+    random_cluster(&t, 64);
+    for (int i = 0; i < 64; i++)
+        t.nodes[i].memory = 8e9;
+    int slots[64];
+    for (int i = 0; i < 64; i++)
+        slots[i] = i;
+    sl_place_opts o;
+    sl_place_opts_init(&o);
+    o.objective = SL_OBJ_THROUGHPUT;
+    static sl_plan plan;
+    sl_err err = {{0}};
+    CHECKF(sl_place(&mc, &t, slots, 64, &o, &plan, &err) == 0, "%s", err.msg);
+    CHECK(plan.n >= 2 && plan.st[plan.n - 1].l1 == 128);
+}
+
 static void test_heterogeneous_and_infeasible(void)
 {
     sl_model_cost mc;
@@ -311,6 +333,7 @@ int main(void)
 {
     test_against_brute_force();
     test_heterogeneous_and_infeasible();
+    test_large();
     test_cost_from_gguf();
     test_topologies();
     test_binding();
