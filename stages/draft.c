@@ -1,0 +1,187 @@
+#include "stages/draft.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct sl_lm {
+    sl_model *model;
+    sl_kv *kv;
+    sl_fwd *fwd;
+    int max_tokens;
+    float *x;        /* max_tokens rows of d_model */
+    float *logits;   /* max_tokens rows of n_vocab */
+    int32_t *seq;
+    int32_t *pos;
+};
+
+int sl_lm_open(sl_lm **out, const char *path, int n_ctx, int max_tokens, sl_err *err)
+{
+    sl_lm *lm = calloc(1, sizeof *lm);
+    if (!lm)
+        return sl_fail(err, "out of memory opening %s", path);
+    lm->max_tokens = max_tokens;
+    sl_model_part whole = {.l0 = 0, .l1 = 0, .embed = true, .head = true};
+    sl_model *probe = NULL;
+    /* the layer count is known only once the file is open */
+    if (sl_model_load(&probe, path, &whole, err) < 0)
+        goto fail;
+    whole.l1 = probe->cfg.n_layer;
+    sl_model_free(probe);
+    if (sl_model_load(&lm->model, path, &whole, err) < 0)
+        goto fail;
+    const sl_config *c = &lm->model->cfg;
+    if (sl_kv_new(&lm->kv, c, 0, c->n_layer, 1, n_ctx, err) < 0 ||
+        sl_fwd_new(&lm->fwd, lm->model, max_tokens, err) < 0)
+        goto fail;
+    lm->x = malloc((size_t)max_tokens * c->d_model * sizeof *lm->x);
+    lm->logits = malloc((size_t)max_tokens * c->n_vocab * sizeof *lm->logits);
+    lm->seq = calloc((size_t)max_tokens, sizeof *lm->seq);
+    lm->pos = malloc((size_t)max_tokens * sizeof *lm->pos);
+    if (!lm->x || !lm->logits || !lm->seq || !lm->pos) {
+        sl_fail(err, "out of memory opening %s", path);
+        goto fail;
+    }
+    *out = lm;
+    return 0;
+fail:
+    sl_lm_free(lm);
+    return -1;
+}
+
+void sl_lm_free(sl_lm *lm)
+{
+    if (!lm)
+        return;
+    sl_fwd_free(lm->fwd);
+    sl_kv_free(lm->kv);
+    sl_model_free(lm->model);
+    free(lm->x);
+    free(lm->logits);
+    free(lm->seq);
+    free(lm->pos);
+    free(lm);
+}
+
+const sl_model *sl_lm_model(const sl_lm *lm) { return lm->model; }
+sl_kv *sl_lm_kv(sl_lm *lm) { return lm->kv; }
+int sl_lm_len(const sl_lm *lm) { return sl_kv_len(lm->kv, 0); }
+void sl_lm_truncate(sl_lm *lm, int len) { sl_kv_truncate(lm->kv, 0, len); }
+
+int sl_lm_eval(sl_lm *lm, const int32_t *tokens, int n, const float **logits, sl_err *err)
+{
+    if (n < 1 || n > lm->max_tokens)
+        return sl_fail(err, "batch of %d tokens outside 1..%d", n, lm->max_tokens);
+    int base = sl_lm_len(lm);
+    for (int i = 0; i < n; i++)
+        lm->pos[i] = base + i;
+    sl_batch b = {.n_tokens = n, .token = tokens, .seq = lm->seq, .pos = lm->pos};
+    if (sl_embed(lm->model, tokens, n, lm->x, err) < 0 ||
+        sl_forward_layers(lm->fwd, lm->kv, &b, lm->x, err) < 0 ||
+        sl_head(lm->fwd, lm->x, n, lm->logits, err) < 0)
+        return -1;
+    *logits = lm->logits;
+    return 0;
+}
+
+int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm *draft,
+                      const char *draft_path, sl_err *err)
+{
+    int nt = target->model->cfg.n_vocab, nd = draft->model->cfg.n_vocab;
+    if (nt != nd)
+        return sl_fail(err, "draft %s has a vocabulary of %d tokens but target %s has %d",
+                       draft_path, nd, target_path, nt);
+    return 0;
+}
+
+/* Brings the draft's cache up to all of hist but its last token. */
+static int draft_catch_up(sl_lm *draft, const int32_t *hist, int n_hist, sl_err *err)
+{
+    const float *unused;
+    int len = sl_lm_len(draft);
+    if (len < n_hist - 1)
+        return sl_lm_eval(draft, hist + len, n_hist - 1 - len, &unused, err);
+    return 0;
+}
+
+/* Proposes k tokens greedily after hist's last token. */
+static int draft_propose(sl_lm *draft, const int32_t *hist, int n_hist, int k, int32_t *drafted,
+                         sl_err *err)
+{
+    if (draft_catch_up(draft, hist, n_hist, err) < 0)
+        return -1;
+    int n_vocab = draft->model->cfg.n_vocab;
+    int32_t tok = hist[n_hist - 1];
+    for (int i = 0; i < k; i++) {
+        const float *logits;
+        if (sl_lm_eval(draft, &tok, 1, &logits, err) < 0)
+            return -1;
+        tok = drafted[i] = sl_argmax(logits, n_vocab);
+    }
+    return 0;
+}
+
+/* One verification: target runs hist's last token + k drafted ones and
+ * emits accepted + 1 tokens into hist. Returns the count emitted. */
+static int verify_step(sl_lm *target, sl_lm *draft, int k, int32_t *hist, int n_hist,
+                       sl_spec_stats *stats, sl_err *err)
+{
+    int32_t batch[65], target_tok[65], emitted[65];
+    if (k > 0 && draft_propose(draft, hist, n_hist, k, batch + 1, err) < 0)
+        return -1;
+    batch[0] = hist[n_hist - 1];
+    const float *logits;
+    if (sl_lm_eval(target, batch, k + 1, &logits, err) < 0)
+        return -1;
+    int n_vocab = target->model->cfg.n_vocab;
+    for (int i = 0; i <= k; i++)
+        target_tok[i] = sl_argmax(logits + (size_t)i * n_vocab, n_vocab);
+    int n_emit = sl_spec_accept_greedy(target_tok, batch + 1, k, emitted);
+    /* the cache keeps the last accepted token and the accepted drafts */
+    int keep = n_hist + n_emit - 1;
+    sl_lm_truncate(target, keep);
+    if (draft && sl_lm_len(draft) > keep)
+        sl_lm_truncate(draft, keep);
+    if (stats && k > 0)
+        sl_spec_stats_add(stats, k, n_emit - 1);
+    memcpy(hist + n_hist, emitted, (size_t)n_emit * sizeof *emitted);
+    return n_emit;
+}
+
+int sl_spec_generate_greedy(sl_lm *target, sl_lm *draft, int k, const int32_t *prompt,
+                            int n_prompt, int n_gen, int32_t *out, sl_spec_stats *stats,
+                            sl_err *err)
+{
+    if (!draft)
+        k = 0;
+    if (k < 0 || k > 64 || k + 1 > target->max_tokens)
+        return sl_fail(err, "speculative k = %d outside 0..%d", k,
+                       target->max_tokens - 1 < 64 ? target->max_tokens - 1 : 64);
+    int32_t *hist = malloc(((size_t)n_prompt + n_gen + k + 1) * sizeof *hist);
+    if (!hist)
+        return sl_fail(err, "out of memory for %d tokens", n_prompt + n_gen);
+    memcpy(hist, prompt, (size_t)n_prompt * sizeof *hist);
+    const float *logits;
+    int rc = sl_lm_eval(target, prompt, n_prompt, &logits, err);
+    int n_hist = n_prompt;
+    if (rc == 0 && n_gen > 0) {
+        int n_vocab = target->model->cfg.n_vocab;
+        hist[n_hist++] = sl_argmax(logits + (size_t)(n_prompt - 1) * n_vocab, n_vocab);
+    }
+    while (rc == 0 && n_hist < n_prompt + n_gen) {
+        int n = verify_step(target, draft, k, hist, n_hist, stats, err);
+        if (n < 0)
+            rc = -1;
+        else
+            n_hist += n;
+    }
+    if (rc == 0) {
+        /* a last step may run past n_gen: drop the surplus */
+        int keep = n_prompt + n_gen - 1;
+        sl_lm_truncate(target, keep);
+        if (draft && sl_lm_len(draft) > keep)
+            sl_lm_truncate(draft, keep);
+        memcpy(out, hist + n_prompt, (size_t)n_gen * sizeof *out);
+    }
+    free(hist);
+    return rc;
+}

@@ -1,0 +1,40 @@
+/* A whole model in one process (embed, every layer, head) with its own KV
+ * cache and forward scratch: the draft model of speculative decoding, and
+ * the target in the one-process speculative loop. One sequence. */
+#ifndef SLUICE_DRAFT_H
+#define SLUICE_DRAFT_H
+
+#include <stdint.h>
+
+#include "model/forward.h"
+#include "stages/spec.h"
+#include "util/err.h"
+
+typedef struct sl_lm sl_lm;
+
+/* Loads path for contexts of n_ctx positions and batches of up to
+ * max_tokens. */
+int sl_lm_open(sl_lm **out, const char *path, int n_ctx, int max_tokens, sl_err *err);
+void sl_lm_free(sl_lm *lm);
+const sl_model *sl_lm_model(const sl_lm *lm);
+sl_kv *sl_lm_kv(sl_lm *lm);
+int sl_lm_len(const sl_lm *lm);
+/* Keeps the first len positions (rollback after a rejection). */
+void sl_lm_truncate(sl_lm *lm, int len);
+/* Appends n tokens at the next positions; *logits points at n rows of
+ * n_vocab (valid until the next call). */
+int sl_lm_eval(sl_lm *lm, const int32_t *tokens, int n, const float **logits, sl_err *err);
+
+/* Fails naming both files unless the vocabularies have the same size. */
+int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm *draft,
+                      const char *draft_path, sl_err *err);
+
+/* Greedy decoding of n_gen tokens after the prompt. With draft NULL or
+ * k == 0 plain decoding; otherwise the draft proposes k tokens a step and
+ * the target verifies k+1 positions in one batch. Both caches end holding
+ * prompt + n_gen - 1 positions. stats may be NULL. */
+int sl_spec_generate_greedy(sl_lm *target, sl_lm *draft, int k, const int32_t *prompt,
+                            int n_prompt, int n_gen, int32_t *out, sl_spec_stats *stats,
+                            sl_err *err);
+
+#endif
