@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/tokenizer.h"
+
 struct sl_lm {
     sl_model *model;
     sl_kv *kv;
@@ -83,6 +85,19 @@ int sl_lm_eval(sl_lm *lm, const int32_t *tokens, int n, const float **logits, sl
     return 0;
 }
 
+/* Index of the first token whose piece differs, or -1 when all agree. */
+static int first_piece_mismatch(const sl_tokenizer *a, const sl_tokenizer *b, int n_vocab)
+{
+    char pa[256], pb[256];
+    for (int id = 0; id < n_vocab; id++) {
+        int na = sl_tok_piece_bytes(a, id, pa, sizeof pa);
+        int nb = sl_tok_piece_bytes(b, id, pb, sizeof pb);
+        if (na != nb || (na > 0 && memcmp(pa, pb, (size_t)na) != 0))
+            return id;
+    }
+    return -1;
+}
+
 int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm *draft,
                       const char *draft_path, sl_err *err)
 {
@@ -90,7 +105,20 @@ int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm 
     if (nt != nd)
         return sl_fail(err, "draft %s has a vocabulary of %d tokens but target %s has %d",
                        draft_path, nd, target_path, nt);
-    return 0;
+    sl_tokenizer *tt = NULL, *td = NULL;
+    int rc = 0;
+    if (sl_tok_load_gguf(&tt, target->model->gguf, err) < 0 ||
+        sl_tok_load_gguf(&td, draft->model->gguf, err) < 0) {
+        rc = -1;
+    } else {
+        int id = first_piece_mismatch(tt, td, nt);
+        if (id >= 0)
+            rc = sl_fail(err, "draft %s and target %s differ at vocabulary piece %d", draft_path,
+                         target_path, id);
+    }
+    sl_tok_free(tt);
+    sl_tok_free(td);
+    return rc;
 }
 
 /* Brings the draft's cache up to all of hist but its last token. */

@@ -5,6 +5,8 @@
 #include "stages/draft.h"
 #include "tests/test.h"
 
+#include <unistd.h>
+
 #define N_GEN 24
 #define N_CTX 128
 
@@ -66,6 +68,36 @@ done:
     sl_lm_free(draft);
 }
 
+/* A synthetic model has a 512-token vocabulary, the tiny models 1536. */
+static void test_vocab_mismatch(void)
+{
+    const char *sluice = getenv("SLUICE");
+    CHECK(sluice != NULL);
+    if (!sluice)
+        return;
+    char path[] = "/tmp/sluice-spec-vocab-XXXXXX", cmd[2048];
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    close(fd);
+    snprintf(cmd, sizeof cmd, "%s synth --arch gemma3 --size test -o %s >/dev/null", sluice, path);
+    CHECK(system(cmd) == 0);
+    sl_lm *target = open_lm(target_path), *draft = open_lm(draft_path), *other = open_lm(path);
+    CHECK(target && draft && other);
+    if (target && draft && other) {
+        sl_err err = {{0}};
+        CHECK(sl_lm_check_vocab(target, target_path, draft, draft_path, &err) == 0);
+        CHECK(sl_lm_check_vocab(target, target_path, other, path, &err) < 0);
+        CHECK_ERR_HAS(err, path);
+        CHECK_ERR_HAS(err, target_path);
+    }
+    sl_lm_free(target);
+    sl_lm_free(draft);
+    sl_lm_free(other);
+    unlink(path);
+}
+
 int main(void)
 {
     const char *src = getenv("SLUICE_SRC");
@@ -74,5 +106,6 @@ int main(void)
     snprintf(target_path, sizeof target_path, "%s/models/tiny-gemma3.gguf", src);
     snprintf(draft_path, sizeof draft_path, "%s/models/tiny-gemma3-draft.gguf", src);
     test_greedy_matches_plain();
+    test_vocab_mismatch();
     return test_finish("test_spec_models");
 }
