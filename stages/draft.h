@@ -4,6 +4,7 @@
 #ifndef SLUICE_DRAFT_H
 #define SLUICE_DRAFT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "model/forward.h"
@@ -29,12 +30,20 @@ int sl_lm_eval(sl_lm *lm, const int32_t *tokens, int n, const float **logits, sl
 int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm *draft,
                       const char *draft_path, sl_err *err);
 
-/* Greedy decoding of n_gen tokens after the prompt. With draft NULL or
- * k == 0 plain decoding; otherwise the draft proposes k tokens a step and
- * the target verifies k+1 positions in one batch. Both caches end holding
- * prompt + n_gen - 1 positions. stats may be NULL. */
-int sl_spec_generate_greedy(sl_lm *target, sl_lm *draft, int k, const int32_t *prompt,
-                            int n_prompt, int n_gen, int32_t *out, sl_spec_stats *stats,
-                            sl_err *err);
+/* How the one-process speculative loop drafts. */
+typedef struct sl_spec_opts {
+    int k;              /* tokens drafted a step; 0: plain decoding */
+    bool auto_k;        /* k follows the acceptance rate, at most k */
+    bool prompt_lookup; /* draft by n-gram match instead of a draft model */
+} sl_spec_opts;
+
+/* Greedy decoding of n_gen tokens after the prompt. The drafter (draft
+ * model, or prompt lookup when opts says so; draft may then be NULL)
+ * proposes tokens and the target verifies them with the last accepted
+ * token as one batch. The target's cache ends holding prompt + n_gen - 1
+ * positions. stats may be NULL. */
+int sl_spec_generate_greedy(sl_lm *target, sl_lm *draft, const sl_spec_opts *opts,
+                            const int32_t *prompt, int n_prompt, int n_gen, int32_t *out,
+                            sl_spec_stats *stats, sl_err *err);
 
 #endif

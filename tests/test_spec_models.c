@@ -45,21 +45,26 @@ static void test_greedy_matches_plain(void)
     const int n_prompt = (int)(sizeof prompt / sizeof *prompt);
     int32_t want[N_GEN], got[N_GEN];
     sl_err err = {{0}};
-    CHECK(sl_spec_generate_greedy(plain, NULL, 0, prompt, n_prompt, N_GEN, want, NULL, &err) == 0);
-    const int ks[] = {1, 2, 4, 8};
-    for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
+    sl_spec_opts none = {0};
+    CHECK(sl_spec_generate_greedy(plain, NULL, &none, prompt, n_prompt, N_GEN, want, NULL,
+                                  &err) == 0);
+    /* fixed k, auto k, and prompt lookup (the prompt repeats "41 42") */
+    const sl_spec_opts cases[] = {{1, false, false}, {2, false, false}, {4, false, false},
+                                  {8, false, false}, {8, true, false},  {4, false, true},
+                                  {8, true, true}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         sl_lm_truncate(target, 0);
         sl_lm_truncate(draft, 0);
         sl_spec_stats st;
         sl_spec_stats_init(&st);
-        int rc = sl_spec_generate_greedy(target, draft, ks[i], prompt, n_prompt, N_GEN, got, &st,
-                                         &err);
+        int rc = sl_spec_generate_greedy(target, draft, &cases[i], prompt, n_prompt, N_GEN, got,
+                                         &st, &err);
         CHECKF(rc == 0, "%s", err.msg);
-        CHECKF(memcmp(want, got, sizeof want) == 0, "k = %d differs from plain greedy", ks[i]);
+        CHECKF(memcmp(want, got, sizeof want) == 0, "case %zu differs from plain greedy", i);
         CHECK(sl_lm_len(target) == n_prompt + N_GEN - 1);
-        CHECKF(kv_equal(plain, target, n_prompt + N_GEN - 1), "k = %d: KV differs", ks[i]);
+        CHECKF(kv_equal(plain, target, n_prompt + N_GEN - 1), "case %zu: KV differs", i);
         CHECK(st.steps > 0 && st.drafted >= st.accepted);
-        fprintf(stderr, "k=%d acceptance %.3f mean emitted %.2f\n", ks[i],
+        fprintf(stderr, "case %zu: acceptance %.3f mean emitted %.2f\n", i,
                 sl_spec_acceptance(&st), sl_spec_mean_emitted(&st));
     }
 done:
