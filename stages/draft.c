@@ -122,13 +122,28 @@ int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm 
     return rc;
 }
 
+/* Evaluates n tokens in batches the scratch holds (long prompts);
+ * *logits then holds the rows of the last batch, *last_row the index of
+ * the final token's row in it. */
+static int eval_chunked(sl_lm *lm, const int32_t *tokens, int n, const float **logits,
+                        int *last_row, sl_err *err)
+{
+    for (int at = 0; at < n; at += lm->max_tokens) {
+        int len = n - at < lm->max_tokens ? n - at : lm->max_tokens;
+        if (sl_lm_eval(lm, tokens + at, len, logits, err) < 0)
+            return -1;
+        *last_row = len - 1;
+    }
+    return 0;
+}
+
 /* Brings the draft's cache up to all of hist but its last token. */
 static int draft_catch_up(sl_lm *draft, const int32_t *hist, int n_hist, sl_err *err)
 {
     const float *unused;
-    int len = sl_lm_len(draft);
+    int row, len = sl_lm_len(draft);
     if (len < n_hist - 1)
-        return sl_lm_eval(draft, hist + len, n_hist - 1 - len, &unused, err);
+        return eval_chunked(draft, hist + len, n_hist - 1 - len, &unused, &row, err);
     return 0;
 }
 
@@ -251,11 +266,11 @@ int sl_spec_generate_greedy(sl_lm *target, sl_lm *draft, const sl_spec_opts *opt
         return sl_fail(err, "out of memory for %d tokens", n_prompt + n_gen);
     memcpy(hist, prompt, (size_t)n_prompt * sizeof *hist);
     const float *logits;
-    int rc = sl_lm_eval(target, prompt, n_prompt, &logits, err);
+    int row = 0, rc = eval_chunked(target, prompt, n_prompt, &logits, &row, err);
     int n_hist = n_prompt;
     if (rc == 0 && n_gen > 0) {
         int n_vocab = target->model->cfg.n_vocab;
-        hist[n_hist++] = sl_argmax(logits + (size_t)(n_prompt - 1) * n_vocab, n_vocab);
+        hist[n_hist++] = sl_argmax(logits + (size_t)row * n_vocab, n_vocab);
     }
     while (rc == 0 && n_hist < n_prompt + n_gen) {
         int n = verify_step(&r, hist, n_hist, err);
