@@ -37,8 +37,9 @@ static const char usage[] =
     "  -n, --gen N          decode steps (default 64)\n"
     "  -r, --repeat R       runs; the best counts (default 3)\n"
     "  --kv-type T          KV cache type: f32 (default), f16, bf16 or q8_0\n"
-    "  --ctx N              context the decode starts at, as if N tokens were\n"
-    "                       already cached (default: right after the prompt)\n"
+    "  --ctx N              position the decode starts at: the cache is filled\n"
+    "                       up to there first, untimed (default: right after\n"
+    "                       the prompt)\n"
     "  --json               one JSON object on stdout instead of the table\n"
     "  --kernels            also print which kernel path each op takes\n"
     "  --calibrate          measure read bandwidth and matmul throughput and\n"
@@ -125,10 +126,19 @@ static int run_once(cli_session *s, const bench_opts *o, const int32_t *prompt, 
     int32_t tok = argmax(logits, c->n_vocab);
     pre->sampling = cli_now() - t1;
     pre->total = cli_now() - t0;
-    /* decode from position ctx: the cache up to there counts as filled (its
-     * contents do not change the speed) */
-    int pos = o->ctx > o->n_prompt ? o->ctx : o->n_prompt;
-    sl_kv_set_len(s->kv, 0, pos);
+    /* decode from position ctx: the cache is filled up to there for real
+     * (untimed), so attention reads memory, not never-touched zero pages */
+    int pos = o->n_prompt;
+    sl_fwd_set_times(s->fwd, NULL);
+    while (pos < o->ctx) {
+        int n = o->ctx - pos < o->n_prompt ? o->ctx - pos : o->n_prompt;
+        for (int i = 0; i < n; i++)
+            s->pos[i] = pos + i;
+        sl_batch fill = {.n_tokens = n, .token = prompt, .seq = s->seq, .pos = s->pos};
+        if (sl_embed(s->model, prompt, n, s->x, err) || sl_forward_layers(s->fwd, s->kv, &fill, s->x, err))
+            return -1;
+        pos += n;
+    }
     sl_fwd_set_times(s->fwd, &dec->fwd);
     double d0 = cli_now();
     for (int step = 0; step < o->n_gen; step++, pos++) {

@@ -26,9 +26,10 @@ static int kv_equal(sl_lm *a, sl_lm *b, int len)
 {
     const sl_model *m = sl_lm_model(a);
     for (int il = 0; il < m->cfg.n_layer; il++) {
-        size_t n = (size_t)len * (size_t)sl_kv_stride(sl_lm_kv(a), il);
-        if (memcmp(sl_kv_k(sl_lm_kv(a), 0, il), sl_kv_k(sl_lm_kv(b), 0, il), n * sizeof(float)) ||
-            memcmp(sl_kv_v(sl_lm_kv(a), 0, il), sl_kv_v(sl_lm_kv(b), 0, il), n * sizeof(float)))
+        /* the runner's caches keep every position (no rings): slot = position */
+        size_t n = (size_t)len * (size_t)sl_kv_row_bytes(sl_lm_kv(a), il);
+        if (memcmp(sl_kv_k(sl_lm_kv(a), 0, il), sl_kv_k(sl_lm_kv(b), 0, il), n) ||
+            memcmp(sl_kv_v(sl_lm_kv(a), 0, il), sl_kv_v(sl_lm_kv(b), 0, il), n))
             return 0;
     }
     return 1;
