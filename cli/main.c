@@ -18,10 +18,11 @@ static const command commands[] = {
     {"perplexity", cmd_perplexity, "measure perplexity on a text file (llama.cpp's method)"},
     {"convert", cmd_convert, "convert a Hugging Face checkpoint to GGUF"},
     {"worker", cmd_worker, "serve pipeline stages for a coordinator on another process or host"},
+    {"keygen", cmd_keygen, "write a CURVE key pair for a pipeline node"},
 };
 
 /* Commands of the design that do not exist yet. */
-static const char *const planned[] = {"plan", "bench", "keygen", "status"};
+static const char *const planned[] = {"plan", "bench", "status"};
 
 static void print_usage(FILE *out)
 {
