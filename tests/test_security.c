@@ -69,6 +69,11 @@ static void test_bad_text(const char *dir)
     snprintf(path, sizeof path, "%s/long.key", dir);
     write_text(path, "01234567890123456789012345678901234567890\n", 0600);
     CHECK(sec_load_secret(path, out, &err) == -1);
+    /* every character is Z85, but each 5-character group exceeds 2^32 */
+    snprintf(path, sizeof path, "%s/overflow.key", dir);
+    write_text(path, "########################################\n", 0600);
+    CHECK(sec_load_secret(path, out, &err) == -1);
+    CHECK_ERR_HAS(err, "not a CURVE key");
     snprintf(path, sizeof path, "%s/missing.key", dir);
     CHECK(sec_load_secret(path, out, &err) == -1);
     CHECK_ERR_HAS(err, "missing.key");
