@@ -20,10 +20,11 @@ static const command commands[] = {
     {"worker", cmd_worker, "serve pipeline stages for a coordinator on another process or host"},
     {"bench", cmd_bench, "measure prefill and decode speed against the memory roofline"},
     {"plan", cmd_plan, "place layers on NUMA nodes or cluster hosts and write the config"},
+    {"keygen", cmd_keygen, "write a CURVE key pair for a pipeline node (not yet used by pipelines)"},
 };
 
 /* Commands of the design that do not exist yet. */
-static const char *const planned[] = {"keygen", "status"};
+static const char *const planned[] = {"status"};
 
 static void print_usage(FILE *out)
 {
