@@ -15,6 +15,7 @@
 #include "pipeline/client.h"
 #include "pipeline/config.h"
 #include "stages/sampler.h"
+#include "stages/spec.h"
 
 static const char usage[] =
     "usage: sluice run (-m FILE | -c CONFIG) (-p PROMPT | --prompts FILE) [options]\n"
@@ -49,6 +50,21 @@ static const char usage[] =
     "  --stats                 print per-stage statistics to stderr at the end\n"
     "  -h, --help              show this help\n"
     "\n"
+    "speculative decoding:\n"
+    "  --draft FILE            draft model (same vocabulary as the target) that\n"
+    "                          proposes tokens the target verifies in one batch;\n"
+    "                          or prompt-lookup: n-gram matches in the text so far\n"
+    "  --draft-k N|auto        tokens drafted a step (default auto: follows the\n"
+    "                          acceptance rate, at most 8)\n"
+    "  --draft-threads N       run the draft on its own thread with N OpenMP\n"
+    "                          threads, drafting the next block while the target\n"
+    "                          verifies (default: in line with the target)\n"
+    "  --spec-baseline         first run the same prompts without speculation and\n"
+    "                          report the speed-up\n"
+    "Greedy output is token for token what plain decoding gives; with --temp > 0\n"
+    "the output follows exactly the target's distribution. A config's\n"
+    "speculative: section does the same for -c.\n"
+    "\n"
     "Settings given here override the config's sampling section. Filters apply in\n"
     "the order repetition penalty, top-k, temperature, top-p, min-p. Generation\n"
     "stops at EOS, after N tokens or when the context is full.\n";
@@ -59,6 +75,9 @@ typedef struct run_opts {
     bool chat, no_bos, print_ids, stats;
     int kv_type;
     bool kv_type_set;
+    const char *draft;
+    int draft_k, draft_threads;
+    bool draft_auto, draft_k_set, spec_baseline;
     sl_sampling sampling;
     bool sampling_set[8];
 } run_opts;
@@ -88,6 +107,10 @@ static int parse_args(int argc, char **argv, run_opts *o)
         {"print-ids", no_argument, NULL, 'I'},
         {"stats", no_argument, NULL, 'S'},
         {"kv-type", required_argument, NULL, 'V'},
+        {"draft", required_argument, NULL, 'D'},
+        {"draft-k", required_argument, NULL, 'k'},
+        {"draft-threads", required_argument, NULL, 'd'},
+        {"spec-baseline", no_argument, NULL, 'b'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = argv[0];
@@ -121,6 +144,14 @@ static int parse_args(int argc, char **argv, run_opts *o)
                   o->kv_type != SL_TYPE_BF16 && o->kv_type != SL_TYPE_Q8_0;
             o->kv_type_set = true;
             break;
+        case 'D': o->draft = optarg; break;
+        case 'k':
+            o->draft_auto = strcmp(optarg, "auto") == 0;
+            bad = !o->draft_auto && cli_parse_int(optarg, 0, SL_SPEC_K_MAX, &o->draft_k);
+            o->draft_k_set = !o->draft_auto;
+            break;
+        case 'd': bad = cli_parse_int(optarg, 1, 4096, &o->draft_threads); break;
+        case 'b': o->spec_baseline = true; break;
         default: return CLI_USAGE;
         }
         if (bad)
@@ -132,6 +163,8 @@ static int parse_args(int argc, char **argv, run_opts *o)
         return cli_usage(cmd, usage, "give exactly one of -m FILE and -c CONFIG");
     if (!o->prompt == !o->prompts_file)
         return cli_usage(cmd, usage, "give exactly one of -p PROMPT and --prompts FILE");
+    if (!o->draft && (o->draft_k_set || o->draft_auto || o->draft_threads))
+        return cli_usage(cmd, usage, "--draft-k and --draft-threads need --draft");
     if (o->sampling_set[S_TOPP] && s->top_p <= 0.0f)
         return cli_usage(cmd, usage, "--top-p must be above 0");
     return 0;
@@ -308,6 +341,109 @@ static int drive(sl_pipeline *p, output *outs, int n, bool stream, double *t_tot
     return 0;
 }
 
+static void reset_outputs(output *outs, int n)
+{
+    for (int i = 0; outs && i < n; i++) {
+        free(outs[i].text);
+        free(outs[i].ids);
+        memset(&outs[i], 0, sizeof outs[i]);
+    }
+}
+
+/* Decode tok/s of a run: each request's tokens after its first, over its
+ * decode time (one request), or all tokens over the wall time (several). */
+static double decode_rate(const output *outs, int n, double t_total)
+{
+    if (n == 1) {
+        const sl_event *d = &outs[0].last;
+        return d->decode_s > 0 && d->n_generated > 1 ? (d->n_generated - 1) / d->decode_s : 0.0;
+    }
+    int tokens = 0;
+    for (int i = 0; i < n; i++)
+        tokens += outs[i].n_ids;
+    return t_total > 0 ? tokens / t_total : 0.0;
+}
+
+/* Opens the pipeline of cfg, runs every prompt through it and reports
+ * (report: stdout text and the stderr summary, else silent). */
+static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts, const char **single,
+                        int n_prompts, output *outs, bool report, sl_spec_summary *spec,
+                        double *tok_s, sl_err *err)
+{
+    sl_pipeline_opts popts;
+    sl_pipeline_opts_default(&popts);
+    popts.threads = o->threads;
+    sl_pipeline *p = NULL;
+    if (sl_pipeline_open(&p, cfg, &popts, err))
+        return CLI_FAIL;
+    int rc = CLI_FAIL;
+    sl_gen_params gp = {.max_tokens = o->n_predict, .chat = o->chat, .no_bos = o->no_bos};
+    gp.sampling = cfg->sampling;
+    merge_sampling(&gp.sampling, o);
+    for (int i = 0; i < n_prompts; i++) {
+        gp.prompt = prompts ? prompts[i] : single[0];
+        if (sl_pipeline_submit(p, &gp, &outs[i].id, err)) {
+            sl_wrap(err, "prompt %d", i + 1);
+            goto out;
+        }
+    }
+    signal(SIGINT, on_sigint);
+    double t_total = 0;
+    bool stream = n_prompts == 1 && report;
+    if (drive(p, outs, n_prompts, stream, &t_total, err))
+        goto out;
+    *tok_s = decode_rate(outs, n_prompts, t_total);
+    rc = CLI_OK;
+    if (spec)
+        sl_pipeline_spec_stats(p, spec);
+    if (!report) {
+        for (int i = 0; i < n_prompts; i++)
+            if (outs[i].failed) {
+                sl_fail(err, "baseline request %d failed: %s", i + 1, outs[i].error);
+                rc = CLI_FAIL;
+            }
+        goto out;
+    }
+    int total_tokens = 0;
+    for (int i = 0; i < n_prompts; i++) {
+        total_tokens += outs[i].n_ids;
+        if (!stream)
+            printf("%s\n", outs[i].text ? outs[i].text : "");
+        else
+            putchar('\n');
+        if (o->print_ids)
+            print_ids(&outs[i], i, !stream);
+        if (outs[i].failed) {
+            fprintf(stderr, "sluice run: request %d failed: %s\n", i + 1, outs[i].error);
+            rc = CLI_FAIL;
+        }
+    }
+    fflush(stdout);
+    if (stream && !outs[0].failed)
+        print_summary(&outs[0].last);
+    else if (!stream)
+        fprintf(stderr, "\n%d requests, %d tokens in %.3f s: %.1f tok/s aggregate\n", n_prompts,
+                total_tokens, t_total, t_total > 0 ? total_tokens / t_total : 0.0);
+    if (o->stats)
+        sl_pipeline_print_stats(p, stderr);
+out:
+    sl_pipeline_close(p);
+    return rc;
+}
+
+static void print_spec(const sl_spec_summary *s, double tok_s, double base_tok_s)
+{
+    fprintf(stderr, "speculative        %ld verifications, %ld drafted, %ld accepted\n", s->steps,
+            s->drafted, s->accepted);
+    fprintf(stderr, "acceptance rate    %.1f%%\n", s->drafted ? 100.0 * s->accepted / s->drafted : 0.0);
+    fprintf(stderr, "mean accepted      %.2f tokens a verification (%.2f emitted)\n",
+            s->steps ? (double)s->accepted / s->steps : 0.0,
+            s->steps ? (double)s->emitted / s->steps : 0.0);
+    fprintf(stderr, "effective decode   %.1f tok/s\n", tok_s);
+    if (base_tok_s > 0)
+        fprintf(stderr, "plain decode       %.1f tok/s; speed-up %.2fx\n", base_tok_s, tok_s / base_tok_s);
+}
+
 int cmd_run(int argc, char **argv)
 {
     run_opts o = {.n_predict = 128};
@@ -325,7 +461,8 @@ int cmd_run(int argc, char **argv)
         return cli_fail(argv[0], "%s", err.msg);
     pl_config *cfg = calloc(1, sizeof *cfg);
     output *outs = calloc((size_t)n_prompts, sizeof *outs);
-    sl_pipeline *p = NULL;
+    sl_spec_summary spec_sum = {0};
+    pl_config *plain = NULL;
     rc = CLI_FAIL;
     if (!cfg || !outs) {
         sl_fail(&err, "out of memory");
@@ -339,60 +476,50 @@ int cmd_run(int argc, char **argv)
         cfg->limits.context = o.n_ctx;
     if (o.kv_type_set)
         cfg->limits.kv_type = o.kv_type;
-    sl_pipeline_opts popts;
-    sl_pipeline_opts_default(&popts);
-    popts.threads = o.threads;
-    if (sl_pipeline_open(&p, cfg, &popts, &err))
+    if (o.draft && cfg->spec.on) {
+        sl_fail(&err, "%s has a speculative section already; leave out --draft", o.config);
         goto done;
-    sl_gen_params gp = {.max_tokens = o.n_predict, .chat = o.chat, .no_bos = o.no_bos};
-    gp.sampling = cfg->sampling;
-    merge_sampling(&gp.sampling, &o);
-    for (int i = 0; i < n_prompts; i++) {
-        gp.prompt = prompts ? prompts[i] : single[0];
-        if (sl_pipeline_submit(p, &gp, &outs[i].id, &err)) {
-            sl_wrap(&err, "prompt %d", i + 1);
+    }
+    double base_tok_s = 0.0;
+    if (o.spec_baseline && !o.draft && !cfg->spec.on) {
+        sl_fail(&err, "--spec-baseline compares against speculative decoding: give --draft or a "
+                      "config with a speculative section");
+        goto done;
+    }
+    if (o.spec_baseline) {
+        fprintf(stderr, "baseline: the same prompts without speculation ...\n");
+        plain = malloc(sizeof *plain);
+        if (!plain) {
+            sl_fail(&err, "out of memory");
             goto done;
         }
-    }
-    signal(SIGINT, on_sigint);
-    double t_total = 0;
-    bool stream = n_prompts == 1;
-    if (drive(p, outs, n_prompts, stream, &t_total, &err))
-        goto done;
-    rc = CLI_OK;
-    int total_tokens = 0;
-    for (int i = 0; i < n_prompts; i++) {
-        total_tokens += outs[i].n_ids;
-        if (!stream)
-            printf("%s\n", outs[i].text ? outs[i].text : "");
-        else
-            putchar('\n');
-        if (o.print_ids)
-            print_ids(&outs[i], i, !stream);
-        if (outs[i].failed) {
-            fprintf(stderr, "sluice run: request %d failed: %s\n", i + 1, outs[i].error);
-            rc = CLI_FAIL;
+        *plain = *cfg;
+        if (plain->spec.on) { /* the draft stage is stages[0] */
+            memmove(plain->stages, plain->stages + 1, (size_t)(plain->n_stages - 1) * sizeof plain->stages[0]);
+            plain->n_stages--;
+            plain->spec.on = false;
         }
+        if (run_pipeline(plain, &o, prompts, single, n_prompts, outs, false, NULL, &base_tok_s, &err))
+            goto done;
+        reset_outputs(outs, n_prompts);
     }
-    fflush(stdout);
-    if (stream && !outs[0].failed)
-        print_summary(&outs[0].last);
-    else if (!stream)
-        fprintf(stderr, "\n%d requests, %d tokens in %.3f s: %.1f tok/s aggregate\n", n_prompts,
-                total_tokens, t_total, t_total > 0 ? total_tokens / t_total : 0.0);
-    if (o.stats)
-        sl_pipeline_print_stats(p, stderr);
+    if (o.draft && pl_config_add_speculative(cfg, o.draft, o.draft_k_set ? o.draft_k : 8,
+                                             !o.draft_k_set, o.draft_threads, &err))
+        goto done;
+    double tok_s = 0.0;
+    rc = run_pipeline(cfg, &o, prompts, single, n_prompts, outs, true, &spec_sum, &tok_s, &err);
+    if (rc == CLI_OK && cfg->spec.on)
+        print_spec(&spec_sum, tok_s, o.spec_baseline ? base_tok_s : 0.0);
 done:
     if (rc == CLI_FAIL && err.msg[0])
         cli_fail(argv[0], "%s", err.msg);
-    sl_pipeline_close(p);
+    reset_outputs(outs, n_prompts);
     for (int i = 0; i < n_prompts; i++) {
-        free(outs ? outs[i].text : NULL);
-        free(outs ? outs[i].ids : NULL);
         free(prompts ? prompts[i] : NULL);
     }
     free(outs);
     free(prompts);
     free(cfg);
+    free(plain);
     return rc;
 }

@@ -76,6 +76,8 @@ typedef struct sl_event {
     double prefill_s;        /* submit to first token */
     double decode_s;         /* first to last token */
     const char *stop;        /* "end of sequence", "token limit", ... */
+    long spec_steps;         /* speculative verifications (0 without speculation) */
+    long spec_drafted, spec_accepted; /* drafted tokens, and how many were accepted */
     char error[512];         /* SL_EV_ERROR */
 } sl_event;
 
@@ -88,6 +90,14 @@ int sl_pipeline_active(const sl_pipeline *p);
 
 /* Token ids of a prompt as the pipeline would feed them (tests). */
 int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids, int *n, sl_err *err);
+
+/* Speculative decoding over the pipeline's life. */
+typedef struct sl_spec_summary {
+    long steps;              /* verifications with at least one drafted token */
+    long drafted, accepted;  /* drafted tokens, accepted ones */
+    long emitted;            /* tokens those verifications produced (accepted + 1 each) */
+} sl_spec_summary;
+void sl_pipeline_spec_stats(const sl_pipeline *p, sl_spec_summary *out);
 
 /* Per-stage statistics as text (one line a stage). */
 void sl_pipeline_print_stats(sl_pipeline *p, void *file);

@@ -35,7 +35,7 @@ typedef struct cfg_ctx {
 } cfg_ctx;
 
 static const char *const kind_names[PL_STAGE_KIND_COUNT_] = {
-    "tokenize", "embed", "layers", "head", "sample",
+    "tokenize", "embed", "layers", "head", "sample", "draft",
 };
 
 const char *pl_stage_kind_name(pl_stage_kind k)
@@ -465,9 +465,14 @@ static int parse_kind(const cfg_ctx *x, const yaml_node_t *n, const char *field,
     for (int k = 0; k < PL_STAGE_KIND_COUNT_; k++)
         if (scalar_is(n, kind_names[k])) {
             *kind = (pl_stage_kind)k;
+            if (k == PL_STAGE_DRAFT)
+                break;
             return 0;
         }
     char shown[CFG_SHOW_MAX + 4];
+    if (*kind == PL_STAGE_DRAFT)
+        return fail_at(x, node_line(n), field,
+                       "a draft stage is not listed in stages: configure it under 'speculative:'");
     return fail_at(x, node_line(n), field,
                    "unknown stage kind '%s' (expected tokenize, embed, layers, head, sample)",
                    show_scalar(n, shown));
@@ -617,7 +622,9 @@ static const char *still_needed(int last)
 
 static int check_order(const cfg_ctx *x, const pl_config *c)
 {
-    int first_of[PL_STAGE_KIND_COUNT_] = {-1, -1, -1, -1, -1};
+    int first_of[PL_STAGE_KIND_COUNT_];
+    for (int k = 0; k < PL_STAGE_KIND_COUNT_; k++)
+        first_of[k] = -1;
     int prev = PL_STAGE_KIND_COUNT_;
     char field[64];
     for (int i = 0; i < c->n_stages; i++) {
@@ -751,10 +758,118 @@ static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
                ? -1 : 0;
 }
 
+/* ---- speculative decoding ---- */
+
+enum { SP_DRAFT, SP_K, SP_K_MAX, SP_PLACEMENT, SP_PIPELINED, SP_KEYS };
+static const char *const spec_keys[SP_KEYS] = {"draft", "k", "k_max", "placement", "pipelined"};
+enum { PM_NODE, PM_NUMA, PM_THREADS, PM_KEYS };
+static const char *const placement_keys[PM_KEYS] = {"node", "numa", "threads"};
+
+#define SPEC_K_DEFAULT 4
+#define SPEC_K_AUTO_MAX 8
+#define SPEC_K_LIMIT 32 /* SL_SPEC_K_MAX */
+
+static int parse_placement(const cfg_ctx *x, pl_config *c, pl_stage *st, yaml_node_t *map)
+{
+    yaml_node_t *v[PM_KEYS];
+    if (expect_type(x, map, YAML_MAPPING_NODE, "speculative.placement") ||
+        read_map(x, map, "speculative.placement", placement_keys, PM_KEYS, v))
+        return -1;
+    if (v[PM_NODE] && (st->node = find_node(x, c, v[PM_NODE], "speculative.placement.node")) < 0)
+        return -1;
+    return read_int_field(x, v[PM_NUMA], "speculative.placement.numa", 0, INT_MAX, &st->numa) ||
+           read_int_field(x, v[PM_THREADS], "speculative.placement.threads", 1, 1024, &st->threads)
+               ? -1 : 0;
+}
+
+/* Reads `speculative:` and puts its draft stage in front of the others. */
+static int parse_speculative(const cfg_ctx *x, pl_config *c, yaml_node_t *map)
+{
+    yaml_node_t *v[SP_KEYS];
+    if (expect_type(x, map, YAML_MAPPING_NODE, "speculative") ||
+        read_map(x, map, "speculative", spec_keys, SP_KEYS, v))
+        return -1;
+    pl_spec *sp = &c->spec;
+    sp->on = true;
+    sp->line = node_line(map);
+    sp->k = SPEC_K_DEFAULT;
+    if (!v[SP_DRAFT])
+        return fail_at(x, sp->line, "speculative", "missing 'draft' (a draft model file, or prompt-lookup)");
+    if (v[SP_DRAFT]->type == YAML_SCALAR_NODE && scalar_is(v[SP_DRAFT], "prompt-lookup"))
+        sp->prompt_lookup = true;
+    else if (read_path(x, v[SP_DRAFT], "speculative.draft", c->draft))
+        return -1;
+    int k_max = SPEC_K_AUTO_MAX;
+    if (read_int_field(x, v[SP_K_MAX], "speculative.k_max", 1, SPEC_K_LIMIT, &k_max))
+        return -1;
+    if (v[SP_K] && v[SP_K]->type == YAML_SCALAR_NODE && scalar_is(v[SP_K], "auto")) {
+        sp->auto_k = true;
+        sp->k = k_max;
+    } else if (v[SP_K_MAX]) {
+        return fail_at(x, node_line(v[SP_K_MAX]), "speculative.k_max", "k_max applies only with 'k: auto'");
+    } else if (read_int_field(x, v[SP_K], "speculative.k", 0, SPEC_K_LIMIT, &sp->k)) {
+        return -1;
+    }
+    if (c->n_stages >= PL_MAX_STAGES)
+        return fail_at(x, sp->line, "speculative", "no room for a draft stage (at most %d stages)",
+                       PL_MAX_STAGES);
+    memmove(c->stages + 1, c->stages, (size_t)c->n_stages * sizeof c->stages[0]);
+    c->n_stages++;
+    pl_stage *st = &c->stages[0];
+    memset(st, 0, sizeof *st);
+    st->kind = PL_STAGE_DRAFT;
+    st->node = c->stages[1].node;
+    st->numa = -1;
+    st->line = sp->line;
+    if (v[SP_PLACEMENT]) {
+        if (parse_placement(x, c, st, v[SP_PLACEMENT]))
+            return -1;
+        sp->placed = true;
+    }
+    sp->pipelined = sp->placed && !sp->prompt_lookup;
+    if (v[SP_PIPELINED] && read_bool(x, v[SP_PIPELINED], "speculative.pipelined", &sp->pipelined))
+        return -1;
+    if (sp->pipelined && sp->prompt_lookup)
+        return fail_at(x, node_line(v[SP_PIPELINED]), "speculative.pipelined",
+                       "prompt lookup drafts for free; there is nothing to pipeline");
+    return 0;
+}
+
+int pl_config_add_speculative(pl_config *c, const char *draft, int k, bool auto_k, int threads,
+                              sl_err *err)
+{
+    if (c->spec.on)
+        return sl_fail(err, "%s: already has a speculative section", c->path[0] ? c->path : "config");
+    if (c->n_stages >= PL_MAX_STAGES)
+        return sl_fail(err, "no room for a draft stage (at most %d stages)", PL_MAX_STAGES);
+    if (k < 0 || k > SPEC_K_LIMIT)
+        return sl_fail(err, "speculative k = %d outside 0..%d", k, SPEC_K_LIMIT);
+    pl_spec *sp = &c->spec;
+    memset(sp, 0, sizeof *sp);
+    sp->on = true;
+    sp->prompt_lookup = strcmp(draft, "prompt-lookup") == 0;
+    if (!sp->prompt_lookup)
+        snprintf(c->draft, sizeof c->draft, "%s", draft);
+    sp->k = k;
+    sp->auto_k = auto_k;
+    sp->placed = threads > 0;
+    sp->pipelined = sp->placed && !sp->prompt_lookup;
+    memmove(c->stages + 1, c->stages, (size_t)c->n_stages * sizeof c->stages[0]);
+    c->n_stages++;
+    pl_stage *st = &c->stages[0];
+    memset(st, 0, sizeof *st);
+    st->kind = PL_STAGE_DRAFT;
+    st->node = c->stages[1].node;
+    st->numa = -1;
+    st->threads = threads;
+    return 0;
+}
+
 /* ---- the document ---- */
 
-enum { T_MODEL, T_DRAFT, T_NODES, T_STAGES, T_SAMPLING, T_LIMITS, T_KEYS };
-static const char *const top_keys[T_KEYS] = {"model", "draft", "nodes", "stages", "sampling", "limits"};
+enum { T_MODEL, T_NODES, T_STAGES, T_SAMPLING, T_LIMITS, T_SPEC, T_KEYS };
+static const char *const top_keys[T_KEYS] = {"model", "nodes", "stages", "sampling", "limits",
+                                             "speculative"};
 
 static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
 {
@@ -770,8 +885,7 @@ static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
         return fail_at(x, node_line(root), NULL, "missing required key 'model'");
     if (!v[T_STAGES])
         return fail_at(x, node_line(root), NULL, "missing required key 'stages'");
-    if (read_path(x, v[T_MODEL], "model", c->model) ||
-        (v[T_DRAFT] && read_path(x, v[T_DRAFT], "draft", c->draft)))
+    if (read_path(x, v[T_MODEL], "model", c->model))
         return -1;
     if (v[T_NODES]) {
         if (parse_nodes(x, c, v[T_NODES]))
@@ -785,7 +899,9 @@ static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
     limits_defaults(&c->limits);
     if (v[T_SAMPLING] && parse_sampling(x, &c->sampling, v[T_SAMPLING]))
         return -1;
-    return v[T_LIMITS] ? parse_limits(x, &c->limits, v[T_LIMITS]) : 0;
+    if (v[T_LIMITS] && parse_limits(x, &c->limits, v[T_LIMITS]))
+        return -1;
+    return v[T_SPEC] ? parse_speculative(x, c, v[T_SPEC]) : 0;
 }
 
 static int line_of_offset(const char *text, size_t len, size_t offset)
@@ -1139,6 +1255,33 @@ static int emit_limits(yaml_emitter_t *e, const pl_limits *l)
            emit_pair(e, "kv_type", "%s", sl_type_name((sl_type)l->kv_type)) || emit_map_end(e) ? -1 : 0;
 }
 
+static int emit_speculative(yaml_emitter_t *e, const pl_config *c, const char *out_path)
+{
+    const pl_spec *sp = &c->spec;
+    if (!sp->on)
+        return 0;
+    char path[PL_PATH_MAX * 2];
+    if (emit_scalar(e, "speculative", YAML_PLAIN_SCALAR_STYLE) || emit_map_start(e, YAML_BLOCK_MAPPING_STYLE))
+        return -1;
+    if (sp->prompt_lookup ? emit_string_pair(e, "draft", "prompt-lookup")
+                          : path_for(c->draft, out_path, path) || emit_string_pair(e, "draft", path))
+        return -1;
+    if (sp->auto_k ? emit_string_pair(e, "k", "auto") || emit_pair(e, "k_max", "%d", sp->k)
+                   : emit_pair(e, "k", "%d", sp->k))
+        return -1;
+    const pl_stage *st = &c->stages[0];
+    if (sp->placed) {
+        if (emit_scalar(e, "placement", YAML_PLAIN_SCALAR_STYLE) || emit_map_start(e, YAML_FLOW_MAPPING_STYLE) ||
+            emit_string_pair(e, "node", c->nodes[st->node].name) ||
+            (st->numa >= 0 && emit_pair(e, "numa", "%d", st->numa)) ||
+            (st->threads > 0 && emit_pair(e, "threads", "%d", st->threads)) || emit_map_end(e))
+            return -1;
+    }
+    if (emit_pair(e, "pipelined", "%s", sp->pipelined ? "true" : "false"))
+        return -1;
+    return emit_map_end(e);
+}
+
 static int emit_config(yaml_emitter_t *e, const pl_config *c, const char *out_path)
 {
     yaml_event_t ev;
@@ -1149,8 +1292,6 @@ static int emit_config(yaml_emitter_t *e, const pl_config *c, const char *out_pa
         return -1;
     if (path_for(c->model, out_path, path) || emit_string_pair(e, "model", path))
         return -1;
-    if (c->draft[0] && (path_for(c->draft, out_path, path) || emit_string_pair(e, "draft", path)))
-        return -1;
     if (emit_scalar(e, "nodes", YAML_PLAIN_SCALAR_STYLE) || emit_seq_start(e, YAML_BLOCK_SEQUENCE_STYLE))
         return -1;
     for (int i = 0; i < c->n_nodes; i++)
@@ -1160,9 +1301,10 @@ static int emit_config(yaml_emitter_t *e, const pl_config *c, const char *out_pa
         emit_scalar(e, "stages", YAML_PLAIN_SCALAR_STYLE) || emit_seq_start(e, YAML_BLOCK_SEQUENCE_STYLE))
         return -1;
     for (int i = 0; i < c->n_stages; i++)
-        if (emit_stage(e, c, &c->stages[i]))
+        if (c->stages[i].kind != PL_STAGE_DRAFT && emit_stage(e, c, &c->stages[i]))
             return -1;
-    if (emit_seq_end(e) || emit_sampling(e, &c->sampling) || emit_limits(e, &c->limits) || emit_map_end(e))
+    if (emit_seq_end(e) || emit_sampling(e, &c->sampling) || emit_limits(e, &c->limits) ||
+        emit_speculative(e, c, out_path) || emit_map_end(e))
         return -1;
     if (!yaml_document_end_event_initialize(&ev, 1) || emit(e, &ev) ||
         !yaml_stream_end_event_initialize(&ev) || emit(e, &ev))

@@ -1,7 +1,6 @@
 /* Declarative pipeline configs (YAML via libyaml).
  *
  *   model: models/tiny-gemma3.gguf       # required
- *   draft: models/tiny-gemma3-draft.gguf # optional
  *   nodes:                               # optional; default one node "local"
  *     - name: local                      # nodes[0] is always this process, the coordinator:
  *       address: tcp://10.0.0.1:7100     # its stages run on threads; its address (needed when
@@ -24,6 +23,18 @@
  *     - kind: sample
  *   sampling: {temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1, seed: 42}
  *   limits: {max_sequences: 8, context: 2048, max_batch_tokens: 512, kv_type: f32}
+ *   speculative:                         # optional: speculative decoding
+ *     draft: models/tiny-gemma3-draft.gguf   # a draft model sharing the vocabulary, or
+ *                                        # prompt-lookup (n-gram match in the text so far)
+ *     k: 4                               # tokens drafted a step, or auto (k_max at most)
+ *     k_max: 8                           # with k: auto
+ *     placement: {node: local, numa: 0, threads: 1}  # optional: where the draft runs;
+ *                                        # given, it gets its own thread and drafts the
+ *                                        # next block while the target verifies
+ *     pipelined: true                    # default: true when placement is given
+ *
+ * The draft stage runs first, before tokenize/embed: it extends each
+ * request's wanted row with k drafted rows; sample accepts them.
  *
  * A node's address is its control socket (a worker's --listen address); the
  * stage i that a node receives on binds port+1+i (tcp) or path-si (ipc).
@@ -53,6 +64,7 @@ typedef enum pl_stage_kind {
     PL_STAGE_LAYERS,
     PL_STAGE_HEAD,
     PL_STAGE_SAMPLE,
+    PL_STAGE_DRAFT,            /* made from `speculative:`, never listed in stages */
     PL_STAGE_KIND_COUNT_
 } pl_stage_kind;
 
@@ -80,10 +92,21 @@ typedef struct pl_limits {
     int kv_type;               /* sl_type of the KV cache: f32 (default), f16, bf16, q8_0 */
 } pl_limits;
 
+typedef struct pl_spec {
+    bool on;
+    bool prompt_lookup;        /* draft by n-gram lookup, no draft model */
+    int k;                     /* tokens drafted a step (the most, with auto_k) */
+    bool auto_k;
+    bool pipelined;            /* draft ahead while the target verifies */
+    bool placed;               /* placement given: the draft stage has its own thread */
+    int line;
+} pl_spec;
+
 typedef struct pl_config {
     char path[PL_PATH_MAX];    /* the config file, for messages */
     char model[PL_PATH_MAX];   /* resolved relative to the config's directory */
-    char draft[PL_PATH_MAX];   /* empty: none */
+    char draft[PL_PATH_MAX];   /* speculative.draft model; empty: none (or prompt lookup) */
+    pl_spec spec;              /* with spec.on, stages[0] is the draft stage */
     int n_nodes;
     pl_node nodes[PL_MAX_NODES];
     int n_stages;
@@ -105,6 +128,13 @@ int pl_config_check_layers(const pl_config *c, int n_layer, sl_err *err);
 /* The one-process pipeline `sluice run -m FILE` uses: embed, one layers
  * stage over all layers, head, sample, all on node "local". */
 void pl_config_default(pl_config *c, const char *model, int n_layer);
+
+/* Puts speculative decoding in front of c's stages (what `sluice run
+ * --draft` does): draft is a GGUF path or "prompt-lookup"; k tokens a step
+ * (the most, with auto_k); threads > 0 gives the draft its own thread of
+ * that many OpenMP threads, drafting ahead while the target verifies. */
+int pl_config_add_speculative(pl_config *c, const char *draft, int k, bool auto_k, int threads,
+                              sl_err *err);
 
 /* Writes c as YAML (for `sluice plan -o`); returns 0 or -1 with err. */
 int pl_config_write(const pl_config *c, const char *path, sl_err *err);

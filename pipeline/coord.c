@@ -373,6 +373,13 @@ static int send_assign(pl_coord *c, peer *p, const char *const *stage_in, const 
         sa[n].max_batch_tokens = (uint32_t)cfg->limits.max_batch_tokens;
         sa[n].kv_type = (uint32_t)cfg->limits.kv_type;
         sa[n].stage_index = (uint32_t)i;
+        if (st->kind == PL_STAGE_DRAFT) {
+            sa[n].draft_model = (char *)cfg->draft;
+            sa[n].spec_k = cfg->spec.k;
+            sa[n].spec_auto = cfg->spec.auto_k;
+            sa[n].spec_lookup = cfg->spec.prompt_lookup;
+            sa[n].spec_pipelined = cfg->spec.pipelined;
+        }
         ptrs[n] = &sa[n];
         n++;
     }

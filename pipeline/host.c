@@ -152,16 +152,21 @@ static void *host_main(void *arg)
         {h->ctl_recv, 0, ZMQ_POLLIN, 0},
         {h->in, 0, ZMQ_POLLIN, 0},
     };
+    bool busy_idle = false; /* the stage has work for idle time */
     for (;;) {
-        if (zmq_poll(items, 2, -1) < 0) {
+        if (zmq_poll(items, 2, busy_idle ? 0 : -1) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             break;
         }
         if (items[0].revents & ZMQ_POLLIN)
             break;
-        if (!(items[1].revents & ZMQ_POLLIN))
+        if (!(items[1].revents & ZMQ_POLLIN)) {
+            /* nothing waits: let the stage work ahead in small steps */
+            busy_idle = h->stage->idle && h->stage->idle(h->stage) > 0;
             continue;
+        }
+        busy_idle = h->stage->idle != NULL;
         pl_msg m;
         sl_err err;
         if (pl_msg_recv(&m, h->in, &h->limits, &err)) {
@@ -340,6 +345,13 @@ void pl_host_stats_get(pl_host *h, pl_host_stats *st)
     pthread_mutex_lock(&h->lock);
     *st = h->stats;
     pthread_mutex_unlock(&h->lock);
+}
+
+void pl_host_describe(const pl_host *h, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    if (h->stage && h->stage->describe)
+        h->stage->describe(h->stage, buf, size);
 }
 
 const char *pl_host_name(const pl_host *h) { return h->stage->name; }

@@ -51,6 +51,8 @@ void pl_release_load_team(void);
 void pl_host_stop(pl_host *h);
 void pl_host_stats_get(pl_host *h, pl_host_stats *st);
 const char *pl_host_name(const pl_host *h);
+/* The stage's own statistics line ("" when it has none). */
+void pl_host_describe(const pl_host *h, char *buf, size_t size);
 
 /* The address to bind for addr: ZeroMQ binds tcp:// only to an IP address or
  * an interface name, while configs name hosts, so a host name is resolved

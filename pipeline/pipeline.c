@@ -16,6 +16,7 @@
 #include "pipeline/host.h"
 #include "pipeline/wire.h"
 #include "scheduler/bind.h"
+#include "stages/spec.h"
 
 #define ADDR_MAX 300
 
@@ -39,6 +40,7 @@ typedef struct request {
     int32_t stop_a, stop_b; /* eos, and end-of-turn in chat mode */
     sl_sampling sampling;
     double t_submit, t_first, t_last;
+    long spec_steps, spec_drafted, spec_accepted; /* speculative verifications */
     struct request *next;
 } request;
 
@@ -75,6 +77,7 @@ struct sl_pipeline {
     inflight *fly;          /* FIFO ring of depth entries */
     int fly_head, fly_n;
     event_ring events;
+    sl_spec_summary spec;   /* over the pipeline's life */
     /* batch building scratch, sized for max_batch_tokens */
     uint64_t *b_req;
     int32_t *b_seq, *b_pos, *b_tok;
@@ -223,6 +226,9 @@ static void done_req(sl_pipeline *p, request *r, const char *stop)
         e->prefill_s = r->t_first - r->t_submit;
         e->decode_s = r->t_last - r->t_first;
         e->stop = stop;
+        e->spec_steps = r->spec_steps;
+        e->spec_drafted = r->spec_drafted;
+        e->spec_accepted = r->spec_accepted;
     }
     finish(p, r);
 }
@@ -483,18 +489,19 @@ static void fail_named(sl_pipeline *p, const pl_msg *m)
     }
 }
 
-static void take_token(sl_pipeline *p, request *r, int32_t tok, double t)
+/* Takes one sampled token; returns false when that ended the request. */
+static bool take_token(sl_pipeline *p, request *r, int32_t tok, double t)
 {
     if (r->cancelled) {
         fail_req(p, r, "%s", "cancelled");
-        return;
+        return false;
     }
     if (r->n_gen == 0)
         r->t_first = t;
     r->t_last = t;
     if (tok == r->stop_a || tok == r->stop_b) {
         done_req(p, r, tok == r->stop_a ? "end of sequence" : "end of turn");
-        return;
+        return false;
     }
     r->n_gen++;
     if (r->n_tokens == r->cap) {
@@ -502,7 +509,7 @@ static void take_token(sl_pipeline *p, request *r, int32_t tok, double t)
         int32_t *t2 = realloc(r->tokens, (size_t)cap * sizeof *t2);
         if (!t2) {
             fail_req(p, r, "%s", "out of memory");
-            return;
+            return false;
         }
         r->tokens = t2;
         r->cap = cap;
@@ -513,12 +520,59 @@ static void take_token(sl_pipeline *p, request *r, int32_t tok, double t)
         e->token = tok;
         e->text_len = sl_tok_piece_bytes(p->tok, tok, e->text, (int)sizeof e->text);
     }
-    if (r->n_gen >= r->max_new)
+    if (r->n_gen >= r->max_new) {
         done_req(p, r, "token limit");
-    else if (r->n_tokens >= p->cfg.limits.context)
+        return false;
+    }
+    if (r->n_tokens >= p->cfg.limits.context) {
         done_req(p, r, "context full");
-    else
-        r->state = RQ_FEED;
+        return false;
+    }
+    r->state = RQ_FEED;
+    return true;
+}
+
+/* Keeps the first length positions of a request's slot in every stage (a
+ * speculative step's rejected drafts); in band, so it lands before the
+ * request's next batch. */
+static void send_truncate(sl_pipeline *p, request *r, int length)
+{
+    pl_msg m;
+    sl_err err;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TRUNCATE, 0, 0);
+    int32_t seq = r->slot;
+    uint64_t id = r->id;
+    m.hdr_store.n_seqs = 1;
+    m.hdr_store.seqs = &seq;
+    m.hdr_store.n_requests = 1;
+    m.hdr_store.requests = &id;
+    m.hdr_store.length = length;
+    if (pl_msg_send(&m, p->to_first, 0, &err))
+        fprintf(stderr, "sluice: cannot send TRUNCATE of request %llu: %s\n", (unsigned long long)id, err.msg);
+    pl_msg_close(&m);
+}
+
+/* The tokens one verification emitted for a request: n of them, after k
+ * drafted ones were checked (k = 0: plain decoding, n = 1). The accepted
+ * drafts are already in every stage's cache; the last token is fed next. */
+static void take_tokens(sl_pipeline *p, request *r, const int32_t *tok, int n, int k, double t)
+{
+    if (k > 0) {
+        int accepted = n - 1;
+        r->spec_steps++;
+        r->spec_drafted += k;
+        r->spec_accepted += accepted;
+        p->spec.steps++;
+        p->spec.drafted += k;
+        p->spec.accepted += accepted;
+        p->spec.emitted += n;
+    }
+    for (int i = 0; i < n; i++)
+        if (!take_token(p, r, tok[i], t))
+            return; /* ended: its slot is released, the rest is surplus */
+    r->n_fed = r->n_tokens - 1;
+    if (k > 0 && n - 1 < k)
+        send_truncate(p, r, r->n_fed);
 }
 
 static void handle_answer(sl_pipeline *p, pl_msg *m)
@@ -553,13 +607,27 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
         fail_batch_reqs(p, f, err.msg);
         return;
     }
+    const int32_t *spec = n && m->data[SLUICE__PAYLOAD_KIND__PL_SPEC]
+                              ? pl_msg_i32(m, SLUICE__PAYLOAD_KIND__PL_SPEC, n, &err) : NULL;
     double t = now_s();
-    for (uint32_t i = 0; i < n; i++) {
-        request *r = find_req(p, req[i]);
-        if (r && r->state == RQ_WAIT_TOKEN)
-            take_token(p, r, tok[i], t);
+    for (uint32_t i = 0; i < n;) {
+        uint32_t j = i + 1; /* a request's tokens are consecutive rows */
+        while (j < n && req[j] == req[i])
+            j++;
+        int k = spec ? spec[i] : 0;
+        if (k < 0 || k > SL_SPEC_K_MAX || (int)(j - i) > k + 1) {
+            fprintf(stderr, "sluice: driver: request %llu got %u tokens for %d drafted; ignored\n",
+                    (unsigned long long)req[i], j - i, k);
+        } else {
+            request *r = find_req(p, req[i]);
+            if (r && r->state == RQ_WAIT_TOKEN)
+                take_tokens(p, r, tok + i, (int)(j - i), k, t);
+        }
+        i = j;
     }
 }
+
+void sl_pipeline_spec_stats(const sl_pipeline *p, sl_spec_summary *out) { *out = p->spec; }
 
 /* Fails everything in flight (a dead stage or a stalled pipeline). */
 static void fail_all_inflight(sl_pipeline *p, const char *why)
@@ -678,6 +746,10 @@ static int chain_end(const sl_pipeline *p, int i)
     int j = i + 1;
     if (p->opts.local_hops)
         return j;
+    /* a pipelined draft drafts ahead on its own thread while the target
+     * verifies; in a chain it would only wait its turn */
+    if (c->stages[i].kind == PL_STAGE_DRAFT && c->spec.pipelined)
+        return j;
     while (j < c->n_stages && c->stages[j].node == 0 && c->stages[j].numa == c->stages[i].numa &&
            c->stages[j].threads == c->stages[i].threads)
         j++;
@@ -750,6 +822,9 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
                 .max_sequences = c->limits.max_sequences, .context = c->limits.context,
                 .max_batch_tokens = c->limits.max_batch_tokens, .index = i,
                 .kv_type = c->limits.kv_type,
+                .draft_model = c->draft[0] ? c->draft : NULL, .spec_k = c->spec.k,
+                .spec_auto = c->spec.auto_k, .spec_lookup = c->spec.prompt_lookup,
+                .spec_pipelined = c->spec.pipelined,
             };
             if (sl_stage_create(&stages[i - i0], &spec, err)) {
                 for (int j = i0; j < i; j++)
@@ -886,5 +961,9 @@ void sl_pipeline_print_stats(sl_pipeline *p, void *file)
                 pl_host_name(p->hosts[i]), (unsigned long long)st.messages,
                 (unsigned long long)st.rows, st.busy_seconds, (unsigned long long)st.dropped,
                 (unsigned long long)st.errors);
+        char extra[256];
+        pl_host_describe(p->hosts[i], extra, sizeof extra);
+        if (extra[0])
+            fprintf(out, "stage %-14s %s\n", pl_host_name(p->hosts[i]), extra);
     }
 }

@@ -60,7 +60,8 @@ static bool known_msg_kind(int kind)
 static const char *payload_name(int kind)
 {
     static const char *const names[] = {"NONE", "REQUEST_ID", "SEQ", "POS", "TOKEN", "FLAGS",
-                                        "ACTIVATION", "LOGITS", "TOPK_ID", "TOPK_VAL"};
+                                        "ACTIVATION", "LOGITS", "TOPK_ID", "TOPK_VAL", "DRAFT_TOKEN",
+                                        "DRAFT_PROBS", "SPEC"};
     return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) ? names[kind] : "unknown";
 }
 
@@ -106,6 +107,10 @@ static const payload_rule *rule_of(int kind)
         [SLUICE__PAYLOAD_KIND__PL_LOGITS] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
         [SLUICE__PAYLOAD_KIND__PL_TOPK_ID] = {SLUICE__DTYPE__DT_I32, 0, 2, ROWS_AT_MOST},
         [SLUICE__PAYLOAD_KIND__PL_TOPK_VAL] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
+        [SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
+        /* only the drafted rows have a draft distribution */
+        [SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
+        [SLUICE__PAYLOAD_KIND__PL_SPEC] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
     };
     if (kind <= 0 || kind >= (int)(sizeof rules / sizeof rules[0]))
         return NULL;

@@ -18,6 +18,7 @@
 #include "pipeline/config.h"
 #include "pipeline/host.h"
 #include "pipeline/wire.h"
+#include "stages/spec.h"
 #include "stages/stage.h"
 
 #define ID_MAX 256
@@ -122,6 +123,11 @@ static int check_assign(const Sluice__StageAssign *sa, size_t i, sl_err *err)
         sa->kv_type != SL_TYPE_Q8_0)
         return sl_fail(err, "assignment %zu: KV cache type %u is not f32, f16, bf16 or q8_0", i,
                        sa->kv_type);
+    if (sa->kind == PL_STAGE_DRAFT && (sa->spec_k < 0 || sa->spec_k > SL_SPEC_K_MAX))
+        return sl_fail(err, "assignment %zu: speculative k %d outside 0..%d", i, sa->spec_k,
+                       SL_SPEC_K_MAX);
+    if (sa->kind == PL_STAGE_DRAFT && !sa->spec_lookup && (!sa->draft_model || !*sa->draft_model))
+        return sl_fail(err, "assignment %zu: a draft stage without a draft model", i);
     return 0;
 }
 
@@ -158,6 +164,9 @@ static int start_one(worker *w, const Sluice__Header *h, size_t i, sl_err *err)
         .max_sequences = (int)sa->max_sequences, .context = (int)sa->context,
         .max_batch_tokens = (int)sa->max_batch_tokens, .index = (int)sa->stage_index,
         .kv_type = (int)sa->kv_type,
+        .draft_model = sa->draft_model && *sa->draft_model ? sa->draft_model : NULL,
+        .spec_k = sa->spec_k, .spec_auto = sa->spec_auto, .spec_lookup = sa->spec_lookup,
+        .spec_pipelined = sa->spec_pipelined,
     };
     sl_stage *s;
     /* loaded on its NUMA node, so the pages it first touches live there */
@@ -183,7 +192,9 @@ static int assign(worker *w, const Sluice__Header *h, sl_err *err)
         if (check_assign(h->assign[i], i, err))
             return -1;
     for (size_t i = 0; i < h->n_assign; i++)
-        if (check_model_file(w, h->assign[i]->model, err))
+        if (check_model_file(w, h->assign[i]->model, err) ||
+            (h->assign[i]->draft_model && *h->assign[i]->draft_model &&
+             check_model_file(w, h->assign[i]->draft_model, err)))
             return -1;
     w->hosts = calloc(h->n_assign, sizeof *w->hosts);
     if (!w->hosts)

@@ -99,6 +99,34 @@ static int first_piece_mismatch(const sl_tokenizer *a, const sl_tokenizer *b, in
     return -1;
 }
 
+int sl_vocab_check(const char *target_path, const gguf_file *draft, const char *draft_path,
+                   int *n_vocab, sl_err *err)
+{
+    gguf_file *tf;
+    if (gguf_open(&tf, target_path, err))
+        return -1;
+    sl_config tc, dc;
+    sl_tokenizer *tt = NULL, *td = NULL;
+    int rc = sl_config_from_gguf(&tc, tf, err);
+    if (rc == 0)
+        *n_vocab = tc.n_vocab;
+    if (rc == 0 && draft) {
+        if ((rc = sl_config_from_gguf(&dc, draft, err)) == 0 && dc.n_vocab != tc.n_vocab)
+            rc = sl_fail(err, "draft %s has a vocabulary of %d tokens but target %s has %d",
+                         draft_path, dc.n_vocab, target_path, tc.n_vocab);
+        if (rc == 0 && (sl_tok_load_gguf(&tt, tf, err) || sl_tok_load_gguf(&td, draft, err)))
+            rc = -1;
+        int id = rc == 0 ? first_piece_mismatch(tt, td, tc.n_vocab) : -1;
+        if (id >= 0)
+            rc = sl_fail(err, "draft %s and target %s differ at vocabulary piece %d", draft_path,
+                         target_path, id);
+    }
+    sl_tok_free(tt);
+    sl_tok_free(td);
+    gguf_close(tf);
+    return rc;
+}
+
 int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm *draft,
                       const char *draft_path, sl_err *err)
 {
@@ -168,7 +196,7 @@ static int draft_propose(sl_lm *draft, const int32_t *hist, int n_hist, int k, i
  * history goes. */
 #define LOOKUP_NGRAM_MIN 1
 #define LOOKUP_NGRAM_MAX 4
-#define SPEC_K_MAX 32
+#define SPEC_K_MAX SL_SPEC_K_MAX
 
 /* State of one speculative generation. */
 typedef struct spec_run {

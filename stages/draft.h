@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "model/forward.h"
+#include "model/gguf.h"
 #include "stages/spec.h"
 #include "util/err.h"
 
@@ -25,6 +26,12 @@ void sl_lm_truncate(sl_lm *lm, int len);
 /* Appends n tokens at the next positions; *logits points at n rows of
  * n_vocab (valid until the next call). */
 int sl_lm_eval(sl_lm *lm, const int32_t *tokens, int n, const float **logits, sl_err *err);
+
+/* Fails naming both files unless the draft's vocabulary (draft: its open
+ * GGUF; NULL checks nothing) is the target's: same size, same pieces.
+ * *n_vocab gets the target's size. */
+int sl_vocab_check(const char *target_path, const gguf_file *draft, const char *draft_path,
+                   int *n_vocab, sl_err *err);
 
 /* Fails naming both files unless the vocabularies have the same size. */
 int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm *draft,

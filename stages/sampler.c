@@ -280,6 +280,13 @@ int sl_sampler_candidates(sl_sampler *s, float *logits, int32_t *ids, float *pro
     return n;
 }
 
+bool sl_sampler_greedy(const sl_sampler *s) { return s->p.temperature <= 0.0f; }
+
+void sl_sampler_penalize(sl_sampler *s, float *logits, const int32_t *recent, int n_recent)
+{
+    apply_repeat_penalty(s, logits, recent, n_recent);
+}
+
 int32_t sl_sampler_pick(sl_sampler *s, float *logits, const int32_t *recent, int n_recent)
 {
     apply_repeat_penalty(s, logits, recent, n_recent);

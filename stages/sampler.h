@@ -3,6 +3,7 @@
 #ifndef SLUICE_SAMPLER_H
 #define SLUICE_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct sl_sampling {
@@ -35,6 +36,10 @@ void sl_sampler_free(sl_sampler *s);
 /* Picks a token from logits (n_vocab floats, modified in place); recent
  * holds the last n_recent tokens for the repetition penalty. */
 int32_t sl_sampler_pick(sl_sampler *s, float *logits, const int32_t *recent, int n_recent);
+/* Whether picks are the argmax (temperature 0). */
+bool sl_sampler_greedy(const sl_sampler *s);
+/* The repetition penalty alone (what pick applies first). */
+void sl_sampler_penalize(sl_sampler *s, float *logits, const int32_t *recent, int n_recent);
 /* Index of the largest logit (lowest index on ties). */
 int32_t sl_argmax(const float *logits, int n);
 

@@ -11,6 +11,9 @@
 
 #include "stages/sampler.h"
 
+/* Most tokens drafted in one step. */
+#define SL_SPEC_K_MAX 32
+
 /* Greedy acceptance. target holds the target's argmax at each of the k+1
  * verified positions (target[i] follows draft[0..i)). Writes the accepted
  * drafted tokens followed by one target token (the correction at the first

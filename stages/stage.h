@@ -9,6 +9,9 @@
 #ifndef SLUICE_STAGE_H
 #define SLUICE_STAGE_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "pipeline/config.h"
 #include "pipeline/wire.h"
 #include "util/err.h"
@@ -31,6 +34,12 @@ typedef struct sl_stage_spec {
     int max_batch_tokens;
     int index;               /* position in the pipeline, for names */
     int kv_type;             /* sl_type of the layers' KV cache (0: f32) */
+    /* draft stages */
+    const char *draft_model; /* GGUF of the draft model (NULL with spec_lookup) */
+    int spec_k;              /* tokens drafted a step (the most, with spec_auto) */
+    bool spec_auto;          /* k follows the running acceptance rate */
+    bool spec_lookup;        /* prompt lookup instead of a draft model */
+    bool spec_pipelined;     /* draft the next block while the target verifies */
 } sl_stage_spec;
 
 struct sl_stage {
@@ -40,6 +49,11 @@ struct sl_stage {
      * the stage unusable; a bad batch becomes an ERROR message instead. */
     int (*process)(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err);
     void (*destroy)(sl_stage *s);
+    /* Optional: work to do while no message waits (a draft stage drafting
+     * ahead). Returns 1 when it has more such work, 0 when idle. */
+    int (*idle)(sl_stage *s);
+    /* Optional: a line of stage-specific statistics for status output. */
+    void (*describe)(const sl_stage *s, char *buf, size_t size);
     void *impl;
     /* counters (read by the host for status) */
     uint64_t n_batches, n_rows, n_errors;
@@ -48,6 +62,16 @@ struct sl_stage {
 /* Loads what the stage needs (only its own tensors) and returns it. */
 int sl_stage_create(sl_stage **out, const sl_stage_spec *spec, sl_err *err);
 void sl_stage_destroy(sl_stage *s);
+
+/* Shared by the stage kinds: answer a batch with an ERROR naming its
+ * requests; pass control and error messages on (others are dropped and
+ * counted); copy a header's extras (sampling params, release lists). */
+int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err);
+int sl_stage_route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err);
+void sl_stage_copy_extras(pl_msg *dst, const pl_msg *src);
+
+/* The draft stage (stages/draft_stage.c), made by sl_stage_create. */
+int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
 
 /* Builds an ERROR message for the requests of a batch (exposed for hosts
  * that fail a batch themselves). */

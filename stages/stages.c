@@ -10,6 +10,7 @@
 #include "model/kv.h"
 #include "model/model.h"
 #include "stages/sampler.h"
+#include "stages/spec.h"
 
 /* ---- shared helpers ---- */
 
@@ -28,7 +29,7 @@ int sl_stage_error_msg(pl_msg *out, uint64_t batch_id, const uint64_t *requests,
 }
 
 /* Answers a batch with an ERROR naming its requests (when they can be read). */
-static int fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err)
+int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err)
 {
     sl_err ignore;
     uint32_t n = in->hdr->n_rows;
@@ -42,8 +43,13 @@ static int fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *t
     return out->send(out->ctx, &m, err);
 }
 
+static int fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err)
+{
+    return sl_stage_fail_batch(s, in, out, text, err);
+}
+
 /* Passes a message's header extras (sampling params, release lists) on. */
-static void copy_extras(pl_msg *dst, const pl_msg *src)
+void sl_stage_copy_extras(pl_msg *dst, const pl_msg *src)
 {
     dst->hdr_store.n_params = src->hdr->n_params;
     dst->hdr_store.params = src->hdr->params;
@@ -65,7 +71,7 @@ static int forward_control(pl_msg *in, const sl_emit *out, sl_err *err)
     sl_err ignore;
     uint32_t n = in->hdr->n_rows;
     pl_msg_init(&m, in->hdr->kind, in->hdr->batch_id, n);
-    copy_extras(&m, in);
+    sl_stage_copy_extras(&m, in);
     const uint64_t *req = n ? pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &ignore) : NULL;
     if (req && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0, req,
                           NULL, NULL, err)) {
@@ -80,7 +86,7 @@ static int forward_control(pl_msg *in, const sl_emit *out, sl_err *err)
 /* Messages a stage does not transform: the in-band control and error
  * messages travel on; anything else (a kind this stage never receives from
  * its upstream) is dropped with a logged error. */
-static int route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+int sl_stage_route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
 {
     switch (in->hdr->kind) {
     case SLUICE__MSG_KIND__MSG_RELEASE:
@@ -94,6 +100,11 @@ static int route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
                 pl_msg_kind_name(in->hdr->kind), (unsigned long long)in->hdr->batch_id);
         return 0;
     }
+}
+
+static int route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    return sl_stage_route_other(s, in, out, err);
 }
 
 static void free_buffer(void *data, void *hint)
@@ -120,15 +131,34 @@ static int read_rows(const pl_msg *in, batch_rows *r, sl_err *err)
     return r->flags ? 0 : -1;
 }
 
+/* Speculative rows travel on unchanged: which rows hold drafted tokens,
+ * and the draft's distributions for them (checked where they are used, in
+ * the sample stage). */
+static int pass_draft(pl_msg *m, const pl_msg *in, sl_err *err)
+{
+    static const int kinds[] = {SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN,
+                                SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS};
+    for (int i = 0; i < 2; i++) {
+        int k = kinds[i];
+        if (in->data[k] &&
+            pl_msg_add(m, (Sluice__PayloadKind)k, in->dtype[k], in->shape[k][0],
+                       k == SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS ? in->shape[k][1] : 0,
+                       in->data[k], NULL, NULL, err))
+            return -1;
+    }
+    return 0;
+}
+
 /* Starts the outgoing BATCH with the same rows. */
 static int begin_batch(pl_msg *m, const pl_msg *in, const batch_rows *r, sl_err *err)
 {
     pl_msg_init(m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, r->n);
-    copy_extras(m, in);
+    sl_stage_copy_extras(m, in);
     if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, r->n, 0, r->req, NULL, NULL, err) ||
         pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, r->n, 0, r->seq, NULL, NULL, err) ||
         pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, r->n, 0, r->pos, NULL, NULL, err) ||
-        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, r->n, 0, r->flags, NULL, NULL, err)) {
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, r->n, 0, r->flags, NULL, NULL, err) ||
+        pass_draft(m, in, err)) {
         pl_msg_close(m);
         return -1;
     }
@@ -289,9 +319,20 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
         free(x);
         return fail_batch(s, in, out, "out of memory", err);
     }
+    const int32_t *drafted = in->data[SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN]
+                                 ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, r.n, &why)
+                                 : NULL;
+    int32_t *out_drafted = drafted ? malloc((size_t)r.n * sizeof *out_drafted) : NULL;
+    if (drafted && !out_drafted) {
+        free(x);
+        free(req);
+        return fail_batch(s, in, out, "out of memory", err);
+    }
     for (uint32_t i = 0; i < r.n; i++)
         if (r.flags[i] & 1) {
             memmove(x + (size_t)m_rows * d, x + (size_t)i * d, (size_t)d * sizeof(float));
+            if (drafted)
+                out_drafted[m_rows] = drafted[i];
             req[m_rows++] = r.req[i];
         }
     float *logits = NULL;
@@ -304,24 +345,35 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
             free(x);
             free(req);
             free(logits);
+            free(out_drafted);
             return fail_batch(s, in, out, why.msg, err);
         }
     }
     free(x);
     pl_msg m;
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_LOGITS, in->hdr->batch_id, m_rows);
-    copy_extras(&m, in);
+    sl_stage_copy_extras(&m, in);
     int rc = 0;
     if (m_rows &&
         (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, m_rows, 0, req,
                     NULL, NULL, err) ||
          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_LOGITS, SLUICE__DTYPE__DT_F32, m_rows,
-                    (uint64_t)c->n_vocab, logits, free_buffer, NULL, err))) {
+                    (uint64_t)c->n_vocab, logits, free_buffer, NULL, err) ||
+         (out_drafted && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32,
+                                    m_rows, 0, out_drafted, NULL, NULL, err)))) {
+        pl_msg_close(&m);
+        rc = -1;
+    }
+    const int probs = SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS;
+    if (rc == 0 && m_rows && out_drafted && in->data[probs] &&
+        pl_msg_add(&m, (Sluice__PayloadKind)probs, in->dtype[probs], in->shape[probs][0],
+                   in->shape[probs][1], in->data[probs], NULL, NULL, err)) {
         pl_msg_close(&m);
         rc = -1;
     }
     if (rc) {
         free(req);
+        free(out_drafted);
         return -1;
     }
     s->n_batches++;
@@ -329,6 +381,7 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
     /* req is copied when the message is sent, so it lives until then. */
     rc = out->send(out->ctx, &m, err);
     free(req);
+    free(out_drafted);
     return rc;
 }
 
@@ -366,6 +419,7 @@ typedef struct req_state {
     uint64_t id;          /* 0: empty slot */
     bool used;
     sl_sampler *sampler;
+    sl_rng spec_rng;      /* speculative sampling's acceptance draws */
     int32_t *recent;      /* ring of the last repeat_last_n tokens, oldest first when unrolled */
     int n_recent, cap_recent;
 } req_state;
@@ -378,6 +432,11 @@ typedef struct sample_stage {
     float *row;           /* one row of logits, modified by the sampler */
     int32_t *tokens;      /* output rows */
     uint64_t *reqs;
+    int32_t *spec;        /* output rows: drafted tokens their step verified */
+    /* speculative sampling scratch, made on first use: k+1 target and k
+     * draft distributions, and per-vocabulary work rows */
+    float *p_rows, *q_rows, *resid, *probs;
+    int32_t *ids;
 } sample_stage;
 
 static req_state *find_state(sample_stage *ss, uint64_t id, bool create)
@@ -444,6 +503,7 @@ static int add_params(sample_stage *ss, const Sluice__ReqParams *p, sl_err *err)
     sp.repeat_last_n = p->repeat_last_n > 0 ? p->repeat_last_n : 0;
     sp.seed = p->seed;
     st->sampler = sl_sampler_new(&sp, ss->n_vocab);
+    sl_rng_seed(&st->spec_rng, sp.seed ^ 0x9E3779B97F4A7C15ull);
     st->cap_recent = sp.repeat_last_n;
     st->recent = st->cap_recent ? malloc((size_t)st->cap_recent * sizeof *st->recent) : NULL;
     if (!st->sampler || (st->cap_recent && !st->recent))
@@ -451,6 +511,154 @@ static int add_params(sample_stage *ss, const Sluice__ReqParams *p, sl_err *err)
     for (size_t i = 0; i < p->n_recent; i++)
         push_recent(st, p->recent[i]);
     return 0;
+}
+
+/* The speculative payloads of a LOGITS message, checked: which rows hold
+ * drafted tokens, and the draft's distributions (NULL: one-hot). */
+typedef struct spec_view {
+    const int32_t *drafted;  /* per row: drafted token or -1; NULL: no speculation */
+    const float *q;          /* n_q rows of n_vocab */
+    uint32_t n_q;
+} spec_view;
+
+static int read_spec_view(const sample_stage *ss, const pl_msg *in, uint32_t n, spec_view *sv,
+                          sl_err *why)
+{
+    memset(sv, 0, sizeof *sv);
+    if (!n || !in->data[SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN])
+        return 0;
+    if (!(sv->drafted = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, n, why)))
+        return -1;
+    uint32_t n_drafted = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (sv->drafted[i] >= ss->n_vocab)
+            return sl_fail(why, "row %u holds drafted token %d outside the vocabulary of %d", i,
+                           sv->drafted[i], ss->n_vocab);
+        n_drafted += sv->drafted[i] >= 0;
+    }
+    const int kq = SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS;
+    if (!in->data[kq])
+        return 0;
+    if (in->dtype[kq] != SLUICE__DTYPE__DT_F32 || in->shape[kq][1] != (uint64_t)ss->n_vocab ||
+        in->shape[kq][0] != n_drafted)
+        return sl_fail(why, "draft distributions are not f32 [%u, %d] (one per drafted row)",
+                       n_drafted, ss->n_vocab);
+    sv->q = in->data[kq];
+    sv->n_q = n_drafted;
+    return 0;
+}
+
+/* How many drafted rows of the same request follow the verified row i. */
+static int group_drafts(const spec_view *sv, const uint64_t *req, uint32_t n, uint32_t i)
+{
+    int k = 0;
+    while (sv->drafted && i + 1 + (uint32_t)k < n && sv->drafted[i + 1 + k] >= 0 &&
+           req[i + 1 + k] == req[i] && k < SL_SPEC_K_MAX)
+        k++;
+    return k;
+}
+
+static int spec_scratch(sample_stage *ss, sl_err *why)
+{
+    if (ss->p_rows)
+        return 0;
+    size_t v = (size_t)ss->n_vocab;
+    ss->p_rows = malloc((SL_SPEC_K_MAX + 1) * v * sizeof(float));
+    ss->q_rows = malloc(SL_SPEC_K_MAX * v * sizeof(float));
+    ss->resid = malloc(v * sizeof(float));
+    ss->probs = malloc(v * sizeof(float));
+    ss->ids = malloc(v * sizeof(int32_t));
+    if (!ss->p_rows || !ss->q_rows || !ss->resid || !ss->probs || !ss->ids)
+        return sl_fail(why, "out of memory for speculative sampling");
+    return 0;
+}
+
+/* Greedy verification: the target's pick at each row, accepted while it
+ * equals the drafted token that follows; the first mismatch (or the bonus
+ * after all k) is the last token emitted. */
+static int verify_greedy(sample_stage *ss, req_state *st, const float *logits, const int32_t *draft,
+                         int k, int32_t *emit)
+{
+    int n = 0;
+    for (int j = 0; j <= k; j++) {
+        memcpy(ss->row, logits + (size_t)j * ss->n_vocab, (size_t)ss->n_vocab * sizeof(float));
+        int32_t tok = sl_sampler_pick(st->sampler, ss->row, st->recent, st->n_recent);
+        push_recent(st, tok);
+        emit[n++] = tok;
+        if (j == k || tok != draft[j])
+            break;
+    }
+    return n;
+}
+
+/* Speculative sampling: the target's distribution at each row (the same
+ * transforms as plain sampling, the penalty seeing the drafted tokens
+ * before it), accepted by the min(1, p/q) rule against the draft's. */
+static int verify_sampled(sample_stage *ss, req_state *st, const float *logits, const int32_t *draft,
+                          int k, const float *q, int32_t *emit, sl_err *why)
+{
+    if (spec_scratch(ss, why))
+        return -1;
+    size_t v = (size_t)ss->n_vocab;
+    int saved_n = st->n_recent;
+    int32_t saved[64];
+    int32_t *keep = st->cap_recent <= 64 ? saved : malloc((size_t)st->cap_recent * sizeof *keep);
+    if (!keep)
+        return sl_fail(why, "out of memory");
+    if (st->n_recent)
+        memcpy(keep, st->recent, (size_t)st->n_recent * sizeof *keep);
+    for (int j = 0; j <= k; j++) {
+        memcpy(ss->row, logits + (size_t)j * v, v * sizeof(float));
+        sl_sampler_penalize(st->sampler, ss->row, st->recent, st->n_recent);
+        sl_spec_dense_probs(st->sampler, ss->row, ss->n_vocab, ss->ids, ss->probs,
+                            ss->p_rows + (size_t)j * v);
+        if (j < k)
+            push_recent(st, draft[j]);
+    }
+    st->n_recent = saved_n;
+    if (saved_n)
+        memcpy(st->recent, keep, (size_t)saved_n * sizeof *keep);
+    if (keep != saved)
+        free(keep);
+    if (!q) { /* a deterministic drafter: all its mass on the drafted token */
+        memset(ss->q_rows, 0, (size_t)k * v * sizeof(float));
+        for (int j = 0; j < k; j++)
+            ss->q_rows[(size_t)j * v + (size_t)draft[j]] = 1.0f;
+        q = ss->q_rows;
+    }
+    int n = sl_spec_accept_sampled(ss->p_rows, q, draft, k, ss->n_vocab, &st->spec_rng, ss->resid,
+                                   emit);
+    for (int j = 0; j < n; j++)
+        push_recent(st, emit[j]);
+    return n;
+}
+
+/* Samples the group of row i and its k drafted rows; returns the tokens
+ * written to emit (1 to k+1). */
+static int sample_group(sample_stage *ss, req_state *st, const pl_msg *in, const spec_view *sv,
+                        uint32_t i, int k, int32_t *emit, sl_err *why)
+{
+    const float *logits = (const float *)in->data[SLUICE__PAYLOAD_KIND__PL_LOGITS] + (size_t)i * ss->n_vocab;
+    if (sv->drafted && sv->drafted[i] >= 0)
+        return sl_fail(why, "row %u holds a drafted token but no verified row precedes it", i);
+    if (k == 0) {
+        /* The sampler rewrites its row: work on a copy, not the frame. */
+        memcpy(ss->row, logits, (size_t)ss->n_vocab * sizeof(float));
+        emit[0] = sl_sampler_pick(st->sampler, ss->row, st->recent, st->n_recent);
+        push_recent(st, emit[0]);
+        return 1;
+    }
+    const int32_t *draft = sv->drafted + i + 1;
+    const float *q = NULL;
+    if (sv->q) {
+        uint32_t before = 0; /* drafted rows ahead of this group */
+        for (uint32_t r = 0; r <= i; r++)
+            before += sv->drafted[r] >= 0;
+        q = sv->q + (size_t)before * ss->n_vocab;
+    }
+    if (st->sampler && sl_sampler_greedy(st->sampler))
+        return verify_greedy(ss, st, logits, draft, k, emit);
+    return verify_sampled(ss, st, logits, draft, k, q, emit, why);
 }
 
 static int sample_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
@@ -474,35 +682,44 @@ static int sample_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
     const uint64_t *req = n ? pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &why) : NULL;
     if (n && !req)
         return fail_batch(s, in, out, why.msg, err);
-    for (uint32_t i = 0; i < n; i++) {
+    if (n && (!in->data[SLUICE__PAYLOAD_KIND__PL_LOGITS] ||
+              in->shape[SLUICE__PAYLOAD_KIND__PL_LOGITS][1] != (uint64_t)ss->n_vocab ||
+              in->shape[SLUICE__PAYLOAD_KIND__PL_LOGITS][0] != n ||
+              in->dtype[SLUICE__PAYLOAD_KIND__PL_LOGITS] != SLUICE__DTYPE__DT_F32)) {
+        snprintf(why.msg, sizeof why.msg, "logits payload is not f32 [%u, %d]", n, ss->n_vocab);
+        return fail_batch(s, in, out, why.msg, err);
+    }
+    spec_view sv;
+    if (read_spec_view(ss, in, n, &sv, &why))
+        return fail_batch(s, in, out, why.msg, err);
+    uint32_t n_out = 0;
+    for (uint32_t i = 0; i < n;) {
         req_state *st = find_state(ss, req[i], false);
         if (!st || !st->sampler) {
             snprintf(why.msg, sizeof why.msg, "request %llu has no sampling parameters",
                      (unsigned long long)req[i]);
             return fail_batch(s, in, out, why.msg, err);
         }
-        if (i == 0 && (!in->data[SLUICE__PAYLOAD_KIND__PL_LOGITS] ||
-                       in->shape[SLUICE__PAYLOAD_KIND__PL_LOGITS][1] != (uint64_t)ss->n_vocab ||
-                       in->shape[SLUICE__PAYLOAD_KIND__PL_LOGITS][0] != n ||
-                       in->dtype[SLUICE__PAYLOAD_KIND__PL_LOGITS] != SLUICE__DTYPE__DT_F32)) {
-            snprintf(why.msg, sizeof why.msg, "logits payload is not f32 [%u, %d]", n, ss->n_vocab);
+        int k = group_drafts(&sv, req, n, i);
+        int emitted = sample_group(ss, st, in, &sv, i, k, ss->tokens + n_out, &why);
+        if (emitted < 0)
             return fail_batch(s, in, out, why.msg, err);
+        for (int j = 0; j < emitted; j++) {
+            ss->reqs[n_out + (uint32_t)j] = req[i];
+            ss->spec[n_out + (uint32_t)j] = k;
         }
-        /* The sampler rewrites its row: work on a copy, not the frame. */
-        memcpy(ss->row, (const float *)in->data[SLUICE__PAYLOAD_KIND__PL_LOGITS] + (size_t)i * ss->n_vocab,
-               (size_t)ss->n_vocab * sizeof(float));
-        int32_t tok = sl_sampler_pick(st->sampler, ss->row, st->recent, st->n_recent);
-        push_recent(st, tok);
-        ss->tokens[i] = tok;
-        ss->reqs[i] = req[i];
+        n_out += (uint32_t)emitted;
+        i += (uint32_t)k + 1;
     }
     pl_msg m;
-    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, in->hdr->batch_id, n);
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, in->hdr->batch_id, n_out);
     m.hdr_store.sent_ns = in->hdr->sent_ns;
-    if (n && (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0,
-                         ss->reqs, NULL, NULL, err) ||
-              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n, 0, ss->tokens,
-                         NULL, NULL, err))) {
+    if (n_out && (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n_out, 0,
+                             ss->reqs, NULL, NULL, err) ||
+                  pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n_out, 0,
+                             ss->tokens, NULL, NULL, err) ||
+                  (sv.drafted && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SPEC, SLUICE__DTYPE__DT_I32,
+                                            n_out, 0, ss->spec, NULL, NULL, err)))) {
         pl_msg_close(&m);
         return -1;
     }
@@ -524,6 +741,12 @@ static void destroy_sample_stage(sl_stage *s)
         free(ss->row);
         free(ss->tokens);
         free(ss->reqs);
+        free(ss->spec);
+        free(ss->p_rows);
+        free(ss->q_rows);
+        free(ss->resid);
+        free(ss->probs);
+        free(ss->ids);
         free(ss);
     }
     free(s);
@@ -553,7 +776,8 @@ static int sample_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     ss->row = malloc((size_t)ss->n_vocab * sizeof *ss->row);
     ss->tokens = malloc((size_t)spec->max_batch_tokens * sizeof *ss->tokens + 1);
     ss->reqs = malloc((size_t)spec->max_batch_tokens * sizeof *ss->reqs + 1);
-    if (!ss->states || !ss->row || !ss->tokens || !ss->reqs)
+    ss->spec = malloc((size_t)spec->max_batch_tokens * sizeof *ss->spec + 1);
+    if (!ss->states || !ss->row || !ss->tokens || !ss->reqs || !ss->spec)
         return sl_fail(err, "out of memory");
     return 0;
 }
@@ -622,6 +846,10 @@ int sl_stage_create(sl_stage **out, const sl_stage_spec *spec, sl_err *err)
         snprintf(s->name, sizeof s->name, "sample");
         s->process = sample_process;
         rc = sample_stage_new(s, spec, err);
+        break;
+    case PL_STAGE_DRAFT:
+        snprintf(s->name, sizeof s->name, "draft");
+        rc = sl_draft_stage_new(s, spec, err);
         break;
     default:
         rc = sl_fail(err, "stage %d: unknown kind %d", spec->index, (int)spec->kind);

@@ -40,8 +40,8 @@ static void test_unknown_keys(void)
     const char *text = "model: m.gguf\nstages:\n  - kind: embed\n  - kind: layers\n"
                        "    layers: [0, 6]\n  - kind: head\nstagse: []\n";
     CHECK(parse(&c, text, &e) == -1);
-    CHECKF(strcmp(e.msg, "pipe.yaml:7: unknown key 'stagse' (expected model, draft, nodes, stages, "
-                         "sampling, limits)") == 0, "%s", e.msg);
+    CHECKF(strcmp(e.msg, "pipe.yaml:7: unknown key 'stagse' (expected model, nodes, stages, "
+                         "sampling, limits, speculative)") == 0, "%s", e.msg);
     BAD("model: m.gguf\nstages:\n  - kind: embed\n  - kind: layers\n    layer: [0, 6]\n",
         "pipe.yaml:5:", "stages[1]: unknown key 'layer' (expected kind, node, layers, numa, threads)");
     BAD(HEAD_ STAGES_ "sampling:\n  temp: 1\n", "pipe.yaml:9:", "sampling: unknown key 'temp'");
@@ -273,7 +273,7 @@ static void test_valid(void)
 {
     const char *text =
         "model: models/tiny-gemma3.gguf\n"
-        "draft: /abs/draft.gguf\n"
+        "# the draft is set up at the end\n"
         "nodes:\n"
         "  - name: local\n"
         "  - name: p1\n"
@@ -300,10 +300,20 @@ static void test_valid(void)
         "    node: host-b.2_x\n"
         "sampling: {temperature: 0.7, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.1,"
         " repeat_last_n: 32, seed: 7}\n"
-        "limits: {max_sequences: 16, context: 4096, max_batch_tokens: 128}\n";
+        "limits: {max_sequences: 16, context: 4096, max_batch_tokens: 128}\n"
+        "speculative:\n"
+        "  draft: /abs/draft.gguf\n"
+        "  k: auto\n"
+        "  k_max: 6\n"
+        "  placement: {node: p1, threads: 1}\n";
     pl_config c;
     sl_err e = {{0}};
     CHECKF(pl_config_parse(&c, text, strlen(text), "conf/pipe.yaml", &e) == 0, "%s", e.msg);
+    /* the draft stage goes first, on its placement's node and thread */
+    CHECK(c.spec.on && c.spec.auto_k && c.spec.k == 6 && !c.spec.prompt_lookup);
+    CHECK(c.spec.placed && c.spec.pipelined && c.spec.line == 30);
+    CHECK(c.stages[0].kind == PL_STAGE_DRAFT && c.stages[0].node == 1 && c.stages[0].threads == 1);
+    memmove(c.stages, c.stages + 1, (size_t)(--c.n_stages) * sizeof c.stages[0]);
     CHECK(strcmp(c.path, "conf/pipe.yaml") == 0);
     CHECK(strcmp(c.model, "conf/models/tiny-gemma3.gguf") == 0);
     CHECK(strcmp(c.draft, "/abs/draft.gguf") == 0);
@@ -425,6 +435,7 @@ static void test_default_and_names(void)
     CHECK(strcmp(pl_stage_kind_name(PL_STAGE_LAYERS), "layers") == 0);
     CHECK(strcmp(pl_stage_kind_name(PL_STAGE_HEAD), "head") == 0);
     CHECK(strcmp(pl_stage_kind_name(PL_STAGE_SAMPLE), "sample") == 0);
+    CHECK(strcmp(pl_stage_kind_name(PL_STAGE_DRAFT), "draft") == 0);
     CHECK(strcmp(pl_stage_kind_name(PL_STAGE_KIND_COUNT_), "unknown") == 0);
 }
 
@@ -434,7 +445,10 @@ static int same_config(const pl_config *a, const pl_config *b)
     int same = strcmp(a->model, b->model) == 0 && strcmp(a->draft, b->draft) == 0 &&
                a->n_nodes == b->n_nodes && a->n_stages == b->n_stages &&
                memcmp(&a->sampling, &b->sampling, sizeof a->sampling) == 0 &&
-               memcmp(&a->limits, &b->limits, sizeof a->limits) == 0;
+               memcmp(&a->limits, &b->limits, sizeof a->limits) == 0 && a->spec.on == b->spec.on &&
+               a->spec.prompt_lookup == b->spec.prompt_lookup && a->spec.k == b->spec.k &&
+               a->spec.auto_k == b->spec.auto_k && a->spec.pipelined == b->spec.pipelined &&
+               a->spec.placed == b->spec.placed;
     for (int i = 0; same && i < a->n_nodes; i++)
         same = strcmp(a->nodes[i].name, b->nodes[i].name) == 0 &&
                strcmp(a->nodes[i].address, b->nodes[i].address) == 0 && a->nodes[i].spawn == b->nodes[i].spawn;
@@ -470,10 +484,11 @@ static const char *src_dir(void)
 
 static void test_examples_and_round_trip(void)
 {
-    static const char *const examples[] = {"one-process.yaml", "two-process.yaml", "two-host.yaml"};
+    static const char *const examples[] = {"one-process.yaml", "two-process.yaml", "two-host.yaml",
+                                           "speculative.yaml", "speculative-procs.yaml"};
     pl_config c;
     sl_err e = {{0}};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         char path[PATH_MAX + 64];
         snprintf(path, sizeof path, "%s/configs/%s", src_dir(), examples[i]);
         CHECKF(pl_config_load(&c, path, &e) == 0, "%s", e.msg);
@@ -495,7 +510,6 @@ static void test_examples_and_round_trip(void)
     /* Strings the writer must quote to get them back unchanged. */
     const char *odd =
         "model: \"/tmp/a: b #c \\\"q\\\" \\u00e9 - [x]\"\n"
-        "draft: \"/tmp/ null\"\n"
         "nodes:\n  - name: \"null\"\n  - name: \"-x\"\n    address: tcp://[::1]:7100\n  - name: \"123\"\n"
         "    address: ipc:///tmp/a#b\n    spawn: true\n"
         "stages:\n  - kind: tokenize\n    node: \"123\"\n  - kind: embed\n    numa: 3\n  - kind: layers\n"
@@ -503,9 +517,12 @@ static void test_examples_and_round_trip(void)
         "  - kind: head\n  - kind: sample\n    node: \"null\"\n"
         "sampling: {temperature: 0.1, top_k: 3, top_p: 0.9, min_p: 0.000123, repeat_penalty: 1.3,"
         " repeat_last_n: 0, seed: 18446744073709551615}\n"
-        "limits: {max_sequences: 4096, context: 16, max_batch_tokens: 65536}\n";
+        "limits: {max_sequences: 4096, context: 16, max_batch_tokens: 65536}\n"
+        "speculative: {draft: \"/tmp/ null\", k: 0, placement: {node: \"null\", numa: 1}, pipelined: false}\n";
     CHECKF(parse(&c, odd, &e) == 0, "%s", e.msg);
-    CHECK(strcmp(c.nodes[0].name, "null") == 0 && c.stages[5].node == 0 && c.stages[0].node == 2);
+    CHECK(strcmp(c.nodes[0].name, "null") == 0 && c.stages[6].node == 0 && c.stages[1].node == 2);
+    CHECK(strcmp(c.draft, "/tmp/ null") == 0 && c.spec.k == 0 && !c.spec.pipelined && c.spec.placed);
+    CHECK(c.stages[0].kind == PL_STAGE_DRAFT && c.stages[0].numa == 1);
     round_trip(&c, "odd.yaml");
 
     /* A relative model path written elsewhere still names the same file. */
@@ -520,6 +537,45 @@ static void test_examples_and_round_trip(void)
     CHECKF(strcmp(back.model, want) == 0, "%s", back.model);
     snprintf(back.model, sizeof back.model, "%s", c.model);
     CHECK(same_config(&c, &back));
+}
+
+static void test_speculative(void)
+{
+    pl_config c;
+    sl_err e = {{0}};
+    BAD(HEAD_ STAGES_ "speculative: {k: 4}\n", "pipe.yaml:8:",
+        "speculative: missing 'draft' (a draft model file, or prompt-lookup)");
+    BAD(HEAD_ STAGES_ "speculative: {draft: d.gguf, k: 33}\n", "pipe.yaml:8:", "speculative.k:");
+    BAD(HEAD_ STAGES_ "speculative: {draft: d.gguf, k: many}\n", "pipe.yaml:8:", "speculative.k:");
+    BAD(HEAD_ STAGES_ "speculative: {draft: d.gguf, k: 3, k_max: 5}\n", "pipe.yaml:8:",
+        "speculative.k_max: k_max applies only with 'k: auto'");
+    BAD(HEAD_ STAGES_ "speculative: {draft: prompt-lookup, pipelined: true}\n", "pipe.yaml:8:",
+        "speculative.pipelined: prompt lookup drafts for free");
+    BAD(HEAD_ STAGES_ "speculative: {draft: d.gguf, placement: {node: nowhere}}\n", "pipe.yaml:8:",
+        "speculative.placement.node: node 'nowhere' does not exist");
+    BAD(HEAD_ STAGES_ "speculative: {draft: d.gguf, drfat: 1}\n", "pipe.yaml:8:",
+        "speculative: unknown key 'drfat'");
+    BAD(HEAD_ "stages:\n  - kind: draft\n  - kind: embed\n", "pipe.yaml:3:",
+        "stages[0].kind: a draft stage is not listed in stages: configure it under 'speculative:'");
+
+    /* defaults: k 4, in line with the first stage, not pipelined */
+    GOOD(&c, HEAD_ STAGES_ "speculative: {draft: d.gguf}\n");
+    CHECK(c.spec.on && c.spec.k == 4 && !c.spec.auto_k && !c.spec.placed && !c.spec.pipelined);
+    CHECK(c.n_stages == 5 && c.stages[0].kind == PL_STAGE_DRAFT && c.stages[1].kind == PL_STAGE_EMBED);
+    CHECK(strcmp(c.draft, "d.gguf") == 0);
+    GOOD(&c, "model: /abs/m.gguf\n" STAGES_ "speculative: {draft: prompt-lookup, k: auto}\n");
+    CHECK(c.spec.prompt_lookup && c.spec.auto_k && c.spec.k == 8 && c.draft[0] == '\0');
+    round_trip(&c, "lookup.yaml");
+
+    /* what `sluice run --draft` does */
+    pl_config_default(&c, "m.gguf", 6);
+    CHECK(pl_config_add_speculative(&c, "d.gguf", 5, false, 2, &e) == 0);
+    CHECK(c.n_stages == 5 && c.stages[0].kind == PL_STAGE_DRAFT && c.stages[0].threads == 2);
+    CHECK(c.spec.pipelined && c.spec.k == 5 && strcmp(c.draft, "d.gguf") == 0);
+    CHECK(pl_config_add_speculative(&c, "d.gguf", 5, false, 2, &e) == -1);
+    pl_config_default(&c, "m.gguf", 6);
+    CHECK(pl_config_add_speculative(&c, "d.gguf", 40, false, 0, &e) == -1);
+    CHECKF(strstr(e.msg, "speculative k = 40 outside 0..32") != NULL, "%s", e.msg);
 }
 
 static void write_file(const char *path, const char *text, size_t len)
@@ -563,7 +619,7 @@ static void test_load_errors(void)
 
     /* Relative paths resolve against the config's own directory. */
     snprintf(path, sizeof path, "%s/rel.yaml", tmp_dir);
-    text = "model: ../m.gguf\ndraft: d.gguf\n" STAGES_;
+    text = "model: ../m.gguf\n" STAGES_ "speculative: {draft: d.gguf}\n";
     write_file(path, text, strlen(text));
     CHECKF(pl_config_load(&c, path, &e) == 0, "%s", e.msg);
     char want[600];
@@ -604,6 +660,7 @@ int main(void)
     test_default_and_names();
     test_examples_and_round_trip();
     test_load_errors();
+    test_speculative();
     remove_tmp();
     return test_finish("test_pipeline_config");
 }

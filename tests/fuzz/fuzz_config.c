@@ -46,6 +46,7 @@ static void check_nodes(const pl_config *c)
 static void check_stages(const pl_config *c)
 {
     require(c->n_stages >= 4 && c->n_stages <= PL_MAX_STAGES);
+    require(!c->spec.on || (c->spec.k >= 0 && c->spec.k <= 32 && (c->spec.prompt_lookup || c->draft[0])));
     require(c->stages[c->n_stages - 1].kind == PL_STAGE_SAMPLE);
     int embeds = 0, heads = 0, layers = 0;
     for (int i = 0; i < c->n_stages; i++) {
@@ -53,6 +54,8 @@ static void check_stages(const pl_config *c)
         require(s->kind >= 0 && s->kind < PL_STAGE_KIND_COUNT_);
         require(s->node >= 0 && s->node < c->n_nodes);
         require(s->numa >= -1 && s->threads >= 0 && s->threads <= 1024);
+        /* a draft stage exactly when speculative: asks for one, and first */
+        require((s->kind == PL_STAGE_DRAFT) == (i == 0 && c->spec.on));
         if (s->kind == PL_STAGE_LAYERS && !s->layers_auto)
             require(s->l0 >= 0 && s->l0 < s->l1);
         else
@@ -82,7 +85,10 @@ static int same(const pl_config *a, const pl_config *b)
 {
     if (strcmp(a->model, b->model) || strcmp(a->draft, b->draft) || a->n_nodes != b->n_nodes ||
         a->n_stages != b->n_stages || memcmp(&a->sampling, &b->sampling, sizeof a->sampling) ||
-        memcmp(&a->limits, &b->limits, sizeof a->limits))
+        memcmp(&a->limits, &b->limits, sizeof a->limits) || a->spec.on != b->spec.on ||
+        a->spec.k != b->spec.k || a->spec.auto_k != b->spec.auto_k ||
+        a->spec.prompt_lookup != b->spec.prompt_lookup || a->spec.pipelined != b->spec.pipelined ||
+        a->spec.placed != b->spec.placed)
         return 0;
     for (int i = 0; i < a->n_nodes; i++)
         if (strcmp(a->nodes[i].name, b->nodes[i].name) || strcmp(a->nodes[i].address, b->nodes[i].address) ||

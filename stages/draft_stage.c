@@ -1,0 +1,668 @@
+/* The draft stage of speculative decoding. It runs first in the pipeline:
+ * every BATCH passes through it, and where a request's last row is wanted
+ * (the row whose logits give its next token) it appends k rows holding
+ * drafted tokens at the following positions, each also wanted. The target
+ * stages verify all k+1 positions in one pass and the sample stage accepts
+ * a prefix (stages.c). A draft model's distributions travel with the rows
+ * when the request samples (temperature > 0), so acceptance can follow
+ * the min(1, p/q) rule; greedy requests and prompt lookup need none.
+ *
+ * The stage learns what was accepted from the next batch of the request:
+ * its first row sits at position base + 1 + accepted, where base is the
+ * row it extended. It keeps each request's accepted text (for prompt
+ * lookup, and to bring the draft model's cache up to date lazily) and its
+ * own KV cache slot per request, the slot the driver gave the request.
+ *
+ * Pipelined (its own thread, or node): once a block is sent, the stage
+ * uses idle time to draft the block after it, assuming every drafted token
+ * is accepted and the target's bonus token is the draft's own guess. When
+ * the next batch proves that, the block is ready at once; otherwise the
+ * work is dropped (its cache positions are truncated away). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model/forward.h"
+#include "model/kv.h"
+#include "model/model.h"
+#include "stages/draft.h"
+#include "stages/sampler.h"
+#include "stages/spec.h"
+#include "stages/stage.h"
+
+#define LOOKUP_NGRAM_MIN 1
+#define LOOKUP_NGRAM_MAX 4
+
+typedef struct dreq {
+    uint64_t id;
+    bool used;
+    bool broken;            /* lost track of the text: drafts nothing more */
+    int seq;                /* KV slot (the driver's) */
+    int32_t *hist;          /* accepted text: positions 0..n_hist-1 */
+    int n_hist, cap;
+    sl_sampler *sampler;    /* the request's transforms (temperature, top-k, ...) */
+    sl_rng rng;             /* draws of drafted tokens */
+    bool sampled;           /* temperature > 0: q travels with the drafts */
+    /* the block last sent: rows base+1..base+k hold drafted[] */
+    int base, k;
+    int32_t drafted[SL_SPEC_K_MAX];
+    float *q;               /* k rows of n_vocab (sampled requests) */
+    double t_sent;          /* when that block left, for the round-trip time */
+    /* drafted ahead (pipelined): valid when the target emits guess after
+     * accepting all of drafted[] */
+    bool ahead;
+    int32_t guess;
+    int ahead_k;
+    int32_t ahead_tok[SL_SPEC_K_MAX];
+    float *ahead_q;
+    bool ahead_tried;       /* this block's look-ahead is done (or not worth it) */
+    /* adaptive k */
+    sl_spec_stats stats;
+    double round_trip_s;    /* running mean of verification round trips */
+    long steps;
+} dreq;
+
+typedef struct draft_stage {
+    sl_model *model;        /* NULL with prompt lookup */
+    sl_fwd *fwd;
+    sl_kv *kv;
+    int n_vocab, d_model;
+    int max_batch, context, max_seqs;
+    int k_max;
+    bool auto_k, lookup, pipelined;
+    dreq *reqs;             /* open addressing on request id */
+    int cap;
+    /* forward scratch */
+    float *x, *logits, *row;
+    int32_t *tok, *seq, *pos, *ids;
+    float *probs;
+    /* the outgoing batch */
+    uint64_t *o_req;
+    int32_t *o_seq, *o_pos, *o_tok, *o_draft;
+    uint8_t *o_flags;
+    const float **o_qsrc;   /* per drafted row: its q row, NULL when one-hot */
+    /* cost of one drafted token, for adaptive k */
+    double draft_s;
+    long draft_tokens;
+    /* statistics */
+    long blocks, drafted_tokens, ahead_hits, ahead_misses;
+} draft_stage;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- request table ---- */
+
+static dreq *find_req(draft_stage *ds, uint64_t id, bool create)
+{
+    uint32_t mask = (uint32_t)ds->cap - 1, i = (uint32_t)(id * 0x9E3779B97F4A7C15ull >> 32) & mask;
+    for (int probe = 0; probe < ds->cap; probe++, i = (i + 1) & mask) {
+        dreq *r = &ds->reqs[i];
+        if (r->used && r->id == id)
+            return r;
+        if (!r->used) {
+            if (!create)
+                return NULL;
+            memset(r, 0, sizeof *r);
+            r->used = true;
+            r->id = id;
+            r->base = -1;
+            r->seq = -1;
+            sl_spec_stats_init(&r->stats);
+            return r;
+        }
+    }
+    return NULL;
+}
+
+static void free_req(dreq *r)
+{
+    sl_sampler_free(r->sampler);
+    free(r->hist);
+    free(r->q);
+    free(r->ahead_q);
+}
+
+static void drop_req(draft_stage *ds, uint64_t id)
+{
+    dreq *r = find_req(ds, id, false);
+    if (!r)
+        return;
+    if (ds->kv && r->seq >= 0)
+        sl_kv_clear(ds->kv, r->seq);
+    free_req(r);
+    uint32_t mask = (uint32_t)ds->cap - 1, i = (uint32_t)(r - ds->reqs);
+    memset(r, 0, sizeof *r);
+    /* re-insert the rest of the cluster so lookups stay correct */
+    for (i = (i + 1) & mask; ds->reqs[i].used; i = (i + 1) & mask) {
+        dreq moved = ds->reqs[i];
+        memset(&ds->reqs[i], 0, sizeof moved);
+        dreq *dst = find_req(ds, moved.id, true);
+        *dst = moved;
+    }
+}
+
+static int hist_push(dreq *r, const int32_t *tok, int n)
+{
+    if (r->n_hist + n > r->cap) {
+        int cap = r->cap ? r->cap : 64;
+        while (cap < r->n_hist + n)
+            cap *= 2;
+        int32_t *h = realloc(r->hist, (size_t)cap * sizeof *h);
+        if (!h)
+            return -1;
+        r->hist = h;
+        r->cap = cap;
+    }
+    memcpy(r->hist + r->n_hist, tok, (size_t)n * sizeof *tok);
+    r->n_hist += n;
+    return 0;
+}
+
+/* Sampling settings arrive with a request's first batch. */
+static int add_params(draft_stage *ds, const Sluice__ReqParams *p, sl_err *err)
+{
+    dreq *r = find_req(ds, p->request_id, true);
+    if (!r)
+        return sl_fail(err, "too many requests in flight (%d)", ds->cap);
+    if (r->sampler)
+        return 0;
+    sl_sampling sp;
+    sl_sampling_defaults(&sp);
+    sp.temperature = p->temperature;
+    sp.top_k = p->top_k;
+    sp.top_p = p->top_p > 0.0f ? p->top_p : 1.0f;
+    sp.min_p = p->min_p;
+    sp.repeat_penalty = 1.0f; /* the draft's q may differ from p: acceptance corrects it */
+    sp.seed = p->seed;
+    r->sampled = sp.temperature > 0.0f;
+    sl_rng_seed(&r->rng, p->seed ^ 0xD1B54A32D192ED03ull);
+    if (!ds->lookup && !(r->sampler = sl_sampler_new(&sp, ds->n_vocab)))
+        return sl_fail(err, "out of memory");
+    if (r->sampled && !ds->lookup &&
+        (!(r->q = malloc((size_t)ds->k_max * ds->n_vocab * sizeof(float))) ||
+         !(r->ahead_q = malloc((size_t)ds->k_max * ds->n_vocab * sizeof(float)))))
+        return sl_fail(err, "out of memory");
+    return 0;
+}
+
+/* ---- the draft model ---- */
+
+/* Runs rows through the draft model; the logits of the rows listed in
+ * want (indices into the rows, ascending) go to ds->logits in that order. */
+static int eval_rows(draft_stage *ds, int n, const int *want, int n_want, sl_err *err)
+{
+    double t0 = now_s();
+    sl_batch b = {.n_tokens = n, .token = ds->tok, .seq = ds->seq, .pos = ds->pos};
+    if (sl_embed(ds->model, ds->tok, n, ds->x, err) ||
+        sl_forward_layers(ds->fwd, ds->kv, &b, ds->x, err))
+        return -1;
+    for (int i = 0; i < n_want; i++)
+        if (want[i] != i)
+            memmove(ds->x + (size_t)i * ds->d_model, ds->x + (size_t)want[i] * ds->d_model,
+                    (size_t)ds->d_model * sizeof(float));
+    if (n_want && sl_head(ds->fwd, ds->x, n_want, ds->logits, err))
+        return -1;
+    ds->draft_s += now_s() - t0;
+    return 0;
+}
+
+/* Picks the drafted token from a row of draft logits (modified); with a
+ * sampled request also writes the distribution it came from to q. */
+static int32_t draft_pick(draft_stage *ds, dreq *r, float *logits, float *q)
+{
+    if (!r->sampled)
+        return sl_argmax(logits, ds->n_vocab);
+    sl_spec_dense_probs(r->sampler, logits, ds->n_vocab, ds->ids, ds->probs, q);
+    return sl_spec_sample_dense(q, ds->n_vocab, &r->rng);
+}
+
+/* Brings a request's cache up to all of its text (hist[kv_len..n_hist))
+ * and leaves the last row's logits in ds->logits. Long catch-ups (a
+ * prompt) go in chunks. */
+static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
+{
+    int len = sl_kv_len(ds->kv, r->seq);
+    if (len >= r->n_hist) { /* nothing new: re-evaluate the last token */
+        sl_kv_truncate(ds->kv, r->seq, r->n_hist - 1);
+        len = r->n_hist - 1;
+    }
+    while (len < r->n_hist) {
+        int n = r->n_hist - len < ds->max_batch ? r->n_hist - len : ds->max_batch;
+        for (int i = 0; i < n; i++) {
+            ds->tok[i] = r->hist[len + i];
+            ds->seq[i] = r->seq;
+            ds->pos[i] = len + i;
+        }
+        int want = n - 1;
+        if (eval_rows(ds, n, &want, 1, err))
+            return -1;
+        len += n;
+    }
+    return 0;
+}
+
+/* Drafts k tokens after the request's text with the draft model: out and
+ * (sampled) q get them. The cache ends holding the text and all drafted
+ * tokens but the last. */
+static int draft_model_block(draft_stage *ds, dreq *r, int k, int32_t *out, float *q, sl_err *err)
+{
+    if (catch_up(ds, r, err))
+        return -1;
+    size_t v = (size_t)ds->n_vocab;
+    out[0] = draft_pick(ds, r, ds->logits, q);
+    for (int j = 1; j < k; j++) {
+        ds->tok[0] = out[j - 1];
+        ds->seq[0] = r->seq;
+        ds->pos[0] = r->n_hist + j - 1;
+        int want = 0;
+        if (eval_rows(ds, 1, &want, 1, err))
+            return -1;
+        out[j] = draft_pick(ds, r, ds->logits, q ? q + (size_t)j * v : NULL);
+    }
+    ds->draft_tokens += k;
+    return 0;
+}
+
+/* ---- choosing k ---- */
+
+static int choose_k(draft_stage *ds, dreq *r, int room)
+{
+    int k = ds->k_max;
+    if (ds->auto_k) {
+        double ratio = 0.0; /* prompt lookup and pipelined drafting cost the target nothing */
+        if (!ds->lookup && !ds->pipelined && ds->draft_tokens > 0 && r->round_trip_s > 0.0)
+            ratio = (ds->draft_s / (double)ds->draft_tokens) / r->round_trip_s;
+        k = sl_spec_best_k(r->stats.alpha_ewma, ratio, ds->k_max);
+        /* k = 0 measures nothing: every 8th step still drafts one token to
+         * notice when the text turns easy */
+        if (k == 0 && r->steps % 8 == 0)
+            k = 1;
+    }
+    return k < room ? k : room;
+}
+
+/* ---- following the verifications ---- */
+
+/* Settles what the previous block of r became, now that its next batch
+ * starts at position pos with token first. Returns true when the block
+ * drafted ahead is valid (then the cache already holds it). */
+static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
+{
+    bool ahead_ok = false;
+    if (r->base >= 0) {
+        int accepted = pos - r->base - 1;
+        if (accepted < 0 || accepted > r->k || r->n_hist != r->base + 1) {
+            r->broken = true; /* not a continuation of what we drafted */
+        } else {
+            hist_push(r, r->drafted, accepted);
+            sl_spec_stats_add(&r->stats, r->k, accepted);
+            r->round_trip_s = r->steps == 0 ? now_s() - r->t_sent
+                                            : 0.8 * r->round_trip_s + 0.2 * (now_s() - r->t_sent);
+            r->steps++;
+            ahead_ok = r->ahead && accepted == r->k && first == r->guess && n_rows == 1;
+            if (r->ahead)
+                ahead_ok ? ds->ahead_hits++ : ds->ahead_misses++;
+        }
+        r->base = -1;
+    }
+    r->ahead = false;
+    if (!r->broken && r->n_hist != pos)
+        r->broken = true;
+    if (ds->kv && r->seq >= 0 && !ahead_ok && sl_kv_len(ds->kv, r->seq) > pos)
+        sl_kv_truncate(ds->kv, r->seq, pos);
+    return ahead_ok;
+}
+
+/* Drafts up to k tokens for r (its text now ending with the row at
+ * position base); returns how many. */
+static int propose(draft_stage *ds, dreq *r, int k, bool ahead_ok, sl_err *err)
+{
+    if (k <= 0 || r->broken)
+        return 0;
+    if (ds->lookup)
+        return sl_prompt_lookup(r->hist, r->n_hist, LOOKUP_NGRAM_MIN, LOOKUP_NGRAM_MAX, k, r->drafted);
+    if (ahead_ok && r->ahead_k > 0) {
+        int n = r->ahead_k < k ? r->ahead_k : k;
+        memcpy(r->drafted, r->ahead_tok, (size_t)n * sizeof *r->drafted);
+        if (r->sampled)
+            memcpy(r->q, r->ahead_q, (size_t)n * ds->n_vocab * sizeof(float));
+        /* the cache holds the text and ahead_k - 1 drafted tokens */
+        sl_kv_truncate(ds->kv, r->seq, r->n_hist + n - 1);
+        return n;
+    }
+    if (draft_model_block(ds, r, k, r->drafted, r->sampled ? r->q : NULL, err))
+        return -1;
+    return k;
+}
+
+/* ---- the batch ---- */
+
+typedef struct in_rows {
+    uint32_t n;
+    const uint64_t *req;
+    const int32_t *seq, *pos, *tok;
+    const uint8_t *flags;
+} in_rows;
+
+static int read_in(const pl_msg *in, in_rows *r, sl_err *err)
+{
+    r->n = in->hdr->n_rows;
+    r->req = pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, r->n, err);
+    r->seq = r->req ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_SEQ, r->n, err) : NULL;
+    r->pos = r->seq ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_POS, r->n, err) : NULL;
+    r->tok = r->pos ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r->n, err) : NULL;
+    r->flags = r->tok ? pl_msg_u8(in, SLUICE__PAYLOAD_KIND__PL_FLAGS, r->n, err) : NULL;
+    return r->flags ? 0 : -1;
+}
+
+/* Checks a request's rows [i0, i1) and takes their tokens into its text. */
+static int take_rows(draft_stage *ds, dreq *r, const in_rows *in, uint32_t i0, uint32_t i1, sl_err *why)
+{
+    int seq = in->seq[i0];
+    if (seq < 0 || seq >= ds->max_seqs)
+        return sl_fail(why, "row %u: slot %d outside [0, %d)", i0, seq, ds->max_seqs);
+    for (uint32_t i = i0; i < i1; i++) {
+        if (in->seq[i] != seq || in->pos[i] != in->pos[i0] + (int)(i - i0))
+            return sl_fail(why, "rows %u..%u of request %llu are not consecutive positions of one slot",
+                           i0, i1 - 1, (unsigned long long)r->id);
+        if (in->tok[i] < 0 || in->tok[i] >= ds->n_vocab)
+            return sl_fail(why, "row %u: token %d outside the vocabulary of %d", i, in->tok[i],
+                           ds->n_vocab);
+    }
+    if (in->pos[i1 - 1] >= ds->context)
+        return sl_fail(why, "row %u: position %d is past the context of %d", i1 - 1, in->pos[i1 - 1],
+                       ds->context);
+    if (r->seq != seq) {
+        /* a new request in this slot: whatever the slot held is stale */
+        if (ds->kv)
+            sl_kv_clear(ds->kv, seq);
+        r->seq = seq;
+    }
+    return 0;
+}
+
+static void free_buffer(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    draft_stage *ds = s->impl;
+    int kind = in->hdr->kind;
+    sl_err why;
+    if (kind == SLUICE__MSG_KIND__MSG_RELEASE || kind == SLUICE__MSG_KIND__MSG_CANCEL) {
+        for (size_t i = 0; i < in->hdr->n_requests; i++)
+            drop_req(ds, in->hdr->requests[i]);
+        return sl_stage_route_other(s, in, out, err);
+    }
+    if (kind != SLUICE__MSG_KIND__MSG_BATCH)
+        return sl_stage_route_other(s, in, out, err); /* TRUNCATE: settled by position */
+    in_rows rows;
+    if (read_in(in, &rows, &why))
+        return sl_stage_fail_batch(s, in, out, why.msg, err);
+    for (size_t i = 0; i < in->hdr->n_params; i++)
+        if (add_params(ds, in->hdr->params[i], &why))
+            return sl_stage_fail_batch(s, in, out, why.msg, err);
+    uint32_t room = rows.n < (uint32_t)ds->max_batch ? (uint32_t)ds->max_batch - rows.n : 0;
+    uint32_t n_out = 0, n_q = 0;
+    bool any_q = false;
+    for (uint32_t i0 = 0; i0 < rows.n;) {
+        uint32_t i1 = i0 + 1;
+        while (i1 < rows.n && rows.req[i1] == rows.req[i0])
+            i1++;
+        dreq *r = find_req(ds, rows.req[i0], true);
+        if (!r)
+            return sl_stage_fail_batch(s, in, out, "too many requests in flight", err);
+        if (take_rows(ds, r, &rows, i0, i1, &why))
+            return sl_stage_fail_batch(s, in, out, why.msg, err);
+        bool ahead_ok = settle(ds, r, rows.pos[i0], rows.tok[i0], (int)(i1 - i0));
+        if (!r->broken && hist_push(r, rows.tok + i0, (int)(i1 - i0)))
+            return sl_stage_fail_batch(s, in, out, "out of memory", err);
+        int k = 0;
+        int last_pos = rows.pos[i1 - 1];
+        if ((rows.flags[i1 - 1] & 1) && !r->broken && (ds->lookup || r->sampler)) {
+            int fit = ds->context - 1 - last_pos;
+            if (fit > (int)room)
+                fit = (int)room;
+            if ((k = propose(ds, r, choose_k(ds, r, fit), ahead_ok, &why)) < 0)
+                return sl_stage_fail_batch(s, in, out, why.msg, err);
+        }
+        for (uint32_t i = i0; i < i1; i++) {
+            ds->o_req[n_out] = rows.req[i];
+            ds->o_seq[n_out] = rows.seq[i];
+            ds->o_pos[n_out] = rows.pos[i];
+            ds->o_tok[n_out] = rows.tok[i];
+            ds->o_flags[n_out] = rows.flags[i];
+            ds->o_draft[n_out++] = -1;
+        }
+        for (int j = 0; j < k; j++) {
+            ds->o_req[n_out] = rows.req[i0];
+            ds->o_seq[n_out] = rows.seq[i0];
+            ds->o_pos[n_out] = last_pos + 1 + j;
+            ds->o_tok[n_out] = r->drafted[j];
+            ds->o_flags[n_out] = 1;
+            ds->o_draft[n_out++] = r->drafted[j];
+            bool has_q = r->sampled && !ds->lookup;
+            ds->o_qsrc[n_q++] = has_q ? r->q + (size_t)j * ds->n_vocab : NULL;
+            any_q |= has_q;
+        }
+        if (k > 0) {
+            r->base = last_pos;
+            r->k = k;
+            r->t_sent = now_s();
+            r->ahead_tried = false;
+            ds->blocks++;
+            ds->drafted_tokens += k;
+        }
+        room -= (uint32_t)k;
+        i0 = i1;
+    }
+    pl_msg m;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, n_out);
+    sl_stage_copy_extras(&m, in);
+    int rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n_out, 0, ds->o_req, NULL, NULL, err) ||
+             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, n_out, 0, ds->o_seq, NULL, NULL, err) ||
+             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, n_out, 0, ds->o_pos, NULL, NULL, err) ||
+             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n_out, 0, ds->o_tok, NULL, NULL, err) ||
+             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, n_out, 0, ds->o_flags, NULL, NULL, err);
+    if (rc == 0 && n_q)
+        rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, n_out, 0,
+                        ds->o_draft, NULL, NULL, err);
+    if (rc == 0 && any_q) {
+        /* copied: the scratch is reused by the next batch before a socket
+         * may have sent this one */
+        size_t v = (size_t)ds->n_vocab;
+        float *q = calloc((size_t)n_q * v, sizeof(float));
+        if (!q) {
+            rc = sl_fail(err, "out of memory");
+        } else {
+            for (uint32_t j = 0, at = 0; j < n_out; j++) {
+                if (ds->o_draft[j] < 0)
+                    continue;
+                if (ds->o_qsrc[at]) /* else a deterministic draft: all mass on the token */
+                    memcpy(q + at * v, ds->o_qsrc[at], v * sizeof(float));
+                else
+                    q[at * v + (size_t)ds->o_draft[j]] = 1.0f;
+                at++;
+            }
+            rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, n_q,
+                            (uint64_t)ds->n_vocab, q, free_buffer, NULL, err);
+            if (rc)
+                free(q);
+        }
+    }
+    if (rc) {
+        pl_msg_close(&m);
+        return -1;
+    }
+    s->n_batches++;
+    s->n_rows += n_out;
+    return out->send(out->ctx, &m, err);
+}
+
+/* Idle time of a pipelined draft: for one request whose block is out,
+ * evaluate its last drafted token, guess the target's bonus token, and
+ * draft the block after it. */
+static int draft_idle(sl_stage *s)
+{
+    draft_stage *ds = s->impl;
+    if (!ds->pipelined || ds->lookup)
+        return 0;
+    for (int i = 0; i < ds->cap; i++) {
+        dreq *r = &ds->reqs[i];
+        if (!r->used || r->base < 0 || r->ahead_tried || r->broken || !r->sampler)
+            continue;
+        r->ahead_tried = true;
+        int k = r->k;
+        if (r->base + 1 + k + k >= ds->context)
+            return 1;
+        /* the cache holds the text and drafted[0..k-1); as if all were
+         * accepted, the text would end with drafted[k-1] at base + k */
+        sl_err why;
+        ds->tok[0] = r->drafted[k - 1];
+        ds->seq[0] = r->seq;
+        ds->pos[0] = r->base + k;
+        int want = 0;
+        if (eval_rows(ds, 1, &want, 1, &why))
+            return 1;
+        float *gq = r->sampled ? r->ahead_q : NULL; /* scratch for the guess's q */
+        r->guess = draft_pick(ds, r, ds->logits, gq);
+        ds->tok[0] = r->guess;
+        ds->pos[0] = r->base + k + 1;
+        if (eval_rows(ds, 1, &want, 1, &why))
+            return 1;
+        size_t v = (size_t)ds->n_vocab;
+        r->ahead_tok[0] = draft_pick(ds, r, ds->logits, gq);
+        for (int j = 1; j < k; j++) {
+            ds->tok[0] = r->ahead_tok[j - 1];
+            ds->pos[0] = r->base + k + 1 + j;
+            if (eval_rows(ds, 1, &want, 1, &why))
+                return 1;
+            r->ahead_tok[j] = draft_pick(ds, r, ds->logits, gq ? gq + (size_t)j * v : NULL);
+        }
+        r->ahead_k = k;
+        r->ahead = true;
+        ds->draft_tokens += k + 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void draft_describe(const sl_stage *s, char *buf, size_t size)
+{
+    const draft_stage *ds = s->impl;
+    snprintf(buf, size, "drafted %ld tokens in %ld blocks%s", ds->drafted_tokens, ds->blocks,
+             ds->pipelined ? "" : " (not pipelined)");
+    if (ds->pipelined) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, size - n, "; drafted ahead: %ld used, %ld dropped", ds->ahead_hits,
+                 ds->ahead_misses);
+    }
+}
+
+static void destroy_draft_stage(sl_stage *s)
+{
+    draft_stage *ds = s->impl;
+    if (ds) {
+        for (int i = 0; ds->reqs && i < ds->cap; i++)
+            if (ds->reqs[i].used)
+                free_req(&ds->reqs[i]);
+        free(ds->reqs);
+        sl_kv_free(ds->kv);
+        sl_fwd_free(ds->fwd);
+        sl_model_free(ds->model);
+        free(ds->x);
+        free(ds->logits);
+        free(ds->row);
+        free(ds->tok);
+        free(ds->seq);
+        free(ds->pos);
+        free(ds->ids);
+        free(ds->probs);
+        free(ds->o_req);
+        free(ds->o_seq);
+        free(ds->o_pos);
+        free(ds->o_tok);
+        free(ds->o_draft);
+        free(ds->o_flags);
+        free(ds->o_qsrc);
+        free(ds);
+    }
+    free(s);
+}
+
+int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
+{
+    draft_stage *ds = calloc(1, sizeof *ds);
+    if (!ds)
+        return sl_fail(err, "out of memory");
+    s->impl = ds;
+    s->destroy = destroy_draft_stage;
+    s->process = draft_process;
+    s->idle = draft_idle;
+    s->describe = draft_describe;
+    ds->max_batch = spec->max_batch_tokens;
+    ds->context = spec->context;
+    ds->max_seqs = spec->max_sequences;
+    ds->k_max = spec->spec_k;
+    ds->auto_k = spec->spec_auto;
+    ds->lookup = spec->spec_lookup;
+    ds->pipelined = spec->spec_pipelined && !spec->spec_lookup;
+    if (ds->k_max < 0 || ds->k_max > SL_SPEC_K_MAX)
+        return sl_fail(err, "speculative k = %d outside 0..%d", ds->k_max, SL_SPEC_K_MAX);
+    if (!ds->lookup) {
+        if (!spec->draft_model || !spec->draft_model[0])
+            return sl_fail(err, "speculative decoding needs a draft model or prompt-lookup");
+        sl_model_part whole = {0, 0, true, true};
+        sl_model *probe = NULL;
+        /* the layer count is known only once the file is open */
+        if (sl_model_load(&probe, spec->draft_model, &whole, err))
+            return -1;
+        whole.l1 = probe->cfg.n_layer;
+        sl_model_free(probe);
+        if (sl_model_load(&ds->model, spec->draft_model, &whole, err))
+            return -1;
+    }
+    if (sl_vocab_check(spec->model, ds->model ? ds->model->gguf : NULL, spec->draft_model,
+                       &ds->n_vocab, err))
+        return -1;
+    if (ds->model) {
+        const sl_config *c = &ds->model->cfg;
+        ds->d_model = c->d_model;
+        if (sl_kv_new(&ds->kv, c, 0, c->n_layer, ds->max_seqs, ds->context, err) ||
+            sl_fwd_new(&ds->fwd, ds->model, ds->max_batch, err))
+            return -1;
+    }
+    ds->cap = 16;
+    while (ds->cap < 4 * ds->max_seqs)
+        ds->cap *= 2;
+    size_t rows = (size_t)ds->max_batch + 1, v = (size_t)ds->n_vocab;
+    ds->reqs = calloc((size_t)ds->cap, sizeof *ds->reqs);
+    ds->x = malloc(rows * (size_t)(ds->d_model + 1) * sizeof(float));
+    ds->logits = malloc(v * sizeof(float));
+    ds->tok = malloc(rows * sizeof(int32_t));
+    ds->seq = malloc(rows * sizeof(int32_t));
+    ds->pos = malloc(rows * sizeof(int32_t));
+    ds->ids = malloc(v * sizeof(int32_t));
+    ds->probs = malloc(v * sizeof(float));
+    ds->o_req = malloc(rows * sizeof(uint64_t));
+    ds->o_seq = malloc(rows * sizeof(int32_t));
+    ds->o_pos = malloc(rows * sizeof(int32_t));
+    ds->o_tok = malloc(rows * sizeof(int32_t));
+    ds->o_draft = malloc(rows * sizeof(int32_t));
+    ds->o_flags = malloc(rows);
+    ds->o_qsrc = malloc(rows * sizeof *ds->o_qsrc);
+    if (!ds->reqs || !ds->x || !ds->logits || !ds->tok || !ds->seq || !ds->pos || !ds->ids ||
+        !ds->probs || !ds->o_req || !ds->o_seq || !ds->o_pos || !ds->o_tok || !ds->o_draft ||
+        !ds->o_flags || !ds->o_qsrc)
+        return sl_fail(err, "out of memory");
+    return 0;
+}
