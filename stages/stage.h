@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "model/kv.h"
 #include "pipeline/config.h"
 #include "pipeline/wire.h"
 #include "util/err.h"
@@ -69,6 +70,9 @@ void sl_stage_destroy(sl_stage *s);
 int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err);
 int sl_stage_route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err);
 void sl_stage_copy_extras(pl_msg *dst, const pl_msg *src);
+
+/* A layers stage's KV cache (NULL for other kinds); for tests and status. */
+sl_kv *sl_stage_kv(sl_stage *s);
 
 /* The draft stage (stages/draft_stage.c), made by sl_stage_create. */
 int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);

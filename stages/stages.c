@@ -809,6 +809,11 @@ static int pass_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
 
 static void destroy_plain(sl_stage *s) { free(s); }
 
+sl_kv *sl_stage_kv(sl_stage *s)
+{
+    return s->kind == PL_STAGE_LAYERS ? ((model_stage *)s->impl)->kv : NULL;
+}
+
 /* ---- creation ---- */
 
 int sl_stage_create(sl_stage **out, const sl_stage_spec *spec, sl_err *err)
