@@ -1,5 +1,6 @@
 #include "stages/draft.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -110,7 +111,10 @@ int sl_vocab_check(const char *target_path, const gguf_file *draft, const char *
     int rc = sl_config_from_gguf(&tc, tf, err);
     if (rc == 0)
         *n_vocab = tc.n_vocab;
-    if (rc == 0 && draft) {
+    char real_t[PATH_MAX], real_d[PATH_MAX];
+    bool same_file = draft && realpath(target_path, real_t) && realpath(draft_path, real_d) &&
+                     strcmp(real_t, real_d) == 0;
+    if (rc == 0 && draft && !same_file) {
         if ((rc = sl_config_from_gguf(&dc, draft, err)) == 0 && dc.n_vocab != tc.n_vocab)
             rc = sl_fail(err, "draft %s has a vocabulary of %d tokens but target %s has %d",
                          draft_path, dc.n_vocab, target_path, tc.n_vocab);

@@ -3,7 +3,8 @@
  * a mask of frames placed one byte off alignment, then u16 lengths, then the
  * bytes), so corpus-wire seeds work here too. Every message the wire layer
  * accepts goes to an embed, a layers, a head and a sample stage of a tiny
- * gemma3 model built at start-up: each must answer (or refuse) it without
+ * gemma3 model built at start-up, and to two draft stages (that model
+ * drafting for itself, and prompt lookup): each must answer (or refuse) it without
  * crashing, and whatever a stage emits must itself be a message the wire
  * layer accepts. The stages keep their state (KV caches, sampler states)
  * across inputs, as a long-running host would. */
@@ -21,7 +22,8 @@
 
 #define MAX_IN_FRAMES 20
 
-static sl_stage *stages[4];
+#define N_STAGES 6
+static sl_stage *stages[N_STAGES];
 static void *zctx, *tx, *rx;
 
 static void require(int ok)
@@ -114,10 +116,15 @@ static void init(void)
     char path[64];
     snprintf(path, sizeof path, "/tmp/sluice-fuzz-stage-%d.gguf", (int)getpid());
     write_model(path);
-    pl_stage_kind kinds[4] = {PL_STAGE_EMBED, PL_STAGE_LAYERS, PL_STAGE_HEAD, PL_STAGE_SAMPLE};
-    for (int i = 0; i < 4; i++) {
+    /* the draft stages: the model drafting for itself (pipelined, so its
+     * idle work runs too), and prompt lookup */
+    pl_stage_kind kinds[N_STAGES] = {PL_STAGE_EMBED, PL_STAGE_LAYERS, PL_STAGE_HEAD,
+                                     PL_STAGE_SAMPLE, PL_STAGE_DRAFT, PL_STAGE_DRAFT};
+    for (int i = 0; i < N_STAGES; i++) {
         sl_stage_spec spec = {.kind = kinds[i], .model = path, .l0 = 0, .l1 = 2, .max_sequences = 4,
-                              .context = 64, .max_batch_tokens = 64, .index = i};
+                              .context = 64, .max_batch_tokens = 64, .index = i,
+                              .draft_model = path, .spec_k = 3, .spec_auto = i == 5,
+                              .spec_lookup = i == 5, .spec_pipelined = i == 4};
         sl_err err;
         if (sl_stage_create(&stages[i], &spec, &err)) {
             fprintf(stderr, "fuzz_stage: %s\n", err.msg);
@@ -161,7 +168,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pl_wire_limits lim;
     pl_wire_limits_default(&lim);
     sl_emit emit = {check_emit, NULL};
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < N_STAGES; s++) {
         pl_msg m;
         sl_err err;
         if (pl_msg_decode(&m, frames, sizes, n, &lim, &err))
@@ -169,6 +176,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* A refusal is fine; only a crash or a bad emitted message is not. */
         (void)stages[s]->process(stages[s], &m, &emit, &err);
         pl_msg_close(&m);
+        for (int k = 0; k < 4 && stages[s]->idle && stages[s]->idle(stages[s]) > 0; k++)
+            ;
     }
     for (int i = 0; i < n; i++)
         free(blocks[i]);
