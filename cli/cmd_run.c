@@ -442,6 +442,8 @@ static void print_spec(const sl_spec_summary *s, double tok_s, double base_tok_s
     fprintf(stderr, "effective decode   %.1f tok/s\n", tok_s);
     if (base_tok_s > 0)
         fprintf(stderr, "plain decode       %.1f tok/s; speed-up %.2fx\n", base_tok_s, tok_s / base_tok_s);
+    else
+        fprintf(stderr, "speed-up           not measured (--spec-baseline runs plain decoding first)\n");
 }
 
 int cmd_run(int argc, char **argv)

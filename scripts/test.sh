@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, builds, runs each fuzz target for
-# a bounded time, then the whole ctest suite (its summary is the last line).
+# a bounded time, the whole ctest suite, then the whole suite again under
+# AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ (its summary
+# is the last line).
+#   FUZZ_SECONDS=N  seconds per fuzz target (default 30)
+#   SLUICE_ASAN=0   skip the sanitizer pass
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j2
+if [[ ${SLUICE_ASAN:-1} != 0 ]]; then
+  echo "test: the suite again under ASan+UBSan (build-asan/)" >&2
+  BUILD_DIR=build-asan scripts/build.sh -DSLUICE_SANITIZE=ON
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j2
+fi
