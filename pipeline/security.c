@@ -187,6 +187,7 @@ typedef struct allowed {
 typedef struct watch {
     void *pair;             /* receives the watched socket's monitor events */
     char label[WATCH_LABEL_MAX];
+    bool client;
 } watch;
 
 struct sec_zap {
@@ -318,6 +319,8 @@ static void zap_answer(sec_zap *z)
 
 static const char *handshake_why(uint16_t event, uint32_t value)
 {
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        return "the server refused this process's public key (is it in the server's --allow list?)";
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
         if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
             return "it does not speak CURVE (a plain-text peer?)";
@@ -346,8 +349,16 @@ static bool watch_event(sec_zap *z, watch *w)
         if (event == ZMQ_EVENT_MONITOR_STOPPED) {
             alive = false;
         } else {
-            refusal(z, "refused a connection to its %s (%s): %s", w->label, endpoint,
-                    handshake_why(event, value));
+            if (w->client)
+                refusal(z, "could not connect to %s (%s): %s", w->label, endpoint,
+                        event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                                value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC
+                            ? "the server does not hold the secret half of the public key this process "
+                              "has for it"
+                            : handshake_why(event, value));
+            else
+                refusal(z, "refused a connection to its %s (%s): %s", w->label, endpoint,
+                        handshake_why(event, value));
         }
     }
     zmq_msg_close(&head);
@@ -470,15 +481,16 @@ void sec_zap_forget(sec_zap *z, int tag)
     pthread_mutex_unlock(&z->lock);
 }
 
-int sec_zap_watch(sec_zap *z, void *sock, const char *label, sl_err *err)
+int sec_zap_watch(sec_zap *z, void *sock, const char *label, bool client, sl_err *err)
 {
     char endpoint[96];
     pthread_mutex_lock(&z->lock);
     unsigned id = z->next_watch++;
     pthread_mutex_unlock(&z->lock);
     snprintf(endpoint, sizeof endpoint, "inproc://sluice-sec-watch-%p-%u", (void *)z, id);
+    /* a server's ZAP denials are logged by the handler already */
     int events = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                 ZMQ_EVENT_MONITOR_STOPPED;
+                 ZMQ_EVENT_MONITOR_STOPPED | (client ? ZMQ_EVENT_HANDSHAKE_FAILED_AUTH : 0);
     if (zmq_socket_monitor(sock, endpoint, events))
         return sl_fail(err, "%s: cannot watch the socket: %s", label, zmq_strerror(zmq_errno()));
     void *pair = zmq_socket(z->zctx, ZMQ_PAIR);
@@ -505,6 +517,7 @@ int sec_zap_watch(sec_zap *z, void *sock, const char *label, sl_err *err)
         watch *w = &z->watches[z->n_watches++];
         w->pair = pair;
         snprintf(w->label, sizeof w->label, "%s", label);
+        w->client = client;
     }
     pthread_mutex_unlock(&z->lock);
     if (rc) {

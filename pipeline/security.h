@@ -72,8 +72,9 @@ int sec_zap_allow(sec_zap *z, const char *domain, const char *public_z85, int ta
 /* Drops every key admitted under tag (a worker's assignment ends). */
 void sec_zap_forget(sec_zap *z, int tag);
 /* Reports handshake failures of sock, a socket of the handler's context
- * (label names it in the log). */
-int sec_zap_watch(sec_zap *z, void *sock, const char *label, sl_err *err);
+ * (label names it in the log). client: sock connects, and a server that
+ * refuses this process's key is reported too. */
+int sec_zap_watch(sec_zap *z, void *sock, const char *label, bool client, sl_err *err);
 /* Connections refused so far (ZAP denials and failed handshakes). */
 uint64_t sec_zap_refused(sec_zap *z);
 /* Stops the thread; call before zmq_ctx_term of its context. */

@@ -132,7 +132,7 @@ static void test_curve_sockets(void)
     CHECKF(sec_zap_allow(zap, "data", good.public_, 0, &err) == 0, "%s", err.msg);
     CHECKF(sec_zap_allow(zap, "control", stranger.public_, 0, &err) == 0, "%s", err.msg);
     CHECKF(sec_server(pull, &server_k, zap, "data", "tcp://127.0.0.1:0", &err) == 0, "%s", err.msg);
-    CHECKF(sec_zap_watch(zap, pull, "test socket", &err) == 0, "%s", err.msg);
+    CHECKF(sec_zap_watch(zap, pull, "test socket", false, &err) == 0, "%s", err.msg);
     CHECK(zmq_bind(pull, "tcp://127.0.0.1:*") == 0);
     char addr[128];
     size_t len = sizeof addr;
