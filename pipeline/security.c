@@ -234,10 +234,8 @@ static void refusal(sec_zap *z, const char *fmt, ...)
         return;
     }
     if (z->repeats)
-        fprintf(stderr, "%s: %s (and %u more like it in the last %.0f s)\n", z->who, text, z->repeats,
-                t - z->last_log_s);
-    else
-        fprintf(stderr, "%s: %s\n", z->who, text);
+        fprintf(stderr, "%s: (the refusal before was repeated %u more times)\n", z->who, z->repeats);
+    fprintf(stderr, "%s: %s\n", z->who, text);
     snprintf(z->last_log, sizeof z->last_log, "%s", text);
     z->last_log_s = t;
     z->repeats = 0;
@@ -317,18 +315,24 @@ static void zap_answer(sec_zap *z)
         zmq_msg_close(&f[i]);
 }
 
-static const char *handshake_why(uint16_t event, uint32_t value)
+static const char *handshake_why(uint16_t event, uint32_t value, char *buf, size_t size)
 {
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
         return "the server refused this process's public key (is it in the server's --allow list?)";
-    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
-        if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-            return "it does not speak CURVE (a plain-text peer?)";
-        if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
-            return "its handshake failed authentication (replayed, forged or for another key)";
-        return "it broke the ZMTP handshake protocol";
+    if (event != ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+        snprintf(buf, size, "the peer hung up during the handshake (%s): a plain-text peer, or one that "
+                 "expects another key here?", value ? strerror((int)value) : "no detail");
+        return buf;
     }
-    return "the handshake did not complete";
+    if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        return "it does not speak CURVE (a plain-text peer?)";
+    if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+        return "its handshake failed authentication (replayed, forged or for another key)";
+    /* a replayed session breaks the CURVE handshake's sequence: the server's
+     * WELCOME and cookie are new, so the old INITIATE cannot follow */
+    snprintf(buf, size, "its CURVE handshake broke off (protocol error 0x%08x: replayed or corrupt bytes?)",
+             (unsigned)value);
+    return buf;
 }
 
 /* Returns false once the watched socket has closed. */
@@ -349,16 +353,17 @@ static bool watch_event(sec_zap *z, watch *w)
         if (event == ZMQ_EVENT_MONITOR_STOPPED) {
             alive = false;
         } else {
+            char why[128];
             if (w->client)
                 refusal(z, "could not connect to %s (%s): %s", w->label, endpoint,
                         event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
                                 value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC
                             ? "the server does not hold the secret half of the public key this process "
                               "has for it"
-                            : handshake_why(event, value));
+                            : handshake_why(event, value, why, sizeof why));
             else
                 refusal(z, "refused a connection to its %s (%s): %s", w->label, endpoint,
-                        handshake_why(event, value));
+                        handshake_why(event, value, why, sizeof why));
         }
     }
     zmq_msg_close(&head);
