@@ -53,6 +53,8 @@ static int emit_send(void *ctx, pl_msg *m, sl_err *err)
 int pl_bind_address(const char *addr, char *out, size_t size, sl_err *err)
 {
     snprintf(out, size, "%s", addr);
+    if (strncmp(addr, "ipc://", 6) == 0)
+        return sec_ipc_dir(addr, err);
     if (strncmp(addr, "tcp://", 6) != 0)
         return 0;
     const char *host = addr + 6, *colon = strrchr(host, ':');

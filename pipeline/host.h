@@ -66,7 +66,8 @@ const char *pl_host_name(const pl_host *h);
 
 /* The address to bind for addr: ZeroMQ binds tcp:// only to an IP address or
  * an interface name, while configs name hosts, so a host name is resolved
- * (connecting peers resolve names themselves). Others are copied as is. */
+ * (connecting peers resolve names themselves). Others are copied as is; an
+ * ipc:// address's directory must be private to this user (sec_ipc_dir). */
 int pl_bind_address(const char *addr, char *out, size_t size, sl_err *err);
 
 #endif

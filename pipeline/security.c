@@ -171,6 +171,46 @@ int sec_client(void *sock, const sec_keys *k, const char *server_public, const c
     return 0;
 }
 
+/* ---- ipc:// directories ---- */
+
+int sec_ipc_dir(const char *addr, sl_err *err)
+{
+    if (strncmp(addr, "ipc://", 6) != 0)
+        return 0;
+    const char *path = addr + 6;
+    if (path[0] == '@')
+        return sl_fail(err, "%s: abstract ipc:// names have no directory to keep other users out; use a "
+                       "path in a directory only you can enter", addr);
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) >= sizeof dir)
+        return sl_fail(err, "%s: path too long", addr);
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return sl_fail(err, "%s: cannot create its directory %s: %s", addr, dir, strerror(errno));
+    struct stat st;
+    if (lstat(dir, &st) != 0)
+        return sl_fail(err, "%s: cannot inspect its directory %s: %s", addr, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return sl_fail(err, "%s: %s is not a directory (a symbolic link?): ipc:// sockets must live in a real "
+                       "directory only you can enter", addr, dir);
+    if (st.st_uid != geteuid())
+        return sl_fail(err, "%s: directory %s belongs to user %u, not to this user (%u): ipc:// sockets must "
+                       "live in a directory only you can enter", addr, dir, (unsigned)st.st_uid,
+                       (unsigned)geteuid());
+    if (st.st_mode & 077)
+        return sl_fail(err, "%s: directory %s has mode %04o, so other users can reach its sockets; ipc:// "
+                       "sockets must live in a directory only you can enter (chmod 700 %s, or name a path "
+                       "in a new directory, which sluice creates with mode 0700)", addr, dir,
+                       (unsigned)(st.st_mode & 07777), dir);
+    return 0;
+}
+
 /* ---- the ZAP handler ---- */
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"

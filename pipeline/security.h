@@ -56,6 +56,13 @@ int sec_server(void *sock, const sec_keys *k, const sec_zap *zap, const char *do
 int sec_client(void *sock, const sec_keys *k, const char *server_public, const char *addr,
                sl_err *err);
 
+/* An ipc:// socket is as private as its directory: before one binds, its
+ * directory is created (mode 0700) when missing, and otherwise must be a
+ * real directory owned by this user that group and others cannot enter.
+ * Abstract names (ipc://@name) have no directory and are refused. Other
+ * schemes pass. */
+int sec_ipc_dir(const char *addr, sl_err *err);
+
 /* ---- the ZAP handler (ZeroMQ RFC 27) ----
  * One per ZeroMQ context, on a thread of its own: answers every CURVE
  * server's request to admit a client, admitting only public keys listed for

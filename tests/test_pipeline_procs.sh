@@ -186,6 +186,16 @@ sed -i -e "/^  - name: local\$/a\\    key: $T/local.key" \
 if ids run.err | cmp -s - <(ids ref.err); then ok; else bad "tcp by host name: ids differ"; fi
 no_orphans "tcp by host name"
 
+# ---- ipc:// sockets only in a directory private to this user ----
+"$SLUICE" worker --listen "ipc:///tmp/sluice-open-$$" 2>open.err && bad "worker listened in /tmp"
+has open.err "directory /tmp has mode 1777, so other users can reach its sockets" "ipc in /tmp"
+mkdir -m 755 "$T/open"
+config open.yaml "ipc://$T/open/c" p1 "ipc://$T/p1" true -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
+"$SLUICE" run -c open.yaml -p hi -n 2 >/dev/null 2>run.err && bad "coordinator listened in a 0755 directory"
+has run.err "directory $T/open has mode 0755" "ipc in a 0755 directory"
+no_orphans "ipc directory"
+
 # ---- unreachable node ----
 config ghost.yaml "ipc://$T/c" ghost "ipc://$T/nobody" false -- \
     "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 ghost)" "$(tail_on ghost)"

@@ -3,7 +3,8 @@
  * the file and mode named; malformed key text is refused. CURVE sockets: a
  * server admits a client whose key the ZAP handler lists and refuses (and
  * counts) an unknown key, a plain-text peer and a client that expects
- * another server key. */
+ * another server key. ipc:// sockets bind only in a directory private to
+ * the user. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,37 @@ static void test_curve_sockets(void)
     zmq_ctx_term(zctx);
 }
 
+static void test_ipc_dir(const char *dir)
+{
+    char addr[700], sub[560];
+    sl_err err = {{0}};
+    /* a missing directory is made private */
+    snprintf(sub, sizeof sub, "%s/sockets", dir);
+    snprintf(addr, sizeof addr, "ipc://%s/p1", sub);
+    CHECKF(sec_ipc_dir(addr, &err) == 0, "%s", err.msg);
+    struct stat st;
+    CHECK(stat(sub, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
+    CHECKF(sec_ipc_dir(addr, &err) == 0, "%s", err.msg); /* and found fine the second time */
+    /* one other users may enter is refused, naming it and its mode */
+    chmod(sub, 0711);
+    CHECK(sec_ipc_dir(addr, &err) == -1);
+    CHECK_ERR_HAS(err, sub);
+    CHECK_ERR_HAS(err, "0711");
+    chmod(sub, 0700);
+    CHECK(sec_ipc_dir("ipc:///tmp/x", &err) == -1); /* /tmp: mode 1777 */
+    CHECK_ERR_HAS(err, "1777");
+    char link[600];
+    snprintf(link, sizeof link, "%s/link", dir);
+    CHECK(symlink(sub, link) == 0);
+    snprintf(addr, sizeof addr, "ipc://%s/p1", link);
+    CHECK(sec_ipc_dir(addr, &err) == -1);
+    CHECK_ERR_HAS(err, "not a directory");
+    CHECK(sec_ipc_dir("ipc://@abstract", &err) == -1);
+    CHECK_ERR_HAS(err, "abstract");
+    CHECK(sec_ipc_dir("tcp://127.0.0.1:1", &err) == 0);
+    CHECK(sec_ipc_dir("inproc://x", &err) == 0);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/sl_sec.XXXXXX";
@@ -175,6 +207,7 @@ int main(void)
     test_keygen_pair(dir);
     test_bad_text(dir);
     test_curve_sockets();
+    test_ipc_dir(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
