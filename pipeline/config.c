@@ -1040,18 +1040,30 @@ int pl_config_check_security(const pl_config *c, sl_err *err)
     for (int i = 1; i < c->n_nodes; i++) {
         const pl_node *n = &c->nodes[i];
         snprintf(field, sizeof field, "nodes[%d]", i);
-        if (n->key[0] && !(n->spawn && is_tcp(n->address)))
-            return fail_at(&x, n->line, field, "only the coordinator and spawned tcp:// nodes name a secret "
-                           "`key` here; node '%s' gets its own with `sluice worker --key`", n->name);
+        if (n->key[0] && !n->spawn)
+            return fail_at(&x, n->line, field, "only the coordinator and spawned nodes name a secret `key` "
+                           "here; node '%s' gets its own with `sluice worker --key`", n->name);
         if (!is_tcp(n->address))
             continue;
-        if (!n->public_key[0])
-            return fail_at(&x, n->line, field, "node '%s' (%s) needs `public_key:` (its .pub file from "
-                           "`sluice keygen`, or the 40 characters inline), or set `insecure: true` for "
-                           "plain TCP", n->name, n->address);
+        /* a spawned node's public key follows from the secret one we hand it */
         if (n->spawn && !n->key[0])
             return fail_at(&x, n->line, field, "node '%s' is spawned on tcp:// and needs its secret `key: "
                            "FILE` for the worker the coordinator starts", n->name);
+        if (!n->spawn && !n->public_key[0])
+            return fail_at(&x, n->line, field, "node '%s' (%s) needs `public_key:` (its .pub file from "
+                           "`sluice keygen`, or the 40 characters inline), or set `insecure: true` for "
+                           "plain TCP", n->name, n->address);
+    }
+    /* a spawned ipc:// node whose stage sends to a tcp:// node is a CURVE
+     * client there: it needs keys too */
+    for (int i = 0; i < c->n_stages; i++) {
+        int from = c->stages[i].node, to = i + 1 < c->n_stages ? c->stages[i + 1].node : 0;
+        const pl_node *n = &c->nodes[from];
+        if (from == to || from == 0 || !n->spawn || n->key[0] || !is_tcp(c->nodes[to].address))
+            continue;
+        snprintf(field, sizeof field, "nodes[%d]", from);
+        return fail_at(&x, n->line, field, "node '%s' is spawned and its stage %d sends to tcp:// node '%s': it "
+                       "needs its secret `key: FILE` too", n->name, i, c->nodes[to].name);
     }
     return 0;
 }

@@ -135,17 +135,16 @@ static int spawn_worker(pl_coord *c, peer *p, const char *self_exe, sl_err *err)
     char *argv[16] = {exe, "worker", "--listen", (char *)p->nd.address, "--once",
                       "--quiet", "--notify-fd", fd_text};
     int argc = 8;
-    /* a tcp:// worker of ours serves with the key the config gives it and
-     * admits us; ipc:// needs no keys */
-    if (strncmp(p->nd.address, "tcp://", 6) == 0) {
-        if (c->keys->self.on) {
-            argv[argc++] = "--key";
-            argv[argc++] = p->nd.key;
-            argv[argc++] = "--allow";
-            argv[argc++] = (char *)c->keys->self.public_;
-        } else {
-            argv[argc++] = "--insecure";
-        }
+    /* a worker of ours uses the key the config gives it (for its tcp://
+     * sockets) and admits us; without CURVE, plain TCP is what the config
+     * asked for */
+    if (c->keys->self.on && p->nd.key[0]) {
+        argv[argc++] = "--key";
+        argv[argc++] = p->nd.key;
+        argv[argc++] = "--allow";
+        argv[argc++] = (char *)c->keys->self.public_;
+    } else if (!c->keys->self.on && c->cfg->insecure) {
+        argv[argc++] = "--insecure";
     }
     argv[argc] = NULL;
     pid_t parent = getpid();

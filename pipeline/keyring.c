@@ -3,13 +3,27 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A node's public key: named in the config, or the public half of the
+ * secret key the config hands a spawned node (both: they must agree). */
 static int load_pub(pl_keyring *k, const pl_config *c, int i, sl_err *err)
 {
     const pl_node *n = &c->nodes[i];
-    if (!n->public_key[0])
-        return 0;
-    if (sec_load_public_any(n->public_key, k->pub[i], err))
+    char derived[SEC_KEY_TEXT] = "";
+    if (n->key[0]) {
+        sec_keys own;
+        if (i == 0)
+            own = k->self;
+        else if (sec_keys_load(&own, n->key, err))
+            return sl_wrap(err, "%s: node '%s': key", c->path, n->name);
+        memcpy(derived, own.public_, SEC_KEY_TEXT);
+    }
+    if (n->public_key[0] && sec_load_public_any(n->public_key, k->pub[i], err))
         return sl_wrap(err, "%s: node '%s': public_key", c->path, n->name);
+    if (derived[0] && k->pub[i][0] && strcmp(derived, k->pub[i]) != 0)
+        return sl_fail(err, "%s: node '%s': public_key %s is not the public half of the secret key %s", c->path,
+                       n->name, n->public_key, n->key);
+    if (derived[0])
+        memcpy(k->pub[i], derived, SEC_KEY_TEXT);
     return 0;
 }
 
@@ -38,10 +52,6 @@ int pl_keyring_load(pl_keyring *k, const pl_config *c, sl_err *err)
     for (int i = 0; i < c->n_nodes; i++)
         if (load_pub(k, c, i, err))
             return -1;
-    if (k->pub[0][0] && strcmp(k->pub[0], k->self.public_) != 0)
-        return sl_fail(err, "%s: node '%s': public_key %s is not the public half of the secret key %s",
-                       c->path, n0->name, n0->public_key, n0->key);
-    memcpy(k->pub[0], k->self.public_, SEC_KEY_TEXT);
     return 0;
 }
 

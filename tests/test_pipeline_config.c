@@ -568,6 +568,16 @@ static void test_security_fields(void)
     /* ipc:// only: no keys needed */
     check_sec(HEAD_ "nodes:\n  - name: local\n  - name: p1\n    address: ipc:///tmp/x/p1\n    spawn: true\n"
               STAGES_, "", NULL);
+    /* a spawned ipc:// node that sends to a tcp:// node is a CURVE client there */
+    check_sec(HEAD_ "nodes:\n  - name: local\n    address: tcp://10.0.0.1:7100\n    key: l.key\n"
+              "  - name: p1\n    address: ipc:///tmp/x/p1\n    spawn: true\n"
+              "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n    node: p1\n"
+              "  - kind: head\n  - kind: sample\n", "pipe.yaml:6: nodes[1]:",
+              "node 'p1' is spawned and its stage 1 sends to tcp:// node 'local'");
+    check_sec(HEAD_ "nodes:\n  - name: local\n    address: tcp://10.0.0.1:7100\n    key: l.key\n"
+              "  - name: p1\n    address: ipc:///tmp/x/p1\n    spawn: true\n    key: p1.key\n"
+              "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n    node: p1\n"
+              "  - kind: head\n  - kind: sample\n", "", NULL);
     /* a spawned tcp:// node needs the secret key the coordinator gives its worker */
     check_sec(HEAD_ "nodes:\n  - name: local\n    key: l.key\n  - name: p1\n    address: tcp://127.0.0.1:7300\n"
               "    spawn: true\n    public_key: p1.pub\n" STAGES_, "pipe.yaml:5: nodes[1]:", "needs its secret `key");
