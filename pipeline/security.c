@@ -1,5 +1,6 @@
 #include "pipeline/security.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -225,10 +227,27 @@ typedef struct allowed {
     int tag;
 } allowed;
 
+#define WATCH_PEERS 32          /* connections of one socket whose peers we remember */
+#define PEER_TEXT 64
+
+/* A monitor event names the socket's own endpoint, not the peer's: the peer
+ * comes from the accepted connection's fd (ACCEPTED), and a failed
+ * handshake is logged when its DISCONNECTED names that fd (libzmq emits
+ * the two back to back from the connection's I/O thread). */
+typedef struct peer_fd {
+    int fd;                 /* -1: free */
+    char addr[PEER_TEXT];
+} peer_fd;
+
 typedef struct watch {
     void *pair;             /* receives the watched socket's monitor events */
     char label[WATCH_LABEL_MAX];
     bool client;
+    /* the handler thread's alone: */
+    peer_fd peers[WATCH_PEERS];
+    int next_peer;
+    char pending[192];      /* why the last handshake failed, until its DISCONNECTED */
+    char pending_endpoint[128];
 } watch;
 
 struct sec_zap {
@@ -240,7 +259,8 @@ struct sec_zap {
     pthread_mutex_t lock;   /* guards everything below */
     allowed *keys;
     int n_keys, cap_keys;
-    watch *watches;         /* new ones are picked up by the thread on its next round */
+    watch **watches;        /* new ones are picked up by the thread on its next round;
+                               only the handler thread frees them */
     int n_watches, cap_watches;
     unsigned next_watch;
     char who[128];
@@ -376,6 +396,72 @@ static const char *handshake_why(uint16_t event, uint32_t value, char *buf, size
     return buf;
 }
 
+static void peer_remember(watch *w, int fd)
+{
+    peer_fd *slot = NULL;
+    for (int i = 0; i < WATCH_PEERS && !slot; i++)
+        if (w->peers[i].fd == fd)
+            slot = &w->peers[i];
+    if (!slot) {
+        slot = &w->peers[w->next_peer];
+        w->next_peer = (w->next_peer + 1) % WATCH_PEERS;
+    }
+    slot->fd = fd;
+    slot->addr[0] = '\0';
+    /* the fd may already be closed (a quick refusal): then the address stays
+     * unknown (or, if the fd number was taken again that fast, is the next
+     * connection's: best effort, for the log only) */
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    char host[INET6_ADDRSTRLEN] = "";
+    if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0)
+        return;
+    /* the host alone: a peer that retries comes from a new port each time,
+     * and its refusals should read the same (and be counted, not repeated) */
+    if (sa.ss_family == AF_INET &&
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&sa)->sin_addr, host, sizeof host))
+        snprintf(slot->addr, sizeof slot->addr, "%s", host);
+    else if (sa.ss_family == AF_INET6 &&
+             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&sa)->sin6_addr, host, sizeof host))
+        snprintf(slot->addr, sizeof slot->addr, "%s", host);
+}
+
+/* Takes the peer of fd out of the table (its address, or "" when unknown). */
+static void peer_forget(watch *w, int fd, char out[PEER_TEXT])
+{
+    out[0] = '\0';
+    for (int i = 0; i < WATCH_PEERS; i++)
+        if (w->peers[i].fd == fd) {
+            snprintf(out, PEER_TEXT, "%s", w->peers[i].addr);
+            w->peers[i].fd = -1;
+        }
+}
+
+static void flush_pending(sec_zap *z, watch *w, const char *peer)
+{
+    if (!w->pending[0])
+        return;
+    refusal(z, "refused a connection%s%s to its %s (%s): %s", peer[0] ? " from " : "", peer, w->label,
+            w->pending_endpoint, w->pending);
+    w->pending[0] = '\0';
+}
+
+static void server_event(sec_zap *z, watch *w, uint16_t event, uint32_t value, const char *endpoint)
+{
+    char peer[PEER_TEXT];
+    if (event == ZMQ_EVENT_ACCEPTED) {
+        peer_remember(w, (int)value);
+    } else if (event == ZMQ_EVENT_DISCONNECTED) {
+        peer_forget(w, (int)value, peer);
+        flush_pending(z, w, peer);
+    } else {
+        flush_pending(z, w, ""); /* its DISCONNECTED never came */
+        char why[128];
+        snprintf(w->pending, sizeof w->pending, "%s", handshake_why(event, value, why, sizeof why));
+        snprintf(w->pending_endpoint, sizeof w->pending_endpoint, "%s", endpoint);
+    }
+}
+
 /* Returns false once the watched socket has closed. */
 static bool watch_event(sec_zap *z, watch *w)
 {
@@ -389,22 +475,18 @@ static bool watch_event(sec_zap *z, watch *w)
         uint32_t value;
         memcpy(&event, zmq_msg_data(&head), 2);
         memcpy(&value, (char *)zmq_msg_data(&head) + 2, 4);
-        char endpoint[128];
+        char endpoint[128], why[128];
         frame_text(&where, endpoint, sizeof endpoint);
         if (event == ZMQ_EVENT_MONITOR_STOPPED) {
+            flush_pending(z, w, "");
             alive = false;
+        } else if (!w->client) {
+            server_event(z, w, event, value, endpoint);
         } else {
-            char why[128];
-            if (w->client)
-                refusal(z, "could not connect to %s (%s): %s", w->label, endpoint,
-                        event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
-                                value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC
-                            ? "the server does not hold the secret half of the public key this process "
-                              "has for it"
-                            : handshake_why(event, value, why, sizeof why));
-            else
-                refusal(z, "refused a connection to its %s (%s): %s", w->label, endpoint,
-                        handshake_why(event, value, why, sizeof why));
+            refusal(z, "could not connect to %s (%s): %s", w->label, endpoint,
+                    event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC
+                        ? "the server does not hold the secret half of the public key this process has for it"
+                        : handshake_why(event, value, why, sizeof why));
         }
     }
     zmq_msg_close(&head);
@@ -412,30 +494,31 @@ static bool watch_event(sec_zap *z, watch *w)
     return alive;
 }
 
-static void drop_watch(sec_zap *z, void *pair)
+static void drop_watch(sec_zap *z, watch *w)
 {
     pthread_mutex_lock(&z->lock);
     for (int i = 0; i < z->n_watches; i++)
-        if (z->watches[i].pair == pair) {
+        if (z->watches[i] == w) {
             z->watches[i] = z->watches[--z->n_watches];
             break;
         }
     pthread_mutex_unlock(&z->lock);
-    zmq_close(pair);
+    zmq_close(w->pair);
+    free(w);
 }
 
 static void *zap_main(void *arg)
 {
     sec_zap *z = arg;
     zmq_pollitem_t items[1 + WATCH_MAX];
-    void *pairs[WATCH_MAX];
+    watch *ws[WATCH_MAX];
     while (!atomic_load(&z->quit)) {
         int n = 0;
         items[n++] = (zmq_pollitem_t){z->rep, 0, ZMQ_POLLIN, 0};
         pthread_mutex_lock(&z->lock);
         for (int i = 0; i < z->n_watches && i < WATCH_MAX; i++) {
-            pairs[i] = z->watches[i].pair;
-            items[n++] = (zmq_pollitem_t){pairs[i], 0, ZMQ_POLLIN, 0};
+            ws[i] = z->watches[i];
+            items[n++] = (zmq_pollitem_t){ws[i]->pair, 0, ZMQ_POLLIN, 0};
         }
         pthread_mutex_unlock(&z->lock);
         if (zmq_poll(items, n, 100) <= 0)
@@ -445,14 +528,9 @@ static void *zap_main(void *arg)
         for (int k = 1; k < n; k++) {
             if (!(items[k].revents & ZMQ_POLLIN))
                 continue;
-            watch w = {0};
-            pthread_mutex_lock(&z->lock); /* another thread may be growing the array */
-            for (int i = 0; i < z->n_watches; i++)
-                if (z->watches[i].pair == pairs[k - 1])
-                    w = z->watches[i];
-            pthread_mutex_unlock(&z->lock);
-            if (w.pair && !watch_event(z, &w))
-                drop_watch(z, w.pair);
+            /* ws[k - 1] is still there: only this thread removes watches */
+            if (!watch_event(z, ws[k - 1]))
+                drop_watch(z, ws[k - 1]);
         }
     }
     return NULL;
@@ -539,9 +617,11 @@ int sec_zap_watch(sec_zap *z, void *sock, const char *label, bool client, sl_err
     if (full)
         return 0;
     snprintf(endpoint, sizeof endpoint, "inproc://sluice-sec-watch-%p-%u", (void *)z, id);
-    /* a server's ZAP denials are logged by the handler already */
+    /* a server's ZAP denials are logged by the handler already; its
+     * connections are followed to name the peer of a failed handshake */
     int events = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                 ZMQ_EVENT_MONITOR_STOPPED | (client ? ZMQ_EVENT_HANDSHAKE_FAILED_AUTH : 0);
+                 ZMQ_EVENT_MONITOR_STOPPED |
+                 (client ? ZMQ_EVENT_HANDSHAKE_FAILED_AUTH : ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED);
     if (zmq_socket_monitor(sock, endpoint, events))
         return sl_fail(err, "%s: cannot watch the socket: %s", label, zmq_strerror(zmq_errno()));
     void *pair = zmq_socket(z->zctx, ZMQ_PAIR);
@@ -553,27 +633,32 @@ int sec_zap_watch(sec_zap *z, void *sock, const char *label, bool client, sl_err
         return sl_fail(err, "%s: cannot watch the socket: %s", label, zmq_strerror(zmq_errno()));
     }
     int rc = 0;
-    pthread_mutex_lock(&z->lock);
-    if (z->n_watches == z->cap_watches) {
-        int cap = z->cap_watches ? 2 * z->cap_watches : 8;
-        watch *ws = realloc(z->watches, (size_t)cap * sizeof *ws);
-        if (ws) {
-            z->watches = ws;
-            z->cap_watches = cap;
-        } else {
-            rc = sl_fail(err, "%s: out of memory", label);
-        }
-    }
-    if (rc == 0) {
-        watch *w = &z->watches[z->n_watches++];
+    watch *w = calloc(1, sizeof *w);
+    if (w) {
         w->pair = pair;
         snprintf(w->label, sizeof w->label, "%s", label);
         w->client = client;
+        for (int i = 0; i < WATCH_PEERS; i++)
+            w->peers[i].fd = -1;
     }
+    pthread_mutex_lock(&z->lock);
+    if (w && z->n_watches == z->cap_watches) {
+        int cap = z->cap_watches ? 2 * z->cap_watches : 8;
+        watch **ws = realloc(z->watches, (size_t)cap * sizeof *ws);
+        if (ws) {
+            z->watches = ws;
+            z->cap_watches = cap;
+        }
+    }
+    if (w && z->n_watches < z->cap_watches)
+        z->watches[z->n_watches++] = w;
+    else
+        rc = sl_fail(err, "%s: out of memory", label);
     pthread_mutex_unlock(&z->lock);
     if (rc) {
         zmq_socket_monitor(sock, NULL, 0);
         zmq_close(pair);
+        free(w);
     }
     return rc;
 }
@@ -590,8 +675,10 @@ void sec_zap_stop(sec_zap *z)
     atomic_store(&z->quit, true);
     pthread_join(z->thread, NULL);
     zmq_close(z->rep);
-    for (int i = 0; i < z->n_watches; i++)
-        zmq_close(z->watches[i].pair);
+    for (int i = 0; i < z->n_watches; i++) {
+        zmq_close(z->watches[i]->pair);
+        free(z->watches[i]);
+    }
     free(z->watches);
     free(z->keys);
     pthread_mutex_destroy(&z->lock);
