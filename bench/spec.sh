@@ -15,7 +15,9 @@ DRAFT=models/tiny-gemma3-draft.gguf
 prompts=("This program is free software; you can"
          "Licensed under the Apache License, Version 2.0 (the"
          "Permission is hereby granted, free of charge, to any person obtaining")
-repeat="This program is free software; you can redistribute it and/or modify it under the terms of the GNU General Public License as published by the Free Software Foundation. This program is free software; you can"
+# the model continues the last line with the passage the prompt opens with,
+# which prompt lookup finds
+repeat="$(printf 'it under the terms of the GNU General Public License as published by\n    the Free Software Foundation; either version 2 of the License, or\n    (at your option) any later version.\n\n    This program is distributed in the hope that it will be useful,\n    but WITHOUT ANY WARRANTY; without even the implied warranty of\n\nThis program is free software; you can redistribute it and/or modify\n    ')"
 
 row() { # NAME TEMP ARGS... -- PROMPTS...
   local name=$1 temp=$2

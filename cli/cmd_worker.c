@@ -8,16 +8,30 @@
 #include "pipeline/worker.h"
 
 static const char usage[] =
-    "usage: sluice worker --listen ADDR [options]\n"
+    "usage: sluice worker --listen tcp://HOST:PORT --key FILE --allow FILE... [options]\n"
+    "       sluice worker --listen ipc://PATH [options]\n"
     "\n"
     "Waits for a coordinator (`sluice run -c CONFIG` naming this worker's address\n"
     "as a node) to assign it stages, loads their layers from its own copy of the\n"
     "model (the path in the config), serves them, and drops them when the\n"
     "coordinator shuts down or falls silent. One coordinator at a time.\n"
     "\n"
+    "On tcp:// every socket is authenticated and encrypted with CURVE: the worker\n"
+    "serves with its own secret key (--key) and admits only the coordinators whose\n"
+    "public keys are allowed (--allow); the peers that feed its stages are admitted\n"
+    "by the public keys the coordinator's config names. Refused connections are\n"
+    "logged with the peer's address. Make key pairs with `sluice keygen -o NAME`.\n"
+    "\n"
     "options:\n"
     "  -l, --listen ADDR       control address: tcp://HOST:PORT or ipc://PATH; the\n"
     "                          stages listen on PORT+1+i (or PATH-si)\n"
+    "  -k, --key FILE          this worker's CURVE secret key (NAME.key from keygen;\n"
+    "                          refused when group or others can read it); its public\n"
+    "                          half goes in the coordinator's config as public_key\n"
+    "  -a, --allow KEY         a coordinator's public key: a .pub file or the 40\n"
+    "                          characters; repeat for several coordinators\n"
+    "  --insecure              plain TCP without keys: anyone who reaches the port\n"
+    "                          may drive this worker (a warning says so)\n"
     "  --once                  exit when the first assignment ends\n"
     "  -t, --threads N         cores the stages share when the config does not say\n"
     "                          (default: all cores)\n"
@@ -25,6 +39,8 @@ static const char usage[] =
     "                          for S seconds (default 6)\n"
     "  -q, --quiet             no progress lines\n"
     "  -h, --help              show this help\n";
+
+#define MAX_ALLOW 64
 
 static volatile sig_atomic_t stop_requested;
 
@@ -54,11 +70,15 @@ static int parse_args(int argc, char **argv, pl_worker_opts *o)
         {"silence", required_argument, NULL, 'S'},
         {"quiet", no_argument, NULL, 'q'},
         {"notify-fd", required_argument, NULL, 'N'}, /* for the coordinator that spawns us */
+        {"key", required_argument, NULL, 'k'},
+        {"allow", required_argument, NULL, 'a'},
+        {"insecure", no_argument, NULL, 'I'},
         {NULL, 0, NULL, 0},
     };
+    static const char *allow[MAX_ALLOW];
     int c;
     float silence;
-    while ((c = cli_getopt(argc, argv, ":hl:t:q", longopts, usage)) != -1) {
+    while ((c = cli_getopt(argc, argv, ":hl:t:qk:a:", longopts, usage)) != -1) {
         switch (c) {
         case 'h':
             fputs(usage, stdout);
@@ -68,6 +88,18 @@ static int parse_args(int argc, char **argv, pl_worker_opts *o)
             break;
         case 'O':
             o->once = true;
+            break;
+        case 'k':
+            o->key = optarg;
+            break;
+        case 'a':
+            if (o->n_allow == MAX_ALLOW)
+                return cli_usage(argv[0], usage, "--allow: at most %d keys", MAX_ALLOW);
+            allow[o->n_allow++] = optarg;
+            o->allow = allow;
+            break;
+        case 'I':
+            o->insecure = true;
             break;
         case 'q':
             o->quiet = true;
@@ -96,6 +128,15 @@ static int parse_args(int argc, char **argv, pl_worker_opts *o)
         return cli_usage(argv[0], usage, "--listen ADDR is required");
     if (strncmp(o->listen, "tcp://", 6) != 0 && strncmp(o->listen, "ipc://", 6) != 0)
         return cli_usage(argv[0], usage, "--listen: '%s' must start with tcp:// or ipc://", o->listen);
+    if (o->key && o->insecure)
+        return cli_usage(argv[0], usage, "--key and --insecure exclude each other");
+    if (o->n_allow && !o->key)
+        return cli_usage(argv[0], usage, "--allow needs --key (this worker's own secret key)");
+    if (o->key && !o->n_allow)
+        return cli_usage(argv[0], usage, "--key needs at least one --allow (the coordinator's public key)");
+    if (strncmp(o->listen, "tcp://", 6) == 0 && !o->key && !o->insecure)
+        return cli_usage(argv[0], usage, "--listen %s needs --key FILE and --allow KEY (or --insecure for "
+                         "plain TCP)", o->listen);
     return 0;
 }
 

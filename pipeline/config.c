@@ -21,6 +21,7 @@
 #include <yaml.h>
 
 #include "kernels/types.h"
+#include "pipeline/security.h"
 
 #define CFG_MAX_BYTES (1 << 20)
 #define CFG_MAX_DEPTH 32
@@ -376,8 +377,21 @@ static int check_address(const cfg_ctx *x, const yaml_node_t *n, const char *fie
                    show(addr, strlen(addr), shown));
 }
 
-enum { N_NAME, N_ADDRESS, N_SPAWN, N_KEYS };
-static const char *const node_keys[N_KEYS] = {"name", "address", "spawn"};
+enum { N_NAME, N_ADDRESS, N_SPAWN, N_PUBLIC_KEY, N_KEY, N_KEYS };
+static const char *const node_keys[N_KEYS] = {"name", "address", "spawn", "public_key", "key"};
+
+/* 40 Z85 characters stay as they are; anything else is a file path. */
+static int read_public_key(const cfg_ctx *x, const yaml_node_t *n, const char *field, char dst[PL_PATH_MAX])
+{
+    char raw[PL_PATH_MAX];
+    if (read_string(x, n, field, raw, sizeof raw))
+        return -1;
+    if (sec_is_key_text(raw)) {
+        memcpy(dst, raw, strlen(raw) + 1);
+        return 0;
+    }
+    return read_path(x, n, field, dst);
+}
 
 static int parse_node(const cfg_ctx *x, pl_config *c, yaml_node_t *item, int i)
 {
@@ -423,6 +437,16 @@ static int parse_node(const cfg_ctx *x, pl_config *c, yaml_node_t *item, int i)
             return fail_at(x, node_line(v[N_SPAWN]), sub,
                            "nodes[0] ('%s') is this process, the coordinator; it cannot be spawned "
                            "(list the spawned workers after it)", node->name);
+    }
+    if (v[N_PUBLIC_KEY]) {
+        snprintf(sub, sizeof sub, "%s.public_key", field);
+        if (read_public_key(x, v[N_PUBLIC_KEY], sub, node->public_key))
+            return -1;
+    }
+    if (v[N_KEY]) {
+        snprintf(sub, sizeof sub, "%s.key", field);
+        if (read_path(x, v[N_KEY], sub, node->key))
+            return -1;
     }
     return 0;
 }
@@ -867,9 +891,9 @@ int pl_config_add_speculative(pl_config *c, const char *draft, int k, bool auto_
 
 /* ---- the document ---- */
 
-enum { T_MODEL, T_NODES, T_STAGES, T_SAMPLING, T_LIMITS, T_SPEC, T_KEYS };
+enum { T_MODEL, T_NODES, T_STAGES, T_SAMPLING, T_LIMITS, T_SPEC, T_INSECURE, T_KEYS };
 static const char *const top_keys[T_KEYS] = {"model", "nodes", "stages", "sampling", "limits",
-                                             "speculative"};
+                                             "speculative", "insecure"};
 
 static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
 {
@@ -898,6 +922,8 @@ static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
     sl_sampling_defaults(&c->sampling);
     limits_defaults(&c->limits);
     if (v[T_SAMPLING] && parse_sampling(x, &c->sampling, v[T_SAMPLING]))
+        return -1;
+    if (v[T_INSECURE] && read_bool(x, v[T_INSECURE], "insecure", &c->insecure))
         return -1;
     if (v[T_LIMITS] && parse_limits(x, &c->limits, v[T_LIMITS]))
         return -1;
@@ -1077,6 +1103,86 @@ int pl_config_check_layers(const pl_config *c, int n_layer, sl_err *err)
     return 0;
 }
 
+/* ---- keys ---- */
+
+static bool is_tcp(const char *address)
+{
+    return strncmp(address, "tcp://", 6) == 0;
+}
+
+static int first_tcp_node(const pl_config *c)
+{
+    for (int i = 0; i < c->n_nodes; i++)
+        if (is_tcp(c->nodes[i].address))
+            return i;
+    return -1;
+}
+
+bool pl_config_secure(const pl_config *c)
+{
+    return !c->insecure && first_tcp_node(c) >= 0;
+}
+
+static int check_insecure(const cfg_ctx *x, const pl_config *c)
+{
+    char field[64];
+    for (int i = 0; i < c->n_nodes; i++) {
+        const pl_node *n = &c->nodes[i];
+        if (!n->key[0] && !n->public_key[0])
+            continue;
+        snprintf(field, sizeof field, "nodes[%d].%s", i, n->key[0] ? "key" : "public_key");
+        return fail_at(x, n->line, field, "the config says `insecure: true` but names keys for node '%s': "
+                       "drop the keys for plain TCP, or `insecure` for CURVE", n->name);
+    }
+    return 0;
+}
+
+int pl_config_check_security(const pl_config *c, sl_err *err)
+{
+    cfg_ctx x = {.name = c->path[0] ? c->path : "<config>", .err = err};
+    char field[64];
+    if (c->insecure)
+        return check_insecure(&x, c);
+    int tcp = first_tcp_node(c);
+    if (tcp < 0)
+        return 0;
+    const pl_node *n0 = &c->nodes[0];
+    if (!n0->key[0])
+        return fail_at(&x, n0->line, "nodes[0]",
+                       "node '%s' (the coordinator) needs its CURVE secret key, `key: FILE` from `sluice "
+                       "keygen`, because node '%s' uses tcp:// (or set `insecure: true` for plain TCP)",
+                       n0->name, c->nodes[tcp].name);
+    for (int i = 1; i < c->n_nodes; i++) {
+        const pl_node *n = &c->nodes[i];
+        snprintf(field, sizeof field, "nodes[%d]", i);
+        if (n->key[0] && !n->spawn)
+            return fail_at(&x, n->line, field, "only the coordinator and spawned nodes name a secret `key` "
+                           "here; node '%s' gets its own with `sluice worker --key`", n->name);
+        if (!is_tcp(n->address))
+            continue;
+        /* a spawned node's public key follows from the secret one we hand it */
+        if (n->spawn && !n->key[0])
+            return fail_at(&x, n->line, field, "node '%s' is spawned on tcp:// and needs its secret `key: "
+                           "FILE` for the worker the coordinator starts", n->name);
+        if (!n->spawn && !n->public_key[0])
+            return fail_at(&x, n->line, field, "node '%s' (%s) needs `public_key:` (its .pub file from "
+                           "`sluice keygen`, or the 40 characters inline), or set `insecure: true` for "
+                           "plain TCP", n->name, n->address);
+    }
+    /* a spawned ipc:// node whose stage sends to a tcp:// node is a CURVE
+     * client there: it needs keys too */
+    for (int i = 0; i < c->n_stages; i++) {
+        int from = c->stages[i].node, to = i + 1 < c->n_stages ? c->stages[i + 1].node : 0;
+        const pl_node *n = &c->nodes[from];
+        if (from == to || from == 0 || !n->spawn || n->key[0] || !is_tcp(c->nodes[to].address))
+            continue;
+        snprintf(field, sizeof field, "nodes[%d]", from);
+        return fail_at(&x, n->line, field, "node '%s' is spawned and its stage %d sends to tcp:// node '%s': it "
+                       "needs its secret `key: FILE` too", n->name, i, c->nodes[to].name);
+    }
+    return 0;
+}
+
 /* ---- the default pipeline ---- */
 
 void pl_config_default(pl_config *c, const char *model, int n_layer)
@@ -1191,13 +1297,24 @@ static int path_for(const char *stored, const char *out_path, char dst[PL_PATH_M
     return 0;
 }
 
-static int emit_node(yaml_emitter_t *e, const pl_node *n)
+static int emit_node(yaml_emitter_t *e, const pl_node *n, const char *out_path)
 {
+    char path[PL_PATH_MAX * 2];
     if (emit_map_start(e, YAML_BLOCK_MAPPING_STYLE) || emit_string_pair(e, "name", n->name))
         return -1;
     if (n->address[0] && emit_string_pair(e, "address", n->address))
         return -1;
     if (n->spawn && emit_pair(e, "spawn", "true"))
+        return -1;
+    if (n->public_key[0]) {
+        /* inline keys go out inline: Z85 has ':', '#' and quotes, so always quoted */
+        if (sec_is_key_text(n->public_key)
+                ? emit_scalar(e, "public_key", YAML_PLAIN_SCALAR_STYLE) ||
+                      emit_scalar(e, n->public_key, YAML_DOUBLE_QUOTED_SCALAR_STYLE)
+                : path_for(n->public_key, out_path, path) || emit_string_pair(e, "public_key", path))
+            return -1;
+    }
+    if (n->key[0] && (path_for(n->key, out_path, path) || emit_string_pair(e, "key", path)))
         return -1;
     return emit_map_end(e);
 }
@@ -1295,7 +1412,7 @@ static int emit_config(yaml_emitter_t *e, const pl_config *c, const char *out_pa
     if (emit_scalar(e, "nodes", YAML_PLAIN_SCALAR_STYLE) || emit_seq_start(e, YAML_BLOCK_SEQUENCE_STYLE))
         return -1;
     for (int i = 0; i < c->n_nodes; i++)
-        if (emit_node(e, &c->nodes[i]))
+        if (emit_node(e, &c->nodes[i], out_path))
             return -1;
     if (emit_seq_end(e) ||
         emit_scalar(e, "stages", YAML_PLAIN_SCALAR_STYLE) || emit_seq_start(e, YAML_BLOCK_SEQUENCE_STYLE))
@@ -1304,7 +1421,11 @@ static int emit_config(yaml_emitter_t *e, const pl_config *c, const char *out_pa
         if (c->stages[i].kind != PL_STAGE_DRAFT && emit_stage(e, c, &c->stages[i]))
             return -1;
     if (emit_seq_end(e) || emit_sampling(e, &c->sampling) || emit_limits(e, &c->limits) ||
-        emit_speculative(e, c, out_path) || emit_map_end(e))
+        emit_speculative(e, c, out_path))
+        return -1;
+    if (c->insecure && emit_pair(e, "insecure", "true"))
+        return -1;
+    if (emit_map_end(e))
         return -1;
     if (!yaml_document_end_event_initialize(&ev, 1) || emit(e, &ev) ||
         !yaml_stream_end_event_initialize(&ev) || emit(e, &ev))

@@ -9,8 +9,11 @@
  *     - name: p1
  *       address: ipc:///tmp/sluice-p1    # a worker process on this host ...
  *       spawn: true                      # ... that the coordinator launches itself
+ *       key: keys/coord.key              # this process's CURVE secret key (tcp:// configs)
  *     - name: hostb
  *       address: tcp://10.0.0.2:7100     # a `sluice worker --listen` on another host
+ *       public_key: keys/hostb.pub       # its CURVE public key: a file, or the 40 Z85
+ *                                        # characters inline
  *   stages:                              # in pipeline order
  *     - kind: embed                      # tokenize | embed | layers | head | sample
  *       node: local                      # default: the first node
@@ -35,6 +38,15 @@
  *
  * The draft stage runs first, before tokenize/embed: it extends each
  * request's wanted row with k drafted rows; sample accepts them.
+ *
+ *   insecure: false                      # true: plain TCP, no keys (a warning says so)
+ *
+ * Every tcp:// socket of a pipeline is authenticated and encrypted with
+ * ZeroMQ's CURVE: nodes[0] names its secret `key`, every other tcp:// node
+ * its `public_key` (a spawned tcp:// node also its secret `key`, which the
+ * coordinator hands to the worker it starts). A tcp:// config without them
+ * is an error unless it says `insecure: true`. ipc:// needs no keys: its
+ * sockets live in a directory only the user can enter.
  *
  * A node's address is its control socket (a worker's --listen address); the
  * stage i that a node receives on binds port+1+i (tcp) or path-si (ipc).
@@ -72,6 +84,8 @@ typedef struct pl_node {
     char name[PL_NAME_MAX];
     char address[PL_ADDR_MAX]; /* empty: in this process */
     bool spawn;                /* the coordinator launches `sluice worker` for it */
+    char public_key[PL_PATH_MAX]; /* CURVE public key: 40 Z85 characters, or a file; "" none */
+    char key[PL_PATH_MAX];     /* CURVE secret key file (nodes[0], spawned nodes); "" none */
     int line;                  /* where it was declared, for messages */
 } pl_node;
 
@@ -113,6 +127,7 @@ typedef struct pl_config {
     pl_stage stages[PL_MAX_STAGES];
     sl_sampling sampling;
     pl_limits limits;
+    bool insecure;             /* plain TCP allowed: no CURVE */
 } pl_config;
 
 /* Parses and checks the structure (known keys, types, node references,
@@ -124,6 +139,15 @@ int pl_config_parse(pl_config *c, const char *text, size_t len, const char *name
  * in order, must cover [0, n_layer) exactly once (no gap, no overlap, none
  * past the end), unless some are `auto`. */
 int pl_config_check_layers(const pl_config *c, int n_layer, sl_err *err);
+
+/* Checks the keys a run needs: a config with a tcp:// node names the
+ * coordinator's secret key and every tcp:// node's public key, or says
+ * `insecure: true` (then it names no keys at all). Messages name the file,
+ * line and node. Key files are read later, when the pipeline opens. */
+int pl_config_check_security(const pl_config *c, sl_err *err);
+
+/* True when the config uses tcp:// and is not insecure: CURVE everywhere. */
+bool pl_config_secure(const pl_config *c);
 
 /* The one-process pipeline `sluice run -m FILE` uses: embed, one layers
  * stage over all layers, head, sample, all on node "local". */

@@ -47,6 +47,8 @@ struct pl_coord {
     peer *peers;
     int n_peers;
     double timeout_s;
+    const pl_keyring *keys; /* while starting */
+    sec_zap *zap;
     pthread_t watcher;
     bool watching;
     atomic_bool quit;
@@ -117,7 +119,7 @@ static bool reap(peer *p)
 /* Starts `self_exe worker --listen ADDR --once --quiet --notify-fd N` in its
  * own process group (a Ctrl-C on the terminal reaches the coordinator,
  * which shuts workers down in order) that dies with its parent. */
-static int spawn_worker(peer *p, const char *self_exe, sl_err *err)
+static int spawn_worker(pl_coord *c, peer *p, const char *self_exe, sl_err *err)
 {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC))
@@ -130,8 +132,21 @@ static int spawn_worker(peer *p, const char *self_exe, sl_err *err)
         exe[n] = '\0';
     else
         snprintf(exe, sizeof exe, "%s", self_exe);
-    char *argv[] = {exe, "worker", "--listen", (char *)p->nd.address, "--once",
-                    "--quiet", "--notify-fd", fd_text, NULL};
+    char *argv[16] = {exe, "worker", "--listen", (char *)p->nd.address, "--once",
+                      "--quiet", "--notify-fd", fd_text};
+    int argc = 8;
+    /* a worker of ours uses the key the config gives it (for its tcp://
+     * sockets) and admits us; without CURVE, plain TCP is what the config
+     * asked for */
+    if (c->keys->self.on && p->nd.key[0]) {
+        argv[argc++] = "--key";
+        argv[argc++] = p->nd.key;
+        argv[argc++] = "--allow";
+        argv[argc++] = (char *)c->keys->self.public_;
+    } else if (!c->keys->self.on && c->cfg->insecure) {
+        argv[argc++] = "--insecure";
+    }
+    argv[argc] = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -245,6 +260,13 @@ static int open_socket(pl_coord *c, void *zctx, peer *p, int index, sl_err *err)
     zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(p->sock, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms);
     zmq_setsockopt(p->sock, ZMQ_CONNECT_TIMEOUT, &connect_ms, sizeof connect_ms);
+    if (c->keys->self.on && strncmp(p->nd.address, "tcp://", 6) == 0) {
+        char label[160];
+        snprintf(label, sizeof label, "node '%.64s'", p->nd.name);
+        if (sec_client(p->sock, &c->keys->self, c->keys->pub[p->node], p->nd.address, err) ||
+            sec_zap_watch(c->zap, p->sock, label, true, err))
+            return sl_wrap(err, "node '%s'", p->nd.name);
+    }
     if (zmq_connect(p->sock, p->nd.address))
         return sl_fail(err, "node '%s': cannot connect to %s: %s", p->nd.name, p->nd.address,
                        zmq_strerror(zmq_errno()));
@@ -324,6 +346,11 @@ static int pong_ok(peer *p, const Sluice__Header *h, sl_err *err)
 
 static int unreachable(peer *p, double timeout_s, sl_err *err)
 {
+    if (p->nd.public_key[0] && strncmp(p->nd.address, "tcp://", 6) == 0)
+        return sl_fail(err, "node '%s' (%s) is unreachable: no answer within %.0f s (is `sluice worker --listen "
+                       "%s --key ... --allow ...` running there, with the secret half of the public_key the "
+                       "config names and this coordinator's public key among its --allow keys?)",
+                       p->nd.name, p->nd.address, timeout_s, p->nd.address);
     return sl_fail(err, "node '%s' (%s) is unreachable: no answer within %.0f s (is `sluice worker --listen %s` "
                    "running there?)", p->nd.name, p->nd.address, timeout_s, p->nd.address);
 }
@@ -380,6 +407,9 @@ static int send_assign(pl_coord *c, peer *p, const char *const *stage_in, const 
             sa[n].spec_lookup = cfg->spec.prompt_lookup;
             sa[n].spec_pipelined = cfg->spec.pipelined;
         }
+        /* the worker trusts these because they come from us, over CURVE */
+        sa[n].output_key = (char *)pl_keyring_stage_key(c->keys, cfg, i + 1);
+        sa[n].input_peer_key = (char *)(c->keys->self.on ? c->keys->pub[i ? cfg->stages[i - 1].node : 0] : "");
         ptrs[n] = &sa[n];
         n++;
     }
@@ -503,7 +533,7 @@ static int start_workers(pl_coord *c, void *zctx, const char *const *stage_in,
     if (collect_peers(c, err))
         return -1;
     for (int i = 0; i < c->n_peers; i++)
-        if (c->peers[i].nd.spawn && spawn_worker(&c->peers[i], self_exe, err))
+        if (c->peers[i].nd.spawn && spawn_worker(c, &c->peers[i], self_exe, err))
             return -1;
     for (int i = 0; i < c->n_peers; i++)
         if (c->peers[i].pid > 0 && await_spawned(&c->peers[i], err))
@@ -525,13 +555,15 @@ static int start_workers(pl_coord *c, void *zctx, const char *const *stage_in,
 
 int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char *const *stage_in,
                    const char *const *stage_out, const char *self_exe, double peer_timeout_s,
-                   sl_err *err)
+                   const pl_keyring *keys, sec_zap *zap, sl_err *err)
 {
     *out = NULL;
     pl_coord *c = calloc(1, sizeof *c);
     if (!c)
         return sl_fail(err, "out of memory");
     c->cfg = cfg;
+    c->keys = keys;
+    c->zap = zap;
     if (!realpath(cfg->model, c->model))
         snprintf(c->model, sizeof c->model, "%s", cfg->model);
     c->timeout_s = peer_timeout_s > 0 ? peer_timeout_s : 2.0;
@@ -543,6 +575,7 @@ int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char 
         return -1;
     }
     c->cfg = NULL; /* not needed from here on, and the caller may free it */
+    c->keys = NULL;
     double t = now_s();
     for (int i = 0; i < c->n_peers; i++)
         c->peers[i].last_heard = c->peers[i].last_ping = t;

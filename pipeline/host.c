@@ -53,6 +53,8 @@ static int emit_send(void *ctx, pl_msg *m, sl_err *err)
 int pl_bind_address(const char *addr, char *out, size_t size, sl_err *err)
 {
     snprintf(out, size, "%s", addr);
+    if (strncmp(addr, "ipc://", 6) == 0)
+        return sec_ipc_dir(addr, err);
     if (strncmp(addr, "tcp://", 6) != 0)
         return 0;
     const char *host = addr + 6, *colon = strrchr(host, ':');
@@ -200,9 +202,27 @@ static void close_sockets(pl_host *h)
 /* Starts a host whose stage's output goes to members[0] (when n_members >
  * 0), the last member sending on this host's socket; all wired before the
  * thread starts. */
+/* CURVE on the host's tcp:// sockets, before they bind or connect. */
+static int secure_sockets(pl_host *h, const char *in_addr, const char *out_addr, const pl_host_sec *sec,
+                          sl_err *err)
+{
+    if (!sec || !sec->keys || !sec->keys->on)
+        return 0;
+    if (sec_server(h->in, sec->keys, sec->zap, "data", in_addr, err) ||
+        sec_client(h->out, sec->keys, sec->out_server_key, out_addr, err))
+        return sl_wrap(err, "%s", h->stage->name);
+    if (strncmp(in_addr, "tcp://", 6) == 0) {
+        char label[96];
+        snprintf(label, sizeof label, "%s input", h->stage->name);
+        if (sec_zap_watch(sec->zap, h->in, label, false, err))
+            return -1;
+    }
+    return 0;
+}
+
 static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
-                        const char *out_addr, int threads, int numa, pl_host **members,
-                        int n_members, sl_err *err)
+                        const char *out_addr, int threads, int numa, const pl_host_sec *sec,
+                        pl_host **members, int n_members, sl_err *err)
 {
     *out = NULL;
     pl_host *h = calloc(1, sizeof *h);
@@ -237,6 +257,8 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
     zmq_setsockopt(h->out, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms);
     if (zmq_bind(h->ctl_recv, h->ctl_addr) || zmq_connect(h->ctl_send, h->ctl_addr))
         goto zfail;
+    if (secure_sockets(h, in_addr, out_addr, sec, err))
+        goto fail;
     char bind_addr[512];
     if (pl_bind_address(in_addr, bind_addr, sizeof bind_addr, err))
         goto fail;
@@ -272,13 +294,14 @@ fail:
 int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
                   const char *out_addr, int threads, sl_err *err)
 {
-    return start_linked(out, zctx, stage, in_addr, out_addr, threads, -1, NULL, 0, err);
+    return start_linked(out, zctx, stage, in_addr, out_addr, threads, -1, NULL, NULL, 0, err);
 }
 
 int pl_host_start_numa(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
-                       const char *out_addr, int threads, int numa, sl_err *err)
+                       const char *out_addr, int threads, int numa, const pl_host_sec *sec,
+                       sl_err *err)
 {
-    return start_linked(out, zctx, stage, in_addr, out_addr, threads, numa, NULL, 0, err);
+    return start_linked(out, zctx, stage, in_addr, out_addr, threads, numa, sec, NULL, 0, err);
 }
 
 static pl_host *member_new(sl_stage *stage)
@@ -294,7 +317,8 @@ static pl_host *member_new(sl_stage *stage)
 }
 
 int pl_host_start_chain(pl_host **out, int n, void *zctx, sl_stage **stages, const char *in_addr,
-                        const char *out_addr, int threads, int numa, sl_err *err)
+                        const char *out_addr, int threads, int numa, const pl_host_sec *sec,
+                        sl_err *err)
 {
     for (int i = 0; i < n; i++)
         out[i] = NULL;
@@ -313,7 +337,7 @@ int pl_host_start_chain(pl_host **out, int n, void *zctx, sl_stage **stages, con
         out[i]->emit = (sl_emit){emit_chain, out[i + 1]};
         out[i + 1]->up = out[i];
     }
-    if (start_linked(&out[0], zctx, stages[0], in_addr, out_addr, threads, numa, out + 1, n - 1,
+    if (start_linked(&out[0], zctx, stages[0], in_addr, out_addr, threads, numa, sec, out + 1, n - 1,
                      err)) {
         for (int j = 1; j < n; j++)
             pl_host_stop(out[j]);

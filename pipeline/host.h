@@ -8,9 +8,19 @@
 
 #include <stdint.h>
 
+#include "pipeline/security.h"
 #include "stages/stage.h"
 
 typedef struct pl_host pl_host;
+
+/* CURVE for a host's tcp:// sockets: its input is a server admitting the
+ * keys zap lists for "data", its output a client of out_server_key. NULL
+ * (or keys->on false): plain. */
+typedef struct pl_host_sec {
+    const sec_keys *keys;
+    const char *out_server_key;
+    sec_zap *zap;
+} pl_host_sec;
 
 typedef struct pl_host_stats {
     uint64_t messages, rows, dropped, errors;
@@ -27,7 +37,8 @@ int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_add
  * NUMA node's CPUs and memory before it serves; threads 0 then means that
  * node's cores. */
 int pl_host_start_numa(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
-                       const char *out_addr, int threads, int numa, sl_err *err);
+                       const char *out_addr, int threads, int numa, const pl_host_sec *sec,
+                       sl_err *err);
 /* Consecutive stages on one thread: stages[0] receives at in_addr, each
  * stage's output goes straight into the next one's process call (encoded
  * and decoded as on the wire, so every stage sees exactly what a socket
@@ -38,7 +49,8 @@ int pl_host_start_numa(pl_host **out, void *zctx, sl_stage *stage, const char *i
  * host per stage (for names and statistics); out[0] runs them all. Members
  * must be stopped after out[0] (stage order does that). */
 int pl_host_start_chain(pl_host **out, int n, void *zctx, sl_stage **stages, const char *in_addr,
-                        const char *out_addr, int threads, int numa, sl_err *err);
+                        const char *out_addr, int threads, int numa, const pl_host_sec *sec,
+                        sl_err *err);
 /* Loading a stage runs OpenMP loops (repacking weights) on the calling
  * thread, which leaves that thread's team idle but alive. libgomp counts
  * every team's threads, and once they outnumber the cores it stops letting
@@ -56,7 +68,8 @@ void pl_host_describe(const pl_host *h, char *buf, size_t size);
 
 /* The address to bind for addr: ZeroMQ binds tcp:// only to an IP address or
  * an interface name, while configs name hosts, so a host name is resolved
- * (connecting peers resolve names themselves). Others are copied as is. */
+ * (connecting peers resolve names themselves). Others are copied as is; an
+ * ipc:// address's directory must be private to this user (sec_ipc_dir). */
 int pl_bind_address(const char *addr, char *out, size_t size, sl_err *err);
 
 #endif

@@ -14,6 +14,7 @@
 #include "pipeline/client.h"
 #include "pipeline/coord.h"
 #include "pipeline/host.h"
+#include "pipeline/keyring.h"
 #include "pipeline/wire.h"
 #include "scheduler/bind.h"
 #include "stages/spec.h"
@@ -67,6 +68,8 @@ struct sl_pipeline {
     pl_host **hosts;        /* in-process stages (NULL for remote ones) */
     int n_hosts;
     pl_coord *coord;
+    pl_keyring keys;        /* CURVE on every tcp:// socket when keys.self.on */
+    sec_zap *zap;           /* admits the config's nodes to our tcp:// sockets */
     pl_wire_limits limits;
     /* driver */
     request *reqs;          /* linked list, submission order */
@@ -836,11 +839,24 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
         }
         if (numa >= 0)
             sl_bind_reset();
+        pl_host_sec sec = {&p->keys.self, pl_keyring_stage_key(&p->keys, c, i1), p->zap};
         if (pl_host_start_chain(&p->hosts[i0], i1 - i0, p->zctx, stages, addr[i0], addr[i1],
-                                chain_threads(p, i0, i1), numa, err))
+                                chain_threads(p, i0, i1), numa, &sec, err))
             return -1;
     }
     pl_release_load_team();
+    return 0;
+}
+
+/* Our tcp:// sockets admit the nodes of the config (ourselves included:
+ * local hops over tcp://). */
+static int start_zap(sl_pipeline *p, sl_err *err)
+{
+    if (sec_zap_start(&p->zap, p->zctx, "sluice", err))
+        return -1;
+    for (int i = 0; i < p->cfg.n_nodes; i++)
+        if (p->keys.pub[i][0] && sec_zap_allow(p->zap, "data", p->keys.pub[i], 0, err))
+            return -1;
     return 0;
 }
 
@@ -864,8 +880,8 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         sl_fail(err, "out of memory");
         goto fail;
     }
-    if (load_tokenizer(p, err) || pl_config_check_layers(&p->cfg, p->model_cfg.n_layer, err) ||
-        alloc_driver(p, err))
+    if (pl_keyring_load(&p->keys, &p->cfg, err) || load_tokenizer(p, err) ||
+        pl_config_check_layers(&p->cfg, p->model_cfg.n_layer, err) || alloc_driver(p, err))
         goto fail;
     uint64_t tag = ((uint64_t)getpid() << 20) ^ (uint64_t)(uintptr_t)p;
     for (int i = 0; i <= cfg->n_stages; i++) {
@@ -878,8 +894,16 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         sl_fail(err, "cannot create a ZeroMQ context");
         goto fail;
     }
+    if (p->keys.self.on && start_zap(p, err))
+        goto fail;
     p->from_last = zmq_socket(p->zctx, ZMQ_PULL);
     p->to_first = zmq_socket(p->zctx, ZMQ_PUSH);
+    if (p->keys.self.on &&
+        (sec_server(p->from_last, &p->keys.self, p->zap, "data", addr[cfg->n_stages], err) ||
+         sec_client(p->to_first, &p->keys.self, pl_keyring_stage_key(&p->keys, cfg, 0), addr[0], err) ||
+         (strncmp(addr[cfg->n_stages], "tcp://", 6) == 0 &&
+          sec_zap_watch(p->zap, p->from_last, "return socket", false, err))))
+        goto fail;
     zmq_setsockopt(p->from_last, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(p->to_first, ZMQ_LINGER, &linger, sizeof linger);
     int64_t max_msg = (int64_t)p->limits.max_message_bytes;
@@ -894,7 +918,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
     if (start_stages(p, addr, err))
         goto fail;
     if (remote && pl_coord_start(&p->coord, p->zctx, cfg, in, in + 1, p->opts.self_exe,
-                                 p->opts.peer_timeout_s, err))
+                                 p->opts.peer_timeout_s, &p->keys, p->zap, err))
         goto fail;
     if (zmq_connect(p->to_first, addr[0])) {
         sl_fail(err, "driver: cannot connect to %s: %s", addr[0], zmq_strerror(zmq_errno()));
@@ -924,6 +948,7 @@ void sl_pipeline_close(sl_pipeline *p)
         zmq_close(p->to_first);
     if (p->from_last)
         zmq_close(p->from_last);
+    sec_zap_stop(p->zap);
     if (p->zctx)
         zmq_ctx_term(p->zctx);
     while (p->reqs) {

@@ -4,6 +4,9 @@
 #ifndef SLUICE_SECURITY_H
 #define SLUICE_SECURITY_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "util/err.h"
 
 /* Z85 text of a 32-byte CURVE key plus its terminator. */
@@ -18,5 +21,70 @@ int sec_load_secret(const char *path, char out[SEC_KEY_TEXT], sl_err *err);
 
 /* Reads a public key file (any mode). */
 int sec_load_public(const char *path, char out[SEC_KEY_TEXT], sl_err *err);
+
+/* True when text is a 40-character Z85 CURVE key. */
+bool sec_is_key_text(const char *text);
+
+/* Reads a public key given either inline (40 Z85 characters) or as a file. */
+int sec_load_public_any(const char *text_or_path, char out[SEC_KEY_TEXT], sl_err *err);
+
+/* A process's own CURVE identity. on == false: plain TCP (an explicit
+ * insecure config) or no tcp:// at all. */
+typedef struct sec_keys {
+    bool on;
+    char secret[SEC_KEY_TEXT];
+    char public_[SEC_KEY_TEXT];
+} sec_keys;
+
+/* Loads a secret key file (see sec_load_secret) and derives its public half. */
+int sec_keys_load(sec_keys *k, const char *secret_path, sl_err *err);
+
+/* ---- sockets ----
+ * Both only touch tcp:// endpoints: inproc:// never leaves the process and
+ * ipc:// is guarded by its directory's permissions. Call before bind/connect. */
+
+typedef struct sec_zap sec_zap;
+
+/* The socket (which will bind addr) becomes a CURVE server: a peer must
+ * complete a CURVE handshake with a client key the ZAP handler lists for
+ * domain. zap is the handler running on the socket's context (required:
+ * libzmq admits every key when no handler is there). */
+int sec_server(void *sock, const sec_keys *k, const sec_zap *zap, const char *domain, const char *addr,
+               sl_err *err);
+/* The socket (which will connect to addr) becomes a CURVE client that only
+ * talks to a server holding the secret half of server_public. */
+int sec_client(void *sock, const sec_keys *k, const char *server_public, const char *addr,
+               sl_err *err);
+
+/* An ipc:// socket is as private as its directory: before one binds, its
+ * directory is created (mode 0700) when missing, and otherwise must be a
+ * real directory owned by this user that group and others cannot enter.
+ * Abstract names (ipc://@name) have no directory and are refused. Other
+ * schemes pass. */
+int sec_ipc_dir(const char *addr, sl_err *err);
+
+/* ---- the ZAP handler (ZeroMQ RFC 27) ----
+ * One per ZeroMQ context, on a thread of its own: answers every CURVE
+ * server's request to admit a client, admitting only public keys listed for
+ * the socket's domain. Refusals are counted and logged on stderr with the
+ * peer's address and key. It also watches sockets for handshakes that fail
+ * before ZAP is asked (plain-text peers, replayed or corrupt handshakes). */
+typedef struct sec_zap sec_zap;
+
+/* who prefixes log lines ("sluice worker tcp://h:7100"). */
+int sec_zap_start(sec_zap **out, void *zctx, const char *who, sl_err *err);
+/* Admits the client key public_z85 on sockets of domain, under tag (0 for
+ * keys kept for the process's life). */
+int sec_zap_allow(sec_zap *z, const char *domain, const char *public_z85, int tag, sl_err *err);
+/* Drops every key admitted under tag (a worker's assignment ends). */
+void sec_zap_forget(sec_zap *z, int tag);
+/* Reports handshake failures of sock, a socket of the handler's context
+ * (label names it in the log). client: sock connects, and a server that
+ * refuses this process's key is reported too. */
+int sec_zap_watch(sec_zap *z, void *sock, const char *label, bool client, sl_err *err);
+/* Connections refused so far (ZAP denials and failed handshakes). */
+uint64_t sec_zap_refused(sec_zap *z);
+/* Stops the thread; call before zmq_ctx_term of its context. */
+void sec_zap_stop(sec_zap *z);
 
 #endif

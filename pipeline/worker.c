@@ -17,6 +17,7 @@
 
 #include "pipeline/config.h"
 #include "pipeline/host.h"
+#include "pipeline/security.h"
 #include "pipeline/wire.h"
 #include "stages/spec.h"
 #include "stages/stage.h"
@@ -34,7 +35,12 @@ typedef struct worker {
     double last_heard;
     bool served;              /* an assignment has ended (for --once) */
     char host_name[64];
+    sec_keys keys;            /* keys.on: CURVE on our tcp:// sockets */
+    sec_zap *zap;
 } worker;
+
+/* sec_zap_allow tag of the keys an assignment brings (forgotten with it) */
+#define TAG_ASSIGNMENT 1
 
 void pl_worker_opts_default(pl_worker_opts *o)
 {
@@ -74,6 +80,8 @@ static void end_assignment(worker *w, const char *why)
     if (w->n_hosts)
         say(w, "dropping its stages: %s%s", why, "");
     drop_stages(w);
+    if (w->zap)
+        sec_zap_forget(w->zap, TAG_ASSIGNMENT);
     w->owner_len = 0;
     w->served = true;
 }
@@ -128,6 +136,37 @@ static int check_assign(const Sluice__StageAssign *sa, size_t i, sl_err *err)
                        SL_SPEC_K_MAX);
     if (sa->kind == PL_STAGE_DRAFT && !sa->spec_lookup && (!sa->draft_model || !*sa->draft_model))
         return sl_fail(err, "assignment %zu: a draft stage without a draft model", i);
+    if ((sa->output_key && *sa->output_key && !sec_is_key_text(sa->output_key)) ||
+        (sa->input_peer_key && *sa->input_peer_key && !sec_is_key_text(sa->input_peer_key)))
+        return sl_fail(err, "assignment %zu: a peer key is not a CURVE public key", i);
+    return 0;
+}
+
+static bool is_tcp(const char *addr)
+{
+    return strncmp(addr, "tcp://", 6) == 0;
+}
+
+static bool has_text(const char *s)
+{
+    return s && *s;
+}
+
+/* Both ends of a tcp:// hop must agree on CURVE: a secure worker refuses
+ * plain hops, and a worker without keys cannot serve CURVE ones. */
+static int check_assign_keys(const worker *w, const Sluice__StageAssign *sa, size_t i, sl_err *err)
+{
+    bool tcp_in = is_tcp(sa->input), tcp_out = is_tcp(sa->output);
+    if (!tcp_in && !tcp_out)
+        return 0;
+    if (w->keys.on && ((tcp_out && !has_text(sa->output_key)) || (tcp_in && !has_text(sa->input_peer_key))))
+        return sl_fail(err, "assignment %zu: the coordinator sent tcp:// addresses without CURVE keys (is its "
+                       "config `insecure: true`?); this worker runs with --key and serves CURVE only", i);
+    if (!w->keys.on && (has_text(sa->output_key) || has_text(sa->input_peer_key)))
+        return sl_fail(err, "assignment %zu: the coordinator's config uses CURVE on tcp:// but this worker "
+                       "has no --key", i);
+    if (!w->keys.on && !w->o->insecure)
+        return sl_fail(err, "assignment %zu: tcp:// hops need this worker's --key (or --insecure)", i);
     return 0;
 }
 
@@ -177,9 +216,10 @@ static int start_one(worker *w, const Sluice__Header *h, size_t i, sl_err *err)
         sl_bind_reset();
     if (rc)
         return sl_wrap(err, "stage %u (%s)", sa->stage_index, pl_stage_kind_name(spec.kind));
+    pl_host_sec sec = {&w->keys, sa->output_key, w->zap};
     return pl_host_start_numa(&w->hosts[i], w->zctx, s, sa->input, sa->output,
                               sa->numa >= 0 && sa->threads <= 0 ? 0 : stage_threads(w, h, sa),
-                              sa->numa, err);
+                              sa->numa, &sec, err);
 }
 
 /* Loads and starts every assigned stage, last first so each one's
@@ -189,7 +229,12 @@ static int assign(worker *w, const Sluice__Header *h, sl_err *err)
     if (h->n_assign == 0)
         return sl_fail(err, "the assignment lists no stages");
     for (size_t i = 0; i < h->n_assign; i++)
-        if (check_assign(h->assign[i], i, err))
+        if (check_assign(h->assign[i], i, err) || check_assign_keys(w, h->assign[i], i, err))
+            return -1;
+    /* the peers that feed our stages, as the (authenticated) coordinator names them */
+    for (size_t i = 0; w->keys.on && i < h->n_assign; i++)
+        if (has_text(h->assign[i]->input_peer_key) &&
+            sec_zap_allow(w->zap, "data", h->assign[i]->input_peer_key, TAG_ASSIGNMENT, err))
             return -1;
     for (size_t i = 0; i < h->n_assign; i++)
         if (check_model_file(w, h->assign[i]->model, err) ||
@@ -218,10 +263,14 @@ static void on_assign(worker *w, const zmq_msg_t *id, const Sluice__Header *h)
     }
     if (w->owner_len)
         drop_stages(w); /* the same coordinator assigns afresh */
+    if (w->zap)
+        sec_zap_forget(w->zap, TAG_ASSIGNMENT);
     w->owner_len = 0;
     sl_err err = {{0}};
     double t0 = now_s();
     if (assign(w, h, &err)) {
+        if (w->zap)
+            sec_zap_forget(w->zap, TAG_ASSIGNMENT);
         fprintf(stderr, "sluice worker %s: assignment failed: %s\n", w->o->listen, err.msg);
         reply(w, id, SLUICE__MSG_KIND__MSG_READY, err.msg);
         w->served = true;
@@ -321,12 +370,59 @@ static void tell_owner_stopping(worker *w)
     zmq_setsockopt(w->ctl, ZMQ_LINGER, &linger, sizeof linger);
 }
 
+/* Loads the worker's keys and starts its ZAP handler: the --allow keys are
+ * admitted to the control socket and to the stages' inputs. */
+static int setup_keys(worker *w, sl_err *err)
+{
+    const pl_worker_opts *o = w->o;
+    bool tcp = is_tcp(o->listen);
+    if (o->key && o->insecure)
+        return sl_fail(err, "--key and --insecure exclude each other");
+    if (!o->key && o->n_allow)
+        return sl_fail(err, "--allow needs --key (this worker's own secret key)");
+    if (tcp && !o->key && !o->insecure)
+        return sl_fail(err, "listening on %s needs --key FILE (this worker's secret key, from `sluice keygen`) "
+                       "and --allow FILE (the coordinator's public key), or --insecure for plain TCP",
+                       o->listen);
+    if (o->insecure) {
+        /* a coordinator that spawned us has said so already */
+        if (tcp && o->notify_fd < 0)
+            fprintf(stderr, "sluice worker %s: warning: --insecure: its tcp:// traffic is neither authenticated "
+                    "nor encrypted, and any host that reaches it may drive it\n", o->listen);
+        return 0;
+    }
+    if (!o->key)
+        return 0;
+    if (o->n_allow == 0)
+        return sl_fail(err, "--key needs at least one --allow (the coordinator's public key): nobody else "
+                       "could connect");
+    if (sec_keys_load(&w->keys, o->key, err))
+        return -1;
+    char who[PL_ADDR_MAX + 32];
+    snprintf(who, sizeof who, "sluice worker %s", o->listen);
+    if (sec_zap_start(&w->zap, w->zctx, who, err))
+        return -1;
+    for (int i = 0; i < o->n_allow; i++) {
+        char pub[SEC_KEY_TEXT];
+        if (sec_load_public_any(o->allow[i], pub, err))
+            return sl_wrap(err, "--allow");
+        if (sec_zap_allow(w->zap, "control", pub, 0, err) || sec_zap_allow(w->zap, "data", pub, 0, err))
+            return -1;
+    }
+    return 0;
+}
+
 static int open_control(worker *w, sl_err *err)
 {
     if (!(w->zctx = zmq_ctx_new()))
         return sl_fail(err, "cannot create a ZeroMQ context");
+    if (setup_keys(w, err))
+        return -1;
     if (!(w->ctl = zmq_socket(w->zctx, ZMQ_ROUTER)))
         return sl_fail(err, "cannot create the control socket: %s", zmq_strerror(zmq_errno()));
+    if (sec_server(w->ctl, &w->keys, w->zap, "control", w->o->listen, err) ||
+        (w->keys.on && is_tcp(w->o->listen) && sec_zap_watch(w->zap, w->ctl, "control socket", false, err)))
+        return -1;
     int linger = 0, handover = 1;
     zmq_setsockopt(w->ctl, ZMQ_LINGER, &linger, sizeof linger);
     /* a coordinator that reconnects under its routing id takes its place back */
@@ -366,7 +462,8 @@ int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *
     int rc = open_control(&w, err);
     notify(&w, rc ? err->msg : "ok\n");
     if (rc == 0) {
-        say(&w, "listening%s%s", o->once ? " (one assignment)" : "", "");
+        say(&w, "listening%s%s", o->once ? " (one assignment)" : "",
+            w.keys.on && is_tcp(o->listen) ? " (CURVE)" : "");
         rc = serve(&w, stop, err);
     }
     if (w.n_hosts && *stop)
@@ -375,6 +472,10 @@ int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *
         end_assignment(&w, *stop ? "interrupted" : "exiting");
     if (w.ctl)
         zmq_close(w.ctl);
+    if (w.zap && !o->quiet && sec_zap_refused(w.zap))
+        fprintf(stderr, "sluice worker %s: refused %llu connection(s) in all\n", o->listen,
+                (unsigned long long)sec_zap_refused(w.zap));
+    sec_zap_stop(w.zap);
     if (w.zctx)
         zmq_ctx_term(w.zctx);
     return rc;

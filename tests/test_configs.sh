@@ -26,7 +26,7 @@ for cfg in one-process.yaml two-process.yaml auto-layers.yaml; do
 done
 # no worker left behind by the two-process config
 sleep 0.5
-if pgrep -f "sluice-two-process-p1" >/dev/null; then
+if pgrep -f "sluice-two-process/p1" >/dev/null; then
   echo "FAIL: a spawned worker outlived its coordinator"
   fails=$((fails + 1))
 fi

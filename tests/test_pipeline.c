@@ -299,7 +299,8 @@ int main(void)
     snprintf(tmpdir, sizeof tmpdir, "/tmp/sluice-test-pipeline-%d", (int)getpid());
     snprintf(model_path, sizeof model_path, "%s/m.gguf", tmpdir);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && %s synth --arch gemma3 --size test --type q8_0 --seed 5 "
+    /* private: its ipc:// hops must live in a directory only we can enter */
+    snprintf(cmd, sizeof cmd, "mkdir -p -m 700 %s && %s synth --arch gemma3 --size test --type q8_0 --seed 5 "
              "--weight-scale 0.6 -o %s 2>/dev/null", tmpdir, sluice, model_path);
     if (system(cmd) != 0) {
         fprintf(stderr, "synth failed\n");

@@ -41,13 +41,13 @@ static void test_unknown_keys(void)
                        "    layers: [0, 6]\n  - kind: head\nstagse: []\n";
     CHECK(parse(&c, text, &e) == -1);
     CHECKF(strcmp(e.msg, "pipe.yaml:7: unknown key 'stagse' (expected model, nodes, stages, "
-                         "sampling, limits, speculative)") == 0, "%s", e.msg);
+                         "sampling, limits, speculative, insecure)") == 0, "%s", e.msg);
     BAD("model: m.gguf\nstages:\n  - kind: embed\n  - kind: layers\n    layer: [0, 6]\n",
         "pipe.yaml:5:", "stages[1]: unknown key 'layer' (expected kind, node, layers, numa, threads)");
     BAD(HEAD_ STAGES_ "sampling:\n  temp: 1\n", "pipe.yaml:9:", "sampling: unknown key 'temp'");
     BAD(HEAD_ STAGES_ "limits: {ctx: 5}\n", "pipe.yaml:8:", "limits: unknown key 'ctx'");
     BAD(HEAD_ "nodes:\n  - name: a\n    adress: tcp://h:1\n" STAGES_, "pipe.yaml:4:",
-        "nodes[0]: unknown key 'adress' (expected name, address, spawn)");
+        "nodes[0]: unknown key 'adress' (expected name, address, spawn, public_key, key)");
     BAD("? [a, b]\n: 1\n" HEAD_ STAGES_, "pipe.yaml:1:", "keys must be plain words");
 }
 
@@ -451,7 +451,10 @@ static int same_config(const pl_config *a, const pl_config *b)
                a->spec.placed == b->spec.placed;
     for (int i = 0; same && i < a->n_nodes; i++)
         same = strcmp(a->nodes[i].name, b->nodes[i].name) == 0 &&
-               strcmp(a->nodes[i].address, b->nodes[i].address) == 0 && a->nodes[i].spawn == b->nodes[i].spawn;
+               strcmp(a->nodes[i].address, b->nodes[i].address) == 0 && a->nodes[i].spawn == b->nodes[i].spawn &&
+               strcmp(a->nodes[i].public_key, b->nodes[i].public_key) == 0 &&
+               strcmp(a->nodes[i].key, b->nodes[i].key) == 0;
+    same = same && a->insecure == b->insecure;
     for (int i = 0; same && i < a->n_stages; i++) {
         const pl_stage *s = &a->stages[i], *t = &b->stages[i];
         same = s->kind == t->kind && s->node == t->node && s->l0 == t->l0 && s->l1 == t->l1 &&
@@ -578,6 +581,88 @@ static void test_speculative(void)
     CHECKF(strstr(e.msg, "speculative k = 40 outside 0..32") != NULL, "%s", e.msg);
 }
 
+/* Parses text, then expects pl_config_check_security to fail with a message
+ * starting with where and holding frag (frag NULL: to pass). */
+static void check_sec(const char *text, const char *where, const char *frag)
+{
+    pl_config c;
+    sl_err e = {{0}};
+    CHECKF(parse(&c, text, &e) == 0, "parse failed: %s", e.msg);
+    int rc = pl_config_check_security(&c, &e);
+    if (!frag) {
+        CHECKF(rc == 0, "%s", e.msg);
+        return;
+    }
+    CHECKF(rc == -1, "accepted: %s", text);
+    CHECKF(strncmp(e.msg, where, strlen(where)) == 0, "\"%s\" does not start with \"%s\"", e.msg, where);
+    CHECK_ERR_HAS(e, frag);
+}
+
+#define PUB_ "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+#define TWO_HOSTS_(n0_extra, n1_extra) HEAD_ "nodes:\n  - name: local\n    address: tcp://10.0.0.1:7100\n" \
+    n0_extra "  - name: hostb\n    address: tcp://10.0.0.2:7100\n" n1_extra \
+    "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n    node: hostb\n" \
+    "  - kind: head\n    node: hostb\n  - kind: sample\n    node: hostb\n"
+
+static void test_security_fields(void)
+{
+    /* no keys and no `insecure`: a clear error naming the node and the way out */
+    check_sec(TWO_HOSTS_("", ""), "pipe.yaml:3: nodes[0]:", "node 'local' (the coordinator) needs its CURVE "
+              "secret key");
+    check_sec(TWO_HOSTS_("", ""), "pipe.yaml:3:", "insecure: true");
+    check_sec(TWO_HOSTS_("    key: k/local.key\n", ""), "pipe.yaml:6: nodes[1]:",
+              "node 'hostb' (tcp://10.0.0.2:7100) needs `public_key:`");
+    check_sec(TWO_HOSTS_("    key: k/local.key\n", "    public_key: k/hostb.pub\n"), "", NULL);
+    check_sec(TWO_HOSTS_("    key: k/local.key\n", "    public_key: \"" PUB_ "\"\n"), "", NULL);
+    check_sec(TWO_HOSTS_("    key: k/local.key\n", "    public_key: k/hostb.pub\n    key: k/hostb.key\n"),
+              "pipe.yaml:6: nodes[1]:", "gets its own with `sluice worker --key`");
+    check_sec(TWO_HOSTS_("", "") "insecure: true\n", "", NULL);
+    check_sec(TWO_HOSTS_("    key: k/local.key\n", "") "insecure: true\n", "pipe.yaml:3: nodes[0].key:",
+              "says `insecure: true` but names keys");
+    check_sec(TWO_HOSTS_("", "    public_key: k/hostb.pub\n") "insecure: yes\n", "pipe.yaml:5: nodes[1].public_key:",
+              "insecure");
+    /* ipc:// only: no keys needed */
+    check_sec(HEAD_ "nodes:\n  - name: local\n  - name: p1\n    address: ipc:///tmp/x/p1\n    spawn: true\n"
+              STAGES_, "", NULL);
+    /* a spawned ipc:// node that sends to a tcp:// node is a CURVE client there */
+    check_sec(HEAD_ "nodes:\n  - name: local\n    address: tcp://10.0.0.1:7100\n    key: l.key\n"
+              "  - name: p1\n    address: ipc:///tmp/x/p1\n    spawn: true\n"
+              "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n    node: p1\n"
+              "  - kind: head\n  - kind: sample\n", "pipe.yaml:6: nodes[1]:",
+              "node 'p1' is spawned and its stage 1 sends to tcp:// node 'local'");
+    check_sec(HEAD_ "nodes:\n  - name: local\n    address: tcp://10.0.0.1:7100\n    key: l.key\n"
+              "  - name: p1\n    address: ipc:///tmp/x/p1\n    spawn: true\n    key: p1.key\n"
+              "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n    node: p1\n"
+              "  - kind: head\n  - kind: sample\n", "", NULL);
+    /* a spawned tcp:// node needs the secret key the coordinator gives its worker */
+    check_sec(HEAD_ "nodes:\n  - name: local\n    key: l.key\n  - name: p1\n    address: tcp://127.0.0.1:7300\n"
+              "    spawn: true\n    public_key: p1.pub\n" STAGES_, "pipe.yaml:5: nodes[1]:", "needs its secret `key");
+
+    pl_config c;
+    sl_err e = {{0}};
+    /* parsed as an absolute file name so every path is absolute and reads back the same */
+    const char *keys = TWO_HOSTS_("    key: k/local.key\n", "    public_key: \"" PUB_ "\"\n");
+    CHECKF(pl_config_parse(&c, keys, strlen(keys), "/abs/pipe.yaml", &e) == 0, "%s", e.msg);
+    CHECK(strcmp(c.nodes[1].public_key, PUB_) == 0 && strcmp(c.nodes[0].key, "/abs/k/local.key") == 0);
+    CHECK(pl_config_secure(&c) && !c.insecure);
+    round_trip(&c, "keys.yaml");
+    keys = TWO_HOSTS_("    key: k/local.key\n", "    public_key: k/hostb.pub\n");
+    CHECKF(pl_config_parse(&c, keys, strlen(keys), "/abs/pipe.yaml", &e) == 0, "%s", e.msg);
+    round_trip(&c, "keys.yaml");
+    const char *insecure = TWO_HOSTS_("", "") "insecure: true\n";
+    CHECKF(pl_config_parse(&c, insecure, strlen(insecure), "/abs/pipe.yaml", &e) == 0, "%s", e.msg);
+    CHECK(c.insecure && !pl_config_secure(&c));
+    round_trip(&c, "insecure.yaml");
+    BAD(TWO_HOSTS_("", "") "insecure: maybe\n", "pipe.yaml:16:", "insecure: expected true, false");
+    BAD(TWO_HOSTS_("    key: \"\"\n", ""), "pipe.yaml:5:", "nodes[0].key: must not be empty");
+    /* key paths resolve against the config's directory, like the model */
+    snprintf(e.msg, sizeof e.msg, "%s", "");
+    const char *text = TWO_HOSTS_("    key: k/local.key\n", "    public_key: /abs/hostb.pub\n");
+    CHECK(pl_config_parse(&c, text, strlen(text), "/etc/sluice/pipe.yaml", &e) == 0);
+    CHECKF(strcmp(c.nodes[0].key, "/etc/sluice/k/local.key") == 0, "%s", c.nodes[0].key);
+    CHECK(strcmp(c.nodes[1].public_key, "/abs/hostb.pub") == 0);
+}
+
 static void write_file(const char *path, const char *text, size_t len)
 {
     FILE *f = fopen(path, "wb");
@@ -632,7 +717,8 @@ static void test_load_errors(void)
 static void remove_tmp(void)
 {
     static const char *const files[] = {"one-process.yaml", "two-process.yaml", "two-host.yaml", "odd.yaml",
-                                        "default.yaml", "broken.yaml", "big.yaml", "rel.yaml"};
+                                        "default.yaml", "broken.yaml", "big.yaml", "rel.yaml", "keys.yaml",
+                                        "insecure.yaml"};
     char path[512];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", tmp_dir, files[i]);
@@ -654,6 +740,7 @@ int main(void)
     test_node_fields();
     test_numbers();
     test_order();
+    test_security_fields();
     test_yaml_level();
     test_valid();
     test_check_layers();

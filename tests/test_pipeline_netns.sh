@@ -46,15 +46,19 @@ ip netns add "$NA" && ip netns add "$NB" &&
     ip -n "$NA" link set lo up && ip -n "$NB" link set lo up ||
     { echo "FAIL: cannot build the two namespaces"; exit 1; }
 
-# The shipped config, with the model where its relative path points.
-mkdir -p "$T/configs" "$T/models"
+# The shipped config, with the model and the keys where its relative paths
+# point (each "host" makes its own pair; only the .pub files are shared).
+mkdir -p "$T/configs" "$T/models" "$T/keys"
 cp "$SRC/configs/two-host.yaml" "$T/configs/"
+"$SLUICE" keygen -o "$T/keys/local" && "$SLUICE" keygen -o "$T/keys/hostb" ||
+    { echo "FAIL: sluice keygen"; exit 1; }
 M=$T/models/tiny-gemma3.gguf
 cp "$SRC/models/tiny-gemma3.gguf" "$M" || { echo "FAIL: the shipped model is missing"; exit 1; }
 cd "$T" || exit 1
 
 start_worker() {
-    ip netns exec "$NB" "$SLUICE" worker --listen tcp://10.77.0.2:7100 --silence 2 2>>worker.err &
+    ip netns exec "$NB" "$SLUICE" worker --listen tcp://10.77.0.2:7100 --key keys/hostb.key \
+        --allow keys/local.pub --silence 2 2>>worker.err &
     worker=$!
     pids+=("$worker")
     wait_for grep -qs listening worker.err && ok || bad "worker in B did not start"

@@ -154,29 +154,47 @@ if wait_for no_workers "$T"; then ok; else bad "spawned worker outlived its kill
 for _ in 1 2 3 4 5; do
     base=$((20000 + RANDOM % 30000))
     : >squat.err
-    "$SLUICE" worker --listen "tcp://127.0.0.1:$((base + 3))" 2>squat.err &
+    "$SLUICE" worker --listen "tcp://127.0.0.1:$((base + 3))" --insecure 2>squat.err &
     squatter=$!
     pids+=($squatter)
     wait_for grep -qsE "listening|cannot listen" squat.err
     grep -qs listening squat.err && break
 done
 grep -qs listening squat.err && ok || bad "squatter did not start"
+# (plain TCP: these are about addresses, keys come below)
 config tcp.yaml "tcp://127.0.0.1:$((base + 50))" p1 "tcp://127.0.0.1:$base" true -- \
     "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
+echo "insecure: true" >>tcp.yaml
 "$SLUICE" run -c tcp.yaml -p hi -n 2 >/dev/null 2>run.err && bad "data address in use: run succeeded"
+[ "$(grep -c "warning: .*insecure" run.err)" -eq 1 ] && ok || bad "insecure config: want one warning line"
 has run.err "node 'p1' \(tcp://127.0.0.1:$base\): .*cannot listen on tcp://127.0.0.1:$((base + 3)): Address already in use" "data address in use"
 config tcp2.yaml "tcp://127.0.0.1:$((base + 50))" p1 "tcp://127.0.0.1:$((base + 3))" true -- \
     "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
+echo "insecure: true" >>tcp2.yaml
 "$SLUICE" run -c tcp2.yaml -p hi -n 2 >/dev/null 2>run.err && bad "control address in use: run succeeded"
 has run.err "node 'p1': .*cannot listen on tcp://127.0.0.1:$((base + 3)): Address already in use" "control address in use"
 no_orphans "address in use"
-# a worker named by host name over tcp (ZeroMQ binds only IPs: the worker resolves it)
+# a worker named by host name over tcp (ZeroMQ binds only IPs: the worker resolves it),
+# spawned with the secret key the config gives it, every hop CURVE
+"$SLUICE" keygen -o local && "$SLUICE" keygen -o p1 || bad "keygen"
 config tcpname.yaml "tcp://127.0.0.1:$((base + 50))" p1 "tcp://localhost:$((base + 20))" true -- \
     "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
+sed -i -e "/^  - name: local\$/a\\    key: $T/local.key" \
+    -e "/^  - name: p1\$/a\\    key: $T/p1.key\n    public_key: $T/p1.pub" tcpname.yaml
 "$SLUICE" run -m m.gguf -p "${prompts[1]}" -n 24 --print-ids >/dev/null 2>ref.err
 "$SLUICE" run -c tcpname.yaml -p "${prompts[1]}" -n 24 --print-ids >/dev/null 2>run.err || bad "tcp by host name failed: $(tail -1 run.err)"
 if ids run.err | cmp -s - <(ids ref.err); then ok; else bad "tcp by host name: ids differ"; fi
 no_orphans "tcp by host name"
+
+# ---- ipc:// sockets only in a directory private to this user ----
+"$SLUICE" worker --listen "ipc:///tmp/sluice-open-$$" 2>open.err && bad "worker listened in /tmp"
+has open.err "directory /tmp has mode 1777, so other users can reach its sockets" "ipc in /tmp"
+mkdir -m 755 "$T/open"
+config open.yaml "ipc://$T/open/c" p1 "ipc://$T/p1" true -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 p1)" "$(tail_on p1)"
+"$SLUICE" run -c open.yaml -p hi -n 2 >/dev/null 2>run.err && bad "coordinator listened in a 0755 directory"
+has run.err "directory $T/open has mode 0755" "ipc in a 0755 directory"
+no_orphans "ipc directory"
 
 # ---- unreachable node ----
 config ghost.yaml "ipc://$T/c" ghost "ipc://$T/nobody" false -- \

@@ -2,10 +2,11 @@
  * message naming the file, or yields a config whose every field is inside
  * the schema's ranges, whose layer check terminates cleanly for several
  * model sizes, and which pl_config_write / pl_config_load give back
- * unchanged. Broken invariants trap so the fuzzer sees them. */
+ * unchanged, and whose key check ends cleanly. Broken invariants trap so the fuzzer sees them. */
 #include "pipeline/config.h"
 
 #include "kernels/types.h"
+#include "pipeline/security.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -92,8 +93,11 @@ static int same(const pl_config *a, const pl_config *b)
         return 0;
     for (int i = 0; i < a->n_nodes; i++)
         if (strcmp(a->nodes[i].name, b->nodes[i].name) || strcmp(a->nodes[i].address, b->nodes[i].address) ||
-            a->nodes[i].spawn != b->nodes[i].spawn)
+            a->nodes[i].spawn != b->nodes[i].spawn || strcmp(a->nodes[i].public_key, b->nodes[i].public_key) ||
+            strcmp(a->nodes[i].key, b->nodes[i].key))
             return 0;
+    if (a->insecure != b->insecure)
+        return 0;
     for (int i = 0; i < a->n_stages; i++) {
         const pl_stage *s = &a->stages[i], *t = &b->stages[i];
         if (s->kind != t->kind || s->node != t->node || s->l0 != t->l0 || s->l1 != t->l1 ||
@@ -114,6 +118,13 @@ static void round_trip(const pl_config *parsed)
         strcpy(copy.model, "/m.gguf");
     if (copy.draft[0] && copy.draft[0] != '/')
         strcpy(copy.draft, "/d.gguf");
+    for (int i = 0; i < copy.n_nodes; i++) {
+        pl_node *n = &copy.nodes[i];
+        if (n->key[0] && n->key[0] != '/')
+            strcpy(n->key, "/k.key");
+        if (n->public_key[0] && n->public_key[0] != '/' && !sec_is_key_text(n->public_key))
+            strcpy(n->public_key, "/k.pub");
+    }
     char path[64];
     snprintf(path, sizeof path, "/tmp/fuzz_config_%d.yaml", (int)getpid());
     sl_err err;
@@ -146,6 +157,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (ok != 0)
             require_message(&err, "fuzz.yaml");
     }
+    int sec = pl_config_check_security(&c, &err);
+    require(sec == 0 || sec == -1);
+    if (sec != 0)
+        require_message(&err, "fuzz.yaml");
     round_trip(&c);
     return 0;
 }
