@@ -48,7 +48,8 @@ typedef struct dreq {
     int base, k;
     int32_t drafted[SL_SPEC_K_MAX];
     float *q;               /* k rows of n_vocab (sampled requests) */
-    double t_sent;          /* when that block left, for the round-trip time */
+    double t_sent;          /* when the request's last wanted row left */
+    int sent_rows;          /* rows of the batch it left in (0: nothing pending) */
     /* drafted ahead (pipelined): valid when the target emits guess after
      * accepting all of drafted[] */
     bool ahead;
@@ -59,8 +60,7 @@ typedef struct dreq {
     bool ahead_tried;       /* this block's look-ahead is done (or not worth it) */
     /* adaptive k */
     sl_spec_stats stats;
-    double round_trip_s;    /* running mean of verification round trips */
-    long steps;
+    unsigned long steps;    /* wanted rows sent */
 } dreq;
 
 typedef struct draft_stage {
@@ -82,9 +82,12 @@ typedef struct draft_stage {
     int32_t *o_seq, *o_pos, *o_tok, *o_draft;
     uint8_t *o_flags;
     const float **o_qsrc;   /* per drafted row: its q row, NULL when one-hot */
-    /* cost of one drafted token, for adaptive k */
+    dreq **wanted;          /* requests whose output this batch asks for */
+    /* cost of one drafted token, and verification time against rows, for
+     * adaptive k */
     double draft_s;
     long draft_tokens;
+    sl_cost_fit fit;
     /* statistics */
     long blocks, drafted_tokens, ahead_hits, ahead_misses;
 } draft_stage;
@@ -271,18 +274,30 @@ static int draft_model_block(draft_stage *ds, dreq *r, int k, int32_t *out, floa
 
 /* ---- choosing k ---- */
 
+/* k for this step. Auto: the best k for the request's acceptance rate and
+ * the measured costs: a verification's round trip fitted against its rows
+ * (fixed + per row), and a drafted token (free for prompt lookup, hidden
+ * when drafting ahead). Until the fit can tell fixed from per-row cost,
+ * steps alternate between k_max and 1 to measure both; every 16th step
+ * tries another k so the fit keeps seeing a spread. */
 static int choose_k(draft_stage *ds, dreq *r, int room)
 {
     int k = ds->k_max;
-    if (ds->auto_k) {
-        double ratio = 0.0; /* prompt lookup and pipelined drafting cost the target nothing */
-        if (!ds->lookup && !ds->pipelined && ds->draft_tokens > 0 && r->round_trip_s > 0.0)
-            ratio = (ds->draft_s / (double)ds->draft_tokens) / r->round_trip_s;
-        k = sl_spec_best_k(r->stats.alpha_ewma, ratio, ds->k_max);
-        /* k = 0 measures nothing: every 8th step still drafts one token to
-         * notice when the text turns easy */
-        if (k == 0 && r->steps % 8 == 0)
-            k = 1;
+    if (ds->auto_k && ds->k_max > 0) {
+        double fixed, per_row;
+        double draft_token = ds->lookup || ds->pipelined || ds->draft_tokens == 0
+                                 ? 0.0 : ds->draft_s / (double)ds->draft_tokens;
+        if (!sl_cost_fit_get(&ds->fit, &fixed, &per_row)) {
+            k = r->steps % 2 ? 1 : ds->k_max;
+        } else {
+            k = sl_spec_best_k_timed(r->stats.alpha_ewma, fixed, per_row, draft_token, ds->k_max);
+            if (r->steps % 16 == 15)
+                k = (int)((r->steps / 16) % (unsigned long)ds->k_max) + 1;
+            /* k = 0 measures no acceptance: every 8th step still drafts one
+             * token to notice when the text turns easy */
+            if (k == 0 && r->steps % 8 == 0)
+                k = 1;
+        }
     }
     return k < room ? k : room;
 }
@@ -295,6 +310,10 @@ static int choose_k(draft_stage *ds, dreq *r, int room)
 static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
 {
     bool ahead_ok = false;
+    if (r->sent_rows > 0) {
+        sl_cost_fit_add(&ds->fit, r->sent_rows, now_s() - r->t_sent);
+        r->sent_rows = 0;
+    }
     if (r->base >= 0) {
         int accepted = pos - r->base - 1;
         if (accepted < 0 || accepted > r->k || r->n_hist != r->base + 1) {
@@ -302,9 +321,6 @@ static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
         } else {
             hist_push(r, r->drafted, accepted);
             sl_spec_stats_add(&r->stats, r->k, accepted);
-            r->round_trip_s = r->steps == 0 ? now_s() - r->t_sent
-                                            : 0.8 * r->round_trip_s + 0.2 * (now_s() - r->t_sent);
-            r->steps++;
             ahead_ok = r->ahead && accepted == r->k && first == r->guess && n_rows == 1;
             if (r->ahead)
                 ahead_ok ? ds->ahead_hits++ : ds->ahead_misses++;
@@ -414,6 +430,8 @@ static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
     uint32_t room = rows.n < (uint32_t)ds->max_batch ? (uint32_t)ds->max_batch - rows.n : 0;
     uint32_t n_out = 0, n_q = 0;
     bool any_q = false;
+    int n_wanted = 0;
+    dreq **wanted = ds->wanted;
     for (uint32_t i0 = 0; i0 < rows.n;) {
         uint32_t i1 = i0 + 1;
         while (i1 < rows.n && rows.req[i1] == rows.req[i0])
@@ -457,13 +475,21 @@ static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
         if (k > 0) {
             r->base = last_pos;
             r->k = k;
-            r->t_sent = now_s();
             r->ahead_tried = false;
             ds->blocks++;
             ds->drafted_tokens += k;
         }
+        if (rows.flags[i1 - 1] & 1)
+            wanted[n_wanted++] = r;
         room -= (uint32_t)k;
         i0 = i1;
+    }
+    /* round trips start now, for the batch's full row count */
+    double t_now = now_s();
+    for (int i = 0; i < n_wanted; i++) {
+        wanted[i]->t_sent = t_now;
+        wanted[i]->sent_rows = (int)n_out;
+        wanted[i]->steps++;
     }
     pl_msg m;
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, n_out);
@@ -594,6 +620,7 @@ static void destroy_draft_stage(sl_stage *s)
         free(ds->o_draft);
         free(ds->o_flags);
         free(ds->o_qsrc);
+        free(ds->wanted);
         free(ds);
     }
     free(s);
@@ -660,9 +687,10 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     ds->o_draft = malloc(rows * sizeof(int32_t));
     ds->o_flags = malloc(rows);
     ds->o_qsrc = malloc(rows * sizeof *ds->o_qsrc);
+    ds->wanted = malloc(rows * sizeof *ds->wanted);
     if (!ds->reqs || !ds->x || !ds->logits || !ds->tok || !ds->seq || !ds->pos || !ds->ids ||
         !ds->probs || !ds->o_req || !ds->o_seq || !ds->o_pos || !ds->o_tok || !ds->o_draft ||
-        !ds->o_flags || !ds->o_qsrc)
+        !ds->o_flags || !ds->o_qsrc || !ds->wanted)
         return sl_fail(err, "out of memory");
     return 0;
 }

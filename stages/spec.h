@@ -7,6 +7,7 @@
 #ifndef SLUICE_SPEC_H
 #define SLUICE_SPEC_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "stages/sampler.h"
@@ -60,6 +61,25 @@ double sl_spec_expected_tokens(double alpha, int k);
  * cost_ratio (draft step time / target step time). 0 means plain
  * decoding is best. */
 int sl_spec_best_k(double alpha, double cost_ratio, int k_max);
+
+/* The k in [0, k_max] maximising expected tokens per second when a
+ * verification of r rows takes verify_fixed + verify_row * r and each
+ * drafted token draft_token (all in seconds). A model in cache costs per
+ * row (small k pays); a memory-bound one mostly per step (large k pays).
+ * 0 means plain decoding (one row) is best. */
+int sl_spec_best_k_timed(double alpha, double verify_fixed, double verify_row, double draft_token,
+                         int k_max);
+
+/* Online least-squares line of a step's time against its row count, older
+ * steps fading (weight 0.95 a step). */
+typedef struct sl_cost_fit {
+    double n, sx, sy, sxx, sxy;
+} sl_cost_fit;
+
+void sl_cost_fit_add(sl_cost_fit *f, double rows, double seconds);
+/* Fixed and per-row seconds; false until the fit has seen enough spread in
+ * row counts to tell them apart. */
+bool sl_cost_fit_get(const sl_cost_fit *f, double *fixed, double *per_row);
 
 /* Running acceptance statistics driving adaptive k. */
 typedef struct sl_spec_stats {

@@ -7,6 +7,8 @@
  * (categories - 1) degrees of freedom. Draws are seeded, so a run is
  * repeatable; with another seed a correct implementation fails one check
  * with probability 1e-3. */
+#include <math.h>
+
 #include "stages/spec.h"
 #include "tests/test.h"
 
@@ -224,8 +226,40 @@ static void test_stats(void)
     CHECK(st.alpha_ewma > 0.9);
 }
 
+/* Verification time against rows: a model in cache pays per row, a
+ * memory-bound one per step; the best k follows. */
+static void test_timed_k(void)
+{
+    /* per-row cost only: every extra row costs a whole plain step */
+    CHECK(sl_spec_best_k_timed(0.9, 0.0, 1.0, 0.0, 8) == 0);
+    /* fixed cost only, free drafts: draft the most */
+    CHECK(sl_spec_best_k_timed(0.9, 1.0, 0.0, 0.0, 8) == 8);
+    /* a memory-bound target (5 rows cost 1.4 steps) and a good draft */
+    int k = sl_spec_best_k_timed(0.85, 0.9, 0.1, 0.02, 16);
+    CHECKF(k >= 3 && k <= 12, "k = %d", k);
+    /* the same target, a poor draft: fewer */
+    CHECK(sl_spec_best_k_timed(0.3, 0.9, 0.1, 0.02, 16) < k);
+    /* more per-row cost, smaller k */
+    CHECK(sl_spec_best_k_timed(0.85, 0.5, 0.5, 0.02, 16) < k);
+
+    /* the fit recovers a line from exact points, and waits for spread */
+    sl_cost_fit f = {0};
+    double fixed, per_row;
+    for (int i = 0; i < 10; i++)
+        sl_cost_fit_add(&f, 5.0, 0.003);
+    CHECK(!sl_cost_fit_get(&f, &fixed, &per_row)); /* one row count: no slope */
+    for (int i = 0; i < 40; i++) {
+        double rows = 1 + i % 7;
+        sl_cost_fit_add(&f, rows, 0.002 + 0.0005 * rows);
+    }
+    CHECK(sl_cost_fit_get(&f, &fixed, &per_row));
+    CHECKF(fabs(per_row - 0.0005) < 1e-4 && fabs(fixed - 0.002) < 3e-4, "fixed %g per row %g", fixed,
+           per_row);
+}
+
 int main(void)
 {
+    test_timed_k();
     test_greedy();
     test_sampled_matches_target();
     test_identical_distributions_accept_all();
