@@ -108,6 +108,7 @@ typedef struct tensor_spec {
     bool norm;
     int64_t type_n_in; /* row length that decides the type (0: ne[0]) */
     int n_rot_pairs;   /* > 0: rope_freqs, 1 for that many pairs then 1e30 */
+    float norm_mean;   /* norms: mean of the weights (0: 1) */
 } tensor_spec;
 
 typedef struct synth_opts {
@@ -133,6 +134,7 @@ static void spec_add(tensor_spec *t, int *n, const char *name, int64_t n_in, int
     s->norm = norm;
     s->type_n_in = 0;
     s->n_rot_pairs = 0;
+    s->norm_mean = 0.0f;
 }
 
 static bool is_gemma4(const shape *s) { return strcmp(s->arch, "gemma4") == 0; }
@@ -188,9 +190,16 @@ static int list_tensors_gemma4(const shape *s, tensor_spec *t)
             LAYER("attn_k.weight", d, kv_dim, false);
         if (v)
             LAYER("attn_v.weight", d, kv_dim, false);
+        /* Gemma 4 does not scale q.k: its trained q/k norms do. Random norms
+         * near 1 would make every attention row one-hot, so these carry
+         * head_dim^-1/4 each, as soft as the usual 1/sqrt(head_dim). */
+        float qk_mean = powf((float)hd, -0.25f);
         LAYER("attn_q_norm.weight", hd, 0, true);
-        if (own)
+        t[n - 1].norm_mean = qk_mean;
+        if (own) {
             LAYER("attn_k_norm.weight", hd, 0, true);
+            t[n - 1].norm_mean = qk_mean;
+        }
         LAYER("attn_output.weight", q_dim, d, false);
         LAYER("post_attention_norm.weight", d, 0, true);
         LAYER("ffn_norm.weight", d, 0, true);
@@ -357,8 +366,9 @@ static void fill_row(const synth_opts *o, int ti, int64_t r, const tensor_spec *
             row[i] = i < t->n_rot_pairs ? 1.0f : 1e30f;
         return;
     }
-    float std = t->norm ? 0.1f : o->weight_scale / sqrtf((float)n);
-    float mean = t->norm ? 1.0f : 0.0f; /* norm weights near 1 (Gemma files store 1 + w) */
+    /* norm weights near 1 (Gemma files store 1 + w) unless the spec says */
+    float mean = t->norm ? (t->norm_mean > 0.0f ? t->norm_mean : 1.0f) : 0.0f;
+    float std = t->norm ? 0.1f * mean : o->weight_scale / sqrtf((float)n);
     for (int64_t i = 0; i < n; i += 2) {
         float a, b;
         gaussian_pair(&rng, &a, &b);
