@@ -3,7 +3,9 @@
 
 1. Self-tests of the reference: hand-computed blocks of every quantised
    format, the vectorised K-quant decoders against literal per-element ports
-   of llama.cpp's loops, RoPE's relative-position property, causality.
+   of llama.cpp's loops, RoPE's relative-position property and frequency
+   factors, causality, the Gemma 4 config (per-layer sizes, KV-sharing
+   sources) and its per-layer embeddings reaching the logits.
 2. For each architecture and weight type: a synthetic model (`sluice synth`,
    plus models written here whose K-quant blocks hold random bit patterns)
    runs through tests/tools/dump_logits in several scenarios:
