@@ -91,6 +91,9 @@ static int bind_layer(sl_model *m, int il, float **cursor, sl_err *err)
         (ple && bind_vector(f, NAME("post_norm"), d, true, cursor, &w->ple_post_norm, err)) ||
         bind_vector(f, NAME("layer_output_scale"), 1, false, cursor, &w->out_scale, err))
         return -1;
+    /* Gemma 4 26B-A4B's experts: a dense forward pass would silently drop them */
+    if (gguf_find_tensor(f, NAME("ffn_gate_inp")))
+        return sl_fail(err, "%s: tensor %s: mixture-of-experts layers are not supported", f->path, n);
     sl_weight *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down,
                          &w->ple_gate, &w->ple_proj};
     for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)

@@ -57,6 +57,25 @@ static int layer_of(const char *name)
     return -1;
 }
 
+/* Gemma 4: a layer reading layer src's cache holds none itself, and no
+ * stage boundary may fall between the two. */
+static void kv_sharing(sl_model_cost *mc, const sl_config *c)
+{
+    for (int il = 0; il < c->n_layer; il++) {
+        int src = c->layer[il].kv_src;
+        if (src < 0)
+            continue;
+        mc->layer[il].kv_bytes_per_pos = 0;
+        for (int k = src + 1; k <= il; k++) {
+            if (mc->no_cut[k])
+                continue;
+            mc->no_cut[k] = true;
+            mc->no_cut_reader[k] = il;
+            mc->no_cut_source[k] = src;
+        }
+    }
+}
+
 int sl_cost_from_gguf(sl_model_cost *mc, const char *path, sl_type kv_type, sl_err *err)
 {
     memset(mc, 0, sizeof *mc);
@@ -94,11 +113,22 @@ int sl_cost_from_gguf(sl_model_cost *mc, const char *path, sl_type kv_type, sl_e
             has_output = true;
             mc->head_bytes = (double)t->size;
             mc->head_flops = 2.0 * elems;
+        } else if (strcmp(t->name, "per_layer_model_proj.weight") == 0) {
+            /* Gemma 4: each layer stage projects its own layers' rows */
+            for (int l = 0; l < c.n_layer; l++) {
+                mc->layer[l].weight_bytes += (double)t->size / c.n_layer;
+                mc->layer[l].flops += 2.0 * elems / c.n_layer;
+            }
+        } else if (strcmp(t->name, "per_layer_token_embd.weight") == 0) {
+            mc->embed_bytes += (double)t->size; /* a table gathered from, like token_embd */
         }
     }
     mc->tied = !has_output;
+    if (c.n_embd_per_layer > 0)
+        mc->boundary_bytes += 4.0; /* the token id travels with the activations */
     for (int il = 0; il < c.n_layer; il++)
         layer_attention(&mc->layer[il], &c.layer[il], kv_type);
+    kv_sharing(mc, &c);
     gguf_close(f);
     return 0;
 }

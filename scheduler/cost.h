@@ -28,6 +28,10 @@ typedef struct sl_model_cost {
     double head_flops;
     bool tied;               /* head and embedding share one table */
     double boundary_bytes;   /* per token crossing a stage boundary (f32 activations) */
+    /* no_cut[k]: no stage may start at layer k, because a layer at or after k
+     * reads the KV cache of a layer before k (Gemma 4's KV sharing) */
+    bool no_cut[SL_MAX_LAYERS + 1];
+    int no_cut_reader[SL_MAX_LAYERS + 1], no_cut_source[SL_MAX_LAYERS + 1]; /* why, for errors */
 } sl_model_cost;
 
 /* From a GGUF file; kv_type is the cache's element type. */
