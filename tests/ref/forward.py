@@ -50,7 +50,7 @@ class Config:
         heads = per_layer(key("attention.head_count"))
         kv_heads = per_layer(key("attention.head_count_kv", heads))
         d_ffs = per_layer(key("feed_forward_length"))
-        self.n_head, self.n_kv_head = heads[0], kv_heads[0]
+        self.n_head, self.n_kv_head, self.d_ff = heads[0], kv_heads[0], d_ffs[0]
         self.head_dim = int(key("attention.key_length", self.d_model // self.n_head))
         value_dim = int(key("attention.value_length", self.head_dim))
         assert value_dim == self.head_dim, "value_length != key_length"
