@@ -260,6 +260,16 @@ p64=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/p64")
 p16=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/p16")
 awk -v a="$p64" -v b="$p16" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-3 * a) }' && ok ||
     bad "perplexity with batch 64 ($p64) and 16 ($p16) differ"
+# gemma4: KV-sharing layers read their sources' sliding-window rings (window
+# 8: 256 slots, wrapped by a 512-token chunk) whatever the batch size
+expect 0 "$SLUICE" perplexity -m "$T/gemma4.gguf" -f "$T/text.txt" -c 512 -b 512 --chunks 1
+grep '^Final' "$T/out" >"$T/g4p512"
+expect 0 "$SLUICE" perplexity -m "$T/gemma4.gguf" -f "$T/text.txt" -c 512 -b 32 --chunks 1
+grep '^Final' "$T/out" >"$T/g4p32"
+a=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/g4p512")
+b=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/g4p32")
+awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-3 * a) }' && ok ||
+    bad "gemma4 perplexity with batch 512 ($a) and 32 ($b) differ"
 echo "too short" >"$T/short.txt"
 expect 1 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/short.txt" -c 64
 has "$T/err" "at least 128 tokens" "short text refused"
