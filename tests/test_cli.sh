@@ -211,9 +211,9 @@ check_count "$T/g4q1" "gemma4 q4_K run"
 # layers' per-layer inputs from the token ids the batches carry, and sample
 # the same tokens as one process; a cut between a KV-sharing layer and its
 # source is refused ----
-g4cfg() { # g4cfg FILE CUT
+g4cfg() { # g4cfg FILE CUT [MODEL]
     cat >"$1" <<YAML
-model: $T/gemma4.gguf
+model: ${3:-$T/gemma4.gguf}
 nodes:
   - name: local
     address: ipc://$T/g4-local
@@ -236,6 +236,13 @@ gen_ids "$T/g4one" -m "$T/gemma4.gguf" -p "the water is" -n $N --temp 1 --seed 4
 gen_ids "$T/g4two" -c "$T/g4split.yaml" -p "the water is" -n $N
 check_count "$T/g4two" "gemma4 split run"
 cmp -s "$T/g4one" "$T/g4two" && ok || bad "gemma4 split run differs from one process"
+# the same with quantized weights: the second part reads its rows of the
+# per-layer projection from the middle of the q4_K matrix
+g4cfg "$T/g4qsplit.yaml" 2 "$T/g4q.gguf"
+gen_ids "$T/g4qone" -m "$T/g4q.gguf" -p "the water is" -n $N --temp 1 --seed 42
+gen_ids "$T/g4qtwo" -c "$T/g4qsplit.yaml" -p "the water is" -n $N
+check_count "$T/g4qtwo" "gemma4 q4_K split run"
+cmp -s "$T/g4qone" "$T/g4qtwo" && ok || bad "gemma4 q4_K split run differs from one process"
 expect 1 "$SLUICE" run -c "$T/g4bad.yaml" -p "the water is" -n 2
 has "$T/err" "layer 4 reads the cache of layer 2" "gemma4 cut inside the KV sharing refused"
 
