@@ -18,11 +18,22 @@ typedef struct arch_traits {
     int swa_pattern;    /* layer il is sliding iff il % pattern < pattern - 1; 0: none */
     float swa_rope_base;/* RoPE base of sliding layers; 0: same as global */
     int big_layer_count;/* the 27B size scales queries by d_model/n_head instead of head_dim */
-    /* Gemma 4 (llama.cpp's llama_model_gemma4::load_arch_hparams and its graph):
-     * q.k is not scaled (the q/k norms do it), V gets a weight-free RMSNorm, a
-     * layer without attn_v uses its K as V, global layers divide their RoPE
-     * frequencies by rope_freqs.weight, and KV sharing and per-layer
-     * embeddings are read from metadata. */
+    /* Gemma 4: q.k is not scaled (the q/k norms do it), V gets a weight-free
+     * RMSNorm, a layer without attn_v uses its K as V, global layers divide
+     * their RoPE frequencies by rope_freqs.weight, and KV sharing and
+     * per-layer embeddings are read from metadata.
+     * Sources: llama.cpp's llama_model_gemma4 (load_arch_hparams,
+     * load_arch_tensors) and its graph (src/models/gemma4-iswa.cpp), and
+     * convert_hf_to_gguf.py's Gemma4Model (the keys; "proportional" RoPE
+     * written as rope.dimension_count = global head_dim with factors 1 for
+     * the rotated quarter of the pairs and 1e30 for the rest; norm weights
+     * stored as used, no 1 + w). Assumptions: the KV-sharing source is
+     * llama.cpp's (layer n_own-2 for sliding, n_own-1 for global readers);
+     * Hugging Face takes the last non-shared layer of the same kind, which
+     * is the same layer for E2B and E4B, and other layouts are refused
+     * (kvshare.c). V = K wherever a layer with its own cache has no attn_v
+     * (llama.cpp's rule; the 26B/31B global layers). Mixture-of-experts
+     * layers are refused at load. */
     bool gemma4;
 } arch_traits;
 
