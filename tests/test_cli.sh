@@ -113,6 +113,27 @@ has "$T/out" "from layer 3 .*rope_dim 128 \\(freq factors\\).*V = K" "gemma4: gl
 has "$T/out" "from layer 7 .*d_ff 1024.*reads KV of 3" "gemma4: layer 7 reads layer 3's cache"
 has "$T/out" "rope_freqs.weight +f32 +64 " "gemma4: rope_freqs tensor"
 
+# gemma4 metadata the config refuses, by name: a per-layer array of the
+# wrong length, and KV sharing whose llama.cpp source is of the other kind
+"${PYTHON:-/usr/bin/python3}" - "$(dirname "$0")" "$T" <<'PYEOF' || bad "writing gemma4 metadata files"
+import sys
+sys.path.insert(0, sys.argv[1])
+from ref import writer
+base = {"general.architecture": "gemma4", "gemma4.block_count": 6, "gemma4.embedding_length": 64,
+        "gemma4.feed_forward_length": 128, "gemma4.attention.head_count": 2,
+        "gemma4.vocab_size": 32, "gemma4.attention.key_length": 32,
+        "gemma4.attention.key_length_swa": 16, "gemma4.attention.sliding_window": 4,
+        "gemma4.attention.sliding_window_pattern": [True, True, False, True, True, False],
+        "gemma4.attention.shared_kv_layers": 3}
+writer.write_gguf(sys.argv[2] + "/g4arr.gguf", dict(base, **{"gemma4.attention.head_count_kv": [1, 1, 1]}), [])
+writer.write_gguf(sys.argv[2] + "/g4share.gguf", dict(base, **{"gemma4.attention.shared_kv_layers": 2}), [])
+PYEOF
+expect 1 "$SLUICE" inspect --no-tensors "$T/g4arr.gguf"
+has "$T/err" "head_count_kv must be one number or one per layer \\(6\\)" "gemma4: per-layer array length checked"
+expect 1 "$SLUICE" inspect --no-tensors "$T/g4share.gguf"
+has "$T/err" "shared_kv_layers: layer 4 \\(sliding\\) would share the KV cache of layer 2 \\(global\\)" \
+    "gemma4: KV sharing across kinds refused"
+
 # same seed: same bytes, whatever the thread count; another seed: other bytes
 OMP_NUM_THREADS=1 "$SLUICE" synth --arch gemma3 --size test --type q4_0 --seed 5 -o "$T/s1.gguf" 2>/dev/null
 OMP_NUM_THREADS=2 "$SLUICE" synth --arch gemma3 --size test --type q4_0 --seed 5 -o "$T/s2.gguf" 2>/dev/null
