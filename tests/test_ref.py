@@ -76,7 +76,7 @@ SYNTH_MATRIX = [("gemma3", t) for t in ALL_TYPES] + \
     [("gemma4", t) for t in ALL_TYPES]
 # Models written by tests/ref/writer.py: untied head, random K-quant bits.
 WRITER_MATRIX = [("gemma", "q4_K"), ("gemma2", "q5_K"), ("gemma3", "q6_K"),
-                 ("llama", "q4_K"), ("gemma3", "bf16")]
+                 ("llama", "q4_K"), ("gemma3", "bf16"), ("gemma4", "q4_K"), ("gemma4", "q4_0")]
 TYPE_ID = {v: k for k, v in dequant.NAMES.items()}
 
 failures = []
@@ -521,7 +521,10 @@ def main():
                     os.remove(path)
             for seed, (arch, t) in enumerate(WRITER_MATRIX):
                 path = os.path.join(tmp, "w_%s_%s.gguf" % (arch, t))
-                writer.tiny_model(path, arch, TYPE_ID[t], seed=100 + seed, n_layer=6)
+                if arch == "gemma4":
+                    writer.tiny_gemma4(path, TYPE_ID[t], seed=100 + seed)
+                else:
+                    writer.tiny_model(path, arch, TYPE_ID[t], seed=100 + seed, n_layer=6)
                 engine_vs_ref(eng, "writer %s %s" % (arch, t), path, t, rng)
                 os.remove(path)
         print("%d dump_logits runs, %.1f s" % (eng.runs, time.time() - t0))
