@@ -292,6 +292,18 @@ static void test_cost_from_gguf(void)
     fprintf(stderr, "gemma3 12b q4_0 shapes: %.2f GB\n", total);
     CHECK(total > 6.0 && total < 7.5);
     CHECK(sl_shape_find("gemma3", "13b") == NULL);
+    /* gemma4 e2b: layers 15..34 read layers 13 (sliding) and 14 (global)'s
+     * caches: they hold no KV, and no stage may start at 14..34; q4_0 with
+     * the per-layer token table: about 2.6 GB like the synth file */
+    s = sl_shape_find("gemma4", "e2b");
+    CHECK(s != NULL);
+    sl_cost_from_shape(&mc, s, SL_TYPE_Q4_0, SL_TYPE_F32);
+    CHECK(mc.layer[14].kv_bytes_per_pos == 2 * 512 * 4 && mc.layer[13].kv_bytes_per_pos == 2 * 256 * 4);
+    CHECK(mc.layer[15].kv_bytes_per_pos == 0 && mc.layer[34].kv_bytes_per_pos == 0);
+    CHECK(!mc.no_cut[13] && mc.no_cut[14] && mc.no_cut[34] && mc.no_cut_source[14] == 13);
+    total = (sl_cost_weight_bytes(&mc, 0, mc.n_layer) + mc.embed_bytes) / 1e9;
+    fprintf(stderr, "gemma4 e2b q4_0 shapes: %.2f GB\n", total);
+    CHECK(total > 2.4 && total < 2.8);
 }
 
 static void test_topologies(void)
