@@ -83,11 +83,15 @@ static void bytes_per_token(const sl_model *m, sl_type kv_type, int first_pos, i
 {
     const sl_config *c = &m->cfg;
     double w = weight_bytes(&m->output) +
-               (double)sl_row_bytes(m->tok_embd.type, c->d_model);
+               (double)sl_row_bytes(m->tok_embd.type, c->d_model) +
+               weight_bytes(&m->ple_model_proj); /* per-layer embeddings (Gemma 4) */
+    if (m->ple_tok_embd.data)
+        w += (double)sl_row_bytes(m->ple_tok_embd.type, m->ple_tok_embd.n_in);
     double kv = 0;
     for (int il = 0; il < c->n_layer; il++) {
         const sl_layer_weights *L = &m->layer[il];
-        const sl_weight *all[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        const sl_weight *all[] = {&L->wq,     &L->wk,     &L->wv,       &L->wo,      &L->w_gate,
+                                  &L->w_up,   &L->w_down, &L->ple_gate, &L->ple_proj};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
             w += weight_bytes(all[i]);
         const sl_layer_cfg *lc = &c->layer[il];

@@ -88,6 +88,26 @@ static void *convert(const gguf_tensor *t, sl_type to, size_t *size)
     return out;
 }
 
+/* The row length that decides a matrix's type: Gemma 4's per-layer token
+ * embedding is gathered one layer's slice at a time, so its blocks must
+ * fit a slice (llama.cpp's {arch}.embedding_length_per_layer_input). */
+static int64_t type_row_length(const gguf_file *f, const gguf_tensor *t)
+{
+    if (strcmp(t->name, "per_layer_token_embd.weight") != 0)
+        return t->ne[0];
+    char *arch = NULL;
+    sl_err err;
+    uint32_t pl = 0;
+    if (gguf_get_str(f, "general.architecture", &arch, &err) == 0) {
+        char key[128];
+        snprintf(key, sizeof key, "%s.embedding_length_per_layer_input", arch);
+        if (gguf_get_u32(f, key, &pl, &err) != 0)
+            pl = 0;
+        free(arch);
+    }
+    return pl > 0 ? (int64_t)pl : t->ne[0];
+}
+
 static int quantize(const char *cmd, const char *in, const char *out, const cli_qtype *q)
 {
     sl_err err = {{0}};
@@ -113,7 +133,7 @@ static int quantize(const char *cmd, const char *in, const char *out, const cli_
         size_t size = t->size;
         sl_type to = t->type;
         if (is_matrix(t)) {
-            to = cli_weight_type(q, t->name, n_layer, t->ne[0], tied);
+            to = cli_weight_type(q, t->name, n_layer, type_row_length(f, t), tied);
             if (to != t->type && !sl_type_supported(t->type)) {
                 cli_fail(cmd, "%s: tensor '%s' has type %s, which sluice cannot read", in, t->name,
                          sl_type_name(t->type));

@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/synth.h"
+#include "model/config.h"
 #include "model/gguf.h"
 #include "stages/sampler.h"
 
@@ -19,10 +20,12 @@ static const char usage[] =
     "vocabulary of exactly the model's vocabulary size.\n"
     "\n"
     "options:\n"
-    "  --arch ARCH          gemma, gemma2, gemma3 or llama\n"
-    "  --size SIZE          gemma3: 270m, 1b, 4b; gemma2: 2b; gemma: 2b; llama: tiny;\n"
+    "  --arch ARCH          gemma, gemma2, gemma3, gemma4 or llama\n"
+    "  --size SIZE          gemma4: e2b, e4b; gemma3: 270m, 1b, 4b; gemma2: 2b; gemma: 2b;\n"
+    "                       llama: tiny;\n"
     "                       every arch: test (d_model 256, 6 layers, 4 heads x 64,\n"
-    "                       2 kv heads (gemma: 1), d_ff 512, vocab 512, context 512)\n"
+    "                       2 kv heads (gemma: 1), d_ff 512, vocab 512, context 512;\n"
+    "                       gemma4: see below)\n"
     "  --type TYPE          type of the 2-D weights (default f32): " CLI_QTYPE_NAMES "\n"
     "                       norms stay f32\n"
     "  -o, --output FILE    file to write\n"
@@ -34,7 +37,12 @@ static const char usage[] =
     "llama tiny: 8 layers, d_model 512, d_ff 1536, 8 heads x 64, 4 kv heads,\n"
     "vocab 32000, context 2048, untied output. gemma2 test: sliding window 8,\n"
     "soft-caps 50/30. gemma3 test: sliding window 8 (every 6th layer global),\n"
-    "rope base 1e6 with linear scaling 8 globally, 10000 locally.\n";
+    "rope base 1e6 with linear scaling 8 globally, 10000 locally. gemma4 test:\n"
+    "8 layers, every 4th global (4 heads x 128, 1 kv head, V = K, 1/4 of the\n"
+    "pairs rotated by RoPE frequency factors) and the rest sliding (window 8,\n"
+    "4 heads x 64, 2 kv heads, 32 of 64 dims rotated), the last 4 layers reading\n"
+    "layers 2 and 3's KV caches with d_ff 1024, 64 per-layer-embedding columns\n"
+    "per layer, final soft-cap 30.\n";
 
 typedef struct shape {
     const char *arch, *size;
@@ -45,6 +53,20 @@ typedef struct shape {
     float attn_softcap, final_softcap;
     float norm_eps;
 } shape;
+
+/* gemma4's further shape: head_dim, n_kv_head and rope_base of its shape
+ * entry are the global layers'; the sliding layers' are here */
+typedef struct g4_shape {
+    const char *size;
+    int head_dim_swa, n_kv_head_swa, rope_dim_swa;
+    int swa_period;      /* layer il is global iff il % swa_period == swa_period - 1 */
+    int n_kv_shared;     /* the last layers read the caches of earlier ones */
+    int n_embd_per_layer;
+    int d_ff_shared;     /* d_ff of the KV-sharing layers (E2B's double-wide MLP); 0: d_ff */
+    float rope_base_swa;
+    float rope_partial;  /* share of the global layers' pairs that rotate (rope_freqs) */
+    bool global_v_is_k;  /* global layers have no attn_v (V = K) */
+} g4_shape;
 
 static const shape shapes[] = {
     {"gemma3", "270m", 18, 640, 2048, 4, 1, 256, 262144, 32768, 512, 1e6f, 0, 0, 0, 1e-6f},
@@ -57,13 +79,37 @@ static const shape shapes[] = {
     {"gemma", "test", 6, 256, 512, 4, 1, 64, 512, 512, 0, 1e4f, 0, 0, 0, 1e-6f},
     {"llama", "tiny", 8, 512, 1536, 8, 4, 64, 32000, 2048, 0, 1e4f, 0, 0, 0, 1e-5f},
     {"llama", "test", 6, 256, 512, 4, 2, 64, 512, 512, 0, 1e4f, 0, 0, 0, 1e-5f},
+    /* Gemma 4 E2B / E4B text shapes from the published Hugging Face configs
+     * (hidden_size, num_hidden_layers, global_head_dim / head_dim,
+     * num_kv_shared_layers, hidden_size_per_layer_input, use_double_wide_mlp,
+     * layer_types, partial_rotary_factor 0.25 of the global layers) */
+    {"gemma4", "e2b", 35, 1536, 6144, 8, 1, 512, 262144, 131072, 512, 1e6f, 0, 0, 30, 1e-6f},
+    {"gemma4", "e4b", 42, 2560, 10240, 8, 2, 512, 262144, 131072, 512, 1e6f, 0, 0, 30, 1e-6f},
+    {"gemma4", "test", 8, 256, 512, 4, 1, 128, 512, 512, 8, 1e6f, 0, 0, 30, 1e-6f},
 };
+
+static const g4_shape g4_shapes[] = {
+    {"e2b", 256, 1, 256, 5, 20, 256, 12288, 1e4f, 0.25f, false},
+    {"e4b", 256, 2, 256, 6, 18, 256, 0, 1e4f, 0.25f, false},
+    {"test", 64, 2, 32, 4, 4, 64, 1024, 1e4f, 0.25f, true},
+};
+
+static const g4_shape *g4_of(const shape *s)
+{
+    for (size_t i = 0; i < sizeof g4_shapes / sizeof g4_shapes[0]; i++)
+        if (strcmp(g4_shapes[i].size, s->size) == 0)
+            return &g4_shapes[i];
+    return &g4_shapes[0];
+}
 
 typedef struct tensor_spec {
     char name[64];
     int n_dims;
     int64_t ne[2];  /* ne[0] = row length (fan-in), ne[1] = rows */
     bool norm;
+    int64_t type_n_in; /* row length that decides the type (0: ne[0]) */
+    int n_rot_pairs;   /* > 0: rope_freqs, 1 for that many pairs then 1e30 */
+    float norm_mean;   /* norms: mean of the weights (0: 1) */
 } tensor_spec;
 
 typedef struct synth_opts {
@@ -87,11 +133,96 @@ static void spec_add(tensor_spec *t, int *n, const char *name, int64_t n_in, int
     s->ne[0] = n_in;
     s->ne[1] = n_out > 0 ? n_out : 1;
     s->norm = norm;
+    s->type_n_in = 0;
+    s->n_rot_pairs = 0;
+    s->norm_mean = 0.0f;
+}
+
+static bool is_gemma4(const shape *s) { return strcmp(s->arch, "gemma4") == 0; }
+
+static bool g4_sliding(const shape *s, int il)
+{
+    const g4_shape *g = g4_of(s);
+    return s->window > 0 && g->swa_period > 0 && il % g->swa_period != g->swa_period - 1;
+}
+
+static int g4_head_dim(const shape *s, int il)
+{
+    return g4_sliding(s, il) ? g4_of(s)->head_dim_swa : s->head_dim;
+}
+
+static int g4_kv_heads(const shape *s, int il)
+{
+    return g4_sliding(s, il) ? g4_of(s)->n_kv_head_swa : s->n_kv_head;
+}
+
+static bool g4_shared(const shape *s, int il) { return il >= s->n_layer - g4_of(s)->n_kv_shared; }
+
+static int g4_d_ff(const shape *s, int il)
+{
+    const g4_shape *g = g4_of(s);
+    return g4_shared(s, il) && g->d_ff_shared > 0 ? g->d_ff_shared : s->d_ff;
+}
+
+/* llama.cpp's gemma4 tensors: per-layer embeddings, the global layers' RoPE
+ * frequency factors, no K/V in the KV-sharing layers, no V where V = K. */
+static int list_tensors_gemma4(const shape *s, tensor_spec *t)
+{
+    int n = 0;
+    char name[64];
+    const g4_shape *g = g4_of(s);
+    int64_t d = s->d_model, pl = g->n_embd_per_layer, all = (int64_t)s->n_layer * pl;
+    spec_add(t, &n, "token_embd.weight", d, s->n_vocab, false);
+    spec_add(t, &n, "per_layer_token_embd.weight", all, s->n_vocab, false);
+    t[n - 1].type_n_in = pl; /* gathered a layer's slice at a time */
+    spec_add(t, &n, "per_layer_model_proj.weight", d, all, false);
+    spec_add(t, &n, "per_layer_proj_norm.weight", pl, 0, true);
+    spec_add(t, &n, "rope_freqs.weight", s->head_dim / 2, 0, true);
+    t[n - 1].n_rot_pairs = (int)(s->head_dim / 2 * g->rope_partial);
+    for (int il = 0; il < s->n_layer; il++) {
+        int64_t hd = g4_head_dim(s, il), q_dim = (int64_t)s->n_head * hd;
+        int64_t kv_dim = (int64_t)g4_kv_heads(s, il) * hd, ff = g4_d_ff(s, il);
+        bool own = !g4_shared(s, il), v = own && !(g->global_v_is_k && !g4_sliding(s, il));
+#define LAYER(suffix, n_in, n_out, norm) \
+        (snprintf(name, sizeof name, "blk.%d." suffix, il), spec_add(t, &n, name, n_in, n_out, norm))
+        LAYER("attn_norm.weight", d, 0, true);
+        LAYER("attn_q.weight", d, q_dim, false);
+        if (own)
+            LAYER("attn_k.weight", d, kv_dim, false);
+        if (v)
+            LAYER("attn_v.weight", d, kv_dim, false);
+        /* Gemma 4 does not scale q.k: its trained q/k norms do. Random norms
+         * near 1 would make every attention row one-hot, so these carry
+         * head_dim^-1/4 each, as soft as the usual 1/sqrt(head_dim). */
+        float qk_mean = powf((float)hd, -0.25f);
+        LAYER("attn_q_norm.weight", hd, 0, true);
+        t[n - 1].norm_mean = qk_mean;
+        if (own) {
+            LAYER("attn_k_norm.weight", hd, 0, true);
+            t[n - 1].norm_mean = qk_mean;
+        }
+        LAYER("attn_output.weight", q_dim, d, false);
+        LAYER("post_attention_norm.weight", d, 0, true);
+        LAYER("ffn_norm.weight", d, 0, true);
+        LAYER("ffn_gate.weight", d, ff, false);
+        LAYER("ffn_up.weight", d, ff, false);
+        LAYER("ffn_down.weight", ff, d, false);
+        LAYER("post_ffw_norm.weight", d, 0, true);
+        LAYER("inp_gate.weight", d, pl, false);
+        LAYER("proj.weight", pl, d, false);
+        LAYER("post_norm.weight", d, 0, true);
+        LAYER("layer_output_scale.weight", 1, 0, true);
+#undef LAYER
+    }
+    spec_add(t, &n, "output_norm.weight", d, 0, true);
+    return n;
 }
 
 /* llama.cpp's tensor names; returns how many were written to t. */
 static int list_tensors(const shape *s, tensor_spec *t)
 {
+    if (is_gemma4(s))
+        return list_tensors_gemma4(s, t);
     int n = 0;
     char name[64];
     int64_t q_dim = (int64_t)s->n_head * s->head_dim, kv_dim = (int64_t)s->n_kv_head * s->head_dim;
@@ -131,6 +262,32 @@ static void key(char *buf, size_t cap, const char *arch, const char *suffix)
     snprintf(buf, cap, "%s.%s", arch, suffix);
 }
 
+static void write_gemma4_keys(gguf_writer *w, const shape *s)
+{
+    const char *a = s->arch;
+    const g4_shape *g = g4_of(s);
+    char k[128];
+    int32_t kv_heads[SL_MAX_LAYERS], d_ff[SL_MAX_LAYERS];
+    bool swa[SL_MAX_LAYERS];
+    for (int il = 0; il < s->n_layer; il++) {
+        kv_heads[il] = g4_kv_heads(s, il);
+        d_ff[il] = g4_d_ff(s, il);
+        swa[il] = g4_sliding(s, il);
+    }
+    uint64_t n = (uint64_t)s->n_layer;
+    key(k, sizeof k, a, "attention.head_count_kv"), gguf_set_arr(w, k, GGUF_INT32, kv_heads, n);
+    key(k, sizeof k, a, "feed_forward_length"), gguf_set_arr(w, k, GGUF_INT32, d_ff, n);
+    key(k, sizeof k, a, "attention.sliding_window_pattern"), gguf_set_arr(w, k, GGUF_BOOL, swa, n);
+    key(k, sizeof k, a, "attention.key_length_swa"), gguf_set_u32(w, k, (uint32_t)g->head_dim_swa);
+    key(k, sizeof k, a, "attention.value_length_swa"), gguf_set_u32(w, k, (uint32_t)g->head_dim_swa);
+    key(k, sizeof k, a, "rope.dimension_count"), gguf_set_u32(w, k, (uint32_t)s->head_dim);
+    key(k, sizeof k, a, "rope.dimension_count_swa"), gguf_set_u32(w, k, (uint32_t)g->rope_dim_swa);
+    key(k, sizeof k, a, "rope.freq_base_swa"), gguf_set_f32(w, k, g->rope_base_swa);
+    key(k, sizeof k, a, "attention.shared_kv_layers"), gguf_set_u32(w, k, (uint32_t)g->n_kv_shared);
+    key(k, sizeof k, a, "embedding_length_per_layer_input"),
+        gguf_set_u32(w, k, (uint32_t)g->n_embd_per_layer);
+}
+
 static void write_model_keys(gguf_writer *w, const synth_opts *o)
 {
     const shape *s = o->shape;
@@ -144,9 +301,11 @@ static void write_model_keys(gguf_writer *w, const synth_opts *o)
     key(k, sizeof k, a, "context_length"), gguf_set_u32(w, k, (uint32_t)s->n_ctx);
     key(k, sizeof k, a, "embedding_length"), gguf_set_u32(w, k, (uint32_t)s->d_model);
     key(k, sizeof k, a, "block_count"), gguf_set_u32(w, k, (uint32_t)s->n_layer);
-    key(k, sizeof k, a, "feed_forward_length"), gguf_set_u32(w, k, (uint32_t)s->d_ff);
+    if (!is_gemma4(s)) /* per layer, below */
+        key(k, sizeof k, a, "feed_forward_length"), gguf_set_u32(w, k, (uint32_t)s->d_ff);
     key(k, sizeof k, a, "attention.head_count"), gguf_set_u32(w, k, (uint32_t)s->n_head);
-    key(k, sizeof k, a, "attention.head_count_kv"), gguf_set_u32(w, k, (uint32_t)s->n_kv_head);
+    if (!is_gemma4(s))
+        key(k, sizeof k, a, "attention.head_count_kv"), gguf_set_u32(w, k, (uint32_t)s->n_kv_head);
     key(k, sizeof k, a, "attention.key_length"), gguf_set_u32(w, k, (uint32_t)s->head_dim);
     key(k, sizeof k, a, "attention.value_length"), gguf_set_u32(w, k, (uint32_t)s->head_dim);
     key(k, sizeof k, a, "attention.layer_norm_rms_epsilon"), gguf_set_f32(w, k, s->norm_eps);
@@ -165,6 +324,8 @@ static void write_model_keys(gguf_writer *w, const synth_opts *o)
         key(k, sizeof k, a, "attn_logit_softcapping"), gguf_set_f32(w, k, s->attn_softcap);
     if (s->final_softcap > 0)
         key(k, sizeof k, a, "final_logit_softcapping"), gguf_set_f32(w, k, s->final_softcap);
+    if (is_gemma4(s))
+        write_gemma4_keys(w, s);
 }
 
 static void write_tokenizer_keys(gguf_writer *w, const shape *s, const synth_vocab *v)
@@ -201,8 +362,14 @@ static void fill_row(const synth_opts *o, int ti, int64_t r, const tensor_spec *
     sl_rng rng;
     sl_rng_seed(&rng, o->seed * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)ti << 40) ^ (uint64_t)r);
     int64_t n = t->ne[0];
-    float std = t->norm ? 0.1f : o->weight_scale / sqrtf((float)n);
-    float mean = t->norm ? 1.0f : 0.0f; /* norm weights near 1 (Gemma files store 1 + w) */
+    if (t->n_rot_pairs > 0) {
+        for (int64_t i = 0; i < n; i++)
+            row[i] = i < t->n_rot_pairs ? 1.0f : 1e30f;
+        return;
+    }
+    /* norm weights near 1 (Gemma files store 1 + w) unless the spec says */
+    float mean = t->norm ? (t->norm_mean > 0.0f ? t->norm_mean : 1.0f) : 0.0f;
+    float std = t->norm ? 0.1f * mean : o->weight_scale / sqrtf((float)n);
     for (int64_t i = 0; i < n; i += 2) {
         float a, b;
         gaussian_pair(&rng, &a, &b);
@@ -244,7 +411,7 @@ static void *make_tensor(const synth_opts *o, int ti, const tensor_spec *t, sl_t
 static int generate(const synth_opts *o, const char *cmd)
 {
     const shape *s = o->shape;
-    int max_tensors = 2 + 14 * s->n_layer + 2;
+    int max_tensors = 8 + 20 * s->n_layer;
     tensor_spec *specs = calloc((size_t)max_tensors, sizeof *specs);
     void **datas = calloc((size_t)max_tensors, sizeof *datas);
     gguf_writer *w = gguf_writer_new();
@@ -266,7 +433,8 @@ static int generate(const synth_opts *o, const char *cmd)
     for (int i = 0; i < n; i++) {
         const tensor_spec *t = &specs[i];
         sl_type type = t->norm ? SL_TYPE_F32
-                               : cli_weight_type(&o->qtype, t->name, s->n_layer, t->ne[0], is_gemma(s));
+                               : cli_weight_type(&o->qtype, t->name, s->n_layer,
+                                                 t->type_n_in ? t->type_n_in : t->ne[0], is_gemma(s));
         size_t size;
         datas[i] = make_tensor(o, i, t, type, &size);
         if (!datas[i]) {

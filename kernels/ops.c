@@ -48,6 +48,17 @@ void sl_rope_angles(float *cs, float *sn, int rot_dim, int32_t pos, float base, 
     }
 }
 
+void sl_rope_angles_ff(float *cs, float *sn, int rot_dim, int32_t pos, float base, float freq_scale,
+                       const float *factors)
+{
+    for (int i = 0; i < rot_dim / 2; i++) {
+        double inv_freq = pow((double)base, -2.0 * i / (double)rot_dim);
+        double theta = (double)pos * (double)freq_scale * inv_freq / (double)factors[i];
+        cs[i] = (float)cos(theta);
+        sn[i] = (float)sin(theta);
+    }
+}
+
 void sl_rope(float *x, int n_heads, int head_dim, int rot_dim, int32_t pos, float base,
              float freq_scale, int neox)
 {

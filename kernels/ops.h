@@ -18,6 +18,10 @@ void sl_rope(float *x, int n_heads, int head_dim, int rot_dim, int32_t pos,
 /* sl_rope in two steps, so the queries and keys of a token share the
  * angles: cs/sn hold rot_dim / 2 floats. */
 void sl_rope_angles(float *cs, float *sn, int rot_dim, int32_t pos, float base, float freq_scale);
+/* Same with rotation frequency i divided by factors[i] (ggml's freq_factors,
+ * rot_dim/2 of them); a huge factor leaves its pair unrotated. */
+void sl_rope_angles_ff(float *cs, float *sn, int rot_dim, int32_t pos, float base, float freq_scale,
+                       const float *factors);
 void sl_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, const float *cs,
                    const float *sn, int neox);
 

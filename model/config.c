@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/kvshare.h"
+
 /* Per-architecture defaults that llama.cpp hard-codes rather than stores in
  * the GGUF; everything else comes from metadata. */
 typedef struct arch_traits {
@@ -16,13 +18,31 @@ typedef struct arch_traits {
     int swa_pattern;    /* layer il is sliding iff il % pattern < pattern - 1; 0: none */
     float swa_rope_base;/* RoPE base of sliding layers; 0: same as global */
     int big_layer_count;/* the 27B size scales queries by d_model/n_head instead of head_dim */
+    /* Gemma 4: q.k is not scaled (the q/k norms do it), V gets a weight-free
+     * RMSNorm, a layer without attn_v uses its K as V, global layers divide
+     * their RoPE frequencies by rope_freqs.weight, and KV sharing and
+     * per-layer embeddings are read from metadata.
+     * Sources: llama.cpp's llama_model_gemma4 (load_arch_hparams,
+     * load_arch_tensors) and its graph (src/models/gemma4-iswa.cpp), and
+     * convert_hf_to_gguf.py's Gemma4Model (the keys; "proportional" RoPE
+     * written as rope.dimension_count = global head_dim with factors 1 for
+     * the rotated quarter of the pairs and 1e30 for the rest; norm weights
+     * stored as used, no 1 + w). Assumptions: the KV-sharing source is
+     * llama.cpp's (layer n_own-2 for sliding, n_own-1 for global readers);
+     * Hugging Face takes the last non-shared layer of the same kind, which
+     * is the same layer for E2B and E4B, and other layouts are refused
+     * (kvshare.c). V = K wherever a layer with its own cache has no attn_v
+     * (llama.cpp's rule; the 26B/31B global layers). Mixture-of-experts
+     * layers are refused at load. */
+    bool gemma4;
 } arch_traits;
 
 static const arch_traits ARCHES[] = {
-    {"llama", SL_ACT_SILU, false, false, false, 0, 0.0f, -1},
-    {"gemma", SL_ACT_GELU_TANH, true, false, false, 0, 0.0f, -1},
-    {"gemma2", SL_ACT_GELU_TANH, true, true, false, 2, 0.0f, 46},
-    {"gemma3", SL_ACT_GELU_TANH, true, true, true, 6, 10000.0f, 62},
+    {"llama", SL_ACT_SILU, false, false, false, 0, 0.0f, -1, false},
+    {"gemma", SL_ACT_GELU_TANH, true, false, false, 0, 0.0f, -1, false},
+    {"gemma2", SL_ACT_GELU_TANH, true, true, false, 2, 0.0f, 46, false},
+    {"gemma3", SL_ACT_GELU_TANH, true, true, true, 6, 10000.0f, 62, false},
+    {"gemma4", SL_ACT_GELU_TANH, true, true, true, 0, 0.0f, -1, true},
 };
 
 static const arch_traits *find_arch(const char *name)
@@ -78,6 +98,38 @@ static int opt_float(const gguf_file *f, const char *arch, const char *suffix, f
     if (!(v >= lo && v <= hi))
         return sl_fail(err, "%s: metadata %s = %g is out of range [%g, %g]", f->path, k, v, lo, hi);
     *out = v;
+    return 0;
+}
+
+/* {arch}.suffix as one integer for every layer or, as llama.cpp writes it
+ * for Gemma 4 (head_count_kv, feed_forward_length), one per layer. Absent
+ * and not required: out[] keeps what the caller put there. */
+static int layer_ints(const gguf_file *f, const char *arch, const char *suffix, int n_layer,
+                      int lo, int hi, bool required, int *out, sl_err *err)
+{
+    char k[160];
+    const gguf_kv *kv = gguf_find(f, akey(k, sizeof k, arch, suffix));
+    if (kv && kv->type == GGUF_ARRAY) {
+        if (kv->arr_type == GGUF_STRING || kv->arr_type == GGUF_ARRAY ||
+            kv->arr_n != (uint64_t)n_layer)
+            return sl_fail(err, "%s: metadata %s must be one number or one per layer (%d)",
+                           f->path, k, n_layer);
+        for (int il = 0; il < n_layer; il++) {
+            double v = gguf_arr_num(kv, (uint64_t)il);
+            if (!(v >= lo && v <= hi) || v != (double)(int)v)
+                return sl_fail(err, "%s: metadata %s[%d] = %g is out of range [%d, %d]", f->path,
+                               k, il, v, lo, hi);
+            out[il] = (int)v;
+        }
+        return 0;
+    }
+    int v = INT32_MIN;
+    if (required ? req_int(f, arch, suffix, lo, hi, &v, err)
+                 : opt_int(f, arch, suffix, lo, hi, &v, err))
+        return -1;
+    if (v != INT32_MIN)
+        for (int il = 0; il < n_layer; il++)
+            out[il] = v;
     return 0;
 }
 
@@ -151,33 +203,102 @@ static int read_swa_layout(const gguf_file *f, const sl_config *c, int *pattern,
     return opt_int(f, c->arch, "attention.sliding_window_pattern", 0, SL_MAX_LAYERS, pattern, err);
 }
 
+/* Head and RoPE sizes of one kind of layer (global, or sliding with the
+ * _swa keys that Gemma 4 adds; without them sliding layers match global). */
+typedef struct layer_kind {
+    int head_dim, rope_dim;
+} layer_kind;
+
+static int read_kinds(const gguf_file *f, const sl_config *c, int n_head0, layer_kind *global,
+                      layer_kind *swa, sl_err *err)
+{
+    global->head_dim = c->d_model / n_head0;
+    if (opt_int(f, c->arch, "attention.key_length", 1, 65536, &global->head_dim, err))
+        return -1;
+    swa->head_dim = global->head_dim;
+    if (opt_int(f, c->arch, "attention.key_length_swa", 1, 65536, &swa->head_dim, err))
+        return -1;
+    int v_dim = global->head_dim, v_dim_swa = swa->head_dim;
+    if (opt_int(f, c->arch, "attention.value_length", 1, 65536, &v_dim, err) ||
+        opt_int(f, c->arch, "attention.value_length_swa", 1, 65536, &v_dim_swa, err))
+        return -1;
+    if (v_dim != global->head_dim || v_dim_swa != swa->head_dim)
+        return sl_fail(err, "%s: %s.attention.value_length%s %d differs from key_length%s %d "
+                       "(not supported)", f->path, c->arch, v_dim != global->head_dim ? "" : "_swa",
+                       v_dim != global->head_dim ? v_dim : v_dim_swa,
+                       v_dim != global->head_dim ? "" : "_swa",
+                       v_dim != global->head_dim ? global->head_dim : swa->head_dim);
+    if (global->head_dim % 2 != 0 || swa->head_dim % 2 != 0)
+        return sl_fail(err, "%s: head dimension %d is odd", f->path,
+                       global->head_dim % 2 ? global->head_dim : swa->head_dim);
+    global->rope_dim = global->head_dim;
+    if (opt_int(f, c->arch, "rope.dimension_count", 2, global->head_dim, &global->rope_dim, err))
+        return -1;
+    swa->rope_dim = swa->head_dim == global->head_dim ? global->rope_dim : swa->head_dim;
+    if (opt_int(f, c->arch, "rope.dimension_count_swa", 2, swa->head_dim, &swa->rope_dim, err))
+        return -1;
+    if (global->rope_dim % 2 != 0 || swa->rope_dim % 2 != 0)
+        return sl_fail(err, "%s: %s.rope.dimension_count%s is odd", f->path, c->arch,
+                       global->rope_dim % 2 ? "" : "_swa");
+    return 0;
+}
+
+/* Gemma 4: which layers read another's cache, and which have no V. */
+static int fill_kv_sharing(sl_config *c, const gguf_file *f, const arch_traits *t, sl_err *err)
+{
+    for (int il = 0; il < c->n_layer; il++)
+        c->layer[il].kv_src = -1;
+    if (!t->gemma4)
+        return 0;
+    if (opt_int(f, c->arch, "attention.shared_kv_layers", 0, c->n_layer - 1, &c->n_kv_shared, err))
+        return -1;
+    bool is_swa[SL_MAX_LAYERS];
+    int src[SL_MAX_LAYERS];
+    for (int il = 0; il < c->n_layer; il++)
+        is_swa[il] = c->layer[il].sliding_window > 0;
+    if (kvshare_sources(c->n_layer, c->n_kv_shared, is_swa, src, err)) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return sl_fail(err, "%s: %s.attention.shared_kv_layers: %s", f->path, c->arch, msg);
+    }
+    for (int il = 0; il < c->n_layer; il++) {
+        sl_layer_cfg *L = &c->layer[il];
+        L->kv_src = src[il];
+        if (src[il] >= 0) {
+            const sl_layer_cfg *S = &c->layer[src[il]];
+            if (S->n_kv_head != L->n_kv_head || S->head_dim != L->head_dim)
+                return sl_fail(err, "%s: layer %d (%d kv heads x %d) cannot read the KV cache of "
+                               "layer %d (%d kv heads x %d)", f->path, il, L->n_kv_head,
+                               L->head_dim, src[il], S->n_kv_head, S->head_dim);
+            continue;
+        }
+        char name[64];
+        snprintf(name, sizeof name, "blk.%d.attn_v.weight", il);
+        L->v_is_k = gguf_find_tensor(f, name) == NULL;
+    }
+    return 0;
+}
+
 static int fill_layers(sl_config *c, const gguf_file *f, const arch_traits *t, sl_err *err)
 {
-    int n_head, n_kv_head, head_dim, window = 0, pattern = t->swa_pattern, rope_dim;
+    int n_head[SL_MAX_LAYERS], n_kv_head[SL_MAX_LAYERS], d_ff[SL_MAX_LAYERS];
+    int window = 0, pattern = t->swa_pattern;
     float rope_base = 10000.0f, swa_base = t->swa_rope_base, freq_scale;
     float attn_scale = 0.0f;
+    layer_kind global, swa;
 
-    if (req_int(f, c->arch, "attention.head_count", 1, 4096, &n_head, err))
+    if (layer_ints(f, c->arch, "attention.head_count", c->n_layer, 1, 4096, true, n_head, err) ||
+        layer_ints(f, c->arch, "feed_forward_length", c->n_layer, 1, 1 << 22, true, d_ff, err))
         return -1;
-    n_kv_head = n_head;
-    if (opt_int(f, c->arch, "attention.head_count_kv", 1, n_head, &n_kv_head, err))
+    memcpy(n_kv_head, n_head, sizeof(int) * (size_t)c->n_layer);
+    if (layer_ints(f, c->arch, "attention.head_count_kv", c->n_layer, 1, 4096, false, n_kv_head,
+                   err))
         return -1;
-    if (n_head % n_kv_head != 0)
-        return sl_fail(err, "%s: attention.head_count %d is not a multiple of head_count_kv %d",
-                       f->path, n_head, n_kv_head);
-    head_dim = c->d_model / n_head;
-    if (opt_int(f, c->arch, "attention.key_length", 1, 65536, &head_dim, err))
-        return -1;
-    int v_dim = head_dim;
-    if (opt_int(f, c->arch, "attention.value_length", 1, 65536, &v_dim, err))
-        return -1;
-    if (v_dim != head_dim)
-        return sl_fail(err, "%s: %s.attention.value_length %d differs from key_length %d "
-                       "(not supported)", f->path, c->arch, v_dim, head_dim);
-    if (head_dim % 2 != 0)
-        return sl_fail(err, "%s: head dimension %d is odd", f->path, head_dim);
-    rope_dim = head_dim;
-    if (opt_int(f, c->arch, "rope.dimension_count", 2, head_dim, &rope_dim, err))
+    for (int il = 0; il < c->n_layer; il++)
+        if (n_kv_head[il] > n_head[il] || n_head[il] % n_kv_head[il] != 0)
+            return sl_fail(err, "%s: layer %d: attention.head_count %d is not a multiple of "
+                           "head_count_kv %d", f->path, il, n_head[il], n_kv_head[il]);
+    if (read_kinds(f, c, n_head[0], &global, &swa, err))
         return -1;
     if (opt_float(f, c->arch, "rope.freq_base", 1.0f, 1e12f, &rope_base, err))
         return -1;
@@ -192,26 +313,50 @@ static int fill_layers(sl_config *c, const gguf_file *f, const arch_traits *t, s
         return -1;
     if (opt_float(f, c->arch, "attention.scale", 0.0f, 1e6f, &attn_scale, err))
         return -1;
-    if (attn_scale == 0.0f)
-        attn_scale = c->n_layer == t->big_layer_count
-                         ? 1.0f / sqrtf((float)(c->d_model / n_head))
-                         : 1.0f / sqrtf((float)head_dim);
+    bool freq_factors = t->gemma4 && gguf_find_tensor(f, "rope_freqs.weight") != NULL;
 
     for (int il = 0; il < c->n_layer; il++) {
         sl_layer_cfg *L = &c->layer[il];
         bool sliding = window > 0 && (layout ? gguf_arr_num(layout, (uint64_t)il) != 0
                                              : pattern > 0 && il % pattern < pattern - 1);
-        L->n_head = n_head;
-        L->n_kv_head = n_kv_head;
-        L->head_dim = head_dim;
-        L->rope_dim = rope_dim;
+        const layer_kind *kind = sliding ? &swa : &global;
+        L->n_head = n_head[il];
+        L->n_kv_head = n_kv_head[il];
+        L->d_ff = d_ff[il];
+        L->head_dim = kind->head_dim;
+        L->rope_dim = kind->rope_dim;
         L->sliding_window = sliding ? window : 0;
         /* Gemma 3's local layers keep their own base and ignore the scaling
          * of the long-context global layers. */
         L->rope_base = sliding && swa_base > 0.0f ? swa_base : rope_base;
         L->rope_freq_scale = sliding && swa_base > 0.0f ? 1.0f : freq_scale;
-        L->attn_scale = attn_scale;
+        L->rope_freq_factors = freq_factors && !sliding;
+        if (attn_scale > 0.0f)
+            L->attn_scale = attn_scale;
+        else if (t->gemma4)
+            L->attn_scale = 1.0f; /* llama.cpp: f_attention_scale = 1 (self.scaling = 1.0) */
+        else
+            L->attn_scale = c->n_layer == t->big_layer_count
+                                ? 1.0f / sqrtf((float)(c->d_model / n_head[il]))
+                                : 1.0f / sqrtf((float)L->head_dim);
+        if (L->d_ff > c->d_ff)
+            c->d_ff = L->d_ff;
     }
+    return fill_kv_sharing(c, f, t, err);
+}
+
+/* Gemma 4's per-layer embeddings: the width, and the three scales that
+ * llama.cpp's build_inp_per_layer / project_per_layer_inputs hard-code. */
+static int read_ple(sl_config *c, const gguf_file *f, const arch_traits *t, sl_err *err)
+{
+    if (!t->gemma4)
+        return 0;
+    if (opt_int(f, c->arch, "embedding_length_per_layer_input", 0, 1 << 16, &c->n_embd_per_layer,
+                err))
+        return -1;
+    c->ple_tok_scale = sqrtf((float)c->n_embd_per_layer);
+    c->ple_proj_scale = 1.0f / sqrtf((float)c->d_model);
+    c->ple_input_scale = 1.0f / sqrtf(2.0f);
     return 0;
 }
 
@@ -227,7 +372,7 @@ int sl_config_from_gguf(sl_config *c, const gguf_file *f, sl_err *err)
     const arch_traits *t = find_arch(arch);
     if (!t) {
         sl_fail(err, "%s: general.architecture \"%s\" is not supported "
-                "(supported: llama, gemma, gemma2, gemma3)", f->path, arch);
+                "(supported: llama, gemma, gemma2, gemma3, gemma4)", f->path, arch);
         free(arch);
         return -1;
     }
@@ -235,8 +380,7 @@ int sl_config_from_gguf(sl_config *c, const gguf_file *f, sl_err *err)
     free(arch);
 
     if (req_int(f, c->arch, "block_count", 1, SL_MAX_LAYERS, &c->n_layer, err) ||
-        req_int(f, c->arch, "embedding_length", 1, 1 << 20, &c->d_model, err) ||
-        req_int(f, c->arch, "feed_forward_length", 1, 1 << 22, &c->d_ff, err))
+        req_int(f, c->arch, "embedding_length", 1, 1 << 20, &c->d_model, err))
         return -1;
     c->n_ctx_train = 4096;
     if (opt_int(f, c->arch, "context_length", 1, 1 << 30, &c->n_ctx_train, err))
@@ -256,6 +400,9 @@ int sl_config_from_gguf(sl_config *c, const gguf_file *f, sl_err *err)
     if (opt_float(f, c->arch, "attn_logit_softcapping", 0.0f, 1e6f, &c->attn_softcap, err) ||
         opt_float(f, c->arch, "final_logit_softcapping", 0.0f, 1e6f, &c->final_softcap, err))
         return -1;
+    c->v_norm = t->gemma4;
+    if (read_ple(c, f, t, err))
+        return -1;
     return fill_layers(c, f, t, err);
 }
 
@@ -274,6 +421,15 @@ int sl_config_max_kv_dim(const sl_config *c)
     for (int il = 0; il < c->n_layer; il++)
         if (c->layer[il].n_kv_head * c->layer[il].head_dim > m)
             m = c->layer[il].n_kv_head * c->layer[il].head_dim;
+    return m;
+}
+
+int sl_config_max_d_ff(const sl_config *c)
+{
+    int m = 0;
+    for (int il = 0; il < c->n_layer; il++)
+        if (c->layer[il].d_ff > m)
+            m = c->layer[il].d_ff;
     return m;
 }
 
@@ -301,13 +457,28 @@ void sl_config_print(const sl_config *c, void *file)
     fprintf(out, "heads          %d q, %d kv, head_dim %d, rope_dim %d, scale %g\n",
             L0->n_head, L0->n_kv_head, L0->head_dim, L0->rope_dim, L0->attn_scale);
     fprintf(out, "layers         %d sliding, %d global\n", n_sliding, c->n_layer - n_sliding);
+    if (c->n_kv_shared > 0)
+        fprintf(out, "kv sharing     the last %d layers read earlier layers' caches\n",
+                c->n_kv_shared);
+    if (c->n_embd_per_layer > 0)
+        fprintf(out, "per-layer emb  %d per layer\n", c->n_embd_per_layer);
     for (int il = 0; il < c->n_layer; il++) {
         const sl_layer_cfg *L = &c->layer[il];
-        if (il > 0 && L->sliding_window == c->layer[il - 1].sliding_window &&
-            L->rope_base == c->layer[il - 1].rope_base &&
-            L->rope_freq_scale == c->layer[il - 1].rope_freq_scale)
+        const sl_layer_cfg *P = &c->layer[il > 0 ? il - 1 : 0];
+        if (il > 0 && L->sliding_window == P->sliding_window && L->rope_base == P->rope_base &&
+            L->rope_freq_scale == P->rope_freq_scale && L->head_dim == P->head_dim &&
+            L->n_kv_head == P->n_kv_head && L->d_ff == P->d_ff && L->kv_src == P->kv_src &&
+            L->v_is_k == P->v_is_k)
             continue;
-        fprintf(out, "  from layer %-3d window %d, rope base %g, freq scale %g\n", il,
+        fprintf(out, "  from layer %-3d window %d, rope base %g, freq scale %g", il,
                 L->sliding_window, L->rope_base, L->rope_freq_scale);
+        if (c->layer[il].head_dim != L0->head_dim || L->n_kv_head != L0->n_kv_head ||
+            L->d_ff != c->d_ff || L->kv_src >= 0 || L->v_is_k || L->rope_freq_factors)
+            fprintf(out, ", %d kv heads x %d, rope_dim %d%s, d_ff %d%s%s", L->n_kv_head,
+                    L->head_dim, L->rope_dim, L->rope_freq_factors ? " (freq factors)" : "",
+                    L->d_ff, L->v_is_k ? ", V = K" : "", L->kv_src >= 0 ? ", reads KV of" : "");
+        if (L->kv_src >= 0)
+            fprintf(out, " %d", L->kv_src);
+        fprintf(out, "\n");
     }
 }

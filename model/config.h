@@ -1,5 +1,5 @@
 /* Architecture configuration: every difference between gemma, gemma2,
- * gemma3 and llama is a number or flag here, read from GGUF metadata with
+ * gemma3, gemma4 and llama is a number or flag here, read from GGUF metadata with
  * llama.cpp's keys. The forward pass reads only this struct, never the
  * architecture name. */
 #ifndef SLUICE_CONFIG_H
@@ -18,11 +18,17 @@ typedef struct sl_layer_cfg {
     int n_head;
     int n_kv_head;
     int head_dim;          /* of queries, keys and values */
+    int d_ff;              /* FFN width (Gemma 4 E2B doubles it in the KV-sharing layers) */
     int sliding_window;    /* 0: global attention; else keys within the last N positions */
     float rope_base;
     float rope_freq_scale; /* 1/linear scaling factor */
     int rope_dim;          /* rotated dimensions per head (<= head_dim) */
+    bool rope_freq_factors;/* divide rotation frequency i by rope_freqs.weight[i] (Gemma 4
+                            * global layers: 1e30 switches a pair off, "proportional" RoPE) */
     float attn_scale;      /* multiplies q.k before soft-capping */
+    int kv_src;            /* -1: computes and caches its own K/V; else the earlier layer
+                            * whose cache it reads (Gemma 4: the last n_kv_shared layers) */
+    bool v_is_k;           /* no V projection: V is this layer's K projection (before k norm) */
 } sl_layer_cfg;
 
 typedef struct sl_config {
@@ -41,6 +47,16 @@ typedef struct sl_config {
     bool qk_norm;           /* Gemma 3: RMSNorm over head_dim of q and k before RoPE */
     float attn_softcap;     /* 0: none (Gemma 2: 50) */
     float final_softcap;    /* 0: none (Gemma 2: 30) */
+    bool v_norm;            /* Gemma 4: weight-free RMSNorm over head_dim of V */
+    int n_kv_shared;        /* the last n_kv_shared layers read an earlier layer's cache */
+    /* Per-layer embeddings (Gemma 4): a second table of n_layer x n_embd_per_layer
+     * columns gathered by token and scaled by ple_tok_scale, plus a projection of
+     * the scaled main embedding (times ple_proj_scale, RMSNorm per layer slice);
+     * their sum times ple_input_scale feeds each layer's gated per-layer path. */
+    int n_embd_per_layer;   /* 0: none */
+    float ple_tok_scale;
+    float ple_proj_scale;
+    float ple_input_scale;
     sl_layer_cfg layer[SL_MAX_LAYERS];
 } sl_config;
 
@@ -52,6 +68,7 @@ int sl_config_from_gguf(sl_config *c, const gguf_file *f, sl_err *err);
 /* The largest per-layer sizes, for sizing buffers. */
 int sl_config_max_q_dim(const sl_config *c);  /* n_head * head_dim */
 int sl_config_max_kv_dim(const sl_config *c); /* n_kv_head * head_dim */
+int sl_config_max_d_ff(const sl_config *c);
 
 /* Prints a human-readable summary (for `sluice inspect` and -v). */
 void sl_config_print(const sl_config *c, void *file /* FILE* */);

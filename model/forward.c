@@ -21,6 +21,9 @@ struct sl_fwd {
     float *o;       /* [T][d_model] block output */
     float *gate;    /* [T][d_ff] */
     float *up;      /* [T][d_ff] */
+    /* per-layer embeddings (Gemma 4); NULL without */
+    float *ple;     /* [T][part layers][n_embd_per_layer] inputs of the part's layers */
+    float *ple_g;   /* [T][n_embd_per_layer] gate of the per-layer path */
     /* attention: one partial result per (token, KV head, span), and the
      * list of those units; grown to the largest batch x context seen */
     float *parts;
@@ -60,7 +63,13 @@ int sl_fwd_new(sl_fwd **out, const sl_model *m, int max_tokens, sl_err *err)
     f->o = alloc_rows(max_tokens, c->d_model);
     f->gate = alloc_rows(max_tokens, c->d_ff);
     f->up = alloc_rows(max_tokens, c->d_ff);
-    if (!f->xn || !f->q || !f->k || !f->v || !f->attn || !f->o || !f->gate || !f->up) {
+    int64_t ple_cols = (int64_t)(m->part.l1 - m->part.l0) * c->n_embd_per_layer;
+    if (ple_cols > 0) {
+        f->ple = alloc_rows(max_tokens, ple_cols);
+        f->ple_g = alloc_rows(max_tokens, c->n_embd_per_layer);
+    }
+    if (!f->xn || !f->q || !f->k || !f->v || !f->attn || !f->o || !f->gate || !f->up ||
+        (ple_cols > 0 && (!f->ple || !f->ple_g))) {
         sl_fwd_free(f);
         return sl_fail(err, "forward: out of memory for a batch of %d tokens", max_tokens);
     }
@@ -80,6 +89,8 @@ void sl_fwd_free(sl_fwd *f)
     free(f->o);
     free(f->gate);
     free(f->up);
+    free(f->ple);
+    free(f->ple_g);
     free(f->parts);
     free(f->units);
     free(f->next_pos);
@@ -195,42 +206,62 @@ static void matmul_w(const sl_weight *w, const float *x, int n, float *y)
     sl_matmul_packed(w->type, w->data, w->packed, w->n_out, w->n_in, x, n, y, w->n_out);
 }
 
-/* q/k norm and RoPE per token, then keys and values into the cache. */
+/* Keys and values of one token into the position's slot, in the cache's type. */
+static void kv_store(sl_kv *kv, const sl_layer_cfg *L, int il, int seq, int32_t pos, const float *k,
+                     const float *v)
+{
+    int64_t slot = pos % sl_kv_slots(kv, il), kv_dim = (int64_t)L->n_kv_head * L->head_dim;
+    int64_t rb = sl_kv_row_bytes(kv, il), hb = sl_kv_head_bytes(kv, il);
+    uint8_t *kd = (uint8_t *)sl_kv_k(kv, seq, il) + slot * rb;
+    uint8_t *vd = (uint8_t *)sl_kv_v(kv, seq, il) + slot * rb;
+    if (sl_kv_type(kv) == SL_TYPE_F32) {
+        memcpy(kd, k, (size_t)kv_dim * sizeof(float));
+        memcpy(vd, v, (size_t)kv_dim * sizeof(float));
+    } else {
+        for (int h = 0; h < L->n_kv_head; h++) {
+            sl_quantize_row(sl_kv_type(kv), k + (int64_t)h * L->head_dim, kd + h * hb, L->head_dim);
+            sl_quantize_row(sl_kv_type(kv), v + (int64_t)h * L->head_dim, vd + h * hb, L->head_dim);
+        }
+    }
+}
+
+/* q/k (and Gemma 4's v) norms and RoPE per token, then keys and values into
+ * the cache; a layer reading another layer's cache only prepares q. */
 static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
 {
     const sl_config *c = &f->m->cfg;
     const sl_layer_cfg *L = &c->layer[il];
     const sl_layer_weights *w = &f->m->layer[il];
+    const float *factors = L->rope_freq_factors ? f->m->rope_freqs : NULL;
     int n = b->n_tokens, hd = L->head_dim;
+    bool own_kv = L->kv_src < 0;
     int64_t q_dim = (int64_t)L->n_head * hd, kv_dim = (int64_t)L->n_kv_head * hd;
     #pragma omp parallel for schedule(static) if (n > 8)
     for (int i = 0; i < n; i++) {
         float *q = f->q + (size_t)i * q_dim, *k = f->k + (size_t)i * kv_dim;
+        float *v = f->v + (size_t)i * kv_dim;
+        if (own_kv && L->v_is_k)
+            memcpy(v, k, (size_t)kv_dim * sizeof(float));
         if (w->q_norm)
             for (int h = 0; h < L->n_head; h++)
                 sl_rmsnorm(q + (int64_t)h * hd, q + (int64_t)h * hd, w->q_norm, hd, c->norm_eps);
         if (w->k_norm)
             for (int h = 0; h < L->n_kv_head; h++)
                 sl_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, w->k_norm, hd, c->norm_eps);
+        if (own_kv && c->v_norm)
+            for (int h = 0; h < L->n_kv_head; h++)
+                sl_rmsnorm(v + (int64_t)h * hd, v + (int64_t)h * hd, NULL, hd, c->norm_eps);
         float cs[L->rope_dim / 2 + 1], sn[L->rope_dim / 2 + 1];
-        sl_rope_angles(cs, sn, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale);
+        if (factors)
+            sl_rope_angles_ff(cs, sn, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale,
+                              factors);
+        else
+            sl_rope_angles(cs, sn, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale);
         sl_rope_apply(q, L->n_head, hd, L->rope_dim, cs, sn, c->rope_neox);
+        if (!own_kv)
+            continue;
         sl_rope_apply(k, L->n_kv_head, hd, L->rope_dim, cs, sn, c->rope_neox);
-        /* into the position's slot, in the cache's type */
-        int64_t slot = b->pos[i] % sl_kv_slots(kv, il);
-        int64_t rb = sl_kv_row_bytes(kv, il), hb = sl_kv_head_bytes(kv, il);
-        uint8_t *kd = (uint8_t *)sl_kv_k(kv, b->seq[i], il) + slot * rb;
-        uint8_t *vd = (uint8_t *)sl_kv_v(kv, b->seq[i], il) + slot * rb;
-        const float *v = f->v + (size_t)i * kv_dim;
-        if (sl_kv_type(kv) == SL_TYPE_F32) {
-            memcpy(kd, k, (size_t)kv_dim * sizeof(float));
-            memcpy(vd, v, (size_t)kv_dim * sizeof(float));
-        } else {
-            for (int h = 0; h < L->n_kv_head; h++) {
-                sl_quantize_row(sl_kv_type(kv), k + (int64_t)h * hd, kd + h * hb, hd);
-                sl_quantize_row(sl_kv_type(kv), v + (int64_t)h * hd, vd + h * hb, hd);
-            }
-        }
+        kv_store(kv, L, il, b->seq[i], b->pos[i], k, v);
     }
 }
 
@@ -325,18 +356,18 @@ static void residual(sl_fwd *f, float *x, const float *post_norm, int n)
     }
 }
 
-/* gate = act(gate) * up, a token per thread */
-static void activation(sl_fwd *f, int n)
+/* gate = act(gate) * up, a token per thread, rows of d_ff */
+static void activation(sl_fwd *f, int n, int64_t d_ff)
 {
     const sl_config *c = &f->m->cfg;
     #pragma omp parallel for schedule(static) if (n > 4)
     for (int i = 0; i < n; i++) {
-        float *g = f->gate + (size_t)i * c->d_ff;
-        const float *u = f->up + (size_t)i * c->d_ff;
+        float *g = f->gate + (size_t)i * d_ff;
+        const float *u = f->up + (size_t)i * d_ff;
         if (c->act == SL_ACT_GELU_TANH)
-            sl_gelu_tanh_mul(g, u, c->d_ff);
+            sl_gelu_tanh_mul(g, u, d_ff);
         else
-            sl_silu_mul(g, u, c->d_ff);
+            sl_silu_mul(g, u, d_ff);
     }
 }
 
@@ -347,9 +378,84 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
     TIMED(f, norm, norm_rows(f->xn, x, w->ffn_norm, n, c->d_model, c->norm_eps));
     sl_mm_job gate_up[2] = {job_w(&w->w_gate, f->gate), job_w(&w->w_up, f->up)};
     TIMED(f, matmul, matmul_same_x(gate_up, 2, f->xn, n, c->d_model));
-    TIMED(f, elementwise, activation(f, n));
+    TIMED(f, elementwise, activation(f, n, c->layer[il].d_ff));
     TIMED(f, matmul, matmul_w(&w->w_down, f->gate, n, f->o));
     TIMED(f, elementwise, residual(f, x, w->post_ffn_norm, n));
+}
+
+/* Gemma 4's per-layer inputs of the part's layers, from the batch's tokens:
+ * (RMSNorm(proj . x0 * proj_scale) + ple_tok_embd[token] * tok_scale) *
+ * input_scale per layer slice, x0 the scaled main embedding. Every stage
+ * computes its own layers' slices, so nothing extra crosses a boundary. */
+static int ple_inputs(sl_fwd *f, const sl_batch *b, sl_err *err)
+{
+    const sl_model *m = f->m;
+    const sl_config *c = &m->cfg;
+    int n = b->n_tokens, nl = m->part.l1 - m->part.l0;
+    int64_t pl = c->n_embd_per_layer, cols = (int64_t)nl * pl;
+    if (!b->token)
+        return sl_fail(err, "forward: %s layers need the batch's token ids (per-layer "
+                       "embeddings)", c->arch);
+    if (sl_embed(m, b->token, n, f->xn, err))
+        return -1;
+    TIMED(f, matmul, matmul_w(&m->ple_model_proj, f->xn, n, f->ple));
+    const sl_weight *t = &m->ple_tok_embd;
+    size_t row_bytes = sl_row_bytes(t->type, t->n_in);
+    size_t col0 = sl_row_bytes(t->type, (int64_t)m->part.l0 * pl);
+    size_t slice_bytes = sl_row_bytes(t->type, pl);
+    double t0 = f->times ? omp_get_wtime() : 0;
+    #pragma omp parallel for schedule(static) if (n > 4)
+    for (int i = 0; i < n; i++) {
+        float *tok = f->ple_g + (size_t)i * pl; /* free until the layers run */
+        const uint8_t *src = (const uint8_t *)t->data + (size_t)b->token[i] * row_bytes + col0;
+        for (int j = 0; j < nl; j++) {
+            float *y = f->ple + (size_t)i * cols + (int64_t)j * pl;
+            sl_scale(y, pl, c->ple_proj_scale);
+            sl_rmsnorm(y, y, m->ple_proj_norm, pl, c->norm_eps);
+            sl_dequantize_row(t->type, src + (size_t)j * slice_bytes, tok, pl);
+            for (int64_t e = 0; e < pl; e++)
+                y[e] = (y[e] + tok[e] * c->ple_tok_scale) * c->ple_input_scale;
+        }
+    }
+    if (f->times)
+        f->times->elementwise += omp_get_wtime() - t0;
+    return 0;
+}
+
+/* g[i] = gelu(g[i]) * in[i] over n rows of pl (in's rows are in_stride apart) */
+static void gate_rows(float *g, const float *in, int n, int64_t pl, int64_t in_stride)
+{
+    #pragma omp parallel for schedule(static) if (n > 4)
+    for (int i = 0; i < n; i++)
+        sl_gelu_tanh_mul(g + (size_t)i * pl, in + (size_t)i * in_stride, pl);
+}
+
+static void scale_rows(float *x, int n, int64_t d, float s)
+{
+    #pragma omp parallel for schedule(static) if (n > 8)
+    for (int i = 0; i < n; i++)
+        sl_scale(x + (size_t)i * d, d, s);
+}
+
+/* Gemma 4's per-layer path after the FFN: x += RMSNorm(proj . (gelu(gate . x)
+ * * this layer's input)); then x *= the layer's output scale. */
+static void per_layer_out(sl_fwd *f, int il, float *x, int n)
+{
+    const sl_model *m = f->m;
+    const sl_config *c = &m->cfg;
+    const sl_layer_weights *w = &m->layer[il];
+    if (w->ple_gate.data) {
+        int64_t pl = c->n_embd_per_layer, cols = (int64_t)(m->part.l1 - m->part.l0) * pl;
+        int j = il - m->part.l0;
+        TIMED(f, matmul, matmul_w(&w->ple_gate, x, n, f->ple_g));
+        TIMED(f, elementwise, gate_rows(f->ple_g, f->ple + (int64_t)j * pl, n, pl, cols));
+        TIMED(f, matmul, matmul_w(&w->ple_proj, f->ple_g, n, f->o));
+        TIMED(f, elementwise, residual(f, x, w->ple_post_norm, n));
+    }
+    if (w->out_scale) {
+        float s = *w->out_scale;
+        TIMED(f, elementwise, scale_rows(x, n, c->d_model, s));
+    }
 }
 
 int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err *err)
@@ -359,11 +465,15 @@ int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err 
     if (check_batch(f, kv, b, err))
         return -1;
     int n = b->n_tokens;
+    if (f->ple && ple_inputs(f, b, err))
+        return -1;
     for (int il = m->part.l0; il < m->part.l1; il++) {
         const sl_layer_weights *w = &m->layer[il];
         TIMED(f, norm, norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps));
+        /* q always; k and v unless the layer reads another's cache or V = K */
         sl_mm_job qkv[3] = {job_w(&w->wq, f->q), job_w(&w->wk, f->k), job_w(&w->wv, f->v)};
-        TIMED(f, matmul, matmul_same_x(qkv, 3, f->xn, n, c->d_model));
+        int n_jobs = w->wk.data ? (w->wv.data ? 3 : 2) : 1;
+        TIMED(f, matmul, matmul_same_x(qkv, n_jobs, f->xn, n, c->d_model));
         int rc = 0;
         TIMED(f, attention, qk_prepare(f, kv, b, il); rc = attention(f, kv, b, il, err));
         if (rc)
@@ -371,6 +481,8 @@ int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err 
         TIMED(f, matmul, matmul_w(&w->wo, f->attn, n, f->o));
         TIMED(f, elementwise, residual(f, x, w->post_attn_norm, n));
         ffn(f, il, x, n);
+        if (w->ple_gate.data || w->out_scale)
+            per_layer_out(f, il, x, n);
     }
     /* The cache now holds every position of the batch. */
     for (int i = 0; i < n; i++)

@@ -43,7 +43,10 @@ void sl_fwd_set_times(sl_fwd *f, sl_fwd_times *t);
 int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *err);
 
 /* Runs layers [part.l0, part.l1) on x in place, storing keys and values of
- * every token in kv. */
+ * every token in kv. Models with per-layer embeddings (Gemma 4) need
+ * b->token: each part computes its own layers' per-layer inputs from the
+ * token ids (ple.h's PLE_AT_LAYERS), so only the residual row and the id
+ * cross a stage boundary. */
 int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err *err);
 
 /* logits[n][n_vocab] from final-layer activations (final norm, lm_head,

@@ -78,6 +78,21 @@ static int kv_create(sl_kv **out, const sl_config *c, int l0, int l1, int max_se
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         const sl_layer_cfg *L = &c->layer[l0 + i];
+        if (L->kv_src >= 0) {
+            /* Gemma 4's KV-sharing layers alias their source's rows (same
+             * kind of layer, so the same heads, window and slots). */
+            int s = L->kv_src - l0;
+            if (L->kv_src < l0 || L->kv_src >= l0 + i) {
+                sl_kv_free(kv);
+                return sl_fail(err, "KV cache: layer %d reads the cache of layer %d, which is "
+                               "outside this part's layers [%d, %d)", l0 + i, L->kv_src, l0, l1);
+            }
+            kv->head_bytes[i] = kv->head_bytes[s];
+            kv->row_bytes[i] = kv->row_bytes[s];
+            kv->slots[i] = kv->slots[s];
+            kv->layer_off[i] = kv->layer_off[s];
+            continue;
+        }
         kv->head_bytes[i] = (int64_t)sl_row_bytes(type, L->head_dim);
         kv->row_bytes[i] = kv->head_bytes[i] * L->n_kv_head;
         kv->slots[i] = slots_of(L, n_ctx, max_batch);

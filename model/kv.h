@@ -8,7 +8,9 @@
  * tokens (at least SL_KV_RING_SLACK), so neither the later tokens of a batch
  * nor a speculative rollback overwrite a position a query still needs,
  * rounded up to a multiple of SL_ATTN_SPAN so attention spans never wrap.
- * Position p lives in slot p % sl_kv_slots(). The whole cache is one
+ * Position p lives in slot p % sl_kv_slots(). A layer that reads an earlier
+ * layer's cache (sl_layer_cfg.kv_src, Gemma 4) has no rows of its own: its
+ * K/V pointers are its source's, which must lie in the same range. The whole cache is one
  * anonymous mapping, so
  * untouched slots cost no memory. Truncation (speculative rollback) only
  * moves the length. */

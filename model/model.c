@@ -58,6 +58,8 @@ static int bind_vector(const gguf_file *f, const char *name, int64_t n, bool req
     return 0;
 }
 
+static int check_row_blocks(const gguf_file *f, const char *name, const sl_weight *w, sl_err *err);
+
 static int bind_layer(sl_model *m, int il, float **cursor, sl_err *err)
 {
     const sl_config *c = &m->cfg;
@@ -65,27 +67,82 @@ static int bind_layer(sl_model *m, int il, float **cursor, sl_err *err)
     const gguf_file *f = m->gguf;
     sl_layer_weights *w = &m->layer[il];
     int64_t d = c->d_model, q_dim = (int64_t)L->n_head * L->head_dim;
-    int64_t kv_dim = (int64_t)L->n_kv_head * L->head_dim;
+    int64_t kv_dim = (int64_t)L->n_kv_head * L->head_dim, pl = c->n_embd_per_layer;
+    bool own_kv = L->kv_src < 0, ple = pl > 0;
     char n[128];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s.weight", il, s), n)
     if (bind_vector(f, NAME("attn_norm"), d, true, cursor, &w->attn_norm, err) ||
         bind_matrix(f, NAME("attn_q"), d, q_dim, true, &w->wq, err) ||
-        bind_matrix(f, NAME("attn_k"), d, kv_dim, true, &w->wk, err) ||
-        bind_matrix(f, NAME("attn_v"), d, kv_dim, true, &w->wv, err) ||
+        (own_kv && bind_matrix(f, NAME("attn_k"), d, kv_dim, true, &w->wk, err)) ||
+        (own_kv && !L->v_is_k && bind_matrix(f, NAME("attn_v"), d, kv_dim, true, &w->wv, err)) ||
         bind_matrix(f, NAME("attn_output"), q_dim, d, true, &w->wo, err) ||
         bind_vector(f, NAME("attn_q_norm"), L->head_dim, c->qk_norm, cursor, &w->q_norm, err) ||
-        bind_vector(f, NAME("attn_k_norm"), L->head_dim, c->qk_norm, cursor, &w->k_norm, err) ||
+        (own_kv && bind_vector(f, NAME("attn_k_norm"), L->head_dim, c->qk_norm, cursor,
+                               &w->k_norm, err)) ||
         bind_vector(f, NAME("post_attention_norm"), d, c->post_attn_norm, cursor,
                     &w->post_attn_norm, err) ||
         bind_vector(f, NAME("ffn_norm"), d, true, cursor, &w->ffn_norm, err) ||
-        bind_matrix(f, NAME("ffn_gate"), d, c->d_ff, true, &w->w_gate, err) ||
-        bind_matrix(f, NAME("ffn_up"), d, c->d_ff, true, &w->w_up, err) ||
-        bind_matrix(f, NAME("ffn_down"), c->d_ff, d, true, &w->w_down, err) ||
-        bind_vector(f, NAME("post_ffw_norm"), d, c->post_ffn_norm, cursor, &w->post_ffn_norm, err))
+        bind_matrix(f, NAME("ffn_gate"), d, L->d_ff, true, &w->w_gate, err) ||
+        bind_matrix(f, NAME("ffn_up"), d, L->d_ff, true, &w->w_up, err) ||
+        bind_matrix(f, NAME("ffn_down"), L->d_ff, d, true, &w->w_down, err) ||
+        bind_vector(f, NAME("post_ffw_norm"), d, c->post_ffn_norm, cursor, &w->post_ffn_norm, err) ||
+        (ple && bind_matrix(f, NAME("inp_gate"), d, pl, true, &w->ple_gate, err)) ||
+        (ple && bind_matrix(f, NAME("proj"), pl, d, true, &w->ple_proj, err)) ||
+        (ple && bind_vector(f, NAME("post_norm"), d, true, cursor, &w->ple_post_norm, err)) ||
+        bind_vector(f, NAME("layer_output_scale"), 1, false, cursor, &w->out_scale, err))
         return -1;
+    /* Gemma 4 26B-A4B's experts: a dense forward pass would silently drop them */
+    if (gguf_find_tensor(f, NAME("ffn_gate_inp")))
+        return sl_fail(err, "%s: tensor %s: mixture-of-experts layers are not supported", f->path, n);
+    sl_weight *mats[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down,
+                         &w->ple_gate, &w->ple_proj};
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+        if (mats[i]->data && mats[i]->n_in % sl_type_block_elems(mats[i]->type) != 0)
+            return sl_fail(err, "%s: layer %d: row length %lld not a multiple of the %s block",
+                           f->path, il, (long long)mats[i]->n_in, sl_type_name(mats[i]->type));
 #undef NAME
-    if (w->wq.n_in % sl_type_block_elems(w->wq.type) != 0)
-        return sl_fail(err, "%s: layer %d: row length not a multiple of the block size", f->path, il);
+    return 0;
+}
+
+/* Gemma 4: the frequency factors of the global layers' RoPE, and the
+ * per-layer-embedding tables restricted to the part's layers. */
+static int bind_gemma4_extras(sl_model *m, float **cursor, sl_err *err)
+{
+    const sl_config *c = &m->cfg;
+    const gguf_file *f = m->gguf;
+    const sl_model_part *p = &m->part;
+    int ff_dim = 0;
+    for (int il = p->l0; il < p->l1; il++) {
+        if (!c->layer[il].rope_freq_factors)
+            continue;
+        if (!m->rope_freqs) {
+            ff_dim = c->layer[il].rope_dim;
+            if (bind_vector(f, "rope_freqs.weight", ff_dim / 2, true, cursor, &m->rope_freqs, err))
+                return -1;
+        }
+        if (c->layer[il].rope_dim != ff_dim)
+            return sl_fail(err, "%s: rope_freqs.weight serves layers of %d rotated dimensions, "
+                           "but layer %d rotates %d", f->path, ff_dim, il, c->layer[il].rope_dim);
+    }
+    int64_t pl = c->n_embd_per_layer, all = (int64_t)c->n_layer * pl;
+    if (pl == 0 || p->l0 == p->l1)
+        return 0;
+    if (bind_matrix(f, "per_layer_token_embd.weight", all, c->n_vocab, true, &m->ple_tok_embd,
+                    err) ||
+        bind_matrix(f, "per_layer_model_proj.weight", c->d_model, all, true, &m->ple_model_proj,
+                    err) ||
+        bind_vector(f, "per_layer_proj_norm.weight", pl, true, cursor, &m->ple_proj_norm, err) ||
+        check_row_blocks(f, "per_layer_model_proj.weight", &m->ple_model_proj, err))
+        return -1;
+    if (((int64_t)p->l0 * pl) % sl_type_block_elems(m->ple_tok_embd.type) != 0 ||
+        pl % sl_type_block_elems(m->ple_tok_embd.type) != 0)
+        return sl_fail(err, "%s: per_layer_token_embd.weight: a layer's %lld columns do not "
+                       "fill whole %s blocks", f->path, (long long)pl,
+                       sl_type_name(m->ple_tok_embd.type));
+    /* The part reads only its layers' rows of the projection. */
+    sl_weight *w = &m->ple_model_proj;
+    w->data = (const uint8_t *)w->data + sl_row_bytes(w->type, w->n_in) * (size_t)(p->l0 * pl);
+    w->n_out = (int64_t)(p->l1 - p->l0) * pl;
     return 0;
 }
 
@@ -94,8 +151,9 @@ static size_t norm_floats(const sl_config *c, const sl_model_part *p)
 {
     size_t n = (size_t)c->d_model; /* output_norm */
     for (int il = p->l0; il < p->l1; il++)
-        n += 4 * (size_t)c->d_model + 2 * (size_t)c->layer[il].head_dim;
-    return n;
+        n += 5 * (size_t)c->d_model + 2 * (size_t)c->layer[il].head_dim + 1 +
+             (size_t)c->layer[il].rope_dim / 2;
+    return n + (size_t)c->n_embd_per_layer;
 }
 
 static int check_row_blocks(const gguf_file *f, const char *name, const sl_weight *w, sl_err *err)
@@ -125,13 +183,16 @@ static void for_each_matrix(sl_model *m, void (*fn)(sl_weight *))
 {
     for (int il = m->part.l0; il < m->part.l1; il++) {
         sl_layer_weights *w = &m->layer[il];
-        sl_weight *all[] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        sl_weight *all[] = {&w->wq,     &w->wk,   &w->wv,       &w->wo,      &w->w_gate,
+                            &w->w_up,   &w->w_down, &w->ple_gate, &w->ple_proj};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
             if (all[i]->data)
                 fn(all[i]);
     }
     if (m->part.head && m->output.data)
         fn(&m->output); /* tok_embd is only gathered from: it stays as mapped */
+    if (m->ple_model_proj.data)
+        fn(&m->ple_model_proj);
 }
 
 static void unpack_weight(sl_weight *w)
@@ -166,7 +227,10 @@ int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, 
     }
     float *cursor = m->owned;
 
-    bool need_embd = m->part.embed || m->part.head;
+    /* A layer part of a model with per-layer embeddings gathers the main
+     * embedding too: its per-layer inputs project it. */
+    bool need_embd = m->part.embed || m->part.head ||
+                     (c->n_embd_per_layer > 0 && m->part.l1 > m->part.l0);
     if (need_embd && bind_matrix(f, "token_embd.weight", c->d_model, c->n_vocab, true,
                                  &m->tok_embd, err))
         goto fail;
@@ -185,6 +249,8 @@ int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, 
     for (int il = m->part.l0; il < m->part.l1; il++)
         if (bind_layer(m, il, &cursor, err))
             goto fail;
+    if (bind_gemma4_extras(m, &cursor, err))
+        goto fail;
     for_each_matrix(m, pack_weight);
     *out = m;
     return 0;

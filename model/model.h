@@ -21,8 +21,13 @@ typedef struct sl_weight {
 typedef struct sl_layer_weights {
     /* norm weights dequantised to f32 at load (small); NULL when absent */
     const float *attn_norm, *q_norm, *k_norm, *post_attn_norm, *ffn_norm, *post_ffn_norm;
-    sl_weight wq, wk, wv, wo;
+    sl_weight wq, wk, wv, wo;     /* wk, wv: no data in a KV-sharing layer; wv none when V = K */
     sl_weight w_gate, w_up, w_down;
+    /* Gemma 4: the gated per-layer-embedding path and the output scale */
+    sl_weight ple_gate;           /* inp_gate: d_model -> n_embd_per_layer */
+    sl_weight ple_proj;           /* proj: n_embd_per_layer -> d_model */
+    const float *ple_post_norm;   /* post_norm */
+    const float *out_scale;       /* layer_output_scale: one float, NULL when absent */
 } sl_layer_weights;
 
 typedef struct sl_model_part {
@@ -39,6 +44,12 @@ typedef struct sl_model {
     const float *output_norm;
     sl_weight output;        /* lm_head; equals tok_embd when tied */
     bool tied_output;
+    const float *rope_freqs;  /* Gemma 4 global layers' frequency factors (rope_dim/2) */
+    /* Per-layer embeddings of the part's layers (a layer part only; tok_embd
+     * is then bound too, for the scaled main embedding they project) */
+    sl_weight ple_tok_embd;   /* per_layer_token_embd: n_vocab rows of n_layer*n_embd_per_layer */
+    sl_weight ple_model_proj; /* per_layer_model_proj, only the rows of layers [l0, l1) */
+    const float *ple_proj_norm;
     sl_layer_weights *layer; /* indexed by absolute layer id; only [l0, l1) filled */
     float *owned;            /* storage of the f32 norm weights */
 } sl_model;

@@ -28,6 +28,10 @@ typedef struct sl_model_cost {
     double head_flops;
     bool tied;               /* head and embedding share one table */
     double boundary_bytes;   /* per token crossing a stage boundary (f32 activations) */
+    /* no_cut[k]: no stage may start at layer k, because a layer at or after k
+     * reads the KV cache of a layer before k (Gemma 4's KV sharing) */
+    bool no_cut[SL_MAX_LAYERS + 1];
+    int no_cut_reader[SL_MAX_LAYERS + 1], no_cut_source[SL_MAX_LAYERS + 1]; /* why, for errors */
 } sl_model_cost;
 
 /* From a GGUF file; kv_type is the cache's element type. */
@@ -39,6 +43,10 @@ int sl_cost_from_gguf(sl_model_cost *mc, const char *path, sl_type kv_type, sl_e
 typedef struct sl_shape {
     const char *arch, *size;
     int n_layer, d_model, d_ff, n_head, n_kv_head, head_dim, n_vocab, window, swa_pattern;
+    /* Gemma 4 (0 elsewhere): head_dim / n_kv_head above are the global
+     * layers'; the sliding layers', the KV-sharing layers at the end and
+     * their d_ff, and the per-layer embedding width */
+    int head_dim_swa, n_kv_head_swa, n_kv_shared, d_ff_shared, n_embd_per_layer;
 } sl_shape;
 void sl_cost_from_shape(sl_model_cost *mc, const sl_shape *s, sl_type wtype, sl_type kv_type);
 /* The known shapes ("gemma3", "12b"); NULL if unknown. */

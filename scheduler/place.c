@@ -189,6 +189,12 @@ int sl_plan_eval(const sl_model_cost *mc, const sl_topology *t, const int *slots
             n++;
         }
     }
+    for (int i = 1; i < n && rc == 0; i++)
+        if (mc->no_cut[l0[i]])
+            rc = sl_fail(err, "placement: cannot split before layer %d: layer %d reuses the KV "
+                         "cache of layer %d, so layers %d..%d must run in the same stage", l0[i],
+                         mc->no_cut_reader[l0[i]], mc->no_cut_source[l0[i]],
+                         mc->no_cut_source[l0[i]], mc->no_cut_reader[l0[i]]);
     for (int i = 0; i < n && rc == 0; i++)
         if (stage_memory(&c, slot[i], l0[i], l1[i], l1[i] == c.L) > usable(&c, slots[slot[i]]))
             rc = memory_error(&c, slot[i], l0[i], l1[i], err);
@@ -238,6 +244,8 @@ int sl_place(const sl_model_cost *mc, const sl_topology *t, const int *slots, in
     for (int s = 0; s < S; s++) {
         for (int l = 1; l <= L; l++) {
             for (int k = 0; k < l; k++) {
+                if (mc->no_cut[k])
+                    continue;
                 bool head = l == L;
                 if (stage_memory(&c, s, k, l, head) > usable(&c, slots[s]))
                     continue;

@@ -165,16 +165,20 @@ static int begin_batch(pl_msg *m, const pl_msg *in, const batch_rows *r, sl_err 
     return 0;
 }
 
-/* Sends the batch on with the stage's new activations x (taken over). */
+/* Sends the batch on with the stage's new activations x (taken over) and,
+ * when tok is not NULL, the batch's token ids (models with per-layer
+ * embeddings: each layer stage computes its layers' inputs from them). */
 static int emit_activations(sl_stage *s, const pl_msg *in, const batch_rows *r, float *x,
-                            int d_model, const sl_emit *out, sl_err *err)
+                            int d_model, const int32_t *tok, const sl_emit *out, sl_err *err)
 {
     pl_msg m;
     if (begin_batch(&m, in, r, err)) {
         free(x);
         return -1;
     }
-    if (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, r->n,
+    if ((tok && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, r->n, 0, tok,
+                           NULL, NULL, err)) ||
+        pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, r->n,
                    (uint64_t)d_model, x, free_buffer, NULL, err)) {
         free(x);
         pl_msg_close(&m);
@@ -250,7 +254,8 @@ static int embed_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
         free(x);
         return fail_batch(s, in, out, why.msg, err);
     }
-    return emit_activations(s, in, &r, x, d, out, err);
+    bool ple = ms->model->cfg.n_embd_per_layer > 0;
+    return emit_activations(s, in, &r, x, d, ple ? tok : NULL, out, err);
 }
 
 /* Reads the activations of a batch into a fresh buffer. */
@@ -286,15 +291,19 @@ static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
         return fail_batch(s, in, out, why.msg, err);
     }
     int d = ms->model->cfg.d_model;
+    const int32_t *tok = NULL;
+    if (ms->model->cfg.n_embd_per_layer > 0 &&
+        !(tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r.n, &why)))
+        return fail_batch(s, in, out, why.msg, err);
     float *x = take_activations(in, r.n, d, &why);
     if (!x)
         return fail_batch(s, in, out, why.msg, err);
-    sl_batch b = {.n_tokens = (int)r.n, .seq = r.seq, .pos = r.pos};
+    sl_batch b = {.n_tokens = (int)r.n, .token = tok, .seq = r.seq, .pos = r.pos};
     if (sl_forward_layers(ms->fwd, ms->kv, &b, x, &why)) {
         free(x);
         return fail_batch(s, in, out, why.msg, err);
     }
-    return emit_activations(s, in, &r, x, d, out, err);
+    return emit_activations(s, in, &r, x, d, tok, out, err);
 }
 
 /* Final norm and lm_head on the rows whose output is wanted; the logits go

@@ -90,7 +90,7 @@ expect 1 "$SLUICE" inspect "$T/junk.gguf"
 has "$T/err" "junk.gguf" "inspect names the malformed file"
 
 # ---- synth: every arch's test size loads ----
-for a in gemma gemma2 gemma3 llama; do
+for a in gemma gemma2 gemma3 gemma4 llama; do
     expect 0 "$SLUICE" synth --arch "$a" --size test -o "$T/$a.gguf"
     expect 0 "$SLUICE" inspect "$T/$a.gguf"
     has "$T/out" "general.architecture +string += \"$a\"" "$a: architecture key"
@@ -105,6 +105,34 @@ has "$T/out" "rope.scaling.type +string += \"linear\"" "gemma3 test: linear rope
 has "$T/out" "attn_q_norm" "gemma3: q norm tensors"
 expect 0 "$SLUICE" inspect "$T/gemma.gguf"
 has "$T/out" "head_count_kv +uint32 += 1$" "gemma test: one kv head"
+expect 0 "$SLUICE" inspect "$T/gemma4.gguf"
+has "$T/out" "6 sliding, 2 global" "gemma4: every 4th layer global"
+has "$T/out" "the last 4 layers read earlier layers' caches" "gemma4: KV sharing reaches the config"
+has "$T/out" "per-layer emb +64 per layer" "gemma4: per-layer embeddings"
+has "$T/out" "from layer 3 .*rope_dim 128 \\(freq factors\\).*V = K" "gemma4: global layer 3 has V = K"
+has "$T/out" "from layer 7 .*d_ff 1024.*reads KV of 3" "gemma4: layer 7 reads layer 3's cache"
+has "$T/out" "rope_freqs.weight +f32 +64 " "gemma4: rope_freqs tensor"
+
+# gemma4 metadata the config refuses, by name: a per-layer array of the
+# wrong length, and KV sharing whose llama.cpp source is of the other kind
+"${PYTHON:-/usr/bin/python3}" - "$(dirname "$0")" "$T" <<'PYEOF' || bad "writing gemma4 metadata files"
+import sys
+sys.path.insert(0, sys.argv[1])
+from ref import writer
+base = {"general.architecture": "gemma4", "gemma4.block_count": 6, "gemma4.embedding_length": 64,
+        "gemma4.feed_forward_length": 128, "gemma4.attention.head_count": 2,
+        "gemma4.vocab_size": 32, "gemma4.attention.key_length": 32,
+        "gemma4.attention.key_length_swa": 16, "gemma4.attention.sliding_window": 4,
+        "gemma4.attention.sliding_window_pattern": [True, True, False, True, True, False],
+        "gemma4.attention.shared_kv_layers": 3}
+writer.write_gguf(sys.argv[2] + "/g4arr.gguf", dict(base, **{"gemma4.attention.head_count_kv": [1, 1, 1]}), [])
+writer.write_gguf(sys.argv[2] + "/g4share.gguf", dict(base, **{"gemma4.attention.shared_kv_layers": 2}), [])
+PYEOF
+expect 1 "$SLUICE" inspect --no-tensors "$T/g4arr.gguf"
+has "$T/err" "head_count_kv must be one number or one per layer \\(6\\)" "gemma4: per-layer array length checked"
+expect 1 "$SLUICE" inspect --no-tensors "$T/g4share.gguf"
+has "$T/err" "shared_kv_layers: layer 4 \\(sliding\\) would share the KV cache of layer 2 \\(global\\)" \
+    "gemma4: KV sharing across kinds refused"
 
 # same seed: same bytes, whatever the thread count; another seed: other bytes
 OMP_NUM_THREADS=1 "$SLUICE" synth --arch gemma3 --size test --type q4_0 --seed 5 -o "$T/s1.gguf" 2>/dev/null
@@ -136,7 +164,7 @@ check_count() {
     has "$1.err" "time to first +[0-9.]+ s" "$2: time to first token"
     has "$1.err" "decode +[0-9.]+ tok/s" "$2: decode speed"
 }
-for a in gemma gemma2 gemma3 llama; do
+for a in gemma gemma2 gemma3 gemma4 llama; do
     gen_ids "$T/$a.greedy1" -m "$T/$a.gguf" -p "the water is" -n $N
     check_count "$T/$a.greedy1" "$a greedy"
 done
@@ -191,6 +219,53 @@ expect 0 "$SLUICE" inspect "$T/llq.gguf"
 has "$T/out" "output.weight +q6_K " "llama output q6_K"
 has "$T/out" "token_embd.weight +q4_K " "llama token_embd q4_K"
 usage_error "$SLUICE" quantize "$T/llama.gguf" "$T/llama.gguf" --type q8_0
+# gemma4 to q4_K: the per-layer token embedding's 64-column layer slices
+# cannot hold 256-element blocks, so it falls back to q8_0; the model runs
+expect 0 "$SLUICE" quantize "$T/gemma4.gguf" "$T/g4q.gguf" --type q4_K
+expect 0 "$SLUICE" inspect "$T/g4q.gguf"
+has "$T/out" "per_layer_token_embd.weight +q8_0 " "gemma4 per_layer_token_embd falls back to q8_0"
+has "$T/out" "blk.0.attn_q.weight +q4_K " "gemma4 attn_q q4_K"
+gen_ids "$T/g4q1" -m "$T/g4q.gguf" -p "the water is" -n $N
+check_count "$T/g4q1" "gemma4 q4_K run"
+
+# ---- gemma4 split across two processes: the layer stages compute their
+# layers' per-layer inputs from the token ids the batches carry, and sample
+# the same tokens as one process; a cut between a KV-sharing layer and its
+# source is refused ----
+g4cfg() { # g4cfg FILE CUT [MODEL]
+    cat >"$1" <<YAML
+model: ${3:-$T/gemma4.gguf}
+nodes:
+  - name: local
+    address: ipc://$T/g4-local
+  - name: p1
+    address: ipc://$T/g4-p1
+    spawn: true
+stages:
+  - {kind: embed, node: local}
+  - {kind: layers, node: local, layers: [0, $2]}
+  - {kind: layers, node: p1, layers: [$2, 8]}
+  - {kind: head, node: p1}
+  - {kind: sample, node: p1}
+sampling: {temperature: 1.0, seed: 42}
+limits: {max_sequences: 2, context: 256, max_batch_tokens: 64}
+YAML
+}
+g4cfg "$T/g4split.yaml" 2
+g4cfg "$T/g4bad.yaml" 4
+gen_ids "$T/g4one" -m "$T/gemma4.gguf" -p "the water is" -n $N --temp 1 --seed 42
+gen_ids "$T/g4two" -c "$T/g4split.yaml" -p "the water is" -n $N
+check_count "$T/g4two" "gemma4 split run"
+cmp -s "$T/g4one" "$T/g4two" && ok || bad "gemma4 split run differs from one process"
+# the same with quantized weights: the second part reads its rows of the
+# per-layer projection from the middle of the q4_K matrix
+g4cfg "$T/g4qsplit.yaml" 2 "$T/g4q.gguf"
+gen_ids "$T/g4qone" -m "$T/g4q.gguf" -p "the water is" -n $N --temp 1 --seed 42
+gen_ids "$T/g4qtwo" -c "$T/g4qsplit.yaml" -p "the water is" -n $N
+check_count "$T/g4qtwo" "gemma4 q4_K split run"
+cmp -s "$T/g4qone" "$T/g4qtwo" && ok || bad "gemma4 q4_K split run differs from one process"
+expect 1 "$SLUICE" run -c "$T/g4bad.yaml" -p "the water is" -n 2
+has "$T/err" "layer 4 reads the cache of layer 2" "gemma4 cut inside the KV sharing refused"
 
 # ---- perplexity ----
 for i in $(seq 1 60); do
@@ -213,6 +288,16 @@ p64=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/p64")
 p16=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/p16")
 awk -v a="$p64" -v b="$p16" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-3 * a) }' && ok ||
     bad "perplexity with batch 64 ($p64) and 16 ($p16) differ"
+# gemma4: KV-sharing layers read their sources' sliding-window rings (window
+# 8: 256 slots, wrapped by a 512-token chunk) whatever the batch size
+expect 0 "$SLUICE" perplexity -m "$T/gemma4.gguf" -f "$T/text.txt" -c 512 -b 512 --chunks 1
+grep '^Final' "$T/out" >"$T/g4p512"
+expect 0 "$SLUICE" perplexity -m "$T/gemma4.gguf" -f "$T/text.txt" -c 512 -b 32 --chunks 1
+grep '^Final' "$T/out" >"$T/g4p32"
+a=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/g4p512")
+b=$(sed 's/.*= \([0-9.]*\) .*/\1/' "$T/g4p32")
+awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-3 * a) }' && ok ||
+    bad "gemma4 perplexity with batch 512 ($a) and 32 ($b) differ"
 echo "too short" >"$T/short.txt"
 expect 1 "$SLUICE" perplexity -m "$T/gemma3.gguf" -f "$T/short.txt" -c 64
 has "$T/err" "at least 128 tokens" "short text refused"

@@ -6,7 +6,10 @@
  * - F16, BF16 and Q8_0 caches: logits within the stated error of F32, and
  *   the same greedy choice wherever F32's top-2 margin is clear of it;
  * - a batch larger than the ring allows, and an unsupported type, are
- *   refused with their reasons. */
+ *   refused with their reasons;
+ * - a layer that reads another layer's cache (Gemma 4's KV sharing) has
+ *   its source's rows and no bytes of its own, and a part without the
+ *   source is refused. */
 #include <stdint.h>
 
 #include "kernels/quant.h"
@@ -161,6 +164,23 @@ int main(void)
     sl_kv *bad;
     CHECK(sl_kv_new_typed(&bad, c, 0, c->n_layer, 1, 64, SL_TYPE_Q4_0, 8, &err) == -1);
     CHECK_ERR_HAS(err, "not one of f32, f16, bf16, q8_0");
+
+    /* KV sharing: layer 4 (sliding) reads layer 3's cache */
+    sl_config *shared = malloc(sizeof *shared);
+    *shared = *c;
+    shared->layer[4].kv_src = 3;
+    sl_kv *sh, *own;
+    CHECK(sl_kv_new_typed(&sh, shared, 0, c->n_layer, 2, N_TOK, SL_TYPE_F16, BATCH, &err) == 0);
+    CHECK(sl_kv_new_typed(&own, c, 0, c->n_layer, 2, N_TOK, SL_TYPE_F16, BATCH, &err) == 0);
+    CHECK(sl_kv_k(sh, 1, 4) == sl_kv_k(sh, 1, 3) && sl_kv_v(sh, 1, 4) == sl_kv_v(sh, 1, 3));
+    CHECK(sl_kv_k(sh, 1, 5) != sl_kv_k(sh, 1, 3));
+    CHECK(sl_kv_slots(sh, 4) == sl_kv_slots(sh, 3) && sl_kv_row_bytes(sh, 4) == sl_kv_row_bytes(sh, 3));
+    CHECK(sl_kv_bytes(sh) < sl_kv_bytes(own));
+    sl_kv_free(sh);
+    sl_kv_free(own);
+    CHECK(sl_kv_new_typed(&sh, shared, 4, c->n_layer, 1, N_TOK, SL_TYPE_F32, BATCH, &err) == -1);
+    CHECK_ERR_HAS(err, "layer 4 reads the cache of layer 3, which is outside this part's layers [4, 6)");
+    free(shared);
 
     free(want);
     sl_kv_free(plain);

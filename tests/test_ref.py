@@ -3,7 +3,9 @@
 
 1. Self-tests of the reference: hand-computed blocks of every quantised
    format, the vectorised K-quant decoders against literal per-element ports
-   of llama.cpp's loops, RoPE's relative-position property, causality.
+   of llama.cpp's loops, RoPE's relative-position property and frequency
+   factors, causality, the Gemma 4 config (per-layer sizes, KV-sharing
+   sources) and its per-layer embeddings reaching the logits.
 2. For each architecture and weight type: a synthetic model (`sluice synth`,
    plus models written here whose K-quant blocks hold random bit patterns)
    runs through tests/tools/dump_logits in several scenarios:
@@ -70,10 +72,11 @@ Q8_TYPES = ("q8_0", "q4_0", "q4_K", "q6_K", "bf16")
 ALL_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K"]
 FEW_TYPES = ["f32", "q4_0", "q6_K"]
 SYNTH_MATRIX = [("gemma3", t) for t in ALL_TYPES] + \
-    [(a, t) for a in ("gemma", "gemma2", "llama") for t in FEW_TYPES]
+    [(a, t) for a in ("gemma", "gemma2", "llama") for t in FEW_TYPES] + \
+    [("gemma4", t) for t in ALL_TYPES]
 # Models written by tests/ref/writer.py: untied head, random K-quant bits.
 WRITER_MATRIX = [("gemma", "q4_K"), ("gemma2", "q5_K"), ("gemma3", "q6_K"),
-                 ("llama", "q4_K"), ("gemma3", "bf16")]
+                 ("llama", "q4_K"), ("gemma3", "bf16"), ("gemma4", "q4_K"), ("gemma4", "q4_0")]
 TYPE_ID = {v: k for k, v in dequant.NAMES.items()}
 
 failures = []
@@ -242,6 +245,16 @@ def test_rope():
     check(np.allclose(y, [np.cos(0.5), 0, np.sin(0.5), 0]), "neox pairs i with i+half: %s" % y)
     y = forward.rope(x, np.array([1]), 4, 10000.0, 1.0, False)[0, 0]
     check(np.allclose(y, [np.cos(1.0), np.sin(1.0), 0, 0]), "llama pairs 2i with 2i+1: %s" % y)
+    # frequency factors (Gemma 4's proportional RoPE): 1e30 keeps a pair
+    # still, 2 halves its frequency, 1 changes nothing
+    q = rng.normal(size=(3, 2, 8))
+    pos = np.array([0, 5, 77])
+    a = forward.rope(q, pos, 8, 10000.0, 1.0, True, factors=[1.0, 2.0, 1e30, 1e30])
+    b = forward.rope(q, pos, 8, 10000.0, 1.0, True)
+    check(np.allclose(a[..., [0, 4]], b[..., [0, 4]]), "rope factor 1 leaves pair 0 as it was")
+    check(np.allclose(a[..., [2, 3, 6, 7]], q[..., [2, 3, 6, 7]]), "rope factor 1e30 keeps pairs still")
+    half = forward.rope(q, pos, 8, 10000.0, 2.0, True)
+    check(np.allclose(a[..., [1, 5]], half[..., [1, 5]]), "rope factor 2 halves the frequency")
 
 
 def test_reference_causal_and_windowed(tmp):
@@ -274,6 +287,38 @@ def test_reference_causal_and_windowed(tmp):
     check(not np.array_equal(a[7], b[7]), "window 8: position 7 still sees token 0")
 
 
+def test_reference_gemma4(tmp):
+    """Causality through the KV-sharing layers and the per-layer path, on the
+    synth test model (only when the CLI is at hand)."""
+    sluice = os.environ.get("SLUICE", "")
+    if not sluice:
+        return
+    path = os.path.join(tmp, "g4_causal.gguf")
+    r = subprocess.run([sluice, "synth", "--arch", "gemma4", "--size", "test", "-o", path],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        check(False, "synth gemma4 test: " + r.stderr.strip()[-300:])
+        return
+    m = forward.Model(path)
+    toks = np.random.default_rng(4).integers(0, 512, size=20)
+    full = m.logits(toks)
+    check(np.allclose(m.logits(toks[:11]), full[:11], rtol=0, atol=1e-9),
+          "gemma4 reference: a prefix's logits do not depend on later tokens")
+    # the per-layer embeddings carry the token itself into every layer: a
+    # different last token changes its logits even with the main embedding
+    # row copied over
+    other = toks.copy()
+    other[-1] = (other[-1] + 1) % 512
+    emb = m.w("token_embd.weight").copy()
+    emb[other[-1]] = emb[toks[-1]]
+    m._cache["token_embd.weight"] = emb
+    keep = np.ones(512, dtype=bool)
+    keep[[toks[-1], other[-1]]] = False  # the tied head's changed rows
+    changed = np.abs(m.logits(other)[-1] - m.logits(toks)[-1])[keep].max()
+    check(changed > 1e-3, "gemma4 reference: per-layer embeddings reach the logits (%g)" % changed)
+    os.remove(path)
+
+
 def test_config():
     class G:
         path = "mem"
@@ -295,6 +340,27 @@ def test_config():
     check(c.layers[5].rope_base == 1e6 and c.layers[5].rope_scale == 8.0, "gemma3 global rope")
     c = forward.Config(G(dict(base, **{"gemma3.attention.sliding_window_pattern": 3})))
     check([L.sliding for L in c.layers][:6] == [True, True, False] * 2, "pattern key overrides")
+    g4 = {"general.architecture": "gemma4", "gemma4.block_count": 10,
+          "gemma4.embedding_length": 256, "gemma4.feed_forward_length": [512] * 6 + [1024] * 4,
+          "gemma4.attention.head_count": 4, "gemma4.attention.head_count_kv": [2, 2, 2, 2, 1] * 2,
+          "gemma4.attention.key_length": 128, "gemma4.attention.key_length_swa": 64,
+          "gemma4.rope.dimension_count": 128, "gemma4.rope.dimension_count_swa": 32,
+          "gemma4.rope.freq_base": 1e6, "gemma4.rope.freq_base_swa": 1e4,
+          "gemma4.attention.sliding_window": 8,
+          "gemma4.attention.sliding_window_pattern": [True, True, True, True, False] * 2,
+          "gemma4.attention.shared_kv_layers": 4, "gemma4.embedding_length_per_layer_input": 64}
+    c = forward.Config(G(g4))
+    L = c.layers
+    # Hugging Face's rule (the last non-shared layer of the same kind); the
+    # engine follows llama.cpp's n_own-2 / n_own-1 and refuses layouts where
+    # the two differ, like this one (layer 4 is global)
+    check([l.kv_src for l in L] == [None] * 6 + [5, 5, 5, 4],
+          "gemma4 kv sharing: sliding layers read 5, the global one 4: %s" % [l.kv_src for l in L])
+    check((L[0].head_dim, L[0].n_kv_head, L[0].rope_dim, L[0].rope_base) == (64, 2, 32, 1e4) and
+          (L[4].head_dim, L[4].n_kv_head, L[4].rope_dim, L[4].rope_base) == (128, 1, 128, 1e6),
+          "gemma4 sliding and global layers have their own sizes")
+    check(L[9].d_ff == 1024 and L[0].d_ff == 512 and all(l.attn_scale == 1.0 for l in L),
+          "gemma4 per-layer d_ff, unscaled q.k")
     g2 = {k.replace("gemma3", "gemma2"): v for k, v in base.items()}
     g2["general.architecture"] = "gemma2"
     c = forward.Config(G(g2))
@@ -440,6 +506,7 @@ def main():
         test_rope()
         test_config()
         test_reference_causal_and_windowed(tmp)
+        test_reference_gemma4(tmp)
         print("reference self-tests: %d failures" % len(failures), flush=True)
 
         eng = Engine(tmp)
@@ -454,7 +521,10 @@ def main():
                     os.remove(path)
             for seed, (arch, t) in enumerate(WRITER_MATRIX):
                 path = os.path.join(tmp, "w_%s_%s.gguf" % (arch, t))
-                writer.tiny_model(path, arch, TYPE_ID[t], seed=100 + seed, n_layer=6)
+                if arch == "gemma4":
+                    writer.tiny_gemma4(path, TYPE_ID[t], seed=100 + seed)
+                else:
+                    writer.tiny_model(path, arch, TYPE_ID[t], seed=100 + seed, n_layer=6)
                 engine_vs_ref(eng, "writer %s %s" % (arch, t), path, t, rng)
                 os.remove(path)
         print("%d dump_logits runs, %.1f s" % (eng.runs, time.time() - t0))

@@ -105,6 +105,14 @@ static void test_against_brute_force(void)
         sl_topology t;
         random_model(&mc, L);
         random_cluster(&t, S);
+        if (trial % 4 == 3 && L >= 3) { /* Gemma 4 KV sharing: layer b reads layer a's cache */
+            int a = (int)(rnd() * (L - 2)), b = a + 1 + (int)(rnd() * (L - 1 - a));
+            for (int k = a + 1; k <= b; k++) {
+                mc.no_cut[k] = true;
+                mc.no_cut_reader[k] = b;
+                mc.no_cut_source[k] = a;
+            }
+        }
         int slots[4];
         for (int s = 0; s < S; s++) /* a random order of the nodes */
             slots[s] = s;
@@ -142,6 +150,8 @@ static void test_against_brute_force(void)
         int next = 0;
         for (int i = 0; i < plan.n; i++) {
             CHECK(plan.st[i].l0 == next && plan.st[i].l1 > plan.st[i].l0);
+            CHECKF(i == 0 || !mc.no_cut[plan.st[i].l0], "trial %d: stage %d starts at layer %d, "
+                   "inside a KV-sharing span", trial, i, plan.st[i].l0);
             next = plan.st[i].l1;
             CHECK(plan.st[i].memory <= t.nodes[plan.st[i].node].memory * (1 - o.headroom));
             CHECK(i == 0 || plan.st[i].slot > plan.st[i - 1].slot);
@@ -174,6 +184,36 @@ static void test_large(void)
     sl_err err = {{0}};
     CHECKF(sl_place(&mc, &t, slots, 64, &o, &plan, &err) == 0, "%s", err.msg);
     CHECK(plan.n >= 2 && plan.st[plan.n - 1].l1 == 128);
+}
+
+/* A split that separates a KV-sharing layer from its source is refused by
+ * name. */
+static void test_kv_sharing_cut(void)
+{
+    sl_model_cost mc;
+    sl_topology t;
+    random_model(&mc, 8);
+    random_cluster(&t, 2);
+    for (int i = 0; i < 2; i++)
+        t.nodes[i].memory = 1e12;
+    for (int k = 3; k <= 7; k++) {
+        mc.no_cut[k] = true;
+        mc.no_cut_reader[k] = 7;
+        mc.no_cut_source[k] = 2;
+    }
+    int slots[2] = {0, 1}, owner[8] = {0, 0, 0, 0, 1, 1, 1, 1};
+    sl_place_opts o;
+    sl_place_opts_init(&o);
+    sl_plan plan;
+    sl_err err = {{0}};
+    CHECK(sl_plan_eval(&mc, &t, slots, 2, owner, &o, &plan, &err) == -1);
+    CHECK_ERR_HAS(err, "cannot split before layer 4: layer 7 reuses the KV cache of layer 2");
+    owner[3] = 1;
+    owner[2] = 1;
+    CHECK(sl_plan_eval(&mc, &t, slots, 2, owner, &o, &plan, &err) == 0);
+    o.use_all_slots = true;
+    CHECK(sl_place(&mc, &t, slots, 2, &o, &plan, &err) == 0);
+    CHECK(plan.n == 2 && plan.st[1].l0 <= 2);
 }
 
 static void test_heterogeneous_and_infeasible(void)
@@ -252,6 +292,18 @@ static void test_cost_from_gguf(void)
     fprintf(stderr, "gemma3 12b q4_0 shapes: %.2f GB\n", total);
     CHECK(total > 6.0 && total < 7.5);
     CHECK(sl_shape_find("gemma3", "13b") == NULL);
+    /* gemma4 e2b: layers 15..34 read layers 13 (sliding) and 14 (global)'s
+     * caches: they hold no KV, and no stage may start at 14..34; q4_0 with
+     * the per-layer token table: about 2.6 GB like the synth file */
+    s = sl_shape_find("gemma4", "e2b");
+    CHECK(s != NULL);
+    sl_cost_from_shape(&mc, s, SL_TYPE_Q4_0, SL_TYPE_F32);
+    CHECK(mc.layer[14].kv_bytes_per_pos == 2 * 512 * 4 && mc.layer[13].kv_bytes_per_pos == 2 * 256 * 4);
+    CHECK(mc.layer[15].kv_bytes_per_pos == 0 && mc.layer[34].kv_bytes_per_pos == 0);
+    CHECK(!mc.no_cut[13] && mc.no_cut[14] && mc.no_cut[34] && mc.no_cut_source[14] == 13);
+    total = (sl_cost_weight_bytes(&mc, 0, mc.n_layer) + mc.embed_bytes) / 1e9;
+    fprintf(stderr, "gemma4 e2b q4_0 shapes: %.2f GB\n", total);
+    CHECK(total > 2.4 && total < 2.8);
 }
 
 static void test_topologies(void)
@@ -333,6 +385,7 @@ int main(void)
 {
     test_against_brute_force();
     test_heterogeneous_and_infeasible();
+    test_kv_sharing_cut();
     test_large();
     test_cost_from_gguf();
     test_topologies();

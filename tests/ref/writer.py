@@ -124,6 +124,82 @@ def _random_k_blocks(ggml_type, x, rng):
 
 # ---- a tiny model ----
 
+def tiny_gemma4(path, ggml_type, seed=0, d_model=256, n_head=8, n_kv_head=2, head_dim=64,
+                head_dim_swa=32, d_ff=512, n_vocab=512, window=8, n_embd_per_layer=32,
+                weight_scale=0.05):
+    """A gemma4 file laid out unlike `sluice synth`'s: 6 layers alternating
+    sliding and global, the last 2 reading layers 2 and 3's caches, V = K on
+    sliding layer 2, scalar head_count_kv and d_ff, every rotary dimension
+    turning (no rope_freqs, no rope.dimension_count_swa), no
+    layer_output_scale, an untied output. Matrices whose rows cannot hold
+    ggml_type's blocks are written in Q8_0 (or F16 for the per-layer token
+    table, gathered 32 columns at a time)."""
+    rng = np.random.default_rng(seed)
+    n_layer, arch = 6, "gemma4"
+    swa = [True, False] * 3
+    meta = {
+        "general.architecture": arch, "general.alignment": ALIGN,
+        arch + ".block_count": n_layer, arch + ".embedding_length": d_model,
+        arch + ".feed_forward_length": d_ff, arch + ".context_length": 4096,
+        arch + ".attention.head_count": n_head, arch + ".attention.head_count_kv": n_kv_head,
+        arch + ".attention.key_length": head_dim, arch + ".attention.value_length": head_dim,
+        arch + ".attention.key_length_swa": head_dim_swa,
+        arch + ".attention.value_length_swa": head_dim_swa,
+        arch + ".attention.layer_norm_rms_epsilon": 1e-6,
+        arch + ".rope.freq_base": 1000000.0, arch + ".rope.freq_base_swa": 10000.0,
+        arch + ".attention.sliding_window": window,
+        arch + ".attention.sliding_window_pattern": swa,
+        arch + ".attention.shared_kv_layers": 2,
+        arch + ".embedding_length_per_layer_input": n_embd_per_layer,
+        arch + ".final_logit_softcapping": 30.0,
+    }
+    tensors = []
+    block = dequant.BLOCK[ggml_type][0]
+
+    def mat(name, n_out, n_in, scale=weight_scale, fallback=Q8_0):
+        t = ggml_type if n_in % block == 0 else fallback
+        vals = rng.normal(0.0, scale, size=(n_out, n_in))
+        tensors.append((name, t, [n_in, n_out], encode(t, vals, rng)))
+
+    def norm(name, n, mean=1.0):
+        vals = mean * (1.0 + rng.normal(0.0, 0.1, size=n))
+        tensors.append((name, F32, [n], vals.astype("<f4").tobytes()))
+
+    pl, d = n_embd_per_layer, d_model
+    for il in range(n_layer):
+        p = "blk.%d." % il
+        hd = head_dim_swa if swa[il] else head_dim
+        own = il < n_layer - 2
+        norm(p + "attn_norm.weight", d)
+        mat(p + "attn_q.weight", n_head * hd, d)
+        # no q.k scale in Gemma 4: the q/k norms carry head_dim^-1/4 each
+        norm(p + "attn_q_norm.weight", hd, hd ** -0.25)
+        if own:
+            mat(p + "attn_k.weight", n_kv_head * hd, d)
+            norm(p + "attn_k_norm.weight", hd, hd ** -0.25)
+            if il != 2:
+                mat(p + "attn_v.weight", n_kv_head * hd, d)
+        mat(p + "attn_output.weight", d, n_head * hd)
+        norm(p + "post_attention_norm.weight", d)
+        norm(p + "ffn_norm.weight", d)
+        mat(p + "ffn_gate.weight", d_ff, d)
+        mat(p + "ffn_up.weight", d_ff, d)
+        mat(p + "ffn_down.weight", d, d_ff)
+        norm(p + "post_ffw_norm.weight", d)
+        mat(p + "inp_gate.weight", pl, d)
+        mat(p + "proj.weight", d, pl)
+        norm(p + "post_norm.weight", d)
+    mat("token_embd.weight", n_vocab, d, scale=1.0 / math.sqrt(d))
+    assert pl % block == 0 or n_layer * pl % block != 0  # whole blocks per slice, or F16
+    mat("per_layer_token_embd.weight", n_vocab, n_layer * pl, scale=1.0 / math.sqrt(pl),
+        fallback=F16)
+    mat("per_layer_model_proj.weight", n_layer * pl, d)
+    norm("per_layer_proj_norm.weight", pl)
+    norm("output_norm.weight", d)
+    mat("output.weight", n_vocab, d, scale=1.0 / math.sqrt(d))
+    write_gguf(path, meta, tensors)
+
+
 def tiny_model(path, arch, ggml_type, seed=0, d_model=256, n_layer=3, n_head=4, n_kv_head=2,
                head_dim=64, d_ff=512, n_vocab=512, window=8, weight_scale=0.05, tied=False):
     """Writes a random model of arch; matrices in ggml_type, norms in f32.
