@@ -4,11 +4,14 @@
 # (both measured in the same invocation, --spec-baseline), for k = 2, 4, 8
 # and auto, greedy and temperature 0.8, and prompt lookup on a prompt that
 # repeats text. One row per setting, averaged over the prompts.
-#   bench/spec.sh [N_TOKENS=200] [THREADS=2]
+# Each prompt runs REPS times (plain then speculative each time); the row
+# averages all of them, which evens out a noisy machine.
+#   bench/spec.sh [N_TOKENS=200] [THREADS=2] [REPS=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
 THREADS=${2:-2}
+REPS=${3:-3}
 SLUICE=${SLUICE:-build/sluice}
 TARGET=models/tiny-gemma3.gguf
 DRAFT=models/tiny-gemma3-draft.gguf
@@ -27,6 +30,7 @@ row() { # NAME TEMP ARGS... -- PROMPTS...
   shift
   local acc=0 len=0 eff=0 base=0 n=0
   for p in "$@"; do
+   for ((rep = 0; rep < REPS; rep++)); do
     out=$("$SLUICE" run -m "$TARGET" -p "$p" -n "$N" -t "$THREADS" --temp "$temp" --spec-baseline \
           "${args[@]}" 2>&1 >/dev/null)
     acc=$(awk -v a="$acc" '/^acceptance rate/ {sub("%","",$3); print a + $3}' <<<"$out")
@@ -34,6 +38,7 @@ row() { # NAME TEMP ARGS... -- PROMPTS...
     eff=$(awk -v a="$eff" '/^effective decode/ {print a + $3}' <<<"$out")
     base=$(awk -v a="$base" '/^plain decode/ {print a + $3}' <<<"$out")
     n=$((n + 1))
+   done
   done
   awk -v name="$name" -v t="$temp" -v acc="$acc" -v len="$len" -v eff="$eff" -v base="$base" -v n="$n" \
     'BEGIN { printf "%-28s %5s %9.1f%% %9.2f %11.1f %11.1f %8.2fx\n", name, t, acc / n, len / n,
