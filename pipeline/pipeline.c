@@ -71,6 +71,7 @@ struct sl_pipeline {
     pl_keyring keys;        /* CURVE on every tcp:// socket when keys.self.on */
     sec_zap *zap;           /* admits the config's nodes to our tcp:// sockets */
     pl_wire_limits limits;
+    uint64_t n_refused;     /* requests submit refused (max_requests) */
     /* driver */
     request *reqs;          /* linked list, submission order */
     int n_active;
@@ -272,6 +273,11 @@ int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids,
 int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl_err *err)
 {
     int ctx = p->cfg.limits.context;
+    if (p->n_active >= p->cfg.limits.max_requests) {
+        p->n_refused++;
+        return sl_fail(err, "refused: %d requests are in flight, the limit max_requests (%d); wait for one "
+                       "to finish", p->n_active, p->cfg.limits.max_requests);
+    }
     if (gp->max_tokens < 1)
         return sl_fail(err, "a request must ask for at least one token");
     if (gp->chat && sl_tok_piece_id(p->tok, "<end_of_turn>") < 0)
@@ -839,7 +845,7 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
         }
         if (numa >= 0)
             sl_bind_reset();
-        pl_host_sec sec = {&p->keys.self, pl_keyring_stage_key(&p->keys, c, i1), p->zap};
+        pl_host_sec sec = {&p->keys.self, pl_keyring_stage_key(&p->keys, c, i1), p->zap, &p->limits};
         if (pl_host_start_chain(&p->hosts[i0], i1 - i0, p->zctx, stages, addr[i0], addr[i1],
                                 chain_threads(p, i0, i1), numa, &sec, err))
             return -1;
@@ -871,7 +877,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         p->opts = *opts;
     else
         sl_pipeline_opts_default(&p->opts);
-    pl_wire_limits_default(&p->limits);
+    pl_wire_limits_from_config(&p->limits, &cfg->limits);
     char (*addr)[ADDR_MAX] = calloc((size_t)cfg->n_stages + 1, ADDR_MAX);
     const char **in = calloc((size_t)cfg->n_stages + 1, sizeof *in);
     int linger = 0;
@@ -973,6 +979,22 @@ void sl_pipeline_close(sl_pipeline *p)
     sl_tok_free(p->tok);
     free(p);
 }
+
+int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    pl_stage_metrics *m = calloc((size_t)p->n_hosts + 1, sizeof *m);
+    if (!m)
+        return -1;
+    for (int i = 0; i < p->n_hosts; i++)
+        if (p->hosts[i])
+            pl_host_metrics_get(p->hosts[i], &m[(*n)++]);
+    *out = m;
+    return 0;
+}
+
+uint64_t sl_pipeline_refused(const sl_pipeline *p) { return p->n_refused; }
 
 void sl_pipeline_print_stats(sl_pipeline *p, void *file)
 {

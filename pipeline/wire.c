@@ -309,6 +309,13 @@ void pl_wire_limits_default(pl_wire_limits *l)
     l->max_rows = 65536;
 }
 
+bool pl_wire_err_is_limit(const sl_err *err)
+{
+    /* the texts of check_frame_limits and check_message's row limit */
+    return strstr(err->msg, "exceeds max_") || strstr(err->msg, "exceeds the limit max_rows") ||
+           strstr(err->msg, "more than 17 frames");
+}
+
 static const pl_wire_limits *limits_or_default(const pl_wire_limits *lim, pl_wire_limits *def)
 {
     if (lim)

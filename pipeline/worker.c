@@ -216,7 +216,14 @@ static int start_one(worker *w, const Sluice__Header *h, size_t i, sl_err *err)
         sl_bind_reset();
     if (rc)
         return sl_wrap(err, "stage %u (%s)", sa->stage_index, pl_stage_kind_name(spec.kind));
-    pl_host_sec sec = {&w->keys, sa->output_key, w->zap};
+    /* the config's size limits, within what this worker accepts at most */
+    pl_wire_limits lim;
+    pl_wire_limits_default(&lim);
+    if (sa->max_frame_bytes && sa->max_frame_bytes < lim.max_frame_bytes)
+        lim.max_frame_bytes = (size_t)sa->max_frame_bytes;
+    if (sa->max_message_bytes && sa->max_message_bytes < lim.max_message_bytes)
+        lim.max_message_bytes = (size_t)sa->max_message_bytes;
+    pl_host_sec sec = {&w->keys, sa->output_key, w->zap, &lim};
     return pl_host_start_numa(&w->hosts[i], w->zctx, s, sa->input, sa->output,
                               sa->numa >= 0 && sa->threads <= 0 ? 0 : stage_threads(w, h, sa),
                               sa->numa, &sec, err);
