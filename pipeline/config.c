@@ -755,7 +755,7 @@ static void limits_defaults(pl_limits *l)
     l->kv_type = SL_TYPE_F32;
     l->max_frame_bytes = 256 << 20;
     l->max_message_bytes = 512 << 20;
-    l->max_requests = 256;
+    l->max_requests = 4096;
 }
 
 static int read_kv_type(const cfg_ctx *x, const yaml_node_t *n, int *out)

@@ -32,7 +32,7 @@
  *     # max_frame_bytes: 268435456, max_message_bytes: 536870912: the largest payload
  *     #   frame and whole message a stage's socket accepts (larger ones are refused
  *     #   on receipt, before they are trusted)
- *     # max_requests: 256: requests one client may have in flight (submit refuses more)
+ *     # max_requests: 4096: requests one client may have in flight (submit refuses more)
  *     # Every refusal is an error naming the limit, counted as refused in the stage's
  *     # metrics (`sluice status`, --metrics-port).
  *   speculative:                         # optional: speculative decoding
@@ -115,7 +115,7 @@ typedef struct pl_limits {
     int kv_type;               /* sl_type of the KV cache: f32 (default), f16, bf16, q8_0 */
     int max_frame_bytes;       /* default 256 MiB: a payload frame past it is refused */
     int max_message_bytes;     /* default 512 MiB: a whole message past it is refused */
-    int max_requests;          /* default 256: requests in flight per client (submit) */
+    int max_requests;          /* default 4096: requests in flight per client (submit) */
 } pl_limits;
 
 typedef struct pl_spec {

@@ -197,7 +197,7 @@ static void test_numbers(void)
     CHECK(c.limits.context == 16);
     /* the message and request limits: defaults, then each one set */
     CHECK(c.limits.max_frame_bytes == 256 << 20 && c.limits.max_message_bytes == 512 << 20 &&
-          c.limits.max_requests == 256);
+          c.limits.max_requests == 4096);
     GOOD(&c, HEAD_ STAGES_ "limits: {max_frame_bytes: 4096, max_message_bytes: 8192, max_requests: 3}\n");
     CHECK(c.limits.max_frame_bytes == 4096 && c.limits.max_message_bytes == 8192 &&
           c.limits.max_requests == 3);
