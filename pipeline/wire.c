@@ -48,6 +48,7 @@ const char *pl_msg_kind_name(int kind)
     case SLUICE__MSG_KIND__MSG_ASSIGN: return "ASSIGN";
     case SLUICE__MSG_KIND__MSG_READY: return "READY";
     case SLUICE__MSG_KIND__MSG_SHUTDOWN: return "SHUTDOWN";
+    case SLUICE__MSG_KIND__MSG_STATUS: return "STATUS";
     default: return "unknown";
     }
 }
