@@ -14,6 +14,7 @@
 #include "model/gguf.h"
 #include "pipeline/client.h"
 #include "pipeline/config.h"
+#include "pipeline/metrics_http.h"
 #include "stages/sampler.h"
 #include "stages/spec.h"
 
@@ -48,6 +49,9 @@ static const char usage[] =
     "  --no-bos                do not add the BOS token\n"
     "  --print-ids             print the generated token ids to stderr\n"
     "  --stats                 print per-stage statistics to stderr at the end\n"
+    "  --metrics-port [IP:]PORT  while running, serve the metrics of this process's\n"
+    "                          stages as Prometheus text at http://IP:PORT/metrics\n"
+    "                          (plain HTTP, read-only; IP defaults to 127.0.0.1)\n"
     "  -h, --help              show this help\n"
     "\n"
     "speculative decoding:\n"
@@ -73,6 +77,7 @@ typedef struct run_opts {
     const char *model, *config, *prompt, *prompts_file;
     int n_predict, threads, n_ctx;
     bool chat, no_bos, print_ids, stats;
+    const char *metrics;
     int kv_type;
     bool kv_type_set;
     const char *draft;
@@ -111,6 +116,7 @@ static int parse_args(int argc, char **argv, run_opts *o)
         {"draft-k", required_argument, NULL, 'k'},
         {"draft-threads", required_argument, NULL, 'd'},
         {"spec-baseline", no_argument, NULL, 'b'},
+        {"metrics-port", required_argument, NULL, 'H'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = argv[0];
@@ -152,6 +158,15 @@ static int parse_args(int argc, char **argv, run_opts *o)
             break;
         case 'd': bad = cli_parse_int(optarg, 1, 4096, &o->draft_threads); break;
         case 'b': o->spec_baseline = true; break;
+        case 'H': {
+            char ip[64];
+            int port;
+            sl_err err;
+            if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
+                return cli_usage(cmd, usage, "--metrics-port: %s", err.msg);
+            o->metrics = optarg;
+            break;
+        }
         default: return CLI_USAGE;
         }
         if (bad)
@@ -364,6 +379,18 @@ static double decode_rate(const output *outs, int n, double t_total)
     return t_total > 0 ? tokens / t_total : 0.0;
 }
 
+/* The metrics server's source (its own thread): the stages of this process. */
+static char *prometheus_text(void *ctx)
+{
+    pl_stage_metrics *m;
+    int n;
+    if (sl_pipeline_metrics(ctx, &m, &n))
+        return NULL;
+    char *text = pl_metrics_prometheus(m, n);
+    free(m);
+    return text;
+}
+
 /* Opens the pipeline of cfg, runs every prompt through it and reports
  * (report: stdout text and the stderr summary, else silent). */
 static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts, const char **single,
@@ -377,6 +404,10 @@ static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts,
     if (sl_pipeline_open(&p, cfg, &popts, err))
         return CLI_FAIL;
     int rc = CLI_FAIL;
+    pl_metrics_http *http = NULL;
+    /* a baseline run (report false) is not the one to watch */
+    if (o->metrics && report && pl_metrics_http_start(&http, o->metrics, prometheus_text, p, err))
+        goto out;
     sl_gen_params gp = {.max_tokens = o->n_predict, .chat = o->chat, .no_bos = o->no_bos};
     gp.sampling = cfg->sampling;
     merge_sampling(&gp.sampling, o);
@@ -427,6 +458,7 @@ static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts,
     if (o->stats)
         sl_pipeline_print_stats(p, stderr);
 out:
+    pl_metrics_http_stop(http);
     sl_pipeline_close(p);
     return rc;
 }

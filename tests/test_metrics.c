@@ -10,10 +10,14 @@
 #include "pipeline/client.h"
 #include "pipeline/host.h"
 #include "pipeline/metrics.h"
+#include "pipeline/metrics_http.h"
 #include "pipeline/wire.h"
 #include "tests/test.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <regex.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -225,6 +229,132 @@ static void check_counts(void)
     sl_pipeline_close(p);
 }
 
+/* ---- over HTTP ---- */
+
+static char *pipeline_prometheus(void *ctx)
+{
+    pl_stage_metrics *m;
+    int n;
+    if (sl_pipeline_metrics(ctx, &m, &n))
+        return NULL;
+    char *text = pl_metrics_prometheus(m, n);
+    free(m);
+    return text;
+}
+
+/* A tiny HTTP/1.0 client: the whole response in a malloc'd string. */
+static char *http_get(int port, const char *request)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    size_t len = strlen(request), cap = 1 << 16, got = 0;
+    if (write(fd, request, len) != (ssize_t)len) {
+        close(fd);
+        return NULL;
+    }
+    char *buf = malloc(cap);
+    for (;;) {
+        if (got + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t n = read(fd, buf + got, cap - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    close(fd);
+    return buf;
+}
+
+/* The Prometheus text a client gets over HTTP after a run carries the
+ * same counts the host kept; the server refuses other paths and methods. */
+static void check_http(void)
+{
+    pl_config c;
+    layout(&c);
+    sl_pipeline *p;
+    sl_err err;
+    if (sl_pipeline_open(&p, &c, NULL, &err)) {
+        CHECK(0);
+        return;
+    }
+    int port = 0;
+    pl_metrics_http *h = NULL;
+    char spec[64];
+    /* a free port: try a few from a pid-dependent start */
+    for (int k = 0; k < 50 && !h; k++) {
+        port = 20000 + (int)((getpid() * 7 + k * 131) % 40000);
+        snprintf(spec, sizeof spec, "127.0.0.1:%d", port);
+        if (pl_metrics_http_start(&h, spec, pipeline_prometheus, p, &err))
+            h = NULL;
+    }
+    CHECK(h != NULL);
+    if (!h) {
+        sl_pipeline_close(p);
+        return;
+    }
+    pl_metrics_http *twice = NULL;
+    CHECK(pl_metrics_http_start(&twice, spec, pipeline_prometheus, p, &err) == -1);
+    CHECK_ERR_HAS(err, "cannot serve metrics on http://127.0.0.1:");
+    sl_gen_params gp = {.prompt = "This program is free software", .max_tokens = 5};
+    sl_sampling_defaults(&gp.sampling);
+    gp.sampling.temperature = 1.0f;
+    uint64_t id;
+    CHECK(sl_pipeline_submit(p, &gp, &id, &err) == 0);
+    sl_event ev;
+    int n_gen = -1;
+    while (sl_pipeline_next(p, &ev, 10000, &err) == 1)
+        if (ev.kind == SL_EV_DONE)
+            n_gen = ev.n_generated;
+    pl_stage_metrics *m = NULL;
+    int n = 0;
+    settle(p, "sample", (uint64_t)n_gen + 1, &m, &n);
+    free(m);
+    char *resp = http_get(port, "GET /metrics HTTP/1.0\r\n\r\n");
+    CHECK(resp != NULL);
+    if (resp) {
+        CHECKF(strncmp(resp, "HTTP/1.0 200", 12) == 0 || strncmp(resp, "HTTP/1.1 200", 12) == 0, "%.40s", resp);
+        CHECK(strstr(resp, "Content-Type: text/plain; version=0.0.4"));
+        char *body = strstr(resp, "\r\n\r\n");
+        CHECK(body != NULL);
+        if (body) {
+            body += 4;
+            CHECKF(prom_samples(body) == 4 * (7 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3)),
+                   "every line of the body parses, for four stages");
+            char want[128];
+            snprintf(want, sizeof want, "\nsluice_stage_messages_total{stage=\"sample\",index=\"3\"} %d\n", n_gen + 1);
+            CHECKF(strstr(body, want) != NULL, "%s", want);
+            snprintf(want, sizeof want, "\nsluice_stage_tokens_total{stage=\"sample\",index=\"3\"} %d\n", n_gen);
+            CHECKF(strstr(body, want) != NULL, "%s", want);
+        }
+        free(resp);
+    }
+    resp = http_get(port, "GET /other HTTP/1.0\r\n\r\n");
+    CHECK(resp && strstr(resp, " 404 "));
+    free(resp);
+    resp = http_get(port, "POST /metrics HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc");
+    CHECK(resp && strstr(resp, " 405 "));
+    free(resp);
+    pl_metrics_http_stop(h);
+    sl_pipeline_close(p);
+    char ip[64];
+    CHECK(pl_metrics_http_parse("9100", ip, sizeof ip, &port, &err) == 0 && port == 9100 &&
+          strcmp(ip, "127.0.0.1") == 0);
+    CHECK(pl_metrics_http_parse("0.0.0.0:80", ip, sizeof ip, &port, &err) == 0 && port == 80 &&
+          strcmp(ip, "0.0.0.0") == 0);
+    CHECK(pl_metrics_http_parse("0", ip, sizeof ip, &port, &err) == -1);
+    CHECK_ERR_HAS(err, "the port must be a number in [1, 65535]");
+    CHECK(pl_metrics_http_parse("host:80", ip, sizeof ip, &port, &err) == -1);
+    CHECK_ERR_HAS(err, "'host' is not an IPv4 address");
+    CHECK(pl_metrics_http_parse("1.2.3.4:", ip, sizeof ip, &port, &err) == -1);
+}
+
 /* ---- limits ---- */
 
 /* A BATCH for the layers stage (activations D_MODEL wide) with n rows, each
@@ -419,6 +549,7 @@ int main(void)
     check_counts();
     check_refusals();
     check_max_requests();
+    check_http();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)
         fprintf(stderr, "cleanup of %s failed\n", tmpdir);
