@@ -747,7 +747,7 @@ static const char *const limit_keys[L_KEYS] = {"max_sequences", "context", "max_
                                                "kv_type", "max_frame_bytes", "max_message_bytes",
                                                "max_requests"};
 
-static void limits_defaults(pl_limits *l)
+void pl_limits_default(pl_limits *l)
 {
     l->max_sequences = 8;
     l->context = 2048;
@@ -927,7 +927,7 @@ static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
     if (parse_stages(x, c, v[T_STAGES]) || check_order(x, c) || check_head_sample(x, c))
         return -1;
     sl_sampling_defaults(&c->sampling);
-    limits_defaults(&c->limits);
+    pl_limits_default(&c->limits);
     if (v[T_SAMPLING] && parse_sampling(x, &c->sampling, v[T_SAMPLING]))
         return -1;
     if (v[T_INSECURE] && read_bool(x, v[T_INSECURE], "insecure", &c->insecure))
@@ -1207,7 +1207,7 @@ void pl_config_default(pl_config *c, const char *model, int n_layer)
     }
     c->n_stages = 4;
     sl_sampling_defaults(&c->sampling);
-    limits_defaults(&c->limits);
+    pl_limits_default(&c->limits);
 }
 
 /* ---- writing ---- */

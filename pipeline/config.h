@@ -142,6 +142,9 @@ typedef struct pl_config {
     bool insecure;             /* plain TCP allowed: no CURVE */
 } pl_config;
 
+/* The defaults of every limit (a config without `limits:` gets these). */
+void pl_limits_default(pl_limits *l);
+
 /* Parses and checks the structure (known keys, types, node references,
  * stage order). Unknown keys are errors (a typo must not be ignored). */
 int pl_config_load(pl_config *c, const char *path, sl_err *err);

@@ -20,12 +20,12 @@
 #include "pipeline/host.h"
 #include "pipeline/metrics_http.h"
 #include "pipeline/security.h"
+#include "pipeline/status.h"
 #include "pipeline/wire.h"
 #include "stages/spec.h"
 #include "stages/stage.h"
 
 #define ID_MAX 256
-#define STATUS_TEXT_MAX (48u << 10) /* within the default max_header_bytes */
 
 typedef struct worker {
     const pl_worker_opts *o;
@@ -347,33 +347,19 @@ static void on_status(worker *w, const zmq_msg_t *id)
         body = pl_metrics_text(m, w->n_hosts);
     }
     free(m);
-    /* an answer must fit the header limit of the asker */
-    size_t cap = STATUS_TEXT_MAX;
-    char *text = malloc(cap);
-    if (!text) {
-        free(body);
-        return;
-    }
-    int head = snprintf(text, cap, "worker %s (host %s): %s, %d stage(s)\n", w->o->listen, w->host_name,
-                        w->owner_len ? "serving a coordinator" : "idle", w->n_hosts);
-    if (body && head > 0 && (size_t)head < cap) {
-        size_t len = strlen(body);
-        if ((size_t)head + len >= cap)
-            len = cap - (size_t)head - 1;
-        memcpy(text + head, body, len);
-        text[head + len] = '\0';
-    }
-    free(body);
-    if (zmq_send(w->ctl, zmq_msg_data((zmq_msg_t *)id), zmq_msg_size(id), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
-        sl_err err;
-        pl_msg r;
-        pl_msg_init(&r, SLUICE__MSG_KIND__MSG_STATUS, 0, 0);
-        r.hdr_store.text = text;
-        if (pl_msg_send(&r, w->ctl, ZMQ_DONTWAIT, &err))
+    char head[PL_ADDR_MAX + 160];
+    snprintf(head, sizeof head, "worker %s (host %s): %s, %d stage(s)\n", w->o->listen, w->host_name,
+             w->owner_len ? "serving a coordinator" : "idle", w->n_hosts);
+    size_t len = strlen(head) + (body ? strlen(body) : 0) + 1;
+    char *text = malloc(len);
+    sl_err err;
+    if (text) {
+        snprintf(text, len, "%s%s", head, body ? body : "");
+        if (pl_status_answer(w->ctl, zmq_msg_data((zmq_msg_t *)id), zmq_msg_size(id), text, &err))
             fprintf(stderr, "sluice worker %s: cannot answer a status request: %s\n", w->o->listen, err.msg);
-        pl_msg_close(&r);
     }
     free(text);
+    free(body);
 }
 
 /* Reads one control message: [routing id][header][payloads...]. */

@@ -3,7 +3,8 @@
 # 10.77.0.1, the coordinator, and B = 10.77.0.2, a CURVE `sluice worker`):
 # idle, it says so; while configs/two-host.yaml runs, it lists the three
 # stages it serves with counters that move between two asks; a key the
-# worker does not allow gets no answer; the worker's Prometheus port
+# worker does not allow gets no answer; the coordinator's --status-listen
+# socket lists its own stages to its own key only; the worker's Prometheus port
 # (--metrics-port) serves the same stages as Prometheus text, fetched with
 # bash's /dev/tcp (no curl). Needs root and `ip netns`; prints SKIP otherwise.
 set -u
@@ -73,7 +74,8 @@ has stranger.err "no answer from $W within 1.0 s" "stranger"
 
 # serving: a long run in A
 for i in $(seq 4); do echo "prompt $i of a long run"; done >long.txt
-ip netns exec "$NA" "$SLUICE" run -c configs/two-host.yaml --prompts long.txt -n 100000 >/dev/null 2>long.err &
+ip netns exec "$NA" "$SLUICE" run -c configs/two-host.yaml --prompts long.txt -n 100000 \
+    --status-listen tcp://10.77.0.1:7300 >/dev/null 2>long.err &
 coord=$!
 pids+=("$coord")
 wait_for grep -qs "stage(s) ready" worker.err && ok || bad "worker in B got no stages"
@@ -91,6 +93,18 @@ has s1.txt "^  queue depth [0-9]+ \(mean [0-9.]+, max " "queue depth"
 m1=$(awk '/^stage 2 /{getline; print $2}' s1.txt)
 m2=$(awk '/^stage 2 /{getline; print $2}' s2.txt)
 [ -n "$m1" ] && [ -n "$m2" ] && [ "$m2" -gt "$m1" ] && ok || bad "layers[3,6) messages did not move between two asks ($m1, $m2)"
+
+# the coordinator's status socket: its own stages, for its own key only
+C=tcp://10.77.0.1:7300
+ip netns exec "$NB" "$SLUICE" status $C --key keys/local.key --server-key keys/local.pub >c1.txt 2>c1.err ||
+    bad "status of the coordinator failed: $(cat c1.err)"
+has c1.txt "^coordinator \(sluice run, pid [0-9]+\): 2 stage\(s\) in this process$" "coordinator status"
+has c1.txt "^stage 0 embed$" "coordinator's embed stage"
+has c1.txt "^stage 1 layers\[0,3\)$" "coordinator's layers stage"
+has c1.txt "^  messages [1-9][0-9]*  tokens [1-9][0-9]*  errors 0  refused 0  dropped 0$" "coordinator's counters"
+ip netns exec "$NB" "$SLUICE" status $C --key keys/hostb.key --server-key keys/local.pub --timeout 1 \
+    >c2.txt 2>c2.err && bad "the coordinator answered a key other than its own"
+has c2.err "no answer from $C within 1.0 s" "coordinator refuses other keys"
 
 # Prometheus text over HTTP from the worker's --metrics-port, fetched with /dev/tcp
 fetch() { # host port path -> response on stdout
