@@ -866,6 +866,23 @@ static int start_zap(sl_pipeline *p, sl_err *err)
     return 0;
 }
 
+/* A full batch's activations must fit the frame limit, or every long
+ * prefill would be refused on its first hop. */
+static int check_size_limits(const sl_pipeline *p, sl_err *err)
+{
+    const pl_limits *l = &p->cfg.limits;
+    size_t batch = (size_t)l->max_batch_tokens * (size_t)p->model_cfg.d_model * sizeof(float);
+    if (batch > (size_t)l->max_frame_bytes)
+        return sl_fail(err, "%s: limits.max_frame_bytes (%d) is below the activations of a full batch "
+                       "(max_batch_tokens %d x d_model %d x 4 bytes = %zu): raise it or lower max_batch_tokens",
+                       p->cfg.path[0] ? p->cfg.path : "<config>", l->max_frame_bytes, l->max_batch_tokens,
+                       p->model_cfg.d_model, batch);
+    if (l->max_message_bytes < l->max_frame_bytes)
+        return sl_fail(err, "%s: limits.max_message_bytes (%d) is below max_frame_bytes (%d)",
+                       p->cfg.path[0] ? p->cfg.path : "<config>", l->max_message_bytes, l->max_frame_bytes);
+    return 0;
+}
+
 int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_opts *opts, sl_err *err)
 {
     *out = NULL;
@@ -887,7 +904,8 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         goto fail;
     }
     if (pl_keyring_load(&p->keys, &p->cfg, err) || load_tokenizer(p, err) ||
-        pl_config_check_layers(&p->cfg, p->model_cfg.n_layer, err) || alloc_driver(p, err))
+        pl_config_check_layers(&p->cfg, p->model_cfg.n_layer, err) || check_size_limits(p, err) ||
+        alloc_driver(p, err))
         goto fail;
     uint64_t tag = ((uint64_t)getpid() << 20) ^ (uint64_t)(uintptr_t)p;
     for (int i = 0; i <= cfg->n_stages; i++) {

@@ -498,6 +498,26 @@ static void check_stage_messages(void)
     CHECK(!pl_wire_err_is_limit(&w));
 }
 
+/* Limits that would refuse the pipeline's own full batches fail at open. */
+static void check_inconsistent(void)
+{
+    pl_config c;
+    layout(&c);
+    sl_pipeline *p;
+    sl_err err;
+    c.limits.max_frame_bytes = 32 * D_MODEL * 4 - 1;
+    CHECK(sl_pipeline_open(&p, &c, NULL, &err) == -1);
+    CHECK_ERR_HAS(err, "limits.max_frame_bytes (32767) is below the activations of a full batch "
+                       "(max_batch_tokens 32 x d_model 256 x 4 bytes = 32768)");
+    c.limits.max_frame_bytes = 32 * D_MODEL * 4;
+    c.limits.max_message_bytes = 32 * D_MODEL * 4 - 1;
+    CHECK(sl_pipeline_open(&p, &c, NULL, &err) == -1);
+    CHECK_ERR_HAS(err, "limits.max_message_bytes (32767) is below max_frame_bytes (32768)");
+    c.limits.max_message_bytes = 32 * D_MODEL * 4;
+    CHECK(sl_pipeline_open(&p, &c, NULL, &err) == 0);
+    sl_pipeline_close(p);
+}
+
 static void check_max_requests(void)
 {
     pl_config c;
@@ -549,6 +569,7 @@ int main(void)
     check_counts();
     check_refusals();
     check_max_requests();
+    check_inconsistent();
     check_http();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)
