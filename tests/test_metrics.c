@@ -11,6 +11,7 @@
 #include "pipeline/host.h"
 #include "pipeline/metrics.h"
 #include "pipeline/metrics_http.h"
+#include "pipeline/status.h"
 #include "pipeline/wire.h"
 #include "tests/test.h"
 
@@ -498,6 +499,74 @@ static void check_stage_messages(void)
     CHECK(!pl_wire_err_is_limit(&w));
 }
 
+/* A spawned worker enforces the config's limits (they travel in its
+ * assignment) and counts a refusal, which `sluice status` on its control
+ * socket then shows. */
+static void check_worker(const char *sluice)
+{
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "model: %s\n"
+             "nodes:\n"
+             "  - {name: local, address: ipc://%s/local}\n"
+             "  - {name: p1, address: ipc://%s/p1, spawn: true}\n"
+             "stages:\n"
+             "  - {kind: embed, node: local}\n"
+             "  - {kind: layers, node: p1, layers: [0, 6]}\n"
+             "  - {kind: head, node: p1}\n"
+             "  - {kind: sample, node: p1}\n"
+             "limits: {max_sequences: 4, context: 256, max_batch_tokens: 32, max_frame_bytes: 65536}\n",
+             model_path, tmpdir, tmpdir);
+    pl_config c;
+    sl_err err;
+    if (pl_config_parse(&c, yaml, strlen(yaml), "worker.yaml", &err)) {
+        fprintf(stderr, "config: %s\n", err.msg);
+        CHECK(0);
+        return;
+    }
+    sl_pipeline_opts o;
+    sl_pipeline_opts_default(&o);
+    o.self_exe = sluice;
+    o.quiet = true;
+    sl_pipeline *p;
+    if (sl_pipeline_open(&p, &c, &o, &err)) {
+        fprintf(stderr, "open: %s\n", err.msg);
+        CHECK(0);
+        return;
+    }
+    CHECK(run_one(p, "you may not use this file", 4) == 4);
+    void *zctx = zmq_ctx_new();
+    void *sock = zmq_socket(zctx, ZMQ_PUSH);
+    char addr[400], ctl[400];
+    snprintf(addr, sizeof addr, "ipc://%s/p1-s1", tmpdir); /* the worker's layers stage */
+    snprintf(ctl, sizeof ctl, "ipc://%s/p1", tmpdir);
+    CHECK(zmq_connect(sock, addr) == 0);
+    send_batch(sock, 80, 0, 0, 0); /* 80 KiB: past the config's 64 KiB, within the default 256 MiB */
+    send_batch(sock, 2, 9, 0, 0);  /* slot 9 past max_sequences 4 */
+    pl_status_opts so = {.addr = ctl, .timeout_s = 5};
+    char *text = NULL;
+    bool seen = false;
+    for (int tries = 0; tries < 200 && !seen; tries++) {
+        free(text);
+        text = NULL;
+        CHECKF(pl_status_query(&so, &text, &err) == 0, "%s", err.msg);
+        seen = text && strstr(text, "refused 2  dropped 1");
+        if (!seen)
+            usleep(10000);
+    }
+    /* 4 batches and a RELEASE of the request, and the refused batch; the
+     * oversized message never reached the stage */
+    CHECKF(seen && strstr(text, ": serving a coordinator, 3 stage(s)\n") &&
+               strstr(text, "stage 1 layers[0,6)\n  messages 6  tokens ") &&
+               strstr(text, "  errors 1  refused 2  dropped 1\n"),
+           "worker status:\n%s", text ? text : "(none)");
+    free(text);
+    CHECK(run_one(p, "you may not use this file", 4) == 4);
+    zmq_close(sock);
+    zmq_ctx_term(zctx);
+    sl_pipeline_close(p);
+}
+
 /* Limits that would refuse the pipeline's own full batches fail at open. */
 static void check_inconsistent(void)
 {
@@ -571,6 +640,7 @@ int main(void)
     check_max_requests();
     check_inconsistent();
     check_http();
+    check_worker(sluice);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)
         fprintf(stderr, "cleanup of %s failed\n", tmpdir);
