@@ -398,8 +398,16 @@ static char *prometheus_text(void *ctx)
     int n;
     if (sl_pipeline_metrics(ctx, &m, &n))
         return NULL;
-    char *text = pl_metrics_prometheus(m, n);
+    char *stages = pl_metrics_prometheus(m, n);
     free(m);
+    pl_client_metrics cm;
+    sl_pipeline_client_metrics(ctx, &cm);
+    char *client = pl_metrics_prometheus_client(&cm);
+    char *text = NULL;
+    if (stages && client && (text = malloc(strlen(stages) + strlen(client) + 1)))
+        strcat(strcpy(text, stages), client);
+    free(stages);
+    free(client);
     return text;
 }
 

@@ -109,6 +109,9 @@ uint64_t sl_pipeline_refused(const sl_pipeline *p);
  * Returns 0, or -1 when out of memory. */
 int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n);
 
+/* The client's request counters (safe from any thread while open). */
+void sl_pipeline_client_metrics(const sl_pipeline *p, pl_client_metrics *out);
+
 /* Per-stage statistics as text (one line a stage). */
 void sl_pipeline_print_stats(sl_pipeline *p, void *file);
 

@@ -252,3 +252,21 @@ char *pl_metrics_prometheus(const pl_stage_metrics *m, int n)
               offsetof(pl_stage_metrics, queue));
     return finish(&b);
 }
+
+char *pl_metrics_prometheus_client(const pl_client_metrics *c)
+{
+    sbuf b = {0};
+    put(&b, "# HELP sluice_client_requests_in_flight Requests submitted and not yet ended.\n"
+            "# TYPE sluice_client_requests_in_flight gauge\nsluice_client_requests_in_flight %llu\n",
+        (unsigned long long)c->in_flight);
+    put(&b, "# HELP sluice_client_max_requests The limit on requests in flight (limits.max_requests).\n"
+            "# TYPE sluice_client_max_requests gauge\nsluice_client_max_requests %llu\n",
+        (unsigned long long)c->max_requests);
+    put(&b, "# HELP sluice_client_requests_total Requests accepted.\n"
+            "# TYPE sluice_client_requests_total counter\nsluice_client_requests_total %llu\n",
+        (unsigned long long)c->submitted);
+    put(&b, "# HELP sluice_client_requests_refused_total Requests refused for going past max_requests.\n"
+            "# TYPE sluice_client_requests_refused_total counter\nsluice_client_requests_refused_total %llu\n",
+        (unsigned long long)c->refused);
+    return finish(&b);
+}

@@ -59,4 +59,18 @@ char *pl_metrics_text(const pl_stage_metrics *m, int n);
  * Returns a malloc'd string (NULL: out of memory). */
 char *pl_metrics_prometheus(const pl_stage_metrics *m, int n);
 
+/* The client's side of a pipeline (sl_pipeline_submit): requests. */
+typedef struct pl_client_metrics {
+    uint64_t in_flight;            /* submitted and not yet ended */
+    uint64_t submitted;            /* accepted by submit over the pipeline's life */
+    uint64_t refused;              /* refused by submit: past max_requests in flight */
+    uint64_t max_requests;         /* the limit */
+} pl_client_metrics;
+
+/* Prometheus text of the client counters: sluice_client_requests_in_flight
+ * and sluice_client_max_requests (gauges), sluice_client_requests_total and
+ * sluice_client_requests_refused_total (counters). Malloc'd; NULL: out of
+ * memory. */
+char *pl_metrics_prometheus_client(const pl_client_metrics *c);
+
 #endif

@@ -1,6 +1,7 @@
 /* A pipeline as the client sees it: the stages the config asks for, and the
  * driver that feeds them (see client.h). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,10 +72,11 @@ struct sl_pipeline {
     pl_keyring keys;        /* CURVE on every tcp:// socket when keys.self.on */
     sec_zap *zap;           /* admits the config's nodes to our tcp:// sockets */
     pl_wire_limits limits;
-    uint64_t n_refused;     /* requests submit refused (max_requests) */
+    _Atomic uint64_t n_refused;   /* requests submit refused (max_requests) */
+    _Atomic uint64_t n_submitted; /* requests submit accepted */
     /* driver */
     request *reqs;          /* linked list, submission order */
-    int n_active;
+    _Atomic int n_active;   /* atomic: metrics servers read it from their threads */
     uint64_t next_req_id, next_batch_id;
     bool *slot_used;
     int depth;              /* batches in flight at most */
@@ -276,7 +278,7 @@ int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl
     if (p->n_active >= p->cfg.limits.max_requests) {
         p->n_refused++;
         return sl_fail(err, "refused: %d requests are in flight, the limit max_requests (%d); wait for one "
-                       "to finish", p->n_active, p->cfg.limits.max_requests);
+                       "to finish", (int)p->n_active, p->cfg.limits.max_requests);
     }
     if (gp->max_tokens < 1)
         return sl_fail(err, "a request must ask for at least one token");
@@ -311,6 +313,7 @@ int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl
         pp = &(*pp)->next;
     *pp = r;
     p->n_active++;
+    p->n_submitted++;
     *id = r->id;
     return 0;
 }
@@ -1013,6 +1016,14 @@ int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n)
 }
 
 uint64_t sl_pipeline_refused(const sl_pipeline *p) { return p->n_refused; }
+
+void sl_pipeline_client_metrics(const sl_pipeline *p, pl_client_metrics *out)
+{
+    out->in_flight = (uint64_t)p->n_active;
+    out->submitted = p->n_submitted;
+    out->refused = p->n_refused;
+    out->max_requests = (uint64_t)p->cfg.limits.max_requests;
+}
 
 void sl_pipeline_print_stats(sl_pipeline *p, void *file)
 {

@@ -606,11 +606,22 @@ static void check_max_requests(void)
     CHECK(sl_pipeline_submit(p, &gp, &x, &err) == -1);
     CHECK_ERR_HAS(err, "refused: 2 requests are in flight, the limit max_requests (2)");
     CHECK(sl_pipeline_refused(p) == 1);
+    pl_client_metrics cm;
+    sl_pipeline_client_metrics(p, &cm);
+    CHECK(cm.in_flight == 2 && cm.submitted == 2 && cm.refused == 1 && cm.max_requests == 2);
+    char *prom = pl_metrics_prometheus_client(&cm);
+    CHECK(prom && prom_samples(prom) == 4);
+    CHECK(prom && strstr(prom, "\nsluice_client_requests_refused_total 1\n"));
+    CHECK(prom && strstr(prom, "\nsluice_client_requests_in_flight 2\n"));
+    CHECK(prom && strstr(prom, "# TYPE sluice_client_requests_total counter\nsluice_client_requests_total 2\n"));
+    free(prom);
     sl_event ev;
     int done = 0;
     while (sl_pipeline_next(p, &ev, 10000, &err) == 1)
         done += ev.kind == SL_EV_DONE;
     CHECK(done == 2);
+    sl_pipeline_client_metrics(p, &cm);
+    CHECK(cm.in_flight == 0 && cm.submitted == 2 && cm.refused == 1);
     CHECK(sl_pipeline_submit(p, &gp, &x, &err) == 0); /* room again */
     while (sl_pipeline_next(p, &ev, 10000, &err) == 1) {}
     sl_pipeline_close(p);
