@@ -127,6 +127,7 @@ static void plan_config(const plan_opts *o, const sl_topology *t, const sl_plan 
     snprintf(c->model, sizeof c->model, "%s",
              o->model_path ? o->model_path : o->model ? o->model : "MODEL.gguf");
     sl_sampling_defaults(&c->sampling);
+    pl_limits_default(&c->limits);
     c->limits.max_sequences = o->place.sequences;
     c->limits.context = o->place.context;
     c->limits.max_batch_tokens = 512;

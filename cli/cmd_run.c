@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "scheduler/auto.h"
@@ -14,6 +15,9 @@
 #include "model/gguf.h"
 #include "pipeline/client.h"
 #include "pipeline/config.h"
+#include "pipeline/metrics_http.h"
+#include "pipeline/security.h"
+#include "pipeline/status.h"
 #include "stages/sampler.h"
 #include "stages/spec.h"
 
@@ -48,6 +52,12 @@ static const char usage[] =
     "  --no-bos                do not add the BOS token\n"
     "  --print-ids             print the generated token ids to stderr\n"
     "  --stats                 print per-stage statistics to stderr at the end\n"
+    "  --metrics-port [IP:]PORT  while running, serve the metrics of this process's\n"
+    "                          stages as Prometheus text at http://IP:PORT/metrics\n"
+    "                          (plain HTTP, read-only; IP defaults to 127.0.0.1)\n"
+    "  --status-listen ADDR    while running, answer `sluice status ADDR` with those\n"
+    "                          stages (ipc://PATH, or tcp://IP:PORT with CURVE: the\n"
+    "                          config's key serves it and is the only one admitted)\n"
     "  -h, --help              show this help\n"
     "\n"
     "speculative decoding:\n"
@@ -73,6 +83,7 @@ typedef struct run_opts {
     const char *model, *config, *prompt, *prompts_file;
     int n_predict, threads, n_ctx;
     bool chat, no_bos, print_ids, stats;
+    const char *metrics, *status_listen;
     int kv_type;
     bool kv_type_set;
     const char *draft;
@@ -111,6 +122,8 @@ static int parse_args(int argc, char **argv, run_opts *o)
         {"draft-k", required_argument, NULL, 'k'},
         {"draft-threads", required_argument, NULL, 'd'},
         {"spec-baseline", no_argument, NULL, 'b'},
+        {"metrics-port", required_argument, NULL, 'H'},
+        {"status-listen", required_argument, NULL, 'Q'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = argv[0];
@@ -152,6 +165,20 @@ static int parse_args(int argc, char **argv, run_opts *o)
             break;
         case 'd': bad = cli_parse_int(optarg, 1, 4096, &o->draft_threads); break;
         case 'b': o->spec_baseline = true; break;
+        case 'Q':
+            if (strncmp(optarg, "tcp://", 6) != 0 && strncmp(optarg, "ipc://", 6) != 0)
+                return cli_usage(cmd, usage, "--status-listen: '%s' must start with tcp:// or ipc://", optarg);
+            o->status_listen = optarg;
+            break;
+        case 'H': {
+            char ip[64];
+            int port;
+            sl_err err;
+            if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
+                return cli_usage(cmd, usage, "--metrics-port: %s", err.msg);
+            o->metrics = optarg;
+            break;
+        }
         default: return CLI_USAGE;
         }
         if (bad)
@@ -364,6 +391,62 @@ static double decode_rate(const output *outs, int n, double t_total)
     return t_total > 0 ? tokens / t_total : 0.0;
 }
 
+/* The metrics server's source (its own thread): the stages of this process. */
+static char *prometheus_text(void *ctx)
+{
+    pl_stage_metrics *m;
+    int n;
+    if (sl_pipeline_metrics(ctx, &m, &n))
+        return NULL;
+    char *stages = pl_metrics_prometheus(m, n);
+    free(m);
+    pl_client_metrics cm;
+    sl_pipeline_client_metrics(ctx, &cm);
+    char *client = pl_metrics_prometheus_client(&cm);
+    char *text = NULL;
+    if (stages && client && (text = malloc(strlen(stages) + strlen(client) + 1)))
+        strcat(strcpy(text, stages), client);
+    free(stages);
+    free(client);
+    return text;
+}
+
+static char *status_text(void *ctx)
+{
+    pl_stage_metrics *m;
+    int n;
+    if (sl_pipeline_metrics(ctx, &m, &n))
+        return NULL;
+    char *body = pl_metrics_text(m, n);
+    free(m);
+    if (!body)
+        return NULL;
+    size_t len = strlen(body) + 128;
+    char *text = malloc(len);
+    if (text)
+        snprintf(text, len, "coordinator (sluice run, pid %d): %d stage(s) in this process\n%s", (int)getpid(), n,
+                 body);
+    free(body);
+    return text;
+}
+
+/* The status socket of a coordinator: CURVE with the config's own key on
+ * tcp:// (the asker brings that key pair), plain for ipc:// or an insecure
+ * config. */
+static int start_status(pl_status_server **out, const pl_config *cfg, const char *addr, sl_pipeline *p,
+                        sl_err *err)
+{
+    sec_keys keys = {0};
+    if (strncmp(addr, "tcp://", 6) == 0 && !cfg->insecure) {
+        if (!cfg->nodes[0].key[0])
+            return sl_fail(err, "--status-listen %s: tcp:// needs the config's CURVE key (nodes[0].key), or a "
+                           "config with insecure: true", addr);
+        if (sec_keys_load(&keys, cfg->nodes[0].key, err))
+            return -1;
+    }
+    return pl_status_server_start(out, addr, &keys, keys.public_, status_text, p, err);
+}
+
 /* Opens the pipeline of cfg, runs every prompt through it and reports
  * (report: stdout text and the stderr summary, else silent). */
 static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts, const char **single,
@@ -377,6 +460,13 @@ static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts,
     if (sl_pipeline_open(&p, cfg, &popts, err))
         return CLI_FAIL;
     int rc = CLI_FAIL;
+    pl_metrics_http *http = NULL;
+    /* a baseline run (report false) is not the one to watch */
+    pl_status_server *status = NULL;
+    if (o->metrics && report && pl_metrics_http_start(&http, o->metrics, prometheus_text, p, err))
+        goto out;
+    if (o->status_listen && report && start_status(&status, cfg, o->status_listen, p, err))
+        goto out;
     sl_gen_params gp = {.max_tokens = o->n_predict, .chat = o->chat, .no_bos = o->no_bos};
     gp.sampling = cfg->sampling;
     merge_sampling(&gp.sampling, o);
@@ -427,6 +517,8 @@ static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts,
     if (o->stats)
         sl_pipeline_print_stats(p, stderr);
 out:
+    pl_status_server_stop(status);
+    pl_metrics_http_stop(http);
     sl_pipeline_close(p);
     return rc;
 }

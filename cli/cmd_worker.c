@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "pipeline/metrics_http.h"
 #include "pipeline/worker.h"
 
 static const char usage[] =
@@ -37,6 +38,9 @@ static const char usage[] =
     "                          (default: all cores)\n"
     "  --silence S             drop the stages when the coordinator has been silent\n"
     "                          for S seconds (default 6)\n"
+    "  --metrics-port [IP:]PORT  serve the stages' metrics as Prometheus text at\n"
+    "                          http://IP:PORT/metrics (plain HTTP, read-only; IP\n"
+    "                          defaults to 127.0.0.1: give one to let others scrape)\n"
     "  -q, --quiet             no progress lines\n"
     "  -h, --help              show this help\n";
 
@@ -73,6 +77,7 @@ static int parse_args(int argc, char **argv, pl_worker_opts *o)
         {"key", required_argument, NULL, 'k'},
         {"allow", required_argument, NULL, 'a'},
         {"insecure", no_argument, NULL, 'I'},
+        {"metrics-port", required_argument, NULL, 'M'},
         {NULL, 0, NULL, 0},
     };
     static const char *allow[MAX_ALLOW];
@@ -101,6 +106,15 @@ static int parse_args(int argc, char **argv, pl_worker_opts *o)
         case 'I':
             o->insecure = true;
             break;
+        case 'M': {
+            char ip[64];
+            int port;
+            sl_err err;
+            if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
+                return cli_usage(argv[0], usage, "--metrics-port: %s", err.msg);
+            o->metrics = optarg;
+            break;
+        }
         case 'q':
             o->quiet = true;
             break;

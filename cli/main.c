@@ -21,20 +21,15 @@ static const command commands[] = {
     {"bench", cmd_bench, "measure prefill and decode speed against the memory roofline"},
     {"plan", cmd_plan, "place layers on NUMA nodes or cluster hosts and write the config"},
     {"keygen", cmd_keygen, "write a CURVE key pair for a pipeline node (not yet used by pipelines)"},
+    {"status", cmd_status, "show a worker's stages and their metrics"},
 };
-
-/* Commands of the design that do not exist yet. */
-static const char *const planned[] = {"status"};
 
 static void print_usage(FILE *out)
 {
     fprintf(out, "usage: sluice <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\nnot yet implemented:");
-    for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++)
-        fprintf(out, " %s", planned[i]);
-    fprintf(out, "\n\n'sluice <command> --help' describes a command's options.\n");
+    fprintf(out, "\n'sluice <command> --help' describes a command's options.\n");
 }
 
 int main(int argc, char **argv)
@@ -52,13 +47,6 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(name, commands[i].name) == 0)
             return commands[i].fn(argc - 1, argv + 1);
-    for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++) {
-        if (strcmp(name, planned[i]) == 0) {
-            fprintf(stderr, "sluice: command '%s' is not yet implemented\n", name);
-            print_usage(stderr);
-            return CLI_USAGE;
-        }
-    }
     fprintf(stderr, "sluice: unknown command '%s'\n", name);
     print_usage(stderr);
     return CLI_USAGE;

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "pipeline/config.h"
+#include "pipeline/metrics.h"
 #include "stages/sampler.h"
 #include "util/err.h"
 
@@ -54,7 +55,8 @@ typedef struct sl_gen_params {
 } sl_gen_params;
 
 /* Queues a request; its id is returned in *id. Fails for an empty or
- * over-long prompt. */
+ * over-long prompt, and refuses a request past limits.max_requests in
+ * flight (the error names the limit; sl_pipeline_refused counts them). */
 int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl_err *err);
 /* Cancels a request; it ends with an ERROR event "cancelled". */
 int sl_pipeline_cancel(sl_pipeline *p, uint64_t id);
@@ -98,6 +100,17 @@ typedef struct sl_spec_summary {
     long emitted;            /* tokens those verifications produced (accepted + 1 each) */
 } sl_spec_summary;
 void sl_pipeline_spec_stats(const sl_pipeline *p, sl_spec_summary *out);
+
+/* Requests sl_pipeline_submit refused for going past max_requests. */
+uint64_t sl_pipeline_refused(const sl_pipeline *p);
+/* A snapshot of the metrics of the stages in this process, in pipeline
+ * order: *out (malloc'd, the caller frees it) gets *n of them. Safe to call
+ * from another thread than the driver's while the pipeline is open.
+ * Returns 0, or -1 when out of memory. */
+int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n);
+
+/* The client's request counters (safe from any thread while open). */
+void sl_pipeline_client_metrics(const sl_pipeline *p, pl_client_metrics *out);
 
 /* Per-stage statistics as text (one line a stage). */
 void sl_pipeline_print_stats(sl_pipeline *p, void *file);

@@ -742,16 +742,20 @@ static int parse_sampling(const cfg_ctx *x, sl_sampling *s, yaml_node_t *map)
     return v[P_SEED] ? read_u64(x, v[P_SEED], "sampling.seed", &s->seed) : 0;
 }
 
-enum { L_SEQS, L_CONTEXT, L_BATCH, L_KV_TYPE, L_KEYS };
+enum { L_SEQS, L_CONTEXT, L_BATCH, L_KV_TYPE, L_FRAME, L_MESSAGE, L_REQUESTS, L_KEYS };
 static const char *const limit_keys[L_KEYS] = {"max_sequences", "context", "max_batch_tokens",
-                                               "kv_type"};
+                                               "kv_type", "max_frame_bytes", "max_message_bytes",
+                                               "max_requests"};
 
-static void limits_defaults(pl_limits *l)
+void pl_limits_default(pl_limits *l)
 {
     l->max_sequences = 8;
     l->context = 2048;
     l->max_batch_tokens = 512;
     l->kv_type = SL_TYPE_F32;
+    l->max_frame_bytes = 256 << 20;
+    l->max_message_bytes = 512 << 20;
+    l->max_requests = 4096;
 }
 
 static int read_kv_type(const cfg_ctx *x, const yaml_node_t *n, int *out)
@@ -778,7 +782,10 @@ static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
     return read_int_field(x, v[L_SEQS], "limits.max_sequences", 1, 4096, &l->max_sequences) ||
            read_int_field(x, v[L_CONTEXT], "limits.context", 16, 1 << 20, &l->context) ||
            read_int_field(x, v[L_BATCH], "limits.max_batch_tokens", 1, 65536, &l->max_batch_tokens) ||
-           read_kv_type(x, v[L_KV_TYPE], &l->kv_type)
+           read_kv_type(x, v[L_KV_TYPE], &l->kv_type) ||
+           read_int_field(x, v[L_FRAME], "limits.max_frame_bytes", 1024, 1 << 30, &l->max_frame_bytes) ||
+           read_int_field(x, v[L_MESSAGE], "limits.max_message_bytes", 1024, 1 << 30, &l->max_message_bytes) ||
+           read_int_field(x, v[L_REQUESTS], "limits.max_requests", 1, 1 << 20, &l->max_requests)
                ? -1 : 0;
 }
 
@@ -920,7 +927,7 @@ static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
     if (parse_stages(x, c, v[T_STAGES]) || check_order(x, c) || check_head_sample(x, c))
         return -1;
     sl_sampling_defaults(&c->sampling);
-    limits_defaults(&c->limits);
+    pl_limits_default(&c->limits);
     if (v[T_SAMPLING] && parse_sampling(x, &c->sampling, v[T_SAMPLING]))
         return -1;
     if (v[T_INSECURE] && read_bool(x, v[T_INSECURE], "insecure", &c->insecure))
@@ -1200,7 +1207,7 @@ void pl_config_default(pl_config *c, const char *model, int n_layer)
     }
     c->n_stages = 4;
     sl_sampling_defaults(&c->sampling);
-    limits_defaults(&c->limits);
+    pl_limits_default(&c->limits);
 }
 
 /* ---- writing ---- */
@@ -1369,7 +1376,10 @@ static int emit_limits(yaml_emitter_t *e, const pl_limits *l)
            emit_pair(e, "max_sequences", "%d", l->max_sequences) ||
            emit_pair(e, "context", "%d", l->context) ||
            emit_pair(e, "max_batch_tokens", "%d", l->max_batch_tokens) ||
-           emit_pair(e, "kv_type", "%s", sl_type_name((sl_type)l->kv_type)) || emit_map_end(e) ? -1 : 0;
+           emit_pair(e, "kv_type", "%s", sl_type_name((sl_type)l->kv_type)) ||
+           emit_pair(e, "max_frame_bytes", "%d", l->max_frame_bytes) ||
+           emit_pair(e, "max_message_bytes", "%d", l->max_message_bytes) ||
+           emit_pair(e, "max_requests", "%d", l->max_requests) || emit_map_end(e) ? -1 : 0;
 }
 
 static int emit_speculative(yaml_emitter_t *e, const pl_config *c, const char *out_path)

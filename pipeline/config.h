@@ -26,6 +26,15 @@
  *     - kind: sample
  *   sampling: {temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1, seed: 42}
  *   limits: {max_sequences: 8, context: 2048, max_batch_tokens: 512, kv_type: f32}
+ *     # max_sequences: KV slots per layers stage; a row naming a slot past it is refused
+ *     # context: positions per slot; a row at a position past it is refused
+ *     # max_batch_tokens: rows a batch may carry; a bigger batch is refused
+ *     # max_frame_bytes: 268435456, max_message_bytes: 536870912: the largest payload
+ *     #   frame and whole message a stage's socket accepts (larger ones are refused
+ *     #   on receipt, before they are trusted)
+ *     # max_requests: 4096: requests one client may have in flight (submit refuses more)
+ *     # Every refusal is an error naming the limit, counted as refused in the stage's
+ *     # metrics (`sluice status`, --metrics-port).
  *   speculative:                         # optional: speculative decoding
  *     draft: models/tiny-gemma3-draft.gguf   # a draft model sharing the vocabulary, or
  *                                        # prompt-lookup (n-gram match in the text so far)
@@ -104,6 +113,9 @@ typedef struct pl_limits {
     int context;               /* default 2048 */
     int max_batch_tokens;      /* default 512 */
     int kv_type;               /* sl_type of the KV cache: f32 (default), f16, bf16, q8_0 */
+    int max_frame_bytes;       /* default 256 MiB: a payload frame past it is refused */
+    int max_message_bytes;     /* default 512 MiB: a whole message past it is refused */
+    int max_requests;          /* default 4096: requests in flight per client (submit) */
 } pl_limits;
 
 typedef struct pl_spec {
@@ -129,6 +141,9 @@ typedef struct pl_config {
     pl_limits limits;
     bool insecure;             /* plain TCP allowed: no CURVE */
 } pl_config;
+
+/* The defaults of every limit (a config without `limits:` gets these). */
+void pl_limits_default(pl_limits *l);
 
 /* Parses and checks the structure (known keys, types, node references,
  * stage order). Unknown keys are errors (a typo must not be ignored). */

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <zmq.h>
 
+#define HOST_QUEUE 64
+
 struct pl_host {
     void *zctx;
     sl_stage *stage;
@@ -23,6 +25,11 @@ struct pl_host {
     pl_wire_limits limits;
     pthread_mutex_t lock;
     pl_host_stats stats;
+    pl_stage_metrics met;  /* under lock */
+    /* messages taken off the input socket and not yet processed: the
+     * queue depth a stage sees is how many wait here when it takes one */
+    pl_msg *pending;
+    int q_head, n_pending;
     sl_emit emit;      /* where this host's stage sends: its socket, or the next member */
     bool member;       /* runs on the thread of the chain's first host */
     pl_host *up;       /* member: the host whose stage feeds it */
@@ -37,6 +44,13 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void pl_wire_limits_from_config(pl_wire_limits *w, const pl_limits *l)
+{
+    pl_wire_limits_default(w);
+    w->max_frame_bytes = (size_t)l->max_frame_bytes;
+    w->max_message_bytes = (size_t)l->max_message_bytes;
 }
 
 static int emit_send(void *ctx, pl_msg *m, sl_err *err)
@@ -80,16 +94,48 @@ int pl_bind_address(const char *addr, char *out, size_t size, sl_err *err)
     return 0;
 }
 
-static void count(pl_host *h, uint32_t rows, int failed, double t0)
+/* The stage's own counters before a message, to see what it did with it. */
+typedef struct stage_marks {
+    uint64_t errors, refused;
+} stage_marks;
+
+static stage_marks marks_of(const sl_stage *s)
 {
+    return (stage_marks){s->n_errors, s->n_refused};
+}
+
+static void count(pl_host *h, uint32_t rows, int failed, double t0, stage_marks before, int depth)
+{
+    double step = now_s() - t0 - h->nested; /* this stage alone, not the members it fed */
+    uint64_t errors = (failed != 0) + (h->stage->n_errors - before.errors);
+    uint64_t refused = h->stage->n_refused - before.refused;
     pthread_mutex_lock(&h->lock);
     h->stats.messages++;
     h->stats.rows += rows;
-    h->stats.errors += failed != 0;
-    /* busy counts this stage alone, not the members it fed */
-    h->stats.busy_seconds += now_s() - t0 - h->nested;
+    h->stats.errors += errors;
+    h->stats.busy_seconds += step;
+    h->met.messages++;
+    h->met.tokens += rows;
+    h->met.errors += errors;
+    h->met.refused += refused;
+    h->met.busy_seconds += step;
+    h->met.queue_depth = (uint32_t)depth;
+    pl_hist_observe(&h->met.step_seconds, step);
+    pl_hist_observe(&h->met.queue, depth);
     pthread_mutex_unlock(&h->lock);
     h->nested = 0;
+}
+
+/* A message dropped on receipt; one past a wire limit is refused too. */
+static void count_dropped(pl_host *h, const sl_err *why)
+{
+    fprintf(stderr, "sluice: %s: %s a message: %s\n", h->stage->name,
+            pl_wire_err_is_limit(why) ? "refused" : "dropped a malformed", why->msg);
+    pthread_mutex_lock(&h->lock);
+    h->stats.dropped++;
+    h->met.dropped++;
+    h->met.refused += pl_wire_err_is_limit(why);
+    pthread_mutex_unlock(&h->lock);
 }
 
 /* A member's input: m as the wire would deliver it (header packed and
@@ -118,23 +164,40 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
     sl_err why;
     double entered = now_s();
     if (pl_msg_decode(&in, frames, sizes, m->n_frames + 1, &h->limits, &why)) {
-        fprintf(stderr, "sluice: %s: dropped a malformed message: %s\n", h->stage->name, why.msg);
-        pthread_mutex_lock(&h->lock);
-        h->stats.dropped++;
-        pthread_mutex_unlock(&h->lock);
+        count_dropped(h, &why);
     } else {
         double t0 = now_s();
         uint32_t rows = in.hdr->n_rows;
+        stage_marks before = marks_of(h->stage);
         int rc = h->stage->process(h->stage, &in, &h->emit, &why);
         pl_msg_close(&in);
         if (rc)
             fprintf(stderr, "sluice: %s: %s\n", h->stage->name, why.msg);
-        count(h, rows, rc, t0);
+        count(h, rows, rc, t0, before, 0);
     }
     free(hbuf);
     pl_msg_close(m); /* the views above pointed into m's payloads */
     h->up->nested += now_s() - entered;
     return 0;
+}
+
+/* Takes every message waiting on the input (up to HOST_QUEUE) into the
+ * host's queue, in order; malformed ones are dropped and counted here. */
+static void take_waiting(pl_host *h)
+{
+    while (h->n_pending < HOST_QUEUE) {
+        int events = 0;
+        size_t len = sizeof events;
+        if (zmq_getsockopt(h->in, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN))
+            return;
+        pl_msg *m = &h->pending[(h->q_head + h->n_pending) % HOST_QUEUE];
+        sl_err err;
+        if (pl_msg_recv(m, h->in, &h->limits, &err)) {
+            count_dropped(h, &err);
+            continue;
+        }
+        h->n_pending++;
+    }
 }
 
 static void *host_main(void *arg)
@@ -156,35 +219,39 @@ static void *host_main(void *arg)
     };
     bool busy_idle = false; /* the stage has work for idle time */
     for (;;) {
-        if (zmq_poll(items, 2, busy_idle ? 0 : -1) < 0) {
+        if (zmq_poll(items, 2, busy_idle || h->n_pending ? 0 : -1) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             break;
         }
         if (items[0].revents & ZMQ_POLLIN)
             break;
-        if (!(items[1].revents & ZMQ_POLLIN)) {
+        if (items[1].revents & ZMQ_POLLIN)
+            take_waiting(h);
+        if (!h->n_pending) {
             /* nothing waits: let the stage work ahead in small steps */
-            busy_idle = h->stage->idle && h->stage->idle(h->stage) > 0;
+            if (!(items[1].revents & ZMQ_POLLIN))
+                busy_idle = h->stage->idle && h->stage->idle(h->stage) > 0;
             continue;
         }
         busy_idle = h->stage->idle != NULL;
-        pl_msg m;
+        pl_msg *m = &h->pending[h->q_head];
+        h->q_head = (h->q_head + 1) % HOST_QUEUE;
+        int depth = --h->n_pending;
         sl_err err;
-        if (pl_msg_recv(&m, h->in, &h->limits, &err)) {
-            fprintf(stderr, "sluice: %s: dropped a malformed message: %s\n", h->stage->name, err.msg);
-            pthread_mutex_lock(&h->lock);
-            h->stats.dropped++;
-            pthread_mutex_unlock(&h->lock);
-            continue;
-        }
         double t0 = now_s();
-        uint32_t rows = m.hdr->n_rows;
-        int rc = h->stage->process(h->stage, &m, &h->emit, &err);
-        pl_msg_close(&m);
+        uint32_t rows = m->hdr->n_rows;
+        stage_marks before = marks_of(h->stage);
+        int rc = h->stage->process(h->stage, m, &h->emit, &err);
+        pl_msg_close(m);
         if (rc)
             fprintf(stderr, "sluice: %s: %s\n", h->stage->name, err.msg);
-        count(h, rows, rc, t0);
+        count(h, rows, rc, t0, before, depth);
+    }
+    while (h->n_pending) {
+        pl_msg_close(&h->pending[h->q_head]);
+        h->q_head = (h->q_head + 1) % HOST_QUEUE;
+        h->n_pending--;
     }
     return NULL;
 }
@@ -236,7 +303,14 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
     h->numa = numa;
     h->emit = (sl_emit){emit_send, h};
     pl_wire_limits_default(&h->limits);
+    if (sec && sec->limits)
+        h->limits = *sec->limits;
+    pl_stage_metrics_init(&h->met, stage->name, stage->index);
     pthread_mutex_init(&h->lock, NULL);
+    if (!(h->pending = calloc(HOST_QUEUE, sizeof *h->pending))) {
+        sl_fail(err, "%s: out of memory", stage->name);
+        goto fail;
+    }
     static atomic_uint next_id;
     snprintf(h->ctl_addr, sizeof h->ctl_addr, "inproc://host-ctl-%u", atomic_fetch_add(&next_id, 1));
     int linger = 0;
@@ -287,6 +361,7 @@ fail:
     close_sockets(h);
     sl_stage_destroy(h->stage);
     pthread_mutex_destroy(&h->lock);
+    free(h->pending);
     free(h);
     return -1;
 }
@@ -312,6 +387,7 @@ static pl_host *member_new(sl_stage *stage)
     h->stage = stage;
     h->member = true;
     pl_wire_limits_default(&h->limits);
+    pl_stage_metrics_init(&h->met, stage->name, stage->index);
     pthread_mutex_init(&h->lock, NULL);
     return h;
 }
@@ -361,6 +437,7 @@ void pl_host_stop(pl_host *h)
     close_sockets(h);
     sl_stage_destroy(h->stage);
     pthread_mutex_destroy(&h->lock);
+    free(h->pending);
     free(h);
 }
 
@@ -368,6 +445,13 @@ void pl_host_stats_get(pl_host *h, pl_host_stats *st)
 {
     pthread_mutex_lock(&h->lock);
     *st = h->stats;
+    pthread_mutex_unlock(&h->lock);
+}
+
+void pl_host_metrics_get(pl_host *h, pl_stage_metrics *m)
+{
+    pthread_mutex_lock(&h->lock);
+    *m = h->met;
     pthread_mutex_unlock(&h->lock);
 }
 

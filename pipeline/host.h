@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "pipeline/metrics.h"
 #include "pipeline/security.h"
 #include "stages/stage.h"
 
@@ -20,7 +21,12 @@ typedef struct pl_host_sec {
     const sec_keys *keys;
     const char *out_server_key;
     sec_zap *zap;
+    const pl_wire_limits *limits; /* what the input accepts; NULL: pl_wire_limits_default */
 } pl_host_sec;
+
+/* The wire limits a config's `limits:` sets: frame and message sizes as
+ * given, the rest defaults. */
+void pl_wire_limits_from_config(pl_wire_limits *w, const pl_limits *l);
 
 typedef struct pl_host_stats {
     uint64_t messages, rows, dropped, errors;
@@ -62,6 +68,9 @@ void pl_release_load_team(void);
 /* Stops the thread, closes its sockets and destroys the stage. */
 void pl_host_stop(pl_host *h);
 void pl_host_stats_get(pl_host *h, pl_host_stats *st);
+/* The stage's metrics (a snapshot taken under the host's lock: any thread
+ * may ask while the stage runs). */
+void pl_host_metrics_get(pl_host *h, pl_stage_metrics *m);
 const char *pl_host_name(const pl_host *h);
 /* The stage's own statistics line ("" when it has none). */
 void pl_host_describe(const pl_host *h, char *buf, size_t size);

@@ -1,6 +1,7 @@
 /* A pipeline as the client sees it: the stages the config asks for, and the
  * driver that feeds them (see client.h). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +72,11 @@ struct sl_pipeline {
     pl_keyring keys;        /* CURVE on every tcp:// socket when keys.self.on */
     sec_zap *zap;           /* admits the config's nodes to our tcp:// sockets */
     pl_wire_limits limits;
+    _Atomic uint64_t n_refused;   /* requests submit refused (max_requests) */
+    _Atomic uint64_t n_submitted; /* requests submit accepted */
     /* driver */
     request *reqs;          /* linked list, submission order */
-    int n_active;
+    _Atomic int n_active;   /* atomic: metrics servers read it from their threads */
     uint64_t next_req_id, next_batch_id;
     bool *slot_used;
     int depth;              /* batches in flight at most */
@@ -272,6 +275,11 @@ int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids,
 int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl_err *err)
 {
     int ctx = p->cfg.limits.context;
+    if (p->n_active >= p->cfg.limits.max_requests) {
+        p->n_refused++;
+        return sl_fail(err, "refused: %d requests are in flight, the limit max_requests (%d); wait for one "
+                       "to finish", (int)p->n_active, p->cfg.limits.max_requests);
+    }
     if (gp->max_tokens < 1)
         return sl_fail(err, "a request must ask for at least one token");
     if (gp->chat && sl_tok_piece_id(p->tok, "<end_of_turn>") < 0)
@@ -305,6 +313,7 @@ int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl
         pp = &(*pp)->next;
     *pp = r;
     p->n_active++;
+    p->n_submitted++;
     *id = r->id;
     return 0;
 }
@@ -839,7 +848,7 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
         }
         if (numa >= 0)
             sl_bind_reset();
-        pl_host_sec sec = {&p->keys.self, pl_keyring_stage_key(&p->keys, c, i1), p->zap};
+        pl_host_sec sec = {&p->keys.self, pl_keyring_stage_key(&p->keys, c, i1), p->zap, &p->limits};
         if (pl_host_start_chain(&p->hosts[i0], i1 - i0, p->zctx, stages, addr[i0], addr[i1],
                                 chain_threads(p, i0, i1), numa, &sec, err))
             return -1;
@@ -860,6 +869,23 @@ static int start_zap(sl_pipeline *p, sl_err *err)
     return 0;
 }
 
+/* A full batch's activations must fit the frame limit, or every long
+ * prefill would be refused on its first hop. */
+static int check_size_limits(const sl_pipeline *p, sl_err *err)
+{
+    const pl_limits *l = &p->cfg.limits;
+    size_t batch = (size_t)l->max_batch_tokens * (size_t)p->model_cfg.d_model * sizeof(float);
+    if (batch > (size_t)l->max_frame_bytes)
+        return sl_fail(err, "%s: limits.max_frame_bytes (%d) is below the activations of a full batch "
+                       "(max_batch_tokens %d x d_model %d x 4 bytes = %zu): raise it or lower max_batch_tokens",
+                       p->cfg.path[0] ? p->cfg.path : "<config>", l->max_frame_bytes, l->max_batch_tokens,
+                       p->model_cfg.d_model, batch);
+    if (l->max_message_bytes < l->max_frame_bytes)
+        return sl_fail(err, "%s: limits.max_message_bytes (%d) is below max_frame_bytes (%d)",
+                       p->cfg.path[0] ? p->cfg.path : "<config>", l->max_message_bytes, l->max_frame_bytes);
+    return 0;
+}
+
 int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_opts *opts, sl_err *err)
 {
     *out = NULL;
@@ -871,7 +897,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         p->opts = *opts;
     else
         sl_pipeline_opts_default(&p->opts);
-    pl_wire_limits_default(&p->limits);
+    pl_wire_limits_from_config(&p->limits, &cfg->limits);
     char (*addr)[ADDR_MAX] = calloc((size_t)cfg->n_stages + 1, ADDR_MAX);
     const char **in = calloc((size_t)cfg->n_stages + 1, sizeof *in);
     int linger = 0;
@@ -881,7 +907,8 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         goto fail;
     }
     if (pl_keyring_load(&p->keys, &p->cfg, err) || load_tokenizer(p, err) ||
-        pl_config_check_layers(&p->cfg, p->model_cfg.n_layer, err) || alloc_driver(p, err))
+        pl_config_check_layers(&p->cfg, p->model_cfg.n_layer, err) || check_size_limits(p, err) ||
+        alloc_driver(p, err))
         goto fail;
     uint64_t tag = ((uint64_t)getpid() << 20) ^ (uint64_t)(uintptr_t)p;
     for (int i = 0; i <= cfg->n_stages; i++) {
@@ -972,6 +999,30 @@ void sl_pipeline_close(sl_pipeline *p)
     free(p->events.ev);
     sl_tok_free(p->tok);
     free(p);
+}
+
+int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    pl_stage_metrics *m = calloc((size_t)p->n_hosts + 1, sizeof *m);
+    if (!m)
+        return -1;
+    for (int i = 0; i < p->n_hosts; i++)
+        if (p->hosts[i])
+            pl_host_metrics_get(p->hosts[i], &m[(*n)++]);
+    *out = m;
+    return 0;
+}
+
+uint64_t sl_pipeline_refused(const sl_pipeline *p) { return p->n_refused; }
+
+void sl_pipeline_client_metrics(const sl_pipeline *p, pl_client_metrics *out)
+{
+    out->in_flight = (uint64_t)p->n_active;
+    out->submitted = p->n_submitted;
+    out->refused = p->n_refused;
+    out->max_requests = (uint64_t)p->cfg.limits.max_requests;
 }
 
 void sl_pipeline_print_stats(sl_pipeline *p, void *file)

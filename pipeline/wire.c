@@ -48,6 +48,7 @@ const char *pl_msg_kind_name(int kind)
     case SLUICE__MSG_KIND__MSG_ASSIGN: return "ASSIGN";
     case SLUICE__MSG_KIND__MSG_READY: return "READY";
     case SLUICE__MSG_KIND__MSG_SHUTDOWN: return "SHUTDOWN";
+    case SLUICE__MSG_KIND__MSG_STATUS: return "STATUS";
     default: return "unknown";
     }
 }
@@ -307,6 +308,13 @@ void pl_wire_limits_default(pl_wire_limits *l)
     l->max_frame_bytes = 256u << 20;
     l->max_message_bytes = 512u << 20;
     l->max_rows = 65536;
+}
+
+bool pl_wire_err_is_limit(const sl_err *err)
+{
+    /* the texts of check_frame_limits and check_message's row limit */
+    return strstr(err->msg, "exceeds max_") || strstr(err->msg, "exceeds the limit max_rows") ||
+           strstr(err->msg, "more than 17 frames");
 }
 
 static const pl_wire_limits *limits_or_default(const pl_wire_limits *lim, pl_wire_limits *def)

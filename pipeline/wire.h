@@ -51,6 +51,10 @@ typedef struct pl_wire_limits {
 } pl_wire_limits;
 
 void pl_wire_limits_default(pl_wire_limits *l);
+/* True when err (from pl_msg_recv or pl_msg_decode) says the message went
+ * past one of the limits (sizes, frames, rows) rather than being malformed:
+ * the receiver counts it as refused. */
+bool pl_wire_err_is_limit(const sl_err *err);
 
 /* Starts building a message of a kind with n_rows rows. */
 void pl_msg_init(pl_msg *m, Sluice__MsgKind kind, uint64_t batch_id, uint32_t n_rows);

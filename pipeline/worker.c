@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,7 +18,9 @@
 
 #include "pipeline/config.h"
 #include "pipeline/host.h"
+#include "pipeline/metrics_http.h"
 #include "pipeline/security.h"
+#include "pipeline/status.h"
 #include "pipeline/wire.h"
 #include "stages/spec.h"
 #include "stages/stage.h"
@@ -30,6 +33,8 @@ typedef struct worker {
     pl_wire_limits limits;
     pl_host **hosts;          /* indexed like the assignment's stages */
     int n_hosts;
+    pthread_mutex_t hosts_lock; /* hosts/n_hosts as the metrics server reads them */
+    pl_metrics_http *http;
     uint8_t owner[ID_MAX];    /* routing id of the coordinator we serve */
     size_t owner_len;         /* 0: idle */
     double last_heard;
@@ -67,12 +72,33 @@ static void say(const worker *w, const char *fmt, const char *a, const char *b)
 
 static void drop_stages(worker *w)
 {
-    /* Upstream first, so nothing new flows into a stage being stopped. */
-    for (int i = 0; i < w->n_hosts; i++)
-        pl_host_stop(w->hosts[i]);
-    free(w->hosts);
+    pthread_mutex_lock(&w->hosts_lock);
+    pl_host **hosts = w->hosts;
+    int n = w->n_hosts;
     w->hosts = NULL;
     w->n_hosts = 0;
+    pthread_mutex_unlock(&w->hosts_lock);
+    /* Upstream first, so nothing new flows into a stage being stopped. */
+    for (int i = 0; i < n; i++)
+        pl_host_stop(hosts[i]);
+    free(hosts);
+}
+
+/* The metrics server's source (its own thread): the stages of the current
+ * assignment, as Prometheus text. */
+static char *prometheus_text(void *ctx)
+{
+    worker *w = ctx;
+    pthread_mutex_lock(&w->hosts_lock);
+    pl_stage_metrics *m = calloc((size_t)w->n_hosts + 1, sizeof *m);
+    int n = 0;
+    for (int i = 0; m && i < w->n_hosts; i++)
+        if (w->hosts[i])
+            pl_host_metrics_get(w->hosts[i], &m[n++]);
+    pthread_mutex_unlock(&w->hosts_lock);
+    char *text = m ? pl_metrics_prometheus(m, n) : NULL;
+    free(m);
+    return text;
 }
 
 static void end_assignment(worker *w, const char *why)
@@ -195,7 +221,7 @@ static int check_model_file(const worker *w, const char *path, sl_err *err)
     return 0;
 }
 
-static int start_one(worker *w, const Sluice__Header *h, size_t i, sl_err *err)
+static int start_one(worker *w, const Sluice__Header *h, size_t i, pl_host **out, sl_err *err)
 {
     const Sluice__StageAssign *sa = h->assign[i];
     sl_stage_spec spec = {
@@ -216,8 +242,15 @@ static int start_one(worker *w, const Sluice__Header *h, size_t i, sl_err *err)
         sl_bind_reset();
     if (rc)
         return sl_wrap(err, "stage %u (%s)", sa->stage_index, pl_stage_kind_name(spec.kind));
-    pl_host_sec sec = {&w->keys, sa->output_key, w->zap};
-    return pl_host_start_numa(&w->hosts[i], w->zctx, s, sa->input, sa->output,
+    /* the config's size limits, within what this worker accepts at most */
+    pl_wire_limits lim;
+    pl_wire_limits_default(&lim);
+    if (sa->max_frame_bytes && sa->max_frame_bytes < lim.max_frame_bytes)
+        lim.max_frame_bytes = (size_t)sa->max_frame_bytes;
+    if (sa->max_message_bytes && sa->max_message_bytes < lim.max_message_bytes)
+        lim.max_message_bytes = (size_t)sa->max_message_bytes;
+    pl_host_sec sec = {&w->keys, sa->output_key, w->zap, &lim};
+    return pl_host_start_numa(out, w->zctx, s, sa->input, sa->output,
                               sa->numa >= 0 && sa->threads <= 0 ? 0 : stage_threads(w, h, sa),
                               sa->numa, &sec, err);
 }
@@ -241,17 +274,22 @@ static int assign(worker *w, const Sluice__Header *h, sl_err *err)
             (h->assign[i]->draft_model && *h->assign[i]->draft_model &&
              check_model_file(w, h->assign[i]->draft_model, err)))
             return -1;
-    w->hosts = calloc(h->n_assign, sizeof *w->hosts);
-    if (!w->hosts)
+    pl_host **hosts = calloc(h->n_assign, sizeof *hosts);
+    if (!hosts)
         return sl_fail(err, "out of memory");
-    w->n_hosts = (int)h->n_assign;
     for (size_t i = h->n_assign; i-- > 0;) {
-        if (start_one(w, h, i, err)) {
-            drop_stages(w);
+        if (start_one(w, h, i, &hosts[i], err)) {
+            for (size_t j = i + 1; j < h->n_assign; j++)
+                pl_host_stop(hosts[j]);
+            free(hosts);
             return -1;
         }
     }
     pl_release_load_team();
+    pthread_mutex_lock(&w->hosts_lock);
+    w->hosts = hosts;
+    w->n_hosts = (int)h->n_assign;
+    pthread_mutex_unlock(&w->hosts_lock);
     return 0;
 }
 
@@ -297,6 +335,33 @@ static void on_heartbeat(worker *w, const zmq_msg_t *id)
     reply(w, id, SLUICE__MSG_KIND__MSG_HEARTBEAT, state);
 }
 
+/* The status text: what this worker serves, then each stage's metrics.
+ * Answers anyone the control socket admits (on tcp://, the --allow keys). */
+static void on_status(worker *w, const zmq_msg_t *id)
+{
+    pl_stage_metrics *m = calloc((size_t)w->n_hosts + 1, sizeof *m);
+    char *body = NULL;
+    if (m) {
+        for (int i = 0; i < w->n_hosts; i++)
+            pl_host_metrics_get(w->hosts[i], &m[i]);
+        body = pl_metrics_text(m, w->n_hosts);
+    }
+    free(m);
+    char head[PL_ADDR_MAX + 160];
+    snprintf(head, sizeof head, "worker %s (host %s): %s, %d stage(s)\n", w->o->listen, w->host_name,
+             w->owner_len ? "serving a coordinator" : "idle", w->n_hosts);
+    size_t len = strlen(head) + (body ? strlen(body) : 0) + 1;
+    char *text = malloc(len);
+    sl_err err;
+    if (text) {
+        snprintf(text, len, "%s%s", head, body ? body : "");
+        if (pl_status_answer(w->ctl, zmq_msg_data((zmq_msg_t *)id), zmq_msg_size(id), text, &err))
+            fprintf(stderr, "sluice worker %s: cannot answer a status request: %s\n", w->o->listen, err.msg);
+    }
+    free(text);
+    free(body);
+}
+
 /* Reads one control message: [routing id][header][payloads...]. */
 static void handle_one(worker *w)
 {
@@ -325,6 +390,9 @@ static void handle_one(worker *w)
         break;
     case SLUICE__MSG_KIND__MSG_ASSIGN:
         on_assign(w, &id, m.hdr);
+        break;
+    case SLUICE__MSG_KIND__MSG_STATUS:
+        on_status(w, &id);
         break;
     case SLUICE__MSG_KIND__MSG_SHUTDOWN:
         /* an idle worker hears it from a coordinator that gave up before assigning */
@@ -457,9 +525,12 @@ int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *
 {
     worker w = {.o = o};
     pl_wire_limits_default(&w.limits);
+    pthread_mutex_init(&w.hosts_lock, NULL);
     if (gethostname(w.host_name, sizeof w.host_name - 1))
         snprintf(w.host_name, sizeof w.host_name, "?");
     int rc = open_control(&w, err);
+    if (rc == 0 && o->metrics && pl_metrics_http_start(&w.http, o->metrics, prometheus_text, &w, err))
+        rc = -1;
     notify(&w, rc ? err->msg : "ok\n");
     if (rc == 0) {
         say(&w, "listening%s%s", o->once ? " (one assignment)" : "",
@@ -470,6 +541,7 @@ int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *
         tell_owner_stopping(&w);
     if (w.n_hosts)
         end_assignment(&w, *stop ? "interrupted" : "exiting");
+    pl_metrics_http_stop(w.http);
     if (w.ctl)
         zmq_close(w.ctl);
     if (w.zap && !o->quiet && sec_zap_refused(w.zap))
@@ -478,5 +550,6 @@ int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *
     sec_zap_stop(w.zap);
     if (w.zctx)
         zmq_ctx_term(w.zctx);
+    pthread_mutex_destroy(&w.hosts_lock);
     return rc;
 }

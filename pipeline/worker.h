@@ -27,6 +27,8 @@ typedef struct pl_worker_opts {
     const char *const *allow; /* public key files or inline Z85 keys */
     int n_allow;
     bool insecure;         /* plain TCP without keys (warned about) */
+    const char *metrics;   /* [IPV4:]PORT: Prometheus text of the stages at GET /metrics
+                              (127.0.0.1 when no address); NULL: none */
 } pl_worker_opts;
 
 void pl_worker_opts_default(pl_worker_opts *o);

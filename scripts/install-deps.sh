@@ -9,6 +9,7 @@ PACKAGES=(
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libsentencepiece-dev sentencepiece  # library + spm_train/spm_encode for tests
   libjemalloc-dev libyaml-dev libhwloc-dev libjson-c-dev
+  libmicrohttpd-dev                   # the Prometheus metrics port (--metrics-port)
   python3 python3-numpy               # the numpy reference forward pass
   iproute2                            # network namespaces for multi-host tests
 )

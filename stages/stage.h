@@ -56,8 +56,12 @@ struct sl_stage {
     /* Optional: a line of stage-specific statistics for status output. */
     void (*describe)(const sl_stage *s, char *buf, size_t size);
     void *impl;
-    /* counters (read by the host for status) */
-    uint64_t n_batches, n_rows, n_errors;
+    /* counters (read by the host for status): n_errors counts batches
+     * answered with an ERROR, n_refused those of them refused for going
+     * past a limit (max_batch_tokens, max_sequences, context) */
+    uint64_t n_batches, n_rows, n_errors, n_refused;
+    int index;               /* position in the pipeline */
+    int max_sequences, context, max_batch_tokens; /* the limits it enforces */
 };
 
 /* Loads what the stage needs (only its own tensors) and returns it. */
@@ -68,6 +72,11 @@ void sl_stage_destroy(sl_stage *s);
  * requests; pass control and error messages on (others are dropped and
  * counted); copy a header's extras (sampling params, release lists). */
 int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err);
+/* Refuses a BATCH past the stage's limits: more rows than
+ * max_batch_tokens, a slot outside [0, max_sequences), a position outside
+ * [0, context). Returns 0 when within them; else 1 with why naming the limit
+ * ("refused: ... limit max_sequences (8)"), the batch counted as refused. */
+int sl_stage_check_limits(sl_stage *s, uint32_t n, const int32_t *seq, const int32_t *pos, sl_err *why);
 int sl_stage_route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err);
 void sl_stage_copy_extras(pl_msg *dst, const pl_msg *src);
 

@@ -43,6 +43,26 @@ int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char 
     return out->send(out->ctx, &m, err);
 }
 
+int sl_stage_check_limits(sl_stage *s, uint32_t n, const int32_t *seq, const int32_t *pos, sl_err *why)
+{
+    int rc = 0;
+    if (n > (uint32_t)s->max_batch_tokens)
+        rc = sl_fail(why, "refused: a batch of %u rows is past the limit max_batch_tokens (%d)", n,
+                     s->max_batch_tokens);
+    for (uint32_t i = 0; rc == 0 && seq && i < n; i++)
+        if (seq[i] < 0 || seq[i] >= s->max_sequences)
+            rc = sl_fail(why, "refused: row %u names slot %d, past the limit max_sequences (%d)", i, seq[i],
+                         s->max_sequences);
+    for (uint32_t i = 0; rc == 0 && pos && i < n; i++)
+        if (pos[i] < 0 || pos[i] >= s->context)
+            rc = sl_fail(why, "refused: row %u is at position %d, past the limit context (%d)", i, pos[i],
+                         s->context);
+    if (rc == 0)
+        return 0;
+    s->n_refused++;
+    return 1;
+}
+
 static int fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err)
 {
     return sl_stage_fail_batch(s, in, out, text, err);
@@ -121,14 +141,17 @@ typedef struct batch_rows {
     const uint8_t *flags;
 } batch_rows;
 
-static int read_rows(const pl_msg *in, batch_rows *r, sl_err *err)
+/* Reads the rows and refuses a batch past the stage's limits. */
+static int read_rows(sl_stage *s, const pl_msg *in, batch_rows *r, sl_err *err)
 {
     r->n = in->hdr->n_rows;
     r->req = pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, r->n, err);
     r->seq = r->req ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_SEQ, r->n, err) : NULL;
     r->pos = r->seq ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_POS, r->n, err) : NULL;
     r->flags = r->pos ? pl_msg_u8(in, SLUICE__PAYLOAD_KIND__PL_FLAGS, r->n, err) : NULL;
-    return r->flags ? 0 : -1;
+    if (!r->flags)
+        return -1;
+    return sl_stage_check_limits(s, r->n, r->seq, r->pos, err) ? -1 : 0;
 }
 
 /* Speculative rows travel on unchanged: which rows hold drafted tokens,
@@ -241,7 +264,7 @@ static int embed_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
         return route_other(s, in, out, err);
     batch_rows r;
     sl_err why;
-    if (read_rows(in, &r, &why))
+    if (read_rows(s, in, &r, &why))
         return fail_batch(s, in, out, why.msg, err);
     const int32_t *tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r.n, &why);
     if (!tok)
@@ -283,13 +306,8 @@ static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
         return route_other(s, in, out, err);
     batch_rows r;
     sl_err why;
-    if (read_rows(in, &r, &why))
+    if (read_rows(s, in, &r, &why))
         return fail_batch(s, in, out, why.msg, err);
-    if (r.n > (uint32_t)ms->max_batch) {
-        snprintf(why.msg, sizeof why.msg, "batch of %u rows exceeds the stage's limit of %d",
-                 r.n, ms->max_batch);
-        return fail_batch(s, in, out, why.msg, err);
-    }
     int d = ms->model->cfg.d_model;
     const int32_t *tok = NULL;
     if (ms->model->cfg.n_embd_per_layer > 0 &&
@@ -315,7 +333,7 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
         return route_other(s, in, out, err);
     batch_rows r;
     sl_err why;
-    if (read_rows(in, &r, &why))
+    if (read_rows(s, in, &r, &why))
         return fail_batch(s, in, out, why.msg, err);
     const sl_config *c = &ms->model->cfg;
     int d = c->d_model;
@@ -800,7 +818,7 @@ static int pass_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
         return route_other(s, in, out, err);
     batch_rows r;
     sl_err why;
-    if (read_rows(in, &r, &why))
+    if (read_rows(s, in, &r, &why))
         return fail_batch(s, in, out, why.msg, err);
     const int32_t *tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r.n, &why);
     if (!tok)
@@ -835,6 +853,10 @@ int sl_stage_create(sl_stage **out, const sl_stage_spec *spec, sl_err *err)
         return sl_fail(err, "out of memory");
     s->kind = spec->kind;
     s->destroy = destroy_plain;
+    s->index = spec->index;
+    s->max_sequences = spec->max_sequences;
+    s->context = spec->context;
+    s->max_batch_tokens = spec->max_batch_tokens;
     int rc = 0;
     switch (spec->kind) {
     case PL_STAGE_TOKENIZE:

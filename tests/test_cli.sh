@@ -30,16 +30,17 @@ has() {
 
 # ---- help texts ----
 expect 0 "$SLUICE" --help
-for c in run inspect synth quantize perplexity bench; do has "$T/out" "^  $c " "top-level help lists $c"; done
+for c in run inspect synth quantize perplexity bench status; do has "$T/out" "^  $c " "top-level help lists $c"; done
 declare -A opts=(
-    [run]="--model --prompt --n-predict --temp --top-k --top-p --min-p --repeat-penalty --seed --chat --threads --ctx --no-bos"
+    [run]="--model --prompt --n-predict --temp --top-k --top-p --min-p --repeat-penalty --seed --chat --threads --ctx --no-bos --metrics-port"
+    [status]="--key --server-key --insecure --timeout"
     [inspect]="FILE --no-tensors"
     [synth]="--arch --size --type --output --seed --weight-scale q4_K_M"
     [quantize]="IN OUT --type q4_K_M q6_K"
     [perplexity]="--model --file --ctx --batch --chunks"
     [bench]="--model --threads --prompt --gen --repeat --json --kernels --calibrate --kv-type"
 )
-for c in run inspect synth quantize perplexity; do
+for c in run inspect synth quantize perplexity status; do
     expect 0 "$SLUICE" "$c" --help
     for o in ${opts[$c]}; do has "$T/out" "$o" "$c --help mentions $o"; done
 done
@@ -63,6 +64,15 @@ usage_error "$SLUICE" run -m x.gguf -p hi -t 99999999999999999999
 usage_error "$SLUICE" run -m x.gguf -p hi --bogus
 usage_error "$SLUICE" run -m x.gguf -p hi extra
 usage_error "$SLUICE" run -m
+usage_error "$SLUICE" run -m x.gguf -p hi --metrics-port 0
+usage_error "$SLUICE" run -m x.gguf -p hi --metrics-port localhost:9100
+usage_error "$SLUICE" worker --listen ipc:///tmp/x --metrics-port 70000
+usage_error "$SLUICE" status
+usage_error "$SLUICE" status ipc:///a ipc:///b
+usage_error "$SLUICE" status http://host:1
+usage_error "$SLUICE" status tcp://127.0.0.1:7100
+usage_error "$SLUICE" status tcp://127.0.0.1:7100 --key k --insecure
+usage_error "$SLUICE" status ipc:///tmp/x --timeout 0
 usage_error "$SLUICE" inspect
 usage_error "$SLUICE" inspect a b
 usage_error "$SLUICE" synth --arch gemma3

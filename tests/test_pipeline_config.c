@@ -185,12 +185,22 @@ static void test_numbers(void)
     BAD(LIMITS("context: 1048577"), "pipe.yaml:9:", "limits.context: 1048577");
     BAD(LIMITS("max_batch_tokens: 65537"), "pipe.yaml:9:", "limits.max_batch_tokens: 65537 is out of range (1..65536)");
     BAD(LIMITS("max_batch_tokens: 0"), "pipe.yaml:9:", "limits.max_batch_tokens: 0");
+    BAD(LIMITS("max_frame_bytes: 1023"), "pipe.yaml:9:", "limits.max_frame_bytes: 1023 is out of range (1024..1073741824)");
+    BAD(LIMITS("max_message_bytes: 1073741825"), "pipe.yaml:9:", "limits.max_message_bytes: 1073741825 is out of range");
+    BAD(LIMITS("max_requests: 0"), "pipe.yaml:9:", "limits.max_requests: 0 is out of range (1..1048576)");
+    BAD(LIMITS("max_request: 3"), "pipe.yaml:9:", "limits: unknown key 'max_request'");
 
     pl_config c;
     GOOD(&c, SAMPLING("seed: 18446744073709551615"));
     CHECK(c.sampling.seed == UINT64_MAX);
     GOOD(&c, LIMITS("context: 16"));
     CHECK(c.limits.context == 16);
+    /* the message and request limits: defaults, then each one set */
+    CHECK(c.limits.max_frame_bytes == 256 << 20 && c.limits.max_message_bytes == 512 << 20 &&
+          c.limits.max_requests == 4096);
+    GOOD(&c, HEAD_ STAGES_ "limits: {max_frame_bytes: 4096, max_message_bytes: 8192, max_requests: 3}\n");
+    CHECK(c.limits.max_frame_bytes == 4096 && c.limits.max_message_bytes == 8192 &&
+          c.limits.max_requests == 3);
     GOOD(&c, LIMITS("context: 1048576"));
     CHECK(c.limits.context == 1 << 20);
     GOOD(&c, SAMPLING("top_p: 1"));

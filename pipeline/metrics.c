@@ -1,0 +1,272 @@
+/* Stage metrics (see metrics.h): histograms and their two renderings. */
+#include "pipeline/metrics.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const double pl_step_bounds[] = {0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                 0.05,   0.1,    0.25,  0.5,    1.0,   2.5,  10.0};
+const int pl_n_step_bounds = (int)(sizeof pl_step_bounds / sizeof pl_step_bounds[0]);
+const double pl_depth_bounds[] = {0, 1, 2, 4, 8, 16, 32, 64};
+const int pl_n_depth_bounds = (int)(sizeof pl_depth_bounds / sizeof pl_depth_bounds[0]);
+
+void pl_hist_init(pl_hist *h, const double *bounds, int n_bounds)
+{
+    memset(h, 0, sizeof *h);
+    h->bounds = bounds;
+    h->n_bounds = n_bounds < PL_HIST_MAX ? n_bounds : PL_HIST_MAX;
+}
+
+void pl_hist_observe(pl_hist *h, double v)
+{
+    int i = 0;
+    while (i < h->n_bounds && v > h->bounds[i])
+        i++;
+    h->counts[i]++;
+    h->n++;
+    h->sum += v;
+}
+
+uint64_t pl_hist_cumulative(const pl_hist *h, int i)
+{
+    uint64_t c = 0;
+    for (int k = 0; k <= i && k <= h->n_bounds; k++)
+        c += h->counts[k];
+    return c;
+}
+
+void pl_stage_metrics_init(pl_stage_metrics *m, const char *name, int index)
+{
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    m->index = index;
+    pl_hist_init(&m->step_seconds, pl_step_bounds, pl_n_step_bounds);
+    pl_hist_init(&m->queue, pl_depth_bounds, pl_n_depth_bounds);
+}
+
+/* ---- a growing string ---- */
+
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} sbuf;
+
+__attribute__((format(printf, 2, 3))) static void put(sbuf *b, const char *fmt, ...)
+{
+    if (b->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = true;
+            return;
+        }
+        if (b->s && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap <= b->len + (size_t)n)
+            cap *= 2;
+        char *s = realloc(b->s, cap);
+        if (!s) {
+            b->failed = true;
+            return;
+        }
+        b->s = s;
+        b->cap = cap;
+    }
+}
+
+static char *finish(sbuf *b)
+{
+    if (!b->failed && !b->s)
+        put(b, "%s", "");
+    if (b->failed) {
+        free(b->s);
+        return NULL;
+    }
+    return b->s;
+}
+
+/* ---- text for `sluice status` ---- */
+
+static double hist_mean(const pl_hist *h)
+{
+    return h->n ? h->sum / (double)h->n : 0.0;
+}
+
+/* The smallest bound under which at least q of the observations fall (the
+ * last bound, marked '>', when they lie beyond it). */
+static void hist_quantile(const pl_hist *h, double q, char *out, size_t size)
+{
+    if (!h->n || !h->n_bounds) {
+        snprintf(out, size, "-");
+        return;
+    }
+    for (int i = 0; i < h->n_bounds; i++)
+        if ((double)pl_hist_cumulative(h, i) >= q * (double)h->n) {
+            snprintf(out, size, "<=%g", h->bounds[i]);
+            return;
+        }
+    snprintf(out, size, ">%g", h->bounds[h->n_bounds - 1]);
+}
+
+/* The bucket of the largest observation: "<=8", ">64", or "-" when empty. */
+static void hist_max(const pl_hist *h, char *out, size_t size)
+{
+    int top = h->n_bounds;
+    while (top >= 0 && h->counts[top] == 0)
+        top--;
+    if (top < 0)
+        snprintf(out, size, "-");
+    else if (top < h->n_bounds)
+        snprintf(out, size, "<=%g", h->bounds[top]);
+    else
+        snprintf(out, size, ">%g", h->bounds[h->n_bounds - 1]);
+}
+
+char *pl_metrics_text(const pl_stage_metrics *m, int n)
+{
+    sbuf b = {0};
+    for (int i = 0; i < n; i++) {
+        const pl_stage_metrics *s = &m[i];
+        char p50[32], p99[32];
+        hist_quantile(&s->step_seconds, 0.5, p50, sizeof p50);
+        hist_quantile(&s->step_seconds, 0.99, p99, sizeof p99);
+        put(&b, "stage %d %s\n", s->index, s->name);
+        put(&b, "  messages %llu  tokens %llu  errors %llu  refused %llu  dropped %llu\n",
+            (unsigned long long)s->messages, (unsigned long long)s->tokens,
+            (unsigned long long)s->errors, (unsigned long long)s->refused,
+            (unsigned long long)s->dropped);
+        put(&b, "  busy %.3f s  step mean %.6f s  p50 %s s  p99 %s s\n", s->busy_seconds,
+            hist_mean(&s->step_seconds), p50, p99);
+        char top[32];
+        hist_max(&s->queue, top, sizeof top);
+        put(&b, "  queue depth %u (mean %.2f, max %s)\n", s->queue_depth, hist_mean(&s->queue), top);
+    }
+    return finish(&b);
+}
+
+/* ---- Prometheus text format ---- */
+
+/* A label value with \, " and newline escaped, as the format requires. */
+static void put_label(sbuf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\')
+            put(b, "\\\\");
+        else if (*v == '"')
+            put(b, "\\\"");
+        else if (*v == '\n')
+            put(b, "\\n");
+        else
+            put(b, "%c", *v);
+    }
+}
+
+static void labels(sbuf *b, const pl_stage_metrics *s)
+{
+    put(b, "{stage=\"");
+    put_label(b, s->name);
+    put(b, "\",index=\"%d\"", s->index);
+}
+
+typedef enum { F_MESSAGES, F_TOKENS, F_ERRORS, F_REFUSED, F_DROPPED, F_BUSY, F_DEPTH } field;
+
+static void put_value(sbuf *b, const pl_stage_metrics *s, field f)
+{
+    switch (f) {
+    case F_MESSAGES: put(b, "%llu", (unsigned long long)s->messages); break;
+    case F_TOKENS: put(b, "%llu", (unsigned long long)s->tokens); break;
+    case F_ERRORS: put(b, "%llu", (unsigned long long)s->errors); break;
+    case F_REFUSED: put(b, "%llu", (unsigned long long)s->refused); break;
+    case F_DROPPED: put(b, "%llu", (unsigned long long)s->dropped); break;
+    case F_BUSY: put(b, "%.9g", s->busy_seconds); break;
+    case F_DEPTH: put(b, "%u", s->queue_depth); break;
+    }
+}
+
+static void family(sbuf *b, const pl_stage_metrics *m, int n, const char *name, const char *type,
+                   const char *help, field f)
+{
+    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (int i = 0; i < n; i++) {
+        put(b, "%s", name);
+        labels(b, &m[i]);
+        put(b, "} ");
+        put_value(b, &m[i], f);
+        put(b, "\n");
+    }
+}
+
+static void histogram(sbuf *b, const pl_stage_metrics *m, int n, const char *name, const char *help,
+                      size_t offset)
+{
+    put(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int i = 0; i < n; i++) {
+        const pl_hist *h = (const pl_hist *)((const char *)&m[i] + offset);
+        for (int k = 0; k < h->n_bounds; k++) {
+            put(b, "%s_bucket", name);
+            labels(b, &m[i]);
+            put(b, ",le=\"%g\"} %llu\n", h->bounds[k], (unsigned long long)pl_hist_cumulative(h, k));
+        }
+        put(b, "%s_bucket", name);
+        labels(b, &m[i]);
+        put(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->n);
+        put(b, "%s_sum", name);
+        labels(b, &m[i]);
+        put(b, "} %.9g\n", h->sum);
+        put(b, "%s_count", name);
+        labels(b, &m[i]);
+        put(b, "} %llu\n", (unsigned long long)h->n);
+    }
+}
+
+char *pl_metrics_prometheus(const pl_stage_metrics *m, int n)
+{
+    sbuf b = {0};
+    family(&b, m, n, "sluice_stage_messages_total", "counter", "Messages a stage received and processed.",
+           F_MESSAGES);
+    family(&b, m, n, "sluice_stage_tokens_total", "counter", "Rows (tokens) of the messages a stage processed.",
+           F_TOKENS);
+    family(&b, m, n, "sluice_stage_errors_total", "counter",
+           "Messages a stage failed or answered with an error.", F_ERRORS);
+    family(&b, m, n, "sluice_stage_refused_total", "counter",
+           "Messages refused for going past a limit (sizes, slots, context, rows).", F_REFUSED);
+    family(&b, m, n, "sluice_stage_dropped_total", "counter", "Malformed messages dropped on receipt.",
+           F_DROPPED);
+    family(&b, m, n, "sluice_stage_busy_seconds_total", "counter", "Time a stage spent processing.", F_BUSY);
+    family(&b, m, n, "sluice_stage_queue_depth", "gauge",
+           "Messages waiting when the stage took its last one.", F_DEPTH);
+    histogram(&b, m, n, "sluice_stage_step_seconds", "Time a stage took for one message.",
+              offsetof(pl_stage_metrics, step_seconds));
+    histogram(&b, m, n, "sluice_stage_queue_depth_observed", "Messages waiting each time a stage took one.",
+              offsetof(pl_stage_metrics, queue));
+    return finish(&b);
+}
+
+char *pl_metrics_prometheus_client(const pl_client_metrics *c)
+{
+    sbuf b = {0};
+    put(&b, "# HELP sluice_client_requests_in_flight Requests submitted and not yet ended.\n"
+            "# TYPE sluice_client_requests_in_flight gauge\nsluice_client_requests_in_flight %llu\n",
+        (unsigned long long)c->in_flight);
+    put(&b, "# HELP sluice_client_max_requests The limit on requests in flight (limits.max_requests).\n"
+            "# TYPE sluice_client_max_requests gauge\nsluice_client_max_requests %llu\n",
+        (unsigned long long)c->max_requests);
+    put(&b, "# HELP sluice_client_requests_total Requests accepted.\n"
+            "# TYPE sluice_client_requests_total counter\nsluice_client_requests_total %llu\n",
+        (unsigned long long)c->submitted);
+    put(&b, "# HELP sluice_client_requests_refused_total Requests refused for going past max_requests.\n"
+            "# TYPE sluice_client_requests_refused_total counter\nsluice_client_requests_refused_total %llu\n",
+        (unsigned long long)c->refused);
+    return finish(&b);
+}

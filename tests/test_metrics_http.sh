@@ -1,0 +1,67 @@
+#!/bin/bash
+# `sluice run --metrics-port` end to end: while a run goes on, GET /metrics
+# (over bash's /dev/tcp, no curl) answers Prometheus text with every stage
+# of the one-process pipeline and the client's request counters, and the
+# counters move between two fetches; a second run cannot take the same port.
+set -u
+SLUICE=${SLUICE:?set SLUICE to the sluice binary}
+T=$(mktemp -d)
+run=
+cleanup() { [ -n "$run" ] && kill -9 "$run" 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+fails=0
+checks=0
+ok() { checks=$((checks + 1)); }
+bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
+has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; sed 's/^/  | /' "$1" | head -8 >&2; fi; }
+fetch() { # port path -> the response, CRs dropped
+    (exec 3<>/dev/tcp/127.0.0.1/"$1" && printf 'GET %s HTTP/1.0\r\n\r\n' "$2" >&3 && tr -d '\r' <&3) 2>/dev/null
+}
+count() { sed -n "s/^sluice_stage_messages_total{stage=\"$2\",index=\"[0-9]*\"} \([0-9]*\)$/\1/p" "$1"; }
+
+# random weights rarely sample the end of sequence, so each request fills
+# its context (512 tokens): 48 of them make a run that goes on for seconds
+"$SLUICE" synth --arch gemma3 --size test --type q8_0 --seed 3 -o "$T/m.gguf" 2>/dev/null || { echo "FAIL: synth"; exit 1; }
+for i in $(seq 48); do echo "prompt $i"; done >"$T/prompts.txt"
+port=
+for _ in $(seq 20); do
+    p=$((20000 + RANDOM % 30000))
+    "$SLUICE" run -m "$T/m.gguf" --prompts "$T/prompts.txt" -n 1000000 --temp 1 \
+        --metrics-port 127.0.0.1:$p >/dev/null 2>"$T/run.err" &
+    run=$!
+    for _ in $(seq 200); do
+        fetch $p /metrics >"$T/m1.txt" && grep -q '^sluice_stage_messages_total{stage="sample"' "$T/m1.txt" && break
+        kill -0 $run 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 $run 2>/dev/null; then port=$p; break; fi
+    run= # the port was taken: try another
+done
+[ -n "$port" ] && ok || { bad "no run served metrics: $(tail -2 "$T/run.err")"; exit 1; }
+
+has "$T/m1.txt" "^HTTP/1\.[01] 200" "HTTP status"
+has "$T/m1.txt" "^Content-Type: text/plain; version=0\.0\.4" "content type"
+sed '1,/^$/d' "$T/m1.txt" >"$T/b1.txt"
+for s in embed 'layers\[0,6\)' head sample; do
+    has "$T/b1.txt" "^sluice_stage_tokens_total\{stage=\"$s\",index=\"[0-3]\"\} [0-9]+$" "tokens of $s"
+    has "$T/b1.txt" "^sluice_stage_step_seconds_count\{stage=\"$s\",index=\"[0-3]\"\} [0-9]+$" "step histogram of $s"
+done
+has "$T/b1.txt" "^sluice_client_requests_in_flight ([1-9]|[1-4][0-9])$" "requests in flight"
+has "$T/b1.txt" "^sluice_client_requests_total 48$" "requests submitted"
+has "$T/b1.txt" "^sluice_client_requests_refused_total 0$" "requests refused"
+badlines=$(grep -avE '^(# (HELP|TYPE) [a-z_]+ .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? ([0-9.e+-]+|\+Inf))$' "$T/b1.txt" | head -3)
+[ -z "$badlines" ] && ok || bad "not Prometheus text: $badlines"
+sleep 0.3
+fetch $port /metrics | sed '1,/^$/d' >"$T/b2.txt"
+a=$(count "$T/b1.txt" sample)
+b=$(count "$T/b2.txt" sample)
+[ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt "$a" ] && ok || bad "sample's messages did not move ($a, $b)"
+"$SLUICE" run -m "$T/m.gguf" -p hi -n 2 --metrics-port 127.0.0.1:$port >/dev/null 2>"$T/busy.err" &&
+    bad "a second run served on a port in use"
+has "$T/busy.err" "cannot serve metrics on http://127\.0\.0\.1:$port" "port in use"
+kill -0 "$run" 2>/dev/null && ok || bad "the run ended before the checks did: $(tail -1 "$T/run.err")"
+kill "$run"
+wait "$run" 2>/dev/null
+run=
+echo "test_metrics_http: $checks checks, $fails failed"
+[ $fails -eq 0 ]
