@@ -38,6 +38,7 @@ typedef struct request {
     int n_fed;              /* positions sent down the pipeline */
     int max_new, n_gen;
     bool params_sent, cancelled;
+    int retries;            /* replays after a stage died (failure.retries at most) */
     int32_t stop_a, stop_b; /* eos, and end-of-turn in chat mode */
     sl_sampling sampling;
     double t_submit, t_first, t_last;
@@ -80,6 +81,11 @@ struct sl_pipeline {
     inflight *fly;          /* FIFO ring of depth entries */
     int fly_head, fly_n;
     event_ring events;
+    /* failure handling (see on_stage_death) */
+    uint64_t seen_deaths;   /* the coordinator's deaths already handled */
+    bool down;              /* a worker is dead: nothing is sent until it re-joins */
+    double down_since;
+    uint64_t stale_below;   /* answers to batches up to this id predate a death */
     sl_spec_summary spec;   /* over the pipeline's life */
     /* batch building scratch, sized for max_batch_tokens */
     uint64_t *b_req;
@@ -592,7 +598,10 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
          * it names. */
         fprintf(stderr, "sluice: driver: %s for unknown batch %llu\n", pl_msg_kind_name(kind),
                 (unsigned long long)m->hdr->batch_id);
-        if (kind == SLUICE__MSG_KIND__MSG_ERROR)
+        /* a batch sent before a stage died may still come back (from the
+         * stages that survived, or queued for the restarted one): its
+         * requests are being replayed, not failed */
+        if (kind == SLUICE__MSG_KIND__MSG_ERROR && m->hdr->batch_id > p->stale_below)
             fail_named(p, m);
         return;
     }
@@ -643,6 +652,77 @@ static void fail_all_inflight(sl_pipeline *p, const char *why)
     }
 }
 
+/* A stage died (the coordinator says which and how): every request that
+ * has a KV slot lost its cache there. One the config allows a retry goes
+ * back to wait for a slot, to be replayed from its prompt plus the tokens
+ * already streamed (prefill rebuilds the cache; the client sees only the
+ * tokens after those) once the worker re-joins; any other fails naming the
+ * stage and node. Batches in flight are forgotten: their answers, if any
+ * come, are stale. */
+static void on_stage_death(sl_pipeline *p, const char *failure)
+{
+    p->stale_below = p->next_batch_id;
+    p->fly_n = 0;
+    p->fly_head = 0;
+    char why[640];
+    for (request *r = p->reqs, *next; r; r = next) {
+        next = r->next;
+        if (r->slot < 0)
+            continue;
+        if (r->cancelled) {
+            fail_req(p, r, "%s", "cancelled");
+        } else if (r->retries < p->cfg.failure.retries) {
+            r->retries++;
+            send_release(p, r); /* in band: it reaches the restarted stage before the replay */
+            r->state = RQ_WAIT_SLOT;
+            r->n_fed = 0;
+            r->params_sent = false;
+        } else {
+            if (p->cfg.failure.retries > 0)
+                snprintf(why, sizeof why, "%.500s (the request was already retried %d time%s)", failure,
+                         r->retries, r->retries == 1 ? "" : "s");
+            else
+                snprintf(why, sizeof why, "%.500s", failure);
+            fail_req(p, r, "%s", why);
+        }
+    }
+}
+
+/* Follows the coordinator: deaths, re-joins, and a worker that does not
+ * come back in failure.rejoin_timeout, which fails every request (new ones
+ * too, until it is back). Returns true while a worker is down. */
+static bool watch_workers(sl_pipeline *p)
+{
+    pl_coord_status st;
+    pl_coord_status_get(p->coord, &st);
+    double t = now_s();
+    if (st.deaths > p->seen_deaths) {
+        p->seen_deaths = st.deaths;
+        on_stage_death(p, st.failure);
+        if (!p->down)
+            p->down_since = t;
+        p->down = true;
+    }
+    if (st.n_down == 0) {
+        p->down = false;
+        return false;
+    }
+    if (!p->down)
+        p->down_since = t;
+    p->down = true;
+    if (t - p->down_since >= p->cfg.failure.rejoin_timeout_s && p->reqs) {
+        char why[700];
+        if (p->cfg.failure.rejoin_timeout_s > 0)
+            snprintf(why, sizeof why, "%.500s, and did not re-join within %.0f s", st.failure,
+                     (double)p->cfg.failure.rejoin_timeout_s);
+        else
+            snprintf(why, sizeof why, "%.500s", st.failure);
+        for (request *r = p->reqs; r; r = p->reqs)
+            fail_req(p, r, "%s", why);
+    }
+    return true;
+}
+
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 {
     double deadline = timeout_ms < 0 ? -1.0 : now_s() + timeout_ms / 1000.0;
@@ -655,19 +735,16 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
         }
         if (p->n_active == 0)
             return -1;
+        bool down = p->coord && watch_workers(p);
+        if (p->events.n > 0 || p->n_active == 0)
+            continue;
         assign_slots(p);
-        while (p->fly_n < p->depth) {
+        while (!down && p->fly_n < p->depth) {
             int rc = send_batch(p, err);
             if (rc < 0)
                 return -1;
             if (rc == 0)
                 break;
-        }
-        if (p->coord && pl_coord_check(p->coord, err)) {
-            fail_all_inflight(p, err->msg);
-            for (request *r = p->reqs; r; r = p->reqs)
-                fail_req(p, r, "%s", err->msg);
-            continue;
         }
         int wait = 100;
         if (deadline >= 0) {
@@ -917,7 +994,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
     }
     if (start_stages(p, addr, err))
         goto fail;
-    if (remote && pl_coord_start(&p->coord, p->zctx, cfg, in, in + 1, p->opts.self_exe,
+    if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
                                  p->opts.peer_timeout_s, &p->keys, p->zap, err))
         goto fail;
     if (zmq_connect(p->to_first, addr[0])) {
