@@ -446,6 +446,7 @@ static int same_config(const pl_config *a, const pl_config *b)
                a->n_nodes == b->n_nodes && a->n_stages == b->n_stages &&
                memcmp(&a->sampling, &b->sampling, sizeof a->sampling) == 0 &&
                memcmp(&a->limits, &b->limits, sizeof a->limits) == 0 && a->spec.on == b->spec.on &&
+               a->failure.retries == b->failure.retries && a->failure.rejoin_timeout_s == b->failure.rejoin_timeout_s &&
                a->spec.prompt_lookup == b->spec.prompt_lookup && a->spec.k == b->spec.k &&
                a->spec.auto_k == b->spec.auto_k && a->spec.pipelined == b->spec.pipelined &&
                a->spec.placed == b->spec.placed;
@@ -488,10 +489,10 @@ static const char *src_dir(void)
 static void test_examples_and_round_trip(void)
 {
     static const char *const examples[] = {"one-process.yaml", "two-process.yaml", "two-host.yaml",
-                                           "speculative.yaml", "speculative-procs.yaml"};
+                                           "speculative.yaml", "speculative-procs.yaml", "three-host.yaml"};
     pl_config c;
     sl_err e = {{0}};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         char path[PATH_MAX + 64];
         snprintf(path, sizeof path, "%s/configs/%s", src_dir(), examples[i]);
         CHECKF(pl_config_load(&c, path, &e) == 0, "%s", e.msg);
@@ -509,6 +510,10 @@ static void test_examples_and_round_trip(void)
     snprintf(path, sizeof path, "%s/configs/two-host.yaml", src_dir());
     CHECK(pl_config_load(&c, path, &e) == 0);
     CHECK(c.n_nodes == 2 && strcmp(c.nodes[1].address, "tcp://10.77.0.2:7100") == 0);
+    CHECK(c.failure.retries == 0 && c.failure.rejoin_timeout_s == 0.0f);
+    snprintf(path, sizeof path, "%s/configs/three-host.yaml", src_dir());
+    CHECK(pl_config_load(&c, path, &e) == 0);
+    CHECK(c.n_nodes == 3 && c.failure.retries == 1 && c.failure.rejoin_timeout_s == 15.0f);
 
     /* Strings the writer must quote to get them back unchanged. */
     const char *odd =
