@@ -159,7 +159,7 @@ has noretry.err "first .* error: stage layers\[2,4\) on node 'hostb' \(tcp://10.
 
 # ---- the chaos soak ----
 fds_b0=$(fds "$worker_b")
-soak chaos configs/three-host.yaml "$N_SOAK" 24
+soak chaos configs/three-host.yaml "$N_SOAK" 32
 (
     # packet loss on B's and C's links, both ways; C's link throttled
     for ns in "${NS[1]}" "${NS[2]}"; do
@@ -175,12 +175,15 @@ EOF
 ) &
 fault_pid=$!
 wait "$fault_pid"
-sleep 2
-restart_b
-echo "faults: worker B killed and restarted at $(date +%T.%N)" >>faults.log
-sleep 4
-restart_b
-echo "faults: worker B killed and restarted again at $(date +%T.%N)" >>faults.log
+# worker B killed and restarted every 2.5 s while the soak runs (3 times at most)
+kills=0
+while [ $kills -lt 3 ]; do
+    sleep 2.5
+    kill -0 "$soak_pid" 2>/dev/null || break
+    restart_b
+    kills=$((kills + 1))
+    echo "faults: worker B killed and restarted at $(date +%T.%N)" >>faults.log
+done
 wait "$soak_pid" && ok || bad "chaos soak: $(grep -a -E 'LOST|DUPLICATED|DIFFERS|without naming|leaked|more than' chaos.err | head -5)"
 cat faults.log chaos.out
 grep -a "first '" chaos.err
@@ -189,6 +192,8 @@ grep -a "first '" chaos.err
 [ "$(count chaos.out chaos duplicated)" = 0 ] && ok || bad "chaos: requests duplicated"
 [ "$(count chaos.out chaos different)" = 0 ] && ok || bad "chaos: completed texts differ from the solo runs"
 [ "$(count chaos.out chaos completed)" -ge 1 ] && ok || bad "chaos: nothing completed"
+[ $kills -ge 1 ] && ok || bad "chaos: the soak ended before a worker was killed"
+[ "$(grep -ac 're-joined' chaos.err)" -ge 1 ] && ok || bad "chaos: no worker re-joined"
 for ns in "${NS[1]}" "${NS[2]}"; do ip netns exec "$ns" nft delete table inet chaos; done
 inC tc qdisc del dev eth0 root
 
