@@ -86,6 +86,7 @@ struct sl_pipeline {
     bool down;              /* a worker is dead: nothing is sent until it re-joins */
     double down_since;
     uint64_t stale_below;   /* answers to batches up to this id predate a death */
+    uint64_t *dirty;        /* per slot: the request that held it when a stage died, 0: clean */
     sl_spec_summary spec;   /* over the pipeline's life */
     /* batch building scratch, sized for max_batch_tokens */
     uint64_t *b_req;
@@ -669,11 +670,15 @@ static void on_stage_death(sl_pipeline *p, const char *failure)
         next = r->next;
         if (r->slot < 0)
             continue;
+        /* Its slot is released once the worker is back (release_dirty):
+         * a RELEASE sent now could die with the stage, or be overtaken by
+         * stale batches a cut-off worker still flushes downstream. */
+        p->dirty[r->slot] = r->id;
+        r->slot = -1;
         if (r->cancelled) {
             fail_req(p, r, "%s", "cancelled");
         } else if (r->retries < p->cfg.failure.retries) {
             r->retries++;
-            send_release(p, r); /* in band: it reaches the restarted stage before the replay */
             r->state = RQ_WAIT_SLOT;
             r->n_fed = 0;
             r->params_sent = false;
@@ -685,6 +690,20 @@ static void on_stage_death(sl_pipeline *p, const char *failure)
                 snprintf(why, sizeof why, "%.500s", failure);
             fail_req(p, r, "%s", why);
         }
+    }
+}
+
+/* Releases, in every stage, the slots held when a stage died, before any
+ * replay: the re-joined stage has empty caches, the others may hold what
+ * the dead one's last batches left. */
+static void release_dirty(sl_pipeline *p)
+{
+    for (int s = 0; s < p->cfg.limits.max_sequences; s++) {
+        if (!p->dirty[s])
+            continue;
+        request tmp = {.id = p->dirty[s], .slot = s};
+        send_release(p, &tmp);
+        p->dirty[s] = 0;
     }
 }
 
@@ -704,6 +723,8 @@ static bool watch_workers(sl_pipeline *p)
         p->down = true;
     }
     if (st.n_down == 0) {
+        if (p->down)
+            release_dirty(p);
         p->down = false;
         return false;
     }
@@ -738,7 +759,8 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
         bool down = p->coord && watch_workers(p);
         if (p->events.n > 0 || p->n_active == 0)
             continue;
-        assign_slots(p);
+        if (!down)
+            assign_slots(p); /* not while down: a second death would count against them */
         while (!down && p->fly_n < p->depth) {
             int rc = send_batch(p, err);
             if (rc < 0)
@@ -796,6 +818,7 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
         n_layer_stages += p->cfg.stages[i].kind == PL_STAGE_LAYERS;
     p->depth = n_layer_stages + 1;
     p->slot_used = calloc((size_t)seqs, sizeof *p->slot_used);
+    p->dirty = calloc((size_t)seqs, sizeof *p->dirty);
     p->fly = calloc((size_t)p->depth, sizeof *p->fly);
     p->b_req = malloc((size_t)rows * sizeof *p->b_req);
     p->b_seq = malloc((size_t)rows * sizeof *p->b_seq);
@@ -804,7 +827,7 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
     p->b_flags = malloc((size_t)rows);
     p->b_params = malloc((size_t)rows * sizeof *p->b_params);
     p->b_param_ptrs = malloc((size_t)rows * sizeof *p->b_param_ptrs);
-    if (!p->slot_used || !p->fly || !p->b_req || !p->b_seq || !p->b_pos || !p->b_tok ||
+    if (!p->slot_used || !p->dirty || !p->fly || !p->b_req || !p->b_seq || !p->b_pos || !p->b_tok ||
         !p->b_flags || !p->b_params || !p->b_param_ptrs)
         return sl_fail(err, "out of memory");
     for (int i = 0; i < p->depth; i++)
@@ -1039,6 +1062,7 @@ void sl_pipeline_close(sl_pipeline *p)
             free(p->fly[i].req);
     free(p->fly);
     free(p->slot_used);
+    free(p->dirty);
     free(p->b_req);
     free(p->b_seq);
     free(p->b_pos);

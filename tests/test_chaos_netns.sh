@@ -143,6 +143,19 @@ cat retry.out
 has retry.err "node 'hostb' \(tcp://10.78.0.2:7200\) (stopped answering|lost its stages)" "retry: the death is reported"
 has retry.err "layers\[2,4\) on node 'hostb' \(tcp://10.78.0.2:7200\) re-joined" "retry: the restarted worker re-joins"
 
+# ---- a partition of B for 3 s, with one retry: B re-joins, nothing fails ----
+soak partition configs/three-host.yaml 16 160
+wait_for grep -qs "ready in" workerb.err
+sleep 1
+ip -n "${NS[1]}" link set eth0 down
+sleep 3
+ip -n "${NS[1]}" link set eth0 up
+wait "$soak_pid" && ok || bad "partition run: $(tail -3 partition.err)"
+cat partition.out
+[ "$(count partition.out partition identical)" = 16 ] && ok || bad "partition: $(summary partition.out partition)"
+has partition.err "node 'hostb' \(tcp://10.78.0.2:7200\) stopped answering" "partition: the silence is reported"
+has partition.err "node 'hostb' \(tcp://10.78.0.2:7200\) re-joined" "partition: B re-joins once the link is back"
+
 # ---- the same without retries: the requests it held fail naming it ----
 soak noretry configs/no-retry.yaml 16 160
 wait_for grep -qs "ready in" workerb.err
