@@ -363,8 +363,10 @@ static void add_params(sl_pipeline *p, request *r, int *n_params, int *n_recent)
     pr->seed = r->sampling.seed;
     int last_n = r->sampling.repeat_last_n > 0 && r->sampling.repeat_penalty != 1.0f
                      ? r->sampling.repeat_last_n : 0;
-    int from = r->n_prompt > last_n ? r->n_prompt - last_n : 0;
-    pr->n_recent = (size_t)(r->n_prompt - from);
+    /* the prompt's tail, and on a replay the tokens sampled since: the
+     * sampler's window as it was when the stage died */
+    int from = r->n_tokens > last_n ? r->n_tokens - last_n : 0;
+    pr->n_recent = (size_t)(r->n_tokens - from);
     pr->recent = r->tokens + from;
     (void)n_recent;
     p->b_param_ptrs[*n_params] = pr;

@@ -240,7 +240,8 @@ wait $w2 && ok || bad "worker stopped by SIGTERM exited non-zero"
 
 # ---- a standing worker killed mid-generation and restarted at its address: with
 # failure.retries it re-joins, the requests it held are replayed, and every
-# prompt still gets exactly its one-process tokens, none twice ----
+# prompt still gets exactly its one-process tokens, none twice (a repetition
+# penalty on: the replay hands the sampler its window of recent tokens back) ----
 "$SLUICE" worker --listen "ipc://$T/w4" --silence 2 2>w4.err &
 w4=$!
 pids+=($w4)
@@ -248,8 +249,8 @@ wait_for grep -qs listening w4.err && ok || bad "worker w4 did not start"
 config retry.yaml "ipc://$T/c4" w4 "ipc://$T/w4" false -- \
     "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 w4)" "$(tail_on w4)"
 echo "failure: {retries: 1, rejoin_timeout: 10}" >>retry.yaml
-"$SLUICE" run -m m.gguf --prompts prompts.txt -n 400 --print-ids >/dev/null 2>retry-ref.err || bad "retry reference run"
-"$SLUICE" run -c retry.yaml --prompts prompts.txt -n 400 --print-ids >/dev/null 2>retry.err &
+"$SLUICE" run -m m.gguf --prompts prompts.txt -n 400 --repeat-penalty 1.3 --repeat-last-n 32 --print-ids >/dev/null 2>retry-ref.err || bad "retry reference run"
+"$SLUICE" run -c retry.yaml --prompts prompts.txt -n 400 --repeat-penalty 1.3 --repeat-last-n 32 --print-ids >/dev/null 2>retry.err &
 coord=$!
 pids+=("$coord")
 wait_for grep -qs "stage(s) ready" w4.err && ok || bad "worker w4 got no stages"
