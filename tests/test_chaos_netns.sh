@@ -188,10 +188,11 @@ EOF
 ) &
 fault_pid=$!
 wait "$fault_pid"
-# worker B killed and restarted every 2.5 s while the soak runs (3 times at most)
+# worker B killed and restarted 1 s into the soak, then every 2.5 s while it
+# runs (3 times at most)
 kills=0
 while [ $kills -lt 3 ]; do
-    sleep 2.5
+    [ $kills -eq 0 ] && sleep 1 || sleep 2.5
     kill -0 "$soak_pid" 2>/dev/null || break
     restart_b
     kills=$((kills + 1))
