@@ -8,7 +8,14 @@
  * continuous batching), keeps at most `depth` batches in flight (credits,
  * so memory in every stage stays bounded), and turns answers into events.
  * Every request ends with exactly one DONE or ERROR event. Use from one
- * thread. */
+ * thread.
+ *
+ * Failures: when a worker dies, the requests whose KV slots it held fail
+ * with an error naming the stage, node and cause, or, when the config's
+ * failure.retries allows, are replayed once (prompt plus the tokens already
+ * streamed, no token emitted twice) after the worker re-joins. While a
+ * worker is down nothing is sent; requests wait failure.rejoin_timeout for
+ * it, then fail. */
 #ifndef SLUICE_CLIENT_H
 #define SLUICE_CLIENT_H
 

@@ -725,6 +725,7 @@ static bool non_negative(float v) { return v >= 0.0f; }
 static bool positive(float v) { return v > 0.0f; }
 static bool top_p_ok(float v) { return v > 0.0f && v <= 1.0f; }
 static bool min_p_ok(float v) { return v >= 0.0f && v < 1.0f; }
+static bool rejoin_ok(float v) { return v >= 0.0f && v <= 3600.0f; }
 
 static int parse_sampling(const cfg_ctx *x, sl_sampling *s, yaml_node_t *map)
 {
@@ -787,6 +788,31 @@ static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
            read_int_field(x, v[L_MESSAGE], "limits.max_message_bytes", 1024, 1 << 30, &l->max_message_bytes) ||
            read_int_field(x, v[L_REQUESTS], "limits.max_requests", 1, 1 << 20, &l->max_requests)
                ? -1 : 0;
+}
+
+/* ---- failure handling ---- */
+
+enum { F_RETRIES, F_REJOIN, F_KEYS };
+static const char *const failure_keys[F_KEYS] = {"retries", "rejoin_timeout"};
+
+static void failure_defaults(pl_failure *f)
+{
+    f->retries = 0;
+    f->rejoin_timeout_s = 0.0f;
+}
+
+static int parse_failure(const cfg_ctx *x, pl_failure *f, yaml_node_t *map)
+{
+    yaml_node_t *v[F_KEYS];
+    if (expect_type(x, map, YAML_MAPPING_NODE, "failure") ||
+        read_map(x, map, "failure", failure_keys, F_KEYS, v) ||
+        read_int_field(x, v[F_RETRIES], "failure.retries", 0, 1, &f->retries) ||
+        read_prob(x, v[F_REJOIN], "failure.rejoin_timeout", &f->rejoin_timeout_s, rejoin_ok, "in [0, 3600] s"))
+        return -1;
+    /* a retry waits for the worker to come back: give it a moment unless told */
+    if (f->retries && !v[F_REJOIN])
+        f->rejoin_timeout_s = PL_REJOIN_DEFAULT_S;
+    return 0;
 }
 
 /* ---- speculative decoding ---- */
@@ -898,9 +924,9 @@ int pl_config_add_speculative(pl_config *c, const char *draft, int k, bool auto_
 
 /* ---- the document ---- */
 
-enum { T_MODEL, T_NODES, T_STAGES, T_SAMPLING, T_LIMITS, T_SPEC, T_INSECURE, T_KEYS };
+enum { T_MODEL, T_NODES, T_STAGES, T_SAMPLING, T_LIMITS, T_SPEC, T_INSECURE, T_FAILURE, T_KEYS };
 static const char *const top_keys[T_KEYS] = {"model", "nodes", "stages", "sampling", "limits",
-                                             "speculative", "insecure"};
+                                             "speculative", "insecure", "failure"};
 
 static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
 {
@@ -933,6 +959,9 @@ static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
     if (v[T_INSECURE] && read_bool(x, v[T_INSECURE], "insecure", &c->insecure))
         return -1;
     if (v[T_LIMITS] && parse_limits(x, &c->limits, v[T_LIMITS]))
+        return -1;
+    failure_defaults(&c->failure);
+    if (v[T_FAILURE] && parse_failure(x, &c->failure, v[T_FAILURE]))
         return -1;
     return v[T_SPEC] ? parse_speculative(x, c, v[T_SPEC]) : 0;
 }
@@ -1208,6 +1237,7 @@ void pl_config_default(pl_config *c, const char *model, int n_layer)
     c->n_stages = 4;
     sl_sampling_defaults(&c->sampling);
     pl_limits_default(&c->limits);
+    failure_defaults(&c->failure);
 }
 
 /* ---- writing ---- */
@@ -1382,6 +1412,15 @@ static int emit_limits(yaml_emitter_t *e, const pl_limits *l)
            emit_pair(e, "max_requests", "%d", l->max_requests) || emit_map_end(e) ? -1 : 0;
 }
 
+static int emit_failure(yaml_emitter_t *e, const pl_failure *f)
+{
+    if (f->retries == 0 && f->rejoin_timeout_s == 0.0f)
+        return 0;
+    return emit_scalar(e, "failure", YAML_PLAIN_SCALAR_STYLE) || emit_map_start(e, YAML_BLOCK_MAPPING_STYLE) ||
+           emit_pair(e, "retries", "%d", f->retries) ||
+           emit_pair(e, "rejoin_timeout", "%.9g", (double)f->rejoin_timeout_s) || emit_map_end(e) ? -1 : 0;
+}
+
 static int emit_speculative(yaml_emitter_t *e, const pl_config *c, const char *out_path)
 {
     const pl_spec *sp = &c->spec;
@@ -1431,7 +1470,7 @@ static int emit_config(yaml_emitter_t *e, const pl_config *c, const char *out_pa
         if (c->stages[i].kind != PL_STAGE_DRAFT && emit_stage(e, c, &c->stages[i]))
             return -1;
     if (emit_seq_end(e) || emit_sampling(e, &c->sampling) || emit_limits(e, &c->limits) ||
-        emit_speculative(e, c, out_path))
+        emit_failure(e, &c->failure) || emit_speculative(e, c, out_path))
         return -1;
     if (c->insecure && emit_pair(e, "insecure", "true"))
         return -1;

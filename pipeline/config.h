@@ -50,6 +50,16 @@
  *
  *   insecure: false                      # true: plain TCP, no keys (a warning says so)
  *
+ *   failure:                             # optional: what a dead worker does to requests
+ *     retries: 1                         # 0 (default): requests on a stage that died fail
+ *                                        # with an error naming the stage and node; 1: each
+ *                                        # may be replayed once (prompt plus the tokens
+ *                                        # already streamed, to rebuild the KV cache) once
+ *                                        # the worker re-joins
+ *     rejoin_timeout: 10                 # seconds to wait for a dead worker to come back
+ *                                        # (restarted at its address) before the requests
+ *                                        # waiting on it fail; default 10 with retries, else 0
+ *
  * Every tcp:// socket of a pipeline is authenticated and encrypted with
  * ZeroMQ's CURVE: nodes[0] names its secret `key`, every other tcp:// node
  * its `public_key` (a spawned tcp:// node also its secret `key`, which the
@@ -118,6 +128,13 @@ typedef struct pl_limits {
     int max_requests;          /* default 4096: requests in flight per client (submit) */
 } pl_limits;
 
+#define PL_REJOIN_DEFAULT_S 10.0f
+
+typedef struct pl_failure {
+    int retries;               /* 0 or 1: replays of a request after its stage died */
+    float rejoin_timeout_s;    /* wait this long for a dead worker to re-join */
+} pl_failure;
+
 typedef struct pl_spec {
     bool on;
     bool prompt_lookup;        /* draft by n-gram lookup, no draft model */
@@ -139,6 +156,7 @@ typedef struct pl_config {
     pl_stage stages[PL_MAX_STAGES];
     sl_sampling sampling;
     pl_limits limits;
+    pl_failure failure;
     bool insecure;             /* plain TCP allowed: no CURVE */
 } pl_config;
 

@@ -27,6 +27,7 @@
 #define LOAD_TIMEOUT_S 60.0     /* a big model's layers loading on a worker */
 #define START_TIMEOUT_S 10.0    /* a spawned worker binding its control socket */
 #define STOP_WAIT_S 3.0         /* a spawned worker exiting after SHUTDOWN */
+#define REASSIGN_AGAIN_S 1.0    /* a re-joining worker that refused its stages is asked again */
 
 typedef struct peer {
     int node;
@@ -37,24 +38,30 @@ typedef struct peer {
     pid_t pid;              /* spawned: the child; else 0 */
     int notify_fd;          /* spawned: read end of its start pipe */
     bool exited, dead;
+    bool assigning;         /* dead, re-joining: ASSIGN sent, READY awaited */
     int status;
     double last_heard, last_ping;
+    double assign_sent;     /* when the last re-joining ASSIGN went out */
 } peer;
 
 struct pl_coord {
-    const pl_config *cfg;
+    const pl_config *cfg;   /* lives as long as we do: re-joins assign from it */
     char model[PATH_MAX];   /* absolute: a worker's cwd is not ours */
     peer *peers;
     int n_peers;
     double timeout_s;
-    const pl_keyring *keys; /* while starting */
+    const pl_keyring *keys; /* lives as long as we do, like cfg */
+    char **stage_in, **stage_out;
+    int n_addr; /* copies of the data addresses, for re-joins */
     sec_zap *zap;
     pthread_t watcher;
     bool watching;
     atomic_bool quit;
     pthread_mutex_t lock;
-    bool failed;            /* under lock */
-    char failure[512];      /* under lock */
+    uint64_t deaths;        /* under lock: peers that died so far */
+    int n_down;             /* under lock: peers dead and not re-joined yet */
+    uint64_t rejoins;       /* under lock */
+    char failure[512];      /* under lock: the latest death */
     pl_wire_limits limits;
 };
 
@@ -456,20 +463,78 @@ static int collect_peers(pl_coord *c, sl_err *err)
 static void mark_dead(pl_coord *c, peer *p, const char *what)
 {
     p->dead = true;
+    p->assigning = false;
+    p->last_ping = 0; /* start asking for it at once */
     char label[480];
     peer_label(p, label, sizeof label);
     pthread_mutex_lock(&c->lock);
-    if (!c->failed) {
-        c->failed = true;
-        snprintf(c->failure, sizeof c->failure, "%.380s %.120s", label, what);
-    }
+    c->deaths++;
+    c->n_down++;
+    snprintf(c->failure, sizeof c->failure, "%.380s %.120s", label, what);
     pthread_mutex_unlock(&c->lock);
+    fprintf(stderr, "sluice: %s %s\n", label, what);
+}
+
+/* A dead peer's worker answers again (restarted at its address, or back
+ * after a partition): it gets its stages afresh, with empty caches. A
+ * spawned worker is ours to restart, not to wait for, so it stays dead. */
+static void rejoin_peer(pl_coord *c, peer *p, double t)
+{
+    pl_msg m;
+    int r;
+    sl_err err;
+    while (p->dead && (r = recv_ctl(c, p, &m)) != 0) {
+        if (r < 0)
+            continue;
+        if (m.hdr->kind == SLUICE__MSG_KIND__MSG_HEARTBEAT && !p->assigning &&
+            t - p->assign_sent >= REASSIGN_AGAIN_S &&
+            (!m.hdr->error || !*m.hdr->error || strcmp(m.hdr->error, "idle") == 0)) {
+            /* ours (a partition healed) or free: either way, its stages anew */
+            if (send_assign(c, p, (const char *const *)c->stage_in,
+                            (const char *const *)c->stage_out, &err) == 0) {
+                p->assigning = true;
+                p->assign_sent = t;
+            } else {
+                fprintf(stderr, "sluice: %s\n", err.msg);
+            }
+        } else if (m.hdr->kind == SLUICE__MSG_KIND__MSG_READY && p->assigning) {
+            p->assigning = false;
+            if (m.hdr->error && *m.hdr->error) {
+                fprintf(stderr, "sluice: node '%s' (%s) could not take its stages back: %s\n", p->nd.name,
+                        p->nd.address, m.hdr->error);
+            } else {
+                char label[480];
+                peer_label(p, label, sizeof label);
+                p->dead = false;
+                p->last_heard = p->last_ping = t;
+                pthread_mutex_lock(&c->lock);
+                c->n_down--;
+                c->rejoins++;
+                pthread_mutex_unlock(&c->lock);
+                fprintf(stderr, "sluice: %s re-joined\n", label);
+            }
+        }
+        pl_msg_close(&m);
+    }
+    if (!p->dead)
+        return;
+    if (p->assigning && t - p->assign_sent > LOAD_TIMEOUT_S)
+        p->assigning = false;
+    if (!p->assigning && t - p->last_ping >= HEARTBEAT_EVERY_S) {
+        p->last_ping = t;
+        send_ctl(p, SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, &err);
+    }
 }
 
 static void watch_peer(pl_coord *c, peer *p, double t)
 {
     pl_msg m;
     int r;
+    if (p->dead) {
+        if (p->pid <= 0)
+            rejoin_peer(c, p, t);
+        return;
+    }
     while (!p->dead && (r = recv_ctl(c, p, &m)) != 0) {
         if (r < 0)
             continue;
@@ -555,6 +620,18 @@ static int start_workers(pl_coord *c, void *zctx, const char *const *stage_in,
                      "loading its stages", err);
 }
 
+static void free_addresses(pl_coord *c)
+{
+    for (int i = 0; i < c->n_addr; i++) {
+        if (c->stage_in)
+            free(c->stage_in[i]);
+        if (c->stage_out)
+            free(c->stage_out[i]);
+    }
+    free(c->stage_in);
+    free(c->stage_out);
+}
+
 int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char *const *stage_in,
                    const char *const *stage_out, const char *self_exe, double peer_timeout_s,
                    const pl_keyring *keys, sec_zap *zap, sl_err *err)
@@ -569,6 +646,17 @@ int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char 
     if (!realpath(cfg->model, c->model))
         snprintf(c->model, sizeof c->model, "%s", cfg->model);
     c->timeout_s = peer_timeout_s > 0 ? peer_timeout_s : 2.0;
+    c->n_addr = cfg->n_stages;
+    c->stage_in = calloc((size_t)cfg->n_stages, sizeof *c->stage_in);
+    c->stage_out = calloc((size_t)cfg->n_stages, sizeof *c->stage_out);
+    bool copied = c->stage_in && c->stage_out;
+    for (int i = 0; copied && i < cfg->n_stages; i++)
+        copied = (c->stage_in[i] = strdup(stage_in[i])) && (c->stage_out[i] = strdup(stage_out[i]));
+    if (!copied) {
+        free_addresses(c);
+        free(c);
+        return sl_fail(err, "out of memory");
+    }
     pl_wire_limits_default(&c->limits);
     pthread_mutex_init(&c->lock, NULL);
     atomic_init(&c->quit, false);
@@ -576,8 +664,6 @@ int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char 
         pl_coord_stop(c);
         return -1;
     }
-    c->cfg = NULL; /* not needed from here on, and the caller may free it */
-    c->keys = NULL;
     double t = now_s();
     for (int i = 0; i < c->n_peers; i++)
         c->peers[i].last_heard = c->peers[i].last_ping = t;
@@ -590,12 +676,14 @@ int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char 
     return 0;
 }
 
-int pl_coord_check(pl_coord *c, sl_err *err)
+void pl_coord_status_get(pl_coord *c, pl_coord_status *st)
 {
     pthread_mutex_lock(&c->lock);
-    int rc = c->failed ? sl_fail(err, "%s", c->failure) : 0;
+    st->deaths = c->deaths;
+    st->n_down = c->n_down;
+    st->rejoins = c->rejoins;
+    snprintf(st->failure, sizeof st->failure, "%s", c->failure);
     pthread_mutex_unlock(&c->lock);
-    return rc;
 }
 
 /* Waits for a spawned worker to exit, and kills it when it does not. */
@@ -644,6 +732,7 @@ void pl_coord_stop(pl_coord *c)
             zmq_close(p->sock);
     }
     free(c->peers);
+    free_addresses(c);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

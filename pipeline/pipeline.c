@@ -39,6 +39,7 @@ typedef struct request {
     int n_fed;              /* positions sent down the pipeline */
     int max_new, n_gen;
     bool params_sent, cancelled;
+    int retries;            /* replays after a stage died (failure.retries at most) */
     int32_t stop_a, stop_b; /* eos, and end-of-turn in chat mode */
     sl_sampling sampling;
     double t_submit, t_first, t_last;
@@ -83,6 +84,12 @@ struct sl_pipeline {
     inflight *fly;          /* FIFO ring of depth entries */
     int fly_head, fly_n;
     event_ring events;
+    /* failure handling (see on_stage_death) */
+    uint64_t seen_deaths;   /* the coordinator's deaths already handled */
+    bool down;              /* a worker is dead: nothing is sent until it re-joins */
+    double down_since;
+    uint64_t stale_below;   /* answers to batches up to this id predate a death */
+    uint64_t *dirty;        /* per slot: the request that held it when a stage died, 0: clean */
     sl_spec_summary spec;   /* over the pipeline's life */
     /* batch building scratch, sized for max_batch_tokens */
     uint64_t *b_req;
@@ -215,11 +222,15 @@ static void finish(sl_pipeline *p, request *r)
     free(r);
 }
 
-static void fail_req(sl_pipeline *p, request *r, const char *fmt, const char *what)
+/* Ends a request with an ERROR event saying why (cut to the event's size). */
+static void fail_req(sl_pipeline *p, request *r, const char *why)
 {
     sl_event *e = push_event(p, SL_EV_ERROR, r->id);
-    if (e)
-        snprintf(e->error, sizeof e->error, fmt, what);
+    if (e) {
+        size_t len = strnlen(why, sizeof e->error - 1);
+        memcpy(e->error, why, len);
+        e->error[len] = '\0';
+    }
     finish(p, r);
 }
 
@@ -327,7 +338,7 @@ int sl_pipeline_cancel(sl_pipeline *p, uint64_t id)
         r->cancelled = true; /* its token is on the way; drop it on arrival */
         return 0;
     }
-    fail_req(p, r, "%s", "cancelled");
+    fail_req(p, r, "cancelled");
     return 0;
 }
 
@@ -365,8 +376,10 @@ static void add_params(sl_pipeline *p, request *r, int *n_params, int *n_recent)
     pr->seed = r->sampling.seed;
     int last_n = r->sampling.repeat_last_n > 0 && r->sampling.repeat_penalty != 1.0f
                      ? r->sampling.repeat_last_n : 0;
-    int from = r->n_prompt > last_n ? r->n_prompt - last_n : 0;
-    pr->n_recent = (size_t)(r->n_prompt - from);
+    /* the prompt's tail, and on a replay the tokens sampled since: the
+     * sampler's window as it was when the stage died */
+    int from = r->n_tokens > last_n ? r->n_tokens - last_n : 0;
+    pr->n_recent = (size_t)(r->n_tokens - from);
     pr->recent = r->tokens + from;
     (void)n_recent;
     p->b_param_ptrs[*n_params] = pr;
@@ -449,7 +462,7 @@ static void fail_batch_reqs(sl_pipeline *p, inflight *f, const char *why)
     for (int i = 0; i < f->n_req; i++) {
         request *r = find_req(p, f->req[i]);
         if (r)
-            fail_req(p, r, "%s", why);
+            fail_req(p, r, why);
     }
 }
 
@@ -497,7 +510,7 @@ static void fail_named(sl_pipeline *p, const pl_msg *m)
     for (uint32_t i = 0; req && i < n; i++) {
         request *r = find_req(p, req[i]);
         if (r)
-            fail_req(p, r, "%s", why);
+            fail_req(p, r, why);
     }
 }
 
@@ -505,7 +518,7 @@ static void fail_named(sl_pipeline *p, const pl_msg *m)
 static bool take_token(sl_pipeline *p, request *r, int32_t tok, double t)
 {
     if (r->cancelled) {
-        fail_req(p, r, "%s", "cancelled");
+        fail_req(p, r, "cancelled");
         return false;
     }
     if (r->n_gen == 0)
@@ -520,7 +533,7 @@ static bool take_token(sl_pipeline *p, request *r, int32_t tok, double t)
         int cap = 2 * r->cap;
         int32_t *t2 = realloc(r->tokens, (size_t)cap * sizeof *t2);
         if (!t2) {
-            fail_req(p, r, "%s", "out of memory");
+            fail_req(p, r, "out of memory");
             return false;
         }
         r->tokens = t2;
@@ -601,7 +614,10 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
          * it names. */
         fprintf(stderr, "sluice: driver: %s for unknown batch %llu\n", pl_msg_kind_name(kind),
                 (unsigned long long)m->hdr->batch_id);
-        if (kind == SLUICE__MSG_KIND__MSG_ERROR)
+        /* a batch sent before a stage died may still come back (from the
+         * stages that survived, or queued for the restarted one): its
+         * requests are being replayed, not failed */
+        if (kind == SLUICE__MSG_KIND__MSG_ERROR && m->hdr->batch_id > p->stale_below)
             fail_named(p, m);
         return;
     }
@@ -652,6 +668,97 @@ static void fail_all_inflight(sl_pipeline *p, const char *why)
     }
 }
 
+/* A stage died (the coordinator says which and how): every request that
+ * has a KV slot lost its cache there. One the config allows a retry goes
+ * back to wait for a slot, to be replayed from its prompt plus the tokens
+ * already streamed (prefill rebuilds the cache; the client sees only the
+ * tokens after those) once the worker re-joins; any other fails naming the
+ * stage and node. Batches in flight are forgotten: their answers, if any
+ * come, are stale. */
+static void on_stage_death(sl_pipeline *p, const char *failure)
+{
+    p->stale_below = p->next_batch_id;
+    p->fly_n = 0;
+    p->fly_head = 0;
+    char why[640];
+    for (request *r = p->reqs, *next; r; r = next) {
+        next = r->next;
+        if (r->slot < 0)
+            continue;
+        /* Its slot is released once the worker is back (release_dirty):
+         * a RELEASE sent now could die with the stage, or be overtaken by
+         * stale batches a cut-off worker still flushes downstream. */
+        p->dirty[r->slot] = r->id;
+        r->slot = -1;
+        if (r->cancelled) {
+            fail_req(p, r, "cancelled");
+        } else if (r->retries < p->cfg.failure.retries) {
+            r->retries++;
+            r->state = RQ_WAIT_SLOT;
+            r->n_fed = 0;
+            r->params_sent = false;
+        } else {
+            if (p->cfg.failure.retries > 0)
+                snprintf(why, sizeof why, "%.500s (the request was already retried %d time%s)", failure,
+                         r->retries, r->retries == 1 ? "" : "s");
+            else
+                snprintf(why, sizeof why, "%.500s", failure);
+            fail_req(p, r, why);
+        }
+    }
+}
+
+/* Releases, in every stage, the slots held when a stage died, before any
+ * replay: the re-joined stage has empty caches, the others may hold what
+ * the dead one's last batches left. */
+static void release_dirty(sl_pipeline *p)
+{
+    for (int s = 0; s < p->cfg.limits.max_sequences; s++) {
+        if (!p->dirty[s])
+            continue;
+        request tmp = {.id = p->dirty[s], .slot = s};
+        send_release(p, &tmp);
+        p->dirty[s] = 0;
+    }
+}
+
+/* Follows the coordinator: deaths, re-joins, and a worker that does not
+ * come back in failure.rejoin_timeout, which fails every request (new ones
+ * too, until it is back). Returns true while a worker is down. */
+static bool watch_workers(sl_pipeline *p)
+{
+    pl_coord_status st;
+    pl_coord_status_get(p->coord, &st);
+    double t = now_s();
+    if (st.deaths > p->seen_deaths) {
+        p->seen_deaths = st.deaths;
+        on_stage_death(p, st.failure);
+        if (!p->down)
+            p->down_since = t;
+        p->down = true;
+    }
+    if (st.n_down == 0) {
+        if (p->down)
+            release_dirty(p);
+        p->down = false;
+        return false;
+    }
+    if (!p->down)
+        p->down_since = t;
+    p->down = true;
+    if (t - p->down_since >= p->cfg.failure.rejoin_timeout_s && p->reqs) {
+        char why[700];
+        if (p->cfg.failure.rejoin_timeout_s > 0)
+            snprintf(why, sizeof why, "%.500s, and did not re-join within %.0f s", st.failure,
+                     (double)p->cfg.failure.rejoin_timeout_s);
+        else
+            snprintf(why, sizeof why, "%.500s", st.failure);
+        for (request *r = p->reqs; r; r = p->reqs)
+            fail_req(p, r, why);
+    }
+    return true;
+}
+
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 {
     double deadline = timeout_ms < 0 ? -1.0 : now_s() + timeout_ms / 1000.0;
@@ -664,19 +771,17 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
         }
         if (p->n_active == 0)
             return -1;
-        assign_slots(p);
-        while (p->fly_n < p->depth) {
+        bool down = p->coord && watch_workers(p);
+        if (p->events.n > 0 || p->n_active == 0)
+            continue;
+        if (!down)
+            assign_slots(p); /* not while down: a second death would count against them */
+        while (!down && p->fly_n < p->depth) {
             int rc = send_batch(p, err);
             if (rc < 0)
                 return -1;
             if (rc == 0)
                 break;
-        }
-        if (p->coord && pl_coord_check(p->coord, err)) {
-            fail_all_inflight(p, err->msg);
-            for (request *r = p->reqs; r; r = p->reqs)
-                fail_req(p, r, "%s", err->msg);
-            continue;
         }
         int wait = 100;
         if (deadline >= 0) {
@@ -728,6 +833,7 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
         n_layer_stages += p->cfg.stages[i].kind == PL_STAGE_LAYERS;
     p->depth = n_layer_stages + 1;
     p->slot_used = calloc((size_t)seqs, sizeof *p->slot_used);
+    p->dirty = calloc((size_t)seqs, sizeof *p->dirty);
     p->fly = calloc((size_t)p->depth, sizeof *p->fly);
     p->b_req = malloc((size_t)rows * sizeof *p->b_req);
     p->b_seq = malloc((size_t)rows * sizeof *p->b_seq);
@@ -736,7 +842,7 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
     p->b_flags = malloc((size_t)rows);
     p->b_params = malloc((size_t)rows * sizeof *p->b_params);
     p->b_param_ptrs = malloc((size_t)rows * sizeof *p->b_param_ptrs);
-    if (!p->slot_used || !p->fly || !p->b_req || !p->b_seq || !p->b_pos || !p->b_tok ||
+    if (!p->slot_used || !p->dirty || !p->fly || !p->b_req || !p->b_seq || !p->b_pos || !p->b_tok ||
         !p->b_flags || !p->b_params || !p->b_param_ptrs)
         return sl_fail(err, "out of memory");
     for (int i = 0; i < p->depth; i++)
@@ -944,7 +1050,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
     }
     if (start_stages(p, addr, err))
         goto fail;
-    if (remote && pl_coord_start(&p->coord, p->zctx, cfg, in, in + 1, p->opts.self_exe,
+    if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
                                  p->opts.peer_timeout_s, &p->keys, p->zap, err))
         goto fail;
     if (zmq_connect(p->to_first, addr[0])) {
@@ -989,6 +1095,7 @@ void sl_pipeline_close(sl_pipeline *p)
             free(p->fly[i].req);
     free(p->fly);
     free(p->slot_used);
+    free(p->dirty);
     free(p->b_req);
     free(p->b_seq);
     free(p->b_pos);

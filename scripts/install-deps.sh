@@ -11,7 +11,8 @@ PACKAGES=(
   libjemalloc-dev libyaml-dev libhwloc-dev libjson-c-dev
   libmicrohttpd-dev                   # the Prometheus metrics port (--metrics-port)
   python3 python3-numpy               # the numpy reference forward pass
-  iproute2                            # network namespaces for multi-host tests
+  iproute2                            # network namespaces for multi-host tests, tc (tbf)
+  nftables                            # packet loss on veth links in the chaos soak
 )
 # Retraining the tiny models (not needed to build or test) also wants
 # python3-torch and libopenblas0-pthread: scripts/install-deps.sh --train.

@@ -41,7 +41,7 @@ static void test_unknown_keys(void)
                        "    layers: [0, 6]\n  - kind: head\nstagse: []\n";
     CHECK(parse(&c, text, &e) == -1);
     CHECKF(strcmp(e.msg, "pipe.yaml:7: unknown key 'stagse' (expected model, nodes, stages, "
-                         "sampling, limits, speculative, insecure)") == 0, "%s", e.msg);
+                         "sampling, limits, speculative, insecure, failure)") == 0, "%s", e.msg);
     BAD("model: m.gguf\nstages:\n  - kind: embed\n  - kind: layers\n    layer: [0, 6]\n",
         "pipe.yaml:5:", "stages[1]: unknown key 'layer' (expected kind, node, layers, numa, threads)");
     BAD(HEAD_ STAGES_ "sampling:\n  temp: 1\n", "pipe.yaml:9:", "sampling: unknown key 'temp'");
@@ -456,6 +456,7 @@ static int same_config(const pl_config *a, const pl_config *b)
                a->n_nodes == b->n_nodes && a->n_stages == b->n_stages &&
                memcmp(&a->sampling, &b->sampling, sizeof a->sampling) == 0 &&
                memcmp(&a->limits, &b->limits, sizeof a->limits) == 0 && a->spec.on == b->spec.on &&
+               a->failure.retries == b->failure.retries && a->failure.rejoin_timeout_s == b->failure.rejoin_timeout_s &&
                a->spec.prompt_lookup == b->spec.prompt_lookup && a->spec.k == b->spec.k &&
                a->spec.auto_k == b->spec.auto_k && a->spec.pipelined == b->spec.pipelined &&
                a->spec.placed == b->spec.placed;
@@ -498,10 +499,10 @@ static const char *src_dir(void)
 static void test_examples_and_round_trip(void)
 {
     static const char *const examples[] = {"one-process.yaml", "two-process.yaml", "two-host.yaml",
-                                           "speculative.yaml", "speculative-procs.yaml"};
+                                           "speculative.yaml", "speculative-procs.yaml", "three-host.yaml"};
     pl_config c;
     sl_err e = {{0}};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         char path[PATH_MAX + 64];
         snprintf(path, sizeof path, "%s/configs/%s", src_dir(), examples[i]);
         CHECKF(pl_config_load(&c, path, &e) == 0, "%s", e.msg);
@@ -519,6 +520,10 @@ static void test_examples_and_round_trip(void)
     snprintf(path, sizeof path, "%s/configs/two-host.yaml", src_dir());
     CHECK(pl_config_load(&c, path, &e) == 0);
     CHECK(c.n_nodes == 2 && strcmp(c.nodes[1].address, "tcp://10.77.0.2:7100") == 0);
+    CHECK(c.failure.retries == 0 && c.failure.rejoin_timeout_s == 0.0f);
+    snprintf(path, sizeof path, "%s/configs/three-host.yaml", src_dir());
+    CHECK(pl_config_load(&c, path, &e) == 0);
+    CHECK(c.n_nodes == 3 && c.failure.retries == 1 && c.failure.rejoin_timeout_s == 15.0f);
 
     /* Strings the writer must quote to get them back unchanged. */
     const char *odd =
@@ -737,6 +742,38 @@ static void remove_tmp(void)
     rmdir(tmp_dir);
 }
 
+/* failure: retries 0 or 1, a rejoin timeout that defaults to 10 s with a
+ * retry and to 0 without; a bad value names its field and line. */
+static void test_failure(void)
+{
+#define FAILURE(f) HEAD_ STAGES_ "failure:\n  " f "\n"
+    pl_config c;
+    GOOD(&c, HEAD_ STAGES_);
+    CHECK(c.failure.retries == 0 && c.failure.rejoin_timeout_s == 0.0f);
+    GOOD(&c, FAILURE("retries: 1"));
+    CHECK(c.failure.retries == 1 && c.failure.rejoin_timeout_s == PL_REJOIN_DEFAULT_S);
+    GOOD(&c, FAILURE("retries: 1\n  rejoin_timeout: 2.5"));
+    CHECK(c.failure.retries == 1 && c.failure.rejoin_timeout_s == 2.5f);
+    GOOD(&c, FAILURE("rejoin_timeout: 4"));
+    CHECK(c.failure.retries == 0 && c.failure.rejoin_timeout_s == 4.0f);
+    BAD(FAILURE("retries: 2"), "pipe.yaml:9:", "failure.retries: 2 is out of range (0..1)");
+    BAD(FAILURE("retries: -1"), "pipe.yaml:9:", "failure.retries: -1 is out of range (0..1)");
+    BAD(FAILURE("rejoin_timeout: -1"), "pipe.yaml:9:", "failure.rejoin_timeout: -1 is out of range");
+    BAD(FAILURE("retry: 1"), "pipe.yaml:9:", "failure: unknown key 'retry' (expected retries, rejoin_timeout)");
+    BAD(HEAD_ STAGES_ "failure: 1\n", "pipe.yaml:8:", "failure: expected a mapping, got a scalar");
+    /* written and read back */
+    GOOD(&c, FAILURE("retries: 1\n  rejoin_timeout: 7"));
+    char path[512];
+    snprintf(path, sizeof path, "%s/failure.yaml", tmp_dir);
+    pl_config back;
+    sl_err e = {{0}};
+    CHECKF(pl_config_write(&c, path, &e) == 0, "%s", e.msg);
+    CHECKF(pl_config_load(&back, path, &e) == 0, "%s", e.msg);
+    CHECK(back.failure.retries == 1 && back.failure.rejoin_timeout_s == 7.0f);
+    unlink(path);
+#undef FAILURE
+}
+
 int main(void)
 {
     if (!mkdtemp(tmp_dir)) {
@@ -758,6 +795,7 @@ int main(void)
     test_examples_and_round_trip();
     test_load_errors();
     test_speculative();
+    test_failure();
     remove_tmp();
     return test_finish("test_pipeline_config");
 }

@@ -238,6 +238,35 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 has long.err "node 'w2' \(ipc://$T/w2\) stopped: the worker was stopped by a signal on its host" "worker stopped by SIGTERM"
 wait $w2 && ok || bad "worker stopped by SIGTERM exited non-zero"
 
+# ---- a standing worker killed mid-generation and restarted at its address: with
+# failure.retries it re-joins, the requests it held are replayed, and every
+# prompt still gets exactly its one-process tokens, none twice (a repetition
+# penalty on: the replay hands the sampler its window of recent tokens back) ----
+"$SLUICE" worker --listen "ipc://$T/w4" --silence 2 2>w4.err &
+w4=$!
+pids+=($w4)
+wait_for grep -qs listening w4.err && ok || bad "worker w4 did not start"
+config retry.yaml "ipc://$T/c4" w4 "ipc://$T/w4" false -- \
+    "${S[@]}" "$(lay 0 3 local)" "$(lay 3 6 w4)" "$(tail_on w4)"
+echo "failure: {retries: 1, rejoin_timeout: 10}" >>retry.yaml
+"$SLUICE" run -m m.gguf --prompts prompts.txt -n 400 --repeat-penalty 1.3 --repeat-last-n 32 --print-ids >/dev/null 2>retry-ref.err || bad "retry reference run"
+"$SLUICE" run -c retry.yaml --prompts prompts.txt -n 400 --repeat-penalty 1.3 --repeat-last-n 32 --print-ids >/dev/null 2>retry.err &
+coord=$!
+pids+=("$coord")
+wait_for grep -qs "stage(s) ready" w4.err && ok || bad "worker w4 got no stages"
+sleep 0.3
+kill -9 $w4
+wait $w4 2>/dev/null
+"$SLUICE" worker --listen "ipc://$T/w4" --silence 2 2>>w4.err &
+w4=$!
+pids+=($w4)
+wait "$coord" && ok || bad "run across a worker restart failed: $(tail -2 retry.err)"
+has retry.err "stages? layers\[3,6\), head, sample on node 'w4' \(ipc://$T/w4\) (stopped answering|lost its stages)" "worker w4 killed"
+has retry.err "on node 'w4' \(ipc://$T/w4\) re-joined" "worker w4 re-joins"
+if ids retry.err | cmp -s - <(ids retry-ref.err); then ok; else bad "run across a worker restart: ids differ from the one-process run"; fi
+[ "$(ids retry.err | wc -w)" -gt 0 ] && ok || bad "run across a worker restart printed no ids"
+kill -TERM $w4
+
 # ---- a model file missing on a worker (its own mount namespace hides it) ----
 if [ "$(id -u)" -eq 0 ] && unshare --mount true 2>/dev/null; then
     mkdir hide
