@@ -402,7 +402,7 @@ static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     s->impl = ms;
     s->destroy = destroy_model_stage;
     ms->max_batch = spec->max_batch_tokens;
-    sl_model_part part = {0, 0, false, false};
+    sl_model_part part = {0, 0, false, false, false};
     if (spec->kind == PL_STAGE_EMBED)
         part.embed = true;
     else if (spec->kind == PL_STAGE_HEAD)
