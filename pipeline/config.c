@@ -742,9 +742,9 @@ static int parse_sampling(const cfg_ctx *x, sl_sampling *s, yaml_node_t *map)
     return v[P_SEED] ? read_u64(x, v[P_SEED], "sampling.seed", &s->seed) : 0;
 }
 
-enum { L_SEQS, L_CONTEXT, L_BATCH, L_KV_TYPE, L_KEYS };
+enum { L_SEQS, L_CONTEXT, L_BATCH, L_KV_TYPE, L_PLE, L_KEYS };
 static const char *const limit_keys[L_KEYS] = {"max_sequences", "context", "max_batch_tokens",
-                                               "kv_type"};
+                                               "kv_type", "ple"};
 
 static void limits_defaults(pl_limits *l)
 {
@@ -752,6 +752,23 @@ static void limits_defaults(pl_limits *l)
     l->context = 2048;
     l->max_batch_tokens = 512;
     l->kv_type = SL_TYPE_F32;
+    l->ple = PLE_AT_LAYERS;
+}
+
+static int read_ple(const cfg_ctx *x, const yaml_node_t *n, int *out)
+{
+    char name[16];
+    if (!n)
+        return 0;
+    if (read_string(x, n, "limits.ple", name, sizeof name))
+        return -1;
+    if (strcmp(name, "local") == 0)
+        *out = PLE_AT_LAYERS;
+    else if (strcmp(name, "embed") == 0)
+        *out = PLE_AT_EMBED;
+    else
+        return fail_at(x, node_line(n), "limits.ple", "'%s' is not one of local, embed", name);
+    return 0;
 }
 
 static int read_kv_type(const cfg_ctx *x, const yaml_node_t *n, int *out)
@@ -778,7 +795,7 @@ static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
     return read_int_field(x, v[L_SEQS], "limits.max_sequences", 1, 4096, &l->max_sequences) ||
            read_int_field(x, v[L_CONTEXT], "limits.context", 16, 1 << 20, &l->context) ||
            read_int_field(x, v[L_BATCH], "limits.max_batch_tokens", 1, 65536, &l->max_batch_tokens) ||
-           read_kv_type(x, v[L_KV_TYPE], &l->kv_type)
+           read_kv_type(x, v[L_KV_TYPE], &l->kv_type) || read_ple(x, v[L_PLE], &l->ple)
                ? -1 : 0;
 }
 
@@ -1369,7 +1386,9 @@ static int emit_limits(yaml_emitter_t *e, const pl_limits *l)
            emit_pair(e, "max_sequences", "%d", l->max_sequences) ||
            emit_pair(e, "context", "%d", l->context) ||
            emit_pair(e, "max_batch_tokens", "%d", l->max_batch_tokens) ||
-           emit_pair(e, "kv_type", "%s", sl_type_name((sl_type)l->kv_type)) || emit_map_end(e) ? -1 : 0;
+           emit_pair(e, "kv_type", "%s", sl_type_name((sl_type)l->kv_type)) ||
+           emit_pair(e, "ple", "%s", l->ple == PLE_AT_EMBED ? "embed" : "local") ||
+           emit_map_end(e) ? -1 : 0;
 }
 
 static int emit_speculative(yaml_emitter_t *e, const pl_config *c, const char *out_path)

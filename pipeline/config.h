@@ -25,7 +25,15 @@
  *     - kind: head
  *     - kind: sample
  *   sampling: {temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1, seed: 42}
- *   limits: {max_sequences: 8, context: 2048, max_batch_tokens: 512, kv_type: f32}
+ *   limits: {max_sequences: 8, context: 2048, max_batch_tokens: 512, kv_type: f32, ple: local}
+ *
+ * limits.ple (models with per-layer embeddings, Gemma 4): where each token's
+ * per-layer inputs are gathered from the per-layer table. `local` (the
+ * default, measured cheaper: see README) has every layers stage gather its
+ * own layers' slices from its own mapping of the table, so only the token id
+ * and the main embedding row cross a boundary; `embed` has the embed stage
+ * gather all layers' once and send them down (each layers stage drops the
+ * slices it used), n_layer x n_embd_per_layer more floats per token.
  *   speculative:                         # optional: speculative decoding
  *     draft: models/tiny-gemma3-draft.gguf   # a draft model sharing the vocabulary, or
  *                                        # prompt-lookup (n-gram match in the text so far)
@@ -61,6 +69,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "model/ple.h"
 #include "stages/sampler.h"
 #include "util/err.h"
 
@@ -104,6 +113,7 @@ typedef struct pl_limits {
     int context;               /* default 2048 */
     int max_batch_tokens;      /* default 512 */
     int kv_type;               /* sl_type of the KV cache: f32 (default), f16, bf16, q8_0 */
+    int ple;                   /* ple_mode (model/ple.h): PLE_AT_LAYERS (default) or PLE_AT_EMBED */
 } pl_limits;
 
 typedef struct pl_spec {

@@ -399,6 +399,7 @@ static int send_assign(pl_coord *c, peer *p, const char *const *stage_in, const 
         sa[n].context = (uint32_t)cfg->limits.context;
         sa[n].max_batch_tokens = (uint32_t)cfg->limits.max_batch_tokens;
         sa[n].kv_type = (uint32_t)cfg->limits.kv_type;
+        sa[n].ple = (uint32_t)cfg->limits.ple;
         sa[n].stage_index = (uint32_t)i;
         if (st->kind == PL_STAGE_DRAFT) {
             sa[n].draft_model = (char *)cfg->draft;
