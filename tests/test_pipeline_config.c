@@ -185,12 +185,17 @@ static void test_numbers(void)
     BAD(LIMITS("context: 1048577"), "pipe.yaml:9:", "limits.context: 1048577");
     BAD(LIMITS("max_batch_tokens: 65537"), "pipe.yaml:9:", "limits.max_batch_tokens: 65537 is out of range (1..65536)");
     BAD(LIMITS("max_batch_tokens: 0"), "pipe.yaml:9:", "limits.max_batch_tokens: 0");
+    BAD(LIMITS("ple: layers"), "pipe.yaml:9:", "limits.ple: 'layers' is not one of local, embed");
 
     pl_config c;
     GOOD(&c, SAMPLING("seed: 18446744073709551615"));
     CHECK(c.sampling.seed == UINT64_MAX);
     GOOD(&c, LIMITS("context: 16"));
-    CHECK(c.limits.context == 16);
+    CHECK(c.limits.context == 16 && c.limits.ple == PLE_AT_LAYERS);
+    GOOD(&c, LIMITS("ple: embed"));
+    CHECK(c.limits.ple == PLE_AT_EMBED);
+    GOOD(&c, LIMITS("ple: local"));
+    CHECK(c.limits.ple == PLE_AT_LAYERS);
     GOOD(&c, LIMITS("context: 1048576"));
     CHECK(c.limits.context == 1 << 20);
     GOOD(&c, SAMPLING("top_p: 1"));
@@ -520,7 +525,7 @@ static void test_examples_and_round_trip(void)
         "  - kind: head\n  - kind: sample\n    node: \"null\"\n"
         "sampling: {temperature: 0.1, top_k: 3, top_p: 0.9, min_p: 0.000123, repeat_penalty: 1.3,"
         " repeat_last_n: 0, seed: 18446744073709551615}\n"
-        "limits: {max_sequences: 4096, context: 16, max_batch_tokens: 65536}\n"
+        "limits: {max_sequences: 4096, context: 16, max_batch_tokens: 65536, ple: embed}\n"
         "speculative: {draft: \"/tmp/ null\", k: 0, placement: {node: \"null\", numa: 1}, pipelined: false}\n";
     CHECKF(parse(&c, odd, &e) == 0, "%s", e.msg);
     CHECK(strcmp(c.nodes[0].name, "null") == 0 && c.stages[6].node == 0 && c.stages[1].node == 2);
