@@ -201,9 +201,7 @@ static int emit_symbol(const sl_rbpe *b, const char *s, size_t len, out_ids *o)
     if (id >= 0)
         return push(o, id);
     for (size_t i = 0; i < len; i++) {
-        int32_t byte = b->byte_id[(uint8_t)s[i]];
-        if (byte < 0)
-            byte = b->unk;
+        int32_t byte = b->byte_id[(uint8_t)s[i]]; /* none: dropped, as llama.cpp does */
         if (byte >= 0 && push(o, byte))
             return -1;
     }

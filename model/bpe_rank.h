@@ -24,8 +24,9 @@ typedef struct sl_rbpe sl_rbpe;
 
 /* tokens: the string array of the vocabulary; merges: tokenizer.ggml.merges
  * ("left right" strings, rank = index); special[i]: piece i is matched
- * literally in text; unk: id for bytes without a byte token (-1: none, such
- * bytes are dropped). path names the file in errors. Copies what it keeps. */
+ * literally in text; unk: the unknown piece (kept for callers; a byte
+ * without a <0xXX> token is dropped, as llama.cpp drops it). path names the
+ * file in errors. Copies what it keeps. */
 int sl_rbpe_new(sl_rbpe **out, const gguf_kv *tokens, const gguf_kv *merges, const bool *special,
                 int unk, const char *path, sl_err *err);
 void sl_rbpe_free(sl_rbpe *b);

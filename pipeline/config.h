@@ -33,7 +33,10 @@
  * own layers' slices from its own mapping of the table, so only the token id
  * and the main embedding row cross a boundary; `embed` has the embed stage
  * gather all layers' once and send them down (each layers stage drops the
- * slices it used), n_layer x n_embd_per_layer more floats per token.
+ * slices it used), n_layer x n_embd_per_layer more floats per token. Given
+ * its own thread (a `threads:` unlike the next stage's, so it is not chained
+ * with it), the embed stage then gathers the next micro-batch's rows while
+ * the layers stages run the previous one.
  *   speculative:                         # optional: speculative decoding
  *     draft: models/tiny-gemma3-draft.gguf   # a draft model sharing the vocabulary, or
  *                                        # prompt-lookup (n-gram match in the text so far)
