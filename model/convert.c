@@ -639,9 +639,156 @@ static void set_metadata(converter *cv)
         set_gemma4_metadata(cv); /* per-layer arrays replace the scalars above */
 }
 
+/* Gemma 4's tokenizer.json (a Hugging Face BPE with a merge list), as
+ * llama.cpp's converter writes it: tokenizer.ggml.model "gemma4", the
+ * merges, added special tokens as control pieces (score -1000), the chat
+ * markers the chat parser must see as user-defined, <0xXX> as byte pieces.
+ * *merges gets the merge strings ("left right"); free both with
+ * free_json_vocab. */
+static const char *const g4_visible[] = {"<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>",
+                                         "<|tool_response>", "<tool_response|>", "<|\"|>"};
+
+static int json_vocab_fail(json_object *root, sl_err *err, const char *path, const char *what)
+{
+    json_object_put(root);
+    return sl_fail(err, "%s: %s", path, what);
+}
+
+static int read_json_vocab(const char *path, int n_vocab, sl_tok_vocab *v, char ***merges,
+                           int *n_merges, sl_err *err)
+{
+    memset(v, 0, sizeof *v);
+    *merges = NULL;
+    *n_merges = 0;
+    json_object *root = load_json(path, err), *model, *vocab, *mlist, *added;
+    if (!root)
+        return -1;
+    if (!json_object_object_get_ex(root, "model", &model) ||
+        !json_object_object_get_ex(model, "vocab", &vocab) ||
+        !json_object_is_type(vocab, json_type_object) ||
+        !json_object_object_get_ex(model, "merges", &mlist) ||
+        !json_object_is_type(mlist, json_type_array))
+        return json_vocab_fail(root, err, path, "not a BPE tokenizer (model.vocab and model.merges)");
+    int n = n_vocab;
+    v->model = "gemma4";
+    v->n = n;
+    v->tokens = calloc((size_t)n, sizeof *v->tokens);
+    v->scores = calloc((size_t)n, sizeof *v->scores);
+    v->types = calloc((size_t)n, sizeof *v->types);
+    if (!v->tokens || !v->scores || !v->types)
+        return json_vocab_fail(root, err, path, "out of memory");
+    json_object_object_foreach(vocab, piece, idv) {
+        int64_t id = json_object_get_int64(idv);
+        if (!json_object_is_type(idv, json_type_int) || id < 0 || id >= n)
+            return json_vocab_fail(root, err, path, "model.vocab holds an id outside vocab_size");
+        free(v->tokens[id]);
+        v->tokens[id] = strdup(piece);
+        v->types[id] = strncmp(piece, "<0x", 3) == 0 && strlen(piece) == 6 ? 6 : 1;
+    }
+    if (json_object_object_get_ex(root, "added_tokens", &added) &&
+        json_object_is_type(added, json_type_array))
+        for (size_t i = 0; i < json_object_array_length(added); i++) {
+            json_object *t = json_object_array_get_idx(added, i), *idv, *content, *special;
+            if (!json_object_object_get_ex(t, "id", &idv) ||
+                !json_object_object_get_ex(t, "content", &content))
+                continue;
+            int64_t id = json_object_get_int64(idv);
+            if (id < 0 || id >= n)
+                return json_vocab_fail(root, err, path, "added_tokens holds an id outside vocab_size");
+            const char *s = json_object_get_string(content);
+            free(v->tokens[id]);
+            v->tokens[id] = strdup(s);
+            bool is_special = json_object_object_get_ex(t, "special", &special) &&
+                              json_object_get_boolean(special);
+            v->types[id] = is_special ? 3 : 4;
+            v->scores[id] = is_special ? -1000.0f : 0.0f;
+            for (size_t k = 0; k < sizeof g4_visible / sizeof g4_visible[0]; k++)
+                if (strcmp(s, g4_visible[k]) == 0)
+                    v->types[id] = 4;
+        }
+    v->bos_id = v->eos_id = v->unk_id = v->pad_id = -1;
+    for (int i = 0; i < n; i++) {
+        if (!v->tokens[i]) { /* rows past the tokenizer */
+            char pad[32];
+            snprintf(pad, sizeof pad, "<unused_pad_%d>", i);
+            v->tokens[i] = strdup(pad);
+            v->types[i] = 5;
+        }
+        if (!v->tokens[i])
+            return json_vocab_fail(root, err, path, "out of memory");
+        const char *s = v->tokens[i];
+        if (strcmp(s, "<bos>") == 0)
+            v->bos_id = i;
+        else if (strcmp(s, "<eos>") == 0)
+            v->eos_id = i;
+        else if (strcmp(s, "<pad>") == 0)
+            v->pad_id = i;
+        else if (strcmp(s, "<unk>") == 0) {
+            v->unk_id = i;
+            v->types[i] = 2;
+        }
+    }
+    int nm = (int)json_object_array_length(mlist);
+    *merges = calloc((size_t)nm + 1, sizeof **merges);
+    if (!*merges)
+        return json_vocab_fail(root, err, path, "out of memory");
+    *n_merges = nm;
+    for (int i = 0; i < nm; i++) {
+        json_object *m = json_object_array_get_idx(mlist, i);
+        if (json_object_is_type(m, json_type_string))
+            (*merges)[i] = strdup(json_object_get_string(m));
+        else if (json_object_is_type(m, json_type_array) && json_object_array_length(m) == 2) {
+            const char *a = json_object_get_string(json_object_array_get_idx(m, 0));
+            const char *b = json_object_get_string(json_object_array_get_idx(m, 1));
+            size_t len = strlen(a) + strlen(b) + 2;
+            if (((*merges)[i] = malloc(len)))
+                snprintf((*merges)[i], len, "%s %s", a, b);
+        } else
+            return json_vocab_fail(root, err, path, "model.merges holds an entry that is neither "
+                                   "\"left right\" nor [left, right]");
+        if (!(*merges)[i])
+            return json_vocab_fail(root, err, path, "out of memory");
+    }
+    json_object_put(root);
+    return 0;
+}
+
+static void free_json_vocab(sl_tok_vocab *v, char **merges, int n_merges)
+{
+    for (int i = 0; merges && i < n_merges; i++)
+        free(merges[i]);
+    free(merges);
+    v->model = NULL;
+    sl_tok_vocab_free(v);
+}
+
+/* Gemma 4 checkpoints ship tokenizer.json; a tokenizer.model is used when
+ * there is one. */
+static int add_json_vocab(converter *cv, sl_err *err)
+{
+    sl_tok_vocab v;
+    char **merges = NULL;
+    int n_merges = 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", in_dir(cv, "tokenizer.json"));
+    int rc = read_json_vocab(path, cv->cfg.n_vocab, &v, &merges, &n_merges, err);
+    if (rc == 0) {
+        sl_tok_vocab_to_gguf(&v, cv->w);
+        gguf_set_arr_str(cv->w, "tokenizer.ggml.merges", (const char *const *)merges,
+                         (uint64_t)n_merges);
+    }
+    free_json_vocab(&v, merges, n_merges);
+    return rc;
+}
+
 static int add_vocab(converter *cv, sl_err *err)
 {
     sl_tok_vocab v;
+    FILE *spm = fopen(in_dir(cv, "tokenizer.model"), "rb");
+    if (spm)
+        fclose(spm);
+    else if (cv->cfg.gemma4)
+        return add_json_vocab(cv, err);
     if (sl_tok_model_to_vocab(in_dir(cv, "tokenizer.model"), &v, err))
         return -1;
     int rc = 0;

@@ -317,6 +317,51 @@ def check_round_trip_gemma4(tmp, tok_model, multimodal):
           (what, len(g.tensors), err))
 
 
+def write_gemma4_tokenizer_json(outdir, n_vocab):
+    """A Hugging Face BPE tokenizer.json as Gemma 4 ships it (no tokenizer.model):
+    vocab, merges in both of the formats tokenizers writes, added tokens."""
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<|channel>", "<start_of_turn>"]
+    tokens += ["<0x%02X>" % b for b in range(256)]
+    tokens += [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["\u2581", "th", "the", "\u2581the"]
+    tokens += ["w%d" % i for i in range(n_vocab - len(tokens))]
+    merges = ["t h", ["th", "e"], ["\u2581", "the"]]
+    added = [{"id": i, "content": tokens[i], "special": i != 4} for i in range(6)]
+    tj = {"version": "1.0", "added_tokens": added,
+          "model": {"type": "BPE", "vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges,
+                    "byte_fallback": True}}
+    with open(os.path.join(outdir, "tokenizer.json"), "w") as fh:
+        json.dump(tj, fh)
+    return tokens
+
+
+def check_gemma4_tokenizer_json(tmp, tok_model):
+    """Gemma 4 checkpoints without tokenizer.model: the vocabulary comes from
+    tokenizer.json as a "gemma4" (merge-ranked BPE) GGUF vocabulary."""
+    src = os.path.join(tmp, "gemma4-src.gguf")
+    g = GGUF(src)
+    hf = os.path.join(tmp, "gemma4-hf-json")
+    export_hf_gemma4(g, hf, tok_model, False)
+    os.remove(os.path.join(hf, "tokenizer.model"))
+    tokens = write_gemma4_tokenizer_json(hf, 512)
+    dst = os.path.join(tmp, "gemma4-json.gguf")
+    run([SLUICE, "convert", hf, "-o", dst, "--quiet"])
+    c = GGUF(dst)
+    check(c.get("tokenizer.ggml.model") == "gemma4", "tokenizer.json: tokenizer.ggml.model is gemma4")
+    check(list(c.get("tokenizer.ggml.tokens")) == tokens, "tokenizer.json: the tokens in id order")
+    check(list(c.get("tokenizer.ggml.merges")) == ["t h", "th e", "\u2581 the"],
+          "tokenizer.json: merges in rank order, \"left right\" (got %r)" % (c.get("tokenizer.ggml.merges"),))
+    types = list(c.get("tokenizer.ggml.token_type"))
+    check(types[2] == 3 and types[3] == 2 and types[4] == 4 and types[6] == 6 and types[262] == 1,
+          "tokenizer.json: token types control, unknown, user-defined (<|channel>), byte, normal")
+    check(c.get("tokenizer.ggml.bos_token_id") == 2 and c.get("tokenizer.ggml.eos_token_id") == 1,
+          "tokenizer.json: bos and eos ids")
+    p = run([SLUICE, "run", "-m", dst, "-p", "the the", "-n", "2"], ok=False)
+    check(p.returncode == 0, "tokenizer.json: the converted model runs (%s)" % p.stderr.strip()[-300:])
+    os.remove(os.path.join(hf, "tokenizer.json"))
+    expect_error([SLUICE, "convert", hf, "-o", os.path.join(tmp, "x.gguf"), "-q"], "tokenizer.json",
+                 "gemma4 without any tokenizer")
+
+
 def expect_error(args, fragment, what):
     p = run(args, ok=False)
     check(p.returncode != 0 and fragment in p.stderr,
@@ -410,6 +455,7 @@ def main():
         check_round_trip("gemma", tmp, tok, shards=1, layer_types=False)
         check_round_trip_gemma4(tmp, tok, multimodal=False)
         check_round_trip_gemma4(tmp, tok, multimodal=True)
+        check_gemma4_tokenizer_json(tmp, tok)
         check_malformed(hf, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
