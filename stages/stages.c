@@ -218,6 +218,8 @@ typedef struct model_stage {
     sl_kv *kv;
     int max_batch;
     float *ple_proj;   /* embed stage gathering every layer's per-layer inputs: scratch */
+    /* batches whose per-layer inputs this stage gathered, or took from upstream */
+    uint64_t ple_gathered, ple_received;
 } model_stage;
 
 static void model_stage_free(model_stage *ms)
@@ -297,6 +299,7 @@ static int embed_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
         free(ple.data);
         return fail_batch(s, in, out, ple.data ? why.msg : "out of memory", err);
     }
+    ms->ple_gathered++;
     return emit_activations(s, in, &r, x, d, NULL, &ple, out, err);
 }
 
@@ -369,6 +372,10 @@ static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
         free(x);
         return fail_batch(s, in, out, why.msg, err);
     }
+    if (pl > 0 && ple)
+        ms->ple_received++;
+    else if (pl > 0)
+        ms->ple_gathered++;
     /* the slices of the layers ahead follow ours: passed on as they are */
     int part_layers = ms->model->part.l1 - ms->model->part.l0;
     ple_rows rest = {ple ? (float *)ple + (size_t)part_layers * r.n * (size_t)pl : NULL,
@@ -464,6 +471,21 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
     return rc;
 }
 
+/* Where a Gemma 4 stage's per-layer inputs came from, for --stats. */
+static void describe_ple(const sl_stage *s, char *buf, size_t size)
+{
+    const model_stage *ms = s->impl;
+    if (ms->model->cfg.n_embd_per_layer == 0)
+        buf[0] = '\0';
+    else if (s->kind == PL_STAGE_EMBED)
+        snprintf(buf, size, "per-layer inputs: %s (%llu batches)",
+                 ms->ple_proj ? "gathered here for every layer" : "left to the layers stages",
+                 (unsigned long long)ms->ple_gathered);
+    else
+        snprintf(buf, size, "per-layer inputs: gathered here %llu batches, from upstream %llu",
+                 (unsigned long long)ms->ple_gathered, (unsigned long long)ms->ple_received);
+}
+
 static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
 {
     model_stage *ms = calloc(1, sizeof *ms);
@@ -471,6 +493,8 @@ static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
         return sl_fail(err, "out of memory");
     s->impl = ms;
     s->destroy = destroy_model_stage;
+    if (spec->kind != PL_STAGE_HEAD)
+        s->describe = describe_ple;
     ms->max_batch = spec->max_batch_tokens;
     sl_model_part part = {0, 0, false, false, false};
     if (spec->kind == PL_STAGE_EMBED) {
