@@ -29,7 +29,7 @@
  *
  * limits.ple (models with per-layer embeddings, Gemma 4): where each token's
  * per-layer inputs are gathered from the per-layer table. `local` (the
- * default, measured cheaper: see README) has every layers stage gather its
+ * default: as fast in bench/ple.sh, fewer bytes per boundary) has every layers stage gather its
  * own layers' slices from its own mapping of the table, so only the token id
  * and the main embedding row cross a boundary; `embed` has the embed stage
  * gather all layers' once and send them down (each layers stage drops the
