@@ -218,10 +218,11 @@ typedef struct op_row {
 static int op_rows(const op_times *t, op_row *rows)
 {
     double known = t->embed + t->fwd.norm + t->fwd.matmul + t->fwd.attention + t->fwd.elementwise +
-                   t->fwd.head + t->sampling;
+                   t->fwd.ple + t->fwd.head + t->sampling;
     op_row r[] = {{"embed", t->embed},           {"norm", t->fwd.norm},
                   {"matmul", t->fwd.matmul},     {"attention", t->fwd.attention},
-                  {"elementwise", t->fwd.elementwise}, {"head", t->fwd.head},
+                  {"elementwise", t->fwd.elementwise}, {"ple", t->fwd.ple},
+                  {"head", t->fwd.head},
                   {"sampling", t->sampling},     {"other", t->total > known ? t->total - known : 0}};
     memcpy(rows, r, sizeof r);
     return (int)(sizeof r / sizeof r[0]);
@@ -229,7 +230,7 @@ static int op_rows(const op_times *t, op_row *rows)
 
 static json_object *ops_json(const op_times *t, double per)
 {
-    op_row rows[8];
+    op_row rows[9];
     int n = op_rows(t, rows);
     json_object *o = json_object_new_object();
     for (int i = 0; i < n; i++) {
@@ -242,7 +243,7 @@ static json_object *ops_json(const op_times *t, double per)
 
 static void print_ops(const char *title, const op_times *t, double per)
 {
-    op_row rows[8];
+    op_row rows[9];
     int n = op_rows(t, rows);
     printf("%s (ms per token, share):\n", title);
     for (int i = 0; i < n; i++)

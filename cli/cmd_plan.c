@@ -45,12 +45,14 @@ static const char usage[] =
     "  --context N             positions per sequence (default 4096)\n"
     "  --sequences N           sequences in flight (default 1)\n"
     "  --kv-type T             KV cache type: f32 (default), f16, bf16, q8_0\n"
+    "  --ple local|embed       Gemma 4: per-layer embeddings gathered at each layers stage\n"
+    "                          (local, the default) or at the embed stage and sent down\n"
     "  -o, --output FILE       write the config there\n"
     "  -h, --help              show this help\n";
 
 typedef struct plan_opts {
     const char *model, *shape, *model_path, *topology, *calibration, *output;
-    int wtype, kv_type;
+    int wtype, kv_type, ple;
     sl_place_opts place;
 } plan_opts;
 
@@ -62,8 +64,12 @@ static bool is_file(const char *path)
 
 static int load_costs(const plan_opts *o, sl_model_cost *mc, sl_err *err)
 {
-    if (o->model)
-        return sl_cost_from_gguf(mc, o->model, (sl_type)o->kv_type, err);
+    if (o->model) {
+        if (sl_cost_from_gguf(mc, o->model, (sl_type)o->kv_type, err))
+            return -1;
+        sl_cost_set_ple(mc, (ple_mode)o->ple);
+        return 0;
+    }
     char arch[32], size[32];
     if (sscanf(o->shape, "%31[^:]:%31s", arch, size) != 2)
         return sl_fail(err, "--shape '%s': expected ARCH:SIZE, e.g. gemma3:12b", o->shape);
@@ -71,6 +77,7 @@ static int load_costs(const plan_opts *o, sl_model_cost *mc, sl_err *err)
     if (!s)
         return sl_fail(err, "--shape '%s': unknown; known shapes: %s", o->shape, sl_shape_list());
     sl_cost_from_shape(mc, s, (sl_type)o->wtype, (sl_type)o->kv_type);
+    sl_cost_set_ple(mc, (ple_mode)o->ple);
     return 0;
 }
 
@@ -132,6 +139,7 @@ static void plan_config(const plan_opts *o, const sl_topology *t, const sl_plan 
     c->limits.context = o->place.context;
     c->limits.max_batch_tokens = 512;
     c->limits.kv_type = o->kv_type;
+    c->limits.ple = o->ple;
     int node_of[SL_TOPO_MAX]; /* topology node -> config node */
     for (int i = 0; i < SL_TOPO_MAX; i++)
         node_of[i] = 0;
@@ -258,7 +266,7 @@ static int parse_type(const char *s, bool kv, int *out)
 
 int cmd_plan(int argc, char **argv)
 {
-    enum { O_SHAPE = 1000, O_TYPE, O_MPATH, O_TOPO, O_CAL, O_OBJ, O_CTX, O_SEQ, O_KV };
+    enum { O_SHAPE = 1000, O_TYPE, O_MPATH, O_TOPO, O_CAL, O_OBJ, O_CTX, O_SEQ, O_KV, O_PLE };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"model", required_argument, NULL, 'm'},
@@ -272,6 +280,7 @@ int cmd_plan(int argc, char **argv)
         {"context", required_argument, NULL, O_CTX},
         {"sequences", required_argument, NULL, O_SEQ},
         {"kv-type", required_argument, NULL, O_KV},
+        {"ple", required_argument, NULL, O_PLE},
         {NULL, 0, NULL, 0},
     };
     plan_opts o = {.wtype = SL_TYPE_Q4_0, .kv_type = SL_TYPE_F32};
@@ -296,6 +305,10 @@ int cmd_plan(int argc, char **argv)
         case O_CTX: bad = cli_parse_int(optarg, 16, 1 << 22, &o.place.context); break;
         case O_SEQ: bad = cli_parse_int(optarg, 1, 4096, &o.place.sequences); break;
         case O_KV: bad = parse_type(optarg, true, &o.kv_type); break;
+        case O_PLE:
+            bad = strcmp(optarg, "local") != 0 && strcmp(optarg, "embed") != 0;
+            o.ple = strcmp(optarg, "embed") == 0 ? PLE_AT_EMBED : PLE_AT_LAYERS;
+            break;
         default: return CLI_USAGE;
         }
         if (bad)

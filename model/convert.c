@@ -24,12 +24,20 @@ typedef struct hf_config {
     double norm_eps, rope_theta, rope_local_theta, rope_factor;
     double attn_softcap, final_softcap, query_pre_attn_scalar;
     int sliding_window;
-    bool *layer_sliding;      /* n_layer flags, gemma2/3 */
+    bool *layer_sliding;      /* n_layer flags, gemma2/3/4 */
     bool tied;
+    bool norm_shift;          /* HF stores norm weights w of (1 + w): Gemma 1-3, not 4 */
+    /* Gemma 4 (Gemma4ForCausalLM / the text part of Gemma4ForConditionalGeneration):
+     * head_dim and n_kv_head above are the global layers', these the sliding ones' */
+    bool gemma4;
+    int head_dim_swa, n_kv_head_swa, n_kv_shared, n_embd_per_layer;
+    bool double_wide_mlp;     /* the KV-sharing layers have 2 x d_ff */
+    double rope_partial_full, rope_partial_swa;
 } hf_config;
 
 typedef struct converter {
     const char *dir;
+    const char *prefix;       /* "model." or "model.language_model." (multimodal checkpoints) */
     char path[4096];
     hf_config cfg;
     st_file *shards[MAX_SHARDS];
@@ -125,7 +133,8 @@ static const char *model_type_to_arch(const char *mt, bool *gemma)
 {
     static const struct { const char *hf, *gguf; bool gemma; } map[] = {
         {"gemma", "gemma", true},   {"gemma2", "gemma2", true}, {"gemma3", "gemma3", true},
-        {"gemma3_text", "gemma3", true}, {"llama", "llama", false},
+        {"gemma3_text", "gemma3", true}, {"gemma4_text", "gemma4", true}, {"gemma4", "gemma4", true},
+        {"llama", "llama", false},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strcmp(mt, map[i].hf) == 0) {
@@ -164,6 +173,55 @@ static int read_layer_types(hf_config *c, json_object *root, const char *path, s
     return 0;
 }
 
+static bool jbool(json_object *o, const char *key, bool dflt)
+{
+    json_object *v;
+    if (json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_boolean))
+        return json_object_get_boolean(v);
+    return dflt;
+}
+
+/* rope_parameters.{full_attention, sliding_attention}: base and the share
+ * of a head's dimensions that rotate. */
+static int read_rope_params(json_object *text, const char *kind, double *theta, double *partial,
+                            const char *path, sl_err *err)
+{
+    json_object *rp, *k;
+    *partial = 1.0;
+    if (!json_object_object_get_ex(text, "rope_parameters", &rp) ||
+        !json_object_object_get_ex(rp, kind, &k) || !json_object_is_type(k, json_type_object))
+        return sl_fail(err, "%s: missing rope_parameters.%s", path, kind);
+    if (jnum(k, "rope_theta", theta, path, err) || jnum(k, "partial_rotary_factor", partial, path, err))
+        return -1;
+    if (*partial <= 0 || *partial > 1)
+        return sl_fail(err, "%s: rope_parameters.%s.partial_rotary_factor %g is not in (0, 1]",
+                       path, kind, *partial);
+    return 0;
+}
+
+/* Gemma 4's keys (llama.cpp's convert_hf_to_gguf.py Gemma4Model reads the same). */
+static int read_gemma4(hf_config *c, json_object *text, const char *path, sl_err *err)
+{
+    c->head_dim_swa = c->head_dim;
+    c->n_kv_head_swa = c->n_kv_head;
+    double swa_theta = 10000.0;
+    if (jint(text, "global_head_dim", false, 1, 65536, &c->head_dim, path, err) ||
+        jint(text, "num_global_key_value_heads", false, 1, c->n_head, &c->n_kv_head, path, err) ||
+        jint(text, "num_kv_shared_layers", false, 0, c->n_layer - 1, &c->n_kv_shared, path, err) ||
+        jint(text, "hidden_size_per_layer_input", false, 0, 1 << 20, &c->n_embd_per_layer, path, err) ||
+        read_rope_params(text, "full_attention", &c->rope_theta, &c->rope_partial_full, path, err) ||
+        read_rope_params(text, "sliding_attention", &swa_theta, &c->rope_partial_swa, path, err))
+        return -1;
+    c->rope_local_theta = swa_theta;
+    c->double_wide_mlp = jbool(text, "use_double_wide_mlp", false);
+    if (c->n_head % c->n_kv_head)
+        return sl_fail(err, "%s: num_attention_heads %d is not a multiple of "
+                       "num_global_key_value_heads %d", path, c->n_head, c->n_kv_head);
+    if (!json_object_object_get_ex(text, "layer_types", NULL))
+        return sl_fail(err, "%s: missing required field \"layer_types\"", path);
+    return 0;
+}
+
 static int read_config(converter *cv, sl_err *err)
 {
     hf_config *c = &cv->cfg;
@@ -184,7 +242,8 @@ static int read_config(converter *cv, sl_err *err)
         mt = json_object_get_string(v);
     const char *arch = mt ? model_type_to_arch(mt, &c->gemma) : NULL;
     if (!arch) {
-        sl_fail(err, "%s: model_type \"%s\" is not supported (gemma, gemma2, gemma3, gemma3_text, llama)",
+        sl_fail(err, "%s: model_type \"%s\" is not supported (gemma, gemma2, gemma3, gemma3_text, "
+                "gemma4_text, llama)",
                 cpath, mt ? mt : "(missing)");
         goto out;
     }
@@ -231,7 +290,11 @@ static int read_config(converter *cv, sl_err *err)
         }
         c->rope_factor = json_object_get_double(fct);
     }
-    if (strcmp(c->arch, "gemma2") == 0 || strcmp(c->arch, "gemma3") == 0)
+    c->gemma4 = strcmp(c->arch, "gemma4") == 0;
+    c->norm_shift = c->gemma && !c->gemma4;
+    if (c->gemma4 && read_gemma4(c, text, cpath, err))
+        goto out;
+    if (strcmp(c->arch, "gemma2") == 0 || strcmp(c->arch, "gemma3") == 0 || c->gemma4)
         if (read_layer_types(c, text, cpath, err))
             goto out;
     rc = 0;
@@ -321,7 +384,7 @@ static void permute_rows(const float *src, float *dst, int64_t rows, int64_t col
             }
 }
 
-typedef enum { T_MATRIX, T_NORM } tensor_kind;
+typedef enum { T_MATRIX, T_NORM, T_SCALAR } tensor_kind;
 
 /* Adds HF tensor hf_name as GGUF tensor gguf_name, checking its shape. */
 static int add_tensor(converter *cv, const char *hf_name, const char *gguf_name, int64_t rows,
@@ -330,8 +393,13 @@ static int add_tensor(converter *cv, const char *hf_name, const char *gguf_name,
     const st_tensor *t = find_tensor(cv, hf_name);
     if (!t)
         return sl_fail(err, "%s: missing tensor %s", cv->dir, hf_name);
-    bool ok = kind == T_NORM ? (t->n_dims == 1 && t->shape[0] == cols)
-                             : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
+    bool ok = kind == T_SCALAR ? (t->n_dims == 0 || (t->n_dims == 1 && t->shape[0] == 1))
+              : kind == T_NORM ? (t->n_dims == 1 && t->shape[0] == cols)
+                               : (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols);
+    if (kind == T_SCALAR) {
+        rows = 1;
+        cols = 1;
+    }
     if (!ok)
         return sl_fail(err, "%s: tensor %s has shape [%lld%s%lld], expected [%lld, %lld]", cv->dir,
                        hf_name, (long long)t->shape[0], t->n_dims > 1 ? ", " : " ",
@@ -341,7 +409,7 @@ static int add_tensor(converter *cv, const char *hf_name, const char *gguf_name,
     if (!f)
         return sl_fail(err, "out of memory converting %s", hf_name);
     st_read_f32(t, 0, (int64_t)n, f);
-    if (kind == T_NORM && cv->cfg.gemma)
+    if (kind == T_NORM && cv->cfg.norm_shift)
         for (size_t i = 0; i < n; i++)
             f[i] += 1.0f; /* Gemma's norms scale by (1 + w); GGUF stores the sum */
     if (permute_heads) {
@@ -354,7 +422,7 @@ static int add_tensor(converter *cv, const char *hf_name, const char *gguf_name,
         free(f);
         f = g;
     }
-    sl_type type = kind == T_NORM ? SL_TYPE_F32 : cv->opts->type;
+    sl_type type = kind != T_MATRIX ? SL_TYPE_F32 : cv->opts->type;
     if (cols % sl_type_block_elems(type) != 0)
         type = SL_TYPE_F16; /* rows that don't fill whole blocks stay precise */
     size_t bytes = sl_row_bytes(type, cols) * (size_t)rows;
@@ -369,7 +437,119 @@ static int add_tensor(converter *cv, const char *hf_name, const char *gguf_name,
         sl_quantize_row(type, f + r * cols, (uint8_t *)out + (size_t)r * row_bytes, cols);
     free(f);
     int64_t ne[2] = {cols, rows};
-    return gguf_add_tensor(cv->w, gguf_name, type, kind == T_NORM ? 1 : 2, ne, out, bytes, err);
+    return gguf_add_tensor(cv->w, gguf_name, type, kind == T_MATRIX ? 2 : 1, ne, out, bytes, err);
+}
+
+static bool layer_sliding(const hf_config *c, int il)
+{
+    return c->layer_sliding && c->layer_sliding[il];
+}
+
+static int g4_d_ff(const hf_config *c, int il)
+{
+    bool shared = il >= c->n_layer - c->n_kv_shared;
+    return c->double_wide_mlp && shared ? 2 * c->d_ff : c->d_ff;
+}
+
+/* A Gemma 4 layer: llama.cpp's names (gguf-py's tensor_mapping for
+ * gemma3n/gemma4). KV-sharing layers read an earlier layer's cache and get
+ * no K/V; a global layer without v_proj has V = K. Norms are stored as they
+ * scale (no 1 + w). */
+static int add_layer_gemma4(converter *cv, int il, sl_err *err)
+{
+    const hf_config *c = &cv->cfg;
+    bool sliding = layer_sliding(c, il), shared = il >= c->n_layer - c->n_kv_shared;
+    int hd = sliding ? c->head_dim_swa : c->head_dim;
+    int kvh = sliding ? c->n_kv_head_swa : c->n_kv_head;
+    int64_t d = c->d_model, q = (int64_t)c->n_head * hd, kv = (int64_t)kvh * hd, ff = g4_d_ff(c, il);
+    int64_t pl = c->n_embd_per_layer;
+    char h[256], g[256];
+#define HF(s) (snprintf(h, sizeof h, "%slayers.%d.%s", cv->prefix, il, s), h)
+#define GG(s) (snprintf(g, sizeof g, "blk.%d.%s.weight", il, s), g)
+    if (add_tensor(cv, HF("input_layernorm.weight"), GG("attn_norm"), 1, d, T_NORM, 0, err) ||
+        add_tensor(cv, HF("self_attn.q_proj.weight"), GG("attn_q"), q, d, T_MATRIX, 0, err) ||
+        add_tensor(cv, HF("self_attn.q_norm.weight"), GG("attn_q_norm"), 1, hd, T_NORM, 0, err) ||
+        add_tensor(cv, HF("self_attn.o_proj.weight"), GG("attn_output"), d, q, T_MATRIX, 0, err))
+        return -1;
+    if (!shared) {
+        if (add_tensor(cv, HF("self_attn.k_proj.weight"), GG("attn_k"), kv, d, T_MATRIX, 0, err) ||
+            add_tensor(cv, HF("self_attn.k_norm.weight"), GG("attn_k_norm"), 1, hd, T_NORM, 0, err))
+            return -1;
+        if (find_tensor(cv, HF("self_attn.v_proj.weight")) &&
+            add_tensor(cv, h, GG("attn_v"), kv, d, T_MATRIX, 0, err))
+            return -1;
+    }
+    if (add_tensor(cv, HF("post_attention_layernorm.weight"), GG("post_attention_norm"), 1, d, T_NORM, 0, err) ||
+        add_tensor(cv, HF("pre_feedforward_layernorm.weight"), GG("ffn_norm"), 1, d, T_NORM, 0, err) ||
+        add_tensor(cv, HF("mlp.gate_proj.weight"), GG("ffn_gate"), ff, d, T_MATRIX, 0, err) ||
+        add_tensor(cv, HF("mlp.up_proj.weight"), GG("ffn_up"), ff, d, T_MATRIX, 0, err) ||
+        add_tensor(cv, HF("mlp.down_proj.weight"), GG("ffn_down"), d, ff, T_MATRIX, 0, err) ||
+        add_tensor(cv, HF("post_feedforward_layernorm.weight"), GG("post_ffw_norm"), 1, d, T_NORM, 0, err))
+        return -1;
+    if (pl > 0 &&
+        (add_tensor(cv, HF("per_layer_input_gate.weight"), GG("inp_gate"), pl, d, T_MATRIX, 0, err) ||
+         add_tensor(cv, HF("per_layer_projection.weight"), GG("proj"), d, pl, T_MATRIX, 0, err) ||
+         add_tensor(cv, HF("post_per_layer_input_norm.weight"), GG("post_norm"), 1, d, T_NORM, 0, err)))
+        return -1;
+    if (find_tensor(cv, HF("layer_scalar")) &&
+        add_tensor(cv, h, GG("layer_output_scale"), 1, 1, T_SCALAR, 0, err))
+        return -1;
+#undef HF
+#undef GG
+    return 0;
+}
+
+/* Gemma 4's tensors outside the layers: the per-layer embedding table, its
+ * projection and norm, and the global layers' RoPE frequency factors
+ * ("proportional" RoPE: 1 for the pairs that rotate, 1e30 for the rest, as
+ * llama.cpp generates them). */
+static int add_gemma4_globals(converter *cv, sl_err *err)
+{
+    const hf_config *c = &cv->cfg;
+    int64_t pl = c->n_embd_per_layer, all = (int64_t)c->n_layer * pl;
+    char h[256];
+#define HF(s) (snprintf(h, sizeof h, "%s%s.weight", cv->prefix, s), h)
+    if (pl > 0 &&
+        (add_tensor(cv, HF("embed_tokens_per_layer"), "per_layer_token_embd.weight", c->n_vocab, all,
+                    T_MATRIX, 0, err) ||
+         add_tensor(cv, HF("per_layer_model_projection"), "per_layer_model_proj.weight", all,
+                    c->d_model, T_MATRIX, 0, err) ||
+         add_tensor(cv, HF("per_layer_projection_norm"), "per_layer_proj_norm.weight", 1, pl, T_NORM,
+                    0, err)))
+        return -1;
+#undef HF
+    int pairs = c->head_dim / 2, rot = (int)(c->head_dim * c->rope_partial_full / 2);
+    float *ff = keep(cv, (size_t)pairs * sizeof(float));
+    if (!ff)
+        return sl_fail(err, "out of memory");
+    for (int i = 0; i < pairs; i++)
+        ff[i] = i < rot ? 1.0f : 1e30f;
+    int64_t ne[1] = {pairs};
+    return gguf_add_tensor(cv->w, "rope_freqs.weight", SL_TYPE_F32, 1, ne, ff,
+                           (size_t)pairs * sizeof(float), err);
+}
+
+static void set_gemma4_metadata(converter *cv)
+{
+    const hf_config *c = &cv->cfg;
+    gguf_writer *w = cv->w;
+    char k[128];
+    int32_t kv_heads[512], d_ff[512];
+    for (int il = 0; il < c->n_layer; il++) {
+        kv_heads[il] = layer_sliding(c, il) ? c->n_kv_head_swa : c->n_kv_head;
+        d_ff[il] = g4_d_ff(c, il);
+    }
+    uint64_t n = (uint64_t)c->n_layer;
+#define K(s) (snprintf(k, sizeof k, "gemma4.%s", s), k)
+    gguf_set_arr(w, K("attention.head_count_kv"), GGUF_INT32, kv_heads, n);
+    gguf_set_arr(w, K("feed_forward_length"), GGUF_INT32, d_ff, n);
+    gguf_set_u32(w, K("attention.key_length_swa"), (uint32_t)c->head_dim_swa);
+    gguf_set_u32(w, K("attention.value_length_swa"), (uint32_t)c->head_dim_swa);
+    gguf_set_u32(w, K("rope.dimension_count"), (uint32_t)c->head_dim);
+    gguf_set_u32(w, K("rope.dimension_count_swa"), (uint32_t)(c->head_dim_swa * c->rope_partial_swa));
+    gguf_set_u32(w, K("attention.shared_kv_layers"), (uint32_t)c->n_kv_shared);
+    gguf_set_u32(w, K("embedding_length_per_layer_input"), (uint32_t)c->n_embd_per_layer);
+#undef K
 }
 
 static int add_layer(converter *cv, int il, sl_err *err)
@@ -379,8 +559,10 @@ static int add_layer(converter *cv, int il, sl_err *err)
     int64_t d = c->d_model, q = (int64_t)c->n_head * c->head_dim, kv = (int64_t)c->n_kv_head * c->head_dim;
     char h[256], g[256];
     int llama = !c->gemma;
-#define HF(s) (snprintf(h, sizeof h, "model.layers.%d.%s.weight", il, s), h)
+#define HF(s) (snprintf(h, sizeof h, "%slayers.%d.%s.weight", cv->prefix, il, s), h)
 #define GG(s) (snprintf(g, sizeof g, "blk.%d.%s.weight", il, s), g)
+    if (c->gemma4)
+        return add_layer_gemma4(cv, il, err);
     if (add_tensor(cv, HF("input_layernorm"), GG("attn_norm"), 1, d, T_NORM, 0, err) ||
         add_tensor(cv, HF("self_attn.q_proj"), GG("attn_q"), q, d, T_MATRIX, llama ? c->n_head : 0, err) ||
         add_tensor(cv, HF("self_attn.k_proj"), GG("attn_k"), kv, d, T_MATRIX, llama ? c->n_kv_head : 0, err) ||
@@ -453,11 +635,160 @@ static void set_metadata(converter *cv)
     if (c->query_pre_attn_scalar > 0)
         gguf_set_f32(w, K("attention.scale"), (float)(1.0 / sqrt(c->query_pre_attn_scalar)));
 #undef K
+    if (c->gemma4)
+        set_gemma4_metadata(cv); /* per-layer arrays replace the scalars above */
+}
+
+/* Gemma 4's tokenizer.json (a Hugging Face BPE with a merge list), as
+ * llama.cpp's converter writes it: tokenizer.ggml.model "gemma4", the
+ * merges, added special tokens as control pieces (score -1000), the chat
+ * markers the chat parser must see as user-defined, <0xXX> as byte pieces.
+ * *merges gets the merge strings ("left right"); free both with
+ * free_json_vocab. */
+static const char *const g4_visible[] = {"<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>",
+                                         "<|tool_response>", "<tool_response|>", "<|\"|>"};
+
+static int json_vocab_fail(json_object *root, sl_err *err, const char *path, const char *what)
+{
+    json_object_put(root);
+    return sl_fail(err, "%s: %s", path, what);
+}
+
+static int read_json_vocab(const char *path, int n_vocab, sl_tok_vocab *v, char ***merges,
+                           int *n_merges, sl_err *err)
+{
+    memset(v, 0, sizeof *v);
+    *merges = NULL;
+    *n_merges = 0;
+    json_object *root = load_json(path, err), *model, *vocab, *mlist, *added;
+    if (!root)
+        return -1;
+    if (!json_object_object_get_ex(root, "model", &model) ||
+        !json_object_object_get_ex(model, "vocab", &vocab) ||
+        !json_object_is_type(vocab, json_type_object) ||
+        !json_object_object_get_ex(model, "merges", &mlist) ||
+        !json_object_is_type(mlist, json_type_array))
+        return json_vocab_fail(root, err, path, "not a BPE tokenizer (model.vocab and model.merges)");
+    int n = n_vocab;
+    v->model = "gemma4";
+    v->n = n;
+    v->tokens = calloc((size_t)n, sizeof *v->tokens);
+    v->scores = calloc((size_t)n, sizeof *v->scores);
+    v->types = calloc((size_t)n, sizeof *v->types);
+    if (!v->tokens || !v->scores || !v->types)
+        return json_vocab_fail(root, err, path, "out of memory");
+    json_object_object_foreach(vocab, piece, idv) {
+        int64_t id = json_object_get_int64(idv);
+        if (!json_object_is_type(idv, json_type_int) || id < 0 || id >= n)
+            return json_vocab_fail(root, err, path, "model.vocab holds an id outside vocab_size");
+        free(v->tokens[id]);
+        v->tokens[id] = strdup(piece);
+        v->types[id] = strncmp(piece, "<0x", 3) == 0 && strlen(piece) == 6 ? 6 : 1;
+    }
+    if (json_object_object_get_ex(root, "added_tokens", &added) &&
+        json_object_is_type(added, json_type_array))
+        for (size_t i = 0; i < json_object_array_length(added); i++) {
+            json_object *t = json_object_array_get_idx(added, i), *idv, *content, *special;
+            if (!json_object_object_get_ex(t, "id", &idv) ||
+                !json_object_object_get_ex(t, "content", &content))
+                continue;
+            int64_t id = json_object_get_int64(idv);
+            if (id < 0 || id >= n)
+                return json_vocab_fail(root, err, path, "added_tokens holds an id outside vocab_size");
+            const char *s = json_object_get_string(content);
+            free(v->tokens[id]);
+            v->tokens[id] = strdup(s);
+            bool is_special = json_object_object_get_ex(t, "special", &special) &&
+                              json_object_get_boolean(special);
+            v->types[id] = is_special ? 3 : 4;
+            v->scores[id] = is_special ? -1000.0f : 0.0f;
+            for (size_t k = 0; k < sizeof g4_visible / sizeof g4_visible[0]; k++)
+                if (strcmp(s, g4_visible[k]) == 0)
+                    v->types[id] = 4;
+        }
+    v->bos_id = v->eos_id = v->unk_id = v->pad_id = -1;
+    for (int i = 0; i < n; i++) {
+        if (!v->tokens[i]) { /* rows past the tokenizer */
+            char pad[32];
+            snprintf(pad, sizeof pad, "<unused_pad_%d>", i);
+            v->tokens[i] = strdup(pad);
+            v->types[i] = 5;
+        }
+        if (!v->tokens[i])
+            return json_vocab_fail(root, err, path, "out of memory");
+        const char *s = v->tokens[i];
+        if (strcmp(s, "<bos>") == 0)
+            v->bos_id = i;
+        else if (strcmp(s, "<eos>") == 0)
+            v->eos_id = i;
+        else if (strcmp(s, "<pad>") == 0)
+            v->pad_id = i;
+        else if (strcmp(s, "<unk>") == 0) {
+            v->unk_id = i;
+            v->types[i] = 2;
+        }
+    }
+    int nm = (int)json_object_array_length(mlist);
+    *merges = calloc((size_t)nm + 1, sizeof **merges);
+    if (!*merges)
+        return json_vocab_fail(root, err, path, "out of memory");
+    *n_merges = nm;
+    for (int i = 0; i < nm; i++) {
+        json_object *m = json_object_array_get_idx(mlist, i);
+        if (json_object_is_type(m, json_type_string))
+            (*merges)[i] = strdup(json_object_get_string(m));
+        else if (json_object_is_type(m, json_type_array) && json_object_array_length(m) == 2) {
+            const char *a = json_object_get_string(json_object_array_get_idx(m, 0));
+            const char *b = json_object_get_string(json_object_array_get_idx(m, 1));
+            size_t len = strlen(a) + strlen(b) + 2;
+            if (((*merges)[i] = malloc(len)))
+                snprintf((*merges)[i], len, "%s %s", a, b);
+        } else
+            return json_vocab_fail(root, err, path, "model.merges holds an entry that is neither "
+                                   "\"left right\" nor [left, right]");
+        if (!(*merges)[i])
+            return json_vocab_fail(root, err, path, "out of memory");
+    }
+    json_object_put(root);
+    return 0;
+}
+
+static void free_json_vocab(sl_tok_vocab *v, char **merges, int n_merges)
+{
+    for (int i = 0; merges && i < n_merges; i++)
+        free(merges[i]);
+    free(merges);
+    v->model = NULL;
+    sl_tok_vocab_free(v);
+}
+
+/* Gemma 4 checkpoints ship tokenizer.json; a tokenizer.model is used when
+ * there is one. */
+static int add_json_vocab(converter *cv, sl_err *err)
+{
+    sl_tok_vocab v;
+    char **merges = NULL;
+    int n_merges = 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", in_dir(cv, "tokenizer.json"));
+    int rc = read_json_vocab(path, cv->cfg.n_vocab, &v, &merges, &n_merges, err);
+    if (rc == 0) {
+        sl_tok_vocab_to_gguf(&v, cv->w);
+        gguf_set_arr_str(cv->w, "tokenizer.ggml.merges", (const char *const *)merges,
+                         (uint64_t)n_merges);
+    }
+    free_json_vocab(&v, merges, n_merges);
+    return rc;
 }
 
 static int add_vocab(converter *cv, sl_err *err)
 {
     sl_tok_vocab v;
+    FILE *spm = fopen(in_dir(cv, "tokenizer.model"), "rb");
+    if (spm)
+        fclose(spm);
+    else if (cv->cfg.gemma4)
+        return add_json_vocab(cv, err);
     if (sl_tok_model_to_vocab(in_dir(cv, "tokenizer.model"), &v, err))
         return -1;
     int rc = 0;
@@ -513,8 +844,13 @@ static int convert(converter *cv, const char *out_path, sl_err *err)
     gguf_set_u32(cv->w, "general.file_type", (uint32_t)cv->opts->type);
     if (add_vocab(cv, err))
         return -1;
-    if (add_tensor(cv, "model.embed_tokens.weight", "token_embd.weight", c->n_vocab, c->d_model,
-                   T_MATRIX, 0, err))
+    cv->prefix = find_tensor(cv, "model.language_model.embed_tokens.weight") ? "model.language_model."
+                                                                              : "model.";
+    char name[256];
+    snprintf(name, sizeof name, "%sembed_tokens.weight", cv->prefix);
+    if (add_tensor(cv, name, "token_embd.weight", c->n_vocab, c->d_model, T_MATRIX, 0, err))
+        return -1;
+    if (c->gemma4 && add_gemma4_globals(cv, err))
         return -1;
     for (int il = 0; il < c->n_layer; il++) {
         if (add_layer(cv, il, err))
@@ -524,7 +860,8 @@ static int convert(converter *cv, const char *out_path, sl_err *err)
     }
     if (cv->opts->verbose)
         fputc('\n', stderr);
-    if (add_tensor(cv, "model.norm.weight", "output_norm.weight", 1, c->d_model, T_NORM, 0, err))
+    snprintf(name, sizeof name, "%snorm.weight", cv->prefix);
+    if (add_tensor(cv, name, "output_norm.weight", 1, c->d_model, T_NORM, 0, err))
         return -1;
     if (!c->tied || find_tensor(cv, "lm_head.weight"))
         if (add_tensor(cv, "lm_head.weight", "output.weight", c->n_vocab, c->d_model, T_MATRIX, 0, err))

@@ -24,6 +24,9 @@ struct sl_fwd {
     /* per-layer embeddings (Gemma 4); NULL without */
     float *ple;     /* [T][part layers][n_embd_per_layer] inputs of the part's layers */
     float *ple_g;   /* [T][n_embd_per_layer] gate of the per-layer path */
+    const float *ple_in;  /* this batch's per-layer inputs: ple, or the batch's own */
+    int64_t ple_stride;   /* floats between rows (tokens) of ple_in */
+    int64_t ple_layer_stride; /* floats between layers' slices of ple_in */
     /* attention: one partial result per (token, KV head, span), and the
      * list of those units; grown to the largest batch x context seen */
     float *parts;
@@ -383,42 +386,95 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
     TIMED(f, elementwise, residual(f, x, w->post_ffn_norm, n));
 }
 
-/* Gemma 4's per-layer inputs of the part's layers, from the batch's tokens:
- * (RMSNorm(proj . x0 * proj_scale) + ple_tok_embd[token] * tok_scale) *
- * input_scale per layer slice, x0 the scaled main embedding. Every stage
- * computes its own layers' slices, so nothing extra crosses a boundary. */
+#define PLE_CHUNK 256 /* floats dequantised at a time: whole blocks of every type */
+
+/* out = (out + tok * ts) * is over n elements (vectorised; the same
+ * arithmetic in every placement keeps the result bit-identical). */
+static void ple_combine(float *restrict out, const float *restrict tok, int64_t n, float ts,
+                        float is)
+{
+    #pragma omp simd
+    for (int64_t e = 0; e < n; e++)
+        out[e] = (out[e] + tok[e] * ts) * is;
+}
+
+/* Gemma 4's per-layer inputs: (RMSNorm(proj . x0 * proj_scale) +
+ * ple_tok_embd[token] * tok_scale) * input_scale per layer slice, x0 the
+ * scaled main embedding. One unit of work is a (token, layer) slice, so a
+ * single decode token spreads over the threads too; the table's slice is
+ * dequantised a chunk at a time on the stack (no allocation per batch). */
+int sl_ple_inputs(const sl_model *m, const int32_t *tokens, const float *x0, int n, float *proj,
+                  float *out, int64_t row_stride, int64_t layer_stride, sl_fwd_times *times,
+                  sl_err *err)
+{
+    const sl_config *c = &m->cfg;
+    int nl = m->ple_l1 - m->ple_l0;
+    int64_t pl = c->n_embd_per_layer, cols = (int64_t)nl * pl;
+    if (!m->ple_tok_embd.data || nl <= 0)
+        return sl_fail(err, "per-layer inputs: this model part holds no per-layer embeddings");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->n_vocab)
+            return sl_fail(err, "per-layer inputs: token id %d at batch row %d is outside the "
+                           "vocabulary of %d", tokens[i], i, c->n_vocab);
+    double t0 = times ? omp_get_wtime() : 0;
+    matmul_w(&m->ple_model_proj, x0, n, proj);
+    const sl_weight *t = &m->ple_tok_embd;
+    size_t row_bytes = sl_row_bytes(t->type, t->n_in);
+    size_t col0 = sl_row_bytes(t->type, (int64_t)m->ple_l0 * pl);
+    size_t slice_bytes = sl_row_bytes(t->type, pl);
+    int64_t chunk = PLE_CHUNK;
+    size_t chunk_bytes = sl_row_bytes(t->type, chunk);
+    int64_t units = (int64_t)n * nl;
+    #pragma omp parallel for schedule(static) if (units > 4)
+    for (int64_t u = 0; u < units; u++) {
+        int i = (int)(u / nl), j = (int)(u % nl);
+        float *y = proj + (size_t)i * cols + (int64_t)j * pl;
+        float *o = out + (size_t)i * row_stride + (size_t)j * layer_stride;
+        const uint8_t *src = (const uint8_t *)t->data + (size_t)tokens[i] * row_bytes + col0 +
+                             (size_t)j * slice_bytes;
+        float tok[PLE_CHUNK];
+        sl_scale(y, pl, c->ple_proj_scale);
+        sl_rmsnorm(o, y, m->ple_proj_norm, pl, c->norm_eps);
+        for (int64_t e = 0; e < pl; e += chunk) {
+            int64_t len = pl - e < chunk ? pl - e : chunk;
+            sl_dequantize_row(t->type, src + (size_t)(e / chunk) * chunk_bytes, tok, len);
+            ple_combine(o + e, tok, len, c->ple_tok_scale, c->ple_input_scale);
+        }
+    }
+    if (times)
+        times->ple += omp_get_wtime() - t0;
+    return 0;
+}
+
+/* The per-layer inputs of the part's layers: from upstream when the batch
+ * carries them, else computed here from the batch's tokens (then only the
+ * residual row and the id cross a stage boundary). */
 static int ple_inputs(sl_fwd *f, const sl_batch *b, sl_err *err)
 {
     const sl_model *m = f->m;
     const sl_config *c = &m->cfg;
-    int n = b->n_tokens, nl = m->part.l1 - m->part.l0;
-    int64_t pl = c->n_embd_per_layer, cols = (int64_t)nl * pl;
+    int n = b->n_tokens;
+    int64_t cols = (int64_t)(m->part.l1 - m->part.l0) * c->n_embd_per_layer;
+    if (b->ple) {
+        (void)cols; /* the stage checked the payload's size against the part */
+        f->ple_in = b->ple;
+        f->ple_stride = b->ple_stride;
+        f->ple_layer_stride = b->ple_layer_stride;
+        return 0;
+    }
     if (!b->token)
         return sl_fail(err, "forward: %s layers need the batch's token ids (per-layer "
                        "embeddings)", c->arch);
-    if (sl_embed(m, b->token, n, f->xn, err))
-        return -1;
-    TIMED(f, matmul, matmul_w(&m->ple_model_proj, f->xn, n, f->ple));
-    const sl_weight *t = &m->ple_tok_embd;
-    size_t row_bytes = sl_row_bytes(t->type, t->n_in);
-    size_t col0 = sl_row_bytes(t->type, (int64_t)m->part.l0 * pl);
-    size_t slice_bytes = sl_row_bytes(t->type, pl);
     double t0 = f->times ? omp_get_wtime() : 0;
-    #pragma omp parallel for schedule(static) if (n > 4)
-    for (int i = 0; i < n; i++) {
-        float *tok = f->ple_g + (size_t)i * pl; /* free until the layers run */
-        const uint8_t *src = (const uint8_t *)t->data + (size_t)b->token[i] * row_bytes + col0;
-        for (int j = 0; j < nl; j++) {
-            float *y = f->ple + (size_t)i * cols + (int64_t)j * pl;
-            sl_scale(y, pl, c->ple_proj_scale);
-            sl_rmsnorm(y, y, m->ple_proj_norm, pl, c->norm_eps);
-            sl_dequantize_row(t->type, src + (size_t)j * slice_bytes, tok, pl);
-            for (int64_t e = 0; e < pl; e++)
-                y[e] = (y[e] + tok[e] * c->ple_tok_scale) * c->ple_input_scale;
-        }
-    }
+    int rc = sl_embed(m, b->token, n, f->xn, err);
     if (f->times)
-        f->times->elementwise += omp_get_wtime() - t0;
+        f->times->ple += omp_get_wtime() - t0;
+    if (rc || sl_ple_inputs(m, b->token, f->xn, n, f->ple, f->ple, cols, c->n_embd_per_layer,
+                            f->times, err))
+        return -1;
+    f->ple_in = f->ple;
+    f->ple_stride = cols;
+    f->ple_layer_stride = c->n_embd_per_layer;
     return 0;
 }
 
@@ -445,10 +501,11 @@ static void per_layer_out(sl_fwd *f, int il, float *x, int n)
     const sl_config *c = &m->cfg;
     const sl_layer_weights *w = &m->layer[il];
     if (w->ple_gate.data) {
-        int64_t pl = c->n_embd_per_layer, cols = (int64_t)(m->part.l1 - m->part.l0) * pl;
+        int64_t pl = c->n_embd_per_layer;
         int j = il - m->part.l0;
         TIMED(f, matmul, matmul_w(&w->ple_gate, x, n, f->ple_g));
-        TIMED(f, elementwise, gate_rows(f->ple_g, f->ple + (int64_t)j * pl, n, pl, cols));
+        TIMED(f, elementwise, gate_rows(f->ple_g, f->ple_in + (int64_t)j * f->ple_layer_stride, n, pl,
+                                        f->ple_stride));
         TIMED(f, matmul, matmul_w(&w->ple_proj, f->ple_g, n, f->o));
         TIMED(f, elementwise, residual(f, x, w->ple_post_norm, n));
     }

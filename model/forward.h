@@ -19,6 +19,12 @@ typedef struct sl_batch {
     const int32_t *token;
     const int32_t *seq;
     const int32_t *pos;
+    /* Gemma 4, optional: the per-layer inputs of the part's layers, gathered
+     * upstream (ple.h's PLE_AT_EMBED): slice (token i, part layer j) at
+     * ple + i * ple_stride + j * ple_layer_stride. NULL: the part computes
+     * them from token. */
+    const float *ple;
+    int64_t ple_stride, ple_layer_stride;
 } sl_batch;
 
 /* Scratch memory for batches of up to max_tokens, sized once. */
@@ -34,6 +40,7 @@ int sl_fwd_max_tokens(const sl_fwd *f);
  * adds) and the head (final norm, lm_head, soft-cap). */
 typedef struct sl_fwd_times {
     double norm, matmul, attention, elementwise, head;
+    double ple; /* per-layer inputs: embedding row, projection, gather + dequantise */
 } sl_fwd_times;
 
 /* When t is not NULL, every later call adds its times to *t. */
@@ -48,6 +55,15 @@ int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *
  * token ids (ple.h's PLE_AT_LAYERS), so only the residual row and the id
  * cross a stage boundary. */
 int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err *err);
+
+/* Gemma 4's per-layer inputs of layers [m->ple_l0, m->ple_l1) for n tokens
+ * whose scaled main embedding rows are x0: out[n][(l1 - l0) * n_embd_per_layer].
+ * The same function serves a layer part (its own layers) and an embed part
+ * loaded with part.ple (all layers), so both placements give the same bits.
+ * t (optional) gets the time added to its ple field. */
+int sl_ple_inputs(const sl_model *m, const int32_t *tokens, const float *x0, int n, float *proj,
+                  float *out, int64_t row_stride, int64_t layer_stride, sl_fwd_times *t,
+                  sl_err *err);
 
 /* logits[n][n_vocab] from final-layer activations (final norm, lm_head,
  * final soft-cap). x is not modified. */

@@ -125,7 +125,12 @@ static int bind_gemma4_extras(sl_model *m, float **cursor, sl_err *err)
                            "but layer %d rotates %d", f->path, ff_dim, il, c->layer[il].rope_dim);
     }
     int64_t pl = c->n_embd_per_layer, all = (int64_t)c->n_layer * pl;
-    if (pl == 0 || p->l0 == p->l1)
+    int l0 = p->l0, l1 = p->l1;
+    if (p->embed && p->ple) {
+        l0 = 0;
+        l1 = c->n_layer;
+    }
+    if (pl == 0 || l0 == l1)
         return 0;
     if (bind_matrix(f, "per_layer_token_embd.weight", all, c->n_vocab, true, &m->ple_tok_embd,
                     err) ||
@@ -134,15 +139,17 @@ static int bind_gemma4_extras(sl_model *m, float **cursor, sl_err *err)
         bind_vector(f, "per_layer_proj_norm.weight", pl, true, cursor, &m->ple_proj_norm, err) ||
         check_row_blocks(f, "per_layer_model_proj.weight", &m->ple_model_proj, err))
         return -1;
-    if (((int64_t)p->l0 * pl) % sl_type_block_elems(m->ple_tok_embd.type) != 0 ||
+    if (((int64_t)l0 * pl) % sl_type_block_elems(m->ple_tok_embd.type) != 0 ||
         pl % sl_type_block_elems(m->ple_tok_embd.type) != 0)
         return sl_fail(err, "%s: per_layer_token_embd.weight: a layer's %lld columns do not "
                        "fill whole %s blocks", f->path, (long long)pl,
                        sl_type_name(m->ple_tok_embd.type));
     /* The part reads only its layers' rows of the projection. */
     sl_weight *w = &m->ple_model_proj;
-    w->data = (const uint8_t *)w->data + sl_row_bytes(w->type, w->n_in) * (size_t)(p->l0 * pl);
-    w->n_out = (int64_t)(p->l1 - p->l0) * pl;
+    w->data = (const uint8_t *)w->data + sl_row_bytes(w->type, w->n_in) * (size_t)(l0 * pl);
+    w->n_out = (int64_t)(l1 - l0) * pl;
+    m->ple_l0 = l0;
+    m->ple_l1 = l1;
     return 0;
 }
 
@@ -213,7 +220,7 @@ int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, 
     if (sl_config_from_gguf(&m->cfg, f, err))
         goto fail;
     const sl_config *c = &m->cfg;
-    m->part = part ? *part : (sl_model_part){0, c->n_layer, true, true};
+    m->part = part ? *part : (sl_model_part){0, c->n_layer, true, true, false};
     if (m->part.l0 < 0 || m->part.l1 > c->n_layer || m->part.l0 > m->part.l1) {
         sl_fail(err, "%s: layer range [%d, %d) is outside the model's %d layers", f->path,
                 m->part.l0, m->part.l1, c->n_layer);

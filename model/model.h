@@ -34,6 +34,8 @@ typedef struct sl_model_part {
     int l0, l1;      /* layer range; l0 == l1 for none */
     bool embed;      /* token_embd */
     bool head;       /* output_norm + output (or tied token_embd) */
+    bool ple;        /* with embed: the per-layer-embedding tables of all layers
+                      * (the embed stage gathers every layer's inputs) */
 } sl_model_part;
 
 typedef struct sl_model {
@@ -45,11 +47,13 @@ typedef struct sl_model {
     sl_weight output;        /* lm_head; equals tok_embd when tied */
     bool tied_output;
     const float *rope_freqs;  /* Gemma 4 global layers' frequency factors (rope_dim/2) */
-    /* Per-layer embeddings of the part's layers (a layer part only; tok_embd
-     * is then bound too, for the scaled main embedding they project) */
+    /* Per-layer embeddings of layers [ple_l0, ple_l1): a layer part's own, or
+     * all of them for an embed part with part.ple (tok_embd is bound too,
+     * for the scaled main embedding they project) */
     sl_weight ple_tok_embd;   /* per_layer_token_embd: n_vocab rows of n_layer*n_embd_per_layer */
-    sl_weight ple_model_proj; /* per_layer_model_proj, only the rows of layers [l0, l1) */
+    sl_weight ple_model_proj; /* per_layer_model_proj, only the rows of layers [ple_l0, ple_l1) */
     const float *ple_proj_norm;
+    int ple_l0, ple_l1;       /* the layers whose per-layer inputs this part can compute */
     sl_layer_weights *layer; /* indexed by absolute layer id; only [l0, l1) filled */
     float *owned;            /* storage of the f32 norm weights */
 } sl_model;

@@ -6,14 +6,17 @@
 #include <stddef.h>
 
 typedef enum ple_mode {
-    PLE_AT_EMBED = 0, /* embed stage gathers all layers' rows and sends them on */
-    PLE_AT_LAYERS = 1 /* each layer stage gathers its own layers' slices locally */
+    PLE_AT_LAYERS = 0, /* each layer stage gathers its own layers' slices locally (default:
+                        * as fast in bench/ple.sh, fewer bytes per boundary) */
+    PLE_AT_EMBED = 1   /* embed stage gathers all layers' rows and sends them on */
 } ple_mode;
 
 /* Bytes per token crossing the boundary before layer `cut` (0 < cut <=
  * n_layer) under `mode`, for activations of act_size bytes per element:
- * the residual row, the token id, and under PLE_AT_EMBED the per-layer
- * rows of the layers still ahead (a stage drops the slices it consumed). */
+ * the residual row, and under PLE_AT_LAYERS the token id (each stage
+ * gathers from it), under PLE_AT_EMBED instead the per-layer rows of the
+ * layers still ahead (a stage drops the slices it consumed). cut 0 is the
+ * embed stage's output. */
 size_t ple_boundary_bytes(ple_mode mode, int n_layer, int d_model, int n_embd_per_layer,
                           int cut, size_t act_size);
 

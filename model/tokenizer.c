@@ -6,7 +6,10 @@
  * symbols by piece score, which is sentencepiece's BPE algorithm, and the
  * Gemma and Llama .model files are BPE models. Scores are carried over
  * bit-exactly because the merge order is decided by them. "t5" (llama.cpp's
- * unigram tokenizer) maps to sentencepiece's unigram model. */
+ * unigram tokenizer) maps to sentencepiece's unigram model. "gemma4" (Gemma
+ * 4) is BPE ordered by a merge list (tokenizer.ggml.merges), not by scores:
+ * model/bpe_rank.c encodes it, sentencepiece (given the same pieces as a BPE
+ * model) still decodes. */
 #include "model/tokenizer.h"
 
 #include <errno.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/bpe_rank.h"
 #include "model/spm_shim.h"
 #include "proto/sentencepiece_model.pb-c.h"
 
@@ -30,6 +34,7 @@
 #define KEY_SPACE_PREFIX "tokenizer.ggml.add_space_prefix"
 #define KEY_EXTRA_WS "tokenizer.ggml.remove_extra_whitespaces"
 #define KEY_CHARSMAP "tokenizer.ggml.precompiled_charsmap"
+#define KEY_MERGES "tokenizer.ggml.merges"
 
 /* GGUF token types (llama.cpp's llama_token_type); 1..6 equal sentencepiece's
  * SentencePiece.Type. */
@@ -47,6 +52,7 @@ struct sl_tokenizer {
     /* Loaded from a GGUF: n_vocab flags, set for the pieces the GGUF types
      * as control (see promote_control); NULL for a .model. */
     uint8_t *control;
+    sl_rbpe *rbpe;  /* "gemma4": merge-ranked BPE encodes; NULL otherwise */
 };
 
 /* ---- loading ---- */
@@ -87,6 +93,7 @@ void sl_tok_free(sl_tokenizer *t)
     if (!t)
         return;
     spm_shim_free(t->spm);
+    sl_rbpe_free(t->rbpe);
     free(t->control);
     free(t);
 }
@@ -97,6 +104,8 @@ void sl_tok_free(sl_tokenizer *t)
 typedef struct gguf_vocab {
     const char *path;
     int model_type;           /* SENTENCEPIECE__TRAINER_SPEC__MODEL_TYPE__* */
+    bool ranked;              /* "gemma4": merges by tokenizer.ggml.merges rank */
+    const gguf_kv *merges;    /* with ranked */
     const gguf_kv *tokens, *scores, *types;
     int n;
     int32_t bos, eos, unk, pad; /* -1 when absent */
@@ -118,8 +127,12 @@ static int read_model_name(const gguf_file *f, gguf_vocab *v, sl_err *err)
         v->model_type = SENTENCEPIECE__TRAINER_SPEC__MODEL_TYPE__BPE;
     } else if (strcmp(name, "t5") == 0) {
         v->model_type = SENTENCEPIECE__TRAINER_SPEC__MODEL_TYPE__UNIGRAM;
+    } else if (strcmp(name, "gemma4") == 0) {
+        v->model_type = SENTENCEPIECE__TRAINER_SPEC__MODEL_TYPE__BPE;
+        v->ranked = true;
     } else {
-        sl_fail(err, "%s: %s is \"%s\"; only sentencepiece vocabularies (\"llama\", \"t5\") are supported",
+        sl_fail(err, "%s: %s is \"%s\"; only sentencepiece-style vocabularies (\"llama\", \"t5\", "
+                "\"gemma4\") are supported",
                 f->path, KEY_MODEL, name);
         free(name);
         return -1;
@@ -259,8 +272,8 @@ static int read_gguf_vocab(const gguf_file *f, gguf_vocab *v, sl_err *err)
     /* llama.cpp's defaults for sentencepiece vocabularies. */
     v->bos = 1, v->eos = 2, v->unk = 0, v->pad = -1;
     v->add_bos = true;
-    v->add_space_prefix = v->model_type == SENTENCEPIECE__TRAINER_SPEC__MODEL_TYPE__BPE ||
-                          v->model_type == SENTENCEPIECE__TRAINER_SPEC__MODEL_TYPE__UNIGRAM;
+    /* llama.cpp: no space prefix for its BPE tokenizers ("gemma4") */
+    v->add_space_prefix = !v->ranked;
     v->remove_extra_ws = false;
     if (read_id(f, KEY_BOS, v->n, &v->bos, NULL, err) ||
         read_id(f, KEY_EOS, v->n, &v->eos, NULL, err) ||
@@ -271,6 +284,11 @@ static int read_gguf_vocab(const gguf_file *f, gguf_vocab *v, sl_err *err)
         read_flag(f, KEY_EXTRA_WS, &v->remove_extra_ws, err) ||
         read_charsmap(f, v, err))
         return -1;
+    if (v->ranked) {
+        if (find_array(f, KEY_MERGES, is_string, "string", 0, &v->merges, err))
+            return -1;
+        v->add_bos = true; /* llama.cpp adds BOS for gemma4 whatever the key says */
+    }
     return 0;
 }
 
@@ -446,6 +464,23 @@ int sl_tok_gguf_to_proto(const gguf_file *f, uint8_t **out, size_t *n, sl_err *e
     return vocab_to_proto(&v, out, n, err);
 }
 
+/* The pieces a "gemma4" encoder matches in text: control ones but bos, eos
+ * and pad (as promote_control), and user-defined ones. */
+static int ranked_encoder(sl_tokenizer *t, const gguf_vocab *v, sl_err *err)
+{
+    bool *special = calloc((size_t)v->n + 1, sizeof *special);
+    if (!special)
+        return sl_fail(err, "%s: out of memory", v->path);
+    for (int i = 0; i < v->n; i++) {
+        int type = token_type_at(v, i);
+        special[i] = type == TT_USER_DEFINED ||
+                     (type == TT_CONTROL && i != v->bos && i != v->eos && i != v->pad);
+    }
+    int rc = sl_rbpe_new(&t->rbpe, v->tokens, v->merges, special, v->unk, v->path, err);
+    free(special);
+    return rc;
+}
+
 int sl_tok_load_gguf(sl_tokenizer **out, const gguf_file *f, sl_err *err)
 {
     gguf_vocab v;
@@ -478,6 +513,10 @@ int sl_tok_load_gguf(sl_tokenizer **out, const gguf_file *f, sl_err *err)
     t->bos = v.bos;
     t->eos = v.eos;
     t->add_bos = v.add_bos;
+    if (v.ranked && ranked_encoder(t, &v, err)) {
+        sl_tok_free(t);
+        return -1;
+    }
     *out = t;
     return 0;
 }
@@ -490,6 +529,8 @@ int sl_tok_encode(const sl_tokenizer *t, const char *text, size_t len, int32_t *
     *n = 0;
     if (len == 0)
         return 0;
+    if (t->rbpe)
+        return sl_rbpe_encode(t->rbpe, text, len, ids, n, err);
     sl_err shim;
     if (spm_shim_encode(t->spm, text, len, ids, n, shim.msg, sizeof shim.msg))
         return sl_fail(err, "tokenizer: %s", shim.msg);

@@ -2,7 +2,9 @@
  * in a GGUF (tokenizer.ggml.tokens / scores / token_type turned into a
  * sentencepiece ModelProto with protobuf-c and loaded from memory), so a
  * GGUF alone is enough. The sentencepiece C++ library is reached through
- * model/spm_shim.cc, the only C++ file. */
+ * model/spm_shim.cc, the only C++ file. GGUF vocabularies of
+ * tokenizer.ggml.model "gemma4" (merge-ranked BPE, tokenizer.ggml.merges)
+ * are encoded by model/bpe_rank.c and decoded by sentencepiece. */
 #ifndef SLUICE_TOKENIZER_H
 #define SLUICE_TOKENIZER_H
 

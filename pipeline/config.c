@@ -743,10 +743,10 @@ static int parse_sampling(const cfg_ctx *x, sl_sampling *s, yaml_node_t *map)
     return v[P_SEED] ? read_u64(x, v[P_SEED], "sampling.seed", &s->seed) : 0;
 }
 
-enum { L_SEQS, L_CONTEXT, L_BATCH, L_KV_TYPE, L_FRAME, L_MESSAGE, L_REQUESTS, L_KEYS };
+enum { L_SEQS, L_CONTEXT, L_BATCH, L_KV_TYPE, L_FRAME, L_MESSAGE, L_REQUESTS, L_PLE, L_KEYS };
 static const char *const limit_keys[L_KEYS] = {"max_sequences", "context", "max_batch_tokens",
                                                "kv_type", "max_frame_bytes", "max_message_bytes",
-                                               "max_requests"};
+                                               "max_requests", "ple"};
 
 void pl_limits_default(pl_limits *l)
 {
@@ -757,6 +757,23 @@ void pl_limits_default(pl_limits *l)
     l->max_frame_bytes = 256 << 20;
     l->max_message_bytes = 512 << 20;
     l->max_requests = 4096;
+    l->ple = PLE_AT_LAYERS;
+}
+
+static int read_ple(const cfg_ctx *x, const yaml_node_t *n, int *out)
+{
+    char name[16];
+    if (!n)
+        return 0;
+    if (read_string(x, n, "limits.ple", name, sizeof name))
+        return -1;
+    if (strcmp(name, "local") == 0)
+        *out = PLE_AT_LAYERS;
+    else if (strcmp(name, "embed") == 0)
+        *out = PLE_AT_EMBED;
+    else
+        return fail_at(x, node_line(n), "limits.ple", "'%s' is not one of local, embed", name);
+    return 0;
 }
 
 static int read_kv_type(const cfg_ctx *x, const yaml_node_t *n, int *out)
@@ -786,7 +803,8 @@ static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
            read_kv_type(x, v[L_KV_TYPE], &l->kv_type) ||
            read_int_field(x, v[L_FRAME], "limits.max_frame_bytes", 1024, 1 << 30, &l->max_frame_bytes) ||
            read_int_field(x, v[L_MESSAGE], "limits.max_message_bytes", 1024, 1 << 30, &l->max_message_bytes) ||
-           read_int_field(x, v[L_REQUESTS], "limits.max_requests", 1, 1 << 20, &l->max_requests)
+           read_int_field(x, v[L_REQUESTS], "limits.max_requests", 1, 1 << 20, &l->max_requests) ||
+           read_ple(x, v[L_PLE], &l->ple)
                ? -1 : 0;
 }
 
@@ -1409,7 +1427,9 @@ static int emit_limits(yaml_emitter_t *e, const pl_limits *l)
            emit_pair(e, "kv_type", "%s", sl_type_name((sl_type)l->kv_type)) ||
            emit_pair(e, "max_frame_bytes", "%d", l->max_frame_bytes) ||
            emit_pair(e, "max_message_bytes", "%d", l->max_message_bytes) ||
-           emit_pair(e, "max_requests", "%d", l->max_requests) || emit_map_end(e) ? -1 : 0;
+           emit_pair(e, "max_requests", "%d", l->max_requests) ||
+           emit_pair(e, "ple", "%s", l->ple == PLE_AT_EMBED ? "embed" : "local") ||
+           emit_map_end(e) ? -1 : 0;
 }
 
 static int emit_failure(yaml_emitter_t *e, const pl_failure *f)

@@ -35,6 +35,7 @@
  *     # max_requests: 4096: requests one client may have in flight (submit refuses more)
  *     # Every refusal is an error naming the limit, counted as refused in the stage's
  *     # metrics (`sluice status`, --metrics-port).
+ *     # ple: local|embed (models with per-layer embeddings; see below)
  *   speculative:                         # optional: speculative decoding
  *     draft: models/tiny-gemma3-draft.gguf   # a draft model sharing the vocabulary, or
  *                                        # prompt-lookup (n-gram match in the text so far)
@@ -67,6 +68,17 @@
  * is an error unless it says `insecure: true`. ipc:// needs no keys: its
  * sockets live in a directory only the user can enter.
  *
+ * limits.ple (models with per-layer embeddings, Gemma 4): where each token's
+ * per-layer inputs are gathered from the per-layer table. `local` (the
+ * default: as fast in bench/ple.sh, fewer bytes per boundary) has every layers stage gather its
+ * own layers' slices from its own mapping of the table, so only the token id
+ * and the main embedding row cross a boundary; `embed` has the embed stage
+ * gather all layers' once and send them down (each layers stage drops the
+ * slices it used), n_layer x n_embd_per_layer more floats per token. Given
+ * its own thread (a `threads:` unlike the next stage's, so it is not chained
+ * with it), the embed stage then gathers the next micro-batch's rows while
+ * the layers stages run the previous one.
+ *
  * A node's address is its control socket (a worker's --listen address); the
  * stage i that a node receives on binds port+1+i (tcp) or path-si (ipc).
  * head and sample must share a node: logits over the full vocabulary never
@@ -80,6 +92,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "model/ple.h"
 #include "stages/sampler.h"
 #include "util/err.h"
 
@@ -126,6 +139,7 @@ typedef struct pl_limits {
     int max_frame_bytes;       /* default 256 MiB: a payload frame past it is refused */
     int max_message_bytes;     /* default 512 MiB: a whole message past it is refused */
     int max_requests;          /* default 4096: requests in flight per client (submit) */
+    int ple;                   /* ple_mode (model/ple.h): PLE_AT_LAYERS (default) or PLE_AT_EMBED */
 } pl_limits;
 
 #define PL_REJOIN_DEFAULT_S 10.0f

@@ -408,6 +408,7 @@ static int send_assign(pl_coord *c, peer *p, const char *const *stage_in, const 
         sa[n].kv_type = (uint32_t)cfg->limits.kv_type;
         sa[n].max_frame_bytes = (uint64_t)cfg->limits.max_frame_bytes;
         sa[n].max_message_bytes = (uint64_t)cfg->limits.max_message_bytes;
+        sa[n].ple = (uint32_t)cfg->limits.ple;
         sa[n].stage_index = (uint32_t)i;
         if (st->kind == PL_STAGE_DRAFT) {
             sa[n].draft_model = (char *)cfg->draft;

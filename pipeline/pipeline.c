@@ -939,7 +939,7 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
                 .kind = st->kind, .model = c->model, .l0 = st->l0, .l1 = st->l1,
                 .max_sequences = c->limits.max_sequences, .context = c->limits.context,
                 .max_batch_tokens = c->limits.max_batch_tokens, .index = i,
-                .kv_type = c->limits.kv_type,
+                .kv_type = c->limits.kv_type, .ple_at_embed = c->limits.ple == PLE_AT_EMBED,
                 .draft_model = c->draft[0] ? c->draft : NULL, .spec_k = c->spec.k,
                 .spec_auto = c->spec.auto_k, .spec_lookup = c->spec.prompt_lookup,
                 .spec_pipelined = c->spec.pipelined,

@@ -228,7 +228,7 @@ static int start_one(worker *w, const Sluice__Header *h, size_t i, pl_host **out
         .kind = (pl_stage_kind)sa->kind, .model = sa->model, .l0 = sa->l0, .l1 = sa->l1,
         .max_sequences = (int)sa->max_sequences, .context = (int)sa->context,
         .max_batch_tokens = (int)sa->max_batch_tokens, .index = (int)sa->stage_index,
-        .kv_type = (int)sa->kv_type,
+        .kv_type = (int)sa->kv_type, .ple_at_embed = sa->ple == PLE_AT_EMBED,
         .draft_model = sa->draft_model && *sa->draft_model ? sa->draft_model : NULL,
         .spec_k = sa->spec_k, .spec_auto = sa->spec_auto, .spec_lookup = sa->spec_lookup,
         .spec_pipelined = sa->spec_pipelined,

@@ -34,6 +34,7 @@ int sl_sched_resolve_auto(pl_config *c, sl_err *err)
     }
     if (sl_cost_from_gguf(mc, c->model, (sl_type)c->limits.kv_type, err))
         goto done;
+    sl_cost_set_ple(mc, (ple_mode)c->limits.ple);
     if (mc->n_layer < n) {
         sl_fail(err, "%s: %d layers stages for a model of %d layers", c->path, n, mc->n_layer);
         goto done;

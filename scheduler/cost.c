@@ -116,14 +116,17 @@ int sl_cost_from_gguf(sl_model_cost *mc, const char *path, sl_type kv_type, sl_e
         } else if (strcmp(t->name, "per_layer_model_proj.weight") == 0) {
             /* Gemma 4: each layer stage projects its own layers' rows */
             for (int l = 0; l < c.n_layer; l++) {
-                mc->layer[l].weight_bytes += (double)t->size / c.n_layer;
-                mc->layer[l].flops += 2.0 * elems / c.n_layer;
+                mc->layer[l].ple_weight_bytes = (double)t->size / c.n_layer;
+                mc->layer[l].ple_flops = 2.0 * elems / c.n_layer;
+                mc->layer[l].weight_bytes += mc->layer[l].ple_weight_bytes;
+                mc->layer[l].flops += mc->layer[l].ple_flops;
             }
         } else if (strcmp(t->name, "per_layer_token_embd.weight") == 0) {
             mc->embed_bytes += (double)t->size; /* a table gathered from, like token_embd */
         }
     }
     mc->tied = !has_output;
+    mc->n_embd_per_layer = c.n_embd_per_layer;
     if (c.n_embd_per_layer > 0)
         mc->boundary_bytes += 4.0; /* the token id travels with the activations */
     for (int il = 0; il < c.n_layer; il++)
@@ -199,9 +202,11 @@ void sl_cost_from_shape(sl_model_cost *mc, const sl_shape *s, sl_type wtype, sl_
         double q = (double)s->n_head * hd, kv = shared ? 0 : (double)kvh * hd;
         shape_layer(l, d, q, kv, d_ff, hd, wtype);
         if (pl > 0) { /* inp_gate, proj and this layer's rows of per_layer_model_proj */
-            l->weight_bytes += 2 * pl * sl_row_bytes(wtype, (int64_t)d) +
-                               d * sl_row_bytes(wtype, (int64_t)pl);
-            l->flops += 2.0 * 3 * d * pl;
+            l->ple_weight_bytes = pl * sl_row_bytes(wtype, (int64_t)d);
+            l->ple_flops = 2.0 * d * pl;
+            l->weight_bytes += pl * sl_row_bytes(wtype, (int64_t)d) +
+                               d * sl_row_bytes(wtype, (int64_t)pl) + l->ple_weight_bytes;
+            l->flops += 2.0 * 2 * d * pl + l->ple_flops;
         }
         sl_layer_cfg L = {.n_head = s->n_head, .n_kv_head = kvh, .head_dim = hd};
         L.sliding_window = global ? 0 : s->window;
@@ -215,8 +220,34 @@ void sl_cost_from_shape(sl_model_cost *mc, const sl_shape *s, sl_type wtype, sl_
     mc->head_bytes = mc->embed_bytes;
     mc->head_flops = 2.0 * s->n_vocab * d;
     mc->tied = true;
+    mc->n_embd_per_layer = s->n_embd_per_layer;
     if (pl > 0) {
         mc->embed_bytes += (double)s->n_vocab * sl_row_bytes(wtype, (int64_t)(pl * s->n_layer));
         mc->boundary_bytes += 4.0;
     }
+}
+
+void sl_cost_set_ple(sl_model_cost *mc, ple_mode mode)
+{
+    if (mc->n_embd_per_layer == 0 || mode == mc->ple)
+        return;
+    double sign = mode == PLE_AT_EMBED ? -1.0 : 1.0;
+    for (int il = 0; il < mc->n_layer; il++) {
+        sl_layer_cost *l = &mc->layer[il];
+        l->weight_bytes += sign * l->ple_weight_bytes;
+        l->flops += sign * l->ple_flops;
+        mc->embed_read_bytes -= sign * l->ple_weight_bytes;
+        mc->embed_flops -= sign * l->ple_flops;
+    }
+    if (mode == PLE_AT_LAYERS)
+        mc->embed_read_bytes = mc->embed_flops = 0; /* exactly, not a rounding residue */
+    mc->ple = mode;
+}
+
+double sl_cost_boundary_bytes(const sl_model_cost *mc, int cut)
+{
+    if (mc->n_embd_per_layer == 0)
+        return mc->boundary_bytes;
+    return (double)ple_boundary_bytes(mc->ple, mc->n_layer, mc->d_model, mc->n_embd_per_layer,
+                                      cut, 4);
 }

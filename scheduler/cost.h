@@ -9,6 +9,7 @@
 
 #include "kernels/types.h"
 #include "model/config.h"
+#include "model/ple.h"
 #include "util/err.h"
 
 typedef struct sl_layer_cost {
@@ -17,6 +18,9 @@ typedef struct sl_layer_cost {
     double kv_bytes_per_pos; /* keys + values of one position */
     int window;              /* 0: global */
     double attn_flops_per_pos; /* per token, per visible position */
+    /* Gemma 4: this layer's rows of per_layer_model_proj, in weight_bytes and
+     * flops above while the layer's stage gathers its own per-layer inputs */
+    double ple_weight_bytes, ple_flops;
 } sl_layer_cost;
 
 typedef struct sl_model_cost {
@@ -27,7 +31,13 @@ typedef struct sl_model_cost {
     double head_bytes;       /* the lm_head read per decode step (the table again when tied) */
     double head_flops;
     bool tied;               /* head and embedding share one table */
-    double boundary_bytes;   /* per token crossing a stage boundary (f32 activations) */
+    double boundary_bytes;   /* per token crossing a stage boundary (f32 activations):
+                              * without per-layer embeddings; else sl_cost_boundary_bytes */
+    /* Gemma 4's per-layer embeddings: where they are gathered (sl_cost_set_ple;
+     * PLE_AT_LAYERS after loading) and what the embed stage then does */
+    int n_embd_per_layer;
+    ple_mode ple;
+    double embed_read_bytes, embed_flops; /* per token, at the embed stage */
     /* no_cut[k]: no stage may start at layer k, because a layer at or after k
      * reads the KV cache of a layer before k (Gemma 4's KV sharing) */
     bool no_cut[SL_MAX_LAYERS + 1];
@@ -53,6 +63,13 @@ void sl_cost_from_shape(sl_model_cost *mc, const sl_shape *s, sl_type wtype, sl_
 const sl_shape *sl_shape_find(const char *arch, const char *size);
 /* "gemma3 270m, 1b, 4b, 12b, 27b; gemma2 2b, 9b, 27b; ..." */
 const char *sl_shape_list(void);
+
+/* Moves the per-layer inputs' projection between the layers (PLE_AT_LAYERS)
+ * and the embed stage (PLE_AT_EMBED), which changes what crosses each cut. */
+void sl_cost_set_ple(sl_model_cost *mc, ple_mode mode);
+/* Bytes per token crossing the boundary before layer cut (0: from the
+ * embed stage to the first layers). */
+double sl_cost_boundary_bytes(const sl_model_cost *mc, int cut);
 
 /* KV bytes layers [l0, l1) hold for `sequences` sequences of `context`. */
 double sl_cost_kv_bytes(const sl_model_cost *mc, int l0, int l1, int context, int sequences);

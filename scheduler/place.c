@@ -51,16 +51,21 @@ static double stage_time(const ctx *c, int s, int k, int l, bool head)
         bytes += c->mc->head_bytes;
         flops += c->mc->head_flops;
     }
+    if (s == 0) { /* the embed stage runs on the coordinator's slot */
+        bytes += c->mc->embed_read_bytes;
+        flops += c->mc->embed_flops;
+    }
     double t_mem = bytes / n->bandwidth, t_flop = flops / n->flops;
     return (t_mem > t_flop ? t_mem : t_flop) + c->o->stage_overhead;
 }
 
-/* One token's activations from slot p to slot s. */
-static double hop(const ctx *c, int p, int s, bool for_latency)
+/* One token's activations from slot p to slot s, whose stage starts at
+ * layer cut. */
+static double hop(const ctx *c, int p, int s, int cut, bool for_latency)
 {
     double bw, lat;
     sl_topo_link(c->t, c->slots[p], c->slots[s], &bw, &lat);
-    double xfer = c->mc->boundary_bytes / bw;
+    double xfer = sl_cost_boundary_bytes(c->mc, cut) / bw;
     return for_latency ? lat + xfer : xfer;
 }
 
@@ -141,8 +146,8 @@ static void plan_fill(const ctx *c, sl_plan *plan, const int *slot, const int *l
         st->memory = stage_memory(c, slot[i], l0[i], l1[i], head);
         st->time = stage_time(c, slot[i], l0[i], l1[i], head);
         int prev = i ? slot[i - 1] : 0;
-        st->hop_in = prev == slot[i] ? 0 : hop(c, prev, slot[i], true);
-        double xfer = prev == slot[i] ? 0 : hop(c, prev, slot[i], false);
+        st->hop_in = prev == slot[i] ? 0 : hop(c, prev, slot[i], l0[i], true);
+        double xfer = prev == slot[i] ? 0 : hop(c, prev, slot[i], l0[i], false);
         lat += st->time + st->hop_in;
         period = period > st->time ? period : st->time;
         period = period > xfer ? period : xfer;
@@ -253,7 +258,7 @@ int sl_place(const sl_model_cost *mc, const sl_topology *t, const int *slots, in
                 if (k == 0) { /* first stage: reached from the coordinator's slot */
                     if (o->use_all_slots && s != 0)
                         continue;
-                    double h = s == 0 ? 0 : hop(&c, 0, s, latency);
+                    double h = s == 0 ? 0 : hop(&c, 0, s, 0, latency);
                     double v = combine(&c, h, st);
                     if (v < best[AT(s, l)]) {
                         best[AT(s, l)] = v;
@@ -266,7 +271,7 @@ int sl_place(const sl_model_cost *mc, const sl_topology *t, const int *slots, in
                     double b = best[AT(p, k)];
                     if (!isfinite(b))
                         continue;
-                    double v = combine(&c, combine(&c, b, hop(&c, p, s, latency)), st);
+                    double v = combine(&c, combine(&c, b, hop(&c, p, s, k, latency)), st);
                     if (v < best[AT(s, l)]) {
                         best[AT(s, l)] = v;
                         prev_slot[AT(s, l)] = p;

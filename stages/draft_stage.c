@@ -648,7 +648,7 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     if (!ds->lookup) {
         if (!spec->draft_model || !spec->draft_model[0])
             return sl_fail(err, "speculative decoding needs a draft model or prompt-lookup");
-        sl_model_part whole = {0, 0, true, true};
+        sl_model_part whole = {0, 0, true, true, false};
         sl_model *probe = NULL;
         /* the layer count is known only once the file is open */
         if (sl_model_load(&probe, spec->draft_model, &whole, err))

@@ -35,6 +35,8 @@ typedef struct sl_stage_spec {
     int max_batch_tokens;
     int index;               /* position in the pipeline, for names */
     int kv_type;             /* sl_type of the layers' KV cache (0: f32) */
+    bool ple_at_embed;       /* embed stage of a model with per-layer embeddings: gather
+                              * every layer's inputs and send them down (limits.ple: embed) */
     /* draft stages */
     const char *draft_model; /* GGUF of the draft model (NULL with spec_lookup) */
     int spec_k;              /* tokens drafted a step (the most, with spec_auto) */

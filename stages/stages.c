@@ -188,15 +188,36 @@ static int begin_batch(pl_msg *m, const pl_msg *in, const batch_rows *r, sl_err 
     return 0;
 }
 
-/* Sends the batch on with the stage's new activations x (taken over) and,
- * when tok is not NULL, the batch's token ids (models with per-layer
- * embeddings: each layer stage computes its layers' inputs from them). */
+/* Per-layer inputs travelling down (limits.ple: embed): cols floats a row,
+ * layer-major (proto/sluice.proto's PL_PLE); owned with free when own. */
+typedef struct ple_rows {
+    float *data;
+    uint64_t cols;
+    bool own;
+} ple_rows;
+
+/* Sends the batch on with the stage's new activations x (taken over), when
+ * tok is not NULL the batch's token ids (models with per-layer embeddings:
+ * each layer stage computes its layers' inputs from them), and when
+ * ple->cols > 0 the per-layer inputs of the layers ahead. */
 static int emit_activations(sl_stage *s, const pl_msg *in, const batch_rows *r, float *x,
-                            int d_model, const int32_t *tok, const sl_emit *out, sl_err *err)
+                            int d_model, const int32_t *tok, const ple_rows *ple,
+                            const sl_emit *out, sl_err *err)
 {
     pl_msg m;
+    bool send_ple = ple && ple->cols > 0;
     if (begin_batch(&m, in, r, err)) {
         free(x);
+        if (ple && ple->own)
+            free(ple->data);
+        return -1;
+    }
+    if (send_ple && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_PLE, SLUICE__DTYPE__DT_F32, r->n,
+                               ple->cols, ple->data, ple->own ? free_buffer : NULL, NULL, err)) {
+        free(x);
+        if (ple->own)
+            free(ple->data);
+        pl_msg_close(&m);
         return -1;
     }
     if ((tok && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, r->n, 0, tok,
@@ -219,6 +240,9 @@ typedef struct model_stage {
     sl_fwd *fwd;
     sl_kv *kv;
     int max_batch;
+    float *ple_proj;   /* embed stage gathering every layer's per-layer inputs: scratch */
+    /* batches whose per-layer inputs this stage gathered, or took from upstream */
+    uint64_t ple_gathered, ple_received;
 } model_stage;
 
 static void model_stage_free(model_stage *ms)
@@ -227,6 +251,7 @@ static void model_stage_free(model_stage *ms)
         return;
     sl_kv_free(ms->kv);
     sl_fwd_free(ms->fwd);
+    free(ms->ple_proj);
     sl_model_free(ms->model);
     free(ms);
 }
@@ -277,8 +302,47 @@ static int embed_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
         free(x);
         return fail_batch(s, in, out, why.msg, err);
     }
-    bool ple = ms->model->cfg.n_embd_per_layer > 0;
-    return emit_activations(s, in, &r, x, d, ple ? tok : NULL, out, err);
+    const sl_config *c = &ms->model->cfg;
+    if (c->n_embd_per_layer == 0)
+        return emit_activations(s, in, &r, x, d, NULL, NULL, out, err);
+    if (!ms->ple_proj) /* the layers stages gather their own slices */
+        return emit_activations(s, in, &r, x, d, tok, NULL, out, err);
+    if (r.n > (uint32_t)ms->max_batch) {
+        free(x);
+        snprintf(why.msg, sizeof why.msg, "batch of %u rows exceeds the stage's limit of %d",
+                 r.n, ms->max_batch);
+        return fail_batch(s, in, out, why.msg, err);
+    }
+    int64_t pl = c->n_embd_per_layer;
+    ple_rows ple = {malloc((size_t)r.n * (size_t)c->n_layer * (size_t)pl * sizeof(float) + 1),
+                    (uint64_t)c->n_layer * (uint64_t)pl, true};
+    if (!ple.data || sl_ple_inputs(ms->model, tok, x, (int)r.n, ms->ple_proj, ple.data, pl,
+                                   (int64_t)r.n * pl, NULL, &why)) {
+        free(x);
+        free(ple.data);
+        return fail_batch(s, in, out, ple.data ? why.msg : "out of memory", err);
+    }
+    ms->ple_gathered++;
+    return emit_activations(s, in, &r, x, d, NULL, &ple, out, err);
+}
+
+/* The per-layer inputs a batch carries for the stage's layers (limits.ple:
+ * embed), checked: NULL with *why empty when it carries none. */
+static const float *read_ple(const model_stage *ms, const pl_msg *in, uint32_t n, sl_err *why)
+{
+    const sl_model *m = ms->model;
+    const int k = SLUICE__PAYLOAD_KIND__PL_PLE;
+    why->msg[0] = 0;
+    if (!in->data[k])
+        return NULL;
+    uint64_t want = (uint64_t)(m->cfg.n_layer - m->part.l0) * (uint64_t)m->cfg.n_embd_per_layer;
+    if (in->dtype[k] != SLUICE__DTYPE__DT_F32 || in->shape[k][0] != n || in->shape[k][1] != want) {
+        snprintf(why->msg, sizeof why->msg, "per-layer inputs are not f32 [%u, %llu] (layers "
+                 "%d to %d of %d floats each)", n, (unsigned long long)want, m->part.l0,
+                 m->cfg.n_layer, m->cfg.n_embd_per_layer);
+        return NULL;
+    }
+    return in->data[k];
 }
 
 /* Reads the activations of a batch into a fresh buffer. */
@@ -308,20 +372,33 @@ static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
     sl_err why;
     if (read_rows(s, in, &r, &why))
         return fail_batch(s, in, out, why.msg, err);
-    int d = ms->model->cfg.d_model;
+    const sl_config *c = &ms->model->cfg;
+    int d = c->d_model;
+    int64_t pl = c->n_embd_per_layer;
     const int32_t *tok = NULL;
-    if (ms->model->cfg.n_embd_per_layer > 0 &&
-        !(tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r.n, &why)))
+    const float *ple = pl > 0 ? read_ple(ms, in, r.n, &why) : NULL;
+    if (pl > 0 && !ple && why.msg[0])
+        return fail_batch(s, in, out, why.msg, err);
+    if (pl > 0 && !ple && !(tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r.n, &why)))
         return fail_batch(s, in, out, why.msg, err);
     float *x = take_activations(in, r.n, d, &why);
     if (!x)
         return fail_batch(s, in, out, why.msg, err);
-    sl_batch b = {.n_tokens = (int)r.n, .token = tok, .seq = r.seq, .pos = r.pos};
+    sl_batch b = {.n_tokens = (int)r.n, .token = tok, .seq = r.seq, .pos = r.pos, .ple = ple,
+                  .ple_stride = pl, .ple_layer_stride = (int64_t)r.n * pl};
     if (sl_forward_layers(ms->fwd, ms->kv, &b, x, &why)) {
         free(x);
         return fail_batch(s, in, out, why.msg, err);
     }
-    return emit_activations(s, in, &r, x, d, tok, out, err);
+    if (pl > 0 && ple)
+        ms->ple_received++;
+    else if (pl > 0)
+        ms->ple_gathered++;
+    /* the slices of the layers ahead follow ours: passed on as they are */
+    int part_layers = ms->model->part.l1 - ms->model->part.l0;
+    ple_rows rest = {ple ? (float *)ple + (size_t)part_layers * r.n * (size_t)pl : NULL,
+                     ple ? (uint64_t)(c->n_layer - ms->model->part.l1) * (uint64_t)pl : 0, false};
+    return emit_activations(s, in, &r, x, d, tok, &rest, out, err);
 }
 
 /* Final norm and lm_head on the rows whose output is wanted; the logits go
@@ -412,6 +489,21 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
     return rc;
 }
 
+/* Where a Gemma 4 stage's per-layer inputs came from, for --stats. */
+static void describe_ple(const sl_stage *s, char *buf, size_t size)
+{
+    const model_stage *ms = s->impl;
+    if (ms->model->cfg.n_embd_per_layer == 0)
+        buf[0] = '\0';
+    else if (s->kind == PL_STAGE_EMBED)
+        snprintf(buf, size, "per-layer inputs: %s (%llu batches)",
+                 ms->ple_proj ? "gathered here for every layer" : "left to the layers stages",
+                 (unsigned long long)ms->ple_gathered);
+    else
+        snprintf(buf, size, "per-layer inputs: gathered here %llu batches, from upstream %llu",
+                 (unsigned long long)ms->ple_gathered, (unsigned long long)ms->ple_received);
+}
+
 static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
 {
     model_stage *ms = calloc(1, sizeof *ms);
@@ -419,10 +511,14 @@ static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
         return sl_fail(err, "out of memory");
     s->impl = ms;
     s->destroy = destroy_model_stage;
+    if (spec->kind != PL_STAGE_HEAD)
+        s->describe = describe_ple;
     ms->max_batch = spec->max_batch_tokens;
-    sl_model_part part = {0, 0, false, false};
-    if (spec->kind == PL_STAGE_EMBED)
+    sl_model_part part = {0, 0, false, false, false};
+    if (spec->kind == PL_STAGE_EMBED) {
         part.embed = true;
+        part.ple = spec->ple_at_embed;
+    }
     else if (spec->kind == PL_STAGE_HEAD)
         part.head = true;
     else {
@@ -437,6 +533,13 @@ static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
         return -1;
     if (spec->kind != PL_STAGE_EMBED && sl_fwd_new(&ms->fwd, ms->model, spec->max_batch_tokens, err))
         return -1;
+    const sl_config *c = &ms->model->cfg;
+    if (spec->kind == PL_STAGE_EMBED && spec->ple_at_embed && c->n_embd_per_layer > 0) {
+        size_t floats = (size_t)spec->max_batch_tokens * (size_t)c->n_layer * (size_t)c->n_embd_per_layer;
+        if (!(ms->ple_proj = malloc(floats * sizeof(float))))
+            return sl_fail(err, "out of memory for the per-layer inputs of %d tokens",
+                           spec->max_batch_tokens);
+    }
     return 0;
 }
 

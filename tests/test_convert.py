@@ -202,6 +202,166 @@ def check_round_trip(arch, tmp, tok_model, shards, layer_types):
     return hf
 
 
+def export_hf_gemma4(g, outdir, tok_model, multimodal):
+    """Writes a gemma4 GGUF as a Hugging Face Gemma 4 checkpoint: the names
+    llama.cpp's converter maps (model.language_model.* in a
+    Gemma4ForConditionalGeneration, model.* in a Gemma4ForCausalLM), norms
+    stored as they scale, no K/V in the KV-sharing layers, no v_proj where
+    V = K, "proportional" RoPE as a partial_rotary_factor."""
+    a = "gemma4."
+    n_layer = g.get(a + "block_count")
+    swa = list(g.get(a + "attention.sliding_window_pattern"))
+    kvh = list(g.get(a + "attention.head_count_kv"))
+    d_ff = list(g.get(a + "feed_forward_length"))
+    n_shared = g.get(a + "attention.shared_kv_layers")
+    hd, hd_swa = g.get(a + "attention.key_length"), g.get(a + "attention.key_length_swa")
+    pre = "model.language_model." if multimodal else "model."
+    T = {}
+
+    def W(name):
+        return np.asarray(g.tensor(name), dtype=np.float64)
+
+    T[pre + "embed_tokens.weight"] = W("token_embd.weight")
+    T[pre + "norm.weight"] = W("output_norm.weight")
+    T[pre + "embed_tokens_per_layer.weight"] = W("per_layer_token_embd.weight")
+    T[pre + "per_layer_model_projection.weight"] = W("per_layer_model_proj.weight")
+    T[pre + "per_layer_projection_norm.weight"] = W("per_layer_proj_norm.weight")
+    names = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+             "attn_v": "self_attn.v_proj", "attn_q_norm": "self_attn.q_norm",
+             "attn_k_norm": "self_attn.k_norm", "attn_output": "self_attn.o_proj",
+             "post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
+             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+             "post_ffw_norm": "post_feedforward_layernorm", "inp_gate": "per_layer_input_gate",
+             "proj": "per_layer_projection", "post_norm": "post_per_layer_input_norm"}
+    for il in range(n_layer):
+        for gg, hf in names.items():
+            b = "blk.%d.%s.weight" % (il, gg)
+            if g.has(b):
+                T["%slayers.%d.%s.weight" % (pre, il, hf)] = W(b)
+        # a 0-d scalar, as the checkpoints store it
+        T["%slayers.%d.layer_scalar" % (pre, il)] = W("blk.%d.layer_output_scale.weight" % il).reshape(())
+    ff = np.asarray(g.tensor("rope_freqs.weight"))
+    n_rot = int(np.sum(ff == 1.0))
+    text = {
+        "model_type": "gemma4_text", "hidden_size": g.get(a + "embedding_length"),
+        "intermediate_size": int(min(d_ff)), "use_double_wide_mlp": bool(max(d_ff) == 2 * min(d_ff)),
+        "num_hidden_layers": n_layer, "num_attention_heads": g.get(a + "attention.head_count"),
+        "num_key_value_heads": int([k for k, s in zip(kvh, swa) if s][0]),
+        "num_global_key_value_heads": int([k for k, s in zip(kvh, swa) if not s][0]),
+        "head_dim": hd_swa, "global_head_dim": hd,
+        "layer_types": ["sliding_attention" if s else "full_attention" for s in swa],
+        "sliding_window": g.get(a + "attention.sliding_window"),
+        "num_kv_shared_layers": n_shared,
+        "hidden_size_per_layer_input": g.get(a + "embedding_length_per_layer_input"),
+        "vocab_size": int(T[pre + "embed_tokens.weight"].shape[0]),
+        "max_position_embeddings": g.get(a + "context_length"),
+        "rms_norm_eps": g.get(a + "attention.layer_norm_rms_epsilon"),
+        "final_logit_softcapping": g.get(a + "final_logit_softcapping"),
+        "rope_parameters": {
+            "full_attention": {"rope_type": "proportional", "rope_theta": g.get(a + "rope.freq_base"),
+                               "partial_rotary_factor": 2.0 * n_rot / hd},
+            "sliding_attention": {"rope_type": "default", "rope_theta": g.get(a + "rope.freq_base_swa"),
+                                  "partial_rotary_factor": g.get(a + "rope.dimension_count_swa") / hd_swa},
+        },
+        "attention_k_eq_v": not any(g.has("blk.%d.attn_v.weight" % il)
+                                    for il in range(n_layer) if not swa[il]),
+        "tie_word_embeddings": True,
+    }
+    conf = {"architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4",
+            "text_config": text} if multimodal else dict(text, architectures=["Gemma4ForCausalLM"])
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "config.json"), "w") as fh:
+        json.dump(conf, fh, indent=1)
+    write_safetensors(os.path.join(outdir, "model.safetensors"), T)
+    shutil.copy(tok_model, os.path.join(outdir, "tokenizer.model"))
+    return T
+
+
+def check_round_trip_gemma4(tmp, tok_model, multimodal):
+    what = "gemma4 (%s)" % ("Gemma4ForConditionalGeneration" if multimodal else "Gemma4ForCausalLM")
+    src = os.path.join(tmp, "gemma4-src.gguf")
+    run([SLUICE, "synth", "--arch", "gemma4", "--size", "test", "--type", "f32", "--seed", "7",
+         "-o", src])
+    g = GGUF(src)
+    hf = os.path.join(tmp, "gemma4-hf-%d" % multimodal)
+    T = export_hf_gemma4(g, hf, tok_model, multimodal)
+    check(not any(".layers.7.self_attn.k_proj" in n or ".layers.3.self_attn.v_proj" in n for n in T),
+          "%s: the export has no K/V in KV-sharing layers and no V where V = K" % what)
+    dst = os.path.join(tmp, "gemma4-conv-%d.gguf" % multimodal)
+    run([SLUICE, "convert", hf, "-o", dst, "--quiet"])
+    c = GGUF(dst)
+    check(c.get("general.architecture") == "gemma4", "%s: architecture key" % what)
+    for key in ("block_count", "attention.head_count_kv", "feed_forward_length", "attention.key_length",
+                "attention.key_length_swa", "rope.dimension_count", "rope.dimension_count_swa",
+                "rope.freq_base", "rope.freq_base_swa", "attention.sliding_window",
+                "attention.sliding_window_pattern", "attention.shared_kv_layers",
+                "embedding_length_per_layer_input", "final_logit_softcapping"):
+        a, b = g.get("gemma4." + key), c.get("gemma4." + key)
+        same = list(a) == list(b) if isinstance(a, (list, tuple, np.ndarray)) else a == b
+        check(same, "%s: gemma4.%s is %r after the round trip, was %r" % (what, key, b, a))
+    for name in g.tensors:
+        if not c.has(name):
+            check(False, "%s: converted file lacks %s" % (what, name))
+            continue
+        x, y = np.asarray(g.tensor(name)), np.asarray(c.tensor(name))
+        check(x.shape == y.shape and np.array_equal(x, y), "%s: tensor %s differs after the round trip" %
+              (what, name))
+    check(sorted(c.tensors) == sorted(g.tensors), "%s: the same tensor set (extra: %s)" %
+          (what, sorted(set(c.tensors) - set(g.tensors))))
+    ids = [2, 17, 80, 33, 261, 5, 99, 150, 42, 7, 300, 11, 64, 128, 9, 270, 18, 3, 77, 401, 88, 1]
+    got = logits_of(dst, ids, tmp)
+    ref = forward.Model(src).logits(ids)
+    err = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
+    check(err <= 1e-5, "%s: converted model's logits differ from the reference by %.3g (relative)" % (what, err))
+    print("%s: %d tensors equal after the round trip, logits within %.2g of the reference" %
+          (what, len(g.tensors), err))
+
+
+def write_gemma4_tokenizer_json(outdir, n_vocab):
+    """A Hugging Face BPE tokenizer.json as Gemma 4 ships it (no tokenizer.model):
+    vocab, merges in both of the formats tokenizers writes, added tokens."""
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "<|channel>", "<start_of_turn>"]
+    tokens += ["<0x%02X>" % b for b in range(256)]
+    tokens += [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["\u2581", "th", "the", "\u2581the"]
+    tokens += ["w%d" % i for i in range(n_vocab - len(tokens))]
+    merges = ["t h", ["th", "e"], ["\u2581", "the"]]
+    added = [{"id": i, "content": tokens[i], "special": i != 4} for i in range(6)]
+    tj = {"version": "1.0", "added_tokens": added,
+          "model": {"type": "BPE", "vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges,
+                    "byte_fallback": True}}
+    with open(os.path.join(outdir, "tokenizer.json"), "w") as fh:
+        json.dump(tj, fh)
+    return tokens
+
+
+def check_gemma4_tokenizer_json(tmp, tok_model):
+    """Gemma 4 checkpoints without tokenizer.model: the vocabulary comes from
+    tokenizer.json as a "gemma4" (merge-ranked BPE) GGUF vocabulary."""
+    src = os.path.join(tmp, "gemma4-src.gguf")
+    g = GGUF(src)
+    hf = os.path.join(tmp, "gemma4-hf-json")
+    export_hf_gemma4(g, hf, tok_model, False)
+    os.remove(os.path.join(hf, "tokenizer.model"))
+    tokens = write_gemma4_tokenizer_json(hf, 512)
+    dst = os.path.join(tmp, "gemma4-json.gguf")
+    run([SLUICE, "convert", hf, "-o", dst, "--quiet"])
+    c = GGUF(dst)
+    check(c.get("tokenizer.ggml.model") == "gemma4", "tokenizer.json: tokenizer.ggml.model is gemma4")
+    check(list(c.get("tokenizer.ggml.tokens")) == tokens, "tokenizer.json: the tokens in id order")
+    check(list(c.get("tokenizer.ggml.merges")) == ["t h", "th e", "\u2581 the"],
+          "tokenizer.json: merges in rank order, \"left right\" (got %r)" % (c.get("tokenizer.ggml.merges"),))
+    types = list(c.get("tokenizer.ggml.token_type"))
+    check(types[2] == 3 and types[3] == 2 and types[4] == 4 and types[6] == 6 and types[262] == 1,
+          "tokenizer.json: token types control, unknown, user-defined (<|channel>), byte, normal")
+    check(c.get("tokenizer.ggml.bos_token_id") == 2 and c.get("tokenizer.ggml.eos_token_id") == 1,
+          "tokenizer.json: bos and eos ids")
+    p = run([SLUICE, "run", "-m", dst, "-p", "the the", "-n", "2"], ok=False)
+    check(p.returncode == 0, "tokenizer.json: the converted model runs (%s)" % p.stderr.strip()[-300:])
+    os.remove(os.path.join(hf, "tokenizer.json"))
+    expect_error([SLUICE, "convert", hf, "-o", os.path.join(tmp, "x.gguf"), "-q"], "tokenizer.json",
+                 "gemma4 without any tokenizer")
+
+
 def expect_error(args, fragment, what):
     p = run(args, ok=False)
     check(p.returncode != 0 and fragment in p.stderr,
@@ -293,6 +453,9 @@ def main():
         check_round_trip("gemma3", tmp, tok, shards=1, layer_types=True)
         check_round_trip("gemma2", tmp, tok, shards=3, layer_types=False)
         check_round_trip("gemma", tmp, tok, shards=1, layer_types=False)
+        check_round_trip_gemma4(tmp, tok, multimodal=False)
+        check_round_trip_gemma4(tmp, tok, multimodal=True)
+        check_gemma4_tokenizer_json(tmp, tok)
         check_malformed(hf, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

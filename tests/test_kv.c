@@ -46,7 +46,7 @@ static int run_logits(run *r, sl_kv *kv, const int32_t *tokens, int n, sl_err *e
         int nb = n - start < BATCH ? n - start : BATCH;
         for (int i = 0; i < nb; i++)
             pos[i] = start + i;
-        sl_batch b = {nb, tokens + start, seq, pos};
+        sl_batch b = {.n_tokens = nb, .token = tokens + start, .seq = seq, .pos = pos};
         if (sl_embed(r->m, tokens + start, nb, r->x, err) ||
             sl_forward_layers(r->fwd, kv, &b, r->x, err) ||
             sl_head(r->fwd, r->x, nb, r->logits + (size_t)start * c->n_vocab, err))
@@ -156,7 +156,7 @@ int main(void)
     int32_t seq[BATCH] = {0}, pos[BATCH];
     for (int i = 0; i < BATCH; i++)
         pos[i] = i;
-    sl_batch big = {BATCH, tokens, seq, pos};
+    sl_batch big = {.n_tokens = BATCH, .token = tokens, .seq = seq, .pos = pos};
     CHECK(sl_embed(r.m, tokens, BATCH, r.x, &err) == 0);
     CHECK(sl_forward_layers(r.fwd, small, &big, r.x, &err) == -1);
     CHECK_ERR_HAS(err, "sized for batches of at most 50");

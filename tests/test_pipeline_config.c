@@ -189,6 +189,7 @@ static void test_numbers(void)
     BAD(LIMITS("max_message_bytes: 1073741825"), "pipe.yaml:9:", "limits.max_message_bytes: 1073741825 is out of range");
     BAD(LIMITS("max_requests: 0"), "pipe.yaml:9:", "limits.max_requests: 0 is out of range (1..1048576)");
     BAD(LIMITS("max_request: 3"), "pipe.yaml:9:", "limits: unknown key 'max_request'");
+    BAD(LIMITS("ple: layers"), "pipe.yaml:9:", "limits.ple: 'layers' is not one of local, embed");
 
     pl_config c;
     GOOD(&c, SAMPLING("seed: 18446744073709551615"));
@@ -201,6 +202,10 @@ static void test_numbers(void)
     GOOD(&c, HEAD_ STAGES_ "limits: {max_frame_bytes: 4096, max_message_bytes: 8192, max_requests: 3}\n");
     CHECK(c.limits.max_frame_bytes == 4096 && c.limits.max_message_bytes == 8192 &&
           c.limits.max_requests == 3);
+    GOOD(&c, LIMITS("ple: embed"));
+    CHECK(c.limits.ple == PLE_AT_EMBED);
+    GOOD(&c, LIMITS("ple: local"));
+    CHECK(c.limits.ple == PLE_AT_LAYERS);
     GOOD(&c, LIMITS("context: 1048576"));
     CHECK(c.limits.context == 1 << 20);
     GOOD(&c, SAMPLING("top_p: 1"));
@@ -535,7 +540,7 @@ static void test_examples_and_round_trip(void)
         "  - kind: head\n  - kind: sample\n    node: \"null\"\n"
         "sampling: {temperature: 0.1, top_k: 3, top_p: 0.9, min_p: 0.000123, repeat_penalty: 1.3,"
         " repeat_last_n: 0, seed: 18446744073709551615}\n"
-        "limits: {max_sequences: 4096, context: 16, max_batch_tokens: 65536}\n"
+        "limits: {max_sequences: 4096, context: 16, max_batch_tokens: 65536, ple: embed}\n"
         "speculative: {draft: \"/tmp/ null\", k: 0, placement: {node: \"null\", numa: 1}, pipelined: false}\n";
     CHECKF(parse(&c, odd, &e) == 0, "%s", e.msg);
     CHECK(strcmp(c.nodes[0].name, "null") == 0 && c.stages[6].node == 0 && c.stages[1].node == 2);

@@ -381,6 +381,58 @@ static void test_binding(void)
     hwloc_topology_destroy(t);
 }
 
+/* Gemma 4's per-layer embeddings in the cost model: gathered at the embed
+ * stage, their rows cross every cut ahead and the projection moves to the
+ * coordinator's slot; a slow link then favours gathering at the layers. */
+static void test_ple_placement(void)
+{
+    static sl_model_cost mc;
+    const sl_shape *s = sl_shape_find("gemma4", "e2b");
+    CHECK(s != NULL);
+    sl_cost_from_shape(&mc, s, SL_TYPE_Q4_0, SL_TYPE_F32);
+    CHECK(mc.ple == PLE_AT_LAYERS && mc.n_embd_per_layer == 256);
+    double w_local = sl_cost_weight_bytes(&mc, 0, mc.n_layer);
+    CHECK(sl_cost_boundary_bytes(&mc, 13) == 1536 * 4 + 4);
+    sl_cost_set_ple(&mc, PLE_AT_EMBED);
+    CHECK(sl_cost_boundary_bytes(&mc, 0) == (1536 + 35 * 256) * 4);
+    CHECK(sl_cost_boundary_bytes(&mc, 13) == (1536 + 22 * 256) * 4);
+    CHECK(sl_cost_boundary_bytes(&mc, 35) == 1536 * 4);
+    double moved = w_local - sl_cost_weight_bytes(&mc, 0, mc.n_layer);
+    /* the projection: 35 x 256 rows of 1536 q4_0 elements */
+    CHECK_NEAR(moved, 35.0 * 256 * sl_row_bytes(SL_TYPE_Q4_0, 1536), 1.0);
+    CHECK_NEAR(mc.embed_read_bytes, moved, 1.0);
+    CHECK(mc.embed_flops > 0);
+    sl_cost_set_ple(&mc, PLE_AT_LAYERS);
+    CHECK(sl_cost_weight_bytes(&mc, 0, mc.n_layer) == w_local && mc.embed_read_bytes == 0);
+
+    sl_topology t;
+    random_cluster(&t, 2);
+    t.n_links = 0;
+    t.link_bandwidth = 1e8; /* 100 MB/s between the nodes */
+    t.link_latency = 1e-4;
+    for (int i = 0; i < 2; i++) {
+        t.nodes[i].memory = 64e9;
+        t.nodes[i].flops = 1e12;
+        t.nodes[i].bandwidth = 20e9;
+    }
+    int slots[2] = {0, 1}, owner[35];
+    for (int i = 0; i < 35; i++)
+        owner[i] = i < 13 ? 0 : 1;
+    sl_place_opts o;
+    sl_place_opts_init(&o);
+    o.objective = SL_OBJ_LATENCY;
+    sl_plan local, embed;
+    sl_err err = {{0}};
+    CHECK(sl_plan_eval(&mc, &t, slots, 2, owner, &o, &local, &err) == 0);
+    sl_cost_set_ple(&mc, PLE_AT_EMBED);
+    CHECK(sl_plan_eval(&mc, &t, slots, 2, owner, &o, &embed, &err) == 0);
+    /* the hop into layer 13 carries 22 layers' rows more */
+    CHECK_NEAR(embed.st[1].hop_in - local.st[1].hop_in, (22.0 * 256 * 4 - 4) / 1e8, 1e-9);
+    CHECK(embed.latency > local.latency);
+    /* the first stage (with embed) now projects for all 35 layers, not its 13 */
+    CHECK(embed.st[0].time > local.st[0].time && embed.st[1].time < local.st[1].time);
+}
+
 int main(void)
 {
     test_against_brute_force();
@@ -388,6 +440,7 @@ int main(void)
     test_kv_sharing_cut();
     test_large();
     test_cost_from_gguf();
+    test_ple_placement();
     test_topologies();
     test_binding();
     return test_finish("test_sched");

@@ -486,6 +486,98 @@ static void check_model_file_errors(void)
     CHECK_ERR_HAS(err, "junk");
 }
 
+/* ---- "gemma4": BPE ordered by tokenizer.ggml.merges ---- */
+
+#define G4_WORDS 15
+#define G4_N (G4_WORDS + 256)
+
+/* A vocabulary where merge order and piece scores disagree: scores favour
+ * "ab" (as sentencepiece's BPE would take it), the merge list "b c". */
+static gguf_writer *gemma4_vocab(bool with_merges)
+{
+    static const char *const words[G4_WORDS] = {
+        "<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "a", "b", "c", "ab", "bc",
+        "\xE2\x96\x81", "\xE2\x96\x81" "a", "\n", "\n\n", "<tool>"};
+    static const int32_t word_types[G4_WORDS] = {3, 3, 3, 2, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4};
+    static char byte_names[256][8];
+    static const char *tokens[G4_N];
+    static float scores[G4_N];
+    static int32_t types[G4_N];
+    for (int i = 0; i < G4_WORDS; i++) {
+        tokens[i] = words[i];
+        types[i] = word_types[i];
+        scores[i] = i == 8 ? 0.0f : -1.0f - (float)i;
+    }
+    for (int b = 0; b < 256; b++) {
+        snprintf(byte_names[b], sizeof byte_names[b], "<0x%02X>", b);
+        tokens[G4_WORDS + b] = byte_names[b];
+        scores[G4_WORDS + b] = 0;
+        types[G4_WORDS + b] = 6;
+    }
+    static const char *const merges[] = {"b c", "a b", "\xE2\x96\x81 a", "\n \n"};
+    gguf_writer *w = gguf_writer_new();
+    gguf_set_str(w, "tokenizer.ggml.model", "gemma4");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", tokens, G4_N);
+    gguf_set_arr(w, "tokenizer.ggml.scores", GGUF_FLOAT32, scores, G4_N);
+    gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, G4_N);
+    if (with_merges)
+        gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, 4);
+    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 2);
+    gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 1);
+    gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 3);
+    gguf_set_u32(w, "tokenizer.ggml.padding_token_id", 0);
+    gguf_set_bool(w, "tokenizer.ggml.add_bos_token", false);
+    return w;
+}
+
+static void expect_ids(const sl_tokenizer *t, const char *text, const int32_t *want, int n_want)
+{
+    int32_t *ids = NULL;
+    int n = 0;
+    sl_err err = {{0}};
+    CHECKF(sl_tok_encode(t, text, strlen(text), &ids, &n, &err) == 0, "%s", err.msg);
+    char got[256] = "";
+    for (int i = 0; i < n && strlen(got) < 200; i++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids[i]);
+    CHECKF(ids_equal(ids, n, want, n_want), "gemma4 \"%s\": got%s", text, got);
+    free(ids);
+}
+
+static void check_gemma4(void)
+{
+    sl_err err = {{0}};
+    sl_tokenizer *t = load_written(gemma4_vocab(true), "gemma4.gguf", &err);
+    CHECKF(t != NULL, "tokenizer.ggml.model = \"gemma4\" loads: %s", err.msg);
+    if (!t)
+        return;
+    /* merge rank decides, not score: "b c" (rank 0) before "a b" */
+    expect_ids(t, "abc", (const int32_t[]){5, 9}, 2);
+    /* spaces become U+2581 without a prefix; "a b" (1) before "▁ a" (2) */
+    expect_ids(t, " ab", (const int32_t[]){10, 8}, 2);
+    expect_ids(t, "a", (const int32_t[]){5}, 1);
+    /* a newline run that is a token stays whole, else it is merged; newline
+     * runs never merge with their neighbours */
+    expect_ids(t, "\n\n", (const int32_t[]){13}, 1);
+    expect_ids(t, "c\n\n\nc", (const int32_t[]){7, 13, 12, 7}, 4);
+    /* specials written in the text (control and user-defined, not bos);
+     * a character without a piece falls back to its bytes */
+    expect_ids(t, "a<start_of_turn><tool>\xC3\xA9", (const int32_t[]){5, 4, 14, G4_WORDS + 0xC3,
+                                                                  G4_WORDS + 0xA9}, 5);
+    int32_t *ids = NULL;
+    int n = 0;
+    CHECK(sl_tok_encode(t, "<bos>", 5, &ids, &n, &err) == 0 && n > 1 && ids[0] != 2);
+    free(ids);
+    CHECK(sl_tok_add_bos(t) && sl_tok_bos(t) == 2 && sl_tok_eos(t) == 1);
+    char *text = NULL;
+    int32_t seq[] = {2, 10, 8, 13, 12, 7, 4, G4_WORDS + 0xC3, G4_WORDS + 0xA9};
+    CHECKF(sl_tok_decode(t, seq, 9, &text, &err) == 0, "%s", err.msg);
+    CHECKF(text && strcmp(text, " ab\n\n\nc\xC3\xA9") == 0, "gemma4 decoded \"%s\"",
+           text ? text : "(null)");
+    free(text);
+    sl_tok_free(t);
+    expect_failure(gemma4_vocab(false), "gemma4-nomerges.gguf", "tokenizer.ggml.merges");
+}
+
 int main(void)
 {
     if (!mkdtemp(tmp_dir)) {
@@ -504,6 +596,7 @@ int main(void)
     check_model("unigram", "--model_type=unigram '--user_defined_symbols=<start_of_turn>,<end_of_turn>'",
                 false, true);
     check_malformed();
+    check_gemma4();
     check_model_file_errors();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
