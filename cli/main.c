@@ -20,7 +20,7 @@ static const command commands[] = {
     {"worker", cmd_worker, "serve pipeline stages for a coordinator on another process or host"},
     {"bench", cmd_bench, "measure prefill and decode speed against the memory roofline"},
     {"plan", cmd_plan, "place layers on NUMA nodes or cluster hosts and write the config"},
-    {"keygen", cmd_keygen, "write a CURVE key pair for a pipeline node (not yet used by pipelines)"},
+    {"keygen", cmd_keygen, "write a CURVE key pair for a pipeline node"},
     {"status", cmd_status, "show a worker's stages and their metrics"},
 };
 
