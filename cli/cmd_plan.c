@@ -28,7 +28,7 @@ static const char usage[] =
     "  -m, --model FILE        GGUF model: costs from its tensor table\n"
     "  --shape ARCH:SIZE       a model not on this machine, by its shapes:\n"
     "                          gemma3 270m, 1b, 4b, 12b, 27b; gemma2 2b, 9b, 27b;\n"
-    "                          gemma 2b, 7b\n"
+    "                          gemma 2b, 7b; gemma4 e2b, e4b\n"
     "  --type T                weight type with --shape (default q4_0)\n"
     "  --model-path PATH       model path the config names (default: -m FILE,\n"
     "                          or MODEL.gguf with --shape)\n"
