@@ -41,7 +41,7 @@ static void check_placement(const sl_topology *t)
     mc.n_layer = 5;
     mc.boundary_bytes = 4096;
     for (int i = 0; i < 5; i++)
-        mc.layer[i] = (sl_layer_cost){1e8 * (i + 1), 2e8, 4096, i % 2 ? 512 : 0, 1024};
+        mc.layer[i] = (sl_layer_cost){1e8 * (i + 1), 2e8, 4096, i % 2 ? 512 : 0, 1024, 0, 0};
     mc.embed_bytes = mc.head_bytes = 2e8;
     mc.tied = true;
     int slots[SL_TOPO_MAX];
