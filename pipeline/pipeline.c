@@ -188,22 +188,32 @@ static request *find_req(sl_pipeline *p, uint64_t id)
     return NULL;
 }
 
-static void send_release(sl_pipeline *p, request *r)
+/* An in-band control message about one request's slot (RELEASE, or
+ * TRUNCATE to length positions): it reaches every stage after the
+ * request's batches sent before it and before those sent after. */
+static void send_slot_control(sl_pipeline *p, const request *r, Sluice__MsgKind kind, int length)
 {
-    if (r->slot < 0)
-        return;
     pl_msg m;
     sl_err err;
-    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_RELEASE, 0, 0);
+    pl_msg_init(&m, kind, 0, 0);
     int32_t seq = r->slot;
     uint64_t id = r->id;
     m.hdr_store.n_seqs = 1;
     m.hdr_store.seqs = &seq;
     m.hdr_store.n_requests = 1;
     m.hdr_store.requests = &id;
+    m.hdr_store.length = length;
     if (pl_msg_send(&m, p->to_first, 0, &err))
-        fprintf(stderr, "sluice: cannot send RELEASE of request %llu: %s\n", (unsigned long long)id, err.msg);
+        fprintf(stderr, "sluice: cannot send %s of request %llu: %s\n", pl_msg_kind_name(kind),
+                (unsigned long long)id, err.msg);
     pl_msg_close(&m);
+}
+
+static void send_release(sl_pipeline *p, request *r)
+{
+    if (r->slot < 0)
+        return;
+    send_slot_control(p, r, SLUICE__MSG_KIND__MSG_RELEASE, 0);
     p->slot_used[r->slot] = false;
     r->slot = -1;
 }
@@ -562,19 +572,7 @@ static bool take_token(sl_pipeline *p, request *r, int32_t tok, double t)
  * request's next batch. */
 static void send_truncate(sl_pipeline *p, request *r, int length)
 {
-    pl_msg m;
-    sl_err err;
-    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TRUNCATE, 0, 0);
-    int32_t seq = r->slot;
-    uint64_t id = r->id;
-    m.hdr_store.n_seqs = 1;
-    m.hdr_store.seqs = &seq;
-    m.hdr_store.n_requests = 1;
-    m.hdr_store.requests = &id;
-    m.hdr_store.length = length;
-    if (pl_msg_send(&m, p->to_first, 0, &err))
-        fprintf(stderr, "sluice: cannot send TRUNCATE of request %llu: %s\n", (unsigned long long)id, err.msg);
-    pl_msg_close(&m);
+    send_slot_control(p, r, SLUICE__MSG_KIND__MSG_TRUNCATE, length);
 }
 
 /* The tokens one verification emitted for a request: n of them, after k
