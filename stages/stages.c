@@ -360,6 +360,26 @@ static float *take_activations(const pl_msg *in, uint32_t n, int d, sl_err *why)
     return x;
 }
 
+/* Positions are authoritative. A batch that starts a slot's rows before the
+ * end of its cache rewrites what follows: a replay from position 0 after a
+ * failure whose RELEASE was lost with a dead peer, or drafts whose TRUNCATE
+ * was. The cache is cut there first, when that is safe: back to 0, or by at
+ * most a batch (sliding-window rings keep that much slack behind their
+ * window). Anything else stays an error of the forward pass. */
+static void rewind_slots(sl_kv *kv, const batch_rows *r)
+{
+    for (uint32_t i = 0; i < r->n; i++) {
+        int s = r->seq[i], p = r->pos[i];
+        if ((i > 0 && r->seq[i - 1] == s) || s < 0 || s >= sl_kv_max_seqs(kv) || p < 0)
+            continue;
+        int len = sl_kv_len(kv, s);
+        if (p == 0 && len > 0)
+            sl_kv_clear(kv, s);
+        else if (p < len && len - p <= sl_kv_max_batch(kv))
+            sl_kv_truncate(kv, s, p);
+    }
+}
+
 static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
 {
     model_stage *ms = s->impl;
@@ -386,6 +406,7 @@ static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
         return fail_batch(s, in, out, why.msg, err);
     sl_batch b = {.n_tokens = (int)r.n, .token = tok, .seq = r.seq, .pos = r.pos, .ple = ple,
                   .ple_stride = pl, .ple_layer_stride = (int64_t)r.n * pl};
+    rewind_slots(ms->kv, &r);
     if (sl_forward_layers(ms->fwd, ms->kv, &b, x, &why)) {
         free(x);
         return fail_batch(s, in, out, why.msg, err);

@@ -503,6 +503,27 @@ static void test_kv_after_rejection(void)
         CHECKF(memcmp(sl_kv_k(ka, 0, il), sl_kv_k(kb, 0, il), bytes) == 0, "layer %d: K differs", il);
         CHECKF(memcmp(sl_kv_v(ka, 0, il), sl_kv_v(kb, 0, il), bytes) == 0, "layer %d: V differs", il);
     }
+
+    /* A replay from position 0 into a slot that still holds another text
+     * (its RELEASE lost with a dead peer) starts the slot afresh: the same
+     * cache as the plain run's. */
+    sl_stage *replay;
+    CHECKF(sl_stage_create(&replay, &ls, &err) == 0, "%s", err.msg);
+    int32_t other[12];
+    for (int i = 0; i < 12; i++)
+        other[i] = 900 - 13 * i;
+    feed(embed, replay, other, 12, 0);
+    feed(embed, replay, text, 10, 0);
+    for (int q = 10; q < 40; q++)
+        feed(embed, replay, text + q, 1, q);
+    sl_kv *kr = sl_stage_kv(replay);
+    CHECK(sl_kv_len(kr, 0) == 40);
+    for (int il = 0; il < 6; il++) {
+        int64_t rows = sl_kv_slots(ka, il) < 40 ? sl_kv_slots(ka, il) : 40;
+        size_t bytes = (size_t)(rows * sl_kv_row_bytes(ka, il));
+        CHECKF(memcmp(sl_kv_k(ka, 0, il), sl_kv_k(kr, 0, il), bytes) == 0, "replay layer %d: K differs", il);
+    }
+    sl_stage_destroy(replay);
     sl_stage_destroy(embed);
     sl_stage_destroy(plain);
     sl_stage_destroy(spec);
