@@ -27,6 +27,7 @@
 #include "model/kv.h"
 #include "model/model.h"
 #include "stages/draft.h"
+#include "stages/reqtab.h"
 #include "stages/sampler.h"
 #include "stages/spec.h"
 #include "stages/stage.h"
@@ -35,8 +36,7 @@
 #define LOOKUP_NGRAM_MAX 4
 
 typedef struct dreq {
-    uint64_t id;
-    bool used;
+    sl_reqtab_key key;      /* first: the table's */
     bool broken;            /* lost track of the text: drafts nothing more */
     int seq;                /* KV slot (the driver's) */
     int32_t *hist;          /* accepted text: positions 0..n_hist-1 */
@@ -71,8 +71,7 @@ typedef struct draft_stage {
     int max_batch, context, max_seqs;
     int k_max;
     bool auto_k, lookup, pipelined;
-    dreq *reqs;             /* open addressing on request id */
-    int cap;
+    sl_reqtab reqs;         /* dreq by request id */
     /* forward scratch */
     float *x, *logits, *row;
     int32_t *tok, *seq, *pos, *ids;
@@ -103,28 +102,19 @@ static double now_s(void)
 
 static dreq *find_req(draft_stage *ds, uint64_t id, bool create)
 {
-    uint32_t mask = (uint32_t)ds->cap - 1, i = (uint32_t)(id * 0x9E3779B97F4A7C15ull >> 32) & mask;
-    for (int probe = 0; probe < ds->cap; probe++, i = (i + 1) & mask) {
-        dreq *r = &ds->reqs[i];
-        if (r->used && r->id == id)
-            return r;
-        if (!r->used) {
-            if (!create)
-                return NULL;
-            memset(r, 0, sizeof *r);
-            r->used = true;
-            r->id = id;
-            r->base = -1;
-            r->seq = -1;
-            sl_spec_stats_init(&r->stats);
-            return r;
-        }
+    bool created;
+    dreq *r = sl_reqtab_find(&ds->reqs, id, create, &created);
+    if (created) {
+        r->base = -1;
+        r->seq = -1;
+        sl_spec_stats_init(&r->stats);
     }
-    return NULL;
+    return r;
 }
 
-static void free_req(dreq *r)
+static void free_req(void *entry)
 {
+    dreq *r = entry;
     sl_sampler_free(r->sampler);
     free(r->hist);
     free(r->q);
@@ -134,20 +124,9 @@ static void free_req(dreq *r)
 static void drop_req(draft_stage *ds, uint64_t id)
 {
     dreq *r = find_req(ds, id, false);
-    if (!r)
-        return;
-    if (ds->kv && r->seq >= 0)
+    if (r && ds->kv && r->seq >= 0)
         sl_kv_clear(ds->kv, r->seq);
-    free_req(r);
-    uint32_t mask = (uint32_t)ds->cap - 1, i = (uint32_t)(r - ds->reqs);
-    memset(r, 0, sizeof *r);
-    /* re-insert the rest of the cluster so lookups stay correct */
-    for (i = (i + 1) & mask; ds->reqs[i].used; i = (i + 1) & mask) {
-        dreq moved = ds->reqs[i];
-        memset(&ds->reqs[i], 0, sizeof moved);
-        dreq *dst = find_req(ds, moved.id, true);
-        *dst = moved;
-    }
+    sl_reqtab_drop(&ds->reqs, id, free_req);
 }
 
 static int hist_push(dreq *r, const int32_t *tok, int n)
@@ -172,7 +151,7 @@ static int add_params(draft_stage *ds, const Sluice__ReqParams *p, sl_err *err)
 {
     dreq *r = find_req(ds, p->request_id, true);
     if (!r)
-        return sl_fail(err, "too many requests in flight (%d)", ds->cap);
+        return sl_fail(err, "too many requests in flight (%d)", ds->reqs.cap);
     if (r->sampler)
         return 0;
     sl_sampling sp;
@@ -386,7 +365,7 @@ static int take_rows(draft_stage *ds, dreq *r, const in_rows *in, uint32_t i0, u
     for (uint32_t i = i0; i < i1; i++) {
         if (in->seq[i] != seq || in->pos[i] != in->pos[i0] + (int)(i - i0))
             return sl_fail(why, "rows %u..%u of request %llu are not consecutive positions of one slot",
-                           i0, i1 - 1, (unsigned long long)r->id);
+                           i0, i1 - 1, (unsigned long long)r->key.id);
         if (in->tok[i] < 0 || in->tok[i] >= ds->n_vocab)
             return sl_fail(why, "row %u: token %d outside the vocabulary of %d", i, in->tok[i],
                            ds->n_vocab);
@@ -542,9 +521,9 @@ static int draft_idle(sl_stage *s)
     draft_stage *ds = s->impl;
     if (!ds->pipelined || ds->lookup)
         return 0;
-    for (int i = 0; i < ds->cap; i++) {
-        dreq *r = &ds->reqs[i];
-        if (!r->used || r->base < 0 || r->ahead_tried || r->broken || !r->sampler)
+    for (int i = 0; i < ds->reqs.cap; i++) {
+        dreq *r = sl_reqtab_at(&ds->reqs, i);
+        if (!r || r->base < 0 || r->ahead_tried || r->broken || !r->sampler)
             continue;
         r->ahead_tried = true;
         int k = r->k;
@@ -598,10 +577,7 @@ static void destroy_draft_stage(sl_stage *s)
 {
     draft_stage *ds = s->impl;
     if (ds) {
-        for (int i = 0; ds->reqs && i < ds->cap; i++)
-            if (ds->reqs[i].used)
-                free_req(&ds->reqs[i]);
-        free(ds->reqs);
+        sl_reqtab_free(&ds->reqs, free_req);
         sl_kv_free(ds->kv);
         sl_fwd_free(ds->fwd);
         sl_model_free(ds->model);
@@ -668,11 +644,8 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
             sl_fwd_new(&ds->fwd, ds->model, ds->max_batch, err))
             return -1;
     }
-    ds->cap = 16;
-    while (ds->cap < 4 * ds->max_seqs)
-        ds->cap *= 2;
+    int no_table = sl_reqtab_init(&ds->reqs, sizeof(dreq), ds->max_seqs);
     size_t rows = (size_t)ds->max_batch + 1, v = (size_t)ds->n_vocab;
-    ds->reqs = calloc((size_t)ds->cap, sizeof *ds->reqs);
     ds->x = malloc(rows * (size_t)(ds->d_model + 1) * sizeof(float));
     ds->logits = malloc(v * sizeof(float));
     ds->tok = malloc(rows * sizeof(int32_t));
@@ -688,7 +661,7 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     ds->o_flags = malloc(rows);
     ds->o_qsrc = malloc(rows * sizeof *ds->o_qsrc);
     ds->wanted = malloc(rows * sizeof *ds->wanted);
-    if (!ds->reqs || !ds->x || !ds->logits || !ds->tok || !ds->seq || !ds->pos || !ds->ids ||
+    if (no_table || !ds->x || !ds->logits || !ds->tok || !ds->seq || !ds->pos || !ds->ids ||
         !ds->probs || !ds->o_req || !ds->o_seq || !ds->o_pos || !ds->o_tok || !ds->o_draft ||
         !ds->o_flags || !ds->o_qsrc || !ds->wanted)
         return sl_fail(err, "out of memory");

@@ -10,6 +10,7 @@
 #include "model/kv.h"
 #include "model/model.h"
 #include "stages/sampler.h"
+#include "stages/reqtab.h"
 #include "stages/spec.h"
 
 /* ---- shared helpers ---- */
@@ -567,8 +568,7 @@ static int model_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
 /* ---- sample ---- */
 
 typedef struct req_state {
-    uint64_t id;          /* 0: empty slot */
-    bool used;
+    sl_reqtab_key key;    /* first: the table's */
     sl_sampler *sampler;
     sl_rng spec_rng;      /* speculative sampling's acceptance draws */
     int32_t *recent;      /* ring of the last repeat_last_n tokens, oldest first when unrolled */
@@ -577,8 +577,7 @@ typedef struct req_state {
 
 typedef struct sample_stage {
     int n_vocab;
-    req_state *states;
-    int cap;              /* power of two, open addressing */
+    sl_reqtab states;     /* req_state by request id */
     int32_t *recent_buf;  /* unrolled history for the sampler */
     float *row;           /* one row of logits, modified by the sampler */
     int32_t *tokens;      /* output rows */
@@ -592,38 +591,14 @@ typedef struct sample_stage {
 
 static req_state *find_state(sample_stage *ss, uint64_t id, bool create)
 {
-    uint32_t mask = (uint32_t)ss->cap - 1, i = (uint32_t)(id * 0x9E3779B97F4A7C15ull >> 32) & mask;
-    for (int probe = 0; probe < ss->cap; probe++, i = (i + 1) & mask) {
-        req_state *st = &ss->states[i];
-        if (st->used && st->id == id)
-            return st;
-        if (!st->used) {
-            if (!create)
-                return NULL;
-            st->used = true;
-            st->id = id;
-            return st;
-        }
-    }
-    return NULL;
+    return sl_reqtab_find(&ss->states, id, create, NULL);
 }
 
-static void drop_state(sample_stage *ss, uint64_t id)
+static void free_state(void *entry)
 {
-    req_state *st = find_state(ss, id, false);
-    if (!st)
-        return;
+    req_state *st = entry;
     sl_sampler_free(st->sampler);
     free(st->recent);
-    /* Re-insert the rest of the cluster so lookups stay correct. */
-    uint32_t mask = (uint32_t)ss->cap - 1, i = (uint32_t)(st - ss->states);
-    memset(st, 0, sizeof *st);
-    for (i = (i + 1) & mask; ss->states[i].used; i = (i + 1) & mask) {
-        req_state moved = ss->states[i];
-        memset(&ss->states[i], 0, sizeof moved);
-        req_state *dst = find_state(ss, moved.id, true);
-        *dst = moved;
-    }
 }
 
 static void push_recent(req_state *st, int32_t tok)
@@ -641,7 +616,7 @@ static int add_params(sample_stage *ss, const Sluice__ReqParams *p, sl_err *err)
 {
     req_state *st = find_state(ss, p->request_id, true);
     if (!st)
-        return sl_fail(err, "too many requests in flight (%d)", ss->cap);
+        return sl_fail(err, "too many requests in flight (%d)", ss->states.cap);
     if (st->sampler)
         return 0; /* already known (params repeat on each prefill chunk) */
     sl_sampling sp;
@@ -819,7 +794,7 @@ static int sample_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
     sl_err why;
     if (kind == SLUICE__MSG_KIND__MSG_RELEASE || kind == SLUICE__MSG_KIND__MSG_CANCEL) {
         for (size_t i = 0; i < in->hdr->n_requests; i++)
-            drop_state(ss, in->hdr->requests[i]);
+            sl_reqtab_drop(&ss->states, in->hdr->requests[i], free_state);
         return 0; /* the end of the line for control messages */
     }
     if (kind == SLUICE__MSG_KIND__MSG_TRUNCATE)
@@ -883,12 +858,7 @@ static void destroy_sample_stage(sl_stage *s)
 {
     sample_stage *ss = s->impl;
     if (ss) {
-        for (int i = 0; i < ss->cap; i++)
-            if (ss->states[i].used) {
-                sl_sampler_free(ss->states[i].sampler);
-                free(ss->states[i].recent);
-            }
-        free(ss->states);
+        sl_reqtab_free(&ss->states, free_state);
         free(ss->row);
         free(ss->tokens);
         free(ss->reqs);
@@ -920,15 +890,12 @@ static int sample_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     if (rc)
         return -1;
     ss->n_vocab = c.n_vocab;
-    ss->cap = 16;
-    while (ss->cap < 4 * spec->max_sequences)
-        ss->cap *= 2;
-    ss->states = calloc((size_t)ss->cap, sizeof *ss->states);
+    int no_table = sl_reqtab_init(&ss->states, sizeof(req_state), spec->max_sequences);
     ss->row = malloc((size_t)ss->n_vocab * sizeof *ss->row);
     ss->tokens = malloc((size_t)spec->max_batch_tokens * sizeof *ss->tokens + 1);
     ss->reqs = malloc((size_t)spec->max_batch_tokens * sizeof *ss->reqs + 1);
     ss->spec = malloc((size_t)spec->max_batch_tokens * sizeof *ss->spec + 1);
-    if (!ss->states || !ss->row || !ss->tokens || !ss->reqs || !ss->spec)
+    if (no_table || !ss->row || !ss->tokens || !ss->reqs || !ss->spec)
         return sl_fail(err, "out of memory");
     return 0;
 }
