@@ -100,33 +100,47 @@ static int first_piece_mismatch(const sl_tokenizer *a, const sl_tokenizer *b, in
     return -1;
 }
 
-int sl_vocab_check(const char *target_path, const gguf_file *draft, const char *draft_path,
-                   int *n_vocab, sl_err *err)
+/* The draft's vocabulary against the target's: same size, same pieces. */
+static int compare_vocab(const gguf_file *target, const char *target_path, const gguf_file *draft,
+                         const char *draft_path, sl_err *err)
 {
-    gguf_file *tf;
-    if (gguf_open(&tf, target_path, err))
-        return -1;
     sl_config tc, dc;
+    if (sl_config_from_gguf(&tc, target, err) || sl_config_from_gguf(&dc, draft, err))
+        return -1;
+    if (dc.n_vocab != tc.n_vocab)
+        return sl_fail(err, "draft %s has a vocabulary of %d tokens but target %s has %d",
+                       draft_path, dc.n_vocab, target_path, tc.n_vocab);
     sl_tokenizer *tt = NULL, *td = NULL;
-    int rc = sl_config_from_gguf(&tc, tf, err);
-    if (rc == 0)
-        *n_vocab = tc.n_vocab;
-    char real_t[PATH_MAX], real_d[PATH_MAX];
-    bool same_file = draft && realpath(target_path, real_t) && realpath(draft_path, real_d) &&
-                     strcmp(real_t, real_d) == 0;
-    if (rc == 0 && draft && !same_file) {
-        if ((rc = sl_config_from_gguf(&dc, draft, err)) == 0 && dc.n_vocab != tc.n_vocab)
-            rc = sl_fail(err, "draft %s has a vocabulary of %d tokens but target %s has %d",
-                         draft_path, dc.n_vocab, target_path, tc.n_vocab);
-        if (rc == 0 && (sl_tok_load_gguf(&tt, tf, err) || sl_tok_load_gguf(&td, draft, err)))
-            rc = -1;
-        int id = rc == 0 ? first_piece_mismatch(tt, td, tc.n_vocab) : -1;
+    int rc = 0;
+    if (sl_tok_load_gguf(&tt, target, err) || sl_tok_load_gguf(&td, draft, err)) {
+        rc = -1;
+    } else {
+        int id = first_piece_mismatch(tt, td, tc.n_vocab);
         if (id >= 0)
             rc = sl_fail(err, "draft %s and target %s differ at vocabulary piece %d", draft_path,
                          target_path, id);
     }
     sl_tok_free(tt);
     sl_tok_free(td);
+    return rc;
+}
+
+int sl_vocab_check(const char *target_path, const gguf_file *draft, const char *draft_path,
+                   int *n_vocab, sl_err *err)
+{
+    gguf_file *tf;
+    if (gguf_open(&tf, target_path, err))
+        return -1;
+    sl_config tc;
+    int rc = sl_config_from_gguf(&tc, tf, err);
+    if (rc == 0)
+        *n_vocab = tc.n_vocab;
+    /* a model drafting for itself needs no comparison */
+    char real_t[PATH_MAX], real_d[PATH_MAX];
+    bool same_file = draft && realpath(target_path, real_t) && realpath(draft_path, real_d) &&
+                     strcmp(real_t, real_d) == 0;
+    if (rc == 0 && draft && !same_file)
+        rc = compare_vocab(tf, target_path, draft, draft_path, err);
     gguf_close(tf);
     return rc;
 }
@@ -134,24 +148,7 @@ int sl_vocab_check(const char *target_path, const gguf_file *draft, const char *
 int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm *draft,
                       const char *draft_path, sl_err *err)
 {
-    int nt = target->model->cfg.n_vocab, nd = draft->model->cfg.n_vocab;
-    if (nt != nd)
-        return sl_fail(err, "draft %s has a vocabulary of %d tokens but target %s has %d",
-                       draft_path, nd, target_path, nt);
-    sl_tokenizer *tt = NULL, *td = NULL;
-    int rc = 0;
-    if (sl_tok_load_gguf(&tt, target->model->gguf, err) < 0 ||
-        sl_tok_load_gguf(&td, draft->model->gguf, err) < 0) {
-        rc = -1;
-    } else {
-        int id = first_piece_mismatch(tt, td, nt);
-        if (id >= 0)
-            rc = sl_fail(err, "draft %s and target %s differ at vocabulary piece %d", draft_path,
-                         target_path, id);
-    }
-    sl_tok_free(tt);
-    sl_tok_free(td);
-    return rc;
+    return compare_vocab(target->model->gguf, target_path, draft->model->gguf, draft_path, err);
 }
 
 /* Evaluates n tokens in batches the scratch holds (long prompts);
