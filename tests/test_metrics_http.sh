@@ -29,8 +29,12 @@ for _ in $(seq 20); do
     "$SLUICE" run -m "$T/m.gguf" --prompts "$T/prompts.txt" -n 1000000 --temp 1 \
         --metrics-port 127.0.0.1:$p >/dev/null 2>"$T/run.err" &
     run=$!
-    for _ in $(seq 200); do
-        fetch $p /metrics >"$T/m1.txt" && grep -q '^sluice_stage_messages_total{stage="sample"' "$T/m1.txt" && break
+    for _ in $(seq 400); do
+        # wait for what the checks below need: every stage counted and all
+        # 48 prompts submitted (the client submits them one by one, so a
+        # fetch right after the start can see fewer)
+        fetch $p /metrics >"$T/m1.txt" && grep -q '^sluice_stage_messages_total{stage="sample"' "$T/m1.txt" &&
+            grep -q '^sluice_client_requests_total 48$' "$T/m1.txt" && break
         kill -0 $run 2>/dev/null || break
         sleep 0.05
     done
