@@ -35,15 +35,18 @@ typedef struct cfg_ctx {
     sl_err *err;
 } cfg_ctx;
 
-static const char *const kind_names[PL_STAGE_KIND_COUNT_] = {
-    "tokenize", "embed", "layers", "head", "sample", "draft",
-};
-
-const char *pl_stage_kind_name(pl_stage_kind k)
+void pl_config_stage_spec(const pl_config *c, int i, sl_stage_spec *spec)
 {
-    if ((int)k < 0 || k >= PL_STAGE_KIND_COUNT_)
-        return "unknown";
-    return kind_names[k];
+    const pl_stage *st = &c->stages[i];
+    *spec = (sl_stage_spec){
+        .kind = st->kind, .model = c->model, .l0 = st->l0, .l1 = st->l1,
+        .max_sequences = c->limits.max_sequences, .context = c->limits.context,
+        .max_batch_tokens = c->limits.max_batch_tokens, .index = i,
+        .kv_type = c->limits.kv_type, .ple_at_embed = c->limits.ple == PLE_AT_EMBED,
+        .draft_model = c->draft[0] ? c->draft : NULL, .spec_k = c->spec.k,
+        .spec_auto = c->spec.auto_k, .spec_lookup = c->spec.prompt_lookup,
+        .spec_pipelined = c->spec.pipelined,
+    };
 }
 
 /* ---- messages ---- */
@@ -487,7 +490,7 @@ static int parse_kind(const cfg_ctx *x, const yaml_node_t *n, const char *field,
     if (expect_type(x, n, YAML_SCALAR_NODE, field))
         return -1;
     for (int k = 0; k < PL_STAGE_KIND_COUNT_; k++)
-        if (scalar_is(n, kind_names[k])) {
+        if (scalar_is(n, pl_stage_kind_name(k))) {
             *kind = (pl_stage_kind)k;
             if (k == PL_STAGE_DRAFT)
                 break;
@@ -581,7 +584,7 @@ static int parse_stage(const cfg_ctx *x, pl_config *c, yaml_node_t *item, int i)
         return fail_at(x, st->line, field, "a layers stage needs 'layers: [l0, l1]' or 'layers: auto'");
     if (st->kind != PL_STAGE_LAYERS && v[S_LAYERS])
         return fail_at(x, node_line(v[S_LAYERS]), sub, "only a layers stage has layers (this is a '%s' stage)",
-                       kind_names[st->kind]);
+                       pl_stage_kind_name(st->kind));
     if (v[S_LAYERS] && parse_layers(x, st, v[S_LAYERS], sub))
         return -1;
     snprintf(sub, sizeof sub, "%s.numa", field);
@@ -654,7 +657,7 @@ static int check_order(const cfg_ctx *x, const pl_config *c)
     for (int i = 0; i < c->n_stages; i++) {
         const pl_stage *st = &c->stages[i];
         snprintf(field, sizeof field, "stages[%d]", i);
-        const char *name = kind_names[st->kind];
+        const char *name = pl_stage_kind_name(st->kind);
         if (st->kind != PL_STAGE_LAYERS && first_of[st->kind] >= 0)
             return fail_at(x, st->line, field,
                            "a second '%s' stage (the first is stages[%d]); a pipeline has exactly one",
@@ -663,7 +666,7 @@ static int check_order(const cfg_ctx *x, const pl_config *c)
             if (prev == PL_STAGE_KIND_COUNT_)
                 return fail_at(x, st->line, field, "a pipeline starts with tokenize or embed, not '%s'", name);
             return fail_at(x, st->line, field, "'%s' cannot follow '%s' (expected %s)", name,
-                           kind_names[prev], expected_after(prev));
+                           pl_stage_kind_name(prev), expected_after(prev));
         }
         if (first_of[st->kind] < 0)
             first_of[st->kind] = i;
@@ -672,7 +675,7 @@ static int check_order(const cfg_ctx *x, const pl_config *c)
     if (prev != PL_STAGE_SAMPLE) {
         const pl_stage *last = &c->stages[c->n_stages - 1];
         return fail_at(x, last->line, "stages", "the pipeline ends with '%s' (stages[%d]) but still needs %s",
-                       kind_names[prev], c->n_stages - 1, still_needed(prev));
+                       pl_stage_kind_name(prev), c->n_stages - 1, still_needed(prev));
     }
     return 0;
 }

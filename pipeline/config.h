@@ -93,6 +93,7 @@
 #include <stdint.h>
 
 #include "model/ple.h"
+#include "msg/assign.h"
 #include "stages/sampler.h"
 #include "util/err.h"
 
@@ -101,16 +102,6 @@
 #define PL_NAME_MAX 64
 #define PL_ADDR_MAX 256
 #define PL_PATH_MAX 1024
-
-typedef enum pl_stage_kind {
-    PL_STAGE_TOKENIZE = 0,
-    PL_STAGE_EMBED,
-    PL_STAGE_LAYERS,
-    PL_STAGE_HEAD,
-    PL_STAGE_SAMPLE,
-    PL_STAGE_DRAFT,            /* made from `speculative:`, never listed in stages */
-    PL_STAGE_KIND_COUNT_
-} pl_stage_kind;
 
 typedef struct pl_node {
     char name[PL_NAME_MAX];
@@ -210,6 +201,7 @@ int pl_config_add_speculative(pl_config *c, const char *draft, int k, bool auto_
 /* Writes c as YAML (for `sluice plan -o`); returns 0 or -1 with err. */
 int pl_config_write(const pl_config *c, const char *path, sl_err *err);
 
-const char *pl_stage_kind_name(pl_stage_kind k);
+/* Stage i of c as the settings its stage is created from (msg/assign.h). */
+void pl_config_stage_spec(const pl_config *c, int i, sl_stage_spec *spec);
 
 #endif

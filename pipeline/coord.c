@@ -233,8 +233,7 @@ static int send_ctl(peer *p, Sluice__MsgKind kind, Sluice__StageAssign **assign,
 {
     pl_msg m;
     pl_msg_init(&m, kind, 0, 0);
-    m.hdr_store.n_assign = n_assign;
-    m.hdr_store.assign = assign;
+    pl_msg_set_assign(&m, assign, n_assign);
     int rc = pl_msg_send(&m, p->sock, ZMQ_DONTWAIT, err);
     pl_msg_close(&m);
     return rc;
@@ -393,33 +392,18 @@ static int send_assign(pl_coord *c, peer *p, const char *const *stage_in, const 
         const pl_stage *st = &cfg->stages[i];
         if (st->node != p->node)
             continue;
-        sluice__stage_assign__init(&sa[n]);
-        sa[n].kind = (uint32_t)st->kind;
-        sa[n].l0 = st->l0;
-        sa[n].l1 = st->l1;
-        sa[n].model = c->model;
-        sa[n].input = (char *)stage_in[i];
-        sa[n].output = (char *)stage_out[i];
-        sa[n].threads = st->threads;
-        sa[n].numa = st->numa;
-        sa[n].max_sequences = (uint32_t)cfg->limits.max_sequences;
-        sa[n].context = (uint32_t)cfg->limits.context;
-        sa[n].max_batch_tokens = (uint32_t)cfg->limits.max_batch_tokens;
-        sa[n].kv_type = (uint32_t)cfg->limits.kv_type;
-        sa[n].max_frame_bytes = (uint64_t)cfg->limits.max_frame_bytes;
-        sa[n].max_message_bytes = (uint64_t)cfg->limits.max_message_bytes;
-        sa[n].ple = (uint32_t)cfg->limits.ple;
-        sa[n].stage_index = (uint32_t)i;
-        if (st->kind == PL_STAGE_DRAFT) {
-            sa[n].draft_model = (char *)cfg->draft;
-            sa[n].spec_k = cfg->spec.k;
-            sa[n].spec_auto = cfg->spec.auto_k;
-            sa[n].spec_lookup = cfg->spec.prompt_lookup;
-            sa[n].spec_pipelined = cfg->spec.pipelined;
-        }
-        /* the worker trusts these because they come from us, over CURVE */
-        sa[n].output_key = (char *)pl_keyring_stage_key(c->keys, cfg, i + 1);
-        sa[n].input_peer_key = (char *)(c->keys->self.on ? c->keys->pub[i ? cfg->stages[i - 1].node : 0] : "");
+        pl_stage_place place = {
+            .input = stage_in[i], .output = stage_out[i], .threads = st->threads, .numa = st->numa,
+            /* the worker trusts these because they come from us, over CURVE */
+            .output_key = pl_keyring_stage_key(c->keys, cfg, i + 1),
+            .input_peer_key = c->keys->self.on ? c->keys->pub[i ? cfg->stages[i - 1].node : 0] : "",
+            .max_frame_bytes = (uint64_t)cfg->limits.max_frame_bytes,
+            .max_message_bytes = (uint64_t)cfg->limits.max_message_bytes,
+        };
+        sl_stage_spec spec;
+        pl_config_stage_spec(cfg, i, &spec);
+        spec.model = c->model;
+        pl_assign_encode(&sa[n], &spec, &place);
         ptrs[n] = &sa[n];
         n++;
     }

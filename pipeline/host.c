@@ -143,25 +143,24 @@ static void count_dropped(pl_host *h, const sl_err *why)
 static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
 {
     pl_host *h = ctx;
-    Sluice__Header *hd = &m->hdr_store;
-    hd->n_payloads = (size_t)m->n_frames;
-    hd->payloads = m->n_frames ? m->pay_ptrs : NULL;
-    size_t hb = sluice__header__get_packed_size(hd);
+    sl_err why;
+    if (pl_msg_seal(m, &why)) { /* one the next member would drop on receipt */
+        count_dropped(h, &why);
+        pl_msg_close(m);
+        return 0;
+    }
+    size_t hb = pl_msg_header_size(m);
     uint8_t *hbuf = malloc(hb ? hb : 1);
     if (!hbuf) {
         pl_msg_close(m);
         return sl_fail(err, "%s: out of memory passing a message on", h->stage->name);
     }
-    sluice__header__pack(hd, hbuf);
+    pl_msg_pack_header(m, hbuf);
     const void *frames[PL_MAX_FRAMES + 1] = {hbuf};
     size_t sizes[PL_MAX_FRAMES + 1] = {hb};
-    for (int i = 0; i < m->n_frames; i++) {
-        int kind = m->pay_store[i].kind;
-        frames[i + 1] = m->data[kind];
-        sizes[i + 1] = m->size[kind];
-    }
+    for (int i = 0; i < m->n_frames; i++)
+        frames[i + 1] = pl_msg_frame(m, i, &sizes[i + 1], NULL);
     pl_msg in;
-    sl_err why;
     double entered = now_s();
     if (pl_msg_decode(&in, frames, sizes, m->n_frames + 1, &h->limits, &why)) {
         count_dropped(h, &why);

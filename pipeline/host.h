@@ -8,8 +8,10 @@
 
 #include <stdint.h>
 
+#include "pipeline/config.h"
 #include "pipeline/metrics.h"
 #include "pipeline/security.h"
+#include "pipeline/wire.h"
 #include "stages/stage.h"
 
 typedef struct pl_host pl_host;

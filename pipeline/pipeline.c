@@ -198,11 +198,7 @@ static void send_slot_control(sl_pipeline *p, const request *r, Sluice__MsgKind 
     pl_msg_init(&m, kind, 0, 0);
     int32_t seq = r->slot;
     uint64_t id = r->id;
-    m.hdr_store.n_seqs = 1;
-    m.hdr_store.seqs = &seq;
-    m.hdr_store.n_requests = 1;
-    m.hdr_store.requests = &id;
-    m.hdr_store.length = length;
+    pl_msg_set_slots(&m, &seq, 1, &id, 1, length);
     if (pl_msg_send(&m, p->to_first, 0, &err))
         fprintf(stderr, "sluice: cannot send %s of request %llu: %s\n", pl_msg_kind_name(kind),
                 (unsigned long long)id, err.msg);
@@ -446,9 +442,8 @@ static int send_batch(sl_pipeline *p, sl_err *err)
     pl_msg m;
     uint64_t bid = ++p->next_batch_id;
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, bid, (uint32_t)rows);
-    m.hdr_store.n_params = (size_t)n_params;
-    m.hdr_store.params = p->b_param_ptrs;
-    m.hdr_store.sent_ns = (uint64_t)(now_s() * 1e9);
+    pl_msg_set_params(&m, p->b_param_ptrs, (size_t)n_params);
+    pl_msg_set_sent_ns(&m, (uint64_t)(now_s() * 1e9));
     int rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, rows, 0, p->b_req, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, rows, 0, p->b_seq, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, rows, 0, p->b_pos, NULL, NULL, err) ||
@@ -932,16 +927,8 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
         if (numa >= 0 && sl_bind_numa(numa, NULL, err))
             return sl_wrap(err, "stage %d (%s)", i0, pl_stage_kind_name(c->stages[i0].kind));
         for (int i = i0; i < i1; i++) {
-            const pl_stage *st = &c->stages[i];
-            sl_stage_spec spec = {
-                .kind = st->kind, .model = c->model, .l0 = st->l0, .l1 = st->l1,
-                .max_sequences = c->limits.max_sequences, .context = c->limits.context,
-                .max_batch_tokens = c->limits.max_batch_tokens, .index = i,
-                .kv_type = c->limits.kv_type, .ple_at_embed = c->limits.ple == PLE_AT_EMBED,
-                .draft_model = c->draft[0] ? c->draft : NULL, .spec_k = c->spec.k,
-                .spec_auto = c->spec.auto_k, .spec_lookup = c->spec.prompt_lookup,
-                .spec_pipelined = c->spec.pipelined,
-            };
+            sl_stage_spec spec;
+            pl_config_stage_spec(c, i, &spec);
             if (sl_stage_create(&stages[i - i0], &spec, err)) {
                 for (int j = i0; j < i; j++)
                     sl_stage_destroy(stages[j - i0]);

@@ -113,7 +113,7 @@ int pl_status_answer(void *sock, const void *id, size_t id_len, const char *text
     } else {
         pl_msg m;
         pl_msg_init(&m, SLUICE__MSG_KIND__MSG_STATUS, 0, 0);
-        m.hdr_store.text = (char *)text;
+        pl_msg_set_text(&m, text);
         rc = pl_msg_send(&m, sock, ZMQ_DONTWAIT, err);
         pl_msg_close(&m);
     }

@@ -1,402 +1,25 @@
-/* The wire format (see wire.h): a protobuf-c header frame followed by raw
- * little-endian payload frames. The same checks run on both sides: the
- * sender refuses to put a message on the wire that a receiver would drop, so
- * a mistake shows up where it was made. */
+/* The wire (see wire.h): ZeroMQ's part of sending and receiving messages;
+ * what a message is and the checks on it are msg/'s. */
 #include "pipeline/wire.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
-
-#include "kernels/types.h"
 
 /* Payload frames are sent as the host lays them out; the format says
  * little-endian, so a big-endian host would need byte swaps here. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the wire format assumes a little-endian host");
 
-#define N_VIEWS 16 /* length of the view arrays in pl_msg, indexed by payload kind */
 #define MAX_FRAMES_TOTAL (1 + PL_MAX_FRAMES)
 
-/* What pl_msg.zframes points to for a received or decoded message: the zmq
- * frames the views point into, and aligned copies of frames whose data
- * could not be read in place. */
-typedef struct wire_store {
+/* The zmq frames of a received message, released when the message closes. */
+typedef struct wire_frames {
     int n_zmsgs;
     zmq_msg_t zmsgs[MAX_FRAMES_TOTAL];
-    void *copies[PL_MAX_FRAMES];
-} wire_store;
+} wire_frames;
 
-/* Views of empty payloads point here, so "present" never reads as NULL. */
-static const uint64_t empty_payload;
-
-/* ---- names and per-kind rules ---- */
-
-const char *pl_msg_kind_name(int kind)
-{
-    switch (kind) {
-    case SLUICE__MSG_KIND__MSG_NONE: return "NONE";
-    case SLUICE__MSG_KIND__MSG_BATCH: return "BATCH";
-    case SLUICE__MSG_KIND__MSG_LOGITS: return "LOGITS";
-    case SLUICE__MSG_KIND__MSG_TOKENS: return "TOKENS";
-    case SLUICE__MSG_KIND__MSG_ERROR: return "ERROR";
-    case SLUICE__MSG_KIND__MSG_RELEASE: return "RELEASE";
-    case SLUICE__MSG_KIND__MSG_TRUNCATE: return "TRUNCATE";
-    case SLUICE__MSG_KIND__MSG_CANCEL: return "CANCEL";
-    case SLUICE__MSG_KIND__MSG_HEARTBEAT: return "HEARTBEAT";
-    case SLUICE__MSG_KIND__MSG_ASSIGN: return "ASSIGN";
-    case SLUICE__MSG_KIND__MSG_READY: return "READY";
-    case SLUICE__MSG_KIND__MSG_SHUTDOWN: return "SHUTDOWN";
-    case SLUICE__MSG_KIND__MSG_STATUS: return "STATUS";
-    default: return "unknown";
-    }
-}
-
-static bool known_msg_kind(int kind)
-{
-    return kind != SLUICE__MSG_KIND__MSG_NONE && strcmp(pl_msg_kind_name(kind), "unknown") != 0;
-}
-
-static const char *payload_name(int kind)
-{
-    static const char *const names[] = {"NONE", "REQUEST_ID", "SEQ", "POS", "TOKEN", "FLAGS",
-                                        "ACTIVATION", "LOGITS", "TOPK_ID", "TOPK_VAL", "DRAFT_TOKEN",
-                                        "DRAFT_PROBS", "SPEC", "PLE"};
-    return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) ? names[kind] : "unknown";
-}
-
-static const char *dtype_name(int dtype)
-{
-    static const char *const names[] = {"none", "f32", "bf16", "i32", "u64", "u8"};
-    return dtype >= 0 && dtype < (int)(sizeof names / sizeof names[0]) ? names[dtype] : "unknown";
-}
-
-/* Element bytes of a dtype; 0 for unknown ones. Also the alignment a typed
- * view of it needs. */
-static size_t dtype_bytes(int dtype)
-{
-    switch (dtype) {
-    case SLUICE__DTYPE__DT_F32: return 4;
-    case SLUICE__DTYPE__DT_BF16: return 2;
-    case SLUICE__DTYPE__DT_I32: return 4;
-    case SLUICE__DTYPE__DT_U64: return 8;
-    case SLUICE__DTYPE__DT_U8: return 1;
-    default: return 0;
-    }
-}
-
-enum row_rule { ROWS_EQUAL, ROWS_AT_MOST };
-
-/* The layout each payload kind must have (proto/sluice.proto). */
-typedef struct payload_rule {
-    int dtype, alt_dtype; /* alt_dtype 0: only one allowed */
-    int dims;
-    enum row_rule rows;
-} payload_rule;
-
-static const payload_rule *rule_of(int kind)
-{
-    static const payload_rule rules[] = {
-        [SLUICE__PAYLOAD_KIND__PL_REQUEST_ID] = {SLUICE__DTYPE__DT_U64, 0, 1, ROWS_EQUAL},
-        [SLUICE__PAYLOAD_KIND__PL_SEQ] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
-        [SLUICE__PAYLOAD_KIND__PL_POS] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
-        [SLUICE__PAYLOAD_KIND__PL_TOKEN] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
-        [SLUICE__PAYLOAD_KIND__PL_FLAGS] = {SLUICE__DTYPE__DT_U8, 0, 1, ROWS_EQUAL},
-        [SLUICE__PAYLOAD_KIND__PL_ACTIVATION] = {SLUICE__DTYPE__DT_F32, SLUICE__DTYPE__DT_BF16, 2, ROWS_EQUAL},
-        /* the head answers only the rows whose output is wanted */
-        [SLUICE__PAYLOAD_KIND__PL_LOGITS] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
-        [SLUICE__PAYLOAD_KIND__PL_TOPK_ID] = {SLUICE__DTYPE__DT_I32, 0, 2, ROWS_AT_MOST},
-        [SLUICE__PAYLOAD_KIND__PL_TOPK_VAL] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
-        [SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
-        /* only the drafted rows have a draft distribution */
-        [SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
-        [SLUICE__PAYLOAD_KIND__PL_SPEC] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
-        [SLUICE__PAYLOAD_KIND__PL_PLE] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_EQUAL},
-    };
-    if (kind <= 0 || kind >= (int)(sizeof rules / sizeof rules[0]))
-        return NULL;
-    return &rules[kind];
-}
-
-static int check_dtype_and_dims(int index, int kind, int dtype, size_t dims, sl_err *err)
-{
-    const payload_rule *r = rule_of(kind);
-    if (!r)
-        return sl_fail(err, "payload %d has unknown kind %d", index, kind);
-    if (dtype_bytes(dtype) == 0)
-        return sl_fail(err, "payload %d (%s) has unknown dtype %d", index, payload_name(kind), dtype);
-    if (dtype != r->dtype && dtype != r->alt_dtype)
-        return sl_fail(err, "payload %d (%s) has dtype %s, expected %s%s%s", index, payload_name(kind),
-                       dtype_name(dtype), dtype_name(r->dtype), r->alt_dtype ? " or " : "",
-                       r->alt_dtype ? dtype_name(r->alt_dtype) : "");
-    if (dims != (size_t)r->dims)
-        return sl_fail(err, "payload %d (%s) has a %zu-D shape, expected %d-D", index, payload_name(kind),
-                       dims, r->dims);
-    return 0;
-}
-
-/* Bytes of dtype x shape, or -1 when that does not fit a size_t. */
-static int payload_bytes(int dtype, const uint64_t *shape, size_t dims, size_t *out)
-{
-    size_t bytes = dtype_bytes(dtype);
-    for (size_t d = 0; d < dims; d++) {
-        if (shape[d] > SIZE_MAX || sl_mul_size(bytes, (size_t)shape[d], &bytes))
-            return -1;
-    }
-    *out = bytes;
-    return 0;
-}
-
-/* ---- checks shared by sender and receiver ---- */
-
-static void shape_text(const uint64_t *shape, size_t dims, char *out, size_t cap)
-{
-    if (dims > 1)
-        snprintf(out, cap, "[%llu, %llu]", (unsigned long long)shape[0], (unsigned long long)shape[1]);
-    else
-        snprintf(out, cap, "[%llu]", (unsigned long long)shape[0]);
-}
-
-static int check_payload(const Sluice__Header *h, size_t index, size_t frame_bytes, sl_err *err)
-{
-    const Sluice__Payload *p = h->payloads[index];
-    int i = (int)index;
-    if (!p)
-        return sl_fail(err, "payload %d has no descriptor", i);
-    if (check_dtype_and_dims(i, p->kind, p->dtype, p->n_shape, err))
-        return -1;
-    const char *name = payload_name(p->kind);
-    const payload_rule *r = rule_of(p->kind);
-    if (r->dims == 2 && p->shape[1] == 0)
-        return sl_fail(err, "payload %d (%s) has an empty second dimension", i, name);
-    if (r->rows == ROWS_EQUAL && p->shape[0] != h->n_rows)
-        return sl_fail(err, "payload %d (%s) has %llu rows, but n_rows is %u", i, name,
-                       (unsigned long long)p->shape[0], h->n_rows);
-    if (r->rows == ROWS_AT_MOST && p->shape[0] > h->n_rows)
-        return sl_fail(err, "payload %d (%s) has %llu rows, more than n_rows %u", i, name,
-                       (unsigned long long)p->shape[0], h->n_rows);
-    size_t need;
-    if (payload_bytes(p->dtype, p->shape, p->n_shape, &need)) {
-        char dims[48];
-        shape_text(p->shape, p->n_shape, dims, sizeof dims);
-        return sl_fail(err, "payload %d (%s): %s x %s overflows a size", i, name, dtype_name(p->dtype), dims);
-    }
-    if (need != frame_bytes) {
-        char dims[48];
-        shape_text(p->shape, p->n_shape, dims, sizeof dims);
-        return sl_fail(err, "payload %d (%s): frame size mismatch: the frame holds %zu bytes, %s x %s needs %zu",
-                       i, name, frame_bytes, dtype_name(p->dtype), dims, need);
-    }
-    return 0;
-}
-
-/* Fills at[kind] with the index of the payload of that kind (-1: absent). */
-static int check_payload_list(const Sluice__Header *h, const size_t *frame_bytes, int n_frames,
-                              int at[N_VIEWS], sl_err *err)
-{
-    if (h->n_payloads != (size_t)n_frames)
-        return sl_fail(err, "frame count mismatch: the header lists %zu payloads but %d payload frames follow",
-                       h->n_payloads, n_frames);
-    for (int k = 0; k < N_VIEWS; k++)
-        at[k] = -1;
-    for (int i = 0; i < n_frames; i++) {
-        if (check_payload(h, (size_t)i, frame_bytes[i], err))
-            return -1;
-        int kind = h->payloads[i]->kind;
-        if (at[kind] >= 0)
-            return sl_fail(err, "payload %d repeats payload kind %s (first at payload %d)", i,
-                           payload_name(kind), at[kind]);
-        at[kind] = i;
-    }
-    return 0;
-}
-
-static int require_payload(const int at[N_VIEWS], int kind, sl_err *err)
-{
-    if (at[kind] < 0)
-        return sl_fail(err, "missing required payload %s", payload_name(kind));
-    return 0;
-}
-
-static int check_batch(const int at[N_VIEWS], sl_err *err)
-{
-    if (require_payload(at, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, err) ||
-        require_payload(at, SLUICE__PAYLOAD_KIND__PL_SEQ, err) ||
-        require_payload(at, SLUICE__PAYLOAD_KIND__PL_POS, err) ||
-        require_payload(at, SLUICE__PAYLOAD_KIND__PL_FLAGS, err))
-        return -1;
-    if (at[SLUICE__PAYLOAD_KIND__PL_TOKEN] < 0 && at[SLUICE__PAYLOAD_KIND__PL_ACTIVATION] < 0)
-        return sl_fail(err, "missing required payload TOKEN or ACTIVATION");
-    return 0;
-}
-
-/* A LOGITS message with rows carries full logits or a top-k pair of equal
- * shapes; with no wanted rows it may be empty (the batch still answers). */
-static int check_logits(const Sluice__Header *h, const int at[N_VIEWS], sl_err *err)
-{
-    int id = at[SLUICE__PAYLOAD_KIND__PL_TOPK_ID], val = at[SLUICE__PAYLOAD_KIND__PL_TOPK_VAL];
-    if ((id < 0) != (val < 0))
-        return sl_fail(err, "missing required payload %s (top-k ids and values travel together)",
-                       id < 0 ? "TOPK_ID" : "TOPK_VAL");
-    if (id >= 0 && memcmp(h->payloads[id]->shape, h->payloads[val]->shape, 2 * sizeof(uint64_t)) != 0)
-        return sl_fail(err, "TOPK_ID and TOPK_VAL shapes differ");
-    if (h->n_rows == 0)
-        return 0;
-    if (require_payload(at, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, err))
-        return -1;
-    if (at[SLUICE__PAYLOAD_KIND__PL_LOGITS] < 0 && id < 0)
-        return sl_fail(err, "missing required payload LOGITS or TOPK_ID and TOPK_VAL");
-    return 0;
-}
-
-static int check_kind_rules(const Sluice__Header *h, const int at[N_VIEWS], sl_err *err)
-{
-    switch (h->kind) {
-    case SLUICE__MSG_KIND__MSG_BATCH:
-        return check_batch(at, err);
-    case SLUICE__MSG_KIND__MSG_LOGITS:
-        return check_logits(h, at, err);
-    case SLUICE__MSG_KIND__MSG_TOKENS:
-        /* a batch without wanted rows is answered by an empty TOKENS */
-        if (h->n_rows == 0)
-            return 0;
-        if (require_payload(at, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, err) ||
-            require_payload(at, SLUICE__PAYLOAD_KIND__PL_TOKEN, err))
-            return -1;
-        return 0;
-    case SLUICE__MSG_KIND__MSG_ERROR:
-        if (!h->error || !h->error[0])
-            return sl_fail(err, "the error string is empty");
-        return 0;
-    case SLUICE__MSG_KIND__MSG_TRUNCATE:
-        if (h->length < 0)
-            return sl_fail(err, "length %d is negative", h->length);
-        /* fall through */
-    case SLUICE__MSG_KIND__MSG_RELEASE:
-        if (h->n_seqs == 0)
-            return sl_fail(err, "no seqs listed");
-        return 0;
-    default:
-        return 0;
-    }
-}
-
-/* Everything a receiver checks once the header is unpacked; frame_bytes
- * holds the sizes of the payload frames. */
-static int check_message(const Sluice__Header *h, const size_t *frame_bytes, int n_frames, uint32_t max_rows,
-                         sl_err *err)
-{
-    if (h->version != PL_WIRE_VERSION)
-        return sl_fail(err, "wire: wrong version %u in the header (expected %d)", h->version, PL_WIRE_VERSION);
-    if (!known_msg_kind(h->kind))
-        return sl_fail(err, "wire: unknown message kind %d", (int)h->kind);
-    int at[N_VIEWS];
-    int rc = 0;
-    if (h->n_rows > max_rows)
-        rc = sl_fail(err, "n_rows %u exceeds the limit max_rows (%u)", h->n_rows, max_rows);
-    else if (check_payload_list(h, frame_bytes, n_frames, at, err) || check_kind_rules(h, at, err))
-        rc = -1;
-    if (rc)
-        return sl_wrap(err, "wire: %s message (batch %llu)", pl_msg_kind_name(h->kind),
-                       (unsigned long long)h->batch_id);
-    return 0;
-}
-
-void pl_wire_limits_default(pl_wire_limits *l)
-{
-    l->max_header_bytes = 64u << 10;
-    l->max_frame_bytes = 256u << 20;
-    l->max_message_bytes = 512u << 20;
-    l->max_rows = 65536;
-}
-
-bool pl_wire_err_is_limit(const sl_err *err)
-{
-    /* the texts of check_frame_limits and check_message's row limit */
-    return strstr(err->msg, "exceeds max_") || strstr(err->msg, "exceeds the limit max_rows") ||
-           strstr(err->msg, "more than 17 frames");
-}
-
-static const pl_wire_limits *limits_or_default(const pl_wire_limits *lim, pl_wire_limits *def)
-{
-    if (lim)
-        return lim;
-    pl_wire_limits_default(def);
-    return def;
-}
-
-/* Frame i of a message (0: the header) against the limits; total is the
- * size of frames 0..i. */
-static int check_frame_limits(int i, size_t bytes, size_t total, const pl_wire_limits *lim, sl_err *err)
-{
-    if (i >= MAX_FRAMES_TOTAL)
-        return sl_fail(err, "wire: message has more than %d frames (limit: a header and PL_MAX_FRAMES = %d payloads)",
-                       MAX_FRAMES_TOTAL, PL_MAX_FRAMES);
-    if (i == 0 && bytes > lim->max_header_bytes)
-        return sl_fail(err, "wire: header frame of %zu bytes exceeds max_header_bytes (%zu)", bytes,
-                       lim->max_header_bytes);
-    if (i > 0 && bytes > lim->max_frame_bytes)
-        return sl_fail(err, "wire: payload frame %d of %zu bytes exceeds max_frame_bytes (%zu)", i - 1, bytes,
-                       lim->max_frame_bytes);
-    if (total > lim->max_message_bytes)
-        return sl_fail(err, "wire: message of at least %zu bytes exceeds max_message_bytes (%zu)", total,
-                       lim->max_message_bytes);
-    return 0;
-}
-
-/* ---- building and sending ---- */
-
-void pl_msg_init(pl_msg *m, Sluice__MsgKind kind, uint64_t batch_id, uint32_t n_rows)
-{
-    memset(m, 0, sizeof *m);
-    sluice__header__init(&m->hdr_store);
-    m->hdr_store.version = PL_WIRE_VERSION;
-    m->hdr_store.kind = kind;
-    m->hdr_store.batch_id = batch_id;
-    m->hdr_store.n_rows = n_rows;
-    m->hdr = &m->hdr_store;
-}
-
-int pl_msg_add(pl_msg *m, Sluice__PayloadKind kind, Sluice__DType dtype, uint64_t dim0, uint64_t dim1,
-               const void *data, void (*free_fn)(void *, void *), void *hint, sl_err *err)
-{
-    if (m->received || !m->hdr)
-        return sl_fail(err, "wire: cannot add a payload to a message that was received or already sent");
-    if (m->n_frames >= PL_MAX_FRAMES)
-        return sl_fail(err, "wire: cannot add payload %s: a message holds at most %d payloads",
-                       payload_name(kind), PL_MAX_FRAMES);
-    size_t dims = dim1 ? 2 : 1;
-    if (check_dtype_and_dims(m->n_frames, kind, dtype, dims, err))
-        return sl_wrap(err, "wire: cannot add to a %s message", pl_msg_kind_name(m->hdr_store.kind));
-    if (m->dtype[kind] != SLUICE__DTYPE__DT_NONE)
-        return sl_fail(err, "wire: payload %s added twice", payload_name(kind));
-    uint64_t *shape = m->shape_store[m->n_frames];
-    shape[0] = dim0;
-    shape[1] = dim1;
-    size_t bytes;
-    if (payload_bytes(dtype, shape, dims, &bytes))
-        return sl_fail(err, "wire: payload %s of shape [%llu, %llu] overflows a size", payload_name(kind),
-                       (unsigned long long)dim0, (unsigned long long)dim1);
-    if (!data && bytes)
-        return sl_fail(err, "wire: payload %s has %zu bytes but no data", payload_name(kind), bytes);
-    int i = m->n_frames++;
-    Sluice__Payload *p = &m->pay_store[i];
-    sluice__payload__init(p);
-    p->kind = kind;
-    p->dtype = dtype;
-    p->n_shape = dims;
-    p->shape = shape;
-    m->pay_ptrs[i] = p;
-    m->data[kind] = data;
-    m->size[kind] = bytes;
-    m->dtype[kind] = dtype;
-    m->shape[kind][0] = dim0;
-    m->shape[kind][1] = dim1;
-    m->free_fn[i] = free_fn;
-    m->free_hint[i] = hint;
-    return 0;
-}
+/* ---- sending ---- */
 
 static int send_frame(zmq_msg_t *f, void *socket, int flags)
 {
@@ -408,40 +31,43 @@ static int send_frame(zmq_msg_t *f, void *socket, int flags)
     }
 }
 
-static int header_frame(const Sluice__Header *h, zmq_msg_t *f)
+static int header_frame(const pl_msg *m, zmq_msg_t *f)
 {
-    size_t bytes = sluice__header__get_packed_size(h);
-    if (zmq_msg_init_size(f, bytes))
+    if (zmq_msg_init_size(f, pl_msg_header_size(m)))
         return -1;
-    sluice__header__pack(h, zmq_msg_data(f));
+    pl_msg_pack_header(m, zmq_msg_data(f));
     return 0;
 }
 
 /* Closes a multipart message whose payload i could not be sent. */
-static int end_cut_short(const pl_msg *m, int i, void *socket, int flags, sl_err *err)
+static int end_cut_short(const pl_msg *m, int kind, uint64_t batch, int i, void *socket, int flags, sl_err *err)
 {
     int e = zmq_errno();
     zmq_msg_t end;
     zmq_msg_init(&end);
     if (send_frame(&end, socket, flags))
         zmq_msg_close(&end);
+    int pkind;
+    size_t bytes;
+    pl_msg_frame(m, i, &bytes, &pkind);
     return sl_fail(err, "wire: %s message (batch %llu) cut short at payload %d (%s): %s; the receiver will drop it",
-                   pl_msg_kind_name(m->hdr_store.kind), (unsigned long long)m->hdr_store.batch_id, i,
-                   payload_name(m->pay_store[i].kind), zmq_strerror(e));
+                   pl_msg_kind_name(kind), (unsigned long long)batch, i, pl_msg_payload_name(pkind),
+                   zmq_strerror(e));
 }
 
 /* Payload i as a zmq frame: handed over without copying when the caller
  * gave a free function (ZeroMQ then owns the data), copied otherwise. */
 static int payload_frame(pl_msg *m, int i, zmq_msg_t *f)
 {
-    int kind = m->pay_store[i].kind;
-    void *data = (void *)m->data[kind];
-    size_t bytes = m->size[kind];
-    if (m->free_fn[i]) {
-        if (zmq_msg_init_data(f, data, bytes, m->free_fn[i], m->free_hint[i]))
-            return -1;
-        m->free_fn[i] = NULL;
-        return 0;
+    size_t bytes;
+    void *data = (void *)pl_msg_frame(m, i, &bytes, NULL);
+    void *hint;
+    void (*free_fn)(void *, void *) = pl_msg_take_frame(m, i, &hint);
+    if (free_fn) {
+        if (zmq_msg_init_data(f, data, bytes, free_fn, hint) == 0)
+            return 0;
+        free_fn(data, hint);
+        return -1;
     }
     if (zmq_msg_init_size(f, bytes))
         return -1;
@@ -456,15 +82,15 @@ static int payload_frame(pl_msg *m, int i, zmq_msg_t *f)
  * run without ZMQ_DONTWAIT. If a frame still cannot be made or sent, an
  * empty last frame ends the message so the next one starts cleanly; the
  * receiver drops the short one on its frame count. */
-static int send_payloads(pl_msg *m, void *socket, int flags, sl_err *err)
+static int send_payloads(pl_msg *m, int kind, uint64_t batch, void *socket, int flags, sl_err *err)
 {
     for (int i = 0; i < m->n_frames; i++) {
         int more = i + 1 < m->n_frames ? ZMQ_SNDMORE : 0;
         zmq_msg_t f;
         if (payload_frame(m, i, &f))
-            return end_cut_short(m, i, socket, flags, err);
+            return end_cut_short(m, kind, batch, i, socket, flags, err);
         if (send_frame(&f, socket, flags | more)) {
-            int rc = end_cut_short(m, i, socket, flags, err);
+            int rc = end_cut_short(m, kind, batch, i, socket, flags, err);
             zmq_msg_close(&f); /* a zero-copy frame's free function runs here */
             return rc;
         }
@@ -474,18 +100,12 @@ static int send_payloads(pl_msg *m, void *socket, int flags, sl_err *err)
 
 int pl_msg_send(pl_msg *m, void *socket, int flags, sl_err *err)
 {
-    if (m->received || !m->hdr)
-        return sl_fail(err, "wire: only a message built with pl_msg_init can be sent, once");
-    Sluice__Header *h = &m->hdr_store;
-    h->n_payloads = (size_t)m->n_frames;
-    h->payloads = m->n_frames ? m->pay_ptrs : NULL;
-    size_t frame_bytes[PL_MAX_FRAMES];
-    for (int i = 0; i < m->n_frames; i++)
-        frame_bytes[i] = m->size[m->pay_store[i].kind];
-    if (check_message(h, frame_bytes, m->n_frames, UINT32_MAX, err))
-        return sl_wrap(err, "refusing to send");
+    if (pl_msg_seal(m, err))
+        return -1;
+    int kind = m->hdr->kind;
+    uint64_t batch = m->hdr->batch_id;
     zmq_msg_t head;
-    if (header_frame(h, &head))
+    if (header_frame(m, &head))
         return sl_fail(err, "wire: cannot make the header frame: %s", zmq_strerror(zmq_errno()));
     if (send_frame(&head, socket, flags | (m->n_frames ? ZMQ_SNDMORE : 0))) {
         int e = zmq_errno();
@@ -493,107 +113,23 @@ int pl_msg_send(pl_msg *m, void *socket, int flags, sl_err *err)
         if (e == EAGAIN)
             return sl_fail(err, "wire: %s message (batch %llu) not sent: the socket would block (no peer "
                            "ready or its queue is full); nothing was sent",
-                           pl_msg_kind_name(h->kind), (unsigned long long)h->batch_id);
-        return sl_fail(err, "wire: cannot send %s message (batch %llu): %s", pl_msg_kind_name(h->kind),
-                       (unsigned long long)h->batch_id, zmq_strerror(e));
+                           pl_msg_kind_name(kind), (unsigned long long)batch);
+        return sl_fail(err, "wire: cannot send %s message (batch %llu): %s", pl_msg_kind_name(kind),
+                       (unsigned long long)batch, zmq_strerror(e));
     }
     /* The message has started on the wire: it is spent whatever happens. */
-    m->hdr = NULL;
-    return send_payloads(m, socket, flags & ~ZMQ_DONTWAIT, err);
+    pl_msg_mark_sent(m);
+    return send_payloads(m, kind, batch, socket, flags & ~ZMQ_DONTWAIT, err);
 }
 
-/* ---- receiving and decoding ---- */
+/* ---- receiving ---- */
 
-static void store_free(wire_store *st)
+static void frames_free(void *ctx)
 {
-    if (!st)
-        return;
+    wire_frames *st = ctx;
     for (int i = 0; i < st->n_zmsgs; i++)
         zmq_msg_close(&st->zmsgs[i]);
-    for (int i = 0; i < PL_MAX_FRAMES; i++)
-        free(st->copies[i]);
     free(st);
-}
-
-/* A view of frame data usable as its dtype: the frame itself when aligned
- * (zmq frames need not be: tcp frames can sit at any offset of a receive
- * buffer), else an aligned copy kept in the store. */
-static const void *aligned_view(wire_store *st, int i, const void *frame, size_t bytes, int dtype, sl_err *err)
-{
-    if (bytes == 0)
-        return &empty_payload;
-    if ((uintptr_t)frame % dtype_bytes(dtype) == 0)
-        return frame;
-    st->copies[i] = malloc(bytes); /* malloc aligns for every dtype */
-    if (!st->copies[i]) {
-        sl_fail(err, "wire: out of memory copying misaligned payload %d (%zu bytes)", i, bytes);
-        return NULL;
-    }
-    memcpy(st->copies[i], frame, bytes);
-    return st->copies[i];
-}
-
-static int fill_views(pl_msg *m, wire_store *st, const void *const *frames, const size_t *sizes, sl_err *err)
-{
-    const Sluice__Header *h = m->hdr;
-    for (int i = 0; i < m->n_frames; i++) {
-        const Sluice__Payload *p = h->payloads[i];
-        int kind = p->kind;
-        m->data[kind] = aligned_view(st, i, frames[i + 1], sizes[i + 1], p->dtype, err);
-        if (!m->data[kind])
-            return -1;
-        m->size[kind] = sizes[i + 1];
-        m->dtype[kind] = p->dtype;
-        m->shape[kind][0] = p->shape[0];
-        m->shape[kind][1] = p->n_shape > 1 ? p->shape[1] : 0;
-    }
-    return 0;
-}
-
-/* Decodes frames into m, which takes ownership of st. On failure m is
- * closed and left empty. */
-static int decode_into(pl_msg *m, wire_store *st, const void *const *frames, const size_t *sizes, int n,
-                       const pl_wire_limits *lim, sl_err *err)
-{
-    memset(m, 0, sizeof *m);
-    m->received = true;
-    m->zframes = st;
-    int rc = 0;
-    size_t total = 0;
-    if (n < 1)
-        rc = sl_fail(err, "wire: empty message (no header frame)");
-    for (int i = 0; rc == 0 && i < n; i++)
-        rc = sl_add_size(total, sizes[i], &total) ? sl_fail(err, "wire: message size overflows")
-                                                  : check_frame_limits(i, sizes[i], total, lim, err);
-    if (rc == 0 && sizes[0] == 0)
-        rc = sl_fail(err, "wire: empty header frame");
-    if (rc == 0) {
-        m->hdr = sluice__header__unpack(NULL, sizes[0], frames[0]);
-        if (!m->hdr)
-            rc = sl_fail(err, "wire: header frame of %zu bytes is not a valid sluice.Header protobuf", sizes[0]);
-    }
-    if (rc == 0)
-        rc = check_message(m->hdr, sizes + 1, n - 1, lim->max_rows, err);
-    if (rc == 0) {
-        m->n_frames = n - 1;
-        rc = fill_views(m, st, frames, sizes, err);
-    }
-    if (rc)
-        pl_msg_close(m);
-    return rc;
-}
-
-int pl_msg_decode(pl_msg *m, const void *const *frames, const size_t *sizes, int n, const pl_wire_limits *lim,
-                  sl_err *err)
-{
-    pl_wire_limits def;
-    lim = limits_or_default(lim, &def);
-    wire_store *st = calloc(1, sizeof *st);
-    if (!st) {
-        memset(m, 0, sizeof *m);
-        return sl_fail(err, "wire: out of memory");
-    }
-    return decode_into(m, st, frames, sizes, n, lim, err);
 }
 
 static int recv_frame(zmq_msg_t *f, void *socket)
@@ -626,7 +162,7 @@ static int drain(void *socket)
 
 /* Reads every frame of one message into st, enforcing the limits as it
  * goes; a message over a limit is drained so the next one starts clean. */
-static int read_frames(wire_store *st, void *socket, const pl_wire_limits *lim, sl_err *err)
+static int read_frames(wire_frames *st, void *socket, const pl_wire_limits *lim, sl_err *err)
 {
     size_t total = 0;
     for (;;) {
@@ -646,8 +182,8 @@ static int read_frames(wire_store *st, void *socket, const pl_wire_limits *lim, 
             total = SIZE_MAX;
         /* a frame beyond the last slot counts as index MAX_FRAMES_TOTAL */
         int over = more && st->n_zmsgs == MAX_FRAMES_TOTAL;
-        if (check_frame_limits(i, bytes, total, lim, err) ||
-            (over && check_frame_limits(MAX_FRAMES_TOTAL, 0, total, lim, err))) {
+        if (pl_msg_check_frame(i, bytes, total, lim, err) ||
+            (over && pl_msg_check_frame(MAX_FRAMES_TOTAL, 0, total, lim, err))) {
             if (more)
                 drain(socket);
             return -1;
@@ -660,15 +196,18 @@ static int read_frames(wire_store *st, void *socket, const pl_wire_limits *lim, 
 int pl_msg_recv(pl_msg *m, void *socket, const pl_wire_limits *lim, sl_err *err)
 {
     pl_wire_limits def;
-    lim = limits_or_default(lim, &def);
+    if (!lim) {
+        pl_wire_limits_default(&def);
+        lim = &def;
+    }
     memset(m, 0, sizeof *m);
-    wire_store *st = calloc(1, sizeof *st);
+    wire_frames *st = calloc(1, sizeof *st);
     if (!st) {
         drain(socket);
         return sl_fail(err, "wire: out of memory receiving a message");
     }
     if (read_frames(st, socket, lim, err)) {
-        store_free(st);
+        frames_free(st);
         return -1;
     }
     const void *frames[MAX_FRAMES_TOTAL];
@@ -677,83 +216,5 @@ int pl_msg_recv(pl_msg *m, void *socket, const pl_wire_limits *lim, sl_err *err)
         frames[i] = zmq_msg_data(&st->zmsgs[i]);
         sizes[i] = zmq_msg_size(&st->zmsgs[i]);
     }
-    return decode_into(m, st, frames, sizes, st->n_zmsgs, lim, err);
-}
-
-void pl_msg_close(pl_msg *m)
-{
-    if (m->received) {
-        if (m->hdr)
-            sluice__header__free_unpacked(m->hdr, NULL);
-        store_free(m->zframes);
-    } else {
-        /* payloads never handed to ZeroMQ are still ours to release */
-        for (int i = 0; i < m->n_frames; i++)
-            if (m->free_fn[i])
-                m->free_fn[i]((void *)m->data[m->pay_store[i].kind], m->free_hint[i]);
-    }
-    memset(m, 0, sizeof *m);
-}
-
-/* ---- typed views ---- */
-
-static int view_check(const pl_msg *m, int kind, uint64_t rows, sl_err *err)
-{
-    const char *what = m->hdr ? pl_msg_kind_name(m->hdr->kind) : "spent";
-    unsigned long long batch = m->hdr ? (unsigned long long)m->hdr->batch_id : 0;
-    if (kind <= 0 || kind >= N_VIEWS || m->dtype[kind] == SLUICE__DTYPE__DT_NONE)
-        return sl_fail(err, "wire: %s message (batch %llu) has no %s payload", what, batch, payload_name(kind));
-    if (m->shape[kind][0] != rows)
-        return sl_fail(err, "wire: %s message (batch %llu): %s payload has %llu rows, expected %llu", what, batch,
-                       payload_name(kind), (unsigned long long)m->shape[kind][0], (unsigned long long)rows);
-    return 0;
-}
-
-static const void *typed_view(const pl_msg *m, int kind, int dtype, uint64_t rows, sl_err *err)
-{
-    if (view_check(m, kind, rows, err))
-        return NULL;
-    if ((int)m->dtype[kind] != dtype) {
-        sl_fail(err, "wire: %s payload is %s, expected %s", payload_name(kind), dtype_name(m->dtype[kind]),
-                dtype_name(dtype));
-        return NULL;
-    }
-    return m->size[kind] ? m->data[kind] : &empty_payload;
-}
-
-const int32_t *pl_msg_i32(const pl_msg *m, Sluice__PayloadKind kind, uint64_t rows, sl_err *err)
-{
-    return typed_view(m, kind, SLUICE__DTYPE__DT_I32, rows, err);
-}
-
-const uint64_t *pl_msg_u64(const pl_msg *m, Sluice__PayloadKind kind, uint64_t rows, sl_err *err)
-{
-    return typed_view(m, kind, SLUICE__DTYPE__DT_U64, rows, err);
-}
-
-const uint8_t *pl_msg_u8(const pl_msg *m, Sluice__PayloadKind kind, uint64_t rows, sl_err *err)
-{
-    return typed_view(m, kind, SLUICE__DTYPE__DT_U8, rows, err);
-}
-
-int pl_msg_f32(const pl_msg *m, Sluice__PayloadKind kind, uint64_t rows, uint64_t cols, float *out, sl_err *err)
-{
-    if (view_check(m, kind, rows, err))
-        return -1;
-    if (m->shape[kind][1] != cols)
-        return sl_fail(err, "wire: %s payload has %llu columns, expected %llu", payload_name(kind),
-                       (unsigned long long)m->shape[kind][1], (unsigned long long)cols);
-    int dtype = m->dtype[kind];
-    size_t n = m->size[kind] / (dtype_bytes(dtype) ? dtype_bytes(dtype) : 1);
-    if (dtype == SLUICE__DTYPE__DT_F32) {
-        if (n)
-            memcpy(out, m->data[kind], n * sizeof(float));
-        return 0;
-    }
-    if (dtype != SLUICE__DTYPE__DT_BF16)
-        return sl_fail(err, "wire: %s payload is %s, expected f32 or bf16", payload_name(kind), dtype_name(dtype));
-    const sl_bf16 *src = m->data[kind];
-    for (size_t i = 0; i < n; i++)
-        out[i] = sl_bf16_to_f32(src[i]);
-    return 0;
+    return pl_msg_decode_owned(m, frames, sizes, st->n_zmsgs, lim, frames_free, st, err);
 }

@@ -120,7 +120,7 @@ static int reply(worker *w, const zmq_msg_t *id, Sluice__MsgKind kind, const cha
         return -1;
     pl_msg m;
     pl_msg_init(&m, kind, 0, 0);
-    m.hdr_store.error = (char *)(error ? error : "");
+    pl_msg_set_error(&m, error ? error : "", NULL);
     int rc = pl_msg_send(&m, w->ctl, ZMQ_DONTWAIT, &err);
     pl_msg_close(&m);
     if (rc)
@@ -136,34 +136,15 @@ static bool is_owner(const worker *w, const zmq_msg_t *id)
 
 /* ---- assignment ---- */
 
+/* The assignment's fields (msg/'s codec) and its CURVE keys. */
 static int check_assign(const Sluice__StageAssign *sa, size_t i, sl_err *err)
 {
-    if (sa->kind >= PL_STAGE_KIND_COUNT_)
-        return sl_fail(err, "assignment %zu: unknown stage kind %u", i, sa->kind);
-    if (!sa->model || !*sa->model)
-        return sl_fail(err, "assignment %zu: no model path", i);
-    if (!sa->input || !*sa->input || !sa->output || !*sa->output)
-        return sl_fail(err, "assignment %zu: missing input or output address", i);
-    if (sa->kind == PL_STAGE_LAYERS && (sa->l0 < 0 || sa->l1 <= sa->l0))
-        return sl_fail(err, "assignment %zu: bad layer range [%d, %d)", i, sa->l0, sa->l1);
-    if (sa->max_sequences < 1 || sa->context < 1 || sa->max_batch_tokens < 1 ||
-        sa->max_sequences > 1u << 20 || sa->context > 1u << 24 || sa->max_batch_tokens > 1u << 20)
-        return sl_fail(err, "assignment %zu: limits out of range", i);
-    if (sa->numa < -1 || sa->numa > 4096)
-        return sl_fail(err, "assignment %zu: NUMA node %d out of range", i, sa->numa);
-    if (sa->threads < 0 || sa->threads > 4096)
-        return sl_fail(err, "assignment %zu: threads %d out of range", i, sa->threads);
-    if (sa->kv_type != SL_TYPE_F32 && sa->kv_type != SL_TYPE_F16 && sa->kv_type != SL_TYPE_BF16 &&
-        sa->kv_type != SL_TYPE_Q8_0)
-        return sl_fail(err, "assignment %zu: KV cache type %u is not f32, f16, bf16 or q8_0", i,
-                       sa->kv_type);
-    if (sa->kind == PL_STAGE_DRAFT && (sa->spec_k < 0 || sa->spec_k > SL_SPEC_K_MAX))
-        return sl_fail(err, "assignment %zu: speculative k %d outside 0..%d", i, sa->spec_k,
-                       SL_SPEC_K_MAX);
-    if (sa->kind == PL_STAGE_DRAFT && !sa->spec_lookup && (!sa->draft_model || !*sa->draft_model))
-        return sl_fail(err, "assignment %zu: a draft stage without a draft model", i);
-    if ((sa->output_key && *sa->output_key && !sec_is_key_text(sa->output_key)) ||
-        (sa->input_peer_key && *sa->input_peer_key && !sec_is_key_text(sa->input_peer_key)))
+    sl_stage_spec spec;
+    pl_stage_place place;
+    if (pl_assign_decode(sa, i, &spec, &place, err))
+        return -1;
+    if ((*place.output_key && !sec_is_key_text(place.output_key)) ||
+        (*place.input_peer_key && !sec_is_key_text(place.input_peer_key)))
         return sl_fail(err, "assignment %zu: a peer key is not a CURVE public key", i);
     return 0;
 }
@@ -224,35 +205,30 @@ static int check_model_file(const worker *w, const char *path, sl_err *err)
 static int start_one(worker *w, const Sluice__Header *h, size_t i, pl_host **out, sl_err *err)
 {
     const Sluice__StageAssign *sa = h->assign[i];
-    sl_stage_spec spec = {
-        .kind = (pl_stage_kind)sa->kind, .model = sa->model, .l0 = sa->l0, .l1 = sa->l1,
-        .max_sequences = (int)sa->max_sequences, .context = (int)sa->context,
-        .max_batch_tokens = (int)sa->max_batch_tokens, .index = (int)sa->stage_index,
-        .kv_type = (int)sa->kv_type, .ple_at_embed = sa->ple == PLE_AT_EMBED,
-        .draft_model = sa->draft_model && *sa->draft_model ? sa->draft_model : NULL,
-        .spec_k = sa->spec_k, .spec_auto = sa->spec_auto, .spec_lookup = sa->spec_lookup,
-        .spec_pipelined = sa->spec_pipelined,
-    };
+    sl_stage_spec spec;
+    pl_stage_place place;
+    if (pl_assign_decode(sa, i, &spec, &place, err)) /* checked before: cannot fail here */
+        return -1;
     sl_stage *s;
     /* loaded on its NUMA node, so the pages it first touches live there */
-    if (sa->numa >= 0 && sl_bind_numa(sa->numa, NULL, err))
-        return sl_wrap(err, "stage %u (%s)", sa->stage_index, pl_stage_kind_name(spec.kind));
+    if (place.numa >= 0 && sl_bind_numa(place.numa, NULL, err))
+        return sl_wrap(err, "stage %d (%s)", spec.index, pl_stage_kind_name(spec.kind));
     int rc = sl_stage_create(&s, &spec, err);
-    if (sa->numa >= 0)
+    if (place.numa >= 0)
         sl_bind_reset();
     if (rc)
-        return sl_wrap(err, "stage %u (%s)", sa->stage_index, pl_stage_kind_name(spec.kind));
+        return sl_wrap(err, "stage %d (%s)", spec.index, pl_stage_kind_name(spec.kind));
     /* the config's size limits, within what this worker accepts at most */
     pl_wire_limits lim;
     pl_wire_limits_default(&lim);
-    if (sa->max_frame_bytes && sa->max_frame_bytes < lim.max_frame_bytes)
-        lim.max_frame_bytes = (size_t)sa->max_frame_bytes;
-    if (sa->max_message_bytes && sa->max_message_bytes < lim.max_message_bytes)
-        lim.max_message_bytes = (size_t)sa->max_message_bytes;
-    pl_host_sec sec = {&w->keys, sa->output_key, w->zap, &lim};
-    return pl_host_start_numa(out, w->zctx, s, sa->input, sa->output,
-                              sa->numa >= 0 && sa->threads <= 0 ? 0 : stage_threads(w, h, sa),
-                              sa->numa, &sec, err);
+    if (place.max_frame_bytes && place.max_frame_bytes < lim.max_frame_bytes)
+        lim.max_frame_bytes = (size_t)place.max_frame_bytes;
+    if (place.max_message_bytes && place.max_message_bytes < lim.max_message_bytes)
+        lim.max_message_bytes = (size_t)place.max_message_bytes;
+    pl_host_sec sec = {&w->keys, place.output_key, w->zap, &lim};
+    return pl_host_start_numa(out, w->zctx, s, place.input, place.output,
+                              place.numa >= 0 && place.threads <= 0 ? 0 : stage_threads(w, h, sa),
+                              place.numa, &sec, err);
 }
 
 /* Loads and starts every assigned stage, last first so each one's

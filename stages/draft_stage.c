@@ -3,7 +3,7 @@
  * (the row whose logits give its next token) it appends k rows holding
  * drafted tokens at the following positions, each also wanted. The target
  * stages verify all k+1 positions in one pass and the sample stage accepts
- * a prefix (stages.c). A draft model's distributions travel with the rows
+ * a prefix (sample.c). A draft model's distributions travel with the rows
  * when the request samples (temperature > 0), so acceptance can follow
  * the min(1, p/q) rule; greedy requests and prompt lookup need none.
  *
@@ -30,7 +30,7 @@
 #include "stages/reqtab.h"
 #include "stages/sampler.h"
 #include "stages/spec.h"
-#include "stages/stage.h"
+#include "stages/kinds.h"
 
 #define LOOKUP_NGRAM_MIN 1
 #define LOOKUP_NGRAM_MAX 4
@@ -338,41 +338,34 @@ static int propose(draft_stage *ds, dreq *r, int k, bool ahead_ok, sl_err *err)
 
 /* ---- the batch ---- */
 
+/* A batch's rows: the rows every stage reads (and their limits), and the
+ * tokens. */
 typedef struct in_rows {
-    uint32_t n;
-    const uint64_t *req;
-    const int32_t *seq, *pos, *tok;
-    const uint8_t *flags;
+    sl_batch_rows b;
+    const int32_t *tok;
 } in_rows;
 
-static int read_in(const pl_msg *in, in_rows *r, sl_err *err)
+static int read_in(sl_stage *s, const pl_msg *in, in_rows *r, sl_err *why)
 {
-    r->n = in->hdr->n_rows;
-    r->req = pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, r->n, err);
-    r->seq = r->req ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_SEQ, r->n, err) : NULL;
-    r->pos = r->seq ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_POS, r->n, err) : NULL;
-    r->tok = r->pos ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r->n, err) : NULL;
-    r->flags = r->tok ? pl_msg_u8(in, SLUICE__PAYLOAD_KIND__PL_FLAGS, r->n, err) : NULL;
-    return r->flags ? 0 : -1;
+    if (sl_stage_read_rows(s, in, &r->b, why))
+        return -1;
+    r->tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r->b.n, why);
+    return r->tok ? 0 : -1;
 }
 
-/* Checks a request's rows [i0, i1) and takes their tokens into its text. */
+/* Checks a request's rows [i0, i1) (their slots and positions are within
+ * the stage's limits already) and takes their slot. */
 static int take_rows(draft_stage *ds, dreq *r, const in_rows *in, uint32_t i0, uint32_t i1, sl_err *why)
 {
-    int seq = in->seq[i0];
-    if (seq < 0 || seq >= ds->max_seqs)
-        return sl_fail(why, "row %u: slot %d outside [0, %d)", i0, seq, ds->max_seqs);
+    int seq = in->b.seq[i0];
     for (uint32_t i = i0; i < i1; i++) {
-        if (in->seq[i] != seq || in->pos[i] != in->pos[i0] + (int)(i - i0))
+        if (in->b.seq[i] != seq || in->b.pos[i] != in->b.pos[i0] + (int)(i - i0))
             return sl_fail(why, "rows %u..%u of request %llu are not consecutive positions of one slot",
                            i0, i1 - 1, (unsigned long long)r->key.id);
         if (in->tok[i] < 0 || in->tok[i] >= ds->n_vocab)
             return sl_fail(why, "row %u: token %d outside the vocabulary of %d", i, in->tok[i],
                            ds->n_vocab);
     }
-    if (in->pos[i1 - 1] >= ds->context)
-        return sl_fail(why, "row %u: position %d is past the context of %d", i1 - 1, in->pos[i1 - 1],
-                       ds->context);
     if (r->seq != seq) {
         /* a new request in this slot: whatever the slot held is stale */
         if (ds->kv)
@@ -382,10 +375,134 @@ static int take_rows(draft_stage *ds, dreq *r, const in_rows *in, uint32_t i0, u
     return 0;
 }
 
-static void free_buffer(void *data, void *hint)
+/* The batch being built: ds->o_* rows so far. */
+typedef struct out_rows {
+    uint32_t n, n_q;     /* rows, drafted rows */
+    bool any_q;          /* some drafted row has a draft distribution */
+    int n_wanted;        /* requests in ds->wanted */
+    uint32_t room;       /* rows still free within max_batch */
+} out_rows;
+
+static void put_row(draft_stage *ds, out_rows *o, uint64_t req, int32_t seq, int32_t pos, int32_t tok,
+                    uint8_t flags, int32_t drafted)
 {
-    (void)hint;
-    free(data);
+    uint32_t j = o->n++;
+    ds->o_req[j] = req;
+    ds->o_seq[j] = seq;
+    ds->o_pos[j] = pos;
+    ds->o_tok[j] = tok;
+    ds->o_flags[j] = flags;
+    ds->o_draft[j] = drafted;
+}
+
+/* Rows [i0, i1) of one request into the outgoing batch, followed by the
+ * tokens drafted after them when its last row is wanted. */
+static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uint32_t i1, out_rows *o,
+                          sl_err *why)
+{
+    dreq *r = find_req(ds, rows->b.req[i0], true);
+    if (!r)
+        return sl_fail(why, "too many requests in flight");
+    if (take_rows(ds, r, rows, i0, i1, why))
+        return -1;
+    bool ahead_ok = settle(ds, r, rows->b.pos[i0], rows->tok[i0], (int)(i1 - i0));
+    if (!r->broken && hist_push(r, rows->tok + i0, (int)(i1 - i0)))
+        return sl_fail(why, "out of memory");
+    bool wanted = rows->b.flags[i1 - 1] & 1;
+    int k = 0, last_pos = rows->b.pos[i1 - 1];
+    if (wanted && !r->broken && (ds->lookup || r->sampler)) {
+        int fit = ds->context - 1 - last_pos;
+        if (fit > (int)o->room)
+            fit = (int)o->room;
+        if ((k = propose(ds, r, choose_k(ds, r, fit), ahead_ok, why)) < 0)
+            return -1;
+    }
+    for (uint32_t i = i0; i < i1; i++)
+        put_row(ds, o, rows->b.req[i], rows->b.seq[i], rows->b.pos[i], rows->tok[i], rows->b.flags[i], -1);
+    bool has_q = r->sampled && !ds->lookup;
+    for (int j = 0; j < k; j++) {
+        put_row(ds, o, rows->b.req[i0], rows->b.seq[i0], last_pos + 1 + j, r->drafted[j], 1, r->drafted[j]);
+        ds->o_qsrc[o->n_q++] = has_q ? r->q + (size_t)j * ds->n_vocab : NULL;
+        o->any_q |= has_q;
+    }
+    if (k > 0) {
+        r->base = last_pos;
+        r->k = k;
+        r->ahead_tried = false;
+        ds->blocks++;
+        ds->drafted_tokens += k;
+    }
+    if (wanted)
+        ds->wanted[o->n_wanted++] = r;
+    o->room -= (uint32_t)k;
+    return 0;
+}
+
+/* The draft distributions of the batch's drafted rows, one n_vocab row
+ * each; copied: the scratch is reused by the next batch before a socket
+ * may have sent this one. */
+static float *gather_q(const draft_stage *ds, const out_rows *o)
+{
+    size_t v = (size_t)ds->n_vocab;
+    float *q = calloc((size_t)o->n_q * v, sizeof(float));
+    if (!q)
+        return NULL;
+    for (uint32_t j = 0, at = 0; j < o->n; j++) {
+        if (ds->o_draft[j] < 0)
+            continue;
+        if (ds->o_qsrc[at]) /* else a deterministic draft: all mass on the token */
+            memcpy(q + at * v, ds->o_qsrc[at], v * sizeof(float));
+        else
+            q[at * v + (size_t)ds->o_draft[j]] = 1.0f;
+        at++;
+    }
+    return q;
+}
+
+static int add_draft_payloads(pl_msg *m, const draft_stage *ds, const out_rows *o, sl_err *err)
+{
+    uint32_t n = o->n;
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0, ds->o_req, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, n, 0, ds->o_seq, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, n, 0, ds->o_pos, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n, 0, ds->o_tok, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, n, 0, ds->o_flags, NULL, NULL, err))
+        return -1;
+    if (o->n_q && pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, n, 0,
+                             ds->o_draft, NULL, NULL, err))
+        return -1;
+    if (!o->any_q)
+        return 0;
+    float *q = gather_q(ds, o);
+    if (!q)
+        return sl_fail(err, "out of memory");
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, o->n_q,
+                   (uint64_t)ds->n_vocab, q, pl_msg_free_buffer, NULL, err)) {
+        free(q);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sends the extended batch; the round trips of its wanted requests start
+ * now, for the batch's full row count. */
+static int send_extended(sl_stage *s, const pl_msg *in, const out_rows *o, const sl_emit *out, sl_err *err)
+{
+    draft_stage *ds = s->impl;
+    double t_now = now_s();
+    for (int i = 0; i < o->n_wanted; i++) {
+        ds->wanted[i]->t_sent = t_now;
+        ds->wanted[i]->sent_rows = (int)o->n;
+        ds->wanted[i]->steps++;
+    }
+    pl_msg m;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, o->n);
+    pl_msg_copy_extras(&m, in);
+    if (add_draft_payloads(&m, ds, o, err)) {
+        pl_msg_close(&m);
+        return -1;
+    }
+    return sl_stage_send(s, o->n, &m, out, err);
 }
 
 static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
@@ -401,116 +518,22 @@ static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
     if (kind != SLUICE__MSG_KIND__MSG_BATCH)
         return sl_stage_route_other(s, in, out, err); /* TRUNCATE: settled by position */
     in_rows rows;
-    if (read_in(in, &rows, &why))
+    if (read_in(s, in, &rows, &why))
         return sl_stage_fail_batch(s, in, out, why.msg, err);
     for (size_t i = 0; i < in->hdr->n_params; i++)
         if (add_params(ds, in->hdr->params[i], &why))
             return sl_stage_fail_batch(s, in, out, why.msg, err);
-    uint32_t room = rows.n < (uint32_t)ds->max_batch ? (uint32_t)ds->max_batch - rows.n : 0;
-    uint32_t n_out = 0, n_q = 0;
-    bool any_q = false;
-    int n_wanted = 0;
-    dreq **wanted = ds->wanted;
-    for (uint32_t i0 = 0; i0 < rows.n;) {
+    uint32_t n = rows.b.n;
+    out_rows o = {.room = n < (uint32_t)ds->max_batch ? (uint32_t)ds->max_batch - n : 0};
+    for (uint32_t i0 = 0; i0 < n;) {
         uint32_t i1 = i0 + 1;
-        while (i1 < rows.n && rows.req[i1] == rows.req[i0])
+        while (i1 < n && rows.b.req[i1] == rows.b.req[i0])
             i1++;
-        dreq *r = find_req(ds, rows.req[i0], true);
-        if (!r)
-            return sl_stage_fail_batch(s, in, out, "too many requests in flight", err);
-        if (take_rows(ds, r, &rows, i0, i1, &why))
+        if (extend_request(ds, &rows, i0, i1, &o, &why))
             return sl_stage_fail_batch(s, in, out, why.msg, err);
-        bool ahead_ok = settle(ds, r, rows.pos[i0], rows.tok[i0], (int)(i1 - i0));
-        if (!r->broken && hist_push(r, rows.tok + i0, (int)(i1 - i0)))
-            return sl_stage_fail_batch(s, in, out, "out of memory", err);
-        int k = 0;
-        int last_pos = rows.pos[i1 - 1];
-        if ((rows.flags[i1 - 1] & 1) && !r->broken && (ds->lookup || r->sampler)) {
-            int fit = ds->context - 1 - last_pos;
-            if (fit > (int)room)
-                fit = (int)room;
-            if ((k = propose(ds, r, choose_k(ds, r, fit), ahead_ok, &why)) < 0)
-                return sl_stage_fail_batch(s, in, out, why.msg, err);
-        }
-        for (uint32_t i = i0; i < i1; i++) {
-            ds->o_req[n_out] = rows.req[i];
-            ds->o_seq[n_out] = rows.seq[i];
-            ds->o_pos[n_out] = rows.pos[i];
-            ds->o_tok[n_out] = rows.tok[i];
-            ds->o_flags[n_out] = rows.flags[i];
-            ds->o_draft[n_out++] = -1;
-        }
-        for (int j = 0; j < k; j++) {
-            ds->o_req[n_out] = rows.req[i0];
-            ds->o_seq[n_out] = rows.seq[i0];
-            ds->o_pos[n_out] = last_pos + 1 + j;
-            ds->o_tok[n_out] = r->drafted[j];
-            ds->o_flags[n_out] = 1;
-            ds->o_draft[n_out++] = r->drafted[j];
-            bool has_q = r->sampled && !ds->lookup;
-            ds->o_qsrc[n_q++] = has_q ? r->q + (size_t)j * ds->n_vocab : NULL;
-            any_q |= has_q;
-        }
-        if (k > 0) {
-            r->base = last_pos;
-            r->k = k;
-            r->ahead_tried = false;
-            ds->blocks++;
-            ds->drafted_tokens += k;
-        }
-        if (rows.flags[i1 - 1] & 1)
-            wanted[n_wanted++] = r;
-        room -= (uint32_t)k;
         i0 = i1;
     }
-    /* round trips start now, for the batch's full row count */
-    double t_now = now_s();
-    for (int i = 0; i < n_wanted; i++) {
-        wanted[i]->t_sent = t_now;
-        wanted[i]->sent_rows = (int)n_out;
-        wanted[i]->steps++;
-    }
-    pl_msg m;
-    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, n_out);
-    sl_stage_copy_extras(&m, in);
-    int rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n_out, 0, ds->o_req, NULL, NULL, err) ||
-             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, n_out, 0, ds->o_seq, NULL, NULL, err) ||
-             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, n_out, 0, ds->o_pos, NULL, NULL, err) ||
-             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n_out, 0, ds->o_tok, NULL, NULL, err) ||
-             pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, n_out, 0, ds->o_flags, NULL, NULL, err);
-    if (rc == 0 && n_q)
-        rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, n_out, 0,
-                        ds->o_draft, NULL, NULL, err);
-    if (rc == 0 && any_q) {
-        /* copied: the scratch is reused by the next batch before a socket
-         * may have sent this one */
-        size_t v = (size_t)ds->n_vocab;
-        float *q = calloc((size_t)n_q * v, sizeof(float));
-        if (!q) {
-            rc = sl_fail(err, "out of memory");
-        } else {
-            for (uint32_t j = 0, at = 0; j < n_out; j++) {
-                if (ds->o_draft[j] < 0)
-                    continue;
-                if (ds->o_qsrc[at]) /* else a deterministic draft: all mass on the token */
-                    memcpy(q + at * v, ds->o_qsrc[at], v * sizeof(float));
-                else
-                    q[at * v + (size_t)ds->o_draft[j]] = 1.0f;
-                at++;
-            }
-            rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, n_q,
-                            (uint64_t)ds->n_vocab, q, free_buffer, NULL, err);
-            if (rc)
-                free(q);
-        }
-    }
-    if (rc) {
-        pl_msg_close(&m);
-        return -1;
-    }
-    s->n_batches++;
-    s->n_rows += n_out;
-    return out->send(out->ctx, &m, err);
+    return send_extended(s, in, &o, out, err);
 }
 
 /* Idle time of a pipelined draft: for one request whose block is out,

@@ -10,10 +10,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "msg/assign.h"
 #include "stages/sampler.h"
 
-/* Most tokens drafted in one step. */
-#define SL_SPEC_K_MAX 32
+/* Most tokens drafted in one step (an assignment's limit too). */
+#define SL_SPEC_K_MAX PL_SPEC_K_MAX
 
 /* Greedy acceptance. target holds the target's argmax at each of the k+1
  * verified positions (target[i] follows draft[0..i)). Writes the accepted

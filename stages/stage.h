@@ -5,7 +5,11 @@
  * Every BATCH a stage receives produces exactly one message downstream (the
  * transformed batch, or an ERROR naming its requests), so the driver at the
  * end of the ring sees one answer per batch it sent, in order. Control
- * messages (RELEASE, TRUNCATE) are applied and passed on. */
+ * messages (RELEASE, TRUNCATE) are applied and passed on.
+ *
+ * Each kind lives in its own file (embed.c, layers.c, head.c, sample.c,
+ * draft_stage.c, tokenize.c) and is made through the table in stage.c; the
+ * helpers below (common.c) serve every kind and call none of them. */
 #ifndef SLUICE_STAGE_H
 #define SLUICE_STAGE_H
 
@@ -13,8 +17,8 @@
 #include <stddef.h>
 
 #include "model/kv.h"
-#include "pipeline/config.h"
-#include "pipeline/wire.h"
+#include "msg/assign.h"
+#include "msg/msg.h"
 #include "util/err.h"
 
 typedef struct sl_stage sl_stage;
@@ -25,25 +29,6 @@ typedef struct sl_emit {
     int (*send)(void *ctx, pl_msg *m, sl_err *err);
     void *ctx;
 } sl_emit;
-
-typedef struct sl_stage_spec {
-    pl_stage_kind kind;
-    const char *model;       /* GGUF path */
-    int l0, l1;              /* layers stages */
-    int max_sequences;
-    int context;
-    int max_batch_tokens;
-    int index;               /* position in the pipeline, for names */
-    int kv_type;             /* sl_type of the layers' KV cache (0: f32) */
-    bool ple_at_embed;       /* embed stage of a model with per-layer embeddings: gather
-                              * every layer's inputs and send them down (limits.ple: embed) */
-    /* draft stages */
-    const char *draft_model; /* GGUF of the draft model (NULL with spec_lookup) */
-    int spec_k;              /* tokens drafted a step (the most, with spec_auto) */
-    bool spec_auto;          /* k follows the running acceptance rate */
-    bool spec_lookup;        /* prompt lookup instead of a draft model */
-    bool spec_pipelined;     /* draft the next block while the target verifies */
-} sl_stage_spec;
 
 struct sl_stage {
     char name[64];           /* e.g. "layers[0,3)" */
@@ -58,6 +43,7 @@ struct sl_stage {
     /* Optional: a line of stage-specific statistics for status output. */
     void (*describe)(const sl_stage *s, char *buf, size_t size);
     void *impl;
+    sl_kv *kv;               /* a layers stage's KV cache (owned by impl), else NULL */
     /* counters (read by the host for status): n_errors counts batches
      * answered with an ERROR, n_refused those of them refused for going
      * past a limit (max_batch_tokens, max_sequences, context) */
@@ -70,23 +56,39 @@ struct sl_stage {
 int sl_stage_create(sl_stage **out, const sl_stage_spec *spec, sl_err *err);
 void sl_stage_destroy(sl_stage *s);
 
-/* Shared by the stage kinds: answer a batch with an ERROR naming its
- * requests; pass control and error messages on (others are dropped and
- * counted); copy a header's extras (sampling params, release lists). */
-int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err);
+/* A layers stage's KV cache (NULL for other kinds); for tests and status. */
+sl_kv *sl_stage_kv(sl_stage *s);
+
+/* ---- shared by the stage kinds (common.c) ---- */
+
+/* The row arrays every BATCH carries, checked. */
+typedef struct sl_batch_rows {
+    uint32_t n;
+    const uint64_t *req;
+    const int32_t *seq, *pos;
+    const uint8_t *flags;
+} sl_batch_rows;
+
+/* Reads a BATCH's rows and refuses one past the stage's limits (see
+ * sl_stage_check_limits); -1 with why. */
+int sl_stage_read_rows(sl_stage *s, const pl_msg *in, sl_batch_rows *r, sl_err *why);
 /* Refuses a BATCH past the stage's limits: more rows than
  * max_batch_tokens, a slot outside [0, max_sequences), a position outside
  * [0, context). Returns 0 when within them; else 1 with why naming the limit
  * ("refused: ... limit max_sequences (8)"), the batch counted as refused. */
 int sl_stage_check_limits(sl_stage *s, uint32_t n, const int32_t *seq, const int32_t *pos, sl_err *why);
+/* Answers a batch with an ERROR naming its requests. */
+int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err);
+/* Messages a stage does not transform: control and error messages are
+ * passed on, others dropped and counted. */
 int sl_stage_route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err);
-void sl_stage_copy_extras(pl_msg *dst, const pl_msg *src);
-
-/* A layers stage's KV cache (NULL for other kinds); for tests and status. */
-sl_kv *sl_stage_kv(sl_stage *s);
-
-/* The draft stage (stages/draft_stage.c), made by sl_stage_create. */
-int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
+/* Re-sends a control or error message unchanged. */
+int sl_stage_forward_control(pl_msg *in, const sl_emit *out, sl_err *err);
+/* Starts the outgoing BATCH with in's rows, extras and speculative
+ * payloads (drafted tokens and their distributions travel on unchanged). */
+int sl_stage_begin_batch(pl_msg *m, const pl_msg *in, const sl_batch_rows *r, sl_err *err);
+/* Counts a batch of rows as done and sends m. */
+int sl_stage_send(sl_stage *s, uint32_t rows, pl_msg *m, const sl_emit *out, sl_err *err);
 
 /* Builds an ERROR message for the requests of a batch (exposed for hosts
  * that fail a batch themselves). */

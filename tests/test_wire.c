@@ -564,7 +564,7 @@ static void expect_rejected(pair *p, raw_msg *bad, const pl_wire_limits *lim, co
     if (rc == 0)
         pl_msg_close(&m);
     else
-        CHECK(m.hdr == NULL && m.n_frames == 0 && m.zframes == NULL);
+        CHECK(m.hdr == NULL && m.n_frames == 0 && m.store == NULL);
     CHECKF(strstr(e.msg, frag) != NULL, "line %d: error \"%s\" lacks \"%s\"", line, e.msg, frag);
     expect_batch(p, good);
 }

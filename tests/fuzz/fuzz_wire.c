@@ -131,7 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     require(rc == 0 || rc == -1);
     if (rc) {
         require(memchr(err.msg, '\0', sizeof err.msg) != NULL && strncmp(err.msg, "wire: ", 6) == 0);
-        require(m.hdr == NULL && m.n_frames == 0 && m.zframes == NULL);
+        require(m.hdr == NULL && m.n_frames == 0 && m.store == NULL);
     } else {
         check_accepted(&m, frames, sizes, n);
         pl_msg_close(&m);
