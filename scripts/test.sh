@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs dependencies, builds, runs each fuzz target for
+# The test command: checks the layering of #include lines
+# (scripts/check-layers.sh; an upward include fails the run before anything
+# is built), installs dependencies, builds, runs each fuzz target for
 # a bounded time, the whole ctest suite, then the whole suite again under
 # AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ (its summary
 # is the last line).
@@ -7,6 +9,7 @@
 #   SLUICE_ASAN=0   skip the sanitizer pass
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/check-layers.sh
 scripts/install-deps.sh
 scripts/build.sh
 scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
