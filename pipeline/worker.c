@@ -11,7 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "kernels/types.h"
 #include "scheduler/bind.h"
 #include <unistd.h>
 #include <zmq.h>
@@ -22,7 +21,6 @@
 #include "pipeline/security.h"
 #include "pipeline/status.h"
 #include "pipeline/wire.h"
-#include "stages/spec.h"
 #include "stages/stage.h"
 
 #define ID_MAX 256
