@@ -501,9 +501,9 @@ const void *pl_msg_frame(const pl_msg *m, int i, size_t *bytes, int *kind)
     return m->data[k];
 }
 
-void (*pl_msg_take_frame(pl_msg *m, int i, void **hint))(void *, void *)
+pl_msg_free_fn pl_msg_take_frame(pl_msg *m, int i, void **hint)
 {
-    void (*fn)(void *, void *) = m->free_fn[i];
+    pl_msg_free_fn fn = m->free_fn[i];
     *hint = m->free_hint[i];
     m->free_fn[i] = NULL;
     return fn;

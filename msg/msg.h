@@ -23,6 +23,9 @@
 #define PL_WIRE_VERSION 1
 #define PL_MAX_FRAMES 16
 
+/* Releases a payload's data once nothing reads it any more. */
+typedef void (*pl_msg_free_fn)(void *data, void *hint);
+
 /* A message being built or one received. Fields are read through the
  * functions below (and hdr, for a received message's header); only msg/
  * writes them. */
@@ -111,7 +114,7 @@ const void *pl_msg_frame(const pl_msg *m, int i, size_t *bytes, int *kind);
 /* Takes over the release of frame i's data: returns its free_fn (NULL when
  * the data is the caller's and must be copied), which the message then no
  * longer calls. */
-void (*pl_msg_take_frame(pl_msg *m, int i, void **hint))(void *, void *);
+pl_msg_free_fn pl_msg_take_frame(pl_msg *m, int i, void **hint);
 /* Marks a built message as put on the wire: it cannot be sent again. */
 void pl_msg_mark_sent(pl_msg *m);
 

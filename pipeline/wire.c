@@ -62,7 +62,7 @@ static int payload_frame(pl_msg *m, int i, zmq_msg_t *f)
     size_t bytes;
     void *data = (void *)pl_msg_frame(m, i, &bytes, NULL);
     void *hint;
-    void (*free_fn)(void *, void *) = pl_msg_take_frame(m, i, &hint);
+    pl_msg_free_fn free_fn = pl_msg_take_frame(m, i, &hint);
     if (free_fn) {
         if (zmq_msg_init_data(f, data, bytes, free_fn, hint) == 0)
             return 0;
