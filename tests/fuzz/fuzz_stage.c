@@ -18,6 +18,7 @@
 
 #include "kernels/quant.h"
 #include "model/gguf.h"
+#include "pipeline/wire.h"
 #include "stages/stage.h"
 
 #define MAX_IN_FRAMES 20
