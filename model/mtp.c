@@ -45,10 +45,11 @@ static int bind_layer(sl_mtp *m, int il, float **cursor, sl_err *err)
     return 0;
 }
 
-/* The first of two names present (llama.cpp's / ik_llama.cpp's spelling). */
+/* b (ik_llama.cpp's gemma4_mtp spelling) when the file has it, else a
+ * (llama.cpp's gemma4-assistant one, named in errors). */
 static const char *either(const gguf_file *f, const char *a, const char *b)
 {
-    return gguf_find_tensor(f, a) ? a : b;
+    return gguf_find_tensor(f, b) ? b : a;
 }
 
 /* Cluster c's tokens from the ordering tensor, which is either Hugging
