@@ -153,6 +153,39 @@ static void test_centroid_map(void)
     sl_mtp_free(map);
 }
 
+/* ik_llama.cpp's own spelling (gemma4_mtp: mtp_pre_proj, mtp_post_proj,
+ * backbone_embedding_length, centroid_count, the token -> centroid map) loads
+ * as the same drafter as the gemma4-assistant file it was written beside
+ * (the fuzz seeds: same weights, the map made from the permutation). */
+static void test_ik_spelling(void)
+{
+    const char *src = getenv("SLUICE_SRC");
+    CHECK(src != NULL);
+    if (!src)
+        return;
+    char pa[1024], pb[1024];
+    snprintf(pa, sizeof pa, "%s/tests/fuzz/corpus-mtp/assistant.gguf", src);
+    snprintf(pb, sizeof pb, "%s/tests/fuzz/corpus-mtp/gemma4_mtp.gguf", src);
+    sl_err err = {{0}};
+    sl_mtp *a = NULL, *b = NULL;
+    CHECKF(sl_mtp_load(&a, pa, &err) == 0, "%s", err.msg);
+    CHECKF(sl_mtp_load(&b, pb, &err) == 0, "%s", err.msg);
+    if (a && b) {
+        CHECK(strcmp(b->cfg.arch, "gemma4_mtp") == 0 && b->cfg.d_backbone == 16);
+        CHECK(b->cfg.n_centroids == 8 && b->cfg.centroid_top_k == 2 && b->per_centroid == 8);
+        CHECK(b->pre_proj.n_in == 32 && b->post_proj.n_out == 16);
+        for (int c = 0; c < 8; c++) {
+            int n_same = 0;
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < 8; j++)
+                    n_same += a->cluster[c * 8 + i] == b->cluster[c * 8 + j];
+            CHECKF(n_same == 8, "centroid %d: %d of 8 tokens agree", c, n_same);
+        }
+    }
+    sl_mtp_free(a);
+    sl_mtp_free(b);
+}
+
 static void test_pairing(void)
 {
     sl_err err = {{0}};
@@ -208,6 +241,7 @@ int main(void)
     CHECK(synth("gemma3", other_path) == 0);
     test_malformed();
     test_centroid_map();
+    test_ik_spelling();
     test_pairing();
     unlink(assistant_path);
     unlink(target_path);
