@@ -20,8 +20,9 @@ static const char usage[] =
     "vocabulary of exactly the model's vocabulary size.\n"
     "\n"
     "options:\n"
-    "  --arch ARCH          gemma, gemma2, gemma3, gemma4 or llama\n"
-    "  --size SIZE          gemma4: e2b, e4b; gemma3: 270m, 1b, 4b; gemma2: 2b; gemma: 2b;\n"
+    "  --arch ARCH          gemma, gemma2, gemma3, gemma4, gemma4-assistant or llama\n"
+    "  --size SIZE          gemma4, gemma4-assistant: e2b, e4b; gemma3: 270m, 1b, 4b;\n"
+    "                       gemma2: 2b; gemma: 2b;\n"
     "                       llama: tiny;\n"
     "                       every arch: test (d_model 256, 6 layers, 4 heads x 64,\n"
     "                       2 kv heads (gemma: 1), d_ff 512, vocab 512, context 512;\n"
@@ -42,7 +43,12 @@ static const char usage[] =
     "pairs rotated by RoPE frequency factors) and the rest sliding (window 8,\n"
     "4 heads x 64, 2 kv heads, 32 of 64 dims rotated), the last 4 layers reading\n"
     "layers 2 and 3's KV caches with d_ff 1024, 64 per-layer-embedding columns\n"
-    "per layer, final soft-cap 30.\n";
+    "per layer, final soft-cap 30.\n"
+    "gemma4-assistant: the drafter of the gemma4 model of the same size, as\n"
+    "llama.cpp writes it (4 query-only layers, the last global, with the target's\n"
+    "head shapes; e2b/e4b: d_model 256, d_ff 2048, 2048 centroids of which the\n"
+    "best 32 give the candidate tokens; test: d_model 128, d_ff 256, 32\n"
+    "centroids, best 4).\n";
 
 typedef struct shape {
     const char *arch, *size;
@@ -86,6 +92,27 @@ static const shape shapes[] = {
     {"gemma4", "e2b", 35, 1536, 6144, 8, 1, 512, 262144, 131072, 512, 1e6f, 0, 0, 30, 1e-6f},
     {"gemma4", "e4b", 42, 2560, 10240, 8, 2, 512, 262144, 131072, 512, 1e6f, 0, 0, 30, 1e-6f},
     {"gemma4", "test", 8, 256, 512, 4, 1, 128, 512, 512, 8, 1e6f, 0, 0, 30, 1e-6f},
+    /* Gemma 4 assistants (google/gemma-4-E2B-it-assistant's config: hidden_size
+     * 256, 4 layers sliding x3 + full, 4 heads, the target's head dims and kv
+     * heads, intermediate_size 2048; E4B's assumed alike). n_kv_head,
+     * head_dim: the global layer's, as the target's entry. */
+    {"gemma4-assistant", "e2b", 4, 256, 2048, 4, 1, 512, 262144, 131072, 512, 1e6f, 0, 0, 0,
+     1e-6f},
+    {"gemma4-assistant", "e4b", 4, 256, 2048, 4, 2, 512, 262144, 131072, 512, 1e6f, 0, 0, 0,
+     1e-6f},
+    {"gemma4-assistant", "test", 4, 128, 256, 4, 1, 128, 512, 512, 8, 1e6f, 0, 0, 0, 1e-6f},
+};
+
+/* An assistant's centroid head and the width of its target's hidden state */
+typedef struct g4a_shape {
+    const char *size;
+    int d_backbone, n_centroids, centroid_top_k;
+} g4a_shape;
+
+static const g4a_shape g4a_shapes[] = {
+    {"e2b", 1536, 2048, 32},
+    {"e4b", 2560, 2048, 32},
+    {"test", 256, 32, 4},
 };
 
 static const g4_shape g4_shapes[] = {
@@ -93,6 +120,14 @@ static const g4_shape g4_shapes[] = {
     {"e4b", 256, 2, 256, 6, 18, 256, 0, 1e4f, 0.25f, false},
     {"test", 64, 2, 32, 4, 4, 64, 1024, 1e4f, 0.25f, true},
 };
+
+static const g4a_shape *g4a_of(const shape *s)
+{
+    for (size_t i = 0; i < sizeof g4a_shapes / sizeof g4a_shapes[0]; i++)
+        if (strcmp(g4a_shapes[i].size, s->size) == 0)
+            return &g4a_shapes[i];
+    return &g4a_shapes[0];
+}
 
 static const g4_shape *g4_of(const shape *s)
 {
@@ -110,6 +145,7 @@ typedef struct tensor_spec {
     int64_t type_n_in; /* row length that decides the type (0: ne[0]) */
     int n_rot_pairs;   /* > 0: rope_freqs, 1 for that many pairs then 1e30 */
     float norm_mean;   /* norms: mean of the weights (0: 1) */
+    bool permutation;  /* one row: a seeded permutation of 0 .. ne[0]-1 (token ordering) */
 } tensor_spec;
 
 typedef struct synth_opts {
@@ -136,9 +172,11 @@ static void spec_add(tensor_spec *t, int *n, const char *name, int64_t n_in, int
     s->type_n_in = 0;
     s->n_rot_pairs = 0;
     s->norm_mean = 0.0f;
+    s->permutation = false;
 }
 
 static bool is_gemma4(const shape *s) { return strcmp(s->arch, "gemma4") == 0; }
+static bool is_assistant(const shape *s) { return strcmp(s->arch, "gemma4-assistant") == 0; }
 
 static bool g4_sliding(const shape *s, int il)
 {
@@ -218,11 +256,60 @@ static int list_tensors_gemma4(const shape *s, tensor_spec *t)
     return n;
 }
 
+/* An assistant's layer il: sliding but the last, with the target's head
+ * shapes of that kind. */
+static bool g4a_sliding(const shape *s, int il) { return il < s->n_layer - 1; }
+static int g4a_head_dim(const shape *s, int il)
+{
+    return g4a_sliding(s, il) ? g4_of(s)->head_dim_swa : s->head_dim;
+}
+
+/* llama.cpp's gemma4-assistant tensors (nextn.* projections, query-only
+ * layers) plus the centroid head ik_llama.cpp looks up (mtp.*), which
+ * llama.cpp's converter leaves out. */
+static int list_tensors_assistant(const shape *s, tensor_spec *t)
+{
+    int n = 0;
+    char name[64];
+    const g4a_shape *a = g4a_of(s);
+    int64_t d = s->d_model;
+    spec_add(t, &n, "token_embd.weight", d, s->n_vocab, false);
+    spec_add(t, &n, "rope_freqs.weight", s->head_dim / 2, 0, true);
+    t[n - 1].n_rot_pairs = (int)(s->head_dim / 2 * g4_of(s)->rope_partial);
+    spec_add(t, &n, "nextn.pre_projection.weight", 2 * (int64_t)a->d_backbone, d, false);
+    spec_add(t, &n, "nextn.post_projection.weight", d, a->d_backbone, false);
+    for (int il = 0; il < s->n_layer; il++) {
+        int64_t hd = g4a_head_dim(s, il), q_dim = (int64_t)s->n_head * hd;
+#define LAYER(suffix, n_in, n_out, norm) \
+        (snprintf(name, sizeof name, "blk.%d." suffix, il), spec_add(t, &n, name, n_in, n_out, norm))
+        LAYER("attn_norm.weight", d, 0, true);
+        LAYER("attn_q.weight", d, q_dim, false);
+        LAYER("attn_q_norm.weight", hd, 0, true);
+        t[n - 1].norm_mean = powf((float)hd, -0.25f); /* as the target's q/k norms */
+        LAYER("attn_output.weight", q_dim, d, false);
+        LAYER("post_attention_norm.weight", d, 0, true);
+        LAYER("ffn_norm.weight", d, 0, true);
+        LAYER("ffn_gate.weight", d, s->d_ff, false);
+        LAYER("ffn_up.weight", d, s->d_ff, false);
+        LAYER("ffn_down.weight", s->d_ff, d, false);
+        LAYER("post_ffw_norm.weight", d, 0, true);
+        LAYER("layer_output_scale.weight", 1, 0, true);
+#undef LAYER
+    }
+    spec_add(t, &n, "output_norm.weight", d, 0, true);
+    spec_add(t, &n, "mtp.centroids.weight", d, a->n_centroids, false);
+    spec_add(t, &n, "mtp.token_ordering.weight", s->n_vocab, 0, true);
+    t[n - 1].permutation = true;
+    return n;
+}
+
 /* llama.cpp's tensor names; returns how many were written to t. */
 static int list_tensors(const shape *s, tensor_spec *t)
 {
     if (is_gemma4(s))
         return list_tensors_gemma4(s, t);
+    if (is_assistant(s))
+        return list_tensors_assistant(s, t);
     int n = 0;
     char name[64];
     int64_t q_dim = (int64_t)s->n_head * s->head_dim, kv_dim = (int64_t)s->n_kv_head * s->head_dim;
@@ -288,6 +375,38 @@ static void write_gemma4_keys(gguf_writer *w, const shape *s)
         gguf_set_u32(w, k, (uint32_t)g->n_embd_per_layer);
 }
 
+/* What llama.cpp's Gemma4AssistantModel writes (Gemma4Model's keys with
+ * every layer KV-shared, plus embedding_length_out and nextn_predict_layers),
+ * and the centroid keys ik_llama.cpp reads for gemma4-assistant. */
+static void write_assistant_keys(gguf_writer *w, const shape *s)
+{
+    const char *a = s->arch;
+    const g4_shape *g = g4_of(s);
+    const g4a_shape *as = g4a_of(s);
+    char k[128];
+    int32_t kv_heads[SL_MAX_LAYERS];
+    bool swa[SL_MAX_LAYERS];
+    for (int il = 0; il < s->n_layer; il++) {
+        swa[il] = g4a_sliding(s, il);
+        kv_heads[il] = swa[il] ? g->n_kv_head_swa : s->n_kv_head;
+    }
+    uint64_t n = (uint64_t)s->n_layer;
+    key(k, sizeof k, a, "attention.head_count_kv"), gguf_set_arr(w, k, GGUF_INT32, kv_heads, n);
+    key(k, sizeof k, a, "feed_forward_length"), gguf_set_u32(w, k, (uint32_t)s->d_ff);
+    key(k, sizeof k, a, "attention.sliding_window_pattern"), gguf_set_arr(w, k, GGUF_BOOL, swa, n);
+    key(k, sizeof k, a, "attention.key_length_swa"), gguf_set_u32(w, k, (uint32_t)g->head_dim_swa);
+    key(k, sizeof k, a, "attention.value_length_swa"), gguf_set_u32(w, k, (uint32_t)g->head_dim_swa);
+    key(k, sizeof k, a, "rope.dimension_count"), gguf_set_u32(w, k, (uint32_t)s->head_dim);
+    key(k, sizeof k, a, "rope.dimension_count_swa"), gguf_set_u32(w, k, (uint32_t)g->rope_dim_swa);
+    key(k, sizeof k, a, "rope.freq_base_swa"), gguf_set_f32(w, k, g->rope_base_swa);
+    key(k, sizeof k, a, "attention.shared_kv_layers"), gguf_set_u32(w, k, (uint32_t)s->n_layer);
+    key(k, sizeof k, a, "embedding_length_per_layer_input"), gguf_set_u32(w, k, 0);
+    key(k, sizeof k, a, "embedding_length_out"), gguf_set_u32(w, k, (uint32_t)as->d_backbone);
+    key(k, sizeof k, a, "nextn_predict_layers"), gguf_set_u32(w, k, (uint32_t)s->n_layer);
+    key(k, sizeof k, a, "n_centroids"), gguf_set_u32(w, k, (uint32_t)as->n_centroids);
+    key(k, sizeof k, a, "centroid_top_k"), gguf_set_u32(w, k, (uint32_t)as->centroid_top_k);
+}
+
 static void write_model_keys(gguf_writer *w, const synth_opts *o)
 {
     const shape *s = o->shape;
@@ -301,10 +420,10 @@ static void write_model_keys(gguf_writer *w, const synth_opts *o)
     key(k, sizeof k, a, "context_length"), gguf_set_u32(w, k, (uint32_t)s->n_ctx);
     key(k, sizeof k, a, "embedding_length"), gguf_set_u32(w, k, (uint32_t)s->d_model);
     key(k, sizeof k, a, "block_count"), gguf_set_u32(w, k, (uint32_t)s->n_layer);
-    if (!is_gemma4(s)) /* per layer, below */
+    if (!is_gemma4(s) && !is_assistant(s)) /* per layer, below */
         key(k, sizeof k, a, "feed_forward_length"), gguf_set_u32(w, k, (uint32_t)s->d_ff);
     key(k, sizeof k, a, "attention.head_count"), gguf_set_u32(w, k, (uint32_t)s->n_head);
-    if (!is_gemma4(s))
+    if (!is_gemma4(s) && !is_assistant(s))
         key(k, sizeof k, a, "attention.head_count_kv"), gguf_set_u32(w, k, (uint32_t)s->n_kv_head);
     key(k, sizeof k, a, "attention.key_length"), gguf_set_u32(w, k, (uint32_t)s->head_dim);
     key(k, sizeof k, a, "attention.value_length"), gguf_set_u32(w, k, (uint32_t)s->head_dim);
@@ -326,6 +445,8 @@ static void write_model_keys(gguf_writer *w, const synth_opts *o)
         key(k, sizeof k, a, "final_logit_softcapping"), gguf_set_f32(w, k, s->final_softcap);
     if (is_gemma4(s))
         write_gemma4_keys(w, s);
+    if (is_assistant(s))
+        write_assistant_keys(w, s);
 }
 
 static void write_tokenizer_keys(gguf_writer *w, const shape *s, const synth_vocab *v)
@@ -362,6 +483,18 @@ static void fill_row(const synth_opts *o, int ti, int64_t r, const tensor_spec *
     sl_rng rng;
     sl_rng_seed(&rng, o->seed * 0x9e3779b97f4a7c15ULL ^ ((uint64_t)ti << 40) ^ (uint64_t)r);
     int64_t n = t->ne[0];
+    if (t->permutation) { /* Fisher-Yates; ids are exact in f32 below 2^24 */
+        for (int64_t i = 0; i < n; i++)
+            row[i] = (float)i;
+        for (int64_t i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)(sl_rng_uniform(&rng) * (double)(i + 1));
+            j = j > i ? i : j;
+            float tmp = row[i];
+            row[i] = row[j];
+            row[j] = tmp;
+        }
+        return;
+    }
     if (t->n_rot_pairs > 0) {
         for (int64_t i = 0; i < n; i++)
             row[i] = i < t->n_rot_pairs ? 1.0f : 1e30f;

@@ -35,14 +35,21 @@ typedef struct arch_traits {
      * (llama.cpp's rule; the 26B/31B global layers). Mixture-of-experts
      * layers are refused at load. */
     bool gemma4;
+    /* Gemma 4's drafter ("MTP assistant"): Gemma 4 layers whose attention has
+     * queries only and reads the target's cache, fed by a projection of the
+     * target's hidden state and token embedding (model/mtp.h). llama.cpp
+     * names it gemma4-assistant; ik_llama.cpp's own converter gemma4_mtp. */
+    bool assistant;
 } arch_traits;
 
 static const arch_traits ARCHES[] = {
-    {"llama", SL_ACT_SILU, false, false, false, 0, 0.0f, -1, false},
-    {"gemma", SL_ACT_GELU_TANH, true, false, false, 0, 0.0f, -1, false},
-    {"gemma2", SL_ACT_GELU_TANH, true, true, false, 2, 0.0f, 46, false},
-    {"gemma3", SL_ACT_GELU_TANH, true, true, true, 6, 10000.0f, 62, false},
-    {"gemma4", SL_ACT_GELU_TANH, true, true, true, 0, 0.0f, -1, true},
+    {"llama", SL_ACT_SILU, false, false, false, 0, 0.0f, -1, false, false},
+    {"gemma", SL_ACT_GELU_TANH, true, false, false, 0, 0.0f, -1, false, false},
+    {"gemma2", SL_ACT_GELU_TANH, true, true, false, 2, 0.0f, 46, false, false},
+    {"gemma3", SL_ACT_GELU_TANH, true, true, true, 6, 10000.0f, 62, false, false},
+    {"gemma4", SL_ACT_GELU_TANH, true, true, true, 0, 0.0f, -1, true, false},
+    {"gemma4-assistant", SL_ACT_GELU_TANH, true, true, true, 0, 0.0f, -1, true, true},
+    {"gemma4_mtp", SL_ACT_GELU_TANH, true, true, true, 0, 0.0f, -1, true, true},
 };
 
 static const arch_traits *find_arch(const char *name)
@@ -248,7 +255,7 @@ static int fill_kv_sharing(sl_config *c, const gguf_file *f, const arch_traits *
 {
     for (int il = 0; il < c->n_layer; il++)
         c->layer[il].kv_src = -1;
-    if (!t->gemma4)
+    if (!t->gemma4 || t->assistant) /* an assistant reads the target's cache: mtp.c */
         return 0;
     if (opt_int(f, c->arch, "attention.shared_kv_layers", 0, c->n_layer - 1, &c->n_kv_shared, err))
         return -1;
@@ -360,6 +367,30 @@ static int read_ple(sl_config *c, const gguf_file *f, const arch_traits *t, sl_e
     return 0;
 }
 
+/* The assistant's width of the target's hidden state and its centroid head
+ * (llama.cpp: embedding_length_out, no centroids; ik_llama.cpp's gemma4_mtp:
+ * backbone_embedding_length, centroid_count, centroid_top_k; ik reads
+ * n_centroids and centroid_top_k for gemma4-assistant files). */
+static int read_assistant(sl_config *c, const gguf_file *f, const arch_traits *t, sl_err *err)
+{
+    if (!t->assistant)
+        return 0;
+    if (opt_int(f, c->arch, "embedding_length_out", 1, 1 << 20, &c->d_backbone, err) ||
+        opt_int(f, c->arch, "backbone_embedding_length", 1, 1 << 20, &c->d_backbone, err) ||
+        opt_int(f, c->arch, "n_centroids", 0, 1 << 24, &c->n_centroids, err) ||
+        opt_int(f, c->arch, "centroid_count", 0, 1 << 24, &c->n_centroids, err) ||
+        opt_int(f, c->arch, "centroid_top_k", 0, 1 << 24, &c->centroid_top_k, err))
+        return -1;
+    if (c->d_backbone == 0)
+        return sl_fail(err, "%s: missing required key %s.embedding_length_out (the target's hidden "
+                       "size; ik_llama.cpp files: %s.backbone_embedding_length)", f->path, c->arch,
+                       c->arch);
+    if (c->n_centroids > 0 && (c->centroid_top_k < 1 || c->centroid_top_k > c->n_centroids))
+        return sl_fail(err, "%s: %s.centroid_top_k = %d must be in [1, %d] (the centroid count)",
+                       f->path, c->arch, c->centroid_top_k, c->n_centroids);
+    return 0;
+}
+
 int sl_config_from_gguf(sl_config *c, const gguf_file *f, sl_err *err)
 {
     memset(c, 0, sizeof *c);
@@ -372,7 +403,8 @@ int sl_config_from_gguf(sl_config *c, const gguf_file *f, sl_err *err)
     const arch_traits *t = find_arch(arch);
     if (!t) {
         sl_fail(err, "%s: general.architecture \"%s\" is not supported "
-                "(supported: llama, gemma, gemma2, gemma3, gemma4)", f->path, arch);
+                "(supported: llama, gemma, gemma2, gemma3, gemma4, gemma4-assistant, gemma4_mtp)",
+                f->path, arch);
         free(arch);
         return -1;
     }
@@ -401,7 +433,7 @@ int sl_config_from_gguf(sl_config *c, const gguf_file *f, sl_err *err)
         opt_float(f, c->arch, "final_logit_softcapping", 0.0f, 1e6f, &c->final_softcap, err))
         return -1;
     c->v_norm = t->gemma4;
-    if (read_ple(c, f, t, err))
+    if (read_ple(c, f, t, err) || read_assistant(c, f, t, err))
         return -1;
     return fill_layers(c, f, t, err);
 }

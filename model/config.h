@@ -57,6 +57,10 @@ typedef struct sl_config {
     float ple_tok_scale;
     float ple_proj_scale;
     float ple_input_scale;
+    /* Gemma 4 assistant (drafter, model/mtp.h): the target's hidden size it
+     * reads (0: not an assistant) and its centroid-narrowed head (0: none) */
+    int d_backbone;
+    int n_centroids, centroid_top_k;
     sl_layer_cfg layer[SL_MAX_LAYERS];
 } sl_config;
 

@@ -869,12 +869,199 @@ static int convert(converter *cv, const char *out_path, sl_err *err)
     return gguf_write(cv->w, out_path, err);
 }
 
+/* ---- Gemma 4 assistant (Gemma4AssistantForCausalLM, the MTP drafter) ----
+ * Written as llama.cpp's convert_hf_to_gguf.py Gemma4AssistantModel writes
+ * it (architecture gemma4-assistant: the Gemma 4 keys with every layer
+ * reading the target's cache, embedding_length_out = backbone_hidden_size,
+ * nextn_predict_layers; pre/post_projection as nextn.pre/post_projection),
+ * plus the centroid head that llama.cpp leaves out, under the names and keys
+ * ik_llama.cpp looks up (mtp.centroids.weight, mtp.token_ordering.weight as
+ * F32 token ids in Hugging Face's order, n_centroids, centroid_top_k). */
+
+typedef struct hf_assistant {
+    int d_backbone, n_centroids, top_k;
+    bool ordered;             /* use_ordered_embeddings: the centroid head is used */
+} hf_assistant;
+
+static bool is_assistant_dir(converter *cv)
+{
+    sl_err ignored = {{0}};
+    json_object *root = load_json(in_dir(cv, "config.json"), &ignored), *v;
+    bool yes = root && json_object_object_get_ex(root, "model_type", &v) &&
+               json_object_is_type(v, json_type_string) &&
+               strcmp(json_object_get_string(v), "gemma4_assistant") == 0;
+    json_object_put(root);
+    return yes;
+}
+
+static int read_assistant_text(hf_config *c, json_object *text, const char *path, sl_err *err)
+{
+    c->n_ctx = 131072;
+    c->norm_eps = 1e-6;
+    if (jint(text, "num_hidden_layers", true, 1, 512, &c->n_layer, path, err) ||
+        jint(text, "hidden_size", true, 1, 1 << 20, &c->d_model, path, err) ||
+        jint(text, "intermediate_size", true, 1, 1 << 22, &c->d_ff, path, err) ||
+        jint(text, "num_attention_heads", true, 1, 4096, &c->n_head, path, err) ||
+        jint(text, "vocab_size", true, 1, 1 << 24, &c->n_vocab, path, err) ||
+        jint(text, "max_position_embeddings", false, 1, 1 << 30, &c->n_ctx, path, err) ||
+        jint(text, "num_key_value_heads", true, 1, c->n_head, &c->n_kv_head_swa, path, err) ||
+        jint(text, "head_dim", true, 1, 65536, &c->head_dim_swa, path, err) ||
+        jint(text, "sliding_window", true, 1, 1 << 30, &c->sliding_window, path, err) ||
+        jnum(text, "rms_norm_eps", &c->norm_eps, path, err))
+        return -1;
+    c->head_dim = c->head_dim_swa;
+    c->n_kv_head = c->n_kv_head_swa;
+    double swa_theta = 10000.0;
+    if (jint(text, "global_head_dim", false, 1, 65536, &c->head_dim, path, err) ||
+        jint(text, "num_global_key_value_heads", false, 1, c->n_head, &c->n_kv_head, path, err) ||
+        read_rope_params(text, "full_attention", &c->rope_theta, &c->rope_partial_full, path, err) ||
+        read_rope_params(text, "sliding_attention", &swa_theta, &c->rope_partial_swa, path, err))
+        return -1;
+    c->rope_local_theta = swa_theta;
+    if (c->n_head % c->n_kv_head || c->n_head % c->n_kv_head_swa)
+        return sl_fail(err, "%s: num_attention_heads %d is not a multiple of the key/value heads",
+                       path, c->n_head);
+    if (!json_object_object_get_ex(text, "layer_types", NULL))
+        return sl_fail(err, "%s: missing required field \"layer_types\"", path);
+    return read_layer_types(c, text, path, err);
+}
+
+static int read_assistant_config(converter *cv, hf_assistant *a, sl_err *err)
+{
+    hf_config *c = &cv->cfg;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", in_dir(cv, "config.json"));
+    json_object *root = load_json(path, err), *text;
+    if (!root)
+        return -1;
+    int rc = -1;
+    if (!json_object_object_get_ex(root, "text_config", &text) ||
+        !json_object_is_type(text, json_type_object)) {
+        sl_fail(err, "%s: missing required field \"text_config\"", path);
+        goto out;
+    }
+    snprintf(c->arch, sizeof c->arch, "gemma4"); /* the layers are Gemma 4's (vocab, names) */
+    c->gemma = c->gemma4 = c->tied = true;
+    a->n_centroids = 2048;
+    a->top_k = 32;
+    if (read_assistant_text(c, text, path, err) ||
+        jint(root, "backbone_hidden_size", true, 1, 1 << 20, &a->d_backbone, path, err) ||
+        jint(root, "num_centroids", false, 1, 1 << 24, &a->n_centroids, path, err) ||
+        jint(root, "centroid_intermediate_top_k", false, 1, 1 << 24, &a->top_k, path, err))
+        goto out;
+    a->ordered = jbool(root, "use_ordered_embeddings", false);
+    c->n_kv_shared = c->n_layer; /* every layer reads the target's cache */
+    if (a->ordered && (c->n_vocab % a->n_centroids || a->top_k > a->n_centroids)) {
+        sl_fail(err, "%s: num_centroids %d must divide vocab_size %d and be at least "
+                "centroid_intermediate_top_k %d", path, a->n_centroids, c->n_vocab, a->top_k);
+        goto out;
+    }
+    rc = 0;
+out:
+    json_object_put(root);
+    return rc;
+}
+
+static void set_assistant_metadata(converter *cv, const hf_assistant *a)
+{
+    const hf_config *c = &cv->cfg;
+    gguf_writer *w = cv->w;
+    char k[128];
+    int32_t kv_heads[512];
+    uint8_t flags[512];
+    for (int il = 0; il < c->n_layer; il++) {
+        flags[il] = layer_sliding(c, il);
+        kv_heads[il] = flags[il] ? c->n_kv_head_swa : c->n_kv_head;
+    }
+    uint64_t n = (uint64_t)c->n_layer;
+#define K(s) (snprintf(k, sizeof k, "gemma4-assistant.%s", s), k)
+    gguf_set_str(w, "general.architecture", "gemma4-assistant");
+    const char *slash = strrchr(cv->dir, '/');
+    gguf_set_str(w, "general.name", slash && slash[1] ? slash + 1 : cv->dir);
+    gguf_set_u32(w, "general.quantization_version", 2);
+    gguf_set_u32(w, "general.file_type", (uint32_t)cv->opts->type);
+    gguf_set_u32(w, K("context_length"), (uint32_t)c->n_ctx);
+    gguf_set_u32(w, K("embedding_length"), (uint32_t)c->d_model);
+    gguf_set_u32(w, K("block_count"), (uint32_t)c->n_layer);
+    gguf_set_u32(w, K("feed_forward_length"), (uint32_t)c->d_ff);
+    gguf_set_u32(w, K("attention.head_count"), (uint32_t)c->n_head);
+    gguf_set_arr(w, K("attention.head_count_kv"), GGUF_INT32, kv_heads, n);
+    gguf_set_u32(w, K("attention.key_length"), (uint32_t)c->head_dim);
+    gguf_set_u32(w, K("attention.value_length"), (uint32_t)c->head_dim);
+    gguf_set_u32(w, K("attention.key_length_swa"), (uint32_t)c->head_dim_swa);
+    gguf_set_u32(w, K("attention.value_length_swa"), (uint32_t)c->head_dim_swa);
+    gguf_set_f32(w, K("attention.layer_norm_rms_epsilon"), (float)c->norm_eps);
+    gguf_set_u32(w, K("attention.sliding_window"), (uint32_t)c->sliding_window);
+    gguf_set_arr(w, K("attention.sliding_window_pattern"), GGUF_BOOL, flags, n);
+    gguf_set_u32(w, K("attention.shared_kv_layers"), (uint32_t)c->n_layer);
+    gguf_set_f32(w, K("rope.freq_base"), (float)c->rope_theta);
+    gguf_set_f32(w, K("rope.freq_base_swa"), (float)c->rope_local_theta);
+    gguf_set_u32(w, K("rope.dimension_count"), (uint32_t)c->head_dim);
+    gguf_set_u32(w, K("rope.dimension_count_swa"), (uint32_t)(c->head_dim_swa * c->rope_partial_swa));
+    gguf_set_u32(w, K("embedding_length_per_layer_input"), 0);
+    gguf_set_u32(w, K("embedding_length_out"), (uint32_t)a->d_backbone);
+    gguf_set_u32(w, K("nextn_predict_layers"), (uint32_t)c->n_layer);
+    if (a->ordered) {
+        gguf_set_u32(w, K("n_centroids"), (uint32_t)a->n_centroids);
+        gguf_set_u32(w, K("centroid_top_k"), (uint32_t)a->top_k);
+    }
+#undef K
+}
+
+/* The tokenizer is optional here: the drafter shares its target's. */
+static int add_assistant_vocab(converter *cv, sl_err *err)
+{
+    FILE *f = fopen(in_dir(cv, "tokenizer.model"), "rb");
+    if (!f)
+        f = fopen(in_dir(cv, "tokenizer.json"), "rb");
+    if (!f)
+        return 0;
+    fclose(f);
+    return add_vocab(cv, err);
+}
+
+static int convert_assistant(converter *cv, const char *out_path, sl_err *err)
+{
+    hf_assistant a = {0};
+    const hf_config *c = &cv->cfg;
+    if (read_assistant_config(cv, &a, err) || open_shards(cv, err))
+        return -1;
+    cv->w = gguf_writer_new();
+    if (!cv->w)
+        return sl_fail(err, "out of memory");
+    cv->prefix = "model.";
+    set_assistant_metadata(cv, &a);
+    int64_t d = c->d_model, db = a.d_backbone;
+    if (add_assistant_vocab(cv, err) ||
+        add_tensor(cv, "model.embed_tokens.weight", "token_embd.weight", c->n_vocab, d, T_MATRIX, 0,
+                   err) ||
+        add_gemma4_globals(cv, err) ||
+        add_tensor(cv, "pre_projection.weight", "nextn.pre_projection.weight", d, 2 * db, T_MATRIX,
+                   0, err) ||
+        add_tensor(cv, "post_projection.weight", "nextn.post_projection.weight", db, d, T_MATRIX, 0,
+                   err))
+        return -1;
+    for (int il = 0; il < c->n_layer; il++)
+        if (add_layer_gemma4(cv, il, err))
+            return -1;
+    if (add_tensor(cv, "model.norm.weight", "output_norm.weight", 1, d, T_NORM, 0, err))
+        return -1;
+    if (a.ordered &&
+        (add_tensor(cv, "masked_embedding.centroids.weight", "mtp.centroids.weight", a.n_centroids,
+                    d, T_MATRIX, 0, err) ||
+         add_tensor(cv, "masked_embedding.token_ordering", "mtp.token_ordering.weight", 1,
+                    c->n_vocab, T_NORM, 0, err)))
+        return -1;
+    return gguf_write(cv->w, out_path, err);
+}
+
 int sl_convert_hf(const char *dir, const char *out_path, const sl_convert_opts *opts, sl_err *err)
 {
     converter cv = {.dir = dir, .opts = opts};
     if (!sl_type_supported(opts->type))
         return sl_fail(err, "convert: unsupported output type %d", (int)opts->type);
-    int rc = convert(&cv, out_path, err);
+    int rc = is_assistant_dir(&cv) ? convert_assistant(&cv, out_path, err)
+                                   : convert(&cv, out_path, err);
     for (int i = 0; i < cv.n_shards; i++)
         st_close(cv.shards[i]);
     for (int i = 0; i < cv.n_buffers; i++)

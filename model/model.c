@@ -220,6 +220,11 @@ int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, 
     if (sl_config_from_gguf(&m->cfg, f, err))
         goto fail;
     const sl_config *c = &m->cfg;
+    if (c->d_backbone > 0) {
+        sl_fail(err, "%s: is a %s drafter of a Gemma 4 model, not a model of its own (use it as "
+                "the draft: model/mtp.h)", f->path, c->arch);
+        goto fail;
+    }
     m->part = part ? *part : (sl_model_part){0, c->n_layer, true, true, false};
     if (m->part.l0 < 0 || m->part.l1 > c->n_layer || m->part.l0 > m->part.l1) {
         sl_fail(err, "%s: layer range [%d, %d) is outside the model's %d layers", f->path,
@@ -286,3 +291,21 @@ void sl_model_free(sl_model *m)
     free(m->owned);
     free(m);
 }
+
+/* For other loaders of the same tensors (model/mtp.c). */
+int sl_model_bind_matrix(const gguf_file *f, const char *name, int64_t n_in, int64_t n_out,
+                         bool required, sl_weight *w, sl_err *err)
+{
+    return bind_matrix(f, name, n_in, n_out, required, w, err) ||
+                   check_row_blocks(f, name, w, err)
+               ? -1
+               : 0;
+}
+
+int sl_model_bind_vector(const gguf_file *f, const char *name, int64_t n, bool required,
+                         float **cursor, const float **out, sl_err *err)
+{
+    return bind_vector(f, name, n, required, cursor, out, err);
+}
+
+void sl_weight_pack(sl_weight *w) { pack_weight(w); }

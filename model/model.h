@@ -65,4 +65,15 @@ int sl_model_load(sl_model **out, const char *path, const sl_model_part *part, s
 int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, sl_err *err);
 void sl_model_free(sl_model *m);
 
+/* The checks sl_model_load makes, for loaders of other tensor sets
+ * (model/mtp.c): a matrix of n_out rows of n_in in a supported type whose
+ * rows fill whole blocks; a vector of n elements dequantised to f32 at
+ * *cursor (advanced by n). Absent and not required: zeroed / NULL, 0. */
+int sl_model_bind_matrix(const gguf_file *f, const char *name, int64_t n_in, int64_t n_out,
+                         bool required, sl_weight *w, sl_err *err);
+int sl_model_bind_vector(const gguf_file *f, const char *name, int64_t n, bool required,
+                         float **cursor, const float **out, sl_err *err);
+/* Repacks w for this CPU's fastest kernel (w->packed; sl_pack_free it). */
+void sl_weight_pack(sl_weight *w);
+
 #endif

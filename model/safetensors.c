@@ -14,7 +14,10 @@
 /* A header beyond this is not a checkpoint we should trust. */
 #define ST_MAX_HEADER (100u << 20)
 
-static size_t dtype_size(st_dtype t) { return t == ST_F32 ? 4 : 2; }
+static size_t dtype_size(st_dtype t)
+{
+    return t == ST_I64 ? 8 : t == ST_F32 || t == ST_I32 ? 4 : 2;
+}
 
 const char *st_dtype_name(st_dtype t)
 {
@@ -22,6 +25,8 @@ const char *st_dtype_name(st_dtype t)
     case ST_F32: return "F32";
     case ST_F16: return "F16";
     case ST_BF16: return "BF16";
+    case ST_I32: return "I32";
+    case ST_I64: return "I64";
     }
     return "?";
 }
@@ -31,6 +36,8 @@ static int parse_dtype(const char *s, st_dtype *out)
     if (strcmp(s, "F32") == 0) *out = ST_F32;
     else if (strcmp(s, "F16") == 0) *out = ST_F16;
     else if (strcmp(s, "BF16") == 0) *out = ST_BF16;
+    else if (strcmp(s, "I32") == 0) *out = ST_I32;
+    else if (strcmp(s, "I64") == 0) *out = ST_I64;
     else return -1;
     return 0;
 }
@@ -60,7 +67,7 @@ static int parse_tensor(st_file *f, const char *name, json_object *desc, uint64_
         return sl_fail(err, "%s: tensor '%s' lacks dtype, shape or data_offsets", f->path, name);
     if (!json_object_is_type(dtype, json_type_string) ||
         parse_dtype(json_object_get_string(dtype), &t->dtype))
-        return sl_fail(err, "%s: tensor '%s' has unsupported dtype %s (F32, F16, BF16 only)",
+        return sl_fail(err, "%s: tensor '%s' has unsupported dtype %s (F32, F16, BF16, I32, I64 only)",
                        f->path, name, json_object_to_json_string(dtype));
     if (!json_object_is_type(shape, json_type_array) || json_object_array_length(shape) > ST_MAX_DIMS)
         return sl_fail(err, "%s: tensor '%s': shape must be an array of at most %d sizes",
@@ -243,6 +250,14 @@ void st_read_f32(const st_tensor *t, int64_t i, int64_t n, float *out)
     for (int64_t j = 0; j < n; j++) {
         if (t->dtype == ST_F32) {
             memcpy(&out[j], p + 4 * j, 4);
+        } else if (t->dtype == ST_I32 || t->dtype == ST_I64) {
+            int32_t v32;
+            int64_t v64;
+            if (t->dtype == ST_I32)
+                memcpy(&v32, p + 4 * j, 4), v64 = v32;
+            else
+                memcpy(&v64, p + 8 * j, 8);
+            out[j] = (float)v64;
         } else {
             uint16_t h;
             memcpy(&h, p + 2 * j, 2);

@@ -12,7 +12,9 @@
 
 #include "util/err.h"
 
-typedef enum st_dtype { ST_F32, ST_F16, ST_BF16 } st_dtype;
+/* Integer tensors are buffers (Gemma 4 assistant's token_ordering); they
+ * read as floats, exact below 2^24. */
+typedef enum st_dtype { ST_F32, ST_F16, ST_BF16, ST_I32, ST_I64 } st_dtype;
 
 #define ST_MAX_DIMS 8
 
