@@ -19,6 +19,7 @@
 #include "pipeline/wire.h"
 #include "scheduler/bind.h"
 #include "stages/spec.h"
+#include "util/clock.h"
 
 #define ADDR_MAX 300
 
@@ -106,13 +107,6 @@ void sl_pipeline_opts_default(sl_pipeline_opts *o)
     o->batch_timeout_s = 60.0;
     o->peer_timeout_s = 2.0;
     o->self_exe = "/proc/self/exe";
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ---- addresses ---- */
@@ -327,7 +321,7 @@ int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl
     r->stop_a = sl_tok_eos(p->tok);
     r->stop_b = gp->chat ? sl_tok_piece_id(p->tok, "<end_of_turn>") : -1;
     r->id = ++p->next_req_id;
-    r->t_submit = now_s();
+    r->t_submit = sl_now_s();
     r->state = RQ_WAIT_SLOT;
     request **pp = &p->reqs;
     while (*pp)
@@ -448,7 +442,7 @@ static int send_batch(sl_pipeline *p, sl_err *err)
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, bid, (uint32_t)rows);
     m.hdr_store.n_params = (size_t)n_params;
     m.hdr_store.params = p->b_param_ptrs;
-    m.hdr_store.sent_ns = (uint64_t)(now_s() * 1e9);
+    m.hdr_store.sent_ns = (uint64_t)(sl_now_s() * 1e9);
     int rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, rows, 0, p->b_req, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, rows, 0, p->b_seq, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, rows, 0, p->b_pos, NULL, NULL, err) ||
@@ -459,7 +453,7 @@ static int send_batch(sl_pipeline *p, sl_err *err)
     if (rc)
         return -1;
     f->batch_id = bid;
-    f->t_sent = now_s();
+    f->t_sent = sl_now_s();
     f->n_req = n_req;
     p->fly_n++;
     return 1;
@@ -635,7 +629,7 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
     }
     const int32_t *spec = n && m->data[SLUICE__PAYLOAD_KIND__PL_SPEC]
                               ? pl_msg_i32(m, SLUICE__PAYLOAD_KIND__PL_SPEC, n, &err) : NULL;
-    double t = now_s();
+    double t = sl_now_s();
     for (uint32_t i = 0; i < n;) {
         uint32_t j = i + 1; /* a request's tokens are consecutive rows */
         while (j < n && req[j] == req[i])
@@ -727,7 +721,7 @@ static bool watch_workers(sl_pipeline *p)
 {
     pl_coord_status st;
     pl_coord_status_get(p->coord, &st);
-    double t = now_s();
+    double t = sl_now_s();
     if (st.deaths > p->seen_deaths) {
         p->seen_deaths = st.deaths;
         on_stage_death(p, st.failure);
@@ -759,7 +753,7 @@ static bool watch_workers(sl_pipeline *p)
 
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 {
-    double deadline = timeout_ms < 0 ? -1.0 : now_s() + timeout_ms / 1000.0;
+    double deadline = timeout_ms < 0 ? -1.0 : sl_now_s() + timeout_ms / 1000.0;
     for (;;) {
         if (p->events.n > 0) {
             *ev = p->events.ev[p->events.head];
@@ -783,7 +777,7 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
         }
         int wait = 100;
         if (deadline >= 0) {
-            double left = deadline - now_s();
+            double left = deadline - sl_now_s();
             if (left <= 0)
                 return 0;
             if (left * 1000 < wait)
@@ -802,7 +796,7 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
             } else {
                 fprintf(stderr, "sluice: driver: dropped a malformed answer: %s\n", why.msg);
             }
-        } else if (p->fly_n > 0 && now_s() - p->fly[p->fly_head].t_sent > p->opts.batch_timeout_s) {
+        } else if (p->fly_n > 0 && sl_now_s() - p->fly[p->fly_head].t_sent > p->opts.batch_timeout_s) {
             char why[160];
             snprintf(why, sizeof why, "no answer from the pipeline for %.0f s (batch %llu)",
                      p->opts.batch_timeout_s, (unsigned long long)p->fly[p->fly_head].batch_id);

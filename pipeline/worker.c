@@ -24,6 +24,7 @@
 #include "pipeline/wire.h"
 #include "stages/spec.h"
 #include "stages/stage.h"
+#include "util/clock.h"
 
 #define ID_MAX 256
 
@@ -52,13 +53,6 @@ void pl_worker_opts_default(pl_worker_opts *o)
     memset(o, 0, sizeof *o);
     o->silence_s = 6.0;
     o->notify_fd = -1;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static void say(const worker *w, const char *fmt, const char *a, const char *b)
@@ -305,7 +299,7 @@ static void on_assign(worker *w, const zmq_msg_t *id, const Sluice__Header *h)
         sec_zap_forget(w->zap, TAG_ASSIGNMENT);
     w->owner_len = 0;
     sl_err err = {{0}};
-    double t0 = now_s();
+    double t0 = sl_now_s();
     if (assign(w, h, &err)) {
         if (w->zap)
             sec_zap_forget(w->zap, TAG_ASSIGNMENT);
@@ -316,7 +310,7 @@ static void on_assign(worker *w, const zmq_msg_t *id, const Sluice__Header *h)
     }
     w->owner_len = zmq_msg_size(id);
     memcpy(w->owner, zmq_msg_data((zmq_msg_t *)id), w->owner_len);
-    w->last_heard = now_s();
+    w->last_heard = sl_now_s();
     if (!w->o->quiet)
         fprintf(stderr, "sluice worker %s: %d stage(s) ready in %.2f s\n", w->o->listen, w->n_hosts,
                 w->last_heard - t0);
@@ -329,7 +323,7 @@ static void on_heartbeat(worker *w, const zmq_msg_t *id)
 {
     const char *state = "";
     if (is_owner(w, id))
-        w->last_heard = now_s();
+        w->last_heard = sl_now_s();
     else
         state = w->owner_len ? "busy" : "idle";
     reply(w, id, SLUICE__MSG_KIND__MSG_HEARTBEAT, state);
@@ -515,7 +509,7 @@ static int serve(worker *w, volatile sig_atomic_t *stop, sl_err *err)
         }
         if (rc > 0)
             handle_one(w);
-        if (w->owner_len && now_s() - w->last_heard > w->o->silence_s)
+        if (w->owner_len && sl_now_s() - w->last_heard > w->o->silence_s)
             end_assignment(w, "the coordinator fell silent");
     }
     return 0;

@@ -31,6 +31,8 @@
 #include "stages/sampler.h"
 #include "stages/spec.h"
 #include "stages/stage.h"
+#include "util/clock.h"
+#include "util/mem.h"
 
 #define LOOKUP_NGRAM_MIN 1
 #define LOOKUP_NGRAM_MAX 4
@@ -90,13 +92,6 @@ typedef struct draft_stage {
     /* statistics */
     long blocks, drafted_tokens, ahead_hits, ahead_misses;
 } draft_stage;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- request table ---- */
 
@@ -179,7 +174,7 @@ static int add_params(draft_stage *ds, const Sluice__ReqParams *p, sl_err *err)
  * want (indices into the rows, ascending) go to ds->logits in that order. */
 static int eval_rows(draft_stage *ds, int n, const int *want, int n_want, sl_err *err)
 {
-    double t0 = now_s();
+    double t0 = sl_now_s();
     sl_batch b = {.n_tokens = n, .token = ds->tok, .seq = ds->seq, .pos = ds->pos};
     if (sl_embed(ds->model, ds->tok, n, ds->x, err) ||
         sl_forward_layers(ds->fwd, ds->kv, &b, ds->x, err))
@@ -190,7 +185,7 @@ static int eval_rows(draft_stage *ds, int n, const int *want, int n_want, sl_err
                     (size_t)ds->d_model * sizeof(float));
     if (n_want && sl_head(ds->fwd, ds->x, n_want, ds->logits, err))
         return -1;
-    ds->draft_s += now_s() - t0;
+    ds->draft_s += sl_now_s() - t0;
     return 0;
 }
 
@@ -290,7 +285,7 @@ static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
 {
     bool ahead_ok = false;
     if (r->sent_rows > 0) {
-        sl_cost_fit_add(&ds->fit, r->sent_rows, now_s() - r->t_sent);
+        sl_cost_fit_add(&ds->fit, r->sent_rows, sl_now_s() - r->t_sent);
         r->sent_rows = 0;
     }
     if (r->base >= 0) {
@@ -382,12 +377,6 @@ static int take_rows(draft_stage *ds, dreq *r, const in_rows *in, uint32_t i0, u
     return 0;
 }
 
-static void free_buffer(void *data, void *hint)
-{
-    (void)hint;
-    free(data);
-}
-
 static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
 {
     draft_stage *ds = s->impl;
@@ -464,7 +453,7 @@ static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
         i0 = i1;
     }
     /* round trips start now, for the batch's full row count */
-    double t_now = now_s();
+    double t_now = sl_now_s();
     for (int i = 0; i < n_wanted; i++) {
         wanted[i]->t_sent = t_now;
         wanted[i]->sent_rows = (int)n_out;
@@ -499,7 +488,7 @@ static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
                 at++;
             }
             rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, n_q,
-                            (uint64_t)ds->n_vocab, q, free_buffer, NULL, err);
+                            (uint64_t)ds->n_vocab, q, sl_free_cb, NULL, err);
             if (rc)
                 free(q);
         }

@@ -12,6 +12,7 @@
 #include "stages/sampler.h"
 #include "stages/reqtab.h"
 #include "stages/spec.h"
+#include "util/mem.h"
 
 /* ---- shared helpers ---- */
 
@@ -128,12 +129,6 @@ static int route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
     return sl_stage_route_other(s, in, out, err);
 }
 
-static void free_buffer(void *data, void *hint)
-{
-    (void)hint;
-    free(data);
-}
-
 /* The row arrays every BATCH carries, checked. */
 typedef struct batch_rows {
     uint32_t n;
@@ -214,7 +209,7 @@ static int emit_activations(sl_stage *s, const pl_msg *in, const batch_rows *r, 
         return -1;
     }
     if (send_ple && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_PLE, SLUICE__DTYPE__DT_F32, r->n,
-                               ple->cols, ple->data, ple->own ? free_buffer : NULL, NULL, err)) {
+                               ple->cols, ple->data, ple->own ? sl_free_cb : NULL, NULL, err)) {
         free(x);
         if (ple->own)
             free(ple->data);
@@ -224,7 +219,7 @@ static int emit_activations(sl_stage *s, const pl_msg *in, const batch_rows *r, 
     if ((tok && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, r->n, 0, tok,
                            NULL, NULL, err)) ||
         pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, r->n,
-                   (uint64_t)d_model, x, free_buffer, NULL, err)) {
+                   (uint64_t)d_model, x, sl_free_cb, NULL, err)) {
         free(x);
         pl_msg_close(&m);
         return -1;
@@ -484,7 +479,7 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
         (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, m_rows, 0, req,
                     NULL, NULL, err) ||
          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_LOGITS, SLUICE__DTYPE__DT_F32, m_rows,
-                    (uint64_t)c->n_vocab, logits, free_buffer, NULL, err) ||
+                    (uint64_t)c->n_vocab, logits, sl_free_cb, NULL, err) ||
          (out_drafted && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32,
                                     m_rows, 0, out_drafted, NULL, NULL, err)))) {
         pl_msg_close(&m);
