@@ -22,6 +22,7 @@
 
 #include "pipeline/wire.h"
 #include "util/clock.h"
+#include "util/cpus.h"
 
 #define HEARTBEAT_EVERY_S 0.25
 #define CONNECT_TIMEOUT_S 5.0   /* an answer to the first ping, or the node is unreachable */
@@ -148,6 +149,7 @@ static int spawn_worker(pl_coord *c, peer *p, const char *self_exe, sl_err *err)
         argv[argc++] = "--insecure";
     }
     argv[argc] = NULL;
+    bool bind = sl_cpuset_count(&p->nd.cores) > 0;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -161,6 +163,12 @@ static int spawn_worker(pl_coord *c, peer *p, const char *self_exe, sl_err *err)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent)
             _exit(1);
+        if (bind && sl_cpus_bind(&p->nd.cores)) { /* its share of this host's cores */
+            static const char no_cpus[] = "cannot bind the worker to its cores";
+            ssize_t ignored = write(fds[1], no_cpus, sizeof no_cpus - 1);
+            (void)ignored;
+            _exit(1);
+        }
         dup2(STDERR_FILENO, STDOUT_FILENO); /* stdout carries the coordinator's text */
         fcntl(fds[1], F_SETFD, 0);
         execv(exe, argv);

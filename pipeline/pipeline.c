@@ -14,12 +14,14 @@
 #include "model/tokenizer.h"
 #include "pipeline/client.h"
 #include "pipeline/coord.h"
+#include "pipeline/cores.h"
 #include "pipeline/host.h"
 #include "pipeline/keyring.h"
 #include "pipeline/wire.h"
 #include "scheduler/bind.h"
 #include "stages/spec.h"
 #include "util/clock.h"
+#include "util/cpus.h"
 
 #define ADDR_MAX 300
 
@@ -62,6 +64,8 @@ typedef struct event_ring {
 
 struct sl_pipeline {
     pl_config cfg;
+    sl_cpuset cpus_before;  /* the coordinator thread's CPUs before the config's (pl_cores_apply) */
+    bool cpus_bound;
     sl_pipeline_opts opts;
     sl_config model_cfg;
     sl_tokenizer *tok;
@@ -876,7 +880,7 @@ static int chain_threads(const sl_pipeline *p, int i0, int i1)
         return c->stages[i0].threads;
     if (c->stages[i0].numa >= 0)
         return 0; /* the host sizes the team to the node's cores */
-    int cores = p->opts.threads > 0 ? p->opts.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int cores = p->opts.threads > 0 ? p->opts.threads : sl_cpus_available();
     int computing = 0;
     bool mine = false;
     for (int i = 0; i < c->n_stages;) {
@@ -1040,7 +1044,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         sl_fail(err, "driver: cannot listen on %s: %s", addr[cfg->n_stages], zmq_strerror(zmq_errno()));
         goto fail;
     }
-    if (start_stages(p, addr, err))
+    if (pl_cores_apply(&p->cfg, &p->cpus_before, &p->cpus_bound, err) || start_stages(p, addr, err))
         goto fail;
     if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
                                  p->opts.peer_timeout_s, &p->keys, p->zap, err))
@@ -1069,6 +1073,7 @@ void sl_pipeline_close(sl_pipeline *p)
     for (int i = 0; i < p->n_hosts; i++)
         pl_host_stop(p->hosts[i]);
     free(p->hosts);
+    pl_cores_restore(&p->cpus_before, p->cpus_bound);
     if (p->to_first)
         zmq_close(p->to_first);
     if (p->from_last)

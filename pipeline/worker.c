@@ -25,6 +25,7 @@
 #include "stages/spec.h"
 #include "stages/stage.h"
 #include "util/clock.h"
+#include "util/cpus.h"
 
 #define ID_MAX 256
 
@@ -196,7 +197,7 @@ static int stage_threads(const worker *w, const Sluice__Header *h, const Sluice_
 {
     if (sa->threads > 0)
         return sa->threads;
-    int cores = w->o->threads > 0 ? w->o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int cores = w->o->threads > 0 ? w->o->threads : sl_cpus_available();
     int n_layers = 0;
     for (size_t i = 0; i < h->n_assign; i++)
         n_layers += h->assign[i]->kind == PL_STAGE_LAYERS;
