@@ -68,6 +68,14 @@ static void test_quota_and_default(void)
     CHECK(sl_cpus_available() == 1);
     CHECK(sl_cpus_bind(&mine) == 0);
     CHECK(sl_cpus_available() == n);
+    /* single-process commands: -t, then the user's OMP_NUM_THREADS, then the CPUs */
+    CHECK(sl_cpus_threads(3) == 3);
+    setenv("OMP_NUM_THREADS", "5", 1);
+    CHECK(sl_cpus_threads(0) == 5);
+    setenv("OMP_NUM_THREADS", "lots", 1);
+    CHECK(sl_cpus_threads(0) == n);
+    unsetenv("OMP_NUM_THREADS");
+    CHECK(sl_cpus_threads(0) == n);
 }
 
 /* A coordinator and spawned workers p1..pN-1, all on this host. */

@@ -149,3 +149,15 @@ int sl_cpus_available(void)
         n = quota;
     return n > 0 ? n : 1;
 }
+
+int sl_cpus_threads(int requested)
+{
+    if (requested > 0)
+        return requested;
+    const char *env = getenv("OMP_NUM_THREADS");
+    char *end;
+    long n = env ? strtol(env, &end, 10) : 0;
+    if (env && end != env && *end == '\0' && n > 0 && n <= 4096)
+        return (int)n;
+    return sl_cpus_available();
+}

@@ -44,4 +44,8 @@ int sl_cpus_quota_v2(const char *cpu_max);
  * affinity mask, fewer when its cgroup's quota allows fewer; at least 1. */
 int sl_cpus_available(void);
 
+/* The thread count of a single-process command: `requested` when positive,
+ * else OMP_NUM_THREADS when the user set it, else sl_cpus_available(). */
+int sl_cpus_threads(int requested);
+
 #endif
