@@ -51,6 +51,29 @@ static void split(pl_config *c, const int *nodes, int n, const sl_cpuset *pool)
     }
 }
 
+/* A node of ours whose stages' `threads:` add up to more than its CPUs
+ * (after the split, or all of ours when it is not bound): a warning, since
+ * the config may be meant for a larger machine. */
+static void check_threads(const pl_config *c, const sl_cpuset *allowed, char *warn, size_t warn_cap)
+{
+    for (int i = 0; i < c->n_nodes && !warn[0]; i++) {
+        if (!ours(c, i))
+            continue;
+        int want = 0;
+        for (int k = 0; k < c->n_stages; k++)
+            if (c->stages[k].node == i && c->stages[k].threads > 0 &&
+                (c->stages[k].kind == PL_STAGE_LAYERS || c->stages[k].kind == PL_STAGE_DRAFT))
+                want += c->stages[k].threads;
+        const sl_cpuset *mine = sl_cpuset_count(&c->nodes[i].cores) ? &c->nodes[i].cores : allowed;
+        int have = sl_cpuset_count(mine);
+        char list[256];
+        if (want > have)
+            snprintf(warn, warn_cap, "node '%s' runs %d threads in its stages on %d CPU(s) (%s): "
+                     "they will wait for each other", c->nodes[i].name, want, have,
+                     sl_cpuset_format(mine, list, sizeof list));
+    }
+}
+
 int pl_cores_resolve(pl_config *c, const sl_cpuset *allowed, char *warn, size_t warn_cap, sl_err *err)
 {
     warn[0] = '\0';
@@ -65,8 +88,10 @@ int pl_cores_resolve(pl_config *c, const sl_cpuset *allowed, char *warn, size_t 
         if (!sl_cpuset_count(&c->nodes[i].cores))
             open[n_open++] = i;
     }
-    if (n_ours < 2 || n_open == 0)
+    if (n_ours < 2 || n_open == 0) {
+        check_threads(c, allowed, warn, warn_cap);
         return 0;
+    }
     sl_cpuset pool = *allowed;
     for (int w = 0; w < SL_CPUS_MAX / 64; w++)
         pool.bits[w] &= ~taken.bits[w];
@@ -83,6 +108,7 @@ int pl_cores_resolve(pl_config *c, const sl_cpuset *allowed, char *warn, size_t 
         return 0;
     }
     split(c, open, n_open, &pool);
+    check_threads(c, allowed, warn, warn_cap);
     return 0;
 }
 

@@ -12,7 +12,8 @@
  * process may use), the rest of `allowed` split evenly among the others.
  * With a single process on this host and no `cores:`, nothing changes.
  * When there are fewer free CPUs than processes, they stay unbound and
- * share them: a warning with the numbers goes to warn (empty: none). */
+ * share them: a warning with the numbers goes to warn (empty: none); so
+ * does a node whose stages' `threads:` add up to more than its CPUs. */
 int pl_cores_resolve(pl_config *c, const sl_cpuset *allowed, char *warn, size_t warn_cap, sl_err *err);
 
 /* Resolves the config's cores (pl_cores_resolve, warning on stderr) and

@@ -7,7 +7,8 @@
 #  - with `cores:`, each process has exactly its node's CPUs;
 #  - a config oversubscribing cores (two processes on one CPU, more threads
 #    than cores) is refused with the numbers, and a bad `cores:` names the
-#    field; fewer CPUs than processes (taskset) runs with a warning.
+#    field; fewer CPUs than processes (taskset), or more threads than a
+#    process's share, runs with a warning giving the numbers.
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -122,6 +123,13 @@ config far.yaml "" "    cores: [1023]
 expect 1 "$SLUICE" run -c far.yaml -p hello -n 2
 has "$T/err" "node 'p1' asks for CPUs 1023, but this process may use only" "cores outside the process's"
 ! pgrep -f "worker --listen ipc://$T/p1" >/dev/null && ok || bad "a refused config left a worker"
+
+# more threads than a process's share: it runs, and says so with the numbers
+config many.yaml "" "" "    threads: $((${#mine[@]} + 1))
+"
+expect 0 "$SLUICE" run -c many.yaml -p hello -n 2
+has "$T/err" "warning: node 'p1' runs $((${#mine[@]} + 1)) threads in its stages on [0-9]+ CPU" \
+    "more threads than cores, without cores:"
 
 # fewer CPUs than processes: they share, and the run says so
 config auto.yaml "" ""

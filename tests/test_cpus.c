@@ -124,6 +124,18 @@ static void test_resolve(void)
     CHECK(sl_cpuset_count(&c.nodes[0].cores) == 0 && sl_cpuset_count(&c.nodes[2].cores) == 0);
     CHECKF(strstr(warn, "3 processes of this pipeline share 1 CPU(s) (5)") != NULL, "%s", warn);
 
+    procs(&c, 2); /* more threads than the share: said with the numbers */
+    c.n_stages = 5;
+    c.stages[4] = c.stages[1];
+    c.stages[4].node = 1;
+    c.stages[4].threads = 3;
+    CHECK(pl_cores_resolve(&c, &four, warn, sizeof warn, &e) == 0);
+    CHECKF(strstr(warn, "node 'p1' runs 3 threads in its stages on 2 CPU(s) (2-3)") != NULL, "%s", warn);
+    procs(&c, 1);
+    c.stages[1].threads = 5;
+    CHECK(pl_cores_resolve(&c, &four, warn, sizeof warn, &e) == 0);
+    CHECKF(strstr(warn, "node 'local' runs 5 threads in its stages on 4 CPU(s) (0-3)") != NULL, "%s", warn);
+
     procs(&c, 2);
     c.nodes[1].cores = set_of("2-5");
     CHECK(pl_cores_resolve(&c, &four, warn, sizeof warn, &e) == -1);
