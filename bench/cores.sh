@@ -4,18 +4,19 @@
 # same processes left on every CPU (BEFORE: a sluice binary without the
 # split), and the one-process run, for 1 prompt and 200 prompts. All in one
 # run, alternating, best of REPS: the numbers are ratios on a shared machine.
-# usage: BEFORE=/path/to/old/sluice bench/cores.sh [REPS=3] [TOKENS=128]
+# usage: BEFORE=/path/to/old/sluice bench/cores.sh [REPS=3] [TOKENS=128] [PROMPTS=200]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SLUICE=$(readlink -f "${SLUICE:-build/sluice}")
 BEFORE=${BEFORE:?set BEFORE to a sluice binary that does not split cores}
 REPS=${1:-3}
 N=${2:-128}
+MANY=${3:-200}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp configs/two-process.yaml "$work/two.yaml"
 sed -i "s|\.\./models/|$PWD/models/|; s|/tmp/sluice-two-process/|$work/|" "$work/two.yaml"
-for i in $(seq 200); do echo "prompt number $i of the benchmark, about licences and foxes"; done >"$work/many.txt"
+for i in $(seq "$MANY"); do echo "prompt number $i of the benchmark, about licences and foxes"; done >"$work/many.txt"
 echo "The quick brown fox jumps over the lazy dog" >"$work/one.txt"
 
 # tok/s BINARY PROMPTS ARGS...: the decode rate the run reports (one
