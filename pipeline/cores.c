@@ -10,6 +10,20 @@ static bool ours(const pl_config *c, int node)
     return node == 0 || c->nodes[node].spawn;
 }
 
+/* Whether node runs a stage that keeps cores busy (layers, head, draft);
+ * embed and sample alone are light enough to run wherever the kernel puts
+ * them, so such a process is not given a share of its own. */
+static bool computes(const pl_config *c, int node)
+{
+    for (int i = 0; i < c->n_stages; i++) {
+        pl_stage_kind k = c->stages[i].kind;
+        if (c->stages[i].node == node &&
+            (k == PL_STAGE_LAYERS || k == PL_STAGE_HEAD || k == PL_STAGE_DRAFT))
+            return true;
+    }
+    return false;
+}
+
 static int check_stated(const pl_config *c, const sl_cpuset *allowed, sl_cpuset *taken, sl_err *err)
 {
     char want[256], have[256];
@@ -82,7 +96,7 @@ int pl_cores_resolve(pl_config *c, const sl_cpuset *allowed, char *warn, size_t 
         return -1;
     int open[PL_MAX_NODES], n_open = 0, n_ours = 0;
     for (int i = 0; i < c->n_nodes; i++) {
-        if (!ours(c, i))
+        if (!ours(c, i) || !computes(c, i))
             continue;
         n_ours++;
         if (!sl_cpuset_count(&c->nodes[i].cores))

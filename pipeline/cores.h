@@ -9,8 +9,10 @@
 
 /* Fills nodes[i].cores for nodes[0] and every spawned node: the config's
  * `cores:` where it gives them (each must be among `allowed`, the CPUs this
- * process may use), the rest of `allowed` split evenly among the others.
- * With a single process on this host and no `cores:`, nothing changes.
+ * process may use), the rest of `allowed` split evenly among the others
+ * that compute (hold layers, head or draft stages; a process with only
+ * embed or sample stays unbound). With a single computing process on this
+ * host and no `cores:`, nothing changes.
  * When there are fewer free CPUs than processes, they stay unbound and
  * share them: a warning with the numbers goes to warn (empty: none); so
  * does a node whose stages' `threads:` add up to more than its CPUs. */

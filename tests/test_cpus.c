@@ -78,16 +78,25 @@ static void test_quota_and_default(void)
     CHECK(sl_cpus_threads(0) == n);
 }
 
-/* A coordinator and spawned workers p1..pN-1, all on this host. */
+/* A coordinator and spawned workers p1..pN-1, all on this host, each with
+ * a layers stage (head and sample with the last). */
 static void procs(pl_config *c, int n)
 {
     pl_config_default(c, "m.gguf", 6);
     c->n_nodes = n;
-    for (int i = 1; i < n; i++) {
-        snprintf(c->nodes[i].name, sizeof c->nodes[i].name, "p%d", i);
-        snprintf(c->nodes[i].address, sizeof c->nodes[i].address, "ipc:///tmp/p%d", i);
-        c->nodes[i].spawn = true;
+    c->n_stages = 1;
+    for (int i = 0; i < n; i++) {
+        if (i) {
+            snprintf(c->nodes[i].name, sizeof c->nodes[i].name, "p%d", i);
+            snprintf(c->nodes[i].address, sizeof c->nodes[i].address, "ipc:///tmp/p%d", i);
+            c->nodes[i].spawn = true;
+        }
+        pl_stage *st = &c->stages[c->n_stages++];
+        *st = (pl_stage){.kind = PL_STAGE_LAYERS, .node = i, .l0 = i, .l1 = i + 1, .numa = -1};
     }
+    c->stages[n - 1].l1 = 6;
+    c->stages[c->n_stages++] = (pl_stage){.kind = PL_STAGE_HEAD, .node = n - 1, .numa = -1};
+    c->stages[c->n_stages++] = (pl_stage){.kind = PL_STAGE_SAMPLE, .node = n - 1, .numa = -1};
 }
 
 static void test_resolve(void)
@@ -115,6 +124,11 @@ static void test_resolve(void)
     CHECKF(strcmp(fmt(&c.nodes[0].cores), "3") == 0 && strcmp(fmt(&c.nodes[1].cores), "0-2") == 0,
            "%s | %s", fmt(&c.nodes[0].cores), fmt(&c.nodes[1].cores));
 
+    procs(&c, 2); /* a coordinator with only embed: unbound, the worker keeps every CPU */
+    c.stages[1].node = 1;
+    CHECK(pl_cores_resolve(&c, &four, warn, sizeof warn, &e) == 0);
+    CHECK(sl_cpuset_count(&c.nodes[0].cores) == 0 && sl_cpuset_count(&c.nodes[1].cores) == 0);
+
     procs(&c, 1); /* one process: left as it is */
     CHECK(pl_cores_resolve(&c, &four, warn, sizeof warn, &e) == 0 && sl_cpuset_count(&c.nodes[0].cores) == 0);
 
@@ -125,10 +139,7 @@ static void test_resolve(void)
     CHECKF(strstr(warn, "3 processes of this pipeline share 1 CPU(s) (5)") != NULL, "%s", warn);
 
     procs(&c, 2); /* more threads than the share: said with the numbers */
-    c.n_stages = 5;
-    c.stages[4] = c.stages[1];
-    c.stages[4].node = 1;
-    c.stages[4].threads = 3;
+    c.stages[2].threads = 3;
     CHECK(pl_cores_resolve(&c, &four, warn, sizeof warn, &e) == 0);
     CHECKF(strstr(warn, "node 'p1' runs 3 threads in its stages on 2 CPU(s) (2-3)") != NULL, "%s", warn);
     procs(&c, 1);
