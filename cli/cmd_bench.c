@@ -18,6 +18,7 @@
 #include "kernels/ops.h"
 #include "kernels/probe.h"
 #include "kernels/quant.h"
+#include "util/cpus.h"
 
 static const char usage[] =
     "usage: sluice bench -m FILE [options]\n"
@@ -435,8 +436,7 @@ int cmd_bench(int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage(argv[0], usage, "unexpected argument '%s'", argv[optind]);
-    if (o.threads)
-        omp_set_num_threads(o.threads);
+    omp_set_num_threads(sl_cpus_threads(o.threads)); /* the CPUs this process was given */
     if (o.calibrate)
         return calibrate();
     if (!o.model)

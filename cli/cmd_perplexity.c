@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "cli/session.h"
+#include "util/cpus.h"
 
 static const char usage[] =
     "usage: sluice perplexity -m FILE -f TEXT [options]\n"
@@ -242,7 +243,6 @@ int cmd_perplexity(int argc, char **argv)
         o.n_batch = o.n_ctx < 512 ? o.n_ctx : 512;
     if (o.n_batch > o.n_ctx)
         o.n_batch = o.n_ctx;
-    if (o.threads)
-        omp_set_num_threads(o.threads);
+    omp_set_num_threads(sl_cpus_threads(o.threads)); /* the CPUs this process was given */
     return perplexity(argv[0], &o);
 }

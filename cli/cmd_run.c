@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "scheduler/auto.h"
+#include "pipeline/autoplace.h"
 #include "model/config.h"
 #include "model/gguf.h"
 #include "pipeline/client.h"
@@ -564,7 +564,7 @@ int cmd_run(int argc, char **argv)
     }
     if (o.config ? pl_config_load(cfg, o.config, &err) : default_config(cfg, &o, n_prompts, &err))
         goto done;
-    if (sl_sched_resolve_auto(cfg, &err))
+    if (pl_config_resolve_auto(cfg, &err))
         goto done;
     if (o.n_ctx)
         cfg->limits.context = o.n_ctx;

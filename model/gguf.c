@@ -2,7 +2,6 @@
 #include "model/gguf.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <float.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -11,9 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
+
+#include "util/mapfile.h"
 
 /* Fields are copied out of the map with memcpy and used as host integers. */
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -48,7 +47,7 @@ const char *gguf_vtype_name(gguf_vtype t)
     return (unsigned)t < GGUF_VTYPE_COUNT_ ? names[t] : "unknown";
 }
 
-static bool vtype_is_int(gguf_vtype t)
+bool gguf_vtype_is_int(gguf_vtype t)
 {
     switch (t) {
     case GGUF_UINT8: case GGUF_INT8: case GGUF_UINT16: case GGUF_INT16:
@@ -624,32 +623,15 @@ int gguf_open_mem(gguf_file **out, const void *buf, size_t size, const char *nam
 int gguf_open(gguf_file **out, const char *path, sl_err *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return sl_fail(err, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return sl_fail(err, "%s: not a regular file", path);
-    }
-    if (st.st_size == 0) {
-        close(fd);
+    const void *map;
+    size_t size;
+    if (sl_map_file(path, &map, &size, err))
+        return -1;
+    if (size == 0)
         return sl_fail(err, "%s: file is empty (a GGUF file starts with a 24-byte header)", path);
-    }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED)
-        return sl_fail(err, "%s: cannot mmap %lld bytes: %s", path, (long long)st.st_size,
-                       strerror(map_errno));
-    gguf_file *f = file_new(path, map, (size_t)st.st_size, true);
+    gguf_file *f = file_new(path, map, size, true);
     if (!f) {
-        munmap(map, (size_t)st.st_size);
+        sl_unmap_file(map, size);
         return sl_fail(err, "%s: out of memory", path);
     }
     if (parse(f, err)) {
@@ -672,8 +654,8 @@ void gguf_close(gguf_file *f)
     for (uint64_t i = 0; i < f->n_tensors; i++)
         free(f->tensors[i].name);
     free(f->tensors);
-    if (f->owns_map && f->map)
-        munmap((void *)f->map, f->map_size);
+    if (f->owns_map)
+        sl_unmap_file(f->map, f->map_size);
     free(f->path);
     free(f);
 }
@@ -723,7 +705,7 @@ int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out, sl_err *err
     const gguf_kv *kv = gguf_find(f, key);
     if (!kv)
         return 1;
-    if (!vtype_is_int(kv->type))
+    if (!gguf_vtype_is_int(kv->type))
         return wrong_type(f, kv, "an integer (read as uint32)", err);
     bool fits = vtype_is_signed(kv->type) ? kv->v.i >= 0 && kv->v.i <= (int64_t)UINT32_MAX
                                           : kv->v.u <= UINT32_MAX;
@@ -740,7 +722,7 @@ int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out, sl_err *err)
     const gguf_kv *kv = gguf_find(f, key);
     if (!kv)
         return 1;
-    if (!vtype_is_int(kv->type))
+    if (!gguf_vtype_is_int(kv->type))
         return wrong_type(f, kv, "an integer (read as int64)", err);
     if (!vtype_is_signed(kv->type) && kv->v.u > INT64_MAX)
         return sl_fail(err, "%s: key '%s' = %" PRIu64 " (uint64) does not fit int64", f->path,
@@ -757,7 +739,7 @@ int gguf_get_f32(const gguf_file *f, const char *key, float *out, sl_err *err)
     double v;
     if (vtype_is_float(kv->type))
         v = kv->v.f;
-    else if (vtype_is_int(kv->type))
+    else if (gguf_vtype_is_int(kv->type))
         v = vtype_is_signed(kv->type) ? (double)kv->v.i : (double)kv->v.u;
     else
         return wrong_type(f, kv, "a number (read as float32)", err);

@@ -106,6 +106,8 @@ double gguf_arr_num(const gguf_kv *kv, uint64_t i);
 int gguf_req_u32(const gguf_file *f, const char *key, uint32_t *out, sl_err *err);
 
 const char *gguf_vtype_name(gguf_vtype t);
+/* Any of the eight integer types, signed or not. */
+bool gguf_vtype_is_int(gguf_vtype t);
 
 /* ---- writer ---- */
 

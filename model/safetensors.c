@@ -1,15 +1,11 @@
 #include "model/safetensors.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "kernels/types.h"
+#include "util/mapfile.h"
 
 /* A header beyond this is not a checkpoint we should trust. */
 #define ST_MAX_HEADER (100u << 20)
@@ -201,22 +197,12 @@ int st_open_mem(st_file **out, const void *buf, size_t size, const char *name, s
 int st_open(st_file **out, const char *path, sl_err *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return sl_fail(err, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    void *map = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-    close(fd);
-    if (size && map == MAP_FAILED)
-        return sl_fail(err, "%s: cannot map: %s", path, strerror(errno));
+    const void *map;
+    size_t size;
+    if (sl_map_file(path, &map, &size, err))
+        return -1;
     if (st_open_mem(out, map, size, path, err)) {
-        if (map)
-            munmap(map, size);
+        sl_unmap_file(map, size);
         return -1;
     }
     (*out)->owns_map = 1;
@@ -230,8 +216,8 @@ void st_close(st_file *f)
     for (int i = 0; i < f->n_tensors; i++)
         free(f->tensors[i].name);
     free(f->tensors);
-    if (f->owns_map && f->map)
-        munmap((void *)f->map, f->map_size);
+    if (f->owns_map)
+        sl_unmap_file(f->map, f->map_size);
     free(f->path);
     free(f);
 }

@@ -166,17 +166,6 @@ static bool is_string(gguf_vtype t) { return t == GGUF_STRING; }
 static bool is_float(gguf_vtype t) { return t == GGUF_FLOAT32 || t == GGUF_FLOAT64; }
 static bool is_byte(gguf_vtype t) { return t == GGUF_UINT8 || t == GGUF_INT8; }
 
-static bool is_integer(gguf_vtype t)
-{
-    switch (t) {
-    case GGUF_UINT8: case GGUF_INT8: case GGUF_UINT16: case GGUF_INT16:
-    case GGUF_UINT32: case GGUF_INT32: case GGUF_UINT64: case GGUF_INT64:
-        return true;
-    default:
-        return false;
-    }
-}
-
 static float score_at(const gguf_kv *scores, uint64_t i)
 {
     if (scores->arr_type == GGUF_FLOAT32) {
@@ -266,7 +255,7 @@ static int read_gguf_vocab(const gguf_file *f, gguf_vocab *v, sl_err *err)
     uint64_t n = v->tokens->arr_n;
     v->n = (int)n;
     if (find_array(f, KEY_SCORES, is_float, "float32", n, &v->scores, err) ||
-        find_array(f, KEY_TYPES, is_integer, "int32", n, &v->types, err) ||
+        find_array(f, KEY_TYPES, gguf_vtype_is_int, "int32", n, &v->types, err) ||
         check_types(f, v->types, err))
         return -1;
     /* llama.cpp's defaults for sentencepiece vocabularies. */

@@ -404,12 +404,6 @@ int pl_msg_pass(pl_msg *m, const pl_msg *src, Sluice__PayloadKind kind, sl_err *
                       NULL, NULL, err);
 }
 
-void pl_msg_free_buffer(void *data, void *hint)
-{
-    (void)hint;
-    free(data);
-}
-
 /* ---- header fields ---- */
 
 void pl_msg_set_error(pl_msg *m, const char *text, const char *origin)

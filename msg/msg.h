@@ -19,6 +19,7 @@
 
 #include "proto/sluice.pb-c.h"
 #include "util/err.h"
+#include "util/mem.h" /* sl_free_cb: the free_fn for malloc'ed payloads */
 
 #define PL_WIRE_VERSION 1
 #define PL_MAX_FRAMES 16
@@ -84,8 +85,6 @@ int pl_msg_add(pl_msg *m, Sluice__PayloadKind kind, Sluice__DType dtype, uint64_
 /* Adds src's payload of a kind to m by reference (src must outlive m's
  * send); nothing when src has none. */
 int pl_msg_pass(pl_msg *m, const pl_msg *src, Sluice__PayloadKind kind, sl_err *err);
-/* A free_fn for pl_msg_add of malloc'ed data. */
-void pl_msg_free_buffer(void *data, void *hint);
 
 /* Header fields of a message being built. The strings and arrays are not
  * copied: they must outlive the send. */

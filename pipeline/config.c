@@ -331,6 +331,101 @@ static int read_path(const cfg_ctx *x, const yaml_node_t *n, const char *field, 
     return 0;
 }
 
+/* ---- cores ---- */
+
+/* `cores: [0, 1, '4-7']`: CPU numbers or ranges, none twice. */
+static int read_cores(const cfg_ctx *x, const yaml_node_t *seq, const char *field, sl_cpuset *out)
+{
+    if (expect_type(x, seq, YAML_SEQUENCE_NODE, field))
+        return -1;
+    long n = seq->data.sequence.items.top - seq->data.sequence.items.start;
+    if (n == 0)
+        return fail_at(x, node_line(seq), field, "lists no CPU (leave `cores` out to let sluice choose)");
+    memset(out, 0, sizeof *out);
+    for (long i = 0; i < n; i++) {
+        char sub[128], text[32], shown[CFG_SHOW_MAX + 4];
+        snprintf(sub, sizeof sub, "%.80s[%d]", field, (int)i);
+        yaml_node_t *item = yaml_document_get_node(x->doc, seq->data.sequence.items.start[i]);
+        if (expect_type(x, item, YAML_SCALAR_NODE, sub))
+            return -1;
+        size_t len = item->data.scalar.length;
+        if (len == 0 || len >= sizeof text)
+            return fail_at(x, node_line(item), sub, "'%s' is not a CPU number or a range A-B",
+                           show_scalar(item, shown));
+        memcpy(text, item->data.scalar.value, len);
+        text[len] = '\0';
+        sl_cpuset one = {0};
+        sl_err why;
+        if (sl_cpuset_add_text(&one, text, &why))
+            return fail_at(x, node_line(item), sub, "%s", why.msg);
+        sl_cpuset twice = sl_cpuset_and(out, &one);
+        char list[64];
+        if (sl_cpuset_count(&twice))
+            return fail_at(x, node_line(item), sub, "CPU %s is listed twice",
+                           sl_cpuset_format(&twice, list, sizeof list));
+        for (int w = 0; w < SL_CPUS_MAX / 64; w++)
+            out->bits[w] |= one.bits[w];
+    }
+    return 0;
+}
+
+/* The threads a node's computing stages (layers, draft) ask for together. */
+static int node_threads(const pl_config *c, int node, char *parts, size_t cap)
+{
+    int sum = 0;
+    size_t len = 0;
+    parts[0] = '\0';
+    for (int i = 0; i < c->n_stages; i++) {
+        const pl_stage *st = &c->stages[i];
+        if (st->node != node || st->threads <= 0 ||
+            (st->kind != PL_STAGE_LAYERS && st->kind != PL_STAGE_DRAFT))
+            continue;
+        sum += st->threads;
+        if (len < cap)
+            len += (size_t)snprintf(parts + len, cap - len, "%s%s %d", len ? ", " : "",
+                                    pl_stage_kind_name(st->kind), st->threads);
+    }
+    return sum;
+}
+
+/* Oversubscription a config states outright: two processes of this host on
+ * the same CPUs, or a node's stages asking more threads than its cores. */
+static int check_cores(const cfg_ctx *x, const pl_config *c)
+{
+    char field[64], a[256], b[256];
+    for (int i = 0; i < c->n_nodes; i++) {
+        const pl_node *n = &c->nodes[i];
+        int have = sl_cpuset_count(&n->cores);
+        if (!have)
+            continue;
+        snprintf(field, sizeof field, "nodes[%d].cores", i);
+        char parts[256];
+        int want = node_threads(c, i, parts, sizeof parts);
+        if (want > have)
+            return fail_at(x, n->line, field, "node '%s' has %d core(s) (%s) but its stages ask for %d "
+                           "threads (%s): give it more cores or its stages fewer threads", n->name, have,
+                           sl_cpuset_format(&n->cores, a, sizeof a), want, parts);
+        if (!pl_node_on_this_host(c, i))
+            continue;
+        for (int j = 0; j < i; j++) {
+            sl_cpuset both = sl_cpuset_and(&c->nodes[j].cores, &n->cores);
+            if (pl_node_on_this_host(c, j) && sl_cpuset_count(&both))
+                return fail_at(x, n->line, field, "nodes '%s' and '%s' both run on this host and share "
+                               "CPU %s (%s has %s): give each process its own cores", c->nodes[j].name,
+                               n->name, sl_cpuset_format(&both, a, sizeof a), c->nodes[j].name,
+                               sl_cpuset_format(&c->nodes[j].cores, b, sizeof b));
+        }
+    }
+    return 0;
+}
+
+bool pl_node_on_this_host(const pl_config *c, int node)
+{
+    const pl_node *n = &c->nodes[node];
+    return node == 0 || n->spawn || !n->address[0] || strncmp(n->address, "ipc://", 6) == 0 ||
+           strncmp(n->address, "inproc://", 9) == 0;
+}
+
 /* ---- nodes ---- */
 
 static bool name_char_ok(char ch)
@@ -380,8 +475,8 @@ static int check_address(const cfg_ctx *x, const yaml_node_t *n, const char *fie
                    show(addr, strlen(addr), shown));
 }
 
-enum { N_NAME, N_ADDRESS, N_SPAWN, N_PUBLIC_KEY, N_KEY, N_KEYS };
-static const char *const node_keys[N_KEYS] = {"name", "address", "spawn", "public_key", "key"};
+enum { N_NAME, N_ADDRESS, N_SPAWN, N_PUBLIC_KEY, N_KEY, N_CORES, N_KEYS };
+static const char *const node_keys[N_KEYS] = {"name", "address", "spawn", "public_key", "key", "cores"};
 
 /* 40 Z85 characters stay as they are; anything else is a file path. */
 static int read_public_key(const cfg_ctx *x, const yaml_node_t *n, const char *field, char dst[PL_PATH_MAX])
@@ -451,7 +546,8 @@ static int parse_node(const cfg_ctx *x, pl_config *c, yaml_node_t *item, int i)
         if (read_path(x, v[N_KEY], sub, node->key))
             return -1;
     }
-    return 0;
+    snprintf(sub, sizeof sub, "%s.cores", field);
+    return v[N_CORES] ? read_cores(x, v[N_CORES], sub, &node->cores) : 0;
 }
 
 static int parse_nodes(const cfg_ctx *x, pl_config *c, yaml_node_t *seq)
@@ -984,7 +1080,9 @@ static int parse_root(const cfg_ctx *x, pl_config *c, yaml_node_t *root)
     failure_defaults(&c->failure);
     if (v[T_FAILURE] && parse_failure(x, &c->failure, v[T_FAILURE]))
         return -1;
-    return v[T_SPEC] ? parse_speculative(x, c, v[T_SPEC]) : 0;
+    if (v[T_SPEC] && parse_speculative(x, c, v[T_SPEC]))
+        return -1;
+    return check_cores(x, c);
 }
 
 static int line_of_offset(const char *text, size_t len, size_t offset)
@@ -1355,6 +1453,20 @@ static int path_for(const char *stored, const char *out_path, char dst[PL_PATH_M
     return 0;
 }
 
+/* `cores: [0, '2-3']`: the kernel's list format, one item per run */
+static int emit_cores(yaml_emitter_t *e, const sl_cpuset *cores)
+{
+    char list[4096];
+    sl_cpuset_format(cores, list, sizeof list);
+    if (emit_scalar(e, "cores", YAML_PLAIN_SCALAR_STYLE) || emit_seq_start(e, YAML_FLOW_SEQUENCE_STYLE))
+        return -1;
+    char *rest = NULL;
+    for (char *item = strtok_r(list, ",", &rest); item; item = strtok_r(NULL, ",", &rest))
+        if (emit_scalar(e, item, strchr(item, '-') ? YAML_SINGLE_QUOTED_SCALAR_STYLE : YAML_PLAIN_SCALAR_STYLE))
+            return -1;
+    return emit_seq_end(e);
+}
+
 static int emit_node(yaml_emitter_t *e, const pl_node *n, const char *out_path)
 {
     char path[PL_PATH_MAX * 2];
@@ -1373,6 +1485,8 @@ static int emit_node(yaml_emitter_t *e, const pl_node *n, const char *out_path)
             return -1;
     }
     if (n->key[0] && (path_for(n->key, out_path, path) || emit_string_pair(e, "key", path)))
+        return -1;
+    if (sl_cpuset_count(&n->cores) && emit_cores(e, &n->cores))
         return -1;
     return emit_map_end(e);
 }

@@ -9,6 +9,11 @@
  *     - name: p1
  *       address: ipc:///tmp/sluice-p1    # a worker process on this host ...
  *       spawn: true                      # ... that the coordinator launches itself
+ *       cores: [1, '2-3']                # optional: the CPUs its process may use (numbers
+ *                                        # or 'A-B' ranges); the processes of this host
+ *                                        # (nodes[0], spawned and ipc:// nodes) must not
+ *                                        # share one. Without it, the coordinator splits
+ *                                        # its own CPUs among the processes it runs here
  *       key: keys/coord.key              # this process's CURVE secret key (tcp:// configs)
  *     - name: hostb
  *       address: tcp://10.0.0.2:7100     # a `sluice worker --listen` on another host
@@ -95,6 +100,7 @@
 #include "model/ple.h"
 #include "msg/assign.h"
 #include "stages/sampler.h"
+#include "util/cpus.h"
 #include "util/err.h"
 
 #define PL_MAX_NODES 64
@@ -109,6 +115,7 @@ typedef struct pl_node {
     bool spawn;                /* the coordinator launches `sluice worker` for it */
     char public_key[PL_PATH_MAX]; /* CURVE public key: 40 Z85 characters, or a file; "" none */
     char key[PL_PATH_MAX];     /* CURVE secret key file (nodes[0], spawned nodes); "" none */
+    sl_cpuset cores;           /* `cores:`: the CPUs its process may use; empty: not stated */
     int line;                  /* where it was declared, for messages */
 } pl_node;
 
@@ -183,6 +190,10 @@ int pl_config_check_layers(const pl_config *c, int n_layer, sl_err *err);
  * `insecure: true` (then it names no keys at all). Messages name the file,
  * line and node. Key files are read later, when the pipeline opens. */
 int pl_config_check_security(const pl_config *c, sl_err *err);
+
+/* Whether node's process runs on the coordinator's host: nodes[0], spawned
+ * nodes, and ipc:// (or inproc://) nodes. */
+bool pl_node_on_this_host(const pl_config *c, int node);
 
 /* True when the config uses tcp:// and is not insecure: CURVE everywhere. */
 bool pl_config_secure(const pl_config *c);

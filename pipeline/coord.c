@@ -21,6 +21,8 @@
 #include <zmq.h>
 
 #include "pipeline/wire.h"
+#include "util/clock.h"
+#include "util/cpus.h"
 
 #define HEARTBEAT_EVERY_S 0.25
 #define CONNECT_TIMEOUT_S 5.0   /* an answer to the first ping, or the node is unreachable */
@@ -64,13 +66,6 @@ struct pl_coord {
     char failure[512];      /* under lock: the latest death */
     pl_wire_limits limits;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- naming ---- */
 
@@ -154,6 +149,7 @@ static int spawn_worker(pl_coord *c, peer *p, const char *self_exe, sl_err *err)
         argv[argc++] = "--insecure";
     }
     argv[argc] = NULL;
+    bool bind = sl_cpuset_count(&p->nd.cores) > 0;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -167,6 +163,12 @@ static int spawn_worker(pl_coord *c, peer *p, const char *self_exe, sl_err *err)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent)
             _exit(1);
+        if (bind && sl_cpus_bind(&p->nd.cores)) { /* its share of this host's cores */
+            static const char no_cpus[] = "cannot bind the worker to its cores";
+            ssize_t ignored = write(fds[1], no_cpus, sizeof no_cpus - 1);
+            (void)ignored;
+            _exit(1);
+        }
         dup2(STDERR_FILENO, STDOUT_FILENO); /* stdout carries the coordinator's text */
         fcntl(fds[1], F_SETFD, 0);
         execv(exe, argv);
@@ -187,9 +189,9 @@ static int await_spawned(peer *p, sl_err *err)
 {
     char text[512];
     size_t len = 0;
-    double deadline = now_s() + START_TIMEOUT_S;
+    double deadline = sl_now_s() + START_TIMEOUT_S;
     for (;;) {
-        double left = deadline - now_s();
+        double left = deadline - sl_now_s();
         if (left <= 0)
             return sl_fail(err, "node '%s': the worker process did not start listening on %s within %.0f s",
                            p->nd.name, p->nd.address, START_TIMEOUT_S);
@@ -300,7 +302,7 @@ static int await_all(pl_coord *c, Sluice__MsgKind want, double timeout_s,
     bool *got = calloc((size_t)c->n_peers, sizeof *got);
     zmq_pollitem_t *items = calloc((size_t)c->n_peers, sizeof *items);
     int rc = 0, left = c->n_peers;
-    double deadline = now_s() + timeout_s;
+    double deadline = sl_now_s() + timeout_s;
     if (!got || !items)
         rc = sl_fail(err, "out of memory");
     for (int i = 0; rc == 0 && i < c->n_peers; i++)
@@ -311,7 +313,7 @@ static int await_all(pl_coord *c, Sluice__MsgKind want, double timeout_s,
                 rc = check_alive(&c->peers[i], waiting_for, err);
         if (rc)
             break;
-        if (now_s() > deadline) {
+        if (sl_now_s() > deadline) {
             for (int i = 0; i < c->n_peers; i++)
                 if (!got[i]) {
                     rc = on_timeout(&c->peers[i], timeout_s, err);
@@ -332,7 +334,7 @@ static int await_all(pl_coord *c, Sluice__MsgKind want, double timeout_s,
                 if ((int)m.hdr->kind == (int)want) {
                     got[i] = true;
                     left--;
-                    c->peers[i].last_heard = now_s();
+                    c->peers[i].last_heard = sl_now_s();
                     rc = handle(&c->peers[i], m.hdr, err);
                 }
                 pl_msg_close(&m);
@@ -569,7 +571,7 @@ static void *watch_main(void *arg)
         items[i] = (zmq_pollitem_t){c->peers[i].sock, 0, ZMQ_POLLIN, 0};
     while (!atomic_load(&c->quit)) {
         zmq_poll(items, c->n_peers, 50);
-        double t = now_s();
+        double t = sl_now_s();
         for (int i = 0; i < c->n_peers; i++)
             watch_peer(c, &c->peers[i], t);
     }
@@ -649,7 +651,7 @@ int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char 
         pl_coord_stop(c);
         return -1;
     }
-    double t = now_s();
+    double t = sl_now_s();
     for (int i = 0; i < c->n_peers; i++)
         c->peers[i].last_heard = c->peers[i].last_ping = t;
     if (pthread_create(&c->watcher, NULL, watch_main, c)) {
@@ -676,8 +678,8 @@ static void stop_spawned(peer *p)
 {
     if (p->dead && !reap(p))
         kill(p->pid, SIGKILL); /* stopped or hung: nothing to wait for */
-    double deadline = now_s() + STOP_WAIT_S;
-    while (!reap(p) && now_s() < deadline)
+    double deadline = sl_now_s() + STOP_WAIT_S;
+    while (!reap(p) && sl_now_s() < deadline)
         usleep(5000);
     if (!reap(p)) {
         fprintf(stderr, "sluice: node '%s': the worker process %d did not exit; killing it\n", p->nd.name,

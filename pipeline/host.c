@@ -38,13 +38,7 @@ struct pl_host {
 
 #include "proto/sluice.pb-c.h"
 #include "scheduler/bind.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "util/clock.h"
 
 void pl_wire_limits_from_config(pl_wire_limits *w, const pl_limits *l)
 {
@@ -106,7 +100,7 @@ static stage_marks marks_of(const sl_stage *s)
 
 static void count(pl_host *h, uint32_t rows, int failed, double t0, stage_marks before, int depth)
 {
-    double step = now_s() - t0 - h->nested; /* this stage alone, not the members it fed */
+    double step = sl_now_s() - t0 - h->nested; /* this stage alone, not the members it fed */
     uint64_t errors = (failed != 0) + (h->stage->n_errors - before.errors);
     uint64_t refused = h->stage->n_refused - before.refused;
     pthread_mutex_lock(&h->lock);
@@ -161,11 +155,11 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
     for (int i = 0; i < m->n_frames; i++)
         frames[i + 1] = pl_msg_frame(m, i, &sizes[i + 1], NULL);
     pl_msg in;
-    double entered = now_s();
+    double entered = sl_now_s();
     if (pl_msg_decode(&in, frames, sizes, m->n_frames + 1, &h->limits, &why)) {
         count_dropped(h, &why);
     } else {
-        double t0 = now_s();
+        double t0 = sl_now_s();
         uint32_t rows = in.hdr->n_rows;
         stage_marks before = marks_of(h->stage);
         int rc = h->stage->process(h->stage, &in, &h->emit, &why);
@@ -176,7 +170,7 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
     }
     free(hbuf);
     pl_msg_close(m); /* the views above pointed into m's payloads */
-    h->up->nested += now_s() - entered;
+    h->up->nested += sl_now_s() - entered;
     return 0;
 }
 
@@ -238,7 +232,7 @@ static void *host_main(void *arg)
         h->q_head = (h->q_head + 1) % HOST_QUEUE;
         int depth = --h->n_pending;
         sl_err err;
-        double t0 = now_s();
+        double t0 = sl_now_s();
         uint32_t rows = m->hdr->n_rows;
         stage_marks before = marks_of(h->stage);
         int rc = h->stage->process(h->stage, m, &h->emit, &err);

@@ -14,11 +14,14 @@
 #include "model/tokenizer.h"
 #include "pipeline/client.h"
 #include "pipeline/coord.h"
+#include "pipeline/cores.h"
 #include "pipeline/host.h"
 #include "pipeline/keyring.h"
 #include "pipeline/wire.h"
 #include "scheduler/bind.h"
 #include "stages/spec.h"
+#include "util/clock.h"
+#include "util/cpus.h"
 
 #define ADDR_MAX 300
 
@@ -61,6 +64,8 @@ typedef struct event_ring {
 
 struct sl_pipeline {
     pl_config cfg;
+    sl_cpuset cpus_before;  /* the coordinator thread's CPUs before the config's (pl_cores_apply) */
+    bool cpus_bound;
     sl_pipeline_opts opts;
     sl_config model_cfg;
     sl_tokenizer *tok;
@@ -106,13 +111,6 @@ void sl_pipeline_opts_default(sl_pipeline_opts *o)
     o->batch_timeout_s = 60.0;
     o->peer_timeout_s = 2.0;
     o->self_exe = "/proc/self/exe";
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* ---- addresses ---- */
@@ -323,7 +321,7 @@ int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl
     r->stop_a = sl_tok_eos(p->tok);
     r->stop_b = gp->chat ? sl_tok_piece_id(p->tok, "<end_of_turn>") : -1;
     r->id = ++p->next_req_id;
-    r->t_submit = now_s();
+    r->t_submit = sl_now_s();
     r->state = RQ_WAIT_SLOT;
     request **pp = &p->reqs;
     while (*pp)
@@ -443,7 +441,7 @@ static int send_batch(sl_pipeline *p, sl_err *err)
     uint64_t bid = ++p->next_batch_id;
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, bid, (uint32_t)rows);
     pl_msg_set_params(&m, p->b_param_ptrs, (size_t)n_params);
-    pl_msg_set_sent_ns(&m, (uint64_t)(now_s() * 1e9));
+    pl_msg_set_sent_ns(&m, (uint64_t)(sl_now_s() * 1e9));
     int rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, rows, 0, p->b_req, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, rows, 0, p->b_seq, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, rows, 0, p->b_pos, NULL, NULL, err) ||
@@ -454,7 +452,7 @@ static int send_batch(sl_pipeline *p, sl_err *err)
     if (rc)
         return -1;
     f->batch_id = bid;
-    f->t_sent = now_s();
+    f->t_sent = sl_now_s();
     f->n_req = n_req;
     p->fly_n++;
     return 1;
@@ -630,7 +628,7 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
     }
     const int32_t *spec = n && m->data[SLUICE__PAYLOAD_KIND__PL_SPEC]
                               ? pl_msg_i32(m, SLUICE__PAYLOAD_KIND__PL_SPEC, n, &err) : NULL;
-    double t = now_s();
+    double t = sl_now_s();
     for (uint32_t i = 0; i < n;) {
         uint32_t j = i + 1; /* a request's tokens are consecutive rows */
         while (j < n && req[j] == req[i])
@@ -722,7 +720,7 @@ static bool watch_workers(sl_pipeline *p)
 {
     pl_coord_status st;
     pl_coord_status_get(p->coord, &st);
-    double t = now_s();
+    double t = sl_now_s();
     if (st.deaths > p->seen_deaths) {
         p->seen_deaths = st.deaths;
         on_stage_death(p, st.failure);
@@ -754,7 +752,7 @@ static bool watch_workers(sl_pipeline *p)
 
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 {
-    double deadline = timeout_ms < 0 ? -1.0 : now_s() + timeout_ms / 1000.0;
+    double deadline = timeout_ms < 0 ? -1.0 : sl_now_s() + timeout_ms / 1000.0;
     for (;;) {
         if (p->events.n > 0) {
             *ev = p->events.ev[p->events.head];
@@ -778,7 +776,7 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
         }
         int wait = 100;
         if (deadline >= 0) {
-            double left = deadline - now_s();
+            double left = deadline - sl_now_s();
             if (left <= 0)
                 return 0;
             if (left * 1000 < wait)
@@ -797,7 +795,7 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
             } else {
                 fprintf(stderr, "sluice: driver: dropped a malformed answer: %s\n", why.msg);
             }
-        } else if (p->fly_n > 0 && now_s() - p->fly[p->fly_head].t_sent > p->opts.batch_timeout_s) {
+        } else if (p->fly_n > 0 && sl_now_s() - p->fly[p->fly_head].t_sent > p->opts.batch_timeout_s) {
             char why[160];
             snprintf(why, sizeof why, "no answer from the pipeline for %.0f s (batch %llu)",
                      p->opts.batch_timeout_s, (unsigned long long)p->fly[p->fly_head].batch_id);
@@ -877,7 +875,7 @@ static int chain_threads(const sl_pipeline *p, int i0, int i1)
         return c->stages[i0].threads;
     if (c->stages[i0].numa >= 0)
         return 0; /* the host sizes the team to the node's cores */
-    int cores = p->opts.threads > 0 ? p->opts.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int cores = p->opts.threads > 0 ? p->opts.threads : sl_cpus_available();
     int computing = 0;
     bool mine = false;
     for (int i = 0; i < c->n_stages;) {
@@ -1033,7 +1031,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         sl_fail(err, "driver: cannot listen on %s: %s", addr[cfg->n_stages], zmq_strerror(zmq_errno()));
         goto fail;
     }
-    if (start_stages(p, addr, err))
+    if (pl_cores_apply(&p->cfg, &p->cpus_before, &p->cpus_bound, err) || start_stages(p, addr, err))
         goto fail;
     if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
                                  p->opts.peer_timeout_s, &p->keys, p->zap, err))
@@ -1062,6 +1060,7 @@ void sl_pipeline_close(sl_pipeline *p)
     for (int i = 0; i < p->n_hosts; i++)
         pl_host_stop(p->hosts[i]);
     free(p->hosts);
+    pl_cores_restore(&p->cpus_before, p->cpus_bound);
     if (p->to_first)
         zmq_close(p->to_first);
     if (p->from_last)

@@ -22,6 +22,8 @@
 #include "pipeline/status.h"
 #include "pipeline/wire.h"
 #include "stages/stage.h"
+#include "util/clock.h"
+#include "util/cpus.h"
 
 #define ID_MAX 256
 
@@ -50,13 +52,6 @@ void pl_worker_opts_default(pl_worker_opts *o)
     memset(o, 0, sizeof *o);
     o->silence_s = 6.0;
     o->notify_fd = -1;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static void say(const worker *w, const char *fmt, const char *a, const char *b)
@@ -181,7 +176,7 @@ static int stage_threads(const worker *w, const Sluice__Header *h, const Sluice_
 {
     if (sa->threads > 0)
         return sa->threads;
-    int cores = w->o->threads > 0 ? w->o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int cores = w->o->threads > 0 ? w->o->threads : sl_cpus_available();
     int n_layers = 0;
     for (size_t i = 0; i < h->n_assign; i++)
         n_layers += h->assign[i]->kind == PL_STAGE_LAYERS;
@@ -279,7 +274,7 @@ static void on_assign(worker *w, const zmq_msg_t *id, const Sluice__Header *h)
         sec_zap_forget(w->zap, TAG_ASSIGNMENT);
     w->owner_len = 0;
     sl_err err = {{0}};
-    double t0 = now_s();
+    double t0 = sl_now_s();
     if (assign(w, h, &err)) {
         if (w->zap)
             sec_zap_forget(w->zap, TAG_ASSIGNMENT);
@@ -290,7 +285,7 @@ static void on_assign(worker *w, const zmq_msg_t *id, const Sluice__Header *h)
     }
     w->owner_len = zmq_msg_size(id);
     memcpy(w->owner, zmq_msg_data((zmq_msg_t *)id), w->owner_len);
-    w->last_heard = now_s();
+    w->last_heard = sl_now_s();
     if (!w->o->quiet)
         fprintf(stderr, "sluice worker %s: %d stage(s) ready in %.2f s\n", w->o->listen, w->n_hosts,
                 w->last_heard - t0);
@@ -303,7 +298,7 @@ static void on_heartbeat(worker *w, const zmq_msg_t *id)
 {
     const char *state = "";
     if (is_owner(w, id))
-        w->last_heard = now_s();
+        w->last_heard = sl_now_s();
     else
         state = w->owner_len ? "busy" : "idle";
     reply(w, id, SLUICE__MSG_KIND__MSG_HEARTBEAT, state);
@@ -489,7 +484,7 @@ static int serve(worker *w, volatile sig_atomic_t *stop, sl_err *err)
         }
         if (rc > 0)
             handle_one(w);
-        if (w->owner_len && now_s() - w->last_heard > w->o->silence_s)
+        if (w->owner_len && sl_now_s() - w->last_heard > w->o->silence_s)
             end_assignment(w, "the coordinator fell silent");
     }
     return 0;

@@ -212,122 +212,159 @@ int sl_plan_eval(const sl_model_cost *mc, const sl_topology *t, const int *slots
     return rc;
 }
 
-int sl_place(const sl_model_cost *mc, const sl_topology *t, const int *slots, int n_slots,
-             const sl_place_opts *o, sl_plan *plan, sl_err *err)
+/* The dynamic programme of sl_place: best[s][l] is the best value with slot
+ * s the last one used, ending at layer l; prev_slot/prev_end say where its
+ * stage came from (slot -1: it is the first stage, starting at layer 0). */
+typedef struct dp {
+    int S, L;
+    double *best;
+    int *prev_slot, *prev_end;
+} dp;
+
+static size_t dp_at(const dp *d, int s, int l) { return (size_t)s * (size_t)(d->L + 1) + (size_t)l; }
+
+static void dp_free(dp *d)
 {
-    ctx c;
-    if (ctx_init(&c, mc, t, slots, n_slots, o, err)) {
-        ctx_free(&c);
-        return -1;
-    }
-    int S = n_slots, L = c.L;
-    if (mc->embed_bytes > usable(&c, slots[0])) {
-        sl_fail(err, "node '%s' (the coordinator) cannot hold the token table: %.2f GB needed, "
-                "%.2f GB usable", t->nodes[slots[0]].name, mc->embed_bytes / 1e9,
-                usable(&c, slots[0]) / 1e9);
-        ctx_free(&c);
-        return -1;
-    }
-    /* best[s][l]: the best value with slot s the last used one, ending at
-     * layer l; from[s][l] = previous slot (-1: none) and its end layer */
+    free(d->best);
+    free(d->prev_slot);
+    free(d->prev_end);
+}
+
+static int dp_init(dp *d, int S, int L, sl_err *err)
+{
     size_t cells = (size_t)S * (size_t)(L + 1);
-    double *best = malloc(cells * sizeof *best);
-    int *prev_slot = malloc(cells * sizeof *prev_slot), *prev_end = malloc(cells * sizeof *prev_end);
-    if (!best || !prev_slot || !prev_end) {
-        free(best);
-        free(prev_slot);
-        free(prev_end);
-        ctx_free(&c);
+    d->S = S;
+    d->L = L;
+    d->best = malloc(cells * sizeof *d->best);
+    d->prev_slot = malloc(cells * sizeof *d->prev_slot);
+    d->prev_end = malloc(cells * sizeof *d->prev_end);
+    if (!d->best || !d->prev_slot || !d->prev_end) {
+        dp_free(d);
         return sl_fail(err, "placement: out of memory");
     }
-#define AT(s, l) ((size_t)(s) * (size_t)(L + 1) + (size_t)(l))
     for (size_t i = 0; i < cells; i++) {
-        best[i] = INFINITY;
-        prev_slot[i] = prev_end[i] = -1;
+        d->best[i] = INFINITY;
+        d->prev_slot[i] = d->prev_end[i] = -1;
     }
-    bool latency = o->objective == SL_OBJ_LATENCY;
-    for (int s = 0; s < S; s++) {
-        for (int l = 1; l <= L; l++) {
-            for (int k = 0; k < l; k++) {
-                if (mc->no_cut[k])
-                    continue;
-                bool head = l == L;
-                if (stage_memory(&c, s, k, l, head) > usable(&c, slots[s]))
-                    continue;
-                double st = stage_time(&c, s, k, l, head);
-                if (k == 0) { /* first stage: reached from the coordinator's slot */
-                    if (o->use_all_slots && s != 0)
-                        continue;
-                    double h = s == 0 ? 0 : hop(&c, 0, s, 0, latency);
-                    double v = combine(&c, h, st);
-                    if (v < best[AT(s, l)]) {
-                        best[AT(s, l)] = v;
-                        prev_slot[AT(s, l)] = -1;
-                        prev_end[AT(s, l)] = 0;
-                    }
-                    continue;
-                }
-                for (int p = o->use_all_slots && s > 0 ? s - 1 : 0; p < s; p++) {
-                    double b = best[AT(p, k)];
-                    if (!isfinite(b))
-                        continue;
-                    double v = combine(&c, combine(&c, b, hop(&c, p, s, k, latency)), st);
-                    if (v < best[AT(s, l)]) {
-                        best[AT(s, l)] = v;
-                        prev_slot[AT(s, l)] = p;
-                        prev_end[AT(s, l)] = k;
-                    }
-                }
-            }
-        }
+    return 0;
+}
+
+static void dp_offer(dp *d, int s, int l, double v, int p, int k)
+{
+    size_t i = dp_at(d, s, l);
+    if (v < d->best[i]) {
+        d->best[i] = v;
+        d->prev_slot[i] = p;
+        d->prev_end[i] = k;
     }
+}
+
+/* Every way to end at layer l on slot s with a stage [k, l). */
+static void dp_extend(const ctx *c, dp *d, int s, int k, int l)
+{
+    const sl_place_opts *o = c->o;
+    bool latency = o->objective == SL_OBJ_LATENCY, head = l == c->L;
+    if (c->mc->no_cut[k] || stage_memory(c, s, k, l, head) > usable(c, c->slots[s]))
+        return;
+    double st = stage_time(c, s, k, l, head);
+    if (k == 0) { /* first stage: reached from the coordinator's slot */
+        if (o->use_all_slots && s != 0)
+            return;
+        double h = s == 0 ? 0 : hop(c, 0, s, 0, latency);
+        dp_offer(d, s, l, combine(c, h, st), -1, 0);
+        return;
+    }
+    for (int p = o->use_all_slots && s > 0 ? s - 1 : 0; p < s; p++) {
+        double b = d->best[dp_at(d, p, k)];
+        if (isfinite(b))
+            dp_offer(d, s, l, combine(c, combine(c, b, hop(c, p, s, k, latency)), st), p, k);
+    }
+}
+
+/* The slot whose stage holds the last layers in the best plan; -1: none fits. */
+static int dp_last_slot(const ctx *c, const dp *d)
+{
     int last = -1;
     double top = INFINITY;
-    for (int s = o->use_all_slots ? S - 1 : 0; s < S; s++) {
-        double v = best[AT(s, L)];
-        if (latency && isfinite(v))
-            v += ret_hop(&c, s);
+    for (int s = c->o->use_all_slots ? d->S - 1 : 0; s < d->S; s++) {
+        double v = d->best[dp_at(d, s, d->L)];
+        if (c->o->objective == SL_OBJ_LATENCY && isfinite(v))
+            v += ret_hop(c, s);
         if (v < top) {
             top = v;
             last = s;
         }
     }
-    int rc = 0;
-    if (last < 0) {
-        double total = c.wprefix[L] + c.kvprefix[L] + mc->head_bytes + mc->embed_bytes, have = 0;
-        for (int s = 0; s < S; s++)
-            have += usable(&c, slots[s]);
-        rc = sl_fail(err, "no placement fits: the model needs %.2f GB (weights %.2f, KV cache %.2f "
-                     "for %d x %d positions, embedding and head %.2f) and the %d node(s) offer "
-                     "%.2f GB usable, or no split fits each node's share",
-                     total / 1e9, c.wprefix[L] / 1e9, c.kvprefix[L] / 1e9, o->sequences,
-                     o->context, (mc->head_bytes + mc->embed_bytes) / 1e9, S, have / 1e9);
-    } else {
-        int slot[SL_TOPO_MAX], l0[SL_TOPO_MAX], l1[SL_TOPO_MAX], n = 0;
-        for (int s = last, l = L; s >= 0;) {
-            int p = prev_slot[AT(s, l)], k = prev_end[AT(s, l)];
-            slot[n] = s;
-            l0[n] = k;
-            l1[n] = l;
-            n++;
-            s = p;
-            l = k;
-        }
-        for (int i = 0; i < n / 2; i++) { /* back into pipeline order */
-            int a = slot[i], b = l0[i], d = l1[i];
-            slot[i] = slot[n - 1 - i];
-            l0[i] = l0[n - 1 - i];
-            l1[i] = l1[n - 1 - i];
-            slot[n - 1 - i] = a;
-            l0[n - 1 - i] = b;
-            l1[n - 1 - i] = d;
-        }
-        plan_fill(&c, plan, slot, l0, l1, n);
+    return last;
+}
+
+/* Walks the best plan back from its last stage and fills plan in pipeline order. */
+static void dp_trace(const ctx *c, const dp *d, int last, sl_plan *plan)
+{
+    int slot[SL_TOPO_MAX], l0[SL_TOPO_MAX], l1[SL_TOPO_MAX], n = 0;
+    for (int s = last, l = d->L; s >= 0; n++) {
+        size_t i = dp_at(d, s, l);
+        slot[n] = s;
+        l0[n] = d->prev_end[i];
+        l1[n] = l;
+        s = d->prev_slot[i];
+        l = l0[n];
     }
-#undef AT
-    free(best);
-    free(prev_slot);
-    free(prev_end);
+    for (int i = 0; i < n / 2; i++) { /* back into pipeline order */
+        int j = n - 1 - i, a = slot[i], b = l0[i], e = l1[i];
+        slot[i] = slot[j];
+        l0[i] = l0[j];
+        l1[i] = l1[j];
+        slot[j] = a;
+        l0[j] = b;
+        l1[j] = e;
+    }
+    plan_fill(c, plan, slot, l0, l1, n);
+}
+
+static int no_fit_error(const ctx *c, sl_err *err)
+{
+    const sl_model_cost *mc = c->mc;
+    int L = c->L;
+    double total = c->wprefix[L] + c->kvprefix[L] + mc->head_bytes + mc->embed_bytes, have = 0;
+    for (int s = 0; s < c->n_slots; s++)
+        have += usable(c, c->slots[s]);
+    return sl_fail(err, "no placement fits: the model needs %.2f GB (weights %.2f, KV cache %.2f "
+                   "for %d x %d positions, embedding and head %.2f) and the %d node(s) offer "
+                   "%.2f GB usable, or no split fits each node's share",
+                   total / 1e9, c->wprefix[L] / 1e9, c->kvprefix[L] / 1e9, c->o->sequences,
+                   c->o->context, (mc->head_bytes + mc->embed_bytes) / 1e9, c->n_slots, have / 1e9);
+}
+
+int sl_place(const sl_model_cost *mc, const sl_topology *t, const int *slots, int n_slots,
+             const sl_place_opts *o, sl_plan *plan, sl_err *err)
+{
+    ctx c;
+    dp d = {0};
+    int rc = -1;
+    if (ctx_init(&c, mc, t, slots, n_slots, o, err))
+        goto done;
+    if (mc->embed_bytes > usable(&c, slots[0])) {
+        sl_fail(err, "node '%s' (the coordinator) cannot hold the token table: %.2f GB needed, "
+                "%.2f GB usable", t->nodes[slots[0]].name, mc->embed_bytes / 1e9,
+                usable(&c, slots[0]) / 1e9);
+        goto done;
+    }
+    if (dp_init(&d, n_slots, c.L, err))
+        goto done;
+    for (int s = 0; s < n_slots; s++)
+        for (int l = 1; l <= c.L; l++)
+            for (int k = 0; k < l; k++)
+                dp_extend(&c, &d, s, k, l);
+    int last = dp_last_slot(&c, &d);
+    if (last < 0) {
+        no_fit_error(&c, err);
+        goto done;
+    }
+    dp_trace(&c, &d, last, plan);
+    rc = 0;
+done:
+    dp_free(&d);
     ctx_free(&c);
     return rc;
 }

@@ -31,6 +31,8 @@
 #include "stages/sampler.h"
 #include "stages/spec.h"
 #include "stages/kinds.h"
+#include "util/clock.h"
+#include "util/mem.h"
 
 #define LOOKUP_NGRAM_MIN 1
 #define LOOKUP_NGRAM_MAX 4
@@ -90,13 +92,6 @@ typedef struct draft_stage {
     /* statistics */
     long blocks, drafted_tokens, ahead_hits, ahead_misses;
 } draft_stage;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- request table ---- */
 
@@ -179,7 +174,7 @@ static int add_params(draft_stage *ds, const Sluice__ReqParams *p, sl_err *err)
  * want (indices into the rows, ascending) go to ds->logits in that order. */
 static int eval_rows(draft_stage *ds, int n, const int *want, int n_want, sl_err *err)
 {
-    double t0 = now_s();
+    double t0 = sl_now_s();
     sl_batch b = {.n_tokens = n, .token = ds->tok, .seq = ds->seq, .pos = ds->pos};
     if (sl_embed(ds->model, ds->tok, n, ds->x, err) ||
         sl_forward_layers(ds->fwd, ds->kv, &b, ds->x, err))
@@ -190,7 +185,7 @@ static int eval_rows(draft_stage *ds, int n, const int *want, int n_want, sl_err
                     (size_t)ds->d_model * sizeof(float));
     if (n_want && sl_head(ds->fwd, ds->x, n_want, ds->logits, err))
         return -1;
-    ds->draft_s += now_s() - t0;
+    ds->draft_s += sl_now_s() - t0;
     return 0;
 }
 
@@ -290,7 +285,7 @@ static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
 {
     bool ahead_ok = false;
     if (r->sent_rows > 0) {
-        sl_cost_fit_add(&ds->fit, r->sent_rows, now_s() - r->t_sent);
+        sl_cost_fit_add(&ds->fit, r->sent_rows, sl_now_s() - r->t_sent);
         r->sent_rows = 0;
     }
     if (r->base >= 0) {
@@ -477,7 +472,7 @@ static int add_draft_payloads(pl_msg *m, const draft_stage *ds, const out_rows *
     if (!q)
         return sl_fail(err, "out of memory");
     if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, o->n_q,
-                   (uint64_t)ds->n_vocab, q, pl_msg_free_buffer, NULL, err)) {
+                   (uint64_t)ds->n_vocab, q, sl_free_cb, NULL, err)) {
         free(q);
         return -1;
     }
@@ -489,7 +484,7 @@ static int add_draft_payloads(pl_msg *m, const draft_stage *ds, const out_rows *
 static int send_extended(sl_stage *s, const pl_msg *in, const out_rows *o, const sl_emit *out, sl_err *err)
 {
     draft_stage *ds = s->impl;
-    double t_now = now_s();
+    double t_now = sl_now_s();
     for (int i = 0; i < o->n_wanted; i++) {
         ds->wanted[i]->t_sent = t_now;
         ds->wanted[i]->sent_rows = (int)o->n;

@@ -20,58 +20,24 @@ SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 CLIENT=${SLUICE_BUILD:-$(dirname "$SLUICE")}/soak_client
 N_SOAK=${SOAK_REQUESTS:-200}
-if [ "$(id -u)" -ne 0 ] || ! ip netns list >/dev/null 2>&1 || ! command -v nft >/dev/null ||
-    ! command -v tc >/dev/null; then
-    echo "SKIP: test_chaos_netns needs root, 'ip netns', nft and tc"
-    exit 0
-fi
+. "$(dirname "$0")/lib/check.sh"
+. "$(dirname "$0")/lib/netns.sh"
+ns_need test_chaos_netns nft tc
 [ -x "$CLIENT" ] || { echo "FAIL: $CLIENT is missing (build the soak_client tool)"; exit 1; }
-# unique per run: parallel ctest runs must not share namespaces or links
 NS=(slcA$$ slcB$$ slcC$$)
-SW=slcS$$
-T=$(mktemp -d /tmp/slc.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    for ns in "${NS[@]}" "$SW"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null
-    done
-    [ -n "${KEEP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; sed 's/^/  | /' "$1" | tail -8 >&2; fi; }
-wait_for() { for _ in $(seq 200); do "$@" && return 0; sleep 0.05; done; return 1; }
+HAS_SHOW=8
+scratch slc
 # field N of the soak's summary line: "soak L: requests R completed C (identical I, different D) errors E lost L duplicated U ..."
 summary() { grep -a "^soak $2: requests" "$1" | head -1; }
 count() { summary "$1" "$2" | sed -E "s/.*[ (]$3 ([0-9]+).*/\1/"; }
 
 # ---- three hosts on a switch ----
-ip netns add "$SW" && ip -n "$SW" link add br0 type bridge && ip -n "$SW" link set br0 up ||
-    { echo "FAIL: cannot build the switch"; exit 1; }
-for i in 0 1 2; do
-    ns=${NS[$i]}
-    ip netns add "$ns" &&
-        ip link add "slc$i$$" type veth peer name "slp$i$$" &&
-        ip link set "slc$i$$" netns "$ns" && ip link set "slp$i$$" netns "$SW" &&
-        ip -n "$SW" link set "slp$i$$" master br0 && ip -n "$SW" link set "slp$i$$" up &&
-        ip -n "$ns" link set "slc$i$$" name eth0 && ip -n "$ns" addr add "10.78.0.$((i + 1))/24" dev eth0 &&
-        ip -n "$ns" link set eth0 up && ip -n "$ns" link set lo up ||
-        { echo "FAIL: cannot build host $i"; exit 1; }
-done
+ns_switch slcS$$ "${NS[@]}"
 inA() { ip netns exec "${NS[0]}" "$@"; }
 inB() { ip netns exec "${NS[1]}" "$@"; }
 inC() { ip netns exec "${NS[2]}" "$@"; }
 
-mkdir -p "$T/configs" "$T/models" "$T/keys"
-cp "$SRC/configs/three-host.yaml" "$T/configs/"
-cp "$SRC/models/tiny-gemma3.gguf" "$T/models/" || { echo "FAIL: the shipped model is missing"; exit 1; }
-cd "$T" || exit 1
-for k in local hostb hostc; do "$SLUICE" keygen -o "keys/$k" || { echo "FAIL: keygen $k"; exit 1; }; done
+hosts_setup three-host.yaml local hostb hostc
 sed 's/retries: 1/retries: 0/' configs/three-host.yaml >configs/no-retry.yaml
 cat >prompts.txt <<'EOF'
 This program is free software; you can
@@ -229,5 +195,4 @@ for w in "$worker_b" "$worker_c"; do
 done
 grep -a -i "leak" workerb.err workerc.err && bad "leaks reported by a worker" || ok
 
-echo "test_chaos_netns: $checks checks, $fails failed"
-[ $fails -eq 0 ]
+finish test_chaos_netns

@@ -4,29 +4,8 @@
 # quantize to the q4_K_M mix, perplexity.
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-checks=0
-
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-
-# expect STATUS CMD...: runs CMD, stdout to $T/out, stderr to $T/err
-expect() {
-    local want=$1
-    shift
-    "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" -eq "$want" ]; then ok; else
-        bad "exit $got (want $want): $*"
-        sed 's/^/  | /' "$T/err" | head -5 >&2
-    fi
-}
-# has FILE PATTERN WHAT
-has() {
-    if grep -qE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; fi
-}
+. "$(dirname "$0")/lib/check.sh"
+scratch slcli
 
 # ---- help texts ----
 expect 0 "$SLUICE" --help
@@ -344,5 +323,4 @@ expect 0 "$SLUICE" run -m "$T/gemma3.gguf" -p "hello" -n 4 --kv-type f16
 expect 2 "$SLUICE" run -m "$T/gemma3.gguf" -p "hello" --kv-type q4_K
 has "$T/err" "bad value 'q4_K' for --kv-type" "run refuses a KV type it lacks"
 
-echo "test_cli: $checks checks, $fails failed" >&2
-[ "$fails" -eq 0 ]
+finish test_cli

@@ -6,7 +6,7 @@ set -u
 SLUICE=$(readlink -f "${SLUICE:-build/sluice}")
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 MODEL=$SRC/models/tiny-gemma3.gguf
-fails=0
+. "$(dirname "$0")/lib/check.sh"
 prompts=("This program is free software; you can"
          "Licensed under the Apache License, Version 2.0 (the"
          "THIS SOFTWARE IS PROVIDED BY THE REGENTS AND CONTRIBUTORS")
@@ -16,22 +16,10 @@ for cfg in one-process.yaml two-process.yaml auto-layers.yaml; do
   for p in "${prompts[@]}"; do
     want=$("$SLUICE" run -m "$MODEL" -p "$p" -n 48 --print-ids 2>&1 >/dev/null | ids)
     got=$("$SLUICE" run -c "$cfg" -p "$p" -n 48 --print-ids 2>&1 >/dev/null | ids)
-    if [[ -n $want && "$want" == "$got" ]]; then
-      echo "ok: $cfg: '$p'"
-    else
-      echo "FAIL: $cfg: '$p': got [$got], want [$want]"
-      fails=$((fails + 1))
-    fi
+    if [[ -n $want && "$want" == "$got" ]]; then ok; else bad "$cfg: '$p': got [$got], want [$want]"; fi
   done
 done
 # no worker left behind by the two-process config
 sleep 0.5
-if pgrep -f "sluice-two-process/p1" >/dev/null; then
-  echo "FAIL: a spawned worker outlived its coordinator"
-  fails=$((fails + 1))
-fi
-if ((fails)); then
-  echo "test_configs: 0 passed, $fails failed"
-  exit 1
-fi
-echo "test_configs: all passed"
+if pgrep -f "sluice-two-process/p1" >/dev/null; then bad "a spawned worker outlived its coordinator"; else ok; fi
+finish test_configs

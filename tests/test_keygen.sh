@@ -4,10 +4,8 @@
 # an existing pair is never overwritten (1, naming the file).
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
-T=$(mktemp -d /tmp/slk.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-fails=0
-checks=0
+. "$(dirname "$0")/lib/check.sh"
+scratch slk
 check() { checks=$((checks + 1)); if ! eval "$1"; then fails=$((fails + 1)); echo "FAILED: $1" >&2; fi; }
 
 "$SLUICE" keygen -o "$T/a"; rc=$?
@@ -28,5 +26,4 @@ check '[ $rc -eq 0 ] && grep -q "0600" "$T/out"'
 "$SLUICE" --help > "$T/out"
 check 'grep -q "^  keygen" "$T/out"'
 
-echo "test_keygen: $checks checks, $fails failed" >&2
-[ $fails -eq 0 ]
+finish test_keygen

@@ -5,15 +5,11 @@
 # counters move between two fetches; a second run cannot take the same port.
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
-T=$(mktemp -d)
+. "$(dirname "$0")/lib/check.sh"
+scratch slmet
+HAS_SHOW=8
 run=
-cleanup() { [ -n "$run" ] && kill -9 "$run" 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; sed 's/^/  | /' "$1" | head -8 >&2; fi; }
+at_exit '[ -n "$run" ] && kill -9 "$run" 2>/dev/null'
 fetch() { # port path -> the response, CRs dropped
     (exec 3<>/dev/tcp/127.0.0.1/"$1" && printf 'GET %s HTTP/1.0\r\n\r\n' "$2" >&3 && tr -d '\r' <&3) 2>/dev/null
 }
@@ -67,5 +63,4 @@ kill -0 "$run" 2>/dev/null && ok || bad "the run ended before the checks did: $(
 kill "$run"
 wait "$run" 2>/dev/null
 run=
-echo "test_metrics_http: $checks checks, $fails failed"
-[ $fails -eq 0 ]
+finish test_metrics_http

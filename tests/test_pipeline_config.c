@@ -47,7 +47,7 @@ static void test_unknown_keys(void)
     BAD(HEAD_ STAGES_ "sampling:\n  temp: 1\n", "pipe.yaml:9:", "sampling: unknown key 'temp'");
     BAD(HEAD_ STAGES_ "limits: {ctx: 5}\n", "pipe.yaml:8:", "limits: unknown key 'ctx'");
     BAD(HEAD_ "nodes:\n  - name: a\n    adress: tcp://h:1\n" STAGES_, "pipe.yaml:4:",
-        "nodes[0]: unknown key 'adress' (expected name, address, spawn, public_key, key)");
+        "nodes[0]: unknown key 'adress' (expected name, address, spawn, public_key, key, cores)");
     BAD("? [a, b]\n: 1\n" HEAD_ STAGES_, "pipe.yaml:1:", "keys must be plain words");
 }
 
@@ -469,7 +469,8 @@ static int same_config(const pl_config *a, const pl_config *b)
         same = strcmp(a->nodes[i].name, b->nodes[i].name) == 0 &&
                strcmp(a->nodes[i].address, b->nodes[i].address) == 0 && a->nodes[i].spawn == b->nodes[i].spawn &&
                strcmp(a->nodes[i].public_key, b->nodes[i].public_key) == 0 &&
-               strcmp(a->nodes[i].key, b->nodes[i].key) == 0;
+               strcmp(a->nodes[i].key, b->nodes[i].key) == 0 &&
+               memcmp(&a->nodes[i].cores, &b->nodes[i].cores, sizeof a->nodes[i].cores) == 0;
     same = same && a->insecure == b->insecure;
     for (int i = 0; same && i < a->n_stages; i++) {
         const pl_stage *s = &a->stages[i], *t = &b->stages[i];
@@ -779,6 +780,48 @@ static void test_failure(void)
 #undef FAILURE
 }
 
+/* Two processes on this host (the coordinator and a spawned worker) with
+ * their `cores:` lines spliced in. */
+#define TWO_PROCS_(n0_cores, n1_cores, threads) HEAD_ "nodes:\n  - name: local\n    address: ipc:///tmp/c0\n" \
+    n0_cores "  - name: p1\n    address: ipc:///tmp/c1\n    spawn: true\n" n1_cores \
+    "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 3]\n  - kind: layers\n    node: p1\n" \
+    "    layers: [3, 6]\n" threads "  - kind: head\n    node: p1\n  - kind: sample\n    node: p1\n"
+
+static void test_cores(void)
+{
+    pl_config c;
+    GOOD(&c, TWO_PROCS_("    cores: [0]\n", "    cores: [1, '2-3', 7]\n", ""));
+    CHECK(sl_cpuset_count(&c.nodes[0].cores) == 1 && sl_cpuset_has(&c.nodes[0].cores, 0));
+    char list[64];
+    CHECKF(strcmp(sl_cpuset_format(&c.nodes[1].cores, list, sizeof list), "1-3,7") == 0, "%s", list);
+    snprintf(c.model, sizeof c.model, "/abs/m.gguf"); /* a relative one is written absolute */
+    round_trip(&c, "cores.yaml");
+    GOOD(&c, TWO_PROCS_("", "", ""));
+    CHECK(sl_cpuset_count(&c.nodes[0].cores) == 0 && sl_cpuset_count(&c.nodes[1].cores) == 0);
+
+    /* bad lists: the field, and what is wrong with the item */
+    BAD(TWO_PROCS_("    cores: 3\n", "", ""), "pipe.yaml:5:", "nodes[0].cores: expected a sequence");
+    BAD(TWO_PROCS_("    cores: []\n", "", ""), "pipe.yaml:5:", "nodes[0].cores: lists no CPU");
+    BAD(TWO_PROCS_("    cores: [0, two]\n", "", ""), "pipe.yaml:5:",
+        "nodes[0].cores[1]: 'two' is not a CPU number (0..1023) or a range A-B");
+    BAD(TWO_PROCS_("    cores: [1024]\n", "", ""), "pipe.yaml:5:", "nodes[0].cores[0]: '1024' is not a CPU number");
+    BAD(TWO_PROCS_("    cores: [-1]\n", "", ""), "pipe.yaml:5:", "nodes[0].cores[0]: '-1' is not a CPU number");
+    BAD(TWO_PROCS_("    cores: ['3-1']\n", "", ""), "pipe.yaml:5:", "nodes[0].cores[0]: range '3-1' runs backwards");
+    BAD(TWO_PROCS_("    cores: ['1-2-3']\n", "", ""), "pipe.yaml:5:", "'1-2-3' is not a CPU number");
+    BAD(TWO_PROCS_("    cores: [0, '0-1']\n", "", ""), "pipe.yaml:5:", "nodes[0].cores[1]: CPU 0 is listed twice");
+    BAD(TWO_PROCS_("    cores: [[0]]\n", "", ""), "pipe.yaml:5:", "nodes[0].cores[0]: expected a scalar");
+
+    /* oversubscription the config states: shared CPUs, more threads than cores */
+    BAD(TWO_PROCS_("    cores: ['0-1']\n", "    cores: [1, 2]\n", ""), "pipe.yaml:6:",
+        "nodes[1].cores: nodes 'local' and 'p1' both run on this host and share CPU 1 (local has 0-1)");
+    BAD(TWO_PROCS_("", "    cores: [2]\n", "    threads: 4\n"), "pipe.yaml:5:",
+        "nodes[1].cores: node 'p1' has 1 core(s) (2) but its stages ask for 4 threads (layers 4)");
+    GOOD(&c, TWO_PROCS_("", "    cores: ['2-5']\n", "    threads: 4\n"));
+    /* a worker on another host may use the same CPU numbers */
+    GOOD(&c, HEAD_ "insecure: true\nnodes:\n  - name: local\n    cores: [0]\n  - name: hostb\n"
+             "    address: tcp://10.0.0.2:7100\n    cores: [0]\n" STAGES_);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmp_dir)) {
@@ -801,6 +844,7 @@ int main(void)
     test_load_errors();
     test_speculative();
     test_failure();
+    test_cores();
     remove_tmp();
     return test_finish("test_pipeline_config");
 }

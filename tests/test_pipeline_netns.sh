@@ -8,53 +8,20 @@
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-if [ "$(id -u)" -ne 0 ] || ! ip netns list >/dev/null 2>&1; then
-    echo "SKIP: test_pipeline_netns needs root and 'ip netns'"
-    exit 0
-fi
-# unique per run: parallel ctest runs must not share namespaces or links
+. "$(dirname "$0")/lib/check.sh"
+. "$(dirname "$0")/lib/netns.sh"
+ns_need test_pipeline_netns
 NA=slA$$
 NB=slB$$
 VA=slva$$
 VB=slvb$$
-T=$(mktemp -d /tmp/sln.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    for ns in "$NA" "$NB"; do
-        # processes still inside a namespace would keep it alive
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null
-    done
-    ip link del "$VA" 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; sed 's/^/  | /' "$1" | tail -5 >&2; fi; }
-wait_for() { for _ in $(seq 200); do "$@" && return 0; sleep 0.05; done; return 1; }
+scratch sln
 ids() { grep -a '^ids' "$1" | sed 's/^ids[^:]*://'; }
-
-ip netns add "$NA" && ip netns add "$NB" &&
-    ip link add "$VA" type veth peer name "$VB" &&
-    ip link set "$VA" netns "$NA" && ip link set "$VB" netns "$NB" &&
-    ip -n "$NA" addr add 10.77.0.1/24 dev "$VA" && ip -n "$NB" addr add 10.77.0.2/24 dev "$VB" &&
-    ip -n "$NA" link set "$VA" up && ip -n "$NB" link set "$VB" up &&
-    ip -n "$NA" link set lo up && ip -n "$NB" link set lo up ||
-    { echo "FAIL: cannot build the two namespaces"; exit 1; }
-
+ns_pair "$NA" "$NB" "$VA" "$VB"
 # The shipped config, with the model and the keys where its relative paths
-# point (each "host" makes its own pair; only the .pub files are shared).
-mkdir -p "$T/configs" "$T/models" "$T/keys"
-cp "$SRC/configs/two-host.yaml" "$T/configs/"
-"$SLUICE" keygen -o "$T/keys/local" && "$SLUICE" keygen -o "$T/keys/hostb" ||
-    { echo "FAIL: sluice keygen"; exit 1; }
+# point.
+hosts_setup two-host.yaml local hostb
 M=$T/models/tiny-gemma3.gguf
-cp "$SRC/models/tiny-gemma3.gguf" "$M" || { echo "FAIL: the shipped model is missing"; exit 1; }
-cd "$T" || exit 1
 
 start_worker() {
     ip netns exec "$NB" "$SLUICE" worker --listen tcp://10.77.0.2:7100 --key keys/hostb.key \
@@ -121,5 +88,4 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 has run.err "node 'hostb' \(tcp://10.77.0.3:7100\) is unreachable" "unreachable host"
 [ $ms -lt 8000 ] && ok || bad "unreachable host took $ms ms to report"
 
-echo "test_pipeline_netns: $checks checks, $fails failed"
-[ $fails -eq 0 ]
+finish test_pipeline_netns

@@ -7,27 +7,15 @@
 # process left behind.
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
-T=$(mktemp -d /tmp/slp.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    # a mount namespace's tmpfs goes with its last process; nothing else to undo
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; sed 's/^/  | /' "$1" | tail -5 >&2; fi; }
+. "$(dirname "$0")/lib/check.sh"
+# (a mount namespace's tmpfs goes with its last process: nothing else to undo at exit)
+scratch slp
 workers() { pgrep -f "worker --listen [a-z]+://$1" || true; }
 no_orphans() { local left; left=$(workers "$T"); if [ -z "$left" ]; then ok; else bad "$1: worker processes left: $(echo $left)"; fi; }
 has_workers() { [ -n "$(workers "$1")" ]; }
 no_workers() { [ -z "$(workers "$1")" ]; }
 n_workers_is() { [ "$(workers "$1" | wc -l)" -eq "$2" ]; }
 n_ready_at_least() { [ "$(grep -c 'stage(s) ready' "$1")" -ge "$2" ]; }
-# wait_for CMD...: up to 10 s for CMD to succeed
-wait_for() { for _ in $(seq 200); do "$@" && return 0; sleep 0.05; done; return 1; }
 
 cd "$T" || exit 1
 "$SLUICE" synth --arch gemma3 --size test --type q8_0 -o m.gguf >/dev/null 2>&1 || { echo "FAIL: synth"; exit 1; }
@@ -284,5 +272,4 @@ else
     echo "SKIP: model missing on a worker (needs root and unshare --mount)"
 fi
 
-echo "test_pipeline_procs: $checks checks, $fails failed"
-[ $fails -eq 0 ]
+finish test_pipeline_procs

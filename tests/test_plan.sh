@@ -9,20 +9,8 @@ set -u
 SLUICE=$(readlink -f "${SLUICE:-build/sluice}")
 SRC=$(readlink -f "${SLUICE_SRC:-$(dirname "$0")/..}")
 MODEL=$SRC/models/tiny-gemma3.gguf
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*"; }
-expect() { # STATUS CMD...
-  local want=$1
-  shift
-  "$@" >"$T/out" 2>"$T/err"
-  local got=$?
-  if [[ $got == "$want" ]]; then ok; else bad "exit $got (want $want): $*"; sed 's/^/  | /' "$T/err" | head -5; fi
-}
-has() { if grep -qE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; fi; }
+. "$(dirname "$0")/lib/check.sh"
+scratch slplan
 
 # synthetic two-socket machines and the cluster file, three model sizes
 for size in 1b 4b 12b; do
@@ -93,5 +81,4 @@ if grep -q "numa: 97" "$T/numa.yaml"; then
   has "$T/err" "NUMA node 97 does not exist" "binding to a missing NUMA node"
 else bad "the local plan names no numa node"; fi
 
-echo "test_plan: $checks checks, $fails failed"
-[[ $fails == 0 ]]
+finish test_plan

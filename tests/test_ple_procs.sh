@@ -8,13 +8,8 @@
 # refused naming the layers.
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
-T=$(mktemp -d /tmp/slple.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; tail -5 "$1" | sed 's/^/  | /' >&2; fi; }
+. "$(dirname "$0")/lib/check.sh"
+scratch slple
 
 cd "$T" || exit 1
 "$SLUICE" synth --arch gemma4 --size test --type q4_0 --seed 5 --weight-scale 0.6 -o m.gguf \
@@ -59,5 +54,4 @@ timeout 120 "$SLUICE" run -c cut.yaml -p "$PROMPT" -n 4 >cut.txt 2>cut.err && ba
 has cut.err "reads the cache of layer 2, which is outside this part's layers \[3, 8\)" \
     "a cut inside the KV-sharing layers is refused"
 
-echo "test_ple_procs: $checks checks, $fails failed"
-[ "$fails" -eq 0 ]
+finish test_ple_procs

@@ -16,51 +16,19 @@ set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 PROBE=${SLUICE_BUILD:-$(dirname "$SLUICE")}/sec_probe
-if [ "$(id -u)" -ne 0 ] || ! ip netns list >/dev/null 2>&1; then
-    echo "SKIP: test_security_netns needs root and 'ip netns'"
-    exit 0
-fi
+. "$(dirname "$0")/lib/check.sh"
+. "$(dirname "$0")/lib/netns.sh"
+ns_need test_security_netns
 [ -x "$PROBE" ] || { echo "FAIL: $PROBE is missing (build the sec_probe tool)"; exit 1; }
 NA=slsA$$
 NB=slsB$$
-VA=slsa$$
-VB=slsb$$
-T=$(mktemp -d /tmp/sls.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    for ns in "$NA" "$NB"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null
-    done
-    ip link del "$VA" 2>/dev/null
-    [ -n "${KEEP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-has() { if grep -aqF -- "$2" "$1"; then ok; else bad "$3: no '$2' in $(basename "$1")"; sed 's/^/  | /' "$1" | tail -5 >&2; fi; }
-wait_for() { for _ in $(seq 200); do "$@" && return 0; sleep 0.05; done; return 1; }
+scratch sls
 ids() { grep -a '^ids' "$1" | sed 's/^ids[^:]*://'; }
 inA() { ip netns exec "$NA" "$@"; }
 inB() { ip netns exec "$NB" "$@"; }
-
-ip netns add "$NA" && ip netns add "$NB" &&
-    ip link add "$VA" type veth peer name "$VB" &&
-    ip link set "$VA" netns "$NA" && ip link set "$VB" netns "$NB" &&
-    ip -n "$NA" addr add 10.77.0.1/24 dev "$VA" && ip -n "$NB" addr add 10.77.0.2/24 dev "$VB" &&
-    ip -n "$NA" link set "$VA" up && ip -n "$NB" link set "$VB" up &&
-    ip -n "$NA" link set lo up && ip -n "$NB" link set lo up ||
-    { echo "FAIL: cannot build the two namespaces"; exit 1; }
-
-mkdir -p "$T/configs" "$T/models" "$T/keys"
-cp "$SRC/configs/two-host.yaml" "$T/configs/"
+ns_pair "$NA" "$NB" slsa$$ slsb$$
+hosts_setup two-host.yaml local hostb stranger
 M=$T/models/tiny-gemma3.gguf
-cp "$SRC/models/tiny-gemma3.gguf" "$M" || { echo "FAIL: the shipped model is missing"; exit 1; }
-cd "$T" || exit 1
-for k in local hostb stranger; do "$SLUICE" keygen -o "keys/$k" || { echo "FAIL: keygen $k"; exit 1; }; done
 STRANGER=$(cat keys/stranger.pub)
 CTL=tcp://10.77.0.2:7100
 
@@ -80,14 +48,14 @@ grep -aq "refused" run.err worker.err && bad "refusals during a run of the right
 inA "$PROBE" hello $CTL --key keys/stranger.key --server keys/hostb.pub >probe.out 2>&1
 [ $? -eq 3 ] && ok || bad "a client with an unknown key was answered: $(cat probe.out)"
 wait_for grep -qsF -- "$STRANGER" worker.err
-has worker.err "refused a CURVE peer at 10.77.0.1 on its control sockets: public key $STRANGER is not listed" \
+has_str worker.err "refused a CURVE peer at 10.77.0.1 on its control sockets: public key $STRANGER is not listed" \
     "unknown key"
 inA "$PROBE" hello $CTL >probe.out 2>&1
 [ $? -eq 3 ] && ok || bad "a plain-text client was answered: $(cat probe.out)"
 # (a libzmq client may hang up first; this one waits for the worker to)
 inA "$PROBE" plain $CTL >probe.out 2>&1 && ok || bad "the worker did not hang up on plain text: $(cat probe.out)"
 wait_for grep -qs "does not speak CURVE" worker.err
-has worker.err "to its control socket ($CTL): it does not speak CURVE" "plain text"
+has_str worker.err "to its control socket ($CTL): it does not speak CURVE" "plain text"
 # the bytes of a session the worker accepted, sent again on a new connection
 inA "$PROBE" replay $CTL --key keys/local.key --server keys/hostb.pub --capture capture.bin >probe.out 2>&1
 rc=$?
@@ -97,7 +65,7 @@ cat probe.out
 wait_for grep -qs "handshake failed authentication" worker.err
 # (the log names the peer when it read its address before the connection
 # closed: best effort, so not required here)
-has worker.err "to its control socket ($CTL): its handshake failed authentication" "replay"
+has_str worker.err "to its control socket ($CTL): its handshake failed authentication" "replay"
 # a probe holding the coordinator's key is still answered: the worker serves on
 inA "$PROBE" hello $CTL --key keys/local.key --server keys/hostb.pub >probe.out 2>&1 && ok ||
     bad "the worker stopped answering after the refusals: $(cat probe.out)"
@@ -120,21 +88,21 @@ kill -0 "$coord" 2>/dev/null && ok || bad "the long run ended before the strange
 wait "$coord"
 [ $? -eq 0 ] && ok || bad "the long run failed: $(tail -2 long.err)"
 if ids long.err | cmp -s - <(ids longref.err); then ok; else bad "the long run's tokens differ"; fi
-has worker.err "refused a CURVE peer at 10.77.0.1 on its data sockets: public key $STRANGER is not listed" \
+has_str worker.err "refused a CURVE peer at 10.77.0.1 on its data sockets: public key $STRANGER is not listed" \
     "unknown key at a stage input"
-has worker.err "to its layers[3,6) input (tcp://10.77.0.2:7103): it does not speak CURVE" \
+has_str worker.err "to its layers[3,6) input (tcp://10.77.0.2:7103): it does not speak CURVE" \
     "plain text at a stage input"
-has long.err "refused a CURVE peer at 10.77.0.2 on its data sockets: public key $STRANGER is not listed" \
+has_str long.err "refused a CURVE peer at 10.77.0.2 on its data sockets: public key $STRANGER is not listed" \
     "unknown key at the coordinator's return socket"
 
 # ---- a coordinator the worker does not know, or that has the wrong key for it ----
 sed 's|keys/local.key|keys/stranger.key|' configs/two-host.yaml >configs/stranger.yaml
 inA "$SLUICE" run -c configs/stranger.yaml -p hi -n 2 >/dev/null 2>run.err && bad "unknown coordinator: run succeeded"
-has run.err "node 'hostb' (tcp://10.77.0.2:7100) is unreachable" "unknown coordinator"
-has run.err "the server refused this process's public key" "unknown coordinator"
+has_str run.err "node 'hostb' (tcp://10.77.0.2:7100) is unreachable" "unknown coordinator"
+has_str run.err "the server refused this process's public key" "unknown coordinator"
 sed 's|keys/hostb.pub|keys/stranger.pub|' configs/two-host.yaml >configs/wrongpub.yaml
 inA "$SLUICE" run -c configs/wrongpub.yaml -p hi -n 2 >/dev/null 2>run.err && bad "wrong worker key: run succeeded"
-has run.err "node 'hostb' (tcp://10.77.0.2:7100) is unreachable" "wrong worker key"
+has_str run.err "node 'hostb' (tcp://10.77.0.2:7100) is unreachable" "wrong worker key"
 # and the worker still serves the right coordinator
 inA "$SLUICE" run -c configs/two-host.yaml -p "$P" -n 24 --print-ids >/dev/null 2>run.err ||
     bad "run after the strangers failed: $(tail -1 run.err)"
@@ -144,17 +112,16 @@ if ids run.err | cmp -s - <(ids ref.err); then ok; else bad "run after the stran
 cp keys/hostb.key keys/open.key && chmod 644 keys/open.key
 inB "$SLUICE" worker --listen tcp://10.77.0.2:7200 --key keys/open.key --allow keys/local.pub 2>open.err
 [ $? -eq 1 ] && ok || bad "worker started with a world-readable key"
-has open.err "keys/open.key: secret key file has mode 0644" "worker key mode"
+has_str open.err "keys/open.key: secret key file has mode 0644" "worker key mode"
 sed 's|keys/local.key|keys/open.key|' configs/two-host.yaml >configs/open.yaml
 inA "$SLUICE" run -c configs/open.yaml -p hi -n 2 >/dev/null 2>run.err && bad "coordinator ran with a world-readable key"
-has run.err "open.key: secret key file has mode 0644" "coordinator key mode"
+has_str run.err "open.key: secret key file has mode 0644" "coordinator key mode"
 # and no keys at all is a config error, not a silent plain-text run
 grep -v 'key:' configs/two-host.yaml >configs/nokeys.yaml
 "$SLUICE" run -c configs/nokeys.yaml -p hi -n 2 >/dev/null 2>run.err && bad "tcp config without keys ran"
-has run.err "needs its CURVE secret key" "config without keys"
+has_str run.err "needs its CURVE secret key" "config without keys"
 inB "$SLUICE" worker --listen tcp://10.77.0.2:7200 2>open.err
 [ $? -eq 2 ] && ok || bad "worker on tcp:// without --key or --insecure did not stop with a usage error"
-has open.err "needs --key FILE and --allow KEY (or --insecure" "worker without keys"
+has_str open.err "needs --key FILE and --allow KEY (or --insecure" "worker without keys"
 
-echo "test_security_netns: $checks checks, $fails failed"
-[ $fails -eq 0 ]
+finish test_security_netns

@@ -9,14 +9,9 @@ SLUICE=$(readlink -f "${SLUICE:?set SLUICE to the sluice binary}")
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 TARGET=$SRC/models/tiny-gemma3.gguf
 DRAFT=$SRC/models/tiny-gemma3-draft.gguf
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib/check.sh"
+scratch slspec
 ids() { grep '^ids' | sed 's/^ids[^:]*://'; }
-has() { if grep -qE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; sed 's/^/  | /' "$1" | tail -5 >&2; fi; }
 
 prompts=("This program is free software; you can"
          "Licensed under the Apache License, Version 2.0 (the"
@@ -78,8 +73,4 @@ has "$T/err" "drafted ahead: [1-9][0-9]* used, [0-9]+ dropped" "pipelined draft 
 sleep 0.5
 if pgrep -f "sluice-spec-procs" >/dev/null; then bad "a spawned worker outlived its coordinator"; else ok; fi
 
-if ((fails)); then
-  echo "test_spec_cli: $fails of $checks checks failed"
-  exit 1
-fi
-echo "test_spec_cli: all $checks checks passed"
+finish test_spec_cli

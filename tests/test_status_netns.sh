@@ -10,47 +10,16 @@
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-if [ "$(id -u)" -ne 0 ] || ! ip netns list >/dev/null 2>&1; then
-    echo "SKIP: test_status_netns needs root and 'ip netns'"
-    exit 0
-fi
+. "$(dirname "$0")/lib/check.sh"
+. "$(dirname "$0")/lib/netns.sh"
+ns_need test_status_netns
 NA=stA$$
 NB=stB$$
-VA=stva$$
-VB=stvb$$
-T=$(mktemp -d /tmp/sst.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    for ns in "$NA" "$NB"; do
-        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-        ip netns del "$ns" 2>/dev/null
-    done
-    ip link del "$VA" 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; sed 's/^/  | /' "$1" | tail -12 >&2; fi; }
-wait_for() { for _ in $(seq 400); do "$@" && return 0; sleep 0.05; done; return 1; }
-
-ip netns add "$NA" && ip netns add "$NB" &&
-    ip link add "$VA" type veth peer name "$VB" &&
-    ip link set "$VA" netns "$NA" && ip link set "$VB" netns "$NB" &&
-    ip -n "$NA" addr add 10.77.0.1/24 dev "$VA" && ip -n "$NB" addr add 10.77.0.2/24 dev "$VB" &&
-    ip -n "$NA" link set "$VA" up && ip -n "$NB" link set "$VB" up &&
-    ip -n "$NA" link set lo up && ip -n "$NB" link set lo up ||
-    { echo "FAIL: cannot build the two namespaces"; exit 1; }
-
-mkdir -p "$T/configs" "$T/models" "$T/keys"
-cp "$SRC/configs/two-host.yaml" "$T/configs/"
-"$SLUICE" keygen -o "$T/keys/local" && "$SLUICE" keygen -o "$T/keys/hostb" &&
-    "$SLUICE" keygen -o "$T/keys/stranger" || { echo "FAIL: sluice keygen"; exit 1; }
-cp "$SRC/models/tiny-gemma3.gguf" "$T/models/" || { echo "FAIL: the shipped model is missing"; exit 1; }
-cd "$T" || exit 1
+HAS_SHOW=12
+WAIT_TRIES=400
+scratch sst
+ns_pair "$NA" "$NB" stva$$ stvb$$
+hosts_setup two-host.yaml local hostb stranger
 
 W=tcp://10.77.0.2:7100
 ip netns exec "$NB" "$SLUICE" worker --listen $W --key keys/hostb.key --allow keys/local.pub \
@@ -148,5 +117,4 @@ has worker3.err "cannot serve metrics on http://10.77.0.2:9200" "metrics port in
 
 kill "$coord" 2>/dev/null
 wait "$coord" 2>/dev/null
-echo "test_status_netns: $checks checks, $fails failed"
-[ $fails -eq 0 ]
+finish test_status_netns

@@ -26,6 +26,7 @@
 #include "model/config.h"
 #include "model/gguf.h"
 #include "pipeline/client.h"
+#include "util/clock.h"
 #ifdef SLUICE_HAVE_JEMALLOC
 #include <jemalloc/jemalloc.h>
 #endif
@@ -61,13 +62,6 @@ typedef struct soak {
     bool stop;
     long stray_events;           /* events for ids never submitted or already ended */
 } soak;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int count_fds(void)
 {
@@ -198,7 +192,7 @@ static void *client_main(void *arg)
         record *r = &s->rec[i];
         pthread_mutex_lock(&s->lock);
         r->prompt = i % s->n_prompts;
-        r->t_submit = now_s();
+        r->t_submit = sl_now_s();
         r->queued = true;
         s->queue[s->n_queue++] = i;
         while (!r->ended && !s->stop)
@@ -243,7 +237,7 @@ static void on_event(soak *s, const sl_event *ev)
     }
     r->terminals++;
     r->ended = true;
-    r->t_end = now_s();
+    r->t_end = sl_now_s();
     r->ok = ev->kind == SL_EV_DONE;
     if (!r->ok)
         snprintf(r->error, sizeof r->error, "%s", ev->error);
@@ -263,7 +257,7 @@ static void submit_queued(soak *s, sl_pipeline *p)
             snprintf(r->error, sizeof r->error, "submit: %.480s", err.msg);
             r->ended = true;
             r->terminals++;
-            r->t_end = now_s();
+            r->t_end = sl_now_s();
             pthread_cond_broadcast(&s->changed);
             continue;
         }
@@ -277,7 +271,7 @@ static void submit_queued(soak *s, sl_pipeline *p)
 /* The driver: the main thread, the only one to touch the pipeline. */
 static int drive(soak *s, sl_pipeline *p, double deadline_s)
 {
-    double deadline = now_s() + deadline_s;
+    double deadline = sl_now_s() + deadline_s;
     int rc = 0;
     pthread_mutex_lock(&s->lock);
     for (;;) {
@@ -287,7 +281,7 @@ static int drive(soak *s, sl_pipeline *p, double deadline_s)
             ended += s->rec[i].ended;
             waiting += s->rec[i].id && !s->rec[i].ended;
         }
-        if (ended == s->n_req || now_s() > deadline)
+        if (ended == s->n_req || sl_now_s() > deadline)
             break;
         pthread_mutex_unlock(&s->lock);
         sl_event ev;

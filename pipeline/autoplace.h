@@ -1,11 +1,11 @@
 /* Resolving `layers: auto` in a pipeline config before it runs. */
-#ifndef SLUICE_SCHED_AUTO_H
-#define SLUICE_SCHED_AUTO_H
+#ifndef SLUICE_PIPELINE_AUTOPLACE_H
+#define SLUICE_PIPELINE_AUTOPLACE_H
 
 #include "pipeline/config.h"
 
 /* Fills l0/l1 of the layers stages when they say `layers: auto` (from the
  * model's tensor table); leaves other configs alone. */
-int sl_sched_resolve_auto(pl_config *c, sl_err *err);
+int pl_config_resolve_auto(pl_config *c, sl_err *err);
 
 #endif

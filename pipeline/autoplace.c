@@ -2,14 +2,16 @@
  * the model's layers so that the slowest stage is as fast as it can be,
  * every stage getting at least one layer. Nodes are taken as alike (a
  * config does not say what its hosts can do; `sluice plan` with a cluster
- * file does), so the split balances bytes read per token. */
-#include "scheduler/auto.h"
+ * file does), so the split balances bytes read per token. The scheduler
+ * only places (plan in, plan out); writing its answer into the config is
+ * the pipeline's business, so this lives here. */
+#include "pipeline/autoplace.h"
 
 #include <stdlib.h>
 
 #include "scheduler/place.h"
 
-int sl_sched_resolve_auto(pl_config *c, sl_err *err)
+int pl_config_resolve_auto(pl_config *c, sl_err *err)
 {
     int layers[PL_MAX_STAGES], n = 0, n_auto = 0;
     for (int i = 0; i < c->n_stages; i++)
