@@ -26,7 +26,7 @@
 #include "model/forward.h"
 #include "model/kv.h"
 #include "model/model.h"
-#include "stages/draft.h"
+#include "model/lm.h"
 #include "stages/reqtab.h"
 #include "stages/sampler.h"
 #include "stages/spec.h"
@@ -64,7 +64,8 @@ typedef struct dreq {
 } dreq;
 
 typedef struct draft_stage {
-    sl_model *model;        /* NULL with prompt lookup */
+    sl_lm *lm;              /* the draft model; NULL with prompt lookup */
+    sl_model *model;        /* lm's, or NULL */
     sl_fwd *fwd;
     sl_kv *kv;
     int n_vocab, d_model;
@@ -578,9 +579,7 @@ static void destroy_draft_stage(sl_stage *s)
     draft_stage *ds = s->impl;
     if (ds) {
         sl_reqtab_free(&ds->reqs, free_req);
-        sl_kv_free(ds->kv);
-        sl_fwd_free(ds->fwd);
-        sl_model_free(ds->model);
+        sl_lm_free(ds->lm);
         free(ds->x);
         free(ds->logits);
         free(ds->row);
@@ -624,25 +623,22 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     if (!ds->lookup) {
         if (!spec->draft_model || !spec->draft_model[0])
             return sl_fail(err, "speculative decoding needs a draft model or prompt-lookup");
-        sl_model_part whole = {0, 0, true, true, false};
-        sl_model *probe = NULL;
-        /* the layer count is known only once the file is open */
-        if (sl_model_load(&probe, spec->draft_model, &whole, err))
+        if (sl_lm_load(&ds->lm, spec->draft_model, err))
             return -1;
-        whole.l1 = probe->cfg.n_layer;
-        sl_model_free(probe);
-        if (sl_model_load(&ds->model, spec->draft_model, &whole, err))
-            return -1;
+        ds->model = ds->lm->model;
     }
     if (sl_vocab_check(spec->model, ds->model ? ds->model->gguf : NULL, spec->draft_model,
                        &ds->n_vocab, err))
         return -1;
     if (ds->model) {
-        const sl_config *c = &ds->model->cfg;
-        ds->d_model = c->d_model;
-        if (sl_kv_new(&ds->kv, c, 0, c->n_layer, ds->max_seqs, ds->context, err) ||
-            sl_fwd_new(&ds->fwd, ds->model, ds->max_batch, err))
+        /* a cache slot per request, without rings: rejected drafts roll back */
+        sl_lm_size size = {.n_ctx = ds->context, .max_tokens = ds->max_batch,
+                           .n_seqs = ds->max_seqs, .kv_type = SL_TYPE_F32};
+        ds->d_model = ds->model->cfg.d_model;
+        if (sl_lm_alloc(ds->lm, &size, err))
             return -1;
+        ds->kv = ds->lm->kv;
+        ds->fwd = ds->lm->fwd;
     }
     int no_table = sl_reqtab_init(&ds->reqs, sizeof(dreq), ds->max_seqs);
     size_t rows = (size_t)ds->max_batch + 1, v = (size_t)ds->n_vocab;
