@@ -36,12 +36,12 @@ typedef struct cfg_ctx {
 } cfg_ctx;
 
 static const char *const kind_names[PL_STAGE_KIND_COUNT_] = {
-    "tokenize", "embed", "layers", "head", "sample", "draft",
+    NULL, "embed", "layers", "head", "sample", "draft",
 };
 
 const char *pl_stage_kind_name(pl_stage_kind k)
 {
-    if ((int)k < 0 || k >= PL_STAGE_KIND_COUNT_)
+    if ((int)k < 0 || k >= PL_STAGE_KIND_COUNT_ || !kind_names[k])
         return "unknown";
     return kind_names[k];
 }
@@ -487,7 +487,7 @@ static int parse_kind(const cfg_ctx *x, const yaml_node_t *n, const char *field,
     if (expect_type(x, n, YAML_SCALAR_NODE, field))
         return -1;
     for (int k = 0; k < PL_STAGE_KIND_COUNT_; k++)
-        if (scalar_is(n, kind_names[k])) {
+        if (kind_names[k] && scalar_is(n, kind_names[k])) {
             *kind = (pl_stage_kind)k;
             if (k == PL_STAGE_DRAFT)
                 break;
@@ -497,8 +497,11 @@ static int parse_kind(const cfg_ctx *x, const yaml_node_t *n, const char *field,
     if (*kind == PL_STAGE_DRAFT)
         return fail_at(x, node_line(n), field,
                        "a draft stage is not listed in stages: configure it under 'speculative:'");
+    if (scalar_is(n, "tokenize"))
+        return fail_at(x, node_line(n), field,
+                       "'tokenize' is not a stage: the driver tokenizes prompts (remove it)");
     return fail_at(x, node_line(n), field,
-                   "unknown stage kind '%s' (expected tokenize, embed, layers, head, sample)",
+                   "unknown stage kind '%s' (expected embed, layers, head, sample)",
                    show_scalar(n, shown));
 }
 
@@ -614,8 +617,7 @@ static int parse_stages(const cfg_ctx *x, pl_config *c, yaml_node_t *seq)
 static bool may_follow(int prev, pl_stage_kind next)
 {
     switch (prev) {
-    case PL_STAGE_KIND_COUNT_: return next == PL_STAGE_TOKENIZE || next == PL_STAGE_EMBED;
-    case PL_STAGE_TOKENIZE: return next == PL_STAGE_EMBED;
+    case PL_STAGE_KIND_COUNT_: return next == PL_STAGE_EMBED;
     case PL_STAGE_EMBED: return next == PL_STAGE_LAYERS;
     case PL_STAGE_LAYERS: return next == PL_STAGE_LAYERS || next == PL_STAGE_HEAD;
     case PL_STAGE_HEAD: return next == PL_STAGE_SAMPLE;
@@ -626,7 +628,6 @@ static bool may_follow(int prev, pl_stage_kind next)
 static const char *expected_after(int prev)
 {
     switch (prev) {
-    case PL_STAGE_TOKENIZE: return "embed";
     case PL_STAGE_EMBED: return "layers";
     case PL_STAGE_LAYERS: return "layers or head";
     case PL_STAGE_HEAD: return "sample";
@@ -637,7 +638,6 @@ static const char *expected_after(int prev)
 static const char *still_needed(int last)
 {
     switch (last) {
-    case PL_STAGE_TOKENIZE: return "embed, layers, head and sample";
     case PL_STAGE_EMBED: return "layers, head and sample";
     case PL_STAGE_LAYERS: return "head and sample";
     default: return "sample";
@@ -661,7 +661,7 @@ static int check_order(const cfg_ctx *x, const pl_config *c)
                            name, first_of[st->kind]);
         if (!may_follow(prev, st->kind)) {
             if (prev == PL_STAGE_KIND_COUNT_)
-                return fail_at(x, st->line, field, "a pipeline starts with tokenize or embed, not '%s'", name);
+                return fail_at(x, st->line, field, "a pipeline starts with embed, not '%s'", name);
             return fail_at(x, st->line, field, "'%s' cannot follow '%s' (expected %s)", name,
                            kind_names[prev], expected_after(prev));
         }

@@ -15,7 +15,7 @@
  *       public_key: keys/hostb.pub       # its CURVE public key: a file, or the 40 Z85
  *                                        # characters inline
  *   stages:                              # in pipeline order
- *     - kind: embed                      # tokenize | embed | layers | head | sample
+ *     - kind: embed                      # embed | layers | head | sample
  *       node: local                      # default: the first node
  *     - kind: layers
  *       layers: [0, 3]                   # [l0, l1), or: auto
@@ -46,7 +46,7 @@
  *                                        # next block while the target verifies
  *     pipelined: true                    # default: true when placement is given
  *
- * The draft stage runs first, before tokenize/embed: it extends each
+ * The draft stage runs first, before embed: it extends each
  * request's wanted row with k drafted rows; sample accepts them.
  *
  *   insecure: false                      # true: plain TCP, no keys (a warning says so)
@@ -103,8 +103,9 @@
 #define PL_PATH_MAX 1024
 
 typedef enum pl_stage_kind {
-    PL_STAGE_TOKENIZE = 0,
-    PL_STAGE_EMBED,
+    /* 0 was "tokenize", a pass-through (the driver tokenizes prompts):
+     * kept out of use so StageAssign.kind values on the wire stay */
+    PL_STAGE_EMBED = 1,
     PL_STAGE_LAYERS,
     PL_STAGE_HEAD,
     PL_STAGE_SAMPLE,

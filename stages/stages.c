@@ -1,5 +1,5 @@
-/* The stage kinds: embed, layers, head, sample (tokenize runs in the driver
- * and is a pass-through here). */
+/* The stage kinds: embed, layers, head, sample (the driver tokenizes
+ * prompts; no stage does). */
 #include "stages/stage.h"
 
 #include <stdio.h>
@@ -900,31 +900,6 @@ static int sample_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     return 0;
 }
 
-/* ---- pass-through (tokenize: the driver tokenizes) ---- */
-
-static int pass_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
-{
-    (void)s;
-    if (in->hdr->kind != SLUICE__MSG_KIND__MSG_BATCH)
-        return route_other(s, in, out, err);
-    batch_rows r;
-    sl_err why;
-    if (read_rows(s, in, &r, &why))
-        return fail_batch(s, in, out, why.msg, err);
-    const int32_t *tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r.n, &why);
-    if (!tok)
-        return fail_batch(s, in, out, why.msg, err);
-    pl_msg m;
-    if (begin_batch(&m, in, &r, err))
-        return -1;
-    if (pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, r.n, 0, tok, NULL,
-                   NULL, err)) {
-        pl_msg_close(&m);
-        return -1;
-    }
-    return out->send(out->ctx, &m, err);
-}
-
 static void destroy_plain(sl_stage *s) { free(s); }
 
 sl_kv *sl_stage_kv(sl_stage *s)
@@ -950,10 +925,6 @@ int sl_stage_create(sl_stage **out, const sl_stage_spec *spec, sl_err *err)
     s->max_batch_tokens = spec->max_batch_tokens;
     int rc = 0;
     switch (spec->kind) {
-    case PL_STAGE_TOKENIZE:
-        snprintf(s->name, sizeof s->name, "tokenize");
-        s->process = pass_process;
-        break;
     case PL_STAGE_EMBED:
         snprintf(s->name, sizeof s->name, "embed");
         s->process = embed_process;
