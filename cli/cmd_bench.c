@@ -12,12 +12,12 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/session.h"
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/probe.h"
 #include "kernels/quant.h"
+#include "model/lm.h"
 #include "util/cpus.h"
 
 static const char usage[] =
@@ -109,7 +109,7 @@ static void bytes_per_token(const sl_model *m, sl_type kv_type, int first_pos, i
 
 /* One run: prefill of n_prompt tokens at position 0, then decode steps
  * from position ctx (the cache is filled up to there). */
-static int run_once(cli_session *s, const bench_opts *o, const int32_t *prompt, float *logits,
+static int run_once(sl_lm *s, const bench_opts *o, const int32_t *prompt, float *logits,
                     op_times *pre, op_times *dec, sl_err *err)
 {
     const sl_config *c = &s->model->cfg;
@@ -252,7 +252,7 @@ static void print_ops(const char *title, const op_times *t, double per)
                t->total > 0 ? 100 * rows[i].secs / t->total : 0);
 }
 
-static void report(const bench_opts *o, const cli_session *s, const bench_result *r)
+static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
 {
     const sl_model *m = s->model;
     double pre_tps = o->n_prompt / r->prefill_s, dec_tps = 1.0 / r->decode_s;
@@ -309,13 +309,13 @@ static void report(const bench_opts *o, const cli_session *s, const bench_result
 static int bench(const char *cmd, bench_opts *o)
 {
     sl_err err = {0};
-    cli_session s = {0};
+    sl_lm *s = NULL;
     int rc = CLI_FAIL;
     float *logits = NULL;
     int32_t *prompt = NULL;
-    if (cli_session_load(&s, o->model, &err))
+    if (sl_lm_load(&s, o->model, &err))
         goto fail;
-    const sl_config *c = &s.model->cfg;
+    const sl_config *c = &s->model->cfg;
     int start = o->ctx > o->n_prompt ? o->ctx : o->n_prompt;
     int n_ctx = start + o->n_gen + 1;
     logits = malloc(sizeof(float) * (size_t)c->n_vocab);
@@ -324,8 +324,9 @@ static int bench(const char *cmd, bench_opts *o)
         sl_fail(&err, "out of memory");
         goto fail;
     }
-    s.kv_type = o->kv_type;
-    if (cli_session_alloc(&s, n_ctx, o->n_prompt, &err))
+    sl_lm_size size = {.n_ctx = n_ctx, .max_tokens = o->n_prompt, .kv_type = (sl_type)o->kv_type,
+                       .window_rings = true};
+    if (sl_lm_alloc(s, &size, &err))
         goto fail;
     uint32_t seed = 42;
     for (int i = 0; i < o->n_prompt; i++) { /* ids past the control tokens */
@@ -336,11 +337,11 @@ static int bench(const char *cmd, bench_opts *o)
         fprintf(stderr, "bench: measuring read bandwidth...\n");
     bench_result r = {0};
     r.bw = sl_probe_read_bw((size_t)256 << 20, 3);
-    bytes_per_token(s.model, (sl_type)o->kv_type, start, o->n_gen, &r);
+    bytes_per_token(s->model, (sl_type)o->kv_type, start, o->n_gen, &r);
     r.prefill_s = r.decode_s = 1e30;
     for (int rep = 0; rep < o->repeat; rep++) {
         op_times pre, dec;
-        if (run_once(&s, o, prompt, logits, &pre, &dec, &err))
+        if (run_once(s, o, prompt, logits, &pre, &dec, &err))
             goto fail;
         if (!o->json)
             fprintf(stderr, "bench: run %d/%d: prefill %.1f tok/s, decode %.1f tok/s\n", rep + 1,
@@ -354,7 +355,7 @@ static int bench(const char *cmd, bench_opts *o)
             r.decode_ops = dec;
         }
     }
-    report(o, &s, &r);
+    report(o, s, &r);
     rc = CLI_OK;
     goto done;
 fail:
@@ -362,7 +363,7 @@ fail:
 done:
     free(logits);
     free(prompt);
-    cli_session_free(&s);
+    sl_lm_free(s);
     return rc;
 }
 

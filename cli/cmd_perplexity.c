@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "cli/session.h"
+#include "model/lm.h"
 #include "util/cpus.h"
 
 static const char usage[] =
@@ -91,7 +91,7 @@ static double token_nll(const float *logits, int n_vocab, int32_t target)
 
 /* Scores rows [lo, hi) of the current batch (absolute chunk positions
  * batch_start + row), predicting chunk[pos + 1]. */
-static int score_rows(cli_session *s, const int32_t *chunk, int batch_start, int lo, int hi, float *logits,
+static int score_rows(sl_lm *s, const int32_t *chunk, int batch_start, int lo, int hi, float *logits,
                       int group, ppl_acc *acc, sl_err *err)
 {
     int n_vocab = s->model->cfg.n_vocab, d_model = s->model->cfg.d_model;
@@ -109,7 +109,7 @@ static int score_rows(cli_session *s, const int32_t *chunk, int batch_start, int
     return 0;
 }
 
-static int eval_chunk(cli_session *s, const ppl_opts *o, const int32_t *chunk, int32_t bos, float *logits,
+static int eval_chunk(sl_lm *s, const ppl_opts *o, const int32_t *chunk, int32_t bos, float *logits,
                       int group, ppl_acc *acc, sl_err *err)
 {
     int n_ctx = o->n_ctx, first = n_ctx / 2;
@@ -123,7 +123,7 @@ static int eval_chunk(cli_session *s, const ppl_opts *o, const int32_t *chunk, i
         memcpy(input, chunk + start, (size_t)n * sizeof *input);
         if (start == 0)
             input[0] = bos;
-        rc = cli_session_batch(s, input, n, start, err);
+        rc = sl_lm_batch(s, input, n, start, err);
         /* positions first .. n_ctx-2 predict the next token of the chunk */
         int lo = first > start ? first - start : 0, hi = n_ctx - 1 - start < n ? n_ctx - 1 - start : n;
         if (rc == 0 && lo < hi)
@@ -136,19 +136,19 @@ static int eval_chunk(cli_session *s, const ppl_opts *o, const int32_t *chunk, i
 static int perplexity(const char *cmd, const ppl_opts *o)
 {
     sl_err err = {{0}};
-    cli_session s;
+    sl_lm *s = NULL;
     size_t len = 0;
     char *text = read_file(o->text, &len, &err);
     if (!text)
         return cli_fail(cmd, "%s", err.msg);
-    if (cli_session_load(&s, o->model, &err)) {
+    if (sl_lm_load(&s, o->model, &err)) {
         free(text);
         return cli_fail(cmd, "%s", err.msg);
     }
     int32_t *ids = NULL, *toks = NULL;
     float *logits = NULL;
     int n = 0, rc = CLI_FAIL;
-    int rc_tok = sl_tok_encode(s.tok, text, len, &ids, &n, &err);
+    int rc_tok = sl_tok_encode(s->tok, text, len, &ids, &n, &err);
     free(text);
     if (rc_tok)
         goto fail;
@@ -157,7 +157,7 @@ static int perplexity(const char *cmd, const ppl_opts *o)
         sl_fail(&err, "out of memory");
         goto fail;
     }
-    toks[0] = sl_tok_bos(s.tok);
+    toks[0] = sl_tok_bos(s->tok);
     memcpy(toks + 1, ids, (size_t)n * sizeof *ids);
     n += 1;
     if (n < 2 * o->n_ctx) {
@@ -168,12 +168,14 @@ static int perplexity(const char *cmd, const ppl_opts *o)
     int n_chunk = n / o->n_ctx;
     if (o->max_chunks > 0 && o->max_chunks < n_chunk)
         n_chunk = o->max_chunks;
-    int n_vocab = s.model->cfg.n_vocab;
+    int n_vocab = s->model->cfg.n_vocab;
     /* logits of a few rows at a time: about 32 MiB */
     int group = (int)(8 * 1024 * 1024 / n_vocab);
     group = group < 1 ? 1 : group > o->n_batch ? o->n_batch : group;
     logits = malloc((size_t)group * (size_t)n_vocab * sizeof *logits);
-    if (!logits || cli_session_alloc(&s, o->n_ctx, o->n_batch, &err)) {
+    sl_lm_size size = {.n_ctx = o->n_ctx, .max_tokens = o->n_batch, .kv_type = SL_TYPE_F32,
+                       .window_rings = true};
+    if (!logits || sl_lm_alloc(s, &size, &err)) {
         if (!logits)
             sl_fail(&err, "out of memory");
         goto fail;
@@ -183,7 +185,7 @@ static int perplexity(const char *cmd, const ppl_opts *o)
     ppl_acc acc = {0};
     double t0 = cli_now();
     for (int i = 0; i < n_chunk; i++) {
-        if (eval_chunk(&s, o, toks + (size_t)i * (size_t)o->n_ctx, toks[0], logits, group, &acc, &err))
+        if (eval_chunk(s, o, toks + (size_t)i * (size_t)o->n_ctx, toks[0], logits, group, &acc, &err))
             goto fail;
         printf("[%d]%.4f,", i + 1, exp(acc.nll / (double)acc.count));
         fflush(stdout);
@@ -202,7 +204,7 @@ done:
     free(logits);
     free(toks);
     free(ids);
-    cli_session_free(&s);
+    sl_lm_free(s);
     return rc;
 }
 

@@ -654,68 +654,64 @@ static int json_vocab_fail(json_object *root, sl_err *err, const char *path, con
     return sl_fail(err, "%s: %s", path, what);
 }
 
-static int read_json_vocab(const char *path, int n_vocab, sl_tok_vocab *v, char ***merges,
-                           int *n_merges, sl_err *err)
+/* model.vocab: every piece at its id, <0xXX> as byte pieces. Returns what
+ * is wrong, or NULL. */
+static const char *json_vocab_pieces(json_object *vocab, sl_tok_vocab *v)
 {
-    memset(v, 0, sizeof *v);
-    *merges = NULL;
-    *n_merges = 0;
-    json_object *root = load_json(path, err), *model, *vocab, *mlist, *added;
-    if (!root)
-        return -1;
-    if (!json_object_object_get_ex(root, "model", &model) ||
-        !json_object_object_get_ex(model, "vocab", &vocab) ||
-        !json_object_is_type(vocab, json_type_object) ||
-        !json_object_object_get_ex(model, "merges", &mlist) ||
-        !json_object_is_type(mlist, json_type_array))
-        return json_vocab_fail(root, err, path, "not a BPE tokenizer (model.vocab and model.merges)");
-    int n = n_vocab;
-    v->model = "gemma4";
-    v->n = n;
-    v->tokens = calloc((size_t)n, sizeof *v->tokens);
-    v->scores = calloc((size_t)n, sizeof *v->scores);
-    v->types = calloc((size_t)n, sizeof *v->types);
-    if (!v->tokens || !v->scores || !v->types)
-        return json_vocab_fail(root, err, path, "out of memory");
     json_object_object_foreach(vocab, piece, idv) {
         int64_t id = json_object_get_int64(idv);
-        if (!json_object_is_type(idv, json_type_int) || id < 0 || id >= n)
-            return json_vocab_fail(root, err, path, "model.vocab holds an id outside vocab_size");
+        if (!json_object_is_type(idv, json_type_int) || id < 0 || id >= v->n)
+            return "model.vocab holds an id outside vocab_size";
         free(v->tokens[id]);
         v->tokens[id] = strdup(piece);
         v->types[id] = strncmp(piece, "<0x", 3) == 0 && strlen(piece) == 6 ? 6 : 1;
     }
-    if (json_object_object_get_ex(root, "added_tokens", &added) &&
-        json_object_is_type(added, json_type_array))
-        for (size_t i = 0; i < json_object_array_length(added); i++) {
-            json_object *t = json_object_array_get_idx(added, i), *idv, *content, *special;
-            if (!json_object_object_get_ex(t, "id", &idv) ||
-                !json_object_object_get_ex(t, "content", &content))
-                continue;
-            int64_t id = json_object_get_int64(idv);
-            if (id < 0 || id >= n)
-                return json_vocab_fail(root, err, path, "added_tokens holds an id outside vocab_size");
-            const char *s = json_object_get_string(content);
-            free(v->tokens[id]);
-            v->tokens[id] = strdup(s);
-            bool is_special = json_object_object_get_ex(t, "special", &special) &&
-                              json_object_get_boolean(special);
-            v->types[id] = is_special ? 3 : 4;
-            v->scores[id] = is_special ? -1000.0f : 0.0f;
-            for (size_t k = 0; k < sizeof g4_visible / sizeof g4_visible[0]; k++)
-                if (strcmp(s, g4_visible[k]) == 0)
-                    v->types[id] = 4;
-        }
+    return NULL;
+}
+
+/* added_tokens: special ones as control pieces (score -1000) except the
+ * markers the chat parser must see, the others user-defined. */
+static const char *json_added_tokens(json_object *root, sl_tok_vocab *v)
+{
+    json_object *added;
+    if (!json_object_object_get_ex(root, "added_tokens", &added) ||
+        !json_object_is_type(added, json_type_array))
+        return NULL;
+    for (size_t i = 0; i < json_object_array_length(added); i++) {
+        json_object *t = json_object_array_get_idx(added, i), *idv, *content, *special;
+        if (!json_object_object_get_ex(t, "id", &idv) ||
+            !json_object_object_get_ex(t, "content", &content))
+            continue;
+        int64_t id = json_object_get_int64(idv);
+        if (id < 0 || id >= v->n)
+            return "added_tokens holds an id outside vocab_size";
+        const char *s = json_object_get_string(content);
+        free(v->tokens[id]);
+        v->tokens[id] = strdup(s);
+        bool is_special = json_object_object_get_ex(t, "special", &special) &&
+                          json_object_get_boolean(special);
+        v->types[id] = is_special ? 3 : 4;
+        v->scores[id] = is_special ? -1000.0f : 0.0f;
+        for (size_t k = 0; k < sizeof g4_visible / sizeof g4_visible[0]; k++)
+            if (strcmp(s, g4_visible[k]) == 0)
+                v->types[id] = 4;
+    }
+    return NULL;
+}
+
+/* Names the rows past the tokenizer (unused) and finds the special ids. */
+static const char *json_vocab_finish(sl_tok_vocab *v)
+{
     v->bos_id = v->eos_id = v->unk_id = v->pad_id = -1;
-    for (int i = 0; i < n; i++) {
-        if (!v->tokens[i]) { /* rows past the tokenizer */
+    for (int i = 0; i < v->n; i++) {
+        if (!v->tokens[i]) {
             char pad[32];
             snprintf(pad, sizeof pad, "<unused_pad_%d>", i);
             v->tokens[i] = strdup(pad);
             v->types[i] = 5;
         }
         if (!v->tokens[i])
-            return json_vocab_fail(root, err, path, "out of memory");
+            return "out of memory";
         const char *s = v->tokens[i];
         if (strcmp(s, "<bos>") == 0)
             v->bos_id = i;
@@ -728,10 +724,17 @@ static int read_json_vocab(const char *path, int n_vocab, sl_tok_vocab *v, char 
             v->types[i] = 2;
         }
     }
+    return NULL;
+}
+
+/* model.merges as "left right" strings, from either form tokenizer.json
+ * writes them in. */
+static const char *json_merges(json_object *mlist, char ***merges, int *n_merges)
+{
     int nm = (int)json_object_array_length(mlist);
     *merges = calloc((size_t)nm + 1, sizeof **merges);
     if (!*merges)
-        return json_vocab_fail(root, err, path, "out of memory");
+        return "out of memory";
     *n_merges = nm;
     for (int i = 0; i < nm; i++) {
         json_object *m = json_object_array_get_idx(mlist, i);
@@ -744,11 +747,44 @@ static int read_json_vocab(const char *path, int n_vocab, sl_tok_vocab *v, char 
             if (((*merges)[i] = malloc(len)))
                 snprintf((*merges)[i], len, "%s %s", a, b);
         } else
-            return json_vocab_fail(root, err, path, "model.merges holds an entry that is neither "
-                                   "\"left right\" nor [left, right]");
+            return "model.merges holds an entry that is neither \"left right\" nor [left, right]";
         if (!(*merges)[i])
-            return json_vocab_fail(root, err, path, "out of memory");
+            return "out of memory";
     }
+    return NULL;
+}
+
+static int read_json_vocab(const char *path, int n_vocab, sl_tok_vocab *v, char ***merges,
+                           int *n_merges, sl_err *err)
+{
+    memset(v, 0, sizeof *v);
+    *merges = NULL;
+    *n_merges = 0;
+    json_object *root = load_json(path, err), *model, *vocab, *mlist;
+    if (!root)
+        return -1;
+    if (!json_object_object_get_ex(root, "model", &model) ||
+        !json_object_object_get_ex(model, "vocab", &vocab) ||
+        !json_object_is_type(vocab, json_type_object) ||
+        !json_object_object_get_ex(model, "merges", &mlist) ||
+        !json_object_is_type(mlist, json_type_array))
+        return json_vocab_fail(root, err, path, "not a BPE tokenizer (model.vocab and model.merges)");
+    v->model = "gemma4";
+    v->n = n_vocab;
+    v->tokens = calloc((size_t)n_vocab, sizeof *v->tokens);
+    v->scores = calloc((size_t)n_vocab, sizeof *v->scores);
+    v->types = calloc((size_t)n_vocab, sizeof *v->types);
+    const char *problem = !v->tokens || !v->scores || !v->types ? "out of memory" : NULL;
+    if (!problem)
+        problem = json_vocab_pieces(vocab, v);
+    if (!problem)
+        problem = json_added_tokens(root, v);
+    if (!problem)
+        problem = json_vocab_finish(v);
+    if (!problem)
+        problem = json_merges(mlist, merges, n_merges);
+    if (problem)
+        return json_vocab_fail(root, err, path, problem);
     json_object_put(root);
     return 0;
 }

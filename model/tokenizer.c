@@ -526,6 +526,31 @@ int sl_tok_encode(const sl_tokenizer *t, const char *text, size_t len, int32_t *
     return 0;
 }
 
+int sl_tok_encode_prompt(const sl_tokenizer *t, const char *text, bool bos, int32_t **ids, int *n,
+                         sl_err *err)
+{
+    int32_t *body = NULL;
+    int n_body = 0;
+    *ids = NULL;
+    *n = 0;
+    if (sl_tok_encode(t, text, strlen(text), &body, &n_body, err))
+        return -1;
+    int lead = bos && t->add_bos ? 1 : 0;
+    int32_t *all = malloc((size_t)(n_body + lead + 1) * sizeof *all);
+    if (!all) {
+        free(body);
+        return sl_fail(err, "tokenizer: out of memory for a prompt of %d tokens", n_body + lead);
+    }
+    if (lead)
+        all[0] = t->bos;
+    if (n_body)
+        memcpy(all + lead, body, (size_t)n_body * sizeof *body);
+    free(body);
+    *ids = all;
+    *n = n_body + lead;
+    return 0;
+}
+
 int sl_tok_decode(const sl_tokenizer *t, const int32_t *ids, int n, char **text, sl_err *err)
 {
     *text = NULL;

@@ -28,6 +28,11 @@ void sl_tok_free(sl_tokenizer *t);
  * <end_of_turn> as control) every control piece except bos, eos and pad is
  * recognised too, as llama.cpp does when it parses special tokens. */
 int sl_tok_encode(const sl_tokenizer *t, const char *text, size_t len, int32_t **ids, int *n, sl_err *err);
+/* A prompt's ids: BOS first when bos is asked for and the vocabulary adds
+ * one (sl_tok_add_bos), then text (NUL-terminated) encoded as above. *ids
+ * is malloc'd with room for one more id. */
+int sl_tok_encode_prompt(const sl_tokenizer *t, const char *text, bool bos, int32_t **ids, int *n,
+                         sl_err *err);
 /* Decodes ids to a malloc'd NUL-terminated string. Control pieces decode to
  * nothing; an id outside the vocabulary is an error naming its position. */
 int sl_tok_decode(const sl_tokenizer *t, const int32_t *ids, int n, char **text, sl_err *err);

@@ -4,12 +4,12 @@
 #include "model/ple.h"
 
 static const char *const kind_names[PL_STAGE_KIND_COUNT_] = {
-    "tokenize", "embed", "layers", "head", "sample", "draft",
+    NULL, "embed", "layers", "head", "sample", "draft",
 };
 
 const char *pl_stage_kind_name(pl_stage_kind k)
 {
-    if ((int)k < 0 || k >= PL_STAGE_KIND_COUNT_)
+    if ((int)k < 0 || k >= PL_STAGE_KIND_COUNT_ || !kind_names[k])
         return "unknown";
     return kind_names[k];
 }

@@ -14,8 +14,9 @@
 #include "util/err.h"
 
 typedef enum pl_stage_kind {
-    PL_STAGE_TOKENIZE = 0,
-    PL_STAGE_EMBED,
+    /* 0 was "tokenize", a pass-through (the driver tokenizes prompts):
+     * kept out of use so StageAssign.kind values on the wire stay */
+    PL_STAGE_EMBED = 1,
     PL_STAGE_LAYERS,
     PL_STAGE_HEAD,
     PL_STAGE_SAMPLE,
@@ -23,7 +24,7 @@ typedef enum pl_stage_kind {
     PL_STAGE_KIND_COUNT_
 } pl_stage_kind;
 
-/* "tokenize", "embed", ...; "unknown" for values past the kinds. */
+/* "embed", "layers", ...; "unknown" for 0 and values past the kinds. */
 const char *pl_stage_kind_name(pl_stage_kind k);
 
 /* Tokens a draft stage may draft a step: rows a verification carries per

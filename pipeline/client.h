@@ -40,6 +40,8 @@ typedef struct sl_pipeline_opts {
      * tcp://127.0.0.1:PORT+N (benchmarks of per-hop cost; tests that reach
      * a stage's input from outside). */
     const char *local_hops;
+    /* Chat turn format by name (model/chat.h); NULL: the model's own. */
+    const char *chat_format;
 } sl_pipeline_opts;
 
 void sl_pipeline_opts_default(sl_pipeline_opts *o);
@@ -57,7 +59,7 @@ typedef struct sl_gen_params {
     const char *prompt;
     int max_tokens;          /* new tokens at most */
     sl_sampling sampling;
-    bool chat;               /* Gemma turn format, stop at <end_of_turn> */
+    bool chat;               /* the model's turn format (model/chat.h), stop at its end of turn */
     bool no_bos;
 } sl_gen_params;
 

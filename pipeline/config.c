@@ -585,7 +585,7 @@ static int parse_kind(const cfg_ctx *x, const yaml_node_t *n, const char *field,
 {
     if (expect_type(x, n, YAML_SCALAR_NODE, field))
         return -1;
-    for (int k = 0; k < PL_STAGE_KIND_COUNT_; k++)
+    for (int k = PL_STAGE_EMBED; k < PL_STAGE_KIND_COUNT_; k++)
         if (scalar_is(n, pl_stage_kind_name(k))) {
             *kind = (pl_stage_kind)k;
             if (k == PL_STAGE_DRAFT)
@@ -596,8 +596,11 @@ static int parse_kind(const cfg_ctx *x, const yaml_node_t *n, const char *field,
     if (*kind == PL_STAGE_DRAFT)
         return fail_at(x, node_line(n), field,
                        "a draft stage is not listed in stages: configure it under 'speculative:'");
+    if (scalar_is(n, "tokenize"))
+        return fail_at(x, node_line(n), field,
+                       "'tokenize' is not a stage: the driver tokenizes prompts (remove it)");
     return fail_at(x, node_line(n), field,
-                   "unknown stage kind '%s' (expected tokenize, embed, layers, head, sample)",
+                   "unknown stage kind '%s' (expected embed, layers, head, sample)",
                    show_scalar(n, shown));
 }
 
@@ -713,8 +716,7 @@ static int parse_stages(const cfg_ctx *x, pl_config *c, yaml_node_t *seq)
 static bool may_follow(int prev, pl_stage_kind next)
 {
     switch (prev) {
-    case PL_STAGE_KIND_COUNT_: return next == PL_STAGE_TOKENIZE || next == PL_STAGE_EMBED;
-    case PL_STAGE_TOKENIZE: return next == PL_STAGE_EMBED;
+    case PL_STAGE_KIND_COUNT_: return next == PL_STAGE_EMBED;
     case PL_STAGE_EMBED: return next == PL_STAGE_LAYERS;
     case PL_STAGE_LAYERS: return next == PL_STAGE_LAYERS || next == PL_STAGE_HEAD;
     case PL_STAGE_HEAD: return next == PL_STAGE_SAMPLE;
@@ -725,7 +727,6 @@ static bool may_follow(int prev, pl_stage_kind next)
 static const char *expected_after(int prev)
 {
     switch (prev) {
-    case PL_STAGE_TOKENIZE: return "embed";
     case PL_STAGE_EMBED: return "layers";
     case PL_STAGE_LAYERS: return "layers or head";
     case PL_STAGE_HEAD: return "sample";
@@ -736,7 +737,6 @@ static const char *expected_after(int prev)
 static const char *still_needed(int last)
 {
     switch (last) {
-    case PL_STAGE_TOKENIZE: return "embed, layers, head and sample";
     case PL_STAGE_EMBED: return "layers, head and sample";
     case PL_STAGE_LAYERS: return "head and sample";
     default: return "sample";
@@ -760,7 +760,7 @@ static int check_order(const cfg_ctx *x, const pl_config *c)
                            name, first_of[st->kind]);
         if (!may_follow(prev, st->kind)) {
             if (prev == PL_STAGE_KIND_COUNT_)
-                return fail_at(x, st->line, field, "a pipeline starts with tokenize or embed, not '%s'", name);
+                return fail_at(x, st->line, field, "a pipeline starts with embed, not '%s'", name);
             return fail_at(x, st->line, field, "'%s' cannot follow '%s' (expected %s)", name,
                            pl_stage_kind_name(prev), expected_after(prev));
         }

@@ -20,7 +20,7 @@
  *       public_key: keys/hostb.pub       # its CURVE public key: a file, or the 40 Z85
  *                                        # characters inline
  *   stages:                              # in pipeline order
- *     - kind: embed                      # tokenize | embed | layers | head | sample
+ *     - kind: embed                      # embed | layers | head | sample
  *       node: local                      # default: the first node
  *     - kind: layers
  *       layers: [0, 3]                   # [l0, l1), or: auto
@@ -51,7 +51,7 @@
  *                                        # next block while the target verifies
  *     pipelined: true                    # default: true when placement is given
  *
- * The draft stage runs first, before tokenize/embed: it extends each
+ * The draft stage runs first, before embed: it extends each
  * request's wanted row with k drafted rows; sample accepts them.
  *
  *   insecure: false                      # true: plain TCP, no keys (a warning says so)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "model/chat.h"
 #include "model/config.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
@@ -69,6 +70,8 @@ struct sl_pipeline {
     sl_pipeline_opts opts;
     sl_config model_cfg;
     sl_tokenizer *tok;
+    const sl_chat_format *chat; /* NULL: chat_err says why there is none */
+    sl_err chat_err;
     void *zctx;
     void *to_first;         /* PUSH to stage 0 */
     void *from_last;        /* PULL from the last stage */
@@ -256,35 +259,19 @@ static void done_req(sl_pipeline *p, request *r, const char *stop)
 
 int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids, int *n, sl_err *err)
 {
-    char *wrapped = NULL;
     const char *text = gp->prompt ? gp->prompt : "";
+    char *chat_text = NULL;
     if (gp->chat) {
-        size_t len = strlen(text) + 96;
-        if (!(wrapped = malloc(len)))
-            return sl_fail(err, "out of memory");
-        snprintf(wrapped, len, "<start_of_turn>user\n%s<end_of_turn>\n<start_of_turn>model\n", text);
-        text = wrapped;
+        if (!p->chat)
+            return sl_fail(err, "%s", p->chat_err.msg);
+        sl_chat_msg turn = {SL_CHAT_USER, text};
+        if (sl_chat_apply(p->chat, &turn, 1, true, &chat_text, err))
+            return -1;
+        text = chat_text;
     }
-    int32_t *body = NULL;
-    int n_body = 0;
-    int rc = sl_tok_encode(p->tok, text, strlen(text), &body, &n_body, err);
-    free(wrapped);
-    if (rc)
-        return -1;
-    int bos = !gp->no_bos && sl_tok_add_bos(p->tok) ? 1 : 0;
-    int32_t *all = malloc((size_t)(n_body + bos + 1) * sizeof *all);
-    if (!all) {
-        free(body);
-        return sl_fail(err, "out of memory");
-    }
-    if (bos)
-        all[0] = sl_tok_bos(p->tok);
-    if (n_body)
-        memcpy(all + bos, body, (size_t)n_body * sizeof *body);
-    free(body);
-    *ids = all;
-    *n = n_body + bos;
-    return 0;
+    int rc = sl_tok_encode_prompt(p->tok, text, !gp->no_bos, ids, n, err);
+    free(chat_text);
+    return rc;
 }
 
 int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl_err *err)
@@ -297,8 +284,10 @@ int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl
     }
     if (gp->max_tokens < 1)
         return sl_fail(err, "a request must ask for at least one token");
-    if (gp->chat && sl_tok_piece_id(p->tok, "<end_of_turn>") < 0)
-        return sl_fail(err, "chat mode needs <start_of_turn>/<end_of_turn> in the vocabulary");
+    int32_t end_of_turn = -1;
+    if (gp->chat && (!p->chat ? sl_fail(err, "%s", p->chat_err.msg)
+                              : sl_chat_check_vocab(p->chat, p->tok, &end_of_turn, err)))
+        return -1;
     request *r = calloc(1, sizeof *r);
     if (!r)
         return sl_fail(err, "out of memory");
@@ -319,7 +308,7 @@ int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl
     r->sampling = gp->sampling;
     r->slot = -1;
     r->stop_a = sl_tok_eos(p->tok);
-    r->stop_b = gp->chat ? sl_tok_piece_id(p->tok, "<end_of_turn>") : -1;
+    r->stop_b = end_of_turn;
     r->id = ++p->next_req_id;
     r->t_submit = sl_now_s();
     r->state = RQ_WAIT_SLOT;
@@ -812,6 +801,11 @@ static int load_tokenizer(sl_pipeline *p, sl_err *err)
     if (gguf_open(&f, p->cfg.model, err))
         return -1;
     int rc = sl_config_from_gguf(&p->model_cfg, f, err) || sl_tok_load_gguf(&p->tok, f, err);
+    /* a chat format the model does not name is an error only for chat requests */
+    if (rc == 0 && p->opts.chat_format)
+        rc = sl_chat_by_name(&p->chat, p->opts.chat_format, err);
+    else if (rc == 0 && sl_chat_from_gguf(&p->chat, f, p->tok, &p->chat_err))
+        p->chat = NULL;
     gguf_close(f);
     return rc ? -1 : 0;
 }

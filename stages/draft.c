@@ -1,323 +1,683 @@
-#include "stages/draft.h"
-
-#include <limits.h>
+/* The draft stage of speculative decoding. It runs first in the pipeline:
+ * every BATCH passes through it, and where a request's last row is wanted
+ * (the row whose logits give its next token) it appends k rows holding
+ * drafted tokens at the following positions, each also wanted. The target
+ * stages verify all k+1 positions in one pass and the sample stage accepts
+ * a prefix (sample.c). A draft model's distributions travel with the rows
+ * when the request samples (temperature > 0), so acceptance can follow
+ * the min(1, p/q) rule; greedy requests and prompt lookup need none.
+ *
+ * The stage learns what was accepted from the next batch of the request:
+ * its first row sits at position base + 1 + accepted, where base is the
+ * row it extended. It keeps each request's accepted text (for prompt
+ * lookup, and to bring the draft model's cache up to date lazily) and its
+ * own KV cache slot per request, the slot the driver gave the request.
+ *
+ * Pipelined (its own thread, or node): once a block is sent, the stage
+ * uses idle time to draft the block after it, assuming every drafted token
+ * is accepted and the target's bonus token is the draft's own guess. When
+ * the next batch proves that, the block is ready at once; otherwise the
+ * work is dropped (its cache positions are truncated away). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "model/tokenizer.h"
+#include "model/forward.h"
+#include "model/kv.h"
+#include "model/model.h"
+#include "model/lm.h"
+#include "stages/reqtab.h"
+#include "stages/sampler.h"
+#include "stages/spec.h"
+#include "stages/kinds.h"
+#include "util/clock.h"
+#include "util/mem.h"
 
-struct sl_lm {
-    sl_model *model;
-    sl_kv *kv;
-    sl_fwd *fwd;
-    int max_tokens;
-    float *x;        /* max_tokens rows of d_model */
-    float *logits;   /* max_tokens rows of n_vocab */
-    int32_t *seq;
-    int32_t *pos;
-};
-
-int sl_lm_open(sl_lm **out, const char *path, int n_ctx, int max_tokens, sl_err *err)
-{
-    sl_lm *lm = calloc(1, sizeof *lm);
-    if (!lm)
-        return sl_fail(err, "out of memory opening %s", path);
-    lm->max_tokens = max_tokens;
-    sl_model_part whole = {.l0 = 0, .l1 = 0, .embed = true, .head = true};
-    sl_model *probe = NULL;
-    /* the layer count is known only once the file is open */
-    if (sl_model_load(&probe, path, &whole, err) < 0)
-        goto fail;
-    whole.l1 = probe->cfg.n_layer;
-    sl_model_free(probe);
-    if (sl_model_load(&lm->model, path, &whole, err) < 0)
-        goto fail;
-    const sl_config *c = &lm->model->cfg;
-    if (sl_kv_new(&lm->kv, c, 0, c->n_layer, 1, n_ctx, err) < 0 ||
-        sl_fwd_new(&lm->fwd, lm->model, max_tokens, err) < 0)
-        goto fail;
-    lm->x = malloc((size_t)max_tokens * c->d_model * sizeof *lm->x);
-    lm->logits = malloc((size_t)max_tokens * c->n_vocab * sizeof *lm->logits);
-    lm->seq = calloc((size_t)max_tokens, sizeof *lm->seq);
-    lm->pos = malloc((size_t)max_tokens * sizeof *lm->pos);
-    if (!lm->x || !lm->logits || !lm->seq || !lm->pos) {
-        sl_fail(err, "out of memory opening %s", path);
-        goto fail;
-    }
-    *out = lm;
-    return 0;
-fail:
-    sl_lm_free(lm);
-    return -1;
-}
-
-void sl_lm_free(sl_lm *lm)
-{
-    if (!lm)
-        return;
-    sl_fwd_free(lm->fwd);
-    sl_kv_free(lm->kv);
-    sl_model_free(lm->model);
-    free(lm->x);
-    free(lm->logits);
-    free(lm->seq);
-    free(lm->pos);
-    free(lm);
-}
-
-const sl_model *sl_lm_model(const sl_lm *lm) { return lm->model; }
-sl_kv *sl_lm_kv(sl_lm *lm) { return lm->kv; }
-int sl_lm_len(const sl_lm *lm) { return sl_kv_len(lm->kv, 0); }
-void sl_lm_truncate(sl_lm *lm, int len) { sl_kv_truncate(lm->kv, 0, len); }
-
-int sl_lm_eval(sl_lm *lm, const int32_t *tokens, int n, const float **logits, sl_err *err)
-{
-    if (n < 1 || n > lm->max_tokens)
-        return sl_fail(err, "batch of %d tokens outside 1..%d", n, lm->max_tokens);
-    int base = sl_lm_len(lm);
-    for (int i = 0; i < n; i++)
-        lm->pos[i] = base + i;
-    sl_batch b = {.n_tokens = n, .token = tokens, .seq = lm->seq, .pos = lm->pos};
-    if (sl_embed(lm->model, tokens, n, lm->x, err) < 0 ||
-        sl_forward_layers(lm->fwd, lm->kv, &b, lm->x, err) < 0 ||
-        sl_head(lm->fwd, lm->x, n, lm->logits, err) < 0)
-        return -1;
-    *logits = lm->logits;
-    return 0;
-}
-
-/* Index of the first token whose piece differs, or -1 when all agree. */
-static int first_piece_mismatch(const sl_tokenizer *a, const sl_tokenizer *b, int n_vocab)
-{
-    char pa[256], pb[256];
-    for (int id = 0; id < n_vocab; id++) {
-        int na = sl_tok_piece_bytes(a, id, pa, sizeof pa);
-        int nb = sl_tok_piece_bytes(b, id, pb, sizeof pb);
-        if (na != nb || (na > 0 && memcmp(pa, pb, (size_t)na) != 0))
-            return id;
-    }
-    return -1;
-}
-
-/* The draft's vocabulary against the target's: same size, same pieces. */
-static int compare_vocab(const gguf_file *target, const char *target_path, const gguf_file *draft,
-                         const char *draft_path, sl_err *err)
-{
-    sl_config tc, dc;
-    if (sl_config_from_gguf(&tc, target, err) || sl_config_from_gguf(&dc, draft, err))
-        return -1;
-    if (dc.n_vocab != tc.n_vocab)
-        return sl_fail(err, "draft %s has a vocabulary of %d tokens but target %s has %d",
-                       draft_path, dc.n_vocab, target_path, tc.n_vocab);
-    sl_tokenizer *tt = NULL, *td = NULL;
-    int rc = 0;
-    if (sl_tok_load_gguf(&tt, target, err) || sl_tok_load_gguf(&td, draft, err)) {
-        rc = -1;
-    } else {
-        int id = first_piece_mismatch(tt, td, tc.n_vocab);
-        if (id >= 0)
-            rc = sl_fail(err, "draft %s and target %s differ at vocabulary piece %d", draft_path,
-                         target_path, id);
-    }
-    sl_tok_free(tt);
-    sl_tok_free(td);
-    return rc;
-}
-
-int sl_vocab_check(const char *target_path, const gguf_file *draft, const char *draft_path,
-                   int *n_vocab, sl_err *err)
-{
-    gguf_file *tf;
-    if (gguf_open(&tf, target_path, err))
-        return -1;
-    sl_config tc;
-    int rc = sl_config_from_gguf(&tc, tf, err);
-    if (rc == 0)
-        *n_vocab = tc.n_vocab;
-    /* a model drafting for itself needs no comparison */
-    char real_t[PATH_MAX], real_d[PATH_MAX];
-    bool same_file = draft && realpath(target_path, real_t) && realpath(draft_path, real_d) &&
-                     strcmp(real_t, real_d) == 0;
-    if (rc == 0 && draft && !same_file)
-        rc = compare_vocab(tf, target_path, draft, draft_path, err);
-    gguf_close(tf);
-    return rc;
-}
-
-int sl_lm_check_vocab(const sl_lm *target, const char *target_path, const sl_lm *draft,
-                      const char *draft_path, sl_err *err)
-{
-    return compare_vocab(target->model->gguf, target_path, draft->model->gguf, draft_path, err);
-}
-
-/* Evaluates n tokens in batches the scratch holds (long prompts);
- * *logits then holds the rows of the last batch, *last_row the index of
- * the final token's row in it. */
-static int eval_chunked(sl_lm *lm, const int32_t *tokens, int n, const float **logits,
-                        int *last_row, sl_err *err)
-{
-    for (int at = 0; at < n; at += lm->max_tokens) {
-        int len = n - at < lm->max_tokens ? n - at : lm->max_tokens;
-        if (sl_lm_eval(lm, tokens + at, len, logits, err) < 0)
-            return -1;
-        *last_row = len - 1;
-    }
-    return 0;
-}
-
-/* Brings the draft's cache up to all of hist but its last token. */
-static int draft_catch_up(sl_lm *draft, const int32_t *hist, int n_hist, sl_err *err)
-{
-    const float *unused;
-    int row, len = sl_lm_len(draft);
-    if (len < n_hist - 1)
-        return eval_chunked(draft, hist + len, n_hist - 1 - len, &unused, &row, err);
-    return 0;
-}
-
-/* Proposes k tokens greedily after hist's last token. */
-static int draft_propose(sl_lm *draft, const int32_t *hist, int n_hist, int k, int32_t *drafted,
-                         sl_err *err)
-{
-    if (draft_catch_up(draft, hist, n_hist, err) < 0)
-        return -1;
-    int n_vocab = draft->model->cfg.n_vocab;
-    int32_t tok = hist[n_hist - 1];
-    for (int i = 0; i < k; i++) {
-        const float *logits;
-        if (sl_lm_eval(draft, &tok, 1, &logits, err) < 0)
-            return -1;
-        tok = drafted[i] = sl_argmax(logits, n_vocab);
-    }
-    return 0;
-}
-
-/* Prompt lookup sizes: bigram to 4-gram matches, as far back as the
- * history goes. */
 #define LOOKUP_NGRAM_MIN 1
 #define LOOKUP_NGRAM_MAX 4
-#define SPEC_K_MAX SL_SPEC_K_MAX
 
-/* State of one speculative generation. */
-typedef struct spec_run {
-    sl_lm *target, *draft;
-    const sl_spec_opts *opts;
+typedef struct dreq {
+    sl_reqtab_key key;      /* first: the table's */
+    bool broken;            /* lost track of the text: drafts nothing more */
+    int seq;                /* KV slot (the driver's) */
+    int32_t *hist;          /* accepted text: positions 0..n_hist-1 */
+    int n_hist, cap;
+    sl_sampler *sampler;    /* the request's transforms (temperature, top-k, ...) */
+    sl_rng rng;             /* draws of drafted tokens */
+    bool sampled;           /* temperature > 0: q travels with the drafts */
+    /* the block last sent: rows base+1..base+k hold drafted[] */
+    int base, k;
+    int32_t drafted[SL_SPEC_K_MAX];
+    float *q;               /* k rows of n_vocab (sampled requests) */
+    double t_sent;          /* when the request's last wanted row left */
+    int sent_rows;          /* rows of the batch it left in (0: nothing pending) */
+    /* drafted ahead (pipelined): valid when the target emits guess after
+     * accepting all of drafted[] */
+    bool ahead;
+    int32_t guess;
+    int ahead_k;
+    int32_t ahead_tok[SL_SPEC_K_MAX];
+    float *ahead_q;
+    bool ahead_tried;       /* this block's look-ahead is done (or not worth it) */
+    /* adaptive k */
     sl_spec_stats stats;
-    double draft_seconds, target_seconds; /* for the cost ratio of auto k */
-    long draft_tokens, target_steps;
-    long step;
-} spec_run;
+    unsigned long steps;    /* wanted rows sent */
+} dreq;
 
-static double now_seconds(void)
+typedef struct draft_stage {
+    sl_lm *lm;              /* the draft model; NULL with prompt lookup */
+    sl_model *model;        /* lm's, or NULL */
+    sl_fwd *fwd;
+    sl_kv *kv;
+    int n_vocab, d_model;
+    int max_batch, context, max_seqs;
+    int k_max;
+    bool auto_k, lookup, pipelined;
+    sl_reqtab reqs;         /* dreq by request id */
+    /* forward scratch */
+    float *x, *logits, *row;
+    int32_t *tok, *seq, *pos, *ids;
+    float *probs;
+    /* the outgoing batch */
+    uint64_t *o_req;
+    int32_t *o_seq, *o_pos, *o_tok, *o_draft;
+    uint8_t *o_flags;
+    const float **o_qsrc;   /* per drafted row: its q row, NULL when one-hot */
+    dreq **wanted;          /* requests whose output this batch asks for */
+    /* cost of one drafted token, and verification time against rows, for
+     * adaptive k */
+    double draft_s;
+    long draft_tokens;
+    sl_cost_fit fit;
+    /* statistics */
+    long blocks, drafted_tokens, ahead_hits, ahead_misses;
+} draft_stage;
+
+/* ---- request table ---- */
+
+static dreq *find_req(draft_stage *ds, uint64_t id, bool create)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    bool created;
+    dreq *r = sl_reqtab_find(&ds->reqs, id, create, &created);
+    if (created) {
+        r->base = -1;
+        r->seq = -1;
+        sl_spec_stats_init(&r->stats);
+    }
+    return r;
 }
 
-/* k for this step: fixed, or the best for the running acceptance rate and
- * the measured draft/target cost ratio. A k of 0 stops measuring, so every
- * 8th step still drafts one token to notice when the text turns easy. */
-static int step_k(const spec_run *r)
+static void free_req(void *entry)
 {
-    int k_max = r->opts->k;
-    if (!r->opts->auto_k || k_max <= 0)
-        return k_max;
-    double ratio = 0.0; /* prompt lookup drafts for free */
-    if (!r->opts->prompt_lookup && r->draft_tokens > 0 && r->target_steps > 0)
-        ratio = (r->draft_seconds / r->draft_tokens) / (r->target_seconds / r->target_steps);
-    int k = sl_spec_best_k(r->stats.alpha_ewma, ratio, k_max);
-    return k == 0 && r->step % 8 == 0 ? 1 : k;
+    dreq *r = entry;
+    sl_sampler_free(r->sampler);
+    free(r->hist);
+    free(r->q);
+    free(r->ahead_q);
 }
 
-/* Drafts up to k tokens into drafted; returns how many. */
-static int propose(spec_run *r, const int32_t *hist, int n_hist, int k, int32_t *drafted,
-                   sl_err *err)
+static void drop_req(draft_stage *ds, uint64_t id)
 {
-    if (k == 0)
+    dreq *r = find_req(ds, id, false);
+    if (r && ds->kv && r->seq >= 0)
+        sl_kv_clear(ds->kv, r->seq);
+    sl_reqtab_drop(&ds->reqs, id, free_req);
+}
+
+static int hist_push(dreq *r, const int32_t *tok, int n)
+{
+    if (r->n_hist + n > r->cap) {
+        int cap = r->cap ? r->cap : 64;
+        while (cap < r->n_hist + n)
+            cap *= 2;
+        int32_t *h = realloc(r->hist, (size_t)cap * sizeof *h);
+        if (!h)
+            return -1;
+        r->hist = h;
+        r->cap = cap;
+    }
+    memcpy(r->hist + r->n_hist, tok, (size_t)n * sizeof *tok);
+    r->n_hist += n;
+    return 0;
+}
+
+/* Sampling settings arrive with a request's first batch. */
+static int add_params(draft_stage *ds, const Sluice__ReqParams *p, sl_err *err)
+{
+    dreq *r = find_req(ds, p->request_id, true);
+    if (!r)
+        return sl_fail(err, "too many requests in flight (%d)", ds->reqs.cap);
+    if (r->sampler)
         return 0;
-    if (r->opts->prompt_lookup)
-        return sl_prompt_lookup(hist, n_hist, LOOKUP_NGRAM_MIN, LOOKUP_NGRAM_MAX, k, drafted);
-    double t0 = now_seconds();
-    if (draft_propose(r->draft, hist, n_hist, k, drafted, err) < 0)
+    sl_sampling sp;
+    sl_sampling_defaults(&sp);
+    sp.temperature = p->temperature;
+    sp.top_k = p->top_k;
+    sp.top_p = p->top_p > 0.0f ? p->top_p : 1.0f;
+    sp.min_p = p->min_p;
+    sp.repeat_penalty = 1.0f; /* the draft's q may differ from p: acceptance corrects it */
+    sp.seed = p->seed;
+    r->sampled = sp.temperature > 0.0f;
+    sl_rng_seed(&r->rng, p->seed ^ 0xD1B54A32D192ED03ull);
+    if (!ds->lookup && !(r->sampler = sl_sampler_new(&sp, ds->n_vocab)))
+        return sl_fail(err, "out of memory");
+    if (r->sampled && !ds->lookup &&
+        (!(r->q = malloc((size_t)ds->k_max * ds->n_vocab * sizeof(float))) ||
+         !(r->ahead_q = malloc((size_t)ds->k_max * ds->n_vocab * sizeof(float)))))
+        return sl_fail(err, "out of memory");
+    return 0;
+}
+
+/* ---- the draft model ---- */
+
+/* Runs rows through the draft model; the logits of the rows listed in
+ * want (indices into the rows, ascending) go to ds->logits in that order. */
+static int eval_rows(draft_stage *ds, int n, const int *want, int n_want, sl_err *err)
+{
+    double t0 = sl_now_s();
+    sl_batch b = {.n_tokens = n, .token = ds->tok, .seq = ds->seq, .pos = ds->pos};
+    if (sl_embed(ds->model, ds->tok, n, ds->x, err) ||
+        sl_forward_layers(ds->fwd, ds->kv, &b, ds->x, err))
         return -1;
-    r->draft_seconds += now_seconds() - t0;
-    r->draft_tokens += k;
+    for (int i = 0; i < n_want; i++)
+        if (want[i] != i)
+            memmove(ds->x + (size_t)i * ds->d_model, ds->x + (size_t)want[i] * ds->d_model,
+                    (size_t)ds->d_model * sizeof(float));
+    if (n_want && sl_head(ds->fwd, ds->x, n_want, ds->logits, err))
+        return -1;
+    ds->draft_s += sl_now_s() - t0;
+    return 0;
+}
+
+/* Picks the drafted token from a row of draft logits (modified); with a
+ * sampled request also writes the distribution it came from to q. */
+static int32_t draft_pick(draft_stage *ds, dreq *r, float *logits, float *q)
+{
+    if (!r->sampled)
+        return sl_argmax(logits, ds->n_vocab);
+    sl_spec_dense_probs(r->sampler, logits, ds->n_vocab, ds->ids, ds->probs, q);
+    return sl_spec_sample_dense(q, ds->n_vocab, &r->rng);
+}
+
+/* Brings a request's cache up to all of its text (hist[kv_len..n_hist))
+ * and leaves the last row's logits in ds->logits. Long catch-ups (a
+ * prompt) go in chunks. */
+static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
+{
+    int len = sl_kv_len(ds->kv, r->seq);
+    if (len >= r->n_hist) { /* nothing new: re-evaluate the last token */
+        sl_kv_truncate(ds->kv, r->seq, r->n_hist - 1);
+        len = r->n_hist - 1;
+    }
+    while (len < r->n_hist) {
+        int n = r->n_hist - len < ds->max_batch ? r->n_hist - len : ds->max_batch;
+        for (int i = 0; i < n; i++) {
+            ds->tok[i] = r->hist[len + i];
+            ds->seq[i] = r->seq;
+            ds->pos[i] = len + i;
+        }
+        int want = n - 1;
+        if (eval_rows(ds, n, &want, 1, err))
+            return -1;
+        len += n;
+    }
+    return 0;
+}
+
+/* Drafts k tokens after the request's text with the draft model: out and
+ * (sampled) q get them. The cache ends holding the text and all drafted
+ * tokens but the last. */
+static int draft_model_block(draft_stage *ds, dreq *r, int k, int32_t *out, float *q, sl_err *err)
+{
+    if (catch_up(ds, r, err))
+        return -1;
+    size_t v = (size_t)ds->n_vocab;
+    out[0] = draft_pick(ds, r, ds->logits, q);
+    for (int j = 1; j < k; j++) {
+        ds->tok[0] = out[j - 1];
+        ds->seq[0] = r->seq;
+        ds->pos[0] = r->n_hist + j - 1;
+        int want = 0;
+        if (eval_rows(ds, 1, &want, 1, err))
+            return -1;
+        out[j] = draft_pick(ds, r, ds->logits, q ? q + (size_t)j * v : NULL);
+    }
+    ds->draft_tokens += k;
+    return 0;
+}
+
+/* ---- choosing k ---- */
+
+/* k for this step. Auto: the best k for the request's acceptance rate and
+ * the measured costs: a verification's round trip fitted against its rows
+ * (fixed + per row), and a drafted token (free for prompt lookup, hidden
+ * when drafting ahead). Until the fit can tell fixed from per-row cost,
+ * steps alternate between k_max and 1 to measure both; every 16th step
+ * tries another k so the fit keeps seeing a spread. */
+static int choose_k(draft_stage *ds, dreq *r, int room)
+{
+    int k = ds->k_max;
+    if (ds->auto_k && ds->k_max > 0) {
+        double fixed, per_row;
+        double draft_token = ds->lookup || ds->pipelined || ds->draft_tokens == 0
+                                 ? 0.0 : ds->draft_s / (double)ds->draft_tokens;
+        if (!sl_cost_fit_get(&ds->fit, &fixed, &per_row)) {
+            k = r->steps % 2 ? 1 : ds->k_max;
+        } else {
+            k = sl_spec_best_k_timed(r->stats.alpha_ewma, fixed, per_row, draft_token, ds->k_max);
+            if (r->steps % 16 == 15)
+                k = (int)((r->steps / 16) % (unsigned long)ds->k_max) + 1;
+            /* k = 0 measures no acceptance: every 8th step still drafts one
+             * token to notice when the text turns easy */
+            if (k == 0 && r->steps % 8 == 0)
+                k = 1;
+        }
+    }
+    return k < room ? k : room;
+}
+
+/* ---- following the verifications ---- */
+
+/* Settles what the previous block of r became, now that its next batch
+ * starts at position pos with token first. Returns true when the block
+ * drafted ahead is valid (then the cache already holds it). */
+static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
+{
+    bool ahead_ok = false;
+    if (r->sent_rows > 0) {
+        sl_cost_fit_add(&ds->fit, r->sent_rows, sl_now_s() - r->t_sent);
+        r->sent_rows = 0;
+    }
+    if (r->base >= 0) {
+        int accepted = pos - r->base - 1;
+        if (accepted < 0 || accepted > r->k || r->n_hist != r->base + 1) {
+            r->broken = true; /* not a continuation of what we drafted */
+        } else {
+            hist_push(r, r->drafted, accepted);
+            sl_spec_stats_add(&r->stats, r->k, accepted);
+            ahead_ok = r->ahead && accepted == r->k && first == r->guess && n_rows == 1;
+            if (r->ahead)
+                ahead_ok ? ds->ahead_hits++ : ds->ahead_misses++;
+        }
+        r->base = -1;
+    }
+    r->ahead = false;
+    if (!r->broken && r->n_hist != pos)
+        r->broken = true;
+    if (ds->kv && r->seq >= 0 && !ahead_ok && sl_kv_len(ds->kv, r->seq) > pos)
+        sl_kv_truncate(ds->kv, r->seq, pos);
+    return ahead_ok;
+}
+
+/* Drafts up to k tokens for r (its text now ending with the row at
+ * position base); returns how many. */
+static int propose(draft_stage *ds, dreq *r, int k, bool ahead_ok, sl_err *err)
+{
+    if (k <= 0 || r->broken)
+        return 0;
+    if (ds->lookup)
+        return sl_prompt_lookup(r->hist, r->n_hist, LOOKUP_NGRAM_MIN, LOOKUP_NGRAM_MAX, k, r->drafted);
+    if (ahead_ok && r->ahead_k > 0) {
+        int n = r->ahead_k < k ? r->ahead_k : k;
+        memcpy(r->drafted, r->ahead_tok, (size_t)n * sizeof *r->drafted);
+        if (r->sampled)
+            memcpy(r->q, r->ahead_q, (size_t)n * ds->n_vocab * sizeof(float));
+        /* the cache holds the text and ahead_k - 1 drafted tokens */
+        sl_kv_truncate(ds->kv, r->seq, r->n_hist + n - 1);
+        return n;
+    }
+    if (draft_model_block(ds, r, k, r->drafted, r->sampled ? r->q : NULL, err))
+        return -1;
     return k;
 }
 
-/* One verification: target runs hist's last token + the drafted ones and
- * emits accepted + 1 tokens into hist. Returns the count emitted. */
-static int verify_step(spec_run *r, int32_t *hist, int n_hist, sl_err *err)
+/* ---- the batch ---- */
+
+/* A batch's rows: the rows every stage reads (and their limits), and the
+ * tokens. */
+typedef struct in_rows {
+    sl_batch_rows b;
+    const int32_t *tok;
+} in_rows;
+
+static int read_in(sl_stage *s, const pl_msg *in, in_rows *r, sl_err *why)
 {
-    int32_t batch[SPEC_K_MAX + 1], target_tok[SPEC_K_MAX + 1], emitted[SPEC_K_MAX + 1];
-    int k = propose(r, hist, n_hist, step_k(r), batch + 1, err);
-    if (k < 0)
+    if (sl_stage_read_rows(s, in, &r->b, why))
         return -1;
-    batch[0] = hist[n_hist - 1];
-    const float *logits;
-    double t0 = now_seconds();
-    if (sl_lm_eval(r->target, batch, k + 1, &logits, err) < 0)
-        return -1;
-    r->target_seconds += now_seconds() - t0;
-    r->target_steps++;
-    int n_vocab = r->target->model->cfg.n_vocab;
-    for (int i = 0; i <= k; i++)
-        target_tok[i] = sl_argmax(logits + (size_t)i * n_vocab, n_vocab);
-    int n_emit = sl_spec_accept_greedy(target_tok, batch + 1, k, emitted);
-    /* the cache keeps the last accepted token and the accepted drafts */
-    int keep = n_hist + n_emit - 1;
-    sl_lm_truncate(r->target, keep);
-    if (r->draft && sl_lm_len(r->draft) > keep)
-        sl_lm_truncate(r->draft, keep);
-    if (k > 0)
-        sl_spec_stats_add(&r->stats, k, n_emit - 1);
-    r->step++;
-    memcpy(hist + n_hist, emitted, (size_t)n_emit * sizeof *emitted);
-    return n_emit;
+    r->tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r->b.n, why);
+    return r->tok ? 0 : -1;
 }
 
-int sl_spec_generate_greedy(sl_lm *target, sl_lm *draft, const sl_spec_opts *opts,
-                            const int32_t *prompt, int n_prompt, int n_gen, int32_t *out,
-                            sl_spec_stats *stats, sl_err *err)
+/* Checks a request's rows [i0, i1) (their slots and positions are within
+ * the stage's limits already) and takes their slot. */
+static int take_rows(draft_stage *ds, dreq *r, const in_rows *in, uint32_t i0, uint32_t i1, sl_err *why)
 {
-    int k_max = target->max_tokens - 1 < SPEC_K_MAX ? target->max_tokens - 1 : SPEC_K_MAX;
-    if (opts->k < 0 || opts->k > k_max)
-        return sl_fail(err, "speculative k = %d outside 0..%d", opts->k, k_max);
-    if (opts->k > 0 && !opts->prompt_lookup && !draft)
-        return sl_fail(err, "speculative decoding with k = %d needs a draft model or prompt lookup",
-                       opts->k);
-    spec_run r = {.target = target, .draft = opts->prompt_lookup ? NULL : draft, .opts = opts};
-    sl_spec_stats_init(&r.stats);
-    int32_t *hist = malloc(((size_t)n_prompt + n_gen + k_max + 1) * sizeof *hist);
-    if (!hist)
-        return sl_fail(err, "out of memory for %d tokens", n_prompt + n_gen);
-    memcpy(hist, prompt, (size_t)n_prompt * sizeof *hist);
-    const float *logits;
-    int row = 0, rc = eval_chunked(target, prompt, n_prompt, &logits, &row, err);
-    int n_hist = n_prompt;
-    if (rc == 0 && n_gen > 0) {
-        int n_vocab = target->model->cfg.n_vocab;
-        hist[n_hist++] = sl_argmax(logits + (size_t)row * n_vocab, n_vocab);
+    int seq = in->b.seq[i0];
+    for (uint32_t i = i0; i < i1; i++) {
+        if (in->b.seq[i] != seq || in->b.pos[i] != in->b.pos[i0] + (int)(i - i0))
+            return sl_fail(why, "rows %u..%u of request %llu are not consecutive positions of one slot",
+                           i0, i1 - 1, (unsigned long long)r->key.id);
+        if (in->tok[i] < 0 || in->tok[i] >= ds->n_vocab)
+            return sl_fail(why, "row %u: token %d outside the vocabulary of %d", i, in->tok[i],
+                           ds->n_vocab);
     }
-    while (rc == 0 && n_hist < n_prompt + n_gen) {
-        int n = verify_step(&r, hist, n_hist, err);
-        if (n < 0)
-            rc = -1;
+    if (r->seq != seq) {
+        /* a new request in this slot: whatever the slot held is stale */
+        if (ds->kv)
+            sl_kv_clear(ds->kv, seq);
+        r->seq = seq;
+    }
+    return 0;
+}
+
+/* The batch being built: ds->o_* rows so far. */
+typedef struct out_rows {
+    uint32_t n, n_q;     /* rows, drafted rows */
+    bool any_q;          /* some drafted row has a draft distribution */
+    int n_wanted;        /* requests in ds->wanted */
+    uint32_t room;       /* rows still free within max_batch */
+} out_rows;
+
+static void put_row(draft_stage *ds, out_rows *o, uint64_t req, int32_t seq, int32_t pos, int32_t tok,
+                    uint8_t flags, int32_t drafted)
+{
+    uint32_t j = o->n++;
+    ds->o_req[j] = req;
+    ds->o_seq[j] = seq;
+    ds->o_pos[j] = pos;
+    ds->o_tok[j] = tok;
+    ds->o_flags[j] = flags;
+    ds->o_draft[j] = drafted;
+}
+
+/* Rows [i0, i1) of one request into the outgoing batch, followed by the
+ * tokens drafted after them when its last row is wanted. */
+static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uint32_t i1, out_rows *o,
+                          sl_err *why)
+{
+    dreq *r = find_req(ds, rows->b.req[i0], true);
+    if (!r)
+        return sl_fail(why, "too many requests in flight");
+    if (take_rows(ds, r, rows, i0, i1, why))
+        return -1;
+    bool ahead_ok = settle(ds, r, rows->b.pos[i0], rows->tok[i0], (int)(i1 - i0));
+    if (!r->broken && hist_push(r, rows->tok + i0, (int)(i1 - i0)))
+        return sl_fail(why, "out of memory");
+    bool wanted = rows->b.flags[i1 - 1] & 1;
+    int k = 0, last_pos = rows->b.pos[i1 - 1];
+    if (wanted && !r->broken && (ds->lookup || r->sampler)) {
+        int fit = ds->context - 1 - last_pos;
+        if (fit > (int)o->room)
+            fit = (int)o->room;
+        if ((k = propose(ds, r, choose_k(ds, r, fit), ahead_ok, why)) < 0)
+            return -1;
+    }
+    for (uint32_t i = i0; i < i1; i++)
+        put_row(ds, o, rows->b.req[i], rows->b.seq[i], rows->b.pos[i], rows->tok[i], rows->b.flags[i], -1);
+    bool has_q = r->sampled && !ds->lookup;
+    for (int j = 0; j < k; j++) {
+        put_row(ds, o, rows->b.req[i0], rows->b.seq[i0], last_pos + 1 + j, r->drafted[j], 1, r->drafted[j]);
+        ds->o_qsrc[o->n_q++] = has_q ? r->q + (size_t)j * ds->n_vocab : NULL;
+        o->any_q |= has_q;
+    }
+    if (k > 0) {
+        r->base = last_pos;
+        r->k = k;
+        r->ahead_tried = false;
+        ds->blocks++;
+        ds->drafted_tokens += k;
+    }
+    if (wanted)
+        ds->wanted[o->n_wanted++] = r;
+    o->room -= (uint32_t)k;
+    return 0;
+}
+
+/* The draft distributions of the batch's drafted rows, one n_vocab row
+ * each; copied: the scratch is reused by the next batch before a socket
+ * may have sent this one. */
+static float *gather_q(const draft_stage *ds, const out_rows *o)
+{
+    size_t v = (size_t)ds->n_vocab;
+    float *q = calloc((size_t)o->n_q * v, sizeof(float));
+    if (!q)
+        return NULL;
+    for (uint32_t j = 0, at = 0; j < o->n; j++) {
+        if (ds->o_draft[j] < 0)
+            continue;
+        if (ds->o_qsrc[at]) /* else a deterministic draft: all mass on the token */
+            memcpy(q + at * v, ds->o_qsrc[at], v * sizeof(float));
         else
-            n_hist += n;
+            q[at * v + (size_t)ds->o_draft[j]] = 1.0f;
+        at++;
     }
-    if (rc == 0) {
-        /* a last step may run past n_gen: drop the surplus */
-        int keep = n_prompt + n_gen - 1;
-        sl_lm_truncate(target, keep);
-        if (r.draft && sl_lm_len(r.draft) > keep)
-            sl_lm_truncate(r.draft, keep);
-        memcpy(out, hist + n_prompt, (size_t)n_gen * sizeof *out);
+    return q;
+}
+
+static int add_draft_payloads(pl_msg *m, const draft_stage *ds, const out_rows *o, sl_err *err)
+{
+    uint32_t n = o->n;
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0, ds->o_req, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, n, 0, ds->o_seq, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, n, 0, ds->o_pos, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n, 0, ds->o_tok, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, n, 0, ds->o_flags, NULL, NULL, err))
+        return -1;
+    if (o->n_q && pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, n, 0,
+                             ds->o_draft, NULL, NULL, err))
+        return -1;
+    if (!o->any_q)
+        return 0;
+    float *q = gather_q(ds, o);
+    if (!q)
+        return sl_fail(err, "out of memory");
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, o->n_q,
+                   (uint64_t)ds->n_vocab, q, sl_free_cb, NULL, err)) {
+        free(q);
+        return -1;
     }
-    if (stats)
-        *stats = r.stats;
-    free(hist);
-    return rc;
+    return 0;
+}
+
+/* Sends the extended batch; the round trips of its wanted requests start
+ * now, for the batch's full row count. */
+static int send_extended(sl_stage *s, const pl_msg *in, const out_rows *o, const sl_emit *out, sl_err *err)
+{
+    draft_stage *ds = s->impl;
+    double t_now = sl_now_s();
+    for (int i = 0; i < o->n_wanted; i++) {
+        ds->wanted[i]->t_sent = t_now;
+        ds->wanted[i]->sent_rows = (int)o->n;
+        ds->wanted[i]->steps++;
+    }
+    pl_msg m;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, o->n);
+    pl_msg_copy_extras(&m, in);
+    if (add_draft_payloads(&m, ds, o, err)) {
+        pl_msg_close(&m);
+        return -1;
+    }
+    return sl_stage_send(s, o->n, &m, out, err);
+}
+
+static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
+{
+    draft_stage *ds = s->impl;
+    int kind = in->hdr->kind;
+    sl_err why;
+    if (kind == SLUICE__MSG_KIND__MSG_RELEASE || kind == SLUICE__MSG_KIND__MSG_CANCEL) {
+        for (size_t i = 0; i < in->hdr->n_requests; i++)
+            drop_req(ds, in->hdr->requests[i]);
+        return sl_stage_route_other(s, in, out, err);
+    }
+    if (kind != SLUICE__MSG_KIND__MSG_BATCH)
+        return sl_stage_route_other(s, in, out, err); /* TRUNCATE: settled by position */
+    in_rows rows;
+    if (read_in(s, in, &rows, &why))
+        return sl_stage_fail_batch(s, in, out, why.msg, err);
+    for (size_t i = 0; i < in->hdr->n_params; i++)
+        if (add_params(ds, in->hdr->params[i], &why))
+            return sl_stage_fail_batch(s, in, out, why.msg, err);
+    uint32_t n = rows.b.n;
+    out_rows o = {.room = n < (uint32_t)ds->max_batch ? (uint32_t)ds->max_batch - n : 0};
+    for (uint32_t i0 = 0; i0 < n;) {
+        uint32_t i1 = i0 + 1;
+        while (i1 < n && rows.b.req[i1] == rows.b.req[i0])
+            i1++;
+        if (extend_request(ds, &rows, i0, i1, &o, &why))
+            return sl_stage_fail_batch(s, in, out, why.msg, err);
+        i0 = i1;
+    }
+    return send_extended(s, in, &o, out, err);
+}
+
+/* Idle time of a pipelined draft: for one request whose block is out,
+ * evaluate its last drafted token, guess the target's bonus token, and
+ * draft the block after it. */
+static int draft_idle(sl_stage *s)
+{
+    draft_stage *ds = s->impl;
+    if (!ds->pipelined || ds->lookup)
+        return 0;
+    for (int i = 0; i < ds->reqs.cap; i++) {
+        dreq *r = sl_reqtab_at(&ds->reqs, i);
+        if (!r || r->base < 0 || r->ahead_tried || r->broken || !r->sampler)
+            continue;
+        r->ahead_tried = true;
+        int k = r->k;
+        if (r->base + 1 + k + k >= ds->context)
+            return 1;
+        /* the cache holds the text and drafted[0..k-1); as if all were
+         * accepted, the text would end with drafted[k-1] at base + k */
+        sl_err why;
+        ds->tok[0] = r->drafted[k - 1];
+        ds->seq[0] = r->seq;
+        ds->pos[0] = r->base + k;
+        int want = 0;
+        if (eval_rows(ds, 1, &want, 1, &why))
+            return 1;
+        float *gq = r->sampled ? r->ahead_q : NULL; /* scratch for the guess's q */
+        r->guess = draft_pick(ds, r, ds->logits, gq);
+        ds->tok[0] = r->guess;
+        ds->pos[0] = r->base + k + 1;
+        if (eval_rows(ds, 1, &want, 1, &why))
+            return 1;
+        size_t v = (size_t)ds->n_vocab;
+        r->ahead_tok[0] = draft_pick(ds, r, ds->logits, gq);
+        for (int j = 1; j < k; j++) {
+            ds->tok[0] = r->ahead_tok[j - 1];
+            ds->pos[0] = r->base + k + 1 + j;
+            if (eval_rows(ds, 1, &want, 1, &why))
+                return 1;
+            r->ahead_tok[j] = draft_pick(ds, r, ds->logits, gq ? gq + (size_t)j * v : NULL);
+        }
+        r->ahead_k = k;
+        r->ahead = true;
+        ds->draft_tokens += k + 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void draft_describe(const sl_stage *s, char *buf, size_t size)
+{
+    const draft_stage *ds = s->impl;
+    snprintf(buf, size, "drafted %ld tokens in %ld blocks%s", ds->drafted_tokens, ds->blocks,
+             ds->pipelined ? "" : " (not pipelined)");
+    if (ds->pipelined) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, size - n, "; drafted ahead: %ld used, %ld dropped", ds->ahead_hits,
+                 ds->ahead_misses);
+    }
+}
+
+static void destroy_draft_stage(sl_stage *s)
+{
+    draft_stage *ds = s->impl;
+    if (ds) {
+        sl_reqtab_free(&ds->reqs, free_req);
+        sl_lm_free(ds->lm);
+        free(ds->x);
+        free(ds->logits);
+        free(ds->row);
+        free(ds->tok);
+        free(ds->seq);
+        free(ds->pos);
+        free(ds->ids);
+        free(ds->probs);
+        free(ds->o_req);
+        free(ds->o_seq);
+        free(ds->o_pos);
+        free(ds->o_tok);
+        free(ds->o_draft);
+        free(ds->o_flags);
+        free(ds->o_qsrc);
+        free(ds->wanted);
+        free(ds);
+    }
+    free(s);
+}
+
+int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
+{
+    draft_stage *ds = calloc(1, sizeof *ds);
+    if (!ds)
+        return sl_fail(err, "out of memory");
+    s->impl = ds;
+    s->destroy = destroy_draft_stage;
+    s->process = draft_process;
+    s->idle = draft_idle;
+    s->describe = draft_describe;
+    ds->max_batch = spec->max_batch_tokens;
+    ds->context = spec->context;
+    ds->max_seqs = spec->max_sequences;
+    ds->k_max = spec->spec_k;
+    ds->auto_k = spec->spec_auto;
+    ds->lookup = spec->spec_lookup;
+    ds->pipelined = spec->spec_pipelined && !spec->spec_lookup;
+    if (ds->k_max < 0 || ds->k_max > SL_SPEC_K_MAX)
+        return sl_fail(err, "speculative k = %d outside 0..%d", ds->k_max, SL_SPEC_K_MAX);
+    if (!ds->lookup) {
+        if (!spec->draft_model || !spec->draft_model[0])
+            return sl_fail(err, "speculative decoding needs a draft model or prompt-lookup");
+        if (sl_lm_load(&ds->lm, spec->draft_model, err))
+            return -1;
+        ds->model = ds->lm->model;
+    }
+    if (sl_vocab_check(spec->model, ds->model ? ds->model->gguf : NULL, spec->draft_model,
+                       &ds->n_vocab, err))
+        return -1;
+    if (ds->model) {
+        /* a cache slot per request, without rings: rejected drafts roll back */
+        sl_lm_size size = {.n_ctx = ds->context, .max_tokens = ds->max_batch,
+                           .n_seqs = ds->max_seqs, .kv_type = SL_TYPE_F32};
+        ds->d_model = ds->model->cfg.d_model;
+        if (sl_lm_alloc(ds->lm, &size, err))
+            return -1;
+        ds->kv = ds->lm->kv;
+        ds->fwd = ds->lm->fwd;
+    }
+    int no_table = sl_reqtab_init(&ds->reqs, sizeof(dreq), ds->max_seqs);
+    size_t rows = (size_t)ds->max_batch + 1, v = (size_t)ds->n_vocab;
+    ds->x = malloc(rows * (size_t)(ds->d_model + 1) * sizeof(float));
+    ds->logits = malloc(v * sizeof(float));
+    ds->tok = malloc(rows * sizeof(int32_t));
+    ds->seq = malloc(rows * sizeof(int32_t));
+    ds->pos = malloc(rows * sizeof(int32_t));
+    ds->ids = malloc(v * sizeof(int32_t));
+    ds->probs = malloc(v * sizeof(float));
+    ds->o_req = malloc(rows * sizeof(uint64_t));
+    ds->o_seq = malloc(rows * sizeof(int32_t));
+    ds->o_pos = malloc(rows * sizeof(int32_t));
+    ds->o_tok = malloc(rows * sizeof(int32_t));
+    ds->o_draft = malloc(rows * sizeof(int32_t));
+    ds->o_flags = malloc(rows);
+    ds->o_qsrc = malloc(rows * sizeof *ds->o_qsrc);
+    ds->wanted = malloc(rows * sizeof *ds->wanted);
+    if (no_table || !ds->x || !ds->logits || !ds->tok || !ds->seq || !ds->pos || !ds->ids ||
+        !ds->probs || !ds->o_req || !ds->o_seq || !ds->o_pos || !ds->o_tok || !ds->o_draft ||
+        !ds->o_flags || !ds->o_qsrc || !ds->wanted)
+        return sl_fail(err, "out of memory");
+    return 0;
 }

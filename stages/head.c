@@ -66,7 +66,7 @@ static int build_logits(pl_msg *m, const pl_msg *in, head_rows *h, int n_vocab, 
     if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, h->n, 0, h->req, NULL,
                    NULL, err) ||
         pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_LOGITS, SLUICE__DTYPE__DT_F32, h->n, (uint64_t)n_vocab,
-                   h->logits, pl_msg_free_buffer, NULL, err))
+                   h->logits, sl_free_cb, NULL, err))
         return -1;
     h->logits = NULL; /* the message's now */
     if (h->drafted &&

@@ -6,7 +6,6 @@
 
 #include "stages/stage.h"
 
-int sl_tokenize_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
 int sl_embed_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
 int sl_layers_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
 int sl_head_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);

@@ -57,12 +57,12 @@ int sl_model_stage_emit(sl_stage *s, const pl_msg *in, const sl_batch_rows *r, f
         return emit_failed(x, ple, NULL);
     if (ple && ple->cols > 0 &&
         pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_PLE, SLUICE__DTYPE__DT_F32, r->n, ple->cols, ple->data,
-                   ple->own ? pl_msg_free_buffer : NULL, NULL, err))
+                   ple->own ? sl_free_cb : NULL, NULL, err))
         return emit_failed(x, ple, &m);
     if ((tok && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, r->n, 0, tok,
                            NULL, NULL, err)) ||
         pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, r->n,
-                   (uint64_t)d_model, x, pl_msg_free_buffer, NULL, err))
+                   (uint64_t)d_model, x, sl_free_cb, NULL, err))
         return emit_failed(x, NULL, &m); /* the message owns the per-layer inputs now */
     return sl_stage_send(s, r->n, &m, out, err);
 }

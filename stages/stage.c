@@ -13,7 +13,6 @@ typedef struct stage_kind_row {
 } stage_kind_row;
 
 static const stage_kind_row kinds[] = {
-    {PL_STAGE_TOKENIZE, "tokenize", sl_tokenize_stage_new},
     {PL_STAGE_EMBED, "embed", sl_embed_stage_new},
     {PL_STAGE_LAYERS, "layers", sl_layers_stage_new},
     {PL_STAGE_HEAD, "head", sl_head_stage_new},

@@ -8,7 +8,7 @@
  * messages (RELEASE, TRUNCATE) are applied and passed on.
  *
  * Each kind lives in its own file (embed.c, layers.c, head.c, sample.c,
- * draft_stage.c, tokenize.c) and is made through the table in stage.c; the
+ * draft.c) and is made through the table in stage.c; the
  * helpers below (common.c) serve every kind and call none of them. */
 #ifndef SLUICE_STAGE_H
 #define SLUICE_STAGE_H

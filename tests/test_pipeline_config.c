@@ -86,7 +86,7 @@ static void test_types(void)
 static void test_kinds_nodes_layers(void)
 {
     BAD(HEAD_ "stages:\n  - kind: embed\n  - kind: layer\n    layers: [0, 6]\n", "pipe.yaml:4:",
-        "stages[1].kind: unknown stage kind 'layer' (expected tokenize, embed, layers, head, sample)");
+        "stages[1].kind: unknown stage kind 'layer' (expected embed, layers, head, sample)");
     BAD(HEAD_ "nodes:\n  - name: local\n  - name: hostb\n    address: tcp://10.0.0.2:7100\n"
         "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n    node: hostc\n",
         "pipe.yaml:10:", "stages[1].node: node 'hostc' does not exist (nodes: local, hostb)");
@@ -220,21 +220,24 @@ static void test_numbers(void)
 static void test_order(void)
 {
     BAD(HEAD_ "stages:\n  - kind: layers\n    layers: [0, 6]\n  - kind: head\n", "pipe.yaml:3:",
-        "stages[0]: a pipeline starts with tokenize or embed, not 'layers'");
+        "stages[0]: a pipeline starts with embed, not 'layers'");
     BAD(HEAD_ "stages:\n  - kind: embed\n  - kind: head\n  - kind: sample\n", "pipe.yaml:4:",
         "stages[1]: 'head' cannot follow 'embed' (expected layers)");
     BAD(HEAD_ "stages:\n  - kind: embed\n  - kind: embed\n", "pipe.yaml:4:",
         "stages[1]: a second 'embed' stage (the first is stages[0])");
-    BAD(HEAD_ "stages:\n  - kind: tokenize\n  - kind: embed\n  - kind: layers\n    layers: auto\n"
-        "  - kind: head\n  - kind: sample\n  - kind: sample\n", "pipe.yaml:9:",
-        "stages[5]: a second 'sample' stage (the first is stages[4])");
+    BAD(HEAD_ "stages:\n  - kind: embed\n  - kind: layers\n    layers: auto\n"
+        "  - kind: head\n  - kind: sample\n  - kind: sample\n", "pipe.yaml:8:",
+        "stages[4]: a second 'sample' stage (the first is stages[3])");
     BAD(HEAD_ "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n  - kind: head\n",
         "pipe.yaml:6:", "stages: the pipeline ends with 'head' (stages[2]) but still needs sample");
     BAD(HEAD_ "stages:\n  - kind: embed\n", "pipe.yaml:3:", "ends with 'embed' (stages[0]) but still needs layers, head and sample");
     BAD(HEAD_ STAGES_ "  - kind: layers\n    layers: [0, 6]\n", "pipe.yaml:8:",
         "stages[4]: 'layers' cannot follow 'sample' (expected nothing: sample is the last stage)");
+    /* the driver tokenizes: a config naming a tokenize stage is told so */
     BAD(HEAD_ "stages:\n  - kind: embed\n  - kind: tokenize\n", "pipe.yaml:4:",
-        "stages[1]: 'tokenize' cannot follow 'embed'");
+        "stages[1].kind: 'tokenize' is not a stage: the driver tokenizes prompts (remove it)");
+    BAD(HEAD_ "stages:\n  - kind: tokenize\n  - kind: embed\n", "pipe.yaml:3:",
+        "stages[0].kind: 'tokenize' is not a stage: the driver tokenizes prompts (remove it)");
     /* head and sample share a node, whichever one it is */
 #define NODES2_ "nodes:\n  - name: a\n  - name: b\n    address: ipc:///tmp/b\n"
     BAD(HEAD_ NODES2_ "stages:\n  - kind: embed\n  - kind: layers\n    layers: [0, 6]\n  - kind: head\n"
@@ -298,7 +301,6 @@ static void test_valid(void)
         "    address: tcp://10.0.0.2:7100\n"
         "    spawn: no\n"
         "stages:\n"
-        "  - kind: tokenize\n"
         "  - kind: embed\n"
         "    node: local\n"
         "  - kind: layers\n"
@@ -326,7 +328,7 @@ static void test_valid(void)
     CHECKF(pl_config_parse(&c, text, strlen(text), "conf/pipe.yaml", &e) == 0, "%s", e.msg);
     /* the draft stage goes first, on its placement's node and thread */
     CHECK(c.spec.on && c.spec.auto_k && c.spec.k == 6 && !c.spec.prompt_lookup);
-    CHECK(c.spec.placed && c.spec.pipelined && c.spec.line == 30);
+    CHECK(c.spec.placed && c.spec.pipelined && c.spec.line == 29);
     CHECK(c.stages[0].kind == PL_STAGE_DRAFT && c.stages[0].node == 1 && c.stages[0].threads == 1);
     memmove(c.stages, c.stages + 1, (size_t)(--c.n_stages) * sizeof c.stages[0]);
     CHECK(strcmp(c.path, "conf/pipe.yaml") == 0);
@@ -337,19 +339,19 @@ static void test_valid(void)
     CHECK(strcmp(c.nodes[1].name, "p1") == 0 && strcmp(c.nodes[1].address, "ipc:///tmp/sluice-p1") == 0);
     CHECK(c.nodes[1].spawn && c.nodes[1].line == 5);
     CHECK(strcmp(c.nodes[2].address, "tcp://10.0.0.2:7100") == 0 && !c.nodes[2].spawn);
-    CHECK(c.n_stages == 6);
-    static const pl_stage_kind kinds[] = {PL_STAGE_TOKENIZE, PL_STAGE_EMBED, PL_STAGE_LAYERS,
-                                          PL_STAGE_LAYERS, PL_STAGE_HEAD, PL_STAGE_SAMPLE};
-    static const int nodes[] = {0, 0, 1, 2, 2, 2};
-    static const int lines[] = {12, 13, 15, 20, 23, 25};
-    for (int i = 0; i < 6; i++) {
+    CHECK(c.n_stages == 5);
+    static const pl_stage_kind kinds[] = {PL_STAGE_EMBED, PL_STAGE_LAYERS, PL_STAGE_LAYERS,
+                                          PL_STAGE_HEAD, PL_STAGE_SAMPLE};
+    static const int nodes[] = {0, 1, 2, 2, 2};
+    static const int lines[] = {12, 14, 19, 22, 24};
+    for (int i = 0; i < 5; i++) {
         CHECKF(c.stages[i].kind == kinds[i], "stage %d", i);
         CHECKF(c.stages[i].node == nodes[i], "stage %d node %d", i, c.stages[i].node);
         CHECKF(c.stages[i].line == lines[i], "stage %d line %d", i, c.stages[i].line);
     }
-    CHECK(c.stages[2].l0 == 0 && c.stages[2].l1 == 3 && !c.stages[2].layers_auto);
-    CHECK(c.stages[2].numa == 1 && c.stages[2].threads == 2);
-    CHECK(c.stages[3].layers_auto);
+    CHECK(c.stages[1].l0 == 0 && c.stages[1].l1 == 3 && !c.stages[1].layers_auto);
+    CHECK(c.stages[1].numa == 1 && c.stages[1].threads == 2);
+    CHECK(c.stages[2].layers_auto);
     CHECK(c.stages[0].numa == -1 && c.stages[0].threads == 0);
     CHECK(c.sampling.temperature == 0.7f && c.sampling.top_k == 40 && c.sampling.top_p == 0.95f);
     CHECK(c.sampling.min_p == 0.05f && c.sampling.repeat_penalty == 1.1f);
@@ -445,7 +447,7 @@ static void test_default_and_names(void)
     CHECKF(strcmp(e.msg, "<config>: layers [6, 7) are not covered by any stage") == 0, "%s", e.msg);
     CHECK(c.limits.max_sequences == 8 && c.limits.context == 2048 && c.limits.max_batch_tokens == 512);
 
-    CHECK(strcmp(pl_stage_kind_name(PL_STAGE_TOKENIZE), "tokenize") == 0);
+    CHECK(strcmp(pl_stage_kind_name((pl_stage_kind)0), "unknown") == 0); /* was tokenize */
     CHECK(strcmp(pl_stage_kind_name(PL_STAGE_EMBED), "embed") == 0);
     CHECK(strcmp(pl_stage_kind_name(PL_STAGE_LAYERS), "layers") == 0);
     CHECK(strcmp(pl_stage_kind_name(PL_STAGE_HEAD), "head") == 0);
@@ -536,7 +538,7 @@ static void test_examples_and_round_trip(void)
         "model: \"/tmp/a: b #c \\\"q\\\" \\u00e9 - [x]\"\n"
         "nodes:\n  - name: \"null\"\n  - name: \"-x\"\n    address: tcp://[::1]:7100\n  - name: \"123\"\n"
         "    address: ipc:///tmp/a#b\n    spawn: true\n"
-        "stages:\n  - kind: tokenize\n    node: \"123\"\n  - kind: embed\n    numa: 3\n  - kind: layers\n"
+        "stages:\n  - kind: embed\n    node: \"123\"\n    numa: 3\n  - kind: layers\n"
         "    layers: auto\n    node: -x\n    threads: 7\n  - kind: layers\n    layers: [2, 6]\n"
         "  - kind: head\n  - kind: sample\n    node: \"null\"\n"
         "sampling: {temperature: 0.1, top_k: 3, top_p: 0.9, min_p: 0.000123, repeat_penalty: 1.3,"
@@ -544,7 +546,7 @@ static void test_examples_and_round_trip(void)
         "limits: {max_sequences: 4096, context: 16, max_batch_tokens: 65536, ple: embed}\n"
         "speculative: {draft: \"/tmp/ null\", k: 0, placement: {node: \"null\", numa: 1}, pipelined: false}\n";
     CHECKF(parse(&c, odd, &e) == 0, "%s", e.msg);
-    CHECK(strcmp(c.nodes[0].name, "null") == 0 && c.stages[6].node == 0 && c.stages[1].node == 2);
+    CHECK(strcmp(c.nodes[0].name, "null") == 0 && c.stages[5].node == 0 && c.stages[1].node == 2);
     CHECK(strcmp(c.draft, "/tmp/ null") == 0 && c.spec.k == 0 && !c.spec.pipelined && c.spec.placed);
     CHECK(c.stages[0].kind == PL_STAGE_DRAFT && c.stages[0].numa == 1);
     round_trip(&c, "odd.yaml");

@@ -2,7 +2,8 @@
  * tokens equal plain greedy decoding token for token for several k, the
  * target's KV cache after rollbacks equals the plain run's at the same
  * length, and a draft with another vocabulary is refused naming both. */
-#include "stages/draft.h"
+#include "model/lm.h"
+#include "stages/spec_greedy.h"
 #include "tests/test.h"
 
 #include <unistd.h>

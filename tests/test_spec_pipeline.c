@@ -16,8 +16,9 @@
 #include <string.h>
 
 #include "model/kv.h"
+#include "model/lm.h"
 #include "pipeline/client.h"
-#include "stages/draft.h"
+#include "stages/spec.h"
 #include "stages/stage.h"
 #include "tests/test.h"
 

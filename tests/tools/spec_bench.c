@@ -7,8 +7,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "model/lm.h"
 #include "model/tokenizer.h"
-#include "stages/draft.h"
+#include "stages/spec_greedy.h"
 
 static double now_seconds(void)
 {
