@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, builds, runs each fuzz target for
-# a bounded time, the whole ctest suite, then the whole suite again under
+# a bounded time (after checking that a second build does nothing), the whole ctest suite, then the whole suite again under
 # AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ (its summary
 # is the last line).
 #   FUZZ_SECONDS=N  seconds per fuzz target (default 30)
@@ -9,6 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
+# A second build with nothing changed must do nothing (a configure that
+# changes the compile line would rebuild every target each time).
+if ! again=$(scripts/build.sh 2>&1) || ! grep -q "ninja: no work to do" <<<"$again"; then
+  echo "test: a second scripts/build.sh with no change did work:" >&2
+  echo "$again" >&2
+  exit 1
+fi
 scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j2
 if [[ ${SLUICE_ASAN:-1} != 0 ]]; then
