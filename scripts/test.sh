@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs dependencies, builds, runs each fuzz target for
-# a bounded time (after checking that a second build does nothing), the whole ctest suite, then the whole suite again under
+# The test command: installs dependencies, builds (twice: the second must
+# do nothing), runs each fuzz target for a bounded time, the whole ctest
+# suite, then the whole suite again under
 # AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ (its summary
 # is the last line).
 #   FUZZ_SECONDS=N  seconds per fuzz target (default 30)
