@@ -22,11 +22,16 @@ int cmd_bench(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_version(int argc, char **argv);
 
-/* Prints "sluice CMD: message" and the command's usage to stderr; returns
- * CLI_USAGE so a parser reads `return cli_usage(...)`. */
+/* Prints "sluice CMD: message" and "try 'sluice CMD --help'" to stderr (not
+ * the whole usage, which would bury the message); returns CLI_USAGE so a
+ * parser reads `return cli_usage(...)`. usage may be NULL. */
 int cli_usage(const char *cmd, const char *usage, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A usage error for a number out of its range or not a number at all:
+ * "bad value 'V' for --OPT: must be a whole number LO..HI" (real: any number). */
+int cli_bad_number(const char *cmd, const char *opt, const char *value, double lo, double hi, bool real);
 /* Prints "sluice CMD: message" to stderr; returns CLI_FAIL. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

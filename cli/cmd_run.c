@@ -81,6 +81,7 @@ static const char usage[] =
 
 typedef struct run_opts {
     const char *model, *config, *prompt, *prompts_file;
+    bool jsonl;
     int n_predict, threads, n_ctx;
     bool chat, no_bos, print_ids, stats;
     const char *metrics, *status_listen;
@@ -95,106 +96,179 @@ typedef struct run_opts {
 
 enum { S_TEMP, S_TOPK, S_TOPP, S_MINP, S_PEN, S_LASTN, S_SEED };
 
+static const struct option run_longopts[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"model", required_argument, NULL, 'm'},
+    {"config", required_argument, NULL, 'c'},
+    {"prompt", required_argument, NULL, 'p'},
+    {"prompts", required_argument, NULL, 'F'},
+    {"jsonl", no_argument, NULL, 'J'},
+    {"n-predict", required_argument, NULL, 'n'},
+    {"threads", required_argument, NULL, 't'},
+    {"temp", required_argument, NULL, 'T'},
+    {"top-k", required_argument, NULL, 'K'},
+    {"top-p", required_argument, NULL, 'P'},
+    {"min-p", required_argument, NULL, 'M'},
+    {"repeat-penalty", required_argument, NULL, 'R'},
+    {"repeat-last-n", required_argument, NULL, 'L'},
+    {"seed", required_argument, NULL, 's'},
+    {"chat", no_argument, NULL, 'C'},
+    {"ctx", required_argument, NULL, 'X'},
+    {"no-bos", no_argument, NULL, 'B'},
+    {"print-ids", no_argument, NULL, 'I'},
+    {"stats", no_argument, NULL, 'S'},
+    {"kv-type", required_argument, NULL, 'V'},
+    {"draft", required_argument, NULL, 'D'},
+    {"draft-k", required_argument, NULL, 'k'},
+    {"draft-threads", required_argument, NULL, 'd'},
+    {"spec-baseline", no_argument, NULL, 'b'},
+    {"metrics-port", required_argument, NULL, 'H'},
+    {"status-listen", required_argument, NULL, 'Q'},
+    {NULL, 0, NULL, 0},
+};
+
+/* The numeric options: their ranges (for the parser and its messages) and
+ * which sampling setting, if any, they override. */
+typedef struct num_opt {
+    int c;
+    double lo, hi;
+    bool real;
+    int sampling; /* S_* or -1 */
+} num_opt;
+
+static const num_opt run_nums[] = {
+    {'n', 1, 1 << 24, false, -1},       {'t', 1, 4096, false, -1},
+    {'T', 0, 1e6, true, S_TEMP},        {'K', 0, 1 << 30, false, S_TOPK},
+    {'P', 0, 1, true, S_TOPP},          {'M', 0, 1, true, S_MINP},
+    {'R', 1e-3, 1e3, true, S_PEN},      {'L', 0, 1 << 24, false, S_LASTN},
+    {'X', 16, 1 << 24, false, -1},      {'d', 1, 4096, false, -1},
+};
+
+static void *num_dest(run_opts *o, int c)
+{
+    sl_sampling *s = &o->sampling;
+    switch (c) {
+    case 'n': return &o->n_predict;
+    case 't': return &o->threads;
+    case 'T': return &s->temperature;
+    case 'K': return &s->top_k;
+    case 'P': return &s->top_p;
+    case 'M': return &s->min_p;
+    case 'R': return &s->repeat_penalty;
+    case 'L': return &s->repeat_last_n;
+    case 'X': return &o->n_ctx;
+    default: return &o->draft_threads;
+    }
+}
+
+/* Returns 0 when c was a numeric option and its value was good, 1 when c is
+ * not a numeric option, CLI_USAGE after a message. */
+static int parse_number(const char *cmd, int c, run_opts *o)
+{
+    for (size_t i = 0; i < sizeof run_nums / sizeof run_nums[0]; i++) {
+        const num_opt *n = &run_nums[i];
+        if (n->c != c)
+            continue;
+        void *dst = num_dest(o, c);
+        int bad = n->real ? cli_parse_float(optarg, n->lo, n->hi, dst)
+                          : cli_parse_int(optarg, (int)n->lo, (int)n->hi, dst);
+        if (bad)
+            return cli_bad_number(cmd, cli_opt_name(run_longopts, c), optarg, n->lo, n->hi, n->real);
+        if (n->sampling >= 0)
+            o->sampling_set[n->sampling] = true;
+        return 0;
+    }
+    return 1;
+}
+
+/* The options that take text or nothing; CLI_USAGE after a message. */
+static int parse_other(const char *cmd, int c, run_opts *o)
+{
+    switch (c) {
+    case 'm': o->model = optarg; return 0;
+    case 'c': o->config = optarg; return 0;
+    case 'p': o->prompt = optarg; return 0;
+    case 'F': o->prompts_file = optarg; return 0;
+    case 'J': o->jsonl = true; return 0;
+    case 'C': o->chat = true; return 0;
+    case 'B': o->no_bos = true; return 0;
+    case 'I': o->print_ids = true; return 0;
+    case 'S': o->stats = true; return 0;
+    case 'D': o->draft = optarg; return 0;
+    case 'b': o->spec_baseline = true; return 0;
+    case 's':
+        o->sampling_set[S_SEED] = true;
+        if (cli_parse_u64(optarg, &o->sampling.seed))
+            return cli_usage(cmd, NULL, "bad value '%s' for --seed: must be a whole number 0..%llu", optarg,
+                             (unsigned long long)UINT64_MAX);
+        return 0;
+    case 'V':
+        o->kv_type = sl_type_from_name(optarg);
+        o->kv_type_set = true;
+        if (o->kv_type != SL_TYPE_F32 && o->kv_type != SL_TYPE_F16 && o->kv_type != SL_TYPE_BF16 &&
+            o->kv_type != SL_TYPE_Q8_0)
+            return cli_usage(cmd, NULL, "bad value '%s' for --kv-type: must be f32, f16, bf16 or q8_0", optarg);
+        return 0;
+    case 'k':
+        o->draft_auto = strcmp(optarg, "auto") == 0;
+        o->draft_k_set = !o->draft_auto;
+        if (!o->draft_auto && cli_parse_int(optarg, 0, SL_SPEC_K_MAX, &o->draft_k))
+            return cli_usage(cmd, NULL, "bad value '%s' for --draft-k: must be auto or 0..%d", optarg,
+                             SL_SPEC_K_MAX);
+        return 0;
+    case 'Q':
+        if (strncmp(optarg, "tcp://", 6) != 0 && strncmp(optarg, "ipc://", 6) != 0)
+            return cli_usage(cmd, NULL, "--status-listen: '%s' must start with tcp:// or ipc://", optarg);
+        o->status_listen = optarg;
+        return 0;
+    case 'H': {
+        char ip[64];
+        int port;
+        sl_err err;
+        if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
+            return cli_usage(cmd, NULL, "--metrics-port: %s", err.msg);
+        o->metrics = optarg;
+        return 0;
+    }
+    default: return CLI_USAGE;
+    }
+}
+
+/* The options each other need or exclude. */
+static int check_args(const char *cmd, const run_opts *o)
+{
+    if (!o->model == !o->config)
+        return cli_usage(cmd, NULL, "give exactly one of -m FILE and -c CONFIG");
+    if (!o->prompt == !o->prompts_file)
+        return cli_usage(cmd, NULL, "give exactly one of -p PROMPT and --prompts FILE");
+    if (o->jsonl && !o->prompts_file)
+        return cli_usage(cmd, NULL, "--jsonl is an output format of --prompts FILE");
+    if (!o->draft && (o->draft_k_set || o->draft_auto || o->draft_threads))
+        return cli_usage(cmd, NULL, "--draft-k and --draft-threads need --draft");
+    if (o->sampling_set[S_TOPP] && o->sampling.top_p <= 0.0f)
+        return cli_usage(cmd, NULL, "bad value for --top-p: must be above 0 (and at most 1)");
+    return 0;
+}
+
+/* Returns 0, -1 after printing the help, or CLI_USAGE after a message. */
 static int parse_args(int argc, char **argv, run_opts *o)
 {
-    static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"model", required_argument, NULL, 'm'},
-        {"config", required_argument, NULL, 'c'},
-        {"prompt", required_argument, NULL, 'p'},
-        {"prompts", required_argument, NULL, 'F'},
-        {"n-predict", required_argument, NULL, 'n'},
-        {"threads", required_argument, NULL, 't'},
-        {"temp", required_argument, NULL, 'T'},
-        {"top-k", required_argument, NULL, 'K'},
-        {"top-p", required_argument, NULL, 'P'},
-        {"min-p", required_argument, NULL, 'M'},
-        {"repeat-penalty", required_argument, NULL, 'R'},
-        {"repeat-last-n", required_argument, NULL, 'L'},
-        {"seed", required_argument, NULL, 's'},
-        {"chat", no_argument, NULL, 'C'},
-        {"ctx", required_argument, NULL, 'X'},
-        {"no-bos", no_argument, NULL, 'B'},
-        {"print-ids", no_argument, NULL, 'I'},
-        {"stats", no_argument, NULL, 'S'},
-        {"kv-type", required_argument, NULL, 'V'},
-        {"draft", required_argument, NULL, 'D'},
-        {"draft-k", required_argument, NULL, 'k'},
-        {"draft-threads", required_argument, NULL, 'd'},
-        {"spec-baseline", no_argument, NULL, 'b'},
-        {"metrics-port", required_argument, NULL, 'H'},
-        {"status-listen", required_argument, NULL, 'Q'},
-        {NULL, 0, NULL, 0},
-    };
     const char *cmd = argv[0];
-    sl_sampling *s = &o->sampling;
     int c;
-    while ((c = cli_getopt(argc, argv, ":hm:c:p:n:t:", longopts, usage)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case 'h': fputs(usage, stdout); return -1;
-        case 'm': o->model = optarg; break;
-        case 'c': o->config = optarg; break;
-        case 'p': o->prompt = optarg; break;
-        case 'F': o->prompts_file = optarg; break;
-        case 'n': bad = cli_parse_int(optarg, 1, 1 << 24, &o->n_predict); break;
-        case 't': bad = cli_parse_int(optarg, 1, 4096, &o->threads); break;
-        case 'T': bad = cli_parse_float(optarg, 0, 1e6, &s->temperature); o->sampling_set[S_TEMP] = 1; break;
-        case 'K': bad = cli_parse_int(optarg, 0, 1 << 30, &s->top_k); o->sampling_set[S_TOPK] = 1; break;
-        case 'P': bad = cli_parse_float(optarg, 0, 1, &s->top_p); o->sampling_set[S_TOPP] = 1; break;
-        case 'M': bad = cli_parse_float(optarg, 0, 1, &s->min_p); o->sampling_set[S_MINP] = 1; break;
-        case 'R': bad = cli_parse_float(optarg, 1e-3, 1e3, &s->repeat_penalty); o->sampling_set[S_PEN] = 1; break;
-        case 'L': bad = cli_parse_int(optarg, 0, 1 << 24, &s->repeat_last_n); o->sampling_set[S_LASTN] = 1; break;
-        case 's': bad = cli_parse_u64(optarg, &s->seed); o->sampling_set[S_SEED] = 1; break;
-        case 'C': o->chat = true; break;
-        case 'X': bad = cli_parse_int(optarg, 16, 1 << 24, &o->n_ctx); break;
-        case 'B': o->no_bos = true; break;
-        case 'I': o->print_ids = true; break;
-        case 'S': o->stats = true; break;
-        case 'V':
-            o->kv_type = sl_type_from_name(optarg);
-            bad = o->kv_type != SL_TYPE_F32 && o->kv_type != SL_TYPE_F16 &&
-                  o->kv_type != SL_TYPE_BF16 && o->kv_type != SL_TYPE_Q8_0;
-            o->kv_type_set = true;
-            break;
-        case 'D': o->draft = optarg; break;
-        case 'k':
-            o->draft_auto = strcmp(optarg, "auto") == 0;
-            bad = !o->draft_auto && cli_parse_int(optarg, 0, SL_SPEC_K_MAX, &o->draft_k);
-            o->draft_k_set = !o->draft_auto;
-            break;
-        case 'd': bad = cli_parse_int(optarg, 1, 4096, &o->draft_threads); break;
-        case 'b': o->spec_baseline = true; break;
-        case 'Q':
-            if (strncmp(optarg, "tcp://", 6) != 0 && strncmp(optarg, "ipc://", 6) != 0)
-                return cli_usage(cmd, usage, "--status-listen: '%s' must start with tcp:// or ipc://", optarg);
-            o->status_listen = optarg;
-            break;
-        case 'H': {
-            char ip[64];
-            int port;
-            sl_err err;
-            if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
-                return cli_usage(cmd, usage, "--metrics-port: %s", err.msg);
-            o->metrics = optarg;
-            break;
+    while ((c = cli_getopt(argc, argv, ":hm:c:p:n:t:", run_longopts, usage)) != -1) {
+        if (c == 'h') {
+            fputs(usage, stdout);
+            return -1;
         }
-        default: return CLI_USAGE;
-        }
-        if (bad)
-            return cli_usage(cmd, usage, "bad value '%s' for --%s", optarg, cli_opt_name(longopts, c));
+        int rc = parse_number(cmd, c, o);
+        if (rc == 1)
+            rc = parse_other(cmd, c, o);
+        if (rc)
+            return rc;
     }
     if (optind != argc)
-        return cli_usage(cmd, usage, "unexpected argument '%s'", argv[optind]);
-    if (!o->model == !o->config)
-        return cli_usage(cmd, usage, "give exactly one of -m FILE and -c CONFIG");
-    if (!o->prompt == !o->prompts_file)
-        return cli_usage(cmd, usage, "give exactly one of -p PROMPT and --prompts FILE");
-    if (!o->draft && (o->draft_k_set || o->draft_auto || o->draft_threads))
-        return cli_usage(cmd, usage, "--draft-k and --draft-threads need --draft");
-    if (o->sampling_set[S_TOPP] && s->top_p <= 0.0f)
-        return cli_usage(cmd, usage, "--top-p must be above 0");
-    return 0;
+        return cli_usage(cmd, NULL, "unexpected argument '%s'", argv[optind]);
+    return check_args(cmd, o);
 }
 
 /* Command-line sampling settings override the config's. */
