@@ -12,7 +12,17 @@
 /* Z85 text of a 32-byte CURVE key plus its terminator. */
 enum { SEC_KEY_TEXT = 41 };
 
-/* Writes base.key (0600) and base.pub; refuses to overwrite either. */
+/* A key file's first line names its kind, so the two halves cannot be
+ * mixed up: a public key given where the secret one goes (or the reverse)
+ * is refused saying which file is which. Files without the line (from
+ * before it existed) are read as before, their kind taken from the name's
+ * .key or .pub. */
+#define SEC_HEADER_SECRET "# sluice CURVE secret key"
+#define SEC_HEADER_PUBLIC "# sluice CURVE public key"
+enum { SEC_KIND_UNKNOWN, SEC_KIND_SECRET, SEC_KIND_PUBLIC };
+
+/* Writes base.key (0600) and base.pub, creating base's missing directories
+ * (0700); refuses to overwrite either file. */
 int sec_keygen(const char *base, sl_err *err);
 
 /* Reads a secret key file; fails naming the file and its mode when group

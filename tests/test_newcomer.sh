@@ -59,5 +59,55 @@ expect 0 "$SLUICE" convert "$HF" -o "$T/existing.gguf" -q --force
 expect 0 "$SLUICE" inspect --no-tensors "$T/existing.gguf"
 has "$T/out" "gemma3" "convert --force replaced the file with the model"
 
+# ---- keygen: creates the directory, says what it wrote, kinds kept apart ----
+expect 0 "$SLUICE" keygen -o "$T/keys/w"
+[ "$(stat -c %a "$T/keys")" = 700 ] && ok || bad "keygen's new directory is not 0700"
+has "$T/out" "wrote .*keys/w\.key" "keygen says it wrote the .key"
+has "$T/out" "wrote .*keys/w\.pub" "keygen says it wrote the .pub"
+pub=$(sed -n 2p "$T/keys/w.pub")
+has "$T/out" "public_key: \"$(printf '%s' "$pub" | sed 's/[][\.*^$(){}?+|/]/\\&/g')\"" "keygen prints the quoted public key"
+expect 0 "$SLUICE" keygen -o "$T/keys/c"
+# a .pub given as the secret key: refused saying which file is which (not a chmod hint)
+expect 1 "$SLUICE" status tcp://127.0.0.1:9 --key "$T/keys/c.pub" --server-key "$T/keys/w.pub" --timeout 1
+has "$T/err" "c\.pub is a public key .*secret half" "status --key refuses a .pub"
+hasnt "$T/err" "chmod" "a .pub as --key gets no chmod advice"
+expect 1 "$SLUICE" status tcp://127.0.0.1:9 --key "$T/keys/c.key" --server-key "$T/keys/w.key" --timeout 1
+has "$T/err" "w\.key is a secret key .*public half" "status --server-key refuses a .key"
+# the header, not the name, decides: a renamed public file is still refused
+cp "$T/keys/c.pub" "$T/keys/renamed"
+chmod 600 "$T/keys/renamed"
+expect 2 "$SLUICE" worker --listen tcp://127.0.0.1:9 --key "$T/keys/renamed" 2>/dev/null
+expect 1 "$SLUICE" worker --listen tcp://127.0.0.1:9 --key "$T/keys/renamed" --allow "$T/keys/c.pub"
+has "$T/err" "renamed is a public key" "worker --key refuses a public key file by its first line"
+expect 1 "$SLUICE" worker --listen tcp://127.0.0.1:9 --key "$T/keys/w.key" --allow "$T/keys/c.key"
+has "$T/err" "c\.key is a secret key" "worker --allow refuses a .key"
+# files from before the first line: the bare key still reads
+sed -n 2p "$T/keys/c.key" >"$T/keys/old.key"
+chmod 600 "$T/keys/old.key"
+sed -n 2p "$T/keys/w.pub" >"$T/keys/old.pub"
+expect 1 "$SLUICE" status tcp://127.0.0.1:9 --key "$T/keys/old.key" --server-key "$T/keys/old.pub" --timeout 1
+has "$T/err" "no answer from tcp://127.0.0.1:9" "key files without the first line still load"
+
+# an inline public key starting with a YAML character: the error says to quote it
+for k in '!' '&' '*' '@' '%'; do
+    cat >"$T/inline.yaml" <<YEOF
+model: $MODEL
+nodes:
+  - name: coord
+    address: tcp://127.0.0.1:1
+    key: $T/keys/c.key
+  - name: w
+    address: tcp://127.0.0.1:2
+    public_key: ${k}bcdefghij0123456789abcdefghij012345678
+stages:
+  - {kind: embed, node: coord}
+  - {kind: layers, node: w, layers: [0, 6]}
+  - {kind: head, node: coord}
+  - {kind: sample, node: coord}
+YEOF
+    expect 1 "$SLUICE" run -c "$T/inline.yaml" -p hi -n 1
+    has "$T/err" "inline\.yaml:8: .*must be quoted: public_key: \"KEY\"" "a key starting with '$k' gets the quoting hint"
+done
+
 echo "test_newcomer: $checks checks, $fails failed" >&2
 [ $fails -eq 0 ]
