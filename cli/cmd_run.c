@@ -537,8 +537,11 @@ static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts,
     pl_metrics_http *http = NULL;
     /* a baseline run (report false) is not the one to watch */
     pl_status_server *status = NULL;
-    if (o->metrics && report && pl_metrics_http_start(&http, o->metrics, prometheus_text, p, err))
-        goto out;
+    if (o->metrics && report) {
+        if (pl_metrics_http_start(&http, o->metrics, prometheus_text, p, err))
+            goto out;
+        fprintf(stderr, "metrics: serving %s\n", pl_metrics_http_url(http));
+    }
     if (o->status_listen && report && start_status(&status, cfg, o->status_listen, p, err))
         goto out;
     sl_gen_params gp = {.max_tokens = o->n_predict, .chat = o->chat, .no_bos = o->no_bos};

@@ -535,6 +535,8 @@ int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *
     if (rc == 0) {
         say(&w, "listening%s%s", o->once ? " (one assignment)" : "",
             w.keys.on && is_tcp(o->listen) ? " (CURVE)" : "");
+        if (w.http)
+            say(&w, "metrics at %s%s", pl_metrics_http_url(w.http), "");
         rc = serve(&w, stop, err);
     }
     if (w.n_hosts && *stop)

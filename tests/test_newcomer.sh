@@ -109,5 +109,25 @@ YEOF
     has "$T/err" "inline\.yaml:8: .*must be quoted: public_key: \"KEY\"" "a key starting with '$k' gets the quoting hint"
 done
 
+# ---- metrics port: the URL is printed; a failure names its real cause ----
+PY=${PYTHON:-/usr/bin/python3}
+port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+expect 0 "$SLUICE" run -m "$MODEL" -p hi -n 2 --metrics-port "$port"
+has "$T/err" "^metrics: serving http://127\.0\.0\.1:$port/metrics$" "run prints the metrics URL"
+# 192.0.2.1 (TEST-NET-1) is no address of this machine: not a port in use
+expect 1 "$SLUICE" run -m "$MODEL" -p hi -n 2 --metrics-port 192.0.2.1:9100
+has "$T/err" "http://192\.0\.2\.1:9100: Cannot assign requested address" "a foreign address reports its errno"
+hasnt "$T/err" "in use" "a foreign address is not called a port in use"
+"$PY" - "$SLUICE" "$MODEL" >"$T/busy" 2>&1 <<'PYEOF'
+import socket, subprocess, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+p = subprocess.run([sys.argv[1], "run", "-m", sys.argv[2], "-p", "hi", "-n", "2", "--metrics-port",
+                    str(s.getsockname()[1])], capture_output=True, text=True)
+print(p.returncode, p.stderr)
+PYEOF
+has "$T/busy" "^1 .*Address already in use" "a port in use says so"
+
 echo "test_newcomer: $checks checks, $fails failed" >&2
 [ $fails -eq 0 ]
