@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/batch.h"
 #include "cli/cli.h"
 #include "scheduler/auto.h"
 #include "model/config.h"
@@ -300,169 +301,50 @@ static int default_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_e
     return 0;
 }
 
-/* Reads one prompt a line (empty lines skipped). */
-static char **read_prompts(const char *path, int *n, sl_err *err)
+static volatile sig_atomic_t stop_signal;
+
+/* The first SIGINT or SIGTERM stops the run in order (in-flight requests
+ * cancelled, what was done reported); a second one ends the process. */
+static void on_stop(int sig)
 {
-    FILE *fp = fopen(path, "r");
-    if (!fp) {
-        sl_fail(err, "%s: cannot open", path);
-        return NULL;
-    }
-    char **list = NULL, *line = NULL;
-    size_t cap_line = 0;
-    int count = 0;
-    ssize_t len;
-    while ((len = getline(&line, &cap_line, fp)) >= 0) {
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = 0;
-        if (len == 0)
-            continue;
-        char **grown = realloc(list, (size_t)(count + 1) * sizeof *list);
-        if (!grown || !(grown[count] = strdup(line))) {
-            free(grown ? grown : list);
-            list = NULL;
-            sl_fail(err, "out of memory");
-            break;
-        }
-        list = grown;
-        count++;
-    }
-    free(line);
-    fclose(fp);
-    if (list && count == 0) {
-        free(list);
-        list = NULL;
-    }
-    if (!list && !err->msg[0])
-        sl_fail(err, "%s: no prompts", path);
-    *n = count;
-    return list;
+    if (stop_signal)
+        _exit(128 + sig);
+    stop_signal = sig;
 }
 
-typedef struct output {
-    uint64_t id;
-    char *text;
-    size_t len, cap;
-    int32_t *ids;
-    int n_ids, cap_ids;
-    bool done, failed;
-    char error[512];
-    sl_event last;
-} output;
-
-static void append(output *o, const sl_event *ev)
+static void install_stop_handlers(void)
 {
-    if (o->len + (size_t)ev->text_len + 1 > o->cap) {
-        size_t cap = (o->cap + (size_t)ev->text_len + 1) * 2;
-        char *t = realloc(o->text, cap);
-        if (!t)
-            return;
-        o->text = t;
-        o->cap = cap;
-    }
-    memcpy(o->text + o->len, ev->text, (size_t)ev->text_len);
-    o->len += (size_t)ev->text_len;
-    o->text[o->len] = 0;
-    if (o->n_ids == o->cap_ids) {
-        int cap = o->cap_ids ? 2 * o->cap_ids : 64;
-        int32_t *t = realloc(o->ids, (size_t)cap * sizeof *t);
-        if (!t)
-            return;
-        o->ids = t;
-        o->cap_ids = cap;
-    }
-    o->ids[o->n_ids++] = ev->token;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
-static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) { (void)sig; interrupted = 1; }
-
-static void print_ids(const output *o, int index, bool many)
-{
-    if (many)
-        fprintf(stderr, "ids[%d]:", index);
-    else
-        fprintf(stderr, "ids:");
-    for (int i = 0; i < o->n_ids; i++)
-        fprintf(stderr, " %d", o->ids[i]);
-    fputc('\n', stderr);
-}
-
-static void print_summary(const sl_event *d)
+/* One prompt's timing: load, prefill and decode each on its own line, and
+ * "n/a" where there is nothing to measure. With speculation the decode
+ * rate is print_spec's "effective decode". */
+static void print_summary(double load_s, const sl_event *d, bool spec)
 {
     fprintf(stderr, "\n");
+    fprintf(stderr, "load               %.3f s (model and pipeline)\n", load_s);
     fprintf(stderr, "prompt tokens      %d\n", d->n_prompt);
-    fprintf(stderr, "prefill            %.1f tok/s\n", d->prefill_s > 0 ? d->n_prompt / d->prefill_s : 0.0);
+    if (d->prefill_s > 0)
+        fprintf(stderr, "prefill            %.1f tok/s (%.3f s)\n", d->n_prompt / d->prefill_s, d->prefill_s);
+    else
+        fprintf(stderr, "prefill            n/a (not timed)\n");
     fprintf(stderr, "time to first      %.3f s\n", d->prefill_s);
     /* the first token comes out of the prefill; the rest are decode steps */
-    fprintf(stderr, "decode             %.1f tok/s\n",
-            d->decode_s > 0 && d->n_generated > 1 ? (d->n_generated - 1) / d->decode_s : 0.0);
+    if (spec)
+        ;
+    else if (d->n_generated > 1 && d->decode_s > 0)
+        fprintf(stderr, "decode             %.1f tok/s (%d tokens in %.3f s)\n",
+                (d->n_generated - 1) / d->decode_s, d->n_generated - 1, d->decode_s);
+    else
+        fprintf(stderr, "decode             n/a (%s)\n",
+                d->n_generated <= 1 ? "one token, and it came out of the prefill" : "not timed");
     fprintf(stderr, "generated tokens   %d (stop: %s)\n", d->n_generated, d->stop ? d->stop : "?");
-}
-
-/* Pulls events until every request ended; streams when there is one. */
-static int drive(sl_pipeline *p, output *outs, int n, bool stream, double *t_total, sl_err *err)
-{
-    double t0 = cli_now();
-    int left = n;
-    while (left > 0) {
-        if (interrupted) {
-            for (int i = 0; i < n; i++)
-                if (!outs[i].done)
-                    sl_pipeline_cancel(p, outs[i].id);
-            interrupted = 0;
-        }
-        sl_event ev;
-        int rc = sl_pipeline_next(p, &ev, 200, err);
-        if (rc < 0)
-            return -1;
-        if (rc == 0)
-            continue;
-        output *o = NULL;
-        for (int i = 0; i < n; i++)
-            if (outs[i].id == ev.request)
-                o = &outs[i];
-        if (!o)
-            continue;
-        if (ev.kind == SL_EV_TOKEN) {
-            append(o, &ev);
-            if (stream) {
-                fwrite(ev.text, 1, (size_t)ev.text_len, stdout);
-                fflush(stdout);
-            }
-        } else {
-            o->done = true;
-            o->failed = ev.kind == SL_EV_ERROR;
-            snprintf(o->error, sizeof o->error, "%s", ev.error);
-            o->last = ev;
-            left--;
-        }
-    }
-    *t_total = cli_now() - t0;
-    return 0;
-}
-
-static void reset_outputs(output *outs, int n)
-{
-    for (int i = 0; outs && i < n; i++) {
-        free(outs[i].text);
-        free(outs[i].ids);
-        memset(&outs[i], 0, sizeof outs[i]);
-    }
-}
-
-/* Decode tok/s of a run: each request's tokens after its first, over its
- * decode time (one request), or all tokens over the wall time (several). */
-static double decode_rate(const output *outs, int n, double t_total)
-{
-    if (n == 1) {
-        const sl_event *d = &outs[0].last;
-        return d->decode_s > 0 && d->n_generated > 1 ? (d->n_generated - 1) / d->decode_s : 0.0;
-    }
-    int tokens = 0;
-    for (int i = 0; i < n; i++)
-        tokens += outs[i].n_ids;
-    return t_total > 0 ? tokens / t_total : 0.0;
 }
 
 /* The metrics server's source (its own thread): the stages of this process. */
@@ -522,17 +404,18 @@ static int start_status(pl_status_server **out, const pl_config *cfg, const char
 }
 
 /* Opens the pipeline of cfg, runs every prompt through it and reports
- * (report: stdout text and the stderr summary, else silent). */
-static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts, const char **single,
-                        int n_prompts, output *outs, bool report, sl_spec_summary *spec,
-                        double *tok_s, sl_err *err)
+ * (report: answers on stdout and the stderr summary, else silent). */
+static int run_pipeline(const pl_config *cfg, const run_opts *o, const cli_prompts *pr, bool report,
+                        sl_spec_summary *spec, cli_batch_result *res, sl_err *err)
 {
     sl_pipeline_opts popts;
     sl_pipeline_opts_default(&popts);
     popts.threads = o->threads;
     sl_pipeline *p = NULL;
+    double t_load = cli_now();
     if (sl_pipeline_open(&p, cfg, &popts, err))
         return CLI_FAIL;
+    t_load = cli_now() - t_load;
     int rc = CLI_FAIL;
     pl_metrics_http *http = NULL;
     /* a baseline run (report false) is not the one to watch */
@@ -547,50 +430,23 @@ static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts,
     sl_gen_params gp = {.max_tokens = o->n_predict, .chat = o->chat, .no_bos = o->no_bos};
     gp.sampling = cfg->sampling;
     merge_sampling(&gp.sampling, o);
-    for (int i = 0; i < n_prompts; i++) {
-        gp.prompt = prompts ? prompts[i] : single[0];
-        if (sl_pipeline_submit(p, &gp, &outs[i].id, err)) {
-            sl_wrap(err, "prompt %d", i + 1);
-            goto out;
-        }
-    }
-    signal(SIGINT, on_sigint);
-    double t_total = 0;
-    bool stream = n_prompts == 1 && report;
-    if (drive(p, outs, n_prompts, stream, &t_total, err))
+    cli_batch_opts bo = {.gp = &gp, .max_in_flight = cfg->limits.max_requests, .report = report,
+                         .jsonl = o->jsonl, .print_ids = o->print_ids, .stop_signal = &stop_signal};
+    if (cli_batch_run(p, pr, &bo, res, err))
         goto out;
-    *tok_s = decode_rate(outs, n_prompts, t_total);
-    rc = CLI_OK;
+    rc = res->n_failed ? CLI_FAIL : CLI_OK;
     if (spec)
         sl_pipeline_spec_stats(p, spec);
     if (!report) {
-        for (int i = 0; i < n_prompts; i++)
-            if (outs[i].failed) {
-                sl_fail(err, "baseline request %d failed: %s", i + 1, outs[i].error);
-                rc = CLI_FAIL;
-            }
+        if (res->n_failed)
+            sl_fail(err, "baseline request failed: %s", res->first_error);
         goto out;
     }
-    int total_tokens = 0;
-    for (int i = 0; i < n_prompts; i++) {
-        total_tokens += outs[i].n_ids;
-        if (!stream)
-            printf("%s\n", outs[i].text ? outs[i].text : "");
-        else
-            putchar('\n');
-        if (o->print_ids)
-            print_ids(&outs[i], i, !stream);
-        if (outs[i].failed) {
-            fprintf(stderr, "sluice run: request %d failed: %s\n", i + 1, outs[i].error);
-            rc = CLI_FAIL;
-        }
-    }
-    fflush(stdout);
-    if (stream && !outs[0].failed)
-        print_summary(&outs[0].last);
-    else if (!stream)
-        fprintf(stderr, "\n%d requests, %d tokens in %.3f s: %.1f tok/s aggregate\n", n_prompts,
-                total_tokens, t_total, t_total > 0 ? total_tokens / t_total : 0.0);
+    if (pr->n == 1 && pr->line[0] == 0 && !res->n_failed)
+        print_summary(t_load, &res->last, cfg->spec.on);
+    else if (pr->n > 1 || pr->line[0] != 0)
+        fprintf(stderr, "\nload %.3f s; %d requests, %ld tokens in %.3f s: %.1f tok/s aggregate\n", t_load,
+                res->n_done, res->tokens, res->t_total, res->t_total > 0 ? res->tokens / res->t_total : 0.0);
     if (o->stats)
         sl_pipeline_print_stats(p, stderr);
 out:
@@ -608,11 +464,68 @@ static void print_spec(const sl_spec_summary *s, double tok_s, double base_tok_s
     fprintf(stderr, "mean accepted      %.2f tokens a verification (%.2f emitted)\n",
             s->steps ? (double)s->accepted / s->steps : 0.0,
             s->steps ? (double)s->emitted / s->steps : 0.0);
-    fprintf(stderr, "effective decode   %.1f tok/s\n", tok_s);
+    fprintf(stderr, "effective decode   %.1f tok/s (drafting and verification included)\n", tok_s);
     if (base_tok_s > 0)
         fprintf(stderr, "plain decode       %.1f tok/s; speed-up %.2fx\n", base_tok_s, tok_s / base_tok_s);
     else
         fprintf(stderr, "speed-up           not measured (--spec-baseline runs plain decoding first)\n");
+}
+
+/* The config the run uses: loaded or the one-process default, with the
+ * command line's overrides. */
+static int prepare_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_err *err)
+{
+    if (o->config ? pl_config_load(cfg, o->config, err) : default_config(cfg, o, n_prompts, err))
+        return -1;
+    if (sl_sched_resolve_auto(cfg, err))
+        return -1;
+    if (o->n_ctx)
+        cfg->limits.context = o->n_ctx;
+    if (o->kv_type_set)
+        cfg->limits.kv_type = o->kv_type;
+    if (o->draft && cfg->spec.on)
+        return sl_fail(err, "%s has a speculative section already; leave out --draft", o->config);
+    if (o->spec_baseline && !o->draft && !cfg->spec.on)
+        return sl_fail(err, "--spec-baseline compares against speculative decoding: give --draft or a "
+                            "config with a speculative section");
+    return 0;
+}
+
+/* --spec-baseline: the same prompts without speculation first; its decode
+ * rate in *tok_s. */
+static int run_baseline(const pl_config *cfg, const run_opts *o, const cli_prompts *pr, double *tok_s,
+                        sl_err *err)
+{
+    fprintf(stderr, "baseline: the same prompts without speculation ...\n");
+    pl_config *plain = malloc(sizeof *plain);
+    if (!plain)
+        return sl_fail(err, "out of memory");
+    *plain = *cfg;
+    if (plain->spec.on) { /* the draft stage is stages[0] */
+        memmove(plain->stages, plain->stages + 1, (size_t)(plain->n_stages - 1) * sizeof plain->stages[0]);
+        plain->n_stages--;
+        plain->spec.on = false;
+    }
+    cli_batch_result res;
+    int rc = run_pipeline(plain, o, pr, false, NULL, &res, err) == CLI_OK ? 0 : -1;
+    *tok_s = res.decode_tok_s;
+    free(plain);
+    return rc;
+}
+
+/* A run stopped by SIGINT or SIGTERM says what it stopped and exits the
+ * conventional 128 + the signal's number. */
+static int interrupted(const cli_prompts *pr, const cli_batch_result *res)
+{
+    int sig = stop_signal;
+    const char *name = sig == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM";
+    if (pr->n == 1 && pr->line[0] == 0)
+        fprintf(stderr, "sluice run: interrupted by %s: generation stopped after %ld token%s\n", name,
+                res->tokens, res->tokens == 1 ? "" : "s");
+    else
+        fprintf(stderr, "sluice run: interrupted by %s: %d of %d prompts answered, %d cancelled, %d not "
+                "started\n", name, res->n_done - res->n_failed, pr->n, res->n_failed, res->n_unstarted);
+    return 128 + sig;
 }
 
 int cmd_run(int argc, char **argv)
@@ -624,73 +537,33 @@ int cmd_run(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     if (o.threads)
         omp_set_num_threads(o.threads);
+    install_stop_handlers();
     sl_err err = {{0}};
-    char **prompts = NULL;
-    int n_prompts = 1;
-    const char *single[1] = {o.prompt};
-    if (o.prompts_file && !(prompts = read_prompts(o.prompts_file, &n_prompts, &err)))
+    cli_prompts pr;
+    if (o.prompts_file ? cli_prompts_read(&pr, o.prompts_file, &err) : cli_prompts_single(&pr, o.prompt, &err))
         return cli_fail(argv[0], "%s", err.msg);
+    if (pr.n_blank)
+        fprintf(stderr, "prompts: %d from %s (%d blank line%s skipped; answers keep the file's line numbers)\n",
+                pr.n, o.prompts_file, pr.n_blank, pr.n_blank == 1 ? "" : "s");
     pl_config *cfg = calloc(1, sizeof *cfg);
-    output *outs = calloc((size_t)n_prompts, sizeof *outs);
     sl_spec_summary spec_sum = {0};
-    pl_config *plain = NULL;
-    rc = CLI_FAIL;
-    if (!cfg || !outs) {
-        sl_fail(&err, "out of memory");
-        goto done;
-    }
-    if (o.config ? pl_config_load(cfg, o.config, &err) : default_config(cfg, &o, n_prompts, &err))
-        goto done;
-    if (sl_sched_resolve_auto(cfg, &err))
-        goto done;
-    if (o.n_ctx)
-        cfg->limits.context = o.n_ctx;
-    if (o.kv_type_set)
-        cfg->limits.kv_type = o.kv_type;
-    if (o.draft && cfg->spec.on) {
-        sl_fail(&err, "%s has a speculative section already; leave out --draft", o.config);
-        goto done;
-    }
+    cli_batch_result res = {0};
     double base_tok_s = 0.0;
-    if (o.spec_baseline && !o.draft && !cfg->spec.on) {
-        sl_fail(&err, "--spec-baseline compares against speculative decoding: give --draft or a "
-                      "config with a speculative section");
-        goto done;
-    }
-    if (o.spec_baseline) {
-        fprintf(stderr, "baseline: the same prompts without speculation ...\n");
-        plain = malloc(sizeof *plain);
-        if (!plain) {
-            sl_fail(&err, "out of memory");
-            goto done;
-        }
-        *plain = *cfg;
-        if (plain->spec.on) { /* the draft stage is stages[0] */
-            memmove(plain->stages, plain->stages + 1, (size_t)(plain->n_stages - 1) * sizeof plain->stages[0]);
-            plain->n_stages--;
-            plain->spec.on = false;
-        }
-        if (run_pipeline(plain, &o, prompts, single, n_prompts, outs, false, NULL, &base_tok_s, &err))
-            goto done;
-        reset_outputs(outs, n_prompts);
-    }
-    if (o.draft && pl_config_add_speculative(cfg, o.draft, o.draft_k_set ? o.draft_k : 8,
-                                             !o.draft_k_set, o.draft_threads, &err))
-        goto done;
-    double tok_s = 0.0;
-    rc = run_pipeline(cfg, &o, prompts, single, n_prompts, outs, true, &spec_sum, &tok_s, &err);
-    if (rc == CLI_OK && cfg->spec.on)
-        print_spec(&spec_sum, tok_s, o.spec_baseline ? base_tok_s : 0.0);
-done:
-    if (rc == CLI_FAIL && err.msg[0])
+    rc = CLI_FAIL;
+    if (!cfg)
+        sl_fail(&err, "out of memory");
+    else if (prepare_config(cfg, &o, pr.n, &err) == 0 &&
+             (!o.spec_baseline || run_baseline(cfg, &o, &pr, &base_tok_s, &err) == 0) &&
+             (!o.draft || pl_config_add_speculative(cfg, o.draft, o.draft_k_set ? o.draft_k : 8, !o.draft_k_set,
+                                                    o.draft_threads, &err) == 0))
+        rc = run_pipeline(cfg, &o, &pr, true, &spec_sum, &res, &err);
+    if (stop_signal)
+        rc = interrupted(&pr, &res);
+    else if (rc == CLI_OK && cfg->spec.on)
+        print_spec(&spec_sum, res.decode_tok_s, o.spec_baseline ? base_tok_s : 0.0);
+    else if (rc == CLI_FAIL && err.msg[0])
         cli_fail(argv[0], "%s", err.msg);
-    reset_outputs(outs, n_prompts);
-    for (int i = 0; i < n_prompts; i++) {
-        free(prompts ? prompts[i] : NULL);
-    }
-    free(outs);
-    free(prompts);
+    cli_prompts_free(&pr, o.prompts_file != NULL);
     free(cfg);
-    free(plain);
     return rc;
 }
