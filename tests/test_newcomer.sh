@@ -39,8 +39,9 @@ has "$T/out" "^kernels: (scalar|avx2|avx512)" "--version names the kernel path"
 expect 0 "$SLUICE" version
 has "$T/out" "^kernels: " "version names the kernel path"
 if (cd "$SRC" && git rev-parse --git-dir >/dev/null 2>&1); then
-    want=$(cd "$SRC" && git describe --always --tags | cut -c1-7)
-    has "$T/out" "^sluice $want" "version is git describe of the checkout"
+    built=$(sed -n 's/^sluice \([0-9a-f]*\).*/\1/p' "$T/out" | head -1)
+    (cd "$SRC" && git cat-file -e "$built^{commit}" 2>/dev/null) && ok ||
+        bad "version '$built' is no commit of this checkout"
 fi
 SLUICE_KERNEL=scalar "$SLUICE" version >"$T/out"
 has "$T/out" "^kernels: scalar" "SLUICE_KERNEL lowers the reported path"
@@ -128,6 +129,90 @@ p = subprocess.run([sys.argv[1], "run", "-m", sys.argv[2], "-p", "hi", "-n", "2"
 print(p.returncode, p.stderr)
 PYEOF
 has "$T/busy" "^1 .*Address already in use" "a port in use says so"
+
+# ---- run output: load, prefill and decode each reported; n/a where nothing to measure ----
+expect 0 "$SLUICE" run -m "$MODEL" -p "the quick" -n 6
+has "$T/err" "^load +[0-9.]+ s" "run reports the load time"
+has "$T/err" "^prefill +[0-9.]+ tok/s \([0-9.]+ s\)" "run reports prefill with its time"
+has "$T/err" "^decode +[0-9.]+ tok/s \(5 tokens in [0-9.]+ s\)" "run reports decode apart from prefill"
+expect 0 "$SLUICE" run -m "$MODEL" -p "the quick" -n 1
+has "$T/err" "^decode +n/a " "-n 1: decode is n/a, not 0.0 tok/s"
+hasnt "$T/err" "0\.0 tok/s" "-n 1 shows no 0.0 tok/s"
+expect 0 "$SLUICE" run -m "$MODEL" -p "the quick" -n 12 --draft "$SRC/models/tiny-gemma3-draft.gguf"
+has "$T/err" "^effective decode +[0-9.]+ tok/s \(drafting" "speculative decode line says what it counts"
+[ "$(grep -c "decode" "$T/err")" -eq 1 ] && ok || bad "speculative run repeats its decode rate: $(grep decode "$T/err")"
+
+# ---- --prompts as a batch mode ----
+# more prompts than max_requests: queued, not refused; blank lines keep the numbering
+sed -e "s|\.\./models/|$SRC/models/|" -e 's/max_batch_tokens: 512}/max_batch_tokens: 512, max_requests: 2}/' \
+    "$SRC/configs/one-process.yaml" >"$T/two.yaml"
+: >"$T/p.txt"
+for i in 1 2 3 4 5 6 7; do
+    echo "prompt number $i" >>"$T/p.txt"
+    [ $i -eq 3 ] && printf '\n  \n' >>"$T/p.txt"
+done
+expect 0 "$SLUICE" run -c "$T/two.yaml" --prompts "$T/p.txt" -n 3
+[ "$(grep -c '^\[line [0-9]*\] ' "$T/out")" -eq 7 ] && ok || bad "7 prompts past max_requests 2: $(head -3 "$T/err")"
+for l in 1 2 3 6 7 8 9; do has "$T/out" "^\[line $l\] " "answer labelled with file line $l"; done
+hasnt "$T/out" "^\[line (4|5)\] " "blank lines get no answer"
+has "$T/err" "2 blank lines skipped" "blank lines are reported"
+has "$T/err" "^progress: 7/7 done, 0 in flight, [0-9.]+ tok/s" "progress on stderr"
+# the same answers one by one, labelled in the same way
+"$SLUICE" run -m "$MODEL" -p "prompt number 6" -n 3 >"$T/solo" 2>/dev/null
+[ "$(sed -n 's/^\[line 8\] //p' "$T/out")" = "$(cat "$T/solo")" ] && ok ||
+    bad "the answer of line 8 differs from the prompt run alone"
+# JSON lines: one object a line, with the fields the issue names
+expect 0 "$SLUICE" run -c "$T/two.yaml" --prompts "$T/p.txt" -n 3 --jsonl
+"${PYTHON:-/usr/bin/python3}" - "$T/out" "$T/solo" <<'PYEOF' && ok || bad "--jsonl output"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 7, rows
+assert sorted(r["line"] for r in rows) == [1, 2, 3, 6, 7, 8, 9]
+assert sorted(r["id"] for r in rows) == list(range(1, 8))
+for r in rows:
+    assert r["prompt"].startswith("prompt number "), r
+    assert r["tokens"] == 3 and r["stop"] == "token limit", r
+    assert r["timings"]["prefill_s"] > 0 and "decode_s" in r["timings"], r
+line8 = [r for r in rows if r["line"] == 8][0]
+assert line8["text"] == open(sys.argv[2]).read().rstrip("\n"), (line8, open(sys.argv[2]).read())
+PYEOF
+expect 2 "$SLUICE" run -m "$MODEL" -p hi --jsonl
+has "$T/err" "--jsonl is an output format of --prompts" "--jsonl needs --prompts"
+# a failing prompt fails alone, summarised by cause with a count
+long=$(printf 'word %.0s' $(seq 40))
+printf 'short one\n%s\nshort two\n%s\n' "$long" "$long" >"$T/bad.txt"
+expect 1 "$SLUICE" run -m "$MODEL" --prompts "$T/bad.txt" -n 2 --ctx 32
+[ "$(grep -c '^\[line [13]\] ' "$T/out")" -eq 2 ] && ok || bad "the good prompts of a batch with bad ones were not answered"
+has "$T/err" "^sluice run: 2 requests failed: the prompt has [0-9]+ tokens.*\(the first on line 2\)$" "failures summarised by cause"
+
+# ---- signals: one line saying what was interrupted, exit 130 (SIGINT) / 143 (SIGTERM) ----
+# wait_for CMD...: up to 60 s for CMD to succeed
+wait_for() {
+    for _ in $(seq 600); do "$@" && return 0; sleep 0.1; done
+    return 1
+}
+for i in $(seq 40); do echo "a long prompt $i"; done >"$T/long.txt"
+for sig in INT TERM; do
+    "$SLUICE" run -m "$MODEL" --prompts "$T/long.txt" -n 100000 --temp 1 >"$T/sig.out" 2>"$T/sig.err" &
+    pid=$!
+    wait_for grep -q "progress: .*[1-9][0-9.]* tok/s" "$T/sig.err" || bad "SIG$sig: the batch never made progress"
+    kill -$sig $pid
+    wait $pid
+    rc=$?
+    want=$([ $sig = INT ] && echo 130 || echo 143)
+    [ $rc -eq "$want" ] && ok || bad "SIG$sig: exit $rc (want $want)"
+    has "$T/sig.err" "^sluice run: interrupted by SIG$sig.*: [0-9]+ of 40 prompts answered, [0-9]+ cancelled, [0-9]+ not started$" \
+        "SIG$sig: one line says what was interrupted"
+    [ "$(grep -c "failed: cancelled" "$T/sig.err")" -le 1 ] && ok || bad "SIG$sig: one line per cancelled request"
+done
+"$SLUICE" run -m "$MODEL" -p "the quick" -n 100000 --temp 1 >"$T/sig.out" 2>"$T/sig.err" &
+pid=$!
+wait_for test -s "$T/sig.out" || bad "the single run printed nothing"
+kill -INT $pid
+wait $pid
+rc=$?
+[ $rc -eq 130 ] && ok || bad "SIGINT on one prompt: exit $rc (want 130)"
+has "$T/sig.err" "^sluice run: interrupted by SIGINT \(Ctrl-C\): generation stopped after [0-9]+ tokens$" "SIGINT on one prompt says so"
 
 echo "test_newcomer: $checks checks, $fails failed" >&2
 [ $fails -eq 0 ]
