@@ -339,6 +339,9 @@ static void summarise(batch *b)
         }
     for (int i = 0; i < b->n_causes; i++) {
         const cause *c = &b->causes[i];
+        /* after a signal the caller's one line counts what was cancelled */
+        if (b->cancelling && strcmp(c->text, "cancelled") == 0)
+            continue;
         if (b->stream)
             fprintf(stderr, "sluice run: the request failed: %s\n", c->text);
         else

@@ -67,6 +67,7 @@ struct sl_pipeline {
     void *zctx;
     void *to_first;         /* PUSH to stage 0 */
     void *from_last;        /* PULL from the last stage */
+    sec_ipc_file from_last_file; /* its socket file, removed when it closes */
     pl_host **hosts;        /* in-process stages (NULL for remote ones) */
     int n_hosts;
     pl_coord *coord;
@@ -1046,6 +1047,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         sl_fail(err, "driver: cannot listen on %s: %s", addr[cfg->n_stages], zmq_strerror(zmq_errno()));
         goto fail;
     }
+    sec_ipc_file_note(&p->from_last_file, ret_addr);
     if (start_stages(p, addr, err))
         goto fail;
     if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
@@ -1079,6 +1081,7 @@ void sl_pipeline_close(sl_pipeline *p)
         zmq_close(p->to_first);
     if (p->from_last)
         zmq_close(p->from_last);
+    sec_ipc_file_remove(&p->from_last_file);
     sec_zap_stop(p->zap);
     if (p->zctx)
         zmq_ctx_term(p->zctx);

@@ -10,8 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -289,6 +292,88 @@ int sec_ipc_dir(const char *addr, sl_err *err)
                        "sockets must live in a directory only you can enter (chmod 700 %s, or name a path "
                        "in a new directory, which sluice creates with mode 0700)", addr, dir,
                        (unsigned)(st.st_mode & 07777), dir);
+    return 0;
+}
+
+void sec_ipc_file_note(sec_ipc_file *f, const char *addr)
+{
+    memset(f, 0, sizeof *f);
+    struct stat st;
+    if (strncmp(addr, "ipc://", 6) != 0 || addr[6] == '@' || strlen(addr + 6) >= sizeof f->path ||
+        lstat(addr + 6, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return;
+    snprintf(f->path, sizeof f->path, "%s", addr + 6);
+    f->dev = (uint64_t)st.st_dev;
+    f->ino = (uint64_t)st.st_ino;
+    f->noted = true;
+}
+
+void sec_ipc_file_remove(sec_ipc_file *f)
+{
+    struct stat st;
+    if (f->noted && lstat(f->path, &st) == 0 && S_ISSOCK(st.st_mode) && (uint64_t)st.st_dev == f->dev &&
+        (uint64_t)st.st_ino == f->ino)
+        unlink(f->path);
+    f->noted = false;
+}
+
+static int probe_ipc(const char *addr, sl_err *err)
+{
+    const char *path = addr + 6;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (path[0] == '@' || strlen(path) >= sizeof sa.sun_path)
+        return 0;
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return sl_fail(err, "%s: no socket there (%s): is a sluice worker listening on it?", addr, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return sl_fail(err, "%s: %s is not a socket", addr, path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    int e = errno;
+    close(fd);
+    if (rc != 0 && e == ECONNREFUSED)
+        return sl_fail(err, "%s: nobody serves this socket (a file left by a process that ended?)", addr);
+    return 0;
+}
+
+static int probe_tcp(const char *addr, sl_err *err)
+{
+    char host[256];
+    const char *h = addr + 6, *colon = strrchr(h, ':');
+    if (!colon || (size_t)(colon - h) >= sizeof host)
+        return 0;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - h), h);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+        return 0; /* ZeroMQ says what is wrong with the address */
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int rc = 0;
+    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno == EINPROGRESS) {
+        /* a host that drops packets is left to the caller's timeout */
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int e = 0;
+        socklen_t len = sizeof e;
+        if (poll(&pfd, 1, 1000) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 && e == ECONNREFUSED)
+            rc = sl_fail(err, "%s: connection refused: nothing listens there", addr);
+    } else if (fd >= 0 && errno == ECONNREFUSED) {
+        rc = sl_fail(err, "%s: connection refused: nothing listens there", addr);
+    }
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return rc;
+}
+
+int sec_probe_served(const char *addr, sl_err *err)
+{
+    if (strncmp(addr, "ipc://", 6) == 0)
+        return probe_ipc(addr, err);
+    if (strncmp(addr, "tcp://", 6) == 0)
+        return probe_tcp(addr, err);
     return 0;
 }
 

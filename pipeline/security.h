@@ -73,6 +73,26 @@ int sec_client(void *sock, const sec_keys *k, const char *server_public, const c
  * schemes pass. */
 int sec_ipc_dir(const char *addr, sl_err *err);
 
+/* The file of an ipc:// socket this process bound. libzmq (4.3) leaves it
+ * behind when the socket closes, so its binder removes it: note it after
+ * the bind, remove it after zmq_close. Only the very file noted is removed
+ * (same device and inode): a process that bound the path since keeps its
+ * own. Other schemes are ignored. */
+typedef struct sec_ipc_file {
+    char path[128];
+    uint64_t dev, ino;
+    bool noted;
+} sec_ipc_file;
+
+void sec_ipc_file_note(sec_ipc_file *f, const char *addr);
+void sec_ipc_file_remove(sec_ipc_file *f);
+
+/* Fails at once, naming the cause, when addr is an ipc:// path that has no
+ * socket file or whose socket nobody serves (a file left by a process that
+ * ended), or a tcp:// address that refuses connections; 0 otherwise (a
+ * listener may still not be sluice: the caller's own timeout tells). */
+int sec_probe_served(const char *addr, sl_err *err);
+
 /* ---- the ZAP handler (ZeroMQ RFC 27) ----
  * One per ZeroMQ context, on a thread of its own: answers every CURVE
  * server's request to admit a client, admitting only public keys listed for

@@ -87,7 +87,7 @@ sed -n 2p "$T/keys/c.key" >"$T/keys/old.key"
 chmod 600 "$T/keys/old.key"
 sed -n 2p "$T/keys/w.pub" >"$T/keys/old.pub"
 expect 1 "$SLUICE" status tcp://127.0.0.1:9 --key "$T/keys/old.key" --server-key "$T/keys/old.pub" --timeout 1
-has "$T/err" "no answer from tcp://127.0.0.1:9" "key files without the first line still load"
+has "$T/err" "tcp://127.0.0.1:9: connection refused" "key files without the first line still load"
 
 # an inline public key starting with a YAML character: the error says to quote it
 for k in '!' '&' '*' '@' '%'; do
@@ -203,7 +203,7 @@ for sig in INT TERM; do
     [ $rc -eq "$want" ] && ok || bad "SIG$sig: exit $rc (want $want)"
     has "$T/sig.err" "^sluice run: interrupted by SIG$sig.*: [0-9]+ of 40 prompts answered, [0-9]+ cancelled, [0-9]+ not started$" \
         "SIG$sig: one line says what was interrupted"
-    [ "$(grep -c "failed: cancelled" "$T/sig.err")" -le 1 ] && ok || bad "SIG$sig: one line per cancelled request"
+    hasnt "$T/sig.err" "failed: cancelled" "SIG$sig: no line per cancelled request"
 done
 "$SLUICE" run -m "$MODEL" -p "the quick" -n 100000 --temp 1 >"$T/sig.out" 2>"$T/sig.err" &
 pid=$!
@@ -212,7 +212,45 @@ kill -INT $pid
 wait $pid
 rc=$?
 [ $rc -eq 130 ] && ok || bad "SIGINT on one prompt: exit $rc (want 130)"
-has "$T/sig.err" "^sluice run: interrupted by SIGINT \(Ctrl-C\): generation stopped after [0-9]+ tokens$" "SIGINT on one prompt says so"
+has "$T/sig.err" "^sluice run: interrupted by SIGINT \(Ctrl-C\): generation stopped after [0-9]+ tokens?$" "SIGINT on one prompt says so"
+[ "$(grep -c . "$T/sig.err")" -eq 1 ] && ok || bad "SIGINT on one prompt: more than one line: $(cat "$T/sig.err")"
+
+# ---- socket files: removed on every way out; status fails at once on a dead one ----
+mkdir -m 700 "$T/ipc"
+sed -e "s|ipc:///tmp/sluice-two-process|ipc://$T/ipc|" -e "s|\.\./models/|$SRC/models/|" \
+    "$SRC/configs/two-process.yaml" >"$T/twoproc.yaml"
+expect 0 "$SLUICE" run -c "$T/twoproc.yaml" -p hi -n 2 --status-listen "ipc://$T/ipc/status"
+[ -z "$(ls -A "$T/ipc")" ] && ok || bad "a run (rc 0) left socket files: $(ls "$T/ipc")"
+expect 1 "$SLUICE" run -c "$T/twoproc.yaml" -p "$(printf 'word %.0s' $(seq 40))" -n 2 --ctx 32
+[ -z "$(ls -A "$T/ipc")" ] && ok || bad "a failed run left socket files: $(ls "$T/ipc")"
+"$SLUICE" run -c "$T/twoproc.yaml" --prompts "$T/long.txt" -n 100000 --temp 1 >/dev/null 2>"$T/sig.err" &
+pid=$!
+wait_for grep -q "progress: .*[1-9][0-9.]* tok/s" "$T/sig.err" || bad "two-process batch never made progress"
+kill -INT $pid
+wait $pid
+[ $? -eq 130 ] && ok || bad "two-process run: SIGINT did not exit 130"
+wait_for test -z "$(ls -A "$T/ipc")" && ok || bad "an interrupted run left socket files: $(ls "$T/ipc")"
+# a worker's control socket, after SIGTERM and after --once
+"$SLUICE" worker --listen "ipc://$T/ipc/w" 2>"$T/w.err" &
+pid=$!
+wait_for grep -q listening "$T/w.err" || bad "worker did not start"
+expect 0 "$SLUICE" status "ipc://$T/ipc/w"
+kill -TERM $pid
+wait $pid
+[ ! -e "$T/ipc/w" ] && ok || bad "a worker stopped by SIGTERM left its socket file"
+# status: a path with no socket, and a socket file nobody serves, fail at once
+expect 1 "$SLUICE" status "ipc://$T/ipc/w" --timeout 30
+has "$T/err" "no socket there" "status on a missing socket says so"
+"${PYTHON:-/usr/bin/python3}" -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$T/ipc/stale"
+start=$(date +%s)
+expect 1 "$SLUICE" status "ipc://$T/ipc/stale" --timeout 30
+[ $(($(date +%s) - start)) -lt 10 ] && ok || bad "status on a stale socket waited its timeout"
+has "$T/err" "nobody serves this socket" "status on a stale socket says why"
+port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start=$(date +%s)
+expect 1 "$SLUICE" status "tcp://127.0.0.1:$port" --insecure --timeout 30
+[ $(($(date +%s) - start)) -lt 10 ] && ok || bad "status on a closed tcp port waited its timeout"
+has "$T/err" "connection refused" "status on a closed port says why"
 
 echo "test_newcomer: $checks checks, $fails failed" >&2
 [ $fails -eq 0 ]
