@@ -17,6 +17,7 @@
 #include "pipeline/host.h"
 #include "pipeline/keyring.h"
 #include "pipeline/wire.h"
+#include "util/debug.h"
 #include "scheduler/bind.h"
 #include "stages/spec.h"
 
@@ -608,15 +609,22 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
         return;
     }
     if (!is_inflight(p, m->hdr->batch_id)) {
+        /* a batch sent before a stage died may still come back (from the
+         * stages that survived, or queued for the restarted one): its
+         * requests are being replayed, so it is expected, not an error */
+        if (m->hdr->batch_id <= p->stale_below) {
+            static bool logged;
+            sl_debug_once(&logged, "driver: dropping answers to batches sent before a stage was lost "
+                          "(the first: %s for batch %llu); their requests are replayed",
+                          pl_msg_kind_name(kind), (unsigned long long)m->hdr->batch_id);
+            return;
+        }
         /* Not a batch we sent (a stray or forged message): it must not
          * disturb the batches in flight. An error still fails the requests
          * it names. */
         fprintf(stderr, "sluice: driver: %s for unknown batch %llu\n", pl_msg_kind_name(kind),
                 (unsigned long long)m->hdr->batch_id);
-        /* a batch sent before a stage died may still come back (from the
-         * stages that survived, or queued for the restarted one): its
-         * requests are being replayed, not failed */
-        if (kind == SLUICE__MSG_KIND__MSG_ERROR && m->hdr->batch_id > p->stale_below)
+        if (kind == SLUICE__MSG_KIND__MSG_ERROR)
             fail_named(p, m);
         return;
     }
