@@ -22,6 +22,7 @@ static const command commands[] = {
     {"plan", cmd_plan, "place layers on NUMA nodes or cluster hosts and write the config"},
     {"keygen", cmd_keygen, "write a CURVE key pair for a pipeline node"},
     {"status", cmd_status, "show a worker's stages and their metrics"},
+    {"tokenize", cmd_tokenize, "show a prompt's tokens from a GGUF's vocabulary (no weights loaded)"},
     {"version", cmd_version, "show the version built and the kernel path this CPU gets"},
 };
 

@@ -252,5 +252,43 @@ expect 1 "$SLUICE" status "tcp://127.0.0.1:$port" --insecure --timeout 30
 [ $(($(date +%s) - start)) -lt 10 ] && ok || bad "status on a closed tcp port waited its timeout"
 has "$T/err" "connection refused" "status on a closed port says why"
 
+# ---- tokenize: the ids run feeds, from the vocabulary alone ----
+IDS=${SLUICE_BUILD:-$(dirname "$SLUICE")}/pipeline_ids
+prompts=("Hello world" "the quick brown fox" "<start_of_turn>user
+hi there<end_of_turn>" "naïve café — ünïcödé 日本" "  leading spaces and 'quotes' \\ \" tabs	x" "1234567890")
+for pr in "${prompts[@]}"; do
+    "$IDS" "$MODEL" "$pr" >"$T/want" 2>"$T/err" || bad "pipeline_ids failed: $(cat "$T/err")"
+    expect 0 "$SLUICE" tokenize -m "$MODEL" -p "$pr" --ids
+    cmp -s "$T/out" "$T/want" && ok || bad "tokenize --ids differs from run's tokens for '$pr': $(cat "$T/out") vs $(cat "$T/want")"
+    "$IDS" "$MODEL" --no-bos "$pr" >"$T/want" 2>/dev/null
+    expect 0 "$SLUICE" tokenize -m "$MODEL" -p "$pr" --ids --no-bos
+    cmp -s "$T/out" "$T/want" && ok || bad "tokenize --ids --no-bos differs from run's for '$pr'"
+done
+# the count run reports is tokenize's
+expect 0 "$SLUICE" tokenize -m "$MODEL" -p "the quick brown fox"
+n=$(grep -c . "$T/out")
+expect 0 "$SLUICE" run -m "$MODEL" -p "the quick brown fox" -n 1
+has "$T/err" "^prompt tokens +$n$" "run's prompt token count is tokenize's"
+expect 0 "$SLUICE" tokenize -m "$MODEL" -p "Hello world"
+has "$T/out" "^ +2  '<bos>'$" "tokenize prints id and piece"
+has "$T/out" "'▁wor'$" "pieces as the vocabulary writes them"
+printf 'from a file\n' >"$T/tok.txt"
+expect 0 "$SLUICE" tokenize -m "$MODEL" -f "$T/tok.txt" --json
+"$PY" -c '
+import json, sys
+t = json.load(open(sys.argv[1]))
+assert t[0] == {"id": 2, "piece": "<bos>"}, t
+assert t[-1]["piece"] == "\n", t
+' "$T/out" && ok || bad "tokenize --json: $(cat "$T/out")"
+expect 0 "$SLUICE" tokenize -m "$MODEL" -p "Hello" --json --ids --no-bos
+"$PY" -c 'import json, sys; t = json.load(open(sys.argv[1])); assert all(isinstance(x, int) for x in t) and 2 not in t[:1], t' "$T/out" &&
+    ok || bad "tokenize --json --ids"
+usage_err() { expect 2 "$@"; has "$T/err" "^try 'sluice tokenize --help'$" "tokenize usage error: $*"; }
+usage_err "$SLUICE" tokenize -m "$MODEL"
+usage_err "$SLUICE" tokenize -p hi
+usage_err "$SLUICE" tokenize -m "$MODEL" -p hi -f x
+expect 1 "$SLUICE" tokenize -m "$T/missing.gguf" -p hi
+has "$T/err" "missing.gguf" "tokenize names a missing model"
+
 echo "test_newcomer: $checks checks, $fails failed" >&2
 [ $fails -eq 0 ]
