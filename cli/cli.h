@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/types.h"
+#include "util/err.h"
 
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
@@ -52,6 +53,13 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
 
 /* Long name of the option whose value is c (for messages). */
 const char *cli_opt_name(const struct option *longopts, int c);
+
+/* Checks, before anything loads, that the stages cfg runs on this machine
+ * (the coordinator's and those of spawned workers) fit it: a numa: node it
+ * lacks fails naming both machines' numbers; threads: past its cores warn.
+ * what names the config in messages. */
+struct pl_config;
+int cli_check_machine(const struct pl_config *cfg, const char *what, sl_err *err);
 
 /* Monotonic seconds. */
 double cli_now(void);

@@ -348,8 +348,9 @@ static void print_summary(double load_s, const sl_event *d, bool spec)
     if (spec)
         ;
     else if (d->n_generated > 1 && d->decode_s > 0)
-        fprintf(stderr, "decode             %.1f tok/s (%d tokens in %.3f s)\n",
-                (d->n_generated - 1) / d->decode_s, d->n_generated - 1, d->decode_s);
+        fprintf(stderr, "decode             %.1f tok/s (%d token%s in %.3f s)\n",
+                (d->n_generated - 1) / d->decode_s, d->n_generated - 1, d->n_generated == 2 ? "" : "s",
+                d->decode_s);
     else
         fprintf(stderr, "decode             n/a (%s)\n",
                 d->n_generated <= 1 ? "one token, and it came out of the prefill" : "not timed");
@@ -487,6 +488,8 @@ static int prepare_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_e
     if (o->config ? pl_config_load(cfg, o->config, err) : default_config(cfg, o, n_prompts, err))
         return -1;
     if (sl_sched_resolve_auto(cfg, err))
+        return -1;
+    if (cli_check_machine(cfg, o->config ? o->config : o->model, err))
         return -1;
     if (o->n_ctx)
         cfg->limits.context = o->n_ctx;

@@ -290,5 +290,36 @@ usage_err "$SLUICE" tokenize -m "$MODEL" -p hi -f x
 expect 1 "$SLUICE" tokenize -m "$T/missing.gguf" -p hi
 has "$T/err" "missing.gguf" "tokenize names a missing model"
 
+# ---- plan: a cluster plan names its keys (or insecure: true when asked) ----
+CLUSTER=$SRC/configs/cluster-4node.yaml
+(cd "$T" && "$SLUICE" plan --shape gemma3:27b --type f16 --topology "$CLUSTER" -o plan.yaml >plan.out 2>&1) ||
+    bad "cluster plan failed: $(tail -2 "$T/plan.out")"
+has "$T/plan.yaml" "^  key: .*keys/ws\.key$" "cluster plan: the coordinator's key placeholder"
+has "$T/plan.yaml" "^  public_key: .*keys/mini1\.pub$" "cluster plan: a worker's public key placeholder"
+has "$T/plan.yaml" "^#   sluice keygen -o keys/NAME" "cluster plan: a comment on running keygen"
+hasnt "$T/plan.yaml" "insecure" "cluster plan is not insecure unless asked"
+has "$T/plan.out" "sluice keygen -o keys/NAME" "plan says to make the keys"
+# with the pairs made where the placeholders point, the plan gets past its keys
+(cd "$T" && for n in ws mini1 mini2; do "$SLUICE" keygen -o "keys/$n" >/dev/null; done)
+expect 1 "$SLUICE" run -c "$T/plan.yaml" -p hi -n 1
+hasnt "$T/err" "CURVE secret key|public_key" "the planned keys satisfy the config"
+(cd "$T" && "$SLUICE" plan --shape gemma3:27b --type f16 --topology "$CLUSTER" --insecure -o insecure.yaml >/dev/null 2>&1)
+has "$T/insecure.yaml" "^insecure: true$" "plan --insecure writes insecure: true"
+hasnt "$T/insecure.yaml" "key:" "plan --insecure writes no keys"
+# ---- plan for another machine: said so; run refuses numa nodes this machine lacks ----
+expect 0 "$SLUICE" plan --shape gemma3:4b --type f16 --topology "pack:2 numa:1(memory=8GB) core:4 pu:1" -o "$T/other.yaml"
+has "$T/out" "note: this plan is for the machine \"pack:2" "plan says it is for another machine"
+has "$T/other.yaml" "^# Planned for the machine" "the config says it is for another machine"
+sed -i 's/numa: 1$/numa: 63/' "$T/other.yaml"
+expect 1 "$SLUICE" run -c "$T/other.yaml" -p hi -n 1
+has "$T/err" "bound to NUMA node 63, but this machine has [0-9]+ NUMA node\(s\) \(0\.\.[0-9]+\) and [0-9]+ cores" \
+    "run refuses a NUMA node this machine lacks, with the numbers"
+hasnt "$T/err" "MODEL\.gguf" "the machine check comes before anything loads"
+ncores=$(nproc)
+sed -e "s|\.\./models/|$SRC/models/|" "$SRC/configs/one-process.yaml" >"$T/threads.yaml"
+sed -i "s/    layers: \[0, 6\]/    layers: [0, 6]\n    threads: $((ncores * 8))/" "$T/threads.yaml"
+expect 0 "$SLUICE" run -c "$T/threads.yaml" -p hi -n 1
+has "$T/err" "warning: .*asks for $((ncores * 8)) threads, but this machine has [0-9]+ cores" "run warns of more threads than cores"
+
 echo "test_newcomer: $checks checks, $fails failed" >&2
 [ $fails -eq 0 ]
