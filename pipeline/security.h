@@ -89,8 +89,8 @@ void sec_ipc_file_remove(sec_ipc_file *f);
 
 /* Fails at once, naming the cause, when addr is an ipc:// path that has no
  * socket file or whose socket nobody serves (a file left by a process that
- * ended), or a tcp:// address that refuses connections; 0 otherwise (a
- * listener may still not be sluice: the caller's own timeout tells). */
+ * ended); 0 otherwise (a listener may still not be sluice, and other
+ * schemes are not probed: the caller's own timeout tells). */
 int sec_probe_served(const char *addr, sl_err *err);
 
 /* ---- the ZAP handler (ZeroMQ RFC 27) ----

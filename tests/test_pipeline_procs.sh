@@ -91,6 +91,8 @@ for mode in greedy sampled; do
 done
 
 # ---- a worker killed mid-generation ----
+# generating FILE: up to 60 s for a run's progress line (FILE) to show tokens coming out
+generating() { for _ in $(seq 600); do grep -aqE "progress: .*[1-9][0-9.]* tok/s" "$1" && return 0; sleep 0.1; done; return 1; }
 for i in $(seq 16); do echo "prompt $i of a long run"; done >long.txt
 # long_run CONFIG: a generation of several seconds in the background, its pid in $coord
 long_run() {
@@ -100,7 +102,7 @@ long_run() {
 }
 long_run two.yaml
 if wait_for has_workers "$T/p1"; then ok; else bad "no spawned worker appeared"; fi
-sleep 1
+generating long.err && ok || bad "killed worker: the run never generated"
 victim=$(workers "$T/p1")
 t0=$(date +%s%N)
 kill -9 $victim
@@ -116,7 +118,7 @@ echo "killed worker noticed and reported in $ms ms"
 # ---- a worker that hangs (stopped): the heartbeats notice ----
 long_run two.yaml
 wait_for has_workers "$T/p1" && ok || bad "no spawned worker appeared"
-sleep 0.5
+generating long.err && ok || bad "hung worker: the run never generated"
 t0=$(date +%s%N)
 kill -STOP $(workers "$T/p1")
 wait "$coord"
@@ -131,7 +133,7 @@ echo "hung worker noticed and reported in $ms ms"
 # ---- Ctrl-C on the coordinator ----
 long_run three.yaml
 wait_for n_workers_is "$T" 2 && ok || bad "three.yaml: two spawned workers expected"
-sleep 1
+generating long.err && ok || bad "Ctrl-C: the run never generated"
 t0=$(date +%s%N)
 kill -INT "$coord"
 wait "$coord"
@@ -227,7 +229,7 @@ has w2.err "the coordinator shut the pipeline down" "standing worker after a cle
 # stopped on its host mid-generation, it tells its coordinator at once
 long_run standing2.yaml
 wait_for n_ready_at_least w2.err 3 && ok || bad "standing worker got no third assignment"
-sleep 0.5
+generating long.err && ok || bad "stopped worker: the run never generated"
 t0=$(date +%s%N)
 kill -TERM $w2
 wait "$coord"
