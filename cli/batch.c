@@ -179,6 +179,46 @@ static void count_cause(batch *b, const char *text, int line)
 
 /* ---- printing ---- */
 
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len = s[0] < 0x80 ? 1 : (s[0] >> 5) == 6 ? 2 : (s[0] >> 4) == 14 ? 3 : (s[0] >> 3) == 30 ? 4 : 0;
+    if (len == 0 || len > n || (len == 2 && s[0] < 0xc2) || (len == 4 && s[0] > 0xf4))
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((len == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (len == 3 && s[0] == 0xed && s[1] >= 0xa0) ||
+        (len == 4 && s[0] == 0xf0 && s[1] < 0x90) || (len == 4 && s[0] == 0xf4 && s[1] >= 0x90))
+        return 0;
+    return len;
+}
+
+/* JSON strings must be UTF-8, but a token limit can cut a character and a
+ * byte-fallback piece can stand alone: each invalid byte becomes U+FFFD. */
+static json_object *json_utf8(const char *text, size_t n)
+{
+    char *out = malloc(3 * n + 1);
+    if (!out)
+        return json_object_new_string("");
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_len((const unsigned char *)text + i, n - i);
+        if (len) {
+            memcpy(out + o, text + i, len);
+            o += len;
+            i += len;
+        } else {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    json_object *j = json_object_new_string_len(out, (int)o);
+    free(out);
+    return j;
+}
+
 static void print_jsonl(const batch *b, int i)
 {
     const answer *a = &b->ans[i];
@@ -186,8 +226,8 @@ static void print_jsonl(const batch *b, int i)
     json_object *j = json_object_new_object();
     json_object_object_add(j, "id", json_object_new_int(i + 1));
     json_object_object_add(j, "line", json_object_new_int(b->pr->line[i]));
-    json_object_object_add(j, "prompt", json_object_new_string(b->pr->text[i]));
-    json_object_object_add(j, "text", json_object_new_string_len(a->text ? a->text : "", (int)a->len));
+    json_object_object_add(j, "prompt", json_utf8(b->pr->text[i], strlen(b->pr->text[i])));
+    json_object_object_add(j, "text", json_utf8(a->text ? a->text : "", a->len));
     json_object_object_add(j, "tokens", json_object_new_int(a->n_ids));
     if (a->failed) {
         json_object_object_add(j, "error", json_object_new_string(a->error ? a->error : "?"));

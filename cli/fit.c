@@ -27,8 +27,8 @@ int cli_check_machine(const pl_config *cfg, const char *what, sl_err *err)
         if (!runs_here(cfg, st))
             continue;
         if (st->numa >= t->numa_nodes)
-            rc = sl_fail(err, "%s: stage %d (%s) is bound to NUMA node %d, but this machine has %d NUMA "
-                         "node(s) (0..%d) and %d cores: the config was made for another machine; plan one "
+            rc = sl_fail(err, "%s: stage %d (%s): NUMA node %d does not exist on this machine, which has %d "
+                         "NUMA node(s) (0..%d) and %d cores: the config was made for another machine; plan one "
                          "for this machine with `sluice plan --topology local`, or drop the numa: lines",
                          what, i, pl_stage_kind_name(st->kind), st->numa, t->numa_nodes, t->numa_nodes - 1,
                          t->cores);

@@ -176,6 +176,14 @@ for r in rows:
 line8 = [r for r in rows if r["line"] == 8][0]
 assert line8["text"] == open(sys.argv[2]).read().rstrip("\n"), (line8, open(sys.argv[2]).read())
 PYEOF
+# bytes that are not UTF-8 (a Latin-1 prompt) still make valid JSON lines
+printf 'caf\xe9 au lait\n' >"$T/latin1.txt"
+expect 0 "$SLUICE" run -m "$MODEL" --prompts "$T/latin1.txt" -n 4 --jsonl
+"${PYTHON:-/usr/bin/python3}" -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8", errors="strict")]
+assert rows[0]["prompt"] == "caf\ufffd au lait", rows
+' "$T/out" && ok || bad "--jsonl with a non-UTF-8 prompt: $(cat "$T/out")"
 expect 2 "$SLUICE" run -m "$MODEL" -p hi --jsonl
 has "$T/err" "--jsonl is an output format of --prompts" "--jsonl needs --prompts"
 # a failing prompt fails alone, summarised by cause with a count
@@ -307,7 +315,7 @@ has "$T/out" "note: this plan is for the machine \"pack:2" "plan says it is for 
 has "$T/other.yaml" "^# Planned for the machine" "the config says it is for another machine"
 sed -i 's/numa: 1$/numa: 63/' "$T/other.yaml"
 expect 1 "$SLUICE" run -c "$T/other.yaml" -p hi -n 1
-has "$T/err" "bound to NUMA node 63, but this machine has [0-9]+ NUMA node\(s\) \(0\.\.[0-9]+\) and [0-9]+ cores" \
+has "$T/err" "stage [0-9]+ \(layers\): NUMA node 63 does not exist on this machine, which has [0-9]+ NUMA node\(s\) \(0\.\.[0-9]+\) and [0-9]+ cores" \
     "run refuses a NUMA node this machine lacks, with the numbers"
 hasnt "$T/err" "MODEL\.gguf" "the machine check comes before anything loads"
 ncores=$(nproc)
