@@ -565,7 +565,7 @@ int cmd_run(int argc, char **argv)
     if (!cfg)
         sl_fail(&err, "out of memory");
     else if (prepare_config(cfg, &o, pr.n, &err) == 0 &&
-             (!o.spec_baseline || run_baseline(cfg, &o, &pr, &base_tok_s, &err) == 0) &&
+             (!o.spec_baseline || run_baseline(cfg, &o, &pr, &base_tok_s, &err) == 0) && !stop_signal &&
              (!o.draft || pl_config_add_speculative(cfg, o.draft, o.draft_k_set ? o.draft_k : 8, !o.draft_k_set,
                                                     o.draft_threads, &err) == 0))
         rc = run_pipeline(cfg, &o, &pr, true, &spec_sum, &res, &err);
