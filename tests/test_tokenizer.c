@@ -497,7 +497,7 @@ static gguf_writer *gemma4_vocab(bool with_merges)
 {
     static const char *const words[G4_WORDS] = {
         "<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "a", "b", "c", "ab", "bc",
-        "\xE2\x96\x81", "\xE2\x96\x81" "a", "\n", "\n\n", "<tool>"};
+        "\xE2\x96\x81", ("\xE2\x96\x81" "a"), "\n", "\n\n", "<tool>"};
     static const int32_t word_types[G4_WORDS] = {3, 3, 3, 2, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4};
     static char byte_names[256][8];
     static const char *tokens[G4_N];
