@@ -432,7 +432,8 @@ int main(int argc, char **argv)
     const char *config = NULL, *prompts = NULL, *label = "soak", *ready = NULL;
     double deadline = 150.0;
     soak s = {.n_req = 200, .n_clients = 8, .n_gen = 24};
-    for (int i = 1; i < argc; i++) {
+    /* every option takes one value: step over both */
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             goto usage;
@@ -445,7 +446,6 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--deadline") == 0) deadline = atof(v);
         else if (strcmp(a, "--ready") == 0) ready = v;
         else goto usage;
-        i++;
     }
     if (!config || !prompts || s.n_req < 1 || s.n_clients < 1 || s.n_gen < 1)
         goto usage;
