@@ -16,8 +16,18 @@ int cli_usage(const char *cmd, const char *usage, const char *fmt, ...)
     fprintf(stderr, "sluice %s: ", cmd);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n%s", usage);
+    /* the whole usage would bury the one line that says what was wrong */
+    (void)usage;
+    fprintf(stderr, "\ntry 'sluice %s --help'\n", cmd);
     return CLI_USAGE;
+}
+
+int cli_bad_number(const char *cmd, const char *opt, const char *value, double lo, double hi, bool real)
+{
+    if (real)
+        return cli_usage(cmd, NULL, "bad value '%s' for --%s: must be a number %.10g..%.10g", value, opt, lo, hi);
+    return cli_usage(cmd, NULL, "bad value '%s' for --%s: must be a whole number %.0f..%.0f", value, opt, lo,
+                     hi);
 }
 
 int cli_fail(const char *cmd, const char *fmt, ...)

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/types.h"
+#include "util/err.h"
 
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
@@ -22,11 +23,17 @@ int cmd_bench(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
-/* Prints "sluice CMD: message" and the command's usage to stderr; returns
- * CLI_USAGE so a parser reads `return cli_usage(...)`. */
+/* Prints "sluice CMD: message" and "try 'sluice CMD --help'" to stderr (not
+ * the whole usage, which would bury the message); returns CLI_USAGE so a
+ * parser reads `return cli_usage(...)`. usage may be NULL. */
 int cli_usage(const char *cmd, const char *usage, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A usage error for a number out of its range or not a number at all:
+ * "bad value 'V' for --OPT: must be a whole number LO..HI" (real: any number). */
+int cli_bad_number(const char *cmd, const char *opt, const char *value, double lo, double hi, bool real);
 /* Prints "sluice CMD: message" to stderr; returns CLI_FAIL. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -46,6 +53,13 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
 
 /* Long name of the option whose value is c (for messages). */
 const char *cli_opt_name(const struct option *longopts, int c);
+
+/* Checks, before anything loads, that the stages cfg runs on this machine
+ * (the coordinator's and those of spawned workers) fit it: a numa: node it
+ * lacks fails naming both machines' numbers; threads: past its cores warn.
+ * what names the config in messages. */
+struct pl_config;
+int cli_check_machine(const struct pl_config *cfg, const char *what, sl_err *err);
 
 /* Monotonic seconds. */
 double cli_now(void);

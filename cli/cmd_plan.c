@@ -1,6 +1,7 @@
 /* sluice plan: which layers each stage owns and where it runs, for this
  * machine, a synthetic one or a cluster file, written as a runnable
  * pipeline config. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,12 +48,17 @@ static const char usage[] =
     "  --kv-type T             KV cache type: f32 (default), f16, bf16, q8_0\n"
     "  --ple local|embed       Gemma 4: per-layer embeddings gathered at each layers stage\n"
     "                          (local, the default) or at the embed stage and sent down\n"
+    "  --insecure              a cluster plan with plain TCP (insecure: true)\n"
+    "                          instead of CURVE key fields (keys/NAME.key for the\n"
+    "                          coordinator, keys/NAME.pub for each other node:\n"
+    "                          make them with `sluice keygen -o keys/NAME`)\n"
     "  -o, --output FILE       write the config there\n"
     "  -h, --help              show this help\n";
 
 typedef struct plan_opts {
     const char *model, *shape, *model_path, *topology, *calibration, *output;
     int wtype, kv_type, ple;
+    bool insecure;
     sl_place_opts place;
 } plan_opts;
 
@@ -126,6 +132,20 @@ static int load_topology(const plan_opts *o, sl_topology *t, sl_err *err)
     return sl_topo_hwloc(t, local ? NULL : tp, &d, err);
 }
 
+/* A cluster runs CURVE on every tcp:// hop: the coordinator's secret key and
+ * each other node's public key, as keygen names them (placeholders until
+ * the pairs are made), or plain TCP when asked for. */
+static void plan_keys(const plan_opts *o, pl_config *c)
+{
+    if (o->insecure) {
+        c->insecure = true;
+        return;
+    }
+    snprintf(c->nodes[0].key, sizeof c->nodes[0].key, "keys/%s.key", c->nodes[0].name);
+    for (int i = 1; i < c->n_nodes; i++)
+        snprintf(c->nodes[i].public_key, sizeof c->nodes[i].public_key, "keys/%s.pub", c->nodes[i].name);
+}
+
 /* The plan as a pipeline config: one process with a stage per NUMA node
  * (pinned with numa:) for a single host, or a node per cluster host. */
 static void plan_config(const plan_opts *o, const sl_topology *t, const sl_plan *p, pl_config *c)
@@ -157,6 +177,8 @@ static void plan_config(const plan_opts *o, const sl_topology *t, const sl_plan 
             snprintf(cn->address, sizeof cn->address, "%s", t->nodes[n].address);
             node_of[n] = c->n_nodes++;
         }
+    if (!t->one_host)
+        plan_keys(o, c);
     int ns = 0;
     c->stages[ns++] = (pl_stage){.kind = PL_STAGE_EMBED, .node = 0, .numa = -1};
     if (t->one_host)
@@ -177,6 +199,61 @@ static void plan_config(const plan_opts *o, const sl_topology *t, const sl_plan 
     c->stages[ns++] = (pl_stage){.kind = PL_STAGE_SAMPLE, .node = last->node, .numa = last->numa,
                                  .threads = last->threads};
     c->n_stages = ns;
+}
+
+/* Why the written config looks as it does, as comments at its top: the
+ * keys a cluster needs, and a machine that is not this one. */
+static int notes(const plan_opts *o, const sl_topology *t, const pl_config *c, char *buf, size_t size)
+{
+    size_t n = 0;
+    const char *tp = o->topology ? o->topology : "local";
+    if (t->one_host && strcmp(tp, "local") != 0)
+        n += (size_t)snprintf(buf + n, size - n,
+                              "# Planned for the machine \"%s\" (%d NUMA node(s), %d cores), not this one:\n"
+                              "# its numa: and threads: fit that machine. `sluice run` refuses a numa:\n"
+                              "# node this machine lacks; plan here with --topology local.\n",
+                              tp, t->numa_nodes, t->cores);
+    if (!t->one_host && c->insecure)
+        n += (size_t)snprintf(buf + n, size - n, "# insecure: true: plain TCP, anyone who reaches a port may "
+                              "join (planned with --insecure).\n");
+    else if (!t->one_host)
+        n += (size_t)snprintf(buf + n, size - n,
+                              "# Every tcp:// hop is CURVE. Make each node's key pair on its own host:\n"
+                              "#   sluice keygen -o keys/NAME     (NAME: %s and each node below)\n"
+                              "# The coordinator (%s) keeps keys/%s.key; every other node's keys/NAME.pub\n"
+                              "# is copied to the coordinator, and each worker runs\n"
+                              "#   sluice worker --listen ADDRESS --key keys/NAME.key --allow keys/%s.pub\n",
+                              c->nodes[0].name, c->nodes[0].name, c->nodes[0].name, c->nodes[0].name);
+    return (int)n;
+}
+
+static int prepend_notes(const plan_opts *o, const sl_topology *t, const pl_config *c, const char *path,
+                         sl_err *err)
+{
+    char head[2048];
+    if (notes(o, t, c, head, sizeof head) == 0)
+        return 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return sl_fail(err, "%s: cannot read back: %s", path, strerror(errno));
+    char *body = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&body, &len);
+    char chunk[4096];
+    size_t got;
+    while (mem && (got = fread(chunk, 1, sizeof chunk, fp)) > 0)
+        fwrite(chunk, 1, got, mem);
+    fclose(fp);
+    if (!mem || fclose(mem) != 0) {
+        free(body);
+        return sl_fail(err, "out of memory");
+    }
+    fp = fopen(path, "wb");
+    int rc = fp && fputs(head, fp) >= 0 && fwrite(body, 1, len, fp) == len ? 0 : -1;
+    if (fp && fclose(fp) != 0)
+        rc = -1;
+    free(body);
+    return rc ? sl_fail(err, "%s: cannot write: %s", path, strerror(errno)) : 0;
 }
 
 static void print_plan(const sl_model_cost *mc, const sl_topology *t, const sl_plan *p,
@@ -235,12 +312,19 @@ static int plan(const char *cmd, plan_opts *o)
         goto done;
     print_plan(mc, t, &p, o);
     plan_config(o, t, &p, c);
+    const char *tp = o->topology ? o->topology : "local";
+    if (t->one_host && strcmp(tp, "local") != 0)
+        printf("\nnote: this plan is for the machine \"%s\" (%d NUMA node(s), %d cores), not this one; "
+               "`sluice run` refuses numa: nodes this machine lacks\n", tp, t->numa_nodes, t->cores);
     if (o->output) {
         /* written, then read back: the plan must be a config the loader takes */
-        if (pl_config_write(c, o->output, &err) || pl_config_load(back, o->output, &err) ||
-            pl_config_check_layers(back, mc->n_layer, &err))
+        if (pl_config_write(c, o->output, &err) || prepend_notes(o, t, c, o->output, &err) ||
+            pl_config_load(back, o->output, &err) || pl_config_check_layers(back, mc->n_layer, &err))
             goto done;
         printf("\nwrote %s\n", o->output);
+        if (!t->one_host && !o->insecure)
+            printf("keys: make each node's pair on its host with `sluice keygen -o keys/NAME` (the names in "
+                   "%s), and copy each .pub to the coordinator\n", o->output);
     }
     rc = CLI_OK;
 done:
@@ -266,7 +350,7 @@ static int parse_type(const char *s, bool kv, int *out)
 
 int cmd_plan(int argc, char **argv)
 {
-    enum { O_SHAPE = 1000, O_TYPE, O_MPATH, O_TOPO, O_CAL, O_OBJ, O_CTX, O_SEQ, O_KV, O_PLE };
+    enum { O_SHAPE = 1000, O_TYPE, O_MPATH, O_TOPO, O_CAL, O_OBJ, O_CTX, O_SEQ, O_KV, O_PLE, O_INSECURE };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"model", required_argument, NULL, 'm'},
@@ -281,6 +365,7 @@ int cmd_plan(int argc, char **argv)
         {"sequences", required_argument, NULL, O_SEQ},
         {"kv-type", required_argument, NULL, O_KV},
         {"ple", required_argument, NULL, O_PLE},
+        {"insecure", no_argument, NULL, O_INSECURE},
         {NULL, 0, NULL, 0},
     };
     plan_opts o = {.wtype = SL_TYPE_Q4_0, .kv_type = SL_TYPE_F32};
@@ -296,6 +381,7 @@ int cmd_plan(int argc, char **argv)
         case O_SHAPE: o.shape = optarg; break;
         case O_TYPE: bad = parse_type(optarg, false, &o.wtype); break;
         case O_MPATH: o.model_path = optarg; break;
+        case O_INSECURE: o.insecure = true; break;
         case O_TOPO: o.topology = optarg; break;
         case O_CAL: o.calibration = optarg; break;
         case O_OBJ:

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/batch.h"
 #include "cli/cli.h"
 #include "pipeline/autoplace.h"
 #include "model/config.h"
@@ -32,8 +33,13 @@ static const char usage[] =
     "  -m, --model FILE        GGUF model, run as the one-process pipeline\n"
     "  -c, --config FILE       pipeline config (YAML; see configs/)\n"
     "  -p, --prompt TEXT       prompt\n"
-    "      --prompts FILE      one prompt a line, all in flight together; outputs\n"
-    "                          are printed in order, one block per prompt\n"
+    "      --prompts FILE      one prompt a line, any number: at most max_requests\n"
+    "                          in flight, each answer printed when complete as\n"
+    "                          '[line N] TEXT' (N: its line in FILE; blank lines\n"
+    "                          are skipped), progress on stderr, failures counted\n"
+    "                          by cause\n"
+    "      --jsonl             with --prompts: one JSON object a line per answer\n"
+    "                          (id, line, prompt, text, tokens, stop, timings)\n"
     "  -n, --n-predict N       tokens to generate at most (default 128)\n"
     "  --temp T                temperature; 0 = greedy (default 0)\n"
     "  --top-k K               keep the K most likely tokens (default 0 = off)\n"
@@ -75,12 +81,17 @@ static const char usage[] =
     "the output follows exactly the target's distribution. A config's\n"
     "speculative: section does the same for -c.\n"
     "\n"
+    "Ctrl-C (SIGINT) or SIGTERM stops a run in order: the requests in flight are\n"
+    "cancelled, one line says what was interrupted, and the exit status is 130\n"
+    "(SIGINT) or 143 (SIGTERM); a second signal ends it at once.\n"
+    "\n"
     "Settings given here override the config's sampling section. Filters apply in\n"
     "the order repetition penalty, top-k, temperature, top-p, min-p. Generation\n"
     "stops at EOS, after N tokens or when the context is full.\n";
 
 typedef struct run_opts {
     const char *model, *config, *prompt, *prompts_file;
+    bool jsonl;
     int n_predict, threads, n_ctx;
     bool chat, no_bos, print_ids, stats;
     const char *metrics, *status_listen;
@@ -95,106 +106,179 @@ typedef struct run_opts {
 
 enum { S_TEMP, S_TOPK, S_TOPP, S_MINP, S_PEN, S_LASTN, S_SEED };
 
+static const struct option run_longopts[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"model", required_argument, NULL, 'm'},
+    {"config", required_argument, NULL, 'c'},
+    {"prompt", required_argument, NULL, 'p'},
+    {"prompts", required_argument, NULL, 'F'},
+    {"jsonl", no_argument, NULL, 'J'},
+    {"n-predict", required_argument, NULL, 'n'},
+    {"threads", required_argument, NULL, 't'},
+    {"temp", required_argument, NULL, 'T'},
+    {"top-k", required_argument, NULL, 'K'},
+    {"top-p", required_argument, NULL, 'P'},
+    {"min-p", required_argument, NULL, 'M'},
+    {"repeat-penalty", required_argument, NULL, 'R'},
+    {"repeat-last-n", required_argument, NULL, 'L'},
+    {"seed", required_argument, NULL, 's'},
+    {"chat", no_argument, NULL, 'C'},
+    {"ctx", required_argument, NULL, 'X'},
+    {"no-bos", no_argument, NULL, 'B'},
+    {"print-ids", no_argument, NULL, 'I'},
+    {"stats", no_argument, NULL, 'S'},
+    {"kv-type", required_argument, NULL, 'V'},
+    {"draft", required_argument, NULL, 'D'},
+    {"draft-k", required_argument, NULL, 'k'},
+    {"draft-threads", required_argument, NULL, 'd'},
+    {"spec-baseline", no_argument, NULL, 'b'},
+    {"metrics-port", required_argument, NULL, 'H'},
+    {"status-listen", required_argument, NULL, 'Q'},
+    {NULL, 0, NULL, 0},
+};
+
+/* The numeric options: their ranges (for the parser and its messages) and
+ * which sampling setting, if any, they override. */
+typedef struct num_opt {
+    int c;
+    double lo, hi;
+    bool real;
+    int sampling; /* S_* or -1 */
+} num_opt;
+
+static const num_opt run_nums[] = {
+    {'n', 1, 1 << 24, false, -1},       {'t', 1, 4096, false, -1},
+    {'T', 0, 1e6, true, S_TEMP},        {'K', 0, 1 << 30, false, S_TOPK},
+    {'P', 0, 1, true, S_TOPP},          {'M', 0, 1, true, S_MINP},
+    {'R', 1e-3, 1e3, true, S_PEN},      {'L', 0, 1 << 24, false, S_LASTN},
+    {'X', 16, 1 << 24, false, -1},      {'d', 1, 4096, false, -1},
+};
+
+static void *num_dest(run_opts *o, int c)
+{
+    sl_sampling *s = &o->sampling;
+    switch (c) {
+    case 'n': return &o->n_predict;
+    case 't': return &o->threads;
+    case 'T': return &s->temperature;
+    case 'K': return &s->top_k;
+    case 'P': return &s->top_p;
+    case 'M': return &s->min_p;
+    case 'R': return &s->repeat_penalty;
+    case 'L': return &s->repeat_last_n;
+    case 'X': return &o->n_ctx;
+    default: return &o->draft_threads;
+    }
+}
+
+/* Returns 0 when c was a numeric option and its value was good, 1 when c is
+ * not a numeric option, CLI_USAGE after a message. */
+static int parse_number(const char *cmd, int c, run_opts *o)
+{
+    for (size_t i = 0; i < sizeof run_nums / sizeof run_nums[0]; i++) {
+        const num_opt *n = &run_nums[i];
+        if (n->c != c)
+            continue;
+        void *dst = num_dest(o, c);
+        int bad = n->real ? cli_parse_float(optarg, n->lo, n->hi, dst)
+                          : cli_parse_int(optarg, (int)n->lo, (int)n->hi, dst);
+        if (bad)
+            return cli_bad_number(cmd, cli_opt_name(run_longopts, c), optarg, n->lo, n->hi, n->real);
+        if (n->sampling >= 0)
+            o->sampling_set[n->sampling] = true;
+        return 0;
+    }
+    return 1;
+}
+
+/* The options that take text or nothing; CLI_USAGE after a message. */
+static int parse_other(const char *cmd, int c, run_opts *o)
+{
+    switch (c) {
+    case 'm': o->model = optarg; return 0;
+    case 'c': o->config = optarg; return 0;
+    case 'p': o->prompt = optarg; return 0;
+    case 'F': o->prompts_file = optarg; return 0;
+    case 'J': o->jsonl = true; return 0;
+    case 'C': o->chat = true; return 0;
+    case 'B': o->no_bos = true; return 0;
+    case 'I': o->print_ids = true; return 0;
+    case 'S': o->stats = true; return 0;
+    case 'D': o->draft = optarg; return 0;
+    case 'b': o->spec_baseline = true; return 0;
+    case 's':
+        o->sampling_set[S_SEED] = true;
+        if (cli_parse_u64(optarg, &o->sampling.seed))
+            return cli_usage(cmd, NULL, "bad value '%s' for --seed: must be a whole number 0..%llu", optarg,
+                             (unsigned long long)UINT64_MAX);
+        return 0;
+    case 'V':
+        o->kv_type = sl_type_from_name(optarg);
+        o->kv_type_set = true;
+        if (o->kv_type != SL_TYPE_F32 && o->kv_type != SL_TYPE_F16 && o->kv_type != SL_TYPE_BF16 &&
+            o->kv_type != SL_TYPE_Q8_0)
+            return cli_usage(cmd, NULL, "bad value '%s' for --kv-type: must be f32, f16, bf16 or q8_0", optarg);
+        return 0;
+    case 'k':
+        o->draft_auto = strcmp(optarg, "auto") == 0;
+        o->draft_k_set = !o->draft_auto;
+        if (!o->draft_auto && cli_parse_int(optarg, 0, SL_SPEC_K_MAX, &o->draft_k))
+            return cli_usage(cmd, NULL, "bad value '%s' for --draft-k: must be auto or 0..%d", optarg,
+                             SL_SPEC_K_MAX);
+        return 0;
+    case 'Q':
+        if (strncmp(optarg, "tcp://", 6) != 0 && strncmp(optarg, "ipc://", 6) != 0)
+            return cli_usage(cmd, NULL, "--status-listen: '%s' must start with tcp:// or ipc://", optarg);
+        o->status_listen = optarg;
+        return 0;
+    case 'H': {
+        char ip[64];
+        int port;
+        sl_err err;
+        if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
+            return cli_usage(cmd, NULL, "--metrics-port: %s", err.msg);
+        o->metrics = optarg;
+        return 0;
+    }
+    default: return CLI_USAGE;
+    }
+}
+
+/* The options each other need or exclude. */
+static int check_args(const char *cmd, const run_opts *o)
+{
+    if (!o->model == !o->config)
+        return cli_usage(cmd, NULL, "give exactly one of -m FILE and -c CONFIG");
+    if (!o->prompt == !o->prompts_file)
+        return cli_usage(cmd, NULL, "give exactly one of -p PROMPT and --prompts FILE");
+    if (o->jsonl && !o->prompts_file)
+        return cli_usage(cmd, NULL, "--jsonl is an output format of --prompts FILE");
+    if (!o->draft && (o->draft_k_set || o->draft_auto || o->draft_threads))
+        return cli_usage(cmd, NULL, "--draft-k and --draft-threads need --draft");
+    if (o->sampling_set[S_TOPP] && o->sampling.top_p <= 0.0f)
+        return cli_usage(cmd, NULL, "bad value for --top-p: must be above 0 (and at most 1)");
+    return 0;
+}
+
+/* Returns 0, -1 after printing the help, or CLI_USAGE after a message. */
 static int parse_args(int argc, char **argv, run_opts *o)
 {
-    static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"model", required_argument, NULL, 'm'},
-        {"config", required_argument, NULL, 'c'},
-        {"prompt", required_argument, NULL, 'p'},
-        {"prompts", required_argument, NULL, 'F'},
-        {"n-predict", required_argument, NULL, 'n'},
-        {"threads", required_argument, NULL, 't'},
-        {"temp", required_argument, NULL, 'T'},
-        {"top-k", required_argument, NULL, 'K'},
-        {"top-p", required_argument, NULL, 'P'},
-        {"min-p", required_argument, NULL, 'M'},
-        {"repeat-penalty", required_argument, NULL, 'R'},
-        {"repeat-last-n", required_argument, NULL, 'L'},
-        {"seed", required_argument, NULL, 's'},
-        {"chat", no_argument, NULL, 'C'},
-        {"ctx", required_argument, NULL, 'X'},
-        {"no-bos", no_argument, NULL, 'B'},
-        {"print-ids", no_argument, NULL, 'I'},
-        {"stats", no_argument, NULL, 'S'},
-        {"kv-type", required_argument, NULL, 'V'},
-        {"draft", required_argument, NULL, 'D'},
-        {"draft-k", required_argument, NULL, 'k'},
-        {"draft-threads", required_argument, NULL, 'd'},
-        {"spec-baseline", no_argument, NULL, 'b'},
-        {"metrics-port", required_argument, NULL, 'H'},
-        {"status-listen", required_argument, NULL, 'Q'},
-        {NULL, 0, NULL, 0},
-    };
     const char *cmd = argv[0];
-    sl_sampling *s = &o->sampling;
     int c;
-    while ((c = cli_getopt(argc, argv, ":hm:c:p:n:t:", longopts, usage)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case 'h': fputs(usage, stdout); return -1;
-        case 'm': o->model = optarg; break;
-        case 'c': o->config = optarg; break;
-        case 'p': o->prompt = optarg; break;
-        case 'F': o->prompts_file = optarg; break;
-        case 'n': bad = cli_parse_int(optarg, 1, 1 << 24, &o->n_predict); break;
-        case 't': bad = cli_parse_int(optarg, 1, 4096, &o->threads); break;
-        case 'T': bad = cli_parse_float(optarg, 0, 1e6, &s->temperature); o->sampling_set[S_TEMP] = 1; break;
-        case 'K': bad = cli_parse_int(optarg, 0, 1 << 30, &s->top_k); o->sampling_set[S_TOPK] = 1; break;
-        case 'P': bad = cli_parse_float(optarg, 0, 1, &s->top_p); o->sampling_set[S_TOPP] = 1; break;
-        case 'M': bad = cli_parse_float(optarg, 0, 1, &s->min_p); o->sampling_set[S_MINP] = 1; break;
-        case 'R': bad = cli_parse_float(optarg, 1e-3, 1e3, &s->repeat_penalty); o->sampling_set[S_PEN] = 1; break;
-        case 'L': bad = cli_parse_int(optarg, 0, 1 << 24, &s->repeat_last_n); o->sampling_set[S_LASTN] = 1; break;
-        case 's': bad = cli_parse_u64(optarg, &s->seed); o->sampling_set[S_SEED] = 1; break;
-        case 'C': o->chat = true; break;
-        case 'X': bad = cli_parse_int(optarg, 16, 1 << 24, &o->n_ctx); break;
-        case 'B': o->no_bos = true; break;
-        case 'I': o->print_ids = true; break;
-        case 'S': o->stats = true; break;
-        case 'V':
-            o->kv_type = sl_type_from_name(optarg);
-            bad = o->kv_type != SL_TYPE_F32 && o->kv_type != SL_TYPE_F16 &&
-                  o->kv_type != SL_TYPE_BF16 && o->kv_type != SL_TYPE_Q8_0;
-            o->kv_type_set = true;
-            break;
-        case 'D': o->draft = optarg; break;
-        case 'k':
-            o->draft_auto = strcmp(optarg, "auto") == 0;
-            bad = !o->draft_auto && cli_parse_int(optarg, 0, SL_SPEC_K_MAX, &o->draft_k);
-            o->draft_k_set = !o->draft_auto;
-            break;
-        case 'd': bad = cli_parse_int(optarg, 1, 4096, &o->draft_threads); break;
-        case 'b': o->spec_baseline = true; break;
-        case 'Q':
-            if (strncmp(optarg, "tcp://", 6) != 0 && strncmp(optarg, "ipc://", 6) != 0)
-                return cli_usage(cmd, usage, "--status-listen: '%s' must start with tcp:// or ipc://", optarg);
-            o->status_listen = optarg;
-            break;
-        case 'H': {
-            char ip[64];
-            int port;
-            sl_err err;
-            if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
-                return cli_usage(cmd, usage, "--metrics-port: %s", err.msg);
-            o->metrics = optarg;
-            break;
+    while ((c = cli_getopt(argc, argv, ":hm:c:p:n:t:", run_longopts, usage)) != -1) {
+        if (c == 'h') {
+            fputs(usage, stdout);
+            return -1;
         }
-        default: return CLI_USAGE;
-        }
-        if (bad)
-            return cli_usage(cmd, usage, "bad value '%s' for --%s", optarg, cli_opt_name(longopts, c));
+        int rc = parse_number(cmd, c, o);
+        if (rc == 1)
+            rc = parse_other(cmd, c, o);
+        if (rc)
+            return rc;
     }
     if (optind != argc)
-        return cli_usage(cmd, usage, "unexpected argument '%s'", argv[optind]);
-    if (!o->model == !o->config)
-        return cli_usage(cmd, usage, "give exactly one of -m FILE and -c CONFIG");
-    if (!o->prompt == !o->prompts_file)
-        return cli_usage(cmd, usage, "give exactly one of -p PROMPT and --prompts FILE");
-    if (!o->draft && (o->draft_k_set || o->draft_auto || o->draft_threads))
-        return cli_usage(cmd, usage, "--draft-k and --draft-threads need --draft");
-    if (o->sampling_set[S_TOPP] && s->top_p <= 0.0f)
-        return cli_usage(cmd, usage, "--top-p must be above 0");
-    return 0;
+        return cli_usage(cmd, NULL, "unexpected argument '%s'", argv[optind]);
+    return check_args(cmd, o);
 }
 
 /* Command-line sampling settings override the config's. */
@@ -226,169 +310,51 @@ static int default_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_e
     return 0;
 }
 
-/* Reads one prompt a line (empty lines skipped). */
-static char **read_prompts(const char *path, int *n, sl_err *err)
+static volatile sig_atomic_t stop_signal;
+
+/* The first SIGINT or SIGTERM stops the run in order (in-flight requests
+ * cancelled, what was done reported); a second one ends the process. */
+static void on_stop(int sig)
 {
-    FILE *fp = fopen(path, "r");
-    if (!fp) {
-        sl_fail(err, "%s: cannot open", path);
-        return NULL;
-    }
-    char **list = NULL, *line = NULL;
-    size_t cap_line = 0;
-    int count = 0;
-    ssize_t len;
-    while ((len = getline(&line, &cap_line, fp)) >= 0) {
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = 0;
-        if (len == 0)
-            continue;
-        char **grown = realloc(list, (size_t)(count + 1) * sizeof *list);
-        if (!grown || !(grown[count] = strdup(line))) {
-            free(grown ? grown : list);
-            list = NULL;
-            sl_fail(err, "out of memory");
-            break;
-        }
-        list = grown;
-        count++;
-    }
-    free(line);
-    fclose(fp);
-    if (list && count == 0) {
-        free(list);
-        list = NULL;
-    }
-    if (!list && !err->msg[0])
-        sl_fail(err, "%s: no prompts", path);
-    *n = count;
-    return list;
+    if (stop_signal)
+        _exit(128 + sig);
+    stop_signal = sig;
 }
 
-typedef struct output {
-    uint64_t id;
-    char *text;
-    size_t len, cap;
-    int32_t *ids;
-    int n_ids, cap_ids;
-    bool done, failed;
-    char error[512];
-    sl_event last;
-} output;
-
-static void append(output *o, const sl_event *ev)
+static void install_stop_handlers(void)
 {
-    if (o->len + (size_t)ev->text_len + 1 > o->cap) {
-        size_t cap = (o->cap + (size_t)ev->text_len + 1) * 2;
-        char *t = realloc(o->text, cap);
-        if (!t)
-            return;
-        o->text = t;
-        o->cap = cap;
-    }
-    memcpy(o->text + o->len, ev->text, (size_t)ev->text_len);
-    o->len += (size_t)ev->text_len;
-    o->text[o->len] = 0;
-    if (o->n_ids == o->cap_ids) {
-        int cap = o->cap_ids ? 2 * o->cap_ids : 64;
-        int32_t *t = realloc(o->ids, (size_t)cap * sizeof *t);
-        if (!t)
-            return;
-        o->ids = t;
-        o->cap_ids = cap;
-    }
-    o->ids[o->n_ids++] = ev->token;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
-static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) { (void)sig; interrupted = 1; }
-
-static void print_ids(const output *o, int index, bool many)
-{
-    if (many)
-        fprintf(stderr, "ids[%d]:", index);
-    else
-        fprintf(stderr, "ids:");
-    for (int i = 0; i < o->n_ids; i++)
-        fprintf(stderr, " %d", o->ids[i]);
-    fputc('\n', stderr);
-}
-
-static void print_summary(const sl_event *d)
+/* One prompt's timing: load, prefill and decode each on its own line, and
+ * "n/a" where there is nothing to measure. With speculation the decode
+ * rate is print_spec's "effective decode". */
+static void print_summary(double load_s, const sl_event *d, bool spec)
 {
     fprintf(stderr, "\n");
+    fprintf(stderr, "load               %.3f s (model and pipeline)\n", load_s);
     fprintf(stderr, "prompt tokens      %d\n", d->n_prompt);
-    fprintf(stderr, "prefill            %.1f tok/s\n", d->prefill_s > 0 ? d->n_prompt / d->prefill_s : 0.0);
+    if (d->prefill_s > 0)
+        fprintf(stderr, "prefill            %.1f tok/s (%.3f s)\n", d->n_prompt / d->prefill_s, d->prefill_s);
+    else
+        fprintf(stderr, "prefill            n/a (not timed)\n");
     fprintf(stderr, "time to first      %.3f s\n", d->prefill_s);
     /* the first token comes out of the prefill; the rest are decode steps */
-    fprintf(stderr, "decode             %.1f tok/s\n",
-            d->decode_s > 0 && d->n_generated > 1 ? (d->n_generated - 1) / d->decode_s : 0.0);
+    if (spec)
+        ;
+    else if (d->n_generated > 1 && d->decode_s > 0)
+        fprintf(stderr, "decode             %.1f tok/s (%d token%s in %.3f s)\n",
+                (d->n_generated - 1) / d->decode_s, d->n_generated - 1, d->n_generated == 2 ? "" : "s",
+                d->decode_s);
+    else
+        fprintf(stderr, "decode             n/a (%s)\n",
+                d->n_generated <= 1 ? "one token, and it came out of the prefill" : "not timed");
     fprintf(stderr, "generated tokens   %d (stop: %s)\n", d->n_generated, d->stop ? d->stop : "?");
-}
-
-/* Pulls events until every request ended; streams when there is one. */
-static int drive(sl_pipeline *p, output *outs, int n, bool stream, double *t_total, sl_err *err)
-{
-    double t0 = cli_now();
-    int left = n;
-    while (left > 0) {
-        if (interrupted) {
-            for (int i = 0; i < n; i++)
-                if (!outs[i].done)
-                    sl_pipeline_cancel(p, outs[i].id);
-            interrupted = 0;
-        }
-        sl_event ev;
-        int rc = sl_pipeline_next(p, &ev, 200, err);
-        if (rc < 0)
-            return -1;
-        if (rc == 0)
-            continue;
-        output *o = NULL;
-        for (int i = 0; i < n; i++)
-            if (outs[i].id == ev.request)
-                o = &outs[i];
-        if (!o)
-            continue;
-        if (ev.kind == SL_EV_TOKEN) {
-            append(o, &ev);
-            if (stream) {
-                fwrite(ev.text, 1, (size_t)ev.text_len, stdout);
-                fflush(stdout);
-            }
-        } else {
-            o->done = true;
-            o->failed = ev.kind == SL_EV_ERROR;
-            snprintf(o->error, sizeof o->error, "%s", ev.error);
-            o->last = ev;
-            left--;
-        }
-    }
-    *t_total = cli_now() - t0;
-    return 0;
-}
-
-static void reset_outputs(output *outs, int n)
-{
-    for (int i = 0; outs && i < n; i++) {
-        free(outs[i].text);
-        free(outs[i].ids);
-        memset(&outs[i], 0, sizeof outs[i]);
-    }
-}
-
-/* Decode tok/s of a run: each request's tokens after its first, over its
- * decode time (one request), or all tokens over the wall time (several). */
-static double decode_rate(const output *outs, int n, double t_total)
-{
-    if (n == 1) {
-        const sl_event *d = &outs[0].last;
-        return d->decode_s > 0 && d->n_generated > 1 ? (d->n_generated - 1) / d->decode_s : 0.0;
-    }
-    int tokens = 0;
-    for (int i = 0; i < n; i++)
-        tokens += outs[i].n_ids;
-    return t_total > 0 ? tokens / t_total : 0.0;
 }
 
 /* The metrics server's source (its own thread): the stages of this process. */
@@ -448,72 +414,49 @@ static int start_status(pl_status_server **out, const pl_config *cfg, const char
 }
 
 /* Opens the pipeline of cfg, runs every prompt through it and reports
- * (report: stdout text and the stderr summary, else silent). */
-static int run_pipeline(const pl_config *cfg, const run_opts *o, char **prompts, const char **single,
-                        int n_prompts, output *outs, bool report, sl_spec_summary *spec,
-                        double *tok_s, sl_err *err)
+ * (report: answers on stdout and the stderr summary, else silent). */
+static int run_pipeline(const pl_config *cfg, const run_opts *o, const cli_prompts *pr, bool report,
+                        sl_spec_summary *spec, cli_batch_result *res, sl_err *err)
 {
     sl_pipeline_opts popts;
     sl_pipeline_opts_default(&popts);
     popts.threads = o->threads;
     sl_pipeline *p = NULL;
+    double t_load = cli_now();
     if (sl_pipeline_open(&p, cfg, &popts, err))
         return CLI_FAIL;
+    t_load = cli_now() - t_load;
     int rc = CLI_FAIL;
     pl_metrics_http *http = NULL;
     /* a baseline run (report false) is not the one to watch */
     pl_status_server *status = NULL;
-    if (o->metrics && report && pl_metrics_http_start(&http, o->metrics, prometheus_text, p, err))
-        goto out;
+    if (o->metrics && report) {
+        if (pl_metrics_http_start(&http, o->metrics, prometheus_text, p, err))
+            goto out;
+        fprintf(stderr, "metrics: serving %s\n", pl_metrics_http_url(http));
+    }
     if (o->status_listen && report && start_status(&status, cfg, o->status_listen, p, err))
         goto out;
     sl_gen_params gp = {.max_tokens = o->n_predict, .chat = o->chat, .no_bos = o->no_bos};
     gp.sampling = cfg->sampling;
     merge_sampling(&gp.sampling, o);
-    for (int i = 0; i < n_prompts; i++) {
-        gp.prompt = prompts ? prompts[i] : single[0];
-        if (sl_pipeline_submit(p, &gp, &outs[i].id, err)) {
-            sl_wrap(err, "prompt %d", i + 1);
-            goto out;
-        }
-    }
-    signal(SIGINT, on_sigint);
-    double t_total = 0;
-    bool stream = n_prompts == 1 && report;
-    if (drive(p, outs, n_prompts, stream, &t_total, err))
+    cli_batch_opts bo = {.gp = &gp, .max_in_flight = cfg->limits.max_requests, .report = report,
+                         .jsonl = o->jsonl, .print_ids = o->print_ids, .stop_signal = &stop_signal};
+    if (cli_batch_run(p, pr, &bo, res, err))
         goto out;
-    *tok_s = decode_rate(outs, n_prompts, t_total);
-    rc = CLI_OK;
+    rc = res->n_failed ? CLI_FAIL : CLI_OK;
     if (spec)
         sl_pipeline_spec_stats(p, spec);
     if (!report) {
-        for (int i = 0; i < n_prompts; i++)
-            if (outs[i].failed) {
-                sl_fail(err, "baseline request %d failed: %s", i + 1, outs[i].error);
-                rc = CLI_FAIL;
-            }
+        if (res->n_failed)
+            sl_fail(err, "baseline request failed: %s", res->first_error);
         goto out;
     }
-    int total_tokens = 0;
-    for (int i = 0; i < n_prompts; i++) {
-        total_tokens += outs[i].n_ids;
-        if (!stream)
-            printf("%s\n", outs[i].text ? outs[i].text : "");
-        else
-            putchar('\n');
-        if (o->print_ids)
-            print_ids(&outs[i], i, !stream);
-        if (outs[i].failed) {
-            fprintf(stderr, "sluice run: request %d failed: %s\n", i + 1, outs[i].error);
-            rc = CLI_FAIL;
-        }
-    }
-    fflush(stdout);
-    if (stream && !outs[0].failed)
-        print_summary(&outs[0].last);
-    else if (!stream)
-        fprintf(stderr, "\n%d requests, %d tokens in %.3f s: %.1f tok/s aggregate\n", n_prompts,
-                total_tokens, t_total, t_total > 0 ? total_tokens / t_total : 0.0);
+    if (pr->n == 1 && pr->line[0] == 0 && !res->n_failed)
+        print_summary(t_load, &res->last, cfg->spec.on);
+    else if (pr->n > 1 || pr->line[0] != 0)
+        fprintf(stderr, "\nload %.3f s; %d requests, %ld tokens in %.3f s: %.1f tok/s aggregate\n", t_load,
+                res->n_done, res->tokens, res->t_total, res->t_total > 0 ? res->tokens / res->t_total : 0.0);
     if (o->stats)
         sl_pipeline_print_stats(p, stderr);
 out:
@@ -531,11 +474,70 @@ static void print_spec(const sl_spec_summary *s, double tok_s, double base_tok_s
     fprintf(stderr, "mean accepted      %.2f tokens a verification (%.2f emitted)\n",
             s->steps ? (double)s->accepted / s->steps : 0.0,
             s->steps ? (double)s->emitted / s->steps : 0.0);
-    fprintf(stderr, "effective decode   %.1f tok/s\n", tok_s);
+    fprintf(stderr, "effective decode   %.1f tok/s (drafting and verification included)\n", tok_s);
     if (base_tok_s > 0)
         fprintf(stderr, "plain decode       %.1f tok/s; speed-up %.2fx\n", base_tok_s, tok_s / base_tok_s);
     else
         fprintf(stderr, "speed-up           not measured (--spec-baseline runs plain decoding first)\n");
+}
+
+/* The config the run uses: loaded or the one-process default, with the
+ * command line's overrides. */
+static int prepare_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_err *err)
+{
+    if (o->config ? pl_config_load(cfg, o->config, err) : default_config(cfg, o, n_prompts, err))
+        return -1;
+    if (pl_config_resolve_auto(cfg, err))
+        return -1;
+    if (cli_check_machine(cfg, o->config ? o->config : o->model, err))
+        return -1;
+    if (o->n_ctx)
+        cfg->limits.context = o->n_ctx;
+    if (o->kv_type_set)
+        cfg->limits.kv_type = o->kv_type;
+    if (o->draft && cfg->spec.on)
+        return sl_fail(err, "%s has a speculative section already; leave out --draft", o->config);
+    if (o->spec_baseline && !o->draft && !cfg->spec.on)
+        return sl_fail(err, "--spec-baseline compares against speculative decoding: give --draft or a "
+                            "config with a speculative section");
+    return 0;
+}
+
+/* --spec-baseline: the same prompts without speculation first; its decode
+ * rate in *tok_s. */
+static int run_baseline(const pl_config *cfg, const run_opts *o, const cli_prompts *pr, double *tok_s,
+                        sl_err *err)
+{
+    fprintf(stderr, "baseline: the same prompts without speculation ...\n");
+    pl_config *plain = malloc(sizeof *plain);
+    if (!plain)
+        return sl_fail(err, "out of memory");
+    *plain = *cfg;
+    if (plain->spec.on) { /* the draft stage is stages[0] */
+        memmove(plain->stages, plain->stages + 1, (size_t)(plain->n_stages - 1) * sizeof plain->stages[0]);
+        plain->n_stages--;
+        plain->spec.on = false;
+    }
+    cli_batch_result res;
+    int rc = run_pipeline(plain, o, pr, false, NULL, &res, err) == CLI_OK ? 0 : -1;
+    *tok_s = res.decode_tok_s;
+    free(plain);
+    return rc;
+}
+
+/* A run stopped by SIGINT or SIGTERM says what it stopped and exits the
+ * conventional 128 + the signal's number. */
+static int interrupted(const cli_prompts *pr, const cli_batch_result *res)
+{
+    int sig = stop_signal;
+    const char *name = sig == SIGINT ? "SIGINT (Ctrl-C)" : "SIGTERM";
+    if (pr->n == 1 && pr->line[0] == 0)
+        fprintf(stderr, "sluice run: interrupted by %s: generation stopped after %ld token%s\n", name,
+                res->tokens, res->tokens == 1 ? "" : "s");
+    else
+        fprintf(stderr, "sluice run: interrupted by %s: %d of %d prompts answered, %d cancelled, %d not "
+                "started\n", name, res->n_done - res->n_failed, pr->n, res->n_failed, res->n_unstarted);
+    return 128 + sig;
 }
 
 int cmd_run(int argc, char **argv)
@@ -547,73 +549,33 @@ int cmd_run(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     if (o.threads)
         omp_set_num_threads(o.threads);
+    install_stop_handlers();
     sl_err err = {{0}};
-    char **prompts = NULL;
-    int n_prompts = 1;
-    const char *single[1] = {o.prompt};
-    if (o.prompts_file && !(prompts = read_prompts(o.prompts_file, &n_prompts, &err)))
+    cli_prompts pr;
+    if (o.prompts_file ? cli_prompts_read(&pr, o.prompts_file, &err) : cli_prompts_single(&pr, o.prompt, &err))
         return cli_fail(argv[0], "%s", err.msg);
+    if (pr.n_blank)
+        fprintf(stderr, "prompts: %d from %s (%d blank line%s skipped; answers keep the file's line numbers)\n",
+                pr.n, o.prompts_file, pr.n_blank, pr.n_blank == 1 ? "" : "s");
     pl_config *cfg = calloc(1, sizeof *cfg);
-    output *outs = calloc((size_t)n_prompts, sizeof *outs);
     sl_spec_summary spec_sum = {0};
-    pl_config *plain = NULL;
-    rc = CLI_FAIL;
-    if (!cfg || !outs) {
-        sl_fail(&err, "out of memory");
-        goto done;
-    }
-    if (o.config ? pl_config_load(cfg, o.config, &err) : default_config(cfg, &o, n_prompts, &err))
-        goto done;
-    if (pl_config_resolve_auto(cfg, &err))
-        goto done;
-    if (o.n_ctx)
-        cfg->limits.context = o.n_ctx;
-    if (o.kv_type_set)
-        cfg->limits.kv_type = o.kv_type;
-    if (o.draft && cfg->spec.on) {
-        sl_fail(&err, "%s has a speculative section already; leave out --draft", o.config);
-        goto done;
-    }
+    cli_batch_result res = {0};
     double base_tok_s = 0.0;
-    if (o.spec_baseline && !o.draft && !cfg->spec.on) {
-        sl_fail(&err, "--spec-baseline compares against speculative decoding: give --draft or a "
-                      "config with a speculative section");
-        goto done;
-    }
-    if (o.spec_baseline) {
-        fprintf(stderr, "baseline: the same prompts without speculation ...\n");
-        plain = malloc(sizeof *plain);
-        if (!plain) {
-            sl_fail(&err, "out of memory");
-            goto done;
-        }
-        *plain = *cfg;
-        if (plain->spec.on) { /* the draft stage is stages[0] */
-            memmove(plain->stages, plain->stages + 1, (size_t)(plain->n_stages - 1) * sizeof plain->stages[0]);
-            plain->n_stages--;
-            plain->spec.on = false;
-        }
-        if (run_pipeline(plain, &o, prompts, single, n_prompts, outs, false, NULL, &base_tok_s, &err))
-            goto done;
-        reset_outputs(outs, n_prompts);
-    }
-    if (o.draft && pl_config_add_speculative(cfg, o.draft, o.draft_k_set ? o.draft_k : 8,
-                                             !o.draft_k_set, o.draft_threads, &err))
-        goto done;
-    double tok_s = 0.0;
-    rc = run_pipeline(cfg, &o, prompts, single, n_prompts, outs, true, &spec_sum, &tok_s, &err);
-    if (rc == CLI_OK && cfg->spec.on)
-        print_spec(&spec_sum, tok_s, o.spec_baseline ? base_tok_s : 0.0);
-done:
-    if (rc == CLI_FAIL && err.msg[0])
+    rc = CLI_FAIL;
+    if (!cfg)
+        sl_fail(&err, "out of memory");
+    else if (prepare_config(cfg, &o, pr.n, &err) == 0 &&
+             (!o.spec_baseline || run_baseline(cfg, &o, &pr, &base_tok_s, &err) == 0) && !stop_signal &&
+             (!o.draft || pl_config_add_speculative(cfg, o.draft, o.draft_k_set ? o.draft_k : 8, !o.draft_k_set,
+                                                    o.draft_threads, &err) == 0))
+        rc = run_pipeline(cfg, &o, &pr, true, &spec_sum, &res, &err);
+    if (stop_signal)
+        rc = interrupted(&pr, &res);
+    else if (rc == CLI_OK && cfg->spec.on)
+        print_spec(&spec_sum, res.decode_tok_s, o.spec_baseline ? base_tok_s : 0.0);
+    else if (rc == CLI_FAIL && err.msg[0])
         cli_fail(argv[0], "%s", err.msg);
-    reset_outputs(outs, n_prompts);
-    for (int i = 0; i < n_prompts; i++) {
-        free(prompts ? prompts[i] : NULL);
-    }
-    free(outs);
-    free(prompts);
+    cli_prompts_free(&pr, o.prompts_file != NULL);
     free(cfg);
-    free(plain);
     return rc;
 }

@@ -64,6 +64,69 @@ static void install_handlers(void)
     sigaction(SIGTERM, &sa, NULL);
 }
 
+/* Takes one option's value; CLI_USAGE after a message. */
+static int take_option(const char *cmd, int c, pl_worker_opts *o)
+{
+    static const char *allow[MAX_ALLOW];
+    float silence;
+    switch (c) {
+    case 'l': o->listen = optarg; return 0;
+    case 'O': o->once = true; return 0;
+    case 'k': o->key = optarg; return 0;
+    case 'I': o->insecure = true; return 0;
+    case 'q': o->quiet = true; return 0;
+    case 'a':
+        if (o->n_allow == MAX_ALLOW)
+            return cli_usage(cmd, NULL, "--allow: at most %d keys", MAX_ALLOW);
+        allow[o->n_allow++] = optarg;
+        o->allow = allow;
+        return 0;
+    case 'M': {
+        char ip[64];
+        int port;
+        sl_err err;
+        if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
+            return cli_usage(cmd, NULL, "--metrics-port: %s", err.msg);
+        o->metrics = optarg;
+        return 0;
+    }
+    case 't':
+        if (cli_parse_int(optarg, 1, 4096, &o->threads))
+            return cli_bad_number(cmd, "threads", optarg, 1, 4096, false);
+        return 0;
+    case 'S':
+        if (cli_parse_float(optarg, 0.1, 86400, &silence))
+            return cli_bad_number(cmd, "silence", optarg, 0.1, 86400, true);
+        o->silence_s = silence;
+        return 0;
+    case 'N':
+        if (cli_parse_int(optarg, 0, 1 << 20, &o->notify_fd))
+            return cli_usage(cmd, NULL, "--notify-fd: '%s' is not a file descriptor", optarg);
+        return 0;
+    default: return CLI_USAGE;
+    }
+}
+
+/* The options each other need or exclude. */
+static int check_args(const char *cmd, const pl_worker_opts *o)
+{
+    if (!o->listen)
+        return cli_usage(cmd, NULL, "--listen ADDR is required");
+    if (strncmp(o->listen, "tcp://", 6) != 0 && strncmp(o->listen, "ipc://", 6) != 0)
+        return cli_usage(cmd, NULL, "--listen: '%s' must start with tcp:// or ipc://", o->listen);
+    if (o->key && o->insecure)
+        return cli_usage(cmd, NULL, "--key and --insecure exclude each other");
+    if (o->n_allow && !o->key)
+        return cli_usage(cmd, NULL, "--allow needs --key (this worker's own secret key)");
+    if (o->key && !o->n_allow)
+        return cli_usage(cmd, NULL, "--key needs at least one --allow (the coordinator's public key)");
+    if (strncmp(o->listen, "tcp://", 6) == 0 && !o->key && !o->insecure)
+        return cli_usage(cmd, NULL, "--listen %s needs --key FILE and --allow KEY (or --insecure for "
+                         "plain TCP)", o->listen);
+    return 0;
+}
+
+/* Returns 0, -1 after printing the help, or CLI_USAGE after a message. */
 static int parse_args(int argc, char **argv, pl_worker_opts *o)
 {
     static const struct option longopts[] = {
@@ -80,78 +143,19 @@ static int parse_args(int argc, char **argv, pl_worker_opts *o)
         {"metrics-port", required_argument, NULL, 'M'},
         {NULL, 0, NULL, 0},
     };
-    static const char *allow[MAX_ALLOW];
     int c;
-    float silence;
     while ((c = cli_getopt(argc, argv, ":hl:t:qk:a:", longopts, usage)) != -1) {
-        switch (c) {
-        case 'h':
+        if (c == 'h') {
             fputs(usage, stdout);
             return -1;
-        case 'l':
-            o->listen = optarg;
-            break;
-        case 'O':
-            o->once = true;
-            break;
-        case 'k':
-            o->key = optarg;
-            break;
-        case 'a':
-            if (o->n_allow == MAX_ALLOW)
-                return cli_usage(argv[0], usage, "--allow: at most %d keys", MAX_ALLOW);
-            allow[o->n_allow++] = optarg;
-            o->allow = allow;
-            break;
-        case 'I':
-            o->insecure = true;
-            break;
-        case 'M': {
-            char ip[64];
-            int port;
-            sl_err err;
-            if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
-                return cli_usage(argv[0], usage, "--metrics-port: %s", err.msg);
-            o->metrics = optarg;
-            break;
         }
-        case 'q':
-            o->quiet = true;
-            break;
-        case 't':
-            if (cli_parse_int(optarg, 1, 4096, &o->threads))
-                return cli_usage(argv[0], usage, "--threads: '%s' is not a number in [1, 4096]", optarg);
-            break;
-        case 'S':
-            if (cli_parse_float(optarg, 0.1, 86400, &silence))
-                return cli_usage(argv[0], usage, "--silence: '%s' is not a number of seconds in [0.1, 86400]",
-                                 optarg);
-            o->silence_s = silence;
-            break;
-        case 'N':
-            if (cli_parse_int(optarg, 0, 1 << 20, &o->notify_fd))
-                return cli_usage(argv[0], usage, "--notify-fd: '%s' is not a file descriptor", optarg);
-            break;
-        default:
-            return CLI_USAGE;
-        }
+        int rc = take_option(argv[0], c, o);
+        if (rc)
+            return rc;
     }
     if (optind < argc)
-        return cli_usage(argv[0], usage, "unexpected argument '%s'", argv[optind]);
-    if (!o->listen)
-        return cli_usage(argv[0], usage, "--listen ADDR is required");
-    if (strncmp(o->listen, "tcp://", 6) != 0 && strncmp(o->listen, "ipc://", 6) != 0)
-        return cli_usage(argv[0], usage, "--listen: '%s' must start with tcp:// or ipc://", o->listen);
-    if (o->key && o->insecure)
-        return cli_usage(argv[0], usage, "--key and --insecure exclude each other");
-    if (o->n_allow && !o->key)
-        return cli_usage(argv[0], usage, "--allow needs --key (this worker's own secret key)");
-    if (o->key && !o->n_allow)
-        return cli_usage(argv[0], usage, "--key needs at least one --allow (the coordinator's public key)");
-    if (strncmp(o->listen, "tcp://", 6) == 0 && !o->key && !o->insecure)
-        return cli_usage(argv[0], usage, "--listen %s needs --key FILE and --allow KEY (or --insecure for "
-                         "plain TCP)", o->listen);
-    return 0;
+        return cli_usage(argv[0], NULL, "unexpected argument '%s'", argv[optind]);
+    return check_args(argv[0], o);
 }
 
 int cmd_worker(int argc, char **argv)

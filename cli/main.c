@@ -22,6 +22,8 @@ static const command commands[] = {
     {"plan", cmd_plan, "place layers on NUMA nodes or cluster hosts and write the config"},
     {"keygen", cmd_keygen, "write a CURVE key pair for a pipeline node"},
     {"status", cmd_status, "show a worker's stages and their metrics"},
+    {"tokenize", cmd_tokenize, "show a prompt's tokens from a GGUF's vocabulary (no weights loaded)"},
+    {"version", cmd_version, "show the version built and the kernel path this CPU gets"},
 };
 
 static void print_usage(FILE *out)
@@ -35,8 +37,7 @@ static void print_usage(FILE *out)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "sluice: missing command\n");
-        print_usage(stderr);
+        fprintf(stderr, "sluice: missing command\ntry 'sluice --help'\n");
         return CLI_USAGE;
     }
     const char *name = argv[1];
@@ -44,10 +45,11 @@ int main(int argc, char **argv)
         print_usage(stdout);
         return CLI_OK;
     }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0)
+        return cmd_version(1, (char *[]){"version", NULL});
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(name, commands[i].name) == 0)
             return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "sluice: unknown command '%s'\n", name);
-    print_usage(stderr);
+    fprintf(stderr, "sluice: unknown command '%s'\ntry 'sluice --help'\n", name);
     return CLI_USAGE;
 }

@@ -479,8 +479,15 @@ enum { N_NAME, N_ADDRESS, N_SPAWN, N_PUBLIC_KEY, N_KEY, N_CORES, N_KEYS };
 static const char *const node_keys[N_KEYS] = {"name", "address", "spawn", "public_key", "key", "cores"};
 
 /* 40 Z85 characters stay as they are; anything else is a file path. */
+/* Z85 keys may start with a character YAML reads as syntax (! & * @ % ...). */
+#define QUOTE_KEY_HINT "; a public key written inline must be quoted: public_key: \"KEY\""
+
 static int read_public_key(const cfg_ctx *x, const yaml_node_t *n, const char *field, char dst[PL_PATH_MAX])
 {
+    /* an unquoted key starting with '!' is read as a tag, one with '&' as an anchor */
+    if (n->type == YAML_SCALAR_NODE && n->tag && strcmp((const char *)n->tag, YAML_STR_TAG) != 0)
+        return fail_at(x, (int)n->start_mark.line + 1, field, "YAML read '%s' as a tag, not a key" QUOTE_KEY_HINT,
+                       (const char *)n->tag);
     char raw[PL_PATH_MAX];
     if (read_string(x, n, field, raw, sizeof raw))
         return -1;
@@ -1093,16 +1100,35 @@ static int line_of_offset(const char *text, size_t len, size_t offset)
     return line;
 }
 
+/* True when line (1-based) of text holds a public_key field. */
+static bool line_has_public_key(const char *text, size_t len, int line)
+{
+    size_t i = 0;
+    for (int l = 1; l < line && i < len; i++)
+        l += text[i] == '\n';
+    size_t end = i;
+    while (end < len && text[end] != '\n')
+        end++;
+    for (; i + 10 <= end; i++)
+        if (memcmp(text + i, "public_key", 10) == 0)
+            return true;
+    return false;
+}
+
 static int yaml_failure(const cfg_ctx *x, const yaml_parser_t *p, const char *text, size_t len)
 {
     const char *problem = p->problem ? p->problem : "unreadable YAML";
     if (p->error == YAML_READER_ERROR)
         return fail_at(x, line_of_offset(text, len, p->problem_offset), NULL, "YAML error: %s", problem);
     int line = (int)p->problem_mark.line + 1;
+    const char *hint = line_has_public_key(text, len, line) ||
+                               (p->context && line_has_public_key(text, len, (int)p->context_mark.line + 1))
+                           ? QUOTE_KEY_HINT
+                           : "";
     if (p->context)
-        return fail_at(x, line, NULL, "YAML syntax error: %s (%s at line %d)", problem, p->context,
-                       (int)p->context_mark.line + 1);
-    return fail_at(x, line, NULL, "YAML syntax error: %s", problem);
+        return fail_at(x, line, NULL, "YAML syntax error: %s (%s at line %d)%s", problem, p->context,
+                       (int)p->context_mark.line + 1, hint);
+    return fail_at(x, line, NULL, "YAML syntax error: %s%s", problem, hint);
 }
 
 static const yaml_char_t *event_anchor(const yaml_event_t *ev)
@@ -1133,12 +1159,13 @@ static int screen_events(const cfg_ctx *x, const char *text, size_t len)
         }
         int line = (int)ev.start_mark.line + 1;
         const yaml_char_t *anchor = event_anchor(&ev);
+        const char *hint = line_has_public_key(text, len, line) ? QUOTE_KEY_HINT : "";
         if (ev.type == YAML_ALIAS_EVENT)
-            rc = fail_at(x, line, NULL, "YAML aliases (*%s) are not supported in configs",
-                         show(ev.data.alias.anchor, strlen((char *)ev.data.alias.anchor), shown));
+            rc = fail_at(x, line, NULL, "YAML aliases (*%s) are not supported in configs%s",
+                         show(ev.data.alias.anchor, strlen((char *)ev.data.alias.anchor), shown), hint);
         else if (anchor)
-            rc = fail_at(x, line, NULL, "YAML anchors (&%s) are not supported in configs",
-                         show(anchor, strlen((const char *)anchor), shown));
+            rc = fail_at(x, line, NULL, "YAML anchors (&%s) are not supported in configs%s",
+                         show(anchor, strlen((const char *)anchor), shown), hint);
         else if (ev.type == YAML_DOCUMENT_START_EVENT && ++documents > 1)
             rc = fail_at(x, line, NULL, "a config is one YAML document; found a second one");
         else if ((ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT) &&

@@ -11,12 +11,15 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "pipeline/security.h"
+
 #define HOST_QUEUE 64
 
 struct pl_host {
     void *zctx;
     sl_stage *stage;
     void *in, *out;
+    sec_ipc_file in_file;   /* in's socket file, removed when it closes */
     void *ctl_recv, *ctl_send; /* inproc pair: a byte on it means stop */
     char ctl_addr[64];
     int threads;
@@ -257,6 +260,7 @@ static void close_sockets(pl_host *h)
             zmq_close(*socks[i]);
             *socks[i] = NULL;
         }
+    sec_ipc_file_remove(&h->in_file);
 }
 
 /* Starts a host whose stage's output goes to members[0] (when n_members >
@@ -333,6 +337,7 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
         sl_fail(err, "%s: cannot listen on %s: %s", stage->name, in_addr, zmq_strerror(zmq_errno()));
         goto fail;
     }
+    sec_ipc_file_note(&h->in_file, bind_addr);
     if (zmq_connect(h->out, out_addr)) {
         sl_fail(err, "%s: cannot connect to %s: %s", stage->name, out_addr, zmq_strerror(zmq_errno()));
         goto fail;

@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 struct pl_metrics_http {
     struct MHD_Daemon *daemon;
+    char url[96];
     pl_metrics_source source;
     void *ctx;
 };
@@ -82,6 +85,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return answer(c, MHD_HTTP_OK, text, PROM_TYPE);
 }
 
+static int listen_on(const struct sockaddr_in *sa, sl_err *err)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return sl_fail(err, "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)sa, sizeof *sa) != 0 || listen(fd, 16) != 0) {
+        int e = errno;
+        close(fd);
+        return sl_fail(err, "%s%s", strerror(e), e == EADDRINUSE ? " (another process serves that port)" : "");
+    }
+    return fd;
+}
+
+const char *pl_metrics_http_url(const pl_metrics_http *h)
+{
+    return h ? h->url : "";
+}
+
 int pl_metrics_http_start(pl_metrics_http **out, const char *spec, pl_metrics_source source, void *ctx,
                           sl_err *err)
 {
@@ -97,14 +120,22 @@ int pl_metrics_http_start(pl_metrics_http **out, const char *spec, pl_metrics_so
     h->ctx = ctx;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, ip, &sa.sin_addr);
+    /* bound here, not by libmicrohttpd, so a failure reports its real cause */
+    int fd = listen_on(&sa, err);
+    if (fd < 0) {
+        free(h);
+        return sl_wrap(err, "cannot serve metrics on http://%s:%d", ip, port);
+    }
     h->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
-                                 on_request, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                                 on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
                                  MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
                                  MHD_OPTION_END);
     if (!h->daemon) {
+        close(fd);
         free(h);
-        return sl_fail(err, "cannot serve metrics on http://%s:%d (is the port in use?)", ip, port);
+        return sl_fail(err, "cannot serve metrics on http://%s:%d: the HTTP server did not start", ip, port);
     }
+    snprintf(h->url, sizeof h->url, "http://%s:%d/metrics", ip, port);
     *out = h;
     return 0;
 }

@@ -18,9 +18,11 @@ typedef char *(*pl_metrics_source)(void *ctx);
 int pl_metrics_http_parse(const char *spec, char *ip, unsigned long ip_size, int *port, sl_err *err);
 
 /* Starts serving on spec (see pl_metrics_http_parse); fails naming the
- * address when it cannot listen. */
+ * address and the system's reason when it cannot listen. */
 int pl_metrics_http_start(pl_metrics_http **out, const char *spec, pl_metrics_source source, void *ctx,
                           sl_err *err);
 void pl_metrics_http_stop(pl_metrics_http *h);
+/* The URL served: http://IP:PORT/metrics. */
+const char *pl_metrics_http_url(const pl_metrics_http *h);
 
 #endif

@@ -19,6 +19,7 @@
 #include "pipeline/host.h"
 #include "pipeline/keyring.h"
 #include "pipeline/wire.h"
+#include "util/debug.h"
 #include "scheduler/bind.h"
 #include "stages/spec.h"
 #include "util/clock.h"
@@ -75,6 +76,7 @@ struct sl_pipeline {
     void *zctx;
     void *to_first;         /* PUSH to stage 0 */
     void *from_last;        /* PULL from the last stage */
+    sec_ipc_file from_last_file; /* its socket file, removed when it closes */
     pl_host **hosts;        /* in-process stages (NULL for remote ones) */
     int n_hosts;
     pl_coord *coord;
@@ -589,15 +591,22 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
         return;
     }
     if (!is_inflight(p, m->hdr->batch_id)) {
+        /* a batch sent before a stage died may still come back (from the
+         * stages that survived, or queued for the restarted one): its
+         * requests are being replayed, so it is expected, not an error */
+        if (m->hdr->batch_id <= p->stale_below) {
+            static bool logged;
+            sl_debug_once(&logged, "driver: dropping answers to batches sent before a stage was lost "
+                          "(the first: %s for batch %llu); their requests are replayed",
+                          pl_msg_kind_name(kind), (unsigned long long)m->hdr->batch_id);
+            return;
+        }
         /* Not a batch we sent (a stray or forged message): it must not
          * disturb the batches in flight. An error still fails the requests
          * it names. */
         fprintf(stderr, "sluice: driver: %s for unknown batch %llu\n", pl_msg_kind_name(kind),
                 (unsigned long long)m->hdr->batch_id);
-        /* a batch sent before a stage died may still come back (from the
-         * stages that survived, or queued for the restarted one): its
-         * requests are being replayed, not failed */
-        if (kind == SLUICE__MSG_KIND__MSG_ERROR && m->hdr->batch_id > p->stale_below)
+        if (kind == SLUICE__MSG_KIND__MSG_ERROR)
             fail_named(p, m);
         return;
     }
@@ -1025,6 +1034,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         sl_fail(err, "driver: cannot listen on %s: %s", addr[cfg->n_stages], zmq_strerror(zmq_errno()));
         goto fail;
     }
+    sec_ipc_file_note(&p->from_last_file, ret_addr);
     if (pl_cores_apply(&p->cfg, &p->cpus_before, &p->cpus_bound, err) || start_stages(p, addr, err))
         goto fail;
     if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
@@ -1059,6 +1069,7 @@ void sl_pipeline_close(sl_pipeline *p)
         zmq_close(p->to_first);
     if (p->from_last)
         zmq_close(p->from_last);
+    sec_ipc_file_remove(&p->from_last_file);
     sec_zap_stop(p->zap);
     if (p->zctx)
         zmq_ctx_term(p->zctx);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -34,6 +35,30 @@ static int write_new_file(const char *path, const char *text, mode_t mode, sl_er
     return 0;
 }
 
+/* Creates the directories of path that are missing, each 0700: a key
+ * directory is for this user alone. */
+static int make_parent_dirs(const char *path, sl_err *err)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
+        return sl_fail(err, "%s: path too long", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return sl_fail(err, "%s: cannot create directory %s: %s", path, dir, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return sl_fail(err, "%s: cannot create directory %s: %s", path, dir, strerror(errno));
+    return 0;
+}
+
 int sec_keygen(const char *base, sl_err *err)
 {
     char pub[SEC_KEY_TEXT], sec[SEC_KEY_TEXT];
@@ -43,12 +68,15 @@ int sec_keygen(const char *base, sl_err *err)
     if (snprintf(path_sec, sizeof path_sec, "%s.key", base) >= (int)sizeof path_sec ||
         snprintf(path_pub, sizeof path_pub, "%s.pub", base) >= (int)sizeof path_pub)
         return sl_fail(err, "%s: key file name too long", base);
-    char line_sec[SEC_KEY_TEXT + 1], line_pub[SEC_KEY_TEXT + 1];
-    snprintf(line_sec, sizeof line_sec, "%s\n", sec);
-    snprintf(line_pub, sizeof line_pub, "%s\n", pub);
-    if (write_new_file(path_sec, line_sec, 0600, err) != 0)
+    if (make_parent_dirs(path_sec, err))
         return -1;
-    if (write_new_file(path_pub, line_pub, 0644, err) != 0) {
+    char text_sec[4096 + 256], text_pub[256];
+    snprintf(text_sec, sizeof text_sec, "%s (keep it on this host; its public half is %s)\n%s\n", SEC_HEADER_SECRET,
+             path_pub, sec);
+    snprintf(text_pub, sizeof text_pub, "%s\n%s\n", SEC_HEADER_PUBLIC, pub);
+    if (write_new_file(path_sec, text_sec, 0600, err) != 0)
+        return -1;
+    if (write_new_file(path_pub, text_pub, 0644, err) != 0) {
         unlink(path_sec);
         return -1;
     }
@@ -64,18 +92,69 @@ static int is_z85_key(const char *s)
     return strlen(s) == SEC_KEY_TEXT - 1 && zmq_z85_decode(raw, s) != NULL;
 }
 
-static int read_key(int fd, const char *path, char out[SEC_KEY_TEXT], sl_err *err)
+static bool has_suffix(const char *s, const char *suffix)
 {
-    char buf[SEC_KEY_TEXT + 2];
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The kind a file says it is (its first line), or, for a file from before
+ * the first line existed, the kind its name says (NAME.key or NAME.pub). */
+static int key_kind(const char *path, const char *first_line)
+{
+    if (strncmp(first_line, SEC_HEADER_SECRET, strlen(SEC_HEADER_SECRET)) == 0)
+        return SEC_KIND_SECRET;
+    if (strncmp(first_line, SEC_HEADER_PUBLIC, strlen(SEC_HEADER_PUBLIC)) == 0)
+        return SEC_KIND_PUBLIC;
+    if (has_suffix(path, ".key"))
+        return SEC_KIND_SECRET;
+    if (has_suffix(path, ".pub"))
+        return SEC_KIND_PUBLIC;
+    return SEC_KIND_UNKNOWN;
+}
+
+static int wrong_kind(const char *path, int want, sl_err *err)
+{
+    if (want == SEC_KIND_SECRET)
+        return sl_fail(err, "%s is a public key (NAME.pub); this wants the secret half, NAME.key (a node's own "
+                       "key: `key:` in a config, a worker's --key, status --key)", path);
+    return sl_fail(err, "%s is a secret key (NAME.key), which stays on its own host; this wants the public "
+                   "half, NAME.pub (`public_key:` in a config, a worker's --allow, status --server-key)", path);
+}
+
+/* Today's files: a first line naming the kind, then the key; files from
+ * before have the key alone. */
+static int read_key(int fd, const char *path, int want, char out[SEC_KEY_TEXT], sl_err *err)
+{
+    char buf[512];
     ssize_t n = read(fd, buf, sizeof buf - 1);
     if (n < 0)
         return sl_fail(err, "%s: read failed: %s", path, strerror(errno));
     buf[n] = '\0';
-    if (n > 0 && buf[n - 1] == '\n')
-        buf[--n] = '\0';
-    if (!is_z85_key(buf))
+    if ((size_t)n != strlen(buf))
+        return sl_fail(err, "%s: not a CURVE key file (binary data)", path);
+    /* "# ": Z85 has '#' but no space, so a bare key starting with '#' is no header */
+    bool header = buf[0] == '#' && buf[1] == ' ';
+    char *key = buf;
+    if (header) {
+        char *nl = strchr(buf, '\n');
+        if (!nl)
+            return sl_fail(err, "%s: not a CURVE key (want a first line naming the kind, then 40 Z85 "
+                           "characters)", path);
+        *nl = '\0';
+        key = nl + 1;
+    }
+    int kind = key_kind(path, header ? buf : "");
+    if (header && kind == SEC_KIND_UNKNOWN)
+        return sl_fail(err, "%s: not a sluice CURVE key file (its first line is '%.60s')", path, buf);
+    if (kind != SEC_KIND_UNKNOWN && kind != want)
+        return wrong_kind(path, want, err);
+    size_t len = strlen(key);
+    if (len > 0 && key[len - 1] == '\n')
+        key[--len] = '\0';
+    if (!is_z85_key(key))
         return sl_fail(err, "%s: not a CURVE key (want 40 Z85 characters on one line)", path);
-    memcpy(out, buf, SEC_KEY_TEXT);
+    memcpy(out, key, SEC_KEY_TEXT);
     return 0;
 }
 
@@ -86,13 +165,14 @@ static int load_key(const char *path, int secret, char out[SEC_KEY_TEXT], sl_err
         return sl_fail(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     int rc = 0;
+    /* the kind first: a .pub given as a secret key must not be advised to be chmod'ed */
     if (fstat(fd, &st) != 0)
         rc = sl_fail(err, "%s: cannot stat: %s", path, strerror(errno));
+    else if ((rc = read_key(fd, path, secret ? SEC_KIND_SECRET : SEC_KIND_PUBLIC, out, err)) != 0)
+        ;
     else if (secret && (st.st_mode & 077))
         rc = sl_fail(err, "%s: secret key file has mode %04o; group and others must have no "
                      "access (chmod 600 %s)", path, (unsigned)(st.st_mode & 07777), path);
-    else
-        rc = read_key(fd, path, out, err);
     close(fd);
     return rc;
 }
@@ -210,6 +290,60 @@ int sec_ipc_dir(const char *addr, sl_err *err)
                        "sockets must live in a directory only you can enter (chmod 700 %s, or name a path "
                        "in a new directory, which sluice creates with mode 0700)", addr, dir,
                        (unsigned)(st.st_mode & 07777), dir);
+    return 0;
+}
+
+void sec_ipc_file_note(sec_ipc_file *f, const char *addr)
+{
+    memset(f, 0, sizeof *f);
+    struct stat st;
+    if (strncmp(addr, "ipc://", 6) != 0 || addr[6] == '@' || strlen(addr + 6) >= sizeof f->path ||
+        lstat(addr + 6, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return;
+    snprintf(f->path, sizeof f->path, "%s", addr + 6);
+    f->dev = (uint64_t)st.st_dev;
+    f->ino = (uint64_t)st.st_ino;
+    f->noted = true;
+}
+
+void sec_ipc_file_remove(sec_ipc_file *f)
+{
+    struct stat st;
+    if (f->noted && lstat(f->path, &st) == 0 && S_ISSOCK(st.st_mode) && (uint64_t)st.st_dev == f->dev &&
+        (uint64_t)st.st_ino == f->ino)
+        unlink(f->path);
+    f->noted = false;
+}
+
+static int probe_ipc(const char *addr, sl_err *err)
+{
+    const char *path = addr + 6;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (path[0] == '@' || strlen(path) >= sizeof sa.sun_path)
+        return 0;
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return sl_fail(err, "%s: no socket there (%s): is a sluice worker listening on it?", addr, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return sl_fail(err, "%s: %s is not a socket", addr, path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    int e = errno;
+    close(fd);
+    if (rc != 0 && e == ECONNREFUSED)
+        return sl_fail(err, "%s: nobody serves this socket (a file left by a process that ended?)", addr);
+    return 0;
+}
+
+int sec_probe_served(const char *addr, sl_err *err)
+{
+    /* not tcp://: a probe there would reach a CURVE server as a failed
+     * handshake, logged and counted as a refusal */
+    if (strncmp(addr, "ipc://", 6) == 0)
+        return probe_ipc(addr, err);
     return 0;
 }
 

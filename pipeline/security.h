@@ -12,7 +12,17 @@
 /* Z85 text of a 32-byte CURVE key plus its terminator. */
 enum { SEC_KEY_TEXT = 41 };
 
-/* Writes base.key (0600) and base.pub; refuses to overwrite either. */
+/* A key file's first line names its kind, so the two halves cannot be
+ * mixed up: a public key given where the secret one goes (or the reverse)
+ * is refused saying which file is which. Files without the line (from
+ * before it existed) are read as before, their kind taken from the name's
+ * .key or .pub. */
+#define SEC_HEADER_SECRET "# sluice CURVE secret key"
+#define SEC_HEADER_PUBLIC "# sluice CURVE public key"
+enum { SEC_KIND_UNKNOWN, SEC_KIND_SECRET, SEC_KIND_PUBLIC };
+
+/* Writes base.key (0600) and base.pub, creating base's missing directories
+ * (0700); refuses to overwrite either file. */
 int sec_keygen(const char *base, sl_err *err);
 
 /* Reads a secret key file; fails naming the file and its mode when group
@@ -62,6 +72,26 @@ int sec_client(void *sock, const sec_keys *k, const char *server_public, const c
  * Abstract names (ipc://@name) have no directory and are refused. Other
  * schemes pass. */
 int sec_ipc_dir(const char *addr, sl_err *err);
+
+/* The file of an ipc:// socket this process bound. libzmq (4.3) leaves it
+ * behind when the socket closes, so its binder removes it: note it after
+ * the bind, remove it after zmq_close. Only the very file noted is removed
+ * (same device and inode): a process that bound the path since keeps its
+ * own. Other schemes are ignored. */
+typedef struct sec_ipc_file {
+    char path[128];
+    uint64_t dev, ino;
+    bool noted;
+} sec_ipc_file;
+
+void sec_ipc_file_note(sec_ipc_file *f, const char *addr);
+void sec_ipc_file_remove(sec_ipc_file *f);
+
+/* Fails at once, naming the cause, when addr is an ipc:// path that has no
+ * socket file or whose socket nobody serves (a file left by a process that
+ * ended); 0 otherwise (a listener may still not be sluice, and other
+ * schemes are not probed: the caller's own timeout tells). */
+int sec_probe_served(const char *addr, sl_err *err);
 
 /* ---- the ZAP handler (ZeroMQ RFC 27) ----
  * One per ZeroMQ context, on a thread of its own: answers every CURVE

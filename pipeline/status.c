@@ -43,6 +43,9 @@ static int ask(void *sock, const pl_status_opts *o, char **text, sl_err *err)
     zmq_setsockopt(sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms);
     if (secure(sock, o, err))
         return -1;
+    /* ZeroMQ would retry a dead address quietly until the timeout */
+    if (sec_probe_served(o->addr, err))
+        return -1;
     if (zmq_connect(sock, o->addr))
         return sl_fail(err, "cannot connect to %s: %s", o->addr, zmq_strerror(zmq_errno()));
     pl_msg m;
@@ -123,6 +126,7 @@ int pl_status_answer(void *sock, const void *id, size_t id_len, const char *text
 
 struct pl_status_server {
     void *zctx, *sock;
+    sec_ipc_file file;
     sec_zap *zap;
     pl_status_source source;
     void *ctx;
@@ -186,6 +190,7 @@ void pl_status_server_stop(pl_status_server *s)
     }
     if (s->sock)
         zmq_close(s->sock);
+    sec_ipc_file_remove(&s->file);
     sec_zap_stop(s->zap);
     if (s->zctx)
         zmq_ctx_term(s->zctx);
@@ -216,6 +221,7 @@ static int server_open(pl_status_server *s, const char *addr, const sec_keys *ke
         return -1;
     if (zmq_bind(s->sock, bind))
         return sl_fail(err, "cannot serve status on %s: %s", addr, zmq_strerror(zmq_errno()));
+    sec_ipc_file_note(&s->file, addr);
     return 0;
 }
 

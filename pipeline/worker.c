@@ -30,6 +30,7 @@
 typedef struct worker {
     const pl_worker_opts *o;
     void *zctx, *ctl;
+    sec_ipc_file ctl_file;    /* ctl's socket file, removed on the way out */
     pl_wire_limits limits;
     pl_host **hosts;          /* indexed like the assignment's stages */
     int n_hosts;
@@ -469,6 +470,7 @@ static int open_control(worker *w, sl_err *err)
         return -1;
     if (zmq_bind(w->ctl, addr))
         return sl_fail(err, "cannot listen on %s: %s", w->o->listen, zmq_strerror(zmq_errno()));
+    sec_ipc_file_note(&w->ctl_file, addr);
     return 0;
 }
 
@@ -504,6 +506,8 @@ int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *
     if (rc == 0) {
         say(&w, "listening%s%s", o->once ? " (one assignment)" : "",
             w.keys.on && is_tcp(o->listen) ? " (CURVE)" : "");
+        if (w.http)
+            say(&w, "metrics at %s%s", pl_metrics_http_url(w.http), "");
         rc = serve(&w, stop, err);
     }
     if (w.n_hosts && *stop)
@@ -513,6 +517,7 @@ int pl_worker_run(const pl_worker_opts *o, volatile sig_atomic_t *stop, sl_err *
     pl_metrics_http_stop(w.http);
     if (w.ctl)
         zmq_close(w.ctl);
+    sec_ipc_file_remove(&w.ctl_file);
     if (w.zap && !o->quiet && sec_zap_refused(w.zap))
         fprintf(stderr, "sluice worker %s: refused %llu connection(s) in all\n", o->listen,
                 (unsigned long long)sec_zap_refused(w.zap));

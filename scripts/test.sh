@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: checks the layering of #include lines
 # (scripts/check-layers.sh; an upward include fails the run before anything
-# is built), installs dependencies, builds, runs each fuzz target for
-# a bounded time, the whole ctest suite, then the whole suite again under
+# is built), installs dependencies, builds (twice: the second must do
+# nothing), runs each fuzz target for a bounded time, the whole ctest
+# suite, then the whole suite again under
 # AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ (its summary
 # is the last line).
 #   FUZZ_SECONDS=N  seconds per fuzz target (default 30)
@@ -12,6 +13,13 @@ cd "$(dirname "$0")/.."
 scripts/check-layers.sh
 scripts/install-deps.sh
 scripts/build.sh
+# A second build with nothing changed must do nothing (a configure that
+# changes the compile line would rebuild every target each time).
+if ! again=$(scripts/build.sh 2>&1) || ! grep -q "ninja: no work to do" <<<"$again"; then
+  echo "test: a second scripts/build.sh with no change did work:" >&2
+  echo "$again" >&2
+  exit 1
+fi
 scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j2
 if [[ ${SLUICE_ASAN:-1} != 0 ]]; then

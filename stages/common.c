@@ -1,10 +1,13 @@
 /* What every stage kind shares: reading and checking a batch's rows,
  * answering a batch with an ERROR, passing control messages on. Every
  * kind calls these; they call no kind. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "stages/stage.h"
+#include "util/debug.h"
 
 int sl_stage_error_msg(pl_msg *out, uint64_t batch_id, const uint64_t *requests, uint32_t n,
                        const char *origin, const char *text, sl_err *err)
@@ -27,8 +30,17 @@ int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char 
     const uint64_t *req = pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &ignore);
     pl_msg m;
     s->n_errors++;
-    fprintf(stderr, "sluice: %s: batch %llu failed: %s\n", s->name,
-            (unsigned long long)in->hdr->batch_id, text);
+    /* A batch continuing a sequence this stage holds nothing of (expected
+     * position 0) is what a restarted stage gets from before its restart:
+     * the driver drops the answer and replays the request. Expected, so
+     * logged once at debug level; any other failure is an error. */
+    static bool stale_logged;
+    if (strstr(text, ", expected 0"))
+        sl_debug_once(&stale_logged, "%s: batch %llu continues a sequence this stage has no cache for (sent "
+                      "before a restart?): %s", s->name, (unsigned long long)in->hdr->batch_id, text);
+    else
+        fprintf(stderr, "sluice: %s: batch %llu failed: %s\n", s->name, (unsigned long long)in->hdr->batch_id,
+                text);
     if (sl_stage_error_msg(&m, in->hdr->batch_id, req, req ? n : 0, s->name, text, err))
         return -1;
     return out->send(out->ctx, &m, err);

@@ -24,10 +24,14 @@ for c in run inspect synth quantize perplexity status; do
     for o in ${opts[$c]}; do has "$T/out" "$o" "$c --help mentions $o"; done
 done
 
-# ---- usage errors: exit 2 with a usage message, never a crash ----
+# ---- usage errors: exit 2 with the one-line error and where to find help
+# (not the whole usage, which buries the error), never a crash ----
 usage_error() {
     expect 2 "$@"
-    has "$T/err" "usage:" "usage message for: $*"
+    has "$T/err" "^try 'sluice ([a-z]+ )?--help'$" "help hint for: $*"
+    if grep -q "usage:" "$T/err" || [ "$(wc -l <"$T/err")" -gt 2 ]; then
+        bad "more than the error and the hint for: $*"
+    else ok; fi
 }
 usage_error "$SLUICE"
 usage_error "$SLUICE" frobnicate
@@ -64,6 +68,14 @@ usage_error "$SLUICE" quantize a.gguf b.gguf
 usage_error "$SLUICE" quantize a.gguf b.gguf --type q9
 usage_error "$SLUICE" perplexity -m x.gguf
 usage_error "$SLUICE" perplexity -m x.gguf -f t.txt -c 1e3
+# a number out of range says the range
+expect 2 "$SLUICE" run -m x.gguf -p hi --ctx 10
+has "$T/err" "bad value '10' for --ctx: must be a whole number 16\.\.[0-9]+" "--ctx error names the range"
+has "$T/err" "^try 'sluice run --help'$" "run usage error points to run --help"
+expect 2 "$SLUICE" run -m x.gguf -p hi --top-p 1.5
+has "$T/err" "must be a number 0\.\.1$" "--top-p error names the range"
+expect 2 "$SLUICE" worker --listen ipc:///tmp/x -t 0
+has "$T/err" "for --threads: must be a whole number 1\.\.4096" "worker --threads error names the range"
 [ ! -e "$T/x.gguf" ] && ok || bad "a rejected synth wrote its output"
 
 # ---- a missing file is an error that names it ----

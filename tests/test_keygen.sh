@@ -11,7 +11,9 @@ check() { checks=$((checks + 1)); if ! eval "$1"; then fails=$((fails + 1)); ech
 "$SLUICE" keygen -o "$T/a"; rc=$?
 check '[ $rc -eq 0 ]'
 check '[ "$(stat -c %a "$T/a.key")" = 600 ]'
-check '[ "$(wc -c < "$T/a.pub")" -eq 41 ]'
+check '[ "$(sed -n 2p "$T/a.pub" | tr -d "\n" | wc -c)" -eq 40 ] && [ "$(wc -l < "$T/a.pub")" -eq 2 ]'
+check '[ "$(head -1 "$T/a.pub")" = "# sluice CURVE public key" ]'
+check 'head -1 "$T/a.key" | grep -q "^# sluice CURVE secret key"'
 check '! cmp -s "$T/a.key" "$T/a.pub"'
 before=$(cat "$T/a.key")
 "$SLUICE" keygen -o "$T/a" 2> "$T/err"; rc=$?

@@ -63,7 +63,9 @@ ip netns exec "$NA" "$SLUICE" run -c configs/two-host.yaml --prompts long.txt -n
 coord=$!
 pids+=("$coord")
 wait_for grep -qs "stage(s) ready" worker.err && ok || bad "worker in B got no stages"
-sleep 1
+# generating FILE: up to 60 s for a run's progress line (FILE) to show tokens coming out
+generating() { for _ in $(seq 600); do grep -aqE "progress: .*[1-9][0-9.]* tok/s" "$1" && return 0; sleep 0.1; done; return 1; }
+generating long.err && ok || bad "partition: the run never generated"
 t0=$(date +%s%N)
 ip -n "$NB" link set "$VB" down
 wait "$coord"

@@ -70,7 +70,8 @@ done
 "$SLUICE" run -m "$TARGET" -p "${prompts[0]}" -n 64 --draft "$DRAFT" --draft-threads 1 --stats \
   >"$T/out" 2>"$T/err" || bad "pipelined run failed"
 has "$T/err" "drafted ahead: [1-9][0-9]* used, [0-9]+ dropped" "pipelined draft statistics"
-sleep 0.5
+# the spawned worker exits on its own once its coordinator is gone: wait for that (bounded)
+for _ in $(seq 100); do pgrep -f "sluice-spec-procs" >/dev/null || break; sleep 0.1; done
 if pgrep -f "sluice-spec-procs" >/dev/null; then bad "a spawned worker outlived its coordinator"; else ok; fi
 
 finish test_spec_cli

@@ -54,8 +54,12 @@ flowing() {
         [ "$(awk '/^stage 2 /{getline; print $2}' s1.txt)" -gt 0 ] 2>/dev/null
 }
 wait_for flowing && ok || bad "no messages reached the worker's stages: $(cat s1.err)"
-sleep 0.5
-status --key keys/local.key --server-key keys/hostb.pub >s2.txt 2>s2.err || bad "second status failed: $(cat s2.err)"
+# asked again until the counters have moved (bounded), not once after a fixed pause
+moved() {
+    status --key keys/local.key --server-key keys/hostb.pub >s2.txt 2>s2.err &&
+        [ "$(awk '/^stage 2 /{getline; print $2}' s2.txt)" -gt "$(awk '/^stage 2 /{getline; print $2}' s1.txt)" ] 2>/dev/null
+}
+wait_for moved || bad "second status failed or its counters did not move: $(cat s2.err)"
 has s1.txt "^worker $W \(host [^)]*\): serving a coordinator, 3 stage\(s\)$" "serving worker"
 has s1.txt "^stage 2 layers\[3,6\)$" "layers stage listed"
 has s1.txt "^stage 3 head$" "head listed"

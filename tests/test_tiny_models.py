@@ -147,7 +147,7 @@ def check_logits(name, hf_dir, shipped, tmp):
 
 
 def check_reproducible(hf_dir, shipped, tmp):
-    out = os.path.join(tmp, "again.gguf")
+    out = os.path.join(tmp, os.path.basename(hf_dir) + "-again.gguf")
     subprocess.run([SLUICE, "convert", hf_dir, "-o", out, "-q", "--type", "bf16"], check=True)
     with open(out, "rb") as a, open(shipped, "rb") as b:
         check(a.read() == b.read(), "sluice convert %s --type bf16 does not reproduce %s" % (hf_dir, shipped))
