@@ -95,15 +95,18 @@ static const sl_mm_kernel *kernel_for(sl_path path, sl_type wtype)
 
 static sl_mmq_fn mmq_for(sl_path path, sl_type wtype)
 {
+    sl_mmq_fn fn = NULL;
 #if defined(__x86_64__)
     if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
-        return sl_mmq_avx512(wtype);
-    if (path >= SL_PATH_AVX2)
-        return sl_mmq_avx2(wtype);
+        fn = sl_mmq_avx512(wtype);
+    else if (path >= SL_PATH_AVX2)
+        fn = sl_mmq_avx2(wtype);
 #else
     (void)path;
 #endif
-    return sl_mmq_ref(wtype);
+    /* a type the SIMD paths lack still takes the integer path, so every
+     * path computes the same function of the same quantised activations */
+    return fn ? fn : sl_mmq_ref(wtype);
 }
 
 static sl_r16_fn r16_for(sl_path path, sl_type wtype)

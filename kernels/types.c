@@ -9,13 +9,23 @@ typedef struct type_traits {
     size_t block_bytes;
 } type_traits;
 
+const int8_t sl_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                    1,    13,   25,  38,  53,  69,  89,  113};
+
 static const type_traits *traits_of(int type)
 {
     static const type_traits f32 = {"f32", 1, 4};
     static const type_traits f16 = {"f16", 1, 2};
     static const type_traits bf16 = {"bf16", 1, 2};
     static const type_traits q4_0 = {"q4_0", SL_QK4_0, sizeof(sl_block_q4_0)};
+    static const type_traits q4_1 = {"q4_1", SL_QK4_0, sizeof(sl_block_q4_1)};
+    static const type_traits q5_0 = {"q5_0", SL_QK4_0, sizeof(sl_block_q5_0)};
+    static const type_traits q5_1 = {"q5_1", SL_QK4_0, sizeof(sl_block_q5_1)};
     static const type_traits q8_0 = {"q8_0", SL_QK8_0, sizeof(sl_block_q8_0)};
+    static const type_traits q2_k = {"q2_K", SL_QK_K, sizeof(sl_block_q2_K)};
+    static const type_traits q3_k = {"q3_K", SL_QK_K, sizeof(sl_block_q3_K)};
+    static const type_traits iq4_nl = {"iq4_nl", SL_QK4_0, sizeof(sl_block_iq4_nl)};
+    static const type_traits iq4_xs = {"iq4_xs", SL_QK_K, sizeof(sl_block_iq4_xs)};
     static const type_traits q4_k = {"q4_K", SL_QK_K, sizeof(sl_block_q4_K)};
     static const type_traits q5_k = {"q5_K", SL_QK_K, sizeof(sl_block_q5_K)};
     static const type_traits q6_k = {"q6_K", SL_QK_K, sizeof(sl_block_q6_K)};
@@ -24,7 +34,14 @@ static const type_traits *traits_of(int type)
     case SL_TYPE_F16: return &f16;
     case SL_TYPE_BF16: return &bf16;
     case SL_TYPE_Q4_0: return &q4_0;
+    case SL_TYPE_Q4_1: return &q4_1;
+    case SL_TYPE_Q5_0: return &q5_0;
+    case SL_TYPE_Q5_1: return &q5_1;
     case SL_TYPE_Q8_0: return &q8_0;
+    case SL_TYPE_Q2_K: return &q2_k;
+    case SL_TYPE_Q3_K: return &q3_k;
+    case SL_TYPE_IQ4_NL: return &iq4_nl;
+    case SL_TYPE_IQ4_XS: return &iq4_xs;
     case SL_TYPE_Q4_K: return &q4_k;
     case SL_TYPE_Q5_K: return &q5_k;
     case SL_TYPE_Q6_K: return &q6_k;
