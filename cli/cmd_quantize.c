@@ -176,6 +176,12 @@ static int quantize(const char *cmd, const char *in, const char *out, const cli_
                 goto done;
             }
         }
+        int64_t bad = sl_find_bad_block(t->type, t->data, t->size);
+        if (to != t->type && bad >= 0) {
+            cli_fail(cmd, "%s: tensor '%s': block %lld has an infinite or NaN scale (corrupt file?)",
+                     in, t->name, (long long)bad);
+            goto done;
+        }
         if (to != t->type) {
             data = owned[i] = convert(t, to, &size);
             if (!data) {

@@ -164,3 +164,41 @@ sl_bf16 sl_f32_to_bf16(float f)
         return (sl_bf16)((x >> 16) | 0x40u); /* quiet NaN, never rounds to Inf */
     return (sl_bf16)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
+
+/* Byte offsets of a block's fp16 scale fields; n of them. */
+static int scale_fields(int type, size_t off[2])
+{
+    switch (type) {
+    case SL_TYPE_Q4_0: case SL_TYPE_Q5_0: case SL_TYPE_Q8_0: case SL_TYPE_IQ4_NL: case SL_TYPE_IQ4_XS:
+        off[0] = 0;
+        return 1;
+    case SL_TYPE_Q4_1: case SL_TYPE_Q5_1: case SL_TYPE_Q4_K: case SL_TYPE_Q5_K:
+        off[0] = 0, off[1] = 2;
+        return 2;
+    case SL_TYPE_Q2_K:
+        off[0] = offsetof(sl_block_q2_K, d), off[1] = offsetof(sl_block_q2_K, dmin);
+        return 2;
+    case SL_TYPE_Q3_K: off[0] = offsetof(sl_block_q3_K, d); return 1;
+    case SL_TYPE_Q6_K: off[0] = offsetof(sl_block_q6_K, d); return 1;
+    default: return 0;
+    }
+}
+
+int64_t sl_find_bad_block(sl_type type, const void *data, size_t bytes)
+{
+    size_t off[2], bb = sl_type_block_bytes(type);
+    int n = scale_fields(type, off);
+    if (n == 0 || bb == 0)
+        return -1;
+    const uint8_t *p = data;
+    size_t n_blocks = bytes / bb;
+    for (size_t b = 0; b < n_blocks; b++, p += bb) {
+        for (int i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + off[i], sizeof h);
+            if ((h & 0x7c00u) == 0x7c00u) /* all-ones exponent: Inf or NaN */
+                return (int64_t)b;
+        }
+    }
+    return -1;
+}

@@ -143,6 +143,11 @@ size_t sl_type_block_bytes(sl_type type);
 /* Bytes of a row of n elements; n must be a multiple of the block size. */
 size_t sl_row_bytes(sl_type type, int64_t n);
 
+/* Checks the fp16 scales of the whole blocks in bytes of data: returns the
+ * index of the first block with a scale that is infinite or NaN (a corrupt
+ * file: no quantiser writes one), or -1. Float types have none to check. */
+int64_t sl_find_bad_block(sl_type type, const void *data, size_t bytes);
+
 /* Scalar conversions (exact round-to-nearest-even for the narrowing ones). */
 float sl_f16_to_f32(sl_f16 h);
 sl_f16 sl_f32_to_f16(float f);

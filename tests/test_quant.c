@@ -593,6 +593,43 @@ static void test_ranges(void)
     }
 }
 
+/* ---- corrupt scales ---- */
+
+static void test_bad_blocks(void)
+{
+    static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q4_1, SL_TYPE_Q5_0, SL_TYPE_Q5_1,
+                                    SL_TYPE_Q8_0, SL_TYPE_Q2_K, SL_TYPE_Q3_K, SL_TYPE_Q4_K,
+                                    SL_TYPE_Q5_K, SL_TYPE_Q6_K, SL_TYPE_IQ4_NL, SL_TYPE_IQ4_XS};
+    enum { N = 256 * 4 };
+    static float x[N];
+    static uint8_t q[N * 2];
+    fill_row(x, N);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        sl_type t = types[ti];
+        size_t bytes = sl_row_bytes(t, N), bb = sl_type_block_bytes(t);
+        sl_quantize_row(t, x, q, N);
+        CHECKF(sl_find_bad_block(t, q, bytes) == -1, "%s: a quantised row has a bad scale",
+               sl_type_name(t));
+        /* every byte of a block, set to an Inf/NaN half in turn: found
+         * exactly when it is (part of) a scale, at that block */
+        int64_t last = (int64_t)(bytes / bb) - 1;
+        int found = 0;
+        for (size_t i = 0; i + 1 < bb; i++) {
+            uint8_t save[2] = {q[last * bb + i], q[last * bb + i + 1]};
+            q[last * bb + i] = 0x00, q[last * bb + i + 1] = 0x7c; /* +Inf */
+            int64_t bad = sl_find_bad_block(t, q, bytes);
+            CHECK(bad == -1 || bad == last);
+            found += bad == last;
+            q[last * bb + i] = save[0], q[last * bb + i + 1] = save[1];
+        }
+        CHECKF(found >= 1, "%s: an infinite scale goes unnoticed", sl_type_name(t));
+        /* a scale field shifted by one byte still lands on a scale for the
+         * types with two adjacent halves; never more than four offsets */
+        CHECKF(found <= 4, "%s: %d byte offsets count as scales", sl_type_name(t), found);
+    }
+    CHECK(sl_find_bad_block(SL_TYPE_F16, q, 64) == -1);
+}
+
 int main(void)
 {
     test_traits();
@@ -610,5 +647,6 @@ int main(void)
     test_round_trips();
     test_requantise_stable();
     test_ranges();
+    test_bad_blocks();
     return test_finish("test_quant");
 }

@@ -10,7 +10,8 @@ each --type. For each result:
   - the file runs (tests/tools/dump_logits) and, with float activations,
     its logits match the numpy reference forward pass on the same file;
     with 8-bit activations (the default) within test_ref's TOL_Q8;
-  - cut short, it is refused with an error naming the problem.
+  - cut short, or with a NaN block scale, it is refused with an error
+    naming the problem.
 
 Environment (set by ctest): SLUICE, SLUICE_BUILD.
 """
@@ -23,7 +24,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ref import dequant, forward, writer  # noqa: E402
+from ref import dequant, forward, gguf, writer  # noqa: E402
 
 N_LAYER, N_HEAD, N_KV_HEAD, D_MODEL, D_FF = 8, 4, 1, 288, 576
 PLAIN = ["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "iq4_xs",
@@ -152,6 +153,19 @@ def one_type(sluice, build, src, src_tensors, qtype, tmp, tokens):
     logits, err = dump(build, cut, tokens[:2], "q8", tmp)
     check(logits is None and re.search(r"past the end|truncated", err),
           "%s: a truncated file is not refused clearly: %s" % (qtype, err[-200:]))
+    # a block whose scale is NaN (what no quantiser writes) is refused,
+    # naming the tensor and the block
+    t = gguf.GGUF(path).tensors["blk.1.attn_q.weight"]
+    at = dequant.HALF_AT.get(t.type)
+    if at:
+        block = dequant.BLOCK[t.type][1]
+        bad = bytearray(data)
+        bad[t.file_offset + 3 * block + at[-1]:t.file_offset + 3 * block + at[-1] + 2] = b"\x00\x7e"
+        with open(cut, "wb") as fh:
+            fh.write(bytes(bad))
+        logits, err = dump(build, cut, tokens[:2], "q8", tmp)
+        check(logits is None and "blk.1.attn_q.weight: block 3 has an infinite or NaN scale" in err,
+              "%s: a NaN scale is not refused clearly: %s" % (qtype, err[-200:]))
     os.remove(path)
 
 
