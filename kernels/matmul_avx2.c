@@ -28,6 +28,11 @@ SL_INLINE float mmf_hsum(__m256 v)
     return _mm_cvtss_f32(s4);
 }
 
+/* 32 byte codes (signed or not) as floats times d_lo (elements 0-15) or
+ * d_hi, each product rounded, then plus a_lo / a_hi when add is set. */
+static inline __attribute__((always_inline)) w32 mmf_codes(__m256i codes, int is_signed, float d_lo,
+                                                           float d_hi, float a_lo, float a_hi, int add);
+
 #include "kernels/matmul_tile_impl.h"
 
 /* Keeps d * q and the following subtraction as two roundings, as in the
@@ -125,6 +130,18 @@ SL_INLINE w32 unit_q6_K(const row_state *st, int u)
     return out;
 }
 
+SL_INLINE w32 mmf_codes(__m256i codes, int is_signed, float d_lo, float d_hi, float a_lo,
+                        float a_hi, int add)
+{
+    w32 out;
+    UNROLL for (int i = 0; i < 4; i++) {
+        __m256 prod = unfused(_mm256_mul_ps(_mm256_set1_ps(i < 2 ? d_lo : d_hi),
+                                            byte_group(codes, i, is_signed)));
+        out.v[i] = add ? _mm256_add_ps(prod, _mm256_set1_ps(i < 2 ? a_lo : a_hi)) : prod;
+    }
+    return out;
+}
+
 SL_INLINE w32 unit(int kind, const row_state *st, int u)
 {
     w32 out;
@@ -147,6 +164,7 @@ SL_INLINE w32 unit(int kind, const row_state *st, int u)
     case SL_TYPE_Q8_0: return unit_q8_0(st);
     case SL_TYPE_Q4_K: return unit_q4_K(st, u);
     case SL_TYPE_Q5_K: return unit_q5_K(st, u);
-    default: return unit_q6_K(st, u);
+    case SL_TYPE_Q6_K: return unit_q6_K(st, u);
+    default: return unit_codes(kind, st, u);
     }
 }

@@ -32,6 +32,11 @@ SL_INLINE float mmf_hsum(__m512 v)
     return _mm_cvtss_f32(s4);
 }
 
+/* 32 byte codes (signed or not) as floats times d_lo (elements 0-15) or
+ * d_hi, each product rounded, then plus a_lo / a_hi when add is set. */
+static inline __attribute__((always_inline)) w32 mmf_codes(__m256i codes, int is_signed, float d_lo,
+                                                           float d_hi, float a_lo, float a_hi, int add);
+
 #include "kernels/matmul_tile_impl.h"
 
 /* Keeps d * q and the following subtraction as two roundings, as in the
@@ -131,6 +136,21 @@ SL_INLINE __m512 bf16x16(const uint8_t *p)
     return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
 }
 
+SL_INLINE w32 mmf_codes(__m256i codes, int is_signed, float d_lo, float d_hi, float a_lo,
+                        float a_hi, int add)
+{
+    __m128i lo8 = _mm256_castsi256_si128(codes), hi8 = _mm256_extracti128_si256(codes, 1);
+    __m512i lo = is_signed ? _mm512_cvtepi8_epi32(lo8) : _mm512_cvtepu8_epi32(lo8);
+    __m512i hi = is_signed ? _mm512_cvtepi8_epi32(hi8) : _mm512_cvtepu8_epi32(hi8);
+    __m512 plo = unfused(_mm512_mul_ps(_mm512_set1_ps(d_lo), _mm512_cvtepi32_ps(lo)));
+    __m512 phi = unfused(_mm512_mul_ps(_mm512_set1_ps(d_hi), _mm512_cvtepi32_ps(hi)));
+    if (add) {
+        plo = _mm512_add_ps(plo, _mm512_set1_ps(a_lo));
+        phi = _mm512_add_ps(phi, _mm512_set1_ps(a_hi));
+    }
+    return (w32){{plo, phi}};
+}
+
 SL_INLINE w32 unit(int kind, const row_state *st, int u)
 {
     switch (kind) {
@@ -144,6 +164,7 @@ SL_INLINE w32 unit(int kind, const row_state *st, int u)
     case SL_TYPE_Q8_0: return unit_q8_0(st);
     case SL_TYPE_Q4_K: return unit_q4_K(st, u);
     case SL_TYPE_Q5_K: return unit_q5_K(st, u);
-    default: return unit_q6_K(st, u);
+    case SL_TYPE_Q6_K: return unit_q6_K(st, u);
+    default: return unit_codes(kind, st, u);
     }
 }
