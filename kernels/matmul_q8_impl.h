@@ -151,11 +151,34 @@ MMQ_INLINE void tile_q8_0(const uint8_t *w, size_t rb, const sl_q8act *a, int64_
             y[(t0 + t) * ldy + r] = mmq_hsum(acc[r][t]);
 }
 
-/* ---- Q4_K ---- */
-
-MMQ_INLINE void tile_q4_K(const uint8_t *w, size_t rb, const sl_q8act *a, int64_t t0, float *y,
-                          int64_t ldy, const int R, const int T)
+/* Codes of sub-blocks j (lo) and j + 1 (hi) of a Q4_K or Q5_K block. */
+MMQ_INLINE void mmq_k45_codes(int kind, const sl_block_q4_K *blk, int j, __m256i *lo, __m256i *hi)
 {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    if (kind == SL_TYPE_Q4_K) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 16 * j));
+        *lo = _mm256_and_si256(v, m4);
+        *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        return;
+    }
+    const sl_block_q5_K *b5 = (const sl_block_q5_K *)blk;
+    __m256i v = _mm256_loadu_si256((const __m256i *)(b5->qs + 16 * j));
+    __m256i h = _mm256_loadu_si256((const __m256i *)b5->qh), b4 = _mm256_set1_epi8(0x10);
+    /* bits j and j + 1 of qh moved to bit 4 */
+    __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), 4), b4);
+    __m256i h1 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j + 1)), 4), b4);
+    *lo = _mm256_or_si256(_mm256_and_si256(v, m4), h0);
+    *hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), h1);
+}
+
+/* ---- Q4_K and Q5_K (the same scales and mins; Q5_K's codes take a fifth
+ * bit from qh) ---- */
+
+MMQ_INLINE void tile_k45(int kind, const uint8_t *w, size_t rb, const sl_q8act *a, int64_t t0,
+                         float *y, int64_t ldy, const int R, const int T)
+{
+    /* d, dmin and scales sit at the same offsets in both blocks */
+    const size_t bb = kind == SL_TYPE_Q5_K ? sizeof(sl_block_q5_K) : sizeof(sl_block_q4_K);
     __m256 acc[4][4], macc[4][4];
     MMQ_UNROLL
     for (int r = 0; r < R; r++)
@@ -168,7 +191,7 @@ MMQ_INLINE void tile_q4_K(const uint8_t *w, size_t rb, const sl_q8act *a, int64_
         __m256 mins[4];
         MMQ_UNROLL
         for (int r = 0; r < R; r++) {
-            blk[r] = (const sl_block_q4_K *)(w + (size_t)r * rb) + sb;
+            blk[r] = (const sl_block_q4_K *)(w + (size_t)r * rb + (size_t)sb * bb);
             uint8_t s8[8], m8[8];
             sl_k_unpack_scales(blk[r]->scales, s8, m8);
             float d = mmq_f16(blk[r]->d), dmin = mmq_f16(blk[r]->dmin);
@@ -191,11 +214,8 @@ MMQ_INLINE void tile_q4_K(const uint8_t *w, size_t rb, const sl_q8act *a, int64_
         for (int j = 0; j < 8; j += 2) {
             __m256i lo[4], hi[4];
             MMQ_UNROLL
-            for (int r = 0; r < R; r++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(blk[r]->qs + 16 * j));
-                lo[r] = _mm256_and_si256(v, _mm256_set1_epi8(15));
-                hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
-            }
+            for (int r = 0; r < R; r++)
+                mmq_k45_codes(kind, blk[r], j, &lo[r], &hi[r]);
             MMQ_UNROLL
             for (int t = 0; t < T; t++) {
                 int64_t b = 8 * sb + j;
@@ -217,6 +237,18 @@ MMQ_INLINE void tile_q4_K(const uint8_t *w, size_t rb, const sl_q8act *a, int64_
         MMQ_UNROLL
         for (int t = 0; t < T; t++)
             y[(t0 + t) * ldy + r] = mmq_hsum(acc[r][t]) - mmq_hsum(macc[r][t]);
+}
+
+MMQ_INLINE void tile_q4_K(const uint8_t *w, size_t rb, const sl_q8act *a, int64_t t0, float *y,
+                          int64_t ldy, const int R, const int T)
+{
+    tile_k45(SL_TYPE_Q4_K, w, rb, a, t0, y, ldy, R, T);
+}
+
+MMQ_INLINE void tile_q5_K(const uint8_t *w, size_t rb, const sl_q8act *a, int64_t t0, float *y,
+                          int64_t ldy, const int R, const int T)
+{
+    tile_k45(SL_TYPE_Q5_K, w, rb, a, t0, y, ldy, R, T);
 }
 
 /* ---- Q6_K ---- */
@@ -392,79 +424,6 @@ MMQ_B32(q4_1, SL_TYPE_Q4_1)
 MMQ_B32(q5_0, SL_TYPE_Q5_0)
 MMQ_B32(q5_1, SL_TYPE_Q5_1)
 MMQ_B32(iq4_nl, SL_TYPE_IQ4_NL)
-
-/* ---- Q5_K: Q4_K's scales and mins, codes with a fifth bit from qh ---- */
-
-MMQ_INLINE void tile_q5_K(const uint8_t *w, size_t rb, const sl_q8act *a, int64_t t0, float *y,
-                          int64_t ldy, const int R, const int T)
-{
-    __m256 acc[4][4], macc[4][4];
-    MMQ_UNROLL
-    for (int r = 0; r < R; r++)
-        MMQ_UNROLL
-        for (int t = 0; t < T; t++)
-            acc[r][t] = macc[r][t] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(0x10);
-    for (int64_t sb = 0; sb < a->n_blocks / 8; sb++) {
-        const sl_block_q5_K *blk[4];
-        float sc[4][8];
-        __m256 mins[4];
-        MMQ_UNROLL
-        for (int r = 0; r < R; r++) {
-            blk[r] = (const sl_block_q5_K *)(w + (size_t)r * rb) + sb;
-            uint8_t s8[8], m8[8];
-            sl_k_unpack_scales(blk[r]->scales, s8, m8);
-            float d = mmq_f16(blk[r]->d), dmin = mmq_f16(blk[r]->dmin);
-            MMQ_UNROLL
-            for (int j = 0; j < 8; j++)
-                sc[r][j] = d * s8[j];
-            uint64_t m64;
-            memcpy(&m64, m8, 8);
-            __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m64)));
-            mins[r] = _mm256_mul_ps(_mm256_set1_ps(dmin), mf);
-        }
-        MMQ_UNROLL
-        for (int t = 0; t < T; t++) {
-            __m256 ds = _mm256_loadu_ps(a->ds + (t0 + t) * a->n_blocks + 8 * sb);
-            MMQ_UNROLL
-            for (int r = 0; r < R; r++)
-                macc[r][t] = _mm256_fmadd_ps(mins[r], ds, macc[r][t]);
-        }
-        MMQ_UNROLL
-        for (int j = 0; j < 8; j += 2) {
-            __m256i lo[4], hi[4];
-            MMQ_UNROLL
-            for (int r = 0; r < R; r++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(blk[r]->qs + 16 * j));
-                __m256i h = _mm256_loadu_si256((const __m256i *)blk[r]->qh);
-                /* bit j of qh moved to bit 4, and bit j + 1 */
-                __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), 4), b4);
-                __m256i h1 = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j + 1)), 4), b4);
-                lo[r] = _mm256_or_si256(_mm256_and_si256(v, m4), h0);
-                hi[r] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), h1);
-            }
-            MMQ_UNROLL
-            for (int t = 0; t < T; t++) {
-                int64_t b = 8 * sb + j;
-                __m256i a0 = mmq_act(a, t0 + t, b), a1 = mmq_act(a, t0 + t, b + 1);
-                const float *da = a->d + (t0 + t) * a->n_blocks + b;
-                MMQ_UNROLL
-                for (int r = 0; r < R; r++) {
-                    __m256i z = _mm256_setzero_si256();
-                    __m256 d0 = _mm256_cvtepi32_ps(mmq_dot(z, lo[r], a0));
-                    __m256 d1 = _mm256_cvtepi32_ps(mmq_dot(z, hi[r], a1));
-                    acc[r][t] = _mm256_fmadd_ps(d0, _mm256_set1_ps(sc[r][j] * da[0]), acc[r][t]);
-                    acc[r][t] = _mm256_fmadd_ps(d1, _mm256_set1_ps(sc[r][j + 1] * da[1]), acc[r][t]);
-                }
-            }
-        }
-    }
-    MMQ_UNROLL
-    for (int r = 0; r < R; r++)
-        MMQ_UNROLL
-        for (int t = 0; t < T; t++)
-            y[(t0 + t) * ldy + r] = mmq_hsum(acc[r][t]) - mmq_hsum(macc[r][t]);
-}
 
 /* ---- Q2_K, Q3_K, IQ4_XS: 32-element groups of a superblock, Q6_K's way
  * (Q2_K and Q3_K scale each half of a group on its own) ---- */
