@@ -60,7 +60,10 @@ perplexity=$(tool llama-perplexity)
 # ik_llama.cpp's quantizer knows --attn-v-type; mainline's does not need it
 if [[ -z ${QUANT_ARGS+x} ]]; then
   QUANT_ARGS=""
-  "$quantize" --help 2>&1 | grep -q -- --attn-v-type && QUANT_ARGS="--attn-v-type q8_0"
+  # (llama-quantize --help exits 1)
+  if { "$quantize" --help 2>&1 || true; } | grep -q -- --attn-v-type; then
+    QUANT_ARGS="--attn-v-type q8_0"
+  fi
 fi
 
 if [[ -n ${WORK:-} ]]; then
@@ -80,14 +83,17 @@ f16=$work/$ARCH-$SIZE-f16.gguf
 [[ -f $f16 ]] || "$SLUICE" synth --arch "$ARCH" --size "$SIZE" --type f16 -o "$f16" 2>/dev/null ||
   die "sluice synth --arch $ARCH --size $SIZE failed"
 
-# final perplexity from each tool's output
+# final perplexity from each tool's output: the number after the "=" of its
+# "Final estimate: PPL [over N chunks for n_ctx=C] = X +/- E" line
+final_ppl() {
+  awk '/^Final estimate/ { for (i = 1; i < NF; i++) if ($i == "=") v = $(i + 1) } END { print v }'
+}
 sluice_ppl() {
   OMP_NUM_THREADS=$THREADS "$SLUICE" perplexity -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" \
-    -t "$THREADS" 2>&1 | awk '/Final estimate/ { print $5 }'
+    -t "$THREADS" 2>&1 | final_ppl
 }
 llama_ppl() {
-  "$perplexity" -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" -b "$CTX" 2>&1 |
-    awk '/Final estimate/ { print $5 }'
+  "$perplexity" -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" -b "$CTX" 2>&1 | final_ppl
 }
 
 printf "%s %s, ctx %d, %d chunks, %d threads\n" "$ARCH" "$SIZE" "$CTX" "$CHUNKS" "$THREADS"
@@ -101,9 +107,9 @@ for t in f16 "${types[@]}"; do
     "$quantize" $QUANT_ARGS "$f16" "$file" "$t" "$THREADS" > "$work/quantize.log" 2>&1 ||
       { echo "ppl_cross: llama-quantize $t failed:" >&2; tail -3 "$work/quantize.log" >&2; off=1; continue; }
   fi
-  kinds=$("$SLUICE" inspect "$file" 2>/dev/null | awk '$1 ~ /\.weight$/ { n[$2]++ } END { for (k in n) printf "%s:%d ", k, n[k] }')
-  s=$(sluice_ppl "$file")
-  l=$(llama_ppl "$file")
+  kinds=$({ "$SLUICE" inspect "$file" 2>/dev/null || true; } | awk '$1 ~ /\.weight$/ { n[$2]++ } END { for (k in n) printf "%s:%d ", k, n[k] }')
+  s=$(sluice_ppl "$file" || true)
+  l=$(llama_ppl "$file" || true)
   if [[ -z $s || -z $l ]]; then
     printf "%-8s %12s %12s %9s  %s\n" "$t" "${s:-failed}" "${l:-failed}" - "$kinds"
     off=1
