@@ -67,13 +67,13 @@ if [[ -z ${QUANT_ARGS+x} ]]; then
 fi
 
 if [[ -n ${WORK:-} ]]; then
-  work=$WORK
-  mkdir -p "$work"
+  mkdir -p "$WORK"
+  work=$(cd "$WORK" && pwd)
 else
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
 fi
-text=${TEXT:-}
+text=${TEXT:+$(realpath "$TEXT")}
 if [[ -z $text ]]; then
   text=$work/text.txt
   for _ in 1 2 3 4 5 6; do cat "$root/README.md"; done > "$text"
@@ -96,6 +96,8 @@ llama_ppl() {
   "$perplexity" -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" -b "$CTX" 2>&1 | final_ppl
 }
 
+# llama.cpp's tools leave a llama.log in their working directory
+cd "$work"
 printf "%s %s, ctx %d, %d chunks, %d threads\n" "$ARCH" "$SIZE" "$CTX" "$CHUNKS" "$THREADS"
 printf "%-8s %12s %12s %9s  %s\n" type sluice llama.cpp ratio "types in the file"
 off=0
