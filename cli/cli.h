@@ -64,23 +64,31 @@ int cli_check_machine(const struct pl_config *cfg, const char *what, sl_err *err
 /* Monotonic seconds. */
 double cli_now(void);
 
-/* Weight types accepted by synth and quantize: the tensor types plus the
- * q4_K_M mix. */
+/* Weight types accepted by synth and quantize: the tensor types and
+ * llama.cpp's K-quant mixes. */
 typedef struct cli_qtype {
     sl_type base;   /* type of the ordinary 2-D weights */
-    bool k_m_mix;   /* llama.cpp's Q4_K_M promotion rules */
+    bool k_m_mix;   /* a llama.cpp K-quant mix: per-tensor rules by ftype */
     uint32_t ftype; /* general.file_type (llama_ftype) */
 } cli_qtype;
 
 int cli_parse_qtype(const char *s, cli_qtype *out);
-#define CLI_QTYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K, q4_K_M"
+#define CLI_QTYPE_NAMES                                                                         \
+    "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, iq4_xs, q3_K, q4_K, q5_K, q6_K, "  \
+    "q2_K, q3_K_S, q3_K_M, q3_K_L, q4_K_S, q4_K_M, q5_K_S, q5_K_M"
 
-/* The type a 2-D weight gets: name is the GGUF tensor name, n_layer the
- * model's layer count, n_in the row length, tied true when token_embd also
- * serves as the output matrix. Falls back (as llama.cpp does) when the row
- * length is not a multiple of the type's block: K-quants to q8_0, and to f32
- * when even that does not fit. */
-sl_type cli_weight_type(const cli_qtype *q, const char *name, int n_layer, int64_t n_in, bool tied);
+/* What the mixes' rules look at besides a tensor's name. */
+typedef struct cli_qmodel {
+    int n_layer; /* layer count */
+    int n_gqa;   /* query heads per key/value head (q2_K's attn_v rule) */
+    bool tied;   /* token_embd also serves as the output matrix */
+} cli_qmodel;
+
+/* The type a 2-D weight gets: name is the GGUF tensor name, n_in the row
+ * length. Falls back as llama.cpp does when the row length is not a
+ * multiple of the type's block: q2_K, q3_K and iq4_xs to iq4_nl, q4_K to
+ * q5_0, q5_K to q5_1, q6_K to q8_0, and to f16 when even that does not fit. */
+sl_type cli_weight_type(const cli_qtype *q, const char *name, const cli_qmodel *m, int64_t n_in);
 
 /* Row conversion to and from f32 for every supported tensor type. */
 void cli_row_from_f32(sl_type type, const float *src, void *dst, int64_t n);

@@ -15,15 +15,19 @@ static const char usage[] =
     "Rewrites a GGUF model with its 2-D weights converted to TYPE (each row\n"
     "dequantised to f32, then quantised); 1-D tensors (norms) and the metadata\n"
     "are kept, general.file_type is updated. A weight already of its target type\n"
-    "is copied unchanged. Rows whose length is not a multiple of the type's block\n"
-    "fall back to q8_0 (or f32).\n"
+    "is copied unchanged. As in llama.cpp, rows whose length is not a multiple of\n"
+    "256 fall back from q2_K/q3_K/iq4_xs to iq4_nl, q4_K to q5_0, q5_K to q5_1\n"
+    "and q6_K to q8_0 (f16 when even that block does not fit).\n"
     "\n"
     "options:\n"
     "  --type TYPE     " CLI_QTYPE_NAMES "\n"
-    "                  q4_K_M is llama.cpp's mix: q4_K, with q6_K for the output\n"
-    "                  matrix (token_embd when tied) and for attn_v and ffn_down in\n"
-    "                  the first and last eighth of the layers and every third\n"
-    "                  layer between\n"
+    "                  the plain types convert every weight; q2_K, q3_K_S/M/L,\n"
+    "                  q4_K_S/M, q5_K_S/M and q6_K are llama.cpp's mixes (its\n"
+    "                  llama-quantize types of those names): the output matrix\n"
+    "                  (token_embd when tied) gets q6_K, and attn_v, ffn_down and\n"
+    "                  attn_output get more bits in the layers llama.cpp picks\n"
+    "                  (for q4_K_M: q6_K in the first and last eighth of the layers\n"
+    "                  and every third layer between)\n"
     "  -h, --help      show this help\n";
 
 static bool has_suffix(const char *s, const char *suffix)
@@ -57,6 +61,36 @@ static int layer_count(const gguf_file *f)
         if (sscanf(f->tensors[i].name, "blk.%d.", &il) == 1 && il > max)
             max = il;
     return max + 1;
+}
+
+/* {arch}.KEY as a u32, 0 when absent (or an array: per-layer values). */
+static uint32_t arch_u32(const gguf_file *f, const char *key)
+{
+    char *arch = NULL, full[128];
+    sl_err err;
+    uint32_t v = 0;
+    if (gguf_get_str(f, "general.architecture", &arch, &err) != 0)
+        return 0;
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    if (gguf_get_u32(f, full, &v, &err) != 0)
+        v = 0;
+    free(arch);
+    return v;
+}
+
+/* Tensors and bytes written per type, for the summary. */
+typedef struct type_tally {
+    int count[SL_TYPE_COUNT_];
+    double bytes[SL_TYPE_COUNT_];
+} type_tally;
+
+static void print_tally(const type_tally *tl)
+{
+    fprintf(stderr, "quantize: types:");
+    for (int t = 0; t < SL_TYPE_COUNT_; t++)
+        if (tl->count[t])
+            fprintf(stderr, " %s %d (%.1f MiB)", sl_type_name(t), tl->count[t], tl->bytes[t] / 1048576.0);
+    fputc('\n', stderr);
 }
 
 static void *convert(const gguf_tensor *t, sl_type to, size_t *size)
@@ -124,8 +158,10 @@ static int quantize(const char *cmd, const char *in, const char *out, const cli_
     gguf_copy_kvs(w, f);
     gguf_set_u32(w, "general.file_type", q->ftype);
     gguf_set_u32(w, "general.quantization_version", 2);
-    int n_layer = layer_count(f);
-    bool tied = gguf_find_tensor(f, "output.weight") == NULL;
+    uint32_t n_head = arch_u32(f, "attention.head_count"), n_kv = arch_u32(f, "attention.head_count_kv");
+    cli_qmodel qm = {layer_count(f), n_head && n_kv ? (int)(n_head / n_kv) : 1,
+                     gguf_find_tensor(f, "output.weight") == NULL};
+    type_tally tally = {{0}, {0}};
     double t0 = cli_now(), t_shown = t0, bytes_in = 0, bytes_out = 0;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
@@ -133,12 +169,18 @@ static int quantize(const char *cmd, const char *in, const char *out, const cli_
         size_t size = t->size;
         sl_type to = t->type;
         if (is_matrix(t)) {
-            to = cli_weight_type(q, t->name, n_layer, type_row_length(f, t), tied);
+            to = cli_weight_type(q, t->name, &qm, type_row_length(f, t));
             if (to != t->type && !sl_type_supported(t->type)) {
                 cli_fail(cmd, "%s: tensor '%s' has type %s, which sluice cannot read", in, t->name,
                          sl_type_name(t->type));
                 goto done;
             }
+        }
+        int64_t bad = sl_find_bad_block(t->type, t->data, t->size);
+        if (to != t->type && bad >= 0) {
+            cli_fail(cmd, "%s: tensor '%s': block %lld has an infinite or NaN scale (corrupt file?)",
+                     in, t->name, (long long)bad);
+            goto done;
         }
         if (to != t->type) {
             data = owned[i] = convert(t, to, &size);
@@ -152,6 +194,7 @@ static int quantize(const char *cmd, const char *in, const char *out, const cli_
             goto done;
         }
         bytes_in += (double)t->size, bytes_out += (double)size;
+        tally.count[to]++, tally.bytes[to] += (double)size;
         if (cli_now() - t_shown > 1.0 || i + 1 == f->n_tensors) {
             t_shown = cli_now();
             fprintf(stderr, "quantize: %llu/%llu tensors, %.1f -> %.1f MiB, %.1f s\n",
@@ -163,6 +206,7 @@ static int quantize(const char *cmd, const char *in, const char *out, const cli_
         cli_fail(cmd, "%s", err.msg);
         goto done;
     }
+    print_tally(&tally);
     fprintf(stderr, "quantize: wrote %s in %.1f s\n", out, cli_now() - t0);
     rc = CLI_OK;
 done:

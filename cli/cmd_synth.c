@@ -562,12 +562,13 @@ static int generate(const synth_opts *o, const char *cmd)
     write_model_keys(w, o);
     write_tokenizer_keys(w, s, &vocab);
     int n = list_tensors(s, specs);
+    cli_qmodel qm = {s->n_layer, s->n_kv_head ? s->n_head / s->n_kv_head : 1, is_gemma(s)};
     double t0 = cli_now(), t_shown = t0, bytes = 0;
     for (int i = 0; i < n; i++) {
         const tensor_spec *t = &specs[i];
         sl_type type = t->norm ? SL_TYPE_F32
-                               : cli_weight_type(&o->qtype, t->name, s->n_layer,
-                                                 t->type_n_in ? t->type_n_in : t->ne[0], is_gemma(s));
+                               : cli_weight_type(&o->qtype, t->name, &qm,
+                                                 t->type_n_in ? t->type_n_in : t->ne[0]);
         size_t size;
         datas[i] = make_tensor(o, i, t, type, &size);
         if (!datas[i]) {

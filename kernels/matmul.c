@@ -95,15 +95,18 @@ static const sl_mm_kernel *kernel_for(sl_path path, sl_type wtype)
 
 static sl_mmq_fn mmq_for(sl_path path, sl_type wtype)
 {
+    sl_mmq_fn fn = NULL;
 #if defined(__x86_64__)
     if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
-        return sl_mmq_avx512(wtype);
-    if (path >= SL_PATH_AVX2)
-        return sl_mmq_avx2(wtype);
+        fn = sl_mmq_avx512(wtype);
+    else if (path >= SL_PATH_AVX2)
+        fn = sl_mmq_avx2(wtype);
 #else
     (void)path;
 #endif
-    return sl_mmq_ref(wtype);
+    /* a type the SIMD paths lack still takes the integer path, so every
+     * path computes the same function of the same quantised activations */
+    return fn ? fn : sl_mmq_ref(wtype);
 }
 
 static sl_r16_fn r16_for(sl_path path, sl_type wtype)
@@ -227,29 +230,25 @@ static int64_t token_block(int64_t n_in, bool q8)
     return tb < 4 ? 4 : tb;
 }
 
-/* Row chunks are independent and each (row, token) is computed whole by one
- * thread, so the thread count never changes a bit of y. Activations are
- * quantised once for all jobs (a token's bytes do not depend on its batch),
- * and all jobs share one parallel region: one wake-up of the team instead of
- * one per matrix. */
-static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const float *x,
-                     int64_t n_tok, bool ref)
+/* What the jobs of one call need besides their plans. */
+typedef struct needs {
+    bool q8;      /* activations quantised to 8 bits */
+    bool bf;      /* activations rounded to bf16 */
+    bool pairs;   /* and packed as bf16 pairs */
+    int64_t n_chunks, macs;
+} needs;
+
+/* Resolves how each job runs on path (the scalar reference when ref). */
+static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in,
+                       const float *x, int64_t n_tok, bool ref)
 {
-    if (n_tok <= 0 || n_jobs <= 0)
-        return;
-    if (n_jobs > MAX_JOBS) {
-        run_jobs(jobs, MAX_JOBS, n_in, x, n_tok, ref);
-        run_jobs(jobs + MAX_JOBS, n_jobs - MAX_JOBS, n_in, x, n_tok, ref);
-        return;
-    }
     sl_path path = ref ? SL_PATH_SCALAR : sl_path_active();
-    plan pl[MAX_JOBS];
-    int64_t n_chunks = 0, macs = 0;
-    bool need_q8 = false, act_q8 = sl_act_mode() == SL_ACTQ_Q8, need_bf = false, need_pairs = false;
+    bool act_q8 = sl_act_mode() == SL_ACTQ_Q8;
+    needs nd = {false, false, false, 0, 0};
     for (int i = 0; i < n_jobs; i++) {
         const sl_mm_job *j = &jobs[i];
         bool q8 = act_q8 && sl_mmq_supports(j->type);
-        pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, NULL, NULL, x, n_chunks};
+        pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, NULL, NULL, x, nd.n_chunks};
         if (q8) {
             pl[i].rows = ref ? sl_mmq_ref(j->type) : mmq_for(path, j->type);
             pl[i].groups = j->packed && !ref ? r16_for(path, j->type) : NULL;
@@ -260,42 +259,71 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
         if (act_q8 && j->type == SL_TYPE_BF16) {
             /* reduced-precision activations for BF16 weights: rounded to
              * bf16, on every path (the dot of AVX512-BF16 takes them so) */
-            need_bf = true;
+            nd.bf = true;
             if (!ref && j->packed && r16b_for(path, j->type)) {
                 pl[i].groups_b = r16b_for(path, j->type);
-                need_pairs = true;
+                nd.pairs = true;
             }
         }
-        need_q8 |= q8;
-        n_chunks += (j->n_out + ROW_CHUNK - 1) / ROW_CHUNK;
-        macs += j->n_out * n_in * n_tok;
+        nd.q8 |= q8;
+        nd.n_chunks += (j->n_out + ROW_CHUNK - 1) / ROW_CHUNK;
+        nd.macs += j->n_out * n_in * n_tok;
     }
-    bool par = !omp_in_parallel();
-    void *mem = NULL;
-    sl_q8act a = {0};
-    if (need_q8) {
-        mem = malloc(sl_q8act_bytes(n_tok, n_in));
-        if (!mem)
+    return nd;
+}
+
+/* The activations' other forms, made once for all jobs (a token's bytes do
+ * not depend on its batch): quantised into *a (memory in *q8_mem), rounded
+ * to bf16 into *xb and *xpairs. Jobs of BF16 weights are pointed at *xb. */
+static void prepare_acts(const needs *nd, plan *pl, int n_jobs, int64_t n_in, const float *x,
+                         int64_t n_tok, bool par, sl_q8act *a, void **q8_mem, float **xb,
+                         uint32_t **xpairs)
+{
+    if (nd->q8) {
+        *q8_mem = malloc(sl_q8act_bytes(n_tok, n_in));
+        if (!*q8_mem)
             abort(); /* a few KB per token: nothing sensible is left to do */
-        sl_q8act_init(&a, mem, n_tok, n_in);
+        sl_q8act_init(a, *q8_mem, n_tok, n_in);
 #pragma omp parallel for schedule(static) if (par && n_tok * n_in >= (1 << 16))
         for (int64_t t = 0; t < n_tok; t++)
-            sl_q8act_quantize(&a, t, x + t * n_in);
+            sl_q8act_quantize(a, t, x + t * n_in);
     }
-    float *xb = NULL;
-    uint32_t *xpairs = NULL;
-    if (need_bf) {
-        xb = malloc(sizeof(float) * (size_t)(n_tok * n_in));
-        xpairs = need_pairs ? malloc(sizeof(uint32_t) * (size_t)(n_tok * (n_in / 2) + 1)) : NULL;
-        if (!xb || (need_pairs && !xpairs))
+    if (nd->bf) {
+        *xb = malloc(sizeof(float) * (size_t)(n_tok * n_in));
+        *xpairs = nd->pairs ? malloc(sizeof(uint32_t) * (size_t)(n_tok * (n_in / 2) + 1)) : NULL;
+        if (!*xb || (nd->pairs && !*xpairs))
             abort();
-        round_bf16(x, xb, xpairs, n_tok, n_in, par);
+        round_bf16(x, *xb, *xpairs, n_tok, n_in, par);
         for (int i = 0; i < n_jobs; i++)
             if (pl[i].job->type == SL_TYPE_BF16)
-                pl[i].x = xb;
+                pl[i].x = *xb;
     }
-    bool team = par && n_chunks > 1 && macs >= PARALLEL_MIN_MACS;
-    int64_t tb = token_block(n_in, need_q8);
+}
+
+/* Row chunks are independent and each (row, token) is computed whole by one
+ * thread, so the thread count never changes a bit of y. All jobs share one
+ * parallel region: one wake-up of the team instead of one per matrix. */
+static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const float *x,
+                     int64_t n_tok, bool ref)
+{
+    if (n_tok <= 0 || n_jobs <= 0)
+        return;
+    if (n_jobs > MAX_JOBS) {
+        run_jobs(jobs, MAX_JOBS, n_in, x, n_tok, ref);
+        run_jobs(jobs + MAX_JOBS, n_jobs - MAX_JOBS, n_in, x, n_tok, ref);
+        return;
+    }
+    plan pl[MAX_JOBS];
+    needs nd = plan_jobs(pl, jobs, n_jobs, n_in, x, n_tok, ref);
+    bool par = !omp_in_parallel();
+    void *q8_mem = NULL;
+    sl_q8act a = {0};
+    float *xb = NULL;
+    uint32_t *xpairs = NULL;
+    prepare_acts(&nd, pl, n_jobs, n_in, x, n_tok, par, &a, &q8_mem, &xb, &xpairs);
+    bool team = par && nd.n_chunks > 1 && nd.macs >= PARALLEL_MIN_MACS;
+    int64_t tb = token_block(n_in, nd.q8);
+    int64_t n_chunks = nd.n_chunks;
     /* Outputs of different chunks never overlap, so a thread moves on to
      * the next block of tokens without waiting for the others. */
 #pragma omp parallel if (team)
@@ -309,7 +337,7 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
             run_chunk(&pl[i], c, n_in, t0, t1, &a, xpairs);
         }
     }
-    free(mem);
+    free(q8_mem);
     free(xb);
     free(xpairs);
 }

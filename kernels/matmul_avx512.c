@@ -1,30 +1,43 @@
-/* AVX-512 matmul tiles. Weights are decoded 32 at a time into two zmm
- * registers; every (row, token) pair owns two accumulators (elements 0-15 and
- * 16-31 of each 32) and one final reduction, whatever tile it runs in.
+/* AVX-512 matmul tiles (see matmul_tile_impl.h): weights are decoded 32 at a
+ * time into two zmm registers, elements 0-15 going to a pair's first
+ * accumulator and 16-31 to its second.
  *
  * 4-bit types decode through a 16-entry table of already-scaled floats and
  * vpermps, so a weight costs one permute and the decoded values equal the
  * scalar reference's d * q (or d1 * q - m1) bit for bit. */
 #include <immintrin.h>
-#include <string.h>
-
-#include "kernels/matmul_internal.h"
-#include "kernels/quant_internal.h"
 
 #define SL_INLINE static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 16")
+
+typedef __m512 mmf_vf;
+#define MMF_VECS 2
+#define MMF_NAME(x) x##_avx512
+#define MMF_BATCH_ROWS 2
 
 typedef struct {
-    __m512 lo, hi;
+    __m512 v[2];
 } w32;
 
-/* What a row needs while its superblock is decoded: the block and scales
- * worked out once per superblock. */
-typedef struct {
-    const uint8_t *p;
-    float s[16];
-    float m[8];
-} row_state;
+SL_INLINE __m512 mmf_zero(void) { return _mm512_setzero_ps(); }
+SL_INLINE __m512 mmf_loadu(const float *p) { return _mm512_loadu_ps(p); }
+SL_INLINE __m512 mmf_add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+SL_INLINE __m512 mmf_fmadd(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+
+SL_INLINE float mmf_hsum(__m512 v)
+{
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    return _mm_cvtss_f32(s4);
+}
+
+/* 32 byte codes (signed or not) as floats times d_lo (elements 0-15) or
+ * d_hi, each product rounded, then plus a_lo / a_hi when add is set. */
+static inline __attribute__((always_inline)) w32 mmf_codes(__m256i codes, int is_signed, float d_lo,
+                                                           float d_hi, float a_lo, float a_hi, int add);
+
+#include "kernels/matmul_tile_impl.h"
 
 /* Keeps d * q and the following subtraction as two roundings, as in the
  * scalar reference, instead of letting the compiler fuse them. */
@@ -32,65 +45,6 @@ SL_INLINE __m512 unfused(__m512 v)
 {
     __asm__("" : "+v"(v));
     return v;
-}
-
-SL_INLINE float f16_to_f32(sl_f16 h)
-{
-    return _cvtsh_ss(h);
-}
-
-SL_INLINE int sb_elems(int kind)
-{
-    return kind == SL_TYPE_Q4_K || kind == SL_TYPE_Q5_K || kind == SL_TYPE_Q6_K ? SL_QK_K : 32;
-}
-
-SL_INLINE int is_float(int kind)
-{
-    return kind == SL_TYPE_F32 || kind == SL_TYPE_F16 || kind == SL_TYPE_BF16;
-}
-
-SL_INLINE size_t sb_bytes(int kind)
-{
-    switch (kind) {
-    case SL_TYPE_F32: return 32 * sizeof(float);
-    case SL_TYPE_F16: case SL_TYPE_BF16: return 32 * sizeof(uint16_t);
-    case SL_TYPE_Q4_0: return sizeof(sl_block_q4_0);
-    case SL_TYPE_Q8_0: return sizeof(sl_block_q8_0);
-    case SL_TYPE_Q4_K: return sizeof(sl_block_q4_K);
-    case SL_TYPE_Q5_K: return sizeof(sl_block_q5_K);
-    default: return sizeof(sl_block_q6_K);
-    }
-}
-
-/* d * sc and dmin * m for all eight sub-blocks, eight lanes at a time (the
- * products round exactly as the scalar reference's). */
-SL_INLINE void k_prep(row_state *st, const uint8_t *scales, sl_f16 d16, sl_f16 dmin16)
-{
-    uint8_t sc[8], m[8];
-    uint64_t sc64, m64;
-    sl_k_unpack_scales(scales, sc, m);
-    memcpy(&sc64, sc, 8);
-    memcpy(&m64, m, 8);
-    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc64)));
-    __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m64)));
-    _mm256_storeu_ps(st->s, _mm256_mul_ps(_mm256_set1_ps(f16_to_f32(d16)), scf));
-    _mm256_storeu_ps(st->m, _mm256_mul_ps(_mm256_set1_ps(f16_to_f32(dmin16)), mf));
-}
-
-SL_INLINE void prep(int kind, row_state *st, const uint8_t *row, int64_t sb)
-{
-    st->p = row + (size_t)sb * sb_bytes(kind);
-    if (kind == SL_TYPE_Q4_K) {
-        const sl_block_q4_K *b = (const void *)st->p;
-        k_prep(st, b->scales, b->d, b->dmin);
-    } else if (kind == SL_TYPE_Q5_K) {
-        const sl_block_q5_K *b = (const void *)st->p;
-        k_prep(st, b->scales, b->d, b->dmin);
-    } else if (kind == SL_TYPE_Q6_K) {
-        const sl_block_q6_K *b = (const void *)st->p;
-        __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->scales)));
-        _mm512_storeu_ps(st->s, _mm512_mul_ps(_mm512_set1_ps(f16_to_f32(b->d)), sc));
-    }
 }
 
 SL_INLINE __m512i bytes16(const uint8_t *p)
@@ -116,8 +70,8 @@ SL_INLINE w32 unit_q4_0(const row_state *st)
     __m512 table = _mm512_mul_ps(_mm512_set1_ps(f16_to_f32(b->d)),
                                  _mm512_sub_ps(iota16(), _mm512_set1_ps(8)));
     __m512i q = bytes16(b->qs); /* vpermps reads only the low nibble of each index */
-    return (w32){_mm512_permutexvar_ps(q, table),
-                 _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table)};
+    return (w32){{_mm512_permutexvar_ps(q, table),
+                  _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table)}};
 }
 
 SL_INLINE w32 unit_q8_0(const row_state *st)
@@ -127,7 +81,7 @@ SL_INLINE w32 unit_q8_0(const row_state *st)
     __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->qs)));
     __m512 hi = _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 16))));
-    return (w32){_mm512_mul_ps(lo, d), _mm512_mul_ps(hi, d)};
+    return (w32){{_mm512_mul_ps(lo, d), _mm512_mul_ps(hi, d)}};
 }
 
 /* Sub-block u of a Q4_K superblock: 32 bytes of qs hold sub-blocks 2c (low
@@ -142,22 +96,7 @@ SL_INLINE w32 unit_q4_K(const row_state *st, int u)
         lo = _mm512_srli_epi32(lo, 4);
         hi = _mm512_srli_epi32(hi, 4);
     }
-    return (w32){_mm512_permutexvar_ps(lo, table), _mm512_permutexvar_ps(hi, table)};
-}
-
-/* Byte-wise low (hi = 0) or high (hi = 1) nibbles of 32 bytes. */
-SL_INLINE __m256i nibbles32(__m256i v, int hi)
-{
-    if (hi)
-        v = _mm256_srli_epi16(v, 4);
-    return _mm256_and_si256(v, _mm256_set1_epi8(15));
-}
-
-/* Bits [shift, shift + width) of each of 32 bytes, moved up to bit 4. */
-SL_INLINE __m256i high_bits32(__m256i v, int shift, int width)
-{
-    v = _mm256_and_si256(_mm256_srli_epi16(v, shift), _mm256_set1_epi8((char)((1 << width) - 1)));
-    return _mm256_slli_epi16(v, 4); /* at most 0x30 per byte: no carry across bytes */
+    return (w32){{_mm512_permutexvar_ps(lo, table), _mm512_permutexvar_ps(hi, table)}};
 }
 
 /* Q5_K adds the fifth bit from bit u of qh: a 32-entry table over two zmm. */
@@ -171,7 +110,7 @@ SL_INLINE w32 unit_q5_K(const row_state *st, int u)
     __m512 t_hi = affine_table(st->s[u], st->m[u], 16);
     __m512i i_lo = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(idx));
     __m512i i_hi = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(idx, 1));
-    return (w32){_mm512_permutex2var_ps(t_lo, i_lo, t_hi), _mm512_permutex2var_ps(t_lo, i_hi, t_hi)};
+    return (w32){{_mm512_permutex2var_ps(t_lo, i_lo, t_hi), _mm512_permutex2var_ps(t_lo, i_hi, t_hi)}};
 }
 
 /* Q6_K: unit u is quadrant k = u % 4 of half n = u / 4; quadrants 0/1 take
@@ -188,7 +127,7 @@ SL_INLINE w32 unit_q6_K(const row_state *st, int u)
     __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
     __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
     const float *ds = st->s + 8 * n + 2 * k;
-    return (w32){_mm512_mul_ps(_mm512_set1_ps(ds[0]), lo), _mm512_mul_ps(_mm512_set1_ps(ds[1]), hi)};
+    return (w32){{_mm512_mul_ps(_mm512_set1_ps(ds[0]), lo), _mm512_mul_ps(_mm512_set1_ps(ds[1]), hi)}};
 }
 
 SL_INLINE __m512 bf16x16(const uint8_t *p)
@@ -197,128 +136,35 @@ SL_INLINE __m512 bf16x16(const uint8_t *p)
     return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
 }
 
+SL_INLINE w32 mmf_codes(__m256i codes, int is_signed, float d_lo, float d_hi, float a_lo,
+                        float a_hi, int add)
+{
+    __m128i lo8 = _mm256_castsi256_si128(codes), hi8 = _mm256_extracti128_si256(codes, 1);
+    __m512i lo = is_signed ? _mm512_cvtepi8_epi32(lo8) : _mm512_cvtepu8_epi32(lo8);
+    __m512i hi = is_signed ? _mm512_cvtepi8_epi32(hi8) : _mm512_cvtepu8_epi32(hi8);
+    __m512 plo = unfused(_mm512_mul_ps(_mm512_set1_ps(d_lo), _mm512_cvtepi32_ps(lo)));
+    __m512 phi = unfused(_mm512_mul_ps(_mm512_set1_ps(d_hi), _mm512_cvtepi32_ps(hi)));
+    if (add) {
+        plo = _mm512_add_ps(plo, _mm512_set1_ps(a_lo));
+        phi = _mm512_add_ps(phi, _mm512_set1_ps(a_hi));
+    }
+    return (w32){{plo, phi}};
+}
+
 SL_INLINE w32 unit(int kind, const row_state *st, int u)
 {
     switch (kind) {
     case SL_TYPE_F32:
-        return (w32){_mm512_loadu_ps((const float *)st->p), _mm512_loadu_ps((const float *)st->p + 16)};
+        return (w32){{_mm512_loadu_ps((const float *)st->p), _mm512_loadu_ps((const float *)st->p + 16)}};
     case SL_TYPE_F16:
-        return (w32){_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)st->p)),
-                     _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(st->p + 32)))};
-    case SL_TYPE_BF16: return (w32){bf16x16(st->p), bf16x16(st->p + 32)};
+        return (w32){{_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)st->p)),
+                      _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(st->p + 32)))}};
+    case SL_TYPE_BF16: return (w32){{bf16x16(st->p), bf16x16(st->p + 32)}};
     case SL_TYPE_Q4_0: return unit_q4_0(st);
     case SL_TYPE_Q8_0: return unit_q8_0(st);
     case SL_TYPE_Q4_K: return unit_q4_K(st, u);
     case SL_TYPE_Q5_K: return unit_q5_K(st, u);
-    default: return unit_q6_K(st, u);
-    }
-}
-
-/* Float types allow any n_in: the last n_in % 32 elements go through
- * zero-padded buffers with the same two-accumulator arithmetic. */
-SL_INLINE void float_tail(int kind, const uint8_t *row, int64_t e0, int n, float *out)
-{
-    memset(out, 0, 32 * sizeof(float));
-    for (int i = 0; i < n; i++) {
-        if (kind == SL_TYPE_F32)
-            memcpy(&out[i], row + (size_t)(e0 + i) * 4, 4);
-        else if (kind == SL_TYPE_F16)
-            out[i] = f16_to_f32(((const sl_f16 *)row)[e0 + i]);
-        else
-            out[i] = sl_bf16_to_f32(((const sl_bf16 *)row)[e0 + i]);
-    }
-}
-
-SL_INLINE float hsum(__m512 v)
-{
-    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-    return _mm_cvtss_f32(s4);
-}
-
-/* The one tile body every shape instantiates: rows outside, tokens inside,
- * each (row, token) pair touching only its own accumulators. */
-SL_INLINE void tile(int kind, const uint8_t *w, size_t row_bytes, int64_t n_in, const float *x,
-                    float *y, int64_t ldy, const int RB, const int NT)
-{
-    const int sbe = sb_elems(kind), units = sbe / 32;
-    __m512 acc[4][4][2];
-    UNROLL for (int r = 0; r < RB; r++)
-        UNROLL for (int t = 0; t < NT; t++)
-            acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
-    int64_t n_sb = n_in / sbe;
-    for (int64_t sb = 0; sb < n_sb; sb++) {
-        row_state st[4];
-        UNROLL for (int r = 0; r < RB; r++)
-            prep(kind, &st[r], w + (size_t)r * row_bytes, sb);
-        UNROLL for (int u = 0; u < units; u++) {
-            UNROLL for (int r = 0; r < RB; r++) {
-                w32 wv = unit(kind, &st[r], u);
-                UNROLL for (int t = 0; t < NT; t++) {
-                    const float *xp = x + t * n_in + sb * sbe + u * 32;
-                    acc[r][t][0] = _mm512_fmadd_ps(wv.lo, _mm512_loadu_ps(xp), acc[r][t][0]);
-                    acc[r][t][1] = _mm512_fmadd_ps(wv.hi, _mm512_loadu_ps(xp + 16), acc[r][t][1]);
-                }
-            }
-        }
-    }
-    int tail = (int)(n_in - n_sb * sbe);
-    if (is_float(kind) && tail) {
-        float wt[32], xt[32];
-        int64_t e0 = n_sb * sbe;
-        for (int r = 0; r < RB; r++) {
-            float_tail(kind, w + (size_t)r * row_bytes, e0, tail, wt);
-            for (int t = 0; t < NT; t++) {
-                memset(xt, 0, sizeof xt);
-                memcpy(xt, x + t * n_in + e0, (size_t)tail * sizeof(float));
-                acc[r][t][0] = _mm512_fmadd_ps(_mm512_loadu_ps(wt), _mm512_loadu_ps(xt), acc[r][t][0]);
-                acc[r][t][1] = _mm512_fmadd_ps(_mm512_loadu_ps(wt + 16), _mm512_loadu_ps(xt + 16),
-                                               acc[r][t][1]);
-            }
-        }
-    }
-    UNROLL for (int r = 0; r < RB; r++)
-        UNROLL for (int t = 0; t < NT; t++)
-            y[t * ldy + r] = hsum(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
-}
-
-#define TILE(NAME, KIND, RB, NT)                                                              \
-    static void tile_##NAME##_##RB##x##NT(const uint8_t *w, size_t row_bytes, int64_t n_in,   \
-                                          const float *x, float *y, int64_t ldy)              \
-    {                                                                                         \
-        tile(KIND, w, row_bytes, n_in, x, y, ldy, RB, NT);                                    \
-    }
-
-#define KERNEL(NAME, KIND)                                                                    \
-    TILE(NAME, KIND, 2, 4)                                                                    \
-    TILE(NAME, KIND, 1, 4)                                                                    \
-    TILE(NAME, KIND, 4, 1)                                                                    \
-    TILE(NAME, KIND, 1, 1)                                                                    \
-    static const sl_mm_kernel kernel_##NAME = {tile_##NAME##_2x4, tile_##NAME##_1x4,          \
-                                               tile_##NAME##_4x1, tile_##NAME##_1x1, 2, 4, 4};
-
-KERNEL(f32, SL_TYPE_F32)
-KERNEL(f16, SL_TYPE_F16)
-KERNEL(bf16, SL_TYPE_BF16)
-KERNEL(q4_0, SL_TYPE_Q4_0)
-KERNEL(q8_0, SL_TYPE_Q8_0)
-KERNEL(q4_K, SL_TYPE_Q4_K)
-KERNEL(q5_K, SL_TYPE_Q5_K)
-KERNEL(q6_K, SL_TYPE_Q6_K)
-
-const sl_mm_kernel *sl_mm_kernel_avx512(sl_type wtype)
-{
-    switch (wtype) {
-    case SL_TYPE_F32: return &kernel_f32;
-    case SL_TYPE_F16: return &kernel_f16;
-    case SL_TYPE_BF16: return &kernel_bf16;
-    case SL_TYPE_Q4_0: return &kernel_q4_0;
-    case SL_TYPE_Q8_0: return &kernel_q8_0;
-    case SL_TYPE_Q4_K: return &kernel_q4_K;
-    case SL_TYPE_Q5_K: return &kernel_q5_K;
-    case SL_TYPE_Q6_K: return &kernel_q6_K;
-    default: return NULL;
+    case SL_TYPE_Q6_K: return unit_q6_K(st, u);
+    default: return unit_codes(kind, st, u);
     }
 }

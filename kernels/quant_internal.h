@@ -38,6 +38,31 @@ static inline void sl_k_unpack_scales(const uint8_t *scales, uint8_t sc[8], uint
     memcpy(m + 4, &hi_m, 4);
 }
 
+/* The sixteen scales of a Q3_K block, minus their offset of 32: scale j
+ * keeps its low 4 bits in the low nibble of byte j (j < 8) or the high
+ * nibble of byte j - 8, and its top 2 bits at bit 2 (j / 4) of byte
+ * 8 + j % 4. */
+static inline void sl_q3k_scales(const uint8_t *scales, int8_t out[16])
+{
+    uint32_t a[3], w[4];
+    memcpy(a, scales, sizeof a);
+    w[0] = (a[0] & 0x0f0f0f0fu) | ((a[2] & 0x03030303u) << 4);
+    w[1] = (a[1] & 0x0f0f0f0fu) | (((a[2] >> 2) & 0x03030303u) << 4);
+    w[2] = ((a[0] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 4) & 0x03030303u) << 4);
+    w[3] = ((a[1] >> 4) & 0x0f0f0f0fu) | (((a[2] >> 6) & 0x03030303u) << 4);
+    uint8_t u[16];
+    memcpy(u, w, sizeof u);
+    for (int j = 0; j < 16; j++)
+        out[j] = (int8_t)(u[j] - 32);
+}
+
+/* The 6-bit scale of sub-block j (0..7) of an IQ4_XS block, minus 32. */
+static inline int sl_iq4xs_scale(const uint8_t *scales_l, uint16_t scales_h, int j)
+{
+    int ls = ((scales_l[j / 2] >> (4 * (j % 2))) & 0xf) | (((scales_h >> (2 * j)) & 3) << 4);
+    return ls - 32;
+}
+
 /* Dequantises one block (sl_type_block_elems(type) elements). */
 void sl_dequantize_block(sl_type type, const void *block, float *y);
 

@@ -9,13 +9,23 @@ typedef struct type_traits {
     size_t block_bytes;
 } type_traits;
 
+const int8_t sl_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                    1,    13,   25,  38,  53,  69,  89,  113};
+
 static const type_traits *traits_of(int type)
 {
     static const type_traits f32 = {"f32", 1, 4};
     static const type_traits f16 = {"f16", 1, 2};
     static const type_traits bf16 = {"bf16", 1, 2};
     static const type_traits q4_0 = {"q4_0", SL_QK4_0, sizeof(sl_block_q4_0)};
+    static const type_traits q4_1 = {"q4_1", SL_QK4_0, sizeof(sl_block_q4_1)};
+    static const type_traits q5_0 = {"q5_0", SL_QK4_0, sizeof(sl_block_q5_0)};
+    static const type_traits q5_1 = {"q5_1", SL_QK4_0, sizeof(sl_block_q5_1)};
     static const type_traits q8_0 = {"q8_0", SL_QK8_0, sizeof(sl_block_q8_0)};
+    static const type_traits q2_k = {"q2_K", SL_QK_K, sizeof(sl_block_q2_K)};
+    static const type_traits q3_k = {"q3_K", SL_QK_K, sizeof(sl_block_q3_K)};
+    static const type_traits iq4_nl = {"iq4_nl", SL_QK4_0, sizeof(sl_block_iq4_nl)};
+    static const type_traits iq4_xs = {"iq4_xs", SL_QK_K, sizeof(sl_block_iq4_xs)};
     static const type_traits q4_k = {"q4_K", SL_QK_K, sizeof(sl_block_q4_K)};
     static const type_traits q5_k = {"q5_K", SL_QK_K, sizeof(sl_block_q5_K)};
     static const type_traits q6_k = {"q6_K", SL_QK_K, sizeof(sl_block_q6_K)};
@@ -24,7 +34,14 @@ static const type_traits *traits_of(int type)
     case SL_TYPE_F16: return &f16;
     case SL_TYPE_BF16: return &bf16;
     case SL_TYPE_Q4_0: return &q4_0;
+    case SL_TYPE_Q4_1: return &q4_1;
+    case SL_TYPE_Q5_0: return &q5_0;
+    case SL_TYPE_Q5_1: return &q5_1;
     case SL_TYPE_Q8_0: return &q8_0;
+    case SL_TYPE_Q2_K: return &q2_k;
+    case SL_TYPE_Q3_K: return &q3_k;
+    case SL_TYPE_IQ4_NL: return &iq4_nl;
+    case SL_TYPE_IQ4_XS: return &iq4_xs;
     case SL_TYPE_Q4_K: return &q4_k;
     case SL_TYPE_Q5_K: return &q5_k;
     case SL_TYPE_Q6_K: return &q6_k;
@@ -146,4 +163,42 @@ sl_bf16 sl_f32_to_bf16(float f)
     if ((x & 0x7fffffffu) > 0x7f800000u)
         return (sl_bf16)((x >> 16) | 0x40u); /* quiet NaN, never rounds to Inf */
     return (sl_bf16)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+/* Byte offsets of a block's fp16 scale fields; n of them. */
+static int scale_fields(int type, size_t off[2])
+{
+    switch (type) {
+    case SL_TYPE_Q4_0: case SL_TYPE_Q5_0: case SL_TYPE_Q8_0: case SL_TYPE_IQ4_NL: case SL_TYPE_IQ4_XS:
+        off[0] = 0;
+        return 1;
+    case SL_TYPE_Q4_1: case SL_TYPE_Q5_1: case SL_TYPE_Q4_K: case SL_TYPE_Q5_K:
+        off[0] = 0, off[1] = 2;
+        return 2;
+    case SL_TYPE_Q2_K:
+        off[0] = offsetof(sl_block_q2_K, d), off[1] = offsetof(sl_block_q2_K, dmin);
+        return 2;
+    case SL_TYPE_Q3_K: off[0] = offsetof(sl_block_q3_K, d); return 1;
+    case SL_TYPE_Q6_K: off[0] = offsetof(sl_block_q6_K, d); return 1;
+    default: return 0;
+    }
+}
+
+int64_t sl_find_bad_block(sl_type type, const void *data, size_t bytes)
+{
+    size_t off[2], bb = sl_type_block_bytes(type);
+    int n = scale_fields(type, off);
+    if (n == 0 || bb == 0)
+        return -1;
+    const uint8_t *p = data;
+    size_t n_blocks = bytes / bb;
+    for (size_t b = 0; b < n_blocks; b++, p += bb) {
+        for (int i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + off[i], sizeof h);
+            if ((h & 0x7c00u) == 0x7c00u) /* all-ones exponent: Inf or NaN */
+                return (int64_t)b;
+        }
+    }
+    return -1;
 }

@@ -27,6 +27,10 @@ static int bind_matrix(const gguf_file *f, const char *name, int64_t n_in, int64
     if (!sl_type_supported(t->type))
         return sl_fail(err, "%s: tensor %s has unsupported type %s", f->path, name,
                        sl_type_name(t->type));
+    int64_t bad = sl_find_bad_block(t->type, t->data, t->size);
+    if (bad >= 0)
+        return sl_fail(err, "%s: tensor %s: block %lld has an infinite or NaN scale (corrupt file?)",
+                       f->path, name, (long long)bad);
     w->type = t->type;
     w->n_in = n_in;
     w->n_out = n_out;

@@ -61,7 +61,7 @@ usage_error "$SLUICE" inspect a b
 usage_error "$SLUICE" synth --arch gemma3
 usage_error "$SLUICE" synth --arch gemma3 --size 7b -o "$T/x.gguf"
 usage_error "$SLUICE" synth --arch mamba --size test -o "$T/x.gguf"
-usage_error "$SLUICE" synth --arch gemma --size test --type q3_K -o "$T/x.gguf"
+usage_error "$SLUICE" synth --arch gemma --size test --type iq2_xxs -o "$T/x.gguf"
 usage_error "$SLUICE" synth --arch gemma --size test --weight-scale 0 -o "$T/x.gguf"
 usage_error "$SLUICE" quantize a.gguf --type q4_0
 usage_error "$SLUICE" quantize a.gguf b.gguf
@@ -221,10 +221,11 @@ has "$T/out" "output.weight +q6_K " "llama output q6_K"
 has "$T/out" "token_embd.weight +q4_K " "llama token_embd q4_K"
 usage_error "$SLUICE" quantize "$T/llama.gguf" "$T/llama.gguf" --type q8_0
 # gemma4 to q4_K: the per-layer token embedding's 64-column layer slices
-# cannot hold 256-element blocks, so it falls back to q8_0; the model runs
+# cannot hold 256-element blocks, so it falls back to q5_0 as llama.cpp's
+# q4_K does; the model runs
 expect 0 "$SLUICE" quantize "$T/gemma4.gguf" "$T/g4q.gguf" --type q4_K
 expect 0 "$SLUICE" inspect "$T/g4q.gguf"
-has "$T/out" "per_layer_token_embd.weight +q8_0 " "gemma4 per_layer_token_embd falls back to q8_0"
+has "$T/out" "per_layer_token_embd.weight +q5_0 " "gemma4 per_layer_token_embd falls back to q5_0"
 has "$T/out" "blk.0.attn_q.weight +q4_K " "gemma4 attn_q q4_K"
 gen_ids "$T/g4q1" -m "$T/g4q.gguf" -p "the water is" -n $N
 check_count "$T/g4q1" "gemma4 q4_K run"

@@ -395,8 +395,8 @@ static void test_writer_errors(void)
     int64_t odd[1] = {33};
     CHECK(gguf_add_tensor(w, "c", SL_TYPE_Q8_0, 1, odd, data, 34, &err) == -1);
     CHECK_ERR_HAS(err, "ne[0] = 33");
-    CHECK(gguf_add_tensor(w, "d", (sl_type)7, 1, ne, data, 32, &err) == -1);
-    CHECK_ERR_HAS(err, "tensor type 7");
+    CHECK(gguf_add_tensor(w, "d", (sl_type)9, 1, ne, data, 32, &err) == -1);
+    CHECK_ERR_HAS(err, "tensor type 9");
     CHECK(gguf_add_tensor(w, "e", SL_TYPE_F32, 0, ne, data, 4, &err) == -1);
     CHECK_ERR_HAS(err, "n_dims 0");
     int64_t neg[2] = {4, -1};
@@ -803,7 +803,7 @@ static void test_bad_tensors(void)
         {"negative dim", 2, {8, -3}, SL_TYPE_F32, 0, "tensor 0 ('t')", "ne[1] is -3"},
         {"zero dim", 2, {0, 3}, SL_TYPE_F32, 0, "tensor 0 ('t')", "ne[0] is 0"},
         {"unknown type", 1, {8}, 99, 0, "tensor 0 ('t')", "tensor type 99"},
-        {"unsupported ggml type", 1, {32}, 3 /* q4_1 */, 0, "tensor 0 ('t')", "tensor type 3"},
+        {"unsupported ggml type", 1, {32}, 9 /* q8_1 */, 0, "tensor 0 ('t')", "tensor type 9"},
         {"huge type", 1, {8}, 0xffffffffu, 0, "tensor 0 ('t')", "tensor type 4294967295"},
         {"block multiple", 2, {33, 2}, SL_TYPE_Q8_0, 0, "tensor 0 ('t')", "ne[0] = 33"},
         {"k block multiple", 1, {128}, SL_TYPE_Q4_K, 0, "tensor 0 ('t')", "block size 256"},

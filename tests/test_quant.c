@@ -10,8 +10,10 @@
 #include "kernels/types.h"
 #include "tests/test.h"
 
-static const sl_type all_types[] = {SL_TYPE_F32,  SL_TYPE_F16,  SL_TYPE_BF16, SL_TYPE_Q8_0,
-                                    SL_TYPE_Q4_0, SL_TYPE_Q4_K, SL_TYPE_Q5_K, SL_TYPE_Q6_K};
+static const sl_type all_types[] = {SL_TYPE_F32,  SL_TYPE_F16,  SL_TYPE_BF16,   SL_TYPE_Q8_0,
+                                    SL_TYPE_Q4_0, SL_TYPE_Q4_1, SL_TYPE_Q5_0,   SL_TYPE_Q5_1,
+                                    SL_TYPE_Q2_K, SL_TYPE_Q3_K, SL_TYPE_Q4_K,   SL_TYPE_Q5_K,
+                                    SL_TYPE_Q6_K, SL_TYPE_IQ4_NL, SL_TYPE_IQ4_XS};
 #define N_TYPES (int)(sizeof all_types / sizeof all_types[0])
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -63,13 +65,27 @@ static void test_traits(void)
     CHECK(sl_row_bytes(SL_TYPE_Q4_0, 1152) == 36 * 18);
     CHECK(strcmp(sl_type_name(SL_TYPE_Q4_K), "q4_K") == 0);
     CHECK(strcmp(sl_type_name(SL_TYPE_BF16), "bf16") == 0);
-    CHECK(strcmp(sl_type_name(3), "?") == 0);
+    CHECK(sl_type_block_elems(SL_TYPE_Q4_1) == 32 && sl_type_block_bytes(SL_TYPE_Q4_1) == 20);
+    CHECK(sl_type_block_elems(SL_TYPE_Q5_0) == 32 && sl_type_block_bytes(SL_TYPE_Q5_0) == 22);
+    CHECK(sl_type_block_elems(SL_TYPE_Q5_1) == 32 && sl_type_block_bytes(SL_TYPE_Q5_1) == 24);
+    CHECK(sl_type_block_elems(SL_TYPE_Q2_K) == 256 && sl_type_block_bytes(SL_TYPE_Q2_K) == 84);
+    CHECK(sl_type_block_elems(SL_TYPE_Q3_K) == 256 && sl_type_block_bytes(SL_TYPE_Q3_K) == 110);
+    CHECK(sl_type_block_elems(SL_TYPE_IQ4_NL) == 32 && sl_type_block_bytes(SL_TYPE_IQ4_NL) == 18);
+    CHECK(sl_type_block_elems(SL_TYPE_IQ4_XS) == 256 && sl_type_block_bytes(SL_TYPE_IQ4_XS) == 136);
+    CHECK(SL_TYPE_Q4_1 == 3 && SL_TYPE_Q5_0 == 6 && SL_TYPE_Q5_1 == 7 && SL_TYPE_Q2_K == 10 &&
+          SL_TYPE_Q3_K == 11 && SL_TYPE_IQ4_NL == 20 && SL_TYPE_IQ4_XS == 23);
+    CHECK(strcmp(sl_type_name(SL_TYPE_IQ4_XS), "iq4_xs") == 0);
+    /* ids GGML has but this engine does not (Q8_1, IQ2_XXS) */
+    CHECK(strcmp(sl_type_name(9), "?") == 0);
+    CHECK(!sl_type_supported(9) && !sl_type_supported(16));
     CHECK(sl_type_from_name("Q4_K") == SL_TYPE_Q4_K);
     CHECK(sl_type_from_name("q8_0") == SL_TYPE_Q8_0);
     CHECK(sl_type_from_name("F32") == SL_TYPE_F32);
-    CHECK(sl_type_from_name("q4_1") == -1);
+    CHECK(sl_type_from_name("q4_1") == SL_TYPE_Q4_1);
+    CHECK(sl_type_from_name("IQ4_NL") == SL_TYPE_IQ4_NL);
+    CHECK(sl_type_from_name("q8_1") == -1);
     CHECK(sl_type_from_name(NULL) == -1);
-    CHECK(!sl_type_supported(3) && !sl_type_supported(-1) && !sl_type_supported(39));
+    CHECK(!sl_type_supported(-1) && !sl_type_supported(39));
     for (int i = 0; i < N_TYPES; i++) {
         CHECK(sl_type_supported(all_types[i]));
         CHECK(sl_type_from_name(sl_type_name(all_types[i])) == (int)all_types[i]);
@@ -298,6 +314,110 @@ static void test_q6_K_block(void)
     check_decodes(SL_TYPE_Q6_K, &b, want, 256, "q6_K block");
 }
 
+/* Q4_1 / Q5_0 / Q5_1 / IQ4_NL: element j of 0..15 is the low nibble of
+ * qs[j], element j + 16 the high one; Q5_* take a fifth bit from bit j of
+ * the little-endian 32 bits of qh. */
+static void test_q4_1_q5_blocks(void)
+{
+    double want[32];
+    sl_block_q4_1 b41;
+    b41.d = 0x3800;  /* 0.5 */
+    b41.m = 0xbc00;  /* -1.0 */
+    for (int j = 0; j < 16; j++) {
+        b41.qs[j] = (uint8_t)(j | (15 - j) << 4);
+        want[j] = 0.5 * j - 1.0;
+        want[j + 16] = 0.5 * (15 - j) - 1.0;
+    }
+    check_decodes(SL_TYPE_Q4_1, &b41, want, 32, "q4_1 block");
+
+    /* fifth bits: elements 0, 3, 17, 31 (bits 0, 3, 17, 31 of qh) */
+    static const uint8_t qh[4] = {0x09, 0x00, 0x02, 0x80};
+    sl_block_q5_0 b50;
+    sl_block_q5_1 b51;
+    b50.d = b51.d = 0x4000; /* 2.0 */
+    b51.m = 0x3c00;         /* 1.0 */
+    memcpy(b50.qh, qh, 4);
+    memcpy(b51.qh, qh, 4);
+    double want1[32];
+    for (int j = 0; j < 16; j++) {
+        b50.qs[j] = b51.qs[j] = (uint8_t)((j * 5 % 16) | (j * 3 % 16) << 4);
+        int e0 = j, e1 = j + 16;
+        int q0 = j * 5 % 16 + ((e0 == 0 || e0 == 3) ? 16 : 0);
+        int q1 = j * 3 % 16 + ((e1 == 17 || e1 == 31) ? 16 : 0);
+        want[e0] = 2.0 * (q0 - 16), want[e1] = 2.0 * (q1 - 16);
+        want1[e0] = 2.0 * q0 + 1.0, want1[e1] = 2.0 * q1 + 1.0;
+    }
+    check_decodes(SL_TYPE_Q5_0, &b50, want, 32, "q5_0 block");
+    check_decodes(SL_TYPE_Q5_1, &b51, want1, 32, "q5_1 block");
+}
+
+static const int k_iq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+static void test_iq4_blocks(void)
+{
+    sl_block_iq4_nl nl;
+    nl.d = 0x3400; /* 0.25 */
+    double want[256];
+    for (int j = 0; j < 16; j++) {
+        nl.qs[j] = (uint8_t)(j | (15 - j) << 4);
+        want[j] = 0.25 * k_iq4[j];
+        want[j + 16] = 0.25 * k_iq4[15 - j];
+    }
+    check_decodes(SL_TYPE_IQ4_NL, &nl, want, 32, "iq4_nl block");
+
+    /* six-bit scales 0, 63, 32, 1, 40, 17, 31, 50: low nibbles two a byte
+     * in scales_l, top two bits at bits 2j of scales_h */
+    static const int ls[8] = {0, 63, 32, 1, 40, 17, 31, 50};
+    sl_block_iq4_xs xs;
+    memset(&xs, 0, sizeof xs);
+    xs.d = 0x3800; /* 0.5 */
+    for (int j = 0; j < 8; j++) {
+        xs.scales_l[j / 2] |= (uint8_t)((ls[j] & 15) << (4 * (j % 2)));
+        xs.scales_h |= (uint16_t)((ls[j] >> 4) << (2 * j));
+        for (int l = 0; l < 16; l++) {
+            int lo = (l + j) % 16, hi = (3 * l + j) % 16;
+            xs.qs[16 * j + l] = (uint8_t)(lo | hi << 4);
+            want[32 * j + l] = 0.5 * (ls[j] - 32) * k_iq4[lo];
+            want[32 * j + l + 16] = 0.5 * (ls[j] - 32) * k_iq4[hi];
+        }
+    }
+    check_decodes(SL_TYPE_IQ4_XS, &xs, want, 256, "iq4_xs block");
+}
+
+/* Q2_K and Q3_K: element e = 128 h + 32 k + l (l < 32) keeps its 2 low
+ * bits at bits 2k of qs[32 h + l]; its 16-element group e / 16 has a
+ * scale. Q3_K's third bit is bit e / 32 of hmask[e % 32], and a clear bit
+ * subtracts 4. */
+static void test_q2_q3_K_blocks(void)
+{
+    sl_block_q2_K b2;
+    sl_block_q3_K b3;
+    memset(&b2, 0, sizeof b2);
+    memset(&b3, 0, sizeof b3);
+    b2.d = 0x4000;    /* 2.0 */
+    b2.dmin = 0x3800; /* 0.5 */
+    b3.d = 0xb800;    /* -0.5 */
+    static const int sc3[16] = {0, 63, 32, 31, 1, 47, 16, 33, 5, 60, 12, 40, 20, 7, 55, 34};
+    for (int g = 0; g < 16; g++) {
+        b2.scales[g] = (uint8_t)((g * 7 % 16) | ((15 - g) << 4));
+        /* Q3_K: low 4 bits in nibbles of bytes 0-7, top 2 at bits 2 (g / 4) of byte 8 + g % 4 */
+        b3.scales[g % 8] |= (uint8_t)((sc3[g] & 15) << (4 * (g / 8)));
+        b3.scales[8 + g % 4] |= (uint8_t)((sc3[g] >> 4) << (2 * (g / 4)));
+    }
+    double want2[256], want3[256];
+    for (int e = 0; e < 256; e++) {
+        int h = e / 128, k = (e % 128) / 32, l = e % 32, g = e / 16;
+        int q = (e * 5 + 1) % 4, hb = (e * 7 / 3) % 2;
+        b2.qs[32 * h + l] |= (uint8_t)(q << (2 * k));
+        b3.qs[32 * h + l] |= (uint8_t)(q << (2 * k));
+        b3.hmask[e % 32] |= (uint8_t)(hb << (e / 32));
+        want2[e] = 2.0 * (g * 7 % 16) * q - 0.5 * (15 - g);
+        want3[e] = -0.5 * (sc3[g] - 32) * (q - (hb ? 0 : 4));
+    }
+    check_decodes(SL_TYPE_Q2_K, &b2, want2, 256, "q2_K block");
+    check_decodes(SL_TYPE_Q3_K, &b3, want3, 256, "q3_K block");
+}
+
 /* ---- round trips ---- */
 
 static void fill_row(float *x, int64_t n)
@@ -351,6 +471,15 @@ static void check_block_max_err(sl_type type, const float *x, const float *y, in
  *         sub-scales land near 0.07 (bound 0.09)
  *   Q5_K: D = 4.1 s/31            -> 0.038   (bound 0.05)
  *   Q6_K: D = 2.2 s/32 on 16 elems-> 0.020, fitting the scale helps (0.025)
+ *   Q4_1: D = 4.1 s/15            -> 0.079   (bound 0.10)
+ *   Q5_0: D = 2.4 s/16            -> 0.043   (bound 0.055)
+ *   Q5_1: D = 4.1 s/31            -> 0.038   (bound 0.05)
+ *   IQ4_NL / IQ4_XS: a 16-level grid denser near 0, fitted: about 4-bit
+ *         uniform's error, ~0.08 (bound 0.10)
+ *   Q3_K: D = 2 * 2.0 s/8 on 16 elems (max of 16 normals ~2.0 s)
+ *                                 -> 0.144   (bound 0.20)
+ *   Q2_K: D = 3.5 s/3 on 16 elems -> 0.34, the fitted min and scale
+ *         bring it lower (bound 0.40)
  *   F16 / BF16: relative rounding 2^-11 / 2^-8 at most, RMS about a third. */
 static double rms_bound(sl_type type)
 {
@@ -363,6 +492,13 @@ static double rms_bound(sl_type type)
     case SL_TYPE_Q4_K: return 0.09;
     case SL_TYPE_Q5_K: return 0.05;
     case SL_TYPE_Q6_K: return 0.025;
+    case SL_TYPE_Q4_1: return 0.10;
+    case SL_TYPE_Q5_0: return 0.055;
+    case SL_TYPE_Q5_1: return 0.05;
+    case SL_TYPE_IQ4_NL: return 0.10;
+    case SL_TYPE_IQ4_XS: return 0.10;
+    case SL_TYPE_Q3_K: return 0.20;
+    case SL_TYPE_Q2_K: return 0.40;
     default: return 0;
     }
 }
@@ -415,7 +551,8 @@ static void test_round_trips(void)
 static void test_requantise_stable(void)
 {
     static const sl_type types[] = {SL_TYPE_Q8_0, SL_TYPE_Q4_0, SL_TYPE_Q4_K, SL_TYPE_Q5_K,
-                                    SL_TYPE_Q6_K};
+                                    SL_TYPE_Q6_K, SL_TYPE_Q5_0, SL_TYPE_Q4_1, SL_TYPE_Q5_1,
+                                    SL_TYPE_IQ4_NL};
     enum { N = 256 * 4 };
     static float x[N], y1[N], y2[N];
     static uint8_t q[N * 2];
@@ -456,6 +593,43 @@ static void test_ranges(void)
     }
 }
 
+/* ---- corrupt scales ---- */
+
+static void test_bad_blocks(void)
+{
+    static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q4_1, SL_TYPE_Q5_0, SL_TYPE_Q5_1,
+                                    SL_TYPE_Q8_0, SL_TYPE_Q2_K, SL_TYPE_Q3_K, SL_TYPE_Q4_K,
+                                    SL_TYPE_Q5_K, SL_TYPE_Q6_K, SL_TYPE_IQ4_NL, SL_TYPE_IQ4_XS};
+    enum { N = 256 * 4 };
+    static float x[N];
+    static uint8_t q[N * 2];
+    fill_row(x, N);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        sl_type t = types[ti];
+        size_t bytes = sl_row_bytes(t, N), bb = sl_type_block_bytes(t);
+        sl_quantize_row(t, x, q, N);
+        CHECKF(sl_find_bad_block(t, q, bytes) == -1, "%s: a quantised row has a bad scale",
+               sl_type_name(t));
+        /* every byte of a block, set to an Inf/NaN half in turn: found
+         * exactly when it is (part of) a scale, at that block */
+        int64_t last = (int64_t)(bytes / bb) - 1;
+        int found = 0;
+        for (size_t i = 0; i + 1 < bb; i++) {
+            uint8_t save[2] = {q[last * bb + i], q[last * bb + i + 1]};
+            q[last * bb + i] = 0x00, q[last * bb + i + 1] = 0x7c; /* +Inf */
+            int64_t bad = sl_find_bad_block(t, q, bytes);
+            CHECK(bad == -1 || bad == last);
+            found += bad == last;
+            q[last * bb + i] = save[0], q[last * bb + i + 1] = save[1];
+        }
+        CHECKF(found >= 1, "%s: an infinite scale goes unnoticed", sl_type_name(t));
+        /* a scale field shifted by one byte still lands on a scale for the
+         * types with two adjacent halves; never more than four offsets */
+        CHECKF(found <= 4, "%s: %d byte offsets count as scales", sl_type_name(t), found);
+    }
+    CHECK(sl_find_bad_block(SL_TYPE_F16, q, 64) == -1);
+}
+
 int main(void)
 {
     test_traits();
@@ -467,8 +641,12 @@ int main(void)
     test_q4_K_block();
     test_q5_K_block();
     test_q6_K_block();
+    test_q4_1_q5_blocks();
+    test_iq4_blocks();
+    test_q2_q3_K_blocks();
     test_round_trips();
     test_requantise_stable();
     test_ranges();
+    test_bad_blocks();
     return test_finish("test_quant");
 }

@@ -52,7 +52,9 @@ from ref import dequant, forward, writer  # noqa: E402
 # position or window, or a misread quant bit moves logits by 1e-2 or more.
 # No type adds error of its own, hence one bound for all.
 TOL = {"f32": 1e-5, "f16": 1e-5, "bf16": 1e-5, "q8_0": 1e-5,
-       "q4_0": 1e-5, "q4_K": 1e-5, "q5_K": 1e-5, "q6_K": 1e-5}
+       "q4_0": 1e-5, "q4_K": 1e-5, "q5_K": 1e-5, "q6_K": 1e-5,
+       "q4_1": 1e-5, "q5_0": 1e-5, "q5_1": 1e-5, "q2_K": 1e-5, "q3_K": 1e-5,
+       "iq4_nl": 1e-5, "iq4_xs": 1e-5}
 
 # With activations quantised to 8 bits (the default for these types; the
 # runs above set SLUICE_ACT=f32) each matmul input carries a rounding error of
@@ -67,11 +69,15 @@ TOL = {"f32": 1e-5, "f16": 1e-5, "bf16": 1e-5, "q8_0": 1e-5,
 TOL_Q8 = 8e-2
 # BF16 weights take activations rounded to bf16 in the same mode (8
 # significant bits instead of 8-bit block quantisation: well inside TOL_Q8).
-Q8_TYPES = ("q8_0", "q4_0", "q4_K", "q6_K", "bf16")
+Q8_TYPES = ("q8_0", "q4_0", "q4_K", "q6_K", "bf16", "q5_K", "q4_1", "q5_0", "q5_1", "q2_K",
+            "q3_K", "iq4_nl", "iq4_xs")
 
 ALL_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K"]
 FEW_TYPES = ["f32", "q4_0", "q6_K"]
-SYNTH_MATRIX = [("gemma3", t) for t in ALL_TYPES] + \
+# llama.cpp's other block types (`synth --type q2_K` is llama.cpp's q2_K mix:
+# q2_K with q3_K/q4_K where it gives more bits)
+NEW_TYPES = ["q4_1", "q5_0", "q5_1", "q2_K", "q3_K", "iq4_nl", "iq4_xs"]
+SYNTH_MATRIX = [("gemma3", t) for t in ALL_TYPES + NEW_TYPES] + \
     [(a, t) for a in ("gemma", "gemma2", "llama") for t in FEW_TYPES] + \
     [("gemma4", t) for t in ALL_TYPES]
 # Models written by tests/ref/writer.py: untied head, random K-quant bits.
@@ -222,6 +228,61 @@ def test_kquants_against_literal_loops():
         want = sum((literal(raw[b * size:(b + 1) * size]) for b in range(3)), [])
         got = dequant.dequantize(t, bytes(raw), 768)
         check(np.array_equal(got, np.array(want)), "%s vectorised != literal loop" % dequant.NAMES[t])
+
+
+def test_c_dequant_vs_reference():
+    """The engine's dequantisation (tests/tools/dequant_rows: whole rows and
+    odd spans) of random blocks against this reference, for every quantised
+    type, on one block and on an odd number of blocks. The float32 result
+    may differ from the float64 reference by the rounding of d * sc * q
+    and of its difference with a min: 2^-24 of the value each."""
+    tool = os.path.join(os.environ.get("SLUICE_BUILD", "build"), "dequant_rows")
+    if not os.path.exists(tool):
+        check(False, "no dequant_rows at %s (set SLUICE_BUILD)" % tool)
+        return
+    rng = np.random.default_rng(17)
+    for t in sorted(dequant.HALF_AT):
+        elems, size = dequant.BLOCK[t]
+        for n_blocks in (1, 11):
+            raw = bytearray(rng.integers(0, 256, size=n_blocks * size, dtype=np.uint8).tobytes())
+            for b in range(n_blocks):
+                for off in dequant.HALF_AT[t]:
+                    raw[b * size + off:b * size + off + 2] = half_bytes(rng.uniform(-3, 3))
+            n = n_blocks * elems
+            r = subprocess.run([tool, str(t), str(n)], input=bytes(raw), capture_output=True)
+            if r.returncode != 0:
+                check(False, "dequant_rows %s: %s" % (dequant.NAMES[t], r.stderr.decode()))
+                continue
+            got = np.frombuffer(r.stdout, dtype="<f4").astype(np.float64)
+            want = dequant.dequantize(t, bytes(raw), n)
+            err = np.abs(got - want) - 2.0 ** -23 * np.abs(want)
+            check(got.size == n and (err <= 1e-30).all(),
+                  "C dequantisation of %s (%d blocks) off the reference by up to %g"
+                  % (dequant.NAMES[t], n_blocks, float(np.max(np.abs(got - want)))))
+
+
+def test_new_blocks_by_hand():
+    # Q5_0: d = 2; element 17 = high nibble of qs[1] (5) + bit 17 of qh (16)
+    qh = (1 << 17).to_bytes(4, "little")
+    qs = bytearray(16)
+    qs[1] = 0x50
+    x = dequant.dequantize(dequant.Q5_0, half_bytes(2.0) + qh + bytes(qs), 32)
+    check(x[17] == 2 * (21 - 16) and x[0] == -32, "q5_0 by hand: %g %g" % (x[17], x[0]))
+    # Q5_1: d = 0.5, m = -1: element 17 = 0.5 * 21 - 1
+    x = dequant.dequantize(dequant.Q5_1, half_bytes(0.5) + half_bytes(-1.0) + qh + bytes(qs), 32)
+    check(x[17] == 9.5 and x[0] == -1, "q5_1 by hand")
+    # IQ4_NL: nibble 0 -> -127, 15 -> 113
+    x = dequant.dequantize(dequant.IQ4_NL, half_bytes(0.5) + bytes([0xF0] + [0x88] * 15), 32)
+    check(x[0] == -63.5 and x[16] == 56.5 and x[1] == 0.5, "iq4_nl by hand")
+    # Q3_K: element 33 = bits 2-3 of qs[1] (3), hmask[1] bit 1 clear -> 3 - 4;
+    # its group 2 scale: low nibble of byte 2 (5), top bits 0-1 of byte 10 (2) -> 37 - 32
+    blk = bytearray(110)
+    blk[32 + 1] = 0b1100
+    blk[96 + 2] = 5
+    blk[96 + 10] = 2
+    blk[108:110] = half_bytes(0.25)
+    x = dequant.dequantize(dequant.Q3_K, bytes(blk), 256)
+    check(x[33] == 0.25 * 5 * -1, "q3_K by hand: %g" % x[33])
 
 
 def test_rope():
@@ -503,6 +564,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="sluice_ref_") as tmp:
         test_dequant_by_hand()
         test_kquants_against_literal_loops()
+        test_new_blocks_by_hand()
+        test_c_dequant_vs_reference()
         test_rope()
         test_config()
         test_reference_causal_and_windowed(tmp)

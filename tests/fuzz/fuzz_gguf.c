@@ -2,6 +2,7 @@
  * yields a file whose every kv, array element and tensor can be read, with
  * all pointers inside the buffer. Invariant breaks trap so the fuzzer sees them. */
 #include "model/gguf.h"
+#include "kernels/quant.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -91,6 +92,15 @@ static void walk_tensor(const gguf_file *f, const uint8_t *buf, size_t size, con
     require((const uint8_t *)t->data == buf + f->data_offset + t->offset);
     require(inside(buf, size, t->data, t->size));
     touch(t->data, t->size);
+    /* the scale check and the dequantisation of the first elements take
+     * any bytes of the tensor's type */
+    int64_t bad = sl_find_bad_block(t->type, t->data, t->size);
+    require(bad >= -1 && (bad < 0 || (uint64_t)bad < t->size / sl_type_block_bytes(t->type)));
+    float out[SL_QK_K];
+    /* ne[0] is a whole number of blocks (the reader checks), so is n */
+    int64_t n = t->ne[0] < SL_QK_K ? t->ne[0] : SL_QK_K;
+    sl_dequantize_row(t->type, t->data, out, n);
+    sink += (uint64_t)(out[0] != out[0]);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -109,6 +109,7 @@ class GGUF:
             if lo + nbytes > len(self.buf):
                 raise GGUFError("%s: tensor %s runs past the end" % (path, t.name))
             t.data = self.buf[lo:lo + nbytes]
+            t.file_offset = lo  # where its bytes start in the file
 
     def get(self, key, default=None):
         return self.meta.get(key, default)

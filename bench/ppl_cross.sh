@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Perplexity of llama.cpp's own quantised files, by sluice and by llama.cpp:
+# one f16 synthetic model (sluice synth) is quantised with llama.cpp's
+# llama-quantize to each type, and `sluice perplexity` and llama-perplexity
+# score the same text with the same chunking on each file. The two must
+# agree within 0.5% per type; the script prints both, their ratio, and
+# exits 1 when a type is off (or a file does not load in sluice).
+#
+# usage: bench/ppl_cross.sh LLAMA_CPP_BUILD_DIR [TYPE...]
+#
+# LLAMA_CPP_BUILD_DIR is a llama.cpp (or ik_llama.cpp) CMake build directory
+# holding llama-quantize and llama-perplexity (in bin/ or at its top). It is
+# not part of this project: build it yourself, outside this tree.
+# TYPEs are llama-quantize type names (default: every type sluice reads).
+#
+# environment:
+#   ARCH, SIZE  the synth model (default gemma3 270m: 640 wide, so the
+#               K-quants' fallbacks for rows not a multiple of 256 occur)
+#   TEXT        text to score (default: this tree's README.md, repeated)
+#   CTX         chunk length (default 256), CHUNKS chunks (default 8)
+#   THREADS     threads for both (default 2)
+#   QUANT_ARGS  extra llama-quantize arguments (default for ik_llama.cpp:
+#               --attn-v-type q8_0, its Q6_0 being ik-only)
+#   WORK        scratch directory (default a temporary one, removed)
+#   SLUICE      the sluice binary (default build/sluice of this tree)
+set -euo pipefail
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+  exit 2
+}
+die() {
+  echo "ppl_cross: $*" >&2
+  exit 1
+}
+
+[[ $# -ge 1 ]] || usage
+[[ $1 == -h || $1 == --help ]] && usage
+root=$(cd "$(dirname "$0")/.." && pwd)
+lcpp=$1
+shift
+ARCH=${ARCH:-gemma3}
+SIZE=${SIZE:-270m}
+CTX=${CTX:-256}
+CHUNKS=${CHUNKS:-8}
+THREADS=${THREADS:-2}
+SLUICE=${SLUICE:-$root/build/sluice}
+types=("$@")
+[[ ${#types[@]} -gt 0 ]] ||
+  types=(Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL IQ4_XS Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K)
+
+tool() {
+  local t
+  for t in "$lcpp/bin/$1" "$lcpp/$1"; do [[ -x $t ]] && { echo "$t"; return; }; done
+  die "no $1 in $lcpp or $lcpp/bin"
+}
+quantize=$(tool llama-quantize)
+perplexity=$(tool llama-perplexity)
+[[ -x $SLUICE ]] || die "$SLUICE: no sluice binary (build it, or set SLUICE)"
+# ik_llama.cpp's quantizer knows --attn-v-type; mainline's does not need it
+if [[ -z ${QUANT_ARGS+x} ]]; then
+  QUANT_ARGS=""
+  # (llama-quantize --help exits 1)
+  if { "$quantize" --help 2>&1 || true; } | grep -q -- --attn-v-type; then
+    QUANT_ARGS="--attn-v-type q8_0"
+  fi
+fi
+
+if [[ -n ${WORK:-} ]]; then
+  mkdir -p "$WORK"
+  work=$(cd "$WORK" && pwd)
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
+text=${TEXT:+$(realpath "$TEXT")}
+if [[ -z $text ]]; then
+  text=$work/text.txt
+  for _ in 1 2 3 4 5 6; do cat "$root/README.md"; done > "$text"
+fi
+
+f16=$work/$ARCH-$SIZE-f16.gguf
+[[ -f $f16 ]] || "$SLUICE" synth --arch "$ARCH" --size "$SIZE" --type f16 -o "$f16" 2>/dev/null ||
+  die "sluice synth --arch $ARCH --size $SIZE failed"
+
+# final perplexity from each tool's output: the number after the "=" of its
+# "Final estimate: PPL [over N chunks for n_ctx=C] = X +/- E" line
+final_ppl() {
+  awk '/^Final estimate/ { for (i = 1; i < NF; i++) if ($i == "=") v = $(i + 1) } END { print v }'
+}
+sluice_ppl() {
+  OMP_NUM_THREADS=$THREADS "$SLUICE" perplexity -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" \
+    -t "$THREADS" 2>&1 | final_ppl
+}
+llama_ppl() {
+  "$perplexity" -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" -b "$CTX" 2>&1 | final_ppl
+}
+
+# llama.cpp's tools leave a llama.log in their working directory
+cd "$work"
+printf "%s %s, ctx %d, %d chunks, %d threads\n" "$ARCH" "$SIZE" "$CTX" "$CHUNKS" "$THREADS"
+printf "%-8s %12s %12s %9s  %s\n" type sluice llama.cpp ratio "types in the file"
+off=0
+for t in f16 "${types[@]}"; do
+  file=$f16
+  if [[ $t != f16 ]]; then
+    file=$work/$ARCH-$SIZE-$t.gguf
+    # shellcheck disable=SC2086
+    "$quantize" $QUANT_ARGS "$f16" "$file" "$t" "$THREADS" > "$work/quantize.log" 2>&1 ||
+      { echo "ppl_cross: llama-quantize $t failed:" >&2; tail -3 "$work/quantize.log" >&2; off=1; continue; }
+  fi
+  kinds=$({ "$SLUICE" inspect "$file" 2>/dev/null || true; } | awk '$1 ~ /\.weight$/ { n[$2]++ } END { for (k in n) printf "%s:%d ", k, n[k] }')
+  s=$(sluice_ppl "$file" || true)
+  l=$(llama_ppl "$file" || true)
+  if [[ -z $s || -z $l ]]; then
+    printf "%-8s %12s %12s %9s  %s\n" "$t" "${s:-failed}" "${l:-failed}" - "$kinds"
+    off=1
+  else
+    ratio=$(awk -v s="$s" -v l="$l" 'BEGIN { printf "%.4f", s / l }')
+    flag=$(awk -v r="$ratio" 'BEGIN { print (r > 1.005 || r < 0.995) ? "  OFF" : "" }')
+    [[ -n $flag ]] && off=1
+    printf "%-8s %12s %12s %9s  %s%s\n" "$t" "$s" "$l" "$ratio" "$kinds" "$flag"
+  fi
+  [[ $t == f16 ]] || rm -f "$file"
+done
+exit $off
