@@ -22,6 +22,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Prints "sluice CMD: message" and the command's usage to stderr; returns
  * CLI_USAGE so a parser reads `return cli_usage(...)`. */

@@ -10,9 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "scheduler/auto.h"
-#include "model/config.h"
-#include "model/gguf.h"
+#include "cli/pipecfg.h"
 #include "pipeline/client.h"
 #include "pipeline/config.h"
 #include "pipeline/metrics_http.h"
@@ -210,22 +208,6 @@ static void merge_sampling(sl_sampling *dst, const run_opts *o)
     if (o->sampling_set[S_SEED]) dst->seed = s->seed;
 }
 
-static int default_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_err *err)
-{
-    gguf_file *f;
-    sl_config mc;
-    if (gguf_open(&f, o->model, err))
-        return -1;
-    int rc = sl_config_from_gguf(&mc, f, err);
-    gguf_close(f);
-    if (rc)
-        return -1;
-    pl_config_default(cfg, o->model, mc.n_layer);
-    cfg->limits.max_sequences = n_prompts < 64 ? (n_prompts > 0 ? n_prompts : 1) : 64;
-    cfg->limits.context = mc.n_ctx_train < 4096 ? mc.n_ctx_train : 4096;
-    return 0;
-}
-
 /* Reads one prompt a line (empty lines skipped). */
 static char **read_prompts(const char *path, int *n, sl_err *err)
 {
@@ -392,24 +374,7 @@ static double decode_rate(const output *outs, int n, double t_total)
 }
 
 /* The metrics server's source (its own thread): the stages of this process. */
-static char *prometheus_text(void *ctx)
-{
-    pl_stage_metrics *m;
-    int n;
-    if (sl_pipeline_metrics(ctx, &m, &n))
-        return NULL;
-    char *stages = pl_metrics_prometheus(m, n);
-    free(m);
-    pl_client_metrics cm;
-    sl_pipeline_client_metrics(ctx, &cm);
-    char *client = pl_metrics_prometheus_client(&cm);
-    char *text = NULL;
-    if (stages && client && (text = malloc(strlen(stages) + strlen(client) + 1)))
-        strcat(strcpy(text, stages), client);
-    free(stages);
-    free(client);
-    return text;
-}
+static char *prometheus_text(void *ctx) { return cli_pipeline_prometheus(ctx); }
 
 static char *status_text(void *ctx)
 {
@@ -562,18 +527,10 @@ int cmd_run(int argc, char **argv)
         sl_fail(&err, "out of memory");
         goto done;
     }
-    if (o.config ? pl_config_load(cfg, o.config, &err) : default_config(cfg, &o, n_prompts, &err))
+    cli_pipe_opts po = {.model = o.model, .config = o.config, .max_sequences = n_prompts, .n_ctx = o.n_ctx,
+                        .kv_type = o.kv_type, .kv_type_set = o.kv_type_set, .draft = o.draft};
+    if (cli_pipeline_config(cfg, &po, &err))
         goto done;
-    if (sl_sched_resolve_auto(cfg, &err))
-        goto done;
-    if (o.n_ctx)
-        cfg->limits.context = o.n_ctx;
-    if (o.kv_type_set)
-        cfg->limits.kv_type = o.kv_type;
-    if (o.draft && cfg->spec.on) {
-        sl_fail(&err, "%s has a speculative section already; leave out --draft", o.config);
-        goto done;
-    }
     double base_tok_s = 0.0;
     if (o.spec_baseline && !o.draft && !cfg->spec.on) {
         sl_fail(&err, "--spec-baseline compares against speculative decoding: give --draft or a "
@@ -597,8 +554,7 @@ int cmd_run(int argc, char **argv)
             goto done;
         reset_outputs(outs, n_prompts);
     }
-    if (o.draft && pl_config_add_speculative(cfg, o.draft, o.draft_k_set ? o.draft_k : 8,
-                                             !o.draft_k_set, o.draft_threads, &err))
+    if (o.draft && cli_pipeline_add_draft(cfg, o.draft, o.draft_k, o.draft_k_set, o.draft_threads, &err))
         goto done;
     double tok_s = 0.0;
     rc = run_pipeline(cfg, &o, prompts, single, n_prompts, outs, true, &spec_sum, &tok_s, &err);

@@ -22,6 +22,7 @@ static const command commands[] = {
     {"plan", cmd_plan, "place layers on NUMA nodes or cluster hosts and write the config"},
     {"keygen", cmd_keygen, "write a CURVE key pair for a pipeline node"},
     {"status", cmd_status, "show a worker's stages and their metrics"},
+    {"serve", cmd_serve, "serve a pipeline over HTTP (OpenAI-style API and a chat page)"},
 };
 
 static void print_usage(FILE *out)

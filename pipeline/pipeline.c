@@ -37,6 +37,7 @@ typedef struct request {
     int n_tokens, cap;
     int n_prompt;
     int n_fed;              /* positions sent down the pipeline */
+    int n_cached;           /* prompt positions the slot's cache held already (prefix cache) */
     int max_new, n_gen;
     bool params_sent, cancelled;
     int retries;            /* replays after a stage died (failure.retries at most) */
@@ -237,6 +238,9 @@ static void fail_req(sl_pipeline *p, request *r, const char *why)
 {
     sl_event *e = push_event(p, SL_EV_ERROR, r->id);
     if (e) {
+        e->n_prompt = r->n_prompt;
+        e->n_generated = r->n_gen;
+        e->n_cached = r->n_cached;
         size_t len = strnlen(why, sizeof e->error - 1);
         memcpy(e->error, why, len);
         e->error[len] = '\0';
@@ -250,6 +254,7 @@ static void done_req(sl_pipeline *p, request *r, const char *stop)
     if (e) {
         e->n_prompt = r->n_prompt;
         e->n_generated = r->n_gen;
+        e->n_cached = r->n_cached;
         e->prefill_s = r->t_first - r->t_submit;
         e->decode_s = r->t_last - r->t_first;
         e->stop = stop;
@@ -264,7 +269,7 @@ int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids,
 {
     char *wrapped = NULL;
     const char *text = gp->prompt ? gp->prompt : "";
-    if (gp->chat) {
+    if (gp->chat && !gp->formatted) {
         size_t len = strlen(text) + 96;
         if (!(wrapped = malloc(len)))
             return sl_fail(err, "out of memory");
@@ -353,6 +358,8 @@ int sl_pipeline_cancel(sl_pipeline *p, uint64_t id)
 }
 
 int sl_pipeline_active(const sl_pipeline *p) { return p->n_active; }
+
+bool sl_pipeline_down(const sl_pipeline *p) { return p->down; }
 
 /* ---- batches ---- */
 
