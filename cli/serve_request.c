@@ -31,7 +31,7 @@ char *sv_error_json(const sv_error *err)
     json_object_object_add(e, "param", err->param[0] ? json_object_new_string(err->param) : NULL);
     json_object_object_add(e, "code", err->code ? json_object_new_string(err->code) : NULL);
     json_object_object_add(root, "error", e);
-    char *s = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+    char *s = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(root);
     return s;
 }
