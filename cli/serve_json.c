@@ -110,6 +110,22 @@ char *sv_json_models(const sv_server *s)
     json_object_object_add(meta, "n_ctx", json_object_new_int(s->cfg->limits.context));
     json_object_object_add(meta, "max_sequences", json_object_new_int(s->cfg->limits.max_sequences));
     json_object_object_add(meta, "stages", json_object_new_int(s->cfg->n_stages));
+    /* the pipeline's layout, for the chat page's drawing */
+    json_object *stages = json_object_new_array();
+    for (int i = 0; i < s->cfg->n_stages; i++) {
+        const pl_stage *st = &s->cfg->stages[i];
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "index", json_object_new_int(i));
+        json_object_object_add(o, "kind", json_object_new_string(pl_stage_kind_name(st->kind)));
+        json_object_object_add(o, "node", json_object_new_string(s->cfg->nodes[st->node].name));
+        json_object_object_add(o, "local", json_object_new_boolean(st->node == 0));
+        if (st->kind == PL_STAGE_LAYERS) {
+            json_object_object_add(o, "l0", json_object_new_int(st->l0));
+            json_object_object_add(o, "l1", json_object_new_int(st->l1));
+        }
+        json_object_array_add(stages, o);
+    }
+    json_object_object_add(meta, "pipeline", stages);
     json_object_object_add(m, "meta", meta);
     json_object_array_add(data, m);
     json_object_object_add(root, "object", json_object_new_string("list"));
