@@ -227,6 +227,7 @@ static int serve(sv_server *s, const serve_opts *o, sl_err *err)
     }
     sv_driver_stop(s);
     pthread_join(driver, NULL);
+    sv_wait_answered(s, 5.0);
     sv_http_stop(daemon);
     sl_pipeline_close(s->pipe);
     s->pipe = NULL;

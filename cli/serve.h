@@ -98,7 +98,7 @@ typedef struct sv_job {
     pthread_cond_t cond;       /* signalled when the job changes */
     /* mu-guarded */
     int refs;
-    bool submitted, ended, abandoned, stop_hit, cancel_sent;
+    bool queued, submitted, ended, abandoned, stop_hit, cancel_sent;
     uint64_t req;              /* the pipeline's request id once submitted */
     char *text;                /* generated text, cut at a stop string */
     size_t len, cap;
@@ -123,8 +123,8 @@ typedef struct sv_server {
     int n_queued, max_queue;
     sv_job *running;           /* submitted, not ended */
     int n_running, max_running;
+    int n_answering;           /* queued jobs whose handler has not let go yet (answers being written) */
     _Atomic int state;
-    _Atomic bool down;         /* a worker is dead */
     bool stop;                 /* asked to shut down */
     sl_pipeline *pipe;
     pl_config *cfg;
@@ -149,6 +149,9 @@ void sv_server_destroy(sv_server *s);
  * FAILED), serves jobs until sv_driver_stop, then fails what is left. */
 void *sv_driver_main(void *arg);
 void sv_driver_stop(sv_server *s);
+/* After the driver ended: waits (up to timeout_s) until every handler has
+ * written its answer, so shutting the HTTP server down cuts none off. */
+void sv_wait_answered(sv_server *s, double timeout_s);
 
 /* Queues a job (refs: the caller's and the driver's). Fails with 429 past
  * the queue's bound, 503 while loading or stopping. */

@@ -72,6 +72,8 @@ int sv_job_queue(sv_server *s, sv_job *j, sv_error *err)
                      "retry later", s->n_running, s->n_queued, s->max_running, s->max_queue);
     if (rc == 0) {
         j->refs = 2;
+        j->queued = true;
+        s->n_answering++;
         j->next = NULL;
         if (s->queue_tail)
             s->queue_tail->next = j;
@@ -91,6 +93,8 @@ void sv_job_release(sv_server *s, sv_job *j)
     j->abandoned = true;
     if (!j->ended)
         pthread_cond_signal(&s->wake);
+    if (j->queued)
+        s->n_answering--;
     job_unref(j);
     pthread_mutex_unlock(&s->mu);
 }
@@ -305,7 +309,6 @@ static int pump_events(sv_server *s, int timeout_ms, sl_err *err)
         apply_event(s, &ev);
         rc = sl_pipeline_next(s->pipe, &ev, 0, err);
     }
-    s->down = sl_pipeline_down(s->pipe);
     return rc < 0 && sl_pipeline_active(s->pipe) > 0 ? -1 : 0;
 }
 
@@ -381,4 +384,18 @@ void sv_driver_stop(sv_server *s)
         s->state = SV_STOPPING;
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->mu);
+}
+
+void sv_wait_answered(sv_server *s, double timeout_s)
+{
+    double until = cli_now() + timeout_s;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        int left = s->n_answering;
+        pthread_mutex_unlock(&s->mu);
+        if (left == 0 || cli_now() > until)
+            return;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }

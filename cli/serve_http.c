@@ -308,7 +308,8 @@ static enum MHD_Result generate(sv_server *s, struct MHD_Connection *c, sv_conn 
 static enum MHD_Result health(sv_server *s, struct MHD_Connection *c)
 {
     int state = s->state;
-    if (state == SV_READY && !s->down)
+    bool down = state == SV_READY && sl_pipeline_down(s->pipe);
+    if (state == SV_READY && !down)
         return reply(s, c, EP_HEALTH, 200, strdup("{\"status\":\"ok\"}"), JSON_TYPE);
     const char *why = state == SV_LOADING ? "loading the model"
                       : state == SV_READY ? "a worker is down"

@@ -99,8 +99,9 @@ typedef struct sl_event {
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err);
 /* Requests still running. */
 int sl_pipeline_active(const sl_pipeline *p);
-/* Whether a worker is dead and not yet re-joined (nothing is sent). */
-bool sl_pipeline_down(const sl_pipeline *p);
+/* Whether a worker is dead and not yet re-joined (nothing is sent while
+ * one is). Safe from any thread while the pipeline is open. */
+bool sl_pipeline_down(sl_pipeline *p);
 
 /* Token ids of a prompt as the pipeline would feed them (tests). */
 int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids, int *n, sl_err *err);

@@ -471,7 +471,14 @@ int sl_pipeline_cancel(sl_pipeline *p, uint64_t id)
 
 int sl_pipeline_active(const sl_pipeline *p) { return p->n_active; }
 
-bool sl_pipeline_down(const sl_pipeline *p) { return p->down; }
+bool sl_pipeline_down(sl_pipeline *p)
+{
+    if (!p->coord)
+        return false;
+    pl_coord_status st;
+    pl_coord_status_get(p->coord, &st);
+    return st.n_down > 0;
+}
 
 /* ---- batches ---- */
 

@@ -179,5 +179,18 @@ eq "$?" 1 "missing key file fails"
 "$SLUICE" serve -m "$M" --chat-format llama9 >"$T/e.out" 2>&1
 eq "$?" 2 "unknown chat format is a usage error"
 
+# --- /health: 503 once a worker of a split pipeline is down ---
+sed -e "s|^model: .*|model: $M|" -e "s|/tmp/sluice-two-process|$T/ipc|g" "$SRC/configs/two-process.yaml" >"$T/two.yaml"
+KEY= start_server two -c "$T/two.yaml"
+eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/health")" 200 "split pipeline healthy"
+worker=$(pgrep -P "$PID" | head -1)
+[ -n "$worker" ] && kill -9 "$worker"
+for _ in $(seq 100); do
+    [ "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/health")" == 503 ] && break
+    sleep 0.05
+done
+has "$T/body" '"message":"a worker is down"' "/health with a dead worker"
+kill -TERM "$PID"
+
 kill -TERM "${servers[0]}"
 finish
