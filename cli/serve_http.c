@@ -349,7 +349,9 @@ static bool refuse_early(sv_server *s, struct MHD_Connection *c, const char *met
     else if (cn->ep <= EP_COMPLETIONS ? !post : !get)
         sv_fail(&err, 405, "invalid_request_error", "", "method_not_allowed", "%s %s: use %s", method,
                 ep_paths[cn->ep], cn->ep <= EP_COMPLETIONS ? "POST" : "GET");
-    else if (cn->ep != EP_HEALTH && !authorized(s, c))
+    /* the page is static and holds nothing secret; a browser cannot send
+     * the header when it opens it, and the page's own API calls carry it */
+    else if (cn->ep != EP_HEALTH && cn->ep != EP_PAGE && !authorized(s, c))
         sv_fail(&err, 401, "invalid_request_error", "", "invalid_api_key",
                 "a valid API key is needed: send the header 'Authorization: Bearer KEY'");
     else

@@ -23,9 +23,13 @@ eq "$(curl -s -o "$T/body" -w '%{http_code}' -H "$AUTH" "$MAIN/")" 200 "the chat
 has "$T/body" '<html' "the chat page is HTML"
 
 # --- the API key: every endpoint but /health, constant answer shape ---
-for ep in /v1/models /metrics / ; do
+for ep in /v1/models /metrics; do
     eq "$(curl -s -o "$T/body" -w '%{http_code}' "$MAIN$ep")" 401 "$ep without a key"
 done
+# the static page opens without one (a browser cannot send the header); it
+# asks for the key, which its API calls then carry
+eq "$(curl -s -o "$T/body" -w '%{http_code}' "$MAIN/")" 200 "the page without a key"
+has "$T/body" 'placeholder="API key"' "the page asks for the key"
 eq "$(curl -s -o "$T/body" -w '%{http_code}' -H 'Authorization: Bearer sk-wrong' "$MAIN/v1/models")" 401 "wrong key"
 has "$T/body" '"code":"invalid_api_key"' "401 body"
 eq "$(curl -s -o "$T/body" -w '%{http_code}' -H "Authorization: Bearer ${KEY}x" "$MAIN/v1/models")" 401 "key plus a byte"
