@@ -196,5 +196,31 @@ done
 has "$T/body" '"message":"a worker is down"' "/health with a dead worker"
 kill -TERM "$PID"
 
+# --- /health: 503 while loading; a node nobody serves fails the start ---
+cat >"$T/away.yaml" <<YAML
+model: $M
+insecure: true
+nodes: [{name: local, address: "ipc://$T/local"}, {name: away, address: "ipc://$T/away"}]
+stages: [{kind: embed, node: local}, {kind: layers, node: local, layers: [0, 3]},
+         {kind: layers, node: away, layers: [3, 6]}, {kind: head, node: away}, {kind: sample, node: away}]
+YAML
+for _ in $(seq 10); do # a free port: the server fails at once on a taken one
+    port=$((20000 + RANDOM % 30000))
+    "$SLUICE" serve -c "$T/away.yaml" --port $port >"$T/away.out" 2>"$T/away.err" & away=$!
+    servers+=("$away")
+    code=
+    for _ in $(seq 60); do
+        code=$(curl -s -o "$T/body" -w '%{http_code}' "http://127.0.0.1:$port/health") && break
+        kill -0 $away 2>/dev/null || break
+        sleep 0.05
+    done
+    [ "$code" == 503 ] && break
+done
+eq "$code" 503 "/health while the pipeline starts"
+has "$T/body" '"message":"loading the model"' "/health says it loads"
+wait $away
+eq "$?" 1 "a node nobody serves fails the start"
+has "$T/away.err" "node 'away' .* is unreachable" "the start's error names the node"
+
 kill -TERM "${servers[0]}"
 finish
