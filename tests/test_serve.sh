@@ -196,6 +196,12 @@ done
 has "$T/body" '"message":"a worker is down"' "/health with a dead worker"
 kill -TERM "$PID"
 
+# --- speculative decoding (--draft): the same greedy text ---
+KEY= start_server spec -m "$M" --draft "$SRC/models/tiny-gemma3-draft.gguf"
+curl -s "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":16}" >"$T/body"
+eq "$(json 'd["choices"][0]["text"]')" "$want" "with --draft: text = run"
+kill -TERM "$PID"
+
 # --- /health: 503 while loading; a node nobody serves fails the start ---
 cat >"$T/away.yaml" <<YAML
 model: $M

@@ -29,5 +29,13 @@ kill -TERM "$PID"
 sed -e "s|^model: .*|model: $M|" -e "s|/tmp/sluice-two-process|$T/ipc|g" "$SRC/configs/two-process.yaml" >"$T/two.yaml"
 start_server two -c "$T/two.yaml"
 load two-process
+worker=$(pgrep -P "$PID" | head -1)
+[ -n "$worker" ] && ok || bad "no spawned worker"
 kill -TERM "$PID"
+for _ in $(seq 200); do
+    kill -0 "$PID" 2>/dev/null || kill -0 "$worker" 2>/dev/null || break
+    sleep 0.05
+done
+kill -0 "$PID" 2>/dev/null && bad "the server outlived SIGTERM" || ok
+kill -0 "$worker" 2>/dev/null && bad "the spawned worker outlived the server" || ok
 finish
