@@ -241,8 +241,9 @@ static void send_release(sl_pipeline *p, request *r)
  * positions; further, a sliding-window layer's ring (window plus at least
  * max_batch_tokens slots) has overwritten positions the window still needs,
  * so a prefix that far back is not reused (the request starts at 0, which
- * clears the slot). Slots with nothing to offer go least recently used
- * first. Off with limits.prefix_cache: false, and with speculation (the
+ * clears the slot). A match that would throw away more of a slot's cache
+ * than it keeps waits for no empty slot; slots with nothing to offer go
+ * least recently used first. Off with limits.prefix_cache: false, and with speculation (the
  * draft stage keeps caches of its own). */
 
 /* Usable prefix of a parked slot for r: at most all of its prompt but the
@@ -279,6 +280,10 @@ static int pc_pick_slot(sl_pipeline *p, request *r)
         if (lru < 0 || c->last_used < p->parked[lru].last_used)
             lru = s;
     }
+    /* a short match (the BOS alone, say) does not evict a long cache while
+     * an empty slot is there */
+    if (best >= 0 && empty >= 0 && p->parked[best].n - best_len > best_len)
+        best = -1;
     int s = best >= 0 ? best : empty >= 0 ? empty : lru;
     if (best >= 0) {
         r->n_fed = best_len;
