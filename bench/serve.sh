@@ -17,6 +17,7 @@ pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$T"' EXIT
 
 start() { # ARGS...: sets URL
+  : >"$T/out"
   "$SLUICE" serve -m "$MODEL" -t "$THREADS" --port 0 "$@" >"$T/out" 2>"$T/err" &
   pid=$!
   URL=

@@ -7,6 +7,50 @@
 
 #include "cli/serve.h"
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if none:
+ * no overlong forms, surrogates or code points past U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F) || (c == 0xF0 && s[1] < 0x90) ||
+        (c == 0xF4 && s[1] > 0x8F))
+        return 0;
+    return len;
+}
+
+/* A JSON string of text whose bytes that are not UTF-8 (a character a
+ * token limit cut in two, byte-fallback pieces) become U+FFFD: JSON text is
+ * UTF-8, and strict clients refuse anything else. */
+static json_object *text_json(const char *text, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)(text ? text : "");
+    char *clean = malloc(n * 3 + 1);
+    if (!clean)
+        return json_object_new_string("");
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq(s + i, n - i);
+        if (len) {
+            memcpy(clean + o, s + i, len);
+            o += len;
+            i += len;
+        } else {
+            memcpy(clean + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    json_object *j = json_object_new_string_len(clean, (int)o);
+    free(clean);
+    return j;
+}
+
 static char *finish_json(json_object *root)
 {
     char *s = root ? strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE))
@@ -42,7 +86,7 @@ char *sv_json_final(const sv_server *s, const sv_job *j)
     json_object *root = head_json(s, j, j->chat ? "chat.completion" : "text_completion");
     json_object *choices = json_object_new_array(), *c = json_object_new_object();
     json_object_object_add(c, "index", json_object_new_int(0));
-    json_object *text = json_object_new_string_len(j->text ? j->text : "", (int)j->len);
+    json_object *text = text_json(j->text, j->len);
     if (j->chat) {
         json_object *msg = json_object_new_object();
         json_object_object_add(msg, "role", json_object_new_string("assistant"));
@@ -67,7 +111,7 @@ char *sv_sse_chunk(const sv_server *s, const sv_job *j, const char *delta, size_
     if (!usage) {
         json_object *c = json_object_new_object();
         json_object_object_add(c, "index", json_object_new_int(0));
-        json_object *text = json_object_new_string_len(delta ? delta : "", (int)n);
+        json_object *text = text_json(delta, n);
         if (j->chat) {
             json_object *d = json_object_new_object();
             if (role_first)

@@ -21,6 +21,7 @@ has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename 
 start_server() {
     local name=$1
     shift
+    : >"$T/$name.out" # before the child opens it: the wait below reads it at once
     "$SLUICE" serve "$@" --port 0 >"$T/$name.out" 2>"$T/$name.err" &
     PID=$!
     servers+=("$PID")

@@ -78,6 +78,18 @@ post /v1/completions "$b" >/dev/null; a1=$(json 'd["choices"][0]["text"]')
 post /v1/completions "$b" >/dev/null; a2=$(json 'd["choices"][0]["text"]')
 eq "$a1" "$a2" "same seed, same text"
 
+# --- the output is UTF-8 JSON even when sampled byte tokens are not UTF-8 ---
+# (near-uniform sampling over a vocabulary with 256 byte-fallback pieces)
+hot="{\"prompt\":\"$P\",\"max_tokens\":40,\"temperature\":100,\"seed\":3"
+post /v1/completions "$hot}" >/dev/null
+/usr/bin/python3 -c "import json; json.loads(open('$T/body','rb').read().decode('utf-8'))" && ok ||
+    bad "a whole answer is not UTF-8 JSON"
+curl -sN -H "$AUTH" "$MAIN/v1/completions" -d "$hot,\"stream\":true}" >"$T/sse"
+/usr/bin/python3 -c "
+import json
+for l in open('$T/sse','rb').read().decode('utf-8').splitlines():
+    if l.startswith('data: {'): json.loads(l[6:])" && ok || bad "a stream is not UTF-8 JSON"
+
 # --- bad input: 400 naming the field, and the server keeps serving ---
 bad_req() { # endpoint body param code-or-empty
     eq "$(post "$1" "$2")" 400 "400 for $2"
