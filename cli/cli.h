@@ -25,6 +25,7 @@ int cmd_keygen(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Prints "sluice CMD: message" and "try 'sluice CMD --help'" to stderr (not
  * the whole usage, which would bury the message); returns CLI_USAGE so a

@@ -11,9 +11,7 @@
 
 #include "cli/batch.h"
 #include "cli/cli.h"
-#include "pipeline/autoplace.h"
-#include "model/config.h"
-#include "model/gguf.h"
+#include "cli/pipecfg.h"
 #include "pipeline/client.h"
 #include "pipeline/config.h"
 #include "pipeline/metrics_http.h"
@@ -294,22 +292,6 @@ static void merge_sampling(sl_sampling *dst, const run_opts *o)
     if (o->sampling_set[S_SEED]) dst->seed = s->seed;
 }
 
-static int default_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_err *err)
-{
-    gguf_file *f;
-    sl_config mc;
-    if (gguf_open(&f, o->model, err))
-        return -1;
-    int rc = sl_config_from_gguf(&mc, f, err);
-    gguf_close(f);
-    if (rc)
-        return -1;
-    pl_config_default(cfg, o->model, mc.n_layer);
-    cfg->limits.max_sequences = n_prompts < 64 ? (n_prompts > 0 ? n_prompts : 1) : 64;
-    cfg->limits.context = mc.n_ctx_train < 4096 ? mc.n_ctx_train : 4096;
-    return 0;
-}
-
 static volatile sig_atomic_t stop_signal;
 
 /* The first SIGINT or SIGTERM stops the run in order (in-flight requests
@@ -358,24 +340,7 @@ static void print_summary(double load_s, const sl_event *d, bool spec)
 }
 
 /* The metrics server's source (its own thread): the stages of this process. */
-static char *prometheus_text(void *ctx)
-{
-    pl_stage_metrics *m;
-    int n;
-    if (sl_pipeline_metrics(ctx, &m, &n))
-        return NULL;
-    char *stages = pl_metrics_prometheus(m, n);
-    free(m);
-    pl_client_metrics cm;
-    sl_pipeline_client_metrics(ctx, &cm);
-    char *client = pl_metrics_prometheus_client(&cm);
-    char *text = NULL;
-    if (stages && client && (text = malloc(strlen(stages) + strlen(client) + 1)))
-        strcat(strcpy(text, stages), client);
-    free(stages);
-    free(client);
-    return text;
-}
+static char *prometheus_text(void *ctx) { return cli_pipeline_prometheus(ctx); }
 
 static char *status_text(void *ctx)
 {
@@ -485,18 +450,10 @@ static void print_spec(const sl_spec_summary *s, double tok_s, double base_tok_s
  * command line's overrides. */
 static int prepare_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_err *err)
 {
-    if (o->config ? pl_config_load(cfg, o->config, err) : default_config(cfg, o, n_prompts, err))
+    cli_pipe_opts po = {.model = o->model, .config = o->config, .max_sequences = n_prompts, .n_ctx = o->n_ctx,
+                        .kv_type = o->kv_type, .kv_type_set = o->kv_type_set, .draft = o->draft};
+    if (cli_pipeline_config(cfg, &po, err))
         return -1;
-    if (pl_config_resolve_auto(cfg, err))
-        return -1;
-    if (cli_check_machine(cfg, o->config ? o->config : o->model, err))
-        return -1;
-    if (o->n_ctx)
-        cfg->limits.context = o->n_ctx;
-    if (o->kv_type_set)
-        cfg->limits.kv_type = o->kv_type;
-    if (o->draft && cfg->spec.on)
-        return sl_fail(err, "%s has a speculative section already; leave out --draft", o->config);
     if (o->spec_baseline && !o->draft && !cfg->spec.on)
         return sl_fail(err, "--spec-baseline compares against speculative decoding: give --draft or a "
                             "config with a speculative section");
@@ -566,8 +523,7 @@ int cmd_run(int argc, char **argv)
         sl_fail(&err, "out of memory");
     else if (prepare_config(cfg, &o, pr.n, &err) == 0 &&
              (!o.spec_baseline || run_baseline(cfg, &o, &pr, &base_tok_s, &err) == 0) && !stop_signal &&
-             (!o.draft || pl_config_add_speculative(cfg, o.draft, o.draft_k_set ? o.draft_k : 8, !o.draft_k_set,
-                                                    o.draft_threads, &err) == 0))
+             (!o.draft || cli_pipeline_add_draft(cfg, o.draft, o.draft_k, o.draft_k_set, o.draft_threads, &err) == 0))
         rc = run_pipeline(cfg, &o, &pr, true, &spec_sum, &res, &err);
     if (stop_signal)
         rc = interrupted(&pr, &res);

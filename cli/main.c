@@ -24,6 +24,7 @@ static const command commands[] = {
     {"status", cmd_status, "show a worker's stages and their metrics"},
     {"tokenize", cmd_tokenize, "show a prompt's tokens from a GGUF's vocabulary (no weights loaded)"},
     {"version", cmd_version, "show the version built and the kernel path this CPU gets"},
+    {"serve", cmd_serve, "serve a pipeline over HTTP (OpenAI-style API and a chat page)"},
 };
 
 static void print_usage(FILE *out)

@@ -60,6 +60,8 @@ typedef struct sl_gen_params {
     int max_tokens;          /* new tokens at most */
     sl_sampling sampling;
     bool chat;               /* the model's turn format (model/chat.h), stop at its end of turn */
+    bool formatted;          /* chat: the prompt is in the turn format already (a
+                              * whole conversation); only stop at the end of turn */
     bool no_bos;
 } sl_gen_params;
 
@@ -82,8 +84,9 @@ typedef struct sl_event {
     int32_t token;           /* SL_EV_TOKEN */
     char text[64];           /* its bytes (not NUL-terminated; text_len of them) */
     int text_len;
-    /* SL_EV_DONE */
+    /* SL_EV_DONE (n_prompt, n_generated and n_cached on SL_EV_ERROR too) */
     int n_prompt, n_generated;
+    int n_cached;            /* prompt tokens whose KV a finished request left (prefix cache) */
     double prefill_s;        /* submit to first token */
     double decode_s;         /* first to last token */
     const char *stop;        /* "end of sequence", "token limit", ... */
@@ -98,6 +101,9 @@ typedef struct sl_event {
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err);
 /* Requests still running. */
 int sl_pipeline_active(const sl_pipeline *p);
+/* Whether a worker is dead and not yet re-joined (nothing is sent while
+ * one is). Safe from any thread while the pipeline is open. */
+bool sl_pipeline_down(sl_pipeline *p);
 
 /* Token ids of a prompt as the pipeline would feed them (tests). */
 int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids, int *n, sl_err *err);

@@ -849,10 +849,10 @@ static int parse_sampling(const cfg_ctx *x, sl_sampling *s, yaml_node_t *map)
     return v[P_SEED] ? read_u64(x, v[P_SEED], "sampling.seed", &s->seed) : 0;
 }
 
-enum { L_SEQS, L_CONTEXT, L_BATCH, L_KV_TYPE, L_FRAME, L_MESSAGE, L_REQUESTS, L_PLE, L_KEYS };
+enum { L_SEQS, L_CONTEXT, L_BATCH, L_KV_TYPE, L_FRAME, L_MESSAGE, L_REQUESTS, L_PLE, L_PREFIX, L_KEYS };
 static const char *const limit_keys[L_KEYS] = {"max_sequences", "context", "max_batch_tokens",
                                                "kv_type", "max_frame_bytes", "max_message_bytes",
-                                               "max_requests", "ple"};
+                                               "max_requests", "ple", "prefix_cache"};
 
 void pl_limits_default(pl_limits *l)
 {
@@ -864,6 +864,7 @@ void pl_limits_default(pl_limits *l)
     l->max_message_bytes = 512 << 20;
     l->max_requests = 4096;
     l->ple = PLE_AT_LAYERS;
+    l->prefix_cache = true;
 }
 
 static int read_ple(const cfg_ctx *x, const yaml_node_t *n, int *out)
@@ -910,7 +911,8 @@ static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
            read_int_field(x, v[L_FRAME], "limits.max_frame_bytes", 1024, 1 << 30, &l->max_frame_bytes) ||
            read_int_field(x, v[L_MESSAGE], "limits.max_message_bytes", 1024, 1 << 30, &l->max_message_bytes) ||
            read_int_field(x, v[L_REQUESTS], "limits.max_requests", 1, 1 << 20, &l->max_requests) ||
-           read_ple(x, v[L_PLE], &l->ple)
+           read_ple(x, v[L_PLE], &l->ple) ||
+           (v[L_PREFIX] && read_bool(x, v[L_PREFIX], "limits.prefix_cache", &l->prefix_cache))
                ? -1 : 0;
 }
 
@@ -1573,6 +1575,7 @@ static int emit_limits(yaml_emitter_t *e, const pl_limits *l)
            emit_pair(e, "max_message_bytes", "%d", l->max_message_bytes) ||
            emit_pair(e, "max_requests", "%d", l->max_requests) ||
            emit_pair(e, "ple", "%s", l->ple == PLE_AT_EMBED ? "embed" : "local") ||
+           (!l->prefix_cache && emit_pair(e, "prefix_cache", "%s", "false")) ||
            emit_map_end(e) ? -1 : 0;
 }
 

@@ -138,6 +138,8 @@ typedef struct pl_limits {
     int max_message_bytes;     /* default 512 MiB: a whole message past it is refused */
     int max_requests;          /* default 4096: requests in flight per client (submit) */
     int ple;                   /* ple_mode (model/ple.h): PLE_AT_LAYERS (default) or PLE_AT_EMBED */
+    bool prefix_cache;         /* default true: a finished request's slot keeps its KV for a new
+                                * request with the same first tokens (see pipeline.c) */
 } pl_limits;
 
 #define PL_REJOIN_DEFAULT_S 10.0f

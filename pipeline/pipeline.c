@@ -42,8 +42,10 @@ typedef struct request {
     int n_tokens, cap;
     int n_prompt;
     int n_fed;              /* positions sent down the pipeline */
+    int n_cached;           /* prompt positions the slot's cache held already (prefix cache) */
     int max_new, n_gen;
     bool params_sent, cancelled;
+    bool clean_end;         /* ended with every batch answered: its slot's cache is whole */
     int retries;            /* replays after a stage died (failure.retries at most) */
     int32_t stop_a, stop_b; /* eos, and end-of-turn in chat mode */
     sl_sampling sampling;
@@ -51,6 +53,14 @@ typedef struct request {
     long spec_steps, spec_drafted, spec_accepted; /* speculative verifications */
     struct request *next;
 } request;
+
+/* A free slot's cache as its last request left it (the prefix cache): the
+ * tokens at positions [0, n) of every layers stage. */
+typedef struct parked {
+    int32_t *tokens;
+    int n, cap;
+    uint64_t last_used;     /* the driver's clock of slot hand-outs (LRU) */
+} parked;
 
 typedef struct inflight {
     uint64_t batch_id;
@@ -90,6 +100,8 @@ struct sl_pipeline {
     _Atomic int n_active;   /* atomic: metrics servers read it from their threads */
     uint64_t next_req_id, next_batch_id;
     bool *slot_used;
+    parked *parked;         /* per slot (prefix cache; NULL when off) */
+    uint64_t slot_clock;
     int depth;              /* batches in flight at most */
     inflight *fly;          /* FIFO ring of depth entries */
     int fly_head, fly_n;
@@ -217,10 +229,114 @@ static void send_release(sl_pipeline *p, request *r)
     r->slot = -1;
 }
 
+/* ---- prefix cache ----
+ * A request that ends cleanly (done, or cancelled with every batch it sent
+ * still answered in order) leaves its slot's KV in every layers stage: the
+ * slot is free, and remembers the tokens at positions [0, n_fed). A new
+ * request takes the free slot whose tokens share the longest prefix with
+ * its prompt and feeds only the rest, from that position: positions are
+ * authoritative in the layers stages, which cut the slot's cache there
+ * first (stages.c, rewind_slots). They cut back by at most max_batch_tokens
+ * positions; further, a sliding-window layer's ring (window plus at least
+ * max_batch_tokens slots) has overwritten positions the window still needs,
+ * so a prefix that far back is not reused (the request starts at 0, which
+ * clears the slot). A match that would throw away more of a slot's cache
+ * than it keeps waits for no empty slot; slots with nothing to offer go
+ * least recently used first. Off with limits.prefix_cache: false, and with speculation (the
+ * draft stage keeps caches of its own). */
+
+/* Usable prefix of a parked slot for r: at most all of its prompt but the
+ * last token (that one's logits are needed), 0 when too far back. */
+static int pc_usable(const sl_pipeline *p, const parked *c, const request *r)
+{
+    int n = c->n < r->n_prompt - 1 ? c->n : r->n_prompt - 1;
+    int k = 0;
+    while (k < n && c->tokens[k] == r->tokens[k])
+        k++;
+    return c->n - k <= p->cfg.limits.max_batch_tokens ? k : 0;
+}
+
+/* The free slot r gets (-1: none): the longest usable prefix, else an
+ * empty slot, else the least recently used one. Sets where r starts. */
+static int pc_pick_slot(sl_pipeline *p, request *r)
+{
+    int best = -1, best_len = 0, empty = -1, lru = -1;
+    for (int s = 0; s < p->cfg.limits.max_sequences; s++) {
+        if (p->slot_used[s])
+            continue;
+        if (!p->parked)
+            return s;
+        const parked *c = &p->parked[s];
+        if (c->n == 0) {
+            empty = empty < 0 ? s : empty;
+            continue;
+        }
+        int k = pc_usable(p, c, r);
+        if (k > best_len) {
+            best = s;
+            best_len = k;
+        }
+        if (lru < 0 || c->last_used < p->parked[lru].last_used)
+            lru = s;
+    }
+    /* a short match (the BOS alone, say) does not evict a long cache while
+     * an empty slot is there */
+    if (best >= 0 && empty >= 0 && p->parked[best].n - best_len > best_len)
+        best = -1;
+    int s = best >= 0 ? best : empty >= 0 ? empty : lru;
+    if (best >= 0) {
+        r->n_fed = best_len;
+        r->n_cached = best_len;
+    }
+    if (s >= 0 && p->parked)
+        p->parked[s].n = 0; /* the request owns it now; its tokens are parked when it ends */
+    return s;
+}
+
+/* Parks r's slot; false when it is to be released instead. */
+static bool pc_park(sl_pipeline *p, request *r)
+{
+    if (!p->parked || r->slot < 0 || !r->clean_end || r->n_fed <= 0)
+        return false;
+    parked *c = &p->parked[r->slot];
+    if (c->cap < r->n_fed) {
+        int32_t *t = realloc(c->tokens, (size_t)r->n_fed * sizeof *t);
+        if (!t)
+            return false;
+        c->tokens = t;
+        c->cap = r->n_fed;
+    }
+    memcpy(c->tokens, r->tokens, (size_t)r->n_fed * sizeof *c->tokens);
+    c->n = r->n_fed;
+    /* CANCEL, not RELEASE: the sampler forgets the request, the layers
+     * stages keep the slot's cache */
+    send_slot_control(p, r, SLUICE__MSG_KIND__MSG_CANCEL, 0);
+    c->last_used = ++p->slot_clock;
+    p->slot_used[r->slot] = false;
+    r->slot = -1;
+    return true;
+}
+
+/* A stage died: the caches it held are gone (and the survivors' may hold
+ * what its last batches left). Nothing parked is trusted. */
+static void pc_forget_all(sl_pipeline *p)
+{
+    for (int s = 0; p->parked && s < p->cfg.limits.max_sequences; s++)
+        p->parked[s].n = 0;
+}
+
+static void pc_free(sl_pipeline *p)
+{
+    for (int s = 0; p->parked && s < p->cfg.limits.max_sequences; s++)
+        free(p->parked[s].tokens);
+    free(p->parked);
+}
+
 /* Ends a request: frees its slot in every stage, removes it. */
 static void finish(sl_pipeline *p, request *r)
 {
-    send_release(p, r);
+    if (!pc_park(p, r))
+        send_release(p, r);
     r->state = RQ_FINISHED;
     p->n_active--;
     request **pp = &p->reqs;
@@ -236,6 +352,9 @@ static void fail_req(sl_pipeline *p, request *r, const char *why)
 {
     sl_event *e = push_event(p, SL_EV_ERROR, r->id);
     if (e) {
+        e->n_prompt = r->n_prompt;
+        e->n_generated = r->n_gen;
+        e->n_cached = r->n_cached;
         size_t len = strnlen(why, sizeof e->error - 1);
         memcpy(e->error, why, len);
         e->error[len] = '\0';
@@ -245,10 +364,12 @@ static void fail_req(sl_pipeline *p, request *r, const char *why)
 
 static void done_req(sl_pipeline *p, request *r, const char *stop)
 {
+    r->clean_end = true;
     sl_event *e = push_event(p, SL_EV_DONE, r->id);
     if (e) {
         e->n_prompt = r->n_prompt;
         e->n_generated = r->n_gen;
+        e->n_cached = r->n_cached;
         e->prefill_s = r->t_first - r->t_submit;
         e->decode_s = r->t_last - r->t_first;
         e->stop = stop;
@@ -263,7 +384,7 @@ int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids,
 {
     const char *text = gp->prompt ? gp->prompt : "";
     char *chat_text = NULL;
-    if (gp->chat) {
+    if (gp->chat && !gp->formatted) {
         if (!p->chat)
             return sl_fail(err, "%s", p->chat_err.msg);
         sl_chat_msg turn = {SL_CHAT_USER, text};
@@ -333,11 +454,21 @@ int sl_pipeline_cancel(sl_pipeline *p, uint64_t id)
         r->cancelled = true; /* its token is on the way; drop it on arrival */
         return 0;
     }
+    r->clean_end = true; /* what it sent is still answered in order: its cache stays whole */
     fail_req(p, r, "cancelled");
     return 0;
 }
 
 int sl_pipeline_active(const sl_pipeline *p) { return p->n_active; }
+
+bool sl_pipeline_down(sl_pipeline *p)
+{
+    if (!p->coord)
+        return false;
+    pl_coord_status st;
+    pl_coord_status_get(p->coord, &st);
+    return st.n_down > 0;
+}
 
 /* ---- batches ---- */
 
@@ -346,10 +477,8 @@ static void assign_slots(sl_pipeline *p)
     for (request *r = p->reqs; r; r = r->next) {
         if (r->state != RQ_WAIT_SLOT)
             continue;
-        int s = 0;
-        while (s < p->cfg.limits.max_sequences && p->slot_used[s])
-            s++;
-        if (s == p->cfg.limits.max_sequences)
+        int s = pc_pick_slot(p, r);
+        if (s < 0)
             return;
         p->slot_used[s] = true;
         r->slot = s;
@@ -512,6 +641,7 @@ static void fail_named(sl_pipeline *p, const pl_msg *m)
 static bool take_token(sl_pipeline *p, request *r, int32_t tok, double t)
 {
     if (r->cancelled) {
+        r->clean_end = true;
         fail_req(p, r, "cancelled");
         return false;
     }
@@ -666,6 +796,7 @@ static void fail_all_inflight(sl_pipeline *p, const char *why)
  * come, are stale. */
 static void on_stage_death(sl_pipeline *p, const char *failure)
 {
+    pc_forget_all(p);
     p->stale_below = p->next_batch_id;
     p->fly_n = 0;
     p->fly_head = 0;
@@ -827,6 +958,8 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
         n_layer_stages += p->cfg.stages[i].kind == PL_STAGE_LAYERS;
     p->depth = n_layer_stages + 1;
     p->slot_used = calloc((size_t)seqs, sizeof *p->slot_used);
+    if (p->cfg.limits.prefix_cache && !p->cfg.spec.on && !(p->parked = calloc((size_t)seqs, sizeof *p->parked)))
+        return sl_fail(err, "out of memory");
     p->dirty = calloc((size_t)seqs, sizeof *p->dirty);
     p->fly = calloc((size_t)p->depth, sizeof *p->fly);
     p->b_req = malloc((size_t)rows * sizeof *p->b_req);
@@ -1084,6 +1217,7 @@ void sl_pipeline_close(sl_pipeline *p)
             free(p->fly[i].req);
     free(p->fly);
     free(p->slot_used);
+    pc_free(p);
     free(p->dirty);
     free(p->b_req);
     free(p->b_seq);

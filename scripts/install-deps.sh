@@ -13,6 +13,9 @@ PACKAGES=(
   python3 python3-numpy               # the numpy reference forward pass
   iproute2                            # network namespaces for multi-host tests, tc (tbf)
   nftables                            # packet loss on veth links in the chaos soak
+  nodejs npm                          # tests of `sluice serve` with the openai npm client
+  chromium                            # the chat page's test (headless, driven by playwright-core)
+  curl                                # tests of `sluice serve`'s endpoints
 )
 # Retraining the tiny models (not needed to build or test) also wants
 # python3-torch and libopenblas0-pthread: scripts/install-deps.sh --train.
@@ -31,4 +34,11 @@ if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# The serve tests' node packages (openai, playwright-core) go into
+# tests/node/node_modules (ignored by git), pinned by its package-lock.json.
+if command -v npm >/dev/null; then
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  (cd "$here/tests/node" && npm ci --no-audit --no-fund --silent) >&2
 fi

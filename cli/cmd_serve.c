@@ -1,0 +1,265 @@
+/* sluice serve: the pipeline of `sluice run`, loaded once, behind an
+ * OpenAI-style HTTP API and a chat page (see cli/serve.h for the threads). */
+#include <getopt.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "cli/pipecfg.h"
+#include "cli/serve.h"
+#include "model/gguf.h"
+#include "stages/spec.h"
+
+extern const char sv_page_html[];
+
+static const char usage[] =
+    "usage: sluice serve (-m FILE | -c CONFIG) [options]\n"
+    "\n"
+    "Loads the pipeline of `sluice run` once and serves it over HTTP until\n"
+    "SIGINT or SIGTERM: POST /v1/chat/completions and /v1/completions (OpenAI's\n"
+    "API, streamed as server-sent events with \"stream\": true), GET /v1/models,\n"
+    "GET /health (503 while loading or while a worker is down), GET /metrics\n"
+    "(Prometheus) and GET / (a chat page). Every open request is a sequence of\n"
+    "the pipeline's continuous batching; a client that disconnects cancels its\n"
+    "request.\n"
+    "\n"
+    "options:\n"
+    "  -m, --model FILE        GGUF model, run as the one-process pipeline\n"
+    "  -c, --config FILE       pipeline config (YAML; see configs/)\n"
+    "  --host IP               IPv4 address to listen on (default 127.0.0.1)\n"
+    "  --port N                port (default 8080; 0: any free port)\n"
+    "  --api-key-file F        every endpoint but /health and the page / needs the\n"
+    "                          header 'Authorization: Bearer KEY', KEY the file's\n"
+    "                          first line\n"
+    "  --chat-format NAME      turn format of chat requests (gemma); default: the\n"
+    "                          model's tokenizer.chat_template\n"
+    "  --slots N               KV slots (sequences decoded together) of the -m\n"
+    "                          pipeline (default 8; a config sets limits.max_sequences)\n"
+    "  --queue N               requests that may wait past limits.max_requests in\n"
+    "                          flight (default 64); more get 429 with Retry-After\n"
+    "  --no-prefix-cache       do not reuse a finished request's KV for a new\n"
+    "                          request with the same beginning\n"
+    "  -t, --threads N         OpenMP threads (default: all cores)\n"
+    "  --ctx N                 context length per sequence\n"
+    "  --kv-type T             KV cache type: f32, f16, bf16 or q8_0\n"
+    "  --draft FILE            speculative decoding with this draft model\n"
+    "  --draft-k N|auto        tokens drafted a step (default auto)\n"
+    "  --draft-threads N       the draft's own thread with N OpenMP threads\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "A request's sampling fields (temperature, top_p, top_k, min_p, seed,\n"
+    "repeat_penalty) override the config's sampling section.\n";
+
+typedef struct serve_opts {
+    cli_pipe_opts pipe;
+    const char *host, *key_file, *chat_format;
+    int port, threads, queue, draft_k, draft_threads;
+    bool draft_k_set, draft_auto, no_prefix_cache;
+} serve_opts;
+
+static int parse_args(int argc, char **argv, serve_opts *o)
+{
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},         {"model", required_argument, NULL, 'm'},
+        {"config", required_argument, NULL, 'c'}, {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'P'},   {"api-key-file", required_argument, NULL, 'K'},
+        {"chat-format", required_argument, NULL, 'F'}, {"slots", required_argument, NULL, 'S'},
+        {"queue", required_argument, NULL, 'Q'},  {"no-prefix-cache", no_argument, NULL, 'N'},
+        {"threads", required_argument, NULL, 't'}, {"ctx", required_argument, NULL, 'X'},
+        {"kv-type", required_argument, NULL, 'V'}, {"draft", required_argument, NULL, 'D'},
+        {"draft-k", required_argument, NULL, 'k'}, {"draft-threads", required_argument, NULL, 'd'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *cmd = argv[0];
+    int c;
+    while ((c = cli_getopt(argc, argv, ":hm:c:t:", longopts, usage)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'h': fputs(usage, stdout); return -1;
+        case 'm': o->pipe.model = optarg; break;
+        case 'c': o->pipe.config = optarg; break;
+        case 'H': o->host = optarg; break;
+        case 'P': bad = cli_parse_int(optarg, 0, 65535, &o->port); break;
+        case 'K': o->key_file = optarg; break;
+        case 'F': o->chat_format = optarg; bad = !sv_chat_format_known(optarg); break;
+        case 'S': bad = cli_parse_int(optarg, 1, 64, &o->pipe.max_sequences); break;
+        case 'Q': bad = cli_parse_int(optarg, 0, 1 << 20, &o->queue); break;
+        case 'N': o->no_prefix_cache = true; break;
+        case 't': bad = cli_parse_int(optarg, 1, 4096, &o->threads); break;
+        case 'X': bad = cli_parse_int(optarg, 16, 1 << 24, &o->pipe.n_ctx); break;
+        case 'V':
+            o->pipe.kv_type = sl_type_from_name(optarg);
+            bad = o->pipe.kv_type != SL_TYPE_F32 && o->pipe.kv_type != SL_TYPE_F16 &&
+                  o->pipe.kv_type != SL_TYPE_BF16 && o->pipe.kv_type != SL_TYPE_Q8_0;
+            o->pipe.kv_type_set = true;
+            break;
+        case 'D': o->pipe.draft = optarg; break;
+        case 'k':
+            o->draft_auto = strcmp(optarg, "auto") == 0;
+            bad = !o->draft_auto && cli_parse_int(optarg, 0, SL_SPEC_K_MAX, &o->draft_k);
+            o->draft_k_set = !o->draft_auto;
+            break;
+        case 'd': bad = cli_parse_int(optarg, 1, 4096, &o->draft_threads); break;
+        default: return CLI_USAGE;
+        }
+        if (bad)
+            return cli_usage(cmd, usage, "%s: invalid value '%s'", cli_opt_name(longopts, c), optarg);
+    }
+    if (optind < argc)
+        return cli_usage(cmd, usage, "unexpected argument '%s'", argv[optind]);
+    if (!o->pipe.model == !o->pipe.config)
+        return cli_usage(cmd, usage, "give exactly one of -m FILE and -c CONFIG");
+    if (!o->pipe.draft && (o->draft_k_set || o->draft_auto || o->draft_threads))
+        return cli_usage(cmd, usage, "--draft-k and --draft-threads need --draft");
+    return 0;
+}
+
+/* The key is the file's first line (surrounding blanks dropped). */
+static int read_key(sv_server *s, const char *path, sl_err *err)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return sl_fail(err, "--api-key-file %s: cannot open", path);
+    char line[1024];
+    bool got = fgets(line, sizeof line, fp) != NULL;
+    fclose(fp);
+    char *k = line;
+    size_t n = got ? strlen(line) : 0;
+    while (n && (k[n - 1] == '\n' || k[n - 1] == '\r' || k[n - 1] == ' ' || k[n - 1] == '\t'))
+        k[--n] = 0;
+    while (*k == ' ' || *k == '\t')
+        k++, n--;
+    if (n < 8)
+        return sl_fail(err, "--api-key-file %s: the first line must hold a key of at least 8 characters", path);
+    if (!(s->api_key = strdup(k)))
+        return sl_fail(err, "out of memory");
+    s->api_key_len = n;
+    return 0;
+}
+
+/* The model's name (its file's, without .gguf) and chat template. */
+static int read_model_info(sv_server *s, sl_err *err)
+{
+    const char *base = strrchr(s->cfg->model, '/');
+    base = base ? base + 1 : s->cfg->model;
+    snprintf(s->model_name, sizeof s->model_name, "%.200s", base);
+    size_t n = strlen(s->model_name);
+    if (n > 5 && strcmp(s->model_name + n - 5, ".gguf") == 0)
+        s->model_name[n - 5] = 0;
+    gguf_file *f;
+    if (gguf_open(&f, s->cfg->model, err))
+        return -1;
+    int rc = gguf_get_str(f, "tokenizer.chat_template", &s->chat_template, err);
+    gguf_close(f);
+    return rc < 0 ? -1 : 0;
+}
+
+static volatile sig_atomic_t stop_signal;
+static void on_signal(int sig) { stop_signal = sig; }
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits for the driver to load the pipeline (or a signal); returns 0 when
+ * it serves. */
+static int wait_ready(sv_server *s, sl_err *err)
+{
+    while (s->state == SV_LOADING && !stop_signal)
+        sleep_ms(20);
+    if (s->state == SV_FAILED)
+        return sl_fail(err, "%s", s->load_error);
+    return stop_signal ? -1 : 0;
+}
+
+static int setup(sv_server *s, pl_config *cfg, const serve_opts *o, sl_err *err)
+{
+    if (cli_pipeline_config(cfg, &o->pipe, err))
+        return -1;
+    if (o->pipe.draft &&
+        cli_pipeline_add_draft(cfg, o->pipe.draft, o->draft_k, o->draft_k_set, o->draft_threads, err))
+        return -1;
+    if (o->no_prefix_cache)
+        cfg->limits.prefix_cache = false;
+    s->cfg = cfg;
+    s->max_running = cfg->limits.max_requests;
+    s->max_queue = o->queue;
+    s->chat_format = o->chat_format;
+    s->page = sv_page_html;
+    sl_pipeline_opts_default(&s->popts);
+    s->popts.threads = o->threads;
+    if (o->key_file && read_key(s, o->key_file, err))
+        return -1;
+    return read_model_info(s, err);
+}
+
+/* Loads, serves until a signal, shuts down in order: the driver fails what
+ * is left (every client gets an answer), the HTTP threads end, then the
+ * pipeline closes (no stage or worker left behind). */
+static int serve(sv_server *s, const serve_opts *o, sl_err *err)
+{
+    const char *host = o->host ? o->host : "127.0.0.1";
+    if (strncmp(host, "127.", 4) != 0 && !s->api_key)
+        fprintf(stderr, "sluice serve: warning: listening on %s, beyond this machine, with no API key: anyone who "
+                        "reaches the port can use the model (give --api-key-file)\n", host);
+    void *daemon = NULL;
+    if (sv_http_start(s, host, o->port, &daemon, err))
+        return -1;
+    pthread_t driver;
+    if (pthread_create(&driver, NULL, sv_driver_main, s)) {
+        sv_http_stop(daemon);
+        return sl_fail(err, "cannot start the driver thread");
+    }
+    int rc = wait_ready(s, err);
+    if (rc == 0) {
+        printf("sluice serve: %s ready at http://%s:%d/ (%d stage%s, %d slots, context %d)\n", s->model_name, host,
+               sv_http_port(daemon), s->cfg->n_stages, s->cfg->n_stages == 1 ? "" : "s",
+               s->cfg->limits.max_sequences, s->cfg->limits.context);
+        fflush(stdout);
+        while (!stop_signal)
+            sleep_ms(50);
+        fprintf(stderr, "sluice serve: %s: shutting down\n", stop_signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
+    sv_driver_stop(s);
+    pthread_join(driver, NULL);
+    sv_wait_answered(s, 5.0);
+    sv_http_stop(daemon);
+    sl_pipeline_close(s->pipe);
+    s->pipe = NULL;
+    return rc;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    serve_opts o = {.port = 8080, .queue = 64, .pipe.max_sequences = 8};
+    int rc = parse_args(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
+    if (o.threads)
+        omp_set_num_threads(o.threads);
+    sl_err err = {{0}};
+    sv_server s;
+    pl_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg || sv_server_init(&s)) {
+        free(cfg);
+        return cli_fail(argv[0], "out of memory");
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    rc = setup(&s, cfg, &o, &err) || serve(&s, &o, &err) ? CLI_FAIL : CLI_OK;
+    if (rc == CLI_FAIL && err.msg[0])
+        cli_fail(argv[0], "%s", err.msg);
+    free(s.api_key);
+    free(s.chat_template);
+    sv_server_destroy(&s);
+    free(cfg);
+    return rc;
+}
