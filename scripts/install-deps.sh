@@ -13,7 +13,6 @@ PACKAGES=(
   python3 python3-numpy               # the numpy reference forward pass
   iproute2                            # network namespaces for multi-host tests, tc (tbf)
   nftables                            # packet loss on veth links in the chaos soak
-  nodejs npm                          # tests of `sluice serve` with the openai npm client
   chromium                            # the chat page's test (headless, driven by playwright-core)
   curl                                # tests of `sluice serve`'s endpoints
 )
@@ -30,6 +29,12 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm for the serve tests (the openai npm client, playwright-core):
+# Debian's packages where the machine has none (an image may bring its own
+# Node.js with npm inside, which Debian's npm package would conflict with).
+if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+  missing+=(nodejs npm)
+fi
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq

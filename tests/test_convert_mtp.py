@@ -138,11 +138,11 @@ def main():
                                 "2,9,40,77,300,12,5,8,100", "-k", "4", "-o", d], check=True)
                 dumps.append(open(d).read())
             check(dumps[0] == dumps[1], "the converted assistant drafts differently")
-        # malformed checkpoints
+        # malformed checkpoints (each to a new path: convert refuses to overwrite)
         del config["backbone_hidden_size"]
         with open(os.path.join(hf, "config.json"), "w") as fh:
             json.dump(config, fh)
-        p = convert(sluice, hf, out)
+        p = convert(sluice, hf, os.path.join(tmp, "bad1.gguf"))
         check(p.returncode != 0 and "backbone_hidden_size" in p.stderr,
               "no backbone_hidden_size: %r" % p.stderr)
         config["backbone_hidden_size"] = 256
@@ -150,12 +150,12 @@ def main():
             json.dump(config, fh)
         del tensors["post_projection.weight"]
         write_safetensors(os.path.join(hf, "model.safetensors"), tensors)
-        p = convert(sluice, hf, out)
+        p = convert(sluice, hf, os.path.join(tmp, "bad2.gguf"))
         check(p.returncode != 0 and "missing tensor post_projection.weight" in p.stderr,
               "no post_projection: %r" % p.stderr)
         tensors["post_projection.weight"] = np.zeros((256, 64), np.float32)
         write_safetensors(os.path.join(hf, "model.safetensors"), tensors)
-        p = convert(sluice, hf, out)
+        p = convert(sluice, hf, os.path.join(tmp, "bad3.gguf"))
         check(p.returncode != 0 and "post_projection.weight has shape [256, 64], expected [256, 128]"
               in p.stderr, "misshapen post_projection: %r" % p.stderr)
     if FAILS:
