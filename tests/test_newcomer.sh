@@ -7,30 +7,8 @@ set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 MODEL=$SRC/models/tiny-gemma3.gguf
-T=$(mktemp -d /tmp/sln.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-fails=0
-checks=0
-ok() { checks=$((checks + 1)); }
-bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
-# expect STATUS CMD...: runs CMD, stdout to $T/out, stderr to $T/err
-expect() {
-    local want=$1
-    shift
-    "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" -eq "$want" ]; then ok; else
-        bad "exit $got (want $want): $*"
-        sed 's/^/  | /' "$T/err" | head -5 >&2
-    fi
-}
-# has FILE PATTERN WHAT
-has() {
-    if grep -qE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; fi
-}
-hasnt() {
-    if grep -qE -- "$2" "$1"; then bad "$3: /$2/ in $(basename "$1")"; else ok; fi
-}
+. "$SRC/tests/lib/check.sh"
+scratch sln
 
 # ---- version: what was built and which kernels run ----
 expect 0 "$SLUICE" --version
@@ -324,5 +302,4 @@ sed -i "s/    layers: \[0, 6\]/    layers: [0, 6]\n    threads: $((ncores * 8))/
 expect 0 "$SLUICE" run -c "$T/threads.yaml" -p hi -n 1
 has "$T/err" "warning: .*asks for $((ncores * 8)) threads, but this machine has [0-9]+ cores" "run warns of more threads than cores"
 
-echo "test_newcomer: $checks checks, $fails failed" >&2
-[ $fails -eq 0 ]
+finish test_newcomer

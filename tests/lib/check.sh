@@ -22,6 +22,8 @@ _show() { sed 's/^/  | /' "$1" 2>/dev/null | tail -"${HAS_SHOW:-5}" >&2; }
 
 # has FILE ERE WHAT: some line of FILE matches the extended regex ERE
 has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; _show "$1"; fi; }
+# hasnt FILE ERE WHAT: no line of FILE matches ERE
+hasnt() { if grep -aqE -- "$2" "$1"; then bad "$3: /$2/ in $(basename "$1")"; _show "$1"; else ok; fi; }
 # has_str FILE TEXT WHAT: some line of FILE contains TEXT as it is
 has_str() { if grep -aqF -- "$2" "$1"; then ok; else bad "$3: no '$2' in $(basename "$1")"; _show "$1"; fi; }
 
