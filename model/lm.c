@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int sl_lm_load(sl_lm **out, const char *path, sl_err *err)
+int sl_lm_load_weights(sl_lm **out, const char *path, sl_err *err)
 {
     *out = NULL;
     sl_lm *lm = calloc(1, sizeof *lm);
@@ -15,12 +15,20 @@ int sl_lm_load(sl_lm **out, const char *path, sl_err *err)
         sl_lm_free(lm);
         return -1;
     }
-    if (sl_tok_load_gguf(&lm->tok, lm->model->gguf, err)) {
+    *out = lm;
+    return 0;
+}
+
+int sl_lm_load(sl_lm **out, const char *path, sl_err *err)
+{
+    if (sl_lm_load_weights(out, path, err))
+        return -1;
+    if (sl_tok_load_gguf(&(*out)->tok, (*out)->model->gguf, err)) {
         sl_wrap(err, "%s: tokenizer", path);
-        sl_lm_free(lm);
+        sl_lm_free(*out);
+        *out = NULL;
         return -1;
     }
-    *out = lm;
     return 0;
 }
 

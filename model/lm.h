@@ -44,6 +44,9 @@ typedef struct sl_lm_size {
 
 /* Loads path's whole model and its tokenizer; no cache yet. */
 int sl_lm_load(sl_lm **out, const char *path, sl_err *err);
+/* The same without the tokenizer (tok stays NULL): for a draft stage, which
+ * sees token ids only (the driver checks the vocabularies agree). */
+int sl_lm_load_weights(sl_lm **out, const char *path, sl_err *err);
 int sl_lm_alloc(sl_lm *lm, const sl_lm_size *size, sl_err *err);
 /* Load and alloc for speculative decoding: one sequence of n_ctx positions
  * in f32 without rings, batches of up to max_tokens. */

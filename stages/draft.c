@@ -641,7 +641,7 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     if (!ds->lookup) {
         if (!spec->draft_model || !spec->draft_model[0])
             return sl_fail(err, "speculative decoding needs a draft model or prompt-lookup");
-        if (sl_lm_load(&ds->lm, spec->draft_model, err))
+        if (sl_lm_load_weights(&ds->lm, spec->draft_model, err))
             return -1;
         ds->model = ds->lm->model;
     }
