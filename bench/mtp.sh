@@ -22,6 +22,6 @@ bin=$(mktemp)
 trap 'rm -f "$bin"' EXIT
 # the libraries the sluice binary links, as ninja knows them
 libs=$(ninja -C build -t commands sluice | tail -1 | tr ' ' '\n' | grep -E '^-l|\.so$' | tr '\n' ' ')
-g++ -O2 -fopenmp -I. -Ibuild -x c -std=gnu17 bench/mtp_cost.c -x none build/libsluice_core.a \
+g++ -O2 -I. -Ibuild -x c -std=gnu17 bench/mtp_cost.c -x none build/libsluice_core.a \
     $libs -lpthread -o "$bin"
 "$bin" "$target" "$assistant" "$PROMPT" "$REPEAT"

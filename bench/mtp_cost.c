@@ -10,7 +10,6 @@
  * (it links with the libraries of build/sluice: see the script), then
  *   mtp_cost TARGET.gguf ASSISTANT.gguf [P] [R]
  */
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,8 @@
 #include "model/forward.h"
 #include "model/kv.h"
 #include "model/mtp.h"
+#include "util/clock.h"
+#include "util/pool.h"
 
 static void die(const sl_err *err)
 {
@@ -80,23 +81,23 @@ int main(int argc, char **argv)
     double best_draft = 1e30, best_target = 1e30;
     sl_mtp_out o;
     for (int r = 0; r < R; r++) {
-        double t0 = omp_get_wtime();
+        double t0 = sl_now_s();
         if (sl_mtp_step(ctx, h, tok[P - 1], P, rows, &o, &err))
             die(&err);
-        double t1 = omp_get_wtime();
+        double t1 = sl_now_s();
         best_draft = t1 - t0 < best_draft ? t1 - t0 : best_draft;
         /* the target's step at position P, cut back so every run sees P keys */
         int32_t one_tok = tok[r % P], one_seq = 0, one_pos = P;
         sl_batch one = {.n_tokens = 1, .token = &one_tok, .seq = &one_seq, .pos = &one_pos};
-        t0 = omp_get_wtime();
+        t0 = sl_now_s();
         if (sl_embed(t, &one_tok, 1, x, &err) || sl_forward_layers(fwd, kv, &one, x, &err) ||
             sl_head(fwd, x, 1, logits, &err))
             die(&err);
-        t1 = omp_get_wtime();
+        t1 = sl_now_s();
         sl_kv_truncate(kv, 0, P);
         best_target = t1 - t0 < best_target ? t1 - t0 : best_target;
     }
-    printf("threads %d, prompt %d, best of %d\n", omp_get_max_threads(), P, R);
+    printf("threads %d, prompt %d, best of %d\n", sl_pool_threads(), P, R);
     printf("target decode step   %8.3f ms\n", best_target * 1e3);
     printf("assistant draft step %8.3f ms  (%d candidate logits)\n", best_draft * 1e3, o.n_logits);
     printf("ratio draft/target   %8.3f\n", best_draft / best_target);

@@ -92,5 +92,5 @@ echo
 echo "(c) per-hop latency of a 1-row decode message"
 BUILD=$(dirname "$SLUICE")
 cc -O2 -std=gnu17 -I. -I"$BUILD" bench/wire_latency.c "$BUILD/libsluice_core.a" \
-   $(pkg-config --libs libzmq libprotobuf-c) -fopenmp -lm -lpthread -o "$work/wire_latency"
+   $(pkg-config --libs libzmq libprotobuf-c) -lm -lpthread -o "$work/wire_latency"
 "$work/wire_latency" 5000

@@ -5,7 +5,6 @@
  * for a cluster file. */
 #include <getopt.h>
 #include <json-c/json.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include "kernels/quant.h"
 #include "model/lm.h"
 #include "util/cpus.h"
+#include "util/pool.h"
 
 static const char usage[] =
     "usage: sluice bench -m FILE [options]\n"
@@ -264,7 +264,7 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
         json_object *j = json_object_new_object();
         json_object_object_add(j, "model", json_object_new_string(o->model));
         json_object_object_add(j, "arch", json_object_new_string(m->cfg.arch));
-        json_object_object_add(j, "threads", json_object_new_int(omp_get_max_threads()));
+        json_object_object_add(j, "threads", json_object_new_int(sl_pool_threads()));
         json_object_object_add(j, "prompt_tokens", json_object_new_int(o->n_prompt));
         json_object_object_add(j, "gen_tokens", json_object_new_int(o->n_gen));
         json_object_object_add(j, "prefill_tok_s", json_object_new_double(pre_tps));
@@ -290,7 +290,7 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
         return;
     }
     printf("sluice bench: %s (%s, %d layers), %d threads, best of %d\n", o->model, m->cfg.arch,
-           m->cfg.n_layer, omp_get_max_threads(), o->repeat);
+           m->cfg.n_layer, sl_pool_threads(), o->repeat);
     if (o->kernels)
         printf("kernels: matmul %s; attention %s; element-wise ops %s; activations %s; AMX %s\n",
                paths, attention_path(m), sl_path_name(sl_path_active()),
@@ -371,7 +371,7 @@ done:
  * bandwidth and matmul throughput from it). */
 static int calibrate(void)
 {
-    int threads = omp_get_max_threads();
+    int threads = sl_pool_threads();
     fprintf(stderr, "calibrate: read bandwidth...\n");
     double bw = sl_probe_read_bw((size_t)512 << 20, 5);
     fprintf(stderr, "calibrate: GEMV (decode) and GEMM (prefill) on Q4_0 4096 x 4096...\n");
@@ -437,7 +437,7 @@ int cmd_bench(int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage(argv[0], usage, "unexpected argument '%s'", argv[optind]);
-    omp_set_num_threads(sl_cpus_threads(o.threads)); /* the CPUs this process was given */
+    sl_pool_set_threads(sl_cpus_threads(o.threads)); /* the CPUs this process was given */
     if (o.calibrate)
         return calibrate();
     if (!o.model)

@@ -5,7 +5,6 @@
  * at least n_ctx/2 tokens of context. */
 #include <getopt.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "cli/cli.h"
 #include "model/lm.h"
 #include "util/cpus.h"
+#include "util/pool.h"
 
 static const char usage[] =
     "usage: sluice perplexity -m FILE -f TEXT [options]\n"
@@ -245,6 +245,6 @@ int cmd_perplexity(int argc, char **argv)
         o.n_batch = o.n_ctx < 512 ? o.n_ctx : 512;
     if (o.n_batch > o.n_ctx)
         o.n_batch = o.n_ctx;
-    omp_set_num_threads(sl_cpus_threads(o.threads)); /* the CPUs this process was given */
+    sl_pool_set_threads(sl_cpus_threads(o.threads)); /* the CPUs this process was given */
     return perplexity(argv[0], &o);
 }

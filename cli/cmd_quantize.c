@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "model/gguf.h"
+#include "util/pool.h"
 
 static const char usage[] =
     "usage: sluice quantize IN OUT --type TYPE\n"
@@ -93,29 +94,41 @@ static void print_tally(const type_tally *tl)
     fputc('\n', stderr);
 }
 
+typedef struct convert_args {
+    const gguf_tensor *t;
+    sl_type to;
+    uint8_t *out;
+    _Atomic int failed;
+} convert_args;
+
+static void convert_rows(void *arg, int64_t r0, int64_t r1)
+{
+    convert_args *a = arg;
+    int64_t n_in = a->t->ne[0];
+    size_t in_row = sl_row_bytes(a->t->type, n_in), out_row = sl_row_bytes(a->to, n_in);
+    float *row = malloc((size_t)n_in * sizeof *row);
+    if (!row) {
+        atomic_store(&a->failed, 1);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        cli_row_to_f32(a->t->type, (const uint8_t *)a->t->data + (size_t)r * in_row, row, n_in);
+        cli_row_from_f32(a->to, row, a->out + (size_t)r * out_row, n_in);
+    }
+    free(row);
+}
+
 static void *convert(const gguf_tensor *t, sl_type to, size_t *size)
 {
     int64_t n_in = t->ne[0], n_rows = t->size / sl_row_bytes(t->type, n_in);
-    size_t in_row = sl_row_bytes(t->type, n_in), out_row = sl_row_bytes(to, n_in);
+    size_t out_row = sl_row_bytes(to, n_in);
     *size = out_row * (size_t)n_rows;
     uint8_t *out = malloc(*size);
     if (!out)
         return NULL;
-    int failed = 0;
-#pragma omp parallel reduction(| : failed)
-    {
-        float *row = malloc((size_t)n_in * sizeof *row);
-        failed = !row;
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < n_rows; r++) {
-            if (!row)
-                continue;
-            cli_row_to_f32(t->type, (const uint8_t *)t->data + (size_t)r * in_row, row, n_in);
-            cli_row_from_f32(to, row, out + (size_t)r * out_row, n_in);
-        }
-        free(row);
-    }
-    if (failed) {
+    convert_args ca = {t, to, out, 0};
+    sl_pool_for(n_rows, 1, convert_rows, &ca);
+    if (atomic_load(&ca.failed)) {
         free(out);
         return NULL;
     }

@@ -2,7 +2,6 @@
  * the one-process default (embed, all layers, head, sample on threads);
  * with -c CONFIG it is whatever the config declares. Same runtime either way. */
 #include <getopt.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include "pipeline/status.h"
 #include "stages/sampler.h"
 #include "stages/spec.h"
+#include "util/pool.h"
 
 static const char usage[] =
     "usage: sluice run (-m FILE | -c CONFIG) (-p PROMPT | --prompts FILE) [options]\n"
@@ -505,7 +505,7 @@ int cmd_run(int argc, char **argv)
     if (rc)
         return rc < 0 ? CLI_OK : rc;
     if (o.threads)
-        omp_set_num_threads(o.threads);
+        sl_pool_set_threads(o.threads);
     install_stop_handlers();
     sl_err err = {{0}};
     cli_prompts pr;

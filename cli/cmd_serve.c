@@ -1,7 +1,6 @@
 /* sluice serve: the pipeline of `sluice run`, loaded once, behind an
  * OpenAI-style HTTP API and a chat page (see cli/serve.h for the threads). */
 #include <getopt.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include "cli/serve.h"
 #include "model/gguf.h"
 #include "stages/spec.h"
+#include "util/pool.h"
 
 extern const char sv_page_html[];
 
@@ -242,7 +242,7 @@ int cmd_serve(int argc, char **argv)
     if (rc)
         return rc < 0 ? CLI_OK : rc;
     if (o.threads)
-        omp_set_num_threads(o.threads);
+        sl_pool_set_threads(o.threads);
     sl_err err = {{0}};
     sv_server s;
     pl_config *cfg = calloc(1, sizeof *cfg);

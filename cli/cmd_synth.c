@@ -11,6 +11,7 @@
 #include "model/config.h"
 #include "model/gguf.h"
 #include "stages/sampler.h"
+#include "util/pool.h"
 
 static const char usage[] =
     "usage: sluice synth --arch ARCH --size SIZE -o FILE [options]\n"
@@ -512,6 +513,31 @@ static void fill_row(const synth_opts *o, int ti, int64_t r, const tensor_spec *
     }
 }
 
+typedef struct make_args {
+    const synth_opts *o;
+    int ti;
+    const tensor_spec *t;
+    sl_type type;
+    uint8_t *data;
+    _Atomic int failed;
+} make_args;
+
+static void make_rows(void *arg, int64_t r0, int64_t r1)
+{
+    make_args *a = arg;
+    size_t row_bytes = sl_row_bytes(a->type, a->t->ne[0]);
+    float *row = malloc((size_t)a->t->ne[0] * sizeof *row);
+    if (!row) {
+        atomic_store(&a->failed, 1);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        fill_row(a->o, a->ti, r, a->t, row);
+        cli_row_from_f32(a->type, row, a->data + (size_t)r * row_bytes, a->t->ne[0]);
+    }
+    free(row);
+}
+
 /* Generates and converts one tensor; returns its malloc'd data. */
 static void *make_tensor(const synth_opts *o, int ti, const tensor_spec *t, sl_type type, size_t *size)
 {
@@ -520,21 +546,9 @@ static void *make_tensor(const synth_opts *o, int ti, const tensor_spec *t, sl_t
     uint8_t *data = malloc(*size);
     if (!data)
         return NULL;
-    int failed = 0;
-#pragma omp parallel reduction(| : failed)
-    {
-        float *row = malloc((size_t)t->ne[0] * sizeof *row);
-        failed = !row;
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < t->ne[1]; r++) {
-            if (!row)
-                continue;
-            fill_row(o, ti, r, t, row);
-            cli_row_from_f32(type, row, data + (size_t)r * row_bytes, t->ne[0]);
-        }
-        free(row);
-    }
-    if (failed) {
+    make_args ma = {o, ti, t, type, data, 0};
+    sl_pool_for(t->ne[1], 1, make_rows, &ma);
+    if (atomic_load(&ma.failed)) {
         free(data);
         return NULL;
     }

@@ -1,6 +1,5 @@
 #include "kernels/matmul.h"
 
-#include <omp.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 #include "kernels/cpu.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/quant.h"
+#include "util/pool.h"
 
 /* Rows a thread takes at a time: a multiple of every tile's row count, and
  * small enough that the weights of a chunk stay in L2 while a prefill batch
@@ -145,19 +145,40 @@ static sl_r16b_fn r16b_for(sl_path path, sl_type wtype)
     return NULL;
 }
 
-/* x rounded to bf16 (kept as floats), and as pairs of bf16 bits. */
-static void round_bf16(const float *x, float *xb, uint32_t *pairs, int64_t n_tok, int64_t n_in,
-                       bool par)
+/* Pool grain of a per-token pass over n_tok x n_in activations: serial
+ * below 64K elements (a team costs more than it saves). */
+static int64_t act_grain(int64_t n_tok, int64_t n_in)
 {
-#pragma omp parallel for schedule(static) if (par && n_tok * n_in >= (1 << 16))
-    for (int64_t t = 0; t < n_tok; t++) {
+    return n_tok * n_in >= (1 << 16) ? 1 : n_tok;
+}
+
+typedef struct bf16_args {
+    const float *x;
+    float *xb;
+    uint32_t *pairs;
+    int64_t n_in;
+} bf16_args;
+
+static void round_bf16_range(void *arg, int64_t t0, int64_t t1)
+{
+    const bf16_args *a = arg;
+    const float *x = a->x;
+    int64_t n_in = a->n_in;
+    for (int64_t t = t0; t < t1; t++) {
         for (int64_t i = 0; i < n_in; i++)
-            xb[t * n_in + i] = sl_bf16_to_f32(sl_f32_to_bf16(x[t * n_in + i]));
-        if (pairs)
+            a->xb[t * n_in + i] = sl_bf16_to_f32(sl_f32_to_bf16(x[t * n_in + i]));
+        if (a->pairs)
             for (int64_t i = 0; i + 1 < n_in; i += 2)
-                pairs[t * (n_in / 2) + i / 2] = (uint32_t)sl_f32_to_bf16(x[t * n_in + i]) |
-                                                ((uint32_t)sl_f32_to_bf16(x[t * n_in + i + 1]) << 16);
+                a->pairs[t * (n_in / 2) + i / 2] = (uint32_t)sl_f32_to_bf16(x[t * n_in + i]) |
+                                                   ((uint32_t)sl_f32_to_bf16(x[t * n_in + i + 1]) << 16);
     }
+}
+
+/* x rounded to bf16 (kept as floats), and as pairs of bf16 bits. */
+static void round_bf16(const float *x, float *xb, uint32_t *pairs, int64_t n_tok, int64_t n_in)
+{
+    bf16_args a = {x, xb, pairs, n_in};
+    sl_pool_for(n_tok, act_grain(n_tok, n_in), round_bf16_range, &a);
 }
 
 /* ---- the driver: one or more matrices that read the same x ---- */
@@ -272,11 +293,24 @@ static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in
     return nd;
 }
 
+typedef struct q8_args {
+    sl_q8act *a;
+    const float *x;
+    int64_t n_in;
+} q8_args;
+
+static void quantize_range(void *arg, int64_t t0, int64_t t1)
+{
+    const q8_args *q = arg;
+    for (int64_t t = t0; t < t1; t++)
+        sl_q8act_quantize(q->a, t, q->x + t * q->n_in);
+}
+
 /* The activations' other forms, made once for all jobs (a token's bytes do
  * not depend on its batch): quantised into *a (memory in *q8_mem), rounded
  * to bf16 into *xb and *xpairs. Jobs of BF16 weights are pointed at *xb. */
 static void prepare_acts(const needs *nd, plan *pl, int n_jobs, int64_t n_in, const float *x,
-                         int64_t n_tok, bool par, sl_q8act *a, void **q8_mem, float **xb,
+                         int64_t n_tok, sl_q8act *a, void **q8_mem, float **xb,
                          uint32_t **xpairs)
 {
     if (nd->q8) {
@@ -284,25 +318,47 @@ static void prepare_acts(const needs *nd, plan *pl, int n_jobs, int64_t n_in, co
         if (!*q8_mem)
             abort(); /* a few KB per token: nothing sensible is left to do */
         sl_q8act_init(a, *q8_mem, n_tok, n_in);
-#pragma omp parallel for schedule(static) if (par && n_tok * n_in >= (1 << 16))
-        for (int64_t t = 0; t < n_tok; t++)
-            sl_q8act_quantize(a, t, x + t * n_in);
+        q8_args q = {a, x, n_in};
+        sl_pool_for(n_tok, act_grain(n_tok, n_in), quantize_range, &q);
     }
     if (nd->bf) {
         *xb = malloc(sizeof(float) * (size_t)(n_tok * n_in));
         *xpairs = nd->pairs ? malloc(sizeof(uint32_t) * (size_t)(n_tok * (n_in / 2) + 1)) : NULL;
         if (!*xb || (nd->pairs && !*xpairs))
             abort();
-        round_bf16(x, *xb, *xpairs, n_tok, n_in, par);
+        round_bf16(x, *xb, *xpairs, n_tok, n_in);
         for (int i = 0; i < n_jobs; i++)
             if (pl[i].job->type == SL_TYPE_BF16)
                 pl[i].x = *xb;
     }
 }
 
+/* One call's units of work: (token block, row chunk) pairs, token block
+ * major, so threads sweep one block of tokens before the next. */
+typedef struct jobs_args {
+    const plan *pl;
+    int n_jobs;
+    int64_t n_in, n_tok, tb, n_chunks;
+    const sl_q8act *a;
+    const uint32_t *xpairs;
+} jobs_args;
+
+static void jobs_range(void *arg, int64_t u0, int64_t u1)
+{
+    const jobs_args *j = arg;
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t t0 = u / j->n_chunks * j->tb, c = u % j->n_chunks;
+        int64_t t1 = t0 + j->tb < j->n_tok ? t0 + j->tb : j->n_tok;
+        int i = 0;
+        while (i + 1 < j->n_jobs && c >= j->pl[i + 1].chunk0)
+            i++;
+        run_chunk(&j->pl[i], c, j->n_in, t0, t1, j->a, j->xpairs);
+    }
+}
+
 /* Row chunks are independent and each (row, token) is computed whole by one
  * thread, so the thread count never changes a bit of y. All jobs share one
- * parallel region: one wake-up of the team instead of one per matrix. */
+ * parallel call: one wake-up of the pool instead of one per matrix. */
 static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const float *x,
                      int64_t n_tok, bool ref)
 {
@@ -315,28 +371,18 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     }
     plan pl[MAX_JOBS];
     needs nd = plan_jobs(pl, jobs, n_jobs, n_in, x, n_tok, ref);
-    bool par = !omp_in_parallel();
     void *q8_mem = NULL;
     sl_q8act a = {0};
     float *xb = NULL;
     uint32_t *xpairs = NULL;
-    prepare_acts(&nd, pl, n_jobs, n_in, x, n_tok, par, &a, &q8_mem, &xb, &xpairs);
-    bool team = par && nd.n_chunks > 1 && nd.macs >= PARALLEL_MIN_MACS;
+    prepare_acts(&nd, pl, n_jobs, n_in, x, n_tok, &a, &q8_mem, &xb, &xpairs);
+    bool team = nd.n_chunks > 1 && nd.macs >= PARALLEL_MIN_MACS;
     int64_t tb = token_block(n_in, nd.q8);
-    int64_t n_chunks = nd.n_chunks;
-    /* Outputs of different chunks never overlap, so a thread moves on to
-     * the next block of tokens without waiting for the others. */
-#pragma omp parallel if (team)
-    for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
-        int64_t t1 = t0 + tb < n_tok ? t0 + tb : n_tok;
-#pragma omp for schedule(static) nowait
-        for (int64_t c = 0; c < n_chunks; c++) {
-            int i = 0;
-            while (i + 1 < n_jobs && c >= pl[i + 1].chunk0)
-                i++;
-            run_chunk(&pl[i], c, n_in, t0, t1, &a, xpairs);
-        }
-    }
+    /* Outputs of different units never overlap: a thread moves on to the
+     * next block of tokens without waiting for the others. */
+    jobs_args ja = {pl, n_jobs, n_in, n_tok, tb, nd.n_chunks, &a, xpairs};
+    int64_t units = (n_tok + tb - 1) / tb * nd.n_chunks;
+    sl_pool_for(units, team ? 1 : units, jobs_range, &ja);
     free(q8_mem);
     free(xb);
     free(xpairs);

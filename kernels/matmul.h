@@ -1,8 +1,8 @@
 /* Matrix multiplication with weights in any supported type.
  *
  * Weights are never expanded to floats in memory: each path dequantises a
- * block into registers inside its inner loop. OpenMP splits output rows
- * across the team.
+ * block into registers inside its inner loop. The worker pool (util/pool.h)
+ * splits output rows across threads.
  *
  * Determinism contract (what makes pipeline splits and batching bit-exact):
  * y[t][o] is bit-identical whatever n_tok is, whichever row t of the batch the

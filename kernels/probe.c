@@ -1,6 +1,5 @@
 #include "kernels/probe.h"
 
-#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +7,31 @@
 
 #include "kernels/matmul.h"
 #include "kernels/quant.h"
+#include "util/clock.h"
+#include "util/pool.h"
+
+typedef struct bw_args {
+    uint64_t *buf;
+    _Atomic uint64_t sink;
+} bw_args;
+
+static void touch_range(void *arg, int64_t i0, int64_t i1)
+{
+    bw_args *a = arg;
+    for (int64_t i = i0; i < i1; i++)
+        a->buf[i] = (uint64_t)i;
+}
+
+/* Reads groups [g0, g1) of 4 words. */
+static void read_range(void *arg, int64_t g0, int64_t g1)
+{
+    bw_args *a = arg;
+    const uint64_t *buf = a->buf;
+    uint64_t part = 0;
+    for (int64_t i = g0 * 4; i < g1 * 4; i += 4)
+        part += (buf[i] ^ buf[i + 1]) + (buf[i + 2] ^ buf[i + 3]);
+    atomic_fetch_add_explicit(&a->sink, part, memory_order_relaxed);
+}
 
 double sl_probe_read_bw(size_t bytes, int reps)
 {
@@ -20,37 +44,20 @@ double sl_probe_read_bw(size_t bytes, int reps)
     if (buf == MAP_FAILED)
         return 0;
     madvise(buf, n * sizeof(uint64_t), MADV_HUGEPAGE);
-    /* each thread writes the part it will read: first touch puts the pages
-     * on its own NUMA node */
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        buf[i] = i;
-    /* All passes inside one parallel region: a team that sleeps between
-     * passes pays a wake-up (milliseconds for an idle virtual CPU) that a
-     * streaming decode never sees. */
+    /* threads write parts they may read: first touch spreads the pages over
+     * their NUMA nodes */
+    bw_args a = {buf, 0};
+    sl_pool_for((int64_t)n, 1 << 16, touch_range, &a);
+    /* passes back to back: the pool's threads still spin from the last one,
+     * as they do between the matmuls of a decode */
     double best = 0;
-    volatile uint64_t sink = 0;
-#pragma omp parallel
-    {
-        for (int r = 0; r < reps + 1; r++) { /* pass 0 warms up */
-#pragma omp barrier
-            double t0 = omp_get_wtime();
-            uint64_t part = 0;
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i += 4)
-                part += (buf[i] ^ buf[i + 1]) + (buf[i + 2] ^ buf[i + 3]);
-            /* the implicit barrier of the loop: every thread has finished */
-#pragma omp master
-            {
-                double bw = (double)(n * sizeof(uint64_t)) / (omp_get_wtime() - t0);
-                if (r > 0 && bw > best)
-                    best = bw;
-            }
-#pragma omp atomic
-            sink += part;
-        }
+    for (int r = 0; r < reps + 1; r++) { /* pass 0 warms up */
+        double t0 = sl_now_s();
+        sl_pool_for((int64_t)(n / 4), 1 << 14, read_range, &a);
+        double bw = (double)(n / 4 * 4 * sizeof(uint64_t)) / (sl_now_s() - t0);
+        if (r > 0 && bw > best)
+            best = bw;
     }
-    (void)sink;
     munmap(buf, n * sizeof(uint64_t));
     return best;
 }
@@ -82,10 +89,10 @@ double sl_probe_matmul(int n_out, int n_in, int n_tok, int reps)
         for (int k = 0; k < n_mats; k++)
             packed[k] = sl_pack(SL_TYPE_Q4_0, w, n_out, n_in); /* NULL: the plain layout */
         for (int r = 0; r < reps + 1; r++) { /* run 0 warms up */
-            double t0 = omp_get_wtime();
+            double t0 = sl_now_s();
             for (int k = 0; k < n_mats; k++)
                 sl_matmul_packed(SL_TYPE_Q4_0, w, packed[k], n_out, n_in, x, n_tok, y, n_out);
-            double flops = 2.0 * n_out * (double)n_in * n_tok * n_mats / (omp_get_wtime() - t0);
+            double flops = 2.0 * n_out * (double)n_in * n_tok * n_mats / (sl_now_s() - t0);
             if (r > 0 && flops > best)
                 best = flops;
         }

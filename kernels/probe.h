@@ -7,8 +7,8 @@
 #include <stddef.h>
 
 /* Best-of-reps read bandwidth in bytes/s over a buffer of `bytes` (large
- * enough to miss every cache: 256 MB and up), with the current OpenMP
- * team. Returns 0 if the buffer cannot be allocated. */
+ * enough to miss every cache: 256 MB and up), with the calling thread's
+ * share of the worker pool. Returns 0 if the buffer cannot be allocated. */
 double sl_probe_read_bw(size_t bytes, int reps);
 
 /* Best-of-reps matmul throughput in FLOP/s of a Q4_0 (packed where the CPU

@@ -3,6 +3,7 @@
 
 #include "kernels/matmul_internal.h"
 #include "kernels/quant_internal.h"
+#include "util/pool.h"
 
 static void pack_q4_0(const sl_block_q4_0 *rows, int64_t nb, uint8_t *out)
 {
@@ -101,12 +102,22 @@ size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in)
     }
 }
 
-void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, uint8_t *out)
+typedef struct pack_args {
+    sl_type wtype;
+    const void *w;
+    int64_t n_in;
+    uint8_t *out;
+} pack_args;
+
+static void pack_range(void *arg, int64_t g0, int64_t g1)
 {
-    int64_t nb = n_in / 32, nsb = n_in / 256;
+    const pack_args *a = arg;
+    sl_type wtype = a->wtype;
+    const void *w = a->w;
+    int64_t n_in = a->n_in, nb = n_in / 32, nsb = n_in / 256;
     size_t gb = sl_r16_group_bytes(wtype, n_in);
-#pragma omp parallel for schedule(static)
-    for (int64_t g = 0; g < n_groups; g++) {
+    uint8_t *out = a->out;
+    for (int64_t g = g0; g < g1; g++) {
         uint8_t *o = out + (size_t)g * gb;
         switch (wtype) {
         case SL_TYPE_Q4_0: pack_q4_0((const sl_block_q4_0 *)w + g * 16 * nb, nb, o); break;
@@ -117,4 +128,10 @@ void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, u
         default: break;
         }
     }
+}
+
+void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, uint8_t *out)
+{
+    pack_args a = {wtype, w, n_in, out};
+    sl_pool_for(n_groups, 1, pack_range, &a);
 }

@@ -13,6 +13,7 @@
 #include "model/gguf.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
+#include "util/pool.h"
 
 #define MAX_SHARDS 256
 
@@ -387,6 +388,22 @@ static void permute_rows(const float *src, float *dst, int64_t rows, int64_t col
 typedef enum { T_MATRIX, T_NORM, T_SCALAR } tensor_kind;
 
 /* Adds HF tensor hf_name as GGUF tensor gguf_name, checking its shape. */
+typedef struct quant_args {
+    sl_type type;
+    const float *f;
+    int64_t cols;
+    void *out;
+} quant_args;
+
+static void quantize_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const quant_args *a = arg;
+    size_t row_bytes = sl_row_bytes(a->type, a->cols);
+    for (int64_t r = r0; r < r1; r++)
+        sl_quantize_row(a->type, a->f + r * a->cols, (uint8_t *)a->out + (size_t)r * row_bytes,
+                        a->cols);
+}
+
 static int add_tensor(converter *cv, const char *hf_name, const char *gguf_name, int64_t rows,
                       int64_t cols, tensor_kind kind, int permute_heads, sl_err *err)
 {
@@ -431,10 +448,8 @@ static int add_tensor(converter *cv, const char *hf_name, const char *gguf_name,
         free(f);
         return sl_fail(err, "out of memory converting %s", hf_name);
     }
-    size_t row_bytes = sl_row_bytes(type, cols);
-    #pragma omp parallel for schedule(dynamic, 16)
-    for (int64_t r = 0; r < rows; r++)
-        sl_quantize_row(type, f + r * cols, (uint8_t *)out + (size_t)r * row_bytes, cols);
+    quant_args qa = {type, f, cols, out};
+    sl_pool_for(rows, 16, quantize_rows, &qa);
     free(f);
     int64_t ne[2] = {cols, rows};
     return gguf_add_tensor(cv->w, gguf_name, type, kind == T_MATRIX ? 2 : 1, ne, out, bytes, err);

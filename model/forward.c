@@ -1,6 +1,5 @@
 #include "model/forward.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +7,8 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#include "util/clock.h"
+#include "util/pool.h"
 
 struct sl_fwd {
     const sl_model *m;
@@ -104,14 +105,38 @@ int sl_fwd_max_tokens(const sl_fwd *f) { return f->max_tokens; }
 
 void sl_fwd_set_times(sl_fwd *f, sl_fwd_times *t) { f->times = t; }
 
+/* Pool grain of a loop worth splitting only above min_n items. */
+static int64_t above(int64_t n, int64_t min_n) { return n > min_n ? 1 : n; }
+
 /* Runs stmt, adding its wall time to times->field when profiling. */
 #define TIMED(f, field, stmt)                                                                 \
     do {                                                                                      \
-        double t0_ = (f)->times ? omp_get_wtime() : 0;                                        \
+        double t0_ = (f)->times ? sl_now_s() : 0;                                        \
         stmt;                                                                                 \
         if ((f)->times)                                                                       \
-            (f)->times->field += omp_get_wtime() - t0_;                                       \
+            (f)->times->field += sl_now_s() - t0_;                                       \
     } while (0)
+
+typedef struct embed_args {
+    const sl_model *m;
+    const int32_t *tokens;
+    float *x;
+} embed_args;
+
+static void embed_range(void *arg, int64_t i0, int64_t i1)
+{
+    const embed_args *a = arg;
+    const sl_config *c = &a->m->cfg;
+    size_t row_bytes = sl_row_bytes(a->m->tok_embd.type, c->d_model);
+    const uint8_t *base = a->m->tok_embd.data;
+    for (int64_t i = i0; i < i1; i++) {
+        float *row = a->x + (size_t)i * c->d_model;
+        sl_dequantize_row(a->m->tok_embd.type, base + (size_t)a->tokens[i] * row_bytes, row,
+                          c->d_model);
+        if (c->embed_scale != 1.0f)
+            sl_scale(row, c->d_model, c->embed_scale);
+    }
+}
 
 int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *err)
 {
@@ -122,15 +147,8 @@ int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *
         if (tokens[i] < 0 || tokens[i] >= c->n_vocab)
             return sl_fail(err, "embed: token id %d at batch row %d is outside the vocabulary "
                            "of %d", tokens[i], i, c->n_vocab);
-    size_t row_bytes = sl_row_bytes(m->tok_embd.type, c->d_model);
-    const uint8_t *base = m->tok_embd.data;
-    #pragma omp parallel for schedule(static) if (n > 16)
-    for (int i = 0; i < n; i++) {
-        float *row = x + (size_t)i * c->d_model;
-        sl_dequantize_row(m->tok_embd.type, base + (size_t)tokens[i] * row_bytes, row, c->d_model);
-        if (c->embed_scale != 1.0f)
-            sl_scale(row, c->d_model, c->embed_scale);
-    }
+    embed_args a = {m, tokens, x};
+    sl_pool_for(n, above(n, 16), embed_range, &a);
     return 0;
 }
 
@@ -186,11 +204,24 @@ static int grow(void **buf, int64_t *cap, int64_t need, size_t elem, sl_err *err
     return 0;
 }
 
+typedef struct norm_args {
+    float *y;
+    const float *x, *w;
+    int64_t d;
+    float eps;
+} norm_args;
+
+static void norm_range(void *arg, int64_t i0, int64_t i1)
+{
+    const norm_args *a = arg;
+    for (int64_t i = i0; i < i1; i++)
+        sl_rmsnorm(a->y + (size_t)i * a->d, a->x + (size_t)i * a->d, a->w, a->d, a->eps);
+}
+
 static void norm_rows(float *y, const float *x, const float *w, int n, int64_t d, float eps)
 {
-    #pragma omp parallel for schedule(static) if (n > 8)
-    for (int i = 0; i < n; i++)
-        sl_rmsnorm(y + (size_t)i * d, x + (size_t)i * d, w, d, eps);
+    norm_args a = {y, x, w, d, eps};
+    sl_pool_for(n, above(n, 8), norm_range, &a);
 }
 
 static sl_mm_job job_w(const sl_weight *w, float *y)
@@ -230,17 +261,28 @@ static void kv_store(sl_kv *kv, const sl_layer_cfg *L, int il, int seq, int32_t 
 
 /* q/k (and Gemma 4's v) norms and RoPE per token, then keys and values into
  * the cache; a layer reading another layer's cache only prepares q. */
-static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
+typedef struct qk_args {
+    sl_fwd *f;
+    sl_kv *kv;
+    const sl_batch *b;
+    int il;
+} qk_args;
+
+static void qk_range(void *arg, int64_t i0, int64_t i1)
 {
+    const qk_args *a = arg;
+    sl_fwd *f = a->f;
+    sl_kv *kv = a->kv;
+    const sl_batch *b = a->b;
+    int il = a->il;
     const sl_config *c = &f->m->cfg;
     const sl_layer_cfg *L = &c->layer[il];
     const sl_layer_weights *w = &f->m->layer[il];
     const float *factors = L->rope_freq_factors ? f->m->rope_freqs : NULL;
-    int n = b->n_tokens, hd = L->head_dim;
+    int hd = L->head_dim;
     bool own_kv = L->kv_src < 0;
     int64_t q_dim = (int64_t)L->n_head * hd, kv_dim = (int64_t)L->n_kv_head * hd;
-    #pragma omp parallel for schedule(static) if (n > 8)
-    for (int i = 0; i < n; i++) {
+    for (int64_t i = i0; i < i1; i++) {
         float *q = f->q + (size_t)i * q_dim, *k = f->k + (size_t)i * kv_dim;
         float *v = f->v + (size_t)i * kv_dim;
         if (own_kv && L->v_is_k)
@@ -268,11 +310,88 @@ static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
     }
 }
 
+static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
+{
+    qk_args a = {f, kv, b, il};
+    sl_pool_for(b->n_tokens, above(b->n_tokens, 8), qk_range, &a);
+}
+
 /* Keys a token at pos sees in layer L: [j0, pos + 1). */
 static int64_t first_key(const sl_layer_cfg *L, int64_t pos)
 {
     return L->sliding_window > 0 && pos - L->sliding_window + 1 > 0 ? pos - L->sliding_window + 1
                                                                     : 0;
+}
+
+typedef struct attn_args {
+    sl_fwd *f;
+    sl_kv *kv;
+    const sl_batch *b;
+    int il;
+    int64_t pairs;
+} attn_args;
+
+/* Spans [u0, u1) of the batch (units of pair p are first[p] .. first[p+1]-1). */
+static void span_range(void *arg, int64_t u0, int64_t u1)
+{
+    const attn_args *A = arg;
+    sl_fwd *f = A->f;
+    const sl_batch *b = A->b;
+    const sl_config *c = &f->m->cfg;
+    const sl_layer_cfg *L = &c->layer[A->il];
+    int hd = L->head_dim, group = L->n_head / L->n_kv_head;
+    int64_t q_dim = (int64_t)L->n_head * hd, slots = sl_kv_slots(A->kv, A->il);
+    int64_t rb = sl_kv_row_bytes(A->kv, A->il), hb = sl_kv_head_bytes(A->kv, A->il);
+    int64_t pf = sl_attn_part_floats(hd, group);
+    const int64_t *first = f->units;
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t lo = 0, hi = A->pairs; /* the pair holding unit u */
+        while (hi - lo > 1) {
+            int64_t mid = (lo + hi) / 2;
+            if (first[mid] <= u)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        int i = (int)(lo / L->n_kv_head), kvh = (int)(lo % L->n_kv_head);
+        int64_t pos = b->pos[i], s0, s1;
+        sl_attn_span_bounds(first_key(L, pos), pos + 1, u - first[lo], &s0, &s1);
+        /* spans never cross a multiple of the slot count (a multiple
+         * of the span), so a span's keys sit in one run of slots */
+        sl_attn_q a = {.q = f->q + (size_t)i * q_dim + (int64_t)kvh * group * hd,
+                       .q_stride = hd,
+                       .k = (const uint8_t *)sl_kv_k(A->kv, b->seq[i], A->il) + kvh * hb,
+                       .v = (const uint8_t *)sl_kv_v(A->kv, b->seq[i], A->il) + kvh * hb,
+                       .pos0 = s0 - s0 % slots,
+                       .row_bytes = rb,
+                       .kv_type = sl_kv_type(A->kv),
+                       .head_dim = hd,
+                       .n_group = group,
+                       .scale = L->attn_scale,
+                       .softcap = c->attn_softcap};
+        sl_attn_part part = sl_attn_part_at(f->parts + u * pf, group);
+        sl_attn_span(&a, s0, s1, &part);
+    }
+}
+
+/* Each (token, KV head) pair's partials combined in span order. */
+static void combine_range(void *arg, int64_t p0, int64_t p1)
+{
+    const attn_args *A = arg;
+    sl_fwd *f = A->f;
+    const sl_layer_cfg *L = &f->m->cfg.layer[A->il];
+    int hd = L->head_dim, group = L->n_head / L->n_kv_head;
+    int64_t q_dim = (int64_t)L->n_head * hd, pf = sl_attn_part_floats(hd, group);
+    const int64_t *first = f->units;
+    for (int64_t p = p0; p < p1; p++) {
+        int i = (int)(p / L->n_kv_head), kvh = (int)(p % L->n_kv_head);
+        int64_t ns = first[p + 1] - first[p];
+        sl_attn_part parts[ns > 0 ? ns : 1];
+        for (int64_t s = 0; s < ns; s++)
+            parts[s] = sl_attn_part_at(f->parts + (first[p] + s) * pf, group);
+        sl_attn_combine(parts, ns, hd, group,
+                        f->attn + (size_t)i * q_dim + (int64_t)kvh * group * hd, hd);
+    }
 }
 
 /* Flash attention over the cache (kernels/attn.h): every (token, KV head)
@@ -282,12 +401,9 @@ static int64_t first_key(const sl_layer_cfg *L, int64_t pos)
  * the same whatever the batch and thread count. */
 static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *err)
 {
-    const sl_config *c = &f->m->cfg;
-    const sl_layer_cfg *L = &c->layer[il];
-    int n = b->n_tokens, hd = L->head_dim, group = L->n_head / L->n_kv_head;
-    int64_t q_dim = (int64_t)L->n_head * hd, slots = sl_kv_slots(kv, il);
-    int64_t rb = sl_kv_row_bytes(kv, il), hb = sl_kv_head_bytes(kv, il);
-    int64_t pairs = (int64_t)n * L->n_kv_head, pf = sl_attn_part_floats(hd, group);
+    const sl_layer_cfg *L = &f->m->cfg.layer[il];
+    int n = b->n_tokens, group = L->n_head / L->n_kv_head;
+    int64_t pairs = (int64_t)n * L->n_kv_head, pf = sl_attn_part_floats(L->head_dim, group);
     if (grow((void **)&f->units, &f->units_cap, pairs + 1, sizeof(int64_t), err))
         return -1;
     int64_t total = 0;
@@ -299,79 +415,58 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     f->units[pairs] = total;
     if (grow((void **)&f->parts, &f->parts_cap, total * pf, sizeof(float), err))
         return -1;
-    const int64_t *first = f->units;
-    #pragma omp parallel if (total > 1)
-    {
-        /* units of pair p are first[p] .. first[p+1]-1 */
-        #pragma omp for schedule(dynamic, 1)
-        for (int64_t u = 0; u < total; u++) {
-            int64_t lo = 0, hi = pairs; /* the pair holding unit u */
-            while (hi - lo > 1) {
-                int64_t mid = (lo + hi) / 2;
-                if (first[mid] <= u)
-                    lo = mid;
-                else
-                    hi = mid;
-            }
-            int i = (int)(lo / L->n_kv_head), kvh = (int)(lo % L->n_kv_head);
-            int64_t pos = b->pos[i], s0, s1;
-            sl_attn_span_bounds(first_key(L, pos), pos + 1, u - first[lo], &s0, &s1);
-            /* spans never cross a multiple of the slot count (a multiple
-             * of the span), so a span's keys sit in one run of slots */
-            sl_attn_q a = {.q = f->q + (size_t)i * q_dim + (int64_t)kvh * group * hd,
-                           .q_stride = hd,
-                           .k = (const uint8_t *)sl_kv_k(kv, b->seq[i], il) + kvh * hb,
-                           .v = (const uint8_t *)sl_kv_v(kv, b->seq[i], il) + kvh * hb,
-                           .pos0 = s0 - s0 % slots,
-                           .row_bytes = rb,
-                           .kv_type = sl_kv_type(kv),
-                           .head_dim = hd,
-                           .n_group = group,
-                           .scale = L->attn_scale,
-                           .softcap = c->attn_softcap};
-            sl_attn_part part = sl_attn_part_at(f->parts + u * pf, group);
-            sl_attn_span(&a, s0, s1, &part);
-        }
-        #pragma omp for schedule(static)
-        for (int64_t p = 0; p < pairs; p++) {
-            int i = (int)(p / L->n_kv_head), kvh = (int)(p % L->n_kv_head);
-            int64_t ns = first[p + 1] - first[p];
-            sl_attn_part parts[ns > 0 ? ns : 1];
-            for (int64_t s = 0; s < ns; s++)
-                parts[s] = sl_attn_part_at(f->parts + (first[p] + s) * pf, group);
-            sl_attn_combine(parts, ns, hd, group,
-                            f->attn + (size_t)i * q_dim + (int64_t)kvh * group * hd, hd);
-        }
-    }
+    attn_args a = {f, kv, b, il, pairs};
+    sl_pool_for(total, above(total, 1), span_range, &a);
+    sl_pool_for(pairs, total > 1 ? 1 : pairs, combine_range, &a);
     return 0;
+}
+
+typedef struct rows_args {
+    sl_fwd *f;
+    float *x;
+    const float *w;
+    int64_t d;
+} rows_args;
+
+static void residual_range(void *arg, int64_t i0, int64_t i1)
+{
+    const rows_args *a = arg;
+    const sl_config *c = &a->f->m->cfg;
+    int64_t d = c->d_model;
+    for (int64_t i = i0; i < i1; i++) {
+        float *o = a->f->o + (size_t)i * d;
+        if (a->w)
+            sl_rmsnorm(o, o, a->w, d, c->norm_eps);
+        sl_add(a->x + (size_t)i * d, o, d);
+    }
 }
 
 static void residual(sl_fwd *f, float *x, const float *post_norm, int n)
 {
-    const sl_config *c = &f->m->cfg;
-    int64_t d = c->d_model;
-    #pragma omp parallel for schedule(static) if (n > 8)
-    for (int i = 0; i < n; i++) {
-        float *o = f->o + (size_t)i * d;
-        if (post_norm)
-            sl_rmsnorm(o, o, post_norm, d, c->norm_eps);
-        sl_add(x + (size_t)i * d, o, d);
-    }
+    rows_args a = {f, x, post_norm, 0};
+    sl_pool_for(n, above(n, 8), residual_range, &a);
 }
 
 /* gate = act(gate) * up, a token per thread, rows of d_ff */
-static void activation(sl_fwd *f, int n, int64_t d_ff)
+static void activation_range(void *arg, int64_t i0, int64_t i1)
 {
-    const sl_config *c = &f->m->cfg;
-    #pragma omp parallel for schedule(static) if (n > 4)
-    for (int i = 0; i < n; i++) {
-        float *g = f->gate + (size_t)i * d_ff;
-        const float *u = f->up + (size_t)i * d_ff;
+    const rows_args *a = arg;
+    const sl_config *c = &a->f->m->cfg;
+    int64_t d_ff = a->d;
+    for (int64_t i = i0; i < i1; i++) {
+        float *g = a->f->gate + (size_t)i * d_ff;
+        const float *u = a->f->up + (size_t)i * d_ff;
         if (c->act == SL_ACT_GELU_TANH)
             sl_gelu_tanh_mul(g, u, d_ff);
         else
             sl_silu_mul(g, u, d_ff);
     }
+}
+
+static void activation(sl_fwd *f, int n, int64_t d_ff)
+{
+    rows_args a = {f, NULL, NULL, d_ff};
+    sl_pool_for(n, above(n, 4), activation_range, &a);
 }
 
 static void ffn(sl_fwd *f, int il, float *x, int n)
@@ -398,35 +493,31 @@ static void ple_combine(float *restrict out, const float *restrict tok, int64_t 
         out[e] = (out[e] + tok[e] * ts) * is;
 }
 
-/* Gemma 4's per-layer inputs: (RMSNorm(proj . x0 * proj_scale) +
- * ple_tok_embd[token] * tok_scale) * input_scale per layer slice, x0 the
- * scaled main embedding. One unit of work is a (token, layer) slice, so a
- * single decode token spreads over the threads too; the table's slice is
- * dequantised a chunk at a time on the stack (no allocation per batch). */
-int sl_ple_inputs(const sl_model *m, const int32_t *tokens, const float *x0, int n, float *proj,
-                  float *out, int64_t row_stride, int64_t layer_stride, sl_fwd_times *times,
-                  sl_err *err)
+typedef struct ple_args {
+    const sl_model *m;
+    const int32_t *tokens;
+    float *proj, *out;
+    int64_t row_stride, layer_stride;
+} ple_args;
+
+/* (token, layer) slices [u0, u1). */
+static void ple_range(void *arg, int64_t u0, int64_t u1)
 {
+    const ple_args *a = arg;
+    const sl_model *m = a->m;
     const sl_config *c = &m->cfg;
     int nl = m->ple_l1 - m->ple_l0;
     int64_t pl = c->n_embd_per_layer, cols = (int64_t)nl * pl;
-    if (!m->ple_tok_embd.data || nl <= 0)
-        return sl_fail(err, "per-layer inputs: this model part holds no per-layer embeddings");
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->n_vocab)
-            return sl_fail(err, "per-layer inputs: token id %d at batch row %d is outside the "
-                           "vocabulary of %d", tokens[i], i, c->n_vocab);
-    double t0 = times ? omp_get_wtime() : 0;
-    matmul_w(&m->ple_model_proj, x0, n, proj);
     const sl_weight *t = &m->ple_tok_embd;
     size_t row_bytes = sl_row_bytes(t->type, t->n_in);
     size_t col0 = sl_row_bytes(t->type, (int64_t)m->ple_l0 * pl);
     size_t slice_bytes = sl_row_bytes(t->type, pl);
     int64_t chunk = PLE_CHUNK;
     size_t chunk_bytes = sl_row_bytes(t->type, chunk);
-    int64_t units = (int64_t)n * nl;
-    #pragma omp parallel for schedule(static) if (units > 4)
-    for (int64_t u = 0; u < units; u++) {
+    const int32_t *tokens = a->tokens;
+    float *proj = a->proj, *out = a->out;
+    int64_t row_stride = a->row_stride, layer_stride = a->layer_stride;
+    for (int64_t u = u0; u < u1; u++) {
         int i = (int)(u / nl), j = (int)(u % nl);
         float *y = proj + (size_t)i * cols + (int64_t)j * pl;
         float *o = out + (size_t)i * row_stride + (size_t)j * layer_stride;
@@ -441,8 +532,32 @@ int sl_ple_inputs(const sl_model *m, const int32_t *tokens, const float *x0, int
             ple_combine(o + e, tok, len, c->ple_tok_scale, c->ple_input_scale);
         }
     }
+}
+
+/* Gemma 4's per-layer inputs: (RMSNorm(proj . x0 * proj_scale) +
+ * ple_tok_embd[token] * tok_scale) * input_scale per layer slice, x0 the
+ * scaled main embedding. One unit of work is a (token, layer) slice, so a
+ * single decode token spreads over the threads too; the table's slice is
+ * dequantised a chunk at a time on the stack (no allocation per batch). */
+int sl_ple_inputs(const sl_model *m, const int32_t *tokens, const float *x0, int n, float *proj,
+                  float *out, int64_t row_stride, int64_t layer_stride, sl_fwd_times *times,
+                  sl_err *err)
+{
+    const sl_config *c = &m->cfg;
+    int nl = m->ple_l1 - m->ple_l0;
+    if (!m->ple_tok_embd.data || nl <= 0)
+        return sl_fail(err, "per-layer inputs: this model part holds no per-layer embeddings");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->n_vocab)
+            return sl_fail(err, "per-layer inputs: token id %d at batch row %d is outside the "
+                           "vocabulary of %d", tokens[i], i, c->n_vocab);
+    double t0 = times ? sl_now_s() : 0;
+    matmul_w(&m->ple_model_proj, x0, n, proj);
+    int64_t units = (int64_t)n * nl;
+    ple_args a = {m, tokens, proj, out, row_stride, layer_stride};
+    sl_pool_for(units, above(units, 4), ple_range, &a);
     if (times)
-        times->ple += omp_get_wtime() - t0;
+        times->ple += sl_now_s() - t0;
     return 0;
 }
 
@@ -465,10 +580,10 @@ static int ple_inputs(sl_fwd *f, const sl_batch *b, sl_err *err)
     if (!b->token)
         return sl_fail(err, "forward: %s layers need the batch's token ids (per-layer "
                        "embeddings)", c->arch);
-    double t0 = f->times ? omp_get_wtime() : 0;
+    double t0 = f->times ? sl_now_s() : 0;
     int rc = sl_embed(m, b->token, n, f->xn, err);
     if (f->times)
-        f->times->ple += omp_get_wtime() - t0;
+        f->times->ple += sl_now_s() - t0;
     if (rc || sl_ple_inputs(m, b->token, f->xn, n, f->ple, f->ple, cols, c->n_embd_per_layer,
                             f->times, err))
         return -1;
@@ -479,18 +594,37 @@ static int ple_inputs(sl_fwd *f, const sl_batch *b, sl_err *err)
 }
 
 /* g[i] = gelu(g[i]) * in[i] over n rows of pl (in's rows are in_stride apart) */
+typedef struct gate_args {
+    float *g;
+    const float *in;
+    int64_t pl, in_stride;
+    float s;
+} gate_args;
+
+static void gate_range(void *arg, int64_t i0, int64_t i1)
+{
+    const gate_args *a = arg;
+    for (int64_t i = i0; i < i1; i++)
+        sl_gelu_tanh_mul(a->g + (size_t)i * a->pl, a->in + (size_t)i * a->in_stride, a->pl);
+}
+
 static void gate_rows(float *g, const float *in, int n, int64_t pl, int64_t in_stride)
 {
-    #pragma omp parallel for schedule(static) if (n > 4)
-    for (int i = 0; i < n; i++)
-        sl_gelu_tanh_mul(g + (size_t)i * pl, in + (size_t)i * in_stride, pl);
+    gate_args a = {g, in, pl, in_stride, 0};
+    sl_pool_for(n, above(n, 4), gate_range, &a);
+}
+
+static void scale_range(void *arg, int64_t i0, int64_t i1)
+{
+    const gate_args *a = arg;
+    for (int64_t i = i0; i < i1; i++)
+        sl_scale(a->g + (size_t)i * a->pl, a->pl, a->s);
 }
 
 static void scale_rows(float *x, int n, int64_t d, float s)
 {
-    #pragma omp parallel for schedule(static) if (n > 8)
-    for (int i = 0; i < n; i++)
-        sl_scale(x + (size_t)i * d, d, s);
+    gate_args a = {x, NULL, d, 0, s};
+    sl_pool_for(n, above(n, 8), scale_range, &a);
 }
 
 /* Gemma 4's per-layer path after the FFN: x += RMSNorm(proj . (gelu(gate . x)

@@ -1,7 +1,6 @@
 #include "model/mtp.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "model/forward.h"
+#include "util/pool.h"
 
 /* ---- loading ---------------------------------------------------------- */
 
@@ -383,6 +383,41 @@ static int check_kv(const sl_mtp_kv *kv, const sl_layer_cfg *S, int src, int64_t
     return 0;
 }
 
+typedef struct attend_args {
+    sl_mtp_ctx *c;
+    const sl_mtp_kv *kv;
+    const sl_layer_cfg *L;
+    int64_t j0;
+    int32_t pos;
+    int64_t per_head;
+} attend_args;
+
+/* KV heads [h0, h1) of one step's attention. */
+static void attend_range(void *arg, int64_t h0, int64_t h1)
+{
+    const attend_args *A = arg;
+    sl_mtp_ctx *c = A->c;
+    const sl_mtp_kv *kv = A->kv;
+    const sl_layer_cfg *L = A->L;
+    int hd = L->head_dim, group = L->n_head / L->n_kv_head;
+    size_t head_bytes = sl_row_bytes(kv->type, hd);
+    for (int64_t kvh = h0; kvh < h1; kvh++) {
+        sl_attn_q q = {.q = c->q + (int64_t)kvh * group * hd,
+                       .q_stride = hd,
+                       .k = (const uint8_t *)kv->k + kvh * head_bytes,
+                       .v = (const uint8_t *)kv->v + kvh * head_bytes,
+                       .pos0 = kv->pos0,
+                       .row_bytes = kv->row_bytes,
+                       .kv_type = kv->type,
+                       .head_dim = hd,
+                       .n_group = group,
+                       .scale = L->attn_scale,
+                       .softcap = c->target->cfg.attn_softcap};
+        sl_attn(&q, A->j0, A->pos, c->attn + (int64_t)kvh * group * hd, hd,
+                c->work + kvh * A->per_head);
+    }
+}
+
 /* Queries of layer il (norm, projection, q norm, RoPE at pos) against the
  * source layer's keys [j0, pos), one KV head's group per thread. */
 static int attend(sl_mtp_ctx *c, int il, int32_t pos, const sl_mtp_kv kv[2], sl_err *err)
@@ -419,22 +454,8 @@ static int attend(sl_mtp_ctx *c, int il, int32_t pos, const sl_mtp_kv kv[2], sl_
         c->work = p;
         c->work_cap = need;
     }
-    size_t head_bytes = sl_row_bytes(kv[kind].type, hd);
-    #pragma omp parallel for schedule(static) if (L->n_kv_head > 1)
-    for (int kvh = 0; kvh < L->n_kv_head; kvh++) {
-        sl_attn_q q = {.q = c->q + (int64_t)kvh * group * hd,
-                       .q_stride = hd,
-                       .k = (const uint8_t *)kv[kind].k + kvh * head_bytes,
-                       .v = (const uint8_t *)kv[kind].v + kvh * head_bytes,
-                       .pos0 = kv[kind].pos0,
-                       .row_bytes = kv[kind].row_bytes,
-                       .kv_type = kv[kind].type,
-                       .head_dim = hd,
-                       .n_group = group,
-                       .scale = L->attn_scale,
-                       .softcap = c->target->cfg.attn_softcap};
-        sl_attn(&q, j0, pos, c->attn + (int64_t)kvh * group * hd, hd, c->work + kvh * per_head);
-    }
+    attend_args aa = {c, &kv[kind], L, j0, pos, per_head};
+    sl_pool_for(L->n_kv_head, 1, attend_range, &aa);
     return 0;
 }
 
@@ -468,6 +489,27 @@ static int run_layer(sl_mtp_ctx *c, int il, int32_t pos, const sl_mtp_kv kv[2], 
     return 0;
 }
 
+/* Logits of candidates [i0, i1): each a whole dot product of one thread. */
+static void candidate_range(void *arg, int64_t i0, int64_t i1)
+{
+    sl_mtp_ctx *c = arg;
+    const sl_weight *e = &c->m->lm_head;
+    size_t row_bytes = sl_row_bytes(e->type, e->n_in);
+    int64_t d = c->m->cfg.d_model, chunk = 256;
+    size_t chunk_bytes = sl_row_bytes(e->type, chunk);
+    for (int64_t i = i0; i < i1; i++) {
+        const uint8_t *row = (const uint8_t *)e->data + (size_t)c->ids[i] * row_bytes;
+        float buf[256], sum = 0.0f;
+        for (int64_t j = 0; j < d; j += chunk) {
+            int64_t len = d - j < chunk ? d - j : chunk;
+            sl_dequantize_row(e->type, row + (size_t)(j / chunk) * chunk_bytes, buf, len);
+            for (int64_t t = 0; t < len; t++)
+                sum += buf[t] * c->xn[j + t];
+        }
+        c->logits[i] = sum;
+    }
+}
+
 /* Logits of the tokens of the centroid_top_k best centroids (in the order
  * of their scores, each cluster in its stored order): each candidate's
  * lm_head row dequantised a chunk at a time and dotted with xn. */
@@ -490,22 +532,8 @@ static int narrowed_logits(sl_mtp_ctx *c)
     for (int r = 0; r < k; r++)
         memcpy(c->ids + (int64_t)r * per, m->cluster + (int64_t)c->ctop[r] * per,
                (size_t)per * sizeof(int32_t));
-    const sl_weight *e = &m->lm_head;
-    size_t row_bytes = sl_row_bytes(e->type, e->n_in);
-    int64_t n = (int64_t)k * per, d = a->d_model, chunk = 256;
-    size_t chunk_bytes = sl_row_bytes(e->type, chunk);
-    #pragma omp parallel for schedule(static) if (n > 256)
-    for (int64_t i = 0; i < n; i++) {
-        const uint8_t *row = (const uint8_t *)e->data + (size_t)c->ids[i] * row_bytes;
-        float buf[256], sum = 0.0f;
-        for (int64_t j = 0; j < d; j += chunk) {
-            int64_t len = d - j < chunk ? d - j : chunk;
-            sl_dequantize_row(e->type, row + (size_t)(j / chunk) * chunk_bytes, buf, len);
-            for (int64_t t = 0; t < len; t++)
-                sum += buf[t] * c->xn[j + t];
-        }
-        c->logits[i] = sum;
-    }
+    int64_t n = (int64_t)k * per;
+    sl_pool_for(n, n > 256 ? 1 : n, candidate_range, c);
     return (int)n;
 }
 

@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
-#include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -42,6 +41,7 @@ struct pl_host {
 #include "proto/sluice.pb-c.h"
 #include "scheduler/bind.h"
 #include "util/clock.h"
+#include "util/pool.h"
 
 void pl_wire_limits_from_config(pl_wire_limits *w, const pl_limits *l)
 {
@@ -205,10 +205,10 @@ static void *host_main(void *arg)
         if (sl_bind_numa(h->numa, &cores, &err))
             fprintf(stderr, "sluice: %s: %s (running unbound)\n", h->stage->name, err.msg);
         else if (h->threads <= 0)
-            omp_set_num_threads(cores);
+            sl_pool_set_thread_limit(cores);
     }
     if (h->threads > 0)
-        omp_set_num_threads(h->threads);
+        sl_pool_set_thread_limit(h->threads);
     zmq_pollitem_t items[2] = {
         {h->ctl_recv, 0, ZMQ_POLLIN, 0},
         {h->in, 0, ZMQ_POLLIN, 0},
@@ -462,8 +462,4 @@ void pl_host_describe(const pl_host *h, char *buf, size_t size)
 
 const char *pl_host_name(const pl_host *h) { return h->stage->name; }
 
-void pl_release_load_team(void)
-{
-    if (!omp_in_parallel())
-        omp_pause_resource_all(omp_pause_soft);
-}
+

@@ -59,14 +59,6 @@ int pl_host_start_numa(pl_host **out, void *zctx, sl_stage *stage, const char *i
 int pl_host_start_chain(pl_host **out, int n, void *zctx, sl_stage **stages, const char *in_addr,
                         const char *out_addr, int threads, int numa, const pl_host_sec *sec,
                         sl_err *err);
-/* Loading a stage runs OpenMP loops (repacking weights) on the calling
- * thread, which leaves that thread's team idle but alive. libgomp counts
- * every team's threads, and once they outnumber the cores it stops letting
- * workers spin between parallel regions: each region then costs a futex
- * sleep and wake-up (a quarter of decode time on 2 cores). A thread that
- * created stages calls this when done to let its team go. */
-void pl_release_load_team(void);
-
 /* Stops the thread, closes its sockets and destroys the stage. */
 void pl_host_stop(pl_host *h);
 void pl_host_stats_get(pl_host *h, pl_host_stats *st);

@@ -1078,7 +1078,6 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
                                 chain_threads(p, i0, i1), numa, &sec, err))
             return -1;
     }
-    pl_release_load_team();
     return 0;
 }
 

@@ -255,7 +255,6 @@ static int assign(worker *w, const Sluice__Header *h, sl_err *err)
             return -1;
         }
     }
-    pl_release_load_team();
     pthread_mutex_lock(&w->hosts_lock);
     w->hosts = hosts;
     w->n_hosts = (int)h->n_assign;

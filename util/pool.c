@@ -1,0 +1,397 @@
+#define _GNU_SOURCE /* syscall */
+#include "util/pool.h"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "util/cpus.h"
+
+#define MAX_WORKERS 255
+/* Chunks a call is cut into per thread: a worker that loses its core holds
+ * back one of these, not a whole share. */
+#define CHUNKS_PER_THREAD 4
+/* A worker spins this long for the next call before it sleeps: long enough
+ * to cover the gap between the kernels of one layer step, short enough that
+ * a stage idle between micro-batches gives its core away. */
+#define WORKER_SPIN_NS 50000
+#define CALLER_SPIN_NS 50000
+#define CLOSED UINT32_MAX /* chunk index of a call being set up */
+
+typedef struct worker {
+    _Alignas(64) _Atomic uint32_t seq; /* the call to join (its generation) */
+    _Atomic int sleeping;
+} worker;
+
+static struct {
+    pthread_mutex_t lock; /* held by the thread whose call runs */
+    _Atomic int n_threads; /* the process's count; 0 until first asked */
+    _Atomic int n_workers; /* started */
+    _Atomic bool adaptive;
+    worker workers[MAX_WORKERS];
+    /* the current call: generation << 32 | next chunk to claim */
+    _Alignas(64) _Atomic uint64_t state;
+    _Alignas(64) _Atomic uint32_t done; /* chunks finished */
+    _Atomic int caller_sleeping;
+    _Atomic uint64_t busy_ns;
+    /* the call's description, written while state says CLOSED */
+    _Atomic(sl_pool_fn) fn;
+    _Atomic(void *) arg;
+    _Atomic int64_t n, chunk;
+    _Atomic uint32_t n_chunks;
+    uint32_t gen;
+    sl_pool_adapt adapt;
+} P = {.lock = PTHREAD_MUTEX_INITIALIZER,
+       .adaptive = true};
+
+static _Thread_local bool tls_in_task;
+static _Thread_local int tls_limit;
+static _Thread_local sl_pool_stats *tls_stats;
+
+uint64_t sl_pool_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__)
+    _mm_pause();
+#endif
+}
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t expected)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* ---- adaptation (pure) ---- */
+
+void sl_pool_adapt_init(sl_pool_adapt *a, int max)
+{
+    *a = (sl_pool_adapt){.threads = max, .max = max, .backoff_ns = SL_POOL_PROBE0_NS};
+}
+
+static void window_reset(sl_pool_adapt *a)
+{
+    a->win_calls = 0;
+    a->win_wait_ns = a->win_total_ns = 0;
+}
+
+void sl_pool_adapt_set_max(sl_pool_adapt *a, int max, uint64_t now_ns)
+{
+    if (max == a->max)
+        return;
+    if (a->threads > max || a->threads == a->max)
+        a->threads = max; /* follow a ceiling we were at */
+    a->max = max;
+    a->probing = false;
+    a->probe_at_ns = now_ns;
+    window_reset(a);
+}
+
+int sl_pool_adapt_before(sl_pool_adapt *a, uint64_t now_ns)
+{
+    if (a->threads < a->max && !a->probing && now_ns >= a->probe_at_ns) {
+        a->threads++;
+        a->probing = true;
+        window_reset(a);
+    }
+    return a->threads;
+}
+
+int sl_pool_adapt_record(sl_pool_adapt *a, uint64_t now_ns, uint64_t wait_ns, uint64_t call_ns)
+{
+    a->win_wait_ns += wait_ns;
+    a->win_total_ns += call_ns;
+    if (++a->win_calls < SL_POOL_WINDOW)
+        return a->threads;
+    bool bad = (double)a->win_wait_ns > SL_POOL_WAIT_HIGH * (double)a->win_total_ns;
+    window_reset(a);
+    if (bad && a->threads > 1) {
+        /* a failed trial backs off longer each time; a fresh loss of a core
+         * tries again soon */
+        a->backoff_ns = a->probing ? a->backoff_ns * 2 : SL_POOL_PROBE0_NS;
+        if (a->backoff_ns > SL_POOL_PROBE_MAX_NS)
+            a->backoff_ns = SL_POOL_PROBE_MAX_NS;
+        a->threads--;
+        a->probing = false;
+        a->probe_at_ns = now_ns + a->backoff_ns;
+    } else if (a->probing) {
+        a->probing = false; /* the trial held: keep it, and try one more soon */
+        a->backoff_ns = SL_POOL_PROBE0_NS;
+        a->probe_at_ns = now_ns + a->backoff_ns;
+    }
+    return a->threads;
+}
+
+/* ---- the pool ---- */
+
+static void stats_add(int threads, uint64_t wait_ns, uint64_t busy_ns)
+{
+    sl_pool_stats *st = tls_stats;
+    if (!st)
+        return;
+    atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->thread_sum, (uint64_t)threads, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->wait_ns, wait_ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->busy_ns, busy_ns, memory_order_relaxed);
+}
+
+/* Claims and runs chunks of call gen until none is left. A claim succeeds
+ * only while the state still names gen, so the description read before it
+ * is gen's (a new call closes the state before rewriting it). */
+static void run_chunks(uint32_t gen)
+{
+    uint64_t v = atomic_load_explicit(&P.state, memory_order_acquire);
+    for (;;) {
+        if ((uint32_t)(v >> 32) != gen)
+            return;
+        uint32_t c = (uint32_t)v;
+        uint32_t n_chunks = atomic_load_explicit(&P.n_chunks, memory_order_relaxed);
+        if (c == CLOSED || c >= n_chunks)
+            return;
+        sl_pool_fn fn = atomic_load_explicit(&P.fn, memory_order_relaxed);
+        void *arg = atomic_load_explicit(&P.arg, memory_order_relaxed);
+        int64_t n = atomic_load_explicit(&P.n, memory_order_relaxed);
+        int64_t chunk = atomic_load_explicit(&P.chunk, memory_order_relaxed);
+        if (!atomic_compare_exchange_weak_explicit(&P.state, &v, v + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        int64_t i0 = (int64_t)c * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
+        uint64_t t0 = sl_pool_now_ns();
+        fn(arg, i0, i1);
+        atomic_fetch_add_explicit(&P.busy_ns, sl_pool_now_ns() - t0, memory_order_relaxed);
+        if (atomic_fetch_add(&P.done, 1) + 1 == n_chunks && atomic_load(&P.caller_sleeping))
+            futex_wake(&P.done);
+        v = atomic_load_explicit(&P.state, memory_order_acquire);
+    }
+}
+
+/* Waits for *seq to leave seen: spinning first, then asleep. */
+static uint32_t worker_wait(worker *w, uint32_t seen)
+{
+    uint64_t t0 = sl_pool_now_ns();
+    for (int i = 0;; i++) {
+        uint32_t s = atomic_load_explicit(&w->seq, memory_order_acquire);
+        if (s != seen)
+            return s;
+        if ((i & 63) == 63 && sl_pool_now_ns() - t0 > WORKER_SPIN_NS)
+            break;
+        cpu_relax();
+    }
+    for (;;) {
+        atomic_store(&w->sleeping, 1);
+        uint32_t s = atomic_load(&w->seq);
+        if (s == seen)
+            futex_wait(&w->seq, seen);
+        atomic_store(&w->sleeping, 0);
+        s = atomic_load_explicit(&w->seq, memory_order_acquire);
+        if (s != seen)
+            return s;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    tls_in_task = true; /* kernels called from a task run serially */
+    uint32_t seen = atomic_load(&w->seq);
+    for (;;) {
+        seen = worker_wait(w, seen);
+        run_chunks(seen);
+    }
+    return NULL;
+}
+
+/* Starts workers up to n (the caller holds P.lock). Workers block signals:
+ * the process's handlers run on its own threads. */
+static int start_workers(int n)
+{
+    if (n > MAX_WORKERS)
+        n = MAX_WORKERS;
+    int have = atomic_load(&P.n_workers);
+    if (have >= n)
+        return have;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    for (; have < n; have++) {
+        pthread_t tid;
+        worker *w = &P.workers[have];
+        atomic_store(&w->seq, P.gen);
+        if (pthread_create(&tid, NULL, worker_main, w)) {
+            fprintf(stderr, "sluice: could not start pool thread %d; using %d\n", have + 1,
+                    have);
+            break;
+        }
+        pthread_detach(tid);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    atomic_store(&P.n_workers, have);
+    return have;
+}
+
+/* A forked child has none of the parent's threads. */
+static void after_fork_child(void)
+{
+    pthread_mutex_init(&P.lock, NULL);
+    atomic_store(&P.n_workers, 0);
+}
+
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void register_fork(void) { pthread_atfork(NULL, NULL, after_fork_child); }
+
+void sl_pool_set_threads(int n)
+{
+    atomic_store(&P.n_threads, n > 0 ? n : sl_cpus_threads(0));
+}
+
+int sl_pool_threads(void)
+{
+    int n = atomic_load(&P.n_threads);
+    if (n <= 0) {
+        n = sl_cpus_threads(0);
+        atomic_store(&P.n_threads, n);
+    }
+    return n;
+}
+
+void sl_pool_set_thread_limit(int n) { tls_limit = n > 0 ? n : 0; }
+bool sl_pool_in_task(void) { return tls_in_task; }
+void sl_pool_set_stats(sl_pool_stats *st) { tls_stats = st; }
+void sl_pool_set_adaptive(bool on) { atomic_store(&P.adaptive, on); }
+
+static int wanted_threads(void)
+{
+    int n = tls_limit > 0 ? tls_limit : sl_pool_threads();
+    return n > MAX_WORKERS + 1 ? MAX_WORKERS + 1 : n;
+}
+
+int sl_pool_current_threads(void)
+{
+    if (tls_in_task)
+        return 1;
+    int want = wanted_threads();
+    if (!atomic_load(&P.adaptive) || P.adapt.max != want)
+        return want;
+    return P.adapt.threads < want ? P.adapt.threads : want;
+}
+
+/* Publishes the call (the caller holds P.lock) and wakes threads-1 workers. */
+static uint32_t post(int64_t n, int64_t chunk, uint32_t n_chunks, sl_pool_fn fn, void *arg,
+                     int threads)
+{
+    uint32_t gen = ++P.gen;
+    atomic_store(&P.state, (uint64_t)gen << 32 | CLOSED);
+    atomic_store_explicit(&P.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&P.arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&P.n, n, memory_order_relaxed);
+    atomic_store_explicit(&P.chunk, chunk, memory_order_relaxed);
+    atomic_store_explicit(&P.n_chunks, n_chunks, memory_order_relaxed);
+    atomic_store(&P.done, 0);
+    atomic_store(&P.busy_ns, 0);
+    atomic_store(&P.state, (uint64_t)gen << 32);
+    for (int i = 0; i < threads - 1; i++) {
+        worker *w = &P.workers[i];
+        atomic_store(&w->seq, gen);
+        if (atomic_load(&w->sleeping))
+            futex_wake(&w->seq);
+    }
+    return gen;
+}
+
+/* The caller's barrier: spins, then sleeps until every chunk is done. */
+static void join(uint32_t n_chunks)
+{
+    uint64_t t0 = sl_pool_now_ns();
+    for (int i = 0; atomic_load_explicit(&P.done, memory_order_acquire) < n_chunks; i++) {
+        if ((i & 63) == 63 && sl_pool_now_ns() - t0 > CALLER_SPIN_NS) {
+            atomic_store(&P.caller_sleeping, 1);
+            uint32_t d = atomic_load(&P.done);
+            if (d < n_chunks)
+                futex_wait(&P.done, d);
+            atomic_store(&P.caller_sleeping, 0);
+        } else {
+            cpu_relax();
+        }
+    }
+}
+
+/* One parallel call with threads threads (the caller holds P.lock). */
+static void run_parallel(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, int threads,
+                         bool adapting)
+{
+    int64_t chunk = (n + (int64_t)threads * CHUNKS_PER_THREAD - 1) /
+                    ((int64_t)threads * CHUNKS_PER_THREAD);
+    if (chunk < grain)
+        chunk = grain;
+    uint32_t n_chunks = (uint32_t)((n + chunk - 1) / chunk);
+    uint64_t t0 = sl_pool_now_ns();
+    uint32_t gen = post(n, chunk, n_chunks, fn, arg, threads);
+    tls_in_task = true;
+    run_chunks(gen);
+    uint64_t t_out = sl_pool_now_ns();
+    join(n_chunks);
+    tls_in_task = false;
+    uint64_t t1 = sl_pool_now_ns();
+    uint64_t busy = atomic_load(&P.busy_ns);
+    /* waiting up to one chunk's time is the split's granularity, not a
+     * thread that lost its core */
+    uint64_t wait = t1 - t_out, chunk_ns = busy / n_chunks;
+    uint64_t excess = wait > chunk_ns ? wait - chunk_ns : 0;
+    if (adapting)
+        sl_pool_adapt_record(&P.adapt, t1, excess, t1 - t0);
+    stats_add(threads, wait, busy);
+}
+
+void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
+{
+    if (n <= 0)
+        return;
+    if (grain < 1)
+        grain = 1;
+    int want = n > grain && !tls_in_task ? wanted_threads() : 1;
+    if (want <= 1 || pthread_mutex_trylock(&P.lock)) {
+        fn(arg, 0, n); /* nested, too small, or the pool is busy elsewhere */
+        return;
+    }
+    pthread_once(&fork_once, register_fork);
+    int threads = start_workers(want - 1) + 1;
+    uint64_t now = sl_pool_now_ns();
+    if (P.adapt.max == 0)
+        sl_pool_adapt_init(&P.adapt, threads);
+    sl_pool_adapt_set_max(&P.adapt, threads, now);
+    bool adapting = atomic_load(&P.adaptive);
+    if (adapting)
+        threads = sl_pool_adapt_before(&P.adapt, now);
+    int64_t max_chunks = (n + grain - 1) / grain;
+    if (threads > max_chunks) {
+        threads = (int)max_chunks;
+        adapting = false; /* the call says nothing about the count chosen */
+    }
+    if (threads <= 1) {
+        tls_in_task = true;
+        fn(arg, 0, n);
+        tls_in_task = false;
+        stats_add(1, 0, 0);
+    } else {
+        run_parallel(n, grain, fn, arg, threads, adapting);
+    }
+    pthread_mutex_unlock(&P.lock);
+}

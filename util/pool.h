@@ -1,0 +1,85 @@
+/* One worker pool per process, shared by every stage in it (replaces
+ * OpenMP). A parallel-for cuts [0, n) into chunks that threads claim one at
+ * a time; the caller works too and returns when every chunk is done (one
+ * barrier per call). Callers must make each element's arithmetic independent
+ * of the chunk it lands in, so results are bit-identical whatever the thread
+ * count: split reductions by rows or outputs, never inside a sum.
+ *
+ * Waiting workers spin briefly, then sleep on a futex: a stage idle between
+ * micro-batches costs no core. Claiming chunks (instead of owning a static
+ * share) means a worker whose core another process took holds back at most
+ * the chunk it is in. While running, the pool measures how long the caller
+ * waits at the barrier; when waits grow it uses fewer threads for the next
+ * calls and probes more again later.
+ *
+ * A call from inside a pool task, or while another thread's call holds the
+ * pool, runs serially on the calling thread. */
+#ifndef SLUICE_POOL_H
+#define SLUICE_POOL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Processes [i0, i1) of the range. */
+typedef void (*sl_pool_fn)(void *arg, int64_t i0, int64_t i1);
+
+/* Runs fn over [0, n) on up to the calling thread's thread count; chunks
+ * hold at least grain items (ranges of at most grain items run serially). */
+void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg);
+
+/* The process's thread count (the caller included): what threads calling
+ * sl_pool_for use unless they set their own. n <= 0: the cores available
+ * (util/cpus.h). Workers start lazily on the first parallel call. */
+void sl_pool_set_threads(int n);
+int sl_pool_threads(void);
+/* The calling thread's own limit (a stage host's team size); 0: the
+ * process's count. */
+void sl_pool_set_thread_limit(int n);
+/* The thread count the calling thread's next call would use (its limit and
+ * the pool's current adaptation); 1 inside a pool task. */
+int sl_pool_current_threads(void);
+bool sl_pool_in_task(void);
+
+/* Counters of the calls made by the threads that point at one (a stage
+ * host's): calls that ran in parallel, threads they used (sum), and the
+ * caller's wait at the barrier after it ran out of chunks. */
+typedef struct sl_pool_stats {
+    _Atomic uint64_t calls, thread_sum, wait_ns, busy_ns;
+} sl_pool_stats;
+/* Where the calling thread's calls count (NULL: nowhere). */
+void sl_pool_set_stats(sl_pool_stats *st);
+
+/* Adaptation: a pure decision on (time, measurements), unit tested.
+ * Over windows of calls that used `threads` threads it sums the caller's
+ * barrier wait and the calls' wall time; a window whose waits exceed
+ * SL_POOL_WAIT_HIGH of the time drops a thread, and after a back-off (longer
+ * after each failed probe) a thread is added back on trial. */
+#define SL_POOL_WAIT_HIGH 0.25
+#define SL_POOL_WINDOW 16           /* parallel calls per decision */
+#define SL_POOL_PROBE0_NS 20000000u /* first back-off: 20 ms */
+#define SL_POOL_PROBE_MAX_NS 1000000000u
+
+typedef struct sl_pool_adapt {
+    int threads, max;
+    int win_calls;
+    uint64_t win_wait_ns, win_total_ns;
+    uint64_t backoff_ns, probe_at_ns;
+    bool probing; /* threads was raised on trial */
+} sl_pool_adapt;
+
+void sl_pool_adapt_init(sl_pool_adapt *a, int max);
+/* Sets the ceiling (threads follows it down at once, up by probing). */
+void sl_pool_adapt_set_max(sl_pool_adapt *a, int max, uint64_t now_ns);
+/* Records one parallel call (its wall time and the caller's barrier wait)
+ * made with a->threads threads; returns the thread count for the next. */
+int sl_pool_adapt_record(sl_pool_adapt *a, uint64_t now_ns, uint64_t wait_ns, uint64_t call_ns);
+/* Before a call: raises threads on trial when the back-off has passed. */
+int sl_pool_adapt_before(sl_pool_adapt *a, uint64_t now_ns);
+
+/* Turns adaptation off (tests of a fixed thread count) or on. */
+void sl_pool_set_adaptive(bool on);
+
+uint64_t sl_pool_now_ns(void);
+
+#endif
