@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "pipeline/security.h"
+#include "util/pool.h"
 
 #define HOST_QUEUE 64
 
@@ -28,6 +29,7 @@ struct pl_host {
     pthread_mutex_t lock;
     pl_host_stats stats;
     pl_stage_metrics met;  /* under lock */
+    sl_pool_stats pool;    /* the stage's calls on the worker pool */
     /* messages taken off the input socket and not yet processed: the
      * queue depth a stage sees is how many wait here when it takes one */
     pl_msg *pending;
@@ -41,7 +43,6 @@ struct pl_host {
 #include "proto/sluice.pb-c.h"
 #include "scheduler/bind.h"
 #include "util/clock.h"
-#include "util/pool.h"
 
 void pl_wire_limits_from_config(pl_wire_limits *w, const pl_limits *l)
 {
@@ -165,7 +166,9 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
         double t0 = sl_now_s();
         uint32_t rows = in.hdr->n_rows;
         stage_marks before = marks_of(h->stage);
+        sl_pool_set_stats(&h->pool);
         int rc = h->stage->process(h->stage, &in, &h->emit, &why);
+        sl_pool_set_stats(&h->up->pool); /* back in the member that fed this one */
         pl_msg_close(&in);
         if (rc)
             fprintf(stderr, "sluice: %s: %s\n", h->stage->name, why.msg);
@@ -238,6 +241,7 @@ static void *host_main(void *arg)
         double t0 = sl_now_s();
         uint32_t rows = m->hdr->n_rows;
         stage_marks before = marks_of(h->stage);
+        sl_pool_set_stats(&h->pool);
         int rc = h->stage->process(h->stage, m, &h->emit, &err);
         pl_msg_close(m);
         if (rc)
@@ -444,6 +448,10 @@ void pl_host_stats_get(pl_host *h, pl_host_stats *st)
     pthread_mutex_lock(&h->lock);
     *st = h->stats;
     pthread_mutex_unlock(&h->lock);
+    st->pool_calls = atomic_load(&h->pool.calls);
+    st->pool_thread_sum = atomic_load(&h->pool.thread_sum);
+    st->pool_threads = atomic_load(&h->pool.last_threads);
+    st->pool_wait_seconds = (double)atomic_load(&h->pool.wait_ns) * 1e-9;
 }
 
 void pl_host_metrics_get(pl_host *h, pl_stage_metrics *m)
@@ -451,6 +459,10 @@ void pl_host_metrics_get(pl_host *h, pl_stage_metrics *m)
     pthread_mutex_lock(&h->lock);
     *m = h->met;
     pthread_mutex_unlock(&h->lock);
+    m->pool_calls = atomic_load(&h->pool.calls);
+    m->pool_thread_sum = atomic_load(&h->pool.thread_sum);
+    m->pool_threads = atomic_load(&h->pool.last_threads);
+    m->pool_wait_seconds = (double)atomic_load(&h->pool.wait_ns) * 1e-9;
 }
 
 void pl_host_describe(const pl_host *h, char *buf, size_t size)

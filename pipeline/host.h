@@ -33,6 +33,10 @@ void pl_wire_limits_from_config(pl_wire_limits *w, const pl_limits *l);
 typedef struct pl_host_stats {
     uint64_t messages, rows, dropped, errors;
     double busy_seconds;
+    /* the stage's worker pool calls (util/pool.h) */
+    uint64_t pool_calls, pool_thread_sum;
+    uint32_t pool_threads; /* the last call's */
+    double pool_wait_seconds;
 } pl_host_stats;
 
 /* Starts a thread hosting stage (taking ownership of it). zctx is the

@@ -148,6 +148,9 @@ char *pl_metrics_text(const pl_stage_metrics *m, int n)
             (unsigned long long)s->dropped);
         put(&b, "  busy %.3f s  step mean %.6f s  p50 %s s  p99 %s s\n", s->busy_seconds,
             hist_mean(&s->step_seconds), p50, p99);
+        put(&b, "  threads %u (mean %.2f over %llu parallel calls)  barrier wait %.3f s\n",
+            s->pool_threads, s->pool_calls ? (double)s->pool_thread_sum / (double)s->pool_calls : 0.0,
+            (unsigned long long)s->pool_calls, s->pool_wait_seconds);
         char top[32];
         hist_max(&s->queue, top, sizeof top);
         put(&b, "  queue depth %u (mean %.2f, max %s)\n", s->queue_depth, hist_mean(&s->queue), top);
@@ -179,7 +182,10 @@ static void labels(sbuf *b, const pl_stage_metrics *s)
     put(b, "\",index=\"%d\"", s->index);
 }
 
-typedef enum { F_MESSAGES, F_TOKENS, F_ERRORS, F_REFUSED, F_DROPPED, F_BUSY, F_DEPTH } field;
+typedef enum {
+    F_MESSAGES, F_TOKENS, F_ERRORS, F_REFUSED, F_DROPPED, F_BUSY, F_DEPTH,
+    F_THREADS, F_POOL_CALLS, F_THREAD_SUM, F_WAIT
+} field;
 
 static void put_value(sbuf *b, const pl_stage_metrics *s, field f)
 {
@@ -191,6 +197,10 @@ static void put_value(sbuf *b, const pl_stage_metrics *s, field f)
     case F_DROPPED: put(b, "%llu", (unsigned long long)s->dropped); break;
     case F_BUSY: put(b, "%.9g", s->busy_seconds); break;
     case F_DEPTH: put(b, "%u", s->queue_depth); break;
+    case F_THREADS: put(b, "%u", s->pool_threads); break;
+    case F_POOL_CALLS: put(b, "%llu", (unsigned long long)s->pool_calls); break;
+    case F_THREAD_SUM: put(b, "%llu", (unsigned long long)s->pool_thread_sum); break;
+    case F_WAIT: put(b, "%.9g", s->pool_wait_seconds); break;
     }
 }
 
@@ -246,6 +256,15 @@ char *pl_metrics_prometheus(const pl_stage_metrics *m, int n)
     family(&b, m, n, "sluice_stage_busy_seconds_total", "counter", "Time a stage spent processing.", F_BUSY);
     family(&b, m, n, "sluice_stage_queue_depth", "gauge",
            "Messages waiting when the stage took its last one.", F_DEPTH);
+    family(&b, m, n, "sluice_stage_threads", "gauge",
+           "Threads the stage's last parallel kernel call used (the pool adapts it).", F_THREADS);
+    family(&b, m, n, "sluice_stage_pool_calls_total", "counter",
+           "Kernel calls of a stage that could run on the worker pool.", F_POOL_CALLS);
+    family(&b, m, n, "sluice_stage_pool_threads_total", "counter",
+           "Threads those calls used, summed (divided by the calls: threads per call).",
+           F_THREAD_SUM);
+    family(&b, m, n, "sluice_stage_barrier_wait_seconds_total", "counter",
+           "Time a stage's thread waited at the pool's barrier for other threads.", F_WAIT);
     histogram(&b, m, n, "sluice_stage_step_seconds", "Time a stage took for one message.",
               offsetof(pl_stage_metrics, step_seconds));
     histogram(&b, m, n, "sluice_stage_queue_depth_observed", "Messages waiting each time a stage took one.",

@@ -45,6 +45,12 @@ typedef struct pl_stage_metrics {
     uint64_t dropped;              /* malformed messages dropped on receipt (refused included) */
     double busy_seconds;
     uint32_t queue_depth;          /* messages waiting when the stage took its last one */
+    /* the worker pool's calls made by the stage (util/pool.h): how many
+     * could run in parallel, the threads they used (sum; the last call's
+     * count), and the stage thread's wait at their barriers */
+    uint64_t pool_calls, pool_thread_sum;
+    uint32_t pool_threads;
+    double pool_wait_seconds;
     pl_hist step_seconds;
     pl_hist queue;
 } pl_stage_metrics;

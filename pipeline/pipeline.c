@@ -1266,6 +1266,11 @@ void sl_pipeline_print_stats(sl_pipeline *p, void *file)
                 pl_host_name(p->hosts[i]), (unsigned long long)st.messages,
                 (unsigned long long)st.rows, st.busy_seconds, (unsigned long long)st.dropped,
                 (unsigned long long)st.errors);
+        if (st.pool_calls)
+            fprintf(out, "stage %-14s threads %u (mean %.2f over %llu parallel calls), barrier "
+                    "wait %.3f s\n", pl_host_name(p->hosts[i]), st.pool_threads,
+                    (double)st.pool_thread_sum / (double)st.pool_calls,
+                    (unsigned long long)st.pool_calls, st.pool_wait_seconds);
         char extra[256];
         pl_host_describe(p->hosts[i], extra, sizeof extra);
         if (extra[0])

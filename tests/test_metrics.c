@@ -100,6 +100,10 @@ static void check_render(void)
     pl_hist_observe(&m[0].step_seconds, 0.003);
     pl_hist_observe(&m[0].step_seconds, 0.2);
     pl_hist_observe(&m[0].queue, 2);
+    m[0].pool_calls = 10;
+    m[0].pool_thread_sum = 17;
+    m[0].pool_threads = 1;
+    m[0].pool_wait_seconds = 0.25;
     char *prom = pl_metrics_prometheus(m, 2);
     CHECK(prom != NULL);
     if (!prom)
@@ -117,10 +121,16 @@ static void check_render(void)
     CHECK(strstr(prom, "sluice_stage_step_seconds_bucket{stage=\"layers[0,3)\",index=\"1\",le=\"+Inf\"} 2\n"));
     CHECK(strstr(prom, "sluice_stage_step_seconds_count{stage=\"layers[0,3)\",index=\"1\"} 2\n"));
     CHECK(strstr(prom, "# TYPE sluice_stage_step_seconds histogram\n"));
+    CHECK(strstr(prom, "# TYPE sluice_stage_threads gauge\n"));
+    CHECK(strstr(prom, "sluice_stage_threads{stage=\"layers[0,3)\",index=\"1\"} 1\n"));
+    CHECK(strstr(prom, "sluice_stage_pool_calls_total{stage=\"layers[0,3)\",index=\"1\"} 10\n"));
+    CHECK(strstr(prom, "sluice_stage_pool_threads_total{stage=\"layers[0,3)\",index=\"1\"} 17\n"));
+    CHECK(strstr(prom, "# TYPE sluice_stage_barrier_wait_seconds_total counter\n"));
+    CHECK(strstr(prom, "sluice_stage_barrier_wait_seconds_total{stage=\"layers[0,3)\",index=\"1\"} 0.25\n"));
     /* label values escaped */
     CHECK(strstr(prom, "{stage=\"we\\\"ird\\\\name\",index=\"2\"}"));
-    /* 7 single-value families and two histograms (buckets + Inf, sum, count), 2 stages */
-    int expect = 2 * (7 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3));
+    /* 11 single-value families and two histograms (buckets + Inf, sum, count), 2 stages */
+    int expect = 2 * (11 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3));
     int got = prom_samples(prom);
     CHECKF(got == expect, "%d sample lines, expected %d", got, expect);
     free(prom);
@@ -132,6 +142,8 @@ static void check_render(void)
                    strstr(text, "messages 12  tokens 40  errors 4  refused 3  dropped 0"),
                "%s", text);
         CHECKF(strstr(text, "p50 <=0.005 s") && strstr(text, "queue depth 2 (mean 2.00, max <=2)"), "%s", text);
+        CHECKF(strstr(text, "threads 1 (mean 1.70 over 10 parallel calls)  barrier wait 0.250 s"), "%s",
+               text);
     }
     free(text);
 }
@@ -222,6 +234,11 @@ static void check_counts(void)
                (unsigned long long)s->step_seconds.n);
         CHECK(s->queue.n == msgs);
         CHECK(s->busy_seconds > 0);
+        if (i == 1) /* the layers' matmuls go through the worker pool, counted per stage */
+            CHECKF(s->pool_calls > 0 && s->pool_threads >= 1 &&
+                       s->pool_thread_sum >= s->pool_calls && s->pool_wait_seconds >= 0,
+                   "layers: %llu pool calls, last with %u threads",
+                   (unsigned long long)s->pool_calls, s->pool_threads);
     }
     char *prom = m ? pl_metrics_prometheus(m, n) : NULL;
     CHECK(prom && prom_samples(prom) > 0);
@@ -326,7 +343,7 @@ static void check_http(void)
         CHECK(body != NULL);
         if (body) {
             body += 4;
-            CHECKF(prom_samples(body) == 4 * (7 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3)),
+            CHECKF(prom_samples(body) == 4 * (11 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3)),
                    "every line of the body parses, for four stages");
             char want[128];
             snprintf(want, sizeof want, "\nsluice_stage_messages_total{stage=\"sample\",index=\"3\"} %d\n", n_gen + 1);

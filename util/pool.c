@@ -48,13 +48,13 @@ static struct {
     _Atomic int64_t n, chunk;
     _Atomic uint32_t n_chunks;
     uint32_t gen;
-    sl_pool_adapt adapt;
 } P = {.lock = PTHREAD_MUTEX_INITIALIZER,
        .adaptive = true};
 
 static _Thread_local bool tls_in_task;
 static _Thread_local int tls_limit;
 static _Thread_local sl_pool_stats *tls_stats;
+static _Thread_local sl_pool_adapt tls_adapt; /* this thread's calls' count */
 
 uint64_t sl_pool_now_ns(void)
 {
@@ -90,7 +90,7 @@ void sl_pool_adapt_init(sl_pool_adapt *a, int max)
 static void window_reset(sl_pool_adapt *a)
 {
     a->win_calls = 0;
-    a->win_wait_ns = a->win_total_ns = 0;
+    a->win_wait_ns = a->win_busy_ns = a->win_total_ns = 0;
 }
 
 void sl_pool_adapt_set_max(sl_pool_adapt *a, int max, uint64_t now_ns)
@@ -115,13 +115,17 @@ int sl_pool_adapt_before(sl_pool_adapt *a, uint64_t now_ns)
     return a->threads;
 }
 
-int sl_pool_adapt_record(sl_pool_adapt *a, uint64_t now_ns, uint64_t wait_ns, uint64_t call_ns)
+int sl_pool_adapt_record(sl_pool_adapt *a, uint64_t now_ns, uint64_t wait_ns, uint64_t busy_ns,
+                         uint64_t call_ns)
 {
     a->win_wait_ns += wait_ns;
+    a->win_busy_ns += busy_ns;
     a->win_total_ns += call_ns;
     if (++a->win_calls < SL_POOL_WINDOW)
         return a->threads;
-    bool bad = (double)a->win_wait_ns > SL_POOL_WAIT_HIGH * (double)a->win_total_ns;
+    double total = (double)a->win_total_ns;
+    bool bad = (double)a->win_wait_ns > SL_POOL_WAIT_HIGH * total ||
+               (double)a->win_busy_ns < (1 + SL_POOL_GAIN_MIN * (a->threads - 1)) * total;
     window_reset(a);
     if (bad && a->threads > 1) {
         /* a failed trial backs off longer each time; a fresh loss of a core
@@ -151,6 +155,7 @@ static void stats_add(int threads, uint64_t wait_ns, uint64_t busy_ns)
     atomic_fetch_add_explicit(&st->thread_sum, (uint64_t)threads, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->wait_ns, wait_ns, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->busy_ns, busy_ns, memory_order_relaxed);
+    atomic_store_explicit(&st->last_threads, (uint32_t)threads, memory_order_relaxed);
 }
 
 /* Claims and runs chunks of call gen until none is left. A claim succeeds
@@ -276,6 +281,15 @@ void sl_pool_set_thread_limit(int n) { tls_limit = n > 0 ? n : 0; }
 bool sl_pool_in_task(void) { return tls_in_task; }
 void sl_pool_set_stats(sl_pool_stats *st) { tls_stats = st; }
 void sl_pool_set_adaptive(bool on) { atomic_store(&P.adaptive, on); }
+int sl_pool_workers(void) { return atomic_load(&P.n_workers); }
+
+int sl_pool_workers_asleep(void)
+{
+    int n = 0, have = atomic_load(&P.n_workers);
+    for (int i = 0; i < have; i++)
+        n += atomic_load(&P.workers[i].sleeping);
+    return n;
+}
 
 static int wanted_threads(void)
 {
@@ -288,9 +302,9 @@ int sl_pool_current_threads(void)
     if (tls_in_task)
         return 1;
     int want = wanted_threads();
-    if (!atomic_load(&P.adaptive) || P.adapt.max != want)
+    if (!atomic_load(&P.adaptive) || tls_adapt.max != want)
         return want;
-    return P.adapt.threads < want ? P.adapt.threads : want;
+    return tls_adapt.threads < want ? tls_adapt.threads : want;
 }
 
 /* Publishes the call (the caller holds P.lock) and wakes threads-1 workers. */
@@ -356,7 +370,7 @@ static void run_parallel(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, int
     uint64_t wait = t1 - t_out, chunk_ns = busy / n_chunks;
     uint64_t excess = wait > chunk_ns ? wait - chunk_ns : 0;
     if (adapting)
-        sl_pool_adapt_record(&P.adapt, t1, excess, t1 - t0);
+        sl_pool_adapt_record(&tls_adapt, t1, excess, busy, t1 - t0);
     stats_add(threads, wait, busy);
 }
 
@@ -374,12 +388,12 @@ void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
     pthread_once(&fork_once, register_fork);
     int threads = start_workers(want - 1) + 1;
     uint64_t now = sl_pool_now_ns();
-    if (P.adapt.max == 0)
-        sl_pool_adapt_init(&P.adapt, threads);
-    sl_pool_adapt_set_max(&P.adapt, threads, now);
+    if (tls_adapt.max == 0)
+        sl_pool_adapt_init(&tls_adapt, threads);
+    sl_pool_adapt_set_max(&tls_adapt, threads, now);
     bool adapting = atomic_load(&P.adaptive);
     if (adapting)
-        threads = sl_pool_adapt_before(&P.adapt, now);
+        threads = sl_pool_adapt_before(&tls_adapt, now);
     int64_t max_chunks = (n + grain - 1) / grain;
     if (threads > max_chunks) {
         threads = (int)max_chunks;

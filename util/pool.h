@@ -46,16 +46,22 @@ bool sl_pool_in_task(void);
  * caller's wait at the barrier after it ran out of chunks. */
 typedef struct sl_pool_stats {
     _Atomic uint64_t calls, thread_sum, wait_ns, busy_ns;
+    _Atomic uint32_t last_threads;
 } sl_pool_stats;
 /* Where the calling thread's calls count (NULL: nowhere). */
 void sl_pool_set_stats(sl_pool_stats *st);
 
-/* Adaptation: a pure decision on (time, measurements), unit tested.
- * Over windows of calls that used `threads` threads it sums the caller's
- * barrier wait and the calls' wall time; a window whose waits exceed
- * SL_POOL_WAIT_HIGH of the time drops a thread, and after a back-off (longer
- * after each failed probe) a thread is added back on trial. */
+/* Adaptation (each calling thread adapts its own count): a pure decision
+ * on (time, measurements), unit tested. Over windows of calls that used
+ * `threads` threads it sums the caller's barrier wait, the time threads
+ * spent in chunks and the calls' wall time. A window drops a thread when
+ * its waits exceed SL_POOL_WAIT_HIGH of the time (a thread lost its core
+ * mid-chunk), or when the threads did not earn their keep: less than
+ * 1 + SL_POOL_GAIN_MIN per extra thread of work per unit of wall time (a
+ * woken thread arrived too late to take chunks). After a back-off, longer
+ * after each failed trial, a thread is added back on trial. */
 #define SL_POOL_WAIT_HIGH 0.25
+#define SL_POOL_GAIN_MIN 0.25
 #define SL_POOL_WINDOW 16           /* parallel calls per decision */
 #define SL_POOL_PROBE0_NS 20000000u /* first back-off: 20 ms */
 #define SL_POOL_PROBE_MAX_NS 1000000000u
@@ -63,7 +69,7 @@ void sl_pool_set_stats(sl_pool_stats *st);
 typedef struct sl_pool_adapt {
     int threads, max;
     int win_calls;
-    uint64_t win_wait_ns, win_total_ns;
+    uint64_t win_wait_ns, win_busy_ns, win_total_ns;
     uint64_t backoff_ns, probe_at_ns;
     bool probing; /* threads was raised on trial */
 } sl_pool_adapt;
@@ -71,9 +77,11 @@ typedef struct sl_pool_adapt {
 void sl_pool_adapt_init(sl_pool_adapt *a, int max);
 /* Sets the ceiling (threads follows it down at once, up by probing). */
 void sl_pool_adapt_set_max(sl_pool_adapt *a, int max, uint64_t now_ns);
-/* Records one parallel call (its wall time and the caller's barrier wait)
- * made with a->threads threads; returns the thread count for the next. */
-int sl_pool_adapt_record(sl_pool_adapt *a, uint64_t now_ns, uint64_t wait_ns, uint64_t call_ns);
+/* Records one parallel call made with a->threads threads: its wall time,
+ * the caller's barrier wait and the threads' time in chunks (summed);
+ * returns the thread count for the next. */
+int sl_pool_adapt_record(sl_pool_adapt *a, uint64_t now_ns, uint64_t wait_ns, uint64_t busy_ns,
+                         uint64_t call_ns);
 /* Before a call: raises threads on trial when the back-off has passed. */
 int sl_pool_adapt_before(sl_pool_adapt *a, uint64_t now_ns);
 
@@ -81,5 +89,8 @@ int sl_pool_adapt_before(sl_pool_adapt *a, uint64_t now_ns);
 void sl_pool_set_adaptive(bool on);
 
 uint64_t sl_pool_now_ns(void);
+/* Workers started, and how many of them sleep on their futex now. */
+int sl_pool_workers(void);
+int sl_pool_workers_asleep(void);
 
 #endif

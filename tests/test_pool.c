@@ -1,0 +1,331 @@
+/* The worker pool (util/pool.h): every index of a range runs exactly once
+ * whatever the thread count and grain; workers really join a call; a call
+ * from inside a task runs serially on its thread; idle workers sleep and a
+ * sleeping pool still finishes the next call; two threads calling at once
+ * both get their work done; the adaptation's decisions on injected
+ * measurements; and the forward pass of the shipped tiny model (embedding,
+ * norms, q/k preparation, attention spans and their combination, FFN
+ * activation, residuals, matmuls, head) bit-identical with 1, 2 and 3
+ * threads. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model/forward.h"
+#include "model/kv.h"
+#include "model/model.h"
+#include "tests/test.h"
+#include "util/pool.h"
+
+/* ---- range coverage ---- */
+
+typedef struct cover {
+    _Atomic int *hits;
+    int64_t n;
+    _Atomic int bad_range;
+} cover;
+
+static void cover_range(void *arg, int64_t i0, int64_t i1)
+{
+    cover *c = arg;
+    if (i0 < 0 || i1 > c->n || i0 >= i1)
+        atomic_store(&c->bad_range, 1);
+    for (int64_t i = i0; i < i1 && i >= 0 && i < c->n; i++)
+        atomic_fetch_add(&c->hits[i], 1);
+}
+
+static void test_coverage(void)
+{
+    static const int64_t sizes[] = {1, 2, 3, 7, 64, 100, 1001, 40000};
+    static const int64_t grains[] = {1, 3, 16, 5000};
+    sl_pool_set_adaptive(false);
+    for (int threads = 1; threads <= 5; threads++) {
+        sl_pool_set_threads(threads);
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+            for (size_t g = 0; g < sizeof grains / sizeof grains[0]; g++) {
+                int64_t n = sizes[s];
+                cover c = {calloc((size_t)n, sizeof(_Atomic int)), n, 0};
+                sl_pool_for(n, grains[g], cover_range, &c);
+                int wrong = 0;
+                for (int64_t i = 0; i < n; i++)
+                    wrong += atomic_load(&c.hits[i]) != 1;
+                CHECKF(wrong == 0 && !atomic_load(&c.bad_range),
+                       "%d threads, n %lld, grain %lld: %d indices not run exactly once", threads,
+                       (long long)n, (long long)grains[g], wrong);
+                free((void *)c.hits);
+            }
+    }
+    sl_pool_for(0, 1, cover_range, NULL); /* an empty range calls nothing */
+    CHECK(1);
+}
+
+/* ---- workers join ---- */
+
+typedef struct join_probe {
+    _Atomic int entered;
+    pthread_t first;
+    _Atomic int distinct;
+} join_probe;
+
+/* Chunk 0 waits (up to 10 s) until another chunk has started: only another
+ * thread can start one while chunk 0 holds the caller. */
+static void join_range(void *arg, int64_t i0, int64_t i1)
+{
+    join_probe *p = arg;
+    (void)i1;
+    if (i0 == 0) {
+        for (int i = 0; i < 10000 && atomic_load(&p->entered) == 0; i++)
+            usleep(1000);
+        atomic_store(&p->distinct, atomic_load(&p->entered) > 0);
+    } else {
+        atomic_fetch_add(&p->entered, 1);
+    }
+}
+
+static void test_workers_join(void)
+{
+    sl_pool_set_adaptive(false);
+    sl_pool_set_threads(3);
+    join_probe p = {0};
+    sl_pool_for(12, 1, join_range, &p);
+    CHECKF(atomic_load(&p.distinct) == 1, "no other thread took a chunk while the first ran");
+    CHECK(sl_pool_workers() >= 2);
+}
+
+/* ---- nesting ---- */
+
+typedef struct nest {
+    _Atomic int inner_serial, inner_ran, inner_threads_one;
+} nest;
+
+typedef struct inner_arg {
+    pthread_t outer;
+    _Atomic int other_thread;
+    _Atomic int64_t count;
+} inner_arg;
+
+static void inner_range(void *arg, int64_t i0, int64_t i1)
+{
+    inner_arg *a = arg;
+    if (!pthread_equal(pthread_self(), a->outer))
+        atomic_store(&a->other_thread, 1);
+    atomic_fetch_add(&a->count, i1 - i0);
+}
+
+static void outer_range(void *arg, int64_t i0, int64_t i1)
+{
+    nest *n = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        inner_arg a = {pthread_self(), 0, 0};
+        atomic_fetch_add(&n->inner_threads_one, sl_pool_current_threads() == 1 && sl_pool_in_task());
+        sl_pool_for(1000, 1, inner_range, &a);
+        atomic_fetch_add(&n->inner_serial, !atomic_load(&a.other_thread));
+        atomic_fetch_add(&n->inner_ran, atomic_load(&a.count) == 1000);
+    }
+}
+
+static void test_nested(void)
+{
+    sl_pool_set_adaptive(false);
+    sl_pool_set_threads(3);
+    nest n = {0};
+    sl_pool_for(24, 1, outer_range, &n);
+    CHECK(atomic_load(&n.inner_serial) == 24);
+    CHECK(atomic_load(&n.inner_ran) == 24);
+    CHECK(atomic_load(&n.inner_threads_one) == 24);
+    CHECK(!sl_pool_in_task());
+}
+
+/* ---- sleep and wake ---- */
+
+static void test_sleep_wake(void)
+{
+    sl_pool_set_adaptive(false);
+    sl_pool_set_threads(3);
+    cover c = {calloc(5000, sizeof(_Atomic int)), 5000, 0};
+    sl_pool_for(5000, 1, cover_range, &c);
+    int asleep = 0;
+    for (int i = 0; i < 200 && asleep < sl_pool_workers(); i++) { /* up to 2 s */
+        usleep(10000);
+        asleep = sl_pool_workers_asleep();
+    }
+    CHECKF(asleep == sl_pool_workers() && asleep >= 2, "%d of %d workers asleep when idle", asleep,
+           sl_pool_workers());
+    /* woken by the next call: it completes, every index once more */
+    join_probe p = {0};
+    sl_pool_for(12, 1, join_range, &p);
+    CHECK(atomic_load(&p.distinct) == 1);
+    sl_pool_for(5000, 1, cover_range, &c);
+    int wrong = 0;
+    for (int i = 0; i < 5000; i++)
+        wrong += atomic_load(&c.hits[i]) != 2;
+    CHECK(wrong == 0);
+    free((void *)c.hits);
+}
+
+/* ---- two callers ---- */
+
+typedef struct caller {
+    cover c;
+    int rounds;
+} caller;
+
+static void *caller_main(void *arg)
+{
+    caller *k = arg;
+    sl_pool_set_thread_limit(3);
+    for (int r = 0; r < k->rounds; r++)
+        sl_pool_for(k->c.n, 1, cover_range, &k->c);
+    return NULL;
+}
+
+static void test_two_callers(void)
+{
+    sl_pool_set_adaptive(false);
+    caller k[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        k[i] = (caller){{calloc(3000, sizeof(_Atomic int)), 3000, 0}, 200};
+        CHECK(pthread_create(&t[i], NULL, caller_main, &k[i]) == 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        int wrong = 0;
+        for (int j = 0; j < 3000; j++)
+            wrong += atomic_load(&k[i].c.hits[j]) != 200;
+        CHECKF(wrong == 0, "caller %d: %d indices not run 200 times", i, wrong);
+        free((void *)k[i].c.hits);
+    }
+}
+
+/* ---- adaptation decisions ---- */
+
+#define MS 1000000ull
+
+/* n calls of 100 us each with the given wait and busy (per call). */
+static int feed(sl_pool_adapt *a, uint64_t now, int n, uint64_t wait, uint64_t busy)
+{
+    int t = a->threads;
+    for (int i = 0; i < n; i++)
+        t = sl_pool_adapt_record(a, now, wait, busy, 100000);
+    return t;
+}
+
+static void test_adapt(void)
+{
+    sl_pool_adapt a;
+    sl_pool_adapt_init(&a, 3);
+    uint64_t now = 1000 * MS;
+    CHECK(sl_pool_adapt_before(&a, now) == 3);
+    /* all threads working, little waiting: keep 3 */
+    CHECK(feed(&a, now, 3 * SL_POOL_WINDOW, 5000, 280000) == 3);
+    /* a decision needs a whole window */
+    CHECK(feed(&a, now, SL_POOL_WINDOW - 1, 60000, 280000) == 3);
+    CHECK(feed(&a, now, 1, 60000, 280000) == 2); /* waits 60% of the time: one thread fewer */
+    CHECK(sl_pool_adapt_before(&a, now + SL_POOL_PROBE0_NS - 1) == 2); /* backing off */
+    now += SL_POOL_PROBE0_NS;
+    CHECK(sl_pool_adapt_before(&a, now) == 3); /* trial */
+    CHECK(a.probing);
+    CHECK(feed(&a, now, SL_POOL_WINDOW, 60000, 280000) == 2); /* the trial fails */
+    CHECK(a.backoff_ns == 2 * SL_POOL_PROBE0_NS);            /* and backs off longer */
+    CHECK(sl_pool_adapt_before(&a, now + SL_POOL_PROBE0_NS) == 2);
+    now += 2 * SL_POOL_PROBE0_NS;
+    CHECK(sl_pool_adapt_before(&a, now) == 3);
+    CHECK(feed(&a, now, SL_POOL_WINDOW, 1000, 290000) == 3); /* the trial holds */
+    CHECK(!a.probing && a.backoff_ns == SL_POOL_PROBE0_NS);
+    /* threads that take no work (busy = one thread's time): not worth it */
+    CHECK(feed(&a, now, SL_POOL_WINDOW, 0, 100000) == 2);
+    CHECK(feed(&a, now, SL_POOL_WINDOW, 0, 100000) == 1);
+    CHECK(sl_pool_adapt_before(&a, now) == 1);
+    /* failed trials back off to at most the cap */
+    for (int i = 0; i < 20; i++) {
+        now += a.backoff_ns;
+        CHECK(sl_pool_adapt_before(&a, now) == 2);
+        CHECK(feed(&a, now, SL_POOL_WINDOW, 0, 100000) == 1);
+    }
+    CHECK(a.backoff_ns == SL_POOL_PROBE_MAX_NS);
+    /* a lower ceiling applies at once; a raised one is reached by trials */
+    sl_pool_adapt_init(&a, 4);
+    sl_pool_adapt_set_max(&a, 2, now);
+    CHECK(a.threads == 2);
+    sl_pool_adapt_set_max(&a, 4, now);
+    CHECK(a.threads == 4); /* it was at its ceiling: follows it */
+    CHECK(feed(&a, now, SL_POOL_WINDOW, 80000, 300000) == 3);
+    sl_pool_adapt_set_max(&a, 4, now); /* unchanged: nothing moves */
+    CHECK(a.threads == 3);
+}
+
+/* ---- the tiny model's forward pass, 1, 2 and 3 threads ---- */
+
+#define N_TOK 300
+#define BATCH 100
+
+static float *forward_logits(sl_model *m, sl_fwd *f, const int32_t *tokens, int threads)
+{
+    const sl_config *c = &m->cfg;
+    sl_pool_set_threads(threads);
+    sl_err err = {{0}};
+    sl_kv *kv = NULL;
+    float *x = malloc(sizeof(float) * BATCH * (size_t)c->d_model);
+    float *logits = malloc(sizeof(float) * (N_TOK + 1) * (size_t)c->n_vocab);
+    int rc = sl_kv_new(&kv, c, 0, c->n_layer, 1, N_TOK + 1, &err);
+    int32_t seq[BATCH] = {0}, pos[BATCH];
+    /* batches of 100 (prefill), then one token (decode) */
+    for (int start = 0; !rc && start <= N_TOK; start += BATCH) {
+        int nb = start == N_TOK ? 1 : BATCH;
+        for (int i = 0; i < nb; i++)
+            pos[i] = start + i;
+        sl_batch b = {.n_tokens = nb, .token = tokens + start, .seq = seq, .pos = pos};
+        rc = sl_embed(m, tokens + start, nb, x, &err) || sl_forward_layers(f, kv, &b, x, &err) ||
+             sl_head(f, x, nb, logits + (size_t)start * c->n_vocab, &err);
+    }
+    CHECKF(rc == 0, "%s", err.msg);
+    sl_kv_free(kv);
+    free(x);
+    return logits;
+}
+
+static void test_forward_threads(void)
+{
+    const char *src = getenv("SLUICE_SRC");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/tiny-gemma3.gguf", src ? src : ".");
+    sl_err err = {{0}};
+    sl_model *m = NULL;
+    sl_fwd *f = NULL;
+    if (sl_model_load(&m, path, NULL, &err) || sl_fwd_new(&f, m, BATCH, &err)) {
+        CHECKF(0, "%s", err.msg);
+        return;
+    }
+    int32_t tokens[N_TOK + 1];
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i <= N_TOK; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        tokens[i] = 7 + (int32_t)(r % (uint64_t)(m->cfg.n_vocab - 7));
+    }
+    sl_pool_set_adaptive(false);
+    size_t bytes = sizeof(float) * (N_TOK + 1) * (size_t)m->cfg.n_vocab;
+    float *one = forward_logits(m, f, tokens, 1);
+    for (int threads = 2; threads <= 3; threads++) {
+        float *many = forward_logits(m, f, tokens, threads);
+        CHECKF(memcmp(one, many, bytes) == 0, "forward: 1 and %d threads differ", threads);
+        free(many);
+    }
+    free(one);
+    sl_fwd_free(f);
+    sl_model_free(m);
+}
+
+int main(void)
+{
+    test_adapt();
+    test_coverage();
+    test_workers_join();
+    test_nested();
+    test_sleep_wake();
+    test_two_callers();
+    test_forward_threads();
+    return test_finish("test_pool");
+}
