@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# Cores (issue 16): configs/two-process.yaml on the shipped tiny model with
-# default threads, its processes on disjoint cores (this build) against the
-# same processes left on every CPU (BEFORE: a sluice binary without the
-# split), and the one-process run, for 1 prompt and 200 prompts. All in one
-# run, alternating, best of REPS: the numbers are ratios on a shared machine.
-# usage: BEFORE=/path/to/old/sluice bench/cores.sh [REPS=3] [TOKENS=128] [PROMPTS=200]
+# Cores (issue 16), all in one run, alternating, best of REPS: the numbers
+# are ratios on a shared machine.
+#  (a) one core kept busy by another process (`yes`): `sluice run` with its
+#      default threads against -t 1, on the shipped tiny model and on synth
+#      gemma3 1b Q4_0; ik_llama.cpp's llama-bench under the same load beside
+#      them (its default -t 2, and -t 1), when it is built at $IK;
+#  (b) the idle machine: default threads against -t 1 and -t 2;
+#  (c) configs/two-process.yaml (its processes on disjoint cores) against one
+#      process, for 1 prompt and 200 prompts; with BEFORE set, also the same
+#      two processes run by that binary (one without the core split).
+# usage: [BEFORE=old/sluice] [MODEL_1B=FILE] [IK=DIR] bench/cores.sh [REPS=3] [TOKENS=128] [PROMPTS=200]
+# MODEL_1B defaults to /tmp/sluice-bench-g3-1b-q4_0.gguf, synthesized when
+# missing. Take `flock /tmp/sluice-bench.lock` around it on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SLUICE=$(readlink -f "${SLUICE:-build/sluice}")
-BEFORE=${BEFORE:?set BEFORE to a sluice binary that does not split cores}
+BEFORE=${BEFORE:-}
+IK=${IK:-/work/ik_llama.cpp/build/bin}
+MODEL_1B=${MODEL_1B:-/tmp/sluice-bench-g3-1b-q4_0.gguf}
 REPS=${1:-3}
 N=${2:-128}
 MANY=${3:-200}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+hog=
+trap '[ -n "$hog" ] && kill "$hog" 2>/dev/null; rm -rf "$work"' EXIT
 cp configs/two-process.yaml "$work/two.yaml"
 sed -i "s|\.\./models/|$PWD/models/|; s|/tmp/sluice-two-process/|$work/|" "$work/two.yaml"
 for i in $(seq "$MANY"); do echo "prompt number $i of the benchmark, about licences and foxes"; done >"$work/many.txt"
 echo "The quick brown fox jumps over the lazy dog" >"$work/one.txt"
+[ -f "$MODEL_1B" ] || "$SLUICE" synth --arch gemma3 --size 1b --type q4_0 -o "$MODEL_1B" >/dev/null
 
 # tok/s BINARY PROMPTS ARGS...: the decode rate the run reports (one
 # request: its decode line; several: the aggregate)
@@ -27,15 +38,70 @@ rate() {
   "$bin" run "$@" --prompts "$prompts" -n "$N" 2>&1 >/dev/null |
     sed -n 's/.*: \([0-9.]*\) tok\/s aggregate.*/\1/p; s/^decode  *\([0-9.]*\) tok\/s.*/\1/p' | tail -1
 }
+# ik's decode tok/s (llama-bench tg N, its own best-of-3 mean)
+ik_rate() {
+  "$IK/llama-bench" -m "$1" -p 0 -n "$N" -t "$2" -r 3 -o csv 2>/dev/null |
+    awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /avg_ts/) c = i; next }
+             c { gsub(/"/, "", $c); print $c }' | tail -1
+}
 best() { sort -g | tail -1; }
-printf '%-10s %12s %12s %12s\n' prompts "one-proc" "2p before" "2p after"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# one line of (a) or (b): default, -t 1, -t 2 (and ik when asked)
+threads_row() {
+  local label=$1 model=$2 with_ik=$3
+  local d=() t1=() t2=() i2=() i1=()
+  for _ in $(seq "$REPS"); do
+    d+=("$(rate "$SLUICE" "$work/one.txt" -m "$model")")
+    t1+=("$(rate "$SLUICE" "$work/one.txt" -m "$model" -t 1)")
+    t2+=("$(rate "$SLUICE" "$work/one.txt" -m "$model" -t 2)")
+    if [ "$with_ik" = 1 ]; then
+      i2+=("$(ik_rate "$model" 2)")
+      i1+=("$(ik_rate "$model" 1)")
+    fi
+  done
+  local bd b1 b2
+  bd=$(printf '%s\n' "${d[@]}" | best)
+  b1=$(printf '%s\n' "${t1[@]}" | best)
+  b2=$(printf '%s\n' "${t2[@]}" | best)
+  printf '%-22s default %8s  -t1 %8s  -t2 %8s  default/-t1 %s  default/best-fixed %s' "$label" \
+    "$bd" "$b1" "$b2" "$(ratio "$bd" "$b1")" "$(ratio "$bd" "$(printf '%s\n%s\n' "$b1" "$b2" | best)")"
+  if [ "$with_ik" = 1 ]; then
+    local k2 k1
+    k2=$(printf '%s\n' "${i2[@]}" | best)
+    k1=$(printf '%s\n' "${i1[@]}" | best)
+    printf '  ik -t2 %s -t1 %s  default/ik-t2 %s default/ik-best %s' "$k2" "$k1" \
+      "$(ratio "$bd" "$k2")" "$(ratio "$bd" "$(printf '%s\n%s\n' "$k1" "$k2" | best)")"
+  fi
+  echo
+}
+
+ik=0
+[ -x "$IK/llama-bench" ] && ik=1
+echo "(a) one core kept busy by yes"
+yes >/dev/null &
+hog=$!
+threads_row tiny models/tiny-gemma3.gguf "$ik"
+threads_row "gemma3 1b q4_0" "$MODEL_1B" "$ik"
+kill "$hog"
+wait "$hog" 2>/dev/null || true
+hog=
+echo "(b) idle"
+threads_row tiny models/tiny-gemma3.gguf 0
+threads_row "gemma3 1b q4_0" "$MODEL_1B" 0
+
+echo "(c) configs/two-process.yaml"
+printf '%-10s %12s %12s %12s %10s\n' prompts "one-proc" "2p before" "2p after" "after/one"
 for p in one many; do
   one=() before=() after=()
   for _ in $(seq "$REPS"); do
     one+=("$(rate "$SLUICE" "$work/$p.txt" -m models/tiny-gemma3.gguf)")
-    before+=("$(rate "$BEFORE" "$work/$p.txt" -c "$work/two.yaml")")
+    [ -n "$BEFORE" ] && before+=("$(rate "$BEFORE" "$work/$p.txt" -c "$work/two.yaml")")
     after+=("$(rate "$SLUICE" "$work/$p.txt" -c "$work/two.yaml")")
   done
-  printf '%-10s %12s %12s %12s\n' "$p" "$(printf '%s\n' "${one[@]}" | best)" \
-    "$(printf '%s\n' "${before[@]}" | best)" "$(printf '%s\n' "${after[@]}" | best)"
+  bo=$(printf '%s\n' "${one[@]}" | best)
+  ba=$(printf '%s\n' "${after[@]}" | best)
+  bb=-
+  [ -n "$BEFORE" ] && bb=$(printf '%s\n' "${before[@]}" | best)
+  printf '%-10s %12s %12s %12s %10s\n' "$p" "$bo" "$bb" "$ba" "$(ratio "$ba" "$bo")"
 done

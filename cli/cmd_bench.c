@@ -33,7 +33,7 @@ static const char usage[] =
     "\n"
     "options:\n"
     "  -m, --model FILE     GGUF model\n"
-    "  -t, --threads N      OpenMP threads (default: all cores)\n"
+    "  -t, --threads N      threads (default: the CPUs this process may use)\n"
     "  -p, --prompt N       prompt tokens for the prefill measure (default 512)\n"
     "  -n, --gen N          decode steps (default 64)\n"
     "  -r, --repeat R       runs; the best counts (default 3)\n"

@@ -29,7 +29,7 @@ static const char usage[] =
     "  -c, --ctx N          chunk (context) length (default 512)\n"
     "  -b, --batch N        tokens per forward batch (default: N of --ctx, at most 512)\n"
     "  --chunks K           score at most K chunks (default: all)\n"
-    "  -t, --threads N      OpenMP threads\n"
+    "  -t, --threads N      threads (default: the CPUs this process may use)\n"
     "  -h, --help           show this help\n";
 
 typedef struct ppl_opts {

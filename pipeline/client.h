@@ -30,7 +30,7 @@
 typedef struct sl_pipeline sl_pipeline;
 
 typedef struct sl_pipeline_opts {
-    int threads;             /* OpenMP threads per in-process stage group; 0: all cores */
+    int threads;             /* pool threads per in-process stage group; 0: all cores */
     double batch_timeout_s;  /* a batch unanswered this long fails its requests (default 60) */
     double peer_timeout_s;   /* a worker silent this long is dead (default 2) */
     bool quiet;              /* no progress lines on stderr */

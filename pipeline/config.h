@@ -26,7 +26,7 @@
  *       layers: [0, 3]                   # [l0, l1), or: auto
  *       node: p1
  *       numa: 0                          # optional NUMA node to bind to
- *       threads: 2                       # optional OpenMP team size
+ *       threads: 2                       # optional thread count (worker pool)
  *     - kind: head
  *     - kind: sample
  *   sampling: {temperature: 0, top_k: 0, top_p: 1, min_p: 0, repeat_penalty: 1, seed: 42}
@@ -207,7 +207,7 @@ void pl_config_default(pl_config *c, const char *model, int n_layer);
 /* Puts speculative decoding in front of c's stages (what `sluice run
  * --draft` does): draft is a GGUF path or "prompt-lookup"; k tokens a step
  * (the most, with auto_k); threads > 0 gives the draft its own thread of
- * that many OpenMP threads, drafting ahead while the target verifies. */
+ * that many pool threads, drafting ahead while the target verifies. */
 int pl_config_add_speculative(pl_config *c, const char *draft, int k, bool auto_k, int threads,
                               sl_err *err);
 

@@ -1,5 +1,5 @@
 /* CPUs for the processes of one pipeline on one host: the coordinator and
- * the workers it spawns get disjoint core sets, so their OpenMP teams never
+ * the workers it spawns get disjoint core sets, so their worker pools never
  * spin on each other's cores. */
 #ifndef SLUICE_PIPELINE_CORES_H
 #define SLUICE_PIPELINE_CORES_H

@@ -40,12 +40,12 @@ typedef struct pl_host_stats {
 } pl_host_stats;
 
 /* Starts a thread hosting stage (taking ownership of it). zctx is the
- * process's ZeroMQ context. threads > 0 sizes the OpenMP team the stage's
+ * process's ZeroMQ context. threads > 0 caps the pool threads the stage's
  * kernels use. The input is bound before this returns, so a caller may
  * connect to it at once. */
 int pl_host_start(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
                   const char *out_addr, int threads, sl_err *err);
-/* numa >= 0: the host thread (and so its OpenMP team) is pinned to that
+/* numa >= 0: the host thread (and the pool workers it starts) is pinned to that
  * NUMA node's CPUs and memory before it serves; threads 0 then means that
  * node's cores. */
 int pl_host_start_numa(pl_host **out, void *zctx, sl_stage *stage, const char *in_addr,
@@ -55,7 +55,7 @@ int pl_host_start_numa(pl_host **out, void *zctx, sl_stage *stage, const char *i
  * stage's output goes straight into the next one's process call (encoded
  * and decoded as on the wire, so every stage sees exactly what a socket
  * would have delivered), and the last one sends to out_addr. One thread
- * and one OpenMP team instead of one per stage: stages that run one after
+ * and one share of the pool instead of one per stage: stages that run one after
  * the other for a token (embed, layers, head, sample on one node) stop
  * paying a thread hand-off and a team wake-up per hop. out[0..n-1] get a
  * host per stage (for names and statistics); out[0] runs them all. Members

@@ -980,7 +980,7 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
 
 /* Consecutive stages of this process with the same binding run as one
  * chain on one thread (pl_host_start_chain): for one token they run one
- * after the other anyway, and one thread with one OpenMP team saves a
+ * after the other anyway, and one thread with one pool share saves a
  * hand-off and a team wake-up per hop. A stage pinned to another NUMA node
  * or team size starts a new chain, and so does every stage when the caller
  * asked for real sockets between local stages (local_hops). Returns the
@@ -1001,7 +1001,7 @@ static int chain_end(const sl_pipeline *p, int i)
     return j;
 }
 
-/* OpenMP team of a chain: its stages' setting, or the cores shared among
+/* Pool threads of a chain: its stages' setting, or the cores shared among
  * the chains of this process that hold a layers stage (those compute at
  * the same time). */
 static int chain_threads(const sl_pipeline *p, int i0, int i1)

@@ -171,7 +171,7 @@ static int check_assign_keys(const worker *w, const Sluice__StageAssign *sa, siz
     return 0;
 }
 
-/* The OpenMP team of a stage whose assignment leaves it open: the cores
+/* The pool threads of a stage whose assignment leaves it open: the cores
  * shared among the layer stages that compute at the same time. */
 static int stage_threads(const worker *w, const Sluice__Header *h, const Sluice__StageAssign *sa)
 {
