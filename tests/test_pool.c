@@ -287,11 +287,8 @@ static float *forward_logits(sl_model *m, sl_fwd *f, const int32_t *tokens, int 
     return logits;
 }
 
-static void test_forward_threads(void)
+static void forward_threads(const char *path)
 {
-    const char *src = getenv("SLUICE_SRC");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/models/tiny-gemma3.gguf", src ? src : ".");
     sl_err err = {{0}};
     sl_model *m = NULL;
     sl_fwd *f = NULL;
@@ -310,12 +307,32 @@ static void test_forward_threads(void)
     float *one = forward_logits(m, f, tokens, 1);
     for (int threads = 2; threads <= 3; threads++) {
         float *many = forward_logits(m, f, tokens, threads);
-        CHECKF(memcmp(one, many, bytes) == 0, "forward: 1 and %d threads differ", threads);
+        CHECKF(memcmp(one, many, bytes) == 0, "forward of %s: 1 and %d threads differ", path,
+               threads);
         free(many);
     }
     free(one);
     sl_fwd_free(f);
     sl_model_free(m);
+}
+
+/* The tiny Gemma 3, and a synth Gemma 4 (per-layer inputs, KV sharing). */
+static void test_forward_threads(void)
+{
+    const char *src = getenv("SLUICE_SRC"), *sluice = getenv("SLUICE");
+    char path[4096], cmd[8192];
+    snprintf(path, sizeof path, "%s/models/tiny-gemma3.gguf", src ? src : ".");
+    forward_threads(path);
+    if (!sluice) {
+        fprintf(stderr, "test_pool: SLUICE not set; the Gemma 4 forward is not checked\n");
+        return;
+    }
+    snprintf(path, sizeof path, "/tmp/test_pool_g4_%d.gguf", (int)getpid());
+    snprintf(cmd, sizeof cmd, "'%s' synth --arch gemma4 --size test -o '%s' >/dev/null", sluice,
+             path);
+    CHECK(system(cmd) == 0);
+    forward_threads(path);
+    unlink(path);
 }
 
 int main(void)
