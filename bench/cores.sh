@@ -9,7 +9,7 @@
 #  (c) configs/two-process.yaml (its processes on disjoint cores) against one
 #      process, for 1 prompt and 200 prompts; with BEFORE set, also the same
 #      two processes run by that binary (one without the core split).
-# usage: [BEFORE=old/sluice] [MODEL_1B=FILE] [IK=DIR] bench/cores.sh [REPS=3] [TOKENS=128] [PROMPTS=200]
+# usage: [BEFORE=old/sluice] [MODEL_1B=FILE] [IK=DIR] [IK_N=16] bench/cores.sh [REPS=3] [TOKENS=128] [PROMPTS=200]
 # MODEL_1B defaults to /tmp/sluice-bench-g3-1b-q4_0.gguf, synthesized when
 # missing. Take `flock /tmp/sluice-bench.lock` around it on a shared machine.
 set -euo pipefail
@@ -21,6 +21,7 @@ MODEL_1B=${MODEL_1B:-/tmp/sluice-bench-g3-1b-q4_0.gguf}
 REPS=${1:-3}
 N=${2:-128}
 MANY=${3:-200}
+IK_N=${IK_N:-16}
 work=$(mktemp -d)
 hog=
 trap '[ -n "$hog" ] && kill "$hog" 2>/dev/null; rm -rf "$work"' EXIT
@@ -38,11 +39,10 @@ rate() {
   "$bin" run "$@" --prompts "$prompts" -n "$N" 2>&1 >/dev/null |
     sed -n 's/.*: \([0-9.]*\) tok\/s aggregate.*/\1/p; s/^decode  *\([0-9.]*\) tok\/s.*/\1/p' | tail -1
 }
-# ik's decode tok/s (llama-bench tg N, its own best-of-3 mean)
+# ik's decode tok/s (llama-bench tg IK_N: under load it slows down a hundredfold)
 ik_rate() {
-  "$IK/llama-bench" -m "$1" -p 0 -n "$N" -t "$2" -r 3 -o csv 2>/dev/null |
-    awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /avg_ts/) c = i; next }
-             c { gsub(/"/, "", $c); print $c }' | tail -1
+  "$IK/llama-bench" -m "$1" -p 0 -n "$IK_N" -t "$2" -r 1 -o json 2>/dev/null |
+    sed -n 's/.*"avg_ts": *\([0-9.e+-]*\).*/\1/p' | tail -1
 }
 best() { sort -g | tail -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
