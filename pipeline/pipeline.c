@@ -1262,15 +1262,15 @@ void sl_pipeline_print_stats(sl_pipeline *p, void *file)
             continue;
         pl_host_stats st;
         pl_host_stats_get(p->hosts[i], &st);
-        fprintf(out, "stage %-14s messages %-8llu rows %-8llu busy %.3f s, dropped %llu, errors %llu\n",
+        fprintf(out, "stage %-14s messages %-8llu rows %-8llu busy %.3f s, dropped %llu, errors %llu",
                 pl_host_name(p->hosts[i]), (unsigned long long)st.messages,
                 (unsigned long long)st.rows, st.busy_seconds, (unsigned long long)st.dropped,
                 (unsigned long long)st.errors);
         if (st.pool_calls)
-            fprintf(out, "stage %-14s threads %u (mean %.2f over %llu parallel calls), barrier "
-                    "wait %.3f s\n", pl_host_name(p->hosts[i]), st.pool_threads,
-                    (double)st.pool_thread_sum / (double)st.pool_calls,
+            fprintf(out, ", threads %u (mean %.2f over %llu parallel calls), barrier wait %.3f s",
+                    st.pool_threads, (double)st.pool_thread_sum / (double)st.pool_calls,
                     (unsigned long long)st.pool_calls, st.pool_wait_seconds);
+        fputc('\n', out);
         char extra[256];
         pl_host_describe(p->hosts[i], extra, sizeof extra);
         if (extra[0])
