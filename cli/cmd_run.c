@@ -470,10 +470,13 @@ static int run_baseline(const pl_config *cfg, const run_opts *o, const cli_promp
     if (!plain)
         return sl_fail(err, "out of memory");
     *plain = *cfg;
-    if (plain->spec.on) { /* the draft stage is stages[0] */
-        memmove(plain->stages, plain->stages + 1, (size_t)(plain->n_stages - 1) * sizeof plain->stages[0]);
+    int at = pl_config_spec_stage(plain);
+    if (at >= 0) { /* the draft stage (first) or the mtp stage (last) */
+        memmove(plain->stages + at, plain->stages + at + 1,
+                (size_t)(plain->n_stages - 1 - at) * sizeof plain->stages[0]);
         plain->n_stages--;
         plain->spec.on = false;
+        plain->spec.mtp = false;
     }
     cli_batch_result res;
     int rc = run_pipeline(plain, o, pr, false, NULL, &res, err) == CLI_OK ? 0 : -1;
