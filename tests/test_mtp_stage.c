@@ -145,6 +145,7 @@ typedef struct ref {
     sl_mtp *a;
     sl_mtp_ctx *ctx;
     float *x, h[256];
+    int32_t next; /* the target's greedy pick after the last row fed */
 } ref;
 
 static void ref_feed(ref *r, const int32_t *tok, int n, int pos0)
@@ -158,6 +159,12 @@ static void ref_feed(ref *r, const int32_t *tok, int n, int pos0)
     CHECKF(sl_forward_layers(r->fwd, r->kv, &b, r->x, &err) == 0, "%s", err.msg);
     int d = r->m->cfg.d_model;
     sl_rmsnorm(r->h, r->x + (size_t)(n - 1) * d, r->m->output_norm, d, r->m->cfg.norm_eps);
+    float logits[512];
+    CHECK(r->m->cfg.n_vocab <= 512 && sl_head(r->fwd, r->x + (size_t)(n - 1) * d, 1, logits, &err) == 0);
+    r->next = 0;
+    for (int t = 1; t < r->m->cfg.n_vocab; t++)
+        if (logits[t] > logits[r->next])
+            r->next = t;
 }
 
 /* The reference's K drafts after token t0 at position p (its cache holds
@@ -206,12 +213,22 @@ static void test_drafts_match(chain *c, ref *r)
     ref_drafts(r, tok[0], 6, want);
     CHECKF(memcmp(drafts, want, sizeof want) == 0, "after the prompt: drafts %d %d %d, reference %d %d %d",
            drafts[0], drafts[1], drafts[2], want[0], want[1], want[2]);
-    /* verify t0 and the drafts: the stage's copy keeps what was accepted */
-    int32_t rows[1 + K] = {tok[0], drafts[0], drafts[1], drafts[2]};
+    CHECK(tok[0] == r->next);
+    /* verify t0 and drafts of which the target accepts two (its own greedy
+     * picks, then a token it does not pick): the stage's copy must keep
+     * the accepted rows and drop the rejected one */
+    int32_t rows[1 + K] = {tok[0]};
+    for (int i = 0; i < 2; i++) {
+        ref_feed(r, &rows[i], 1, 6 + i);
+        rows[i + 1] = r->next;
+    }
+    ref_feed(r, &rows[2], 1, 8);
+    rows[3] = (r->next + 1) % r->m->cfg.n_vocab;
+    sl_kv_truncate(r->kv, 0, 6);
     run_batch(c, rows, 1 + K, 6, K, &out);
     int32_t tok2[16], drafts2[K];
     int n2 = read_answer(&out, tok2, drafts2);
-    CHECK(n2 >= 1 && n2 <= 1 + K);
+    CHECKF(n2 == 3, "%d tokens emitted (2 drafts accepted, the third rejected: 3)", n2);
     if (n2 < 1)
         return;
     /* the reference's text: t0, then the accepted drafts (the emitted
