@@ -305,7 +305,7 @@ static int check_mtp_rows(const Sluice__Header *h, const int at[N_VIEWS], uint32
                        (unsigned long long)ks[0], (unsigned long long)rs[0],
                        (unsigned long long)rs[1], (unsigned long long)ks[0]);
     if (ks[0] > max_rows)
-        return sl_fail(err, "MTP_KV rows %llu exceed the limit max_rows (%u)", (unsigned long long)ks[0],
+        return sl_fail(err, "MTP_KV has %llu rows, which exceeds the limit max_rows (%u)", (unsigned long long)ks[0],
                        max_rows);
     return 0;
 }

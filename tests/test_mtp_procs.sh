@@ -49,15 +49,16 @@ has last.err "^acceptance rate +[0-9.]+%" "acceptance rate printed"
 has last.err "^stage mtp +.*assistant drafted [1-9][0-9]* tokens in [1-9][0-9]* rounds" "mtp stage drafted"
 has last.err "took [1-9][0-9]* K/V rows of 2048 B" "mtp stage took the target's rows"
 
-# config NAME CUTS MTP_NODE: layers stages split at CUTS (the first on the
-# spawned worker p1, the second on p2 when there are two cuts), the mtp
-# stage on MTP_NODE (local: after sample by default)
+# config NAME CUTS MTP_NODE: layers stages split at CUTS, the first here,
+# the next on the spawned worker p1, the third on p2 (so the stage holding
+# the source layers 2 and 3 is on a worker: their K/V rows cross ipc://),
+# the mtp stage on MTP_NODE (local: after sample by default)
 config() {
     local name=$1 cuts=$2 mtp=$3 stages prev=0 node n=0
     for c in $cuts 8; do
-        n=$((n + 1))
         node=local
-        [[ $c != 8 ]] && node=p$n
+        [[ $n -gt 0 ]] && node=p$n
+        n=$((n + 1))
         stages+="  - {kind: layers, layers: [$prev, $c], node: $node}"$'\n'
         prev=$c
     done

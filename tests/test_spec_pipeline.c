@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model/kv.h"
 #include "model/lm.h"
@@ -25,6 +26,7 @@
 #define MAX_GEN 200
 
 static char target_path[1024], draft_path[1024];
+static int g_n_layer = 6; /* the target's layers */
 
 static const char *const PROMPTS[] = {
     "This program is free software; you can",
@@ -52,7 +54,7 @@ typedef struct spec_setup {
 
 static void config_for(pl_config *c, const spec_setup *s, int max_batch, int ctx)
 {
-    pl_config_default(c, target_path, 6);
+    pl_config_default(c, target_path, g_n_layer);
     c->limits.max_sequences = 4;
     c->limits.context = ctx;
     c->limits.max_batch_tokens = max_batch;
@@ -382,6 +384,31 @@ static void test_distribution(void)
     distribution_for(&lookup, "of the License, or of the License, or of the");
 }
 
+/* Gemma 4's assistant (an mtp stage after sample) on a synthetic gemma4
+ * test target and its synthetic assistant: its drafts are deterministic
+ * (q one-hot), and the first two tokens still follow the target's
+ * distribution. */
+static void test_distribution_mtp(void)
+{
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    const char *sluice = getenv("SLUICE_BUILD");
+    char saved[1024], assistant[1100], cmd[4096];
+    snprintf(saved, sizeof saved, "%s", target_path);
+    snprintf(target_path, sizeof target_path, "%s/spec-mtp-target-%d.gguf", tmp, (int)getpid());
+    snprintf(assistant, sizeof assistant, "%s/spec-mtp-assistant-%d.gguf", tmp, (int)getpid());
+    snprintf(cmd, sizeof cmd, "%s/sluice synth --arch gemma4 --size test --seed 5 --weight-scale 2 -o %s "
+             "2>/dev/null && %s/sluice synth --arch gemma4-assistant --size test -o %s 2>/dev/null",
+             sluice ? sluice : "build", target_path, sluice ? sluice : "build", assistant);
+    CHECK(system(cmd) == 0);
+    g_n_layer = 8;
+    spec_setup mtp = {assistant, 3, false, 0, "gemma4 assistant k=3, temperature 1"};
+    distribution_for(&mtp, "The");
+    g_n_layer = 6;
+    remove(target_path);
+    remove(assistant);
+    snprintf(target_path, sizeof target_path, "%s", saved);
+}
+
 /* ---- KV cache after a rejection ---- */
 
 typedef struct catcher {
@@ -557,6 +584,7 @@ int main(void)
     test_greedy_identity();
     test_kv_after_rejection();
     test_distribution();
+    test_distribution_mtp();
     test_vocab_mismatch();
     return test_finish("test_spec_pipeline");
 }
