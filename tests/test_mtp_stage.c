@@ -40,6 +40,7 @@ static int synth(const char *args, char *path)
 typedef struct catcher {
     pl_msg msg;
     bool have;
+    char error[1024]; /* an ERROR's text (the sender's buffer is gone after the send) */
 } catcher;
 
 static int catch_msg(void *ctx, pl_msg *m, sl_err *err)
@@ -55,6 +56,10 @@ static int catch_msg(void *ctx, pl_msg *m, sl_err *err)
         c->msg.pay_store[i].shape = c->msg.shape_store[i];
     }
     c->msg.hdr_store.payloads = c->msg.pay_ptrs;
+    if (c->msg.hdr_store.error) {
+        snprintf(c->error, sizeof c->error, "%s", c->msg.hdr_store.error);
+        c->msg.hdr_store.error = c->error;
+    }
     /* frames the sender still owns are copied, as a socket would: the
      * sender frees them once its send returns */
     for (int i = 0; i < c->msg.n_frames; i++) {
