@@ -3,7 +3,8 @@
 # mean accepted length and effective decode speed-up over plain decoding
 # (both measured in the same invocation, --spec-baseline), for k = 2, 4, 8
 # and auto, greedy and temperature 0.8, and prompt lookup on a prompt that
-# repeats text. One row per setting, averaged over the prompts.
+# repeats text; Gemma 4's assistant drafter on a synthetic gemma4 pair. One
+# row per setting, averaged over the prompts.
 # Each prompt runs REPS times (plain then speculative each time); the row
 # averages all of them, which evens out a noisy machine.
 #   bench/spec.sh [N_TOKENS=200] [THREADS=2] [REPS=3]
@@ -45,6 +46,14 @@ row() { # NAME TEMP ARGS... -- PROMPTS...
              eff / n, base / n, (base > 0 ? eff / base : 0) }'
 }
 
+# Gemma 4's assistant drafter (an mtp stage after sample) on the synthetic
+# gemma4 test target and its synthetic assistant: random weights, so the
+# rows show what the plumbing costs, not what a trained pair gains
+pair=$(mktemp -d /tmp/spec-mtp.XXXXXX)
+trap 'rm -rf "$pair"' EXIT
+"$SLUICE" synth --arch gemma4 --size test --seed 5 --weight-scale 0.6 -o "$pair/t.gguf" >/dev/null 2>&1
+"$SLUICE" synth --arch gemma4-assistant --size test -o "$pair/a.gguf" >/dev/null 2>&1
+
 printf "%-28s %5s %10s %9s %11s %11s %9s\n" setting temp accepted "mean len" "spec tok/s" "plain tok/s" speed-up
 for temp in 0 0.8; do
   for k in 2 4 8 auto; do
@@ -53,4 +62,8 @@ for temp in 0 0.8; do
   row "draft k=4 pipelined" "$temp" --draft "$DRAFT" --draft-k 4 --draft-threads 1 -- "${prompts[@]}"
   row "prompt lookup k=4 (repeat)" "$temp" --draft prompt-lookup --draft-k 4 -- "$repeat"
   row "prompt lookup auto (repeat)" "$temp" --draft prompt-lookup --draft-k auto -- "$repeat"
+  for k in 1 3 auto; do
+    TARGET=$pair/t.gguf row "gemma4 assistant k=$k (synth)" "$temp" --draft "$pair/a.gguf" --draft-k "$k" \
+      -- "${prompts[@]}"
+  done
 done

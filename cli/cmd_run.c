@@ -68,6 +68,9 @@ static const char usage[] =
     "speculative decoding:\n"
     "  --draft FILE            draft model (same vocabulary as the target) that\n"
     "                          proposes tokens the target verifies in one batch;\n"
+    "                          a Gemma 4 assistant (gemma4-assistant GGUF) of a\n"
+    "                          Gemma 4 target, drafting after sample from the\n"
+    "                          target's hidden state and K/V rows;\n"
     "                          or prompt-lookup: n-gram matches in the text so far\n"
     "  --draft-k N|auto        tokens drafted a step (default auto: follows the\n"
     "                          acceptance rate, at most 8)\n"
@@ -471,10 +474,13 @@ static int run_baseline(const pl_config *cfg, const run_opts *o, const cli_promp
     if (!plain)
         return sl_fail(err, "out of memory");
     *plain = *cfg;
-    if (plain->spec.on) { /* the draft stage is stages[0] */
-        memmove(plain->stages, plain->stages + 1, (size_t)(plain->n_stages - 1) * sizeof plain->stages[0]);
+    int at = pl_config_spec_stage(plain);
+    if (at >= 0) { /* the draft stage (first) or the mtp stage (last) */
+        memmove(plain->stages + at, plain->stages + at + 1,
+                (size_t)(plain->n_stages - 1 - at) * sizeof plain->stages[0]);
         plain->n_stages--;
         plain->spec.on = false;
+        plain->spec.mtp = false;
     }
     cli_batch_result res;
     int rc = run_pipeline(plain, o, pr, false, NULL, &res, err) == CLI_OK ? 0 : -1;

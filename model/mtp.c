@@ -238,6 +238,18 @@ void sl_mtp_free(sl_mtp *m)
 
 /* ---- binding to a target ---------------------------------------------- */
 
+int sl_mtp_target_sources(const sl_config *t, int src[2], sl_err *err)
+{
+    src[0] = src[1] = -1;
+    for (int il = 0; il < t->n_layer; il++)
+        if (t->layer[il].kv_src < 0)
+            src[t->layer[il].sliding_window > 0 ? 0 : 1] = il;
+    if (src[0] < 0 || src[1] < 0)
+        return sl_fail(err, "draft: the target has no %s layer with its own cache for the assistant "
+                       "to read", src[0] < 0 ? "sliding" : "global");
+    return 0;
+}
+
 int sl_mtp_source_layers(const sl_mtp *m, const sl_config *t, int src[2], sl_err *err)
 {
     const sl_config *c = &m->cfg;

@@ -48,6 +48,11 @@ void sl_mtp_free(sl_mtp *m);
  * and 14). Fails when the target lacks one or shapes disagree. */
 int sl_mtp_source_layers(const sl_mtp *m, const sl_config *target, int src[2], sl_err *err);
 
+/* The same from the target's config alone (what a layers stage sends the
+ * assistant): fails when the target lacks a sliding or a global layer
+ * with its own cache. */
+int sl_mtp_target_sources(const sl_config *target, int src[2], sl_err *err);
+
 /* Keys and values of one source layer as the caller keeps them: row i is
  * position pos0 + i, n_kv_head heads of head_dim elements of type (F32,
  * F16, BF16 or Q8_0, each head a whole row of blocks), row_bytes apart. */

@@ -4,7 +4,7 @@
 #include "model/ple.h"
 
 static const char *const kind_names[PL_STAGE_KIND_COUNT_] = {
-    NULL, "embed", "layers", "head", "sample", "draft",
+    NULL, "embed", "layers", "head", "sample", "draft", "mtp",
 };
 
 const char *pl_stage_kind_name(pl_stage_kind k)
@@ -38,8 +38,10 @@ void pl_assign_encode(Sluice__StageAssign *sa, const sl_stage_spec *spec, const 
     sa->max_message_bytes = place->max_message_bytes;
     sa->ple = spec->ple_at_embed ? PLE_AT_EMBED : PLE_AT_LAYERS;
     sa->stage_index = (uint32_t)spec->index;
-    if (spec->kind == PL_STAGE_DRAFT) {
+    sa->mtp_feed = spec->mtp_feed;
+    if (spec->mtp_feed || spec->kind == PL_STAGE_DRAFT || spec->kind == PL_STAGE_MTP)
         sa->draft_model = text_or_empty(spec->draft_model);
+    if (spec->kind == PL_STAGE_DRAFT || spec->kind == PL_STAGE_MTP) {
         sa->spec_k = spec->spec_k;
         sa->spec_auto = spec->spec_auto;
         sa->spec_lookup = spec->spec_lookup;
@@ -75,11 +77,17 @@ static int check_assign(const Sluice__StageAssign *sa, size_t i, sl_err *err)
         sa->kv_type != SL_TYPE_Q8_0)
         return sl_fail(err, "assignment %zu: KV cache type %u is not f32, f16, bf16 or q8_0", i,
                        sa->kv_type);
-    if (sa->kind == PL_STAGE_DRAFT && (sa->spec_k < 0 || sa->spec_k > PL_SPEC_K_MAX))
+    bool drafts = sa->kind == PL_STAGE_DRAFT || sa->kind == PL_STAGE_MTP;
+    if (drafts && (sa->spec_k < 0 || sa->spec_k > PL_SPEC_K_MAX))
         return sl_fail(err, "assignment %zu: speculative k %d outside 0..%d", i, sa->spec_k,
                        PL_SPEC_K_MAX);
     if (sa->kind == PL_STAGE_DRAFT && !sa->spec_lookup && !has_text(sa->draft_model))
         return sl_fail(err, "assignment %zu: a draft stage without a draft model", i);
+    if ((sa->kind == PL_STAGE_MTP || sa->mtp_feed) && !has_text(sa->draft_model))
+        return sl_fail(err, "assignment %zu: %s without the assistant's file (draft_model)", i,
+                       sa->kind == PL_STAGE_MTP ? "an mtp stage" : "mtp_feed");
+    if (sa->kind == PL_STAGE_MTP && sa->spec_lookup)
+        return sl_fail(err, "assignment %zu: an mtp stage cannot do prompt lookup", i);
     return 0;
 }
 
@@ -95,7 +103,7 @@ int pl_assign_decode(const Sluice__StageAssign *sa, size_t i, sl_stage_spec *spe
         .kv_type = (int)sa->kv_type, .ple_at_embed = sa->ple == PLE_AT_EMBED,
         .draft_model = has_text(sa->draft_model) ? sa->draft_model : NULL,
         .spec_k = sa->spec_k, .spec_auto = sa->spec_auto, .spec_lookup = sa->spec_lookup,
-        .spec_pipelined = sa->spec_pipelined,
+        .spec_pipelined = sa->spec_pipelined, .mtp_feed = sa->mtp_feed,
     };
     *place = (pl_stage_place){
         .input = sa->input, .output = sa->output, .threads = sa->threads, .numa = sa->numa,

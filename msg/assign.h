@@ -21,6 +21,7 @@ typedef enum pl_stage_kind {
     PL_STAGE_HEAD,
     PL_STAGE_SAMPLE,
     PL_STAGE_DRAFT,            /* made from `speculative:`, never listed in stages */
+    PL_STAGE_MTP,              /* a Gemma 4 assistant drafting after sample (`speculative:`) */
     PL_STAGE_KIND_COUNT_
 } pl_stage_kind;
 
@@ -49,6 +50,8 @@ typedef struct sl_stage_spec {
     bool spec_auto;          /* k follows the running acceptance rate */
     bool spec_lookup;        /* prompt lookup instead of a draft model */
     bool spec_pipelined;     /* draft the next block while the target verifies */
+    bool mtp_feed;           /* the pipeline has an mtp stage: layers and head send it the
+                              * target's K/V rows and hidden states (draft_model: the assistant) */
 } sl_stage_spec;
 
 /* Where and how a stage runs: the stage host's part of an assignment. */

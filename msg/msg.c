@@ -14,7 +14,7 @@
  * little-endian, so a big-endian host would need byte swaps here. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the wire format assumes a little-endian host");
 
-#define N_VIEWS 16 /* length of the view arrays in pl_msg, indexed by payload kind */
+#define N_VIEWS PL_N_KINDS /* length of the view arrays in pl_msg, indexed by payload kind */
 #define MAX_FRAMES_TOTAL (1 + PL_MAX_FRAMES)
 
 /* What pl_msg.store points to for a received or decoded message: who
@@ -60,8 +60,10 @@ const char *pl_msg_payload_name(int kind)
 {
     static const char *const names[] = {"NONE", "REQUEST_ID", "SEQ", "POS", "TOKEN", "FLAGS",
                                         "ACTIVATION", "LOGITS", "TOPK_ID", "TOPK_VAL", "DRAFT_TOKEN",
-                                        "DRAFT_PROBS", "SPEC", "PLE"};
-    return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) ? names[kind] : "unknown";
+                                        "DRAFT_PROBS", "SPEC", "PLE", NULL, NULL, NULL, NULL, NULL,
+                                        NULL, "HIDDEN", "MTP_KV", "MTP_ROW", "NEXT_DRAFT"};
+    return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) && names[kind] ? names[kind]
+                                                                                 : "unknown";
 }
 
 static const char *dtype_name(int dtype)
@@ -84,7 +86,9 @@ static size_t dtype_bytes(int dtype)
     }
 }
 
-enum row_rule { ROWS_EQUAL, ROWS_AT_MOST };
+/* ROWS_ANY: rows of the batch a message answers, not of the message (at
+ * most max_rows, checked with the limits) */
+enum row_rule { ROWS_EQUAL, ROWS_AT_MOST, ROWS_ANY };
 
 /* The layout each payload kind must have (proto/sluice.proto). */
 typedef struct payload_rule {
@@ -111,8 +115,13 @@ static const payload_rule *rule_of(int kind)
         [SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
         [SLUICE__PAYLOAD_KIND__PL_SPEC] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
         [SLUICE__PAYLOAD_KIND__PL_PLE] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_EQUAL},
+        [SLUICE__PAYLOAD_KIND__PL_HIDDEN] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_EQUAL},
+        [SLUICE__PAYLOAD_KIND__PL_MTP_KV] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_ANY},
+        [SLUICE__PAYLOAD_KIND__PL_MTP_ROW] = {SLUICE__DTYPE__DT_I32, 0, 2, ROWS_ANY},
+        [SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT] = {SLUICE__DTYPE__DT_I32, 0, 2, ROWS_EQUAL},
     };
-    if (kind <= 0 || kind >= (int)(sizeof rules / sizeof rules[0]))
+    _Static_assert(sizeof rules / sizeof rules[0] <= N_VIEWS, "a payload kind past the view arrays");
+    if (kind <= 0 || kind >= (int)(sizeof rules / sizeof rules[0]) || rules[kind].dtype == 0)
         return NULL;
     return &rules[kind];
 }
@@ -280,6 +289,27 @@ static int check_kind_rules(const Sluice__Header *h, const int at[N_VIEWS], sl_e
     }
 }
 
+/* The assistant drafter's K/V rows: a row (slot, position) for each, both
+ * or neither present, within the row limit like a batch's rows. */
+static int check_mtp_rows(const Sluice__Header *h, const int at[N_VIEWS], uint32_t max_rows, sl_err *err)
+{
+    int kv = at[SLUICE__PAYLOAD_KIND__PL_MTP_KV], row = at[SLUICE__PAYLOAD_KIND__PL_MTP_ROW];
+    if (kv < 0 && row < 0)
+        return 0;
+    if (kv < 0 || row < 0)
+        return sl_fail(err, "payload %s without %s", kv < 0 ? "MTP_ROW" : "MTP_KV",
+                       kv < 0 ? "MTP_KV" : "MTP_ROW");
+    const uint64_t *ks = h->payloads[kv]->shape, *rs = h->payloads[row]->shape;
+    if (ks[0] != rs[0] || rs[1] != 2)
+        return sl_fail(err, "MTP_KV has %llu rows, MTP_ROW is [%llu, %llu] (expected [%llu, 2])",
+                       (unsigned long long)ks[0], (unsigned long long)rs[0],
+                       (unsigned long long)rs[1], (unsigned long long)ks[0]);
+    if (ks[0] > max_rows)
+        return sl_fail(err, "MTP_KV has %llu rows, which exceeds the limit max_rows (%u)", (unsigned long long)ks[0],
+                       max_rows);
+    return 0;
+}
+
 /* Everything a receiver checks once the header is unpacked; frame_bytes
  * holds the sizes of the payload frames. */
 static int check_message(const Sluice__Header *h, const size_t *frame_bytes, int n_frames, uint32_t max_rows,
@@ -293,7 +323,8 @@ static int check_message(const Sluice__Header *h, const size_t *frame_bytes, int
     int rc = 0;
     if (h->n_rows > max_rows)
         rc = sl_fail(err, "n_rows %u exceeds the limit max_rows (%u)", h->n_rows, max_rows);
-    else if (check_payload_list(h, frame_bytes, n_frames, at, err) || check_kind_rules(h, at, err))
+    else if (check_payload_list(h, frame_bytes, n_frames, at, err) || check_kind_rules(h, at, err) ||
+             check_mtp_rows(h, at, max_rows, err))
         rc = -1;
     if (rc)
         return sl_wrap(err, "wire: %s message (batch %llu)", pl_msg_kind_name(h->kind),

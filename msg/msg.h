@@ -23,6 +23,8 @@
 
 #define PL_WIRE_VERSION 1
 #define PL_MAX_FRAMES 16
+/* Payload kinds are below this (the view arrays' length). */
+#define PL_N_KINDS 24
 
 /* Releases a payload's data once nothing reads it any more. */
 typedef void (*pl_msg_free_fn)(void *data, void *hint);
@@ -34,10 +36,10 @@ typedef struct pl_msg {
     Sluice__Header *hdr;       /* received: unpacked header (owned); building: see pl_msg_init */
     int n_frames;              /* payload frames */
     /* payload views, indexed by Sluice__PayloadKind (NULL when absent) */
-    const void *data[16];
-    size_t size[16];
-    Sluice__DType dtype[16];
-    uint64_t shape[16][2];
+    const void *data[PL_N_KINDS];
+    size_t size[PL_N_KINDS];
+    Sluice__DType dtype[PL_N_KINDS];
+    uint64_t shape[PL_N_KINDS][2];
     /* storage */
     void *store;               /* received: release callback of its frames, aligned copies (owned, opaque) */
     Sluice__Header hdr_store;  /* building */

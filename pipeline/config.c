@@ -21,6 +21,7 @@
 #include <yaml.h>
 
 #include "kernels/types.h"
+#include "model/gguf.h"
 #include "pipeline/security.h"
 
 #define CFG_MAX_BYTES (1 << 20)
@@ -46,7 +47,15 @@ void pl_config_stage_spec(const pl_config *c, int i, sl_stage_spec *spec)
         .draft_model = c->draft[0] ? c->draft : NULL, .spec_k = c->spec.k,
         .spec_auto = c->spec.auto_k, .spec_lookup = c->spec.prompt_lookup,
         .spec_pipelined = c->spec.pipelined,
+        .mtp_feed = c->spec.mtp && (st->kind == PL_STAGE_LAYERS || st->kind == PL_STAGE_HEAD),
     };
+}
+
+int pl_config_spec_stage(const pl_config *c)
+{
+    if (!c->spec.on || c->n_stages < 1)
+        return -1;
+    return c->spec.mtp ? c->n_stages - 1 : 0;
 }
 
 /* ---- messages ---- */
@@ -595,14 +604,15 @@ static int parse_kind(const cfg_ctx *x, const yaml_node_t *n, const char *field,
     for (int k = PL_STAGE_EMBED; k < PL_STAGE_KIND_COUNT_; k++)
         if (scalar_is(n, pl_stage_kind_name(k))) {
             *kind = (pl_stage_kind)k;
-            if (k == PL_STAGE_DRAFT)
+            if (k == PL_STAGE_DRAFT || k == PL_STAGE_MTP)
                 break;
             return 0;
         }
     char shown[CFG_SHOW_MAX + 4];
-    if (*kind == PL_STAGE_DRAFT)
+    if (*kind == PL_STAGE_DRAFT || *kind == PL_STAGE_MTP)
         return fail_at(x, node_line(n), field,
-                       "a draft stage is not listed in stages: configure it under 'speculative:'");
+                       "a %s stage is not listed in stages: configure it under 'speculative:'",
+                       pl_stage_kind_name(*kind));
     if (scalar_is(n, "tokenize"))
         return fail_at(x, node_line(n), field,
                        "'tokenize' is not a stage: the driver tokenizes prompts (remove it)");
@@ -965,6 +975,46 @@ static int parse_placement(const cfg_ctx *x, pl_config *c, pl_stage *st, yaml_no
                ? -1 : 0;
 }
 
+/* Whether a draft file is a Gemma 4 assistant, by its GGUF architecture. A
+ * file this process cannot read is taken for a draft model: its stage,
+ * wherever it runs, says what is wrong with it. */
+static bool draft_is_assistant(const char *path)
+{
+    gguf_file *f;
+    sl_err ignore;
+    if (gguf_open(&f, path, &ignore))
+        return false;
+    char *arch = NULL;
+    bool yes = gguf_get_str(f, "general.architecture", &arch, &ignore) == 0 &&
+               (strcmp(arch, "gemma4-assistant") == 0 || strcmp(arch, "gemma4_mtp") == 0);
+    free(arch);
+    gguf_close(f);
+    return yes;
+}
+
+/* The stage speculative decoding adds (c has room): a draft stage in front
+ * of the others on the first stage's node, or an assistant's mtp stage
+ * after sample on sample's node. */
+static pl_stage *add_spec_stage(pl_config *c)
+{
+    pl_stage *st;
+    if (c->spec.mtp) {
+        st = &c->stages[c->n_stages];
+        memset(st, 0, sizeof *st);
+        st->node = c->n_stages > 0 ? c->stages[c->n_stages - 1].node : 0;
+        st->kind = PL_STAGE_MTP;
+    } else {
+        memmove(c->stages + 1, c->stages, (size_t)c->n_stages * sizeof c->stages[0]);
+        st = &c->stages[0];
+        memset(st, 0, sizeof *st);
+        st->node = c->n_stages > 0 ? c->stages[1].node : 0;
+        st->kind = PL_STAGE_DRAFT;
+    }
+    c->n_stages++;
+    st->numa = -1;
+    return st;
+}
+
 /* Reads `speculative:` and puts its draft stage in front of the others. */
 static int parse_speculative(const cfg_ctx *x, pl_config *c, yaml_node_t *map)
 {
@@ -996,22 +1046,20 @@ static int parse_speculative(const cfg_ctx *x, pl_config *c, yaml_node_t *map)
     if (c->n_stages >= PL_MAX_STAGES)
         return fail_at(x, sp->line, "speculative", "no room for a draft stage (at most %d stages)",
                        PL_MAX_STAGES);
-    memmove(c->stages + 1, c->stages, (size_t)c->n_stages * sizeof c->stages[0]);
-    c->n_stages++;
-    pl_stage *st = &c->stages[0];
-    memset(st, 0, sizeof *st);
-    st->kind = PL_STAGE_DRAFT;
-    st->node = c->stages[1].node;
-    st->numa = -1;
+    sp->mtp = !sp->prompt_lookup && draft_is_assistant(c->draft);
+    pl_stage *st = add_spec_stage(c);
     st->line = sp->line;
     if (v[SP_PLACEMENT]) {
         if (parse_placement(x, c, st, v[SP_PLACEMENT]))
             return -1;
         sp->placed = true;
     }
-    sp->pipelined = sp->placed && !sp->prompt_lookup;
+    sp->pipelined = sp->placed && !sp->prompt_lookup && !sp->mtp;
     if (v[SP_PIPELINED] && read_bool(x, v[SP_PIPELINED], "speculative.pipelined", &sp->pipelined))
         return -1;
+    if (sp->pipelined && sp->mtp)
+        return fail_at(x, node_line(v[SP_PIPELINED]), "speculative.pipelined",
+                       "a Gemma 4 assistant drafts after each verification; it does not draft ahead");
     if (sp->pipelined && sp->prompt_lookup)
         return fail_at(x, node_line(v[SP_PIPELINED]), "speculative.pipelined",
                        "prompt lookup drafts for free; there is nothing to pipeline");
@@ -1036,14 +1084,9 @@ int pl_config_add_speculative(pl_config *c, const char *draft, int k, bool auto_
     sp->k = k;
     sp->auto_k = auto_k;
     sp->placed = threads > 0;
-    sp->pipelined = sp->placed && !sp->prompt_lookup;
-    memmove(c->stages + 1, c->stages, (size_t)c->n_stages * sizeof c->stages[0]);
-    c->n_stages++;
-    pl_stage *st = &c->stages[0];
-    memset(st, 0, sizeof *st);
-    st->kind = PL_STAGE_DRAFT;
-    st->node = c->stages[1].node;
-    st->numa = -1;
+    sp->mtp = !sp->prompt_lookup && draft_is_assistant(c->draft);
+    sp->pipelined = sp->placed && !sp->prompt_lookup && !sp->mtp;
+    pl_stage *st = add_spec_stage(c);
     st->threads = threads;
     return 0;
 }
@@ -1602,7 +1645,7 @@ static int emit_speculative(yaml_emitter_t *e, const pl_config *c, const char *o
     if (sp->auto_k ? emit_string_pair(e, "k", "auto") || emit_pair(e, "k_max", "%d", sp->k)
                    : emit_pair(e, "k", "%d", sp->k))
         return -1;
-    const pl_stage *st = &c->stages[0];
+    const pl_stage *st = &c->stages[pl_config_spec_stage(c)];
     if (sp->placed) {
         if (emit_scalar(e, "placement", YAML_PLAIN_SCALAR_STYLE) || emit_map_start(e, YAML_FLOW_MAPPING_STYLE) ||
             emit_string_pair(e, "node", c->nodes[st->node].name) ||
@@ -1634,7 +1677,8 @@ static int emit_config(yaml_emitter_t *e, const pl_config *c, const char *out_pa
         emit_scalar(e, "stages", YAML_PLAIN_SCALAR_STYLE) || emit_seq_start(e, YAML_BLOCK_SEQUENCE_STYLE))
         return -1;
     for (int i = 0; i < c->n_stages; i++)
-        if (c->stages[i].kind != PL_STAGE_DRAFT && emit_stage(e, c, &c->stages[i]))
+        if (c->stages[i].kind != PL_STAGE_DRAFT && c->stages[i].kind != PL_STAGE_MTP &&
+            emit_stage(e, c, &c->stages[i]))
             return -1;
     if (emit_seq_end(e) || emit_sampling(e, &c->sampling) || emit_limits(e, &c->limits) ||
         emit_failure(e, &c->failure) || emit_speculative(e, c, out_path))

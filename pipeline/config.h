@@ -156,6 +156,7 @@ typedef struct pl_spec {
     bool auto_k;
     bool pipelined;            /* draft ahead while the target verifies */
     bool placed;               /* placement given: the draft stage has its own thread */
+    bool mtp;                  /* the draft is a Gemma 4 assistant: an mtp stage, last */
     int line;
 } pl_spec;
 
@@ -163,7 +164,8 @@ typedef struct pl_config {
     char path[PL_PATH_MAX];    /* the config file, for messages */
     char model[PL_PATH_MAX];   /* resolved relative to the config's directory */
     char draft[PL_PATH_MAX];   /* speculative.draft model; empty: none (or prompt lookup) */
-    pl_spec spec;              /* with spec.on, stages[0] is the draft stage */
+    pl_spec spec;              /* with spec.on, stages[0] is the draft stage (spec.mtp: the
+                                * last stage is the mtp stage) */
     int n_nodes;
     pl_node nodes[PL_MAX_NODES];
     int n_stages;
@@ -210,6 +212,9 @@ void pl_config_default(pl_config *c, const char *model, int n_layer);
  * that many pool threads, drafting ahead while the target verifies. */
 int pl_config_add_speculative(pl_config *c, const char *draft, int k, bool auto_k, int threads,
                               sl_err *err);
+
+/* Index of the stage speculative decoding added (draft or mtp), -1: none. */
+int pl_config_spec_stage(const pl_config *c);
 
 /* Writes c as YAML (for `sluice plan -o`); returns 0 or -1 with err. */
 int pl_config_write(const pl_config *c, const char *path, sl_err *err);

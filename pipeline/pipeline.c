@@ -51,6 +51,9 @@ typedef struct request {
     sl_sampling sampling;
     double t_submit, t_first, t_last;
     long spec_steps, spec_drafted, spec_accepted; /* speculative verifications */
+    /* drafted by an mtp stage after the last token, for the next batch */
+    int32_t next_draft[SL_SPEC_K_MAX];
+    int n_next_draft;
     struct request *next;
 } request;
 
@@ -115,7 +118,7 @@ struct sl_pipeline {
     sl_spec_summary spec;   /* over the pipeline's life */
     /* batch building scratch, sized for max_batch_tokens */
     uint64_t *b_req;
-    int32_t *b_seq, *b_pos, *b_tok;
+    int32_t *b_seq, *b_pos, *b_tok, *b_draft;
     uint8_t *b_flags;
     Sluice__ReqParams *b_params;
     Sluice__ReqParams **b_param_ptrs;
@@ -510,6 +513,31 @@ static void add_params(sl_pipeline *p, request *r, int *n_params, int *n_recent)
     (*n_params)++;
 }
 
+/* An mtp stage's drafts after a request's last token (its row just put at
+ * row - 1): rows after it, each wanted, as the draft stage would add them;
+ * returns how many fit. */
+static int append_drafts(sl_pipeline *p, request *r, int row, int max_rows, int *n_drafted)
+{
+    int k = r->n_next_draft, pos = r->n_tokens; /* the first drafted token's */
+    r->n_next_draft = 0;
+    if (r->state != RQ_WAIT_TOKEN || r->n_fed != r->n_tokens)
+        return 0;
+    if (k > max_rows - row)
+        k = max_rows - row;
+    if (k > p->cfg.limits.context - pos)
+        k = p->cfg.limits.context - pos;
+    for (int j = 0; j < k; j++) {
+        p->b_req[row + j] = r->id;
+        p->b_seq[row + j] = r->slot;
+        p->b_pos[row + j] = pos + j;
+        p->b_tok[row + j] = r->next_draft[j];
+        p->b_flags[row + j] = 1;
+        p->b_draft[row + j] = r->next_draft[j];
+    }
+    *n_drafted += k > 0 ? k : 0;
+    return k > 0 ? k : 0;
+}
+
 /* Builds and sends one micro-batch from the requests that have rows to
  * feed; returns 0 when nothing was ready. Decoding requests are spread over
  * one batch per layer stage so every stage of a P-stage pipeline has work. */
@@ -525,7 +553,7 @@ static int send_batch(sl_pipeline *p, sl_err *err)
     int decode_cap = (n_decoding + groups - 1) / groups;
     if (decode_cap < 1)
         decode_cap = 1;
-    int rows = 0, n_params = 0, n_recent = 0, n_req = 0, n_decode_rows = 0;
+    int rows = 0, n_params = 0, n_recent = 0, n_req = 0, n_decode_rows = 0, n_drafted = 0;
     inflight *f = &p->fly[(p->fly_head + p->fly_n) % p->depth];
     for (request *r = p->reqs; r && rows < max_rows; r = r->next) {
         if (r->state != RQ_FEED)
@@ -546,11 +574,13 @@ static int send_batch(sl_pipeline *p, sl_err *err)
             p->b_pos[rows] = pos;
             p->b_tok[rows] = r->tokens[pos];
             p->b_flags[rows] = pos == r->n_tokens - 1;
+            p->b_draft[rows] = -1;
             rows++;
         }
         r->n_fed += take;
         if (r->n_fed == r->n_tokens)
             r->state = RQ_WAIT_TOKEN;
+        rows += append_drafts(p, r, rows, max_rows, &n_drafted);
         if (!prefill)
             n_decode_rows++;
         f->req[n_req++] = r->id;
@@ -567,6 +597,8 @@ static int send_batch(sl_pipeline *p, sl_err *err)
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, rows, 0, p->b_pos, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, rows, 0, p->b_tok, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, rows, 0, p->b_flags, NULL, NULL, err) ||
+             (n_drafted && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, rows, 0,
+                                      p->b_draft, NULL, NULL, err)) ||
              pl_msg_send(&m, p->to_first, 0, err);
     pl_msg_close(&m);
     if (rc)
@@ -712,6 +744,35 @@ static void take_tokens(sl_pipeline *p, request *r, const int32_t *tok, int n, i
         send_truncate(p, r, r->n_fed);
 }
 
+/* An mtp stage's drafts on a TOKENS message: i32 [n, k] with k within
+ * the speculative limit, or NULL (none, or malformed: logged, and the
+ * tokens still count). */
+static const int32_t *next_drafts(const pl_msg *m, uint32_t n)
+{
+    if (!pl_msg_has(m, SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT))
+        return NULL;
+    sl_err err;
+    const int32_t *next = pl_msg_i32(m, SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT, n, &err);
+    uint64_t k = m->shape[SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT][1];
+    if (!next || k > SL_SPEC_K_MAX) {
+        fprintf(stderr, "sluice: driver: drafts of batch %llu ignored: %s\n",
+                (unsigned long long)m->hdr->batch_id, next ? "more than the speculative limit a row" : err.msg);
+        return NULL;
+    }
+    return next;
+}
+
+/* The drafts after a request's last token (row of k, -1 ends them), for
+ * its next batch; tokens outside the vocabulary end them too. */
+static void keep_drafts(sl_pipeline *p, request *r, const int32_t *row, int k)
+{
+    int n = 0;
+    while (n < k && row[n] >= 0 && row[n] < p->model_cfg.n_vocab)
+        n++;
+    memcpy(r->next_draft, row, (size_t)n * sizeof *row);
+    r->n_next_draft = n;
+}
+
 static void handle_answer(sl_pipeline *p, pl_msg *m)
 {
     sl_err err;
@@ -756,6 +817,7 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
     }
     const int32_t *spec = n && m->data[SLUICE__PAYLOAD_KIND__PL_SPEC]
                               ? pl_msg_i32(m, SLUICE__PAYLOAD_KIND__PL_SPEC, n, &err) : NULL;
+    const int32_t *next = n ? next_drafts(m, n) : NULL;
     double t = sl_now_s();
     for (uint32_t i = 0; i < n;) {
         uint32_t j = i + 1; /* a request's tokens are consecutive rows */
@@ -767,8 +829,15 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
                     (unsigned long long)req[i], j - i, k);
         } else {
             request *r = find_req(p, req[i]);
-            if (r && r->state == RQ_WAIT_TOKEN)
+            if (r && r->state == RQ_WAIT_TOKEN) {
                 take_tokens(p, r, tok + i, (int)(j - i), k, t);
+                r = next ? find_req(p, req[i]) : NULL; /* NULL too when that ended it */
+            } else {
+                r = NULL;
+            }
+            if (r && r->state == RQ_FEED)
+                keep_drafts(p, r, next + (size_t)(j - 1) * m->shape[SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT][1],
+                            (int)m->shape[SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT][1]);
         }
         i = j;
     }
@@ -967,10 +1036,11 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
     p->b_pos = malloc((size_t)rows * sizeof *p->b_pos);
     p->b_tok = malloc((size_t)rows * sizeof *p->b_tok);
     p->b_flags = malloc((size_t)rows);
+    p->b_draft = malloc((size_t)rows * sizeof *p->b_draft);
     p->b_params = malloc((size_t)rows * sizeof *p->b_params);
     p->b_param_ptrs = malloc((size_t)rows * sizeof *p->b_param_ptrs);
     if (!p->slot_used || !p->dirty || !p->fly || !p->b_req || !p->b_seq || !p->b_pos || !p->b_tok ||
-        !p->b_flags || !p->b_params || !p->b_param_ptrs)
+        !p->b_flags || !p->b_draft || !p->b_params || !p->b_param_ptrs)
         return sl_fail(err, "out of memory");
     for (int i = 0; i < p->depth; i++)
         if (!(p->fly[i].req = malloc((size_t)rows * sizeof(uint64_t))))
@@ -1223,6 +1293,7 @@ void sl_pipeline_close(sl_pipeline *p)
     free(p->b_pos);
     free(p->b_tok);
     free(p->b_flags);
+    free(p->b_draft);
     free(p->b_params);
     free(p->b_param_ptrs);
     free(p->events.ev);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/ops.h"
 #include "stages/kinds.h"
 #include "stages/model_stage.h"
 
@@ -14,6 +15,10 @@ typedef struct head_rows {
     uint64_t *req;
     int32_t *drafted;  /* their drafted tokens (NULL: the batch has none) */
     float *logits;     /* n rows of n_vocab */
+    /* a pipeline with an mtp stage: the rows' slots, positions and
+     * final-normed hidden states (what the lm_head reads) */
+    int32_t *seq, *pos;
+    float *hidden;
 } head_rows;
 
 static void head_rows_free(head_rows *h)
@@ -21,6 +26,9 @@ static void head_rows_free(head_rows *h)
     free(h->req);
     free(h->drafted);
     free(h->logits);
+    free(h->seq);
+    free(h->pos);
+    free(h->hidden);
 }
 
 /* Moves the wanted rows' activations to the front of x and takes their
@@ -45,6 +53,45 @@ static int gather_wanted(const pl_msg *in, const sl_batch_rows *r, float *x, int
     return 0;
 }
 
+/* The assistant drafter's inputs: each wanted row's slot, position and
+ * hidden state after the final norm (x holds the wanted rows first). */
+static int gather_hidden(const sl_model_stage *ms, const sl_batch_rows *r, const float *x, head_rows *h,
+                         sl_err *why)
+{
+    const sl_config *c = &ms->model->cfg;
+    h->seq = malloc((size_t)h->n * sizeof *h->seq + 1);
+    h->pos = malloc((size_t)h->n * sizeof *h->pos + 1);
+    h->hidden = malloc((size_t)h->n * (size_t)c->d_model * sizeof(float) + 1);
+    if (!h->seq || !h->pos || !h->hidden)
+        return sl_fail(why, "out of memory");
+    for (uint32_t i = 0, j = 0; i < r->n; i++)
+        if (r->flags[i] & 1) {
+            h->seq[j] = r->seq[i];
+            h->pos[j++] = r->pos[i];
+        }
+    for (uint32_t j = 0; j < h->n; j++)
+        sl_rmsnorm(h->hidden + (size_t)j * c->d_model, x + (size_t)j * c->d_model, ms->model->output_norm,
+                   c->d_model, c->norm_eps);
+    return 0;
+}
+
+/* The assistant's payloads on the LOGITS message: hidden states, slots and
+ * positions of its rows, and the K/V rows the layers stages sent. */
+static int add_mtp_payloads(pl_msg *m, const pl_msg *in, head_rows *h, int d_model, sl_err *err)
+{
+    if (sl_model_stage_pass_mtp(m, in, err))
+        return -1;
+    if (!h->hidden || !h->n)
+        return 0;
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, h->n, 0, h->seq, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, h->n, 0, h->pos, NULL, NULL, err) ||
+        pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_HIDDEN, SLUICE__DTYPE__DT_F32, h->n, (uint64_t)d_model,
+                   h->hidden, sl_free_cb, NULL, err))
+        return -1;
+    h->hidden = NULL; /* the message's now */
+    return 0;
+}
+
 static int compute_logits(sl_model_stage *ms, const float *x, head_rows *h, sl_err *why)
 {
     if (!h->n)
@@ -57,10 +104,12 @@ static int compute_logits(sl_model_stage *ms, const float *x, head_rows *h, sl_e
 
 /* The LOGITS message of h's rows; the logits go with it (the other arrays
  * are copied when it is sent). */
-static int build_logits(pl_msg *m, const pl_msg *in, head_rows *h, int n_vocab, sl_err *err)
+static int build_logits(pl_msg *m, const pl_msg *in, head_rows *h, int n_vocab, int d_model, sl_err *err)
 {
     pl_msg_init(m, SLUICE__MSG_KIND__MSG_LOGITS, in->hdr->batch_id, h->n);
     pl_msg_copy_extras(m, in);
+    if (add_mtp_payloads(m, in, h, d_model, err))
+        return -1;
     if (!h->n)
         return 0;
     if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, h->n, 0, h->req, NULL,
@@ -91,6 +140,7 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
         return sl_stage_fail_batch(s, in, out, why.msg, err);
     head_rows h;
     int rc = gather_wanted(in, &r, x, ms->model->cfg.d_model, &h, &why) ||
+             (ms->mtp_feed && h.n && gather_hidden(ms, &r, x, &h, &why)) ||
              compute_logits(ms, x, &h, &why);
     free(x);
     if (rc) {
@@ -98,7 +148,7 @@ static int head_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err
         return sl_stage_fail_batch(s, in, out, why.msg, err);
     }
     pl_msg m;
-    if (build_logits(&m, in, &h, ms->model->cfg.n_vocab, err)) {
+    if (build_logits(&m, in, &h, ms->model->cfg.n_vocab, ms->model->cfg.d_model, err)) {
         pl_msg_close(&m);
         head_rows_free(&h);
         return -1;
@@ -113,5 +163,8 @@ int sl_head_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
 {
     s->process = head_process;
     sl_model_part part = {0, 0, false, true, false};
-    return sl_model_stage_open(s, spec, &part, true, err);
+    if (sl_model_stage_open(s, spec, &part, true, err))
+        return -1;
+    ((sl_model_stage *)s->impl)->mtp_feed = spec->mtp_feed;
+    return 0;
 }

@@ -11,5 +11,6 @@ int sl_layers_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
 int sl_head_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
 int sl_sample_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
 int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
+int sl_mtp_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err);
 
 #endif

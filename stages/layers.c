@@ -2,7 +2,11 @@
  * KV cache. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "kernels/quant.h"
+#include "kernels/types.h"
+#include "model/mtp.h"
 #include "stages/kinds.h"
 #include "stages/model_stage.h"
 
@@ -62,6 +66,57 @@ static void rewind_slots(sl_kv *kv, const sl_batch_rows *r)
     }
 }
 
+/* Layer il's keys (vi 0) or values (vi 1) of every row into the columns
+ * at col of kv (cols floats a row), as f32 whatever the cache's type. */
+static void copy_kv_rows(sl_model_stage *ms, const sl_batch_rows *r, int il, int vi, float *kv,
+                         uint64_t cols, uint64_t col)
+{
+    const sl_layer_cfg *L = &ms->model->cfg.layer[il];
+    int64_t slots = sl_kv_slots(ms->kv, il), row_bytes = sl_kv_row_bytes(ms->kv, il);
+    int64_t head_bytes = sl_kv_head_bytes(ms->kv, il);
+    sl_type type = sl_kv_type(ms->kv);
+    for (uint32_t i = 0; i < r->n; i++) {
+        const uint8_t *base = vi ? sl_kv_v(ms->kv, r->seq[i], il) : sl_kv_k(ms->kv, r->seq[i], il);
+        const uint8_t *slot = base + (size_t)((r->pos[i] % slots) * row_bytes);
+        float *dst = kv + i * cols + col;
+        for (int h = 0; h < L->n_kv_head; h++)
+            sl_dequantize_row(type, slot + h * head_bytes, dst + (int64_t)h * L->head_dim, L->head_dim);
+    }
+}
+
+/* A pipeline with an mtp stage: the new K/V rows of the source layers this
+ * stage holds join those an earlier stage sent (K_s V_s K_g V_g a row). */
+static int mtp_rows(sl_model_stage *ms, const pl_msg *in, const sl_batch_rows *r, sl_err *why)
+{
+    if (!ms->mtp_feed || (ms->mtp_src[0] < 0 && ms->mtp_src[1] < 0) || r->n == 0)
+        return 0;
+    uint64_t cols = ms->mtp_cols;
+    ms->mtp_kv = calloc((size_t)r->n * cols, sizeof(float));
+    ms->mtp_row = malloc((size_t)r->n * 2 * sizeof(int32_t));
+    if (!ms->mtp_kv || !ms->mtp_row)
+        return sl_fail(why, "out of memory for the assistant's K/V rows");
+    if (pl_msg_has(in, SLUICE__PAYLOAD_KIND__PL_MTP_KV)) {
+        sl_err ignore;
+        const float *got = pl_msg_f32_view(in, SLUICE__PAYLOAD_KIND__PL_MTP_KV, r->n, cols, &ignore);
+        if (!got)
+            return sl_fail(why, "the assistant's K/V rows are not f32 [%u, %llu]", r->n,
+                           (unsigned long long)cols);
+        memcpy(ms->mtp_kv, got, (size_t)r->n * cols * sizeof(float));
+    }
+    for (uint32_t i = 0; i < r->n; i++) {
+        ms->mtp_row[2 * i] = r->seq[i];
+        ms->mtp_row[2 * i + 1] = r->pos[i];
+    }
+    uint64_t at = 0;
+    for (int k = 0; k < 2; at += 2 * ms->mtp_w[k], k++) {
+        if (ms->mtp_src[k] < 0)
+            continue;
+        copy_kv_rows(ms, r, ms->mtp_src[k], 0, ms->mtp_kv, cols, at);
+        copy_kv_rows(ms, r, ms->mtp_src[k], 1, ms->mtp_kv, cols, at + ms->mtp_w[k]);
+    }
+    return 0;
+}
+
 static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
 {
     sl_model_stage *ms = s->impl;
@@ -92,6 +147,14 @@ static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
         free(x);
         return sl_stage_fail_batch(s, in, out, why.msg, err);
     }
+    if (mtp_rows(ms, in, &r, &why)) {
+        free(x);
+        free(ms->mtp_kv);
+        free(ms->mtp_row);
+        ms->mtp_kv = NULL;
+        ms->mtp_row = NULL;
+        return sl_stage_fail_batch(s, in, out, why.msg, err);
+    }
     if (pl > 0 && ple)
         ms->ple_received++;
     else if (pl > 0)
@@ -116,5 +179,17 @@ int sl_layers_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
                         (sl_type)spec->kv_type, spec->max_batch_tokens, err))
         return -1;
     s->kv = ms->kv;
+    if (!spec->mtp_feed)
+        return 0;
+    int src[2];
+    if (sl_mtp_target_sources(&ms->model->cfg, src, err))
+        return -1;
+    ms->mtp_feed = true;
+    ms->mtp_cols = sl_model_stage_mtp_cols(ms->model, src);
+    for (int k = 0; k < 2; k++) {
+        const sl_layer_cfg *L = &ms->model->cfg.layer[src[k]];
+        ms->mtp_w[k] = (uint64_t)L->n_kv_head * (uint64_t)L->head_dim;
+        ms->mtp_src[k] = src[k] >= spec->l0 && src[k] < spec->l1 ? src[k] : -1;
+    }
     return 0;
 }

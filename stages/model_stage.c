@@ -10,6 +10,8 @@ static void model_stage_free(sl_model_stage *ms)
     sl_kv_free(ms->kv);
     sl_fwd_free(ms->fwd);
     free(ms->ple_proj);
+    free(ms->mtp_kv);
+    free(ms->mtp_row);
     sl_model_free(ms->model);
     free(ms);
 }
@@ -47,6 +49,42 @@ static int emit_failed(float *x, const sl_ple_rows *ple, pl_msg *m)
     return -1;
 }
 
+uint64_t sl_model_stage_mtp_cols(const sl_model *m, const int src[2])
+{
+    const sl_layer_cfg *S = &m->cfg.layer[src[0]], *G = &m->cfg.layer[src[1]];
+    return 2 * (uint64_t)S->n_kv_head * (uint64_t)S->head_dim +
+           2 * (uint64_t)G->n_kv_head * (uint64_t)G->head_dim;
+}
+
+int sl_model_stage_pass_mtp(pl_msg *m, const pl_msg *in, sl_err *err)
+{
+    return pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_MTP_KV, err) ||
+           pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, err) ? -1 : 0;
+}
+
+/* The rows this stage filled (given to the message), or those it got. */
+static int add_mtp_rows(sl_model_stage *ms, pl_msg *m, const pl_msg *in, uint32_t n, sl_err *err)
+{
+    if (!ms->mtp_kv)
+        return sl_model_stage_pass_mtp(m, in, err);
+    float *kv = ms->mtp_kv;
+    int32_t *row = ms->mtp_row;
+    ms->mtp_kv = NULL;
+    ms->mtp_row = NULL;
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_MTP_KV, SLUICE__DTYPE__DT_F32, n, ms->mtp_cols, kv,
+                   sl_free_cb, NULL, err)) {
+        free(kv);
+        free(row);
+        return -1;
+    }
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, SLUICE__DTYPE__DT_I32, n, 2, row, sl_free_cb,
+                   NULL, err)) {
+        free(row);
+        return -1;
+    }
+    return 0;
+}
+
 int sl_model_stage_emit(sl_stage *s, const pl_msg *in, const sl_batch_rows *r, float *x, const int32_t *tok,
                         const sl_ple_rows *ple, const sl_emit *out, sl_err *err)
 {
@@ -58,6 +96,8 @@ int sl_model_stage_emit(sl_stage *s, const pl_msg *in, const sl_batch_rows *r, f
     if (ple && ple->cols > 0 &&
         pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_PLE, SLUICE__DTYPE__DT_F32, r->n, ple->cols, ple->data,
                    ple->own ? sl_free_cb : NULL, NULL, err))
+        return emit_failed(x, ple, &m);
+    if (add_mtp_rows(s->impl, &m, in, r->n, err))
         return emit_failed(x, ple, &m);
     if ((tok && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, r->n, 0, tok,
                            NULL, NULL, err)) ||

@@ -20,6 +20,14 @@ typedef struct sl_model_stage {
     float *ple_proj;   /* embed stage gathering every layer's per-layer inputs: scratch */
     /* batches whose per-layer inputs this stage gathered, or took from upstream */
     uint64_t ple_gathered, ple_received;
+    /* a pipeline with an mtp stage (spec->mtp_feed): the target's layers
+     * whose new K/V rows it needs (-1: not in this part), and the rows this
+     * batch sends on (PL_MTP_KV, PL_MTP_ROW), taken over by the emit */
+    bool mtp_feed;
+    int mtp_src[2];
+    float *mtp_kv;
+    int32_t *mtp_row;
+    uint64_t mtp_cols, mtp_w[2]; /* a row's floats; K (or V) floats of each source layer */
 } sl_model_stage;
 
 /* Loads the part of spec's model for s (s->impl, s->destroy) and, with
@@ -41,6 +49,12 @@ typedef struct sl_ple_rows {
  * ple->cols > 0 the per-layer inputs of the layers ahead. */
 int sl_model_stage_emit(sl_stage *s, const pl_msg *in, const sl_batch_rows *r, float *x, const int32_t *tok,
                         const sl_ple_rows *ple, const sl_emit *out, sl_err *err);
+/* The width of a PL_MTP_KV row of model m: keys and values of its two
+ * source layers src[] (sl_mtp_target_sources). */
+uint64_t sl_model_stage_mtp_cols(const sl_model *m, const int src[2]);
+/* Passes in's PL_MTP_KV and PL_MTP_ROW on to m (the rows travel to the mtp
+ * stage through stages that do not add to them). */
+int sl_model_stage_pass_mtp(pl_msg *m, const pl_msg *in, sl_err *err);
 /* A batch's activations in a fresh buffer (n x d floats), or NULL with why. */
 float *sl_model_stage_activations(const pl_msg *in, uint32_t n, int d, sl_err *why);
 /* Where a Gemma 4 stage's per-layer inputs came from, for --stats. */

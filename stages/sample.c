@@ -33,6 +33,7 @@ typedef struct sample_stage {
      * draft distributions, and per-vocabulary work rows */
     float *p_rows, *q_rows, *resid, *probs;
     int32_t *ids;
+    uint32_t *src_row;    /* output rows: the LOGITS row that gave each (for the mtp stage) */
 } sample_stage;
 
 static req_state *find_state(sample_stage *ss, uint64_t id, bool create)
@@ -249,11 +250,54 @@ static int sample_rows(sample_stage *ss, const uint64_t *req, uint32_t n, const 
         for (int j = 0; j < emitted; j++) {
             ss->reqs[n_out + (uint32_t)j] = req[i];
             ss->spec[n_out + (uint32_t)j] = k;
+            ss->src_row[n_out + (uint32_t)j] = i + (uint32_t)j;
         }
         n_out += (uint32_t)emitted;
         i += (uint32_t)k + 1;
     }
     return (int)n_out;
+}
+
+/* A pipeline with an mtp stage: each token's slot, position and hidden
+ * state (those of the row whose logits gave it), and the batch's K/V rows,
+ * travel on to it. */
+static int add_mtp_feed(const sample_stage *ss, pl_msg *m, const pl_msg *in, uint32_t n_out, sl_err *err)
+{
+    if (pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_MTP_KV, err) ||
+        pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, err))
+        return -1;
+    if (!n_out || !pl_msg_has(in, SLUICE__PAYLOAD_KIND__PL_HIDDEN))
+        return 0;
+    uint32_t n = in->hdr->n_rows;
+    uint64_t d = in->shape[SLUICE__PAYLOAD_KIND__PL_HIDDEN][1];
+    const float *h = pl_msg_f32_view(in, SLUICE__PAYLOAD_KIND__PL_HIDDEN, n, d, err);
+    const int32_t *seq = h ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_SEQ, n, err) : NULL;
+    const int32_t *pos = seq ? pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_POS, n, err) : NULL;
+    if (!pos)
+        return -2;
+    float *oh = malloc((size_t)n_out * d * sizeof(float));
+    int32_t *os = malloc((size_t)n_out * sizeof(int32_t)), *op = malloc((size_t)n_out * sizeof(int32_t));
+    if (oh && os && op)
+        for (uint32_t j = 0; j < n_out; j++) {
+            uint32_t i = ss->src_row[j];
+            memcpy(oh + j * d, h + i * d, d * sizeof(float));
+            os[j] = seq[i];
+            op[j] = pos[i];
+        }
+    int rc = !oh || !os || !op ? sl_fail(err, "out of memory") : 0;
+    if (!rc && !(rc = pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_HIDDEN, SLUICE__DTYPE__DT_F32, n_out, d, oh,
+                                 sl_free_cb, NULL, err)))
+        oh = NULL;
+    if (!rc && !(rc = pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, n_out, 0, os,
+                                 sl_free_cb, NULL, err)))
+        os = NULL;
+    if (!rc && !(rc = pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, n_out, 0, op,
+                                 sl_free_cb, NULL, err)))
+        op = NULL;
+    free(oh);
+    free(os);
+    free(op);
+    return rc;
 }
 
 /* The TOKENS message answering in: n_out tokens, and with speculation how
@@ -271,6 +315,17 @@ static int send_tokens(sl_stage *s, const pl_msg *in, uint32_t n_out, bool spec,
                              ss->tokens, NULL, NULL, err) ||
                   (spec && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SPEC, SLUICE__DTYPE__DT_I32,
                                       n_out, 0, ss->spec, NULL, NULL, err)))) {
+        pl_msg_close(&m);
+        return -1;
+    }
+    sl_err why;
+    int fed = add_mtp_feed(ss, &m, in, n_out, &why);
+    if (fed == -2) {
+        pl_msg_close(&m);
+        return sl_stage_fail_batch(s, (pl_msg *)in, out, why.msg, err);
+    }
+    if (fed) {
+        *err = why;
         pl_msg_close(&m);
         return -1;
     }
@@ -328,6 +383,7 @@ static void destroy_sample_stage(sl_stage *s)
         free(ss->resid);
         free(ss->probs);
         free(ss->ids);
+        free(ss->src_row);
         free(ss);
     }
     free(s);
@@ -356,7 +412,8 @@ int sl_sample_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     ss->tokens = malloc((size_t)spec->max_batch_tokens * sizeof *ss->tokens + 1);
     ss->reqs = malloc((size_t)spec->max_batch_tokens * sizeof *ss->reqs + 1);
     ss->spec = malloc((size_t)spec->max_batch_tokens * sizeof *ss->spec + 1);
-    if (no_table || !ss->row || !ss->tokens || !ss->reqs || !ss->spec)
+    ss->src_row = malloc((size_t)spec->max_batch_tokens * sizeof *ss->src_row + 1);
+    if (no_table || !ss->row || !ss->tokens || !ss->reqs || !ss->spec || !ss->src_row)
         return sl_fail(err, "out of memory");
     return 0;
 }

@@ -18,6 +18,7 @@ static const stage_kind_row kinds[] = {
     {PL_STAGE_HEAD, "head", sl_head_stage_new},
     {PL_STAGE_SAMPLE, "sample", sl_sample_stage_new},
     {PL_STAGE_DRAFT, "draft", sl_draft_stage_new},
+    {PL_STAGE_MTP, "mtp", sl_mtp_stage_new},
 };
 
 static const stage_kind_row *find_kind(pl_stage_kind kind)

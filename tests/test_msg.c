@@ -101,7 +101,7 @@ static void test_refusals(void)
     pl_assign_encode(&sa, &spec, &place);
     sa.kind = PL_STAGE_KIND_COUNT_;
     CHECK(pl_assign_decode(&sa, 2, &out, &p, &err) == -1);
-    CHECK_ERR_HAS(err, "assignment 2: unknown stage kind 6");
+    CHECK_ERR_HAS(err, "assignment 2: unknown stage kind 7");
     pl_assign_encode(&sa, &spec, &place);
     sa.spec_k = PL_SPEC_K_MAX + 1;
     CHECK(pl_assign_decode(&sa, 0, &out, &p, &err) == -1);
@@ -134,6 +134,49 @@ static void test_refusals(void)
     CHECK_ERR_HAS(err, "missing input or output address");
     CHECK(strcmp(pl_stage_kind_name(PL_STAGE_LAYERS), "layers") == 0);
     CHECK(strcmp(pl_stage_kind_name((pl_stage_kind)-1), "unknown") == 0);
+}
+
+/* The assistant drafter's settings: an mtp stage and the stages feeding
+ * it carry the assistant's path, the feed flag travels. */
+static void test_mtp_assign(void)
+{
+    sl_stage_spec in = draft_spec(), out;
+    pl_stage_place p;
+    Sluice__StageAssign sa;
+    sl_err err;
+    in.kind = PL_STAGE_MTP;
+    in.spec_pipelined = false;
+    in.draft_model = "/m/assistant.gguf";
+    pl_assign_encode(&sa, &in, &place);
+    uint8_t buf[1024];
+    size_t n = sluice__stage_assign__pack(&sa, buf);
+    Sluice__StageAssign *back = sluice__stage_assign__unpack(NULL, n, buf);
+    CHECK(back != NULL);
+    CHECKF(back && pl_assign_decode(back, 0, &out, &p, &err) == 0, "%s", err.msg);
+    CHECK(out.kind == PL_STAGE_MTP && strcmp(out.draft_model, "/m/assistant.gguf") == 0 && out.spec_k == 6 &&
+          out.spec_auto && !out.mtp_feed);
+    CHECK(strcmp(pl_stage_kind_name(PL_STAGE_MTP), "mtp") == 0);
+    sluice__stage_assign__free_unpacked(back, NULL);
+    in = (sl_stage_spec){.kind = PL_STAGE_LAYERS, .model = "/m/t.gguf", .l0 = 0, .l1 = 4, .max_sequences = 2,
+                         .context = 64, .max_batch_tokens = 16, .draft_model = "/m/assistant.gguf",
+                         .mtp_feed = true};
+    pl_assign_encode(&sa, &in, &place);
+    CHECKF(pl_assign_decode(&sa, 0, &out, &p, &err) == 0, "%s", err.msg);
+    CHECK(out.mtp_feed && strcmp(out.draft_model, "/m/assistant.gguf") == 0 && out.spec_k == 0);
+    sa.draft_model = "";
+    CHECK(pl_assign_decode(&sa, 3, &out, &p, &err) == -1);
+    CHECK_ERR_HAS(err, "assignment 3: mtp_feed without the assistant's file");
+    in.kind = PL_STAGE_MTP;
+    in.mtp_feed = false;
+    in.draft_model = NULL;
+    pl_assign_encode(&sa, &in, &place);
+    CHECK(pl_assign_decode(&sa, 0, &out, &p, &err) == -1);
+    CHECK_ERR_HAS(err, "an mtp stage without the assistant's file");
+    in.draft_model = "/m/assistant.gguf";
+    in.spec_lookup = true;
+    pl_assign_encode(&sa, &in, &place);
+    CHECK(pl_assign_decode(&sa, 0, &out, &p, &err) == -1);
+    CHECK_ERR_HAS(err, "an mtp stage cannot do prompt lookup");
 }
 
 static int released;
@@ -215,6 +258,78 @@ static void test_msg(void)
     pl_msg_close(&m);
 }
 
+/* The assistant's payloads: K/V rows counted by the batch's rows (more
+ * than the message's), each with its (slot, position); both or neither. */
+static void test_mtp_payloads(void)
+{
+    pl_msg m, in;
+    sl_err err;
+    uint8_t hbuf[512];
+    uint64_t req[1] = {7};
+    int32_t tok[1] = {3}, rows[4][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}}, next[1][2] = {{5, -1}};
+    float kv[4][6] = {{0}}, hidden[1][4] = {{1, 2, 3, 4}};
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 3, 1);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 1, 0, tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_HIDDEN, SLUICE__DTYPE__DT_F32, 1, 4, hidden, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_KV, SLUICE__DTYPE__DT_F32, 4, 6, kv, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, SLUICE__DTYPE__DT_I32, 4, 2, rows, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT, SLUICE__DTYPE__DT_I32, 1, 2, next, NULL, NULL, &err) == 0);
+    CHECKF(loop_back(&m, &in, hbuf, sizeof hbuf, &err) == 0, "%s", err.msg);
+    CHECK(in.shape[SLUICE__PAYLOAD_KIND__PL_MTP_KV][0] == 4 && in.shape[SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT][1] == 2);
+    const int32_t *r = pl_msg_i32(&in, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, 4, &err);
+    CHECK(r && r[7] == 3);
+    pl_msg_close(&in);
+    pl_msg_close(&m);
+    CHECK(strcmp(pl_msg_payload_name(SLUICE__PAYLOAD_KIND__PL_MTP_KV), "MTP_KV") == 0);
+    CHECK(strcmp(pl_msg_payload_name(15), "unknown") == 0);
+
+    /* K/V rows without their (slot, position), or rows that disagree */
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 3, 1);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 1, 0, tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_KV, SLUICE__DTYPE__DT_F32, 4, 6, kv, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_seal(&m, &err) == -1);
+    CHECK_ERR_HAS(err, "payload MTP_KV without MTP_ROW");
+    pl_msg_close(&m);
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 3, 1);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 1, 0, tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_KV, SLUICE__DTYPE__DT_F32, 4, 6, kv, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, SLUICE__DTYPE__DT_I32, 3, 2, rows, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_seal(&m, &err) == -1);
+    CHECK_ERR_HAS(err, "MTP_KV has 4 rows, MTP_ROW is [3, 2] (expected [4, 2])");
+    pl_msg_close(&m);
+    /* a hidden state per row: not more */
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 3, 1);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 1, 0, tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_HIDDEN, SLUICE__DTYPE__DT_F32, 2, 2, hidden, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_seal(&m, &err) == -1);
+    CHECK_ERR_HAS(err, "(HIDDEN) has 2 rows, but n_rows is 1");
+    pl_msg_close(&m);
+    /* past the row limit on receipt */
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 3, 1);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 1, 0, tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_KV, SLUICE__DTYPE__DT_F32, 4, 6, kv, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, SLUICE__DTYPE__DT_I32, 4, 2, rows, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_seal(&m, &err) == 0);
+    size_t hb = pl_msg_header_size(&m);
+    pl_msg_pack_header(&m, hbuf);
+    const void *frames[PL_MAX_FRAMES + 1] = {hbuf};
+    size_t sizes[PL_MAX_FRAMES + 1] = {hb};
+    for (int i = 0; i < m.n_frames; i++)
+        frames[i + 1] = pl_msg_frame(&m, i, &sizes[i + 1], NULL);
+    pl_wire_limits lim;
+    pl_wire_limits_default(&lim);
+    lim.max_rows = 3;
+    CHECK(pl_msg_decode(&in, frames, sizes, m.n_frames + 1, &lim, &err) == -1);
+    CHECK_ERR_HAS(err, "MTP_KV has 4 rows, which exceeds the limit max_rows (3)");
+    CHECK(pl_wire_err_is_limit(&err));
+    pl_msg_close(&m);
+}
+
 static void test_stage_table(void)
 {
     sl_stage *s = NULL;
@@ -240,6 +355,8 @@ int main(void)
     test_same_bytes();
     test_refusals();
     test_msg();
+    test_mtp_assign();
+    test_mtp_payloads();
     test_stage_table();
     return test_finish("test_msg");
 }

@@ -48,7 +48,9 @@ static void check_stages(const pl_config *c)
 {
     require(c->n_stages >= 4 && c->n_stages <= PL_MAX_STAGES);
     require(!c->spec.on || (c->spec.k >= 0 && c->spec.k <= 32 && (c->spec.prompt_lookup || c->draft[0])));
-    require(c->stages[c->n_stages - 1].kind == PL_STAGE_SAMPLE);
+    /* sample ends the stages, or an assistant's mtp stage right after it */
+    require(c->stages[c->n_stages - 1 - c->spec.mtp].kind == PL_STAGE_SAMPLE);
+    require(!c->spec.mtp || (c->spec.on && c->stages[c->n_stages - 1].kind == PL_STAGE_MTP));
     int embeds = 0, heads = 0, layers = 0;
     for (int i = 0; i < c->n_stages; i++) {
         const pl_stage *s = &c->stages[i];
@@ -56,7 +58,8 @@ static void check_stages(const pl_config *c)
         require(s->node >= 0 && s->node < c->n_nodes);
         require(s->numa >= -1 && s->threads >= 0 && s->threads <= 1024);
         /* a draft stage exactly when speculative: asks for one, and first */
-        require((s->kind == PL_STAGE_DRAFT) == (i == 0 && c->spec.on));
+        require((s->kind == PL_STAGE_DRAFT) == (i == 0 && c->spec.on && !c->spec.mtp));
+        require((s->kind == PL_STAGE_MTP) == (i == c->n_stages - 1 && c->spec.mtp));
         if (s->kind == PL_STAGE_LAYERS && !s->layers_auto)
             require(s->l0 >= 0 && s->l0 < s->l1);
         else

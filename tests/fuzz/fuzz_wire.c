@@ -78,6 +78,15 @@ static void check_kind(const pl_msg *m)
         require(!has(m, k) || m->shape[k][0] == h->n_rows);
     for (int k = SLUICE__PAYLOAD_KIND__PL_LOGITS; k <= SLUICE__PAYLOAD_KIND__PL_TOPK_VAL; k++)
         require(!has(m, k) || m->shape[k][0] <= h->n_rows);
+    /* the assistant drafter's: hidden states and drafts a row each, K/V rows
+     * (the batch's, any count) each with its (slot, position) */
+    require(!has(m, SLUICE__PAYLOAD_KIND__PL_HIDDEN) || m->shape[SLUICE__PAYLOAD_KIND__PL_HIDDEN][0] == h->n_rows);
+    require(!has(m, SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT) ||
+            m->shape[SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT][0] == h->n_rows);
+    require(has(m, SLUICE__PAYLOAD_KIND__PL_MTP_KV) == has(m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW));
+    require(!has(m, SLUICE__PAYLOAD_KIND__PL_MTP_KV) ||
+            (m->shape[SLUICE__PAYLOAD_KIND__PL_MTP_KV][0] == m->shape[SLUICE__PAYLOAD_KIND__PL_MTP_ROW][0] &&
+             m->shape[SLUICE__PAYLOAD_KIND__PL_MTP_ROW][1] == 2 && m->shape[SLUICE__PAYLOAD_KIND__PL_MTP_KV][0] <= 65536));
 }
 
 static void check_accepted(const pl_msg *m, const void *const *frames, const size_t *sizes, int n)
@@ -87,12 +96,12 @@ static void check_accepted(const pl_msg *m, const void *const *frames, const siz
     int seen = 0;
     for (int i = 0; i < m->n_frames; i++) {
         int k = m->hdr->payloads[i]->kind;
-        require(k > 0 && k < 16 && !(seen & (1 << k)));
+        require(k > 0 && k < PL_N_KINDS && !(seen & (1 << k)));
         seen |= 1 << k;
         require(m->dtype[k] == m->hdr->payloads[i]->dtype);
         check_view(m, k, frames[i + 1], sizes[i + 1]);
     }
-    for (int k = 0; k < 16; k++)
+    for (int k = 0; k < PL_N_KINDS; k++)
         require((seen & (1 << k)) ? m->data[k] != NULL : m->data[k] == NULL && m->dtype[k] == 0);
 }
 

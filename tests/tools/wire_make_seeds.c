@@ -261,6 +261,60 @@ static int control(const char *dir)
     return rc;
 }
 
+/* The Gemma 4 assistant's payloads: a batch carrying K/V rows, LOGITS and
+ * TOKENS carrying hidden states and them, TOKENS with drafts, and a K/V
+ * payload whose (slot, position) frame went missing. */
+static int mtp_payloads(const char *dir)
+{
+    static const float kv[3 * 8] = {1, 2, 3, 4, 5, 6, 7, 8, -1, -2, -3, -4, 0, 0, 0, 0, 9, 9, 9, 9, 1, 1, 1, 1};
+    static const int32_t kv_rows[3 * 2] = {0, 0, 1, 1, 2, 5};
+    static const int32_t next[1 * 3] = {7, 8, -1};
+    sl_err e;
+    pl_msg m;
+    captured c;
+    int rc = 0;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, 7, 3);
+    rows(&m, 3);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, 3, 4, act, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_KV, SLUICE__DTYPE__DT_F32, 3, 8, kv, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, SLUICE__DTYPE__DT_I32, 3, 2, kv_rows, NULL, NULL, &e);
+    if (capture(&m, &c))
+        return -1;
+    rc |= write_seed(dir, "batch-mtp-kv", &c, 0);
+    c.n--; /* MTP_ROW's frame missing */
+    rc |= write_seed(dir, "bad-mtp-kv-alone", &c, 0);
+    c.n++;
+    release(&c);
+
+    for (int kind = 0; kind < 2; kind++) {
+        pl_msg_init(&m, kind ? SLUICE__MSG_KIND__MSG_TOKENS : SLUICE__MSG_KIND__MSG_LOGITS, 8, 1);
+        pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, req + 2, NULL, NULL, &e);
+        if (kind)
+            pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 1, 0, tok + 2, NULL, NULL, &e);
+        else
+            pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_LOGITS, SLUICE__DTYPE__DT_F32, 1, 4, act, NULL, NULL, &e);
+        pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, 1, 0, seq + 2, NULL, NULL, &e);
+        pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, 1, 0, pos + 2, NULL, NULL, &e);
+        pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_HIDDEN, SLUICE__DTYPE__DT_F32, 1, 4, act + 8, NULL, NULL, &e);
+        pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_KV, SLUICE__DTYPE__DT_F32, 3, 8, kv, NULL, NULL, &e);
+        pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, SLUICE__DTYPE__DT_I32, 3, 2, kv_rows, NULL, NULL, &e);
+        if (capture(&m, &c))
+            return -1;
+        rc |= write_seed(dir, kind ? "tokens-mtp-feed" : "logits-mtp-feed", &c, 0x14);
+        release(&c);
+    }
+
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 9, 1);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, req, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 1, 0, tok, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT, SLUICE__DTYPE__DT_I32, 1, 3, next, NULL, NULL, &e);
+    if (capture(&m, &c))
+        return -1;
+    rc |= write_seed(dir, "tokens-next-draft", &c, 0);
+    release(&c);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -272,7 +326,7 @@ int main(int argc, char **argv)
     rx = zmq_socket(ctx, ZMQ_PULL);
     if (zmq_bind(rx, "inproc://seeds") || zmq_connect(tx, "inproc://seeds"))
         return 1;
-    int rc = batches(argv[1]) | data_answers(argv[1]) | control(argv[1]);
+    int rc = batches(argv[1]) | data_answers(argv[1]) | control(argv[1]) | mtp_payloads(argv[1]);
     zmq_close(tx);
     zmq_close(rx);
     zmq_ctx_term(ctx);

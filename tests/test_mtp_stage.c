@@ -1,0 +1,329 @@
+/* The mtp stage (Gemma 4's assistant after sample) fed by real stages: a
+ * synthetic gemma4 test target and its synthetic assistant, the messages
+ * handed from embed to layers to head to sample to mtp by hand.
+ * - The drafts it sends after the prompt are those of sl_mtp_draft run on
+ *   a whole-model forward pass of the same text (its hidden state after
+ *   the final norm and its own KV cache): the K/V rows and hidden states
+ *   the layers, head and sample stages send on are the right ones.
+ * - After a verification that rejected drafts, its copy is cut to the
+ *   accepted text: the next drafts again equal the reference's.
+ * - Malformed payloads (a slot or position outside the limits, a gap in a
+ *   slot's rows, a row of the wrong width, tokens without their slots)
+ *   answer the batch with an ERROR naming the problem. */
+#include <unistd.h>
+
+#include "kernels/ops.h"
+#include "model/forward.h"
+#include "model/kv.h"
+#include "model/mtp.h"
+#include "stages/stage.h"
+#include "test.h"
+
+#define K 3
+#define CTX 64
+
+static char assistant_path[] = "/tmp/sluice-mtps-a-XXXXXX";
+static char target_path[] = "/tmp/sluice-mtps-t-XXXXXX";
+
+static int synth(const char *args, char *path)
+{
+    const char *sluice = getenv("SLUICE");
+    int fd = mkstemp(path);
+    if (!sluice || fd < 0)
+        return -1;
+    close(fd);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s synth %s -o %s 2>/dev/null", sluice, args, path);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+typedef struct catcher {
+    pl_msg msg;
+    bool have;
+    char error[1024]; /* an ERROR's text (the sender's buffer is gone after the send) */
+} catcher;
+
+static int catch_msg(void *ctx, pl_msg *m, sl_err *err)
+{
+    (void)err;
+    catcher *c = ctx;
+    if (c->have)
+        pl_msg_close(&c->msg);
+    c->msg = *m;
+    c->msg.hdr = &c->msg.hdr_store; /* a built message points into itself */
+    for (int i = 0; i < c->msg.n_frames; i++) {
+        c->msg.pay_ptrs[i] = &c->msg.pay_store[i];
+        c->msg.pay_store[i].shape = c->msg.shape_store[i];
+    }
+    c->msg.hdr_store.payloads = c->msg.pay_ptrs;
+    if (c->msg.hdr_store.error) {
+        snprintf(c->error, sizeof c->error, "%s", c->msg.hdr_store.error);
+        c->msg.hdr_store.error = c->error;
+    }
+    /* frames the sender still owns are copied, as a socket would: the
+     * sender frees them once its send returns */
+    for (int i = 0; i < c->msg.n_frames; i++) {
+        size_t bytes;
+        int kind;
+        const void *data = pl_msg_frame(&c->msg, i, &bytes, &kind);
+        if (c->msg.free_fn[i])
+            continue;
+        void *copy = malloc(bytes + 1);
+        memcpy(copy, data, bytes);
+        c->msg.data[kind] = copy;
+        c->msg.free_fn[i] = sl_free_cb;
+        c->msg.free_hint[i] = NULL;
+    }
+    c->have = true;
+    return 0;
+}
+
+typedef struct chain {
+    sl_stage *st[5]; /* embed, layers, head, sample, mtp */
+} chain;
+
+static void chain_open(chain *c)
+{
+    static const pl_stage_kind kinds[5] = {PL_STAGE_EMBED, PL_STAGE_LAYERS, PL_STAGE_HEAD, PL_STAGE_SAMPLE,
+                                           PL_STAGE_MTP};
+    for (int i = 0; i < 5; i++) {
+        sl_stage_spec sp = {.kind = kinds[i], .model = target_path, .l0 = 0, .l1 = 8, .max_sequences = 2,
+                            .context = CTX, .max_batch_tokens = 16, .index = i, .draft_model = assistant_path,
+                            .spec_k = K, .mtp_feed = kinds[i] == PL_STAGE_LAYERS || kinds[i] == PL_STAGE_HEAD};
+        sl_err err;
+        CHECKF(sl_stage_create(&c->st[i], &sp, &err) == 0, "%s", err.msg);
+    }
+}
+
+/* Sends a batch of n rows of slot 0 at pos0.. (the last `drafted` of them
+ * drafted tokens, each wanted) through the chain; the mtp stage's answer
+ * goes to out. */
+static void run_batch(chain *c, const int32_t *tok, int n, int pos0, int drafted, catcher *out)
+{
+    uint64_t req[16];
+    int32_t seq[16], pos[16], draft[16];
+    uint8_t flags[16];
+    for (int i = 0; i < n; i++) {
+        req[i] = 1;
+        seq[i] = 0;
+        pos[i] = pos0 + i;
+        flags[i] = i >= n - 1 - drafted;
+        draft[i] = i >= n - drafted ? tok[i] : -1;
+    }
+    Sluice__ReqParams pr;
+    sluice__req_params__init(&pr);
+    pr.request_id = 1;
+    Sluice__ReqParams *prs = &pr;
+    pl_msg m;
+    sl_err err;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, 1, (uint32_t)n);
+    pl_msg_set_params(&m, &prs, 1);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0, req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, n, 0, seq, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, n, 0, pos, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n, 0, tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, n, 0, flags, NULL, NULL, &err) == 0 &&
+          (!drafted || pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, n, 0, draft,
+                                  NULL, NULL, &err) == 0));
+    catcher hop[5] = {0};
+    pl_msg *in = &m;
+    for (int i = 0; i < 5; i++) {
+        sl_emit to = {catch_msg, i == 4 ? (void *)out : (void *)&hop[i]};
+        CHECKF(c->st[i]->process(c->st[i], in, &to, &err) == 0, "stage %d: %s", i, err.msg);
+        CHECKF((i == 4 ? out : &hop[i])->have, "stage %d sent nothing", i);
+        if (!(i == 4 ? out : &hop[i])->have)
+            break;
+        in = &hop[i].msg;
+    }
+    for (int i = 0; i < 4; i++)
+        if (hop[i].have)
+            pl_msg_close(&hop[i].msg);
+    pl_msg_close(&m);
+}
+
+/* The whole-model reference: the target's cache over the text and the
+ * final-normed hidden state of its last row. */
+typedef struct ref {
+    sl_model *m;
+    sl_fwd *fwd;
+    sl_kv *kv;
+    sl_mtp *a;
+    sl_mtp_ctx *ctx;
+    float *x, h[256];
+    int32_t next; /* the target's greedy pick after the last row fed */
+} ref;
+
+static void ref_feed(ref *r, const int32_t *tok, int n, int pos0)
+{
+    int32_t seq[16] = {0}, pos[16];
+    for (int i = 0; i < n; i++)
+        pos[i] = pos0 + i;
+    sl_batch b = {.n_tokens = n, .token = tok, .seq = seq, .pos = pos};
+    sl_err err;
+    CHECK(sl_embed(r->m, tok, n, r->x, &err) == 0);
+    CHECKF(sl_forward_layers(r->fwd, r->kv, &b, r->x, &err) == 0, "%s", err.msg);
+    int d = r->m->cfg.d_model;
+    sl_rmsnorm(r->h, r->x + (size_t)(n - 1) * d, r->m->output_norm, d, r->m->cfg.norm_eps);
+    float logits[512];
+    CHECK(r->m->cfg.n_vocab <= 512 && sl_head(r->fwd, r->x + (size_t)(n - 1) * d, 1, logits, &err) == 0);
+    r->next = 0;
+    for (int t = 1; t < r->m->cfg.n_vocab; t++)
+        if (logits[t] > logits[r->next])
+            r->next = t;
+}
+
+/* The reference's K drafts after token t0 at position p (its cache holds
+ * [0, p), r->h the hidden state that gave t0). */
+static void ref_drafts(ref *r, int32_t t0, int p, int32_t *out)
+{
+    int src[2];
+    sl_mtp_ctx_sources(r->ctx, src);
+    sl_mtp_kv kv[2];
+    for (int k = 0; k < 2; k++)
+        kv[k] = (sl_mtp_kv){sl_kv_k(r->kv, 0, src[k]), sl_kv_v(r->kv, 0, src[k]), 0, p,
+                            sl_kv_row_bytes(r->kv, src[k]), SL_TYPE_F32};
+    sl_err err;
+    CHECKF(sl_mtp_draft(r->ctx, r->h, t0, p, kv, K, out, &err) == 0, "%s", err.msg);
+}
+
+/* The TOKENS the mtp stage sent: n tokens and the drafts after the last. */
+static int read_answer(const catcher *c, int32_t *tok, int32_t *drafts)
+{
+    const pl_msg *m = &c->msg;
+    CHECKF(m->hdr->kind == SLUICE__MSG_KIND__MSG_TOKENS, "got %s: %s", pl_msg_kind_name(m->hdr->kind),
+           m->hdr->error ? m->hdr->error : "");
+    if (m->hdr->kind != SLUICE__MSG_KIND__MSG_TOKENS)
+        return 0;
+    uint32_t n = m->hdr->n_rows;
+    sl_err err;
+    const int32_t *t = pl_msg_i32(m, SLUICE__PAYLOAD_KIND__PL_TOKEN, n, &err);
+    const int32_t *d = pl_msg_i32(m, SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT, n, &err);
+    CHECK(t && d && m->shape[SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT][1] == K);
+    CHECK(!pl_msg_has(m, SLUICE__PAYLOAD_KIND__PL_MTP_KV) && !pl_msg_has(m, SLUICE__PAYLOAD_KIND__PL_HIDDEN));
+    if (!t || !d)
+        return 0;
+    memcpy(tok, t, n * sizeof *t);
+    memcpy(drafts, d + (size_t)(n - 1) * K, K * sizeof *d);
+    return (int)n;
+}
+
+static void test_drafts_match(chain *c, ref *r)
+{
+    int32_t prompt[6] = {11, 57, 300, 42, 8, 199}, tok[16], drafts[K], want[K];
+    catcher out = {0};
+    run_batch(c, prompt, 6, 0, 0, &out);
+    int n = read_answer(&out, tok, drafts);
+    CHECK(n == 1);
+    ref_feed(r, prompt, 6, 0);
+    ref_drafts(r, tok[0], 6, want);
+    CHECKF(memcmp(drafts, want, sizeof want) == 0, "after the prompt: drafts %d %d %d, reference %d %d %d",
+           drafts[0], drafts[1], drafts[2], want[0], want[1], want[2]);
+    CHECK(tok[0] == r->next);
+    /* verify t0 and drafts of which the target accepts two (its own greedy
+     * picks, then a token it does not pick): the stage's copy must keep
+     * the accepted rows and drop the rejected one */
+    int32_t rows[1 + K] = {tok[0]};
+    for (int i = 0; i < 2; i++) {
+        ref_feed(r, &rows[i], 1, 6 + i);
+        rows[i + 1] = r->next;
+    }
+    ref_feed(r, &rows[2], 1, 8);
+    rows[3] = (r->next + 1) % r->m->cfg.n_vocab;
+    sl_kv_truncate(r->kv, 0, 6);
+    run_batch(c, rows, 1 + K, 6, K, &out);
+    int32_t tok2[16], drafts2[K];
+    int n2 = read_answer(&out, tok2, drafts2);
+    CHECKF(n2 == 3, "%d tokens emitted (2 drafts accepted, the third rejected: 3)", n2);
+    if (n2 < 1)
+        return;
+    /* the reference's text: t0, then the accepted drafts (the emitted
+     * tokens but the last) */
+    int32_t text[1 + K] = {tok[0]};
+    for (int i = 0; i < n2 - 1; i++)
+        text[1 + i] = tok2[i];
+    ref_feed(r, text, n2, 6);
+    ref_drafts(r, tok2[n2 - 1], 6 + n2, want);
+    CHECKF(memcmp(drafts2, want, sizeof want) == 0,
+           "after a verification (%d emitted): drafts %d %d %d, reference %d %d %d", n2, drafts2[0],
+           drafts2[1], drafts2[2], want[0], want[1], want[2]);
+    printf("mtp stage: drafts %d %d %d then %d %d %d (%d of %d accepted) match the reference\n",
+           drafts[0], drafts[1], drafts[2], drafts2[0], drafts2[1], drafts2[2], n2 - 1, K);
+    pl_msg_close(&out.msg);
+}
+
+/* A TOKENS message for the mtp stage alone: one token of slot seq at pos
+ * with its hidden state, and one K/V row of width cols at (row_seq,
+ * row_pos); with_slots false leaves out the token's slot and position. */
+static void expect_refused(sl_stage *mtp, int seq, int pos, int row_seq, int row_pos, uint64_t cols,
+                           bool with_slots, const char *frag)
+{
+    uint64_t req = 1;
+    int32_t tok = 5, row[2] = {row_seq, row_pos};
+    static float hidden[256], kv[4096];
+    pl_msg m;
+    sl_err err;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 9, 1);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, &req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 1, 0, &tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_HIDDEN, SLUICE__DTYPE__DT_F32, 1, 256, hidden, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_KV, SLUICE__DTYPE__DT_F32, 1, cols, kv, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, SLUICE__DTYPE__DT_I32, 1, 2, row, NULL, NULL, &err) == 0);
+    int32_t s = seq, p = pos;
+    if (with_slots)
+        CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, 1, 0, &s, NULL, NULL, &err) == 0 &&
+              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, 1, 0, &p, NULL, NULL, &err) == 0);
+    catcher out = {0};
+    sl_emit to = {catch_msg, &out};
+    CHECK(mtp->process(mtp, &m, &to, &err) == 0 && out.have);
+    if (out.have) {
+        CHECKF(out.msg.hdr->kind == SLUICE__MSG_KIND__MSG_ERROR && strstr(out.msg.hdr->error, frag),
+               "expected an ERROR with \"%s\", got %s \"%s\"", frag, pl_msg_kind_name(out.msg.hdr->kind),
+               out.msg.hdr->error ? out.msg.hdr->error : "");
+        pl_msg_close(&out.msg);
+    }
+    pl_msg_close(&m);
+}
+
+static void test_refusals(sl_stage *mtp)
+{
+    /* the test target's source layers: 2 kv heads x 64 (sliding), 1 x 128 */
+    uint64_t cols = 2 * 128 + 2 * 128;
+    expect_refused(mtp, 0, 3, 7, 0, cols, true, "slot 7 position 0, outside 2 slots");
+    expect_refused(mtp, 0, 3, 1, CTX, cols, true, "outside 2 slots of 64 positions");
+    expect_refused(mtp, 0, 3, 1, 40, cols, true, "the copy holds only positions before");
+    expect_refused(mtp, 0, 3, 1, 0, cols - 4, true, "K/V rows are not f32 [1, 512]");
+    expect_refused(mtp, 0, 3, 1, 0, cols, false, "without their slots and positions");
+    expect_refused(mtp, 5, 3, 1, 0, cols, true, "slot 5 position 3 outside");
+}
+
+int main(void)
+{
+    if (synth("--arch gemma4 --size test --seed 5 --weight-scale 0.6", target_path) ||
+        synth("--arch gemma4-assistant --size test", assistant_path)) {
+        fprintf(stderr, "test_mtp_stage: sluice synth failed (SLUICE set?)\n");
+        return 1;
+    }
+    chain c;
+    chain_open(&c);
+    ref r = {0};
+    sl_err err;
+    CHECKF(sl_model_load(&r.m, target_path, NULL, &err) == 0 && sl_fwd_new(&r.fwd, r.m, 16, &err) == 0 &&
+           sl_kv_new(&r.kv, &r.m->cfg, 0, 8, 1, CTX, &err) == 0 && sl_mtp_load(&r.a, assistant_path, &err) == 0 &&
+           sl_mtp_ctx_new(&r.ctx, r.a, r.m, &err) == 0, "%s", err.msg);
+    r.x = malloc(16 * (size_t)r.m->cfg.d_model * sizeof(float));
+    if (c.st[4] && r.ctx) {
+        test_drafts_match(&c, &r);
+        test_refusals(c.st[4]);
+    }
+    for (int i = 0; i < 5; i++)
+        sl_stage_destroy(c.st[i]);
+    free(r.x);
+    sl_mtp_ctx_free(r.ctx);
+    sl_mtp_free(r.a);
+    sl_kv_free(r.kv);
+    sl_fwd_free(r.fwd);
+    sl_model_free(r.m);
+    unlink(assistant_path);
+    unlink(target_path);
+    return test_finish("test_mtp_stage");
+}
