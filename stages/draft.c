@@ -30,6 +30,7 @@
 #include "stages/reqtab.h"
 #include "stages/sampler.h"
 #include "stages/spec.h"
+#include "stages/spec_adapt.h"
 #include "stages/kinds.h"
 #include "util/clock.h"
 #include "util/mem.h"
@@ -60,9 +61,14 @@ typedef struct dreq {
     int32_t ahead_tok[SL_SPEC_K_MAX];
     float *ahead_q;
     bool ahead_tried;       /* this block's look-ahead is done (or not worth it) */
-    /* adaptive k */
-    sl_spec_stats stats;
-    unsigned long steps;    /* wanted rows sent */
+    /* adaptive k: the batch that carried the request's step drafted
+     * sent_drafted tokens (every request's) and spent t_draft drafting
+     * them on the critical path; the step is comparable with others (one
+     * row of the request's own, not a prefill) when observe */
+    spa_ctl spa;
+    double t_draft;
+    int sent_drafted;
+    bool observe;
 } dreq;
 
 typedef struct draft_stage {
@@ -85,11 +91,12 @@ typedef struct draft_stage {
     uint8_t *o_flags;
     const float **o_qsrc;   /* per drafted row: its q row, NULL when one-hot */
     dreq **wanted;          /* requests whose output this batch asks for */
-    /* cost of one drafted token, and verification time against rows, for
-     * adaptive k */
-    double draft_s;
+    /* time spent in the draft model; the part of it bringing a cache up
+     * to date after plain steps, which adaptive k does not count as the
+     * cost of drafting (it is paid once when drafting resumes) */
+    double draft_s, catch_up_s;
     long draft_tokens;
-    sl_cost_fit fit;
+    spa_ctl spa_prior;      /* what the latest step taught: a new request starts from it */
     /* statistics */
     long blocks, drafted_tokens, ahead_hits, ahead_misses;
 } draft_stage;
@@ -103,7 +110,7 @@ static dreq *find_req(draft_stage *ds, uint64_t id, bool create)
     if (created) {
         r->base = -1;
         r->seq = -1;
-        sl_spec_stats_init(&r->stats);
+        spa_init_from(&r->spa, &ds->spa_prior);
     }
     return r;
 }
@@ -210,6 +217,9 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
         sl_kv_truncate(ds->kv, r->seq, r->n_hist - 1);
         len = r->n_hist - 1;
     }
+    /* a step's own catch-up is a token or two; more follows plain steps */
+    double draft_before = ds->draft_s;
+    bool long_catch_up = r->n_hist - len > 2;
     while (len < r->n_hist) {
         int n = r->n_hist - len < ds->max_batch ? r->n_hist - len : ds->max_batch;
         for (int i = 0; i < n; i++) {
@@ -222,6 +232,8 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
             return -1;
         len += n;
     }
+    if (long_catch_up)
+        ds->catch_up_s += ds->draft_s - draft_before;
     return 0;
 }
 
@@ -249,31 +261,11 @@ static int draft_model_block(draft_stage *ds, dreq *r, int k, int32_t *out, floa
 
 /* ---- choosing k ---- */
 
-/* k for this step. Auto: the best k for the request's acceptance rate and
- * the measured costs: a verification's round trip fitted against its rows
- * (fixed + per row), and a drafted token (free for prompt lookup, hidden
- * when drafting ahead). Until the fit can tell fixed from per-row cost,
- * steps alternate between k_max and 1 to measure both; every 16th step
- * tries another k so the fit keeps seeing a spread. */
+/* k for this step: fixed, or auto: the request's controller, which
+ * drafts only while drafting beats plain decoding (stages/spec_adapt.h). */
 static int choose_k(draft_stage *ds, dreq *r, int room)
 {
-    int k = ds->k_max;
-    if (ds->auto_k && ds->k_max > 0) {
-        double fixed, per_row;
-        double draft_token = ds->lookup || ds->pipelined || ds->draft_tokens == 0
-                                 ? 0.0 : ds->draft_s / (double)ds->draft_tokens;
-        if (!sl_cost_fit_get(&ds->fit, &fixed, &per_row)) {
-            k = r->steps % 2 ? 1 : ds->k_max;
-        } else {
-            k = sl_spec_best_k_timed(r->stats.alpha_ewma, fixed, per_row, draft_token, ds->k_max);
-            if (r->steps % 16 == 15)
-                k = (int)((r->steps / 16) % (unsigned long)ds->k_max) + 1;
-            /* k = 0 measures no acceptance: every 8th step still drafts one
-             * token to notice when the text turns easy */
-            if (k == 0 && r->steps % 8 == 0)
-                k = 1;
-        }
-    }
+    int k = ds->auto_k ? spa_next_k(&r->spa) : ds->k_max;
     return k < room ? k : room;
 }
 
@@ -285,9 +277,11 @@ static int choose_k(draft_stage *ds, dreq *r, int room)
 static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
 {
     bool ahead_ok = false;
-    if (r->sent_rows > 0) {
-        sl_cost_fit_add(&ds->fit, r->sent_rows, sl_now_s() - r->t_sent);
-        r->sent_rows = 0;
+    double step_s = r->sent_rows > 0 ? sl_now_s() - r->t_sent + r->t_draft : -1.0;
+    r->sent_rows = 0;
+    if (r->observe && step_s >= 0.0 && r->n_hist == (r->base >= 0 ? r->base + 1 : pos)) {
+        spa_observe_cost(&r->spa, r->sent_drafted, step_s);
+        ds->spa_prior = r->spa;
     }
     if (r->base >= 0) {
         int accepted = pos - r->base - 1;
@@ -295,7 +289,8 @@ static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
             r->broken = true; /* not a continuation of what we drafted */
         } else {
             hist_push(r, r->drafted, accepted);
-            sl_spec_stats_add(&r->stats, r->k, accepted);
+            spa_observe_accept(&r->spa, r->k, accepted);
+            ds->spa_prior = r->spa;
             ahead_ok = r->ahead && accepted == r->k && first == r->guess && n_rows == 1;
             if (r->ahead)
                 ahead_ok ? ds->ahead_hits++ : ds->ahead_misses++;
@@ -376,6 +371,7 @@ typedef struct out_rows {
     uint32_t n, n_q;     /* rows, drafted rows */
     bool any_q;          /* some drafted row has a draft distribution */
     int n_wanted;        /* requests in ds->wanted */
+    double t_draft;      /* seconds drafting (on every wanted request's critical path) */
     uint32_t room;       /* rows still free within max_batch */
 } out_rows;
 
@@ -406,12 +402,16 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
         return sl_fail(why, "out of memory");
     bool wanted = rows->b.flags[i1 - 1] & 1;
     int k = 0, last_pos = rows->b.pos[i1 - 1];
+    r->observe = false;
     if (wanted && !r->broken && (ds->lookup || r->sampler)) {
         int fit = ds->context - 1 - last_pos;
         if (fit > (int)o->room)
             fit = (int)o->room;
+        double t0 = sl_now_s(), catch_up_before = ds->catch_up_s;
         if ((k = propose(ds, r, choose_k(ds, r, fit), ahead_ok, why)) < 0)
             return -1;
+        o->t_draft += sl_now_s() - t0 - (ds->catch_up_s - catch_up_before);
+        r->observe = i1 - i0 == 1;
     }
     for (uint32_t i = i0; i < i1; i++)
         put_row(ds, o, rows->b.req[i], rows->b.seq[i], rows->b.pos[i], rows->tok[i], rows->b.flags[i], -1);
@@ -489,7 +489,8 @@ static int send_extended(sl_stage *s, const pl_msg *in, const out_rows *o, const
     for (int i = 0; i < o->n_wanted; i++) {
         ds->wanted[i]->t_sent = t_now;
         ds->wanted[i]->sent_rows = (int)o->n;
-        ds->wanted[i]->steps++;
+        ds->wanted[i]->sent_drafted = (int)o->n_q;
+        ds->wanted[i]->t_draft = o->t_draft;
     }
     pl_msg m;
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, o->n);
@@ -638,6 +639,7 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     ds->pipelined = spec->spec_pipelined && !spec->spec_lookup;
     if (ds->k_max < 0 || ds->k_max > SL_SPEC_K_MAX)
         return sl_fail(err, "speculative k = %d outside 0..%d", ds->k_max, SL_SPEC_K_MAX);
+    spa_init(&ds->spa_prior, ds->k_max);
     if (!ds->lookup) {
         if (!spec->draft_model || !spec->draft_model[0])
             return sl_fail(err, "speculative decoding needs a draft model or prompt-lookup");

@@ -31,8 +31,13 @@ static const char *const PROMPTS[] = {
     "Licensed under the Apache License, Version 2.0 (the",
     "THIS SOFTWARE IS PROVIDED BY THE REGENTS AND CONTRIBUTORS",
     "the the the the the the",
+    /* the model continues its last line with the passage it opens with */
+    "it under the terms of the GNU General Public License as published by\n"
+    "    the Free Software Foundation; either version 2 of the License, or\n"
+    "    (at your option) any later version.\n\n"
+    "This program is free software; you can redistribute it and/or modify\n    ",
 };
-#define N_PROMPTS 4
+#define N_PROMPTS 5
 
 typedef struct result {
     int32_t tok[MAX_GEN];
@@ -160,8 +165,15 @@ static void test_greedy_identity(void)
         if (setups[s].draft == draft_path)
             CHECKF(sum.accepted > sum.drafted / 4, "%s: %ld of %ld drafted tokens accepted",
                    setups[s].name, sum.accepted, sum.drafted);
-        else /* the repeating prompt is where lookup finds its n-grams */
+        /* the repeating prompts are where lookup finds its n-grams; auto k
+         * drafts only where that pays, which the prompt continuing its own
+         * passage does */
+        if (setups[s].draft != draft_path && !setups[s].auto_k)
             CHECKF(got[3].accepted > 0, "%s: nothing accepted on a repeating prompt", setups[s].name);
+        if (setups[s].draft != draft_path)
+            CHECKF(got[4].accepted > got[4].drafted / 4,
+                   "%s: %ld of %ld drafted tokens accepted on the prompt repeating its passage",
+                   setups[s].name, got[4].accepted, got[4].drafted);
         /* each verification emits its accepted drafts and one more */
         CHECKF(sum.emitted == sum.accepted + sum.steps, "%s: %ld emitted, %ld accepted, %ld steps",
                setups[s].name, sum.emitted, sum.accepted, sum.steps);
