@@ -14,7 +14,7 @@
  * little-endian, so a big-endian host would need byte swaps here. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the wire format assumes a little-endian host");
 
-#define N_VIEWS 16 /* length of the view arrays in pl_msg, indexed by payload kind */
+#define N_VIEWS PL_MSG_VIEWS
 #define MAX_FRAMES_TOTAL (1 + PL_MAX_FRAMES)
 
 /* What pl_msg.store points to for a received or decoded message: who
@@ -60,8 +60,11 @@ const char *pl_msg_payload_name(int kind)
 {
     static const char *const names[] = {"NONE", "REQUEST_ID", "SEQ", "POS", "TOKEN", "FLAGS",
                                         "ACTIVATION", "LOGITS", "TOPK_ID", "TOPK_VAL", "DRAFT_TOKEN",
-                                        "DRAFT_PROBS", "SPEC", "PLE"};
-    return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) ? names[kind] : "unknown";
+                                        "DRAFT_PROBS", "SPEC", "PLE",
+                                        [SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT] = "DRAFT_Q_COUNT",
+                                        [SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID] = "DRAFT_Q_ID"};
+    bool known = kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) && names[kind];
+    return known ? names[kind] : "unknown";
 }
 
 static const char *dtype_name(int dtype)
@@ -84,7 +87,7 @@ static size_t dtype_bytes(int dtype)
     }
 }
 
-enum row_rule { ROWS_EQUAL, ROWS_AT_MOST };
+enum row_rule { ROWS_EQUAL, ROWS_AT_MOST, ROWS_ANY };
 
 /* The layout each payload kind must have (proto/sluice.proto). */
 typedef struct payload_rule {
@@ -108,11 +111,14 @@ static const payload_rule *rule_of(int kind)
         [SLUICE__PAYLOAD_KIND__PL_TOPK_VAL] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
         [SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
         /* only the drafted rows have a draft distribution */
-        [SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
+        [SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS] = {SLUICE__DTYPE__DT_F32, 0, 1, ROWS_ANY},
+        [SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_AT_MOST},
+        /* entries of the drafts' supports: as many as the frame limits allow */
+        [SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_ANY},
         [SLUICE__PAYLOAD_KIND__PL_SPEC] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
         [SLUICE__PAYLOAD_KIND__PL_PLE] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_EQUAL},
     };
-    if (kind <= 0 || kind >= (int)(sizeof rules / sizeof rules[0]))
+    if (kind <= 0 || kind >= (int)(sizeof rules / sizeof rules[0]) || rules[kind].dims == 0)
         return NULL;
     return &rules[kind];
 }
@@ -248,8 +254,24 @@ static int check_logits(const Sluice__Header *h, const int at[N_VIEWS], sl_err *
     return 0;
 }
 
+/* The draft distributions' three payloads: probabilities and counts travel
+ * together, ids only with them (their contents: msg/draftq.h). */
+static int check_draft_q(const int at[N_VIEWS], sl_err *err)
+{
+    bool probs = at[SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS] >= 0;
+    bool counts = at[SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT] >= 0;
+    if (probs != counts)
+        return sl_fail(err, "missing required payload %s (draft probabilities and their counts travel together)",
+                       probs ? "DRAFT_Q_COUNT" : "DRAFT_PROBS");
+    if (at[SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID] >= 0 && !probs)
+        return sl_fail(err, "payload DRAFT_Q_ID without DRAFT_PROBS and DRAFT_Q_COUNT");
+    return 0;
+}
+
 static int check_kind_rules(const Sluice__Header *h, const int at[N_VIEWS], sl_err *err)
 {
+    if (check_draft_q(at, err))
+        return -1;
     switch (h->kind) {
     case SLUICE__MSG_KIND__MSG_BATCH:
         return check_batch(at, err);

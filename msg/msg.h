@@ -23,6 +23,8 @@
 
 #define PL_WIRE_VERSION 1
 #define PL_MAX_FRAMES 16
+/* Length of the view arrays: payload kinds are below it. */
+#define PL_MSG_VIEWS 24
 
 /* Releases a payload's data once nothing reads it any more. */
 typedef void (*pl_msg_free_fn)(void *data, void *hint);
@@ -34,10 +36,10 @@ typedef struct pl_msg {
     Sluice__Header *hdr;       /* received: unpacked header (owned); building: see pl_msg_init */
     int n_frames;              /* payload frames */
     /* payload views, indexed by Sluice__PayloadKind (NULL when absent) */
-    const void *data[16];
-    size_t size[16];
-    Sluice__DType dtype[16];
-    uint64_t shape[16][2];
+    const void *data[PL_MSG_VIEWS];
+    size_t size[PL_MSG_VIEWS];
+    Sluice__DType dtype[PL_MSG_VIEWS];
+    uint64_t shape[PL_MSG_VIEWS][2];
     /* storage */
     void *store;               /* received: release callback of its frames, aligned copies (owned, opaque) */
     Sluice__Header hdr_store;  /* building */

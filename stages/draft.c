@@ -27,6 +27,7 @@
 #include "model/kv.h"
 #include "model/model.h"
 #include "model/lm.h"
+#include "msg/draftq.h"
 #include "stages/reqtab.h"
 #include "stages/sampler.h"
 #include "stages/spec.h"
@@ -99,6 +100,7 @@ typedef struct draft_stage {
     spa_ctl spa_prior;      /* what the latest step taught: a new request starts from it */
     /* statistics */
     long blocks, drafted_tokens, ahead_hits, ahead_misses;
+    long q_bytes, q_dense_bytes; /* draft distributions sent, and as dense rows they would be */
 } draft_stage;
 
 /* ---- request table ---- */
@@ -434,28 +436,96 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
     return 0;
 }
 
-/* The draft distributions of the batch's drafted rows, one n_vocab row
- * each; copied: the scratch is reused by the next batch before a socket
- * may have sent this one. */
-static float *gather_q(const draft_stage *ds, const out_rows *o)
+/* Support of a dense draft row: its non-zero entries. */
+static int support(const float *row, int n_vocab)
 {
-    size_t v = (size_t)ds->n_vocab;
-    float *q = calloc((size_t)o->n_q * v, sizeof(float));
-    if (!q)
-        return NULL;
-    for (uint32_t j = 0, at = 0; j < o->n; j++) {
-        if (ds->o_draft[j] < 0)
-            continue;
-        if (ds->o_qsrc[at]) /* else a deterministic draft: all mass on the token */
-            memcpy(q + at * v, ds->o_qsrc[at], v * sizeof(float));
-        else
-            q[at * v + (size_t)ds->o_draft[j]] = 1.0f;
-        at++;
-    }
-    return q;
+    int n = 0;
+    for (int t = 0; t < n_vocab; t++)
+        n += row[t] > 0.0f;
+    return n;
 }
 
-static int add_draft_payloads(pl_msg *m, const draft_stage *ds, const out_rows *o, sl_err *err)
+/* The draft distributions of the batch's drafted rows as msg/draftq.h
+ * sends them: each row's support (the request's filters leave few
+ * tokens), dense where that is smaller, nothing for one-hot rows. Copied:
+ * the scratch is reused by the next batch before a socket may have sent
+ * this one. */
+typedef struct q_out {
+    int32_t *count, *id;
+    float *prob;
+    uint64_t n_prob, n_id;
+} q_out;
+
+static int gather_q(const draft_stage *ds, const out_rows *o, q_out *g)
+{
+    memset(g, 0, sizeof *g);
+    int v = ds->n_vocab;
+    if (!(g->count = malloc((size_t)o->n_q * sizeof *g->count)))
+        return -1;
+    for (uint32_t j = 0; j < o->n_q; j++) {
+        const float *row = ds->o_qsrc[j];
+        g->count[j] = row ? pl_draftq_entries(support(row, v), v) : 0;
+        g->n_prob += (uint64_t)g->count[j];
+        g->n_id += g->count[j] == v ? 0 : (uint64_t)g->count[j];
+    }
+    g->prob = malloc((size_t)g->n_prob * sizeof *g->prob + 1);
+    g->id = malloc((size_t)g->n_id * sizeof *g->id + 1);
+    if (!g->prob || !g->id)
+        return -1;
+    uint64_t p = 0, i = 0;
+    for (uint32_t j = 0; j < o->n_q; j++) {
+        const float *row = ds->o_qsrc[j];
+        if (g->count[j] == v) {
+            memcpy(g->prob + p, row, (size_t)v * sizeof *row);
+            p += (uint64_t)v;
+            continue;
+        }
+        for (int t = 0; t < v && g->count[j] > 0; t++)
+            if (row[t] > 0.0f) {
+                g->prob[p++] = row[t];
+                g->id[i++] = t;
+            }
+    }
+    return 0;
+}
+
+static int add_q_payloads(pl_msg *m, draft_stage *ds, const out_rows *o, sl_err *err)
+{
+    q_out g;
+    if (gather_q(ds, o, &g)) {
+        free(g.count);
+        free(g.prob);
+        free(g.id);
+        return sl_fail(err, "out of memory");
+    }
+    ds->q_bytes += (long)(o->n_q + g.n_prob + g.n_id) * 4;
+    ds->q_dense_bytes += (long)o->n_q * ds->n_vocab * 4;
+    if (!g.n_id) { /* no sparse row */
+        free(g.id);
+        g.id = NULL;
+    }
+    /* the message owns each payload once added; the rest are still ours */
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT, SLUICE__DTYPE__DT_I32, o->n_q, 0, g.count,
+                   sl_free_cb, NULL, err)) {
+        free(g.count);
+        g.count = NULL;
+    } else if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, g.n_prob, 0,
+                          g.prob, sl_free_cb, NULL, err)) {
+        g.count = NULL;
+    } else if (g.id && pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID, SLUICE__DTYPE__DT_I32, g.n_id, 0, g.id,
+                          sl_free_cb, NULL, err)) {
+        g.count = NULL;
+        g.prob = NULL;
+    } else {
+        return 0;
+    }
+    free(g.count);
+    free(g.prob);
+    free(g.id);
+    return -1;
+}
+
+static int add_draft_payloads(pl_msg *m, draft_stage *ds, const out_rows *o, sl_err *err)
 {
     uint32_t n = o->n;
     if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0, ds->o_req, NULL, NULL, err) ||
@@ -469,15 +539,7 @@ static int add_draft_payloads(pl_msg *m, const draft_stage *ds, const out_rows *
         return -1;
     if (!o->any_q)
         return 0;
-    float *q = gather_q(ds, o);
-    if (!q)
-        return sl_fail(err, "out of memory");
-    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, o->n_q,
-                   (uint64_t)ds->n_vocab, q, sl_free_cb, NULL, err)) {
-        free(q);
-        return -1;
-    }
-    return 0;
+    return add_q_payloads(m, ds, o, err);
 }
 
 /* Sends the extended batch; the round trips of its wanted requests start
@@ -586,6 +648,11 @@ static void draft_describe(const sl_stage *s, char *buf, size_t size)
     const draft_stage *ds = s->impl;
     snprintf(buf, size, "drafted %ld tokens in %ld blocks%s", ds->drafted_tokens, ds->blocks,
              ds->pipelined ? "" : " (not pipelined)");
+    if (ds->q_dense_bytes) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, size - n, "; draft distributions %ld bytes (%ld as dense rows)", ds->q_bytes,
+                 ds->q_dense_bytes);
+    }
     if (ds->pipelined) {
         size_t n = strlen(buf);
         snprintf(buf + n, size - n, "; drafted ahead: %ld used, %ld dropped", ds->ahead_hits,
