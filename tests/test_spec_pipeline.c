@@ -292,14 +292,20 @@ static int bin_of(const bins *b, int32_t t1, int32_t t2)
     return any_second >= 0 ? any_second : b->n - 1;
 }
 
-static void check_distribution(const spec_setup *s, const char *prompt)
+/* Filters on the distributions (the target's and the draft's alike). */
+typedef struct filters {
+    int top_k;
+    float top_p, min_p;
+} filters;
+
+static void check_distribution(const spec_setup *s, const char *prompt, filters f)
 {
     sl_sampling sp;
     sl_sampling_defaults(&sp);
     sp.temperature = 1.0f;
-    sp.top_k = 0;
-    sp.top_p = 1.0f;
-    sp.min_p = 0.0f;
+    sp.top_k = f.top_k;
+    sp.top_p = f.top_p;
+    sp.min_p = f.min_p;
     bins b;
     target_bins(&b, sp);
     sl_gen_params *gp = calloc(N_SAMPLES, sizeof *gp);
@@ -365,7 +371,7 @@ static void check_distribution(const spec_setup *s, const char *prompt)
     free(gp);
 }
 
-static void distribution_for(const spec_setup *s, const char *prompt)
+static void distribution_for(const spec_setup *s, const char *prompt, filters f)
 {
     /* the prompt's ids, as the pipeline feeds them */
     pl_config c;
@@ -382,16 +388,22 @@ static void distribution_for(const spec_setup *s, const char *prompt)
     free(ids);
     sl_pipeline_close(p);
 
-    check_distribution(s, prompt);
+    check_distribution(s, prompt, f);
 }
 
 static void test_distribution(void)
 {
+    filters none = {0, 1.0f, 0.0f};
     spec_setup model = {draft_path, 3, false, 0, "draft k=3, temperature 1"};
-    distribution_for(&model, "The");
+    distribution_for(&model, "The", none);
     /* lookup drafts what followed the last match: on repeating text */
     spec_setup lookup = {"prompt-lookup", 3, false, 0, "prompt lookup k=3, temperature 1"};
-    distribution_for(&lookup, "of the License, or of the License, or of the");
+    distribution_for(&lookup, "of the License, or of the License, or of the", none);
+    /* filters leave the draft a support of a few tokens, sent sparse */
+    spec_setup topk = {draft_path, 3, false, 0, "draft k=3, temperature 1, top-k 8, top-p 0.9"};
+    distribution_for(&topk, "The", (filters){8, 0.9f, 0.0f});
+    spec_setup minp = {draft_path, 3, false, 0, "draft k=3, temperature 1, min-p 0.02"};
+    distribution_for(&minp, "The", (filters){0, 1.0f, 0.02f});
 }
 
 /* ---- KV cache after a rejection ---- */
