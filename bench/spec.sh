@@ -11,8 +11,8 @@
 # Q4_0, which greedy decoding sends into loops lookup finds): best of REPS
 # for each, and the lowest ratio (issue 18: at least 0.97x everywhere).
 #   bench/spec.sh [N_TOKENS=200] [THREADS=2] [REPS=3]
-# SECTIONS="table auto" picks the parts; N_1B (48) tokens on the 1b model,
-# synthesised once into bench/.spec-cache/.
+# SECTIONS="table auto" picks the parts; N_1B (48) tokens on the 1b model
+# (0: no 1b row), synthesised once into bench/.spec-cache/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
@@ -93,7 +93,7 @@ auto() {
       i=$((i + 1))
     done
   done
-  auto_row "$m1b" prompt-lookup 0 "${N_1B:-48}" "1b q4_0 + lookup, looping" "$short"
+  [ "${N_1B:-48}" -gt 0 ] && auto_row "$m1b" prompt-lookup 0 "${N_1B:-48}" "1b q4_0 + lookup, looping" "$short"
   awk '{ r = $(NF - 4); sub("x", "", r); if (min == "" || r + 0 < min) min = r + 0 }
        END { printf "lowest auto/plain ratio: %.2fx\n", min }' "$auto_log"
   rm -f "$auto_log"
