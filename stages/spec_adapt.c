@@ -13,6 +13,11 @@
  * gain, so a drafter that never pays costs well under 1% in probes. */
 #define SPA_GAP_MIN 8
 #define SPA_GAP_MAX 128
+/* Plain steps between probes when drafting could not pay even if every
+ * drafted token were accepted (a drafted token costs about a plain step):
+ * a probe then only re-measures the costs, and a draft model's probe also
+ * has to bring its cache up to date over every step since the last. */
+#define SPA_GAP_COST_BOUND 1024
 /* While drafting, one plain step in this many keeps t_plain current (the
  * step time grows with the context). */
 #define SPA_REFRESH 64
@@ -94,13 +99,26 @@ int spa_best_k(const spa_ctl *c, double *gain)
     return best;
 }
 
+/* Whether drafting could beat plain decoding with every token accepted. */
+static bool could_pay(const spa_ctl *c)
+{
+    spa_ctl perfect = *c;
+    perfect.alpha = 1.0;
+    double gain;
+    spa_best_k(&perfect, &gain);
+    return gain > SPA_ENTER;
+}
+
 /* Not drafting: plain steps, and every gap steps a probe. */
 static int next_plain(spa_ctl *c)
 {
+    if (!could_pay(c) && c->gap < SPA_GAP_COST_BOUND)
+        c->gap = SPA_GAP_COST_BOUND;
     if (++c->since < c->gap)
         return 0;
     c->since = 0;
-    c->gap = c->gap * 2 < SPA_GAP_MAX ? c->gap * 2 : SPA_GAP_MAX;
+    if (c->gap < SPA_GAP_MAX)
+        c->gap = c->gap * 2 < SPA_GAP_MAX ? c->gap * 2 : SPA_GAP_MAX;
     c->probes++;
     return SPA_PROBE_K < c->k_max ? SPA_PROBE_K : c->k_max;
 }

@@ -108,6 +108,12 @@ static void test_accepting_but_dear(void)
     CHECKF(sim_speedup(&s) >= 0.97, "%.3fx of plain", sim_speedup(&s));
     CHECK(!c.drafting);
     CHECK(spa_best_k(&c, NULL) == 0);
+    /* no acceptance could make it pay: probes all but stop (a draft
+     * model's probe would first catch up on every step since the last) */
+    long before = s.drafting_steps;
+    run(&s, &c, 1000);
+    CHECKF(s.drafting_steps - before <= 1, "%ld probes in 1000 steps", s.drafting_steps - before);
+    CHECKF(sim_speedup(&s) >= 0.99, "%.3fx of plain", sim_speedup(&s));
 }
 
 /* Where drafting pays a little, the chosen k is the one the model says. */
