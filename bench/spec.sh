@@ -7,7 +7,13 @@
 # row per setting, averaged over the prompts.
 # Each prompt runs REPS times (plain then speculative each time); the row
 # averages all of them, which evens out a noisy machine.
+# Then auto k against plain decoding for every pair and prompt (the draft
+# model, prompt lookup on the tiny target, prompt lookup on synth gemma3 1b
+# Q4_0, which greedy decoding sends into loops lookup finds): best of REPS
+# for each, and the lowest ratio (issue 18: at least 0.97x everywhere).
 #   bench/spec.sh [N_TOKENS=200] [THREADS=2] [REPS=3]
+# SECTIONS="table auto" picks the parts; N_1B (48) tokens on the 1b model
+# (0: no 1b row), synthesised once into bench/.spec-cache/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
@@ -54,16 +60,58 @@ trap 'rm -rf "$pair"' EXIT
 "$SLUICE" synth --arch gemma4 --size test --seed 5 --weight-scale 0.6 -o "$pair/t.gguf" >/dev/null 2>&1
 "$SLUICE" synth --arch gemma4-assistant --size test -o "$pair/a.gguf" >/dev/null 2>&1
 
-printf "%-28s %5s %10s %9s %11s %11s %9s\n" setting temp accepted "mean len" "spec tok/s" "plain tok/s" speed-up
-for temp in 0 0.8; do
-  for k in 2 4 8 auto; do
-    row "draft k=$k" "$temp" --draft "$DRAFT" --draft-k "$k" -- "${prompts[@]}"
+table() {
+  printf "%-28s %5s %10s %9s %11s %11s %9s\n" setting temp accepted "mean len" "spec tok/s" "plain tok/s" speed-up
+  for temp in 0 0.8; do
+    for k in 2 4 8 auto; do
+      row "draft k=$k" "$temp" --draft "$DRAFT" --draft-k "$k" -- "${prompts[@]}"
+    done
+    row "draft k=4 pipelined" "$temp" --draft "$DRAFT" --draft-k 4 --draft-threads 1 -- "${prompts[@]}"
+    row "prompt lookup k=4 (repeat)" "$temp" --draft prompt-lookup --draft-k 4 -- "$repeat"
+    row "prompt lookup auto (repeat)" "$temp" --draft prompt-lookup --draft-k auto -- "$repeat"
+    for k in 1 3 auto; do
+      TARGET=$pair/t.gguf row "gemma4 assistant k=$k (synth)" "$temp" --draft "$pair/a.gguf" --draft-k "$k" \
+        -- "${prompts[@]}"
+    done
   done
-  row "draft k=4 pipelined" "$temp" --draft "$DRAFT" --draft-k 4 --draft-threads 1 -- "${prompts[@]}"
-  row "prompt lookup k=4 (repeat)" "$temp" --draft prompt-lookup --draft-k 4 -- "$repeat"
-  row "prompt lookup auto (repeat)" "$temp" --draft prompt-lookup --draft-k auto -- "$repeat"
-  for k in 1 3 auto; do
-    TARGET=$pair/t.gguf row "gemma4 assistant k=$k (synth)" "$temp" --draft "$pair/a.gguf" --draft-k "$k" \
-      -- "${prompts[@]}"
+}
+
+# auto k against plain, best of REPS: MODEL DRAFT TEMP N NAME PROMPT
+auto_row() {
+  local model=$1 draft=$2 temp=$3 n=$4 name=$5 p=$6 best_eff=0 best_base=0 acc=0
+  for ((rep = 0; rep < REPS; rep++)); do
+    out=$("$SLUICE" run -m "$model" -p "$p" -n "$n" -t "$THREADS" --temp "$temp" --spec-baseline \
+          --draft "$draft" --draft-k auto 2>&1 >/dev/null)
+    best_eff=$(awk -v a="$best_eff" '/^effective decode/ {print ($3 > a ? $3 : a)}' <<<"$out")
+    best_base=$(awk -v a="$best_base" '/^plain decode/ {print ($3 > a ? $3 : a)}' <<<"$out")
+    acc=$(awk '/^speculative/ {print $4 "/" $6}' <<<"$out")
   done
+  awk -v name="$name" -v t="$temp" -v e="$best_eff" -v b="$best_base" -v acc="$acc" \
+    'BEGIN { printf "%-40s %5s %11.1f %11.1f %8.2fx   (last run: %s drafted/accepted)\n", name, t, e, b,
+             (b > 0 ? e / b : 0), acc }' | tee -a "$auto_log"
+}
+
+auto() {
+  local m1b=bench/.spec-cache/gemma3-1b-q4_0.gguf short="$(printf 'License, or\n    (at your option) any later version.\n\nThis program')"
+  mkdir -p bench/.spec-cache
+  [ -f "$m1b" ] || "$SLUICE" synth --arch gemma3 --size 1b --type q4_0 -o "$m1b" >/dev/null
+  auto_log=$(mktemp)
+  printf "\nauto k vs plain decoding, best of %s\n" "$REPS"
+  printf "%-40s %5s %11s %11s %9s\n" "pair / prompt" temp "auto tok/s" "plain tok/s" ratio
+  for temp in 0 0.8; do
+    local i=0
+    for p in "${prompts[@]}" "$repeat"; do
+      auto_row "$TARGET" "$DRAFT" "$temp" "$N" "tiny + draft, prompt $i" "$p"
+      auto_row "$TARGET" prompt-lookup "$temp" "$N" "tiny + lookup, prompt $i" "$p"
+      i=$((i + 1))
+    done
+  done
+  [ "${N_1B:-48}" -gt 0 ] && auto_row "$m1b" prompt-lookup 0 "${N_1B:-48}" "1b q4_0 + lookup, looping" "$short"
+  awk '{ r = $(NF - 4); sub("x", "", r); if (min == "" || r + 0 < min) min = r + 0 }
+       END { printf "lowest auto/plain ratio: %.2fx\n", min }' "$auto_log"
+  rm -f "$auto_log"
+}
+
+for section in ${SECTIONS:-table auto}; do
+  "$section"
 done

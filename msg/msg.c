@@ -60,10 +60,15 @@ const char *pl_msg_payload_name(int kind)
 {
     static const char *const names[] = {"NONE", "REQUEST_ID", "SEQ", "POS", "TOKEN", "FLAGS",
                                         "ACTIVATION", "LOGITS", "TOPK_ID", "TOPK_VAL", "DRAFT_TOKEN",
-                                        "DRAFT_PROBS", "SPEC", "PLE", NULL, NULL, NULL, NULL, NULL,
-                                        NULL, "HIDDEN", "MTP_KV", "MTP_ROW", "NEXT_DRAFT"};
-    return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) && names[kind] ? names[kind]
-                                                                                 : "unknown";
+                                        "DRAFT_PROBS", "SPEC", "PLE",
+                                        [SLUICE__PAYLOAD_KIND__PL_HIDDEN] = "HIDDEN",
+                                        [SLUICE__PAYLOAD_KIND__PL_MTP_KV] = "MTP_KV",
+                                        [SLUICE__PAYLOAD_KIND__PL_MTP_ROW] = "MTP_ROW",
+                                        [SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT] = "NEXT_DRAFT",
+                                        [SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT] = "DRAFT_Q_COUNT",
+                                        [SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID] = "DRAFT_Q_ID"};
+    bool known = kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) && names[kind];
+    return known ? names[kind] : "unknown";
 }
 
 static const char *dtype_name(int dtype)
@@ -112,7 +117,10 @@ static const payload_rule *rule_of(int kind)
         [SLUICE__PAYLOAD_KIND__PL_TOPK_VAL] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
         [SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
         /* only the drafted rows have a draft distribution */
-        [SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_AT_MOST},
+        [SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS] = {SLUICE__DTYPE__DT_F32, 0, 1, ROWS_ANY},
+        [SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_AT_MOST},
+        /* entries of the drafts' supports: as many as the frame limits allow */
+        [SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_ANY},
         [SLUICE__PAYLOAD_KIND__PL_SPEC] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
         [SLUICE__PAYLOAD_KIND__PL_PLE] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_EQUAL},
         [SLUICE__PAYLOAD_KIND__PL_HIDDEN] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_EQUAL},
@@ -121,7 +129,7 @@ static const payload_rule *rule_of(int kind)
         [SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT] = {SLUICE__DTYPE__DT_I32, 0, 2, ROWS_EQUAL},
     };
     _Static_assert(sizeof rules / sizeof rules[0] <= N_VIEWS, "a payload kind past the view arrays");
-    if (kind <= 0 || kind >= (int)(sizeof rules / sizeof rules[0]) || rules[kind].dtype == 0)
+    if (kind <= 0 || kind >= (int)(sizeof rules / sizeof rules[0]) || rules[kind].dims == 0)
         return NULL;
     return &rules[kind];
 }
@@ -257,8 +265,24 @@ static int check_logits(const Sluice__Header *h, const int at[N_VIEWS], sl_err *
     return 0;
 }
 
+/* The draft distributions' three payloads: probabilities and counts travel
+ * together, ids only with them (their contents: msg/draftq.h). */
+static int check_draft_q(const int at[N_VIEWS], sl_err *err)
+{
+    bool probs = at[SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS] >= 0;
+    bool counts = at[SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT] >= 0;
+    if (probs != counts)
+        return sl_fail(err, "missing required payload %s (draft probabilities and their counts travel together)",
+                       probs ? "DRAFT_Q_COUNT" : "DRAFT_PROBS");
+    if (at[SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID] >= 0 && !probs)
+        return sl_fail(err, "payload DRAFT_Q_ID without DRAFT_PROBS and DRAFT_Q_COUNT");
+    return 0;
+}
+
 static int check_kind_rules(const Sluice__Header *h, const int at[N_VIEWS], sl_err *err)
 {
+    if (check_draft_q(at, err))
+        return -1;
     switch (h->kind) {
     case SLUICE__MSG_KIND__MSG_BATCH:
         return check_batch(at, err);

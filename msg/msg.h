@@ -24,7 +24,7 @@
 #define PL_WIRE_VERSION 1
 #define PL_MAX_FRAMES 16
 /* Payload kinds are below this (the view arrays' length). */
-#define PL_N_KINDS 24
+#define PL_N_KINDS 26
 
 /* Releases a payload's data once nothing reads it any more. */
 typedef void (*pl_msg_free_fn)(void *data, void *hint);

@@ -124,7 +124,9 @@ int sl_stage_begin_batch(pl_msg *m, const pl_msg *in, const sl_batch_rows *r, sl
         pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, r->n, 0, r->pos, NULL, NULL, err) ||
         pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, r->n, 0, r->flags, NULL, NULL, err) ||
         pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, err) ||
-        pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, err)) {
+        pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, err) ||
+        pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT, err) ||
+        pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID, err)) {
         pl_msg_close(m);
         return -1;
     }

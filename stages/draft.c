@@ -27,9 +27,11 @@
 #include "model/kv.h"
 #include "model/model.h"
 #include "model/lm.h"
+#include "msg/draftq.h"
 #include "stages/reqtab.h"
 #include "stages/sampler.h"
 #include "stages/spec.h"
+#include "stages/spec_adapt.h"
 #include "stages/kinds.h"
 #include "util/clock.h"
 #include "util/mem.h"
@@ -60,9 +62,14 @@ typedef struct dreq {
     int32_t ahead_tok[SL_SPEC_K_MAX];
     float *ahead_q;
     bool ahead_tried;       /* this block's look-ahead is done (or not worth it) */
-    /* adaptive k */
-    sl_spec_stats stats;
-    unsigned long steps;    /* wanted rows sent */
+    /* adaptive k: the batch that carried the request's step drafted
+     * sent_drafted tokens (every request's) and spent t_draft drafting
+     * them on the critical path; the step is comparable with others (one
+     * row of the request's own, not a prefill) when observe */
+    spa_ctl spa;
+    double t_draft;
+    int sent_drafted;
+    bool observe;
 } dreq;
 
 typedef struct draft_stage {
@@ -85,13 +92,15 @@ typedef struct draft_stage {
     uint8_t *o_flags;
     const float **o_qsrc;   /* per drafted row: its q row, NULL when one-hot */
     dreq **wanted;          /* requests whose output this batch asks for */
-    /* cost of one drafted token, and verification time against rows, for
-     * adaptive k */
-    double draft_s;
+    /* time spent in the draft model; the part of it bringing a cache up
+     * to date after plain steps, which adaptive k does not count as the
+     * cost of drafting (it is paid once when drafting resumes) */
+    double draft_s, catch_up_s;
     long draft_tokens;
-    sl_cost_fit fit;
+    spa_ctl spa_prior;      /* what the latest step taught: a new request starts from it */
     /* statistics */
     long blocks, drafted_tokens, ahead_hits, ahead_misses;
+    long q_bytes, q_dense_bytes; /* draft distributions sent, and as dense rows they would be */
 } draft_stage;
 
 /* ---- request table ---- */
@@ -103,7 +112,7 @@ static dreq *find_req(draft_stage *ds, uint64_t id, bool create)
     if (created) {
         r->base = -1;
         r->seq = -1;
-        sl_spec_stats_init(&r->stats);
+        spa_init_from(&r->spa, &ds->spa_prior);
     }
     return r;
 }
@@ -210,6 +219,9 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
         sl_kv_truncate(ds->kv, r->seq, r->n_hist - 1);
         len = r->n_hist - 1;
     }
+    /* a step's own catch-up is a token or two; more follows plain steps */
+    double draft_before = ds->draft_s;
+    bool long_catch_up = r->n_hist - len > 2;
     while (len < r->n_hist) {
         int n = r->n_hist - len < ds->max_batch ? r->n_hist - len : ds->max_batch;
         for (int i = 0; i < n; i++) {
@@ -222,6 +234,8 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
             return -1;
         len += n;
     }
+    if (long_catch_up)
+        ds->catch_up_s += ds->draft_s - draft_before;
     return 0;
 }
 
@@ -249,31 +263,11 @@ static int draft_model_block(draft_stage *ds, dreq *r, int k, int32_t *out, floa
 
 /* ---- choosing k ---- */
 
-/* k for this step. Auto: the best k for the request's acceptance rate and
- * the measured costs: a verification's round trip fitted against its rows
- * (fixed + per row), and a drafted token (free for prompt lookup, hidden
- * when drafting ahead). Until the fit can tell fixed from per-row cost,
- * steps alternate between k_max and 1 to measure both; every 16th step
- * tries another k so the fit keeps seeing a spread. */
+/* k for this step: fixed, or auto: the request's controller, which
+ * drafts only while drafting beats plain decoding (stages/spec_adapt.h). */
 static int choose_k(draft_stage *ds, dreq *r, int room)
 {
-    int k = ds->k_max;
-    if (ds->auto_k && ds->k_max > 0) {
-        double fixed, per_row;
-        double draft_token = ds->lookup || ds->pipelined || ds->draft_tokens == 0
-                                 ? 0.0 : ds->draft_s / (double)ds->draft_tokens;
-        if (!sl_cost_fit_get(&ds->fit, &fixed, &per_row)) {
-            k = r->steps % 2 ? 1 : ds->k_max;
-        } else {
-            k = sl_spec_best_k_timed(r->stats.alpha_ewma, fixed, per_row, draft_token, ds->k_max);
-            if (r->steps % 16 == 15)
-                k = (int)((r->steps / 16) % (unsigned long)ds->k_max) + 1;
-            /* k = 0 measures no acceptance: every 8th step still drafts one
-             * token to notice when the text turns easy */
-            if (k == 0 && r->steps % 8 == 0)
-                k = 1;
-        }
-    }
+    int k = ds->auto_k ? spa_next_k(&r->spa) : ds->k_max;
     return k < room ? k : room;
 }
 
@@ -285,9 +279,11 @@ static int choose_k(draft_stage *ds, dreq *r, int room)
 static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
 {
     bool ahead_ok = false;
-    if (r->sent_rows > 0) {
-        sl_cost_fit_add(&ds->fit, r->sent_rows, sl_now_s() - r->t_sent);
-        r->sent_rows = 0;
+    double step_s = r->sent_rows > 0 ? sl_now_s() - r->t_sent + r->t_draft : -1.0;
+    r->sent_rows = 0;
+    if (r->observe && step_s >= 0.0 && r->n_hist == (r->base >= 0 ? r->base + 1 : pos)) {
+        spa_observe_cost(&r->spa, r->sent_drafted, step_s);
+        ds->spa_prior = r->spa;
     }
     if (r->base >= 0) {
         int accepted = pos - r->base - 1;
@@ -295,7 +291,8 @@ static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
             r->broken = true; /* not a continuation of what we drafted */
         } else {
             hist_push(r, r->drafted, accepted);
-            sl_spec_stats_add(&r->stats, r->k, accepted);
+            spa_observe_accept(&r->spa, r->k, accepted);
+            ds->spa_prior = r->spa;
             ahead_ok = r->ahead && accepted == r->k && first == r->guess && n_rows == 1;
             if (r->ahead)
                 ahead_ok ? ds->ahead_hits++ : ds->ahead_misses++;
@@ -376,6 +373,7 @@ typedef struct out_rows {
     uint32_t n, n_q;     /* rows, drafted rows */
     bool any_q;          /* some drafted row has a draft distribution */
     int n_wanted;        /* requests in ds->wanted */
+    double t_draft;      /* seconds drafting (on every wanted request's critical path) */
     uint32_t room;       /* rows still free within max_batch */
 } out_rows;
 
@@ -406,12 +404,16 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
         return sl_fail(why, "out of memory");
     bool wanted = rows->b.flags[i1 - 1] & 1;
     int k = 0, last_pos = rows->b.pos[i1 - 1];
+    r->observe = false;
     if (wanted && !r->broken && (ds->lookup || r->sampler)) {
         int fit = ds->context - 1 - last_pos;
         if (fit > (int)o->room)
             fit = (int)o->room;
+        double t0 = sl_now_s(), catch_up_before = ds->catch_up_s;
         if ((k = propose(ds, r, choose_k(ds, r, fit), ahead_ok, why)) < 0)
             return -1;
+        o->t_draft += sl_now_s() - t0 - (ds->catch_up_s - catch_up_before);
+        r->observe = i1 - i0 == 1;
     }
     for (uint32_t i = i0; i < i1; i++)
         put_row(ds, o, rows->b.req[i], rows->b.seq[i], rows->b.pos[i], rows->tok[i], rows->b.flags[i], -1);
@@ -434,28 +436,96 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
     return 0;
 }
 
-/* The draft distributions of the batch's drafted rows, one n_vocab row
- * each; copied: the scratch is reused by the next batch before a socket
- * may have sent this one. */
-static float *gather_q(const draft_stage *ds, const out_rows *o)
+/* Support of a dense draft row: its non-zero entries. */
+static int support(const float *row, int n_vocab)
 {
-    size_t v = (size_t)ds->n_vocab;
-    float *q = calloc((size_t)o->n_q * v, sizeof(float));
-    if (!q)
-        return NULL;
-    for (uint32_t j = 0, at = 0; j < o->n; j++) {
-        if (ds->o_draft[j] < 0)
-            continue;
-        if (ds->o_qsrc[at]) /* else a deterministic draft: all mass on the token */
-            memcpy(q + at * v, ds->o_qsrc[at], v * sizeof(float));
-        else
-            q[at * v + (size_t)ds->o_draft[j]] = 1.0f;
-        at++;
-    }
-    return q;
+    int n = 0;
+    for (int t = 0; t < n_vocab; t++)
+        n += row[t] > 0.0f;
+    return n;
 }
 
-static int add_draft_payloads(pl_msg *m, const draft_stage *ds, const out_rows *o, sl_err *err)
+/* The draft distributions of the batch's drafted rows as msg/draftq.h
+ * sends them: each row's support (the request's filters leave few
+ * tokens), dense where that is smaller, nothing for one-hot rows. Copied:
+ * the scratch is reused by the next batch before a socket may have sent
+ * this one. */
+typedef struct q_out {
+    int32_t *count, *id;
+    float *prob;
+    uint64_t n_prob, n_id;
+} q_out;
+
+static int gather_q(const draft_stage *ds, const out_rows *o, q_out *g)
+{
+    memset(g, 0, sizeof *g);
+    int v = ds->n_vocab;
+    if (!(g->count = malloc((size_t)o->n_q * sizeof *g->count)))
+        return -1;
+    for (uint32_t j = 0; j < o->n_q; j++) {
+        const float *row = ds->o_qsrc[j];
+        g->count[j] = row ? pl_draftq_entries(support(row, v), v) : 0;
+        g->n_prob += (uint64_t)g->count[j];
+        g->n_id += g->count[j] == v ? 0 : (uint64_t)g->count[j];
+    }
+    g->prob = malloc((size_t)g->n_prob * sizeof *g->prob + 1);
+    g->id = malloc((size_t)g->n_id * sizeof *g->id + 1);
+    if (!g->prob || !g->id)
+        return -1;
+    uint64_t p = 0, i = 0;
+    for (uint32_t j = 0; j < o->n_q; j++) {
+        const float *row = ds->o_qsrc[j];
+        if (g->count[j] == v) {
+            memcpy(g->prob + p, row, (size_t)v * sizeof *row);
+            p += (uint64_t)v;
+            continue;
+        }
+        for (int t = 0; t < v && g->count[j] > 0; t++)
+            if (row[t] > 0.0f) {
+                g->prob[p++] = row[t];
+                g->id[i++] = t;
+            }
+    }
+    return 0;
+}
+
+static int add_q_payloads(pl_msg *m, draft_stage *ds, const out_rows *o, sl_err *err)
+{
+    q_out g;
+    if (gather_q(ds, o, &g)) {
+        free(g.count);
+        free(g.prob);
+        free(g.id);
+        return sl_fail(err, "out of memory");
+    }
+    ds->q_bytes += (long)(o->n_q + g.n_prob + g.n_id) * 4;
+    ds->q_dense_bytes += (long)o->n_q * ds->n_vocab * 4;
+    if (!g.n_id) { /* no sparse row */
+        free(g.id);
+        g.id = NULL;
+    }
+    /* the message owns each payload once added; the rest are still ours */
+    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT, SLUICE__DTYPE__DT_I32, o->n_q, 0, g.count,
+                   sl_free_cb, NULL, err)) {
+        free(g.count);
+        g.count = NULL;
+    } else if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, g.n_prob, 0,
+                          g.prob, sl_free_cb, NULL, err)) {
+        g.count = NULL;
+    } else if (g.id && pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID, SLUICE__DTYPE__DT_I32, g.n_id, 0, g.id,
+                          sl_free_cb, NULL, err)) {
+        g.count = NULL;
+        g.prob = NULL;
+    } else {
+        return 0;
+    }
+    free(g.count);
+    free(g.prob);
+    free(g.id);
+    return -1;
+}
+
+static int add_draft_payloads(pl_msg *m, draft_stage *ds, const out_rows *o, sl_err *err)
 {
     uint32_t n = o->n;
     if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0, ds->o_req, NULL, NULL, err) ||
@@ -469,15 +539,7 @@ static int add_draft_payloads(pl_msg *m, const draft_stage *ds, const out_rows *
         return -1;
     if (!o->any_q)
         return 0;
-    float *q = gather_q(ds, o);
-    if (!q)
-        return sl_fail(err, "out of memory");
-    if (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, o->n_q,
-                   (uint64_t)ds->n_vocab, q, sl_free_cb, NULL, err)) {
-        free(q);
-        return -1;
-    }
-    return 0;
+    return add_q_payloads(m, ds, o, err);
 }
 
 /* Sends the extended batch; the round trips of its wanted requests start
@@ -489,7 +551,8 @@ static int send_extended(sl_stage *s, const pl_msg *in, const out_rows *o, const
     for (int i = 0; i < o->n_wanted; i++) {
         ds->wanted[i]->t_sent = t_now;
         ds->wanted[i]->sent_rows = (int)o->n;
-        ds->wanted[i]->steps++;
+        ds->wanted[i]->sent_drafted = (int)o->n_q;
+        ds->wanted[i]->t_draft = o->t_draft;
     }
     pl_msg m;
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, o->n);
@@ -585,6 +648,11 @@ static void draft_describe(const sl_stage *s, char *buf, size_t size)
     const draft_stage *ds = s->impl;
     snprintf(buf, size, "drafted %ld tokens in %ld blocks%s", ds->drafted_tokens, ds->blocks,
              ds->pipelined ? "" : " (not pipelined)");
+    if (ds->q_dense_bytes) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, size - n, "; draft distributions %ld bytes (%ld as dense rows)", ds->q_bytes,
+                 ds->q_dense_bytes);
+    }
     if (ds->pipelined) {
         size_t n = strlen(buf);
         snprintf(buf + n, size - n, "; drafted ahead: %ld used, %ld dropped", ds->ahead_hits,
@@ -638,6 +706,7 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     ds->pipelined = spec->spec_pipelined && !spec->spec_lookup;
     if (ds->k_max < 0 || ds->k_max > SL_SPEC_K_MAX)
         return sl_fail(err, "speculative k = %d outside 0..%d", ds->k_max, SL_SPEC_K_MAX);
+    spa_init(&ds->spa_prior, ds->k_max);
     if (!ds->lookup) {
         if (!spec->draft_model || !spec->draft_model[0])
             return sl_fail(err, "speculative decoding needs a draft model or prompt-lookup");

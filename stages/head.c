@@ -121,7 +121,9 @@ static int build_logits(pl_msg *m, const pl_msg *in, head_rows *h, int n_vocab, 
     if (h->drafted &&
         (pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, h->n, 0, h->drafted,
                     NULL, NULL, err) ||
-         pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, err)))
+         pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, err) ||
+         pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT, err) ||
+         pl_msg_pass(m, in, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID, err)))
         return -1;
     return 0;
 }

@@ -8,6 +8,7 @@
 
 #include "model/config.h"
 #include "model/gguf.h"
+#include "msg/draftq.h"
 #include "stages/kinds.h"
 #include "stages/reqtab.h"
 #include "stages/sampler.h"
@@ -34,6 +35,8 @@ typedef struct sample_stage {
     float *p_rows, *q_rows, *resid, *probs;
     int32_t *ids;
     uint32_t *src_row;    /* output rows: the LOGITS row that gave each (for the mtp stage) */
+    uint64_t *q_starts;   /* row offsets of the draft distributions (2 a row) */
+    uint32_t max_rows;    /* rows the scratch holds */
 } sample_stage;
 
 static req_state *find_state(sample_stage *ss, uint64_t id, bool create)
@@ -87,11 +90,11 @@ static int add_params(sample_stage *ss, const Sluice__ReqParams *p, sl_err *err)
 }
 
 /* The speculative payloads of a LOGITS message, checked: which rows hold
- * drafted tokens, and the draft's distributions (NULL: one-hot). */
+ * drafted tokens, and the draft's distributions (msg/draftq.h; none sent:
+ * one-hot). */
 typedef struct spec_view {
     const int32_t *drafted;  /* per row: drafted token or -1; NULL: no speculation */
-    const float *q;          /* n_q rows of n_vocab */
-    uint32_t n_q;
+    pl_draftq q;             /* one row per drafted row, or q.n_rows 0 */
 } spec_view;
 
 static int read_spec_view(const sample_stage *ss, const pl_msg *in, uint32_t n, spec_view *sv,
@@ -109,14 +112,19 @@ static int read_spec_view(const sample_stage *ss, const pl_msg *in, uint32_t n, 
                            sv->drafted[i], ss->n_vocab);
         n_drafted += sv->drafted[i] >= 0;
     }
-    if (!pl_msg_has(in, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS))
-        return 0;
-    sl_err ignore;
-    sv->q = pl_msg_f32_view(in, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, n_drafted, (uint64_t)ss->n_vocab, &ignore);
-    if (!sv->q)
-        return sl_fail(why, "draft distributions are not f32 [%u, %d] (one per drafted row)",
-                       n_drafted, ss->n_vocab);
-    sv->n_q = n_drafted;
+    if (n_drafted > ss->max_rows)
+        return sl_fail(why, "%u drafted rows, more than the %u a batch holds", n_drafted, ss->max_rows);
+    if (pl_draftq_view(in, n_drafted, ss->n_vocab, ss->q_starts, &sv->q, why))
+        return -1;
+    /* a drafted token its own distribution could not give is no draw from it */
+    for (uint32_t i = 0, r = 0; i < n && sv->q.n_rows; i++) {
+        if (sv->drafted[i] < 0)
+            continue;
+        if (pl_draftq_prob(&sv->q, r, sv->drafted[i], sv->drafted[i]) <= 0.0f)
+            return sl_fail(why, "row %u: drafted token %d has no probability in its draft distribution",
+                           i, sv->drafted[i]);
+        r++;
+    }
     return 0;
 }
 
@@ -165,9 +173,10 @@ static int verify_greedy(sample_stage *ss, req_state *st, const float *logits, c
 
 /* Speculative sampling: the target's distribution at each row (the same
  * transforms as plain sampling, the penalty seeing the drafted tokens
- * before it), accepted by the min(1, p/q) rule against the draft's. */
+ * before it), accepted by the min(1, p/q) rule against the draft's: rows
+ * q0.. of q (dense again here: the rule reads whole rows). */
 static int verify_sampled(sample_stage *ss, req_state *st, const float *logits, const int32_t *draft,
-                          int k, const float *q, int32_t *emit, sl_err *why)
+                          int k, const pl_draftq *q, uint32_t q0, int32_t *emit, sl_err *why)
 {
     if (spec_scratch(ss, why))
         return -1;
@@ -192,14 +201,10 @@ static int verify_sampled(sample_stage *ss, req_state *st, const float *logits, 
         memcpy(st->recent, keep, (size_t)saved_n * sizeof *keep);
     if (keep != saved)
         free(keep);
-    if (!q) { /* a deterministic drafter: all its mass on the drafted token */
-        memset(ss->q_rows, 0, (size_t)k * v * sizeof(float));
-        for (int j = 0; j < k; j++)
-            ss->q_rows[(size_t)j * v + (size_t)draft[j]] = 1.0f;
-        q = ss->q_rows;
-    }
-    int n = sl_spec_accept_sampled(ss->p_rows, q, draft, k, ss->n_vocab, &st->spec_rng, ss->resid,
-                                   emit);
+    for (int j = 0; j < k; j++) /* no row sent: a deterministic drafter, one-hot */
+        pl_draftq_dense(q, q0 + (uint32_t)j, draft[j], ss->q_rows + (size_t)j * v);
+    int n = sl_spec_accept_sampled(ss->p_rows, ss->q_rows, draft, k, ss->n_vocab, &st->spec_rng,
+                                   ss->resid, emit);
     for (int j = 0; j < n; j++)
         push_recent(st, emit[j]);
     return n;
@@ -221,16 +226,12 @@ static int sample_group(sample_stage *ss, req_state *st, const float *all_logits
         return 1;
     }
     const int32_t *draft = sv->drafted + i + 1;
-    const float *q = NULL;
-    if (sv->q) {
-        uint32_t before = 0; /* drafted rows ahead of this group */
-        for (uint32_t r = 0; r <= i; r++)
-            before += sv->drafted[r] >= 0;
-        q = sv->q + (size_t)before * ss->n_vocab;
-    }
+    uint32_t before = 0; /* drafted rows ahead of this group */
+    for (uint32_t r = 0; r <= i; r++)
+        before += sv->drafted[r] >= 0;
     if (st->sampler && sl_sampler_greedy(st->sampler))
         return verify_greedy(ss, st, logits, draft, k, emit);
-    return verify_sampled(ss, st, logits, draft, k, q, emit, why);
+    return verify_sampled(ss, st, logits, draft, k, &sv->q, before, emit, why);
 }
 
 /* Samples every group of rows (a verified row and the drafted rows after
@@ -384,6 +385,7 @@ static void destroy_sample_stage(sl_stage *s)
         free(ss->probs);
         free(ss->ids);
         free(ss->src_row);
+        free(ss->q_starts);
         free(ss);
     }
     free(s);
@@ -413,7 +415,9 @@ int sl_sample_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     ss->reqs = malloc((size_t)spec->max_batch_tokens * sizeof *ss->reqs + 1);
     ss->spec = malloc((size_t)spec->max_batch_tokens * sizeof *ss->spec + 1);
     ss->src_row = malloc((size_t)spec->max_batch_tokens * sizeof *ss->src_row + 1);
-    if (no_table || !ss->row || !ss->tokens || !ss->reqs || !ss->spec || !ss->src_row)
+    ss->max_rows = (uint32_t)spec->max_batch_tokens;
+    ss->q_starts = malloc(2 * (size_t)spec->max_batch_tokens * sizeof *ss->q_starts + 1);
+    if (no_table || !ss->row || !ss->tokens || !ss->reqs || !ss->spec || !ss->q_starts || !ss->src_row)
         return sl_fail(err, "out of memory");
     return 0;
 }

@@ -2,9 +2,10 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "stages/sampler.h"
+#include "util/clock.h"
+#include "stages/spec_adapt.h"
 
 /* Evaluates n tokens in batches the scratch holds (long prompts);
  * *logits then holds the rows of the last batch, *last_row the index of
@@ -21,21 +22,27 @@ static int eval_chunked(sl_lm *lm, const int32_t *tokens, int n, const float **l
     return 0;
 }
 
-/* Brings the draft's cache up to all of hist but its last token. */
-static int draft_catch_up(sl_lm *draft, const int32_t *hist, int n_hist, sl_err *err)
+/* Brings the draft's cache up to all of hist but its last token; adds
+ * the seconds of a long catch-up (after plain steps) to *long_s. */
+static int draft_catch_up(sl_lm *draft, const int32_t *hist, int n_hist, double *long_s,
+                          sl_err *err)
 {
     const float *unused;
     int row, len = sl_lm_len(draft);
-    if (len < n_hist - 1)
-        return eval_chunked(draft, hist + len, n_hist - 1 - len, &unused, &row, err);
-    return 0;
+    if (len >= n_hist - 1)
+        return 0;
+    double t0 = sl_now_s();
+    int rc = eval_chunked(draft, hist + len, n_hist - 1 - len, &unused, &row, err);
+    if (n_hist - 1 - len > 2)
+        *long_s += sl_now_s() - t0;
+    return rc;
 }
 
 /* Proposes k tokens greedily after hist's last token. */
 static int draft_propose(sl_lm *draft, const int32_t *hist, int n_hist, int k, int32_t *drafted,
-                         sl_err *err)
+                         double *long_s, sl_err *err)
 {
-    if (draft_catch_up(draft, hist, n_hist, err) < 0)
+    if (draft_catch_up(draft, hist, n_hist, long_s, err) < 0)
         return -1;
     int n_vocab = draft->model->cfg.n_vocab;
     int32_t tok = hist[n_hist - 1];
@@ -59,32 +66,9 @@ typedef struct spec_run {
     sl_lm *target, *draft;
     const sl_spec_opts *opts;
     sl_spec_stats stats;
-    double draft_seconds, target_seconds; /* for the cost ratio of auto k */
-    long draft_tokens, target_steps;
-    long step;
+    spa_ctl spa;             /* auto k */
+    double catch_up_s;       /* drafting after plain steps: not a step's cost */
 } spec_run;
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* k for this step: fixed, or the best for the running acceptance rate and
- * the measured draft/target cost ratio. A k of 0 stops measuring, so every
- * 8th step still drafts one token to notice when the text turns easy. */
-static int step_k(const spec_run *r)
-{
-    int k_max = r->opts->k;
-    if (!r->opts->auto_k || k_max <= 0)
-        return k_max;
-    double ratio = 0.0; /* prompt lookup drafts for free */
-    if (!r->opts->prompt_lookup && r->draft_tokens > 0 && r->target_steps > 0)
-        ratio = (r->draft_seconds / r->draft_tokens) / (r->target_seconds / r->target_steps);
-    int k = sl_spec_best_k(r->stats.alpha_ewma, ratio, k_max);
-    return k == 0 && r->step % 8 == 0 ? 1 : k;
-}
 
 /* Drafts up to k tokens into drafted; returns how many. */
 static int propose(spec_run *r, const int32_t *hist, int n_hist, int k, int32_t *drafted,
@@ -94,11 +78,8 @@ static int propose(spec_run *r, const int32_t *hist, int n_hist, int k, int32_t 
         return 0;
     if (r->opts->prompt_lookup)
         return sl_prompt_lookup(hist, n_hist, LOOKUP_NGRAM_MIN, LOOKUP_NGRAM_MAX, k, drafted);
-    double t0 = now_seconds();
-    if (draft_propose(r->draft, hist, n_hist, k, drafted, err) < 0)
+    if (draft_propose(r->draft, hist, n_hist, k, drafted, &r->catch_up_s, err) < 0)
         return -1;
-    r->draft_seconds += now_seconds() - t0;
-    r->draft_tokens += k;
     return k;
 }
 
@@ -107,16 +88,15 @@ static int propose(spec_run *r, const int32_t *hist, int n_hist, int k, int32_t 
 static int verify_step(spec_run *r, int32_t *hist, int n_hist, sl_err *err)
 {
     int32_t batch[SPEC_K_MAX + 1], target_tok[SPEC_K_MAX + 1], emitted[SPEC_K_MAX + 1];
-    int k = propose(r, hist, n_hist, step_k(r), batch + 1, err);
+    double t0 = sl_now_s(), catch_up_before = r->catch_up_s;
+    int k = propose(r, hist, n_hist, r->opts->auto_k ? spa_next_k(&r->spa) : r->opts->k, batch + 1,
+                    err);
     if (k < 0)
         return -1;
     batch[0] = hist[n_hist - 1];
     const float *logits;
-    double t0 = now_seconds();
     if (sl_lm_eval(r->target, batch, k + 1, &logits, err) < 0)
         return -1;
-    r->target_seconds += now_seconds() - t0;
-    r->target_steps++;
     int n_vocab = r->target->model->cfg.n_vocab;
     for (int i = 0; i <= k; i++)
         target_tok[i] = sl_argmax(logits + (size_t)i * n_vocab, n_vocab);
@@ -128,7 +108,7 @@ static int verify_step(spec_run *r, int32_t *hist, int n_hist, sl_err *err)
         sl_lm_truncate(r->draft, keep);
     if (k > 0)
         sl_spec_stats_add(&r->stats, k, n_emit - 1);
-    r->step++;
+    spa_observe(&r->spa, k, n_emit - 1, sl_now_s() - t0 - (r->catch_up_s - catch_up_before));
     memcpy(hist + n_hist, emitted, (size_t)n_emit * sizeof *emitted);
     return n_emit;
 }
@@ -145,6 +125,7 @@ int sl_spec_generate_greedy(sl_lm *target, sl_lm *draft, const sl_spec_opts *opt
                        opts->k);
     spec_run r = {.target = target, .draft = opts->prompt_lookup ? NULL : draft, .opts = opts};
     sl_spec_stats_init(&r.stats);
+    spa_init(&r.spa, opts->k);
     int32_t *hist = malloc(((size_t)n_prompt + n_gen + k_max + 1) * sizeof *hist);
     if (!hist)
         return sl_fail(err, "out of memory for %d tokens", n_prompt + n_gen);

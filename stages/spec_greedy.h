@@ -16,7 +16,7 @@
 /* How the one-process speculative loop drafts. */
 typedef struct sl_spec_opts {
     int k;              /* tokens drafted a step; 0: plain decoding */
-    bool auto_k;        /* k follows the acceptance rate, at most k */
+    bool auto_k;        /* k chosen step by step (stages/spec_adapt.h), at most k */
     bool prompt_lookup; /* draft by n-gram match instead of a draft model */
 } sl_spec_opts;
 

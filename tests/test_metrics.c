@@ -387,8 +387,9 @@ static void send_batch(void *sock, uint32_t n, int32_t seq, int32_t pos0, uint32
     uint8_t *flags = calloc(n, 1);
     float *act = calloc((size_t)n * D_MODEL, sizeof *act);
     float *probs = calloc((size_t)(draft_rows ? draft_rows : 1) * D_MODEL, sizeof *probs);
-    int32_t *drafted = calloc(n, sizeof *drafted);
+    int32_t *drafted = calloc(n, sizeof *drafted), *q_count = calloc(n, sizeof *q_count);
     for (uint32_t i = 0; i < n; i++) {
+        q_count[i] = D_MODEL;
         req[i] = 999999;
         seqs[i] = seq;
         pos[i] = pos0 + (int32_t)i;
@@ -404,8 +405,10 @@ static void send_batch(void *sock, uint32_t n, int32_t seq, int32_t pos0, uint32
     if (draft_rows) {
         CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, n, 0, drafted, NULL,
                          NULL, &err) == 0);
-        CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, draft_rows, D_MODEL,
-                         probs, NULL, NULL, &err) == 0);
+        CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32,
+                         (uint64_t)draft_rows * D_MODEL, 0, probs, NULL, NULL, &err) == 0);
+        CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT, SLUICE__DTYPE__DT_I32, draft_rows, 0,
+                         q_count, NULL, NULL, &err) == 0);
     }
     CHECKF(pl_msg_send(&m, sock, 0, &err) == 0, "%s", err.msg);
     pl_msg_close(&m);
@@ -416,6 +419,7 @@ static void send_batch(void *sock, uint32_t n, int32_t seq, int32_t pos0, uint32
     free(act);
     free(probs);
     free(drafted);
+    free(q_count);
 }
 
 /* Runs one request to its end; returns its tokens' count (-1: an error). */

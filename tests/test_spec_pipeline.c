@@ -33,8 +33,13 @@ static const char *const PROMPTS[] = {
     "Licensed under the Apache License, Version 2.0 (the",
     "THIS SOFTWARE IS PROVIDED BY THE REGENTS AND CONTRIBUTORS",
     "the the the the the the",
+    /* the model continues its last line with the passage it opens with */
+    "it under the terms of the GNU General Public License as published by\n"
+    "    the Free Software Foundation; either version 2 of the License, or\n"
+    "    (at your option) any later version.\n\n"
+    "This program is free software; you can redistribute it and/or modify\n    ",
 };
-#define N_PROMPTS 4
+#define N_PROMPTS 5
 
 typedef struct result {
     int32_t tok[MAX_GEN];
@@ -166,8 +171,15 @@ static void test_greedy_identity(void)
         if (setups[s].draft == draft_path)
             CHECKF(sum.accepted > sum.drafted / 4, "%s: %ld of %ld drafted tokens accepted",
                    setups[s].name, sum.accepted, sum.drafted);
-        else /* the repeating prompt is where lookup finds its n-grams */
+        /* the repeating prompts are where lookup finds its n-grams; auto k
+         * drafts only where that pays, which the prompt continuing its own
+         * passage does */
+        if (setups[s].draft != draft_path && !setups[s].auto_k)
             CHECKF(got[3].accepted > 0, "%s: nothing accepted on a repeating prompt", setups[s].name);
+        if (setups[s].draft != draft_path)
+            CHECKF(got[4].accepted > got[4].drafted / 4,
+                   "%s: %ld of %ld drafted tokens accepted on the prompt repeating its passage",
+                   setups[s].name, got[4].accepted, got[4].drafted);
         /* each verification emits its accepted drafts and one more */
         CHECKF(sum.emitted == sum.accepted + sum.steps, "%s: %ld emitted, %ld accepted, %ld steps",
                setups[s].name, sum.emitted, sum.accepted, sum.steps);
@@ -286,14 +298,20 @@ static int bin_of(const bins *b, int32_t t1, int32_t t2)
     return any_second >= 0 ? any_second : b->n - 1;
 }
 
-static void check_distribution(const spec_setup *s, const char *prompt)
+/* Filters on the distributions (the target's and the draft's alike). */
+typedef struct filters {
+    int top_k;
+    float top_p, min_p;
+} filters;
+
+static void check_distribution(const spec_setup *s, const char *prompt, filters f)
 {
     sl_sampling sp;
     sl_sampling_defaults(&sp);
     sp.temperature = 1.0f;
-    sp.top_k = 0;
-    sp.top_p = 1.0f;
-    sp.min_p = 0.0f;
+    sp.top_k = f.top_k;
+    sp.top_p = f.top_p;
+    sp.min_p = f.min_p;
     bins b;
     target_bins(&b, sp);
     sl_gen_params *gp = calloc(N_SAMPLES, sizeof *gp);
@@ -362,7 +380,7 @@ static void check_distribution(const spec_setup *s, const char *prompt)
     free(gp);
 }
 
-static void distribution_for(const spec_setup *s, const char *prompt)
+static void distribution_for(const spec_setup *s, const char *prompt, filters f)
 {
     /* the prompt's ids, as the pipeline feeds them */
     pl_config c;
@@ -379,16 +397,22 @@ static void distribution_for(const spec_setup *s, const char *prompt)
     free(ids);
     sl_pipeline_close(p);
 
-    check_distribution(s, prompt);
+    check_distribution(s, prompt, f);
 }
 
 static void test_distribution(void)
 {
+    filters none = {0, 1.0f, 0.0f};
     spec_setup model = {draft_path, 3, false, 0, "draft k=3, temperature 1"};
-    distribution_for(&model, "The");
+    distribution_for(&model, "The", none);
     /* lookup drafts what followed the last match: on repeating text */
     spec_setup lookup = {"prompt-lookup", 3, false, 0, "prompt lookup k=3, temperature 1"};
-    distribution_for(&lookup, "of the License, or of the License, or of the");
+    distribution_for(&lookup, "of the License, or of the License, or of the", none);
+    /* filters leave the draft a support of a few tokens, sent sparse */
+    spec_setup topk = {draft_path, 3, false, 0, "draft k=3, temperature 1, top-k 8, top-p 0.9"};
+    distribution_for(&topk, "The", (filters){8, 0.9f, 0.0f});
+    spec_setup minp = {draft_path, 3, false, 0, "draft k=3, temperature 1, min-p 0.02"};
+    distribution_for(&minp, "The", (filters){0, 1.0f, 0.02f});
 }
 
 /* Gemma 4's assistant (an mtp stage after sample) on a synthetic gemma4

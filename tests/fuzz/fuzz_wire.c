@@ -93,16 +93,16 @@ static void check_accepted(const pl_msg *m, const void *const *frames, const siz
 {
     require(m->hdr != NULL && m->n_frames == n - 1 && m->hdr->n_payloads == (size_t)(n - 1));
     check_kind(m);
-    int seen = 0;
+    uint32_t seen = 0; /* a bit a payload kind: PL_N_KINDS <= 32 */
     for (int i = 0; i < m->n_frames; i++) {
         int k = m->hdr->payloads[i]->kind;
-        require(k > 0 && k < PL_N_KINDS && !(seen & (1 << k)));
-        seen |= 1 << k;
+        require(k > 0 && k < PL_N_KINDS && !(seen & (1u << k)));
+        seen |= 1u << k;
         require(m->dtype[k] == m->hdr->payloads[i]->dtype);
         check_view(m, k, frames[i + 1], sizes[i + 1]);
     }
     for (int k = 0; k < PL_N_KINDS; k++)
-        require((seen & (1 << k)) ? m->data[k] != NULL : m->data[k] == NULL && m->dtype[k] == 0);
+        require((seen & (1u << k)) ? m->data[k] != NULL : m->data[k] == NULL && m->dtype[k] == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -172,18 +172,24 @@ static int data_answers(const char *dir)
     release(&c);
     /* speculative: a verified row and two drafted ones (vocabulary 64, as
      * fuzz_stage's model), with the draft's distributions */
-    static float spec_logits[3 * 64], spec_q[2 * 64];
+    static float spec_logits[3 * 64], spec_q[2 + 64];
     static const int32_t drafted[3] = {-1, 5, 7}, spec_k[3] = {2, 2, 2};
+    /* msg/draftq.h: row 0 sparse (tokens 5 and 9), row 1 dense */
+    static const int32_t q_count[2] = {2, 64}, q_id[2] = {5, 9};
     for (int i = 0; i < 3 * 64; i++)
         spec_logits[i] = (float)((i * 7) % 13) * 0.25f;
-    for (int i = 0; i < 2 * 64; i++)
-        spec_q[i] = 1.0f / 64;
+    spec_q[0] = 0.75f;
+    spec_q[1] = 0.25f;
+    for (int i = 0; i < 64; i++)
+        spec_q[2 + i] = 1.0f / 64;
     static const uint64_t one_req[3] = {1, 1, 1};
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_LOGITS, 8, 3);
     pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 3, 0, one_req, NULL, NULL, &e);
     pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_LOGITS, SLUICE__DTYPE__DT_F32, 3, 64, spec_logits, NULL, NULL, &e);
     pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, 3, 0, drafted, NULL, NULL, &e);
-    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, 2, 64, spec_q, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, 2 + 64, 0, spec_q, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT, SLUICE__DTYPE__DT_I32, 2, 0, q_count, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID, SLUICE__DTYPE__DT_I32, 2, 0, q_id, NULL, NULL, &e);
     rc |= capture(&m, &c) || write_seed(dir, "logits-spec", &c, 0);
     release(&c);
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 9, 3);
@@ -201,7 +207,9 @@ static int data_answers(const char *dir)
     pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, 3, 0, b_flags, NULL, NULL, &e);
     pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 3, 0, b_tok, NULL, NULL, &e);
     pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, 3, 0, drafted, NULL, NULL, &e);
-    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, 2, 64, spec_q, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_PROBS, SLUICE__DTYPE__DT_F32, 2 + 64, 0, spec_q, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT, SLUICE__DTYPE__DT_I32, 2, 0, q_count, NULL, NULL, &e);
+    pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID, SLUICE__DTYPE__DT_I32, 2, 0, q_id, NULL, NULL, &e);
     rc |= capture(&m, &c) || write_seed(dir, "batch-spec", &c, 0);
     release(&c);
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_ERROR, 7, 1);

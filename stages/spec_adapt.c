@@ -1,0 +1,209 @@
+#include "stages/spec_adapt.h"
+
+#include <string.h>
+
+/* Plain steps measured before the first probe: a probe's cost is read
+ * against them. */
+#define SPA_WARM_PLAIN 2
+/* Tokens a probe drafts: one is enough to measure what a drafted token
+ * costs and whether it is accepted, and costs least when it does not pay
+ * (a compute-bound target verifies two rows in about twice one). */
+#define SPA_PROBE_K 1
+/* Plain steps between probes: doubles after each probe that finds no
+ * gain, so a drafter that never pays costs well under 1% in probes. */
+#define SPA_GAP_MIN 8
+#define SPA_GAP_MAX 128
+/* Plain steps between probes when drafting could not pay even if every
+ * drafted token were accepted (a drafted token costs about a plain step):
+ * a probe then only re-measures the costs, and a draft model's probe also
+ * has to bring its cache up to date over every step since the last. */
+#define SPA_GAP_COST_BOUND 1024
+/* While drafting, one plain step in this many keeps t_plain current (the
+ * step time grows with the context). */
+#define SPA_REFRESH 64
+/* Hysteresis on the predicted gain: drafting starts above ENTER and stops
+ * below EXIT, so noise does not flip it every step. */
+#define SPA_ENTER 1.05
+#define SPA_EXIT 1.0
+/* Fading weights of the running estimates: about the last 10 steps (and
+ * the last 10 drafted tokens) count; the first observations are plain
+ * means so one prior guess does not linger. */
+#define SPA_W_TIME 0.1
+#define SPA_W_ALPHA 0.1
+/* Least cost of a drafted token, as a share of a plain step. */
+#define SPA_TOKEN_FLOOR 0.02
+/* An observation more than this far from the prediction is clipped: one
+ * step stalled by another process must not swing the choice. */
+#define SPA_CLIP 3.0
+
+void spa_init(spa_ctl *c, int k_max)
+{
+    memset(c, 0, sizeof *c);
+    c->k_max = k_max > 0 ? k_max : 0;
+    c->alpha = 0.7; /* counts as one observation: the first outcome mostly replaces it */
+    c->gap = SPA_GAP_MIN;
+}
+
+void spa_init_from(spa_ctl *c, const spa_ctl *prior)
+{
+    spa_init(c, prior->k_max);
+    c->alpha = prior->alpha;
+    c->t_plain = prior->t_plain;
+    c->t_token = prior->t_token;
+    /* a few observations' weight: the new request's own steps soon rule */
+    c->n_plain = prior->n_plain < 4 ? prior->n_plain : 4;
+    c->n_spec = prior->n_spec < 4 ? prior->n_spec : 4;
+    c->n_alpha = prior->n_alpha < 4 ? prior->n_alpha : 4;
+}
+
+/* Expected tokens emitted by a step drafting k tokens. */
+static double expected_tokens(double alpha, int k)
+{
+    double sum = 0.0, term = 1.0;
+    for (int i = 0; i <= k; i++) {
+        sum += term;
+        term *= alpha;
+    }
+    return sum;
+}
+
+/* Seconds a drafted token adds to a step, as the choice uses it: never
+ * quite free (noise can make the estimate 0 or less), so a drafter whose
+ * tokens are all rejected always loses. */
+static double token_cost(const spa_ctl *c)
+{
+    double floor = SPA_TOKEN_FLOOR * c->t_plain;
+    return c->t_token > floor ? c->t_token : floor;
+}
+
+double spa_gain(const spa_ctl *c, int k)
+{
+    if (k <= 0 || c->n_plain == 0 || c->n_spec == 0 || c->t_plain <= 0.0)
+        return 1.0;
+    return expected_tokens(c->alpha, k) * c->t_plain / (c->t_plain + k * token_cost(c));
+}
+
+int spa_best_k(const spa_ctl *c, double *gain)
+{
+    int best = 0;
+    double best_gain = 1.0;
+    for (int k = 1; k <= c->k_max; k++) {
+        double g = spa_gain(c, k);
+        if (g > best_gain) {
+            best_gain = g;
+            best = k;
+        }
+    }
+    if (gain)
+        *gain = best_gain;
+    return best;
+}
+
+/* Whether drafting could beat plain decoding with every token accepted. */
+static bool could_pay(const spa_ctl *c)
+{
+    spa_ctl perfect = *c;
+    perfect.alpha = 1.0;
+    double gain;
+    spa_best_k(&perfect, &gain);
+    return gain > SPA_ENTER;
+}
+
+/* Not drafting: plain steps, and every gap steps a probe. */
+static int next_plain(spa_ctl *c)
+{
+    if (!could_pay(c) && c->gap < SPA_GAP_COST_BOUND)
+        c->gap = SPA_GAP_COST_BOUND;
+    if (++c->since < c->gap)
+        return 0;
+    c->since = 0;
+    if (c->gap < SPA_GAP_MAX)
+        c->gap = c->gap * 2 < SPA_GAP_MAX ? c->gap * 2 : SPA_GAP_MAX;
+    c->probes++;
+    return SPA_PROBE_K < c->k_max ? SPA_PROBE_K : c->k_max;
+}
+
+int spa_next_k(spa_ctl *c)
+{
+    if (c->k_max == 0 || c->n_plain < SPA_WARM_PLAIN)
+        return 0;
+    if (c->n_spec == 0) /* the first probe: what does a drafted token cost? */
+        return SPA_PROBE_K < c->k_max ? SPA_PROBE_K : c->k_max;
+    double gain;
+    int best = spa_best_k(c, &gain);
+    if (c->drafting && (best == 0 || gain < SPA_EXIT)) {
+        c->drafting = false;
+        c->since = 0;
+        c->gap = SPA_GAP_MIN;
+    } else if (!c->drafting && best > 0 && gain > SPA_ENTER) {
+        c->drafting = true;
+        c->since = 0;
+    }
+    if (!c->drafting)
+        return next_plain(c);
+    if (++c->since >= SPA_REFRESH) {
+        c->since = 0;
+        return 0;
+    }
+    return best;
+}
+
+/* Moves *avg toward x by weight w, or to the plain mean over the first
+ * 1/w observations (n counts x). */
+static void fade(double *avg, double x, double n, double w)
+{
+    double wn = 1.0 / n;
+    *avg += (wn > w ? wn : w) * (x - *avg);
+}
+
+static double clip(double x, double predicted, int n_behind)
+{
+    if (n_behind == 0 || predicted <= 0.0)
+        return x;
+    if (x > SPA_CLIP * predicted)
+        return SPA_CLIP * predicted;
+    if (x < predicted / SPA_CLIP)
+        return predicted / SPA_CLIP;
+    return x;
+}
+
+void spa_observe_cost(spa_ctl *c, int drafted, double step_s)
+{
+    if (step_s < 0.0 || drafted < 0)
+        return;
+    if (drafted == 0) {
+        step_s = clip(step_s, c->t_plain, c->n_plain);
+        c->n_plain++;
+        fade(&c->t_plain, step_s, c->n_plain, SPA_W_TIME);
+        return;
+    }
+    if (c->n_plain == 0)
+        return; /* a drafted token's cost is read against a plain step */
+    step_s = clip(step_s, c->t_plain + drafted * token_cost(c), c->n_spec);
+    c->n_spec++;
+    fade(&c->t_token, (step_s - c->t_plain) / drafted, c->n_spec, SPA_W_TIME);
+}
+
+void spa_observe_accept(spa_ctl *c, int drafted, int accepted)
+{
+    if (drafted <= 0)
+        return;
+    if (accepted < 0)
+        accepted = 0;
+    if (accepted > drafted)
+        accepted = drafted;
+    /* the tokens up to the first rejection are observed, those after it
+     * never verified; the prior counts as one token */
+    int seen = accepted + (accepted < drafted);
+    for (int i = 0; i < seen; i++) {
+        c->n_alpha++;
+        fade(&c->alpha, i < accepted ? 1.0 : 0.0, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
+    }
+}
+
+void spa_observe(spa_ctl *c, int drafted, int accepted, double step_s)
+{
+    spa_observe_cost(c, drafted, step_s);
+    if (step_s >= 0.0 && c->n_plain > 0)
+        spa_observe_accept(c, drafted, accepted);
+}

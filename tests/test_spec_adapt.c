@@ -1,0 +1,208 @@
+/* The adaptive-k controller's decisions on synthetic drafters: a step
+ * drafting k tokens takes t_plain + k * t_token (plus seeded noise) and
+ * each drafted token is accepted with probability alpha until the first
+ * rejection. Speeds here are simulated tokens per simulated second, so
+ * the checks are exact arithmetic, not timings. */
+#include <math.h>
+#include <stdint.h>
+
+#include "stages/spec_adapt.h"
+#include "tests/test.h"
+
+typedef struct sim {
+    double alpha, t_plain, t_token, noise;
+    uint64_t rng;
+    /* totals */
+    double seconds;
+    long tokens, steps, drafting_steps, drafted;
+} sim;
+
+static double uniform(sim *s)
+{
+    s->rng = s->rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(s->rng >> 11) / 9007199254740992.0;
+}
+
+/* One step with the controller's k; returns that k. */
+static int sim_step(sim *s, spa_ctl *c)
+{
+    int k = spa_next_k(c);
+    CHECK(k >= 0 && k <= c->k_max);
+    int accepted = 0;
+    while (accepted < k && uniform(s) < s->alpha)
+        accepted++;
+    double t = (s->t_plain + k * s->t_token) * (1.0 + s->noise * (2.0 * uniform(s) - 1.0));
+    spa_observe(c, k, accepted, t);
+    s->seconds += t;
+    s->tokens += accepted + 1;
+    s->steps++;
+    s->drafting_steps += k > 0;
+    s->drafted += k;
+    return k;
+}
+
+/* Simulated speed over plain decoding. */
+static double sim_speedup(const sim *s)
+{
+    return ((double)s->tokens / s->seconds) * s->t_plain;
+}
+
+static void run(sim *s, spa_ctl *c, int steps)
+{
+    for (int i = 0; i < steps; i++)
+        sim_step(s, c);
+}
+
+/* A drafter that never accepts falls back to plain decoding and probes
+ * ever more rarely: the probes cost well under 3%. */
+static void test_never_accepts(void)
+{
+    /* free (another request's rows dominate the step), cheap
+     * (memory-bound), to dear (compute-bound) */
+    double costs[] = {0.0, 0.05, 0.3, 1.2};
+    for (int i = 0; i < 4; i++) {
+        spa_ctl c;
+        spa_init(&c, 8);
+        sim s = {.alpha = 0.0, .t_plain = 0.01, .t_token = costs[i] * 0.01, .noise = 0.1, .rng = 7};
+        run(&s, &c, 300);
+        CHECKF(sim_speedup(&s) >= 0.97, "t_token %g: %.3fx of plain", costs[i], sim_speedup(&s));
+        CHECK(!c.drafting);
+        /* then probes keep coming, only rarely: gaps grow to 128 steps */
+        long before = s.drafting_steps;
+        run(&s, &c, 1000);
+        CHECKF(s.drafting_steps > before && s.drafting_steps <= before + 12,
+               "t_token %g: %ld of 1000 steps drafted", costs[i], s.drafting_steps - before);
+        CHECK(c.gap >= 64);
+        CHECKF(sim_speedup(&s) >= 0.98, "t_token %g: %.3fx of plain", costs[i], sim_speedup(&s));
+    }
+}
+
+/* Good acceptance and cheap verification (a memory-bound target): the
+ * controller drafts on nearly every step, several tokens at a time, and
+ * gets most of the available gain. */
+static void test_good_drafter_stays_up(void)
+{
+    spa_ctl c;
+    spa_init(&c, 8);
+    sim s = {.alpha = 0.9, .t_plain = 0.02, .t_token = 0.001, .noise = 0.1, .rng = 11};
+    run(&s, &c, 40);
+    CHECK(c.drafting);
+    sim after = s;
+    run(&s, &c, 500);
+    long steps = s.steps - after.steps, drafting = s.drafting_steps - after.drafting_steps;
+    CHECKF(drafting >= steps * 95 / 100, "%ld of %ld steps drafted", drafting, steps);
+    double mean_k = (double)(s.drafted - after.drafted) / drafting;
+    CHECKF(mean_k >= 4.0, "mean k %.2f", mean_k);
+    CHECKF(sim_speedup(&s) > 3.0, "%.2fx of plain", sim_speedup(&s));
+}
+
+/* High acceptance does not help when every drafted token costs as much as
+ * a plain step (the shipped tiny pair: the target is compute-bound and
+ * in cache): plain decoding, within 3%. */
+static void test_accepting_but_dear(void)
+{
+    spa_ctl c;
+    spa_init(&c, 8);
+    sim s = {.alpha = 0.96, .t_plain = 0.002, .t_token = 0.0024, .noise = 0.2, .rng = 3};
+    run(&s, &c, 200);
+    CHECKF(sim_speedup(&s) >= 0.97, "%.3fx of plain", sim_speedup(&s));
+    CHECK(!c.drafting);
+    CHECK(spa_best_k(&c, NULL) == 0);
+    /* no acceptance could make it pay: probes all but stop (a draft
+     * model's probe would first catch up on every step since the last) */
+    long before = s.drafting_steps;
+    run(&s, &c, 1000);
+    CHECKF(s.drafting_steps - before <= 1, "%ld probes in 1000 steps", s.drafting_steps - before);
+    CHECKF(sim_speedup(&s) >= 0.99, "%.3fx of plain", sim_speedup(&s));
+}
+
+/* Where drafting pays a little, the chosen k is the one the model says. */
+static void test_moderate(void)
+{
+    spa_ctl c;
+    spa_init(&c, 8);
+    sim s = {.alpha = 0.8, .t_plain = 0.01, .t_token = 0.003, .noise = 0.0, .rng = 5};
+    run(&s, &c, 300);
+    CHECK(c.drafting);
+    double best_gain;
+    int k = spa_best_k(&c, &best_gain);
+    CHECKF(k >= 2 && k <= 5, "k = %d", k);
+    CHECKF(best_gain > 1.3 && best_gain < 1.8, "gain %.2f", best_gain);
+    CHECKF(sim_speedup(&s) > 1.25, "%.2fx of plain", sim_speedup(&s));
+}
+
+/* The text turns easy after 300 steps of rejections: a probe notices and
+ * drafting resumes; then it turns hard again and drafting stops. */
+static void test_turns(void)
+{
+    spa_ctl c;
+    spa_init(&c, 8);
+    sim s = {.alpha = 0.0, .t_plain = 0.02, .t_token = 0.002, .noise = 0.1, .rng = 13};
+    run(&s, &c, 300);
+    CHECK(!c.drafting);
+    s.alpha = 0.95;
+    int found = -1;
+    for (int i = 0; i < 400 && found < 0; i++)
+        if (sim_step(&s, &c) > 0 && c.drafting)
+            found = i;
+    CHECKF(found >= 0 && found <= 200, "drafting resumed after %d steps", found);
+    s.alpha = 0.0;
+    int stopped = -1;
+    for (int i = 0; i < 100 && stopped < 0; i++)
+        if (sim_step(&s, &c) == 0 && !c.drafting)
+            stopped = i;
+    CHECKF(stopped >= 0 && stopped <= 20, "drafting stopped after %d steps", stopped);
+}
+
+/* One step stalled 100x by another process does not turn drafting off. */
+static void test_stall(void)
+{
+    spa_ctl c;
+    spa_init(&c, 8);
+    sim s = {.alpha = 0.9, .t_plain = 0.02, .t_token = 0.001, .noise = 0.0, .rng = 17};
+    run(&s, &c, 60);
+    CHECK(c.drafting);
+    int k = spa_next_k(&c);
+    CHECK(k > 0);
+    spa_observe(&c, k, k, 100.0 * (s.t_plain + k * s.t_token));
+    CHECK(spa_next_k(&c) > 0);
+    CHECK(c.drafting);
+}
+
+/* Edge cases: k_max 0 never drafts; a new controller starts from a
+ * prior's costs and acceptance; nonsense observations are ignored. */
+static void test_edges(void)
+{
+    spa_ctl c;
+    spa_init(&c, 0);
+    for (int i = 0; i < 50; i++) {
+        CHECK(spa_next_k(&c) == 0);
+        spa_observe(&c, 0, 0, 0.01);
+    }
+    spa_init(&c, 4);
+    CHECK(spa_next_k(&c) == 0); /* plain steps first: their time is the yardstick */
+    CHECK(spa_gain(&c, 3) == 1.0);
+    spa_observe(&c, 2, 1, 0.01); /* drafted before any plain step: no reference, ignored */
+    CHECK(c.n_spec == 0);
+    spa_observe(&c, 0, 0, -1.0);
+    CHECK(c.n_plain == 0);
+    sim s = {.alpha = 0.9, .t_plain = 0.02, .t_token = 0.001, .rng = 19};
+    run(&s, &c, 50);
+    spa_ctl fresh;
+    spa_init_from(&fresh, &c);
+    CHECK(fresh.k_max == 4 && fresh.n_plain > 0 && fresh.n_spec > 0);
+    CHECK(fabs(fresh.alpha - c.alpha) < 1e-12);
+    CHECK(spa_next_k(&fresh) > 0); /* it knows drafting pays: no warm-up */
+}
+
+int main(void)
+{
+    test_never_accepts();
+    test_good_drafter_stays_up();
+    test_accepting_but_dear();
+    test_moderate();
+    test_turns();
+    test_stall();
+    test_edges();
+    return test_finish("test_spec_adapt");
+}
