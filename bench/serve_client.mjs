@@ -2,7 +2,10 @@
 // concurrent streamed chat requests, REQUESTS each, greedy, MAX_TOKENS
 // each; prints aggregate tok/s and time-to-first-token p50/p99. With
 // TURNS=N it runs one N-turn conversation instead and prints the last
-// turn's time to first token.
+// turn's time to first token. The same client measures llama-server
+// (bench/serve.sh's side by side): it reads the same OpenAI stream, and
+// counts content chunks when a server sends no usage. WARMUP=1 sends one
+// untimed request first (a server's first request pays one-off costs).
 const base = process.env.BASE_URL, maxTokens = +(process.env.MAX_TOKENS ?? 64);
 const prompts = ['Licensed under the Apache License, Version 2.0 (the', 'This program is free software; you can',
   'Permission is hereby granted, free of charge,', 'Redistribution and use in source and binary forms',
@@ -18,7 +21,7 @@ async function chat(messages) {
   });
   if (!r.ok) throw new Error(`HTTP ${r.status}: ${await r.text()}`);
   const reader = r.body.getReader(), dec = new TextDecoder();
-  let buf = '', ttft = 0, tokens = 0, text = '', cached = 0;
+  let buf = '', ttft = 0, tokens = 0, text = '', cached = 0, chunks = 0;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -31,16 +34,17 @@ async function chat(messages) {
       const c = JSON.parse(line.slice(6));
       if (c.usage) {
         tokens = c.usage.completion_tokens;
-        cached = c.usage.prompt_tokens_details.cached_tokens;
+        cached = c.usage.prompt_tokens_details?.cached_tokens ?? 0;
       }
       const piece = c.choices?.[0]?.delta?.content;
       if (piece) {
+        chunks++;
         if (!ttft) ttft = (performance.now() - t0) / 1000;
         text += piece;
       }
     }
   }
-  return { ttft, tokens, text, cached };
+  return { ttft, tokens: tokens || chunks, text, cached };
 }
 
 const pct = (xs, p) => xs.slice().sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
@@ -56,6 +60,8 @@ if (process.env.TURNS) {
   console.log(`turn ${process.env.TURNS}: ttft ${(last.ttft * 1000).toFixed(1)} ms, cached ${last.cached} tokens`);
 } else {
   const streams = +process.env.STREAMS, requests = +(process.env.REQUESTS ?? 4);
+  if (process.env.WARMUP === '1')
+    await chat([{ role: 'user', content: 'warm up' }]);
   const ttfts = [];
   let tokens = 0;
   const t0 = performance.now();

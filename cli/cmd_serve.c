@@ -11,7 +11,6 @@
 #include "cli/cli.h"
 #include "cli/pipecfg.h"
 #include "cli/serve.h"
-#include "model/gguf.h"
 #include "stages/spec.h"
 
 extern const char sv_page_html[];
@@ -35,8 +34,9 @@ static const char usage[] =
     "  --api-key-file F        every endpoint but /health and the page / needs the\n"
     "                          header 'Authorization: Bearer KEY', KEY the file's\n"
     "                          first line\n"
-    "  --chat-format NAME      turn format of chat requests (gemma); default: the\n"
-    "                          model's tokenizer.chat_template\n"
+    "  --chat-format NAME      turn format of chat requests (gemma, gemma4,\n"
+    "                          gemma4-no-thinking); default: the model's\n"
+    "                          tokenizer.chat_template, else its architecture's\n"
     "  --slots N               KV slots (sequences decoded together) of the -m\n"
     "                          pipeline (default 8; a config sets limits.max_sequences)\n"
     "  --queue N               requests that may wait past limits.max_requests in\n"
@@ -141,8 +141,8 @@ static int read_key(sv_server *s, const char *path, sl_err *err)
     return 0;
 }
 
-/* The model's name (its file's, without .gguf) and chat template. */
-static int read_model_info(sv_server *s, sl_err *err)
+/* The model's name (its file's, without .gguf). */
+static void read_model_name(sv_server *s)
 {
     const char *base = strrchr(s->cfg->model, '/');
     base = base ? base + 1 : s->cfg->model;
@@ -150,12 +150,6 @@ static int read_model_info(sv_server *s, sl_err *err)
     size_t n = strlen(s->model_name);
     if (n > 5 && strcmp(s->model_name + n - 5, ".gguf") == 0)
         s->model_name[n - 5] = 0;
-    gguf_file *f;
-    if (gguf_open(&f, s->cfg->model, err))
-        return -1;
-    int rc = gguf_get_str(f, "tokenizer.chat_template", &s->chat_template, err);
-    gguf_close(f);
-    return rc < 0 ? -1 : 0;
 }
 
 static volatile sig_atomic_t stop_signal;
@@ -190,13 +184,12 @@ static int setup(sv_server *s, pl_config *cfg, const serve_opts *o, sl_err *err)
     s->cfg = cfg;
     s->max_running = cfg->limits.max_requests;
     s->max_queue = o->queue;
-    s->chat_format = o->chat_format;
     s->page = sv_page_html;
     sl_pipeline_opts_default(&s->popts);
     s->popts.threads = o->threads;
-    if (o->key_file && read_key(s, o->key_file, err))
-        return -1;
-    return read_model_info(s, err);
+    s->popts.chat_format = o->chat_format;
+    read_model_name(s);
+    return o->key_file && read_key(s, o->key_file, err) ? -1 : 0;
 }
 
 /* Loads, serves until a signal, shuts down in order: the driver fails what
@@ -258,7 +251,6 @@ int cmd_serve(int argc, char **argv)
     if (rc == CLI_FAIL && err.msg[0])
         cli_fail(argv[0], "%s", err.msg);
     free(s.api_key);
-    free(s.chat_template);
     sv_server_destroy(&s);
     free(cfg);
     return rc;

@@ -380,6 +380,13 @@ static void done_req(sl_pipeline *p, request *r, const char *stop)
     finish(p, r);
 }
 
+const sl_chat_format *sl_pipeline_chat_format(const sl_pipeline *p, sl_err *why)
+{
+    if (!p->chat && why)
+        *why = p->chat_err;
+    return p->chat;
+}
+
 int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids, int *n, sl_err *err)
 {
     const char *text = gp->prompt ? gp->prompt : "";
