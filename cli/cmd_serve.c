@@ -43,6 +43,10 @@ static const char usage[] =
     "                          flight (default 64); more get 429 with Retry-After\n"
     "  --no-prefix-cache       do not reuse a finished request's KV for a new\n"
     "                          request with the same beginning\n"
+    "  --prefix-cache MODE     on (default), off, or full: sliding-window layers\n"
+    "                          keep every position too, so a prefix that ends\n"
+    "                          far back in a slot (a shared system prompt) is\n"
+    "                          reused (limits.prefix_cache)\n"
     "  -t, --threads N         OpenMP threads (default: all cores)\n"
     "  --ctx N                 context length per sequence\n"
     "  --kv-type T             KV cache type: f32, f16, bf16 or q8_0\n"
@@ -58,7 +62,7 @@ typedef struct serve_opts {
     cli_pipe_opts pipe;
     const char *host, *key_file, *chat_format;
     int port, threads, queue, draft_k, draft_threads;
-    bool draft_k_set, draft_auto, no_prefix_cache;
+    bool draft_k_set, draft_auto, no_prefix_cache, prefix_full;
 } serve_opts;
 
 static int parse_args(int argc, char **argv, serve_opts *o)
@@ -72,6 +76,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"threads", required_argument, NULL, 't'}, {"ctx", required_argument, NULL, 'X'},
         {"kv-type", required_argument, NULL, 'V'}, {"draft", required_argument, NULL, 'D'},
         {"draft-k", required_argument, NULL, 'k'}, {"draft-threads", required_argument, NULL, 'd'},
+        {"prefix-cache", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = argv[0];
@@ -89,6 +94,11 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case 'S': bad = cli_parse_int(optarg, 1, 64, &o->pipe.max_sequences); break;
         case 'Q': bad = cli_parse_int(optarg, 0, 1 << 20, &o->queue); break;
         case 'N': o->no_prefix_cache = true; break;
+        case 'C':
+            o->no_prefix_cache = strcmp(optarg, "off") == 0;
+            o->prefix_full = strcmp(optarg, "full") == 0;
+            bad = !o->no_prefix_cache && !o->prefix_full && strcmp(optarg, "on") != 0;
+            break;
         case 't': bad = cli_parse_int(optarg, 1, 4096, &o->threads); break;
         case 'X': bad = cli_parse_int(optarg, 16, 1 << 24, &o->pipe.n_ctx); break;
         case 'V':
@@ -180,7 +190,9 @@ static int setup(sv_server *s, pl_config *cfg, const serve_opts *o, sl_err *err)
         cli_pipeline_add_draft(cfg, o->pipe.draft, o->draft_k, o->draft_k_set, o->draft_threads, err))
         return -1;
     if (o->no_prefix_cache)
-        cfg->limits.prefix_cache = false;
+        cfg->limits.prefix_cache = cfg->limits.prefix_full = false;
+    if (o->prefix_full)
+        cfg->limits.prefix_cache = cfg->limits.prefix_full = true;
     s->cfg = cfg;
     s->max_running = cfg->limits.max_requests;
     s->max_queue = o->queue;

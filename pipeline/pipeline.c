@@ -243,7 +243,10 @@ static void send_release(sl_pipeline *p, request *r)
  * clears the slot). A match that would throw away more of a slot's cache
  * than it keeps waits for no empty slot; slots with nothing to offer go
  * least recently used first. Off with limits.prefix_cache: false, and with speculation (the
- * draft stage keeps caches of its own). */
+ * draft stage keeps caches of its own). With limits.prefix_cache: full the
+ * layers stages keep every position of sliding-window layers too (no ring),
+ * so any prefix is reusable however far back it ends: a system prompt
+ * shared by conversations longer than the window. */
 
 /* Usable prefix of a parked slot for r: at most all of its prompt but the
  * last token (that one's logits are needed), 0 when too far back. */
@@ -253,7 +256,7 @@ static int pc_usable(const sl_pipeline *p, const parked *c, const request *r)
     int k = 0;
     while (k < n && c->tokens[k] == r->tokens[k])
         k++;
-    return c->n - k <= p->cfg.limits.max_batch_tokens ? k : 0;
+    return p->cfg.limits.prefix_full || c->n - k <= p->cfg.limits.max_batch_tokens ? k : 0;
 }
 
 /* The free slot r gets (-1: none): the longest usable prefix, else an

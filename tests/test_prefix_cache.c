@@ -4,7 +4,10 @@
  * and gives the tokens a pipeline without the cache gives; a short match
  * (the BOS) takes an empty slot rather than evict a long cache; a request
  * cancelled mid-answer leaves a cache the next request reuses, with the
- * same tokens as without. */
+ * same tokens as without. With limits.prefix_cache: full (one slot), a
+ * shared beginning that ends far behind the slot's end (past what a
+ * sliding-window ring keeps) is reused too, with the same tokens as without
+ * the cache; the ring cache (prefix_cache: true) cannot reuse it. */
 #include "pipeline/client.h"
 #include "tests/test.h"
 
@@ -58,14 +61,15 @@ static bool same_tokens(const answer *x, const answer *y)
     return x->n == y->n && memcmp(x->tok, y->tok, (size_t)x->n * sizeof x->tok[0]) == 0;
 }
 
-static sl_pipeline *open_pipeline(const char *model, bool cache)
+static sl_pipeline *open_slots(const char *model, int slots, bool cache, bool full)
 {
     pl_config c;
     pl_config_default(&c, model, 6);
-    c.limits.max_sequences = 2;
+    c.limits.max_sequences = slots;
     c.limits.context = 512;
     c.limits.max_batch_tokens = 64;
     c.limits.prefix_cache = cache;
+    c.limits.prefix_full = full;
     sl_pipeline *p;
     sl_err err;
     if (sl_pipeline_open(&p, &c, NULL, &err)) {
@@ -73,6 +77,41 @@ static sl_pipeline *open_pipeline(const char *model, bool cache)
         return NULL;
     }
     return p;
+}
+
+static sl_pipeline *open_pipeline(const char *model, bool cache) { return open_slots(model, 2, cache, false); }
+
+/* A system prompt shared by two conversations, each of them longer than
+ * the tiny model's window (128) plus the ring's slack: the second reuses
+ * the first's slot only with the full cache. */
+static void test_full(const char *model)
+{
+    char sys[256], e_prompt[3400], f_prompt[3400], tail[3000] = "";
+    snprintf(sys, sizeof sys, "You are a careful assistant. Answer briefly and cite the license text. ");
+    for (int i = 0; i < 40; i++)
+        strcat(tail, i % 2 ? " and distribute copies of the Software" : " permission to use, copy, modify");
+    snprintf(e_prompt, sizeof e_prompt, "%sQuestion one:%s", sys, tail);
+    snprintf(f_prompt, sizeof f_prompt, "%sSecond question, another text:%s", sys, tail + 10);
+    sl_pipeline *full = open_slots(model, 1, true, true), *ring = open_slots(model, 1, true, false),
+                *off = open_slots(model, 1, false, false);
+    if (!full || !ring || !off) {
+        CHECK(0);
+        return;
+    }
+    answer e, f, f_ring, f_off;
+    ask(full, e_prompt, 8, 0, &e);
+    ask(full, f_prompt, 8, 0, &f);
+    ask(ring, e_prompt, 8, 0, &e);
+    ask(ring, f_prompt, 8, 0, &f_ring);
+    ask(off, f_prompt, 8, 0, &f_off);
+    CHECKF(e.n_prompt > 128 + 128, "the first conversation is past the ring (%d tokens)", e.n_prompt);
+    CHECKF(f.n_cached >= 12 && f.n_cached < 40, "full: the system prompt is reused (%d cached)", f.n_cached);
+    CHECKF(f_ring.n_cached == 0, "ring: too far back to reuse (%d cached)", f_ring.n_cached);
+    CHECKF(same_tokens(&f, &f_off) && same_tokens(&f_ring, &f_off) && f.n == 8,
+           "full: the same tokens as without the cache");
+    sl_pipeline_close(full);
+    sl_pipeline_close(ring);
+    sl_pipeline_close(off);
 }
 
 int main(void)
@@ -114,5 +153,6 @@ int main(void)
     CHECK(sl_pipeline_active(on) == 0 && sl_pipeline_active(off) == 0);
     sl_pipeline_close(on);
     sl_pipeline_close(off);
+    test_full(model);
     return test_finish("test_prefix_cache");
 }
