@@ -14,7 +14,15 @@
 #   bench/serve.sh [MAX_TOKENS=64] [THREADS=2] [REPS=3]
 #   env: MODEL (default the shipped tiny model), CTX (per slot, 1024),
 #        REQUESTS (4), LLAMA_SERVER (path; "" skips the side by side),
-#        SKIP_PREFIX=1 skips the turn-6 prefix cache section
+#        SKIP_PREFIX=1 skips the turn-6 and system-prompt prefix cache
+#        sections
+#
+# The system-prompt section: one slot, a conversation of a shared system
+# prompt and a long document (more than max_batch_tokens past the system
+# prompt), then a new conversation with the same system prompt and a short
+# question: its time to first token with limits.prefix_cache true (the
+# sliding-window layers' ring cannot go back that far: nothing reused) and
+# full (the system prompt reused), and the server's resident memory after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAX_TOKENS=${1:-64}
@@ -110,6 +118,30 @@ for s in 1 4 16; do
 done
 [ -n "$side" ] && echo "(best of $REPS rounds each; llama-server: $LLAMA_SERVER)"
 [ "${SKIP_PREFIX:-}" = 1 ] && exit 0
+
+# one request, not streamed: "seconds cached_tokens" (max_tokens 1: the
+# time is the time to first token)
+ask() {
+  curl -s -o "$T/ans" -w '%{time_total}' "$URL/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d "{\"messages\":[{\"role\":\"system\",\"content\":\"$SYS\"},{\"role\":\"user\",\"content\":\"$1\"}],\"max_tokens\":$2,\"temperature\":0}"
+  echo " $(sed -n 's/.*"cached_tokens":\([0-9]*\).*/\1/p' "$T/ans")"
+}
+SYS="You are a careful assistant for a software licensing office. Answer in plain words, quote the license text where it matters, say when a question needs a lawyer, and keep every answer under a hundred words. $(printf 'Rule %d: cite the section you rely on. ' 1 2 3 4 5 6 7 8)"
+DOC=$(for i in $(seq 60); do printf 'Section %d. Permission is hereby granted to use, copy, modify and distribute the Software, subject to the conditions of section %d. ' "$i" $((i + 1)); done)
+for mode in on full; do
+  best=
+  for ((r = 0; r < REPS; r++)); do
+    start --slots 1 --ctx 4096 --prefix-cache $mode
+    ask "Summarise this document: $DOC" 8 >/dev/null
+    read -r s cached < <(ask "Which license is this?" 1)
+    rss=$(awk '/^VmRSS/ {print $2}' /proc/$pid/status)
+    stop
+    if [ -z "$best" ] || awk -v a="$s" -v b="$best" 'BEGIN {exit !(a < b)}'; then best=$s; keep="$cached $rss"; fi
+  done
+  read -r cached rss <<<"$keep"
+  printf 'system prompt, prefix cache %-4s: ttft %6.1f ms, cached %s tokens, server RSS %d MiB (best of %d)\n' \
+    $mode "$(awk -v s="$best" 'BEGIN {print s * 1000}')" "${cached:-?}" $((rss / 1024)) "$REPS"
+done
 for mode in on off; do
   best=
   for ((r = 0; r < REPS; r++)); do
