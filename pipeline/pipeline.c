@@ -242,8 +242,10 @@ static void send_release(sl_pipeline *p, request *r)
  * so a prefix that far back is not reused (the request starts at 0, which
  * clears the slot). A match that would throw away more of a slot's cache
  * than it keeps waits for no empty slot; slots with nothing to offer go
- * least recently used first. Off with limits.prefix_cache: false, and with speculation (the
- * draft stage keeps caches of its own). With limits.prefix_cache: full the
+ * least recently used first. Off with limits.prefix_cache: false. With
+ * speculation the draft stage keeps the parked slot's text and its own
+ * cache rows too (draft.c, "prefix cache"), so it drafts for a reused
+ * request from its first token. With limits.prefix_cache: full the
  * layers stages keep every position of sliding-window layers too (no ring),
  * so any prefix is reusable however far back it ends: a system prompt
  * shared by conversations longer than the window. */
@@ -714,9 +716,14 @@ static void take_tokens(sl_pipeline *p, request *r, const int32_t *tok, int n, i
         p->spec.accepted += accepted;
         p->spec.emitted += n;
     }
-    for (int i = 0; i < n; i++)
+    int fed = r->n_fed, accepted = n - 1;
+    for (int i = 0; i < n; i++) {
+        /* should r end at token i, its slot's caches hold its text up to
+         * the drafts accepted before it: what the prefix cache parks */
+        r->n_fed = fed + (i < accepted ? i : accepted);
         if (!take_token(p, r, tok[i], t))
             return; /* ended: its slot is released, the rest is surplus */
+    }
     r->n_fed = r->n_tokens - 1;
     if (k > 0 && n - 1 < k)
         send_truncate(p, r, r->n_fed);
@@ -968,7 +975,7 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
         n_layer_stages += p->cfg.stages[i].kind == PL_STAGE_LAYERS;
     p->depth = n_layer_stages + 1;
     p->slot_used = calloc((size_t)seqs, sizeof *p->slot_used);
-    if (p->cfg.limits.prefix_cache && !p->cfg.spec.on && !(p->parked = calloc((size_t)seqs, sizeof *p->parked)))
+    if (p->cfg.limits.prefix_cache && !(p->parked = calloc((size_t)seqs, sizeof *p->parked)))
         return sl_fail(err, "out of memory");
     p->dirty = calloc((size_t)seqs, sizeof *p->dirty);
     p->fly = calloc((size_t)p->depth, sizeof *p->fly);

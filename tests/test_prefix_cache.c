@@ -18,6 +18,7 @@
 typedef struct answer {
     int32_t tok[256];
     int n, n_prompt, n_cached;
+    long spec_drafted;
     char text[2048];
     size_t len;
     bool done;
@@ -53,6 +54,7 @@ static void ask(sl_pipeline *p, const char *prompt, int n, int cancel_after, ans
         a->done = ev.kind == SL_EV_DONE;
         a->n_prompt = ev.n_prompt;
         a->n_cached = ev.n_cached;
+        a->spec_drafted = ev.spec_drafted;
     }
 }
 
@@ -61,17 +63,23 @@ static bool same_tokens(const answer *x, const answer *y)
     return x->n == y->n && memcmp(x->tok, y->tok, (size_t)x->n * sizeof x->tok[0]) == 0;
 }
 
+static const char *draft_model; /* set: speculative decoding with this draft */
+
 static sl_pipeline *open_slots(const char *model, int slots, bool cache, bool full)
 {
     pl_config c;
     pl_config_default(&c, model, 6);
+    sl_err err;
+    if (draft_model && pl_config_add_speculative(&c, draft_model, 4, true, 0, &err)) {
+        fprintf(stderr, "speculative: %s\n", err.msg);
+        return NULL;
+    }
     c.limits.max_sequences = slots;
     c.limits.context = 512;
     c.limits.max_batch_tokens = 64;
     c.limits.prefix_cache = cache;
     c.limits.prefix_full = full;
     sl_pipeline *p;
-    sl_err err;
     if (sl_pipeline_open(&p, &c, NULL, &err)) {
         fprintf(stderr, "open: %s\n", err.msg);
         return NULL;
@@ -111,6 +119,33 @@ static void test_full(const char *model)
            "full: the same tokens as without the cache");
     sl_pipeline_close(full);
     sl_pipeline_close(ring);
+    sl_pipeline_close(off);
+}
+
+/* With a draft stage: a reused request (the first's prompt and answer, then
+ * more) is drafted for from its first token, and its tokens are those of
+ * the same speculative pipeline without the cache. */
+static void test_speculative(const char *model, const char *draft, const char *p1)
+{
+    draft_model = draft;
+    sl_pipeline *on = open_slots(model, 2, true, false), *off = open_slots(model, 2, false, false);
+    draft_model = NULL;
+    if (!on || !off) {
+        CHECK(0);
+        return;
+    }
+    answer a, b, b_off;
+    char b_prompt[2600];
+    ask(on, p1, 16, 0, &a);
+    snprintf(b_prompt, sizeof b_prompt, "%s%.*s and more", p1, (int)a.len, a.text);
+    ask(on, b_prompt, 24, 0, &b);
+    ask(off, b_prompt, 24, 0, &b_off);
+    CHECKF(a.done && a.spec_drafted > 0, "speculation drafts (%ld)", a.spec_drafted);
+    CHECKF(b.done && b.n_cached >= a.n_prompt, "speculative: b reuses a's cache (%d cached, a's prompt %d)",
+           b.n_cached, a.n_prompt);
+    CHECKF(b.spec_drafted > 0, "the draft stage drafts for the reused request (%ld drafted)", b.spec_drafted);
+    CHECKF(same_tokens(&b, &b_off) && b.n > 0, "speculative: the same tokens with and without the cache");
+    sl_pipeline_close(on);
     sl_pipeline_close(off);
 }
 
@@ -154,5 +189,8 @@ int main(void)
     sl_pipeline_close(on);
     sl_pipeline_close(off);
     test_full(model);
+    char draft[512];
+    snprintf(draft, sizeof draft, "%s/models/tiny-gemma3-draft.gguf", src);
+    test_speculative(model, draft, p1);
     return test_finish("test_prefix_cache");
 }
