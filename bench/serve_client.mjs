@@ -11,14 +11,28 @@ const prompts = ['Licensed under the Apache License, Version 2.0 (the', 'This pr
   'Permission is hereby granted, free of charge,', 'Redistribution and use in source and binary forms',
   'THE SOFTWARE IS PROVIDED "AS IS"', 'Everyone is permitted to copy and distribute verbatim copies'];
 
-// One streamed chat request: {ttft seconds, tokens, text}.
+let retries = 0;
+
+// One streamed chat request: {ttft seconds, tokens, text}. A connection the
+// server closed before answering (a keep-alive connection it gave up as the
+// request left: llama-server's HTTP library closes one after 5 requests)
+// is retried once on a new one, counted in retries.
 async function chat(messages) {
   const t0 = performance.now();
-  const r = await fetch(`${base}/v1/chat/completions`, {
+  const init = {
     method: 'POST', headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ messages, max_tokens: maxTokens, temperature: 0, stream: true,
                            stream_options: { include_usage: true } }),
-  });
+  };
+  let r;
+  try {
+    r = await fetch(`${base}/v1/chat/completions`, init);
+  } catch (e) {
+    if (e.cause?.code !== 'UND_ERR_SOCKET')
+      throw e;
+    retries++;
+    r = await fetch(`${base}/v1/chat/completions`, init);
+  }
   if (!r.ok) throw new Error(`HTTP ${r.status}: ${await r.text()}`);
   const reader = r.body.getReader(), dec = new TextDecoder();
   let buf = '', ttft = 0, tokens = 0, text = '', cached = 0, chunks = 0;
@@ -63,16 +77,23 @@ if (process.env.TURNS) {
   if (process.env.WARMUP === '1')
     await chat([{ role: 'user', content: 'warm up' }]);
   const ttfts = [];
-  let tokens = 0;
+  let tokens = 0, failed = 0, why = '';
   const t0 = performance.now();
   await Promise.all([...Array(streams).keys()].map(async (s) => {
     for (let k = 0; k < requests; k++) {
-      const r = await chat([{ role: 'user', content: prompts[(s + k) % prompts.length] + ` (${s}.${k})` }]);
-      ttfts.push(r.ttft);
-      tokens += r.tokens;
+      try {
+        const r = await chat([{ role: 'user', content: prompts[(s + k) % prompts.length] + ` (${s}.${k})` }]);
+        ttfts.push(r.ttft);
+        tokens += r.tokens;
+      } catch (e) { /* counted: a server that drops requests shows it */
+        failed++;
+        why = `${e.message}${e.cause ? ': ' + e.cause.message : ''}`;
+      }
     }
   }));
   const wall = (performance.now() - t0) / 1000;
   console.log(`streams ${streams}: ${tokens} tokens in ${wall.toFixed(2)} s = ${(tokens / wall).toFixed(1)} tok/s; ` +
-              `ttft p50 ${(pct(ttfts, 0.5) * 1000).toFixed(1)} ms, p99 ${(pct(ttfts, 0.99) * 1000).toFixed(1)} ms`);
+              `ttft p50 ${(pct(ttfts, 0.5) * 1000).toFixed(1)} ms, p99 ${(pct(ttfts, 0.99) * 1000).toFixed(1)} ms` +
+              (retries ? `; ${retries} retried on a new connection` : '') +
+              (failed ? `; ${failed} FAILED (${why})` : ''));
 }

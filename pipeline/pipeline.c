@@ -1248,6 +1248,11 @@ void sl_pipeline_close(sl_pipeline *p)
     free(p);
 }
 
+static int by_index(const void *a, const void *b)
+{
+    return ((const pl_stage_metrics *)a)->index - ((const pl_stage_metrics *)b)->index;
+}
+
 int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n)
 {
     *out = NULL;
@@ -1258,6 +1263,10 @@ int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n)
     for (int i = 0; i < p->n_hosts; i++)
         if (p->hosts[i])
             pl_host_metrics_get(p->hosts[i], &m[(*n)++]);
+    /* the stages on worker nodes, as their workers last told the coordinator */
+    if (p->coord)
+        *n += pl_coord_metrics(p->coord, m + *n, p->n_hosts - *n);
+    qsort(m, (size_t)*n, sizeof *m, by_index);
     *out = m;
     return 0;
 }

@@ -232,6 +232,19 @@ kill -TERM "$PID"; wait "$PID" 2>/dev/null
 sed -e "s|^model: .*|model: $M|" -e "s|/tmp/sluice-two-process|$T/ipc|g" "$SRC/configs/two-process.yaml" >"$T/two.yaml"
 KEY= start_server two -c "$T/two.yaml"
 eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/health")" 200 "split pipeline healthy"
+# the stages on the worker have live numbers in /metrics too (its
+# coordinator asks it every half second): the page draws them
+curl -s "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":8}" >/dev/null
+remote=
+for _ in $(seq 60); do
+    remote=$(metric "$URL" 'sluice_stage_tokens_total{stage="sample",index="4"}')
+    [ -n "$remote" ] && [ "$remote" != 0 ] && break
+    sleep 0.05
+done
+[ -n "$remote" ] && [ "$remote" -ge 8 ] && ok || bad "the worker's sample stage in /metrics: '$remote'"
+curl -s "$URL/metrics" >"$T/metrics2"
+has "$T/metrics2" '^sluice_stage_busy_seconds_total\{stage="layers\[3,6\)",index="2"\} ' "the worker's layers stage"
+has "$T/metrics2" '^sluice_stage_queue_depth\{stage="head",index="3"\} ' "the worker's head stage"
 worker=$(pgrep -P "$PID" | head -1)
 [ -n "$worker" ] && kill -9 "$worker"
 for _ in $(seq 100); do
