@@ -125,13 +125,15 @@ void sl_pipeline_spec_stats(const sl_pipeline *p, sl_spec_summary *out);
 
 /* Requests sl_pipeline_submit refused for going past max_requests. */
 uint64_t sl_pipeline_refused(const sl_pipeline *p);
-/* A snapshot of the metrics of the stages, in pipeline order: those in
- * this process live, those on worker nodes as their workers last reported
- * them (every PL_COORD_METRICS_EVERY_S; none while a worker is down):
- * *out (malloc'd, the caller frees it) gets *n of them. Safe to call
+/* A snapshot of the metrics of the stages in this process, in pipeline
+ * order: *out (malloc'd, the caller frees it) gets *n of them. Safe to call
  * from another thread than the driver's while the pipeline is open.
  * Returns 0, or -1 when out of memory. */
 int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n);
+/* The same with the stages on worker nodes too, as their workers last
+ * reported them to the coordinator (every PL_COORD_METRICS_EVERY_S; none
+ * while a worker is down): /metrics and the chat page show every stage. */
+int sl_pipeline_metrics_all(sl_pipeline *p, pl_stage_metrics **out, int *n);
 
 /* The client's request counters (safe from any thread while open). */
 void sl_pipeline_client_metrics(const sl_pipeline *p, pl_client_metrics *out);

@@ -1253,7 +1253,7 @@ static int by_index(const void *a, const void *b)
     return ((const pl_stage_metrics *)a)->index - ((const pl_stage_metrics *)b)->index;
 }
 
-int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n)
+static int snapshot(sl_pipeline *p, bool remote, pl_stage_metrics **out, int *n)
 {
     *out = NULL;
     *n = 0;
@@ -1264,12 +1264,16 @@ int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n)
         if (p->hosts[i])
             pl_host_metrics_get(p->hosts[i], &m[(*n)++]);
     /* the stages on worker nodes, as their workers last told the coordinator */
-    if (p->coord)
+    if (remote && p->coord)
         *n += pl_coord_metrics(p->coord, m + *n, p->n_hosts - *n);
     qsort(m, (size_t)*n, sizeof *m, by_index);
     *out = m;
     return 0;
 }
+
+int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n) { return snapshot(p, false, out, n); }
+
+int sl_pipeline_metrics_all(sl_pipeline *p, pl_stage_metrics **out, int *n) { return snapshot(p, true, out, n); }
 
 uint64_t sl_pipeline_refused(const sl_pipeline *p) { return p->n_refused; }
 

@@ -568,7 +568,7 @@ static void check_worker(const char *sluice)
     for (int tries = 0; tries < 300 && !remote; tries++) {
         pl_stage_metrics *all = NULL;
         int n = 0;
-        CHECK(sl_pipeline_metrics(p, &all, &n) == 0);
+        CHECK(sl_pipeline_metrics_all(p, &all, &n) == 0);
         remote = n == 4 && all[0].index == 0 && all[1].index == 1 && all[3].index == 3 &&
                  strcmp(all[1].name, "layers[0,6)") == 0 && all[1].tokens > 0 && all[1].refused == 2 &&
                  all[1].step_seconds.n > 0;
@@ -577,6 +577,10 @@ static void check_worker(const char *sluice)
             usleep(10000);
     }
     CHECKF(remote, "the worker's stages in the coordinator's metrics");
+    pl_stage_metrics *own = NULL;
+    int n_own = 0;
+    CHECK(sl_pipeline_metrics(p, &own, &n_own) == 0 && n_own == 1 && own[0].index == 0);
+    free(own);
     zmq_close(sock);
     zmq_ctx_term(zctx);
     sl_pipeline_close(p);
