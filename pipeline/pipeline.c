@@ -896,10 +896,26 @@ static bool watch_workers(sl_pipeline *p)
     return true;
 }
 
+/* Hands out free slots and sends batches while the credits allow. */
+static int feed(sl_pipeline *p, sl_err *err)
+{
+    assign_slots(p);
+    while (p->fly_n < p->depth) {
+        int rc = send_batch(p, err);
+        if (rc <= 0)
+            return rc;
+    }
+    return 0;
+}
+
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 {
     double deadline = timeout_ms < 0 ? -1.0 : sl_now_s() + timeout_ms / 1000.0;
     for (;;) {
+        /* the rows that follow leave before the caller handles the events:
+         * the stages compute the next token while it streams this one */
+        if (p->events.n > 0 && !p->down && feed(p, err) < 0)
+            return -1;
         if (p->events.n > 0) {
             *ev = p->events.ev[p->events.head];
             p->events.head = (p->events.head + 1) % p->events.cap;
@@ -911,15 +927,9 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
         bool down = p->coord && watch_workers(p);
         if (p->events.n > 0 || p->n_active == 0)
             continue;
-        if (!down)
-            assign_slots(p); /* not while down: a second death would count against them */
-        while (!down && p->fly_n < p->depth) {
-            int rc = send_batch(p, err);
-            if (rc < 0)
-                return -1;
-            if (rc == 0)
-                break;
-        }
+        /* not while down: a second death would count against them */
+        if (!down && feed(p, err) < 0)
+            return -1;
         int wait = 100;
         if (deadline >= 0) {
             double left = deadline - sl_now_s();
