@@ -236,9 +236,10 @@ eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/health")" 200 "split pipeline
 # coordinator asks it every half second): the page draws them
 curl -s "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":8}" >/dev/null
 remote=
+# (a snapshot up to half a second old: wait until it covers the request)
 for _ in $(seq 60); do
     remote=$(metric "$URL" 'sluice_stage_tokens_total{stage="sample",index="4"}')
-    [ -n "$remote" ] && [ "$remote" != 0 ] && break
+    [ -n "$remote" ] && [ "$remote" -ge 8 ] && break
     sleep 0.05
 done
 [ -n "$remote" ] && [ "$remote" -ge 8 ] && ok || bad "the worker's sample stage in /metrics: '$remote'"
