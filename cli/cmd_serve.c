@@ -10,7 +10,6 @@
 #include "cli/cli.h"
 #include "cli/pipecfg.h"
 #include "cli/serve.h"
-#include "model/gguf.h"
 #include "stages/spec.h"
 #include "util/pool.h"
 
@@ -35,14 +34,19 @@ static const char usage[] =
     "  --api-key-file F        every endpoint but /health and the page / needs the\n"
     "                          header 'Authorization: Bearer KEY', KEY the file's\n"
     "                          first line\n"
-    "  --chat-format NAME      turn format of chat requests (gemma); default: the\n"
-    "                          model's tokenizer.chat_template\n"
+    "  --chat-format NAME      turn format of chat requests (gemma, gemma4,\n"
+    "                          gemma4-no-thinking); default: the model's\n"
+    "                          tokenizer.chat_template, else its architecture's\n"
     "  --slots N               KV slots (sequences decoded together) of the -m\n"
     "                          pipeline (default 8; a config sets limits.max_sequences)\n"
     "  --queue N               requests that may wait past limits.max_requests in\n"
     "                          flight (default 64); more get 429 with Retry-After\n"
     "  --no-prefix-cache       do not reuse a finished request's KV for a new\n"
     "                          request with the same beginning\n"
+    "  --prefix-cache MODE     on (default), off, or full: sliding-window layers\n"
+    "                          keep every position too, so a prefix that ends\n"
+    "                          far back in a slot (a shared system prompt) is\n"
+    "                          reused (limits.prefix_cache)\n"
     "  -t, --threads N         most threads (default: the CPUs this process may use;\n"
     "                          fewer while other processes take cores)\n"
     "  --ctx N                 context length per sequence\n"
@@ -60,7 +64,7 @@ typedef struct serve_opts {
     cli_pipe_opts pipe;
     const char *host, *key_file, *chat_format;
     int port, threads, queue, draft_k, draft_threads;
-    bool draft_k_set, draft_auto, no_prefix_cache;
+    bool draft_k_set, draft_auto, no_prefix_cache, prefix_full;
 } serve_opts;
 
 static int parse_args(int argc, char **argv, serve_opts *o)
@@ -74,6 +78,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"threads", required_argument, NULL, 't'}, {"ctx", required_argument, NULL, 'X'},
         {"kv-type", required_argument, NULL, 'V'}, {"draft", required_argument, NULL, 'D'},
         {"draft-k", required_argument, NULL, 'k'}, {"draft-threads", required_argument, NULL, 'd'},
+        {"prefix-cache", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = argv[0];
@@ -91,6 +96,11 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case 'S': bad = cli_parse_int(optarg, 1, 64, &o->pipe.max_sequences); break;
         case 'Q': bad = cli_parse_int(optarg, 0, 1 << 20, &o->queue); break;
         case 'N': o->no_prefix_cache = true; break;
+        case 'C':
+            o->no_prefix_cache = strcmp(optarg, "off") == 0;
+            o->prefix_full = strcmp(optarg, "full") == 0;
+            bad = !o->no_prefix_cache && !o->prefix_full && strcmp(optarg, "on") != 0;
+            break;
         case 't': bad = cli_parse_int(optarg, 1, 4096, &o->threads); break;
         case 'X': bad = cli_parse_int(optarg, 16, 1 << 24, &o->pipe.n_ctx); break;
         case 'V':
@@ -143,8 +153,8 @@ static int read_key(sv_server *s, const char *path, sl_err *err)
     return 0;
 }
 
-/* The model's name (its file's, without .gguf) and chat template. */
-static int read_model_info(sv_server *s, sl_err *err)
+/* The model's name (its file's, without .gguf). */
+static void read_model_name(sv_server *s)
 {
     const char *base = strrchr(s->cfg->model, '/');
     base = base ? base + 1 : s->cfg->model;
@@ -152,12 +162,6 @@ static int read_model_info(sv_server *s, sl_err *err)
     size_t n = strlen(s->model_name);
     if (n > 5 && strcmp(s->model_name + n - 5, ".gguf") == 0)
         s->model_name[n - 5] = 0;
-    gguf_file *f;
-    if (gguf_open(&f, s->cfg->model, err))
-        return -1;
-    int rc = gguf_get_str(f, "tokenizer.chat_template", &s->chat_template, err);
-    gguf_close(f);
-    return rc < 0 ? -1 : 0;
 }
 
 static volatile sig_atomic_t stop_signal;
@@ -188,17 +192,18 @@ static int setup(sv_server *s, pl_config *cfg, const serve_opts *o, sl_err *err)
         cli_pipeline_add_draft(cfg, o->pipe.draft, o->draft_k, o->draft_k_set, o->draft_threads, err))
         return -1;
     if (o->no_prefix_cache)
-        cfg->limits.prefix_cache = false;
+        cfg->limits.prefix_cache = cfg->limits.prefix_full = false;
+    if (o->prefix_full)
+        cfg->limits.prefix_cache = cfg->limits.prefix_full = true;
     s->cfg = cfg;
     s->max_running = cfg->limits.max_requests;
     s->max_queue = o->queue;
-    s->chat_format = o->chat_format;
     s->page = sv_page_html;
     sl_pipeline_opts_default(&s->popts);
     s->popts.threads = o->threads;
-    if (o->key_file && read_key(s, o->key_file, err))
-        return -1;
-    return read_model_info(s, err);
+    s->popts.chat_format = o->chat_format;
+    read_model_name(s);
+    return o->key_file && read_key(s, o->key_file, err) ? -1 : 0;
 }
 
 /* Loads, serves until a signal, shuts down in order: the driver fails what
@@ -260,7 +265,6 @@ int cmd_serve(int argc, char **argv)
     if (rc == CLI_FAIL && err.msg[0])
         cli_fail(argv[0], "%s", err.msg);
     free(s.api_key);
-    free(s.chat_template);
     sv_server_destroy(&s);
     free(cfg);
     return rc;

@@ -52,7 +52,7 @@ char *cli_pipeline_prometheus(sl_pipeline *p)
 {
     pl_stage_metrics *m;
     int n;
-    if (sl_pipeline_metrics(p, &m, &n))
+    if (sl_pipeline_metrics_all(p, &m, &n))
         return NULL;
     char *stages = pl_metrics_prometheus(m, n);
     free(m);

@@ -27,7 +27,7 @@ int cli_pipeline_config(pl_config *cfg, const cli_pipe_opts *o, sl_err *err);
 /* --draft FILE: adds the draft stage (k tokens a step, or auto). */
 int cli_pipeline_add_draft(pl_config *cfg, const char *draft, int k, bool k_set, int threads, sl_err *err);
 
-/* Prometheus text of the stages of this process and the client's request
+/* Prometheus text of every stage (worker nodes' as last reported) and the client's request
  * counters (malloc'd; NULL: out of memory). Safe from any thread while the
  * pipeline is open. */
 char *cli_pipeline_prometheus(sl_pipeline *p);

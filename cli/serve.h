@@ -69,11 +69,13 @@ char *sv_error_json(const sv_error *err);
 
 /* ---- chat formatting (serve_chat.c) ---- */
 
-/* The prompt of a conversation in the model's turn format. tmpl is the
- * GGUF's tokenizer.chat_template (NULL: none), forced a --chat-format name
- * (NULL: chosen from tmpl). Fails naming the template's first line when it
- * is not one this function knows, or naming the message at fault. */
-int sv_chat_prompt(const char *tmpl, const char *forced, const sv_msg *msgs, int n, char **out, sv_error *err);
+/* The prompt of a conversation in the turn format fmt: the pipeline's
+ * (sl_pipeline_chat_format: --chat-format, else the GGUF's template or
+ * architecture). fmt NULL: the model's template is not one sluice knows,
+ * and the request fails with why_none (which names its first line). Fails
+ * naming the message at fault otherwise. */
+int sv_chat_prompt(const sl_chat_format *fmt, const char *why_none, const sv_msg *msgs, int n, char **out,
+                   sv_error *err);
 /* Whether a --chat-format name is known. */
 bool sv_chat_format_known(const char *name);
 
@@ -131,8 +133,8 @@ typedef struct sv_server {
     sl_pipeline_opts popts;
     char load_error[512];
     char model_name[256];
-    char *chat_template;       /* the GGUF's tokenizer.chat_template, or NULL */
-    const char *chat_format;   /* --chat-format, or NULL */
+    const sl_chat_format *chat; /* the pipeline's turn format once loaded; NULL: chat_none says why */
+    char chat_none[512];
     char *api_key;             /* --api-key-file's key, or NULL */
     size_t api_key_len;
     const char *page;          /* the chat page (HTML) */

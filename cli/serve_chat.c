@@ -1,6 +1,7 @@
 /* Chat formatting for sluice serve: the turn formats themselves are
  * model/chat.c's (every Gemma generation's, recognised from the model's
- * tokenizer.chat_template or forced by --chat-format); this file maps the
+ * tokenizer.chat_template or architecture, or forced by --chat-format; the
+ * pipeline resolves it once, as for `sluice run`); this file maps the
  * server's messages onto them and their errors onto OpenAI-style ones
  * naming the field. */
 #include <stdio.h>
@@ -16,28 +17,14 @@ bool sv_chat_format_known(const char *name)
     return sl_chat_by_name(&fmt, name, &ignore) == 0;
 }
 
-/* The format: forced by name, else recognised from the template, else
- * Gemma's (a model without a template). */
-static int choose_format(const sl_chat_format **fmt, const char *tmpl, const char *forced, sv_error *err)
-{
-    sl_err e;
-    if (forced)
-        return sl_chat_by_name(fmt, forced, &e) ? sv_fail(err, 500, "server_error", "", NULL, "%s", e.msg) : 0;
-    if (!tmpl)
-        return sl_chat_by_name(fmt, "gemma", &e) ? sv_fail(err, 500, "server_error", "", NULL, "%s", e.msg) : 0;
-    if (sl_chat_from_template(fmt, tmpl, &e))
-        return sv_fail(err, 400, "invalid_request_error", "messages", "unsupported_chat_template",
-                       "the model's chat template is not one sluice knows: %s; start the server with "
-                       "--chat-format NAME to force one", e.msg);
-    return 0;
-}
-
-int sv_chat_prompt(const char *tmpl, const char *forced, const sv_msg *msgs, int n, char **out, sv_error *err)
+int sv_chat_prompt(const sl_chat_format *fmt, const char *why_none, const sv_msg *msgs, int n, char **out,
+                   sv_error *err)
 {
     *out = NULL;
-    const sl_chat_format *fmt;
-    if (choose_format(&fmt, tmpl, forced, err))
-        return -1;
+    if (!fmt)
+        return sv_fail(err, 400, "invalid_request_error", "messages", "unsupported_chat_template",
+                       "%s; start the server with --chat-format NAME to force one",
+                       why_none && why_none[0] ? why_none : "the model has no chat format sluice knows");
     if (n > 0 && msgs[n - 1].role != SV_ROLE_USER)
         return sv_fail(err, 400, "invalid_request_error", "messages", NULL,
                        "messages: the last message must be the user's");

@@ -370,6 +370,9 @@ void *sv_driver_main(void *arg)
         s->state = SV_FAILED;
         return NULL;
     }
+    sl_err why = {{0}};
+    s->chat = sl_pipeline_chat_format(s->pipe, &why);
+    snprintf(s->chat_none, sizeof s->chat_none, "%s", why.msg);
     s->state = SV_READY;
     serve_loop(s);
     drain(s);

@@ -232,12 +232,18 @@ static enum MHD_Result start_stream(sv_server *s, struct MHD_Connection *c, int 
  * parameters and stop strings, which the job takes from p. */
 static sv_job *make_job(sv_server *s, sv_params *p, sv_error *err)
 {
+    int state = s->state;
+    if (state != SV_READY) { /* the chat format is the loaded pipeline's */
+        sv_fail(err, 503, "server_error", "", "unavailable", "%s",
+                state == SV_LOADING ? "the model is still loading" : "the server is shutting down");
+        return NULL;
+    }
     sv_job *j = sv_job_new();
     if (!j) {
         sv_fail(err, 500, "server_error", "", NULL, "out of memory");
         return NULL;
     }
-    if (p->chat ? sv_chat_prompt(s->chat_template, s->chat_format, p->msgs, p->n_msgs, &j->prompt, err)
+    if (p->chat ? sv_chat_prompt(s->chat, s->chat_none, p->msgs, p->n_msgs, &j->prompt, err)
                 : !(j->prompt = strdup(p->prompt))) {
         if (!p->chat)
             sv_fail(err, 500, "server_error", "", NULL, "out of memory");

@@ -128,6 +128,12 @@ int sl_kv_new_typed(sl_kv **out, const sl_config *c, int l0, int l1, int max_seq
     return kv_create(out, c, l0, l1, max_seqs, n_ctx, type, max_batch, err);
 }
 
+int sl_kv_new_full(sl_kv **out, const sl_config *c, int l0, int l1, int max_seqs, int n_ctx, sl_type type,
+                   sl_err *err)
+{
+    return kv_create(out, c, l0, l1, max_seqs, n_ctx, type, 0, err);
+}
+
 int sl_kv_new(sl_kv **out, const sl_config *c, int l0, int l1, int max_seqs, int n_ctx, sl_err *err)
 {
     return kv_create(out, c, l0, l1, max_seqs, n_ctx, SL_TYPE_F32, 0, err);

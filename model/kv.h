@@ -34,6 +34,12 @@ int sl_kv_new(sl_kv **out, const sl_config *c, int l0, int l1, int max_seqs, int
  * pass refuses more). */
 int sl_kv_new_typed(sl_kv **out, const sl_config *c, int l0, int l1, int max_seqs, int n_ctx,
                     sl_type type, int max_batch, sl_err *err);
+/* As sl_kv_new_typed, but every layer keeps every position (no rings):
+ * a sliding-window layer's old positions stay, so the cache can be cut
+ * back anywhere (limits.prefix_cache: full), at the memory of a global
+ * layer for each. */
+int sl_kv_new_full(sl_kv **out, const sl_config *c, int l0, int l1, int max_seqs, int n_ctx, sl_type type,
+                   sl_err *err);
 /* Tokens of one sequence a batch may hold (INT32_MAX without rings). */
 int sl_kv_max_batch(const sl_kv *kv);
 void sl_kv_free(sl_kv *kv);

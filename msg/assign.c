@@ -34,6 +34,7 @@ void pl_assign_encode(Sluice__StageAssign *sa, const sl_stage_spec *spec, const 
     sa->context = (uint32_t)spec->context;
     sa->max_batch_tokens = (uint32_t)spec->max_batch_tokens;
     sa->kv_type = (uint32_t)spec->kv_type;
+    sa->kv_full = spec->kv_full;
     sa->max_frame_bytes = place->max_frame_bytes;
     sa->max_message_bytes = place->max_message_bytes;
     sa->ple = spec->ple_at_embed ? PLE_AT_EMBED : PLE_AT_LAYERS;
@@ -100,7 +101,7 @@ int pl_assign_decode(const Sluice__StageAssign *sa, size_t i, sl_stage_spec *spe
         .kind = (pl_stage_kind)sa->kind, .model = sa->model, .l0 = sa->l0, .l1 = sa->l1,
         .max_sequences = (int)sa->max_sequences, .context = (int)sa->context,
         .max_batch_tokens = (int)sa->max_batch_tokens, .index = (int)sa->stage_index,
-        .kv_type = (int)sa->kv_type, .ple_at_embed = sa->ple == PLE_AT_EMBED,
+        .kv_type = (int)sa->kv_type, .kv_full = sa->kv_full, .ple_at_embed = sa->ple == PLE_AT_EMBED,
         .draft_model = has_text(sa->draft_model) ? sa->draft_model : NULL,
         .spec_k = sa->spec_k, .spec_auto = sa->spec_auto, .spec_lookup = sa->spec_lookup,
         .spec_pipelined = sa->spec_pipelined, .mtp_feed = sa->mtp_feed,

@@ -42,6 +42,8 @@ typedef struct sl_stage_spec {
     int max_batch_tokens;
     int index;               /* position in the pipeline, for names */
     int kv_type;             /* sl_type of the layers' KV cache (0: f32) */
+    bool kv_full;            /* layers: sliding-window layers keep every position, not a ring
+                              * (limits.prefix_cache: full) */
     bool ple_at_embed;       /* embed stage of a model with per-layer embeddings: gather
                               * every layer's inputs and send them down (limits.ple: embed) */
     /* draft stages */

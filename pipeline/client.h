@@ -105,6 +105,13 @@ int sl_pipeline_active(const sl_pipeline *p);
  * one is). Safe from any thread while the pipeline is open. */
 bool sl_pipeline_down(sl_pipeline *p);
 
+/* The turn format chat requests get (opts.chat_format, else the model's
+ * template or architecture: model/chat.h), or NULL with *why (when not
+ * NULL) saying why there is none, naming the template's first line. Fixed
+ * once open: safe from any thread while the pipeline is open. */
+typedef struct sl_chat_format sl_chat_format;
+const sl_chat_format *sl_pipeline_chat_format(const sl_pipeline *p, sl_err *why);
+
 /* Token ids of a prompt as the pipeline would feed them (tests). */
 int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids, int *n, sl_err *err);
 
@@ -123,6 +130,10 @@ uint64_t sl_pipeline_refused(const sl_pipeline *p);
  * from another thread than the driver's while the pipeline is open.
  * Returns 0, or -1 when out of memory. */
 int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n);
+/* The same with the stages on worker nodes too, as their workers last
+ * reported them to the coordinator (every PL_COORD_METRICS_EVERY_S; none
+ * while a worker is down): /metrics and the chat page show every stage. */
+int sl_pipeline_metrics_all(sl_pipeline *p, pl_stage_metrics **out, int *n);
 
 /* The client's request counters (safe from any thread while open). */
 void sl_pipeline_client_metrics(const sl_pipeline *p, pl_client_metrics *out);

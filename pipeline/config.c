@@ -43,7 +43,8 @@ void pl_config_stage_spec(const pl_config *c, int i, sl_stage_spec *spec)
         .kind = st->kind, .model = c->model, .l0 = st->l0, .l1 = st->l1,
         .max_sequences = c->limits.max_sequences, .context = c->limits.context,
         .max_batch_tokens = c->limits.max_batch_tokens, .index = i,
-        .kv_type = c->limits.kv_type, .ple_at_embed = c->limits.ple == PLE_AT_EMBED,
+        .kv_type = c->limits.kv_type, .kv_full = c->limits.prefix_cache && c->limits.prefix_full,
+        .ple_at_embed = c->limits.ple == PLE_AT_EMBED,
         .draft_model = c->draft[0] ? c->draft : NULL, .spec_k = c->spec.k,
         .spec_auto = c->spec.auto_k, .spec_lookup = c->spec.prompt_lookup,
         .spec_pipelined = c->spec.pipelined,
@@ -908,6 +909,28 @@ static int read_kv_type(const cfg_ctx *x, const yaml_node_t *n, int *out)
     return 0;
 }
 
+/* true, false, or full (a cache of every position for sliding-window
+ * layers too) */
+static int read_prefix_cache(const cfg_ctx *x, const yaml_node_t *n, pl_limits *l)
+{
+    if (!n)
+        return 0;
+    if (expect_plain(x, n, "limits.prefix_cache", "true, false or full"))
+        return -1;
+    l->prefix_full = scalar_is(n, "full");
+    if (l->prefix_full || scalar_is(n, "true") || scalar_is(n, "yes")) {
+        l->prefix_cache = true;
+        return 0;
+    }
+    if (scalar_is(n, "false") || scalar_is(n, "no")) {
+        l->prefix_cache = false;
+        return 0;
+    }
+    char shown[CFG_SHOW_MAX + 4];
+    return fail_at(x, node_line(n), "limits.prefix_cache", "expected true, false or full, got '%s'",
+                   show_scalar(n, shown));
+}
+
 static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
 {
     yaml_node_t *v[L_KEYS];
@@ -922,8 +945,7 @@ static int parse_limits(const cfg_ctx *x, pl_limits *l, yaml_node_t *map)
            read_int_field(x, v[L_MESSAGE], "limits.max_message_bytes", 1024, 1 << 30, &l->max_message_bytes) ||
            read_int_field(x, v[L_REQUESTS], "limits.max_requests", 1, 1 << 20, &l->max_requests) ||
            read_ple(x, v[L_PLE], &l->ple) ||
-           (v[L_PREFIX] && read_bool(x, v[L_PREFIX], "limits.prefix_cache", &l->prefix_cache))
-               ? -1 : 0;
+           read_prefix_cache(x, v[L_PREFIX], l) ? -1 : 0;
 }
 
 /* ---- failure handling ---- */
@@ -1619,6 +1641,7 @@ static int emit_limits(yaml_emitter_t *e, const pl_limits *l)
            emit_pair(e, "max_requests", "%d", l->max_requests) ||
            emit_pair(e, "ple", "%s", l->ple == PLE_AT_EMBED ? "embed" : "local") ||
            (!l->prefix_cache && emit_pair(e, "prefix_cache", "%s", "false")) ||
+           (l->prefix_cache && l->prefix_full && emit_pair(e, "prefix_cache", "%s", "full")) ||
            emit_map_end(e) ? -1 : 0;
 }
 

@@ -140,6 +140,8 @@ typedef struct pl_limits {
     int ple;                   /* ple_mode (model/ple.h): PLE_AT_LAYERS (default) or PLE_AT_EMBED */
     bool prefix_cache;         /* default true: a finished request's slot keeps its KV for a new
                                 * request with the same first tokens (see pipeline.c) */
+    bool prefix_full;          /* prefix_cache: full: sliding-window layers keep every position
+                                * (no ring), so any prefix of a slot is reusable */
 } pl_limits;
 
 #define PL_REJOIN_DEFAULT_S 10.0f

@@ -44,6 +44,9 @@ typedef struct peer {
     int status;
     double last_heard, last_ping;
     double assign_sent;     /* when the last re-joining ASSIGN went out */
+    double last_asked;      /* when we last asked for its stages' metrics */
+    pl_stage_metrics *met;  /* under the coordinator's lock: its stages' last metrics */
+    int n_met;
 } peer;
 
 struct pl_coord {
@@ -457,6 +460,7 @@ static void mark_dead(pl_coord *c, peer *p, const char *what)
     pthread_mutex_lock(&c->lock);
     c->deaths++;
     c->n_down++;
+    p->n_met = 0; /* its stages' numbers are gone with it */
     snprintf(c->failure, sizeof c->failure, "%.380s %.120s", label, what);
     pthread_mutex_unlock(&c->lock);
     fprintf(stderr, "sluice: %s %s\n", label, what);
@@ -513,6 +517,60 @@ static void rejoin_peer(pl_coord *c, peer *p, double t)
     }
 }
 
+/* ---- remote stages' metrics (for the coordinator's /metrics) ---- */
+
+static void ask_metrics(peer *p, double t)
+{
+    if (t - p->last_asked < PL_COORD_METRICS_EVERY_S)
+        return;
+    p->last_asked = t;
+    pl_msg m;
+    sl_err err;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_STATUS, 0, 0);
+    pl_msg_set_text(&m, PL_METRICS_ASK);
+    pl_msg_send(&m, p->sock, ZMQ_DONTWAIT, &err); /* a full queue: next time */
+    pl_msg_close(&m);
+}
+
+/* A worker's answer: its stages' metrics, kept whole or not at all. */
+static void take_metrics(pl_coord *c, peer *p, const pl_msg *m)
+{
+    int max = p->n_stages > 0 ? p->n_stages : 1;
+    pl_stage_metrics *met = calloc((size_t)max, sizeof *met);
+    sl_err err;
+    int n = met && m->hdr->text ? pl_metrics_decode(m->hdr->text, met, max, &err) : -1;
+    for (int i = 0; i < n; i++)
+        if (met[i].index >= c->cfg->n_stages || c->cfg->stages[met[i].index].node != p->node) {
+            snprintf(err.msg, sizeof err.msg, "stage metrics: stage %d is not one of this node's", met[i].index);
+            n = -1;
+        }
+    if (n < 0) {
+        static bool logged;
+        if (met && m->hdr->text && !logged) {
+            logged = true;
+            fprintf(stderr, "sluice: node '%s': %s\n", p->nd.name, err.msg);
+        }
+        free(met);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    free(p->met);
+    p->met = met;
+    p->n_met = n;
+    pthread_mutex_unlock(&c->lock);
+}
+
+int pl_coord_metrics(pl_coord *c, pl_stage_metrics *out, int max)
+{
+    int n = 0;
+    pthread_mutex_lock(&c->lock);
+    for (int i = 0; i < c->n_peers; i++)
+        for (int k = 0; k < c->peers[i].n_met && n < max; k++)
+            out[n++] = c->peers[i].met[k];
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
 static void watch_peer(pl_coord *c, peer *p, double t)
 {
     pl_msg m;
@@ -525,7 +583,9 @@ static void watch_peer(pl_coord *c, peer *p, double t)
     while (!p->dead && (r = recv_ctl(c, p, &m)) != 0) {
         if (r < 0)
             continue;
-        if (m.hdr->kind == SLUICE__MSG_KIND__MSG_HEARTBEAT) {
+        if (m.hdr->kind == SLUICE__MSG_KIND__MSG_STATUS) {
+            take_metrics(c, p, &m);
+        } else if (m.hdr->kind == SLUICE__MSG_KIND__MSG_HEARTBEAT) {
             if (m.hdr->error && *m.hdr->error) {
                 char what[160];
                 if (strcmp(m.hdr->error, "busy") == 0 || strcmp(m.hdr->error, "idle") == 0)
@@ -559,6 +619,7 @@ static void watch_peer(pl_coord *c, peer *p, double t)
         p->last_ping = t;
         send_ctl(p, SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, &err); /* a full queue just means silence */
     }
+    ask_metrics(p, t);
 }
 
 static void *watch_main(void *arg)
@@ -717,6 +778,7 @@ void pl_coord_stop(pl_coord *c)
             stop_spawned(p);
         if (p->sock)
             zmq_close(p->sock);
+        free(p->met);
     }
     free(c->peers);
     free_addresses(c);

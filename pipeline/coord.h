@@ -8,6 +8,7 @@
 
 #include "pipeline/config.h"
 #include "pipeline/keyring.h"
+#include "pipeline/metrics.h"
 #include "util/err.h"
 
 typedef struct pl_coord pl_coord;
@@ -37,6 +38,11 @@ typedef struct pl_coord_status {
     char failure[512];       /* the latest death: "stage layers[3,6) on node 'b' (tcp://...) was killed ..." */
 } pl_coord_status;
 void pl_coord_status_get(pl_coord *c, pl_coord_status *st);
+/* The metrics of the stages on worker nodes, as their workers last told
+ * them (asked every PL_COORD_METRICS_EVERY_S; a dead worker's are
+ * dropped): up to max into out; returns how many. Any thread. */
+#define PL_COORD_METRICS_EVERY_S 0.5
+int pl_coord_metrics(pl_coord *c, pl_stage_metrics *out, int max);
 /* Tells workers to drop their stages, stops spawned processes, waits for them. */
 void pl_coord_stop(pl_coord *c);
 

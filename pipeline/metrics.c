@@ -1,6 +1,8 @@
 /* Stage metrics (see metrics.h): histograms and their two renderings. */
 #include "pipeline/metrics.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -288,4 +290,126 @@ char *pl_metrics_prometheus_client(const pl_client_metrics *c)
             "# TYPE sluice_client_requests_refused_total counter\nsluice_client_requests_refused_total %llu\n",
         (unsigned long long)c->refused);
     return finish(&b);
+}
+
+/* ---- the machine form a worker answers a coordinator with ----
+ * One line a stage: "stage INDEX NAME messages tokens errors refused
+ * dropped busy_seconds queue_depth", then each histogram (step seconds,
+ * queue) as "n sum count..." with one count per bucket (+Inf last). */
+
+static void put_hist_counts(sbuf *b, const pl_hist *h)
+{
+    put(b, " %llu %.9g", (unsigned long long)h->n, h->sum);
+    for (int i = 0; i <= h->n_bounds; i++)
+        put(b, " %llu", (unsigned long long)h->counts[i]);
+}
+
+char *pl_metrics_encode(const pl_stage_metrics *m, int n)
+{
+    sbuf b = {0};
+    for (int i = 0; i < n; i++) {
+        const pl_stage_metrics *s = &m[i];
+        char name[sizeof s->name];
+        snprintf(name, sizeof name, "%s", s->name[0] ? s->name : "?");
+        for (char *c = name; *c; c++)
+            if (*c <= ' ' || *c > '~')
+                *c = '_';
+        put(&b, "stage %d %s %llu %llu %llu %llu %llu %.9g %u", s->index, name, (unsigned long long)s->messages,
+            (unsigned long long)s->tokens, (unsigned long long)s->errors, (unsigned long long)s->refused,
+            (unsigned long long)s->dropped, s->busy_seconds, s->queue_depth);
+        put_hist_counts(&b, &s->step_seconds);
+        put_hist_counts(&b, &s->queue);
+        put(&b, "\n");
+    }
+    return finish(&b);
+}
+
+/* A cursor over one line's space-separated fields. */
+typedef struct fields {
+    const char *at, *end;
+} fields;
+
+static bool next_field(fields *f, char *out, size_t size)
+{
+    while (f->at < f->end && *f->at == ' ')
+        f->at++;
+    const char *start = f->at;
+    while (f->at < f->end && *f->at != ' ')
+        f->at++;
+    size_t len = (size_t)(f->at - start);
+    if (len == 0 || len >= size)
+        return false;
+    memcpy(out, start, len);
+    out[len] = '\0';
+    return true;
+}
+
+static bool next_u64(fields *f, uint64_t *v)
+{
+    char w[32], *end;
+    if (!next_field(f, w, sizeof w) || w[0] < '0' || w[0] > '9')
+        return false;
+    errno = 0;
+    unsigned long long x = strtoull(w, &end, 10);
+    *v = x;
+    return *end == '\0' && errno == 0;
+}
+
+static bool next_double(fields *f, double *v)
+{
+    char w[40], *end;
+    if (!next_field(f, w, sizeof w))
+        return false;
+    *v = strtod(w, &end);
+    return *end == '\0' && isfinite(*v) && *v >= 0;
+}
+
+static bool read_hist(fields *f, pl_hist *h)
+{
+    uint64_t total = 0;
+    if (!next_u64(f, &h->n) || !next_double(f, &h->sum))
+        return false;
+    for (int i = 0; i <= h->n_bounds; i++) {
+        if (!next_u64(f, &h->counts[i]) || h->counts[i] > h->n - total)
+            return false;
+        total += h->counts[i];
+    }
+    return total == h->n;
+}
+
+static bool read_stage(fields *f, pl_stage_metrics *s)
+{
+    char word[16], name[sizeof s->name];
+    uint64_t index, depth;
+    if (!next_field(f, word, sizeof word) || strcmp(word, "stage") != 0 || !next_u64(f, &index) ||
+        index > 4096 || !next_field(f, name, sizeof name))
+        return false;
+    for (const char *c = name; *c; c++)
+        if (*c <= ' ' || *c > '~')
+            return false; /* names go out as Prometheus labels and page text */
+    pl_stage_metrics_init(s, name, (int)index);
+    char rest[2];
+    return next_u64(f, &s->messages) && next_u64(f, &s->tokens) && next_u64(f, &s->errors) &&
+           next_u64(f, &s->refused) && next_u64(f, &s->dropped) && next_double(f, &s->busy_seconds) &&
+           next_u64(f, &depth) && depth <= UINT32_MAX && (s->queue_depth = (uint32_t)depth, true) &&
+           read_hist(f, &s->step_seconds) && read_hist(f, &s->queue) && !next_field(f, rest, sizeof rest);
+}
+
+int pl_metrics_decode(const char *text, pl_stage_metrics *out, int max, sl_err *err)
+{
+    int n = 0, line = 1;
+    for (const char *at = text; *at; line++) {
+        const char *end = strchr(at, '\n');
+        if (!end)
+            end = at + strlen(at);
+        fields f = {at, end};
+        if (n == max)
+            return sl_fail(err, "stage metrics: more than %d stages", max);
+        if (!read_stage(&f, &out[n]))
+            return sl_fail(err, "stage metrics: line %d is not 'stage INDEX NAME' and %d counters", line,
+                           7 + 4 + pl_n_step_bounds + pl_n_depth_bounds);
+        n++;
+        at = *end ? end + 1 : end;
+    }
+    return n;
 }

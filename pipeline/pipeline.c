@@ -245,8 +245,13 @@ static void send_release(sl_pipeline *p, request *r)
  * so a prefix that far back is not reused (the request starts at 0, which
  * clears the slot). A match that would throw away more of a slot's cache
  * than it keeps waits for no empty slot; slots with nothing to offer go
- * least recently used first. Off with limits.prefix_cache: false, and with speculation (the
- * draft stage keeps caches of its own). */
+ * least recently used first. Off with limits.prefix_cache: false. With
+ * speculation the draft stage keeps the parked slot's text and its own
+ * cache rows too (draft.c, "prefix cache"), so it drafts for a reused
+ * request from its first token. With limits.prefix_cache: full the
+ * layers stages keep every position of sliding-window layers too (no ring),
+ * so any prefix is reusable however far back it ends: a system prompt
+ * shared by conversations longer than the window. */
 
 /* Usable prefix of a parked slot for r: at most all of its prompt but the
  * last token (that one's logits are needed), 0 when too far back. */
@@ -256,7 +261,7 @@ static int pc_usable(const sl_pipeline *p, const parked *c, const request *r)
     int k = 0;
     while (k < n && c->tokens[k] == r->tokens[k])
         k++;
-    return c->n - k <= p->cfg.limits.max_batch_tokens ? k : 0;
+    return p->cfg.limits.prefix_full || c->n - k <= p->cfg.limits.max_batch_tokens ? k : 0;
 }
 
 /* The free slot r gets (-1: none): the longest usable prefix, else an
@@ -381,6 +386,13 @@ static void done_req(sl_pipeline *p, request *r, const char *stop)
         e->spec_accepted = r->spec_accepted;
     }
     finish(p, r);
+}
+
+const sl_chat_format *sl_pipeline_chat_format(const sl_pipeline *p, sl_err *why)
+{
+    if (!p->chat && why)
+        *why = p->chat_err;
+    return p->chat;
 }
 
 int sl_pipeline_tokenize(sl_pipeline *p, const sl_gen_params *gp, int32_t **ids, int *n, sl_err *err)
@@ -736,9 +748,14 @@ static void take_tokens(sl_pipeline *p, request *r, const int32_t *tok, int n, i
         p->spec.accepted += accepted;
         p->spec.emitted += n;
     }
-    for (int i = 0; i < n; i++)
+    int fed = r->n_fed, accepted = n - 1;
+    for (int i = 0; i < n; i++) {
+        /* should r end at token i, its slot's caches hold its text up to
+         * the drafts accepted before it: what the prefix cache parks */
+        r->n_fed = fed + (i < accepted ? i : accepted);
         if (!take_token(p, r, tok[i], t))
             return; /* ended: its slot is released, the rest is surplus */
+    }
     r->n_fed = r->n_tokens - 1;
     if (k > 0 && n - 1 < k)
         send_truncate(p, r, r->n_fed);
@@ -948,10 +965,26 @@ static bool watch_workers(sl_pipeline *p)
     return true;
 }
 
+/* Hands out free slots and sends batches while the credits allow. */
+static int feed(sl_pipeline *p, sl_err *err)
+{
+    assign_slots(p);
+    while (p->fly_n < p->depth) {
+        int rc = send_batch(p, err);
+        if (rc <= 0)
+            return rc;
+    }
+    return 0;
+}
+
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 {
     double deadline = timeout_ms < 0 ? -1.0 : sl_now_s() + timeout_ms / 1000.0;
     for (;;) {
+        /* the rows that follow leave before the caller handles the events:
+         * the stages compute the next token while it streams this one */
+        if (p->events.n > 0 && !p->down && feed(p, err) < 0)
+            return -1;
         if (p->events.n > 0) {
             *ev = p->events.ev[p->events.head];
             p->events.head = (p->events.head + 1) % p->events.cap;
@@ -963,15 +996,9 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
         bool down = p->coord && watch_workers(p);
         if (p->events.n > 0 || p->n_active == 0)
             continue;
-        if (!down)
-            assign_slots(p); /* not while down: a second death would count against them */
-        while (!down && p->fly_n < p->depth) {
-            int rc = send_batch(p, err);
-            if (rc < 0)
-                return -1;
-            if (rc == 0)
-                break;
-        }
+        /* not while down: a second death would count against them */
+        if (!down && feed(p, err) < 0)
+            return -1;
         int wait = 100;
         if (deadline >= 0) {
             double left = deadline - sl_now_s();
@@ -1027,7 +1054,7 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
         n_layer_stages += p->cfg.stages[i].kind == PL_STAGE_LAYERS;
     p->depth = n_layer_stages + 1;
     p->slot_used = calloc((size_t)seqs, sizeof *p->slot_used);
-    if (p->cfg.limits.prefix_cache && !p->cfg.spec.on && !(p->parked = calloc((size_t)seqs, sizeof *p->parked)))
+    if (p->cfg.limits.prefix_cache && !(p->parked = calloc((size_t)seqs, sizeof *p->parked)))
         return sl_fail(err, "out of memory");
     p->dirty = calloc((size_t)seqs, sizeof *p->dirty);
     p->fly = calloc((size_t)p->depth, sizeof *p->fly);
@@ -1301,7 +1328,12 @@ void sl_pipeline_close(sl_pipeline *p)
     free(p);
 }
 
-int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n)
+static int by_index(const void *a, const void *b)
+{
+    return ((const pl_stage_metrics *)a)->index - ((const pl_stage_metrics *)b)->index;
+}
+
+static int snapshot(sl_pipeline *p, bool remote, pl_stage_metrics **out, int *n)
 {
     *out = NULL;
     *n = 0;
@@ -1311,9 +1343,17 @@ int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n)
     for (int i = 0; i < p->n_hosts; i++)
         if (p->hosts[i])
             pl_host_metrics_get(p->hosts[i], &m[(*n)++]);
+    /* the stages on worker nodes, as their workers last told the coordinator */
+    if (remote && p->coord)
+        *n += pl_coord_metrics(p->coord, m + *n, p->n_hosts - *n);
+    qsort(m, (size_t)*n, sizeof *m, by_index);
     *out = m;
     return 0;
 }
+
+int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n) { return snapshot(p, false, out, n); }
+
+int sl_pipeline_metrics_all(sl_pipeline *p, pl_stage_metrics **out, int *n) { return snapshot(p, true, out, n); }
 
 uint64_t sl_pipeline_refused(const sl_pipeline *p) { return p->n_refused; }
 

@@ -304,18 +304,28 @@ static void on_heartbeat(worker *w, const zmq_msg_t *id)
     reply(w, id, SLUICE__MSG_KIND__MSG_HEARTBEAT, state);
 }
 
-/* The status text: what this worker serves, then each stage's metrics.
- * Answers anyone the control socket admits (on tcp://, the --allow keys). */
-static void on_status(worker *w, const zmq_msg_t *id)
+/* The status text: what this worker serves, then each stage's metrics;
+ * asked PL_METRICS_ASK (its coordinator, for its /metrics), the metrics
+ * alone in their machine form. Answers anyone the control socket admits
+ * (on tcp://, the --allow keys). */
+static void on_status(worker *w, const zmq_msg_t *id, const Sluice__Header *h)
 {
+    bool machine = h->text && strcmp(h->text, PL_METRICS_ASK) == 0;
     pl_stage_metrics *m = calloc((size_t)w->n_hosts + 1, sizeof *m);
     char *body = NULL;
     if (m) {
         for (int i = 0; i < w->n_hosts; i++)
             pl_host_metrics_get(w->hosts[i], &m[i]);
-        body = pl_metrics_text(m, w->n_hosts);
+        body = machine ? pl_metrics_encode(m, w->n_hosts) : pl_metrics_text(m, w->n_hosts);
     }
     free(m);
+    if (machine) {
+        sl_err err;
+        if (body && pl_status_answer(w->ctl, zmq_msg_data((zmq_msg_t *)id), zmq_msg_size(id), body, &err))
+            fprintf(stderr, "sluice worker %s: cannot answer a metrics request: %s\n", w->o->listen, err.msg);
+        free(body);
+        return;
+    }
     char head[PL_ADDR_MAX + 160];
     snprintf(head, sizeof head, "worker %s (host %s): %s, %d stage(s)\n", w->o->listen, w->host_name,
              w->owner_len ? "serving a coordinator" : "idle", w->n_hosts);
@@ -361,7 +371,7 @@ static void handle_one(worker *w)
         on_assign(w, &id, m.hdr);
         break;
     case SLUICE__MSG_KIND__MSG_STATUS:
-        on_status(w, &id);
+        on_status(w, &id, m.hdr);
         break;
     case SLUICE__MSG_KIND__MSG_SHUTDOWN:
         /* an idle worker hears it from a coordinator that gave up before assigning */

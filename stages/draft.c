@@ -82,6 +82,7 @@ typedef struct draft_stage {
     int k_max;
     bool auto_k, lookup, pipelined;
     sl_reqtab reqs;         /* dreq by request id */
+    struct dpark *parked;   /* per slot: text a parked request left (prefix cache); lazily made */
     /* forward scratch */
     float *x, *logits, *row;
     int32_t *tok, *seq, *pos, *ids;
@@ -132,6 +133,67 @@ static void drop_req(draft_stage *ds, uint64_t id)
     if (r && ds->kv && r->seq >= 0)
         sl_kv_clear(ds->kv, r->seq);
     sl_reqtab_drop(&ds->reqs, id, free_req);
+}
+
+static int hist_push(dreq *r, const int32_t *tok, int n);
+
+/* ---- the prefix cache ----
+ * A request that ends with CANCEL (the driver parks its slot for reuse:
+ * pipeline.c, "prefix cache") leaves its text here and its rows in the
+ * draft model's cache. A request the driver starts in that slot at
+ * position p > 0 shares the slot's first p tokens: it takes them as its
+ * text, and the draft cache is cut to p (it has no rings: any cut is
+ * exact; catch_up re-prefills whatever the cache lacks). Without a parked
+ * text that long it drafts nothing (as a request whose text is lost), which
+ * slows it but changes no token: verification decides. */
+typedef struct dpark {
+    int32_t *tok;
+    int n, cap;
+} dpark;
+
+/* CANCEL: keeps r's text for its slot and its rows in the cache. The last
+ * block's drafts are kept after the text: the driver parks the accepted
+ * ones (the same tokens) with the text, and knows which. */
+static void park_req(draft_stage *ds, uint64_t id)
+{
+    dreq *r = find_req(ds, id, false);
+    if (!r || r->seq < 0 || r->seq >= ds->max_seqs || r->broken)
+        return; /* drop_req clears its rows */
+    if (!ds->parked && !(ds->parked = calloc((size_t)ds->max_seqs, sizeof *ds->parked)))
+        return;
+    if (r->base >= 0 && r->n_hist == r->base + 1 && hist_push(r, r->drafted, r->k))
+        return;
+    dpark *pk = &ds->parked[r->seq];
+    int32_t *old = pk->tok;
+    int old_cap = pk->cap;
+    pk->tok = r->hist;
+    pk->cap = r->cap;
+    pk->n = r->n_hist;
+    r->hist = old; /* freed with r */
+    r->cap = old_cap;
+    r->n_hist = 0;
+    r->seq = -1;   /* drop_req leaves the slot's rows */
+}
+
+/* A request's first rows are in slot seq from position pos. */
+static void adopt_slot(draft_stage *ds, dreq *r, int seq, int pos)
+{
+    dpark *pk = ds->parked ? &ds->parked[seq] : NULL;
+    bool reuse = pk && pos > 0 && pk->n >= pos && r->n_hist == 0 && hist_push(r, pk->tok, pos) == 0;
+    if (pk)
+        pk->n = 0;
+    if (ds->kv && reuse)
+        sl_kv_truncate(ds->kv, seq, pos);
+    else if (ds->kv)
+        sl_kv_clear(ds->kv, seq); /* whatever the slot held is stale */
+    r->seq = seq;
+}
+
+static void forget_parked(draft_stage *ds, const pl_msg *in)
+{
+    for (size_t i = 0; ds->parked && i < in->hdr->n_seqs; i++)
+        if (in->hdr->seqs[i] >= 0 && in->hdr->seqs[i] < ds->max_seqs)
+            ds->parked[in->hdr->seqs[i]].n = 0;
 }
 
 static int hist_push(dreq *r, const int32_t *tok, int n)
@@ -359,12 +421,8 @@ static int take_rows(draft_stage *ds, dreq *r, const in_rows *in, uint32_t i0, u
             return sl_fail(why, "row %u: token %d outside the vocabulary of %d", i, in->tok[i],
                            ds->n_vocab);
     }
-    if (r->seq != seq) {
-        /* a new request in this slot: whatever the slot held is stale */
-        if (ds->kv)
-            sl_kv_clear(ds->kv, seq);
-        r->seq = seq;
-    }
+    if (r->seq != seq)
+        adopt_slot(ds, r, seq, in->b.pos[i0]);
     return 0;
 }
 
@@ -570,8 +628,13 @@ static int draft_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *er
     int kind = in->hdr->kind;
     sl_err why;
     if (kind == SLUICE__MSG_KIND__MSG_RELEASE || kind == SLUICE__MSG_KIND__MSG_CANCEL) {
-        for (size_t i = 0; i < in->hdr->n_requests; i++)
+        if (kind == SLUICE__MSG_KIND__MSG_RELEASE)
+            forget_parked(ds, in);
+        for (size_t i = 0; i < in->hdr->n_requests; i++) {
+            if (kind == SLUICE__MSG_KIND__MSG_CANCEL)
+                park_req(ds, in->hdr->requests[i]);
             drop_req(ds, in->hdr->requests[i]);
+        }
         return sl_stage_route_other(s, in, out, err);
     }
     if (kind != SLUICE__MSG_KIND__MSG_BATCH)
@@ -665,6 +728,9 @@ static void destroy_draft_stage(sl_stage *s)
     draft_stage *ds = s->impl;
     if (ds) {
         sl_reqtab_free(&ds->reqs, free_req);
+        for (int i = 0; ds->parked && i < ds->max_seqs; i++)
+            free(ds->parked[i].tok);
+        free(ds->parked);
         sl_lm_free(ds->lm);
         free(ds->x);
         free(ds->logits);

@@ -175,8 +175,10 @@ int sl_layers_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     if (sl_model_stage_open(s, spec, &part, true, err))
         return -1;
     sl_model_stage *ms = s->impl;
-    if (sl_kv_new_typed(&ms->kv, &ms->model->cfg, spec->l0, spec->l1, spec->max_sequences, spec->context,
-                        (sl_type)spec->kv_type, spec->max_batch_tokens, err))
+    if (spec->kv_full ? sl_kv_new_full(&ms->kv, &ms->model->cfg, spec->l0, spec->l1, spec->max_sequences,
+                                       spec->context, (sl_type)spec->kv_type, err)
+                      : sl_kv_new_typed(&ms->kv, &ms->model->cfg, spec->l0, spec->l1, spec->max_sequences,
+                                        spec->context, (sl_type)spec->kv_type, spec->max_batch_tokens, err))
         return -1;
     s->kv = ms->kv;
     if (!spec->mtp_feed)

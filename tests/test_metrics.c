@@ -583,6 +583,25 @@ static void check_worker(const char *sluice)
            "worker status:\n%s", text ? text : "(none)");
     free(text);
     CHECK(run_one(p, "you may not use this file", 4) == 4);
+    /* the coordinator's snapshot holds the worker's stages too (asked every
+     * half second): stage 1 with the rows it computed */
+    bool remote = false;
+    for (int tries = 0; tries < 300 && !remote; tries++) {
+        pl_stage_metrics *all = NULL;
+        int n = 0;
+        CHECK(sl_pipeline_metrics_all(p, &all, &n) == 0);
+        remote = n == 4 && all[0].index == 0 && all[1].index == 1 && all[3].index == 3 &&
+                 strcmp(all[1].name, "layers[0,6)") == 0 && all[1].tokens > 0 && all[1].refused == 2 &&
+                 all[1].step_seconds.n > 0;
+        free(all);
+        if (!remote)
+            usleep(10000);
+    }
+    CHECKF(remote, "the worker's stages in the coordinator's metrics");
+    pl_stage_metrics *own = NULL;
+    int n_own = 0;
+    CHECK(sl_pipeline_metrics(p, &own, &n_own) == 0 && n_own == 1 && own[0].index == 0);
+    free(own);
     zmq_close(sock);
     zmq_ctx_term(zctx);
     sl_pipeline_close(p);
@@ -648,9 +667,48 @@ static void check_max_requests(void)
     sl_pipeline_close(p);
 }
 
+/* The machine form a worker answers its coordinator with: every count and
+ * both histograms read back; malformed lines refused naming the line. */
+static void check_machine_form(void)
+{
+    pl_stage_metrics m[2], back[2];
+    pl_stage_metrics_init(&m[0], "layers[3,6)", 2);
+    pl_stage_metrics_init(&m[1], "sa mple", 4);
+    m[0].messages = 7, m[0].tokens = 1234, m[0].errors = 1, m[0].refused = 2, m[0].dropped = 3;
+    m[0].busy_seconds = 1.5, m[0].queue_depth = 5;
+    pl_hist_observe(&m[0].step_seconds, 0.003);
+    pl_hist_observe(&m[0].step_seconds, 20.0);
+    pl_hist_observe(&m[0].queue, 3);
+    char *text = pl_metrics_encode(m, 2);
+    sl_err err = {{0}};
+    CHECK(text && pl_metrics_decode(text, back, 2, &err) == 2);
+    CHECK(back[0].index == 2 && strcmp(back[0].name, "layers[3,6)") == 0 && back[0].messages == 7 &&
+          back[0].tokens == 1234 && back[0].errors == 1 && back[0].refused == 2 && back[0].dropped == 3 &&
+          back[0].busy_seconds == 1.5 && back[0].queue_depth == 5);
+    CHECK(memcmp(back[0].step_seconds.counts, m[0].step_seconds.counts, sizeof m[0].step_seconds.counts) == 0 &&
+          back[0].step_seconds.n == 2 && back[0].queue.n == 1 && back[0].queue.counts[3] == 1);
+    CHECK(back[1].index == 4 && strcmp(back[1].name, "sa_mple") == 0 && back[1].tokens == 0);
+    CHECK(pl_metrics_decode(text, back, 1, &err) == -1);
+    CHECK_ERR_HAS(err, "more than 1 stages");
+    free(text);
+    CHECK(pl_metrics_decode("", back, 2, &err) == 0);
+    CHECK(pl_metrics_decode("stage 1 x 1 2 3\n", back, 2, &err) == -1);
+    CHECK_ERR_HAS(err, "stage metrics: line 1 is not");
+    /* buckets that do not add up to the count */
+    text = pl_metrics_encode(m, 1);
+    char *five = text ? strstr(text, " 1.5 5 2 ") : NULL;
+    CHECK(five != NULL);
+    if (five) {
+        five[7] = '3'; /* step count 2 -> 3 */
+        CHECK(pl_metrics_decode(text, back, 2, &err) == -1);
+    }
+    free(text);
+}
+
 int main(void)
 {
     check_hist();
+    check_machine_form();
     check_render();
     check_stage_messages();
     const char *sluice = getenv("SLUICE");

@@ -29,6 +29,7 @@ static const pl_stage_place place = {
 static void test_round_trip(void)
 {
     sl_stage_spec in = draft_spec(), out;
+    in.kv_full = true;
     pl_stage_place p;
     Sluice__StageAssign sa;
     sl_err err;
@@ -41,7 +42,7 @@ static void test_round_trip(void)
     CHECKF(pl_assign_decode(back, 0, &out, &p, &err) == 0, "%s", err.msg);
     CHECK(out.kind == in.kind && strcmp(out.model, in.model) == 0 && out.l0 == in.l0 && out.l1 == in.l1);
     CHECK(out.max_sequences == 8 && out.context == 2048 && out.max_batch_tokens == 512 && out.index == 0);
-    CHECK(out.kv_type == SL_TYPE_Q8_0 && !out.ple_at_embed);
+    CHECK(out.kv_type == SL_TYPE_Q8_0 && out.kv_full && !out.ple_at_embed);
     CHECK(strcmp(out.draft_model, "/m/draft.gguf") == 0 && out.spec_k == 6 && out.spec_auto &&
           !out.spec_lookup && out.spec_pipelined);
     CHECK(strcmp(p.input, place.input) == 0 && strcmp(p.output, place.output) == 0);

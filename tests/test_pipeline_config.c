@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 static char tmp_dir[] = "/tmp/sluice-test-config-XXXXXX";
+static void round_trip(const pl_config *c, const char *file);
 
 static int parse(pl_config *c, const char *text, sl_err *err)
 {
@@ -206,6 +207,19 @@ static void test_numbers(void)
     CHECK(c.limits.ple == PLE_AT_EMBED);
     GOOD(&c, LIMITS("ple: local"));
     CHECK(c.limits.ple == PLE_AT_LAYERS);
+    CHECK(c.limits.prefix_cache && !c.limits.prefix_full);
+    /* an absolute model path: a relative one is rewritten when written elsewhere */
+    GOOD(&c, "model: /m.gguf\n" STAGES_ "limits:\n  prefix_cache: full\n");
+    CHECK(c.limits.prefix_cache && c.limits.prefix_full);
+    round_trip(&c, "prefix-full.yaml");
+    sl_stage_spec spec;
+    pl_config_stage_spec(&c, 1, &spec);
+    CHECK(spec.kv_full);
+    GOOD(&c, LIMITS("prefix_cache: false"));
+    CHECK(!c.limits.prefix_cache && !c.limits.prefix_full);
+    pl_config_stage_spec(&c, 1, &spec);
+    CHECK(!spec.kv_full);
+    BAD(LIMITS("prefix_cache: maybe"), "pipe.yaml:9:", "limits.prefix_cache: expected true, false or full, got 'maybe'");
     GOOD(&c, LIMITS("context: 1048576"));
     CHECK(c.limits.context == 1 << 20);
     GOOD(&c, SAMPLING("top_p: 1"));

@@ -195,10 +195,57 @@ eq "$?" 1 "missing key file fails"
 "$SLUICE" serve -m "$M" --chat-format llama9 >"$T/e.out" 2>&1
 eq "$?" 2 "unknown chat format is a usage error"
 
+# --- the turn format is the pipeline's, as `sluice run --chat` resolves it ---
+# no template, and the vocabulary holds Gemma 4's markers, not Gemma's: gemma4
+EDIT="/usr/bin/python3 $SRC/tests/lib/gguf_edit.py"
+$EDIT "$M" "$T/g4.gguf" --rename-token '<start_of_turn>' '<|turn>' --rename-token '<end_of_turn>' '<turn|>' ||
+    bad "gguf_edit"
+KEY= start_server g4 -m "$T/g4.gguf"
+fwant=$("$SLUICE" run -m "$T/g4.gguf" --chat -p "$P" -n 12 2>/dev/null)
+eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/v1/chat/completions" \
+      -d "{\"messages\":[{\"role\":\"user\",\"content\":\"$P\"}],\"max_tokens\":12}")" 200 "chat, gemma4 markers"
+eq "$(json 'd["choices"][0]["message"]["content"]')" "$fwant" "chat text = run --chat (format from the vocabulary)"
+g4_text=$'<|turn>user\n'"$P"$'<turn|>\n<|turn>model\n'
+eq "$(json 'd["usage"]["prompt_tokens"]')" "$("$SLUICE" tokenize -m "$T/g4.gguf" -p "$g4_text" --ids 2>/dev/null | wc -w)" \
+    "the prompt in gemma4's format"
+kill -TERM "$PID"; wait "$PID" 2>/dev/null
+# a template sluice does not know: chat refused naming its first line,
+# completions still served; --chat-format forces one
+$EDIT "$M" "$T/chatml.gguf" --set-str tokenizer.chat_template $'{% for m in messages %}<|im_start|>\n{% endfor %}' ||
+    bad "gguf_edit"
+KEY= start_server chatml -m "$T/chatml.gguf"
+eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/v1/chat/completions" -d '{"messages":[{"role":"user","content":"a"}]}')" \
+    400 "unknown template"
+eq "$(json 'd["error"]["code"], d["error"]["param"]')" "unsupported_chat_template messages" "unknown template: code"
+has "$T/body" "first line: '\{% for m in messages %\}<\|im_start\|>" "unknown template: its first line"
+eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/v1/completions" -d '{"prompt":"a","max_tokens":2}')" 200 \
+    "completions with an unknown template"
+kill -TERM "$PID"; wait "$PID" 2>/dev/null
+KEY= start_server forced -m "$T/chatml.gguf" --chat-format gemma
+fwant=$("$SLUICE" run -m "$M" --chat -p "$P" -n 12 2>/dev/null)
+eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/v1/chat/completions" \
+      -d "{\"messages\":[{\"role\":\"user\",\"content\":\"$P\"}],\"max_tokens\":12}")" 200 "--chat-format gemma"
+eq "$(json 'd["choices"][0]["message"]["content"]')" "$fwant" "forced format: text = run --chat"
+kill -TERM "$PID"; wait "$PID" 2>/dev/null
+
 # --- /health: 503 once a worker of a split pipeline is down ---
 sed -e "s|^model: .*|model: $M|" -e "s|/tmp/sluice-two-process|$T/ipc|g" "$SRC/configs/two-process.yaml" >"$T/two.yaml"
 KEY= start_server two -c "$T/two.yaml"
 eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/health")" 200 "split pipeline healthy"
+# the stages on the worker have live numbers in /metrics too (its
+# coordinator asks it every half second): the page draws them
+curl -s "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":8}" >/dev/null
+remote=
+# (a snapshot up to half a second old: wait until it covers the request)
+for _ in $(seq 60); do
+    remote=$(metric "$URL" 'sluice_stage_tokens_total{stage="sample",index="4"}')
+    [ -n "$remote" ] && [ "$remote" -ge 8 ] && break
+    sleep 0.05
+done
+[ -n "$remote" ] && [ "$remote" -ge 8 ] && ok || bad "the worker's sample stage in /metrics: '$remote'"
+curl -s "$URL/metrics" >"$T/metrics2"
+has "$T/metrics2" '^sluice_stage_busy_seconds_total\{stage="layers\[3,6\)",index="2"\} ' "the worker's layers stage"
+has "$T/metrics2" '^sluice_stage_queue_depth\{stage="head",index="3"\} ' "the worker's head stage"
 worker=$(pgrep -P "$PID" | head -1)
 [ -n "$worker" ] && kill -9 "$worker"
 for _ in $(seq 100); do

@@ -3,9 +3,11 @@
 # whose turns from the second on find the previous turns cached, with the
 # same greedy text as a server without the cache, in one process and split
 # over two (configs/two-process.yaml, the cache turned off in the config).
-# Then the sliding-window rule: with max_batch_tokens 16, a slot cut back by
-# at most 16 positions past the window (128) is reused with the same text;
-# cut back further it is not reused (cached_tokens 0).
+# A conversation with speculative decoding (--draft) gets the same. Then the
+# sliding-window rule: with max_batch_tokens 16, a slot cut back by at most
+# 16 positions past the window (128) is reused with the same text; cut back
+# further it is not reused (cached_tokens 0), unless limits.prefix_cache is
+# full.
 set -u
 source "$(dirname "$0")/serve_lib.sh"
 NODE_DIR="$SRC/tests/node"
@@ -19,6 +21,12 @@ ON=$URL
 start_server off -m "$M" --no-prefix-cache
 OFF=$URL
 turns one-process
+kill -TERM "${servers[-2]}"
+# speculative decoding (--draft) with the cache: the same texts and cached
+# tokens (the draft stage keeps the parked slot's text too)
+start_server spec -m "$M" --draft "$SRC/models/tiny-gemma3-draft.gguf"
+ON=$URL
+turns speculative
 kill -TERM "${servers[@]}"
 sed -e "s|^model: .*|model: $M|" -e "s|/tmp/sluice-two-process|$T/ipc1|g" "$SRC/configs/two-process.yaml" >"$T/two.yaml"
 sed -e "s|^model: .*|model: $M|" -e "s|/tmp/sluice-two-process|$T/ipc2|g" \
@@ -32,11 +40,11 @@ turns two-process
 kill -TERM "${servers[-1]}" "${servers[-2]}"
 
 # --- sliding-window layers: reuse only within max_batch_tokens of the end ---
-for c in on off; do
+for c in on off full; do
     cat >"$T/ring-$c.yaml" <<YAML
 model: $M
 stages: [{kind: embed}, {kind: layers, layers: [0, 6]}, {kind: head}, {kind: sample}]
-limits: {max_sequences: 1, context: 1024, max_batch_tokens: 16, prefix_cache: $([ $c = on ] && echo true || echo false)}
+limits: {max_sequences: 1, context: 1024, max_batch_tokens: 16, prefix_cache: $(case $c in on) echo true;; off) echo false;; full) echo full;; esac)}
 YAML
 done
 start_server ring-on -c "$T/ring-on.yaml"
@@ -65,4 +73,11 @@ ask "$RON" "$X" 40 >/dev/null
 d_on=$(ask "$RON" "$X and more" 8)
 eq "$(cut -d' ' -f1 <<<"$d_on")" 0 "cut back past the slack: no reuse"
 eq "${d_on#* }" "${b_off#* }" "and the same text"
+# prefix_cache: full keeps every position of the sliding-window layers: the
+# same cut is reused, with the same text
+start_server ring-full -c "$T/ring-full.yaml"
+ask "$URL" "$X" 40 >/dev/null
+d_full=$(ask "$URL" "$X and more" 8)
+[ "$(cut -d' ' -f1 <<<"$d_full")" -gt $((n_prompt - 8)) ] && ok || bad "full: cached only ${d_full%% *} of $n_prompt"
+eq "${d_full#* }" "${b_off#* }" "full: the same text"
 finish

@@ -41,7 +41,10 @@ static void check_accepted(const sv_params *p, int context)
     require(p->n_msgs > 0 && p->msgs);
     char *prompt = NULL;
     sv_error err = {0};
-    if (sv_chat_prompt(NULL, NULL, p->msgs, p->n_msgs, &prompt, &err) == 0) {
+    const sl_chat_format *gemma = NULL;
+    sl_err none;
+    require(sl_chat_by_name(&gemma, "gemma", &none) == 0);
+    if (sv_chat_prompt(gemma, NULL, p->msgs, p->n_msgs, &prompt, &err) == 0) {
         size_t n = strlen(prompt);
         require(n >= 21 && memcmp(prompt + n - 21, "<start_of_turn>model\n", 21) == 0);
         free(prompt);
