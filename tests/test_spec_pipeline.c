@@ -434,7 +434,7 @@ static void test_distribution_mtp(void)
     g_n_layer = 8;
     spec_setup mtp = {assistant, 3, false, 0, "gemma4 assistant k=3, temperature 1"};
     g_drafts_may_fail = true;
-    distribution_for(&mtp, "The");
+    distribution_for(&mtp, "The", (filters){0, 1.0f, 0.0f});
     g_drafts_may_fail = false;
     g_n_layer = 6;
     remove(target_path);
