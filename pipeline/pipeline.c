@@ -879,6 +879,22 @@ static bool watch_workers(sl_pipeline *p)
     return true;
 }
 
+#ifdef SLUICE_TEST_DELAYS
+/* Test builds only (-DSLUICE_TEST_DELAYS): after a poll that timed out (a
+ * stalled pipeline, as when a stage died), the driver naps
+ * SLUICE_TEST_DRIVER_NAP_MS before it polls again, as a thread descheduled
+ * on a loaded machine would; tests/test_chaos_netns.sh uses it to make the
+ * replay race of a re-joining worker happen every time. */
+static bool test_stalled; /* across calls: a caller may poll with short timeouts */
+
+static void test_nap_after_stall(bool stalled)
+{
+    const char *ms = getenv("SLUICE_TEST_DRIVER_NAP_MS");
+    if (stalled && ms && atoi(ms) > 0)
+        usleep((useconds_t)atoi(ms) * 1000u);
+}
+#endif
+
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 {
     double deadline = timeout_ms < 0 ? -1.0 : sl_now_s() + timeout_ms / 1000.0;
@@ -912,13 +928,28 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
                 wait = (int)(left * 1000) + 1;
         }
         zmq_pollitem_t item = {p->from_last, 0, ZMQ_POLLIN, 0};
+#ifdef SLUICE_TEST_DELAYS
+        test_nap_after_stall(test_stalled);
+#endif
         int rc = zmq_poll(&item, 1, wait);
+#ifdef SLUICE_TEST_DELAYS
+        test_stalled = rc == 0 && p->fly_n > 0;
+#endif
         if (rc < 0 && zmq_errno() != EINTR)
             return sl_fail(err, "driver: poll failed: %s", zmq_strerror(zmq_errno()));
         if (rc > 0) {
             pl_msg m;
             sl_err why;
             if (pl_msg_recv(&m, p->from_last, &p->limits, &why) == 0) {
+                /* The coordinator counts a death before it re-assigns the
+                 * stage, and a re-assigned stage answers only after that:
+                 * reading its state again here, after the answer came, makes
+                 * every answer from a restarted stage (an ERROR for a batch
+                 * sent before the death, say) land on the stale side of
+                 * stale_below, however long this thread slept since its last
+                 * look. */
+                if (p->coord)
+                    watch_workers(p);
                 handle_answer(p, &m);
                 pl_msg_close(&m);
             } else {
