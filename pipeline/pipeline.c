@@ -880,18 +880,22 @@ static bool watch_workers(sl_pipeline *p)
 }
 
 #ifdef SLUICE_TEST_DELAYS
-/* Test builds only (-DSLUICE_TEST_DELAYS): after a poll that timed out (a
- * stalled pipeline, as when a stage died), the driver naps
- * SLUICE_TEST_DRIVER_NAP_MS before it polls again, as a thread descheduled
- * on a loaded machine would; tests/test_chaos_netns.sh uses it to make the
- * replay race of a re-joining worker happen every time. */
-static bool test_stalled; /* across calls: a caller may poll with short timeouts */
+/* Test builds only (-DSLUICE_TEST_DELAYS): once per process, when the
+ * driver has had nothing back for three polls in a row with batches in
+ * flight (a stage died), it naps SLUICE_TEST_DRIVER_NAP_MS before it polls
+ * again, as a thread descheduled on a loaded machine would;
+ * tests/test_chaos_netns.sh uses it to make the replay race of a re-joining
+ * worker likely. Counted across calls: callers poll with short timeouts. */
+static int test_stalls;
 
-static void test_nap_after_stall(bool stalled)
+static void test_nap_after_stall(void)
 {
+    static bool napped;
     const char *ms = getenv("SLUICE_TEST_DRIVER_NAP_MS");
-    if (stalled && ms && atoi(ms) > 0)
-        usleep((useconds_t)atoi(ms) * 1000u);
+    if (napped || test_stalls < 3 || !ms || atoi(ms) <= 0)
+        return;
+    napped = true;
+    usleep((useconds_t)atoi(ms) * 1000u);
 }
 #endif
 
@@ -929,11 +933,11 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
         }
         zmq_pollitem_t item = {p->from_last, 0, ZMQ_POLLIN, 0};
 #ifdef SLUICE_TEST_DELAYS
-        test_nap_after_stall(test_stalled);
+        test_nap_after_stall();
 #endif
         int rc = zmq_poll(&item, 1, wait);
 #ifdef SLUICE_TEST_DELAYS
-        test_stalled = rc == 0 && p->fly_n > 0;
+        test_stalls = rc == 0 && p->fly_n > 0 ? test_stalls + 1 : 0;
 #endif
         if (rc < 0 && zmq_errno() != EINTR)
             return sl_fail(err, "driver: poll failed: %s", zmq_strerror(zmq_errno()));
