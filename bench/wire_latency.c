@@ -1,30 +1,61 @@
 /* Round-trip latency of a 1-row BATCH (1152 f32 activations, Gemma 3 1B's
  * d_model) through pl_msg_send/pl_msg_recv and an echo thread, over inproc,
- * ipc and tcp loopback. Prints p50/p99/max in microseconds.
+ * ipc and tcp loopback, and to an echo *process* over ipc (a hop between
+ * two stages' processes on one host). Each side waits as a stage host does,
+ * sleeping in zmq_poll at once ("block"), or, to see whether busy-polling
+ * before sleeping would pay on this machine, looking at the socket's queue
+ * for SPIN_US first ("spin"). Prints p50/p99/max of the round trip and the
+ * one-way hop (half of it) in microseconds.
  *
  * Not built by CMake; from the repository root, after building the core
  * library in build-DIR:
  *   cc -O2 -std=gnu17 -I. -Ibuild-DIR bench/wire_latency.c build-DIR/libsluice_core.a \
- *      $(pkg-config --libs libzmq libprotobuf-c) -fopenmp -lm -lpthread -o /tmp/wire_latency
- *   /tmp/wire_latency [iterations]
+ *      $(pkg-config --libs libzmq libprotobuf-c) -lm -lpthread -o /tmp/wire_latency
+ *   /tmp/wire_latency [iterations] [rounds]
+ * Each case is run `rounds` times (default 3), interleaved; the best p50
+ * of the rounds is printed with that round's p99.
  */
 #include "pipeline/wire.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #define D_MODEL 1152
+#define SPIN_US 40
 
 typedef struct echo {
     void *ctx;
     char in[256], out[256];
     int iterations;
+    bool spin;
 } echo;
+
+static double now_us(void);
+
+/* Waits for a message on sock as a stage host does; spin: first looks at
+ * its queue (ZMQ_EVENTS, no poll(2) per look) for SPIN_US, yielding the
+ * core between looks (the I/O thread bringing the message may need it). */
+static int await_msg(void *sock, bool spin)
+{
+    zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+    for (double t0 = now_us(); spin && now_us() - t0 < SPIN_US;) {
+        int ev = 0;
+        size_t len = sizeof ev;
+        if (zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLIN))
+            return 1;
+        sched_yield();
+    }
+    return zmq_poll(&item, 1, -1);
+}
 
 static double now_us(void)
 {
@@ -69,7 +100,7 @@ static void *echo_main(void *arg)
     for (int i = 0; i < e->iterations; i++) {
         pl_msg m;
         sl_err err;
-        if (pl_msg_recv(&m, in, NULL, &err)) {
+        if (await_msg(in, e->spin) < 0 || pl_msg_recv(&m, in, NULL, &err)) {
             fprintf(stderr, "echo: %s\n", err.msg);
             break;
         }
@@ -92,7 +123,12 @@ static void *echo_main(void *arg)
     return NULL;
 }
 
-static void run(void *ctx, const char *transport, int iterations)
+typedef struct result {
+    double p50, p99, max;
+    int done;
+} result;
+
+static result run(void *ctx, const char *transport, bool spin, bool process, int iterations)
 {
     char a[256], b[256];
     void *to = zmq_socket(ctx, ZMQ_PUSH), *from = zmq_socket(ctx, ZMQ_PULL);
@@ -105,16 +141,30 @@ static void run(void *ctx, const char *transport, int iterations)
         zmq_bind(to, a);
         zmq_bind(from, b);
     } else {
-        zmq_bind(to, "inproc://bench-a");
-        zmq_bind(from, "inproc://bench-b");
+        static int n_inproc; /* a closed socket's name may stay taken a while */
+        snprintf(a, sizeof a, "inproc://bench-a%d", n_inproc);
+        snprintf(b, sizeof b, "inproc://bench-b%d", n_inproc++);
+        zmq_bind(to, a);
+        zmq_bind(from, b);
     }
-    echo e = {.ctx = ctx, .iterations = iterations};
+    echo e = {.ctx = ctx, .iterations = iterations, .spin = spin};
     size_t len = sizeof e.in;
     zmq_getsockopt(to, ZMQ_LAST_ENDPOINT, e.in, &len);
     len = sizeof e.out;
     zmq_getsockopt(from, ZMQ_LAST_ENDPOINT, e.out, &len);
     pthread_t th;
-    pthread_create(&th, NULL, echo_main, &e);
+    pid_t child = -1;
+    if (process) {
+        child = fork();
+        if (child == 0) { /* the echo stage's own process, with its own context */
+            e.ctx = zmq_ctx_new();
+            echo_main(&e);
+            zmq_ctx_term(e.ctx);
+            _exit(0);
+        }
+    } else {
+        pthread_create(&th, NULL, echo_main, &e);
+    }
 
     static float act[D_MODEL];
     for (int i = 0; i < D_MODEL; i++)
@@ -129,18 +179,27 @@ static void run(void *ctx, const char *transport, int iterations)
         double t0 = now_us();
         pl_msg m;
         if (send_batch(to, (uint64_t)i, &req, &seq, &pos, &tok, &flags, act, &err) ||
-            pl_msg_recv(&m, from, NULL, &err)) {
+            await_msg(from, spin) < 0 || pl_msg_recv(&m, from, NULL, &err)) {
             fprintf(stderr, "%s: %s\n", transport, err.msg);
             break;
         }
         lat[i] = now_us() - t0;
         pl_msg_close(&m);
     }
-    pthread_join(th, NULL);
+    if (process) {
+        if (done < iterations)
+            kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+    } else {
+        pthread_join(th, NULL);
+    }
     qsort(lat, (size_t)done, sizeof *lat, cmp_double);
-    if (done)
-        printf("%-7s %6d round trips  p50 %7.1f us  p99 %7.1f us  max %8.1f us\n", transport, done,
-               lat[done / 2], lat[(size_t)(done * 0.99)], lat[done - 1]);
+    result r = {0, 0, 0, done};
+    if (done) {
+        r.p50 = lat[done / 2];
+        r.p99 = lat[(size_t)(done * 0.99)];
+        r.max = lat[done - 1];
+    }
     free(lat);
     zmq_close(to);
     zmq_close(from);
@@ -148,15 +207,36 @@ static void run(void *ctx, const char *transport, int iterations)
         unlink(a + 6);
         unlink(b + 6);
     }
+    return r;
 }
 
 int main(int argc, char **argv)
 {
     int iterations = argc > 1 ? atoi(argv[1]) : 10000;
+    int rounds = argc > 2 ? atoi(argv[2]) : 3;
+    static const struct {
+        const char *name, *transport;
+        bool process;
+    } cases[] = {{"inproc", "inproc", false}, {"ipc", "ipc", false}, {"tcp", "tcp", false},
+                 {"ipc-proc", "ipc", true}};
+    enum { N_CASES = 4 };
+    result best[N_CASES][2];
+    memset(best, 0, sizeof best);
     void *ctx = zmq_ctx_new();
-    run(ctx, "inproc", iterations);
-    run(ctx, "ipc", iterations);
-    run(ctx, "tcp", iterations);
+    for (int r = 0; r < rounds; r++)
+        for (int c = 0; c < N_CASES; c++)
+            for (int spin = 0; spin < 2; spin++) {
+                result x = run(ctx, cases[c].transport, spin, cases[c].process, iterations);
+                if (x.done && (!best[c][spin].done || x.p50 < best[c][spin].p50))
+                    best[c][spin] = x;
+            }
     zmq_ctx_term(ctx);
+    printf("best of %d rounds of %d round trips; one way = half a round trip (us)\n", rounds, iterations);
+    for (int c = 0; c < N_CASES; c++)
+        for (int spin = 0; spin < 2; spin++) {
+            const result *x = &best[c][spin];
+            printf("%-8s %-5s round trip p50 %7.1f p99 %7.1f max %8.1f   one way p50 %6.1f p99 %6.1f\n",
+                   cases[c].name, spin ? "spin" : "block", x->p50, x->p99, x->max, x->p50 / 2, x->p99 / 2);
+        }
     return 0;
 }

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "kernels/probe.h"
 #include "pipeline/config.h"
+#include "pipeline/cores.h"
 #include "scheduler/cost.h"
 #include "scheduler/place.h"
 #include "scheduler/topology.h"
@@ -48,6 +49,10 @@ static const char usage[] =
     "  --kv-type T             KV cache type: f32 (default), f16, bf16, q8_0\n"
     "  --ple local|embed       Gemma 4: per-layer embeddings gathered at each layers stage\n"
     "                          (local, the default) or at the embed stage and sent down\n"
+    "  --processes N           this machine as N processes (the coordinator and\n"
+    "                          N-1 spawned workers, ipc:// between them), each\n"
+    "                          with its layers and its own `cores:`: disjoint\n"
+    "                          shares of the CPUs this process may use\n"
     "  --insecure              a cluster plan with plain TCP (insecure: true)\n"
     "                          instead of CURVE key fields (keys/NAME.key for the\n"
     "                          coordinator, keys/NAME.pub for each other node:\n"
@@ -58,6 +63,7 @@ static const char usage[] =
 typedef struct plan_opts {
     const char *model, *shape, *model_path, *topology, *calibration, *output;
     int wtype, kv_type, ple;
+    int processes;              /* > 1: this host split into that many processes */
     bool insecure;
     sl_place_opts place;
 } plan_opts;
@@ -130,6 +136,65 @@ static int load_topology(const plan_opts *o, sl_topology *t, sl_err *err)
     if (node_defaults(o, local, &d, err))
         return -1;
     return sl_topo_hwloc(t, local ? NULL : tp, &d, err);
+}
+
+/* --processes N: this host as N nodes alike, each with its share of the
+ * host's cores, bandwidth and compute (they read memory at once, so the
+ * bandwidth is shared too); the placement then balances the layers across
+ * processes the way `layers: auto` does. */
+static int process_topology(const plan_opts *o, sl_topology *t, sl_err *err)
+{
+    if (!t->one_host || (o->topology && strcmp(o->topology, "local") != 0))
+        return sl_fail(err, "--processes splits this machine (--topology local), not \"%s\"", o->topology);
+    sl_cpuset allowed;
+    if (sl_cpus_allowed(&allowed, err))
+        return -1;
+    int n_cpus = sl_cpuset_count(&allowed);
+    if (o->processes > n_cpus)
+        return sl_fail(err, "--processes %d: this process may use %d CPU(s); give each process at least one",
+                       o->processes, n_cpus);
+    double bw = 0, fl = 0, mem = 0;
+    for (int i = 0; i < t->n_nodes; i++) {
+        bw += t->nodes[i].bandwidth;
+        fl += t->nodes[i].flops;
+        mem += t->nodes[i].memory;
+    }
+    int n = o->processes;
+    t->n_nodes = n;
+    t->one_host = false;
+    t->n_links = 0;
+    t->link_latency = 30e-6; /* an ipc:// hop */
+    for (int i = 0; i < n; i++) {
+        sl_sched_node *x = &t->nodes[i];
+        memset(x, 0, sizeof *x);
+        snprintf(x->name, sizeof x->name, i ? "p%d" : "local", i);
+        x->numa = -1;
+        x->cores = x->pus = n_cpus / n + (i < n_cpus % n);
+        x->bandwidth = bw / n;
+        x->flops = fl * x->cores / n_cpus;
+        x->memory = mem; /* the weights are mapped once, shared by the page cache */
+    }
+    return 0;
+}
+
+/* The config of a --processes plan: node i on ipc://, spawned but the
+ * first, holding stage i; then each its cores (pl_cores_resolve: disjoint,
+ * together every CPU this process may use). */
+static int process_nodes(pl_config *c, sl_err *err)
+{
+    for (int i = 0; i < c->n_nodes; i++) {
+        snprintf(c->nodes[i].address, sizeof c->nodes[i].address, "ipc:///tmp/sluice-plan/%s",
+                 c->nodes[i].name);
+        c->nodes[i].spawn = i > 0;
+        c->nodes[i].key[0] = c->nodes[i].public_key[0] = '\0';
+    }
+    sl_cpuset allowed;
+    char warn[512];
+    if (sl_cpus_allowed(&allowed, err) || pl_cores_resolve(c, &allowed, warn, sizeof warn, err))
+        return -1;
+    if (warn[0])
+        printf("warning: %s\n", warn);
+    return 0;
 }
 
 /* A cluster runs CURVE on every tcp:// hop: the coordinator's secret key and
@@ -207,6 +272,10 @@ static int notes(const plan_opts *o, const sl_topology *t, const pl_config *c, c
 {
     size_t n = 0;
     const char *tp = o->topology ? o->topology : "local";
+    if (o->processes > 1)
+        return snprintf(buf, size, "# This machine as %d processes on ipc:// (the coordinator spawns the others),\n"
+                        "# each with its own `cores:` (disjoint shares of the CPUs `sluice plan` could use).\n",
+                        c->n_nodes);
     if (t->one_host && strcmp(tp, "local") != 0)
         n += (size_t)snprintf(buf + n, size - n,
                               "# Planned for the machine \"%s\" (%d NUMA node(s), %d cores), not this one:\n"
@@ -302,8 +371,11 @@ static int plan(const char *cmd, plan_opts *o)
         sl_fail(&err, "out of memory");
         goto done;
     }
-    if (load_costs(o, mc, &err) || load_topology(o, t, &err))
+    if (load_costs(o, mc, &err) || load_topology(o, t, &err) ||
+        (o->processes > 1 && process_topology(o, t, &err)))
         goto done;
+    if (o->processes > 1)
+        o->place.use_all_slots = true;
     int slots[SL_TOPO_MAX];
     for (int i = 0; i < t->n_nodes; i++)
         slots[i] = i;
@@ -312,6 +384,11 @@ static int plan(const char *cmd, plan_opts *o)
         goto done;
     print_plan(mc, t, &p, o);
     plan_config(o, t, &p, c);
+    if (o->processes > 1) {
+        c->insecure = false;
+        if (process_nodes(c, &err))
+            goto done;
+    }
     const char *tp = o->topology ? o->topology : "local";
     if (t->one_host && strcmp(tp, "local") != 0)
         printf("\nnote: this plan is for the machine \"%s\" (%d NUMA node(s), %d cores), not this one; "
@@ -322,7 +399,7 @@ static int plan(const char *cmd, plan_opts *o)
             pl_config_load(back, o->output, &err) || pl_config_check_layers(back, mc->n_layer, &err))
             goto done;
         printf("\nwrote %s\n", o->output);
-        if (!t->one_host && !o->insecure)
+        if (!t->one_host && !o->insecure && o->processes <= 1)
             printf("keys: make each node's pair on its host with `sluice keygen -o keys/NAME` (the names in "
                    "%s), and copy each .pub to the coordinator\n", o->output);
     }
@@ -350,7 +427,7 @@ static int parse_type(const char *s, bool kv, int *out)
 
 int cmd_plan(int argc, char **argv)
 {
-    enum { O_SHAPE = 1000, O_TYPE, O_MPATH, O_TOPO, O_CAL, O_OBJ, O_CTX, O_SEQ, O_KV, O_PLE, O_INSECURE };
+    enum { O_SHAPE = 1000, O_TYPE, O_MPATH, O_TOPO, O_CAL, O_OBJ, O_CTX, O_SEQ, O_KV, O_PLE, O_INSECURE, O_PROCS };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"model", required_argument, NULL, 'm'},
@@ -366,6 +443,7 @@ int cmd_plan(int argc, char **argv)
         {"kv-type", required_argument, NULL, O_KV},
         {"ple", required_argument, NULL, O_PLE},
         {"insecure", no_argument, NULL, O_INSECURE},
+        {"processes", required_argument, NULL, O_PROCS},
         {NULL, 0, NULL, 0},
     };
     plan_opts o = {.wtype = SL_TYPE_Q4_0, .kv_type = SL_TYPE_F32};
@@ -382,6 +460,7 @@ int cmd_plan(int argc, char **argv)
         case O_TYPE: bad = parse_type(optarg, false, &o.wtype); break;
         case O_MPATH: o.model_path = optarg; break;
         case O_INSECURE: o.insecure = true; break;
+        case O_PROCS: bad = cli_parse_int(optarg, 1, SL_TOPO_MAX, &o.processes); break;
         case O_TOPO: o.topology = optarg; break;
         case O_CAL: o.calibration = optarg; break;
         case O_OBJ:

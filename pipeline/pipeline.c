@@ -977,6 +977,26 @@ static int feed(sl_pipeline *p, sl_err *err)
     return 0;
 }
 
+#ifdef SLUICE_TEST_DELAYS
+/* Test builds only (-DSLUICE_TEST_DELAYS): once per process, when the
+ * driver has had nothing back for three polls in a row with batches in
+ * flight (a stage died), it naps SLUICE_TEST_DRIVER_NAP_MS before it polls
+ * again, as a thread descheduled on a loaded machine would;
+ * tests/test_chaos_netns.sh uses it to make the replay race of a re-joining
+ * worker likely. Counted across calls: callers poll with short timeouts. */
+static int test_stalls;
+
+static void test_nap_after_stall(void)
+{
+    static bool napped;
+    const char *ms = getenv("SLUICE_TEST_DRIVER_NAP_MS");
+    if (napped || test_stalls < 3 || !ms || atoi(ms) <= 0)
+        return;
+    napped = true;
+    usleep((useconds_t)atoi(ms) * 1000u);
+}
+#endif
+
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 {
     double deadline = timeout_ms < 0 ? -1.0 : sl_now_s() + timeout_ms / 1000.0;
@@ -1008,13 +1028,28 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
                 wait = (int)(left * 1000) + 1;
         }
         zmq_pollitem_t item = {p->from_last, 0, ZMQ_POLLIN, 0};
+#ifdef SLUICE_TEST_DELAYS
+        test_nap_after_stall();
+#endif
         int rc = zmq_poll(&item, 1, wait);
+#ifdef SLUICE_TEST_DELAYS
+        test_stalls = rc == 0 && p->fly_n > 0 ? test_stalls + 1 : 0;
+#endif
         if (rc < 0 && zmq_errno() != EINTR)
             return sl_fail(err, "driver: poll failed: %s", zmq_strerror(zmq_errno()));
         if (rc > 0) {
             pl_msg m;
             sl_err why;
             if (pl_msg_recv(&m, p->from_last, &p->limits, &why) == 0) {
+                /* The coordinator counts a death before it re-assigns the
+                 * stage, and a re-assigned stage answers only after that:
+                 * reading its state again here, after the answer came, makes
+                 * every answer from a restarted stage (an ERROR for a batch
+                 * sent before the death, say) land on the stale side of
+                 * stale_below, however long this thread slept since its last
+                 * look. */
+                if (p->coord)
+                    watch_workers(p);
                 handle_answer(p, &m);
                 pl_msg_close(&m);
             } else {

@@ -23,27 +23,37 @@ int sl_stage_error_msg(pl_msg *out, uint64_t batch_id, const uint64_t *requests,
 }
 
 /* The ERROR names the batch's requests when they can be read. */
-int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err)
+static int send_batch_error(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err)
 {
     sl_err ignore;
     uint32_t n = in->hdr->n_rows;
     const uint64_t *req = pl_msg_u64(in, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, n, &ignore);
     pl_msg m;
     s->n_errors++;
-    /* A batch continuing a sequence this stage holds nothing of (expected
-     * position 0) is what a restarted stage gets from before its restart:
-     * the driver drops the answer and replays the request. Expected, so
-     * logged once at debug level; any other failure is an error. */
-    static bool stale_logged;
-    if (strstr(text, ", expected 0"))
-        sl_debug_once(&stale_logged, "%s: batch %llu continues a sequence this stage has no cache for (sent "
-                      "before a restart?): %s", s->name, (unsigned long long)in->hdr->batch_id, text);
-    else
-        fprintf(stderr, "sluice: %s: batch %llu failed: %s\n", s->name, (unsigned long long)in->hdr->batch_id,
-                text);
     if (sl_stage_error_msg(&m, in->hdr->batch_id, req, req ? n : 0, s->name, text, err))
         return -1;
     return out->send(out->ctx, &m, err);
+}
+
+int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err)
+{
+    fprintf(stderr, "sluice: %s: batch %llu failed: %s\n", s->name, (unsigned long long)in->hdr->batch_id,
+            text);
+    return send_batch_error(s, in, out, text, err);
+}
+
+/* A batch continuing a sequence this stage holds nothing of is what a
+ * restarted stage gets from before its restart (queued for its address while
+ * it was down): the driver drops the answer and replays the request.
+ * Expected, so logged once at debug level, not as a failure. */
+int sl_stage_fail_stale(sl_stage *s, pl_msg *in, const sl_emit *out, int seq, int pos, sl_err *err)
+{
+    static bool stale_logged;
+    char text[200];
+    snprintf(text, sizeof text, "sequence %d continues at position %d, but this stage holds no cache for it "
+             "(a batch sent before a restart?)", seq, pos);
+    sl_debug_once(&stale_logged, "%s: batch %llu: %s", s->name, (unsigned long long)in->hdr->batch_id, text);
+    return send_batch_error(s, in, out, text, err);
 }
 
 int sl_stage_check_limits(sl_stage *s, uint32_t n, const int32_t *seq, const int32_t *pos, sl_err *why)

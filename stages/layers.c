@@ -117,6 +117,20 @@ static int mtp_rows(sl_model_stage *ms, const pl_msg *in, const sl_batch_rows *r
     return 0;
 }
 
+/* The first row continuing a slot this stage holds no cache of (-1: none):
+ * a batch from before this stage's restart. */
+static int stale_row(sl_kv *kv, const sl_batch_rows *r)
+{
+    for (uint32_t i = 0; i < r->n; i++) {
+        int s = r->seq[i];
+        if ((i > 0 && r->seq[i - 1] == s) || s < 0 || s >= sl_kv_max_seqs(kv))
+            continue;
+        if (r->pos[i] > 0 && sl_kv_len(kv, s) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
 static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
 {
     sl_model_stage *ms = s->impl;
@@ -143,6 +157,11 @@ static int layers_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *e
     sl_batch b = {.n_tokens = (int)r.n, .token = tok, .seq = r.seq, .pos = r.pos, .ple = ple,
                   .ple_stride = pl, .ple_layer_stride = (int64_t)r.n * pl};
     rewind_slots(ms->kv, &r);
+    int stale = stale_row(ms->kv, &r);
+    if (stale >= 0) {
+        free(x);
+        return sl_stage_fail_stale(s, in, out, r.seq[stale], r.pos[stale], err);
+    }
     if (sl_forward_layers(ms->fwd, ms->kv, &b, x, &why)) {
         free(x);
         return sl_stage_fail_batch(s, in, out, why.msg, err);

@@ -79,6 +79,10 @@ int sl_stage_read_rows(sl_stage *s, const pl_msg *in, sl_batch_rows *r, sl_err *
 int sl_stage_check_limits(sl_stage *s, uint32_t n, const int32_t *seq, const int32_t *pos, sl_err *why);
 /* Answers a batch with an ERROR naming its requests. */
 int sl_stage_fail_batch(sl_stage *s, pl_msg *in, const sl_emit *out, const char *text, sl_err *err);
+/* The ERROR for a batch continuing sequence seq at position pos > 0 where
+ * this stage's cache of it is empty (sent before a restart): logged at debug
+ * level only. */
+int sl_stage_fail_stale(sl_stage *s, pl_msg *in, const sl_emit *out, int seq, int pos, sl_err *err);
 /* Messages a stage does not transform: control and error messages are
  * passed on, others dropped and counted. */
 int sl_stage_route_other(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err);

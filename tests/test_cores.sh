@@ -91,6 +91,16 @@ if [ ${#mine[@]} -ge 2 ]; then
     [ $((${#c_set[@]} + ${#w_set[@]})) -eq ${#mine[@]} ] && ok ||
         bad "coordinator ($c_list) and worker ($w_list) do not use all of ${mine[*]}"
 
+    # layers: auto (the split decided at load): the same disjoint shares
+    sed -E 's/layers: \[[0-9]+, [0-9]+\]/layers: auto/' auto.yaml >layers-auto.yaml
+    sets_of layers-auto.yaml
+    c_set=($(cpus "$c_list"))
+    w_set=($(cpus "$w_list"))
+    common=$(comm -12 <(printf '%s\n' "${c_set[@]}" | sort) <(printf '%s\n' "${w_set[@]}" | sort))
+    [ ${#c_set[@]} -ge 1 ] && [ ${#w_set[@]} -ge 1 ] && [ -z "$common" ] &&
+        [ $((${#c_set[@]} + ${#w_set[@]})) -eq ${#mine[@]} ] && ok ||
+        bad "layers: auto: coordinator ($c_list) and worker ($w_list) are not disjoint shares of ${mine[*]}"
+
     config stated.yaml "    cores: [$last]
 " "    cores: [$first]
 "

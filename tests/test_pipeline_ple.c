@@ -260,6 +260,22 @@ static void check_messages(void)
            "a per-layer payload of the wrong width fails the batch (%s)", bad.error);
     e.m.shape[kp][1] = (uint64_t)(nl * pl);
     pl_msg_close(&bad.m);
+    /* a batch continuing sequences a (restarted) stage holds nothing of is
+     * answered with an ERROR that says so, naming the first such row */
+    sl_stage *fresh;
+    CHECK(sl_stage_create(&fresh, &spec, &err) == 0);
+    int32_t *at = (int32_t *)e.m.data[SLUICE__PAYLOAD_KIND__PL_POS];
+    const int32_t later[N] = {59, 60, 61, 7, 8};
+    memcpy(at, later, sizeof later);
+    captured stale = {0};
+    sl_emit to_stale = {capture, &stale};
+    CHECK(fresh->process(fresh, &e.m, &to_stale, &err) == 0 && stale.have);
+    CHECKF(stale.m.hdr->kind == SLUICE__MSG_KIND__MSG_ERROR &&
+           strstr(stale.error, "sequence 0 continues at position 59, but this stage holds no cache for it"),
+           "a batch from before a restart fails as stale (%s)", stale.error);
+    CHECKF(stale.m.hdr->n_rows == N, "the stale batch's ERROR names its %d rows' requests", N);
+    pl_msg_close(&stale.m);
+    sl_stage_destroy(fresh);
     pl_msg_close(&e.m);
     pl_msg_close(&le.m);
     pl_msg_close(&in);

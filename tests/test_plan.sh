@@ -35,6 +35,32 @@ expect 0 "$SLUICE" plan -m "$MODEL" --topology local --context 512 --sequences 2
 got=$("$SLUICE" run -c "$T/local.yaml" -p "$prompt" -n 32 --print-ids 2>&1 >/dev/null | grep '^ids')
 if [[ -n $want && "$want" == "$got" ]]; then ok; else bad "plan for this machine: [$got], want [$want]"; fi
 
+# --processes 2: this machine as two processes, each with its own cores:
+# disjoint, together every CPU this run may use; the config runs and gives
+# the plain run's tokens
+cpus() { # a kernel CPU list ("0-2,5") as numbers, one a line
+  local part
+  for part in $(tr -d " '[]" <<<"$1" | tr ',' ' '); do
+    if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+  done
+}
+allowed=$(cpus "$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)" | sort -n)
+if [ "$(wc -l <<<"$allowed")" -ge 2 ]; then
+  expect 0 "$SLUICE" plan -m "$MODEL" --processes 2 --context 512 --sequences 2 -o "$T/procs.yaml"
+  lists=$(grep -oE '^  cores: \[.*\]' "$T/procs.yaml" | sed 's/^  cores: //')
+  [ "$(wc -l <<<"$lists")" = 2 ] && ok || bad "--processes 2: not one cores: per node: $lists"
+  given=$(while read -r l; do cpus "$l"; done <<<"$lists" | sort -n)
+  [ "$given" = "$(sort -nu <<<"$given")" ] && ok || bad "--processes 2: a CPU given twice: $lists"
+  [ "$given" = "$allowed" ] && ok || bad "--processes 2: cores $lists do not cover the CPUs allowed ($allowed)"
+  has "$T/procs.yaml" "spawn: true" "--processes 2: the second process is spawned"
+  got=$("$SLUICE" run -c "$T/procs.yaml" -p "$prompt" -n 32 --print-ids 2>&1 >/dev/null | grep '^ids')
+  if [[ -n $want && "$want" == "$got" ]]; then ok; else bad "--processes 2 plan: [$got], want [$want]"; fi
+  expect 1 taskset -c "$(head -1 <<<"$allowed")" "$SLUICE" plan -m "$MODEL" --processes 2
+  has "$T/err" "processes 2: this process may use 1 CPU" "more processes than CPUs refused with the numbers"
+fi
+expect 1 "$SLUICE" plan --shape gemma3:1b --topology "pack:2 numa:1 core:4 pu:1" --processes 2
+has "$T/err" "processes splits this machine" "--processes with another machine's topology refused"
+
 # calibration: bench --calibrate writes a file plan takes
 expect 0 "$SLUICE" bench --calibrate -t 1
 cp "$T/out" "$T/cal.yaml"
