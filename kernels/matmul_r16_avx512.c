@@ -31,6 +31,9 @@
 
 #define R16_INLINE static inline __attribute__((always_inline))
 #define R16_UNROLL _Pragma("GCC unroll 16")
+/* Most tokens one pass over a group's weights serves: a verification batch
+ * of a few draft tokens (up to 8) reads and unpacks the weights once. */
+#define R16_TMAX 8
 
 R16_INLINE __m512i r16_bcast(const int8_t *q)
 {
@@ -49,7 +52,7 @@ R16_INLINE void r16_store(float *y, const __m512 *acc, int64_t ldy, int T)
 R16_INLINE void tile_q4_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
-    __m512 acc[4];
+    __m512 acc[R16_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
@@ -88,7 +91,7 @@ R16_INLINE void tile_b32(const int kind, const uint8_t *p, const sl_q8act *a, in
 {
     const int has_min = kind != SL_TYPE_Q5_0, has_hi = kind != SL_TYPE_Q4_1;
     const size_t bytes = has_min ? (has_hi ? SL_R16_Q5_1_BYTES : SL_R16_Q4_1_BYTES) : SL_R16_Q5_0_BYTES;
-    __m512 acc[4];
+    __m512 acc[R16_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
@@ -153,7 +156,7 @@ R16_INLINE void tile_q5_1(const uint8_t *p, const sl_q8act *a, int64_t t0, float
 R16_INLINE void tile_q8_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
-    __m512 acc[4];
+    __m512 acc[R16_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
@@ -193,7 +196,7 @@ R16_INLINE __m512 r16_i8_ps(const uint8_t *p16)
 R16_INLINE void tile_q4_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
-    __m512 acc[4];
+    __m512 acc[R16_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
@@ -203,7 +206,7 @@ R16_INLINE void tile_q4_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
         __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
         const uint8_t *sc = p + 64, *mn = p + 192, *qs = p + 320;
         for (int j = 0; j < 4; j++) {
-            __m512i lo[4], hi[4];
+            __m512i lo[R16_TMAX], hi[R16_TMAX];
             R16_UNROLL
             for (int t = 0; t < T; t++)
                 lo[t] = hi[t] = _mm512_setzero_si512();
@@ -250,7 +253,7 @@ R16_INLINE __m512i r16_q6_corr(const sl_q8act *a, int64_t t, int64_t elem)
 R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
-    __m512 acc[4];
+    __m512 acc[R16_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
@@ -282,18 +285,29 @@ R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
 
 #define R16_TT 4
 
-#define R16_GROUPS(type, tt)                                                                  \
+/* Tokens [t, n_tok) of group p in tiles of R16_TMAX, then one tile of the
+ * rest: every token runs the same per-lane sequence in any tile width. */
+#define R16_GROUPS(type)                                                                      \
     static void groups_##type(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a, \
                               float *y, int64_t ldy)                                          \
     {                                                                                         \
         size_t group_bytes = sl_r16_group_bytes(SL_TYPE_##type, a->n_in);                     \
         for (int64_t g = g0; g < g1; g++) {                                                   \
             const uint8_t *p = packed + (size_t)g * group_bytes;                              \
+            float *yg = y + 16 * g;                                                           \
             int64_t t = 0;                                                                    \
-            for (; t + (tt) <= a->n_tok; t += (tt))                                           \
-                tile_##type(p, a, t, y + t * ldy + 16 * g, ldy, (tt));                        \
-            for (; t < a->n_tok; t++)                                                         \
-                tile_##type(p, a, t, y + t * ldy + 16 * g, ldy, 1);                           \
+            for (; t + R16_TMAX <= a->n_tok; t += R16_TMAX)                                   \
+                tile_##type(p, a, t, yg + t * ldy, ldy, R16_TMAX);                            \
+            switch (a->n_tok - t) {                                                           \
+            case 7: tile_##type(p, a, t, yg + t * ldy, ldy, 7); break;                        \
+            case 6: tile_##type(p, a, t, yg + t * ldy, ldy, 6); break;                        \
+            case 5: tile_##type(p, a, t, yg + t * ldy, ldy, 5); break;                        \
+            case 4: tile_##type(p, a, t, yg + t * ldy, ldy, 4); break;                        \
+            case 3: tile_##type(p, a, t, yg + t * ldy, ldy, 3); break;                        \
+            case 2: tile_##type(p, a, t, yg + t * ldy, ldy, 2); break;                        \
+            case 1: tile_##type(p, a, t, yg + t * ldy, ldy, 1); break;                        \
+            default: break;                                                                   \
+            }                                                                                 \
         }                                                                                     \
     }
 
@@ -304,13 +318,13 @@ R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
 #define SL_TYPE_q4_1 SL_TYPE_Q4_1
 #define SL_TYPE_q5_0 SL_TYPE_Q5_0
 #define SL_TYPE_q5_1 SL_TYPE_Q5_1
-R16_GROUPS(q4_0, R16_TT)
-R16_GROUPS(q8_0, R16_TT)
-R16_GROUPS(q4_K, R16_TT)
-R16_GROUPS(q6_K, R16_TT)
-R16_GROUPS(q4_1, R16_TT)
-R16_GROUPS(q5_0, R16_TT)
-R16_GROUPS(q5_1, R16_TT)
+R16_GROUPS(q4_0)
+R16_GROUPS(q8_0)
+R16_GROUPS(q4_K)
+R16_GROUPS(q6_K)
+R16_GROUPS(q4_1)
+R16_GROUPS(q5_0)
+R16_GROUPS(q5_1)
 
 sl_r16_fn sl_r16_avx512(sl_type wtype)
 {
