@@ -71,6 +71,7 @@ typedef struct bench_result {
     double verify_s;               /* best time of one verification step */
     double prefill_ops_n;          /* int8/float ops of the prefill's matmuls */
     double vnni_peak;              /* ops/s, 0 without VNNI */
+    double packed_bytes, head_packed_bytes; /* repacked copies beside the mapped file */
 } bench_result;
 
 static int32_t argmax(const float *x, int n)
@@ -81,6 +82,21 @@ static int32_t argmax(const float *x, int n)
 static double weight_bytes(const sl_weight *w)
 {
     return w->data ? (double)sl_row_bytes(w->type, w->n_in) * (double)w->n_out : 0;
+}
+
+/* Memory of the repacked copies: all of them, and the head's (for a tied
+ * head, a copy beside the mapped embedding table the lookups read). */
+static void packed_memory(const sl_model *m, bench_result *r)
+{
+    r->head_packed_bytes = (double)sl_pack_bytes(m->output.packed);
+    r->packed_bytes = r->head_packed_bytes + (double)sl_pack_bytes(m->ple_model_proj.packed);
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const sl_layer_weights *L = &m->layer[il];
+        const sl_weight *all[] = {&L->wq,     &L->wk,     &L->wv,       &L->wo,      &L->w_gate,
+                                  &L->w_up,   &L->w_down, &L->ple_gate, &L->ple_proj};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            r->packed_bytes += (double)sl_pack_bytes(all[i]->packed);
+    }
 }
 
 static double weight_elems(const sl_weight *w)
@@ -326,6 +342,8 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
         json_object_object_add(j, "bytes_per_token", json_object_new_double(bytes));
         json_object_object_add(j, "roofline_pct", json_object_new_double(roof));
         json_object_object_add(j, "prefill_gop_s", json_object_new_double(pre_gops));
+        json_object_object_add(j, "repacked_mb", json_object_new_double(r->packed_bytes / 1e6));
+        json_object_object_add(j, "repacked_head_mb", json_object_new_double(r->head_packed_bytes / 1e6));
         if (r->vnni_peak > 0) {
             json_object_object_add(j, "vnni_peak_gop_s", json_object_new_double(r->vnni_peak / 1e9));
             json_object_object_add(j, "prefill_compute_pct", json_object_new_double(compute));
@@ -366,6 +384,9 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
     if (r->vnni_peak > 0)
         printf("%-22s %10s %10s   compute %.1f%% of the VNNI int8 peak: %.0f of %.0f GOP/s (matmuls)\n",
                "", "", "", compute, pre_gops, r->vnni_peak / 1e9);
+    printf("%-22s %10s %10s   repacked copies %.1f MB (head %.1f MB%s) beside the mapped file\n", "memory",
+           "", "", r->packed_bytes / 1e6, r->head_packed_bytes / 1e6,
+           m->tied_output && m->output.packed ? ", tied: the embedding lookups read the mapped table" : "");
     if (o->verify > 0)
         printf("%-22s %10s %10.2f   %.2fx the time of one decode step\n", "verify", "", r->verify_s * 1e3,
                r->verify_s / r->decode_s);
@@ -409,6 +430,7 @@ static int bench(const char *cmd, bench_opts *o)
     bytes_per_token(s->model, (sl_type)o->kv_type, start, o->n_gen, &r);
     r.vnni_peak = sl_probe_vnni_peak(omp_get_max_threads(), 0.3);
     r.prefill_ops_n = prefill_ops(s->model, o->n_prompt);
+    packed_memory(s->model, &r);
     r.prefill_s = r.decode_s = r.verify_s = 1e30;
     for (int rep = 0; rep < o->repeat; rep++) {
         op_times pre, dec;

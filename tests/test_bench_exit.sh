@@ -56,7 +56,7 @@ check '[ $rc -eq 0 ] && grep -qE "^verify +[0-9.]+ +[0-9.]+x the time of one dec
 bench -m "$T/good.gguf" --verify 0; rc=$?
 check '[ $rc -eq 0 ] && ! grep -q "^verify" "$T/out"'
 bench -m "$T/good.gguf" --verify 3 --json; rc=$?
-check '[ $rc -eq 0 ] && "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); assert j[\"verify_rows\"] == 3 and j[\"verify_vs_decode\"] > 0 and j[\"prefill_gop_s\"] > 0" "$T/out"'
+check '[ $rc -eq 0 ] && "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); assert j[\"verify_rows\"] == 3 and j[\"verify_vs_decode\"] > 0 and j[\"prefill_gop_s\"] > 0 and j[\"repacked_mb\"] >= j[\"repacked_head_mb\"] >= 0" "$T/out"'
 
 echo "test_bench_exit: $checks checks, $fails failed"
 [ "$fails" -eq 0 ]
