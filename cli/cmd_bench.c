@@ -41,15 +41,19 @@ static const char usage[] =
     "  --ctx N              position the decode starts at: the cache is filled\n"
     "                       up to there first, untimed (default: right after\n"
     "                       the prompt)\n"
+    "  --verify K           also time forward passes of K tokens with logits for\n"
+    "                       each (a speculative verification step) against one\n"
+    "                       decode step (default 5; 0: skip)\n"
     "  --json               one JSON object on stdout instead of the table\n"
     "  --kernels            also print which kernel path each op takes\n"
-    "  --calibrate          measure read bandwidth and matmul throughput and\n"
-    "                       print a node description (YAML) for a cluster file\n"
+    "  --calibrate          measure read bandwidth, matmul throughput and the\n"
+    "                       AVX-512 VNNI int8 peak and print a node description\n"
+    "                       (YAML) for a cluster file\n"
     "  -h, --help           show this help\n";
 
 typedef struct bench_opts {
     const char *model;
-    int threads, n_prompt, n_gen, repeat, ctx, kv_type;
+    int threads, n_prompt, n_gen, repeat, ctx, kv_type, verify;
     bool json, kernels, calibrate;
 } bench_opts;
 
@@ -64,6 +68,10 @@ typedef struct bench_result {
     op_times prefill_ops, decode_ops;
     double weight_bytes, kv_bytes; /* read per decode token */
     double bw;                     /* bytes/s */
+    double verify_s;               /* best time of one verification step */
+    double prefill_ops_n;          /* int8/float ops of the prefill's matmuls */
+    double vnni_peak;              /* ops/s, 0 without VNNI */
+    double packed_bytes, head_packed_bytes; /* repacked copies beside the mapped file */
 } bench_result;
 
 static int32_t argmax(const float *x, int n)
@@ -74,6 +82,26 @@ static int32_t argmax(const float *x, int n)
 static double weight_bytes(const sl_weight *w)
 {
     return w->data ? (double)sl_row_bytes(w->type, w->n_in) * (double)w->n_out : 0;
+}
+
+/* Memory of the repacked copies: all of them, and the head's (for a tied
+ * head, a copy beside the mapped embedding table the lookups read). */
+static void packed_memory(const sl_model *m, bench_result *r)
+{
+    r->head_packed_bytes = (double)sl_pack_bytes(m->output.packed);
+    r->packed_bytes = r->head_packed_bytes + (double)sl_pack_bytes(m->ple_model_proj.packed);
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const sl_layer_weights *L = &m->layer[il];
+        const sl_weight *all[] = {&L->wq,     &L->wk,     &L->wv,       &L->wo,      &L->w_gate,
+                                  &L->w_up,   &L->w_down, &L->ple_gate, &L->ple_proj};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            r->packed_bytes += (double)sl_pack_bytes(all[i]->packed);
+    }
+}
+
+static double weight_elems(const sl_weight *w)
+{
+    return w->data ? (double)w->n_in * (double)w->n_out : 0;
 }
 
 /* Bytes a decode step reads: every layer matrix, the head, one embedding
@@ -162,6 +190,44 @@ static int run_once(sl_lm *s, const bench_opts *o, const int32_t *prompt, float 
     dec->total = cli_now() - d0;
     sl_fwd_set_times(s->fwd, NULL);
     return 0;
+}
+
+/* Speculative verification steps: k tokens at positions pos.. with logits
+ * for every row, then the cache cut back to pos (as after a rejection), so
+ * each step sees the same context. Returns the best step time. */
+static int run_verify(sl_lm *s, const bench_opts *o, int pos, const int32_t *toks, float *logits,
+                      double *best, sl_err *err)
+{
+    int k = o->verify, steps = o->n_gen / 4 > 4 ? o->n_gen / 4 : 4;
+    for (int step = 0; step < steps; step++) {
+        for (int i = 0; i < k; i++)
+            s->pos[i] = pos + i;
+        sl_batch b = {.n_tokens = k, .token = toks, .seq = s->seq, .pos = s->pos};
+        double t0 = cli_now();
+        if (sl_embed(s->model, toks, k, s->x, err) || sl_forward_layers(s->fwd, s->kv, &b, s->x, err) ||
+            sl_head(s->fwd, s->x, k, logits, err))
+            return -1;
+        double t = cli_now() - t0;
+        sl_kv_set_len(s->kv, 0, pos);
+        if (t < *best)
+            *best = t;
+    }
+    return 0;
+}
+
+/* Multiply-adds (times 2: ops) of the matmuls of one prefill: every layer
+ * matrix per prompt token, the head for the last one. */
+static double prefill_ops(const sl_model *m, int n_prompt)
+{
+    double layer = weight_elems(&m->ple_model_proj);
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const sl_layer_weights *L = &m->layer[il];
+        const sl_weight *all[] = {&L->wq,     &L->wk,     &L->wv,       &L->wo,      &L->w_gate,
+                                  &L->w_up,   &L->w_down, &L->ple_gate, &L->ple_proj};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            layer += weight_elems(all[i]);
+    }
+    return 2.0 * (layer * n_prompt + weight_elems(&m->output));
 }
 
 static const char *matmul_paths(const sl_model *m, char *buf, size_t cap)
@@ -258,6 +324,8 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
     double pre_tps = o->n_prompt / r->prefill_s, dec_tps = 1.0 / r->decode_s;
     double bytes = r->weight_bytes + r->kv_bytes;
     double roof = r->bw > 0 ? 100.0 * bytes * dec_tps / r->bw : 0;
+    double pre_gops = r->prefill_ops_n / r->prefill_s / 1e9;
+    double compute = r->vnni_peak > 0 ? 100.0 * pre_gops * 1e9 / r->vnni_peak : 0;
     char paths[512];
     matmul_paths(m, paths, sizeof paths);
     if (o->json) {
@@ -273,6 +341,18 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
         json_object_object_add(j, "bandwidth_gb_s", json_object_new_double(r->bw / 1e9));
         json_object_object_add(j, "bytes_per_token", json_object_new_double(bytes));
         json_object_object_add(j, "roofline_pct", json_object_new_double(roof));
+        json_object_object_add(j, "prefill_gop_s", json_object_new_double(pre_gops));
+        json_object_object_add(j, "repacked_mb", json_object_new_double(r->packed_bytes / 1e6));
+        json_object_object_add(j, "repacked_head_mb", json_object_new_double(r->head_packed_bytes / 1e6));
+        if (r->vnni_peak > 0) {
+            json_object_object_add(j, "vnni_peak_gop_s", json_object_new_double(r->vnni_peak / 1e9));
+            json_object_object_add(j, "prefill_compute_pct", json_object_new_double(compute));
+        }
+        if (o->verify > 0) {
+            json_object_object_add(j, "verify_rows", json_object_new_int(o->verify));
+            json_object_object_add(j, "verify_ms", json_object_new_double(r->verify_s * 1e3));
+            json_object_object_add(j, "verify_vs_decode", json_object_new_double(r->verify_s / r->decode_s));
+        }
         json_object *ops = json_object_new_object();
         json_object_object_add(ops, "prefill", ops_json(&r->prefill_ops, o->n_prompt));
         json_object_object_add(ops, "decode", ops_json(&r->decode_ops, o->n_gen));
@@ -301,6 +381,15 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
     printf("%-22s %10.1f %10.2f   roofline %.1f%%: %.1f MB/token (weights %.1f, KV %.1f) at %.1f GB/s\n",
            "decode", dec_tps, 1e3 / dec_tps, roof, bytes / 1e6, r->weight_bytes / 1e6,
            r->kv_bytes / 1e6, r->bw / 1e9);
+    if (r->vnni_peak > 0)
+        printf("%-22s %10s %10s   compute %.1f%% of the VNNI int8 peak: %.0f of %.0f GOP/s (matmuls)\n",
+               "", "", "", compute, pre_gops, r->vnni_peak / 1e9);
+    printf("%-22s %10s %10s   repacked copies %.1f MB (head %.1f MB%s) beside the mapped file\n", "memory",
+           "", "", r->packed_bytes / 1e6, r->head_packed_bytes / 1e6,
+           m->tied_output && m->output.packed ? ", tied: the embedding lookups read the mapped table" : "");
+    if (o->verify > 0)
+        printf("%-22s %10s %10.2f   %.2fx the time of one decode step\n", "verify", "", r->verify_s * 1e3,
+               r->verify_s / r->decode_s);
     printf("\n");
     print_ops("prefill", &r->prefill_ops, o->n_prompt);
     print_ops("decode", &r->decode_ops, o->n_gen);
@@ -317,19 +406,20 @@ static int bench(const char *cmd, bench_opts *o)
         goto fail;
     const sl_config *c = &s->model->cfg;
     int start = o->ctx > o->n_prompt ? o->ctx : o->n_prompt;
-    int n_ctx = start + o->n_gen + 1;
-    logits = malloc(sizeof(float) * (size_t)c->n_vocab);
-    prompt = malloc(sizeof(int32_t) * (size_t)o->n_prompt);
+    int n_ctx = start + o->n_gen + o->verify + 1;
+    int n_rows = o->verify > o->n_prompt ? o->verify : o->n_prompt; /* batch and prompt rows */
+    logits = malloc(sizeof(float) * (size_t)c->n_vocab * (size_t)(o->verify > 1 ? o->verify : 1));
+    prompt = malloc(sizeof(int32_t) * (size_t)n_rows);
     if (!logits || !prompt) {
         sl_fail(&err, "out of memory");
         goto fail;
     }
-    sl_lm_size size = {.n_ctx = n_ctx, .max_tokens = o->n_prompt, .kv_type = (sl_type)o->kv_type,
+    sl_lm_size size = {.n_ctx = n_ctx, .max_tokens = n_rows, .kv_type = (sl_type)o->kv_type,
                        .window_rings = true};
     if (sl_lm_alloc(s, &size, &err))
         goto fail;
     uint32_t seed = 42;
-    for (int i = 0; i < o->n_prompt; i++) { /* ids past the control tokens */
+    for (int i = 0; i < n_rows; i++) { /* ids past the control tokens */
         seed = seed * 1664525u + 1013904223u;
         prompt[i] = c->n_vocab > 16 ? 8 + (int32_t)(seed % (uint32_t)(c->n_vocab - 8)) : 0;
     }
@@ -338,10 +428,14 @@ static int bench(const char *cmd, bench_opts *o)
     bench_result r = {0};
     r.bw = sl_probe_read_bw((size_t)256 << 20, 3);
     bytes_per_token(s->model, (sl_type)o->kv_type, start, o->n_gen, &r);
-    r.prefill_s = r.decode_s = 1e30;
+    r.vnni_peak = sl_probe_vnni_peak(sl_pool_threads(), 0.3);
+    r.prefill_ops_n = prefill_ops(s->model, o->n_prompt);
+    packed_memory(s->model, &r);
+    r.prefill_s = r.decode_s = r.verify_s = 1e30;
     for (int rep = 0; rep < o->repeat; rep++) {
         op_times pre, dec;
-        if (run_once(s, o, prompt, logits, &pre, &dec, &err))
+        if (run_once(s, o, prompt, logits, &pre, &dec, &err) ||
+            (o->verify > 0 && run_verify(s, o, start + o->n_gen, prompt, logits, &r.verify_s, &err)))
             goto fail;
         if (!o->json)
             fprintf(stderr, "bench: run %d/%d: prefill %.1f tok/s, decode %.1f tok/s\n", rep + 1,
@@ -377,6 +471,8 @@ static int calibrate(void)
     fprintf(stderr, "calibrate: GEMV (decode) and GEMM (prefill) on Q4_0 4096 x 4096...\n");
     double gemv = sl_probe_matmul(4096, 4096, 1, 5);
     double gemm = sl_probe_matmul(4096, 4096, 64, 3);
+    fprintf(stderr, "calibrate: AVX-512 VNNI int8 peak...\n");
+    double vnni = sl_probe_vnni_peak(threads, 0.5);
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     char host[256] = "local";
     gethostname(host, sizeof host - 1);
@@ -390,12 +486,14 @@ static int calibrate(void)
     printf("    bandwidth_gb_s: %.1f\n", bw / 1e9);
     printf("    gemv_gflop_s: %.1f\n", gemv / 1e9);
     printf("    matmul_gflop_s: %.1f\n", gemm / 1e9);
+    if (vnni > 0) /* a comment: the cluster file's parser knows no such key */
+        printf("    # vnni_int8_gop_s: %.1f (matmul at %.1f%% of it)\n", vnni / 1e9, 100 * gemm / vnni);
     return CLI_OK;
 }
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { OPT_CTX = 1000, OPT_JSON, OPT_KERNELS, OPT_CALIBRATE, OPT_KV };
+    enum { OPT_CTX = 1000, OPT_JSON, OPT_KERNELS, OPT_CALIBRATE, OPT_KV, OPT_VERIFY };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"model", required_argument, NULL, 'm'},
@@ -408,9 +506,10 @@ int cmd_bench(int argc, char **argv)
         {"kernels", no_argument, NULL, OPT_KERNELS},
         {"calibrate", no_argument, NULL, OPT_CALIBRATE},
         {"kv-type", required_argument, NULL, OPT_KV},
+        {"verify", required_argument, NULL, OPT_VERIFY},
         {NULL, 0, NULL, 0},
     };
-    bench_opts o = {.n_prompt = 512, .n_gen = 64, .repeat = 3};
+    bench_opts o = {.n_prompt = 512, .n_gen = 64, .repeat = 3, .verify = 5};
     int c;
     while ((c = cli_getopt(argc, argv, ":hm:t:p:n:r:", longopts, usage)) != -1) {
         int bad = 0;
@@ -422,6 +521,7 @@ int cmd_bench(int argc, char **argv)
         case 'n': bad = cli_parse_int(optarg, 1, 1 << 16, &o.n_gen); break;
         case 'r': bad = cli_parse_int(optarg, 1, 1000, &o.repeat); break;
         case OPT_CTX: bad = cli_parse_int(optarg, 1, 1 << 22, &o.ctx); break;
+        case OPT_VERIFY: bad = cli_parse_int(optarg, 0, 64, &o.verify); break;
         case OPT_JSON: o.json = true; break;
         case OPT_KERNELS: o.kernels = true; break;
         case OPT_CALIBRATE: o.calibrate = true; break;

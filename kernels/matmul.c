@@ -453,6 +453,15 @@ void sl_pack_free(void *packed)
     munmap(map, total);
 }
 
+size_t sl_pack_bytes(const void *packed)
+{
+    if (!packed)
+        return 0;
+    size_t total;
+    memcpy(&total, (const uint8_t *)packed - PACK_HEADER, sizeof total);
+    return total;
+}
+
 const char *sl_matmul_path_name(sl_type wtype)
 {
     sl_path path = sl_path_active();

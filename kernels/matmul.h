@@ -31,6 +31,8 @@ void sl_matmul_ref(sl_type wtype, const void *w, int64_t n_out, int64_t n_in,
  * this CPU, when n_out < 16, or when SLUICE_REPACK=0. */
 void *sl_pack(sl_type wtype, const void *w, int64_t n_out, int64_t n_in);
 void sl_pack_free(void *packed);
+/* Bytes of memory a packed copy holds (0 for NULL), for memory reports. */
+size_t sl_pack_bytes(const void *packed);
 /* sl_matmul, taking the rows packed holds from it (all but n_out % 16) when
  * the active path is the one it was built for; packed may be NULL. The
  * result follows the determinism contract like every path. */

@@ -47,6 +47,11 @@ sl_mmq_fn sl_mmq_avx512(sl_type wtype);
  * layout): bytes per group of 16 rows and block of 32. */
 #define SL_R16_Q4_0_BYTES (16 * 2 + 16 * 16)
 #define SL_R16_Q8_0_BYTES (16 * 2 + 16 * 32)
+/* the Q4_0 layout plus 16 f16 mins (Q4_1, Q5_1) and 64 bytes of fifth bits
+ * (Q5_0, Q5_1) */
+#define SL_R16_Q4_1_BYTES (16 * 2 * 2 + 16 * 16)
+#define SL_R16_Q5_0_BYTES (16 * 2 + 16 * 16 + 64)
+#define SL_R16_Q5_1_BYTES (16 * 2 * 2 + 16 * 16 + 64)
 /* per group of 16 rows and superblock of 256 */
 #define SL_R16_Q4_K_BYTES (16 * 2 * 2 + 16 * 8 * 2 + 16 * 128)
 #define SL_R16_Q6_K_BYTES (16 * 2 + 16 * 16 + 16 * 256) /* quants widened to bytes */

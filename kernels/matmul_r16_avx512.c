@@ -10,6 +10,10 @@
  * blocks, so a group streams through memory):
  *   Q4_0: 16 f16 scales, then for k = 0..3 and each row the 4 bytes
  *         qs[4k..4k+3] of that row (low nibbles: elements 4k.., high: 16+4k..)
+ *   Q4_1, Q5_0, Q5_1: Q4_0's, with 16 f16 mins after the scales (Q4_1,
+ *         Q5_1) and after the nibbles (Q5_0, Q5_1) the fifth bits: for
+ *         k = 0..3 two 64-bit masks (low then high nibbles), bit 4r + j
+ *         set when element j of row r's dword k has its fifth bit
  *   Q8_0: 16 f16 scales, then for k = 0..7 and each row the 4 quants
  *         4k..4k+3 of that row plus 128 (as unsigned bytes).
  * and per group and superblock of 256:
@@ -27,6 +31,9 @@
 
 #define R16_INLINE static inline __attribute__((always_inline))
 #define R16_UNROLL _Pragma("GCC unroll 16")
+/* Most tokens one pass over a group's weights serves: a verification batch
+ * of a few draft tokens (up to 8) reads and unpacks the weights once. */
+#define R16_TMAX 8
 
 R16_INLINE __m512i r16_bcast(const int8_t *q)
 {
@@ -45,7 +52,7 @@ R16_INLINE void r16_store(float *y, const __m512 *acc, int64_t ldy, int T)
 R16_INLINE void tile_q4_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
-    __m512 acc[4];
+    __m512 acc[R16_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
@@ -76,10 +83,80 @@ R16_INLINE void tile_q4_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float
     r16_store(y, acc, ldy, T);
 }
 
+/* Q4_1, Q5_0, Q5_1 (kind): Q4_0's nibbles, the fifth bits added as 16 under
+ * a byte mask, Q5_0's offset of 16 taken off through the lanes' start like
+ * Q4_0's 8, and the mins (Q4_1, Q5_1) times the activations' d * sum. */
+R16_INLINE void tile_b32(const int kind, const uint8_t *p, const sl_q8act *a, int64_t t0,
+                         float *y, int64_t ldy, const int T)
+{
+    const int has_min = kind != SL_TYPE_Q5_0, has_hi = kind != SL_TYPE_Q4_1;
+    const size_t bytes = has_min ? (has_hi ? SL_R16_Q5_1_BYTES : SL_R16_Q4_1_BYTES) : SL_R16_Q5_0_BYTES;
+    __m512 acc[R16_TMAX];
+    R16_UNROLL
+    for (int t = 0; t < T; t++)
+        acc[t] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
+    for (int64_t b = 0; b < a->n_blocks; b++, p += bytes) {
+        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        __m512 mw = has_min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)))
+                            : _mm512_setzero_ps();
+        const uint8_t *qs = p + (has_min ? 64 : 32), *hb = qs + 256;
+        __m512i lo[4], hi[4];
+        R16_UNROLL
+        for (int k = 0; k < 4; k++) {
+            __m512i v = _mm512_loadu_si512(qs + 64 * k);
+            lo[k] = _mm512_and_si512(v, m4);
+            hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            if (has_hi) {
+                uint64_t ml, mh;
+                memcpy(&ml, hb + 16 * k, 8);
+                memcpy(&mh, hb + 16 * k + 8, 8);
+                lo[k] = _mm512_mask_add_epi8(lo[k], _cvtu64_mask64(ml), lo[k], b4);
+                hi[k] = _mm512_mask_add_epi8(hi[k], _cvtu64_mask64(mh), hi[k], b4);
+            }
+        }
+        R16_UNROLL
+        for (int t = 0; t < T; t++) {
+            int64_t ab = (t0 + t) * a->n_blocks + b;
+            const int8_t *q = a->q + (t0 + t) * a->n_in + 32 * b;
+            __m512i i0 = kind == SL_TYPE_Q5_0 ? _mm512_set1_epi32(-16 * a->sum[ab]) : _mm512_setzero_si512();
+            __m512i i1 = _mm512_setzero_si512();
+            R16_UNROLL
+            for (int k = 0; k < 4; k++) {
+                i0 = _mm512_dpbusd_epi32(i0, lo[k], r16_bcast(q + 4 * k));
+                i1 = _mm512_dpbusd_epi32(i1, hi[k], r16_bcast(q + 16 + 4 * k));
+            }
+            __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(a->d[ab]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), scale, acc[t]);
+            if (has_min)
+                acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a->ds[ab]), acc[t]);
+        }
+    }
+    r16_store(y, acc, ldy, T);
+}
+
+R16_INLINE void tile_q4_1(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
+                          int64_t ldy, const int T)
+{
+    tile_b32(SL_TYPE_Q4_1, p, a, t0, y, ldy, T);
+}
+
+R16_INLINE void tile_q5_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
+                          int64_t ldy, const int T)
+{
+    tile_b32(SL_TYPE_Q5_0, p, a, t0, y, ldy, T);
+}
+
+R16_INLINE void tile_q5_1(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
+                          int64_t ldy, const int T)
+{
+    tile_b32(SL_TYPE_Q5_1, p, a, t0, y, ldy, T);
+}
+
 R16_INLINE void tile_q8_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
-    __m512 acc[4];
+    __m512 acc[R16_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
@@ -119,7 +196,7 @@ R16_INLINE __m512 r16_i8_ps(const uint8_t *p16)
 R16_INLINE void tile_q4_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
-    __m512 acc[4];
+    __m512 acc[R16_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
@@ -129,7 +206,7 @@ R16_INLINE void tile_q4_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
         __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
         const uint8_t *sc = p + 64, *mn = p + 192, *qs = p + 320;
         for (int j = 0; j < 4; j++) {
-            __m512i lo[4], hi[4];
+            __m512i lo[R16_TMAX], hi[R16_TMAX];
             R16_UNROLL
             for (int t = 0; t < T; t++)
                 lo[t] = hi[t] = _mm512_setzero_si512();
@@ -176,7 +253,7 @@ R16_INLINE __m512i r16_q6_corr(const sl_q8act *a, int64_t t, int64_t elem)
 R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
-    __m512 acc[4];
+    __m512 acc[R16_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
@@ -208,18 +285,29 @@ R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
 
 #define R16_TT 4
 
-#define R16_GROUPS(type, tt)                                                                  \
+/* Tokens [t, n_tok) of group p in tiles of R16_TMAX, then one tile of the
+ * rest: every token runs the same per-lane sequence in any tile width. */
+#define R16_GROUPS(type)                                                                      \
     static void groups_##type(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a, \
                               float *y, int64_t ldy)                                          \
     {                                                                                         \
         size_t group_bytes = sl_r16_group_bytes(SL_TYPE_##type, a->n_in);                     \
         for (int64_t g = g0; g < g1; g++) {                                                   \
             const uint8_t *p = packed + (size_t)g * group_bytes;                              \
+            float *yg = y + 16 * g;                                                           \
             int64_t t = 0;                                                                    \
-            for (; t + (tt) <= a->n_tok; t += (tt))                                           \
-                tile_##type(p, a, t, y + t * ldy + 16 * g, ldy, (tt));                        \
-            for (; t < a->n_tok; t++)                                                         \
-                tile_##type(p, a, t, y + t * ldy + 16 * g, ldy, 1);                           \
+            for (; t + R16_TMAX <= a->n_tok; t += R16_TMAX)                                   \
+                tile_##type(p, a, t, yg + t * ldy, ldy, R16_TMAX);                            \
+            switch (a->n_tok - t) {                                                           \
+            case 7: tile_##type(p, a, t, yg + t * ldy, ldy, 7); break;                        \
+            case 6: tile_##type(p, a, t, yg + t * ldy, ldy, 6); break;                        \
+            case 5: tile_##type(p, a, t, yg + t * ldy, ldy, 5); break;                        \
+            case 4: tile_##type(p, a, t, yg + t * ldy, ldy, 4); break;                        \
+            case 3: tile_##type(p, a, t, yg + t * ldy, ldy, 3); break;                        \
+            case 2: tile_##type(p, a, t, yg + t * ldy, ldy, 2); break;                        \
+            case 1: tile_##type(p, a, t, yg + t * ldy, ldy, 1); break;                        \
+            default: break;                                                                   \
+            }                                                                                 \
         }                                                                                     \
     }
 
@@ -227,10 +315,16 @@ R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
 #define SL_TYPE_q8_0 SL_TYPE_Q8_0
 #define SL_TYPE_q4_K SL_TYPE_Q4_K
 #define SL_TYPE_q6_K SL_TYPE_Q6_K
-R16_GROUPS(q4_0, R16_TT)
-R16_GROUPS(q8_0, R16_TT)
-R16_GROUPS(q4_K, R16_TT)
-R16_GROUPS(q6_K, R16_TT)
+#define SL_TYPE_q4_1 SL_TYPE_Q4_1
+#define SL_TYPE_q5_0 SL_TYPE_Q5_0
+#define SL_TYPE_q5_1 SL_TYPE_Q5_1
+R16_GROUPS(q4_0)
+R16_GROUPS(q8_0)
+R16_GROUPS(q4_K)
+R16_GROUPS(q6_K)
+R16_GROUPS(q4_1)
+R16_GROUPS(q5_0)
+R16_GROUPS(q5_1)
 
 sl_r16_fn sl_r16_avx512(sl_type wtype)
 {
@@ -239,6 +333,9 @@ sl_r16_fn sl_r16_avx512(sl_type wtype)
     case SL_TYPE_Q8_0: return groups_q8_0;
     case SL_TYPE_Q4_K: return groups_q4_K;
     case SL_TYPE_Q6_K: return groups_q6_K;
+    case SL_TYPE_Q4_1: return groups_q4_1;
+    case SL_TYPE_Q5_0: return groups_q5_0;
+    case SL_TYPE_Q5_1: return groups_q5_1;
     default: return NULL;
     }
 }

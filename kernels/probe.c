@@ -1,10 +1,12 @@
 #include "kernels/probe.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
+#include "kernels/cpu.h"
 #include "kernels/matmul.h"
 #include "kernels/quant.h"
 #include "util/clock.h"
@@ -105,4 +107,77 @@ double sl_probe_matmul(int n_out, int n_in, int n_tok, int reps)
     free(x);
     free(y);
     return best;
+}
+
+/* ---- VNNI int8 peak ---- */
+
+typedef struct vnni_job {
+    int64_t iters;
+    uint32_t seed;
+    int64_t sink;
+} vnni_job;
+
+static void *vnni_thread(void *arg)
+{
+    vnni_job *j = arg;
+    j->sink = sl_probe_vnni_loop(j->iters, j->seed);
+    return NULL;
+}
+
+/* Wall time of every thread running iters iterations at once: plain
+ * threads started together (the pool's split is for matmuls; this wants
+ * every core busy for the same stretch). */
+static double vnni_wall(int threads, int64_t iters, int64_t *sink)
+{
+    enum { MAX_THREADS = 256 };
+    pthread_t tid[MAX_THREADS];
+    vnni_job jobs[MAX_THREADS];
+    if (threads > MAX_THREADS)
+        threads = MAX_THREADS;
+    double t0 = sl_now_s();
+    int started = 1;
+    for (int i = 0; i < threads; i++)
+        jobs[i] = (vnni_job){iters, 0x9e3779b9u * (uint32_t)(i + 1), 0};
+    for (int i = 1; i < threads; i++)
+        started += pthread_create(&tid[i], NULL, vnni_thread, &jobs[i]) == 0;
+    vnni_thread(&jobs[0]);
+    for (int i = 1; i < started; i++)
+        pthread_join(tid[i], NULL);
+    double t = sl_now_s() - t0;
+    for (int i = 0; i < threads; i++)
+        *sink += jobs[i].sink;
+    return started == threads ? t : 0;
+}
+
+double sl_probe_vnni_peak(int threads, double secs)
+{
+#if defined(__x86_64__)
+    if (!sl_cpu()->avx512vnni || threads < 1)
+        return 0;
+    int64_t sink = 0, iters = 1 << 16;
+    /* grow the run until it takes a tenth of the budget, then time 3 runs
+     * of about a third each and keep the best */
+    double t = vnni_wall(1, iters, &sink);
+    while (t > 0 && t < secs / 10 && iters < ((int64_t)1 << 40)) {
+        iters *= 2;
+        t = vnni_wall(1, iters, &sink);
+    }
+    if (t <= 0)
+        return 0;
+    iters = (int64_t)((double)iters * (secs / 3) / t) + 1;
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double w = vnni_wall(threads, iters, &sink);
+        double ops = 2.0 * SL_PROBE_VNNI_MACS_PER_ITER * (double)iters * threads;
+        if (w > 0 && ops / w > best)
+            best = ops / w;
+    }
+    volatile int64_t keep = sink;
+    (void)keep;
+    return best;
+#else
+    (void)threads;
+    (void)secs;
+    return 0;
+#endif
 }

@@ -18,6 +18,39 @@ static void pack_q4_0(const sl_block_q4_0 *rows, int64_t nb, uint8_t *out)
     }
 }
 
+/* Q4_1, Q5_0 and Q5_1 (kind): the Q4_0 nibble layout, the mins beside the
+ * scales, and the fifth bits as one 64-bit byte mask per dword vector and
+ * nibble half (bit 4r + j: element j of the dword of row r), so the kernel
+ * adds 16 to exactly those bytes with one masked add. */
+static void pack_b32(sl_type kind, const uint8_t *rows, size_t bb, int64_t nb, uint8_t *out)
+{
+    int has_min = kind != SL_TYPE_Q5_0, has_hi = kind != SL_TYPE_Q4_1;
+    size_t bytes = sl_r16_group_bytes(kind, 32);
+    for (int64_t b = 0; b < nb; b++, out += bytes) {
+        uint8_t *qs_out = out + (has_min ? 64 : 32), *hi_out = qs_out + 256;
+        memset(hi_out, 0, has_hi ? 64 : 0);
+        for (int r = 0; r < 16; r++) {
+            const uint8_t *blk = rows + (size_t)(r * nb + b) * bb;
+            const uint8_t *qs = blk + bb - 16, *qh = blk + (has_min ? 4 : 2);
+            memcpy(out + 2 * r, blk, 2);
+            if (has_min)
+                memcpy(out + 32 + 2 * r, blk + 2, 2);
+            for (int k = 0; k < 4; k++)
+                memcpy(qs_out + 64 * k + 4 * r, qs + 4 * k, 4);
+            if (!has_hi)
+                continue;
+            uint32_t h;
+            memcpy(&h, qh, 4);
+            for (int k = 0; k < 4; k++)
+                for (int j = 0; j < 4; j++) {
+                    int bit = 4 * r + j;
+                    hi_out[16 * k + bit / 8] |= (uint8_t)(((h >> (4 * k + j)) & 1) << (bit % 8));
+                    hi_out[16 * k + 8 + bit / 8] |= (uint8_t)(((h >> (16 + 4 * k + j)) & 1) << (bit % 8));
+                }
+        }
+    }
+}
+
 static void pack_q8_0(const sl_block_q8_0 *rows, int64_t nb, uint8_t *out)
 {
     for (int64_t b = 0; b < nb; b++, out += SL_R16_Q8_0_BYTES) {
@@ -98,6 +131,9 @@ size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in)
     case SL_TYPE_Q8_0: return (size_t)(n_in / 32) * SL_R16_Q8_0_BYTES;
     case SL_TYPE_Q4_K: return (size_t)(n_in / 256) * SL_R16_Q4_K_BYTES;
     case SL_TYPE_Q6_K: return (size_t)(n_in / 256) * SL_R16_Q6_K_BYTES;
+    case SL_TYPE_Q4_1: return (size_t)(n_in / 32) * SL_R16_Q4_1_BYTES;
+    case SL_TYPE_Q5_0: return (size_t)(n_in / 32) * SL_R16_Q5_0_BYTES;
+    case SL_TYPE_Q5_1: return (size_t)(n_in / 32) * SL_R16_Q5_1_BYTES;
     default: return 0;
     }
 }
@@ -124,6 +160,12 @@ static void pack_range(void *arg, int64_t g0, int64_t g1)
         case SL_TYPE_Q8_0: pack_q8_0((const sl_block_q8_0 *)w + g * 16 * nb, nb, o); break;
         case SL_TYPE_Q4_K: pack_q4_K((const sl_block_q4_K *)w + g * 16 * nsb, nsb, o); break;
         case SL_TYPE_Q6_K: pack_q6_K((const sl_block_q6_K *)w + g * 16 * nsb, nsb, o); break;
+        case SL_TYPE_Q4_1:
+        case SL_TYPE_Q5_0:
+        case SL_TYPE_Q5_1:
+            pack_b32(wtype, (const uint8_t *)w + (size_t)g * 16 * sl_row_bytes(wtype, n_in),
+                     sl_type_block_bytes(wtype), nb, o);
+            break;
         case SL_TYPE_BF16: pack_bf16((const sl_bf16 *)w + g * 16 * n_in, n_in, o); break;
         default: break;
         }

@@ -48,6 +48,15 @@ done
 # a usage error stays 2
 bench -m "$T/good.gguf" --kv-type q3; rc=$?
 check '[ $rc -eq 2 ]'
+bench -m "$T/good.gguf" --verify 65; rc=$?
+check '[ $rc -eq 2 ] && grep -q "verify" "$T/err"'
+# the verification step: K rows timed against a decode step, or skipped
+bench -m "$T/good.gguf" --verify 7; rc=$?
+check '[ $rc -eq 0 ] && grep -qE "^verify +[0-9.]+ +[0-9.]+x the time of one decode step" "$T/out"'
+bench -m "$T/good.gguf" --verify 0; rc=$?
+check '[ $rc -eq 0 ] && ! grep -q "^verify" "$T/out"'
+bench -m "$T/good.gguf" --verify 3 --json; rc=$?
+check '[ $rc -eq 0 ] && "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); assert j[\"verify_rows\"] == 3 and j[\"verify_vs_decode\"] > 0 and j[\"prefill_gop_s\"] > 0 and j[\"repacked_mb\"] >= j[\"repacked_head_mb\"] >= 0" "$T/out"'
 
 echo "test_bench_exit: $checks checks, $fails failed"
 [ "$fails" -eq 0 ]

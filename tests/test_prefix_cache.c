@@ -70,7 +70,7 @@ static sl_pipeline *open_slots(const char *model, int slots, bool cache, bool fu
     pl_config c;
     pl_config_default(&c, model, 6);
     sl_err err;
-    if (draft_model && pl_config_add_speculative(&c, draft_model, 4, true, 0, &err)) {
+    if (draft_model && pl_config_add_speculative(&c, draft_model, 4, false, 0, &err)) {
         fprintf(stderr, "speculative: %s\n", err.msg);
         return NULL;
     }

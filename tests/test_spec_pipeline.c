@@ -176,7 +176,12 @@ static void test_greedy_identity(void)
          * passage does */
         if (setups[s].draft != draft_path && !setups[s].auto_k)
             CHECKF(got[3].accepted > 0, "%s: nothing accepted on a repeating prompt", setups[s].name);
-        if (setups[s].draft != draft_path)
+        /* with auto k, whether lookup drafts on it at all follows the step
+         * times measured on this machine (a loaded machine can make a
+         * verification dear enough that auto stays plain); those decisions
+         * are tested on synthetic times in test_spec_adapt, so here only
+         * what it drafted must be mostly accepted */
+        if (setups[s].draft != draft_path && (!setups[s].auto_k || got[4].drafted > 0))
             CHECKF(got[4].accepted > got[4].drafted / 4,
                    "%s: %ld of %ld drafted tokens accepted on the prompt repeating its passage",
                    setups[s].name, got[4].accepted, got[4].drafted);
