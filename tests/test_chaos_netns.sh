@@ -93,9 +93,12 @@ soak() {
 # CHAOS_RETRY_RUNS=N runs only this scenario, N times (to show the replay race
 # gone: on a loaded machine, or with a test build's SLUICE_TEST_DRIVER_NAP_MS)
 retry_scenario() {
-    soak retry configs/three-host.yaml 16 160
+    # 320 tokens a request and the kill 0.3 s in: with the worker pool the
+    # whole run of 160-token requests could end within the second the
+    # kill used to wait, and then nothing died mid-generation
+    soak retry configs/three-host.yaml 16 320
     wait_for grep -qs "ready in" workerb.err
-    sleep 1
+    sleep 0.3
     # C held still for a moment first: batches past B pile up there, so
     # their answers reach the driver after B died and the driver sends new
     # batches that wait at A for B's address. The restarted B gets them
@@ -141,9 +144,9 @@ fds_c0=$(fds "$worker_c")
 retry_scenario
 
 # ---- a partition of B for 3 s, with one retry: B re-joins, nothing fails ----
-soak partition configs/three-host.yaml 16 160
+soak partition configs/three-host.yaml 16 320
 wait_for grep -qs "ready in" workerb.err
-sleep 1
+sleep 0.3 # mid-generation (see the retry scenario)
 ip -n "${NS[1]}" link set eth0 down
 sleep 3
 ip -n "${NS[1]}" link set eth0 up
@@ -154,9 +157,9 @@ has partition.err "node 'hostb' \(tcp://10.78.0.2:7200\) stopped answering" "par
 has partition.err "node 'hostb' \(tcp://10.78.0.2:7200\) re-joined" "partition: B re-joins once the link is back"
 
 # ---- the same without retries: the requests it held fail naming it ----
-soak noretry configs/no-retry.yaml 16 160
+soak noretry configs/no-retry.yaml 16 320
 wait_for grep -qs "ready in" workerb.err
-sleep 1
+sleep 0.3
 restart_b
 wait "$soak_pid" && ok || bad "no-retry run: $(tail -3 noretry.err)"
 cat noretry.out
