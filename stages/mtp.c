@@ -25,17 +25,19 @@
 #include "stages/kinds.h"
 #include "stages/model_stage.h"
 #include "stages/spec.h"
+#include "stages/spec_adapt.h"
 #include "util/clock.h"
 
 /* One slot's copy of the source layers' rows: positions [0, len). */
 typedef struct mtp_slot {
     float *kv[4];           /* K_s, V_s, K_g, V_g: cap rows of w[kind] floats */
     int len, cap;
-    /* adaptive k: the round trip of the last block sent for this slot */
+    /* adaptive k (stages/spec_adapt.c): one controller a slot, fed the
+     * time from one arrival of the slot's tokens to the next */
     sl_spec_stats stats;
-    double t_sent;
-    int sent_rows;
-    unsigned long steps;
+    spa_ctl spa;
+    double t_last;          /* when its tokens last arrived (0: not yet) */
+    int last_p, sent_k;     /* t0's position then, and the drafts sent after it */
 } mtp_slot;
 
 typedef struct mtp_stage {
@@ -49,7 +51,7 @@ typedef struct mtp_stage {
     mtp_slot *slots;
     int32_t *next;          /* outgoing PL_NEXT_DRAFT: max_batch rows of k_max */
     int max_batch;
-    sl_cost_fit fit;        /* verification round trip against its rows */
+    spa_ctl spa_prior;      /* what the latest step taught: a new request starts from it */
     double draft_s;
     /* statistics */
     long rounds, drafted, kv_rows;
@@ -116,25 +118,21 @@ static int take_kv_rows(mtp_stage *ms, const pl_msg *in, sl_err *why)
 
 /* ---- drafting ---- */
 
-/* k for a slot's next block: fixed, or (auto) the best for its acceptance
- * rate and the measured costs, like the draft stage's choice. */
-static int choose_k(mtp_stage *ms, mtp_slot *sl, int room)
+/* Feeds the slot's controller the step that ended with the tokens at
+ * rows [i0, i1) (t0 at position p): comparable steps only, a request new
+ * to the slot starting from what the stage has learned. */
+static void learn_step(mtp_stage *ms, mtp_slot *sl, int p, int emitted, bool verified)
 {
-    int k = ms->k_max;
-    if (ms->auto_k && k > 0) {
-        double fixed, per_row;
-        double draft_token = ms->drafted ? ms->draft_s / (double)ms->drafted : 0.0;
-        if (!sl_cost_fit_get(&ms->fit, &fixed, &per_row)) {
-            k = sl->steps % 2 ? 1 : ms->k_max;
-        } else {
-            k = sl_spec_best_k_timed(sl->stats.alpha_ewma, fixed, per_row, draft_token, ms->k_max);
-            if (sl->steps % 16 == 15)
-                k = (int)((sl->steps / 16) % (unsigned long)ms->k_max) + 1;
-            if (k == 0 && sl->steps % 8 == 0)
-                k = 1;
-        }
+    double now = sl_now_s();
+    if (sl->t_last > 0 && p == sl->last_p + emitted) {
+        spa_observe(&sl->spa, verified ? sl->sent_k : 0, verified ? emitted - 1 : 0, now - sl->t_last);
+        ms->spa_prior = sl->spa;
+    } else if (sl->t_last == 0 || p <= sl->last_p) {
+        spa_init_from(&sl->spa, &ms->spa_prior);
     }
-    return k < room ? k : room;
+    sl->t_last = now;
+    sl->last_p = p;
+    sl->sent_k = 0;
 }
 
 /* The tokens emitted for a request: rows [i0, i1) of the TOKENS, the last
@@ -160,14 +158,15 @@ static int draft_after(mtp_stage *ms, const pl_msg *in, uint32_t i0, uint32_t i1
     if (tok[j] < 0 || tok[j] >= ms->n_vocab)
         return sl_fail(why, "row %u: token %d outside the vocabulary of %d", j, tok[j], ms->n_vocab);
     mtp_slot *sl = &ms->slots[s];
-    if (sl->sent_rows > 0 && spec && spec[j] > 0) {
-        sl_cost_fit_add(&ms->fit, sl->sent_rows, sl_now_s() - sl->t_sent);
+    bool verified = sl->sent_k > 0 && spec && spec[j] > 0;
+    if (verified)
         sl_spec_stats_add(&sl->stats, spec[j], (int)(i1 - i0) - 1);
-    }
-    sl->sent_rows = 0;
+    learn_step(ms, sl, p, (int)(i1 - i0), verified);
     if (sl->len > p)
         sl->len = p; /* rows of rejected drafts */
-    int k = sl->len == p ? choose_k(ms, sl, ms->context - 1 - p) : 0;
+    int k = ms->auto_k ? spa_next_k(&sl->spa) : ms->k_max;
+    if (sl->len != p || k > ms->context - 1 - p)
+        k = sl->len == p ? ms->context - 1 - p : 0;
     if (k <= 0)
         return 0;
     const sl_mtp_kv kv[2] = {
@@ -180,9 +179,7 @@ static int draft_after(mtp_stage *ms, const pl_msg *in, uint32_t i0, uint32_t i1
     ms->draft_s += sl_now_s() - t0;
     ms->drafted += k;
     ms->rounds++;
-    sl->t_sent = sl_now_s();
-    sl->sent_rows = k + 1;
-    sl->steps++;
+    sl->sent_k = k;
     return k;
 }
 
@@ -314,5 +311,6 @@ int sl_mtp_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
         return sl_fail(err, "out of memory");
     for (int i = 0; i < ms->max_seqs; i++)
         sl_spec_stats_init(&ms->slots[i].stats);
+    spa_init(&ms->spa_prior, ms->k_max);
     return 0;
 }
