@@ -51,7 +51,9 @@ static void check_text(const char *text)
         }
         line = nl + 1;
     }
-    require(samples == (size_t)(7 + pl_n_step_bounds + 3 + pl_n_depth_bounds + 3));
+    /* 7 counters, the step histogram, the depth histogram and the pool's
+     * 4 (threads, calls, threads summed over calls, barrier wait) */
+    require(samples == (size_t)(7 + pl_n_step_bounds + 3 + pl_n_depth_bounds + 3 + 4));
     free(prom);
     char *plain = pl_metrics_text(&m, 1);
     require(plain != NULL);
