@@ -26,6 +26,12 @@ int64_t sl_probe_vnni_loop(int64_t iters, uint32_t seed)
     __m512i sum = acc[0];
     for (int c = 1; c < VNNI_CHAINS; c++)
         sum = _mm512_add_epi32(sum, acc[c]);
-    /* the caller folds this into a sink: the chains stay live */
-    return (int64_t)_mm512_reduce_add_epi32(sum);
+    /* the caller folds this into a sink: the chains stay live (summed as
+     * unsigned lanes: the wrapped chains overflow a signed reduction) */
+    uint32_t lanes[16];
+    _mm512_storeu_si512(lanes, sum);
+    uint64_t total = 0;
+    for (int l = 0; l < 16; l++)
+        total += lanes[l];
+    return (int64_t)total;
 }
