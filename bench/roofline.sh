@@ -54,21 +54,35 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 
 
 # llama_best MODEL: "pp512 tg" (tok/s, best samples), or "- -"
 llama_best() {
-  local out=$work/lb.json
-  # -o json: ik_llama.cpp's llama-bench has no jsonl
-  if ! "$llama_bench" -m "$1" -t "$THREADS" -p 512 -n "$GEN" -r "$REPS" -o json >"$out" 2>"$work/lb.err"; then
-    echo "roofline: llama-bench failed on $1:" >&2
-    tail -3 "$work/lb.err" >&2
+  # ik_llama.cpp repacks at load only when asked (-rtr 1), which doubles its
+  # decode on this CPU; its llama-bench takes one -rtr value a run, so run
+  # both settings and keep the best of each figure, as for sluice
+  local settings=("")
+  "$llama_bench" --help 2>&1 | grep -q -- '--run-time-repack' && settings=("-rtr 0" "-rtr 1")
+  local i=0 s outs=()
+  for s in "${settings[@]}"; do
+    i=$((i + 1))
+    # -o json: ik_llama.cpp's llama-bench has no jsonl
+    # shellcheck disable=SC2086
+    if ! "$llama_bench" -m "$1" -t "$THREADS" -p 512 -n "$GEN" -r "$REPS" $s -o json \
+      >"$work/lb$i.json" 2>"$work/lb.err"; then
+      echo "roofline: llama-bench ${s:+($s) }failed on $1:" >&2
+      tail -3 "$work/lb.err" >&2
+      continue
+    fi
+    outs+=("$work/lb$i.json")
+  done
+  if [[ ${#outs[@]} -eq 0 ]]; then
     echo "- -"
     return
   fi
-  /usr/bin/python3 - "$out" "$GEN" <<'PY'
+  /usr/bin/python3 - "$GEN" "${outs[@]}" <<'PY'
 import json, sys
-runs = json.load(open(sys.argv[1]))
+runs = [r for f in sys.argv[2:] for r in json.load(open(f))]
 def best(p, g):
     s = [max(r["samples_ts"]) for r in runs if r["n_prompt"] == p and r["n_gen"] == g]
     return "%.2f" % max(s) if s else "-"
-print(best(512, 0), best(0, int(sys.argv[2])))
+print(best(512, 0), best(0, int(sys.argv[1])))
 PY
 }
 
