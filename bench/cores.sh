@@ -9,7 +9,7 @@
 #  (c) configs/two-process.yaml (its processes on disjoint cores) against one
 #      process, for 1 prompt and 200 prompts; with BEFORE set, also the same
 #      two processes run by that binary (one without the core split).
-# usage: [BEFORE=old/sluice] [MODEL_1B=FILE] [IK=DIR] [IK_N=16] bench/cores.sh [REPS=3] [TOKENS=128] [PROMPTS=200]
+# usage: [BEFORE=old/sluice] [MODEL_1B=FILE] [IK=DIR] [IK_N=16] [SECTIONS="a b c"] bench/cores.sh [REPS=3] [TOKENS=128] [PROMPTS=200]
 # MODEL_1B defaults to /tmp/sluice-bench-g3-1b-q4_0.gguf, synthesized when
 # missing. Take `flock /tmp/sluice-bench.lock` around it on a shared machine.
 set -euo pipefail
@@ -22,6 +22,7 @@ REPS=${1:-3}
 N=${2:-128}
 MANY=${3:-200}
 IK_N=${IK_N:-16}
+SECTIONS=" ${SECTIONS:-a b c} "
 work=$(mktemp -d)
 hog=
 trap '[ -n "$hog" ] && kill "$hog" 2>/dev/null; rm -rf "$work"' EXIT
@@ -39,9 +40,10 @@ rate() {
   "$bin" run "$@" --prompts "$prompts" -n "$N" 2>&1 >/dev/null |
     sed -n 's/.*: \([0-9.]*\) tok\/s aggregate.*/\1/p; s/^decode  *\([0-9.]*\) tok\/s.*/\1/p' | tail -1
 }
-# ik's decode tok/s (llama-bench tg IK_N: under load it slows down a hundredfold)
+# ik's decode tok/s (llama-bench tg IK_N: under load it slows down a hundredfold;
+# -rtr 1, its load-time repacking, is its fastest decode here)
 ik_rate() {
-  "$IK/llama-bench" -m "$1" -p 0 -n "$IK_N" -t "$2" -r 1 -o json 2>/dev/null |
+  "$IK/llama-bench" -m "$1" -p 0 -n "$IK_N" -t "$2" -r 1 -rtr 1 -o json 2>/dev/null |
     sed -n 's/.*"avg_ts": *\([0-9.e+-]*\).*/\1/p' | tail -1
 }
 best() { sort -g | tail -1; }
@@ -78,30 +80,36 @@ threads_row() {
 
 ik=0
 [ -x "$IK/llama-bench" ] && ik=1
-echo "(a) one core kept busy by yes"
-yes >/dev/null &
-hog=$!
-threads_row tiny models/tiny-gemma3.gguf "$ik"
-threads_row "gemma3 1b q4_0" "$MODEL_1B" "$ik"
-kill "$hog"
-wait "$hog" 2>/dev/null || true
-hog=
-echo "(b) idle"
-threads_row tiny models/tiny-gemma3.gguf 0
-threads_row "gemma3 1b q4_0" "$MODEL_1B" 0
+if [[ $SECTIONS == *" a "* ]]; then
+  echo "(a) one core kept busy by yes"
+  yes >/dev/null &
+  hog=$!
+  threads_row tiny models/tiny-gemma3.gguf "$ik"
+  threads_row "gemma3 1b q4_0" "$MODEL_1B" "$ik"
+  kill "$hog"
+  wait "$hog" 2>/dev/null || true
+  hog=
+fi
+if [[ $SECTIONS == *" b "* ]]; then
+  echo "(b) idle"
+  threads_row tiny models/tiny-gemma3.gguf 0
+  threads_row "gemma3 1b q4_0" "$MODEL_1B" 0
 
-echo "(c) configs/two-process.yaml"
-printf '%-10s %12s %12s %12s %10s\n' prompts "one-proc" "2p before" "2p after" "after/one"
-for p in one many; do
-  one=() before=() after=()
-  for _ in $(seq "$REPS"); do
-    one+=("$(rate "$SLUICE" "$work/$p.txt" -m models/tiny-gemma3.gguf)")
-    [ -n "$BEFORE" ] && before+=("$(rate "$BEFORE" "$work/$p.txt" -c "$work/two.yaml")")
-    after+=("$(rate "$SLUICE" "$work/$p.txt" -c "$work/two.yaml")")
+fi
+if [[ $SECTIONS == *" c "* ]]; then
+  echo "(c) configs/two-process.yaml"
+  printf '%-10s %12s %12s %12s %10s\n' prompts "one-proc" "2p before" "2p after" "after/one"
+  for p in one many; do
+    one=() before=() after=()
+    for _ in $(seq "$REPS"); do
+      one+=("$(rate "$SLUICE" "$work/$p.txt" -m models/tiny-gemma3.gguf)")
+      [ -n "$BEFORE" ] && before+=("$(rate "$BEFORE" "$work/$p.txt" -c "$work/two.yaml")")
+      after+=("$(rate "$SLUICE" "$work/$p.txt" -c "$work/two.yaml")")
+    done
+    bo=$(printf '%s\n' "${one[@]}" | best)
+    ba=$(printf '%s\n' "${after[@]}" | best)
+    bb=-
+    [ -n "$BEFORE" ] && bb=$(printf '%s\n' "${before[@]}" | best)
+    printf '%-10s %12s %12s %12s %10s\n' "$p" "$bo" "$bb" "$ba" "$(ratio "$ba" "$bo")"
   done
-  bo=$(printf '%s\n' "${one[@]}" | best)
-  ba=$(printf '%s\n' "${after[@]}" | best)
-  bb=-
-  [ -n "$BEFORE" ] && bb=$(printf '%s\n' "${before[@]}" | best)
-  printf '%-10s %12s %12s %12s %10s\n' "$p" "$bo" "$bb" "$ba" "$(ratio "$ba" "$bo")"
-done
+fi
