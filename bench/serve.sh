@@ -63,8 +63,11 @@ stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 start_llama() {
   local port
   port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # ik_llama.cpp repacks at load only when asked (-rtr): its fastest here
+  local extra=()
+  "$LLAMA_SERVER" --help 2>&1 | grep -q -- '--run-time-repack' && extra=(-rtr)
   "$LLAMA_SERVER" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -np "$SLOTS" -c $((SLOTS * CTX)) -cb -no-fa --threads-http 64 \
-    --chat-template gemma --host 127.0.0.1 --port "$port" >"$T/lout" 2>&1 &
+    --chat-template gemma --host 127.0.0.1 --port "$port" "${extra[@]}" >"$T/lout" 2>&1 &
   pid=$!
   URL=http://127.0.0.1:$port
   for _ in $(seq 1200); do
