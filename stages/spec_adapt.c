@@ -3,8 +3,14 @@
 #include <string.h>
 
 /* Plain steps measured before the first probe: a probe's cost is read
- * against them. */
-#define SPA_WARM_PLAIN 2
+ * against them, so t_plain must be right first. A drafted token's cost is
+ * the step's excess over t_plain: a t_plain too high by 30% (two warm-up
+ * steps in a mean of two) made a dear drafter (a third of a step a token)
+ * look free, and one accepting 1 token in 10 drafted for 70 steps. */
+#define SPA_WARM_PLAIN 8
+/* A fresh controller's first plain steps are not measured: they run with
+ * cold caches (seen: 1.3x the steady step on the tiny pair). */
+#define SPA_COLD_PLAIN 2
 /* Tokens a probe drafts: one is enough to measure what a drafted token
  * costs and whether it is accepted, and costs least when it does not pay
  * (a compute-bound target verifies two rows in about twice one). */
@@ -19,8 +25,11 @@
  * has to bring its cache up to date over every step since the last. */
 #define SPA_GAP_COST_BOUND 1024
 /* While drafting, one plain step in this many keeps t_plain current (the
- * step time grows with the context). */
+ * step time grows with the context); one in SPA_REFRESH_EARLY while fewer
+ * than SPA_PLAIN_SETTLED plain steps are behind it. */
 #define SPA_REFRESH 64
+#define SPA_REFRESH_EARLY 16
+#define SPA_PLAIN_SETTLED 16
 /* Hysteresis on the predicted gain: drafting starts above ENTER and stops
  * below EXIT, so noise does not flip it every step. */
 #define SPA_ENTER 1.05
@@ -42,6 +51,7 @@ void spa_init(spa_ctl *c, int k_max)
     c->k_max = k_max > 0 ? k_max : 0;
     c->alpha = 0.7; /* counts as one observation: the first outcome mostly replaces it */
     c->gap = SPA_GAP_MIN;
+    c->cold = SPA_COLD_PLAIN;
 }
 
 void spa_init_from(spa_ctl *c, const spa_ctl *prior)
@@ -54,6 +64,8 @@ void spa_init_from(spa_ctl *c, const spa_ctl *prior)
     c->n_plain = prior->n_plain < 4 ? prior->n_plain : 4;
     c->n_spec = prior->n_spec < 4 ? prior->n_spec : 4;
     c->n_alpha = prior->n_alpha < 4 ? prior->n_alpha : 4;
+    if (c->n_plain > 0)
+        c->cold = 0; /* the process is warm: this request's steps count at once */
 }
 
 /* Expected tokens emitted by a step drafting k tokens. */
@@ -125,7 +137,9 @@ static int next_plain(spa_ctl *c)
 
 int spa_next_k(spa_ctl *c)
 {
-    if (c->k_max == 0 || c->n_plain < SPA_WARM_PLAIN)
+    /* warm-up only before the first probe: a controller started from a
+     * prior (spa_init_from) has its measurements already */
+    if (c->k_max == 0 || (c->n_spec == 0 && c->n_plain < SPA_WARM_PLAIN))
         return 0;
     if (c->n_spec == 0) /* the first probe: what does a drafted token cost? */
         return SPA_PROBE_K < c->k_max ? SPA_PROBE_K : c->k_max;
@@ -141,7 +155,7 @@ int spa_next_k(spa_ctl *c)
     }
     if (!c->drafting)
         return next_plain(c);
-    if (++c->since >= SPA_REFRESH) {
+    if (++c->since >= (c->n_plain < SPA_PLAIN_SETTLED ? SPA_REFRESH_EARLY : SPA_REFRESH)) {
         c->since = 0;
         return 0;
     }
@@ -172,6 +186,10 @@ void spa_observe_cost(spa_ctl *c, int drafted, double step_s)
     if (step_s < 0.0 || drafted < 0)
         return;
     if (drafted == 0) {
+        if (c->cold > 0) {
+            c->cold--;
+            return;
+        }
         step_s = clip(step_s, c->t_plain, c->n_plain);
         c->n_plain++;
         fade(&c->t_plain, step_s, c->n_plain, SPA_W_TIME);

@@ -28,6 +28,7 @@ typedef struct spa_ctl {
     double t_plain;     /* seconds of a plain step */
     double t_token;     /* extra seconds a drafted token adds to a step */
     int n_plain, n_spec;/* observations behind t_plain and t_token */
+    int cold;           /* first plain steps still to ignore (cold caches) */
     long n_alpha;       /* drafted tokens behind alpha */
     /* the schedule */
     bool drafting;      /* drafting pays: every step drafts */

@@ -11,6 +11,8 @@
 
 typedef struct sim {
     double alpha, t_plain, t_token, noise;
+    int cold_steps;     /* the first steps take cold_factor times as long */
+    double cold_factor;
     uint64_t rng;
     /* totals */
     double seconds;
@@ -32,6 +34,8 @@ static int sim_step(sim *s, spa_ctl *c)
     while (accepted < k && uniform(s) < s->alpha)
         accepted++;
     double t = (s->t_plain + k * s->t_token) * (1.0 + s->noise * (2.0 * uniform(s) - 1.0));
+    if (s->steps < s->cold_steps)
+        t *= s->cold_factor;
     spa_observe(c, k, accepted, t);
     s->seconds += t;
     s->tokens += accepted + 1;
@@ -74,6 +78,25 @@ static void test_never_accepts(void)
                "t_token %g: %ld of 1000 steps drafted", costs[i], s.drafting_steps - before);
         CHECK(c.gap >= 64);
         CHECKF(sim_speedup(&s) >= 0.98, "t_token %g: %.3fx of plain", costs[i], sim_speedup(&s));
+    }
+}
+
+/* The tiny pair's case: the first steps run with cold caches (1.3x),
+ * the drafter is dear (a drafted token adds 0.3 of a step) and rarely
+ * accepted. Warm-up steps in t_plain made drafted tokens look free (a
+ * step's excess over a too-high t_plain) and the controller drafted for
+ * 70 steps at 10% acceptance (0.78-0.88x of plain measured); it must stay
+ * at plain speed. */
+static void test_cold_start(void)
+{
+    for (uint64_t seed = 1; seed <= 8; seed++) {
+        spa_ctl c;
+        spa_init(&c, 8);
+        sim s = {.alpha = 0.1, .t_plain = 0.01, .t_token = 0.003, .noise = 0.05, .rng = seed,
+                 .cold_steps = 2, .cold_factor = 1.35};
+        run(&s, &c, 400);
+        CHECKF(sim_speedup(&s) >= 0.97, "seed %d: %.3fx of plain", (int)seed, sim_speedup(&s));
+        CHECKF(s.drafting_steps <= 20, "seed %d: %ld of 400 steps drafted", (int)seed, s.drafting_steps);
     }
 }
 
@@ -131,8 +154,11 @@ static void test_moderate(void)
     CHECKF(sim_speedup(&s) > 1.25, "%.2fx of plain", sim_speedup(&s));
 }
 
-/* The text turns easy after 300 steps of rejections: a probe notices and
- * drafting resumes; then it turns hard again and drafting stops. */
+/* The text turns easy after 300 steps of rejections: probes notice and
+ * drafting resumes; then it turns hard again and drafting stops. After
+ * 300 rejections alpha is ~0 and probes come SPA_GAP_MAX (128) steps
+ * apart, so the step count depends on where the turn falls between two
+ * probes: the check counts probes (two lift alpha past the entry gain). */
 static void test_turns(void)
 {
     spa_ctl c;
@@ -141,11 +167,13 @@ static void test_turns(void)
     run(&s, &c, 300);
     CHECK(!c.drafting);
     s.alpha = 0.95;
+    long probes_before = c.probes;
     int found = -1;
     for (int i = 0; i < 400 && found < 0; i++)
         if (sim_step(&s, &c) > 0 && c.drafting)
             found = i;
-    CHECKF(found >= 0 && found <= 200, "drafting resumed after %d steps", found);
+    CHECKF(found >= 0 && c.probes - probes_before <= 3, "drafting resumed after %d steps, %ld probes", found,
+           c.probes - probes_before);
     s.alpha = 0.0;
     int stopped = -1;
     for (int i = 0; i < 100 && stopped < 0; i++)
@@ -198,6 +226,7 @@ static void test_edges(void)
 int main(void)
 {
     test_never_accepts();
+    test_cold_start();
     test_good_drafter_stays_up();
     test_accepting_but_dear();
     test_moderate();
