@@ -1081,13 +1081,32 @@ static int load_tokenizer(sl_pipeline *p, sl_err *err)
     return rc ? -1 : 0;
 }
 
+static int chain_end(const sl_pipeline *p, int i);
+
+/* Layer stages that compute at the same time: a chain of this process's
+ * stages counts once (they run one after another on its thread), a layers
+ * stage in another process once each (a worker runs each on a thread). */
+static int concurrent_layer_stages(const sl_pipeline *p)
+{
+    const pl_config *c = &p->cfg;
+    int n = 0;
+    for (int i = 0; i < c->n_stages;) {
+        int e = c->stages[i].node == 0 ? chain_end(p, i) : i + 1;
+        bool layers = false;
+        for (int k = i; k < e; k++)
+            layers |= c->stages[k].kind == PL_STAGE_LAYERS;
+        n += layers;
+        i = e;
+    }
+    return n;
+}
+
 static int alloc_driver(sl_pipeline *p, sl_err *err)
 {
     int rows = p->cfg.limits.max_batch_tokens, seqs = p->cfg.limits.max_sequences;
-    int n_layer_stages = 0;
-    for (int i = 0; i < p->cfg.n_stages; i++)
-        n_layer_stages += p->cfg.stages[i].kind == PL_STAGE_LAYERS;
-    p->depth = n_layer_stages + 1;
+    /* one micro-batch per layer stage that can overlap the others: more
+     * would only split the batch and read the weights more often */
+    p->depth = concurrent_layer_stages(p) + 1;
     p->slot_used = calloc((size_t)seqs, sizeof *p->slot_used);
     if (p->cfg.limits.prefix_cache && !(p->parked = calloc((size_t)seqs, sizeof *p->parked)))
         return sl_fail(err, "out of memory");
