@@ -146,4 +146,26 @@ config auto.yaml "" ""
 expect 0 taskset -c "$first" "$SLUICE" run -c auto.yaml -p hello -n 4
 has "$T/err" "warning: 2 processes of this pipeline share 1 CPU\\(s\\) \\($first\\)" "one CPU for two processes"
 
+# Two layers stages chained on one thread in one process: decoding requests
+# go in the batches of one stage, not split as for stages that overlap (then
+# each batch ran after the other on the one thread and read the weights
+# twice: about twice the messages).
+chained() {
+    { echo "model: m.gguf"; echo "stages:"; echo "  - kind: embed"
+      for r in "$@"; do printf '  - kind: layers\n    layers: [%s]\n' "$r"; done
+      echo "  - kind: head"; echo "  - kind: sample"
+      echo "limits: {max_sequences: 8, context: 512, max_batch_tokens: 256}"; } >chain$#.yaml
+}
+chained "0, 6"
+chained "0, 3" "3, 6"
+for i in 1 2 3 4 5 6 7 8; do echo "prompt $i"; done >eight.txt
+layer_msgs() {
+    "$SLUICE" run -c "$1" --prompts eight.txt -n 24 --stats 2>&1 >/dev/null |
+        sed -n 's/^stage layers\[0,[36])  *messages \([0-9]*\).*/\1/p'
+}
+one=$(layer_msgs chain1.yaml)
+two=$(layer_msgs chain2.yaml)
+if [ -n "$one" ] && [ -n "$two" ] && [ "$two" -le $((one + one / 4)) ]; then ok
+else bad "two chained layers stages: $two messages against $one for one stage"; fi
+
 finish test_cores
