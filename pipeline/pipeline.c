@@ -1085,20 +1085,34 @@ static int chain_end(const sl_pipeline *p, int i);
 
 /* Layer stages that compute at the same time: a chain of this process's
  * stages counts once (they run one after another on its thread), a layers
- * stage in another process once each (a worker runs each on a thread). */
+ * stage in another process once each (a worker runs each on a thread),
+ * except in a worker this one spawns without `cores:`: it shares this
+ * CPUs (pl_cores_share) with the other such workers and, unless this
+ * process has `cores:`, with this one: overlapping them would only split
+ * the batch, so they count once together (nothing more when this
+ * process's chains hold layers and share with them). */
 static int concurrent_layer_stages(const sl_pipeline *p)
 {
     const pl_config *c = &p->cfg;
     int n = 0;
+    bool local = false, sharing = false;
     for (int i = 0; i < c->n_stages;) {
-        int e = c->stages[i].node == 0 ? chain_end(p, i) : i + 1;
+        int node = c->stages[i].node;
+        int e = node == 0 ? chain_end(p, i) : i + 1;
         bool layers = false;
         for (int k = i; k < e; k++)
             layers |= c->stages[k].kind == PL_STAGE_LAYERS;
-        n += layers;
+        if (node != 0 && c->nodes[node].spawn && !sl_cpuset_count(&c->nodes[node].cores))
+            sharing |= layers;
+        else
+            n += layers;
+        local |= node == 0 && layers;
         i = e;
     }
-    return n;
+    /* with `cores:` of its own this process does not share the rest */
+    if (sl_cpuset_count(&c->nodes[0].cores))
+        local = false;
+    return n + (sharing && !local);
 }
 
 static int alloc_driver(sl_pipeline *p, sl_err *err)
