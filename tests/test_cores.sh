@@ -146,26 +146,37 @@ config auto.yaml "" ""
 expect 0 taskset -c "$first" "$SLUICE" run -c auto.yaml -p hello -n 4
 hasnt "$T/err" "warning" "one CPU for two processes"
 
-# Two layers stages chained on one thread in one process: decoding requests
-# go in the batches of one stage, not split as for stages that overlap (then
-# each batch ran after the other on the one thread and read the weights
-# twice: about twice the messages).
+# Layers stages of one process, chained on one thread or on threads of
+# their own (a `threads:` of its own starts a chain), share its cores:
+# decoding requests go in one micro-batch at a time, as with one stage (split
+# over overlapping batches, each part read the weights again and the parts
+# ran one after the other anyway: 0.8x one stage on the 1b model). Two
+# processes on disjoint `cores:` overlap, one batch each.
 chained() {
+    local name=$1
+    shift
     { echo "model: m.gguf"; echo "stages:"; echo "  - kind: embed"
       for r in "$@"; do printf '  - kind: layers\n    layers: [%s]\n' "$r"; done
       echo "  - kind: head"; echo "  - kind: sample"
-      echo "limits: {max_sequences: 8, context: 512, max_batch_tokens: 256}"; } >chain$#.yaml
+      echo "limits: {max_sequences: 8, context: 512, max_batch_tokens: 256}"; } >"$name"
 }
-chained "0, 6"
-chained "0, 3" "3, 6"
-for i in 1 2 3 4 5 6 7 8; do echo "prompt $i"; done >eight.txt
-layer_msgs() {
-    "$SLUICE" run -c "$1" --prompts eight.txt -n 24 --stats 2>&1 >/dev/null |
-        sed -n 's/^stage layers\[0,[36])  *messages \([0-9]*\).*/\1/p'
+chained chain1.yaml "0, 6"
+chained chain2.yaml "0, 3" "3, 6"
+sed 's/^    layers: \[3, 6\]$/&\n    threads: 1/' chain2.yaml >threads2.yaml
+in_flight() {
+    "$SLUICE" run -c "$1" -p hello -n 2 --stats 2>&1 >/dev/null |
+        sed -n 's/^micro-batches in flight: at most \([0-9]*\)$/\1/p'
 }
-one=$(layer_msgs chain1.yaml)
-two=$(layer_msgs chain2.yaml)
-if [ -n "$one" ] && [ -n "$two" ] && [ "$two" -le $((one + one / 4)) ]; then ok
-else bad "two chained layers stages: $two messages against $one for one stage"; fi
+for c in chain1.yaml chain2.yaml threads2.yaml auto.yaml; do
+    n=$(in_flight $c)
+    [ "$n" = 2 ] && ok || bad "$c: '$n' micro-batches in flight, not 2"
+done
+if [ ${#mine[@]} -ge 2 ]; then
+    config disjoint.yaml "    cores: [$first]
+" "    cores: [$last]
+"
+    n=$(in_flight disjoint.yaml)
+    [ "$n" = 3 ] && ok || bad "processes on disjoint cores: '$n' micro-batches in flight, not 3"
+fi
 
 finish test_cores
