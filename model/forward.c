@@ -649,31 +649,59 @@ static void per_layer_out(sl_fwd *f, int il, float *x, int n)
     }
 }
 
+/* One layer of the batch: its ops, each split over the pool. */
+static int layer_step(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, int il, sl_err *err)
+{
+    const sl_config *c = &f->m->cfg;
+    const sl_layer_weights *w = &f->m->layer[il];
+    int n = b->n_tokens;
+    TIMED(f, norm, norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps));
+    /* q always; k and v unless the layer reads another's cache or V = K */
+    sl_mm_job qkv[3] = {job_w(&w->wq, f->q), job_w(&w->wk, f->k), job_w(&w->wv, f->v)};
+    int n_jobs = w->wk.data ? (w->wv.data ? 3 : 2) : 1;
+    TIMED(f, matmul, matmul_same_x(qkv, n_jobs, f->xn, n, c->d_model));
+    int rc = 0;
+    TIMED(f, attention, qk_prepare(f, kv, b, il); rc = attention(f, kv, b, il, err));
+    if (rc)
+        return -1;
+    TIMED(f, matmul, matmul_w(&w->wo, f->attn, n, f->o));
+    TIMED(f, elementwise, residual(f, x, w->post_attn_norm, n));
+    ffn(f, il, x, n);
+    if (w->ple_gate.data || w->out_scale)
+        per_layer_out(f, il, x, n);
+    return 0;
+}
+
+typedef struct step_args {
+    sl_fwd *f;
+    sl_kv *kv;
+    const sl_batch *b;
+    float *x;
+    int il, rc;
+    sl_err *err;
+} step_args;
+
+static void layer_region(void *arg)
+{
+    step_args *a = arg;
+    a->rc = layer_step(a->f, a->kv, a->b, a->x, a->il, a->err);
+}
+
 int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err *err)
 {
     const sl_model *m = f->m;
-    const sl_config *c = &m->cfg;
     if (check_batch(f, kv, b, err))
         return -1;
     int n = b->n_tokens;
     if (f->ple && ple_inputs(f, b, err))
         return -1;
+    /* a layer step holds the pool: its ops cost a barrier each, not a
+     * wake-up of the workers each */
     for (int il = m->part.l0; il < m->part.l1; il++) {
-        const sl_layer_weights *w = &m->layer[il];
-        TIMED(f, norm, norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps));
-        /* q always; k and v unless the layer reads another's cache or V = K */
-        sl_mm_job qkv[3] = {job_w(&w->wq, f->q), job_w(&w->wk, f->k), job_w(&w->wv, f->v)};
-        int n_jobs = w->wk.data ? (w->wv.data ? 3 : 2) : 1;
-        TIMED(f, matmul, matmul_same_x(qkv, n_jobs, f->xn, n, c->d_model));
-        int rc = 0;
-        TIMED(f, attention, qk_prepare(f, kv, b, il); rc = attention(f, kv, b, il, err));
-        if (rc)
+        step_args a = {f, kv, b, x, il, 0, err};
+        sl_pool_region(layer_region, &a);
+        if (a.rc)
             return -1;
-        TIMED(f, matmul, matmul_w(&w->wo, f->attn, n, f->o));
-        TIMED(f, elementwise, residual(f, x, w->post_attn_norm, n));
-        ffn(f, il, x, n);
-        if (w->ple_gate.data || w->out_scale)
-            per_layer_out(f, il, x, n);
     }
     /* The cache now holds every position of the batch. */
     for (int i = 0; i < n; i++)

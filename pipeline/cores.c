@@ -126,11 +126,36 @@ int pl_cores_resolve(pl_config *c, const sl_cpuset *allowed, char *warn, size_t 
     return 0;
 }
 
+int pl_cores_share(pl_config *c, const sl_cpuset *allowed, char *warn, size_t warn_cap, sl_err *err)
+{
+    warn[0] = '\0';
+    sl_cpuset taken;
+    if (check_stated(c, allowed, &taken, err))
+        return -1;
+    sl_cpuset pool = *allowed;
+    for (int w = 0; w < SL_CPUS_MAX / 64; w++)
+        pool.bits[w] &= ~taken.bits[w];
+    if (sl_cpuset_count(&taken)) {
+        char list[256];
+        for (int i = 0; i < c->n_nodes; i++) {
+            if (!ours(c, i) || !computes(c, i) || sl_cpuset_count(&c->nodes[i].cores))
+                continue;
+            if (!sl_cpuset_count(&pool))
+                return sl_fail(err, "%s: the nodes' `cores` take every CPU this process may use (%s) "
+                               "and leave none for node '%s'", c->path,
+                               sl_cpuset_format(allowed, list, sizeof list), c->nodes[i].name);
+            c->nodes[i].cores = pool;
+        }
+    }
+    check_threads(c, allowed, warn, warn_cap);
+    return 0;
+}
+
 int pl_cores_apply(pl_config *c, sl_cpuset *before, bool *bound, sl_err *err)
 {
     *bound = false;
     char warn[512];
-    if (sl_cpus_allowed(before, err) || pl_cores_resolve(c, before, warn, sizeof warn, err))
+    if (sl_cpus_allowed(before, err) || pl_cores_share(c, before, warn, sizeof warn, err))
         return -1;
     if (warn[0])
         fprintf(stderr, "sluice: warning: %s\n", warn);

@@ -1,6 +1,10 @@
-/* CPUs for the processes of one pipeline on one host: the coordinator and
- * the workers it spawns get disjoint core sets, so their worker pools never
- * spin on each other's cores. */
+/* CPUs for the processes of one pipeline on one host. At run time the
+ * coordinator and the workers it spawns share the CPUs no node's `cores:`
+ * takes: their pools sleep when idle, and a process alone at work (one
+ * request, stages taking turns) then has every core, where disjoint shares
+ * left it one (the synth Gemma 3 1B split in two processes on 2 CPUs: 0.96x
+ * one process shared, 0.57x disjoint). `sluice plan` writes disjoint shares
+ * as explicit `cores:` (pl_cores_resolve) for layouts that want them. */
 #ifndef SLUICE_PIPELINE_CORES_H
 #define SLUICE_PIPELINE_CORES_H
 
@@ -18,7 +22,14 @@
  * does a node whose stages' `threads:` add up to more than its CPUs. */
 int pl_cores_resolve(pl_config *c, const sl_cpuset *allowed, char *warn, size_t warn_cap, sl_err *err);
 
-/* Resolves the config's cores (pl_cores_resolve, warning on stderr) and
+/* The run-time policy: nodes with `cores:` get theirs (each must be among
+ * `allowed`); when some do, the others that compute share the rest of
+ * `allowed` (none left is an error); when none do, every process keeps
+ * all of `allowed`. A node whose stages' `threads:` add up to more than
+ * its CPUs gets a warning in warn. */
+int pl_cores_share(pl_config *c, const sl_cpuset *allowed, char *warn, size_t warn_cap, sl_err *err);
+
+/* Resolves the config's cores (pl_cores_share, warning on stderr) and
  * binds the calling thread, the coordinator's, to nodes[0]'s: the stage
  * threads it starts next inherit them. *before gets the mask to give back
  * with pl_cores_restore; *bound says whether there is one. */

@@ -1081,13 +1081,55 @@ static int load_tokenizer(sl_pipeline *p, sl_err *err)
     return rc ? -1 : 0;
 }
 
+static int chain_end(const sl_pipeline *p, int i);
+
+/* Layer stages that compute at the same time: this process's chains count
+ * once (stages of a chain run one after another on its thread; chains share
+ * the pool, so overlapping them would only split the batch), a layers
+ * stage in another process once each (a worker runs each on a thread),
+ * except in a worker this one spawns without `cores:`: it shares this
+ * CPUs (pl_cores_share) with the other such workers and, unless this
+ * process has `cores:`, with this one: overlapping them would only split
+ * the batch, so they count once together (nothing more when this
+ * process's chains hold layers and share with them). */
+static int concurrent_layer_stages(const sl_pipeline *p)
+{
+    const pl_config *c = &p->cfg;
+    int n = 0;
+    bool local = false, sharing = false;
+    /* this process's chains share its pool and cores, except those bound to
+     * distinct NUMA nodes: one unit per binding */
+    bool numa_seen[PL_MAX_STAGES + 1] = {false};
+    for (int i = 0; i < c->n_stages;) {
+        int node = c->stages[i].node;
+        int e = node == 0 ? chain_end(p, i) : i + 1;
+        bool layers = false;
+        for (int k = i; k < e; k++)
+            layers |= c->stages[k].kind == PL_STAGE_LAYERS;
+        int numa = c->stages[i].numa + 1;
+        if (node == 0 && layers && numa >= 0 && numa <= PL_MAX_STAGES) {
+            n += !numa_seen[numa];
+            numa_seen[numa] = true;
+        } else if (node != 0 && c->nodes[node].spawn && !sl_cpuset_count(&c->nodes[node].cores)) {
+            sharing |= layers;
+        } else {
+            n += layers;
+        }
+        local |= node == 0 && layers;
+        i = e;
+    }
+    /* with `cores:` of its own this process does not share the rest */
+    if (sl_cpuset_count(&c->nodes[0].cores))
+        local = false;
+    return n + (sharing && !local);
+}
+
 static int alloc_driver(sl_pipeline *p, sl_err *err)
 {
     int rows = p->cfg.limits.max_batch_tokens, seqs = p->cfg.limits.max_sequences;
-    int n_layer_stages = 0;
-    for (int i = 0; i < p->cfg.n_stages; i++)
-        n_layer_stages += p->cfg.stages[i].kind == PL_STAGE_LAYERS;
-    p->depth = n_layer_stages + 1;
+    /* one micro-batch per layer stage that can overlap the others: more
+     * would only split the batch and read the weights more often */
+    p->depth = concurrent_layer_stages(p) + 1;
     p->slot_used = calloc((size_t)seqs, sizeof *p->slot_used);
     if (p->cfg.limits.prefix_cache && !(p->parked = calloc((size_t)seqs, sizeof *p->parked)))
         return sl_fail(err, "out of memory");
@@ -1133,38 +1175,20 @@ static int chain_end(const sl_pipeline *p, int i)
     return j;
 }
 
-/* Pool threads of a chain: its stages' setting, or the cores shared among
- * the chains of this process that hold a layers stage (those compute at
- * the same time). */
+/* Pool threads of a chain: its stages' setting, or every core of the
+ * process: chains with layers take turns with one micro-batch in flight
+ * (concurrent_layer_stages), so the one at work has the whole pool (a
+ * share each left it half while the other idled: two layers stages on
+ * their own threads ran the 1b model at 0.8x one stage). */
 static int chain_threads(const sl_pipeline *p, int i0, int i1)
 {
     const pl_config *c = &p->cfg;
+    (void)i1;
     if (c->stages[i0].threads > 0)
         return c->stages[i0].threads;
     if (c->stages[i0].numa >= 0)
         return 0; /* the host sizes the team to the node's cores */
-    int cores = p->opts.threads > 0 ? p->opts.threads : sl_cpus_available();
-    int computing = 0;
-    bool mine = false;
-    for (int i = 0; i < c->n_stages;) {
-        if (c->stages[i].node != 0) {
-            i++;
-            continue;
-        }
-        int e = chain_end(p, i);
-        bool layers = false;
-        for (int k = i; k < e; k++)
-            layers |= c->stages[k].kind == PL_STAGE_LAYERS;
-        computing += layers;
-        if (i == i0)
-            mine = layers;
-        i = e;
-    }
-    (void)i1;
-    if (!mine || computing <= 1)
-        return cores;
-    int t = cores / computing;
-    return t > 0 ? t : 1;
+    return p->opts.threads > 0 ? p->opts.threads : sl_cpus_available();
 }
 
 static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
@@ -1403,6 +1427,7 @@ void sl_pipeline_client_metrics(const sl_pipeline *p, pl_client_metrics *out)
 void sl_pipeline_print_stats(sl_pipeline *p, void *file)
 {
     FILE *out = file;
+    fprintf(out, "micro-batches in flight: at most %d\n", p->depth);
     for (int i = 0; i < p->n_hosts; i++) {
         if (!p->hosts[i])
             continue;

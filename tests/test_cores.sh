@@ -1,14 +1,14 @@
 #!/bin/bash
 # Cores as an assigned resource, with the processes of configs/two-process.yaml
 # (the coordinator and a worker it spawns) on this host:
-#  - without `cores:`, the coordinator and its spawned worker get disjoint
-#    CPU sets (Cpus_allowed_list in /proc/PID/status), together within the
-#    CPUs the run was given;
+#  - without `cores:`, the coordinator and its spawned worker share the CPUs
+#    the run was given (Cpus_allowed_list in /proc/PID/status); with `cores:`
+#    on one of them, the other gets the rest: disjoint sets;
 #  - with `cores:`, each process has exactly its node's CPUs;
 #  - a config oversubscribing cores (two processes on one CPU, more threads
 #    than cores) is refused with the numbers, and a bad `cores:` names the
-#    field; fewer CPUs than processes (taskset), or more threads than a
-#    process's share, runs with a warning giving the numbers.
+#    field; more threads than a process's CPUs runs with a warning giving
+#    the numbers; fewer CPUs than processes (taskset) runs without one.
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -77,29 +77,29 @@ sets_of() {
 }
 
 if [ ${#mine[@]} -ge 2 ]; then
+    # without cores: the coordinator and its worker share this run's CPUs
+    # (idle pools sleep; a process alone at work gets every core)
     config auto.yaml "" ""
     sets_of auto.yaml
-    c_set=($(cpus "$c_list"))
-    w_set=($(cpus "$w_list"))
-    [ ${#c_set[@]} -ge 1 ] && [ ${#w_set[@]} -ge 1 ] && ok ||
-        bad "no CPU sets read (coordinator '$c_list', worker '$w_list')"
-    common=$(comm -12 <(printf '%s\n' "${c_set[@]}" | sort) <(printf '%s\n' "${w_set[@]}" | sort))
-    [ -z "$common" ] && ok || bad "coordinator ($c_list) and worker ($w_list) share CPUs $(echo $common)"
-    outside=$(comm -13 <(printf '%s\n' "${mine[@]}" | sort) \
-        <(printf '%s\n' "${c_set[@]}" "${w_set[@]}" | sort -u))
-    [ -z "$outside" ] && ok || bad "CPUs $(echo $outside) are outside this run's (${mine[*]})"
-    [ $((${#c_set[@]} + ${#w_set[@]})) -eq ${#mine[@]} ] && ok ||
-        bad "coordinator ($c_list) and worker ($w_list) do not use all of ${mine[*]}"
+    [ "$(cpus "$c_list")" = "${mine[*]}" ] && [ "$(cpus "$w_list")" = "${mine[*]}" ] && ok ||
+        bad "without cores: coordinator ($c_list) and worker ($w_list) do not both have ${mine[*]}"
 
-    # layers: auto (the split decided at load): the same disjoint shares
+    # layers: auto (the split decided at load): the same
     sed -E 's/layers: \[[0-9]+, [0-9]+\]/layers: auto/' auto.yaml >layers-auto.yaml
     sets_of layers-auto.yaml
+    [ "$(cpus "$c_list")" = "${mine[*]}" ] && [ "$(cpus "$w_list")" = "${mine[*]}" ] && ok ||
+        bad "layers: auto: coordinator ($c_list) and worker ($w_list) do not both have ${mine[*]}"
+
+    # cores: for one of them: the other gets the rest, disjoint
+    config one-stated.yaml "    cores: [$last]
+" ""
+    sets_of one-stated.yaml
     c_set=($(cpus "$c_list"))
     w_set=($(cpus "$w_list"))
     common=$(comm -12 <(printf '%s\n' "${c_set[@]}" | sort) <(printf '%s\n' "${w_set[@]}" | sort))
-    [ ${#c_set[@]} -ge 1 ] && [ ${#w_set[@]} -ge 1 ] && [ -z "$common" ] &&
+    [ "$c_list" = "$last" ] && [ ${#w_set[@]} -ge 1 ] && [ -z "$common" ] &&
         [ $((${#c_set[@]} + ${#w_set[@]})) -eq ${#mine[@]} ] && ok ||
-        bad "layers: auto: coordinator ($c_list) and worker ($w_list) are not disjoint shares of ${mine[*]}"
+        bad "coordinator cores: [$last]: coordinator ($c_list) and worker ($w_list) are not disjoint shares of ${mine[*]}"
 
     config stated.yaml "    cores: [$last]
 " "    cores: [$first]
@@ -141,9 +141,42 @@ expect 0 "$SLUICE" run -c many.yaml -p hello -n 2
 has "$T/err" "warning: node 'p1' runs $((${#mine[@]} + 1)) threads in its stages on [0-9]+ CPU" \
     "more threads than cores, without cores:"
 
-# fewer CPUs than processes: they share, and the run says so
+# fewer CPUs than processes: they share them, as they do any number
 config auto.yaml "" ""
 expect 0 taskset -c "$first" "$SLUICE" run -c auto.yaml -p hello -n 4
-has "$T/err" "warning: 2 processes of this pipeline share 1 CPU\\(s\\) \\($first\\)" "one CPU for two processes"
+hasnt "$T/err" "warning" "one CPU for two processes"
+
+# Layers stages of one process, chained on one thread or on threads of
+# their own (a `threads:` of its own starts a chain), share its cores:
+# decoding requests go in one micro-batch at a time, as with one stage (split
+# over overlapping batches, each part read the weights again and the parts
+# ran one after the other anyway: 0.8x one stage on the 1b model). Two
+# processes on disjoint `cores:` overlap, one batch each.
+chained() {
+    local name=$1
+    shift
+    { echo "model: m.gguf"; echo "stages:"; echo "  - kind: embed"
+      for r in "$@"; do printf '  - kind: layers\n    layers: [%s]\n' "$r"; done
+      echo "  - kind: head"; echo "  - kind: sample"
+      echo "limits: {max_sequences: 8, context: 512, max_batch_tokens: 256}"; } >"$name"
+}
+chained chain1.yaml "0, 6"
+chained chain2.yaml "0, 3" "3, 6"
+sed 's/^    layers: \[3, 6\]$/&\n    threads: 1/' chain2.yaml >threads2.yaml
+in_flight() {
+    "$SLUICE" run -c "$1" -p hello -n 2 --stats 2>&1 >/dev/null |
+        sed -n 's/^micro-batches in flight: at most \([0-9]*\)$/\1/p'
+}
+for c in chain1.yaml chain2.yaml threads2.yaml auto.yaml; do
+    n=$(in_flight $c)
+    [ "$n" = 2 ] && ok || bad "$c: '$n' micro-batches in flight, not 2"
+done
+if [ ${#mine[@]} -ge 2 ]; then
+    config disjoint.yaml "    cores: [$first]
+" "    cores: [$last]
+"
+    n=$(in_flight disjoint.yaml)
+    [ "$n" = 3 ] && ok || bad "processes on disjoint cores: '$n' micro-batches in flight, not 3"
+fi
 
 finish test_cores

@@ -99,6 +99,47 @@ static void procs(pl_config *c, int n)
     c->stages[c->n_stages++] = (pl_stage){.kind = PL_STAGE_SAMPLE, .node = n - 1, .numa = -1};
 }
 
+/* The run-time policy: shared unless `cores:` say otherwise. */
+static void test_share(void)
+{
+    pl_config c;
+    sl_err e = {{0}};
+    char warn[256];
+    sl_cpuset four = set_of("0-3");
+
+    procs(&c, 3); /* no cores: every process keeps all four */
+    CHECKF(pl_cores_share(&c, &four, warn, sizeof warn, &e) == 0, "%s", e.msg);
+    for (int i = 0; i < 3; i++)
+        CHECKF(sl_cpuset_count(&c.nodes[i].cores) == 0, "node %d bound to %s", i,
+               fmt(&c.nodes[i].cores));
+    CHECK(warn[0] == '\0');
+
+    procs(&c, 3); /* the config's own first; the others share the rest */
+    c.nodes[0].cores = set_of("3");
+    CHECKF(pl_cores_share(&c, &four, warn, sizeof warn, &e) == 0, "%s", e.msg);
+    CHECKF(strcmp(fmt(&c.nodes[0].cores), "3") == 0 && strcmp(fmt(&c.nodes[1].cores), "0-2") == 0 &&
+           strcmp(fmt(&c.nodes[2].cores), "0-2") == 0, "%s | %s | %s", fmt(&c.nodes[0].cores),
+           fmt(&c.nodes[1].cores), fmt(&c.nodes[2].cores));
+
+    sl_cpuset one = set_of("5");
+    procs(&c, 3); /* fewer CPUs than processes: shared, no warning */
+    CHECK(pl_cores_share(&c, &one, warn, sizeof warn, &e) == 0 && warn[0] == '\0');
+
+    procs(&c, 2); /* more threads than the CPUs: said with the numbers */
+    c.stages[2].threads = 5;
+    CHECK(pl_cores_share(&c, &four, warn, sizeof warn, &e) == 0);
+    CHECKF(strstr(warn, "node 'p1' runs 5 threads in its stages on 4 CPU(s) (0-3)") != NULL, "%s", warn);
+
+    procs(&c, 2);
+    c.nodes[1].cores = four;
+    CHECK(pl_cores_share(&c, &four, warn, sizeof warn, &e) == -1);
+    CHECK_ERR_HAS(e, "take every CPU this process may use (0-3) and leave none for node 'local'");
+    procs(&c, 2);
+    c.nodes[1].cores = set_of("2-5");
+    CHECK(pl_cores_share(&c, &four, warn, sizeof warn, &e) == -1);
+    CHECK_ERR_HAS(e, "nodes[1].cores: node 'p1' asks for CPUs 2-5, but this process may use only 0-3");
+}
+
 static void test_resolve(void)
 {
     pl_config c;
@@ -169,5 +210,6 @@ int main(void)
     test_sets();
     test_quota_and_default();
     test_resolve();
+    test_share();
     return test_finish("test_cpus");
 }

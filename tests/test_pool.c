@@ -2,7 +2,9 @@
  * whatever the thread count and grain; workers really join a call; a call
  * from inside a task runs serially on its thread; idle workers sleep and a
  * sleeping pool still finishes the next call; two threads calling at once
- * both get their work done; the adaptation's decisions on injected
+ * both get their work done; regions: every write before a barrier seen
+ * after it (1-5 threads), workers in them, nesting, two callers; the
+ * adaptation's decisions on injected
  * measurements; and the forward pass of the shipped tiny model (embedding,
  * norms, q/k preparation, attention spans and their combination, FFN
  * activation, residuals, matmuls, head) bit-identical with 1, 2 and 3
@@ -59,6 +61,41 @@ static void test_coverage(void)
     }
     sl_pool_for(0, 1, cover_range, NULL); /* an empty range calls nothing */
     CHECK(1);
+}
+
+/* ---- a count below the workers started ---- */
+
+typedef struct distinct {
+    pthread_mutex_t lock;
+    pthread_t seen[16];
+    int n;
+} distinct;
+
+static void distinct_range(void *arg, int64_t i0, int64_t i1)
+{
+    distinct *d = arg;
+    (void)i0, (void)i1;
+    pthread_mutex_lock(&d->lock);
+    int k = 0;
+    while (k < d->n && !pthread_equal(d->seen[k], pthread_self()))
+        k++;
+    if (k == d->n && d->n < 16)
+        d->seen[d->n++] = pthread_self();
+    pthread_mutex_unlock(&d->lock);
+    usleep(200);
+}
+
+static void test_fewer_than_started(void)
+{
+    sl_pool_set_adaptive(false);
+    sl_pool_set_threads(5);
+    cover c = {calloc(100, sizeof(_Atomic int)), 100, 0};
+    sl_pool_for(100, 1, cover_range, &c); /* 4 workers started */
+    free((void *)c.hits);
+    sl_pool_set_threads(2);
+    distinct d = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    sl_pool_for(64, 1, distinct_range, &d);
+    CHECKF(d.n <= 2, "a 2-thread call ran on %d threads", d.n);
 }
 
 /* ---- workers join ---- */
@@ -200,6 +237,207 @@ static void test_two_callers(void)
     }
 }
 
+/* ---- regions ---- */
+
+#define REGION_N 997 /* not a multiple of any chunk count */
+#define REGION_OPS 8
+
+/* Op k of a region writes a[k][i] from a[k-1] read at the mirrored index,
+ * which another thread's chunk wrote: wrong unless the barrier between ops
+ * made every write before it visible. */
+typedef struct chain {
+    int32_t a[REGION_OPS + 1][REGION_N];
+    int k;
+    _Atomic int bad;
+    _Atomic int not_threads;
+    int threads;
+} chain;
+
+static int32_t chain_value(int k, int64_t i, int round)
+{
+    return (int32_t)(k * 7919 + i * 31 + round * 104729);
+}
+
+typedef struct chain_op {
+    chain *c;
+    int k, round;
+} chain_op;
+
+static void chain_range(void *arg, int64_t i0, int64_t i1)
+{
+    const chain_op *o = arg;
+    chain *c = o->c;
+    for (int64_t i = i0; i < i1; i++) {
+        int32_t prev = c->a[o->k - 1][REGION_N - 1 - i];
+        if (prev != chain_value(o->k - 1, REGION_N - 1 - i, o->round))
+            atomic_store(&c->bad, 1);
+        c->a[o->k][i] = chain_value(o->k, i, o->round);
+    }
+}
+
+typedef struct chain_run {
+    chain *c;
+    int round;
+} chain_run;
+
+static void chain_region(void *arg)
+{
+    chain_run *r = arg;
+    chain *c = r->c;
+    /* one thread needs no region */
+    if (sl_pool_in_region() != (c->threads > 1) || sl_pool_current_threads() != c->threads)
+        atomic_store(&c->not_threads, 1);
+    for (int64_t i = 0; i < REGION_N; i++)
+        c->a[0][i] = chain_value(0, i, r->round);
+    for (int k = 1; k <= REGION_OPS; k++) {
+        chain_op o = {c, k, r->round};
+        /* grains vary so some ops run on fewer threads or serially */
+        sl_pool_for(REGION_N, k == 3 ? REGION_N : k == 5 ? 400 : 1, chain_range, &o);
+    }
+}
+
+static void test_region_barrier(void)
+{
+    sl_pool_set_adaptive(false);
+    chain *c = calloc(1, sizeof *c);
+    for (int threads = 1; threads <= 5; threads++) {
+        sl_pool_set_threads(threads);
+        c->threads = threads;
+        atomic_store(&c->bad, 0);
+        atomic_store(&c->not_threads, 0);
+        for (int round = 0; round < 300; round++) {
+            chain_run r = {c, round};
+            sl_pool_region(chain_region, &r);
+            if (round % 100 == 99)
+                usleep(3000); /* workers asleep between regions too */
+        }
+        CHECKF(!atomic_load(&c->bad), "%d threads: an op read a write from before the barrier "
+               "that it could not see", threads);
+        CHECKF(!atomic_load(&c->not_threads), "%d threads: the region did not report its count",
+               threads);
+        CHECK(!sl_pool_in_region());
+    }
+    free(c);
+}
+
+/* A chunk of an op in a region waits until another thread starts one. */
+static void join_region(void *arg)
+{
+    join_probe *p = arg;
+    sl_pool_for(12, 1, join_range, p);
+}
+
+static void test_region_workers(void)
+{
+    sl_pool_set_adaptive(false);
+    sl_pool_set_threads(3);
+    for (int round = 0; round < 3; round++) {
+        join_probe p = {0};
+        sl_pool_region(join_region, &p);
+        CHECKF(atomic_load(&p.distinct) == 1, "round %d: no other thread took a chunk in the "
+               "region", round);
+        usleep(round == 1 ? 5000 : 0);
+    }
+    /* a region's ops count as calls, and the region once */
+    sl_pool_stats st = {0};
+    sl_pool_set_stats(&st);
+    chain *c = calloc(1, sizeof *c);
+    c->threads = 3;
+    chain_run r = {c, 0};
+    sl_pool_region(chain_region, &r);
+    sl_pool_set_stats(NULL);
+    CHECK(atomic_load(&st.regions) == 1);
+    CHECKF(atomic_load(&st.calls) == REGION_OPS, "%llu calls counted for %d ops",
+           (unsigned long long)atomic_load(&st.calls), REGION_OPS);
+    CHECK(!atomic_load(&c->bad));
+    free(c);
+}
+
+/* Nesting: a region or a parallel-for inside a task runs serially on the
+ * task's thread; a region inside a region runs in the outer one. */
+static void inner_region(void *arg)
+{
+    inner_arg *a = arg;
+    sl_pool_for(1000, 1, inner_range, a);
+}
+
+static void outer_region_range(void *arg, int64_t i0, int64_t i1)
+{
+    nest *n = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        inner_arg a = {pthread_self(), 0, 0};
+        sl_pool_region(inner_region, &a);
+        atomic_fetch_add(&n->inner_serial, !atomic_load(&a.other_thread));
+        atomic_fetch_add(&n->inner_ran, atomic_load(&a.count) == 1000);
+        atomic_fetch_add(&n->inner_threads_one, !sl_pool_in_region());
+    }
+}
+
+static void nested_region(void *arg)
+{
+    nest *n = arg;
+    sl_pool_for(24, 1, outer_region_range, n);
+    /* a region inside this one: its ops still run on this region's threads */
+    join_probe p = {0};
+    sl_pool_region(join_region, &p);
+    atomic_store(&n->inner_threads_one, atomic_load(&n->inner_threads_one) +
+                 100 * (atomic_load(&p.distinct) == 1 && sl_pool_in_region()));
+}
+
+static void test_region_nested(void)
+{
+    sl_pool_set_adaptive(false);
+    sl_pool_set_threads(3);
+    nest n = {0};
+    sl_pool_for(24, 1, outer_region_range, &n); /* regions in tasks of a call */
+    CHECK(atomic_load(&n.inner_serial) == 24);
+    CHECK(atomic_load(&n.inner_ran) == 24);
+    CHECK(atomic_load(&n.inner_threads_one) == 24);
+    n = (nest){0};
+    sl_pool_region(nested_region, &n); /* and in tasks of a region's op */
+    CHECK(atomic_load(&n.inner_serial) == 24);
+    CHECK(atomic_load(&n.inner_ran) == 24);
+    CHECKF(atomic_load(&n.inner_threads_one) == 124, "nested region: %d",
+           atomic_load(&n.inner_threads_one));
+    CHECK(!sl_pool_in_region() && !sl_pool_in_task());
+}
+
+/* Two threads running regions at once: one holds the pool, the other's
+ * ops run serially (or take the pool between the first one's regions);
+ * every barrier holds in both. */
+typedef struct region_caller {
+    chain *c;
+    int rounds;
+} region_caller;
+
+static void *region_caller_main(void *arg)
+{
+    region_caller *k = arg;
+    sl_pool_set_thread_limit(3);
+    for (int r = 0; r < k->rounds; r++) {
+        chain_run run = {k->c, r};
+        sl_pool_region(chain_region, &run);
+    }
+    return NULL;
+}
+
+static void test_region_two_callers(void)
+{
+    sl_pool_set_adaptive(true);
+    region_caller k[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        k[i] = (region_caller){calloc(1, sizeof(chain)), 300};
+        CHECK(pthread_create(&t[i], NULL, region_caller_main, &k[i]) == 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        CHECKF(!atomic_load(&k[i].c->bad), "caller %d: a barrier did not hold", i);
+        free(k[i].c);
+    }
+    sl_pool_set_adaptive(false);
+}
+
 /* ---- adaptation decisions ---- */
 
 #define MS 1000000ull
@@ -339,10 +577,15 @@ int main(void)
 {
     test_adapt();
     test_coverage();
+    test_fewer_than_started();
     test_workers_join();
     test_nested();
     test_sleep_wake();
     test_two_callers();
+    test_region_barrier();
+    test_region_workers();
+    test_region_nested();
+    test_region_two_callers();
     test_forward_threads();
     return test_finish("test_pool");
 }

@@ -42,6 +42,11 @@ static struct {
     _Alignas(64) _Atomic uint32_t done; /* chunks finished */
     _Atomic int caller_sleeping;
     _Atomic uint64_t busy_ns;
+    /* a region: its id (the generation that opened it; 0 outside one), and
+     * the generation of its latest op, which its workers wait on */
+    _Alignas(64) _Atomic uint32_t region;
+    _Atomic uint32_t op;
+    _Atomic int op_sleepers;
     /* the call's description, written while state says CLOSED */
     _Atomic(sl_pool_fn) fn;
     _Atomic(void *) arg;
@@ -55,6 +60,15 @@ static _Thread_local bool tls_in_task;
 static _Thread_local int tls_limit;
 static _Thread_local sl_pool_stats *tls_stats;
 static _Thread_local sl_pool_adapt tls_adapt; /* this thread's calls' count */
+
+/* The region the calling thread holds: its thread count and what its ops
+ * cost, summed for one adaptation decision. */
+typedef struct region_acc {
+    int threads;
+    bool adapting;
+    uint64_t excess_ns, busy_ns, wall_ns;
+} region_acc;
+static _Thread_local region_acc *tls_region;
 
 uint64_t sl_pool_now_ns(void)
 {
@@ -78,6 +92,11 @@ static void futex_wait(_Atomic uint32_t *addr, uint32_t expected)
 static void futex_wake(_Atomic uint32_t *addr)
 {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic uint32_t *addr)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
 }
 
 /* ---- adaptation (pure) ---- */
@@ -212,6 +231,43 @@ static uint32_t worker_wait(worker *w, uint32_t seen)
     }
 }
 
+/* Waits for the region's next op (or its end) after op seen: spinning
+ * covers the caller's serial work between two ops, sleeping a long gap. */
+static uint32_t op_wait(uint32_t seen)
+{
+    uint64_t t0 = sl_pool_now_ns();
+    for (int i = 0;; i++) {
+        uint32_t op = atomic_load_explicit(&P.op, memory_order_acquire);
+        if (op != seen)
+            return op;
+        if ((i & 63) == 63 && sl_pool_now_ns() - t0 > WORKER_SPIN_NS)
+            break;
+        cpu_relax();
+    }
+    for (;;) {
+        atomic_fetch_add(&P.op_sleepers, 1);
+        if (atomic_load(&P.op) == seen)
+            futex_wait(&P.op, seen);
+        atomic_fetch_sub(&P.op_sleepers, 1);
+        uint32_t op = atomic_load_explicit(&P.op, memory_order_acquire);
+        if (op != seen)
+            return op;
+    }
+}
+
+/* A worker in region id: joins each op until the region closes. The op is
+ * read before the region is checked, so an op of a later region is never
+ * taken for one of this one (its opening is published before its ops). A
+ * worker that arrives late joins the op running then. */
+static void region_worker(uint32_t id)
+{
+    uint32_t op = atomic_load_explicit(&P.op, memory_order_acquire);
+    while (atomic_load(&P.region) == id) {
+        run_chunks(op);
+        op = op_wait(op);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -219,7 +275,10 @@ static void *worker_main(void *arg)
     uint32_t seen = atomic_load(&w->seq);
     for (;;) {
         seen = worker_wait(w, seen);
-        run_chunks(seen);
+        if (atomic_load(&P.region) == seen)
+            region_worker(seen);
+        else
+            run_chunks(seen);
     }
     return NULL;
 }
@@ -257,6 +316,8 @@ static void after_fork_child(void)
 {
     pthread_mutex_init(&P.lock, NULL);
     atomic_store(&P.n_workers, 0);
+    atomic_store(&P.region, 0);
+    atomic_store(&P.op_sleepers, 0);
 }
 
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
@@ -297,21 +358,39 @@ static int wanted_threads(void)
     return n > MAX_WORKERS + 1 ? MAX_WORKERS + 1 : n;
 }
 
+bool sl_pool_in_region(void) { return tls_region && !tls_in_task; }
+
 int sl_pool_current_threads(void)
 {
     if (tls_in_task)
         return 1;
+    if (tls_region)
+        return tls_region->threads;
     int want = wanted_threads();
     if (!atomic_load(&P.adaptive) || tls_adapt.max != want)
         return want;
     return tls_adapt.threads < want ? tls_adapt.threads : want;
 }
 
-/* Publishes the call (the caller holds P.lock) and wakes threads-1 workers. */
+/* Sets workers [0, threads-1) to join generation gen. */
+static void wake_workers(uint32_t gen, int threads)
+{
+    for (int i = 0; i < threads - 1; i++) {
+        worker *w = &P.workers[i];
+        atomic_store(&w->seq, gen);
+        if (atomic_load(&w->sleeping))
+            futex_wake(&w->seq);
+    }
+}
+
+/* Publishes the call (the caller holds P.lock): to threads-1 workers woken
+ * for it, or in a region to the workers already in it. */
 static uint32_t post(int64_t n, int64_t chunk, uint32_t n_chunks, sl_pool_fn fn, void *arg,
                      int threads)
 {
     uint32_t gen = ++P.gen;
+    if (gen == 0)
+        gen = ++P.gen; /* 0 means no region */
     atomic_store(&P.state, (uint64_t)gen << 32 | CLOSED);
     atomic_store_explicit(&P.fn, fn, memory_order_relaxed);
     atomic_store_explicit(&P.arg, arg, memory_order_relaxed);
@@ -321,11 +400,12 @@ static uint32_t post(int64_t n, int64_t chunk, uint32_t n_chunks, sl_pool_fn fn,
     atomic_store(&P.done, 0);
     atomic_store(&P.busy_ns, 0);
     atomic_store(&P.state, (uint64_t)gen << 32);
-    for (int i = 0; i < threads - 1; i++) {
-        worker *w = &P.workers[i];
-        atomic_store(&w->seq, gen);
-        if (atomic_load(&w->sleeping))
-            futex_wake(&w->seq);
+    if (tls_region) {
+        atomic_store(&P.op, gen);
+        if (atomic_load(&P.op_sleepers))
+            futex_wake_all(&P.op);
+    } else {
+        wake_workers(gen, threads);
     }
     return gen;
 }
@@ -369,9 +449,103 @@ static void run_parallel(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, int
      * thread that lost its core */
     uint64_t wait = t1 - t_out, chunk_ns = busy / n_chunks;
     uint64_t excess = wait > chunk_ns ? wait - chunk_ns : 0;
-    if (adapting)
+    region_acc *r = tls_region;
+    if (r && adapting) {
+        r->excess_ns += excess;
+        r->busy_ns += busy;
+        r->wall_ns += t1 - t0;
+    } else if (adapting) {
         sl_pool_adapt_record(&tls_adapt, t1, excess, busy, t1 - t0);
+    }
     stats_add(threads, wait, busy);
+}
+
+/* An op of the calling thread's region: split as a call of its own would
+ * be, run by the threads in the region. */
+static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
+{
+    region_acc *r = tls_region;
+    int threads = r->threads;
+    int64_t max_chunks = (n + grain - 1) / grain;
+    bool whole = threads <= max_chunks; /* only then it says something about the count */
+    if (!whole)
+        threads = (int)max_chunks;
+    if (threads <= 1) {
+        tls_in_task = true;
+        fn(arg, 0, n);
+        tls_in_task = false;
+        stats_add(1, 0, 0);
+        return;
+    }
+    run_parallel(n, grain, fn, arg, threads, r->adapting && whole);
+}
+
+/* Opens a region for threads threads (the caller holds P.lock). */
+static void region_open(int threads)
+{
+    uint32_t gen = ++P.gen;
+    if (gen == 0)
+        gen = ++P.gen;
+    atomic_store(&P.state, (uint64_t)gen << 32 | CLOSED);
+    atomic_store(&P.op, gen);
+    atomic_store(&P.region, gen);
+    wake_workers(gen, threads);
+}
+
+/* Sends the region's workers back to waiting for the next call. */
+static void region_close(void)
+{
+    atomic_store(&P.region, 0);
+    uint32_t gen = ++P.gen;
+    if (gen == 0)
+        gen = ++P.gen;
+    atomic_store(&P.state, (uint64_t)gen << 32 | CLOSED);
+    atomic_store(&P.op, gen);
+    if (atomic_load(&P.op_sleepers))
+        futex_wake_all(&P.op);
+}
+
+/* Takes the pool for a call or region of up to want threads: the thread
+ * count to use (adapted when *adapting), or 0 when the pool is busy. */
+static int take_pool(int want, bool *adapting)
+{
+    if (pthread_mutex_trylock(&P.lock))
+        return 0;
+    pthread_once(&fork_once, register_fork);
+    int started = start_workers(want - 1) + 1; /* more may run for other callers */
+    int threads = started < want ? started : want;
+    uint64_t now = sl_pool_now_ns();
+    if (tls_adapt.max == 0)
+        sl_pool_adapt_init(&tls_adapt, threads);
+    sl_pool_adapt_set_max(&tls_adapt, threads, now);
+    *adapting = atomic_load(&P.adaptive);
+    if (*adapting)
+        threads = sl_pool_adapt_before(&tls_adapt, now);
+    return threads;
+}
+
+void sl_pool_region(sl_pool_region_fn fn, void *arg)
+{
+    int want = tls_in_task || tls_region ? 1 : wanted_threads();
+    bool adapting = false;
+    int threads = want > 1 ? take_pool(want, &adapting) : 0;
+    if (threads == 0) {
+        fn(arg); /* nested, one thread, or the pool is busy elsewhere */
+        return;
+    }
+    region_acc r = {threads, adapting, 0, 0, 0};
+    if (threads > 1)
+        region_open(threads);
+    tls_region = &r;
+    fn(arg);
+    tls_region = NULL;
+    if (threads > 1)
+        region_close();
+    if (r.adapting && r.wall_ns > 0)
+        sl_pool_adapt_record(&tls_adapt, sl_pool_now_ns(), r.excess_ns, r.busy_ns, r.wall_ns);
+    if (tls_stats)
+        atomic_fetch_add_explicit(&tls_stats->regions, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&P.lock);
 }
 
 void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
@@ -380,20 +554,17 @@ void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
         return;
     if (grain < 1)
         grain = 1;
+    if (tls_region && !tls_in_task) {
+        region_op(n, grain, fn, arg);
+        return;
+    }
     int want = n > grain && !tls_in_task ? wanted_threads() : 1;
-    if (want <= 1 || pthread_mutex_trylock(&P.lock)) {
+    bool adapting = false;
+    int threads = want > 1 ? take_pool(want, &adapting) : 0;
+    if (threads == 0) {
         fn(arg, 0, n); /* nested, too small, or the pool is busy elsewhere */
         return;
     }
-    pthread_once(&fork_once, register_fork);
-    int threads = start_workers(want - 1) + 1;
-    uint64_t now = sl_pool_now_ns();
-    if (tls_adapt.max == 0)
-        sl_pool_adapt_init(&tls_adapt, threads);
-    sl_pool_adapt_set_max(&tls_adapt, threads, now);
-    bool adapting = atomic_load(&P.adaptive);
-    if (adapting)
-        threads = sl_pool_adapt_before(&tls_adapt, now);
     int64_t max_chunks = (n + grain - 1) / grain;
     if (threads > max_chunks) {
         threads = (int)max_chunks;

@@ -13,7 +13,14 @@
  * calls and probes more again later.
  *
  * A call from inside a pool task, or while another thread's call holds the
- * pool, runs serially on the calling thread. */
+ * pool, runs serially on the calling thread.
+ *
+ * A region (sl_pool_region) holds the pool across several parallel-fors,
+ * such as the ops of one layer step: the workers are woken once and stay
+ * in it, and each parallel-for inside costs one barrier (publish the op,
+ * everyone claims its chunks, the caller waits for the last) instead of a
+ * lock, a wake-up and a join. Each op is split exactly as outside a region,
+ * so results stay bit-identical; the adaptation decides once per region. */
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
@@ -27,6 +34,15 @@ typedef void (*sl_pool_fn)(void *arg, int64_t i0, int64_t i1);
 /* Runs fn over [0, n) on up to the calling thread's thread count; chunks
  * hold at least grain items (ranges of at most grain items run serially). */
 void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg);
+
+/* Runs fn(arg) on the calling thread while holding the pool: every
+ * sl_pool_for fn makes runs on the region's threads. Nested in a task, or
+ * while another thread holds the pool, fn runs with ordinary calls (serial
+ * in a task, each call trying the pool otherwise). */
+typedef void (*sl_pool_region_fn)(void *arg);
+void sl_pool_region(sl_pool_region_fn fn, void *arg);
+/* Whether sl_pool_for here runs as an op of a region (not in a task). */
+bool sl_pool_in_region(void);
 
 /* The process's thread count (the caller included): what threads calling
  * sl_pool_for use unless they set their own. n <= 0: the cores available
@@ -42,10 +58,11 @@ int sl_pool_current_threads(void);
 bool sl_pool_in_task(void);
 
 /* Counters of the calls made by the threads that point at one (a stage
- * host's): calls that ran in parallel, threads they used (sum), and the
- * caller's wait at the barrier after it ran out of chunks. */
+ * host's): calls that ran in parallel (a region's ops each count), threads
+ * they used (sum), and the caller's wait at the barrier after it ran out of
+ * chunks; regions entered. */
 typedef struct sl_pool_stats {
-    _Atomic uint64_t calls, thread_sum, wait_ns, busy_ns;
+    _Atomic uint64_t calls, thread_sum, wait_ns, busy_ns, regions;
     _Atomic uint32_t last_threads;
 } sl_pool_stats;
 /* Where the calling thread's calls count (NULL: nowhere). */
