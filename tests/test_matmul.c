@@ -356,6 +356,77 @@ static void test_packed(void)
     CHECK(sl_pack(SL_TYPE_Q5_K, NULL, 256, 256) == NULL); /* no layout for it */
 }
 
+/* y of p's first token through a packed copy. */
+static void packed_y(const problem *p, const void *packed, float *y)
+{
+    sl_matmul_packed(p->type, p->w, packed, p->n_out, p->n_in, p->x, 1, y, p->n_out);
+}
+
+/* Packed copies share 2 MB-aligned slabs (kernels/matmul.c): copies do not
+ * overlap, each is 64-byte aligned, freeing one leaves the others' bytes
+ * alone, a freed place is not handed out while a neighbour lives on, and a
+ * copy larger than a slab gets a slab of its own starting on 2 MB. */
+static void test_pack_arena(void)
+{
+    sl_path_force(sl_path_best());
+    problem p;
+    problem_make(&p, SL_TYPE_Q4_0, 48, 11 * 32);
+    void *a = sl_pack(p.type, p.w, p.n_out, p.n_in);
+    if (!a) { /* no packed layout on this CPU */
+        problem_free(&p);
+        return;
+    }
+    void *b = sl_pack(p.type, p.w, p.n_out, p.n_in);
+    void *c = sl_pack(p.type, p.w, p.n_out, p.n_in);
+    size_t data = (size_t)p.n_out * sl_row_bytes(p.type, p.n_in); /* Q4_0 packs to its size */
+    void *all[3] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        CHECK(all[i] != NULL && (uintptr_t)all[i] % 64 == 0);
+        CHECK(sl_pack_bytes(all[i]) >= data);
+        for (int j = 0; j < 3; j++) {
+            const uint8_t *u = all[i], *v = all[j];
+            CHECK(i == j || u + data <= v || v + data <= u);
+        }
+    }
+    float ya[48], yc[48], y2[48];
+    packed_y(&p, a, ya);
+    packed_y(&p, c, yc);
+    CHECK(memcmp(ya, yc, sizeof ya) == 0);
+    sl_pack_free(b);
+    void *d = sl_pack(p.type, p.w, p.n_out, p.n_in);
+    CHECK(d != NULL && d != a && d != c);
+    packed_y(&p, a, y2);
+    CHECK(memcmp(ya, y2, sizeof ya) == 0);
+    packed_y(&p, d, y2);
+    CHECK(memcmp(ya, y2, sizeof ya) == 0);
+    sl_pack_free(a);
+    packed_y(&p, c, y2);
+    CHECK(memcmp(ya, y2, sizeof ya) == 0);
+    sl_pack_free(c);
+    sl_pack_free(d);
+    problem_free(&p);
+
+    /* 80 MB of Q8_0 zeros: more than a slab */
+    int64_t n_in = 1024, n_out = 16 * 4096;
+    size_t rb = sl_row_bytes(SL_TYPE_Q8_0, n_in);
+    uint8_t *w = calloc((size_t)n_out, rb);
+    float *x = calloc((size_t)n_in, sizeof *x), *y = malloc(sizeof(float) * (size_t)n_out);
+    CHECK(w && x && y);
+    void *big = sl_pack(SL_TYPE_Q8_0, w, n_out, n_in);
+    void *small = sl_pack(SL_TYPE_Q8_0, w, 16, n_in);
+    CHECK(big && small && (uintptr_t)big % 64 == 0);
+    CHECK(((uintptr_t)big - 128) % ((uintptr_t)2 << 20) == 0); /* slab header, copy header */
+    CHECK(sl_pack_bytes(big) >= (size_t)n_out * rb);
+    x[0] = 1;
+    sl_matmul_packed(SL_TYPE_Q8_0, w, big, n_out, n_in, x, 1, y, n_out);
+    CHECK(y[0] == 0 && y[n_out - 1] == 0);
+    sl_pack_free(big);
+    sl_pack_free(small);
+    free(w);
+    free(x);
+    free(y);
+}
+
 /* Activation quantisation gives the same bytes on every path, including on
  * blocks of zeros, exact half steps, NaN and infinity. */
 static void test_q8act_paths(void)
@@ -461,6 +532,7 @@ int main(void)
     }
     sl_act_force(SL_ACTQ_Q8);
     test_packed();
+    test_pack_arena();
     test_q8act_paths();
     return test_finish("test_matmul");
 }
