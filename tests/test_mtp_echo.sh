@@ -56,6 +56,16 @@ expect 0 "$SLUICE" run -m t.gguf --draft echo.gguf --draft-k 3 -p "the the the t
 has "$T/err" "^speculative +1 verifications, 1 drafted" "drafts cut to the budget"
 has "$T/err" "^generated tokens +3 " "3 tokens"
 
+# past the mtp stage's ring of sliding rows (128 on the test target's window
+# of 8: the window, the most rows a rejection cuts, whole attention spans),
+# drafts still accepted and greedy text still plain decoding's
+want=$("$SLUICE" run -m t.gguf -p "once upon a time" -n 300 --print-ids 2>&1 >/dev/null | ids)
+timeout 120 "$SLUICE" run -m t.gguf --draft echo.gguf --draft-k 3 -p "once upon a time" -n 300 \
+    --print-ids --stats >/dev/null 2>"$T/err"
+[[ "$(ids <"$T/err")" == "$want" ]] && ok || bad "300 tokens with the echo assistant differ from plain"
+has "$T/err" "a slot's copy at most 0\.66 MB \(sliding rows: 128\)" "the stage keeps a ring"
+[[ $(accepted) -ge 100 ]] && ok || bad "300 tokens: $(accepted) drafts accepted (want >= 100)"
+
 # bad settings
 expect 2 "$SLUICE" synth --arch gemma4 --size test --no-centroids -o x.gguf
 has "$T/err" "gemma4-assistant only" "--no-centroids on a target"
