@@ -39,7 +39,10 @@ for p in "${PROMPTS[@]}"; do
         timeout 120 "$SLUICE" run -m t.gguf --draft $a.gguf --draft-k 3 -p "$p" -n 48 \
             --print-ids --stats >/dev/null 2>"$T/err"
         got=$(ids <"$T/err")
-        [[ "$got" == "$want" ]] && ok || bad "$a: '$p': got [$got], want [$want]"
+        if [[ "$got" == "$want" ]]; then ok; else
+            bad "$a: '$p': got [$got], want [$want]"
+            HAS_SHOW=12 _show "$T/err"
+        fi
         n=$(accepted)
         [[ -n $n ]] && ok || { bad "$a: '$p': no speculative line"; n=0; }
         if [[ $a == nc ]]; then total_plain=$((total_plain + n)); else total_echo=$((total_echo + n)); fi
@@ -65,6 +68,18 @@ timeout 120 "$SLUICE" run -m t.gguf --draft echo.gguf --draft-k 3 -p "once upon 
 [[ "$(ids <"$T/err")" == "$want" ]] && ok || bad "300 tokens with the echo assistant differ from plain"
 has "$T/err" "a slot's copy at most 0\.66 MB \(sliding rows: 128\)" "the stage keeps a ring"
 [[ $(accepted) -ge 100 ]] && ok || bad "300 tokens: $(accepted) drafts accepted (want >= 100)"
+
+# bench --draft: the step against a decode step, and the payload a token
+# (the test target's source layers: K and V of 2 x 64 and 1 x 128 floats)
+expect 0 "$SLUICE" bench -m t.gguf --draft a.gguf -p 16 -n 4 -r 1 -t 1
+has "$T/out" "^draft \(assistant\) +[0-9.]+ +[0-9.]+% of one decode step \(64 logits\); its K/V rows 2048 B a token" \
+    "bench --draft line"
+expect 0 "$SLUICE" bench -m t.gguf --draft nc.gguf -p 16 -n 4 -r 1 -t 1 --json --kv-type q8_0
+has "$T/out" '"draft_vs_decode":' "bench --draft --json ratio"
+has "$T/out" '"draft_logits":512,' "no centroids: the whole vocabulary"
+has "$T/out" '"draft_kv_bytes_per_token":2048' "bench --draft --json payload"
+expect 1 "$SLUICE" bench -m t.gguf --draft t.gguf -p 16 -n 4 -r 1 -t 1
+has "$T/err" "is not a Gemma 4 assistant" "bench --draft of a target"
 
 # bad settings
 expect 2 "$SLUICE" synth --arch gemma4 --size test --no-centroids -o x.gguf
