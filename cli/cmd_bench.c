@@ -368,6 +368,22 @@ static void print_ops(const char *title, const op_times *t, double per)
                t->total > 0 ? 100 * rows[i].secs / t->total : 0);
 }
 
+/* The speculative steps' fields: --verify, --draft. */
+static void spec_json(json_object *j, const bench_opts *o, const bench_result *r)
+{
+    if (o->verify > 0) {
+        json_object_object_add(j, "verify_rows", json_object_new_int(o->verify));
+        json_object_object_add(j, "verify_ms", json_object_new_double(r->verify_s * 1e3));
+        json_object_object_add(j, "verify_vs_decode", json_object_new_double(r->verify_s / r->decode_s));
+    }
+    if (o->draft) {
+        json_object_object_add(j, "draft_ms", json_object_new_double(r->draft_s * 1e3));
+        json_object_object_add(j, "draft_vs_decode", json_object_new_double(r->draft_s / r->decode_s));
+        json_object_object_add(j, "draft_logits", json_object_new_int(r->draft_logits));
+        json_object_object_add(j, "draft_kv_bytes_per_token", json_object_new_double(r->draft_kv_bytes));
+    }
+}
+
 static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
 {
     const sl_model *m = s->model;
@@ -398,17 +414,7 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
             json_object_object_add(j, "vnni_peak_gop_s", json_object_new_double(r->vnni_peak / 1e9));
             json_object_object_add(j, "prefill_compute_pct", json_object_new_double(compute));
         }
-        if (o->verify > 0) {
-            json_object_object_add(j, "verify_rows", json_object_new_int(o->verify));
-            json_object_object_add(j, "verify_ms", json_object_new_double(r->verify_s * 1e3));
-            json_object_object_add(j, "verify_vs_decode", json_object_new_double(r->verify_s / r->decode_s));
-        }
-        if (o->draft) {
-            json_object_object_add(j, "draft_ms", json_object_new_double(r->draft_s * 1e3));
-            json_object_object_add(j, "draft_vs_decode", json_object_new_double(r->draft_s / r->decode_s));
-            json_object_object_add(j, "draft_logits", json_object_new_int(r->draft_logits));
-            json_object_object_add(j, "draft_kv_bytes_per_token", json_object_new_double(r->draft_kv_bytes));
-        }
+        spec_json(j, o, r);
         json_object *ops = json_object_new_object();
         json_object_object_add(ops, "prefill", ops_json(&r->prefill_ops, o->n_prompt));
         json_object_object_add(ops, "decode", ops_json(&r->decode_ops, o->n_gen));

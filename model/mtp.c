@@ -181,14 +181,9 @@ int sl_mtp_from_gguf(sl_mtp **out, gguf_file *f, sl_err *err)
         return sl_fail(err, "out of memory loading %s", f->path);
     }
     m->gguf = f;
-    if (sl_config_from_gguf(&m->cfg, f, err))
+    if (sl_model_config(f, &m->cfg, true, err))
         goto fail;
     const sl_config *c = &m->cfg;
-    if (c->d_backbone == 0) {
-        sl_fail(err, "%s: general.architecture \"%s\" is not a Gemma 4 assistant "
-                "(gemma4-assistant or gemma4_mtp)", f->path, c->arch);
-        goto fail;
-    }
     size_t floats = 2 * (size_t)c->d_model;
     for (int il = 0; il < c->n_layer; il++)
         floats += 4 * (size_t)c->d_model + 2 * (size_t)c->layer[il].head_dim + 1 +
