@@ -61,23 +61,13 @@ int main(int argc, char **argv)
     sl_mtp_kv rows[2];
     int64_t kv_bytes = 0;
     for (int s = 0; s < 2; s++) {
-        int64_t rb = sl_kv_row_bytes(kv, src[s]);
-        rows[s] = (sl_mtp_kv){sl_kv_k(kv, 0, src[s]), sl_kv_v(kv, 0, src[s]), 0, P, rb,
-                              SL_TYPE_F32};
+        /* a sliding layer's ring is read in place, as the stage reads its own */
+        int64_t rb = sl_kv_row_bytes(kv, src[s]), slots = sl_kv_slots(kv, src[s]);
+        int64_t ring = slots < P + R + 8 ? slots : 0, pos0 = ring && P > ring ? P - ring : 0;
+        rows[s] = (sl_mtp_kv){sl_kv_k(kv, 0, src[s]), sl_kv_v(kv, 0, src[s]), pos0, P - pos0, rb,
+                              SL_TYPE_F32, ring};
         kv_bytes += 2 * rb;
-        if (sl_kv_slots(kv, src[s]) < P) /* a ring: the plain array the stage keeps */
-            rows[s].n = 0;
     }
-    for (int s = 0; s < 2; s++)
-        if (rows[s].n == 0) {
-            int64_t rb = rows[s].row_bytes, slots = sl_kv_slots(kv, src[s]);
-            uint8_t *k = malloc((size_t)(rb * P)), *v = malloc((size_t)(rb * P));
-            for (int p = 0; p < P; p++) {
-                memcpy(k + p * rb, (uint8_t *)sl_kv_k(kv, 0, src[s]) + (p % slots) * rb, (size_t)rb);
-                memcpy(v + p * rb, (uint8_t *)sl_kv_v(kv, 0, src[s]) + (p % slots) * rb, (size_t)rb);
-            }
-            rows[s].k = k, rows[s].v = v, rows[s].n = P;
-        }
     double best_draft = 1e30, best_target = 1e30;
     sl_mtp_out o;
     for (int r = 0; r < R; r++) {

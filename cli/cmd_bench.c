@@ -17,6 +17,7 @@
 #include "kernels/probe.h"
 #include "kernels/quant.h"
 #include "model/lm.h"
+#include "model/mtp.h"
 #include "util/cpus.h"
 #include "util/pool.h"
 
@@ -44,6 +45,10 @@ static const char usage[] =
     "  --verify K           also time forward passes of K tokens with logits for\n"
     "                       each (a speculative verification step) against one\n"
     "                       decode step (default 5; 0: skip)\n"
+    "  --draft FILE         also time one step of this Gemma 4 assistant\n"
+    "                       (gemma4-assistant GGUF of the model) against one\n"
+    "                       decode step, and give the K/V bytes a token its\n"
+    "                       mtp stage receives\n"
     "  --json               one JSON object on stdout instead of the table\n"
     "  --kernels            also print which kernel path each op takes\n"
     "  --calibrate          measure read bandwidth, matmul throughput and the\n"
@@ -52,7 +57,7 @@ static const char usage[] =
     "  -h, --help           show this help\n";
 
 typedef struct bench_opts {
-    const char *model;
+    const char *model, *draft;
     int threads, n_prompt, n_gen, repeat, ctx, kv_type, verify;
     bool json, kernels, calibrate;
 } bench_opts;
@@ -69,6 +74,9 @@ typedef struct bench_result {
     double weight_bytes, kv_bytes; /* read per decode token */
     double bw;                     /* bytes/s */
     double verify_s;               /* best time of one verification step */
+    double draft_s;                /* best time of one assistant step (--draft) */
+    int draft_logits;              /* logits a step scores (candidates, or the vocabulary) */
+    double draft_kv_bytes;         /* K/V bytes a token the mtp stage receives */
     double prefill_ops_n;          /* int8/float ops of the prefill's matmuls */
     double vnni_peak;              /* ops/s, 0 without VNNI */
     double packed_bytes, head_packed_bytes; /* repacked copies beside the mapped file */
@@ -215,6 +223,48 @@ static int run_verify(sl_lm *s, const bench_opts *o, int pos, const int32_t *tok
     return 0;
 }
 
+/* --draft: the best of 8 x repeat steps of the assistant at the position the
+ * decode ended at, reading the target's source layers from the cache (a
+ * sliding layer's ring in place, its rows still held after the verify
+ * steps overwrote the slots past the end). */
+static int run_draft(sl_lm *s, const bench_opts *o, int pos, bench_result *r, sl_err *err)
+{
+    sl_mtp *a = NULL;
+    sl_mtp_ctx *ctx = NULL;
+    int rc = -1;
+    if (sl_mtp_load(&a, o->draft, err) || sl_mtp_ctx_new(&ctx, a, s->model, err))
+        goto done;
+    int src[2], d = s->model->cfg.d_model;
+    sl_mtp_ctx_sources(ctx, src);
+    sl_mtp_kv kv[2];
+    r->draft_kv_bytes = 0;
+    for (int k = 0; k < 2; k++) {
+        int64_t slots = sl_kv_slots(s->kv, src[k]), ring = slots < s->n_ctx ? slots : 0;
+        int64_t pos0 = ring && pos - ring + o->verify + 1 > 0 ? pos - ring + o->verify + 1 : 0;
+        kv[k] = (sl_mtp_kv){sl_kv_k(s->kv, 0, src[k]), sl_kv_v(s->kv, 0, src[k]), pos0, pos - pos0,
+                            sl_kv_row_bytes(s->kv, src[k]), sl_kv_type(s->kv), ring};
+        /* what a layers stage sends a token: K and V rows in f32 */
+        const sl_layer_cfg *L = &s->model->cfg.layer[src[k]];
+        r->draft_kv_bytes += 2.0 * L->n_kv_head * L->head_dim * sizeof(float);
+    }
+    sl_rmsnorm(s->x, s->x, s->model->output_norm, d, s->model->cfg.norm_eps);
+    r->draft_s = 1e30;
+    for (int i = 0; i < 8 * o->repeat; i++) {
+        sl_mtp_out out;
+        double t0 = cli_now();
+        if (sl_mtp_step(ctx, s->x, 8, pos, kv, &out, err))
+            goto done;
+        double t = cli_now() - t0;
+        r->draft_s = t < r->draft_s ? t : r->draft_s;
+        r->draft_logits = out.n_logits;
+    }
+    rc = 0;
+done:
+    sl_mtp_ctx_free(ctx);
+    sl_mtp_free(a);
+    return rc;
+}
+
 /* Multiply-adds (times 2: ops) of the matmuls of one prefill: every layer
  * matrix per prompt token, the head for the last one. */
 static double prefill_ops(const sl_model *m, int n_prompt)
@@ -318,6 +368,22 @@ static void print_ops(const char *title, const op_times *t, double per)
                t->total > 0 ? 100 * rows[i].secs / t->total : 0);
 }
 
+/* The speculative steps' fields: --verify, --draft. */
+static void spec_json(json_object *j, const bench_opts *o, const bench_result *r)
+{
+    if (o->verify > 0) {
+        json_object_object_add(j, "verify_rows", json_object_new_int(o->verify));
+        json_object_object_add(j, "verify_ms", json_object_new_double(r->verify_s * 1e3));
+        json_object_object_add(j, "verify_vs_decode", json_object_new_double(r->verify_s / r->decode_s));
+    }
+    if (o->draft) {
+        json_object_object_add(j, "draft_ms", json_object_new_double(r->draft_s * 1e3));
+        json_object_object_add(j, "draft_vs_decode", json_object_new_double(r->draft_s / r->decode_s));
+        json_object_object_add(j, "draft_logits", json_object_new_int(r->draft_logits));
+        json_object_object_add(j, "draft_kv_bytes_per_token", json_object_new_double(r->draft_kv_bytes));
+    }
+}
+
 static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
 {
     const sl_model *m = s->model;
@@ -348,11 +414,7 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
             json_object_object_add(j, "vnni_peak_gop_s", json_object_new_double(r->vnni_peak / 1e9));
             json_object_object_add(j, "prefill_compute_pct", json_object_new_double(compute));
         }
-        if (o->verify > 0) {
-            json_object_object_add(j, "verify_rows", json_object_new_int(o->verify));
-            json_object_object_add(j, "verify_ms", json_object_new_double(r->verify_s * 1e3));
-            json_object_object_add(j, "verify_vs_decode", json_object_new_double(r->verify_s / r->decode_s));
-        }
+        spec_json(j, o, r);
         json_object *ops = json_object_new_object();
         json_object_object_add(ops, "prefill", ops_json(&r->prefill_ops, o->n_prompt));
         json_object_object_add(ops, "decode", ops_json(&r->decode_ops, o->n_gen));
@@ -390,6 +452,10 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
     if (o->verify > 0)
         printf("%-22s %10s %10.2f   %.2fx the time of one decode step\n", "verify", "", r->verify_s * 1e3,
                r->verify_s / r->decode_s);
+    if (o->draft)
+        printf("%-22s %10s %10.2f   %.1f%% of one decode step (%d logits); its K/V rows %.0f B a token\n",
+               "draft (assistant)", "", r->draft_s * 1e3, 100.0 * r->draft_s / r->decode_s,
+               r->draft_logits, r->draft_kv_bytes);
     printf("\n");
     print_ops("prefill", &r->prefill_ops, o->n_prompt);
     print_ops("decode", &r->decode_ops, o->n_gen);
@@ -449,6 +515,8 @@ static int bench(const char *cmd, bench_opts *o)
             r.decode_ops = dec;
         }
     }
+    if (o->draft && run_draft(s, o, start + o->n_gen, &r, &err))
+        goto fail;
     report(o, s, &r);
     rc = CLI_OK;
     goto done;
@@ -493,7 +561,7 @@ static int calibrate(void)
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { OPT_CTX = 1000, OPT_JSON, OPT_KERNELS, OPT_CALIBRATE, OPT_KV, OPT_VERIFY };
+    enum { OPT_CTX = 1000, OPT_JSON, OPT_KERNELS, OPT_CALIBRATE, OPT_KV, OPT_VERIFY, OPT_DRAFT };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"model", required_argument, NULL, 'm'},
@@ -507,6 +575,7 @@ int cmd_bench(int argc, char **argv)
         {"calibrate", no_argument, NULL, OPT_CALIBRATE},
         {"kv-type", required_argument, NULL, OPT_KV},
         {"verify", required_argument, NULL, OPT_VERIFY},
+        {"draft", required_argument, NULL, OPT_DRAFT},
         {NULL, 0, NULL, 0},
     };
     bench_opts o = {.n_prompt = 512, .n_gen = 64, .repeat = 3, .verify = 5};
@@ -522,6 +591,7 @@ int cmd_bench(int argc, char **argv)
         case 'r': bad = cli_parse_int(optarg, 1, 1000, &o.repeat); break;
         case OPT_CTX: bad = cli_parse_int(optarg, 1, 1 << 22, &o.ctx); break;
         case OPT_VERIFY: bad = cli_parse_int(optarg, 0, 64, &o.verify); break;
+        case OPT_DRAFT: o.draft = optarg; break;
         case OPT_JSON: o.json = true; break;
         case OPT_KERNELS: o.kernels = true; break;
         case OPT_CALIBRATE: o.calibrate = true; break;

@@ -9,7 +9,9 @@
 #include "cli/cli.h"
 #include "cli/synth.h"
 #include "model/config.h"
+#include "model/forward.h"
 #include "model/gguf.h"
+#include "model/model.h"
 #include "stages/sampler.h"
 #include "util/pool.h"
 
@@ -34,6 +36,13 @@ static const char usage[] =
     "  --seed N             seed of the weights (default 1)\n"
     "  --weight-scale X     weights have std X/sqrt(fan_in) (default 1); a larger X\n"
     "                       makes the top logit stand clearer of the rest\n"
+    "  --no-centroids       gemma4-assistant: leave out the centroid head, as\n"
+    "                       llama.cpp's converter does (drafts score the whole\n"
+    "                       vocabulary, as ik_llama.cpp's graph always does)\n"
+    "  --echo-of TARGET     gemma4-assistant: make the head favour the token the\n"
+    "                       step is fed (drafts repeat the last token), from the\n"
+    "                       f32 embedding of TARGET: a drafter that is accepted\n"
+    "                       on repetitive text, for benchmarks and cross-checks\n"
     "  -h, --help           show this help\n"
     "\n"
     "llama tiny: 8 layers, d_model 512, d_ff 1536, 8 heads x 64, 4 kv heads,\n"
@@ -147,6 +156,7 @@ typedef struct tensor_spec {
     int n_rot_pairs;   /* > 0: rope_freqs, 1 for that many pairs then 1e30 */
     float norm_mean;   /* norms: mean of the weights (0: 1) */
     bool permutation;  /* one row: a seeded permutation of 0 .. ne[0]-1 (token ordering) */
+    float first_half_gain; /* > 0: the first ne[0]/2 weights of a row scaled by it */
 } tensor_spec;
 
 typedef struct synth_opts {
@@ -155,6 +165,8 @@ typedef struct synth_opts {
     const char *out;
     uint64_t seed;
     float weight_scale;
+    bool no_centroids; /* assistant: llama.cpp's layout, no mtp.* head */
+    const char *echo_of; /* assistant: target whose embedding the head echoes */
 } synth_opts;
 
 static bool is_gemma(const shape *s)
@@ -174,6 +186,7 @@ static void spec_add(tensor_spec *t, int *n, const char *name, int64_t n_in, int
     s->n_rot_pairs = 0;
     s->norm_mean = 0.0f;
     s->permutation = false;
+    s->first_half_gain = 0.0f;
 }
 
 static bool is_gemma4(const shape *s) { return strcmp(s->arch, "gemma4") == 0; }
@@ -257,6 +270,11 @@ static int list_tensors_gemma4(const shape *s, tensor_spec *t)
     return n;
 }
 
+/* --echo-of: how much the embedding half of the pre-projection outweighs the
+ * hidden-state half, so that the embedding's direction survives the four
+ * layers' residual additions (each of RMS about 1) to the head. */
+#define ECHO_GAIN 4.0f
+
 /* An assistant's layer il: sliding but the last, with the target's head
  * shapes of that kind. */
 static bool g4a_sliding(const shape *s, int il) { return il < s->n_layer - 1; }
@@ -268,7 +286,7 @@ static int g4a_head_dim(const shape *s, int il)
 /* llama.cpp's gemma4-assistant tensors (nextn.* projections, query-only
  * layers) plus the centroid head ik_llama.cpp looks up (mtp.*), which
  * llama.cpp's converter leaves out. */
-static int list_tensors_assistant(const shape *s, tensor_spec *t)
+static int list_tensors_assistant(const shape *s, bool no_centroids, bool echo, tensor_spec *t)
 {
     int n = 0;
     char name[64];
@@ -278,6 +296,7 @@ static int list_tensors_assistant(const shape *s, tensor_spec *t)
     spec_add(t, &n, "rope_freqs.weight", s->head_dim / 2, 0, true);
     t[n - 1].n_rot_pairs = (int)(s->head_dim / 2 * g4_of(s)->rope_partial);
     spec_add(t, &n, "nextn.pre_projection.weight", 2 * (int64_t)a->d_backbone, d, false);
+    t[n - 1].first_half_gain = echo ? ECHO_GAIN : 0.0f;
     spec_add(t, &n, "nextn.post_projection.weight", d, a->d_backbone, false);
     for (int il = 0; il < s->n_layer; il++) {
         int64_t hd = g4a_head_dim(s, il), q_dim = (int64_t)s->n_head * hd;
@@ -298,6 +317,8 @@ static int list_tensors_assistant(const shape *s, tensor_spec *t)
 #undef LAYER
     }
     spec_add(t, &n, "output_norm.weight", d, 0, true);
+    if (no_centroids)
+        return n;
     spec_add(t, &n, "mtp.centroids.weight", d, a->n_centroids, false);
     spec_add(t, &n, "mtp.token_ordering.weight", s->n_vocab, 0, true);
     t[n - 1].permutation = true;
@@ -305,12 +326,13 @@ static int list_tensors_assistant(const shape *s, tensor_spec *t)
 }
 
 /* llama.cpp's tensor names; returns how many were written to t. */
-static int list_tensors(const shape *s, tensor_spec *t)
+static int list_tensors(const synth_opts *o, tensor_spec *t)
 {
+    const shape *s = o->shape;
     if (is_gemma4(s))
         return list_tensors_gemma4(s, t);
     if (is_assistant(s))
-        return list_tensors_assistant(s, t);
+        return list_tensors_assistant(s, o->no_centroids, o->echo_of != NULL, t);
     int n = 0;
     char name[64];
     int64_t q_dim = (int64_t)s->n_head * s->head_dim, kv_dim = (int64_t)s->n_kv_head * s->head_dim;
@@ -379,7 +401,7 @@ static void write_gemma4_keys(gguf_writer *w, const shape *s)
 /* What llama.cpp's Gemma4AssistantModel writes (Gemma4Model's keys with
  * every layer KV-shared, plus embedding_length_out and nextn_predict_layers),
  * and the centroid keys ik_llama.cpp reads for gemma4-assistant. */
-static void write_assistant_keys(gguf_writer *w, const shape *s)
+static void write_assistant_keys(gguf_writer *w, const shape *s, bool no_centroids)
 {
     const char *a = s->arch;
     const g4_shape *g = g4_of(s);
@@ -404,6 +426,8 @@ static void write_assistant_keys(gguf_writer *w, const shape *s)
     key(k, sizeof k, a, "embedding_length_per_layer_input"), gguf_set_u32(w, k, 0);
     key(k, sizeof k, a, "embedding_length_out"), gguf_set_u32(w, k, (uint32_t)as->d_backbone);
     key(k, sizeof k, a, "nextn_predict_layers"), gguf_set_u32(w, k, (uint32_t)s->n_layer);
+    if (no_centroids)
+        return;
     key(k, sizeof k, a, "n_centroids"), gguf_set_u32(w, k, (uint32_t)as->n_centroids);
     key(k, sizeof k, a, "centroid_top_k"), gguf_set_u32(w, k, (uint32_t)as->centroid_top_k);
 }
@@ -447,7 +471,7 @@ static void write_model_keys(gguf_writer *w, const synth_opts *o)
     if (is_gemma4(s))
         write_gemma4_keys(w, s);
     if (is_assistant(s))
-        write_assistant_keys(w, s);
+        write_assistant_keys(w, s, o->no_centroids);
 }
 
 static void write_tokenizer_keys(gguf_writer *w, const shape *s, const synth_vocab *v)
@@ -511,6 +535,9 @@ static void fill_row(const synth_opts *o, int ti, int64_t r, const tensor_spec *
         if (i + 1 < n)
             row[i + 1] = mean + std * b;
     }
+    if (t->first_half_gain > 0.0f)
+        for (int64_t i = 0; i < n / 2; i++)
+            row[i] *= t->first_half_gain;
 }
 
 typedef struct make_args {
@@ -555,6 +582,62 @@ static void *make_tensor(const synth_opts *o, int ti, const tensor_spec *t, sl_t
     return data;
 }
 
+/* --echo-of: the assistant's token_embd row of token v is the direction the
+ * pre-projection's (gained) embedding half gives the target's embedding of
+ * v, so the head's best token is mostly the one the step was fed. Rows have
+ * norm weight_scale, as the Gaussian rows have on average. */
+static void *make_echo_embd(const synth_opts *o, const tensor_spec *specs, int n_specs,
+                            sl_type type, size_t *size, sl_err *err)
+{
+    const shape *s = o->shape;
+    int ip = 0;
+    while (ip < n_specs && strcmp(specs[ip].name, "nextn.pre_projection.weight") != 0)
+        ip++;
+    int64_t d = s->d_model, db = g4a_of(s)->d_backbone, row_bytes = (int64_t)sl_row_bytes(type, d);
+    sl_model *tm = NULL;
+    float *proj = malloc((size_t)(d * 2 * db) * sizeof(float)), *e = malloc((size_t)db * sizeof(float));
+    float *row = malloc((size_t)d * sizeof(float));
+    uint8_t *out = malloc((size_t)(row_bytes * s->n_vocab));
+    if (!proj || !e || !row || !out) {
+        sl_fail(err, "out of memory making the echo head");
+        goto fail;
+    }
+    if (sl_model_load(&tm, o->echo_of, NULL, err))
+        goto fail;
+    if (tm->cfg.d_model != db || tm->cfg.n_vocab != s->n_vocab) {
+        sl_fail(err, "--echo-of %s: d_model %d and vocabulary %d, but the %s assistant wants %lld "
+                "and %d", o->echo_of, tm->cfg.d_model, tm->cfg.n_vocab, s->size, (long long)db,
+                s->n_vocab);
+        goto fail;
+    }
+    for (int64_t r = 0; r < d; r++)
+        fill_row(o, ip, r, &specs[ip], proj + r * 2 * db);
+    for (int32_t v = 0; v < s->n_vocab; v++) {
+        if (sl_embed(tm, &v, 1, e, err))
+            goto fail;
+        double norm = 0;
+        for (int64_t r = 0; r < d; r++) {
+            double acc = 0;
+            for (int64_t j = 0; j < db; j++)
+                acc += (double)proj[r * 2 * db + j] * e[j];
+            row[r] = (float)acc, norm += acc * acc;
+        }
+        float gain = norm > 0 ? o->weight_scale / (float)sqrt(norm) : 0.0f;
+        for (int64_t r = 0; r < d; r++)
+            row[r] *= gain;
+        cli_row_from_f32(type, row, out + (size_t)v * (size_t)row_bytes, d);
+    }
+    sl_model_free(tm);
+    free(proj), free(e), free(row);
+    *size = (size_t)(row_bytes * s->n_vocab);
+    return out;
+fail:
+    if (tm)
+        sl_model_free(tm);
+    free(proj), free(e), free(row), free(out);
+    return NULL;
+}
+
 static int generate(const synth_opts *o, const char *cmd)
 {
     const shape *s = o->shape;
@@ -575,7 +658,7 @@ static int generate(const synth_opts *o, const char *cmd)
     }
     write_model_keys(w, o);
     write_tokenizer_keys(w, s, &vocab);
-    int n = list_tensors(s, specs);
+    int n = list_tensors(o, specs);
     cli_qmodel qm = {s->n_layer, s->n_kv_head ? s->n_head / s->n_kv_head : 1, is_gemma(s)};
     double t0 = cli_now(), t_shown = t0, bytes = 0;
     for (int i = 0; i < n; i++) {
@@ -584,7 +667,14 @@ static int generate(const synth_opts *o, const char *cmd)
                                : cli_weight_type(&o->qtype, t->name, &qm,
                                                  t->type_n_in ? t->type_n_in : t->ne[0]);
         size_t size;
-        datas[i] = make_tensor(o, i, t, type, &size);
+        if (o->echo_of && strcmp(t->name, "token_embd.weight") == 0) {
+            datas[i] = make_echo_embd(o, specs, n, type, &size, &err);
+            if (!datas[i]) {
+                cli_fail(cmd, "%s", err.msg);
+                goto done_vocab;
+            }
+        } else
+            datas[i] = make_tensor(o, i, t, type, &size);
         if (!datas[i]) {
             cli_fail(cmd, "out of memory generating %s", t->name);
             goto done_vocab;
@@ -637,6 +727,8 @@ int cmd_synth(int argc, char **argv)
         {"output", required_argument, NULL, 'o'},
         {"seed", required_argument, NULL, 's'},
         {"weight-scale", required_argument, NULL, 'W'},
+        {"no-centroids", no_argument, NULL, 'C'},
+        {"echo-of", required_argument, NULL, 'E'},
         {NULL, 0, NULL, 0},
     };
     const char *arch = NULL, *size = NULL;
@@ -649,6 +741,8 @@ int cmd_synth(int argc, char **argv)
         case 'A': arch = optarg; break;
         case 'S': size = optarg; break;
         case 'o': o.out = optarg; break;
+        case 'C': o.no_centroids = true; break;
+        case 'E': o.echo_of = optarg; break;
         case 'T':
             if (cli_parse_qtype(optarg, &o.qtype))
                 return cli_usage(argv[0], usage, "unknown --type '%s' (one of %s)", optarg, CLI_QTYPE_NAMES);
@@ -671,5 +765,8 @@ int cmd_synth(int argc, char **argv)
     o.shape = find_shape(arch, size);
     if (!o.shape)
         return cli_usage(argv[0], usage, "no size '%s' for arch '%s'", size, arch);
+    if ((o.no_centroids || o.echo_of) && !is_assistant(o.shape))
+        return cli_usage(argv[0], usage, "--no-centroids and --echo-of are for --arch "
+                         "gemma4-assistant only");
     return generate(&o, argv[0]);
 }

@@ -212,6 +212,19 @@ static void unpack_weight(sl_weight *w)
     w->packed = NULL;
 }
 
+int sl_model_config(gguf_file *f, sl_config *c, bool assistant, sl_err *err)
+{
+    if (sl_config_from_gguf(c, f, err))
+        return -1;
+    if (assistant && c->d_backbone == 0)
+        return sl_fail(err, "%s: general.architecture \"%s\" is not a Gemma 4 assistant "
+                       "(gemma4-assistant or gemma4_mtp)", f->path, c->arch);
+    if (!assistant && c->d_backbone > 0)
+        return sl_fail(err, "%s: is a %s drafter of a Gemma 4 model, not a model of its own (use "
+                       "it as the draft: model/mtp.h)", f->path, c->arch);
+    return 0;
+}
+
 int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, sl_err *err)
 {
     *out = NULL;
@@ -221,14 +234,9 @@ int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, 
         return sl_fail(err, "out of memory loading %s", f->path);
     }
     m->gguf = f;
-    if (sl_config_from_gguf(&m->cfg, f, err))
+    if (sl_model_config(f, &m->cfg, false, err))
         goto fail;
     const sl_config *c = &m->cfg;
-    if (c->d_backbone > 0) {
-        sl_fail(err, "%s: is a %s drafter of a Gemma 4 model, not a model of its own (use it as "
-                "the draft: model/mtp.h)", f->path, c->arch);
-        goto fail;
-    }
     m->part = part ? *part : (sl_model_part){0, c->n_layer, true, true, false};
     if (m->part.l0 < 0 || m->part.l1 > c->n_layer || m->part.l0 > m->part.l1) {
         sl_fail(err, "%s: layer range [%d, %d) is outside the model's %d layers", f->path,

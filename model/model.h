@@ -65,6 +65,9 @@ int sl_model_load(sl_model **out, const char *path, const sl_model_part *part, s
 int sl_model_from_gguf(sl_model **out, gguf_file *f, const sl_model_part *part, sl_err *err);
 void sl_model_free(sl_model *m);
 
+/* f's configuration into c, checked to be what the loader takes: a Gemma 4
+ * assistant (model/mtp.c) or a model of its own (assistant false). */
+int sl_model_config(gguf_file *f, sl_config *c, bool assistant, sl_err *err);
 /* The checks sl_model_load makes, for loaders of other tensor sets
  * (model/mtp.c): a matrix of n_out rows of n_in in a supported type whose
  * rows fill whole blocks; a vector of n elements dequantised to f32 at

@@ -181,14 +181,9 @@ int sl_mtp_from_gguf(sl_mtp **out, gguf_file *f, sl_err *err)
         return sl_fail(err, "out of memory loading %s", f->path);
     }
     m->gguf = f;
-    if (sl_config_from_gguf(&m->cfg, f, err))
+    if (sl_model_config(f, &m->cfg, true, err))
         goto fail;
     const sl_config *c = &m->cfg;
-    if (c->d_backbone == 0) {
-        sl_fail(err, "%s: general.architecture \"%s\" is not a Gemma 4 assistant "
-                "(gemma4-assistant or gemma4_mtp)", f->path, c->arch);
-        goto fail;
-    }
     size_t floats = 2 * (size_t)c->d_model;
     for (int il = 0; il < c->n_layer; il++)
         floats += 4 * (size_t)c->d_model + 2 * (size_t)c->layer[il].head_dim + 1 +
@@ -388,6 +383,10 @@ static int check_kv(const sl_mtp_kv *kv, const sl_layer_cfg *S, int src, int64_t
         return sl_fail(err, "draft: rows of target layer %d: %lld bytes cannot hold %d heads of "
                        "%d %s", src, (long long)kv->row_bytes, S->n_kv_head, S->head_dim,
                        sl_type_name(kv->type));
+    if (kv->slots < 0 || kv->slots % SL_ATTN_SPAN != 0 || (kv->slots > 0 && kv->n > kv->slots))
+        return sl_fail(err, "draft: target layer %d: a ring of %lld rows holding %lld positions "
+                       "(a multiple of %d, at least the positions)", src, (long long)kv->slots,
+                       (long long)kv->n, SL_ATTN_SPAN);
     if (!kv->k || !kv->v || kv->pos0 > j0 || kv->pos0 + kv->n < j1)
         return sl_fail(err, "draft: target layer %d: rows of positions [%lld, %lld) given, the "
                        "step needs [%lld, %lld)", src, (long long)kv->pos0,
@@ -413,6 +412,7 @@ static void attend_range(void *arg, int64_t h0, int64_t h1)
     const sl_layer_cfg *L = A->L;
     int hd = L->head_dim, group = L->n_head / L->n_kv_head;
     size_t head_bytes = sl_row_bytes(kv->type, hd);
+    int64_t n_spans = sl_attn_n_spans(A->j0, A->pos), pf = sl_attn_part_floats(hd, group);
     for (int64_t kvh = h0; kvh < h1; kvh++) {
         sl_attn_q q = {.q = c->q + (int64_t)kvh * group * hd,
                        .q_stride = hd,
@@ -425,8 +425,20 @@ static void attend_range(void *arg, int64_t h0, int64_t h1)
                        .n_group = group,
                        .scale = L->attn_scale,
                        .softcap = c->target->cfg.attn_softcap};
-        sl_attn(&q, A->j0, A->pos, c->attn + (int64_t)kvh * group * hd, hd,
-                c->work + kvh * A->per_head);
+        /* sl_attn's spans and order (so the same bits), each span's rows
+         * found in a ring as the target's own rings are: spans never cross
+         * a multiple of the slot count */
+        float *work = c->work + kvh * A->per_head;
+        sl_attn_part parts[n_spans];
+        for (int64_t s = 0; s < n_spans; s++) {
+            int64_t s0, s1;
+            sl_attn_span_bounds(A->j0, A->pos, s, &s0, &s1);
+            if (kv->slots > 0)
+                q.pos0 = s0 - s0 % kv->slots;
+            parts[s] = sl_attn_part_at(work + s * pf, group);
+            sl_attn_span(&q, s0, s1, &parts[s]);
+        }
+        sl_attn_combine(parts, n_spans, hd, group, c->attn + (int64_t)kvh * group * hd, hd);
     }
 }
 

@@ -53,14 +53,18 @@ int sl_mtp_source_layers(const sl_mtp *m, const sl_config *target, int src[2], s
  * with its own cache. */
 int sl_mtp_target_sources(const sl_config *target, int src[2], sl_err *err);
 
-/* Keys and values of one source layer as the caller keeps them: row i is
- * position pos0 + i, n_kv_head heads of head_dim elements of type (F32,
- * F16, BF16 or Q8_0, each head a whole row of blocks), row_bytes apart. */
+/* Keys and values of one source layer as the caller keeps them: positions
+ * [pos0, pos0 + n), each n_kv_head heads of head_dim elements of type (F32,
+ * F16, BF16 or Q8_0, each head a whole row of blocks), rows row_bytes
+ * apart. slots 0: position pos0 + i is row i. slots > 0: a ring (a sliding
+ * layer's last positions), position p is row p % slots; slots is a multiple
+ * of SL_ATTN_SPAN (kernels/attn.h) and at least n. */
 typedef struct sl_mtp_kv {
     const void *k, *v;
     int64_t pos0, n;
     int64_t row_bytes;
     sl_type type;
+    int64_t slots;
 } sl_mtp_kv;
 
 /* One step's result, pointing into the context (valid until its next step):

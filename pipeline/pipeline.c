@@ -538,6 +538,10 @@ static int append_drafts(sl_pipeline *p, request *r, int row, int max_rows, int 
         k = max_rows - row;
     if (k > p->cfg.limits.context - pos)
         k = p->cfg.limits.context - pos;
+    /* a verification emits at most k + 1 tokens: drafts past the request's
+     * budget would be verified and then dropped */
+    if (k > r->max_new - r->n_gen - 1)
+        k = r->max_new - r->n_gen - 1;
     for (int j = 0; j < k; j++) {
         p->b_req[row + j] = r->id;
         p->b_seq[row + j] = r->slot;

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/attn.h"
 #include "model/model.h"
 #include "model/mtp.h"
 #include "stages/kinds.h"
@@ -28,10 +29,11 @@
 #include "stages/spec_adapt.h"
 #include "util/clock.h"
 
-/* One slot's copy of the source layers' rows: positions [0, len). */
+/* One slot's copy of the source layers' rows: positions [0, len) of the
+ * global layer, [lo, len) of the sliding one (all of them without a ring). */
 typedef struct mtp_slot {
-    float *kv[4];           /* K_s, V_s, K_g, V_g: cap rows of w[kind] floats */
-    int len, cap;
+    float *kv[4];           /* K_s, V_s (ring rows, or cap), K_g, V_g (cap rows) of w[kind] floats */
+    int len, cap, lo;
     /* adaptive k (stages/spec_adapt.c): one controller a slot, fed the
      * time from one arrival of the slot's tokens to the next */
     sl_spec_stats stats;
@@ -45,6 +47,7 @@ typedef struct mtp_stage {
     sl_model *target;       /* the target's token embedding (the assistant's input) */
     sl_mtp_ctx *ctx;
     int64_t w[2];           /* floats of K (or V) a row: sliding, global source layer */
+    int ring;               /* sliding rows kept a slot (position p at p % ring); 0: all */
     uint64_t cols;          /* a PL_MTP_KV row: 2 w[0] + 2 w[1] */
     int d_backbone, n_vocab, context, max_seqs, k_max;
     bool auto_k;
@@ -59,8 +62,22 @@ typedef struct mtp_stage {
 
 /* ---- the copy of the target's rows ---- */
 
+/* The sliding source layer is read only within its window before the
+ * draft position, so its rows go round a ring: the window, plus the most
+ * rows a rejection cuts (those overwrite the oldest), whole attention spans
+ * (spans must not cross the ring's end). 0 when the context is no longer. */
+static int ring_rows(int window, int context)
+{
+    int rows = (window - 1 + SL_SPEC_K_MAX + SL_ATTN_SPAN - 1) / SL_ATTN_SPAN * SL_ATTN_SPAN;
+    return window > 0 && rows < context ? rows : 0;
+}
+
 static int slot_reserve(mtp_stage *ms, mtp_slot *sl, int rows, sl_err *why)
 {
+    if (ms->ring && !sl->kv[0])
+        for (int i = 0; i < 2; i++)
+            if (!(sl->kv[i] = malloc((size_t)ms->ring * (size_t)ms->w[0] * sizeof(float))))
+                return sl_fail(why, "out of memory for the assistant's copy of slot rows");
     if (rows <= sl->cap)
         return 0;
     int cap = sl->cap ? sl->cap : 64;
@@ -68,7 +85,7 @@ static int slot_reserve(mtp_stage *ms, mtp_slot *sl, int rows, sl_err *why)
         cap *= 2;
     if (cap > ms->context)
         cap = ms->context;
-    for (int i = 0; i < 4; i++) {
+    for (int i = ms->ring ? 2 : 0; i < 4; i++) {
         float *p = realloc(sl->kv[i], (size_t)cap * (size_t)ms->w[i / 2] * sizeof(float));
         if (!p)
             return sl_fail(why, "out of memory for the assistant's copy of slot rows");
@@ -106,10 +123,15 @@ static int take_kv_rows(mtp_stage *ms, const pl_msg *in, sl_err *why)
             return -1;
         const float *src = kv + i * ms->cols;
         for (int j = 0; j < 4; j++) {
-            size_t w = (size_t)ms->w[j / 2];
-            memcpy(sl->kv[j] + (size_t)pos * w, src, w * sizeof(float));
+            size_t w = (size_t)ms->w[j / 2], at = j < 2 && ms->ring ? (size_t)(pos % ms->ring) : (size_t)pos;
+            memcpy(sl->kv[j] + at * w, src, w * sizeof(float));
             src += w;
         }
+        /* a ring row of position pos held pos - ring before */
+        if (pos < sl->lo)
+            sl->lo = pos;
+        if (ms->ring && pos - sl->lo >= ms->ring)
+            sl->lo = pos - ms->ring + 1;
         sl->len = pos + 1;
     }
     ms->kv_rows += (long)n;
@@ -170,8 +192,9 @@ static int draft_after(mtp_stage *ms, const pl_msg *in, uint32_t i0, uint32_t i1
     if (k <= 0)
         return 0;
     const sl_mtp_kv kv[2] = {
-        {sl->kv[0], sl->kv[1], 0, sl->len, ms->w[0] * (int64_t)sizeof(float), SL_TYPE_F32},
-        {sl->kv[2], sl->kv[3], 0, sl->len, ms->w[1] * (int64_t)sizeof(float), SL_TYPE_F32},
+        {sl->kv[0], sl->kv[1], sl->lo, sl->len - sl->lo, ms->w[0] * (int64_t)sizeof(float),
+         SL_TYPE_F32, ms->ring},
+        {sl->kv[2], sl->kv[3], 0, sl->len, ms->w[1] * (int64_t)sizeof(float), SL_TYPE_F32, 0},
     };
     double t0 = sl_now_s();
     if (sl_mtp_draft(ms->ctx, hidden + (size_t)j * ms->d_backbone, tok[j], p, kv, k, out, why))
@@ -252,10 +275,14 @@ static int mtp_process(sl_stage *s, pl_msg *in, const sl_emit *out, sl_err *err)
 static void mtp_describe(const sl_stage *s, char *buf, size_t size)
 {
     const mtp_stage *ms = s->impl;
+    /* the copy of a slot at the full context: the sliding rows in their ring */
+    int sliding_rows = ms->ring ? ms->ring : ms->context;
+    double slot_mb = 2.0 * sizeof(float) *
+                     ((double)sliding_rows * (double)ms->w[0] + (double)ms->context * (double)ms->w[1]) / 1e6;
     snprintf(buf, size, "assistant drafted %ld tokens in %ld rounds (%.3f ms a token); took %ld K/V "
-             "rows of %llu B", ms->drafted, ms->rounds,
-             ms->drafted ? 1e3 * ms->draft_s / (double)ms->drafted : 0.0, ms->kv_rows,
-             (unsigned long long)(ms->cols * sizeof(float)));
+             "rows of %llu B; a slot's copy at most %.2f MB (sliding rows: %d)", ms->drafted,
+             ms->rounds, ms->drafted ? 1e3 * ms->draft_s / (double)ms->drafted : 0.0, ms->kv_rows,
+             (unsigned long long)(ms->cols * sizeof(float)), slot_mb, sliding_rows);
 }
 
 static void destroy_mtp_stage(sl_stage *s)
@@ -302,6 +329,7 @@ int sl_mtp_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     sl_mtp_ctx_sources(ms->ctx, src);
     for (int k = 0; k < 2; k++)
         ms->w[k] = (int64_t)ms->target->cfg.layer[src[k]].n_kv_head * ms->target->cfg.layer[src[k]].head_dim;
+    ms->ring = ring_rows(ms->target->cfg.layer[src[0]].sliding_window, ms->context);
     ms->cols = sl_model_stage_mtp_cols(ms->target, src);
     ms->d_backbone = ms->target->cfg.d_model;
     ms->n_vocab = ms->target->cfg.n_vocab;

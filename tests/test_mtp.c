@@ -210,8 +210,8 @@ static void test_pairing(void)
     CHECK(src[0] == 2 && src[1] == 3); /* the last own-cache sliding / global layers */
     int64_t rb[2] = {2 * 64 * 4, 1 * 128 * 4};
     float *rows = calloc(16 * 256, sizeof(float)), *h = calloc(256, sizeof(float));
-    sl_mtp_kv kv[2] = {{rows, rows, 0, 10, rb[0], SL_TYPE_F32},
-                       {rows, rows, 0, 10, rb[1], SL_TYPE_F32}};
+    sl_mtp_kv kv[2] = {{rows, rows, 0, 10, rb[0], SL_TYPE_F32, 0},
+                       {rows, rows, 0, 10, rb[1], SL_TYPE_F32, 0}};
     sl_mtp_out out;
     CHECK(sl_mtp_step(ctx, h, 5, 10, kv, &out, &err) == 0);
     CHECK(out.n_logits == 4 * 16 && out.ids != NULL);
@@ -234,6 +234,77 @@ done:
     sl_model_free(as_model);
 }
 
+/* A source layer's rows kept as a ring (slots a multiple of the attention
+ * span, position p at row p % slots) give the step the same bits as the
+ * plain array; a ring that is not a multiple of the span, or holds more
+ * positions than rows, is refused. */
+static void test_ring(void)
+{
+    sl_err err = {{0}};
+    sl_mtp *a = NULL;
+    sl_model *t = NULL;
+    sl_mtp_ctx *ctx = NULL;
+    CHECK(sl_mtp_load(&a, assistant_path, &err) == 0);
+    CHECK(sl_model_load(&t, target_path, NULL, &err) == 0);
+    if (!a || !t || sl_mtp_ctx_new(&ctx, a, t, &err)) {
+        CHECK(0);
+        goto done;
+    }
+    enum { P = 300, SLOTS = 128 };
+    int64_t w[2] = {2 * 64, 1 * 128}; /* floats a row: sliding, global source layer */
+    float *plain[2][2], *ring[2][2], *h = malloc(256 * sizeof(float));
+    uint32_t seed = 7;
+    for (int l = 0; l < 2; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            plain[l][kv] = malloc((size_t)(P * w[l]) * sizeof(float));
+            ring[l][kv] = calloc((size_t)(SLOTS * 3 * w[l]), sizeof(float));
+            for (int64_t i = 0; i < P * w[l]; i++)
+                plain[l][kv][i] = (float)((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+        }
+    for (int i = 0; i < 256; i++)
+        h[i] = (float)((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    /* the sliding layer's last 128 positions in a ring of 128; the global
+     * layer's 300 in a ring of 384 (it never wraps: the same rows) */
+    int64_t slots[2] = {SLOTS, 3 * SLOTS}, lo[2] = {P - SLOTS, 0};
+    for (int l = 0; l < 2; l++)
+        for (int kv = 0; kv < 2; kv++)
+            for (int64_t p = lo[l]; p < P; p++)
+                memcpy(ring[l][kv] + (p % slots[l]) * w[l], plain[l][kv] + p * w[l],
+                       (size_t)w[l] * sizeof(float));
+    sl_mtp_kv kp[2], kr[2];
+    for (int l = 0; l < 2; l++) {
+        kp[l] = (sl_mtp_kv){plain[l][0], plain[l][1], 0, P, w[l] * 4, SL_TYPE_F32, 0};
+        kr[l] = (sl_mtp_kv){ring[l][0], ring[l][1], lo[l], P - lo[l], w[l] * 4, SL_TYPE_F32, slots[l]};
+    }
+    sl_mtp_out out;
+    int n = 0;
+    float *want = NULL;
+    if (sl_mtp_step(ctx, h, 5, P, kp, &out, &err) == 0) {
+        n = out.n_logits;
+        want = malloc((size_t)n * sizeof(float));
+        memcpy(want, out.logits, (size_t)n * sizeof(float));
+    } else
+        CHECKF(0, "%s", err.msg);
+    CHECKF(sl_mtp_step(ctx, h, 5, P, kr, &out, &err) == 0, "%s", err.msg);
+    CHECK(want && out.n_logits == n && memcmp(want, out.logits, (size_t)n * sizeof(float)) == 0);
+    kr[0].slots = 100;
+    CHECK(sl_mtp_step(ctx, h, 5, P, kr, &out, &err) < 0);
+    CHECK_ERR_HAS(err, "a ring of 100 rows holding 128 positions");
+    kr[0].slots = SLOTS;
+    kr[0].n = SLOTS + 1, kr[0].pos0 = P - SLOTS - 1;
+    CHECK(sl_mtp_step(ctx, h, 5, P, kr, &out, &err) < 0);
+    CHECK_ERR_HAS(err, "a ring of 128 rows holding 129 positions");
+    free(want);
+    free(h);
+    for (int l = 0; l < 2; l++)
+        for (int kv = 0; kv < 2; kv++)
+            free(plain[l][kv]), free(ring[l][kv]);
+done:
+    sl_mtp_ctx_free(ctx);
+    sl_mtp_free(a);
+    sl_model_free(t);
+}
+
 int main(void)
 {
     CHECK(synth("gemma4-assistant", assistant_path) == 0);
@@ -243,6 +314,7 @@ int main(void)
     test_centroid_map();
     test_ik_spelling();
     test_pairing();
+    test_ring();
     unlink(assistant_path);
     unlink(target_path);
     unlink(other_path);

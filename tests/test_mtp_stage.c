@@ -7,6 +7,10 @@
  *   the layers, head and sample stages send on are the right ones.
  * - After a verification that rejected drafts, its copy is cut to the
  *   accepted text: the next drafts again equal the reference's.
+ * - With a context longer than its ring of sliding rows (128 on the test
+ *   target's window of 8), the copy wraps: drafts at positions past the
+ *   ring, after rejections there too, still equal the reference's, whose
+ *   cache keeps every row.
  * - Malformed payloads (a slot or position outside the limits, a gap in a
  *   slot's rows, a row of the wrong width, tokens without their slots)
  *   answer the batch with an ERROR naming the problem. */
@@ -21,6 +25,7 @@
 
 #define K 3
 #define CTX 64
+#define LONG_CTX 512
 
 static char assistant_path[] = "/tmp/sluice-mtps-a-XXXXXX";
 static char target_path[] = "/tmp/sluice-mtps-t-XXXXXX";
@@ -82,13 +87,13 @@ typedef struct chain {
     sl_stage *st[5]; /* embed, layers, head, sample, mtp */
 } chain;
 
-static void chain_open(chain *c)
+static void chain_open(chain *c, int context)
 {
     static const pl_stage_kind kinds[5] = {PL_STAGE_EMBED, PL_STAGE_LAYERS, PL_STAGE_HEAD, PL_STAGE_SAMPLE,
                                            PL_STAGE_MTP};
     for (int i = 0; i < 5; i++) {
         sl_stage_spec sp = {.kind = kinds[i], .model = target_path, .l0 = 0, .l1 = 8, .max_sequences = 2,
-                            .context = CTX, .max_batch_tokens = 16, .index = i, .draft_model = assistant_path,
+                            .context = context, .max_batch_tokens = 16, .index = i, .draft_model = assistant_path,
                             .spec_k = K, .mtp_feed = kinds[i] == PL_STAGE_LAYERS || kinds[i] == PL_STAGE_HEAD};
         sl_err err;
         CHECKF(sl_stage_create(&c->st[i], &sp, &err) == 0, "%s", err.msg);
@@ -181,7 +186,7 @@ static void ref_drafts(ref *r, int32_t t0, int p, int32_t *out)
     sl_mtp_kv kv[2];
     for (int k = 0; k < 2; k++)
         kv[k] = (sl_mtp_kv){sl_kv_k(r->kv, 0, src[k]), sl_kv_v(r->kv, 0, src[k]), 0, p,
-                            sl_kv_row_bytes(r->kv, src[k]), SL_TYPE_F32};
+                            sl_kv_row_bytes(r->kv, src[k]), SL_TYPE_F32, 0};
     sl_err err;
     CHECKF(sl_mtp_draft(r->ctx, r->h, t0, p, kv, K, out, &err) == 0, "%s", err.msg);
 }
@@ -205,6 +210,75 @@ static int read_answer(const catcher *c, int32_t *tok, int32_t *drafts)
     memcpy(tok, t, n * sizeof *t);
     memcpy(drafts, d + (size_t)(n - 1) * K, K * sizeof *d);
     return (int)n;
+}
+
+/* Verifies t0 (at p) and K drafts of which the target accepts two, the
+ * third a token it does not pick, on the stage and the reference; checks
+ * the stage's next drafts against the reference's and returns the new t0's
+ * position (its token in *t0). */
+static int verify_two(chain *c, ref *r, int32_t *t0, int p)
+{
+    int32_t rows[1 + K] = {*t0}, tok[16], drafts[K], want[K];
+    for (int i = 0; i < 2; i++) {
+        ref_feed(r, &rows[i], 1, p + i);
+        rows[i + 1] = r->next;
+    }
+    ref_feed(r, &rows[2], 1, p + 2);
+    rows[3] = (r->next + 1) % r->m->cfg.n_vocab;
+    sl_kv_truncate(r->kv, 0, p);
+    catcher out = {0};
+    run_batch(c, rows, 1 + K, p, K, &out);
+    int n = read_answer(&out, tok, drafts);
+    CHECKF(n == 3, "at %d: %d tokens emitted (2 drafts accepted, the third rejected: 3)", p, n);
+    if (out.have)
+        pl_msg_close(&out.msg);
+    if (n < 1)
+        return -1;
+    int32_t text[1 + K] = {*t0};
+    for (int i = 0; i < n - 1; i++)
+        text[1 + i] = tok[i];
+    ref_feed(r, text, n, p);
+    ref_drafts(r, tok[n - 1], p + n, want);
+    CHECKF(memcmp(drafts, want, sizeof want) == 0, "at %d: drafts %d %d %d, reference %d %d %d",
+           p + n, drafts[0], drafts[1], drafts[2], want[0], want[1], want[2]);
+    *t0 = tok[n - 1];
+    return p + n;
+}
+
+/* Text fed 16 rows a batch up to past the ring's end, a verification with a
+ * rejection there, more text, another: every draft equals the reference's. */
+static void test_ring_wraps(chain *c, ref *r)
+{
+    uint32_t seed = 3;
+    int32_t text[16], tok[16], drafts[K], want[K], t0 = 0;
+    int p = 0, checked = 0;
+    for (int round = 0; round < 2; round++) {
+        for (int end = round ? 330 : 200; p + 16 <= end; p += 16) {
+            for (int i = 0; i < 16; i++)
+                text[i] = 2 + (int32_t)((seed = seed * 1664525u + 1013904223u) >> 8) % 500;
+            catcher out = {0};
+            run_batch(c, text, 16, p, 0, &out);
+            ref_feed(r, text, 16, p);
+            if (read_answer(&out, tok, drafts) == 1) {
+                ref_drafts(r, tok[0], p + 16, want);
+                CHECKF(memcmp(drafts, want, sizeof want) == 0, "after text to %d: drafts %d %d %d, "
+                       "reference %d %d %d", p + 16, drafts[0], drafts[1], drafts[2], want[0], want[1],
+                       want[2]);
+                checked++;
+            }
+            t0 = tok[0];
+            if (out.have)
+                pl_msg_close(&out.msg);
+        }
+        p = verify_two(c, r, &t0, p);
+        if (p < 0)
+            return;
+        checked++;
+        /* the next text starts where the copy ends: t0's row is fed in it */
+    }
+    CHECK(p > 256);
+    printf("mtp stage: drafts at %d points up to position %d (a ring of 128 sliding rows) match the "
+           "reference\n", checked, p);
 }
 
 static void test_drafts_match(chain *c, ref *r)
@@ -303,26 +377,32 @@ int main(void)
         fprintf(stderr, "test_mtp_stage: sluice synth failed (SLUICE set?)\n");
         return 1;
     }
-    chain c;
-    chain_open(&c);
-    ref r = {0};
-    sl_err err;
-    CHECKF(sl_model_load(&r.m, target_path, NULL, &err) == 0 && sl_fwd_new(&r.fwd, r.m, 16, &err) == 0 &&
-           sl_kv_new(&r.kv, &r.m->cfg, 0, 8, 1, CTX, &err) == 0 && sl_mtp_load(&r.a, assistant_path, &err) == 0 &&
-           sl_mtp_ctx_new(&r.ctx, r.a, r.m, &err) == 0, "%s", err.msg);
-    r.x = malloc(16 * (size_t)r.m->cfg.d_model * sizeof(float));
-    if (c.st[4] && r.ctx) {
-        test_drafts_match(&c, &r);
-        test_refusals(c.st[4]);
+    for (int long_ctx = 0; long_ctx < 2; long_ctx++) {
+        int context = long_ctx ? LONG_CTX : CTX;
+        chain c;
+        chain_open(&c, context);
+        ref r = {0};
+        sl_err err;
+        CHECKF(sl_model_load(&r.m, target_path, NULL, &err) == 0 && sl_fwd_new(&r.fwd, r.m, 16, &err) == 0 &&
+               sl_kv_new(&r.kv, &r.m->cfg, 0, 8, 1, context, &err) == 0 &&
+               sl_mtp_load(&r.a, assistant_path, &err) == 0 && sl_mtp_ctx_new(&r.ctx, r.a, r.m, &err) == 0,
+               "%s", err.msg);
+        r.x = malloc(16 * (size_t)r.m->cfg.d_model * sizeof(float));
+        if (c.st[4] && r.ctx && !long_ctx) {
+            test_drafts_match(&c, &r);
+            test_refusals(c.st[4]);
+        } else if (c.st[4] && r.ctx) {
+            test_ring_wraps(&c, &r);
+        }
+        for (int i = 0; i < 5; i++)
+            sl_stage_destroy(c.st[i]);
+        free(r.x);
+        sl_mtp_ctx_free(r.ctx);
+        sl_mtp_free(r.a);
+        sl_kv_free(r.kv);
+        sl_fwd_free(r.fwd);
+        sl_model_free(r.m);
     }
-    for (int i = 0; i < 5; i++)
-        sl_stage_destroy(c.st[i]);
-    free(r.x);
-    sl_mtp_ctx_free(r.ctx);
-    sl_mtp_free(r.a);
-    sl_kv_free(r.kv);
-    sl_fwd_free(r.fwd);
-    sl_model_free(r.m);
     unlink(assistant_path);
     unlink(target_path);
     return test_finish("test_mtp_stage");

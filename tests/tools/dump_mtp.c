@@ -140,7 +140,7 @@ int main(int argc, char **argv)
     for (int s = 0; s < 2; s++) {
         kr[s] = copy_rows(kv, src[s], false, n);
         vr[s] = copy_rows(kv, src[s], true, n);
-        rows[s] = (sl_mtp_kv){kr[s], vr[s], 0, n, sl_kv_row_bytes(kv, src[s]), kv_type};
+        rows[s] = (sl_mtp_kv){kr[s], vr[s], 0, n, sl_kv_row_bytes(kv, src[s]), kv_type, 0};
     }
     sl_mtp_out o;
     int32_t drafts[64];
