@@ -25,18 +25,6 @@
 static char assistant_path[] = "/tmp/sluice-mtps-a-XXXXXX";
 static char target_path[] = "/tmp/sluice-mtps-t-XXXXXX";
 
-static int synth(const char *args, char *path)
-{
-    const char *sluice = getenv("SLUICE");
-    int fd = mkstemp(path);
-    if (!sluice || fd < 0)
-        return -1;
-    close(fd);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s synth %s -o %s 2>/dev/null", sluice, args, path);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 typedef struct catcher {
     pl_msg msg;
     bool have;
@@ -298,8 +286,8 @@ static void test_refusals(sl_stage *mtp)
 
 int main(void)
 {
-    if (synth("--arch gemma4 --size test --seed 5 --weight-scale 0.6", target_path) ||
-        synth("--arch gemma4-assistant --size test", assistant_path)) {
+    if (test_synth("--arch gemma4 --size test --seed 5 --weight-scale 0.6", target_path) ||
+        test_synth("--arch gemma4-assistant --size test", assistant_path)) {
         fprintf(stderr, "test_mtp_stage: sluice synth failed (SLUICE set?)\n");
         return 1;
     }
