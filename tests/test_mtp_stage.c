@@ -7,6 +7,9 @@
  *   the layers, head and sample stages send on are the right ones.
  * - After a verification that rejected drafts, its copy is cut to the
  *   accepted text: the next drafts again equal the reference's.
+ * - A new request on the slot that reuses a prefix of its text (the prefix
+ *   cache sends only the rest, from the prefix's end) drafts as the
+ *   reference does on the new text: the copy keeps the prefix's rows.
  * - Malformed payloads (a slot or position outside the limits, a gap in a
  *   slot's rows, a row of the wrong width, tokens without their slots)
  *   answer the batch with an ERROR naming the problem. */
@@ -83,6 +86,9 @@ static void chain_open(chain *c)
     }
 }
 
+/* The request the batches run_batch sends belong to. */
+static uint64_t g_req = 1;
+
 /* Sends a batch of n rows of slot 0 at pos0.. (the last `drafted` of them
  * drafted tokens, each wanted) through the chain; the mtp stage's answer
  * goes to out. */
@@ -92,7 +98,7 @@ static void run_batch(chain *c, const int32_t *tok, int n, int pos0, int drafted
     int32_t seq[16], pos[16], draft[16];
     uint8_t flags[16];
     for (int i = 0; i < n; i++) {
-        req[i] = 1;
+        req[i] = g_req;
         seq[i] = 0;
         pos[i] = pos0 + i;
         flags[i] = i >= n - 1 - drafted;
@@ -100,7 +106,7 @@ static void run_batch(chain *c, const int32_t *tok, int n, int pos0, int drafted
     }
     Sluice__ReqParams pr;
     sluice__req_params__init(&pr);
-    pr.request_id = 1;
+    pr.request_id = g_req;
     Sluice__ReqParams *prs = &pr;
     pl_msg m;
     sl_err err;
@@ -239,6 +245,33 @@ static void test_drafts_match(chain *c, ref *r)
     pl_msg_close(&out.msg);
 }
 
+/* After test_drafts_match: a new request on slot 0 whose text shares the
+ * slot's first P positions, as the prefix cache starts it (only its other
+ * tokens sent, from position P, the layers stages cutting their caches
+ * there): the mtp stage's copy keeps [0, P) and its drafts equal the
+ * reference's on the new text. */
+static void test_prefix_reuse(chain *c, ref *r)
+{
+    enum { P = 4 };
+    int32_t rest[3] = {77, 5, 123}, tok[16], drafts[K], want[K];
+    g_req = 2;
+    catcher out = {0};
+    run_batch(c, rest, 3, P, 0, &out);
+    int n = read_answer(&out, tok, drafts);
+    CHECKF(n == 1, "%d tokens after a reused prefix", n);
+    if (n < 1)
+        return;
+    sl_kv_truncate(r->kv, 0, P);
+    ref_feed(r, rest, 3, P);
+    ref_drafts(r, tok[0], P + 3, want);
+    CHECK(tok[0] == r->next);
+    CHECKF(memcmp(drafts, want, sizeof want) == 0,
+           "after a reused prefix of %d: drafts %d %d %d, reference %d %d %d", P, drafts[0], drafts[1],
+           drafts[2], want[0], want[1], want[2]);
+    pl_msg_close(&out.msg);
+    g_req = 1;
+}
+
 /* A TOKENS message for the mtp stage alone: one token of slot seq at pos
  * with its hidden state, and one K/V row of width cols at (row_seq,
  * row_pos); with_slots false leaves out the token's slot and position. */
@@ -301,6 +334,7 @@ int main(void)
     r.x = malloc(16 * (size_t)r.m->cfg.d_model * sizeof(float));
     if (c.st[4] && r.ctx) {
         test_drafts_match(&c, &r);
+        test_prefix_reuse(&c, &r);
         test_refusals(c.st[4]);
     }
     for (int i = 0; i < 5; i++)
