@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "pipeline/metrics_http.h"
+
 int cli_usage(const char *cmd, const char *usage, const char *fmt, ...)
 {
     va_list ap;
@@ -122,4 +124,14 @@ const char *cli_opt_name(const struct option *longopts, int c)
         if (o->val == c)
             return o->name;
     return "?";
+}
+
+int cli_check_metrics_port(const char *cmd, const char *arg)
+{
+    char ip[64];
+    int port;
+    sl_err err;
+    if (pl_metrics_http_parse(arg, ip, sizeof ip, &port, &err))
+        return cli_usage(cmd, NULL, "--metrics-port: %s", err.msg);
+    return 0;
 }

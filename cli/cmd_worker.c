@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "pipeline/metrics_http.h"
 #include "pipeline/worker.h"
 
 static const char usage[] =
@@ -81,15 +80,9 @@ static int take_option(const char *cmd, int c, pl_worker_opts *o)
         allow[o->n_allow++] = optarg;
         o->allow = allow;
         return 0;
-    case 'M': {
-        char ip[64];
-        int port;
-        sl_err err;
-        if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
-            return cli_usage(cmd, NULL, "--metrics-port: %s", err.msg);
+    case CLI_OPT_METRICS_PORT:
         o->metrics = optarg;
-        return 0;
-    }
+        return cli_check_metrics_port(cmd, optarg);
     case 't':
         if (cli_parse_int(optarg, 1, 4096, &o->threads))
             return cli_bad_number(cmd, "threads", optarg, 1, 4096, false);
@@ -130,17 +123,17 @@ static int check_args(const char *cmd, const pl_worker_opts *o)
 static int parse_args(int argc, char **argv, pl_worker_opts *o)
 {
     static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
+        CLI_LONGOPT_HELP,
         {"listen", required_argument, NULL, 'l'},
         {"once", no_argument, NULL, 'O'},
-        {"threads", required_argument, NULL, 't'},
+        CLI_LONGOPT_THREADS,
         {"silence", required_argument, NULL, 'S'},
         {"quiet", no_argument, NULL, 'q'},
         {"notify-fd", required_argument, NULL, 'N'}, /* for the coordinator that spawns us */
         {"key", required_argument, NULL, 'k'},
         {"allow", required_argument, NULL, 'a'},
         {"insecure", no_argument, NULL, 'I'},
-        {"metrics-port", required_argument, NULL, 'M'},
+        CLI_LONGOPT_METRICS_PORT,
         {NULL, 0, NULL, 0},
     };
     int c;
