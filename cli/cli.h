@@ -63,6 +63,13 @@ enum { CLI_OPT_METRICS_PORT = 0x100 };
  * message naming what is wrong. */
 int cli_check_metrics_port(const char *cmd, const char *arg);
 
+/* The KV cache type named s (f32, f16, bf16 or q8_0), or -1 for any other
+ * name. */
+int cli_kv_type(const char *s);
+
+/* Sends SIGINT and SIGTERM to handler (the commands that stop in order). */
+void cli_on_stop_signals(void (*handler)(int));
+
 /* Long name of the option whose value is c (for messages). */
 const char *cli_opt_name(const struct option *longopts, int c);
 

@@ -270,16 +270,6 @@ static void on_stop(int sig)
     stop_signal = sig;
 }
 
-static void install_stop_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 /* One prompt's timing: load, prefill and decode each on its own line, and
  * "n/a" where there is nothing to measure. With speculation the decode
  * rate is print_spec's "effective decode". */
@@ -476,7 +466,7 @@ int cmd_run(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     if (o.pipe.threads)
         sl_pool_set_threads(o.pipe.threads);
-    install_stop_handlers();
+    cli_on_stop_signals(on_stop);
     sl_err err = {{0}};
     cli_prompts pr;
     if (o.prompts_file ? cli_prompts_read(&pr, o.prompts_file, &err) : cli_prompts_single(&pr, o.prompt, &err))

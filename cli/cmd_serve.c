@@ -48,10 +48,12 @@ static const char usage[] =
     "                          the config's limits.prefix_cache; on with -m)\n"
     "  -t, --threads N         most threads (default: the CPUs this process may use;\n"
     "                          fewer while other processes take cores)\n"
-    "  --ctx N                 context length per sequence\n"
+    "  --ctx N                 context length per sequence (default: the config's\n"
+    "                          limits, or min(model's training context, 4096))\n"
     "  --kv-type T             KV cache type: f32, f16, bf16 or q8_0\n"
     "  --draft FILE            speculative decoding with this draft model (or a\n"
-    "                          Gemma 4 assistant of a Gemma 4 target)\n"
+    "                          Gemma 4 assistant of a Gemma 4 target, or\n"
+    "                          prompt-lookup)\n"
     "  --draft-k N|auto        tokens drafted a step (default auto)\n"
     "  --draft-threads N       the draft's own thread with N pool threads\n"
     "  -h, --help              show this help\n"
@@ -254,9 +256,7 @@ int cmd_serve(int argc, char **argv)
         free(cfg);
         return cli_fail(argv[0], "out of memory");
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_on_stop_signals(on_signal);
     signal(SIGPIPE, SIG_IGN);
     rc = setup(&s, cfg, &o, &err) || serve(&s, &o, &err) ? CLI_FAIL : CLI_OK;
     if (rc == CLI_FAIL && err.msg[0])

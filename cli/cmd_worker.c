@@ -53,16 +53,6 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
-static void install_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 /* Takes one option's value; CLI_USAGE after a message. */
 static int take_option(const char *cmd, int c, pl_worker_opts *o)
 {
@@ -158,7 +148,7 @@ int cmd_worker(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc < 0 ? CLI_OK : rc;
-    install_handlers();
+    cli_on_stop_signals(on_signal);
     sl_err err = {{0}};
     if (pl_worker_run(&o, &stop_requested, &err))
         return cli_fail(argv[0], "%s", err.msg);

@@ -66,10 +66,9 @@ int cli_pipe_option(const char *cmd, int c, const char *arg, cli_pipe_opts *o)
     case 'X': return take_int(cmd, "ctx", arg, 16, 1 << 24, &o->n_ctx);
     case 'd': return take_int(cmd, "draft-threads", arg, 1, 4096, &o->draft_threads);
     case 'V':
-        o->kv_type = sl_type_from_name(arg);
+        o->kv_type = cli_kv_type(arg);
         o->kv_type_set = true;
-        if (o->kv_type != SL_TYPE_F32 && o->kv_type != SL_TYPE_F16 && o->kv_type != SL_TYPE_BF16 &&
-            o->kv_type != SL_TYPE_Q8_0)
+        if (o->kv_type < 0)
             return cli_usage(cmd, NULL, "bad value '%s' for --kv-type: must be f32, f16, bf16 or q8_0", arg);
         return 0;
     case 'k':

@@ -19,6 +19,7 @@
 #include "model/forward.h"
 #include "model/kv.h"
 #include "model/mtp.h"
+#include "catch_msg.h"
 #include "stages/stage.h"
 #include "test.h"
 
@@ -27,47 +28,6 @@
 
 static char assistant_path[] = "/tmp/sluice-mtps-a-XXXXXX";
 static char target_path[] = "/tmp/sluice-mtps-t-XXXXXX";
-
-typedef struct catcher {
-    pl_msg msg;
-    bool have;
-    char error[1024]; /* an ERROR's text (the sender's buffer is gone after the send) */
-} catcher;
-
-static int catch_msg(void *ctx, pl_msg *m, sl_err *err)
-{
-    (void)err;
-    catcher *c = ctx;
-    if (c->have)
-        pl_msg_close(&c->msg);
-    c->msg = *m;
-    c->msg.hdr = &c->msg.hdr_store; /* a built message points into itself */
-    for (int i = 0; i < c->msg.n_frames; i++) {
-        c->msg.pay_ptrs[i] = &c->msg.pay_store[i];
-        c->msg.pay_store[i].shape = c->msg.shape_store[i];
-    }
-    c->msg.hdr_store.payloads = c->msg.pay_ptrs;
-    if (c->msg.hdr_store.error) {
-        snprintf(c->error, sizeof c->error, "%s", c->msg.hdr_store.error);
-        c->msg.hdr_store.error = c->error;
-    }
-    /* frames the sender still owns are copied, as a socket would: the
-     * sender frees them once its send returns */
-    for (int i = 0; i < c->msg.n_frames; i++) {
-        size_t bytes;
-        int kind;
-        const void *data = pl_msg_frame(&c->msg, i, &bytes, &kind);
-        if (c->msg.free_fn[i])
-            continue;
-        void *copy = malloc(bytes + 1);
-        memcpy(copy, data, bytes);
-        c->msg.data[kind] = copy;
-        c->msg.free_fn[i] = sl_free_cb;
-        c->msg.free_hint[i] = NULL;
-    }
-    c->have = true;
-    return 0;
-}
 
 typedef struct chain {
     sl_stage *st[5]; /* embed, layers, head, sample, mtp */

@@ -21,6 +21,7 @@
 #include "pipeline/client.h"
 #include "stages/spec.h"
 #include "stages/stage.h"
+#include "tests/catch_msg.h"
 #include "tests/test.h"
 
 #define MAX_GEN 200
@@ -445,28 +446,6 @@ static void test_distribution_mtp(void)
 }
 
 /* ---- KV cache after a rejection ---- */
-
-typedef struct catcher {
-    pl_msg msg;
-    bool have;
-} catcher;
-
-static int catch_msg(void *ctx, pl_msg *m, sl_err *err)
-{
-    (void)err;
-    catcher *c = ctx;
-    if (c->have)
-        pl_msg_close(&c->msg);
-    c->msg = *m;
-    c->msg.hdr = &c->msg.hdr_store; /* a built message points into itself */
-    for (int i = 0; i < c->msg.n_frames; i++) {
-        c->msg.pay_ptrs[i] = &c->msg.pay_store[i];
-        c->msg.pay_store[i].shape = c->msg.shape_store[i];
-    }
-    c->msg.hdr_store.payloads = c->msg.pay_ptrs;
-    c->have = true;
-    return 0;
-}
 
 /* Embeds tokens at positions pos0.. of slot 0 and runs them through the
  * layers stage. */
