@@ -46,8 +46,9 @@ static const char usage[] =
     "  --repeat-penalty R      llama.cpp's repetition penalty (default 1 = off)\n"
     "  --repeat-last-n N       tokens the penalty looks back over (default 64)\n"
     "  --seed S                sampling seed (default 42)\n"
-    "  --chat                  wrap the prompt in Gemma's turn format and stop at\n"
-    "                          <end_of_turn>\n"
+    "  --chat                  wrap the prompt in the model's turn format (its\n"
+    "                          tokenizer.chat_template's, else its architecture's:\n"
+    "                          Gemma's or Gemma 4's) and stop at its end of turn\n"
     "  -t, --threads N         most threads (default: the CPUs this process may use;\n"
     "                          fewer while other processes take cores)\n"
     "  --ctx N                 context length per sequence (default: the config's\n"
@@ -57,11 +58,12 @@ static const char usage[] =
     "  --no-bos                do not add the BOS token\n"
     "  --print-ids             print the generated token ids to stderr\n"
     "  --stats                 print per-stage statistics to stderr at the end\n"
-    "  --metrics-port [IP:]PORT  while running, serve the metrics of this process's\n"
-    "                          stages as Prometheus text at http://IP:PORT/metrics\n"
+    "  --metrics-port [IP:]PORT  while running, serve the metrics of every stage\n"
+    "                          (a worker's as it last reported them) and of the\n"
+    "                          requests as Prometheus text at http://IP:PORT/metrics\n"
     "                          (plain HTTP, read-only; IP defaults to 127.0.0.1)\n"
-    "  --status-listen ADDR    while running, answer `sluice status ADDR` with those\n"
-    "                          stages (ipc://PATH, or tcp://IP:PORT with CURVE: the\n"
+    "  --status-listen ADDR    while running, answer `sluice status ADDR` with the\n"
+    "                          stages of this process (ipc://PATH, or tcp://IP:PORT with CURVE: the\n"
     "                          config's key serves it and is the only one admitted)\n"
     "  -h, --help              show this help\n"
     "\n"
@@ -296,7 +298,8 @@ static void print_summary(double load_s, const sl_event *d, bool spec)
     fprintf(stderr, "generated tokens   %d (stop: %s)\n", d->n_generated, d->stop ? d->stop : "?");
 }
 
-/* The metrics server's source (its own thread): the stages of this process. */
+/* The metrics server's source (its own thread): every stage, workers' as last
+ * reported, and the request counters. */
 static char *prometheus_text(void *ctx) { return cli_pipeline_prometheus(ctx); }
 
 static char *status_text(void *ctx)
