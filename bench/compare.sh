@@ -22,37 +22,22 @@
 #             "default" leaves it unset (default: "default passive")
 set -euo pipefail
 
-usage() {
-  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
-  exit 2
-}
-die() {
-  echo "compare: $*" >&2
-  exit 1
-}
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 [[ $# -ge 2 ]] || usage
 [[ $1 == -h || $1 == --help ]] && usage
-root=$(cd "$(dirname "$0")/.." && pwd)
 lcpp_dir=$1
 shift
 THREADS=${THREADS:-2}
 REPS=${REPS:-3}
 SLUICE=${SLUICE:-$root/build/sluice}
 POLICIES=${POLICIES:-default passive}
-[[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "THREADS must be a positive integer, not '$THREADS'"
-[[ $REPS =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer, not '$REPS'"
-
-[[ -d $lcpp_dir ]] || die "$lcpp_dir: not a directory (want a llama.cpp build directory)"
-llama_bench=
-for c in "$lcpp_dir/bin/llama-bench" "$lcpp_dir/llama-bench"; do
-  [[ -x $c ]] && llama_bench=$c && break
-done
-[[ -n $llama_bench ]] || die "no llama-bench in $lcpp_dir/bin or $lcpp_dir (build it: cmake --build $lcpp_dir --target llama-bench)"
-[[ -x $SLUICE ]] || die "$SLUICE: no sluice binary (build it, or set SLUICE)"
-for m in "$@"; do
-  [[ -f $m && -r $m ]] || die "$m: no such readable file"
-done
+need_count THREADS "$THREADS"
+need_count REPS "$REPS"
+find_llama_bench "$lcpp_dir"
+need_sluice_and_models "$@"
 for p in $POLICIES; do
   [[ $p == default || $p == passive || $p == active ]] ||
     die "POLICIES: '$p' is not one of default, passive, active"
@@ -61,24 +46,9 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# max of the numbers on stdin, or "-" when there are none
-best() { awk 'NF { if (!n++ || $1 > m) m = $1 } END { if (n) printf "%.2f\n", m; else print "-" }'; }
-
-# llama_bench_best MODEL: prints "pp128 pp512 tg64", each the best sample.
-llama_bench_best() {
-  local out=$work/llama-bench.jsonl
-  if ! "$llama_bench" -m "$1" -t "$THREADS" -p 128,512 -n 64 -r "$REPS" -o jsonl >"$out" 2>"$work/llama-bench.err"; then
-    echo "compare: llama-bench failed on $1:" >&2
-    tail -5 "$work/llama-bench.err" >&2
-    echo "- - -"
-    return
-  fi
-  local col key
-  for key in '"n_prompt": 128, "n_gen": 0' '"n_prompt": 512, "n_gen": 0' '"n_prompt": 0, "n_gen": 64'; do
-    col=$(grep -F "$key" "$out" | sed -n 's/.*"samples_ts": \[\([^]]*\)\].*/\1/p' | tr ', ' '\n\n' | best)
-    printf '%s ' "$col"
-  done
-  echo
+# llama_bench_best_of MODEL: prints "pp128 pp512 tg64", each the best sample.
+llama_bench_best_of() {
+  llama_bench_best "$1" "128:0 512:0 0:64" -t "$THREADS" -p 128,512 -n 64 -r "$REPS"
 }
 
 # the_prompt N: N-1 words "the"; sentencepiece vocabularies (Gemma, Llama and
@@ -133,8 +103,6 @@ sluice_best() {
   echo "$col"
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'; }
-
 row() { printf '%-34s %-18s %10s %10s %10s\n' "$@"; }
 
 echo "threads $THREADS, best of $REPS; tok/s; ratio = sluice / llama.cpp"
@@ -144,7 +112,7 @@ echo
 row model engine pp128 pp512 tg64
 for m in "$@"; do
   name=$(basename "$m")
-  read -r l128 l512 lt < <(llama_bench_best "$m")
+  read -r l128 l512 lt < <(llama_bench_best_of "$m")
   row "${name:0:34}" llama.cpp "$l128" "$l512" "$lt"
   for p in $POLICIES; do
     label=sluice

@@ -3,11 +3,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "pipeline/metrics_http.h"
 
 int cli_usage(const char *cmd, const char *usage, const char *fmt, ...)
 {
@@ -122,4 +125,30 @@ const char *cli_opt_name(const struct option *longopts, int c)
         if (o->val == c)
             return o->name;
     return "?";
+}
+
+int cli_check_metrics_port(const char *cmd, const char *arg)
+{
+    char ip[64];
+    int port;
+    sl_err err;
+    if (pl_metrics_http_parse(arg, ip, sizeof ip, &port, &err))
+        return cli_usage(cmd, NULL, "--metrics-port: %s", err.msg);
+    return 0;
+}
+
+int cli_kv_type(const char *s)
+{
+    int t = sl_type_from_name(s);
+    return t == SL_TYPE_F32 || t == SL_TYPE_F16 || t == SL_TYPE_BF16 || t == SL_TYPE_Q8_0 ? t : -1;
+}
+
+void cli_on_stop_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }

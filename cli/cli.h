@@ -52,6 +52,24 @@ struct option;
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
                const char *usage);
 
+/* Long options several subcommands take, each with one value everywhere
+ * (CLI_OPT_* past the characters: a letter would clash in some table). */
+enum { CLI_OPT_METRICS_PORT = 0x100 };
+#define CLI_LONGOPT_HELP {"help", no_argument, NULL, 'h'}
+#define CLI_LONGOPT_THREADS {"threads", required_argument, NULL, 't'}
+#define CLI_LONGOPT_METRICS_PORT {"metrics-port", required_argument, NULL, CLI_OPT_METRICS_PORT}
+
+/* --metrics-port [IP:]PORT: 0 when arg is one, else CLI_USAGE after a
+ * message naming what is wrong. */
+int cli_check_metrics_port(const char *cmd, const char *arg);
+
+/* The KV cache type named s (f32, f16, bf16 or q8_0), or -1 for any other
+ * name. */
+int cli_kv_type(const char *s);
+
+/* Sends SIGINT and SIGTERM to handler (the commands that stop in order). */
+void cli_on_stop_signals(void (*handler)(int));
+
 /* Long name of the option whose value is c (for messages). */
 const char *cli_opt_name(const struct option *longopts, int c);
 

@@ -596,9 +596,8 @@ int cmd_bench(int argc, char **argv)
         case OPT_KERNELS: o.kernels = true; break;
         case OPT_CALIBRATE: o.calibrate = true; break;
         case OPT_KV:
-            o.kv_type = sl_type_from_name(optarg);
-            bad = o.kv_type != SL_TYPE_F32 && o.kv_type != SL_TYPE_F16 &&
-                  o.kv_type != SL_TYPE_BF16 && o.kv_type != SL_TYPE_Q8_0;
+            o.kv_type = cli_kv_type(optarg);
+            bad = o.kv_type < 0;
             break;
         default: return CLI_USAGE;
         }

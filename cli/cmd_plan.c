@@ -416,10 +416,8 @@ done:
 
 static int parse_type(const char *s, bool kv, int *out)
 {
-    int t = sl_type_from_name(s);
+    int t = kv ? cli_kv_type(s) : sl_type_from_name(s);
     if (t < 0)
-        return -1;
-    if (kv && t != SL_TYPE_F32 && t != SL_TYPE_F16 && t != SL_TYPE_BF16 && t != SL_TYPE_Q8_0)
         return -1;
     *out = t;
     return 0;

@@ -46,8 +46,9 @@ static const char usage[] =
     "  --repeat-penalty R      llama.cpp's repetition penalty (default 1 = off)\n"
     "  --repeat-last-n N       tokens the penalty looks back over (default 64)\n"
     "  --seed S                sampling seed (default 42)\n"
-    "  --chat                  wrap the prompt in Gemma's turn format and stop at\n"
-    "                          <end_of_turn>\n"
+    "  --chat                  wrap the prompt in the model's turn format (its\n"
+    "                          tokenizer.chat_template's, else its architecture's:\n"
+    "                          Gemma's or Gemma 4's) and stop at its end of turn\n"
     "  -t, --threads N         most threads (default: the CPUs this process may use;\n"
     "                          fewer while other processes take cores)\n"
     "  --ctx N                 context length per sequence (default: the config's\n"
@@ -57,12 +58,14 @@ static const char usage[] =
     "  --no-bos                do not add the BOS token\n"
     "  --print-ids             print the generated token ids to stderr\n"
     "  --stats                 print per-stage statistics to stderr at the end\n"
-    "  --metrics-port [IP:]PORT  while running, serve the metrics of this process's\n"
-    "                          stages as Prometheus text at http://IP:PORT/metrics\n"
+    "  --metrics-port [IP:]PORT  while running, serve the metrics of every stage\n"
+    "                          (a worker's as it last reported them) and of the\n"
+    "                          requests as Prometheus text at http://IP:PORT/metrics\n"
     "                          (plain HTTP, read-only; IP defaults to 127.0.0.1)\n"
-    "  --status-listen ADDR    while running, answer `sluice status ADDR` with those\n"
-    "                          stages (ipc://PATH, or tcp://IP:PORT with CURVE: the\n"
-    "                          config's key serves it and is the only one admitted)\n"
+    "  --status-listen ADDR    while running, answer `sluice status ADDR` with the\n"
+    "                          stages of this process (ipc://PATH, or\n"
+    "                          tcp://IP:PORT with CURVE: the config's key serves\n"
+    "                          it and is the only one admitted)\n"
     "  -h, --help              show this help\n"
     "\n"
     "speculative decoding:\n"
@@ -92,16 +95,13 @@ static const char usage[] =
     "stops at EOS, after N tokens or when the context is full.\n";
 
 typedef struct run_opts {
-    const char *model, *config, *prompt, *prompts_file;
+    cli_pipe_opts pipe; /* -m/-c, -t, --ctx, --kv-type, --draft* */
+    const char *prompt, *prompts_file;
     bool jsonl;
-    int n_predict, threads, n_ctx;
+    int n_predict;
     bool chat, no_bos, print_ids, stats;
     const char *metrics, *status_listen;
-    int kv_type;
-    bool kv_type_set;
-    const char *draft;
-    int draft_k, draft_threads;
-    bool draft_auto, draft_k_set, spec_baseline;
+    bool spec_baseline;
     sl_sampling sampling;
     bool sampling_set[8];
 } run_opts;
@@ -109,14 +109,11 @@ typedef struct run_opts {
 enum { S_TEMP, S_TOPK, S_TOPP, S_MINP, S_PEN, S_LASTN, S_SEED };
 
 static const struct option run_longopts[] = {
-    {"help", no_argument, NULL, 'h'},
-    {"model", required_argument, NULL, 'm'},
-    {"config", required_argument, NULL, 'c'},
+    CLI_PIPE_LONGOPTS,
     {"prompt", required_argument, NULL, 'p'},
     {"prompts", required_argument, NULL, 'F'},
     {"jsonl", no_argument, NULL, 'J'},
     {"n-predict", required_argument, NULL, 'n'},
-    {"threads", required_argument, NULL, 't'},
     {"temp", required_argument, NULL, 'T'},
     {"top-k", required_argument, NULL, 'K'},
     {"top-p", required_argument, NULL, 'P'},
@@ -125,16 +122,11 @@ static const struct option run_longopts[] = {
     {"repeat-last-n", required_argument, NULL, 'L'},
     {"seed", required_argument, NULL, 's'},
     {"chat", no_argument, NULL, 'C'},
-    {"ctx", required_argument, NULL, 'X'},
     {"no-bos", no_argument, NULL, 'B'},
     {"print-ids", no_argument, NULL, 'I'},
     {"stats", no_argument, NULL, 'S'},
-    {"kv-type", required_argument, NULL, 'V'},
-    {"draft", required_argument, NULL, 'D'},
-    {"draft-k", required_argument, NULL, 'k'},
-    {"draft-threads", required_argument, NULL, 'd'},
     {"spec-baseline", no_argument, NULL, 'b'},
-    {"metrics-port", required_argument, NULL, 'H'},
+    CLI_LONGOPT_METRICS_PORT,
     {"status-listen", required_argument, NULL, 'Q'},
     {NULL, 0, NULL, 0},
 };
@@ -149,27 +141,23 @@ typedef struct num_opt {
 } num_opt;
 
 static const num_opt run_nums[] = {
-    {'n', 1, 1 << 24, false, -1},       {'t', 1, 4096, false, -1},
+    {'n', 1, 1 << 24, false, -1},
     {'T', 0, 1e6, true, S_TEMP},        {'K', 0, 1 << 30, false, S_TOPK},
     {'P', 0, 1, true, S_TOPP},          {'M', 0, 1, true, S_MINP},
     {'R', 1e-3, 1e3, true, S_PEN},      {'L', 0, 1 << 24, false, S_LASTN},
-    {'X', 16, 1 << 24, false, -1},      {'d', 1, 4096, false, -1},
 };
 
 static void *num_dest(run_opts *o, int c)
 {
     sl_sampling *s = &o->sampling;
     switch (c) {
-    case 'n': return &o->n_predict;
-    case 't': return &o->threads;
     case 'T': return &s->temperature;
     case 'K': return &s->top_k;
     case 'P': return &s->top_p;
     case 'M': return &s->min_p;
     case 'R': return &s->repeat_penalty;
     case 'L': return &s->repeat_last_n;
-    case 'X': return &o->n_ctx;
-    default: return &o->draft_threads;
+    default: return &o->n_predict;
     }
 }
 
@@ -197,8 +185,6 @@ static int parse_number(const char *cmd, int c, run_opts *o)
 static int parse_other(const char *cmd, int c, run_opts *o)
 {
     switch (c) {
-    case 'm': o->model = optarg; return 0;
-    case 'c': o->config = optarg; return 0;
     case 'p': o->prompt = optarg; return 0;
     case 'F': o->prompts_file = optarg; return 0;
     case 'J': o->jsonl = true; return 0;
@@ -206,7 +192,6 @@ static int parse_other(const char *cmd, int c, run_opts *o)
     case 'B': o->no_bos = true; return 0;
     case 'I': o->print_ids = true; return 0;
     case 'S': o->stats = true; return 0;
-    case 'D': o->draft = optarg; return 0;
     case 'b': o->spec_baseline = true; return 0;
     case 's':
         o->sampling_set[S_SEED] = true;
@@ -214,34 +199,14 @@ static int parse_other(const char *cmd, int c, run_opts *o)
             return cli_usage(cmd, NULL, "bad value '%s' for --seed: must be a whole number 0..%llu", optarg,
                              (unsigned long long)UINT64_MAX);
         return 0;
-    case 'V':
-        o->kv_type = sl_type_from_name(optarg);
-        o->kv_type_set = true;
-        if (o->kv_type != SL_TYPE_F32 && o->kv_type != SL_TYPE_F16 && o->kv_type != SL_TYPE_BF16 &&
-            o->kv_type != SL_TYPE_Q8_0)
-            return cli_usage(cmd, NULL, "bad value '%s' for --kv-type: must be f32, f16, bf16 or q8_0", optarg);
-        return 0;
-    case 'k':
-        o->draft_auto = strcmp(optarg, "auto") == 0;
-        o->draft_k_set = !o->draft_auto;
-        if (!o->draft_auto && cli_parse_int(optarg, 0, SL_SPEC_K_MAX, &o->draft_k))
-            return cli_usage(cmd, NULL, "bad value '%s' for --draft-k: must be auto or 0..%d", optarg,
-                             SL_SPEC_K_MAX);
-        return 0;
     case 'Q':
         if (strncmp(optarg, "tcp://", 6) != 0 && strncmp(optarg, "ipc://", 6) != 0)
             return cli_usage(cmd, NULL, "--status-listen: '%s' must start with tcp:// or ipc://", optarg);
         o->status_listen = optarg;
         return 0;
-    case 'H': {
-        char ip[64];
-        int port;
-        sl_err err;
-        if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
-            return cli_usage(cmd, NULL, "--metrics-port: %s", err.msg);
+    case CLI_OPT_METRICS_PORT:
         o->metrics = optarg;
-        return 0;
-    }
+        return cli_check_metrics_port(cmd, optarg);
     default: return CLI_USAGE;
     }
 }
@@ -249,14 +214,13 @@ static int parse_other(const char *cmd, int c, run_opts *o)
 /* The options each other need or exclude. */
 static int check_args(const char *cmd, const run_opts *o)
 {
-    if (!o->model == !o->config)
-        return cli_usage(cmd, NULL, "give exactly one of -m FILE and -c CONFIG");
+    int rc = cli_pipe_check(cmd, &o->pipe);
+    if (rc)
+        return rc;
     if (!o->prompt == !o->prompts_file)
         return cli_usage(cmd, NULL, "give exactly one of -p PROMPT and --prompts FILE");
     if (o->jsonl && !o->prompts_file)
         return cli_usage(cmd, NULL, "--jsonl is an output format of --prompts FILE");
-    if (!o->draft && (o->draft_k_set || o->draft_auto || o->draft_threads))
-        return cli_usage(cmd, NULL, "--draft-k and --draft-threads need --draft");
     if (o->sampling_set[S_TOPP] && o->sampling.top_p <= 0.0f)
         return cli_usage(cmd, NULL, "bad value for --top-p: must be above 0 (and at most 1)");
     return 0;
@@ -267,12 +231,14 @@ static int parse_args(int argc, char **argv, run_opts *o)
 {
     const char *cmd = argv[0];
     int c;
-    while ((c = cli_getopt(argc, argv, ":hm:c:p:n:t:", run_longopts, usage)) != -1) {
+    while ((c = cli_getopt(argc, argv, ":" CLI_PIPE_SHORTOPTS "p:n:", run_longopts, usage)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
             return -1;
         }
-        int rc = parse_number(cmd, c, o);
+        int rc = cli_pipe_option(cmd, c, optarg, &o->pipe);
+        if (rc == 1)
+            rc = parse_number(cmd, c, o);
         if (rc == 1)
             rc = parse_other(cmd, c, o);
         if (rc)
@@ -307,16 +273,6 @@ static void on_stop(int sig)
     stop_signal = sig;
 }
 
-static void install_stop_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 /* One prompt's timing: load, prefill and decode each on its own line, and
  * "n/a" where there is nothing to measure. With speculation the decode
  * rate is print_spec's "effective decode". */
@@ -343,7 +299,8 @@ static void print_summary(double load_s, const sl_event *d, bool spec)
     fprintf(stderr, "generated tokens   %d (stop: %s)\n", d->n_generated, d->stop ? d->stop : "?");
 }
 
-/* The metrics server's source (its own thread): the stages of this process. */
+/* The metrics server's source (its own thread): every stage, workers' as last
+ * reported, and the request counters. */
 static char *prometheus_text(void *ctx) { return cli_pipeline_prometheus(ctx); }
 
 static char *status_text(void *ctx)
@@ -389,7 +346,7 @@ static int run_pipeline(const pl_config *cfg, const run_opts *o, const cli_promp
 {
     sl_pipeline_opts popts;
     sl_pipeline_opts_default(&popts);
-    popts.threads = o->threads;
+    popts.threads = o->pipe.threads;
     sl_pipeline *p = NULL;
     double t_load = cli_now();
     if (sl_pipeline_open(&p, cfg, &popts, err))
@@ -454,11 +411,11 @@ static void print_spec(const sl_spec_summary *s, double tok_s, double base_tok_s
  * command line's overrides. */
 static int prepare_config(pl_config *cfg, const run_opts *o, int n_prompts, sl_err *err)
 {
-    cli_pipe_opts po = {.model = o->model, .config = o->config, .max_sequences = n_prompts, .n_ctx = o->n_ctx,
-                        .kv_type = o->kv_type, .kv_type_set = o->kv_type_set, .draft = o->draft};
+    cli_pipe_opts po = o->pipe;
+    po.max_sequences = n_prompts;
     if (cli_pipeline_config(cfg, &po, err))
         return -1;
-    if (o->spec_baseline && !o->draft && !cfg->spec.on)
+    if (o->spec_baseline && !o->pipe.draft && !cfg->spec.on)
         return sl_fail(err, "--spec-baseline compares against speculative decoding: give --draft or a "
                             "config with a speculative section");
     return 0;
@@ -511,9 +468,9 @@ int cmd_run(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc < 0 ? CLI_OK : rc;
-    if (o.threads)
-        sl_pool_set_threads(o.threads);
-    install_stop_handlers();
+    if (o.pipe.threads)
+        sl_pool_set_threads(o.pipe.threads);
+    cli_on_stop_signals(on_stop);
     sl_err err = {{0}};
     cli_prompts pr;
     if (o.prompts_file ? cli_prompts_read(&pr, o.prompts_file, &err) : cli_prompts_single(&pr, o.prompt, &err))
@@ -530,7 +487,7 @@ int cmd_run(int argc, char **argv)
         sl_fail(&err, "out of memory");
     else if (prepare_config(cfg, &o, pr.n, &err) == 0 &&
              (!o.spec_baseline || run_baseline(cfg, &o, &pr, &base_tok_s, &err) == 0) && !stop_signal &&
-             (!o.draft || cli_pipeline_add_draft(cfg, o.draft, o.draft_k, o.draft_k_set, o.draft_threads, &err) == 0))
+             (!o.pipe.draft || cli_pipeline_add_draft(cfg, &o.pipe, &err) == 0))
         rc = run_pipeline(cfg, &o, &pr, true, &spec_sum, &res, &err);
     if (stop_signal)
         rc = interrupted(&pr, &res);

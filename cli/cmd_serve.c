@@ -10,7 +10,6 @@
 #include "cli/cli.h"
 #include "cli/pipecfg.h"
 #include "cli/serve.h"
-#include "stages/spec.h"
 #include "util/pool.h"
 
 extern const char sv_page_html[];
@@ -43,91 +42,92 @@ static const char usage[] =
     "                          flight (default 64); more get 429 with Retry-After\n"
     "  --no-prefix-cache       do not reuse a finished request's KV for a new\n"
     "                          request with the same beginning\n"
-    "  --prefix-cache MODE     on (default), off, or full: sliding-window layers\n"
-    "                          keep every position too, so a prefix that ends\n"
-    "                          far back in a slot (a shared system prompt) is\n"
-    "                          reused (limits.prefix_cache)\n"
+    "  --prefix-cache MODE     on, off, or full: sliding-window layers keep every\n"
+    "                          position too, so a prefix that ends far back in a\n"
+    "                          slot (a shared system prompt) is reused (default:\n"
+    "                          the config's limits.prefix_cache; on with -m)\n"
     "  -t, --threads N         most threads (default: the CPUs this process may use;\n"
     "                          fewer while other processes take cores)\n"
-    "  --ctx N                 context length per sequence\n"
+    "  --ctx N                 context length per sequence (default: the config's\n"
+    "                          limits, or min(model's training context, 4096))\n"
     "  --kv-type T             KV cache type: f32, f16, bf16 or q8_0\n"
     "  --draft FILE            speculative decoding with this draft model (or a\n"
-    "                          Gemma 4 assistant of a Gemma 4 target)\n"
+    "                          Gemma 4 assistant of a Gemma 4 target, or\n"
+    "                          prompt-lookup)\n"
     "  --draft-k N|auto        tokens drafted a step (default auto)\n"
     "  --draft-threads N       the draft's own thread with N pool threads\n"
     "  -h, --help              show this help\n"
     "\n"
     "A request's sampling fields (temperature, top_p, top_k, min_p, seed,\n"
-    "repeat_penalty) override the config's sampling section.\n";
+    "repeat_penalty, repeat_last_n) override the config's sampling section.\n";
 
 typedef struct serve_opts {
-    cli_pipe_opts pipe;
+    cli_pipe_opts pipe; /* -m/-c, -t, --ctx, --kv-type, --draft* */
     const char *host, *key_file, *chat_format;
-    int port, threads, queue, draft_k, draft_threads;
-    bool draft_k_set, draft_auto, no_prefix_cache, prefix_full;
+    int port, queue;
+    int prefix_mode; /* PREFIX_* */
+    bool slots_set;
 } serve_opts;
+
+/* --prefix-cache: unset (the config's limits.prefix_cache), or one of these */
+enum { PREFIX_CONFIG = -1, PREFIX_OFF, PREFIX_ON, PREFIX_FULL };
+
+/* The options of serve's own; CLI_USAGE after a message. */
+static int take_option(const char *cmd, int c, serve_opts *o, const struct option *longopts)
+{
+    int bad = 0;
+    switch (c) {
+    case 'H': o->host = optarg; break;
+    case 'P': bad = cli_parse_int(optarg, 0, 65535, &o->port); break;
+    case 'K': o->key_file = optarg; break;
+    case 'F': o->chat_format = optarg; bad = !sv_chat_format_known(optarg); break;
+    case 'S':
+        bad = cli_parse_int(optarg, 1, 64, &o->pipe.max_sequences);
+        o->slots_set = true;
+        break;
+    case 'Q': bad = cli_parse_int(optarg, 0, 1 << 20, &o->queue); break;
+    case 'N': o->prefix_mode = PREFIX_OFF; break;
+    case 'C':
+        o->prefix_mode = strcmp(optarg, "off") == 0    ? PREFIX_OFF
+                         : strcmp(optarg, "on") == 0   ? PREFIX_ON
+                         : strcmp(optarg, "full") == 0 ? PREFIX_FULL : PREFIX_CONFIG;
+        bad = o->prefix_mode == PREFIX_CONFIG;
+        break;
+    default: return CLI_USAGE;
+    }
+    if (bad)
+        return cli_usage(cmd, usage, "%s: invalid value '%s'", cli_opt_name(longopts, c), optarg);
+    return 0;
+}
 
 static int parse_args(int argc, char **argv, serve_opts *o)
 {
     static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},         {"model", required_argument, NULL, 'm'},
-        {"config", required_argument, NULL, 'c'}, {"host", required_argument, NULL, 'H'},
-        {"port", required_argument, NULL, 'P'},   {"api-key-file", required_argument, NULL, 'K'},
-        {"chat-format", required_argument, NULL, 'F'}, {"slots", required_argument, NULL, 'S'},
-        {"queue", required_argument, NULL, 'Q'},  {"no-prefix-cache", no_argument, NULL, 'N'},
-        {"threads", required_argument, NULL, 't'}, {"ctx", required_argument, NULL, 'X'},
-        {"kv-type", required_argument, NULL, 'V'}, {"draft", required_argument, NULL, 'D'},
-        {"draft-k", required_argument, NULL, 'k'}, {"draft-threads", required_argument, NULL, 'd'},
-        {"prefix-cache", required_argument, NULL, 'C'},
+        CLI_PIPE_LONGOPTS,
+        {"host", required_argument, NULL, 'H'},         {"port", required_argument, NULL, 'P'},
+        {"api-key-file", required_argument, NULL, 'K'}, {"chat-format", required_argument, NULL, 'F'},
+        {"slots", required_argument, NULL, 'S'},        {"queue", required_argument, NULL, 'Q'},
+        {"no-prefix-cache", no_argument, NULL, 'N'},    {"prefix-cache", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     const char *cmd = argv[0];
     int c;
-    while ((c = cli_getopt(argc, argv, ":hm:c:t:", longopts, usage)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case 'h': fputs(usage, stdout); return -1;
-        case 'm': o->pipe.model = optarg; break;
-        case 'c': o->pipe.config = optarg; break;
-        case 'H': o->host = optarg; break;
-        case 'P': bad = cli_parse_int(optarg, 0, 65535, &o->port); break;
-        case 'K': o->key_file = optarg; break;
-        case 'F': o->chat_format = optarg; bad = !sv_chat_format_known(optarg); break;
-        case 'S': bad = cli_parse_int(optarg, 1, 64, &o->pipe.max_sequences); break;
-        case 'Q': bad = cli_parse_int(optarg, 0, 1 << 20, &o->queue); break;
-        case 'N': o->no_prefix_cache = true; break;
-        case 'C':
-            o->no_prefix_cache = strcmp(optarg, "off") == 0;
-            o->prefix_full = strcmp(optarg, "full") == 0;
-            bad = !o->no_prefix_cache && !o->prefix_full && strcmp(optarg, "on") != 0;
-            break;
-        case 't': bad = cli_parse_int(optarg, 1, 4096, &o->threads); break;
-        case 'X': bad = cli_parse_int(optarg, 16, 1 << 24, &o->pipe.n_ctx); break;
-        case 'V':
-            o->pipe.kv_type = sl_type_from_name(optarg);
-            bad = o->pipe.kv_type != SL_TYPE_F32 && o->pipe.kv_type != SL_TYPE_F16 &&
-                  o->pipe.kv_type != SL_TYPE_BF16 && o->pipe.kv_type != SL_TYPE_Q8_0;
-            o->pipe.kv_type_set = true;
-            break;
-        case 'D': o->pipe.draft = optarg; break;
-        case 'k':
-            o->draft_auto = strcmp(optarg, "auto") == 0;
-            bad = !o->draft_auto && cli_parse_int(optarg, 0, SL_SPEC_K_MAX, &o->draft_k);
-            o->draft_k_set = !o->draft_auto;
-            break;
-        case 'd': bad = cli_parse_int(optarg, 1, 4096, &o->draft_threads); break;
-        default: return CLI_USAGE;
+    while ((c = cli_getopt(argc, argv, ":" CLI_PIPE_SHORTOPTS, longopts, usage)) != -1) {
+        if (c == 'h') {
+            fputs(usage, stdout);
+            return -1;
         }
-        if (bad)
-            return cli_usage(cmd, usage, "%s: invalid value '%s'", cli_opt_name(longopts, c), optarg);
+        int rc = cli_pipe_option(cmd, c, optarg, &o->pipe);
+        if (rc == 1)
+            rc = take_option(cmd, c, o, longopts);
+        if (rc)
+            return rc;
     }
     if (optind < argc)
         return cli_usage(cmd, usage, "unexpected argument '%s'", argv[optind]);
-    if (!o->pipe.model == !o->pipe.config)
-        return cli_usage(cmd, usage, "give exactly one of -m FILE and -c CONFIG");
-    if (!o->pipe.draft && (o->draft_k_set || o->draft_auto || o->draft_threads))
-        return cli_usage(cmd, usage, "--draft-k and --draft-threads need --draft");
-    return 0;
+    if (o->slots_set && o->pipe.config)
+        return cli_usage(cmd, usage, "--slots sets the -m pipeline's slots; a config sets limits.max_sequences");
+    return cli_pipe_check(cmd, &o->pipe);
 }
 
 /* The key is the file's first line (surrounding blanks dropped). */
@@ -188,19 +188,18 @@ static int setup(sv_server *s, pl_config *cfg, const serve_opts *o, sl_err *err)
 {
     if (cli_pipeline_config(cfg, &o->pipe, err))
         return -1;
-    if (o->pipe.draft &&
-        cli_pipeline_add_draft(cfg, o->pipe.draft, o->draft_k, o->draft_k_set, o->draft_threads, err))
+    if (o->pipe.draft && cli_pipeline_add_draft(cfg, &o->pipe, err))
         return -1;
-    if (o->no_prefix_cache)
-        cfg->limits.prefix_cache = cfg->limits.prefix_full = false;
-    if (o->prefix_full)
-        cfg->limits.prefix_cache = cfg->limits.prefix_full = true;
+    if (o->prefix_mode != PREFIX_CONFIG) {
+        cfg->limits.prefix_cache = o->prefix_mode != PREFIX_OFF;
+        cfg->limits.prefix_full = o->prefix_mode == PREFIX_FULL;
+    }
     s->cfg = cfg;
     s->max_running = cfg->limits.max_requests;
     s->max_queue = o->queue;
     s->page = sv_page_html;
     sl_pipeline_opts_default(&s->popts);
-    s->popts.threads = o->threads;
+    s->popts.threads = o->pipe.threads;
     s->popts.chat_format = o->chat_format;
     read_model_name(s);
     return o->key_file && read_key(s, o->key_file, err) ? -1 : 0;
@@ -244,12 +243,12 @@ static int serve(sv_server *s, const serve_opts *o, sl_err *err)
 
 int cmd_serve(int argc, char **argv)
 {
-    serve_opts o = {.port = 8080, .queue = 64, .pipe.max_sequences = 8};
+    serve_opts o = {.port = 8080, .queue = 64, .prefix_mode = PREFIX_CONFIG, .pipe.max_sequences = 8};
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc < 0 ? CLI_OK : rc;
-    if (o.threads)
-        sl_pool_set_threads(o.threads);
+    if (o.pipe.threads)
+        sl_pool_set_threads(o.pipe.threads);
     sl_err err = {{0}};
     sv_server s;
     pl_config *cfg = calloc(1, sizeof *cfg);
@@ -257,9 +256,7 @@ int cmd_serve(int argc, char **argv)
         free(cfg);
         return cli_fail(argv[0], "out of memory");
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_on_stop_signals(on_signal);
     signal(SIGPIPE, SIG_IGN);
     rc = setup(&s, cfg, &o, &err) || serve(&s, &o, &err) ? CLI_FAIL : CLI_OK;
     if (rc == CLI_FAIL && err.msg[0])

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "pipeline/metrics_http.h"
 #include "pipeline/worker.h"
 
 static const char usage[] =
@@ -54,16 +53,6 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
-static void install_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 /* Takes one option's value; CLI_USAGE after a message. */
 static int take_option(const char *cmd, int c, pl_worker_opts *o)
 {
@@ -81,15 +70,9 @@ static int take_option(const char *cmd, int c, pl_worker_opts *o)
         allow[o->n_allow++] = optarg;
         o->allow = allow;
         return 0;
-    case 'M': {
-        char ip[64];
-        int port;
-        sl_err err;
-        if (pl_metrics_http_parse(optarg, ip, sizeof ip, &port, &err))
-            return cli_usage(cmd, NULL, "--metrics-port: %s", err.msg);
+    case CLI_OPT_METRICS_PORT:
         o->metrics = optarg;
-        return 0;
-    }
+        return cli_check_metrics_port(cmd, optarg);
     case 't':
         if (cli_parse_int(optarg, 1, 4096, &o->threads))
             return cli_bad_number(cmd, "threads", optarg, 1, 4096, false);
@@ -130,17 +113,17 @@ static int check_args(const char *cmd, const pl_worker_opts *o)
 static int parse_args(int argc, char **argv, pl_worker_opts *o)
 {
     static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
+        CLI_LONGOPT_HELP,
         {"listen", required_argument, NULL, 'l'},
         {"once", no_argument, NULL, 'O'},
-        {"threads", required_argument, NULL, 't'},
+        CLI_LONGOPT_THREADS,
         {"silence", required_argument, NULL, 'S'},
         {"quiet", no_argument, NULL, 'q'},
         {"notify-fd", required_argument, NULL, 'N'}, /* for the coordinator that spawns us */
         {"key", required_argument, NULL, 'k'},
         {"allow", required_argument, NULL, 'a'},
         {"insecure", no_argument, NULL, 'I'},
-        {"metrics-port", required_argument, NULL, 'M'},
+        CLI_LONGOPT_METRICS_PORT,
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -165,7 +148,7 @@ int cmd_worker(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc)
         return rc < 0 ? CLI_OK : rc;
-    install_handlers();
+    cli_on_stop_signals(on_signal);
     sl_err err = {{0}};
     if (pl_worker_run(&o, &stop_requested, &err))
         return cli_fail(argv[0], "%s", err.msg);

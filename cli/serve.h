@@ -154,6 +154,9 @@ void sv_driver_stop(sv_server *s);
 /* After the driver ended: waits (up to timeout_s) until every handler has
  * written its answer, so shutting the HTTP server down cuts none off. */
 void sv_wait_answered(sv_server *s, double timeout_s);
+/* mu held: waits on cond for at most ms milliseconds (the clock is the
+ * condition's default, CLOCK_REALTIME). */
+void sv_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mu, int ms);
 
 /* Queues a job (refs: the caller's and the driver's). Fails with 429 past
  * the queue's bound, 503 while loading or stopping. */

@@ -319,16 +319,8 @@ static void serve_loop(sv_server *s)
         cancel_finished(s);
         pthread_mutex_lock(&s->mu);
         bool stop = s->stop;
-        if (!stop && sl_pipeline_active(s->pipe) == 0 && !s->queue_head) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 100 * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&s->wake, &s->mu, &until);
-        }
+        if (!stop && sl_pipeline_active(s->pipe) == 0 && !s->queue_head)
+            sv_cond_wait_ms(&s->wake, &s->mu, 100);
         pthread_mutex_unlock(&s->mu);
         if (stop)
             return;
@@ -401,4 +393,14 @@ void sv_wait_answered(sv_server *s, double timeout_s)
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
+}
+
+void sv_cond_wait_ms(pthread_cond_t *cond, pthread_mutex_t *mu, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)ms * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(cond, mu, &until);
 }

@@ -103,14 +103,7 @@ static bool client_gone(struct MHD_Connection *c)
 /* mu held: waits up to 50 ms for the job to change */
 static void wait_job(sv_server *s, sv_job *j)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += 50 * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&j->cond, &s->mu, &until);
+    sv_cond_wait_ms(&j->cond, &s->mu, 50);
 }
 
 /* ---- streams ---- */

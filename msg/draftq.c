@@ -38,7 +38,8 @@ static int check_row(const pl_draftq *q, uint32_t r, sl_err *err)
 {
     int32_t c = q->count[r];
     const float *p = q->prob + q->prob_at[r];
-    const int32_t *id = c == q->n_vocab ? NULL : q->id + q->id_at[r];
+    /* a one-hot row (c 0) has no ids, and no row may have any: q->id NULL */
+    const int32_t *id = c == q->n_vocab || c == 0 ? NULL : q->id + q->id_at[r];
     double sum = 0.0;
     for (int32_t j = 0; j < c; j++) {
         if (!isfinite(p[j]) || p[j] < 0.0f || p[j] > 1.0f)

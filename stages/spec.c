@@ -2,11 +2,6 @@
 
 #include <string.h>
 
-/* Weight of one drafted token's outcome in the running acceptance rate:
- * about the last 20 tokens dominate, so k follows a change of text within
- * a few steps without jumping on one rejection. */
-#define SPEC_EWMA_WEIGHT 0.05
-
 int sl_spec_accept_greedy(const int32_t *target, const int32_t *draft, int k, int32_t *out)
 {
     int i = 0;
@@ -123,66 +118,9 @@ double sl_spec_expected_tokens(double alpha, int k)
     return sum;
 }
 
-int sl_spec_best_k(double alpha, double cost_ratio, int k_max)
-{
-    int best = 0;
-    double best_rate = 1.0; /* plain decoding: one token per unit cost */
-    for (int k = 1; k <= k_max; k++) {
-        double rate = sl_spec_expected_tokens(alpha, k) / (1.0 + k * cost_ratio);
-        if (rate > best_rate) {
-            best_rate = rate;
-            best = k;
-        }
-    }
-    return best;
-}
-
-int sl_spec_best_k_timed(double alpha, double verify_fixed, double verify_row, double draft_token,
-                         int k_max)
-{
-    int best = 0;
-    double plain = verify_fixed + verify_row;
-    double best_rate = plain > 0.0 ? 1.0 / plain : 0.0;
-    for (int k = 1; k <= k_max; k++) {
-        double t = verify_fixed + verify_row * (k + 1) + draft_token * k;
-        double rate = t > 0.0 ? sl_spec_expected_tokens(alpha, k) / t : 0.0;
-        if (rate > best_rate) {
-            best_rate = rate;
-            best = k;
-        }
-    }
-    return best;
-}
-
-void sl_cost_fit_add(sl_cost_fit *f, double rows, double seconds)
-{
-    const double keep = 0.95;
-    f->n = keep * f->n + 1.0;
-    f->sx = keep * f->sx + rows;
-    f->sy = keep * f->sy + seconds;
-    f->sxx = keep * f->sxx + rows * rows;
-    f->sxy = keep * f->sxy + rows * seconds;
-}
-
-bool sl_cost_fit_get(const sl_cost_fit *f, double *fixed, double *per_row)
-{
-    double var = f->n * f->sxx - f->sx * f->sx; /* n^2 times the variance of rows */
-    if (f->n < 4.0 || var < 0.25 * f->n * f->n)
-        return false;
-    double slope = (f->n * f->sxy - f->sx * f->sy) / var;
-    if (slope < 0.0)
-        slope = 0.0; /* noise: time does not fall with more rows */
-    double icept = (f->sy - slope * f->sx) / f->n;
-    *fixed = icept > 0.0 ? icept : 0.0;
-    *per_row = slope;
-    return true;
-}
-
 void sl_spec_stats_init(sl_spec_stats *st)
 {
     memset(st, 0, sizeof *st);
-    /* optimistic start, so the first steps draft and measure */
-    st->alpha_ewma = 0.8;
 }
 
 void sl_spec_stats_add(sl_spec_stats *st, int k, int n_accepted)
@@ -190,10 +128,6 @@ void sl_spec_stats_add(sl_spec_stats *st, int k, int n_accepted)
     st->steps++;
     st->drafted += k;
     st->accepted += n_accepted;
-    for (int i = 0; i < n_accepted; i++)
-        st->alpha_ewma += SPEC_EWMA_WEIGHT * (1.0 - st->alpha_ewma);
-    if (n_accepted < k)
-        st->alpha_ewma -= SPEC_EWMA_WEIGHT * st->alpha_ewma;
 }
 
 double sl_spec_acceptance(const sl_spec_stats *st)

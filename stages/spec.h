@@ -57,37 +57,11 @@ int sl_prompt_lookup(const int32_t *hist, int n_hist, int ngram_min, int ngram_m
  * each is accepted independently with probability alpha. */
 double sl_spec_expected_tokens(double alpha, int k);
 
-/* The k in [0, k_max] maximising expected tokens per unit cost, where a
- * verification of k+1 positions costs 1 and each drafted token costs
- * cost_ratio (draft step time / target step time). 0 means plain
- * decoding is best. */
-int sl_spec_best_k(double alpha, double cost_ratio, int k_max);
-
-/* The k in [0, k_max] maximising expected tokens per second when a
- * verification of r rows takes verify_fixed + verify_row * r and each
- * drafted token draft_token (all in seconds). A model in cache costs per
- * row (small k pays); a memory-bound one mostly per step (large k pays).
- * 0 means plain decoding (one row) is best. */
-int sl_spec_best_k_timed(double alpha, double verify_fixed, double verify_row, double draft_token,
-                         int k_max);
-
-/* Online least-squares line of a step's time against its row count, older
- * steps fading (weight 0.95 a step). */
-typedef struct sl_cost_fit {
-    double n, sx, sy, sxx, sxy;
-} sl_cost_fit;
-
-void sl_cost_fit_add(sl_cost_fit *f, double rows, double seconds);
-/* Fixed and per-row seconds; false until the fit has seen enough spread in
- * row counts to tell them apart. */
-bool sl_cost_fit_get(const sl_cost_fit *f, double *fixed, double *per_row);
-
-/* Running acceptance statistics driving adaptive k. */
+/* Running acceptance statistics (reported; spec_adapt.c chooses k). */
 typedef struct sl_spec_stats {
     long steps;          /* verifications */
     long drafted;        /* tokens proposed */
     long accepted;       /* proposed tokens accepted */
-    double alpha_ewma;   /* recent per-token acceptance rate */
 } sl_spec_stats;
 
 void sl_spec_stats_init(sl_spec_stats *st);

@@ -1,5 +1,7 @@
 #include "stages/spec_adapt.h"
 
+#include "stages/spec.h"
+
 #include <string.h>
 
 /* Plain steps measured before the first probe: a probe's cost is read
@@ -68,17 +70,6 @@ void spa_init_from(spa_ctl *c, const spa_ctl *prior)
         c->cold = 0; /* the process is warm: this request's steps count at once */
 }
 
-/* Expected tokens emitted by a step drafting k tokens. */
-static double expected_tokens(double alpha, int k)
-{
-    double sum = 0.0, term = 1.0;
-    for (int i = 0; i <= k; i++) {
-        sum += term;
-        term *= alpha;
-    }
-    return sum;
-}
-
 /* Seconds a drafted token adds to a step, as the choice uses it: never
  * quite free (noise can make the estimate 0 or less), so a drafter whose
  * tokens are all rejected always loses. */
@@ -92,7 +83,7 @@ double spa_gain(const spa_ctl *c, int k)
 {
     if (k <= 0 || c->n_plain == 0 || c->n_spec == 0 || c->t_plain <= 0.0)
         return 1.0;
-    return expected_tokens(c->alpha, k) * c->t_plain / (c->t_plain + k * token_cost(c));
+    return sl_spec_expected_tokens(c->alpha, k) * c->t_plain / (c->t_plain + k * token_cost(c));
 }
 
 int spa_best_k(const spa_ctl *c, double *gain)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int t_failures;
 static int t_checks;
@@ -23,6 +24,21 @@ static int t_checks;
 /* Checks that an error message contains a fragment. */
 #define CHECK_ERR_HAS(err, frag) do { t_checks++; if (!strstr((err).msg, (frag))) { t_failures++; \
     fprintf(stderr, "%s:%d: error \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, (err).msg, (frag)); } } while (0)
+
+/* Writes a synthetic model with `$SLUICE synth ARGS -o PATH`, PATH made by
+ * mkstemp from path (a template ending in XXXXXX, rewritten in place to the
+ * file's name). 0 on success, -1 when SLUICE is unset or either step fails. */
+static inline int test_synth(const char *args, char *path)
+{
+    const char *sluice = getenv("SLUICE");
+    int fd = mkstemp(path);
+    if (!sluice || fd < 0)
+        return -1;
+    close(fd);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s synth %s -o %s 2>/dev/null", sluice, args, path);
+    return system(cmd) == 0 ? 0 : -1;
+}
 
 static inline int test_finish(const char *name)
 {

@@ -16,18 +16,6 @@ static char assistant_path[] = "/tmp/sluice-mtp-a-XXXXXX";
 static char target_path[] = "/tmp/sluice-mtp-t-XXXXXX";
 static char other_path[] = "/tmp/sluice-mtp-o-XXXXXX";
 
-static int synth(const char *arch, char *path)
-{
-    const char *sluice = getenv("SLUICE");
-    int fd = mkstemp(path);
-    if (!sluice || fd < 0)
-        return -1;
-    close(fd);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s synth --arch %s --size test -o %s 2>/dev/null", sluice, arch, path);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 static gguf_tensor *tensor(gguf_file *f, const char *name)
 {
     return (gguf_tensor *)gguf_find_tensor(f, name);
@@ -307,9 +295,9 @@ done:
 
 int main(void)
 {
-    CHECK(synth("gemma4-assistant", assistant_path) == 0);
-    CHECK(synth("gemma4", target_path) == 0);
-    CHECK(synth("gemma3", other_path) == 0);
+    CHECK(test_synth("--arch gemma4-assistant --size test", assistant_path) == 0);
+    CHECK(test_synth("--arch gemma4 --size test", target_path) == 0);
+    CHECK(test_synth("--arch gemma3 --size test", other_path) == 0);
     test_malformed();
     test_centroid_map();
     test_ik_spelling();

@@ -11,6 +11,9 @@
  *   target's window of 8), the copy wraps: drafts at positions past the
  *   ring, after rejections there too, still equal the reference's, whose
  *   cache keeps every row.
+ * - A new request on the slot that reuses a prefix of its text (the prefix
+ *   cache sends only the rest, from the prefix's end) drafts as the
+ *   reference does on the new text: the copy keeps the prefix's rows.
  * - Malformed payloads (a slot or position outside the limits, a gap in a
  *   slot's rows, a row of the wrong width, tokens without their slots)
  *   answer the batch with an ERROR naming the problem. */
@@ -20,6 +23,7 @@
 #include "model/forward.h"
 #include "model/kv.h"
 #include "model/mtp.h"
+#include "catch_msg.h"
 #include "stages/stage.h"
 #include "test.h"
 
@@ -29,59 +33,6 @@
 
 static char assistant_path[] = "/tmp/sluice-mtps-a-XXXXXX";
 static char target_path[] = "/tmp/sluice-mtps-t-XXXXXX";
-
-static int synth(const char *args, char *path)
-{
-    const char *sluice = getenv("SLUICE");
-    int fd = mkstemp(path);
-    if (!sluice || fd < 0)
-        return -1;
-    close(fd);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s synth %s -o %s 2>/dev/null", sluice, args, path);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-typedef struct catcher {
-    pl_msg msg;
-    bool have;
-    char error[1024]; /* an ERROR's text (the sender's buffer is gone after the send) */
-} catcher;
-
-static int catch_msg(void *ctx, pl_msg *m, sl_err *err)
-{
-    (void)err;
-    catcher *c = ctx;
-    if (c->have)
-        pl_msg_close(&c->msg);
-    c->msg = *m;
-    c->msg.hdr = &c->msg.hdr_store; /* a built message points into itself */
-    for (int i = 0; i < c->msg.n_frames; i++) {
-        c->msg.pay_ptrs[i] = &c->msg.pay_store[i];
-        c->msg.pay_store[i].shape = c->msg.shape_store[i];
-    }
-    c->msg.hdr_store.payloads = c->msg.pay_ptrs;
-    if (c->msg.hdr_store.error) {
-        snprintf(c->error, sizeof c->error, "%s", c->msg.hdr_store.error);
-        c->msg.hdr_store.error = c->error;
-    }
-    /* frames the sender still owns are copied, as a socket would: the
-     * sender frees them once its send returns */
-    for (int i = 0; i < c->msg.n_frames; i++) {
-        size_t bytes;
-        int kind;
-        const void *data = pl_msg_frame(&c->msg, i, &bytes, &kind);
-        if (c->msg.free_fn[i])
-            continue;
-        void *copy = malloc(bytes + 1);
-        memcpy(copy, data, bytes);
-        c->msg.data[kind] = copy;
-        c->msg.free_fn[i] = sl_free_cb;
-        c->msg.free_hint[i] = NULL;
-    }
-    c->have = true;
-    return 0;
-}
 
 typedef struct chain {
     sl_stage *st[5]; /* embed, layers, head, sample, mtp */
@@ -100,6 +51,9 @@ static void chain_open(chain *c, int context)
     }
 }
 
+/* The request the batches run_batch sends belong to. */
+static uint64_t g_req = 1;
+
 /* Sends a batch of n rows of slot 0 at pos0.. (the last `drafted` of them
  * drafted tokens, each wanted) through the chain; the mtp stage's answer
  * goes to out. */
@@ -109,7 +63,7 @@ static void run_batch(chain *c, const int32_t *tok, int n, int pos0, int drafted
     int32_t seq[16], pos[16], draft[16];
     uint8_t flags[16];
     for (int i = 0; i < n; i++) {
-        req[i] = 1;
+        req[i] = g_req;
         seq[i] = 0;
         pos[i] = pos0 + i;
         flags[i] = i >= n - 1 - drafted;
@@ -117,7 +71,7 @@ static void run_batch(chain *c, const int32_t *tok, int n, int pos0, int drafted
     }
     Sluice__ReqParams pr;
     sluice__req_params__init(&pr);
-    pr.request_id = 1;
+    pr.request_id = g_req;
     Sluice__ReqParams *prs = &pr;
     pl_msg m;
     sl_err err;
@@ -325,6 +279,33 @@ static void test_drafts_match(chain *c, ref *r)
     pl_msg_close(&out.msg);
 }
 
+/* After test_drafts_match: a new request on slot 0 whose text shares the
+ * slot's first P positions, as the prefix cache starts it (only its other
+ * tokens sent, from position P, the layers stages cutting their caches
+ * there): the mtp stage's copy keeps [0, P) and its drafts equal the
+ * reference's on the new text. */
+static void test_prefix_reuse(chain *c, ref *r)
+{
+    enum { P = 4 };
+    int32_t rest[3] = {77, 5, 123}, tok[16], drafts[K], want[K];
+    g_req = 2;
+    catcher out = {0};
+    run_batch(c, rest, 3, P, 0, &out);
+    int n = read_answer(&out, tok, drafts);
+    CHECKF(n == 1, "%d tokens after a reused prefix", n);
+    if (n < 1)
+        return;
+    sl_kv_truncate(r->kv, 0, P);
+    ref_feed(r, rest, 3, P);
+    ref_drafts(r, tok[0], P + 3, want);
+    CHECK(tok[0] == r->next);
+    CHECKF(memcmp(drafts, want, sizeof want) == 0,
+           "after a reused prefix of %d: drafts %d %d %d, reference %d %d %d", P, drafts[0], drafts[1],
+           drafts[2], want[0], want[1], want[2]);
+    pl_msg_close(&out.msg);
+    g_req = 1;
+}
+
 /* A TOKENS message for the mtp stage alone: one token of slot seq at pos
  * with its hidden state, and one K/V row of width cols at (row_seq,
  * row_pos); with_slots false leaves out the token's slot and position. */
@@ -372,8 +353,8 @@ static void test_refusals(sl_stage *mtp)
 
 int main(void)
 {
-    if (synth("--arch gemma4 --size test --seed 5 --weight-scale 0.6", target_path) ||
-        synth("--arch gemma4-assistant --size test", assistant_path)) {
+    if (test_synth("--arch gemma4 --size test --seed 5 --weight-scale 0.6", target_path) ||
+        test_synth("--arch gemma4-assistant --size test", assistant_path)) {
         fprintf(stderr, "test_mtp_stage: sluice synth failed (SLUICE set?)\n");
         return 1;
     }
@@ -390,6 +371,7 @@ int main(void)
         r.x = malloc(16 * (size_t)r.m->cfg.d_model * sizeof(float));
         if (c.st[4] && r.ctx && !long_ctx) {
             test_drafts_match(&c, &r);
+            test_prefix_reuse(&c, &r);
             test_refusals(c.st[4]);
         } else if (c.st[4] && r.ctx) {
             test_ring_wraps(&c, &r);

@@ -194,6 +194,9 @@ has "$T/open.err" 'warning: listening on 0\.0\.0\.0.*no API key' "warning withou
 eq "$?" 1 "missing key file fails"
 "$SLUICE" serve -m "$M" --chat-format llama9 >"$T/e.out" 2>&1
 eq "$?" 2 "unknown chat format is a usage error"
+"$SLUICE" serve -c "$T/busy.yaml" --slots 2 >"$T/e.out" 2>&1
+eq "$?" 2 "--slots with a config is a usage error"
+has "$T/e.out" 'a config sets limits\.max_sequences' "--slots with a config: the message says where slots are set"
 
 # --- the turn format is the pipeline's, as `sluice run --chat` resolves it ---
 # no template, and the vocabulary holds Gemma 4's markers, not Gemma's: gemma4

@@ -7,7 +7,7 @@
 # sliding-window rule: with max_batch_tokens 16, a slot cut back by at most
 # 16 positions past the window (128) is reused with the same text; cut back
 # further it is not reused (cached_tokens 0), unless limits.prefix_cache is
-# full.
+# full. --prefix-cache on turns the cache on over a config's false.
 set -u
 source "$(dirname "$0")/serve_lib.sh"
 NODE_DIR="$SRC/tests/node"
@@ -80,4 +80,10 @@ ask "$URL" "$X" 40 >/dev/null
 d_full=$(ask "$URL" "$X and more" 8)
 [ "$(cut -d' ' -f1 <<<"$d_full")" -gt $((n_prompt - 8)) ] && ok || bad "full: cached only ${d_full%% *} of $n_prompt"
 eq "${d_full#* }" "${b_off#* }" "full: the same text"
+# --prefix-cache on over the config's prefix_cache: false: reused as with true
+start_server ring-off-on -c "$T/ring-off.yaml" --prefix-cache on
+ask "$URL" "$X" 8 >/dev/null
+e_on=$(ask "$URL" "$X and more" 8)
+[ "$(cut -d' ' -f1 <<<"$e_on")" -gt $((n_prompt - 8)) ] && ok || bad "--prefix-cache on: cached only ${e_on%% *} of $n_prompt"
+eq "${e_on#* }" "${b_off#* }" "--prefix-cache on: the same text"
 finish

@@ -21,6 +21,7 @@
 #include "pipeline/client.h"
 #include "stages/spec.h"
 #include "stages/stage.h"
+#include "tests/catch_msg.h"
 #include "tests/test.h"
 
 #define MAX_GEN 200
@@ -427,15 +428,12 @@ static void test_distribution(void)
 static void test_distribution_mtp(void)
 {
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    const char *sluice = getenv("SLUICE_BUILD");
-    char saved[1024], assistant[1100], cmd[4096];
+    char saved[1024], assistant[1100];
     snprintf(saved, sizeof saved, "%s", target_path);
-    snprintf(target_path, sizeof target_path, "%s/spec-mtp-target-%d.gguf", tmp, (int)getpid());
-    snprintf(assistant, sizeof assistant, "%s/spec-mtp-assistant-%d.gguf", tmp, (int)getpid());
-    snprintf(cmd, sizeof cmd, "%s/sluice synth --arch gemma4 --size test --seed 5 --weight-scale 1 -o %s "
-             "2>/dev/null && %s/sluice synth --arch gemma4-assistant --size test -o %s 2>/dev/null",
-             sluice ? sluice : "build", target_path, sluice ? sluice : "build", assistant);
-    CHECK(system(cmd) == 0);
+    snprintf(target_path, sizeof target_path, "%s/spec-mtp-target-XXXXXX", tmp);
+    snprintf(assistant, sizeof assistant, "%s/spec-mtp-assistant-XXXXXX", tmp);
+    CHECK(test_synth("--arch gemma4 --size test --seed 5 --weight-scale 1", target_path) == 0 &&
+          test_synth("--arch gemma4-assistant --size test", assistant) == 0);
     g_n_layer = 8;
     spec_setup mtp = {assistant, 3, false, 0, "gemma4 assistant k=3, temperature 1"};
     g_drafts_may_fail = true;
@@ -448,28 +446,6 @@ static void test_distribution_mtp(void)
 }
 
 /* ---- KV cache after a rejection ---- */
-
-typedef struct catcher {
-    pl_msg msg;
-    bool have;
-} catcher;
-
-static int catch_msg(void *ctx, pl_msg *m, sl_err *err)
-{
-    (void)err;
-    catcher *c = ctx;
-    if (c->have)
-        pl_msg_close(&c->msg);
-    c->msg = *m;
-    c->msg.hdr = &c->msg.hdr_store; /* a built message points into itself */
-    for (int i = 0; i < c->msg.n_frames; i++) {
-        c->msg.pay_ptrs[i] = &c->msg.pay_store[i];
-        c->msg.pay_store[i].shape = c->msg.shape_store[i];
-    }
-    c->msg.hdr_store.payloads = c->msg.pay_ptrs;
-    c->have = true;
-    return 0;
-}
 
 /* Embeds tokens at positions pos0.. of slot 0 and runs them through the
  * layers stage. */
@@ -597,12 +573,9 @@ static void test_kv_after_rejection(void)
 
 static void test_vocab_mismatch(void)
 {
-    char other[1100], cmd[4096];
-    snprintf(other, sizeof other, "%s/other-vocab.gguf", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    const char *sluice = getenv("SLUICE_BUILD");
-    snprintf(cmd, sizeof cmd, "%s/sluice synth --arch gemma3 --size test --seed 3 -o %s 2>/dev/null",
-             sluice ? sluice : "build", other);
-    CHECK(system(cmd) == 0);
+    char other[1100];
+    snprintf(other, sizeof other, "%s/other-vocab-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    CHECK(test_synth("--arch gemma3 --size test --seed 3", other) == 0);
     pl_config c;
     spec_setup s = {other, 4, false, 0, "other vocabulary"};
     config_for(&c, &s, 256, 128);

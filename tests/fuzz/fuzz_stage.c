@@ -20,8 +20,7 @@
 #include "model/gguf.h"
 #include "pipeline/wire.h"
 #include "stages/stage.h"
-
-#define MAX_IN_FRAMES 20
+#include "tests/fuzz/frames.h"
 
 #define N_STAGES 6
 static sl_stage *stages[N_STAGES];
@@ -143,36 +142,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!zctx)
         init();
-    if (size < 2)
+    fz_frames f;
+    if (fz_split(&f, data, size, 1))
         return 0;
-    int n = data[0] % MAX_IN_FRAMES;
-    unsigned shift_mask = data[1];
-    size_t at = 2, sizes[MAX_IN_FRAMES];
-    for (int i = 0; i < n; i++) {
-        sizes[i] = at + 2 <= size ? (size_t)data[at] | (size_t)data[at + 1] << 8 : 0;
-        at += 2;
-    }
-    uint8_t *blocks[MAX_IN_FRAMES];
-    const void *frames[MAX_IN_FRAMES];
-    for (int i = 0; i < n; i++) {
-        size_t left = at < size ? size - at : 0;
-        if (sizes[i] > left)
-            sizes[i] = left;
-        size_t off = (shift_mask >> (i & 7)) & 1;
-        blocks[i] = malloc(off + sizes[i] + 1);
-        require(blocks[i] != NULL);
-        if (sizes[i])
-            memcpy(blocks[i] + off, data + at, sizes[i]);
-        frames[i] = blocks[i] + off;
-        at += sizes[i];
-    }
     pl_wire_limits lim;
     pl_wire_limits_default(&lim);
     sl_emit emit = {check_emit, NULL};
     for (int s = 0; s < N_STAGES; s++) {
         pl_msg m;
         sl_err err;
-        if (pl_msg_decode(&m, frames, sizes, n, &lim, &err))
+        if (pl_msg_decode(&m, f.frames, f.sizes, f.n, &lim, &err))
             break;
         /* A refusal is fine; only a crash or a bad emitted message is not. */
         (void)stages[s]->process(stages[s], &m, &emit, &err);
@@ -180,7 +159,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int k = 0; k < 4 && stages[s]->idle && stages[s]->idle(stages[s]) > 0; k++)
             ;
     }
-    for (int i = 0; i < n; i++)
-        free(blocks[i]);
+    fz_free(&f);
     return 0;
 }

@@ -1,4 +1,5 @@
-/* libFuzzer target for pl_msg_decode. The input is split into frames:
+/* libFuzzer target for pl_msg_decode. The input is split into frames
+ * (tests/fuzz/frames.h, shared with fuzz_stage):
  * byte 0 is the frame count (mod 20), byte 1 a mask of frames placed one
  * byte off alignment, then one little-endian u16 length per frame, then the
  * frames' bytes (cut short where the input ends). Each frame sits at the
@@ -9,12 +10,11 @@
  * of their frames, aligned for their type, and the required payloads of its
  * kind. Broken invariants trap. */
 #include "pipeline/wire.h"
+#include "tests/fuzz/frames.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_IN_FRAMES 20
 
 static void require(int ok)
 {
@@ -107,30 +107,12 @@ static void check_accepted(const pl_msg *m, const void *const *frames, const siz
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 2)
+    fz_frames f;
+    if (fz_split(&f, data, size, 0))
         return 0;
-    int n = data[0] % MAX_IN_FRAMES;
-    unsigned shift_mask = data[1];
-    size_t at = 2;
-    size_t sizes[MAX_IN_FRAMES];
-    for (int i = 0; i < n; i++) {
-        sizes[i] = at + 2 <= size ? (size_t)data[at] | (size_t)data[at + 1] << 8 : 0;
-        at += 2;
-    }
-    uint8_t *blocks[MAX_IN_FRAMES];
-    const void *frames[MAX_IN_FRAMES];
-    for (int i = 0; i < n; i++) {
-        size_t left = at < size ? size - at : 0;
-        if (sizes[i] > left)
-            sizes[i] = left;
-        size_t off = (shift_mask >> (i & 7)) & 1;
-        blocks[i] = malloc(off + sizes[i] ? off + sizes[i] : 1);
-        require(blocks[i] != NULL);
-        if (sizes[i])
-            memcpy(blocks[i] + off, data + at, sizes[i]);
-        frames[i] = blocks[i] + off;
-        at += sizes[i];
-    }
+    int n = f.n;
+    const void *const *frames = f.frames;
+    const size_t *sizes = f.sizes;
     pl_wire_limits lim;
     pl_wire_limits_default(&lim);
     pl_msg m;
@@ -145,7 +127,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_accepted(&m, frames, sizes, n);
         pl_msg_close(&m);
     }
-    for (int i = 0; i < n; i++)
-        free(blocks[i]);
+    fz_free(&f);
     return 0;
 }

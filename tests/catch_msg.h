@@ -1,0 +1,58 @@
+/* A stage's output caught in a test: an sl_emit whose function is
+ * catch_msg and whose context a catcher keeps the last message it was sent
+ * (closing the one before), moved in as a socket would deliver it: the
+ * message's pointers into itself re-aimed, the error text and the frames
+ * the sender still owns copied (the sender frees them once its send
+ * returns). Included by the tests that drive stages by hand. */
+#ifndef SLUICE_TEST_CATCH_MSG_H
+#define SLUICE_TEST_CATCH_MSG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "msg/msg.h"
+
+typedef struct catcher {
+    pl_msg msg;
+    bool have;
+    char error[1024]; /* an ERROR's text (the sender's buffer is gone after the send) */
+} catcher;
+
+static inline int catch_msg(void *ctx, pl_msg *m, sl_err *err)
+{
+    (void)err;
+    catcher *c = ctx;
+    if (c->have)
+        pl_msg_close(&c->msg);
+    c->msg = *m;
+    c->msg.hdr = &c->msg.hdr_store; /* a built message points into itself */
+    for (int i = 0; i < c->msg.n_frames; i++) {
+        c->msg.pay_ptrs[i] = &c->msg.pay_store[i];
+        c->msg.pay_store[i].shape = c->msg.shape_store[i];
+    }
+    c->msg.hdr_store.payloads = c->msg.pay_ptrs;
+    if (c->msg.hdr_store.error) {
+        snprintf(c->error, sizeof c->error, "%s", c->msg.hdr_store.error);
+        c->msg.hdr_store.error = c->error;
+    }
+    /* frames the sender still owns are copied, as a socket would: the
+     * sender frees them once its send returns */
+    for (int i = 0; i < c->msg.n_frames; i++) {
+        size_t bytes;
+        int kind;
+        const void *data = pl_msg_frame(&c->msg, i, &bytes, &kind);
+        if (c->msg.free_fn[i])
+            continue;
+        void *copy = malloc(bytes + 1);
+        memcpy(copy, data, bytes);
+        c->msg.data[kind] = copy;
+        c->msg.free_fn[i] = sl_free_cb;
+        c->msg.free_hint[i] = NULL;
+    }
+    c->have = true;
+    return 0;
+}
+
+#endif
