@@ -112,8 +112,10 @@ static sl_mmq_fn mmq_for(sl_path path, sl_type wtype)
 static sl_r16_fn r16_for(sl_path path, sl_type wtype)
 {
 #if defined(__x86_64__)
-    if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
-        return sl_r16_avx512(wtype);
+    if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni) {
+        sl_r16_fn amx = sl_r16_amx(wtype);
+        return amx ? amx : sl_r16_avx512(wtype);
+    }
 #else
     (void)path;
     (void)wtype;
