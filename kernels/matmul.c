@@ -250,6 +250,10 @@ static int64_t token_block(int64_t n_in, bool q8)
     int64_t per_tok = n_in * (q8 ? 2 : 4);
     int64_t tb = ((int64_t)512 << 10) / (per_tok > 0 ? per_tok : 1);
     tb = tb / 4 * 4; /* whole tiles */
+    /* AMX tiles take 16 tokens and unpack a row chunk's weights once per
+     * call: a few whole tiles a block, whatever the width (up to 1 MB) */
+    if (q8 && tb < 128 && sl_matmul_amx_active())
+        tb = 128;
     return tb < 4 ? 4 : tb;
 }
 

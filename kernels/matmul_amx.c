@@ -41,8 +41,7 @@ typedef struct amx_cfg {
 } amx_cfg;
 
 /* tmm0/1: activations (16 tokens x 32 bytes), tmm2/3: weights (8 x 64),
- * tmm4/5: the int32 products (16 tokens x 16 rows); two sets, so one
- * block's tile work overlaps the previous block's epilogue. */
+ * tmm4..7: the int32 products (16 tokens x 16 rows) of 4 blocks. */
 static void amx_configure(void)
 {
     amx_cfg c;
@@ -53,8 +52,10 @@ static void amx_configure(void)
         c.colsb[t] = 32;
         c.rows[2 + t] = 8;
         c.colsb[2 + t] = 64;
-        c.rows[4 + t] = AMX_TOK;
-        c.colsb[4 + t] = 64;
+    }
+    for (int t = 4; t < 8; t++) {
+        c.rows[t] = AMX_TOK;
+        c.colsb[t] = 64;
     }
     /* GCC 12's _tile_loadconfig tells the compiler it reads only 8 bytes,
      * so the rest of c was dropped as dead stores: the whole struct goes to
@@ -197,36 +198,50 @@ AMX_INLINE void amx_epilogue(const int has_min, const int32_t *c, const amx_scra
     }
 }
 
-/* Tokens [t, t + 16) over the chunk's nb blocks starting at block b0. */
+/* One block's tile product into C tile c (A tile a, B tile b). Tile registers are not renamed: four C tiles in a row let the
+ * matrix unit work on the next blocks while the last ones are stored. */
+#define AMX_BLOCK(a_reg, b_reg, c_reg, u)                  \
+    do {                                                   \
+        _tile_loadd(a_reg, q + 32 * (u), a->n_in);         \
+        _tile_loadd(b_reg, s->w[u], 64);                   \
+        _tile_zero(c_reg);                                 \
+        _tile_dpbssd(c_reg, a_reg, b_reg);                 \
+    } while (0)
+
+/* Tokens [t, t + 16) over the chunk's nb blocks starting at block b0.
+ * Vector loads do not take their data from a tile store in flight: each
+ * step stores 4 blocks' products into one half of c while the epilogue
+ * reads the half the step before stored. */
 AMX_INLINE void amx_tokens(const int has_min, const amx_scratch *s, int64_t b0, int nb,
                            const sl_q8act *a, int64_t t, __m512 *acc)
 {
-    int32_t c0[AMX_TOK * 16] __attribute__((aligned(64)));
-    int32_t c1[AMX_TOK * 16] __attribute__((aligned(64)));
+    int32_t c[2][4][AMX_TOK * 16] __attribute__((aligned(64)));
     const int8_t *q = a->q + t * a->n_in + 32 * b0;
-    int u = 0;
-    for (; u + 2 <= nb; u += 2) {
-        _tile_loadd(0, q + 32 * u, a->n_in);
-        _tile_loadd(2, s->w[u], 64);
-        _tile_zero(4);
-        _tile_dpbssd(4, 0, 2);
-        _tile_stored(4, c0, 64);
-        _tile_loadd(1, q + 32 * (u + 1), a->n_in);
-        _tile_loadd(3, s->w[u + 1], 64);
-        _tile_zero(5);
-        _tile_dpbssd(5, 1, 3);
-        _tile_stored(5, c1, 64);
-        amx_epilogue(has_min, c0, s, u, a, t, b0 + u, acc);
-        amx_epilogue(has_min, c1, s, u + 1, a, t, b0 + u + 1, acc);
+    int u = 0, half = 0, prev = -1;
+    for (; u + 4 <= nb; u += 4, half ^= 1) {
+        AMX_BLOCK(0, 2, 4, u);
+        AMX_BLOCK(1, 3, 5, u + 1);
+        AMX_BLOCK(0, 2, 6, u + 2);
+        AMX_BLOCK(1, 3, 7, u + 3);
+        _tile_stored(4, c[half][0], 64);
+        _tile_stored(5, c[half][1], 64);
+        _tile_stored(6, c[half][2], 64);
+        _tile_stored(7, c[half][3], 64);
+        if (prev >= 0)
+            for (int i = 0; i < 4; i++)
+                amx_epilogue(has_min, c[half ^ 1][i], s, prev + i, a, t, b0 + prev + i, acc);
+        prev = u;
     }
-    if (u < nb) {
-        _tile_loadd(0, q + 32 * u, a->n_in);
-        _tile_loadd(2, s->w[u], 64);
-        _tile_zero(4);
-        _tile_dpbssd(4, 0, 2);
-        _tile_stored(4, c0, 64);
-        amx_epilogue(has_min, c0, s, u, a, t, b0 + u, acc);
+    int rest = nb - u;
+    for (int i = 0; i < rest; i++) {
+        AMX_BLOCK(0, 2, 4, u + i);
+        _tile_stored(4, c[half][i], 64);
     }
+    if (prev >= 0)
+        for (int i = 0; i < 4; i++)
+            amx_epilogue(has_min, c[half ^ 1][i], s, prev + i, a, t, b0 + prev + i, acc);
+    for (int i = 0; i < rest; i++)
+        amx_epilogue(has_min, c[half][i], s, u + i, a, t, b0 + u + i, acc);
 }
 
 typedef void (*amx_unpack_fn)(const uint8_t *p, int64_t b0, int nb, amx_scratch *s);
@@ -245,8 +260,14 @@ AMX_INLINE void amx_group(const int has_min, amx_unpack_fn unpack, const uint8_t
             float (*park)[16] = s->acc + (t - t0);
             __m512 acc[AMX_TOK];
             AMX_UNROLL
-            for (int i = 0; i < AMX_TOK; i++)
+            for (int i = 0; i < AMX_TOK; i++) {
                 acc[i] = b0 ? _mm512_load_ps(park[i]) : _mm512_setzero_ps();
+                /* each output line is written once, by this tile, and
+                 * missed the caches: a store that waits for it at the head
+                 * of the store buffer holds up the tile stores behind it */
+                if (last)
+                    __builtin_prefetch(y + (t - t0 + i) * ldy, 1, 3);
+            }
             amx_tokens(has_min, s, b0, nb, a, t, acc);
             AMX_UNROLL
             for (int i = 0; i < AMX_TOK; i++) {
