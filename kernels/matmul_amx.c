@@ -208,40 +208,32 @@ AMX_INLINE void amx_epilogue(const int has_min, const int32_t *c, const amx_scra
         _tile_dpbssd(c_reg, a_reg, b_reg);                 \
     } while (0)
 
-/* Tokens [t, t + 16) over the chunk's nb blocks starting at block b0.
- * Vector loads do not take their data from a tile store in flight: each
- * step stores 4 blocks' products into one half of c while the epilogue
- * reads the half the step before stored. */
+/* Block u's products into C tile c_reg, stored into slot u % 8 of c, then
+ * the epilogue of block u - 4, stored a while ago: the vector loads do not
+ * wait for a tile store in flight, and the matrix unit works on the next
+ * blocks while the vector units finish the earlier ones. */
+#define AMX_STEP(a_reg, b_reg, c_reg, u)                                                     \
+    do {                                                                                     \
+        if ((u) < nb) {                                                                      \
+            AMX_BLOCK(a_reg, b_reg, c_reg, u);                                               \
+            _tile_stored(c_reg, c[(u) % 8], 64);                                             \
+        }                                                                                    \
+        if ((u) >= 4 && (u) - 4 < nb)                                                        \
+            amx_epilogue(has_min, c[((u) - 4) % 8], s, (u) - 4, a, t, b0 + (u) - 4, acc);    \
+    } while (0)
+
+/* Tokens [t, t + 16) over the chunk's nb blocks starting at block b0. */
 AMX_INLINE void amx_tokens(const int has_min, const amx_scratch *s, int64_t b0, int nb,
                            const sl_q8act *a, int64_t t, __m512 *acc)
 {
-    int32_t c[2][4][AMX_TOK * 16] __attribute__((aligned(64)));
+    int32_t c[8][AMX_TOK * 16] __attribute__((aligned(64)));
     const int8_t *q = a->q + t * a->n_in + 32 * b0;
-    int u = 0, half = 0, prev = -1;
-    for (; u + 4 <= nb; u += 4, half ^= 1) {
-        AMX_BLOCK(0, 2, 4, u);
-        AMX_BLOCK(1, 3, 5, u + 1);
-        AMX_BLOCK(0, 2, 6, u + 2);
-        AMX_BLOCK(1, 3, 7, u + 3);
-        _tile_stored(4, c[half][0], 64);
-        _tile_stored(5, c[half][1], 64);
-        _tile_stored(6, c[half][2], 64);
-        _tile_stored(7, c[half][3], 64);
-        if (prev >= 0)
-            for (int i = 0; i < 4; i++)
-                amx_epilogue(has_min, c[half ^ 1][i], s, prev + i, a, t, b0 + prev + i, acc);
-        prev = u;
+    for (int u = 0; u < nb + 4; u += 4) {
+        AMX_STEP(0, 2, 4, u);
+        AMX_STEP(1, 3, 5, u + 1);
+        AMX_STEP(0, 2, 6, u + 2);
+        AMX_STEP(1, 3, 7, u + 3);
     }
-    int rest = nb - u;
-    for (int i = 0; i < rest; i++) {
-        AMX_BLOCK(0, 2, 4, u + i);
-        _tile_stored(4, c[half][i], 64);
-    }
-    if (prev >= 0)
-        for (int i = 0; i < 4; i++)
-            amx_epilogue(has_min, c[half ^ 1][i], s, prev + i, a, t, b0 + prev + i, acc);
-    for (int i = 0; i < rest; i++)
-        amx_epilogue(has_min, c[half][i], s, u + i, a, t, b0 + u + i, acc);
 }
 
 typedef void (*amx_unpack_fn)(const uint8_t *p, int64_t b0, int nb, amx_scratch *s);
