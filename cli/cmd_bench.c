@@ -274,7 +274,10 @@ static const char *amx_state(void)
     const sl_cpu_features *f = sl_cpu();
     if (!f->amx_tile)
         return "not on this CPU";
-    return f->os_amx ? "present (no AMX kernels: VNNI paths run)" : "present, not granted by the OS";
+    if (!f->os_amx)
+        return "present, not granted by the OS";
+    return sl_matmul_amx_active() ? "int8 tiles for prefill batches of 16+ tokens on repacked weights"
+                                  : "present, off (SLUICE_NO_AMX or a lower path)";
 }
 
 typedef struct op_row {
