@@ -10,6 +10,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
+#include "kernels/probe.h"
 #include "kernels/q8act.h"
 #include "kernels/quant.h"
 #include "tests/test.h"
@@ -420,6 +421,7 @@ static void test_amx(void)
     if (!sl_matmul_amx_force(true)) {
         fprintf(stderr, "test_amx: skipped: this CPU or kernel offers no AMX int8 tiles\n");
         CHECK(!sl_matmul_amx_active());
+        CHECK(sl_probe_amx_peak(1, 0.01) == 0);
         return;
     }
     static const sl_type types[] = {SL_TYPE_Q8_0, SL_TYPE_Q4_0, SL_TYPE_Q5_0,
@@ -430,6 +432,7 @@ static void test_amx(void)
         check_amx_case(types[ti], 48, k ? 9 * 256 : 67 * 32, 37);
         check_amx_case(types[ti], 17, k ? 256 : 32, 150);
     }
+    CHECK(sl_probe_amx_peak(2, 0.01) > 0); /* the calibration loop runs (its speed: bench) */
     /* an AVX2 run takes no AMX */
     CHECK(sl_path_force(SL_PATH_AVX2) == 0);
     CHECK(!sl_matmul_amx_active());
