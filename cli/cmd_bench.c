@@ -52,8 +52,8 @@ static const char usage[] =
     "  --json               one JSON object on stdout instead of the table\n"
     "  --kernels            also print which kernel path each op takes\n"
     "  --calibrate          measure read bandwidth, matmul throughput and the\n"
-    "                       AVX-512 VNNI int8 peak and print a node description\n"
-    "                       (YAML) for a cluster file\n"
+    "                       AVX-512 VNNI and AMX int8 peaks and print a node\n"
+    "                       description (YAML) for a cluster file\n"
     "  -h, --help           show this help\n";
 
 typedef struct bench_opts {
@@ -324,7 +324,10 @@ static const char *amx_state(void)
     const sl_cpu_features *f = sl_cpu();
     if (!f->amx_tile)
         return "not on this CPU";
-    return f->os_amx ? "present (no AMX kernels: VNNI paths run)" : "present, not granted by the OS";
+    if (!f->os_amx)
+        return "present, not granted by the OS";
+    return sl_matmul_amx_active() ? "int8 tiles for prefill batches of 16+ tokens on repacked weights"
+                                  : "present, off (SLUICE_NO_AMX or a lower path)";
 }
 
 typedef struct op_row {
@@ -539,8 +542,9 @@ static int calibrate(void)
     fprintf(stderr, "calibrate: GEMV (decode) and GEMM (prefill) on Q4_0 4096 x 4096...\n");
     double gemv = sl_probe_matmul(4096, 4096, 1, 5);
     double gemm = sl_probe_matmul(4096, 4096, 64, 3);
-    fprintf(stderr, "calibrate: AVX-512 VNNI int8 peak...\n");
+    fprintf(stderr, "calibrate: AVX-512 VNNI and AMX int8 peaks...\n");
     double vnni = sl_probe_vnni_peak(threads, 0.5);
+    double amx = sl_probe_amx_peak(threads, 0.5);
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     char host[256] = "local";
     gethostname(host, sizeof host - 1);
@@ -556,6 +560,8 @@ static int calibrate(void)
     printf("    matmul_gflop_s: %.1f\n", gemm / 1e9);
     if (vnni > 0) /* a comment: the cluster file's parser knows no such key */
         printf("    # vnni_int8_gop_s: %.1f (matmul at %.1f%% of it)\n", vnni / 1e9, 100 * gemm / vnni);
+    if (amx > 0)
+        printf("    # amx_int8_gop_s: %.1f (TDPBSSD on full tiles)\n", amx / 1e9);
     return CLI_OK;
 }
 

@@ -114,8 +114,10 @@ static sl_mmq_fn mmq_for(sl_path path, sl_type wtype)
 static sl_r16_fn r16_for(sl_path path, sl_type wtype)
 {
 #if defined(__x86_64__)
-    if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni)
-        return sl_r16_avx512(wtype);
+    if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni) {
+        sl_r16_fn amx = sl_r16_amx(wtype);
+        return amx ? amx : sl_r16_avx512(wtype);
+    }
 #else
     (void)path;
     (void)wtype;
@@ -250,6 +252,10 @@ static int64_t token_block(int64_t n_in, bool q8)
     int64_t per_tok = n_in * (q8 ? 2 : 4);
     int64_t tb = ((int64_t)512 << 10) / (per_tok > 0 ? per_tok : 1);
     tb = tb / 4 * 4; /* whole tiles */
+    /* AMX tiles take 16 tokens and unpack a row chunk's weights once per
+     * call: a few whole tiles a block, whatever the width (up to 1 MB) */
+    if (q8 && tb < 128 && sl_matmul_amx_active())
+        tb = 128;
     return tb < 4 ? 4 : tb;
 }
 

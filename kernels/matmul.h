@@ -12,6 +12,8 @@
 #ifndef SLUICE_MATMUL_H
 #define SLUICE_MATMUL_H
 
+#include <stdbool.h>
+
 #include "kernels/types.h"
 
 /* y[t * ldy + o] = sum_i W[o][i] * x[t * n_in + i], t < n_tok, o < n_out.
@@ -52,6 +54,14 @@ typedef struct sl_mm_job {
 } sl_mm_job;
 void sl_matmul_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const float *x,
                     int64_t n_tok);
+
+/* AMX int8 for batches of 16 tokens and more on packed 4-, 5- and 8-bit
+ * weights, where the CPU has it and Linux granted the tile state; the
+ * results keep the AVX-512 VNNI kernels' bits. SLUICE_NO_AMX=1 turns it off
+ * (read once). sl_matmul_amx_force switches it for this process (tests;
+ * false when on was asked and the CPU cannot). */
+bool sl_matmul_amx_active(void);
+bool sl_matmul_amx_force(bool on);
 
 /* Name of the path sl_matmul takes for wtype now (for `sluice bench`). */
 const char *sl_matmul_path_name(sl_type wtype);

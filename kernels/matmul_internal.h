@@ -61,6 +61,9 @@ size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in);
 typedef void (*sl_r16_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a,
                           float *y, int64_t ldy);
 sl_r16_fn sl_r16_avx512(sl_type wtype);
+/* The same through AMX int8 for whole tiles of 16 tokens (matmul_amx.c),
+ * with the VNNI kernel's bits; NULL when AMX is off or lacks the type. */
+sl_r16_fn sl_r16_amx(sl_type wtype);
 /* The same for weights that meet float activations (BF16). */
 typedef void (*sl_r16f_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const float *x,
                            int64_t n_tok, int64_t n_in, float *y, int64_t ldy);

@@ -112,6 +112,7 @@ double sl_probe_matmul(int n_out, int n_in, int n_tok, int reps)
 /* ---- VNNI int8 peak ---- */
 
 typedef struct vnni_job {
+    int64_t (*loop)(int64_t iters, uint32_t seed);
     int64_t iters;
     uint32_t seed;
     int64_t sink;
@@ -120,14 +121,15 @@ typedef struct vnni_job {
 static void *vnni_thread(void *arg)
 {
     vnni_job *j = arg;
-    j->sink = sl_probe_vnni_loop(j->iters, j->seed);
+    j->sink = j->loop(j->iters, j->seed);
     return NULL;
 }
 
 /* Wall time of every thread running iters iterations at once: plain
  * threads started together (the pool's split is for matmuls; this wants
  * every core busy for the same stretch). */
-static double vnni_wall(int threads, int64_t iters, int64_t *sink)
+static double vnni_wall(int64_t (*loop)(int64_t, uint32_t), int threads, int64_t iters,
+                        int64_t *sink)
 {
     enum { MAX_THREADS = 256 };
     pthread_t tid[MAX_THREADS];
@@ -137,7 +139,7 @@ static double vnni_wall(int threads, int64_t iters, int64_t *sink)
     double t0 = sl_now_s();
     int started = 1;
     for (int i = 0; i < threads; i++)
-        jobs[i] = (vnni_job){iters, 0x9e3779b9u * (uint32_t)(i + 1), 0};
+        jobs[i] = (vnni_job){loop, iters, 0x9e3779b9u * (uint32_t)(i + 1), 0};
     for (int i = 1; i < threads; i++)
         started += pthread_create(&tid[i], NULL, vnni_thread, &jobs[i]) == 0;
     vnni_thread(&jobs[0]);
@@ -149,32 +151,52 @@ static double vnni_wall(int threads, int64_t iters, int64_t *sink)
     return started == threads ? t : 0;
 }
 
-double sl_probe_vnni_peak(int threads, double secs)
+/* Ops a second of loop (macs multiply-adds an iteration) on threads at
+ * once: the run grows until it takes a tenth of the budget, then 3 runs of
+ * about a third each, the best kept. */
+static double peak_of(int64_t (*loop)(int64_t, uint32_t), double macs, int threads, double secs)
 {
-#if defined(__x86_64__)
-    if (!sl_cpu()->avx512vnni || threads < 1)
-        return 0;
     int64_t sink = 0, iters = 1 << 16;
-    /* grow the run until it takes a tenth of the budget, then time 3 runs
-     * of about a third each and keep the best */
-    double t = vnni_wall(1, iters, &sink);
+    double t = vnni_wall(loop, 1, iters, &sink);
     while (t > 0 && t < secs / 10 && iters < ((int64_t)1 << 40)) {
         iters *= 2;
-        t = vnni_wall(1, iters, &sink);
+        t = vnni_wall(loop, 1, iters, &sink);
     }
     if (t <= 0)
         return 0;
     iters = (int64_t)((double)iters * (secs / 3) / t) + 1;
     double best = 0;
     for (int r = 0; r < 3; r++) {
-        double w = vnni_wall(threads, iters, &sink);
-        double ops = 2.0 * SL_PROBE_VNNI_MACS_PER_ITER * (double)iters * threads;
+        double w = vnni_wall(loop, threads, iters, &sink);
+        double ops = 2.0 * macs * (double)iters * threads;
         if (w > 0 && ops / w > best)
             best = ops / w;
     }
     volatile int64_t keep = sink;
     (void)keep;
     return best;
+}
+
+double sl_probe_vnni_peak(int threads, double secs)
+{
+#if defined(__x86_64__)
+    if (!sl_cpu()->avx512vnni || threads < 1)
+        return 0;
+    return peak_of(sl_probe_vnni_loop, SL_PROBE_VNNI_MACS_PER_ITER, threads, secs);
+#else
+    (void)threads;
+    (void)secs;
+    return 0;
+#endif
+}
+
+double sl_probe_amx_peak(int threads, double secs)
+{
+#if defined(__x86_64__)
+    const sl_cpu_features *f = sl_cpu();
+    if (!f->amx_tile || !f->amx_int8 || !f->os_amx || threads < 1)
+        return 0;
+    return peak_of(sl_probe_amx_loop, SL_PROBE_AMX_MACS_PER_ITER, threads, secs);
 #else
     (void)threads;
     (void)secs;

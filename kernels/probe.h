@@ -26,4 +26,10 @@ double sl_probe_vnni_peak(int threads, double secs);
  * only keeps the work from being optimised away. */
 int64_t sl_probe_vnni_loop(int64_t iters, uint32_t seed);
 
+/* The same for AMX int8 (TDPBSSD on full tiles); 0 when the CPU or the OS
+ * offers no AMX int8 tiles. */
+double sl_probe_amx_peak(int threads, double secs);
+#define SL_PROBE_AMX_MACS_PER_ITER (4 * 16 * 16 * 64)
+int64_t sl_probe_amx_loop(int64_t iters, uint32_t seed);
+
 #endif

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
+#include "kernels/probe.h"
 #include "kernels/q8act.h"
 #include "kernels/quant.h"
 #include "tests/test.h"
@@ -427,6 +428,105 @@ static void test_pack_arena(void)
     free(y);
 }
 
+/* AMX (kernels/matmul_amx.c) against the VNNI kernels it must match bit for
+ * bit, and both against the scalar reference within check_path's bound, on
+ * token counts with and without a remainder of 16, more tokens than it parks
+ * at once (128) and more blocks than it unpacks at once (64). */
+static void check_amx_case(sl_type type, int64_t n_out, int64_t n_in, int64_t n_tok)
+{
+    problem p;
+    problem_make(&p, type, n_out, n_in);
+    float *x = malloc(sizeof(float) * (size_t)(n_tok * n_in));
+    for (int64_t i = 0; i < n_tok * n_in; i++)
+        x[i] = rnd_sym();
+    size_t ybytes = sizeof(float) * (size_t)(n_tok * n_out);
+    float *y_amx = malloc(ybytes), *y_vnni = malloc(ybytes), *y_ref = malloc(ybytes);
+    void *packed = sl_pack(type, p.w, n_out, n_in);
+    CHECK(packed != NULL);
+    CHECK(sl_matmul_amx_force(true));
+    sl_matmul_packed(type, p.w, packed, n_out, n_in, x, n_tok, y_amx, n_out);
+    sl_matmul_amx_force(false);
+    sl_matmul_packed(type, p.w, packed, n_out, n_in, x, n_tok, y_vnni, n_out);
+    sl_matmul_ref(type, p.w, n_out, n_in, x, n_tok, y_ref, n_out);
+    double *xq = malloc(sizeof(double) * (size_t)n_in);
+    int bad = 0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        quantize_acts(x + t * n_in, xq, n_in);
+        for (int64_t o = 0; o < n_out; o++) {
+            double dot = 0, absdot = 0;
+            for (int64_t i = 0; i < n_in; i++) {
+                double prod = (double)p.wd[o * n_in + i] * xq[i];
+                dot += prod;
+                absdot += fabs(prod);
+            }
+            double tol = (double)(n_in + 8) * 0x1p-24 * absdot + 1e-37 + 0x1p-24 * fabs(dot);
+            bad += !(fabs(y_amx[t * n_out + o] - y_ref[t * n_out + o]) <= tol);
+        }
+    }
+    CHECKF(memcmp(y_amx, y_vnni, ybytes) == 0 && bad == 0,
+           "amx %s %lldx%lld n_tok %lld: %s the VNNI kernel's bits, %d off the ref",
+           sl_type_name(type), (long long)n_out, (long long)n_in, (long long)n_tok,
+           memcmp(y_amx, y_vnni, ybytes) == 0 ? "has" : "differs from", bad);
+    /* threads split rows and token blocks only */
+    CHECK(sl_matmul_amx_force(true));
+    sl_pool_set_adaptive(false);
+    for (int threads = 1; threads <= 3; threads++) {
+        sl_pool_set_threads(threads);
+        sl_matmul_packed(type, p.w, packed, n_out, n_in, x, n_tok, y_vnni, n_out);
+        CHECKF(memcmp(y_amx, y_vnni, ybytes) == 0, "amx %s: %d threads change bits",
+               sl_type_name(type), threads);
+    }
+    sl_pool_set_adaptive(true);
+    sl_pack_free(packed);
+    free(xq);
+    free(x);
+    free(y_amx);
+    free(y_vnni);
+    free(y_ref);
+    problem_free(&p);
+}
+
+static void test_amx(void)
+{
+    CHECK(sl_path_force(sl_path_best()) == 0);
+    if (!sl_matmul_amx_force(true)) {
+        fprintf(stderr, "test_amx: skipped: this CPU or kernel offers no AMX int8 tiles\n");
+        CHECK(!sl_matmul_amx_active());
+        CHECK(sl_probe_amx_peak(1, 0.01) == 0);
+        return;
+    }
+    static const sl_type types[] = {SL_TYPE_Q8_0, SL_TYPE_Q4_0, SL_TYPE_Q5_0,
+                                    SL_TYPE_Q4_1, SL_TYPE_Q5_1, SL_TYPE_Q4_K};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        bool k = sl_type_block_elems(types[ti]) == 256;
+        check_amx_case(types[ti], 33, k ? 3 * 256 : 11 * 32, 16);
+        check_amx_case(types[ti], 48, k ? 9 * 256 : 67 * 32, 37);
+        check_amx_case(types[ti], 17, k ? 256 : 32, 150);
+    }
+    CHECK(sl_probe_amx_peak(2, 0.01) > 0); /* the calibration loop runs (its speed: bench) */
+    /* an AVX2 run takes no AMX */
+    CHECK(sl_path_force(SL_PATH_AVX2) == 0);
+    CHECK(!sl_matmul_amx_active());
+    CHECK(sl_path_force(sl_path_best()) == 0);
+    CHECK(sl_matmul_amx_active());
+}
+
+/* SLUICE_NO_AMX=1 (read once) turns AMX off; exit status: whether it is on. */
+static int child_amx_active(const char *no_amx)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (no_amx)
+            setenv("SLUICE_NO_AMX", no_amx, 1);
+        else
+            unsetenv("SLUICE_NO_AMX");
+        _exit(sl_matmul_amx_active() ? 1 : 0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /* Activation quantisation gives the same bytes on every path, including on
  * blocks of zeros, exact half steps, NaN and infinity. */
 static void test_q8act_paths(void)
@@ -524,6 +624,10 @@ int main(void)
     CHECK(env_scalar == SL_PATH_SCALAR);
     CHECK(env_avx2 == (best < SL_PATH_AVX2 ? (int)best : SL_PATH_AVX2));
     CHECK(env_bogus == (int)best);
+    int amx_default = child_amx_active(NULL), amx_off = child_amx_active("1");
+    CHECK(amx_off == 0);
+    CHECK(amx_default == (sl_matmul_amx_force(true) ? 1 : 0));
+    sl_matmul_amx_force(amx_default == 1);
     test_path_control();
     for (int act = SL_ACTQ_Q8; act <= SL_ACTQ_F32; act++) {
         sl_act_force((sl_actq)act);
@@ -534,5 +638,6 @@ int main(void)
     test_packed();
     test_pack_arena();
     test_q8act_paths();
+    test_amx();
     return test_finish("test_matmul");
 }
