@@ -202,20 +202,6 @@ typedef struct plan {
 
 #define MAX_JOBS 8
 
-/* Tokens [t0, t1) of a, as a view of its own. */
-static sl_q8act q8_tokens(const sl_q8act *a, int64_t t0, int64_t t1)
-{
-    sl_q8act v = *a;
-    v.n_tok = t1 - t0;
-    v.q += t0 * a->n_in;
-    v.s4 += t0 * (a->n_in / 4);
-    v.s16 += t0 * (a->n_in / 16);
-    v.d += t0 * a->n_blocks;
-    v.ds += t0 * a->n_blocks;
-    v.sum += t0 * a->n_blocks;
-    return v;
-}
-
 /* Rows of chunk c for tokens [t0, t1). */
 static void run_chunk(const plan *pl, int64_t c, int64_t n_in, int64_t t0, int64_t t1,
                       const sl_q8act *a, const uint32_t *xpairs)
@@ -227,7 +213,7 @@ static void run_chunk(const plan *pl, int64_t c, int64_t n_in, int64_t t0, int64
     const uint8_t *w = j->w;
     float *y = j->y + t0 * j->ldy;
     if (pl->rows) {
-        sl_q8act v = q8_tokens(a, t0, t1);
+        sl_q8act v = sl_q8act_tokens(a, t0, t1);
         if (pl->groups && o1 - o0 == 16) /* ROW_CHUNK is 16: a full chunk is a group */
             pl->groups(j->packed, o0 / 16, o0 / 16 + 1, &v, y, j->ldy);
         else

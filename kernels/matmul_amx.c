@@ -272,20 +272,6 @@ AMX_INLINE void amx_group(const int has_min, amx_unpack_fn unpack, const uint8_t
     }
 }
 
-/* Tokens [t0, t1) of a, as a view of its own. */
-static sl_q8act amx_view(const sl_q8act *a, int64_t t0, int64_t t1)
-{
-    sl_q8act v = *a;
-    v.n_tok = t1 - t0;
-    v.q += t0 * a->n_in;
-    v.s4 += t0 * (a->n_in / 4);
-    v.s16 += t0 * (a->n_in / 16);
-    v.d += t0 * a->n_blocks;
-    v.ds += t0 * a->n_blocks;
-    v.sum += t0 * a->n_blocks;
-    return v;
-}
-
 /* Whole tiles of 16 tokens through AMX, the rest through the VNNI kernel
  * (the same bits either way). */
 AMX_INLINE void amx_groups(sl_type type, const int has_min, amx_unpack_fn unpack,
@@ -303,7 +289,7 @@ AMX_INLINE void amx_groups(sl_type type, const int has_min, amx_unpack_fn unpack
         _tile_release();
     }
     if (n16 < a->n_tok) {
-        sl_q8act rest = amx_view(a, n16, a->n_tok);
+        sl_q8act rest = sl_q8act_tokens(a, n16, a->n_tok);
         sl_r16_avx512(type)(packed, g0, g1, &rest, y + n16 * ldy, ldy);
     }
 }

@@ -77,3 +77,16 @@ void sl_q8act_quantize(sl_q8act *a, int64_t t, const float *x)
         s16[1] = s4[b * 8 + 4] + s4[b * 8 + 5] + s4[b * 8 + 6] + s4[b * 8 + 7];
     }
 }
+
+sl_q8act sl_q8act_tokens(const sl_q8act *a, int64_t t0, int64_t t1)
+{
+    sl_q8act v = *a;
+    v.n_tok = t1 - t0;
+    v.q += t0 * a->n_in;
+    v.s4 += t0 * (a->n_in / 4);
+    v.s16 += t0 * (a->n_in / 16);
+    v.d += t0 * a->n_blocks;
+    v.ds += t0 * a->n_blocks;
+    v.sum += t0 * a->n_blocks;
+    return v;
+}

@@ -30,5 +30,7 @@ size_t sl_q8act_bytes(int64_t n_tok, int64_t n_in);
 void sl_q8act_init(sl_q8act *a, void *mem, int64_t n_tok, int64_t n_in);
 /* Quantises token t of x (n_in floats) into a. */
 void sl_q8act_quantize(sl_q8act *a, int64_t t, const float *x);
+/* Tokens [t0, t1) of a, as a view of its own (no copy). */
+sl_q8act sl_q8act_tokens(const sl_q8act *a, int64_t t0, int64_t t1);
 
 #endif
