@@ -207,18 +207,27 @@ static void run_chunks(uint32_t gen)
     }
 }
 
-/* Waits for *seq to leave seen: spinning first, then asleep. */
-static uint32_t worker_wait(worker *w, uint32_t seen)
+/* Spins up to WORKER_SPIN_NS for *word to leave seen; true with its new
+ * value in *now, false when the caller should sleep on it. */
+static bool spin_until_changed(_Atomic uint32_t *word, uint32_t seen, uint32_t *now)
 {
     uint64_t t0 = sl_pool_now_ns();
     for (int i = 0;; i++) {
-        uint32_t s = atomic_load_explicit(&w->seq, memory_order_acquire);
-        if (s != seen)
-            return s;
+        *now = atomic_load_explicit(word, memory_order_acquire);
+        if (*now != seen)
+            return true;
         if ((i & 63) == 63 && sl_pool_now_ns() - t0 > WORKER_SPIN_NS)
-            break;
+            return false;
         cpu_relax();
     }
+}
+
+/* Waits for *seq to leave seen: spinning first, then asleep. */
+static uint32_t worker_wait(worker *w, uint32_t seen)
+{
+    uint32_t now;
+    if (spin_until_changed(&w->seq, seen, &now))
+        return now;
     for (;;) {
         atomic_store(&w->sleeping, 1);
         uint32_t s = atomic_load(&w->seq);
@@ -235,15 +244,9 @@ static uint32_t worker_wait(worker *w, uint32_t seen)
  * covers the caller's serial work between two ops, sleeping a long gap. */
 static uint32_t op_wait(uint32_t seen)
 {
-    uint64_t t0 = sl_pool_now_ns();
-    for (int i = 0;; i++) {
-        uint32_t op = atomic_load_explicit(&P.op, memory_order_acquire);
-        if (op != seen)
-            return op;
-        if ((i & 63) == 63 && sl_pool_now_ns() - t0 > WORKER_SPIN_NS)
-            break;
-        cpu_relax();
-    }
+    uint32_t now;
+    if (spin_until_changed(&P.op, seen, &now))
+        return now;
     for (;;) {
         atomic_fetch_add(&P.op_sleepers, 1);
         if (atomic_load(&P.op) == seen)
