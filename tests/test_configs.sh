@@ -10,7 +10,6 @@ MODEL=$SRC/models/tiny-gemma3.gguf
 prompts=("This program is free software; you can"
          "Licensed under the Apache License, Version 2.0 (the"
          "THIS SOFTWARE IS PROVIDED BY THE REGENTS AND CONTRIBUTORS")
-ids() { grep '^ids' | sed 's/^ids[^:]*://'; }
 cd "$SRC/configs" || exit 1
 for cfg in one-process.yaml two-process.yaml auto-layers.yaml; do
   for p in "${prompts[@]}"; do

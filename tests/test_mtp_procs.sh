@@ -11,7 +11,6 @@ set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 . "$(dirname "$0")/lib/check.sh"
 scratch slmtp
-ids() { grep '^ids' | sed 's/^ids[^:]*://'; }
 
 cd "$T" || exit 1
 "$SLUICE" synth --arch gemma4 --size test --seed 5 --weight-scale 0.6 -o t.gguf >/dev/null 2>&1 &&

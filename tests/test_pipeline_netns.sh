@@ -16,7 +16,6 @@ NB=slB$$
 VA=slva$$
 VB=slvb$$
 scratch sln
-ids() { grep -a '^ids' "$1" | sed 's/^ids[^:]*://'; }
 ns_pair "$NA" "$NB" "$VA" "$VB"
 # The shipped config, with the model and the keys where its relative paths
 # point.

@@ -53,7 +53,6 @@ config three.yaml "ipc://$T/c" p1 "ipc://$T/p1" true p2 "ipc://$T/p2" true -- \
     "${S[@]}" "$(lay 0 2 p1)" "$(lay 2 3 local)" "$(lay 3 4 p2)" "$(lay 4 6 p2)" "$(tail_on p2)"
 
 # ids FILE: the generated ids a run printed (one line a prompt)
-ids() { grep -a '^ids' "$1" | sed 's/^ids[^:]*://'; }
 
 # ---- split runs give the one-process tokens ----
 prompts=("the quick brown fox" "hello world" "one two three four five six")

@@ -8,7 +8,6 @@ set -u
 SLUICE=$(readlink -f "${SLUICE:?set SLUICE to the sluice binary}")
 . "$(dirname "$0")/lib/check.sh"
 scratch slrepack
-ids() { grep '^ids' | sed 's/^ids[^:]*://'; }
 gen() { "$SLUICE" run -m "$1" -p "one two three four" -n 24 -t 2 --print-ids 2>&1 >/dev/null | ids; }
 
 for type in q4_0 q4_1 q5_0 q5_1 q8_0 q4_K q6_K; do

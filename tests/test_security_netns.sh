@@ -23,7 +23,6 @@ ns_need test_security_netns
 NA=slsA$$
 NB=slsB$$
 scratch sls
-ids() { grep -a '^ids' "$1" | sed 's/^ids[^:]*://'; }
 inA() { ip netns exec "$NA" "$@"; }
 inB() { ip netns exec "$NB" "$@"; }
 ns_pair "$NA" "$NB" slsa$$ slsb$$

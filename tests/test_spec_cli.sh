@@ -11,7 +11,6 @@ TARGET=$SRC/models/tiny-gemma3.gguf
 DRAFT=$SRC/models/tiny-gemma3-draft.gguf
 . "$(dirname "$0")/lib/check.sh"
 scratch slspec
-ids() { grep '^ids' | sed 's/^ids[^:]*://'; }
 
 prompts=("This program is free software; you can"
          "Licensed under the Apache License, Version 2.0 (the"

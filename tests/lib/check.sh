@@ -40,6 +40,9 @@ expect() {
     fi
 }
 
+# ids [FILE]: the token ids a run printed ("ids...: 1 2 3"), from FILE or stdin
+ids() { grep -a '^ids' "$@" | sed 's/^ids[^:]*://'; }
+
 # wait_for CMD...: until CMD succeeds, WAIT_TRIES times 50 ms (default 10 s)
 wait_for() { for _ in $(seq "${WAIT_TRIES:-200}"); do "$@" && return 0; sleep 0.05; done; return 1; }
 
