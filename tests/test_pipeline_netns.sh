@@ -75,7 +75,7 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 has long.err "stage(s)? layers\[3,6\), head, sample on node 'hostb' \(tcp://10.77.0.2:7100\) stopped answering" "partition"
 echo "partition noticed and reported in $ms ms"
 # the worker, cut off, drops the stages and serves again once the link is back
-wait_for grep -qs "fell silent" worker.err && ok || bad "worker kept the stages of a coordinator it cannot hear"
+wait_for grep -qs "fell silent" worker.err && ok || bad "worker kept the stages of a coordinator it cannot hear: $(tail -3 worker.err)"
 ip -n "$NB" link set "$VB" up
 ip netns exec "$NA" "$SLUICE" run -c configs/two-host.yaml -p "${prompts[1]}" -n 24 --print-ids >/dev/null 2>run.err ||
     bad "run after the partition healed failed: $(tail -3 run.err)"
