@@ -209,7 +209,8 @@ static int host_threads(const worker *w, const Sluice__Header *h, size_t i, cons
  * the coordinator chains its own stages. A pipelined draft drafts ahead on
  * its own thread, and a chain holds at most one layers stage: the
  * coordinator counts each of a worker's layers stages as computing at the
- * same time as the others (concurrent_layer_stages in pipeline.c). */
+ * same time as the others (concurrent_layer_stages in pipeline.c), and a
+ * draft stage, working ahead when idle, leads its chain. */
 static bool chains_on(const worker *w, const Sluice__Header *h, size_t i, bool chain_has_layers)
 {
     if (i == 0)
@@ -224,7 +225,8 @@ static bool chains_on(const worker *w, const Sluice__Header *h, size_t i, bool c
         return false;
     if (pa.numa != pb.numa || host_threads(w, h, i - 1, &pa) != host_threads(w, h, i, &pb))
         return false;
-    if ((a.kind == PL_STAGE_DRAFT && a.spec_pipelined) || (b.kind == PL_STAGE_DRAFT && b.spec_pipelined))
+    /* a member's idle work never runs (the leader's loop calls its own) */
+    if ((a.kind == PL_STAGE_DRAFT && a.spec_pipelined) || b.kind == PL_STAGE_DRAFT)
         return false;
     return !(chain_has_layers && b.kind == PL_STAGE_LAYERS);
 }
