@@ -1,6 +1,9 @@
 #include "pipeline/host.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,8 +23,10 @@ struct pl_host {
     sl_stage *stage;
     void *in, *out;
     sec_ipc_file in_file;   /* in's socket file, removed when it closes */
-    void *ctl_recv, *ctl_send; /* inproc pair: a byte on it means stop */
-    char ctl_addr[64];
+    /* a count on it means stop: a plain fd, which zmq_poll watches in its
+     * own poll(2) with no ZeroMQ bookkeeping (a socket there costs system
+     * calls on every wake-up, before and after the wait) */
+    int stop_fd;
     int threads;
     int numa;          /* -1: not bound */
     pthread_t thread;
@@ -213,7 +218,7 @@ static void *host_main(void *arg)
     if (h->threads > 0)
         sl_pool_set_thread_limit(h->threads);
     zmq_pollitem_t items[2] = {
-        {h->ctl_recv, 0, ZMQ_POLLIN, 0},
+        {NULL, h->stop_fd, ZMQ_POLLIN, 0},
         {h->in, 0, ZMQ_POLLIN, 0},
     };
     bool busy_idle = false; /* the stage has work for idle time */
@@ -258,13 +263,16 @@ static void *host_main(void *arg)
 
 static void close_sockets(pl_host *h)
 {
-    void **socks[] = {&h->in, &h->out, &h->ctl_recv, &h->ctl_send};
-    for (size_t i = 0; i < 4; i++)
+    void **socks[] = {&h->in, &h->out};
+    for (size_t i = 0; i < 2; i++)
         if (*socks[i]) {
             zmq_close(*socks[i]);
             *socks[i] = NULL;
         }
     sec_ipc_file_remove(&h->in_file);
+    if (h->stop_fd >= 0)
+        close(h->stop_fd);
+    h->stop_fd = -1;
 }
 
 /* Starts a host whose stage's output goes to members[0] (when n_members >
@@ -302,6 +310,7 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
     h->stage = stage;
     h->threads = threads;
     h->numa = numa;
+    h->stop_fd = -1;
     h->emit = (sl_emit){emit_send, h};
     pl_wire_limits_default(&h->limits);
     if (sec && sec->limits)
@@ -312,14 +321,14 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
         sl_fail(err, "%s: out of memory", stage->name);
         goto fail;
     }
-    static atomic_uint next_id;
-    snprintf(h->ctl_addr, sizeof h->ctl_addr, "inproc://host-ctl-%u", atomic_fetch_add(&next_id, 1));
+    if ((h->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+        sl_fail(err, "%s: cannot make an eventfd: %s", stage->name, strerror(errno));
+        goto fail;
+    }
     int linger = 0;
     h->in = zmq_socket(zctx, ZMQ_PULL);
     h->out = zmq_socket(zctx, ZMQ_PUSH);
-    h->ctl_recv = zmq_socket(zctx, ZMQ_PAIR);
-    h->ctl_send = zmq_socket(zctx, ZMQ_PAIR);
-    if (!h->in || !h->out || !h->ctl_recv || !h->ctl_send)
+    if (!h->in || !h->out)
         goto zfail;
     zmq_setsockopt(h->out, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(h->in, ZMQ_LINGER, &linger, sizeof linger);
@@ -330,8 +339,6 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
      * address soon rather than after ZeroMQ's default 100 ms */
     int reconnect_ms = 10;
     zmq_setsockopt(h->out, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms);
-    if (zmq_bind(h->ctl_recv, h->ctl_addr) || zmq_connect(h->ctl_send, h->ctl_addr))
-        goto zfail;
     if (secure_sockets(h, in_addr, out_addr, sec, err))
         goto fail;
     char bind_addr[512];
@@ -434,7 +441,8 @@ void pl_host_stop(pl_host *h)
         free(h);
         return;
     }
-    zmq_send(h->ctl_send, "", 0, 0);
+    uint64_t one = 1;
+    while (write(h->stop_fd, &one, sizeof one) < 0 && errno == EINTR) {}
     pthread_join(h->thread, NULL);
     close_sockets(h);
     sl_stage_destroy(h->stage);

@@ -196,22 +196,79 @@ static int check_model_file(const worker *w, const char *path, sl_err *err)
     return 0;
 }
 
-static int start_one(worker *w, const Sluice__Header *h, size_t i, pl_host **out, sl_err *err)
+/* The thread count a stage's host gets: the assignment's, or the
+ * worker's choice (0 on a NUMA node: the node's cores). */
+static int host_threads(const worker *w, const Sluice__Header *h, size_t i, const pl_stage_place *place)
 {
-    const Sluice__StageAssign *sa = h->assign[i];
+    return place->numa >= 0 && place->threads <= 0 ? 0 : stage_threads(w, h, h->assign[i]);
+}
+
+/* Whether assignment i runs on the thread of the chain holding i-1: the
+ * two talk over inproc:// (consecutive stages of this worker, no
+ * local_hops sockets asked for), with the same binding and team size, as
+ * the coordinator chains its own stages. A pipelined draft drafts ahead on
+ * its own thread, and a chain holds at most one layers stage: the
+ * coordinator counts each of a worker's layers stages as computing at the
+ * same time as the others (concurrent_layer_stages in pipeline.c), and a
+ * draft stage, working ahead when idle, leads its chain. */
+static bool chains_on(const worker *w, const Sluice__Header *h, size_t i, bool chain_has_layers)
+{
+    if (i == 0)
+        return false;
+    sl_stage_spec a, b;
+    pl_stage_place pa, pb;
+    sl_err err;
+    if (pl_assign_decode(h->assign[i - 1], i - 1, &a, &pa, &err) ||
+        pl_assign_decode(h->assign[i], i, &b, &pb, &err))
+        return false;
+    if (strncmp(pb.input, "inproc://", 9) != 0 || strcmp(pa.output, pb.input) != 0)
+        return false;
+    if (pa.numa != pb.numa || host_threads(w, h, i - 1, &pa) != host_threads(w, h, i, &pb))
+        return false;
+    /* a member's idle work never runs (the leader's loop calls its own) */
+    if ((a.kind == PL_STAGE_DRAFT && a.spec_pipelined) || b.kind == PL_STAGE_DRAFT)
+        return false;
+    return !(chain_has_layers && b.kind == PL_STAGE_LAYERS);
+}
+
+/* The end of the chain of assignments starting at i0. */
+static size_t chain_end(const worker *w, const Sluice__Header *h, size_t i0)
+{
+    bool layers = h->assign[i0]->kind == PL_STAGE_LAYERS;
+    size_t i = i0 + 1;
+    for (; i < h->n_assign && chains_on(w, h, i, layers); i++)
+        layers |= h->assign[i]->kind == PL_STAGE_LAYERS;
+    return i;
+}
+
+/* Starts assignments [i0, i1) as one chain on one thread
+ * (pl_host_start_chain): for a token they run one after the other anyway,
+ * and a thread each cost a hand-off and a wake-up per hop. */
+static int start_chain(worker *w, const Sluice__Header *h, size_t i0, size_t i1, pl_host **out, sl_err *err)
+{
+    sl_stage *stages[PL_MAX_STAGES];
     sl_stage_spec spec;
-    pl_stage_place place;
-    if (pl_assign_decode(sa, i, &spec, &place, err)) /* checked before: cannot fail here */
-        return -1;
-    sl_stage *s;
+    pl_stage_place place, last;
+    if (i1 - i0 > PL_MAX_STAGES || pl_assign_decode(h->assign[i0], i0, &spec, &place, err) ||
+        pl_assign_decode(h->assign[i1 - 1], i1 - 1, &spec, &last, err)) /* checked before */
+        return sl_fail(err, "assignment %zu: cannot start its stages", i0);
     /* loaded on its NUMA node, so the pages it first touches live there */
     if (place.numa >= 0 && sl_bind_numa(place.numa, NULL, err))
-        return sl_wrap(err, "stage %d (%s)", spec.index, pl_stage_kind_name(spec.kind));
-    int rc = sl_stage_create(&s, &spec, err);
+        return sl_wrap(err, "stage %zu", i0);
+    for (size_t i = i0; i < i1; i++) {
+        pl_stage_place pi;
+        int rc = pl_assign_decode(h->assign[i], i, &spec, &pi, err) ||
+                 sl_stage_create(&stages[i - i0], &spec, err);
+        if (rc) {
+            for (size_t j = i0; j < i; j++)
+                sl_stage_destroy(stages[j - i0]);
+            if (place.numa >= 0)
+                sl_bind_reset();
+            return sl_wrap(err, "stage %d (%s)", spec.index, pl_stage_kind_name(spec.kind));
+        }
+    }
     if (place.numa >= 0)
         sl_bind_reset();
-    if (rc)
-        return sl_wrap(err, "stage %d (%s)", spec.index, pl_stage_kind_name(spec.kind));
     /* the config's size limits, within what this worker accepts at most */
     pl_wire_limits lim;
     pl_wire_limits_default(&lim);
@@ -219,10 +276,9 @@ static int start_one(worker *w, const Sluice__Header *h, size_t i, pl_host **out
         lim.max_frame_bytes = (size_t)place.max_frame_bytes;
     if (place.max_message_bytes && place.max_message_bytes < lim.max_message_bytes)
         lim.max_message_bytes = (size_t)place.max_message_bytes;
-    pl_host_sec sec = {&w->keys, place.output_key, w->zap, &lim};
-    return pl_host_start_numa(out, w->zctx, s, place.input, place.output,
-                              place.numa >= 0 && place.threads <= 0 ? 0 : stage_threads(w, h, sa),
-                              place.numa, &sec, err);
+    pl_host_sec sec = {&w->keys, last.output_key, w->zap, &lim};
+    return pl_host_start_chain(out, (int)(i1 - i0), w->zctx, stages, place.input, last.output,
+                               host_threads(w, h, i0, &place), place.numa, &sec, err);
 }
 
 /* Loads and starts every assigned stage, last first so each one's
@@ -231,6 +287,9 @@ static int assign(worker *w, const Sluice__Header *h, sl_err *err)
 {
     if (h->n_assign == 0)
         return sl_fail(err, "the assignment lists no stages");
+    if (h->n_assign > PL_MAX_STAGES)
+        return sl_fail(err, "the assignment lists %zu stages, more than the %d a pipeline has at most",
+                       h->n_assign, PL_MAX_STAGES);
     for (size_t i = 0; i < h->n_assign; i++)
         if (check_assign(h->assign[i], i, err) || check_assign_keys(w, h->assign[i], i, err))
             return -1;
@@ -247,9 +306,14 @@ static int assign(worker *w, const Sluice__Header *h, sl_err *err)
     pl_host **hosts = calloc(h->n_assign, sizeof *hosts);
     if (!hosts)
         return sl_fail(err, "out of memory");
-    for (size_t i = h->n_assign; i-- > 0;) {
-        if (start_one(w, h, i, &hosts[i], err)) {
-            for (size_t j = i + 1; j < h->n_assign; j++)
+    size_t starts[PL_MAX_STAGES + 1], n_chains = 0;
+    for (size_t i = 0; i < h->n_assign; i = chain_end(w, h, i))
+        starts[n_chains++] = i;
+    starts[n_chains] = h->n_assign;
+    /* last first, so each chain's downstream is listening */
+    for (size_t k = n_chains; k-- > 0;) {
+        if (start_chain(w, h, starts[k], starts[k + 1], &hosts[starts[k]], err)) {
+            for (size_t j = starts[k + 1]; j < h->n_assign; j++)
                 pl_host_stop(hosts[j]);
             free(hosts);
             return -1;
