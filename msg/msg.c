@@ -478,6 +478,12 @@ void pl_msg_set_sent_ns(pl_msg *m, uint64_t sent_ns)
     m->hdr_store.sent_ns = sent_ns;
 }
 
+void pl_msg_raise_fence(pl_msg *m, uint64_t fence)
+{
+    if (m->hdr && m->hdr->fence < fence)
+        m->hdr->fence = fence;
+}
+
 void pl_msg_set_slots(pl_msg *m, const int32_t *seqs, size_t n_seqs, const uint64_t *requests,
                       size_t n_requests, int32_t length)
 {

@@ -94,6 +94,9 @@ int pl_msg_pass(pl_msg *m, const pl_msg *src, Sluice__PayloadKind kind, sl_err *
 void pl_msg_set_error(pl_msg *m, const char *text, const char *origin);
 void pl_msg_set_text(pl_msg *m, const char *text);
 void pl_msg_set_sent_ns(pl_msg *m, uint64_t sent_ns);
+/* Raises the message's fence (never lowers it): the stage hosts drop every
+ * MSG_BATCH whose id is at or below the highest fence they have seen. */
+void pl_msg_raise_fence(pl_msg *m, uint64_t fence);
 /* A slot message (RELEASE, TRUNCATE): its slots, requests and length. */
 void pl_msg_set_slots(pl_msg *m, const int32_t *seqs, size_t n_seqs, const uint64_t *requests,
                       size_t n_requests, int32_t length);

@@ -43,11 +43,16 @@ struct pl_host {
     bool member;       /* runs on the thread of the chain's first host */
     pl_host *up;       /* member: the host whose stage feeds it */
     double nested;     /* time the current message spent in later members */
+    /* the highest fence seen: batches with ids up to it were sent before a
+     * stage was lost (the driver replays their requests), so any that a
+     * cut-off stage still flushes downstream are dropped, never computed */
+    uint64_t fence;
 };
 
 #include "proto/sluice.pb-c.h"
 #include "scheduler/bind.h"
 #include "util/clock.h"
+#include "util/debug.h"
 
 void pl_wire_limits_from_config(pl_wire_limits *w, const pl_limits *l)
 {
@@ -59,6 +64,7 @@ void pl_wire_limits_from_config(pl_wire_limits *w, const pl_limits *l)
 static int emit_send(void *ctx, pl_msg *m, sl_err *err)
 {
     pl_host *h = ctx;
+    pl_msg_raise_fence(m, h->fence);
     int rc = pl_msg_send(m, h->out, 0, err);
     pl_msg_close(m);
     return rc;
@@ -141,12 +147,31 @@ static void count_dropped(pl_host *h, const sl_err *why)
     pthread_mutex_unlock(&h->lock);
 }
 
+/* Takes m's fence; true when m is a batch at or below the fence (stale:
+ * sent before a stage was lost), which is then counted as dropped. */
+static bool fenced_off(pl_host *h, const pl_msg *m)
+{
+    if (m->hdr->fence > h->fence)
+        h->fence = m->hdr->fence;
+    if (m->hdr->kind != SLUICE__MSG_KIND__MSG_BATCH || m->hdr->batch_id > h->fence)
+        return false;
+    static bool logged;
+    sl_debug_once(&logged, "%s: dropping batches sent before a stage was lost (the first: batch %llu, fence %llu)",
+                  h->stage->name, (unsigned long long)m->hdr->batch_id, (unsigned long long)h->fence);
+    pthread_mutex_lock(&h->lock);
+    h->stats.dropped++;
+    h->met.dropped++;
+    pthread_mutex_unlock(&h->lock);
+    return true;
+}
+
 /* A member's input: m as the wire would deliver it (header packed and
  * unpacked, payloads viewed in place), handed to the member's stage. */
 static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
 {
     pl_host *h = ctx;
     sl_err why;
+    pl_msg_raise_fence(m, h->up->fence);
     if (pl_msg_seal(m, &why)) { /* one the next member would drop on receipt */
         count_dropped(h, &why);
         pl_msg_close(m);
@@ -167,6 +192,8 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
     double entered = sl_now_s();
     if (pl_msg_decode(&in, frames, sizes, m->n_frames + 1, &h->limits, &why)) {
         count_dropped(h, &why);
+    } else if (fenced_off(h, &in)) {
+        pl_msg_close(&in);
     } else {
         double t0 = sl_now_s();
         uint32_t rows = in.hdr->n_rows;
@@ -198,6 +225,10 @@ static void take_waiting(pl_host *h)
         sl_err err;
         if (pl_msg_recv(m, h->in, &h->limits, &err)) {
             count_dropped(h, &err);
+            continue;
+        }
+        if (fenced_off(h, m)) {
+            pl_msg_close(m);
             continue;
         }
         h->n_pending++;

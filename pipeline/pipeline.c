@@ -217,6 +217,7 @@ static void send_slot_control(sl_pipeline *p, const request *r, Sluice__MsgKind 
     int32_t seq = r->slot;
     uint64_t id = r->id;
     pl_msg_set_slots(&m, &seq, 1, &id, 1, length);
+    pl_msg_raise_fence(&m, p->stale_below);
     if (pl_msg_send(&m, p->to_first, 0, &err))
         fprintf(stderr, "sluice: cannot send %s of request %llu: %s\n", pl_msg_kind_name(kind),
                 (unsigned long long)id, err.msg);
@@ -608,6 +609,7 @@ static int send_batch(sl_pipeline *p, sl_err *err)
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, bid, (uint32_t)rows);
     pl_msg_set_params(&m, p->b_param_ptrs, (size_t)n_params);
     pl_msg_set_sent_ns(&m, (uint64_t)(sl_now_s() * 1e9));
+    pl_msg_raise_fence(&m, p->stale_below);
     int rc = pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, rows, 0, p->b_req, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, rows, 0, p->b_seq, NULL, NULL, err) ||
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, rows, 0, p->b_pos, NULL, NULL, err) ||
