@@ -44,8 +44,10 @@ static void tile_scores(const sl_attn_f32 *a, int64_t t0, int nt, float *sc)
 }
 
 /* e[j] = exp(sc[j] - mx) for the tile; returns their sum, added in a fixed
- * order (lane sums, then across lanes). */
-static float tile_exp(float *sc, int nt, float mx)
+ * order (lane sums, then across lanes). Always inlined: called out of line
+ * (as gcc chose once it had five callers) the sums came out 1 ulp apart in
+ * places, so the bits would depend on the compiler's inlining. */
+static inline __attribute__((always_inline)) float tile_exp(float *sc, int nt, float mx)
 {
     __m512 sum = _mm512_setzero_ps(), vmx = _mm512_set1_ps(mx);
     for (int j = 0; j < nt; j += 16) {
@@ -58,7 +60,8 @@ static float tile_exp(float *sc, int nt, float mx)
     return _mm512_reduce_add_ps(sum);
 }
 
-void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
+/* Any group size: groups of up to 8 heads share the tiles. */
+static void span_any(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
 {
     const int64_t s0 = 0, s1 = n_keys;
     int hd = a->head_dim, ng = a->n_group;
@@ -110,5 +113,176 @@ void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
                     _mm512_storeu_ps(p->o + (g0 + g) * hd + d, _mm512_add_ps(ev[g], od[g]));
             }
         }
+    }
+}
+
+/* ---- group sizes 1, 2, 4 and 8: the same arithmetic, in registers ----
+ * span_any keeps a head's accumulators in arrays indexed by a run-time
+ * group size, so gcc keeps them on the stack: every multiply-add of the
+ * weighted sum of values loaded and stored its accumulator and broadcast
+ * its weight in a separate instruction. With the group size a constant the
+ * accumulators stay in registers, a weight is broadcast inside the FMA from
+ * memory, a key row is loaded once for all heads, and the heads' dot
+ * products are reduced four at a time: each step of _mm512_reduce_add_ps
+ * (gcc's order: halves, then quarters, then pairs) on four vectors at once.
+ * Every lane adds and multiplies what it did in span_any, in the same order,
+ * so the result has the same bits. */
+
+#define AT_INLINE static inline __attribute__((always_inline))
+#define AT_UNROLL _Pragma("GCC unroll 8")
+/* arrays sized for the largest group (a size GN would make them VLAs, kept
+ * in memory) */
+
+/* acc + v * (*w broadcast): vfmadd231ps with an embedded broadcast (gcc
+ * makes a separate vbroadcastss, which takes a vector pipe). */
+AT_INLINE __m512 fma_bcast(__m512 acc, __m512 v, const float *w)
+{
+    __asm__("vfmadd231ps %[w]%{1to16%}, %[v], %[acc]" : [acc] "+v"(acc) : [v] "v"(v), [w] "m"(*w));
+    return acc;
+}
+
+/* _mm512_reduce_add_ps of s0..s3 in lanes 0, 4, 8 and 12. */
+AT_INLINE __m512 reduce4(__m512 s0, __m512 s1, __m512 s2, __m512 s3)
+{
+    /* halves: per vector, 128-bit chunks c0 + c2 and c1 + c3 */
+    __m512 t01 = _mm512_add_ps(_mm512_shuffle_f32x4(s0, s1, 0x44), _mm512_shuffle_f32x4(s0, s1, 0xee));
+    __m512 t23 = _mm512_add_ps(_mm512_shuffle_f32x4(s2, s3, 0x44), _mm512_shuffle_f32x4(s2, s3, 0xee));
+    /* quarters: the two chunks of each vector's half-sum added */
+    __m512 t6 = _mm512_add_ps(_mm512_shuffle_f32x4(t01, t23, 0x88), _mm512_shuffle_f32x4(t01, t23, 0xdd));
+    /* then lanes 0 + 2 and 1 + 3, then those two */
+    __m512 t8 = _mm512_add_ps(t6, _mm512_permute_ps(t6, 0x4e));
+    return _mm512_add_ps(t8, _mm512_permute_ps(t8, 0xb1));
+}
+
+/* Scores of one tile for GN heads: sc[g * SL_ATTN_TILE + j], as dot16n. */
+AT_INLINE void tile_scores_gn(const sl_attn_f32 *a, int64_t t0, int nt, float *sc, const int GN)
+{
+    const int hd = a->head_dim;
+    for (int j = 0; j < nt; j++) {
+        const float *k = a->k + (t0 + j) * a->kv_stride;
+        __m512 a0[8], a1[8];
+        AT_UNROLL
+        for (int g = 0; g < GN; g++)
+            a0[g] = a1[g] = _mm512_setzero_ps();
+        int d = 0;
+        for (; d + 32 <= hd; d += 32) {
+            __m512 k0 = _mm512_loadu_ps(k + d), k1 = _mm512_loadu_ps(k + d + 16);
+            AT_UNROLL
+            for (int g = 0; g < GN; g++) {
+                const float *q = a->q + g * a->q_stride;
+                a0[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), k0, a0[g]);
+                a1[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 16), k1, a1[g]);
+            }
+        }
+        if (d < hd) {
+            __m512 k0 = _mm512_loadu_ps(k + d);
+            AT_UNROLL
+            for (int g = 0; g < GN; g++)
+                a0[g] = _mm512_fmadd_ps(_mm512_loadu_ps(a->q + g * a->q_stride + d), k0, a0[g]);
+        }
+        const __m512 vs = _mm512_set1_ps(a->scale);
+        AT_UNROLL
+        for (int g0 = 0; g0 < GN; g0 += 4) {
+            __m512 z = _mm512_setzero_ps(), s[4];
+            AT_UNROLL
+            for (int g = 0; g < 4; g++)
+                s[g] = g0 + g < GN ? _mm512_add_ps(a0[g0 + g], a1[g0 + g]) : z;
+            float r[16];
+            _mm512_storeu_ps(r, _mm512_mul_ps(reduce4(s[0], s[1], s[2], s[3]), vs));
+            AT_UNROLL
+            for (int g = 0; g < 4; g++)
+                if (g0 + g < GN)
+                    sc[(g0 + g) * SL_ATTN_TILE + j] = r[4 * g];
+        }
+    }
+    if (a->softcap > 0.0f) {
+        __m512 cap = _mm512_set1_ps(a->softcap), inv = _mm512_set1_ps(1.0f / a->softcap);
+        AT_UNROLL
+        for (int g = 0; g < GN; g++)
+            for (int j = 0; j < nt; j += 16) {
+                __mmask16 mk = nt - j >= 16 ? 0xffff : (__mmask16)((1u << (nt - j)) - 1);
+                float *s = sc + g * SL_ATTN_TILE + j;
+                __m512 v = _mm512_maskz_loadu_ps(mk, s);
+                _mm512_mask_storeu_ps(s, mk, _mm512_mul_ps(cap, sl_tanh512(_mm512_mul_ps(v, inv))));
+            }
+    }
+}
+
+/* The tile's weighted values added into each head's output (span_any's
+ * loop over d with the group size GN). */
+AT_INLINE void tile_values_gn(const sl_attn_f32 *a, int64_t t0, int nt, const float *sc,
+                              const float *corr, float *o, const int GN)
+{
+    const int hd = a->head_dim;
+    for (int d = 0; d < hd; d += 16) {
+        __m512 ev[8], od[8];
+        AT_UNROLL
+        for (int g = 0; g < GN; g++) {
+            ev[g] = _mm512_mul_ps(_mm512_loadu_ps(o + g * hd + d), _mm512_set1_ps(corr[g]));
+            od[g] = _mm512_setzero_ps();
+        }
+        const float *v = a->v + t0 * a->kv_stride + d;
+        int j = 0;
+        for (; j + 2 <= nt; j += 2, v += 2 * a->kv_stride) {
+            __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + a->kv_stride);
+            AT_UNROLL
+            for (int g = 0; g < GN; g++) {
+                ev[g] = fma_bcast(ev[g], v0, sc + g * SL_ATTN_TILE + j);
+                od[g] = fma_bcast(od[g], v1, sc + g * SL_ATTN_TILE + j + 1);
+            }
+        }
+        if (j < nt) {
+            __m512 v0 = _mm512_loadu_ps(v);
+            AT_UNROLL
+            for (int g = 0; g < GN; g++)
+                ev[g] = fma_bcast(ev[g], v0, sc + g * SL_ATTN_TILE + j);
+        }
+        AT_UNROLL
+        for (int g = 0; g < GN; g++)
+            _mm512_storeu_ps(o + g * hd + d, _mm512_add_ps(ev[g], od[g]));
+    }
+}
+
+AT_INLINE void span_gn(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p, const int GN)
+{
+    int hd = a->head_dim;
+    AT_UNROLL
+    for (int g = 0; g < GN; g++) {
+        p->m[g] = -INFINITY;
+        p->l[g] = 0.0f;
+        for (int d = 0; d < hd; d++)
+            p->o[g * hd + d] = 0.0f;
+    }
+    float sc[8 * SL_ATTN_TILE];
+    for (int64_t t0 = 0; t0 < n_keys; t0 += SL_ATTN_TILE) {
+        int nt = (int)(n_keys - t0 < SL_ATTN_TILE ? n_keys - t0 : SL_ATTN_TILE);
+        tile_scores_gn(a, t0, nt, sc, GN);
+        float corr[8];
+        AT_UNROLL
+        for (int g = 0; g < GN; g++) {
+            float *s = sc + g * SL_ATTN_TILE, mx = p->m[g];
+            for (int j = 0; j < nt; j++)
+                mx = s[j] > mx ? s[j] : mx;
+            corr[g] = p->m[g] == -INFINITY ? 0.0f : expf(p->m[g] - mx);
+            p->l[g] = p->l[g] * corr[g] + tile_exp(s, nt, mx);
+            p->m[g] = mx;
+        }
+        tile_values_gn(a, t0, nt, sc, corr, p->o, GN);
+    }
+}
+
+static void span_g1(const sl_attn_f32 *a, int64_t n, sl_attn_part *p) { span_gn(a, n, p, 1); }
+static void span_g2(const sl_attn_f32 *a, int64_t n, sl_attn_part *p) { span_gn(a, n, p, 2); }
+static void span_g4(const sl_attn_f32 *a, int64_t n, sl_attn_part *p) { span_gn(a, n, p, 4); }
+static void span_g8(const sl_attn_f32 *a, int64_t n, sl_attn_part *p) { span_gn(a, n, p, 8); }
+
+void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
+{
+    switch (a->n_group) {
+    case 1: span_g1(a, n_keys, p); break;
+    case 2: span_g2(a, n_keys, p); break;
+    case 4: span_g4(a, n_keys, p); break;
+    case 8: span_g8(a, n_keys, p); break;
+    default: span_any(a, n_keys, p); break;
     }
 }

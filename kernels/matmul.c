@@ -300,18 +300,61 @@ static void quantize_range(void *arg, int64_t t0, int64_t t1)
         sl_q8act_quantize(q->a, t, q->x + t * q->n_in);
 }
 
+/* The calling thread's buffer for quantised activations, kept between
+ * calls and grown to the largest seen (a prefill batch's widest input:
+ * ~7 MB for 512 tokens of 6912). Allocated per call, a prefill's buffers
+ * came back from the allocator as fresh pages each time, and the first
+ * writes to them (page faults, in a VM exits to the hypervisor) cost as
+ * much as a third of the matmuls' time. Freed when the thread ends. */
+typedef struct q8_scratch {
+    void *mem;
+    size_t bytes;
+} q8_scratch;
+
+static pthread_key_t q8_key;
+static pthread_once_t q8_once = PTHREAD_ONCE_INIT;
+
+static void q8_scratch_free(void *p)
+{
+    q8_scratch *s = p;
+    free(s->mem);
+    free(s);
+}
+
+static void q8_key_make(void)
+{
+    if (pthread_key_create(&q8_key, q8_scratch_free))
+        abort(); /* out of keys at start-up: nothing sensible is left to do */
+}
+
+static void *q8_scratch_get(size_t bytes)
+{
+    pthread_once(&q8_once, q8_key_make);
+    q8_scratch *s = pthread_getspecific(q8_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(q8_key, s))
+            abort();
+    }
+    if (s->bytes < bytes) {
+        free(s->mem);
+        s->mem = malloc(bytes);
+        if (!s->mem)
+            abort(); /* a few KB per token: nothing sensible is left to do */
+        s->bytes = bytes;
+    }
+    return s->mem;
+}
+
 /* The activations' other forms, made once for all jobs (a token's bytes do
- * not depend on its batch): quantised into *a (memory in *q8_mem), rounded
- * to bf16 into *xb and *xpairs. Jobs of BF16 weights are pointed at *xb. */
+ * not depend on its batch): quantised into *a (the thread's scratch),
+ * rounded to bf16 into *xb and *xpairs. Jobs of BF16 weights are pointed at
+ * *xb. */
 static void prepare_acts(const needs *nd, plan *pl, int n_jobs, int64_t n_in, const float *x,
-                         int64_t n_tok, sl_q8act *a, void **q8_mem, float **xb,
-                         uint32_t **xpairs)
+                         int64_t n_tok, sl_q8act *a, float **xb, uint32_t **xpairs)
 {
     if (nd->q8) {
-        *q8_mem = malloc(sl_q8act_bytes(n_tok, n_in));
-        if (!*q8_mem)
-            abort(); /* a few KB per token: nothing sensible is left to do */
-        sl_q8act_init(a, *q8_mem, n_tok, n_in);
+        sl_q8act_init(a, q8_scratch_get(sl_q8act_bytes(n_tok, n_in)), n_tok, n_in);
         q8_args q = {a, x, n_in};
         sl_pool_for(n_tok, act_grain(n_tok, n_in), quantize_range, &q);
     }
@@ -365,11 +408,10 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     }
     plan pl[MAX_JOBS];
     needs nd = plan_jobs(pl, jobs, n_jobs, n_in, x, n_tok, ref);
-    void *q8_mem = NULL;
     sl_q8act a = {0};
     float *xb = NULL;
     uint32_t *xpairs = NULL;
-    prepare_acts(&nd, pl, n_jobs, n_in, x, n_tok, &a, &q8_mem, &xb, &xpairs);
+    prepare_acts(&nd, pl, n_jobs, n_in, x, n_tok, &a, &xb, &xpairs);
     bool team = nd.n_chunks > 1 && nd.macs >= PARALLEL_MIN_MACS;
     int64_t tb = token_block(n_in, nd.q8);
     /* Outputs of different units never overlap: a thread moves on to the
@@ -377,7 +419,6 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     jobs_args ja = {pl, n_jobs, n_in, n_tok, tb, nd.n_chunks, &a, xpairs};
     int64_t units = (n_tok + tb - 1) / tb * nd.n_chunks;
     sl_pool_for(units, team ? 1 : units, jobs_range, &ja);
-    free(q8_mem);
     free(xb);
     free(xpairs);
 }
