@@ -26,6 +26,11 @@
  * a probe then only re-measures the costs, and a draft model's probe also
  * has to bring its cache up to date over every step since the last. */
 #define SPA_GAP_COST_BOUND 1024
+/* Most of plain decoding's time that probes may cost where they are dear
+ * (a draft model's catch-up, spa_observe_probe): their gap is at least
+ * (t_probe + a drafted token's cost) / (SPA_PROBE_SHARE * t_plain) steps,
+ * up to SPA_GAP_COST_BOUND. */
+#define SPA_PROBE_SHARE 0.01
 /* While drafting, one plain step in this many keeps t_plain current (the
  * step time grows with the context); one in SPA_REFRESH_EARLY while fewer
  * than SPA_PLAIN_SETTLED plain steps are behind it. */
@@ -62,6 +67,7 @@ void spa_init_from(spa_ctl *c, const spa_ctl *prior)
     c->alpha = prior->alpha;
     c->t_plain = prior->t_plain;
     c->t_token = prior->t_token;
+    c->t_probe = prior->t_probe;
     /* a few observations' weight: the new request's own steps soon rule */
     c->n_plain = prior->n_plain < 4 ? prior->n_plain : 4;
     c->n_spec = prior->n_spec < 4 ? prior->n_spec : 4;
@@ -208,6 +214,45 @@ void spa_observe_accept(spa_ctl *c, int drafted, int accepted)
         c->n_alpha++;
         fade(&c->alpha, i < accepted ? 1.0 : 0.0, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
     }
+}
+
+void spa_observe_alpha(spa_ctl *c, int n, int hits)
+{
+    if (n <= 0)
+        return;
+    if (hits < 0)
+        hits = 0;
+    if (hits > n)
+        hits = n;
+    /* hits spread evenly: the fading mean does not favour either kind */
+    for (int i = 0; i < n; i++) {
+        bool hit = (long)(i + 1) * hits / n > (long)i * hits / n;
+        c->n_alpha++;
+        fade(&c->alpha, hit ? 1.0 : 0.0, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
+    }
+}
+
+void spa_observe_probe(spa_ctl *c, double extra_s)
+{
+    if (!(extra_s >= 0.0))
+        return;
+    c->t_probe = c->t_probe > 0.0 ? 0.5 * (c->t_probe + extra_s) : extra_s;
+    if (c->drafting || c->t_plain <= 0.0)
+        return;
+    double gap = (c->t_probe + SPA_PROBE_K * token_cost(c)) / (SPA_PROBE_SHARE * c->t_plain);
+    if (gap > SPA_GAP_COST_BOUND)
+        gap = SPA_GAP_COST_BOUND;
+    if (c->gap < (int)(gap + 0.5))
+        c->gap = (int)(gap + 0.5);
+}
+
+int spa_cache_offset(int n_text, int cached, int off, bool drafting, int window)
+{
+    if (drafting || window <= 0)
+        return 0;
+    if (n_text - cached <= window)
+        return off;
+    return n_text - window;
 }
 
 void spa_observe(spa_ctl *c, int drafted, int accepted, double step_s)
