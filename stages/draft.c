@@ -46,10 +46,12 @@
  * the probes paid on every plain step however rare they were. */
 #define DRAFT_WINDOW 32
 /* Of the rows a probe's catch-up evaluates, the last SHADOW_ROWS (at most
- * half) also give logits: whether the draft model would have proposed the
- * token that followed is its acceptance on greedy requests, measured
- * without drafting (spa_observe_alpha). One drafted token a probe could
- * not tell a pair accepting 40% from one accepting 80%. */
+ * half, and only those followed by generated tokens: a draft agrees with
+ * the target's own text far more than with a prompt) also give logits:
+ * whether the draft model would have proposed the token that followed is
+ * its acceptance on greedy requests, measured without drafting
+ * (spa_observe_alpha). One drafted token a probe could not tell a pair
+ * accepting 40% from one accepting 80%. */
 #define SHADOW_ROWS 16
 
 typedef struct dreq {
@@ -59,6 +61,7 @@ typedef struct dreq {
     int kv_off;             /* the cache's rows 1.. hold text kv_off+1.. (row 0 text 0): a probe's window */
     int32_t *hist;          /* accepted text: positions 0..n_hist-1 */
     int n_hist, cap;
+    int n_prompt;           /* text before its first generated token (0: not known yet) */
     sl_sampler *sampler;    /* the request's transforms (temperature, top-k, ...) */
     sl_rng rng;             /* draws of drafted tokens */
     bool sampled;           /* temperature > 0: q travels with the drafts */
@@ -347,6 +350,8 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
     int shadow = probing && long_catch_up && !r->sampled ? (todo - 1) / 2 : 0;
     if (shadow > SHADOW_ROWS)
         shadow = SHADOW_ROWS;
+    if (shadow > r->n_hist - r->n_prompt)
+        shadow = r->n_prompt > 0 ? r->n_hist - r->n_prompt : 0;
     while (t < r->n_hist) {
         int n = 0;
         for (; n < ds->max_batch && t < r->n_hist; n++) {
@@ -532,6 +537,8 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
     if (!r->broken && hist_push(r, rows->tok + i0, (int)(i1 - i0)))
         return sl_fail(why, "out of memory");
     bool wanted = rows->b.flags[i1 - 1] & 1;
+    if (wanted && r->n_prompt == 0)
+        r->n_prompt = r->n_hist;
     int k = 0, last_pos = rows->b.pos[i1 - 1];
     r->observe = false;
     if (wanted && !r->broken && (ds->lookup || r->sampler)) {
@@ -885,5 +892,18 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
         !ds->probs || !ds->o_req || !ds->o_seq || !ds->o_pos || !ds->o_tok || !ds->o_draft ||
         !ds->o_flags || !ds->o_qsrc || !ds->wanted)
         return sl_fail(err, "out of memory");
+    if (ds->model) {
+        /* one row through the draft model now: its first use (page faults,
+         * cold caches: 2x the steady cost on the tiny pair) is not a
+         * request's first probe, whose cost spaces the probes after it */
+        ds->tok[0] = 0;
+        ds->seq[0] = 0;
+        ds->pos[0] = 0;
+        int want = 0;
+        if (eval_rows(ds, 1, &want, 1, err))
+            return -1;
+        sl_kv_truncate(ds->kv, 0, 0);
+        ds->draft_s = 0.0;
+    }
     return 0;
 }
