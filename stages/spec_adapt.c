@@ -29,8 +29,14 @@
 /* Most of plain decoding's time that probes may cost where they are dear
  * (a draft model's catch-up, spa_observe_probe): their gap is at least
  * (t_probe + a drafted token's cost) / (SPA_PROBE_SHARE * t_plain) steps,
- * up to SPA_GAP_COST_BOUND. */
+ * up to SPA_GAP_COST_BOUND; but while fewer than SPA_COST_SETTLED probes
+ * have measured a drafted token's cost and drafting is predicted within
+ * SPA_CLOSE of plain decoding, the gaps double from SPA_GAP_MIN as
+ * elsewhere: one step's noise in the first probe (a drafted token measured
+ * at 1.6x its cost) hid a pair that gains 1.25x for 700 steps. */
 #define SPA_PROBE_SHARE 0.01
+#define SPA_COST_SETTLED 4
+#define SPA_CLOSE 0.9
 /* While drafting, one plain step in this many keeps t_plain current (the
  * step time grows with the context); one in SPA_REFRESH_EARLY while fewer
  * than SPA_PLAIN_SETTLED plain steps are behind it. */
@@ -118,11 +124,32 @@ static bool could_pay(const spa_ctl *c)
     return gain > SPA_ENTER;
 }
 
+/* The least gap between dear probes (spa_observe_probe), or 0. */
+static int cost_gap(const spa_ctl *c)
+{
+    if (c->t_probe <= 0.0 || c->t_plain <= 0.0)
+        return 0;
+    if (c->n_spec < SPA_COST_SETTLED) {
+        double best = 0.0;
+        for (int k = 1; k <= c->k_max; k++) {
+            double g = spa_gain(c, k);
+            best = g > best ? g : best;
+        }
+        if (best >= SPA_CLOSE)
+            return 0;
+    }
+    double gap = (c->t_probe + SPA_PROBE_K * token_cost(c)) / (SPA_PROBE_SHARE * c->t_plain);
+    return gap < SPA_GAP_COST_BOUND ? (int)(gap + 0.5) : SPA_GAP_COST_BOUND;
+}
+
 /* Not drafting: plain steps, and every gap steps a probe. */
 static int next_plain(spa_ctl *c)
 {
     if (!could_pay(c) && c->gap < SPA_GAP_COST_BOUND)
         c->gap = SPA_GAP_COST_BOUND;
+    int least = cost_gap(c);
+    if (c->gap < least)
+        c->gap = least;
     if (++c->since < c->gap)
         return 0;
     c->since = 0;
@@ -237,13 +264,6 @@ void spa_observe_probe(spa_ctl *c, double extra_s)
     if (!(extra_s >= 0.0))
         return;
     c->t_probe = c->t_probe > 0.0 ? 0.5 * (c->t_probe + extra_s) : extra_s;
-    if (c->drafting || c->t_plain <= 0.0)
-        return;
-    double gap = (c->t_probe + SPA_PROBE_K * token_cost(c)) / (SPA_PROBE_SHARE * c->t_plain);
-    if (gap > SPA_GAP_COST_BOUND)
-        gap = SPA_GAP_COST_BOUND;
-    if (c->gap < (int)(gap + 0.5))
-        c->gap = (int)(gap + 0.5);
 }
 
 int spa_cache_offset(int n_text, int cached, int off, bool drafting, int window)

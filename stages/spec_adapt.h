@@ -71,9 +71,9 @@ void spa_observe_accept(spa_ctl *c, int drafted, int accepted);
 void spa_observe_alpha(spa_ctl *c, int n, int hits);
 
 /* What a probe costs beyond its step (seconds): a draft model must bring
- * its cache up to date first. Probes then come far enough apart that they
- * cost at most SPA_PROBE_SHARE of plain decoding (stages/spec_adapt.c);
- * the gap already set is raised at once. */
+ * its cache up to date first. Once the costs are known (or drafting is
+ * clearly far from paying) probes come far enough apart that they cost at
+ * most SPA_PROBE_SHARE of plain decoding (stages/spec_adapt.c). */
 void spa_observe_probe(spa_ctl *c, double extra_s);
 
 /* A draft model's cache for a request holds its text's first token at

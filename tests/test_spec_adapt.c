@@ -321,24 +321,42 @@ static void test_shadow_and_probe(void)
     CHECK(c.alpha < 0.01);
 
     spa_init(&c, 8);
-    spa_observe_probe(&c, 0.001); /* no plain step measured yet: kept, no gap */
-    CHECK(c.gap == 8 && c.t_probe == 0.001);
-    for (int i = 0; i < 12; i++)
+    spa_observe_probe(&c, 0.001); /* kept; nothing measured yet: no gap */
+    CHECK(c.t_probe == 0.001);
+    for (int i = 0; i < 10; i++) /* two cold steps, eight measured */
         spa_observe(&c, 0, 0, 0.01);
-    spa_observe(&c, 1, 0, 0.015); /* a drafted token adds half a step */
-    spa_observe_probe(&c, 0.001); /* catch-up (mean 0.001) and verification: 0.6 of a step, 1%: 60 steps */
+    CHECK(spa_next_k(&c) == 1); /* the first probe */
+    spa_observe(&c, 1, 0, 0.015); /* a drafted token adds half a step, rejected */
+    spa_observe_alpha(&c, 16, 2);  /* drafting is far from paying */
+    CHECK(spa_next_k(&c) == 0);
+    /* catch-up (0.001) and verification: 0.6 of a step, 1%: 60 steps */
     CHECKF(c.gap == 60, "gap %d", c.gap);
     spa_observe_probe(&c, 0.5);
+    CHECK(spa_next_k(&c) == 0);
     CHECKF(c.gap == 1024, "gap %d (the cost bound)", c.gap);
     spa_observe_probe(&c, -1.0);
     CHECK(c.t_probe > 0.2 && c.t_probe < 0.3);
     spa_ctl fresh;
     spa_init_from(&fresh, &c);
     CHECK(fresh.t_probe == c.t_probe && fresh.gap == 8);
-    c.drafting = true;
-    c.gap = 8;
-    spa_observe_probe(&c, 0.5);
-    CHECK(c.gap == 8);
+
+    /* close to paying after one probe: its cost may be noise; the gaps
+     * double as usual until four probes have measured it */
+    spa_init(&c, 8);
+    for (int i = 0; i < 10; i++)
+        spa_observe(&c, 0, 0, 0.01);
+    CHECK(spa_next_k(&c) == 1);
+    spa_observe(&c, 1, 1, 0.018);
+    spa_observe_alpha(&c, 16, 13);
+    spa_observe_probe(&c, 0.01);
+    CHECK(spa_next_k(&c) == 0 && !c.drafting);
+    CHECKF(c.gap == 8, "gap %d", c.gap);
+    while (c.n_spec < 4) {
+        int k = spa_next_k(&c);
+        spa_observe(&c, k, k > 0 ? 0 : 0, k > 0 ? 0.018 : 0.01);
+    }
+    spa_next_k(&c);
+    CHECKF(c.gap > 100, "gap %d after four probes", c.gap);
 }
 
 /* Where a draft model's cache starts: the whole text while drafting;
