@@ -23,8 +23,8 @@
 #define SPA_GAP_MAX 128
 /* Plain steps between probes when drafting could not pay even if every
  * drafted token were accepted (a drafted token costs about a plain step):
- * a probe then only re-measures the costs, and a draft model's probe also
- * has to bring its cache up to date over every step since the last. */
+ * a probe then only re-measures the costs (and a draft model's probe first
+ * rebuilds a window of its cache: stages/draft.c). */
 #define SPA_GAP_COST_BOUND 1024
 /* Most of plain decoding's time that probes may cost where they are dear
  * (a draft model's catch-up, spa_observe_probe): their gap is at least
