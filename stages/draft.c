@@ -38,13 +38,30 @@
 
 #define LOOKUP_NGRAM_MIN 1
 #define LOOKUP_NGRAM_MAX 4
+/* A draft model's probe after a long run of plain steps (adaptive k, not
+ * drafting) rebuilds the request's cache from the text's first token and
+ * its last DRAFT_WINDOW - 1 instead of catching up on every step since
+ * the last probe (stages/spec_adapt.h, spa_cache_offset): its prefill of
+ * a token costs about a tenth of a target step on the tiny pair, which
+ * the probes paid on every plain step however rare they were. */
+#define DRAFT_WINDOW 32
+/* Of the rows a probe's catch-up evaluates, the last SHADOW_ROWS (at most
+ * half, and only those followed by generated tokens: a draft agrees with
+ * the target's own text far more than with a prompt) also give logits:
+ * whether the draft model would have proposed the token that followed is
+ * its acceptance on greedy requests, measured without drafting
+ * (spa_observe_alpha). One drafted token a probe could not tell a pair
+ * accepting 40% from one accepting 80%. */
+#define SHADOW_ROWS 16
 
 typedef struct dreq {
     sl_reqtab_key key;      /* first: the table's */
     bool broken;            /* lost track of the text: drafts nothing more */
     int seq;                /* KV slot (the driver's) */
+    int kv_off;             /* the cache's rows 1.. hold text kv_off+1.. (row 0 text 0): a probe's window */
     int32_t *hist;          /* accepted text: positions 0..n_hist-1 */
     int n_hist, cap;
+    int n_prompt;           /* text before its first generated token (0: not known yet) */
     sl_sampler *sampler;    /* the request's transforms (temperature, top-k, ...) */
     sl_rng rng;             /* draws of drafted tokens */
     bool sampled;           /* temperature > 0: q travels with the drafts */
@@ -161,6 +178,10 @@ static void park_req(draft_stage *ds, uint64_t id)
         return; /* drop_req clears its rows */
     if (!ds->parked && !(ds->parked = calloc((size_t)ds->max_seqs, sizeof *ds->parked)))
         return;
+    if (ds->kv && r->kv_off > 0) { /* a probe's window is not the slot's prefix */
+        sl_kv_clear(ds->kv, r->seq);
+        r->kv_off = 0;
+    }
     if (r->base >= 0 && r->n_hist == r->base + 1 && hist_push(r, r->drafted, r->k))
         return;
     dpark *pk = &ds->parked[r->seq];
@@ -187,6 +208,7 @@ static void adopt_slot(draft_stage *ds, dreq *r, int seq, int pos)
     else if (ds->kv)
         sl_kv_clear(ds->kv, seq); /* whatever the slot held is stale */
     r->seq = seq;
+    r->kv_off = 0;
 }
 
 static void forget_parked(draft_stage *ds, const pl_msg *in)
@@ -271,33 +293,87 @@ static int32_t draft_pick(draft_stage *ds, dreq *r, float *logits, float *q)
     return sl_spec_sample_dense(q, ds->n_vocab, &r->rng);
 }
 
-/* Brings a request's cache up to all of its text (hist[kv_len..n_hist))
- * and leaves the last row's logits in ds->logits. Long catch-ups (a
- * prompt) go in chunks. */
-static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
+/* Tokens of r's text its cache holds: rows 0..len-1 hold text 0 and
+ * kv_off+1..kv_off+len-1 (the offset is 0 whenever the cache is empty). */
+static int cached_text(const draft_stage *ds, const dreq *r)
 {
     int len = sl_kv_len(ds->kv, r->seq);
-    if (len >= r->n_hist) { /* nothing new: re-evaluate the last token */
-        sl_kv_truncate(ds->kv, r->seq, r->n_hist - 1);
-        len = r->n_hist - 1;
+    return len > 0 ? len + r->kv_off : 0;
+}
+
+/* Cuts r's cache to its text's first n tokens; a window cut before its
+ * first token empties the cache. */
+static void cache_cut(draft_stage *ds, dreq *r, int n)
+{
+    if (r->kv_off > 0 && n - r->kv_off < 1) {
+        sl_kv_truncate(ds->kv, r->seq, 0);
+        r->kv_off = 0;
+        return;
     }
+    sl_kv_truncate(ds->kv, r->seq, n - r->kv_off);
+}
+
+/* Counts the rows of a catch-up whose logits (ds->logits, n_want rows,
+ * the last the text's last token) predict the token the next row holds,
+ * and leaves the last row's logits first in ds->logits. */
+static int shadow_hits(draft_stage *ds, const int *want, int n_want)
+{
+    size_t v = (size_t)ds->n_vocab;
+    int hits = 0;
+    for (int i = 0; i + 1 < n_want; i++)
+        hits += sl_argmax(ds->logits + (size_t)i * v, ds->n_vocab) == ds->tok[want[i] + 1];
+    if (n_want > 1)
+        memmove(ds->logits, ds->logits + (size_t)(n_want - 1) * v, v * sizeof(float));
+    return hits;
+}
+
+/* Brings a request's cache up to all of its text (or a probe's window of
+ * it: spa_cache_offset) and leaves the last row's logits in ds->logits.
+ * Long catch-ups (a prompt) go in chunks. A probe's long catch-up also
+ * measures the draft's acceptance on the text (greedy requests) and tells
+ * the controller what a probe costs. */
+static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
+{
+    bool probing = ds->auto_k && !r->spa.drafting;
+    int off = spa_cache_offset(r->n_hist, cached_text(ds, r), r->kv_off, !probing, DRAFT_WINDOW);
+    if (off != r->kv_off) { /* rebuilt (kept, not cleared: its pages are reused at once) */
+        sl_kv_truncate(ds->kv, r->seq, 0);
+        r->kv_off = off;
+    }
+    if (cached_text(ds, r) >= r->n_hist) /* nothing new: re-evaluate the last token */
+        cache_cut(ds, r, r->n_hist - 1);
+    int t = cached_text(ds, r); /* the next token of the text to evaluate */
+    int todo = t == 0 && r->kv_off > 0 ? r->n_hist - r->kv_off : r->n_hist - t;
     /* a step's own catch-up is a token or two; more follows plain steps */
     double draft_before = ds->draft_s;
-    bool long_catch_up = r->n_hist - len > 2;
-    while (len < r->n_hist) {
-        int n = r->n_hist - len < ds->max_batch ? r->n_hist - len : ds->max_batch;
-        for (int i = 0; i < n; i++) {
-            ds->tok[i] = r->hist[len + i];
-            ds->seq[i] = r->seq;
-            ds->pos[i] = len + i;
+    bool long_catch_up = todo > 2;
+    int shadow = probing && long_catch_up && !r->sampled ? (todo - 1) / 2 : 0;
+    if (shadow > SHADOW_ROWS)
+        shadow = SHADOW_ROWS;
+    if (shadow > r->n_hist - r->n_prompt)
+        shadow = r->n_prompt > 0 ? r->n_hist - r->n_prompt : 0;
+    while (t < r->n_hist) {
+        int n = 0;
+        for (; n < ds->max_batch && t < r->n_hist; n++) {
+            ds->tok[n] = r->hist[t];
+            ds->seq[n] = r->seq;
+            ds->pos[n] = t == 0 ? 0 : t - r->kv_off;
+            t = t == 0 && r->kv_off > 0 ? r->kv_off + 1 : t + 1;
         }
-        int want = n - 1;
-        if (eval_rows(ds, n, &want, 1, err))
+        int h = t < r->n_hist ? 0 : shadow < n - 1 ? shadow : n - 1;
+        int want[SHADOW_ROWS + 1];
+        for (int i = 0; i <= h; i++)
+            want[i] = n - 1 - h + i;
+        if (eval_rows(ds, n, want, h + 1, err))
             return -1;
-        len += n;
+        int hits = shadow_hits(ds, want, h + 1);
+        if (h > 0)
+            spa_observe_alpha(&r->spa, h, hits);
     }
     if (long_catch_up)
         ds->catch_up_s += ds->draft_s - draft_before;
+    if (long_catch_up && probing) /* the next probe's: a window's worth */
+        spa_observe_probe(&r->spa, (ds->draft_s - draft_before) / todo * DRAFT_WINDOW);
     return 0;
 }
 
@@ -313,7 +389,7 @@ static int draft_model_block(draft_stage *ds, dreq *r, int k, int32_t *out, floa
     for (int j = 1; j < k; j++) {
         ds->tok[0] = out[j - 1];
         ds->seq[0] = r->seq;
-        ds->pos[0] = r->n_hist + j - 1;
+        ds->pos[0] = r->n_hist + j - 1 - r->kv_off;
         int want = 0;
         if (eval_rows(ds, 1, &want, 1, err))
             return -1;
@@ -364,8 +440,8 @@ static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
     r->ahead = false;
     if (!r->broken && r->n_hist != pos)
         r->broken = true;
-    if (ds->kv && r->seq >= 0 && !ahead_ok && sl_kv_len(ds->kv, r->seq) > pos)
-        sl_kv_truncate(ds->kv, r->seq, pos);
+    if (ds->kv && r->seq >= 0 && !ahead_ok && cached_text(ds, r) > pos)
+        cache_cut(ds, r, pos);
     return ahead_ok;
 }
 
@@ -383,7 +459,7 @@ static int propose(draft_stage *ds, dreq *r, int k, bool ahead_ok, sl_err *err)
         if (r->sampled)
             memcpy(r->q, r->ahead_q, (size_t)n * ds->n_vocab * sizeof(float));
         /* the cache holds the text and ahead_k - 1 drafted tokens */
-        sl_kv_truncate(ds->kv, r->seq, r->n_hist + n - 1);
+        cache_cut(ds, r, r->n_hist + n - 1);
         return n;
     }
     if (draft_model_block(ds, r, k, r->drafted, r->sampled ? r->q : NULL, err))
@@ -461,6 +537,8 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
     if (!r->broken && hist_push(r, rows->tok + i0, (int)(i1 - i0)))
         return sl_fail(why, "out of memory");
     bool wanted = rows->b.flags[i1 - 1] & 1;
+    if (wanted && r->n_prompt == 0)
+        r->n_prompt = r->n_hist;
     int k = 0, last_pos = rows->b.pos[i1 - 1];
     r->observe = false;
     if (wanted && !r->broken && (ds->lookup || r->sampler)) {
@@ -679,21 +757,21 @@ static int draft_idle(sl_stage *s)
         sl_err why;
         ds->tok[0] = r->drafted[k - 1];
         ds->seq[0] = r->seq;
-        ds->pos[0] = r->base + k;
+        ds->pos[0] = r->base + k - r->kv_off;
         int want = 0;
         if (eval_rows(ds, 1, &want, 1, &why))
             return 1;
         float *gq = r->sampled ? r->ahead_q : NULL; /* scratch for the guess's q */
         r->guess = draft_pick(ds, r, ds->logits, gq);
         ds->tok[0] = r->guess;
-        ds->pos[0] = r->base + k + 1;
+        ds->pos[0] = r->base + k + 1 - r->kv_off;
         if (eval_rows(ds, 1, &want, 1, &why))
             return 1;
         size_t v = (size_t)ds->n_vocab;
         r->ahead_tok[0] = draft_pick(ds, r, ds->logits, gq);
         for (int j = 1; j < k; j++) {
             ds->tok[0] = r->ahead_tok[j - 1];
-            ds->pos[0] = r->base + k + 1 + j;
+            ds->pos[0] = r->base + k + 1 + j - r->kv_off;
             if (eval_rows(ds, 1, &want, 1, &why))
                 return 1;
             r->ahead_tok[j] = draft_pick(ds, r, ds->logits, gq ? gq + (size_t)j * v : NULL);
@@ -796,7 +874,7 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     int no_table = sl_reqtab_init(&ds->reqs, sizeof(dreq), ds->max_seqs);
     size_t rows = (size_t)ds->max_batch + 1, v = (size_t)ds->n_vocab;
     ds->x = malloc(rows * (size_t)(ds->d_model + 1) * sizeof(float));
-    ds->logits = malloc(v * sizeof(float));
+    ds->logits = malloc((SHADOW_ROWS + 1) * v * sizeof(float)); /* a probe's rows (catch_up) */
     ds->tok = malloc(rows * sizeof(int32_t));
     ds->seq = malloc(rows * sizeof(int32_t));
     ds->pos = malloc(rows * sizeof(int32_t));
@@ -814,5 +892,18 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
         !ds->probs || !ds->o_req || !ds->o_seq || !ds->o_pos || !ds->o_tok || !ds->o_draft ||
         !ds->o_flags || !ds->o_qsrc || !ds->wanted)
         return sl_fail(err, "out of memory");
+    if (ds->model) {
+        /* one row through the draft model now: its first use (page faults,
+         * cold caches: 2x the steady cost on the tiny pair) is not a
+         * request's first probe, whose cost spaces the probes after it */
+        ds->tok[0] = 0;
+        ds->seq[0] = 0;
+        ds->pos[0] = 0;
+        int want = 0;
+        if (eval_rows(ds, 1, &want, 1, err))
+            return -1;
+        sl_kv_truncate(ds->kv, 0, 0);
+        ds->draft_s = 0.0;
+    }
     return 0;
 }

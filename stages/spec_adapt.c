@@ -23,9 +23,20 @@
 #define SPA_GAP_MAX 128
 /* Plain steps between probes when drafting could not pay even if every
  * drafted token were accepted (a drafted token costs about a plain step):
- * a probe then only re-measures the costs, and a draft model's probe also
- * has to bring its cache up to date over every step since the last. */
+ * a probe then only re-measures the costs (and a draft model's probe first
+ * rebuilds a window of its cache: stages/draft.c). */
 #define SPA_GAP_COST_BOUND 1024
+/* Most of plain decoding's time that probes may cost where they are dear
+ * (a draft model's catch-up, spa_observe_probe): their gap is at least
+ * (t_probe + a drafted token's cost) / (SPA_PROBE_SHARE * t_plain) steps,
+ * up to SPA_GAP_COST_BOUND; but while fewer than SPA_COST_SETTLED probes
+ * have measured a drafted token's cost and drafting is predicted within
+ * SPA_CLOSE of plain decoding, the gaps double from SPA_GAP_MIN as
+ * elsewhere: one step's noise in the first probe (a drafted token measured
+ * at 1.6x its cost) hid a pair that gains 1.25x for 700 steps. */
+#define SPA_PROBE_SHARE 0.01
+#define SPA_COST_SETTLED 4
+#define SPA_CLOSE 0.9
 /* While drafting, one plain step in this many keeps t_plain current (the
  * step time grows with the context); one in SPA_REFRESH_EARLY while fewer
  * than SPA_PLAIN_SETTLED plain steps are behind it. */
@@ -62,6 +73,7 @@ void spa_init_from(spa_ctl *c, const spa_ctl *prior)
     c->alpha = prior->alpha;
     c->t_plain = prior->t_plain;
     c->t_token = prior->t_token;
+    c->t_probe = prior->t_probe;
     /* a few observations' weight: the new request's own steps soon rule */
     c->n_plain = prior->n_plain < 4 ? prior->n_plain : 4;
     c->n_spec = prior->n_spec < 4 ? prior->n_spec : 4;
@@ -112,11 +124,32 @@ static bool could_pay(const spa_ctl *c)
     return gain > SPA_ENTER;
 }
 
+/* The least gap between dear probes (spa_observe_probe), or 0. */
+static int cost_gap(const spa_ctl *c)
+{
+    if (c->t_probe <= 0.0 || c->t_plain <= 0.0)
+        return 0;
+    if (c->n_spec < SPA_COST_SETTLED) {
+        double best = 0.0;
+        for (int k = 1; k <= c->k_max; k++) {
+            double g = spa_gain(c, k);
+            best = g > best ? g : best;
+        }
+        if (best >= SPA_CLOSE)
+            return 0;
+    }
+    double gap = (c->t_probe + SPA_PROBE_K * token_cost(c)) / (SPA_PROBE_SHARE * c->t_plain);
+    return gap < SPA_GAP_COST_BOUND ? (int)(gap + 0.5) : SPA_GAP_COST_BOUND;
+}
+
 /* Not drafting: plain steps, and every gap steps a probe. */
 static int next_plain(spa_ctl *c)
 {
     if (!could_pay(c) && c->gap < SPA_GAP_COST_BOUND)
         c->gap = SPA_GAP_COST_BOUND;
+    int least = cost_gap(c);
+    if (c->gap < least)
+        c->gap = least;
     if (++c->since < c->gap)
         return 0;
     c->since = 0;
@@ -208,6 +241,38 @@ void spa_observe_accept(spa_ctl *c, int drafted, int accepted)
         c->n_alpha++;
         fade(&c->alpha, i < accepted ? 1.0 : 0.0, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
     }
+}
+
+void spa_observe_alpha(spa_ctl *c, int n, int hits)
+{
+    if (n <= 0)
+        return;
+    if (hits < 0)
+        hits = 0;
+    if (hits > n)
+        hits = n;
+    /* hits spread evenly: the fading mean does not favour either kind */
+    for (int i = 0; i < n; i++) {
+        bool hit = (long)(i + 1) * hits / n > (long)i * hits / n;
+        c->n_alpha++;
+        fade(&c->alpha, hit ? 1.0 : 0.0, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
+    }
+}
+
+void spa_observe_probe(spa_ctl *c, double extra_s)
+{
+    if (!(extra_s >= 0.0))
+        return;
+    c->t_probe = c->t_probe > 0.0 ? 0.5 * (c->t_probe + extra_s) : extra_s;
+}
+
+int spa_cache_offset(int n_text, int cached, int off, bool drafting, int window)
+{
+    if (drafting || window <= 0)
+        return 0;
+    if (n_text - cached <= window)
+        return off;
+    return n_text - window;
 }
 
 void spa_observe(spa_ctl *c, int drafted, int accepted, double step_s)

@@ -30,6 +30,8 @@ typedef struct spa_ctl {
     int n_plain, n_spec;/* observations behind t_plain and t_token */
     int cold;           /* first plain steps still to ignore (cold caches) */
     long n_alpha;       /* drafted tokens behind alpha */
+    double t_probe;     /* seconds a probe costs beyond its step: a draft
+                         * model's catch-up (spa_observe_probe); 0 for others */
     /* the schedule */
     bool drafting;      /* drafting pays: every step drafts */
     int gap;            /* plain steps between probes while not drafting */
@@ -60,6 +62,31 @@ void spa_observe(spa_ctl *c, int drafted, int accepted, double step_s);
  * and this stream's acceptance. */
 void spa_observe_cost(spa_ctl *c, int drafted, double step_s);
 void spa_observe_accept(spa_ctl *c, int drafted, int accepted);
+
+/* Acceptance seen without drafting: of n tokens of the text, the drafter
+ * would have proposed hits (a draft model evaluating the text it catches
+ * up on predicts each next token; for greedy decoding that is exactly
+ * whether a drafted token would be accepted). Each counts as a drafted
+ * token's outcome. */
+void spa_observe_alpha(spa_ctl *c, int n, int hits);
+
+/* What a probe costs beyond its step (seconds): a draft model must bring
+ * its cache up to date first. Once the costs are known (or drafting is
+ * clearly far from paying) probes come far enough apart that they cost at
+ * most SPA_PROBE_SHARE of plain decoding (stages/spec_adapt.c). */
+void spa_observe_probe(spa_ctl *c, double extra_s);
+
+/* A draft model's cache for a request holds its text's first token at
+ * position 0 and tokens off+1.. at positions 1.. (off 0: the text as it
+ * is), up to cached tokens of the text (0: empty). Before drafting after a
+ * text of n_text tokens, the offset to use: off itself (catch up on what
+ * is missing), or a new one after which the cache is rebuilt: 0 (all the
+ * text) when drafting (fixed k, or adaptive k while drafting pays: the
+ * drafts see all the context, as without windows), else n_text - window
+ * when catching up would take more than window tokens (a probe after a
+ * long run of plain steps: it needs a fair draft, not all the context,
+ * and costs window tokens however long the run). */
+int spa_cache_offset(int n_text, int cached, int off, bool drafting, int window);
 
 /* Predicted speed of drafting k tokens a step over plain decoding
  * (tokens per second, ratio); 1 for k = 0 or before any measurement. */

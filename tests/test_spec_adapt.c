@@ -223,6 +223,160 @@ static void test_edges(void)
     CHECK(spa_next_k(&fresh) > 0); /* it knows drafting pays: no warm-up */
 }
 
+/* A draft model's probe first brings its cache up to date: catch_tok
+ * seconds a token, over the steps since its cache was last current (at
+ * most a window of 32, as the draft stage rebuilds it), and it sees the
+ * draft's acceptance on 16 tokens of the text (shadow). Plain steps in
+ * between cost nothing extra. */
+typedef struct probe_sim {
+    sim s;
+    double catch_tok;
+    int since_current; /* steps since the draft's cache was current */
+    bool shadow;
+} probe_sim;
+
+static int probe_step(probe_sim *p, spa_ctl *c)
+{
+    bool was_drafting = c->drafting;
+    int k = sim_step(&p->s, c);
+    if (k > 0 && !was_drafting) { /* a probe (or the step drafting starts) */
+        int behind = p->since_current < 32 ? p->since_current : 32;
+        p->s.seconds += p->catch_tok * behind;
+        if (!c->drafting && behind > 2) {
+            spa_observe_probe(c, p->catch_tok * 32);
+            if (p->shadow) {
+                int hits = 0;
+                for (int i = 0; i < 16; i++)
+                    hits += uniform(&p->s) < p->s.alpha;
+                spa_observe_alpha(c, 16, hits);
+            }
+        }
+    }
+    /* drafting keeps it current (its cost is in t_token) */
+    p->since_current = k > 0 || c->drafting ? 1 : p->since_current + 1;
+    return k;
+}
+
+/* The tiny pair's prompt 2: the draft accepts 62% yet a drafted token
+ * adds 0.7 of a step, and its prefill costs 0.13 of a step a token. The
+ * probes' catch-up was ~9% of plain decoding with gaps of 128 steps
+ * (every plain step's token was caught up at the next probe); with
+ * windows and probes paced by their cost (catch-up and verification
+ * within 1% of plain decoding, SPA_PROBE_SHARE) it is within 2% over 400
+ * steps (the first probe comes after 10) and 1.5% over 4000. */
+static void test_probe_cost(void)
+{
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        spa_ctl c;
+        spa_init(&c, 8);
+        probe_sim p = {.s = {.alpha = 0.62, .t_plain = 0.01, .t_token = 0.007, .noise = 0.05, .rng = seed},
+                       .catch_tok = 0.0013, .shadow = true};
+        for (int i = 0; i < 400; i++)
+            probe_step(&p, &c);
+        CHECKF(sim_speedup(&p.s) >= 0.98, "seed %d: %.3fx of plain over 400 steps", (int)seed,
+               sim_speedup(&p.s));
+        CHECK(c.gap >= 100);
+        for (int i = 0; i < 3600; i++)
+            probe_step(&p, &c);
+        CHECKF(sim_speedup(&p.s) >= 0.985, "seed %d: %.3fx of plain over 4000 steps", (int)seed,
+               sim_speedup(&p.s));
+        CHECKF(c.probes >= 4, "seed %d: %ld probes in 4000 steps", (int)seed, c.probes);
+    }
+    /* where drafting pays, the dear probes still find it at once */
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        spa_ctl c;
+        spa_init(&c, 8);
+        probe_sim p = {.s = {.alpha = 0.85, .t_plain = 0.01, .t_token = 0.002, .noise = 0.05, .rng = seed},
+                       .catch_tok = 0.0013, .shadow = true};
+        for (int i = 0; i < 60; i++)
+            probe_step(&p, &c);
+        CHECKF(c.drafting, "seed %d: not drafting after 60 steps", (int)seed);
+        for (int i = 0; i < 340; i++)
+            probe_step(&p, &c);
+        CHECKF(sim_speedup(&p.s) > 1.8, "seed %d: %.2fx of plain", (int)seed, sim_speedup(&p.s));
+    }
+}
+
+/* Shadow acceptance counts as that many drafted tokens' outcomes; a
+ * probe's cost raises the gap at once, never while drafting. */
+static void test_shadow_and_probe(void)
+{
+    spa_ctl c;
+    spa_init(&c, 8);
+    spa_observe_alpha(&c, 16, 12);
+    spa_ctl one;
+    spa_init(&one, 8);
+    for (int i = 0; i < 16; i++) /* the same outcomes (hits spread evenly), one drafted token each */
+        spa_observe_accept(&one, 1, (i + 1) * 12 / 16 > i * 12 / 16);
+    CHECKF(fabs(c.alpha - one.alpha) < 1e-12 && c.alpha > 0.7 && c.alpha < 0.8, "alpha %.3f after 12 of 16",
+           c.alpha);
+    CHECK(c.n_alpha == 16);
+    spa_observe_alpha(&c, 0, 0);
+    spa_observe_alpha(&c, -3, 1);
+    CHECK(c.n_alpha == 16);
+    spa_observe_alpha(&c, 4, 9); /* hits clipped to n */
+    CHECK(c.n_alpha == 20 && c.alpha > 0.75);
+    for (int i = 0; i < 100; i++)
+        spa_observe_alpha(&c, 10, 0);
+    CHECK(c.alpha < 0.01);
+
+    spa_init(&c, 8);
+    spa_observe_probe(&c, 0.001); /* kept; nothing measured yet: no gap */
+    CHECK(c.t_probe == 0.001);
+    for (int i = 0; i < 10; i++) /* two cold steps, eight measured */
+        spa_observe(&c, 0, 0, 0.01);
+    CHECK(spa_next_k(&c) == 1); /* the first probe */
+    spa_observe(&c, 1, 0, 0.015); /* a drafted token adds half a step, rejected */
+    spa_observe_alpha(&c, 16, 2);  /* drafting is far from paying */
+    CHECK(spa_next_k(&c) == 0);
+    /* catch-up (0.001) and verification: 0.6 of a step, 1%: 60 steps */
+    CHECKF(c.gap == 60, "gap %d", c.gap);
+    spa_observe_probe(&c, 0.5);
+    CHECK(spa_next_k(&c) == 0);
+    CHECKF(c.gap == 1024, "gap %d (the cost bound)", c.gap);
+    spa_observe_probe(&c, -1.0);
+    CHECK(c.t_probe > 0.2 && c.t_probe < 0.3);
+    spa_ctl fresh;
+    spa_init_from(&fresh, &c);
+    CHECK(fresh.t_probe == c.t_probe && fresh.gap == 8);
+
+    /* close to paying after one probe: its cost may be noise; the gaps
+     * double as usual until four probes have measured it */
+    spa_init(&c, 8);
+    for (int i = 0; i < 10; i++)
+        spa_observe(&c, 0, 0, 0.01);
+    CHECK(spa_next_k(&c) == 1);
+    spa_observe(&c, 1, 1, 0.018);
+    spa_observe_alpha(&c, 16, 13);
+    spa_observe_probe(&c, 0.01);
+    CHECK(spa_next_k(&c) == 0 && !c.drafting);
+    CHECKF(c.gap == 8, "gap %d", c.gap);
+    while (c.n_spec < 4) {
+        int k = spa_next_k(&c);
+        spa_observe(&c, k, k > 0 ? 0 : 0, k > 0 ? 0.018 : 0.01);
+    }
+    spa_next_k(&c);
+    CHECKF(c.gap > 100, "gap %d after four probes", c.gap);
+}
+
+/* Where a draft model's cache starts: the whole text while drafting;
+ * a probe catches up on at most a window, else rebuilds the last one. */
+static void test_cache_offset(void)
+{
+    CHECK(spa_cache_offset(500, 0, 0, true, 32) == 0);     /* drafting: all the text */
+    CHECK(spa_cache_offset(500, 480, 400, true, 32) == 0); /* drafting after a window: rebuilt whole */
+    CHECK(spa_cache_offset(500, 0, 0, false, 0) == 0);     /* no window */
+    CHECK(spa_cache_offset(20, 0, 0, false, 32) == 0);     /* a short text: all of it */
+    CHECK(spa_cache_offset(32, 0, 0, false, 32) == 0);
+    CHECK(spa_cache_offset(33, 0, 0, false, 32) == 1);     /* text 0, then 2..32: 32 rows */
+    CHECK(spa_cache_offset(500, 0, 0, false, 32) == 468);  /* a long prompt's first probe */
+    CHECK(spa_cache_offset(500, 470, 0, false, 32) == 0);  /* 30 behind: caught up */
+    CHECK(spa_cache_offset(500, 468, 0, false, 32) == 0);  /* 32 behind: still */
+    CHECK(spa_cache_offset(500, 467, 0, false, 32) == 468);
+    CHECK(spa_cache_offset(500, 480, 400, false, 32) == 400); /* the window kept and extended */
+    CHECK(spa_cache_offset(500, 460, 400, false, 32) == 468); /* too far behind: a new one */
+}
+
 int main(void)
 {
     test_never_accepts();
@@ -233,5 +387,8 @@ int main(void)
     test_turns();
     test_stall();
     test_edges();
+    test_probe_cost();
+    test_shadow_and_probe();
+    test_cache_offset();
     return test_finish("test_spec_adapt");
 }
