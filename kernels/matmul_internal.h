@@ -54,7 +54,7 @@ sl_mmq_fn sl_mmq_avx512(sl_type wtype);
 #define SL_R16_Q5_1_BYTES (16 * 2 * 2 + 16 * 16 + 64)
 /* per group of 16 rows and superblock of 256 */
 #define SL_R16_Q4_K_BYTES (16 * 2 * 2 + 16 * 8 * 2 + 16 * 128)
-#define SL_R16_Q6_K_BYTES (16 * 2 + 16 * 16 + 16 * 256) /* quants widened to bytes */
+#define SL_R16_Q6_K_BYTES (16 * 2 + 16 * 16 + 16 * 128 + 16 * 64) /* the file's 210 a row */
 /* Bytes of one group of 16 rows of n_in columns in the packed layout. */
 size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in);
 /* Groups [g0, g1) of 16 rows, every token of a; y points at row 0. */

@@ -22,8 +22,11 @@
  *         k = 0..7 each row's bytes qs[32j + 4k ..] (low nibbles: sub-block
  *         2j, high: 2j + 1)
  *   Q6_K: 16 f16 d, the 16 int8 scales as [scale][row], then for each
- *         dword k = 0..63 of the 256 elements each row's 4 quants widened
- *         to a byte each (0..63). */
+ *         dword m = 0..31 each row's 4 bytes with the low 4 bits of dword
+ *         m's quants in their low nibbles and dword m + 32's in the high
+ *         ones, then for m = 0..15 each row's 4 bytes holding the high 2
+ *         bits of dwords m, m + 16, m + 32, m + 48 (bits 0-1 .. 6-7): the
+ *         file's 210 bytes a row. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -266,9 +269,52 @@ R16_INLINE __m512i r16_q6_corr(const sl_q8act *a, int64_t t, int64_t elem)
     return _mm512_set1_epi32(-32 * a->s16[t * (a->n_in / 16) + elem / 16]);
 }
 
-/* Q6_K with its quants widened to bytes at load (repack.c): each 16-element
- * scale covers 4 dwords; the lane starts at -32 times the activations' sum
- * over those 16, then four dot products. */
+/* The 16 rows' quants (0..63, a byte each) of dword kk of a superblock
+ * whose 4-bit parts start at ql and 2-bit parts at qh; hq = kk / 16. */
+R16_INLINE __m512i r16_q6_quants(const uint8_t *ql, const uint8_t *qh, int kk, const int hq)
+{
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    __m512i v = _mm512_loadu_si512(ql + 64 * (kk % 32));
+    __m512i lo = hq < 2 ? _mm512_and_si512(v, m4) : _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    __m512i h = _mm512_loadu_si512(qh + 64 * (kk % 16));
+    /* bits 2 hq, 2 hq + 1 of each byte to bits 4, 5 (16-bit shifts: what
+     * crosses a byte is masked off) */
+    h = hq < 2 ? _mm512_slli_epi16(h, 4 - 2 * hq) : hq > 2 ? _mm512_srli_epi16(h, 2) : h;
+    return _mm512_ternarylogic_epi32(h, m30, lo, 0xEA); /* (h & 0x30) | lo */
+}
+
+/* Runs 4 hq .. 4 hq + 3 of 16 elements of Q6_K superblock sb (p at its
+ * group data): each run's scale covers 4 dwords; the lane starts at -32
+ * times the activations' sum over those 16, then four dot products. */
+R16_INLINE void q6_K_runs(const uint8_t *p, const sl_q8act *a, int64_t t0, int64_t sb,
+                          __m512 *acc, const int hq, const int T)
+{
+    __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    const uint8_t *sc = p + 32, *ql = p + 288, *qh = p + 288 + 2048;
+    for (int h = 4 * hq; h < 4 * hq + 4; h++) { /* 16-element run h: scale h, block h / 2 */
+        r16_prefetch(p + h * (SL_R16_Q6_K_BYTES / 16), SL_R16_Q6_K_BYTES / 16);
+        __m512i w[4];
+        R16_UNROLL
+        for (int k = 0; k < 4; k++)
+            w[k] = r16_q6_quants(ql, qh, 4 * h + k, hq);
+        __m512 s = _mm512_mul_ps(dv, r16_i8_ps(sc + 16 * h));
+        R16_UNROLL
+        for (int t = 0; t < T; t++) {
+            const int8_t *aq = a->q + (t0 + t) * a->n_in + 256 * sb + 16 * h;
+            __m512i i0 = r16_q6_corr(a, t0 + t, 256 * sb + 16 * h), i1 = _mm512_setzero_si512();
+            i0 = _mm512_dpbusd_epi32(i0, w[0], r16_bcast(aq));
+            i1 = _mm512_dpbusd_epi32(i1, w[1], r16_bcast(aq + 4));
+            i0 = _mm512_dpbusd_epi32(i0, w[2], r16_bcast(aq + 8));
+            i1 = _mm512_dpbusd_epi32(i1, w[3], r16_bcast(aq + 12));
+            __m512 da = _mm512_set1_ps(a->d[(t0 + t) * a->n_blocks + 8 * sb + h / 2]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)),
+                                     _mm512_mul_ps(s, da), acc[t]);
+        }
+    }
+}
+
+/* Q6_K at the file's density, its quants put together per dword in
+ * registers (r16_q6_quants), the runs in order (the float sums' order). */
 R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float *y,
                           int64_t ldy, const int T)
 {
@@ -277,28 +323,10 @@ R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p += SL_R16_Q6_K_BYTES) {
-        __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        const uint8_t *sc = p + 32, *q = p + 288;
-        for (int h = 0; h < 16; h++) { /* 16-element run h: scale h, block h / 2 */
-            r16_prefetch(p + h * (SL_R16_Q6_K_BYTES / 16), SL_R16_Q6_K_BYTES / 16);
-            __m512i w[4];
-            R16_UNROLL
-            for (int k = 0; k < 4; k++)
-                w[k] = _mm512_loadu_si512(q + 64 * (4 * h + k));
-            __m512 s = _mm512_mul_ps(dv, r16_i8_ps(sc + 16 * h));
-            R16_UNROLL
-            for (int t = 0; t < T; t++) {
-                const int8_t *aq = a->q + (t0 + t) * a->n_in + 256 * sb + 16 * h;
-                __m512i i0 = r16_q6_corr(a, t0 + t, 256 * sb + 16 * h), i1 = _mm512_setzero_si512();
-                i0 = _mm512_dpbusd_epi32(i0, w[0], r16_bcast(aq));
-                i1 = _mm512_dpbusd_epi32(i1, w[1], r16_bcast(aq + 4));
-                i0 = _mm512_dpbusd_epi32(i0, w[2], r16_bcast(aq + 8));
-                i1 = _mm512_dpbusd_epi32(i1, w[3], r16_bcast(aq + 12));
-                __m512 da = _mm512_set1_ps(a->d[(t0 + t) * a->n_blocks + 8 * sb + h / 2]);
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)),
-                                         _mm512_mul_ps(s, da), acc[t]);
-            }
-        }
+        q6_K_runs(p, a, t0, sb, acc, 0, T);
+        q6_K_runs(p, a, t0, sb, acc, 1, T);
+        q6_K_runs(p, a, t0, sb, acc, 2, T);
+        q6_K_runs(p, a, t0, sb, acc, 3, T);
     }
     r16_store(y, acc, ldy, T);
 }

@@ -84,10 +84,7 @@ static void pack_q4_K(const sl_block_q4_K *rows, int64_t nsb, uint8_t *out)
     }
 }
 
-/* Q6_K's 6-bit quants widened to a byte each (0..63): a third more bytes to
- * stream, but the kernel then spends one load and one dot product per dword
- * instead of unpacking two bit fields, which is what held it well under
- * the memory roofline. */
+/* Q6_K's 6-bit quants of a superblock in element order (0..63). */
 static void q6_K_quants(const sl_block_q6_K *b, uint8_t q[256])
 {
     for (int n = 0; n < 2; n++)
@@ -110,8 +107,20 @@ static void pack_q6_K(const sl_block_q6_K *rows, int64_t nsb, uint8_t *out)
             for (int i = 0; i < 16; i++)
                 out[32 + 16 * i + r] = (uint8_t)blk->scales[i];
             q6_K_quants(blk, q);
-            for (int k = 0; k < 64; k++)
-                memcpy(out + 288 + 64 * k + 4 * r, q + 4 * k, 4);
+            /* dword m's low 4 bits beside dword m + 32's, as Q4_K's nibbles;
+             * the high 2 bits of dwords m', m' + 16, m' + 32, m' + 48 in
+             * one byte (bits 0-1, 2-3, 4-5, 6-7) */
+            for (int m = 0; m < 32; m++)
+                for (int j = 0; j < 4; j++)
+                    out[288 + 64 * m + 4 * r + j] =
+                        (uint8_t)((q[4 * m + j] & 15) | (q[4 * (m + 32) + j] & 15) << 4);
+            for (int m = 0; m < 16; m++)
+                for (int j = 0; j < 4; j++) {
+                    uint8_t h = 0;
+                    for (int c = 0; c < 4; c++)
+                        h |= (uint8_t)((q[4 * (m + 16 * c) + j] >> 4) << (2 * c));
+                    out[288 + 2048 + 64 * m + 4 * r + j] = h;
+                }
         }
     }
 }

@@ -1,5 +1,6 @@
 #include "model/forward.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +10,21 @@
 #include "kernels/quant.h"
 #include "util/clock.h"
 #include "util/pool.h"
+
+/* RoPE angles of one rotation (base, scale, dims, frequency factors) at
+ * every position of the batch, made by the first layer that rotates so and
+ * read by the others: a token's angles cost a pow, a cos and a sin per pair
+ * of dims (~19 us a layer for Gemma 3's 256), the same in every layer of
+ * one rotation. Gemma 3 has two (local and global layers). */
+#define ROPE_SETS 4
+typedef struct rope_set {
+    float base, scale;
+    int dim;
+    const float *factors;
+    bool ready;   /* holds this batch's angles */
+    float *cs;    /* [T][dim / 2] cosines, then as many sines */
+    int64_t cap;  /* floats */
+} rope_set;
 
 struct sl_fwd {
     const sl_model *m;
@@ -34,6 +50,7 @@ struct sl_fwd {
     int64_t parts_cap;   /* floats */
     int64_t *units;      /* (pair << 20 | span) per unit, then pair offsets */
     int64_t units_cap;
+    rope_set rope[ROPE_SETS];
     /* per-op times, added to when set (sl_fwd_set_times) */
     sl_fwd_times *times;
     /* per-sequence next position, for batch validation */
@@ -98,6 +115,8 @@ void sl_fwd_free(sl_fwd *f)
     free(f->parts);
     free(f->units);
     free(f->next_pos);
+    for (int i = 0; i < ROPE_SETS; i++)
+        free(f->rope[i].cs);
     free(f);
 }
 
@@ -266,7 +285,31 @@ typedef struct qk_args {
     sl_kv *kv;
     const sl_batch *b;
     int il;
+    const rope_set *rs; /* the layer's angles, or NULL: each token makes its own */
+    bool fill;          /* rs is this batch's first use: each token writes its row */
 } qk_args;
+
+/* Token i's angles: from the batch's set, or made into it (fill), or made
+ * into cs/sn when there is no set. */
+static void rope_angles(const qk_args *a, int64_t i, float *cs, float *sn, const float **c_out,
+                        const float **s_out)
+{
+    const sl_layer_cfg *L = &a->f->m->cfg.layer[a->il];
+    int half = L->rope_dim / 2;
+    if (a->rs) {
+        cs = a->rs->cs + i * 2 * half;
+        sn = cs + half;
+    }
+    *c_out = cs;
+    *s_out = sn;
+    if (a->rs && !a->fill)
+        return;
+    if (L->rope_freq_factors)
+        sl_rope_angles_ff(cs, sn, L->rope_dim, a->b->pos[i], L->rope_base, L->rope_freq_scale,
+                          a->f->m->rope_freqs);
+    else
+        sl_rope_angles(cs, sn, L->rope_dim, a->b->pos[i], L->rope_base, L->rope_freq_scale);
+}
 
 static void qk_range(void *arg, int64_t i0, int64_t i1)
 {
@@ -278,7 +321,6 @@ static void qk_range(void *arg, int64_t i0, int64_t i1)
     const sl_config *c = &f->m->cfg;
     const sl_layer_cfg *L = &c->layer[il];
     const sl_layer_weights *w = &f->m->layer[il];
-    const float *factors = L->rope_freq_factors ? f->m->rope_freqs : NULL;
     int hd = L->head_dim;
     bool own_kv = L->kv_src < 0;
     int64_t q_dim = (int64_t)L->n_head * hd, kv_dim = (int64_t)L->n_kv_head * hd;
@@ -296,12 +338,9 @@ static void qk_range(void *arg, int64_t i0, int64_t i1)
         if (own_kv && c->v_norm)
             for (int h = 0; h < L->n_kv_head; h++)
                 sl_rmsnorm(v + (int64_t)h * hd, v + (int64_t)h * hd, NULL, hd, c->norm_eps);
-        float cs[L->rope_dim / 2 + 1], sn[L->rope_dim / 2 + 1];
-        if (factors)
-            sl_rope_angles_ff(cs, sn, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale,
-                              factors);
-        else
-            sl_rope_angles(cs, sn, L->rope_dim, b->pos[i], L->rope_base, L->rope_freq_scale);
+        float cs_own[L->rope_dim / 2 + 1], sn_own[L->rope_dim / 2 + 1];
+        const float *cs, *sn;
+        rope_angles(a, i, cs_own, sn_own, &cs, &sn);
         sl_rope_apply(q, L->n_head, hd, L->rope_dim, cs, sn, c->rope_neox);
         if (!own_kv)
             continue;
@@ -310,10 +349,38 @@ static void qk_range(void *arg, int64_t i0, int64_t i1)
     }
 }
 
+/* The set holding layer L's rotation for n tokens: made this batch, or
+ * claimed (one not made this batch) and sized; NULL when none is free or
+ * memory is short (the tokens then make their own angles). Runs between a
+ * region's ops, on its calling thread. */
+static rope_set *rope_set_for(sl_fwd *f, const sl_layer_cfg *L, int n)
+{
+    const float *factors = L->rope_freq_factors ? f->m->rope_freqs : NULL;
+    rope_set *free_set = NULL;
+    for (int i = 0; i < ROPE_SETS; i++) {
+        rope_set *r = &f->rope[i];
+        if (r->ready && r->base == L->rope_base && r->scale == L->rope_freq_scale &&
+            r->dim == L->rope_dim && r->factors == factors)
+            return r;
+        if (!r->ready && !free_set)
+            free_set = r;
+    }
+    int64_t need = (int64_t)n * (L->rope_dim / 2) * 2;
+    if (!free_set || L->rope_dim < 2 || grow((void **)&free_set->cs, &free_set->cap, need,
+                                            sizeof(float), NULL))
+        return NULL;
+    *free_set = (rope_set){L->rope_base, L->rope_freq_scale, L->rope_dim, factors, false,
+                           free_set->cs, free_set->cap};
+    return free_set;
+}
+
 static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
 {
-    qk_args a = {f, kv, b, il};
+    rope_set *rs = rope_set_for(f, &f->m->cfg.layer[il], b->n_tokens);
+    qk_args a = {f, kv, b, il, rs, rs && !rs->ready};
     sl_pool_for(b->n_tokens, above(b->n_tokens, 8), qk_range, &a);
+    if (rs)
+        rs->ready = true;
 }
 
 /* Keys a token at pos sees in layer L: [j0, pos + 1). */
@@ -695,6 +762,8 @@ int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err 
     int n = b->n_tokens;
     if (f->ple && ple_inputs(f, b, err))
         return -1;
+    for (int i = 0; i < ROPE_SETS; i++)
+        f->rope[i].ready = false; /* a new batch: new positions */
     /* a layer step holds the pool: its ops cost a barrier each, not a
      * wake-up of the workers each */
     for (int il = m->part.l0; il < m->part.l1; il++) {

@@ -206,7 +206,7 @@ static void adopt_slot(draft_stage *ds, dreq *r, int seq, int pos)
     if (ds->kv && reuse)
         sl_kv_truncate(ds->kv, seq, pos);
     else if (ds->kv)
-        sl_kv_clear(ds->kv, seq); /* whatever the slot held is stale */
+        sl_kv_truncate(ds->kv, seq, 0); /* stale; its pages kept for the new text */
     r->seq = seq;
     r->kv_off = 0;
 }

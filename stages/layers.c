@@ -59,8 +59,10 @@ static void rewind_slots(sl_kv *kv, const sl_batch_rows *r)
         if ((i > 0 && r->seq[i - 1] == s) || s < 0 || s >= sl_kv_max_seqs(kv) || p < 0)
             continue;
         int len = sl_kv_len(kv, s);
+        /* a new prompt in the slot: cut it, keeping its pages (giving
+         * them back made each a page fault again in the coming steps) */
         if (p == 0 && len > 0)
-            sl_kv_clear(kv, s);
+            sl_kv_truncate(kv, s, 0);
         else if (p < len && len - p <= sl_kv_max_batch(kv))
             sl_kv_truncate(kv, s, p);
     }
