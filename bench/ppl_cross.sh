@@ -6,6 +6,19 @@
 # agree within 0.5% per type; the script prints both, their ratio, and
 # exits 1 when a type is off (or a file does not load in sluice).
 #
+# llama-perplexity runs with micro-batches of UBATCH tokens (-ub, default
+# 16; the chunks stay the same). From 32 tokens a micro-batch (64 for Q6_K)
+# ik_llama.cpp's matmul first converts the weight blocks to 8-bit rows
+# (iqk_mul_mat.cpp, is_dequant_better). For Q6_K that rounds the weights a
+# second time, which the file does not: the two 16-value scales of each 32
+# values are folded into one 8-bit grid (for Q2_K all 256 values of a block
+# into one). Below that size it multiplies the file's blocks as they are,
+# as sluice does. On the Q6_K file of gemma3 270m this moved ik's perplexity
+# up 0.35% (f16 153577; Q6_K: sluice 154616, ik 154459 at -ub 16, 155001
+# at -ub 256), and sluice given the weights ik converts to scores 154876.
+# The batched number (-ub CTX, llama-perplexity's usual way) is printed
+# too, for reference; the 0.5% bound applies to the -ub UBATCH one.
+#
 # usage: bench/ppl_cross.sh LLAMA_CPP_BUILD_DIR [TYPE...]
 #
 # LLAMA_CPP_BUILD_DIR is a llama.cpp (or ik_llama.cpp) CMake build directory
@@ -19,6 +32,7 @@
 #   TEXT        text to score (default: this tree's README.md, repeated)
 #   CTX         chunk length (default 256), CHUNKS chunks (default 8)
 #   THREADS     threads for both (default 2)
+#   UBATCH      llama-perplexity's micro-batch for the compared run (default 16)
 #   QUANT_ARGS  extra llama-quantize arguments (default for ik_llama.cpp:
 #               --attn-v-type q8_0, its Q6_0 being ik-only)
 #   WORK        scratch directory (default a temporary one, removed)
@@ -44,6 +58,7 @@ SIZE=${SIZE:-270m}
 CTX=${CTX:-256}
 CHUNKS=${CHUNKS:-8}
 THREADS=${THREADS:-2}
+UBATCH=${UBATCH:-16}
 SLUICE=${SLUICE:-$root/build/sluice}
 types=("$@")
 [[ ${#types[@]} -gt 0 ]] ||
@@ -92,15 +107,19 @@ sluice_ppl() {
   OMP_NUM_THREADS=$THREADS "$SLUICE" perplexity -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" \
     -t "$THREADS" 2>&1 | final_ppl
 }
+# llama_ppl FILE UBATCH
 llama_ppl() {
-  "$perplexity" -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" -b "$CTX" 2>&1 | final_ppl
+  "$perplexity" -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" -b "$CTX" -ub "$2" 2>&1 | final_ppl
 }
 
 # llama.cpp's tools leave a llama.log in their working directory
 cd "$work"
-printf "%s %s, ctx %d, %d chunks, %d threads\n" "$ARCH" "$SIZE" "$CTX" "$CHUNKS" "$THREADS"
-printf "%-8s %12s %12s %9s  %s\n" type sluice llama.cpp ratio "types in the file"
+printf "%s %s, ctx %d, %d chunks, %d threads; llama.cpp -ub %d (compared) and -ub %d\n" \
+  "$ARCH" "$SIZE" "$CTX" "$CHUNKS" "$THREADS" "$UBATCH" "$CTX"
+printf "%-8s %12s %12s %7s %12s %7s  %s\n" type sluice "llama.cpp" ratio "ub $CTX" ratio "types in the file"
 off=0
+# ratio S L: S / L to 4 places
+ratio() { awk -v s="$1" -v l="$2" 'BEGIN { printf "%.4f", s / l }'; }
 for t in f16 "${types[@]}"; do
   file=$f16
   if [[ $t != f16 ]]; then
@@ -111,15 +130,18 @@ for t in f16 "${types[@]}"; do
   fi
   kinds=$({ "$SLUICE" inspect "$file" 2>/dev/null || true; } | awk '$1 ~ /\.weight$/ { n[$2]++ } END { for (k in n) printf "%s:%d ", k, n[k] }')
   s=$(sluice_ppl "$file" || true)
-  l=$(llama_ppl "$file" || true)
+  l=$(llama_ppl "$file" "$UBATCH" || true)
+  b=$(llama_ppl "$file" "$CTX" || true)
+  rb=-
+  [[ -n $s && -n $b ]] && rb=$(ratio "$s" "$b")
   if [[ -z $s || -z $l ]]; then
-    printf "%-8s %12s %12s %9s  %s\n" "$t" "${s:-failed}" "${l:-failed}" - "$kinds"
+    printf "%-8s %12s %12s %7s %12s %7s  %s\n" "$t" "${s:-failed}" "${l:-failed}" - "${b:-failed}" "$rb" "$kinds"
     off=1
   else
-    ratio=$(awk -v s="$s" -v l="$l" 'BEGIN { printf "%.4f", s / l }')
-    flag=$(awk -v r="$ratio" 'BEGIN { print (r > 1.005 || r < 0.995) ? "  OFF" : "" }')
+    r=$(ratio "$s" "$l")
+    flag=$(awk -v r="$r" 'BEGIN { print (r > 1.005 || r < 0.995) ? "  OFF" : "" }')
     [[ -n $flag ]] && off=1
-    printf "%-8s %12s %12s %9s  %s%s\n" "$t" "$s" "$l" "$ratio" "$kinds" "$flag"
+    printf "%-8s %12s %12s %7s %12s %7s  %s%s\n" "$t" "$s" "$l" "$r" "${b:-failed}" "$rb" "$kinds" "$flag"
   fi
   [[ $t == f16 ]] || rm -f "$file"
 done
