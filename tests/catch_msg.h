@@ -55,4 +55,18 @@ static inline int catch_msg(void *ctx, pl_msg *m, sl_err *err)
     return 0;
 }
 
+/* The five payloads every BATCH carries (request, slot, position, token,
+ * flags), n rows each, added to m without copying. */
+static inline int add_batch_rows(pl_msg *m, uint32_t n, const uint64_t *req, const int32_t *seq, const int32_t *pos,
+                                 const int32_t *tok, const uint8_t *flags, sl_err *err)
+{
+    return pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0, req, NULL, NULL, err) ||
+           pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, n, 0, seq, NULL, NULL, err) ||
+           pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, n, 0, pos, NULL, NULL, err) ||
+           pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n, 0, tok, NULL, NULL, err) ||
+           pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, n, 0, flags, NULL, NULL, err)
+               ? -1
+               : 0;
+}
+
 #endif

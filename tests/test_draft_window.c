@@ -80,11 +80,7 @@ static void send(sl_stage *st, const int32_t *tok, int n, int pos0, probe *out)
     sl_err err;
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, 1, (uint32_t)n);
     pl_msg_set_params(&m, &prs, 1);
-    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, n, 0, req, NULL, NULL, &err) == 0 &&
-          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, n, 0, seq, NULL, NULL, &err) == 0 &&
-          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, n, 0, pos, NULL, NULL, &err) == 0 &&
-          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n, 0, tok, NULL, NULL, &err) == 0 &&
-          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, n, 0, flags, NULL, NULL, &err) == 0);
+    CHECK(add_batch_rows(&m, (uint32_t)n, req, seq, pos, tok, flags, &err) == 0);
     catcher c = {0};
     sl_emit to = {catch_msg, &c};
     CHECKF(st->process(st, &m, &to, &err) == 0, "%s", err.msg);

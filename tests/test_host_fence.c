@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "catch_msg.h"
 #include "msg/msg.h"
 #include "pipeline/host.h"
 #include "pipeline/wire.h"
@@ -35,12 +36,7 @@ static void init_batch(pl_msg *m, uint64_t id)
 {
     sl_err err;
     pl_msg_init(m, SLUICE__MSG_KIND__MSG_BATCH, id, 1);
-    CHECKF(pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, &row_req, NULL, NULL, &err) == 0 &&
-               pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, 1, 0, &row_seq, NULL, NULL, &err) == 0 &&
-               pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, 1, 0, &row_pos, NULL, NULL, &err) == 0 &&
-               pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 1, 0, &row_tok, NULL, NULL, &err) == 0 &&
-               pl_msg_add(m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, 1, 0, &row_flags, NULL, NULL, &err) == 0,
-           "building batch %llu: %s", (unsigned long long)id, err.msg);
+    CHECKF(add_batch_rows(m, 1, &row_req, &row_seq, &row_pos, &row_tok, &row_flags, &err) == 0, "building batch %llu: %s", (unsigned long long)id, err.msg);
 }
 
 /* Records the batch id, then sends a fresh batch with the same id on (as a
