@@ -226,6 +226,13 @@ void spa_observe_cost(spa_ctl *c, int drafted, double step_s)
     fade(&c->t_token, (step_s - c->t_plain) / drafted, c->n_spec, SPA_W_TIME);
 }
 
+/* One acceptance sample into the fading mean (the prior counts as one). */
+static void alpha_sample(spa_ctl *c, bool hit)
+{
+    c->n_alpha++;
+    fade(&c->alpha, hit ? 1.0 : 0.0, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
+}
+
 void spa_observe_accept(spa_ctl *c, int drafted, int accepted)
 {
     if (drafted <= 0)
@@ -237,10 +244,8 @@ void spa_observe_accept(spa_ctl *c, int drafted, int accepted)
     /* the tokens up to the first rejection are observed, those after it
      * never verified; the prior counts as one token */
     int seen = accepted + (accepted < drafted);
-    for (int i = 0; i < seen; i++) {
-        c->n_alpha++;
-        fade(&c->alpha, i < accepted ? 1.0 : 0.0, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
-    }
+    for (int i = 0; i < seen; i++)
+        alpha_sample(c, i < accepted);
 }
 
 void spa_observe_alpha(spa_ctl *c, int n, int hits)
@@ -252,11 +257,8 @@ void spa_observe_alpha(spa_ctl *c, int n, int hits)
     if (hits > n)
         hits = n;
     /* hits spread evenly: the fading mean does not favour either kind */
-    for (int i = 0; i < n; i++) {
-        bool hit = (long)(i + 1) * hits / n > (long)i * hits / n;
-        c->n_alpha++;
-        fade(&c->alpha, hit ? 1.0 : 0.0, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
-    }
+    for (int i = 0; i < n; i++)
+        alpha_sample(c, (long)(i + 1) * hits / n > (long)i * hits / n);
 }
 
 void spa_observe_probe(spa_ctl *c, double extra_s)
