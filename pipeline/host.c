@@ -18,8 +18,6 @@
 #include "util/pool.h"
 
 #define HOST_QUEUE 64
-/* see spin_us */
-#define HOST_SPIN_US 0
 
 struct pl_host {
     void *zctx;
@@ -266,17 +264,6 @@ static bool take_linked(pl_host *h)
     return true;
 }
 
-/* How long a stage host with a link input busy-polls it before sleeping:
- * SLUICE_LINK_SPIN_US, or HOST_SPIN_US. */
-static int spin_us(void)
-{
-    const char *e = getenv("SLUICE_LINK_SPIN_US");
-    if (!e)
-        return HOST_SPIN_US;
-    int v = atoi(e);
-    return v < 0 ? 0 : v > 1000 ? 1000 : v;
-}
-
 /* The poll set: the stop fd, the input socket, the link's fds. */
 static int poll_items(pl_host *h, zmq_pollitem_t *items, int max)
 {
@@ -308,7 +295,7 @@ static void *host_main(void *arg)
     zmq_pollitem_t items[2 + 1 + PL_LINK_MAX_CONNS];
     bool busy_idle = false; /* the stage has work for idle time */
     bool link_more = false; /* the link may hold messages not yet taken */
-    int spin = h->lin ? spin_us() : 0;
+    int spin = h->lin ? pl_link_spin_us() : 0;
     for (;;) {
         int n_items = poll_items(h, items, (int)(sizeof items / sizeof items[0]));
         bool now = busy_idle || h->n_pending || link_more;

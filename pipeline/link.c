@@ -122,6 +122,9 @@ struct pl_link_in {
     link_conn conns[PL_LINK_MAX_CONNS];
     int n_conns;
     int next; /* the connection to read first, for fairness */
+    /* adaptive busy-polling: after a spin that found nothing, the next
+     * `skip` waits sleep at once; skip_next doubles with each such spin */
+    int skip, skip_next;
 };
 
 int pl_link_listen(pl_link_in **out, const char *addr, const pl_wire_limits *lim, sl_err *err)
@@ -377,17 +380,38 @@ int pl_link_in_recv(pl_link_in *l, pl_msg *m, sl_err *err)
 
 bool pl_link_in_spin(pl_link_in *l, int spin_us)
 {
+    if (spin_us <= 0 || l->n_conns == 0)
+        return false;
+    if (l->skip > 0) {
+        l->skip--;
+        return false;
+    }
     double end = now_s() + spin_us * 1e-6;
     do {
         for (int i = 0; i < l->n_conns; i++) {
             uint8_t b;
-            if (recv(l->conns[i].fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+            if (recv(l->conns[i].fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+                l->skip_next = 0;
                 return true;
+            }
         }
         for (int k = 0; k < 32; k++)
             __builtin_ia32_pause();
     } while (now_s() < end);
+    /* messages come further apart than the spin: stop paying for it, and
+     * look again after 1, 2, 4, ... 64 waits */
+    l->skip = l->skip_next;
+    l->skip_next = l->skip_next ? (l->skip_next * 2 > 64 ? 64 : l->skip_next * 2) : 1;
     return false;
+}
+
+int pl_link_spin_us(void)
+{
+    const char *e = getenv("SLUICE_LINK_SPIN_US");
+    if (!e)
+        return 50;
+    int v = atoi(e);
+    return v < 0 ? 0 : v > 1000 ? 1000 : v;
 }
 
 void pl_link_in_close(pl_link_in *l)

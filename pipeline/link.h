@@ -57,10 +57,18 @@ int pl_link_in_fds(const pl_link_in *l, int *fds, int max);
  * why; call again for more). A sender that went away is forgotten quietly. */
 int pl_link_in_recv(pl_link_in *l, pl_msg *m, sl_err *err);
 /* Busy-polls the connections for up to spin_us microseconds: true as soon
- * as bytes are waiting on one of them (pl_link_in_recv takes them). */
+ * as bytes are waiting on one of them (pl_link_in_recv takes them). It
+ * adapts: a spin that found nothing (the sender's replies come later than
+ * spin_us, as when the other process computes half a token) makes the next
+ * 1, 2, 4, ... up to 64 calls return false at once, so a stage whose input
+ * comes slowly costs its machine almost no spinning, while one in a quick
+ * exchange wakes no thread. */
 bool pl_link_in_spin(pl_link_in *l, int spin_us);
 /* Closes the listener and every connection and removes the socket file. */
 void pl_link_in_close(pl_link_in *l);
+/* How long a receiver busy-polls before sleeping: SLUICE_LINK_SPIN_US
+ * (0..1000), or 50. */
+int pl_link_spin_us(void);
 
 /* ---- sending ---- */
 

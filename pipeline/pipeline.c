@@ -96,6 +96,7 @@ struct sl_pipeline {
     pl_link_in *link_in;
     pl_link_out *link_out;
     bool link_more;         /* link_in may hold answers not yet taken */
+    int link_spin_us;       /* pl_link_spin_us */
     pl_host **hosts;        /* in-process stages (NULL for remote ones) */
     int n_hosts;
     pl_coord *coord;
@@ -1080,7 +1081,9 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 #ifdef SLUICE_TEST_DELAYS
         test_nap_after_stall();
 #endif
-        int rc = zmq_poll(items, n_items, p->link_more ? 0 : wait);
+        /* an answer that comes within the spin costs no wake-up */
+        bool now = p->link_more || (p->link_in && pl_link_in_spin(p->link_in, p->link_spin_us));
+        int rc = zmq_poll(items, n_items, now ? 0 : wait);
 #ifdef SLUICE_TEST_DELAYS
         test_stalls = rc == 0 && p->fly_n > 0 ? test_stalls + 1 : 0;
 #endif
@@ -1378,6 +1381,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         sl_wrap(err, "driver");
         goto fail;
     }
+    p->link_spin_us = pl_link_spin_us();
     if (pl_cores_apply(&p->cfg, &p->cpus_before, &p->cpus_bound, err) || start_stages(p, addr, err))
         goto fail;
     if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
