@@ -3,7 +3,8 @@
  * ipc and tcp loopback, and to an echo *process* over ipc (a hop between
  * two stages' processes on one host), and over the same-host link
  * (pipeline/link.h: what the stages' ipc:// hops use unless
- * SLUICE_IPC_LINK=zmq) to an echo process ("link-proc"). Each side waits as a stage host does,
+ * SLUICE_IPC_LINK=zmq) to an echo process ("link-proc"; its "spin" is the
+ * hosts' own busy-poll, pl_link_in_spin, for SPIN_US). Each side waits as a stage host does,
  * sleeping in zmq_poll at once ("block"), or, to see whether busy-polling
  * before sleeping would pay on this machine, looking at the socket's queue
  * for SPIN_US first ("spin"). Prints p50/p99/max of the round trip and the
