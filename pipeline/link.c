@@ -31,8 +31,10 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the link's format ass
 
 bool pl_link_wanted(const char *addr)
 {
-    if (strncmp(addr, "ipc://", 6) != 0 || addr[6] == '@' || addr[6] == '\0')
-        return false;
+    struct sockaddr_un sa;
+    if (strncmp(addr, "ipc://", 6) != 0 || addr[6] == '@' || addr[6] == '\0' ||
+        strlen(addr + 6) + strlen(".link") >= sizeof sa.sun_path)
+        return false; /* a path with no room for ".link" stays on ZeroMQ, on both ends */
     const char *e = getenv("SLUICE_IPC_LINK");
     return !e || strcmp(e, "zmq") != 0;
 }

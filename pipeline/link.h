@@ -34,8 +34,8 @@
 /* at most this many senders at once (a restarted one replaces a dead one) */
 #define PL_LINK_MAX_CONNS 4
 
-/* True when a data hop to addr goes over the link: ipc:// (not abstract)
- * and SLUICE_IPC_LINK is not "zmq". */
+/* True when a data hop to addr goes over the link: ipc:// (not abstract,
+ * its path short enough to take ".link") and SLUICE_IPC_LINK is not "zmq". */
 bool pl_link_wanted(const char *addr);
 /* The link's socket path for ipc://PATH: PATH.link. */
 int pl_link_path(const char *addr, char *out, size_t size, sl_err *err);
