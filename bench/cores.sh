@@ -98,18 +98,24 @@ if [[ $SECTIONS == *" b "* ]]; then
 fi
 if [[ $SECTIONS == *" c "* ]]; then
   echo "(c) configs/two-process.yaml"
-  printf '%-10s %12s %12s %12s %10s\n' prompts "one-proc" "2p before" "2p after" "after/one"
+  # "2p zmq": this binary with its ipc:// hops through ZeroMQ, not the
+  # same-host link (SLUICE_IPC_LINK=zmq)
+  printf '%-10s %10s %10s %10s %10s %10s %10s %11s\n' prompts "one-proc" "2p before" "2p zmq" "2p after" \
+    "after/one" "zmq/one" "before/one"
   for p in one many; do
-    one=() before=() after=()
+    one=() before=() after=() zmq=()
     for _ in $(seq "$REPS"); do
       one+=("$(rate "$SLUICE" "$work/$p.txt" -m models/tiny-gemma3.gguf)")
       [ -n "$BEFORE" ] && before+=("$(rate "$BEFORE" "$work/$p.txt" -c "$work/two.yaml")")
+      zmq+=("$(SLUICE_IPC_LINK=zmq rate "$SLUICE" "$work/$p.txt" -c "$work/two.yaml")")
       after+=("$(rate "$SLUICE" "$work/$p.txt" -c "$work/two.yaml")")
     done
     bo=$(printf '%s\n' "${one[@]}" | best)
     ba=$(printf '%s\n' "${after[@]}" | best)
+    bz=$(printf '%s\n' "${zmq[@]}" | best)
     bb=-
     [ -n "$BEFORE" ] && bb=$(printf '%s\n' "${before[@]}" | best)
-    printf '%-10s %12s %12s %12s %10s\n' "$p" "$bo" "$bb" "$ba" "$(ratio "$ba" "$bo")"
+    printf '%-10s %10s %10s %10s %10s %10s %10s %11s\n' "$p" "$bo" "$bb" "$bz" "$ba" "$(ratio "$ba" "$bo")" \
+      "$(ratio "$bz" "$bo")" "$(ratio "$bb" "$bo")"
   done
 fi

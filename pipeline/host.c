@@ -13,6 +13,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "pipeline/link.h"
 #include "pipeline/security.h"
 #include "util/pool.h"
 
@@ -23,6 +24,10 @@ struct pl_host {
     sl_stage *stage;
     void *in, *out;
     sec_ipc_file in_file;   /* in's socket file, removed when it closes */
+    /* the same-host link (link.h) beside an ipc:// input, and instead of
+     * out when the output is ipc:// */
+    pl_link_in *lin;
+    pl_link_out *lout;
     /* a count on it means stop: a plain fd, which zmq_poll watches in its
      * own poll(2) with no ZeroMQ bookkeeping (a socket there costs system
      * calls on every wake-up, before and after the wait) */
@@ -65,7 +70,7 @@ static int emit_send(void *ctx, pl_msg *m, sl_err *err)
 {
     pl_host *h = ctx;
     pl_msg_raise_fence(m, h->fence);
-    int rc = pl_msg_send(m, h->out, 0, err);
+    int rc = h->lout ? pl_link_send(h->lout, m, err) : pl_msg_send(m, h->out, 0, err);
     pl_msg_close(m);
     return rc;
 }
@@ -212,6 +217,16 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
     return 0;
 }
 
+/* Queues m unless it is stale. */
+static void enqueue(pl_host *h)
+{
+    pl_msg *m = &h->pending[(h->q_head + h->n_pending) % HOST_QUEUE];
+    if (fenced_off(h, m))
+        pl_msg_close(m);
+    else
+        h->n_pending++;
+}
+
 /* Takes every message waiting on the input (up to HOST_QUEUE) into the
  * host's queue, in order; malformed ones are dropped and counted here. */
 static void take_waiting(pl_host *h)
@@ -227,12 +242,41 @@ static void take_waiting(pl_host *h)
             count_dropped(h, &err);
             continue;
         }
-        if (fenced_off(h, m)) {
-            pl_msg_close(m);
-            continue;
-        }
-        h->n_pending++;
+        enqueue(h);
     }
+}
+
+/* The same for the link's senders; true when the queue filled before
+ * everything that arrived was taken. */
+static bool take_linked(pl_host *h)
+{
+    while (h->n_pending < HOST_QUEUE) {
+        pl_msg *m = &h->pending[(h->q_head + h->n_pending) % HOST_QUEUE];
+        sl_err err;
+        int rc = pl_link_in_recv(h->lin, m, &err);
+        if (rc == 0)
+            return false;
+        if (rc < 0)
+            count_dropped(h, &err);
+        else
+            enqueue(h);
+    }
+    return true;
+}
+
+/* The poll set: the stop fd, the input socket, the link's fds. */
+static int poll_items(pl_host *h, zmq_pollitem_t *items, int max)
+{
+    items[0] = (zmq_pollitem_t){NULL, h->stop_fd, ZMQ_POLLIN, 0};
+    items[1] = (zmq_pollitem_t){h->in, 0, ZMQ_POLLIN, 0};
+    int n = 2;
+    if (h->lin) {
+        int fds[1 + PL_LINK_MAX_CONNS];
+        int k = pl_link_in_fds(h->lin, fds, 1 + PL_LINK_MAX_CONNS);
+        for (int i = 0; i < k && n < max; i++)
+            items[n++] = (zmq_pollitem_t){NULL, fds[i], ZMQ_POLLIN, 0};
+    }
+    return n;
 }
 
 static void *host_main(void *arg)
@@ -248,24 +292,33 @@ static void *host_main(void *arg)
     }
     if (h->threads > 0)
         sl_pool_set_thread_limit(h->threads);
-    zmq_pollitem_t items[2] = {
-        {NULL, h->stop_fd, ZMQ_POLLIN, 0},
-        {h->in, 0, ZMQ_POLLIN, 0},
-    };
+    zmq_pollitem_t items[2 + 1 + PL_LINK_MAX_CONNS];
     bool busy_idle = false; /* the stage has work for idle time */
+    bool link_more = false; /* the link may hold messages not yet taken */
+    int spin = h->lin ? pl_link_spin_us() : 0;
     for (;;) {
-        if (zmq_poll(items, 2, busy_idle || h->n_pending ? 0 : -1) < 0) {
+        int n_items = poll_items(h, items, (int)(sizeof items / sizeof items[0]));
+        bool now = busy_idle || h->n_pending || link_more;
+        /* a message that comes within the spin costs no wake-up */
+        if (!now && spin > 0 && pl_link_in_spin(h->lin, spin))
+            now = true;
+        if (zmq_poll(items, n_items, now ? 0 : -1) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             break;
         }
         if (items[0].revents & ZMQ_POLLIN)
             break;
-        if (items[1].revents & ZMQ_POLLIN)
+        bool arrived = items[1].revents & ZMQ_POLLIN;
+        if (arrived)
             take_waiting(h);
+        for (int i = 2; i < n_items; i++)
+            arrived |= (items[i].revents & ZMQ_POLLIN) != 0;
+        if (h->lin && (arrived || link_more))
+            link_more = take_linked(h);
         if (!h->n_pending) {
             /* nothing waits: let the stage work ahead in small steps */
-            if (!(items[1].revents & ZMQ_POLLIN))
+            if (!arrived)
                 busy_idle = h->stage->idle && h->stage->idle(h->stage) > 0;
             continue;
         }
@@ -301,6 +354,10 @@ static void close_sockets(pl_host *h)
             *socks[i] = NULL;
         }
     sec_ipc_file_remove(&h->in_file);
+    pl_link_in_close(h->lin);
+    h->lin = NULL;
+    pl_link_out_close(h->lout);
+    h->lout = NULL;
     if (h->stop_fd >= 0)
         close(h->stop_fd);
     h->stop_fd = -1;
@@ -380,6 +437,11 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
         goto fail;
     }
     sec_ipc_file_note(&h->in_file, bind_addr);
+    if ((pl_link_wanted(in_addr) && pl_link_listen(&h->lin, bind_addr, &h->limits, err)) ||
+        (pl_link_wanted(out_addr) && pl_link_out_open(&h->lout, out_addr, err))) {
+        sl_wrap(err, "%s", stage->name);
+        goto fail;
+    }
     if (zmq_connect(h->out, out_addr)) {
         sl_fail(err, "%s: cannot connect to %s: %s", stage->name, out_addr, zmq_strerror(zmq_errno()));
         goto fail;

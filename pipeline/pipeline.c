@@ -17,6 +17,7 @@
 #include "pipeline/coord.h"
 #include "pipeline/cores.h"
 #include "pipeline/host.h"
+#include "pipeline/link.h"
 #include "pipeline/keyring.h"
 #include "pipeline/wire.h"
 #include "util/debug.h"
@@ -90,6 +91,12 @@ struct sl_pipeline {
     void *to_first;         /* PUSH to stage 0 */
     void *from_last;        /* PULL from the last stage */
     sec_ipc_file from_last_file; /* its socket file, removed when it closes */
+    /* the same-host link (pipeline/link.h): beside from_last when it is
+     * ipc://, instead of to_first when stage 0 is behind ipc:// */
+    pl_link_in *link_in;
+    pl_link_out *link_out;
+    bool link_more;         /* link_in may hold answers not yet taken */
+    int link_spin_us;       /* pl_link_spin_us */
     pl_host **hosts;        /* in-process stages (NULL for remote ones) */
     int n_hosts;
     pl_coord *coord;
@@ -206,6 +213,12 @@ static request *find_req(sl_pipeline *p, uint64_t id)
     return NULL;
 }
 
+/* Sends m to stage 0 (over the link when there is one). */
+static int send_first(sl_pipeline *p, pl_msg *m, sl_err *err)
+{
+    return p->link_out ? pl_link_send(p->link_out, m, err) : pl_msg_send(m, p->to_first, 0, err);
+}
+
 /* An in-band control message about one request's slot (RELEASE, or
  * TRUNCATE to length positions): it reaches every stage after the
  * request's batches sent before it and before those sent after. */
@@ -218,7 +231,7 @@ static void send_slot_control(sl_pipeline *p, const request *r, Sluice__MsgKind 
     uint64_t id = r->id;
     pl_msg_set_slots(&m, &seq, 1, &id, 1, length);
     pl_msg_raise_fence(&m, p->stale_below);
-    if (pl_msg_send(&m, p->to_first, 0, &err))
+    if (send_first(p, &m, &err))
         fprintf(stderr, "sluice: cannot send %s of request %llu: %s\n", pl_msg_kind_name(kind),
                 (unsigned long long)id, err.msg);
     pl_msg_close(&m);
@@ -617,7 +630,7 @@ static int send_batch(sl_pipeline *p, sl_err *err)
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, rows, 0, p->b_flags, NULL, NULL, err) ||
              (n_drafted && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, rows, 0,
                                       p->b_draft, NULL, NULL, err)) ||
-             pl_msg_send(&m, p->to_first, 0, err);
+             send_first(p, &m, err);
     pl_msg_close(&m);
     if (rc)
         return -1;
@@ -1003,6 +1016,36 @@ static void test_nap_after_stall(void)
 }
 #endif
 
+/* What the driver waits on: the return socket and the link's fds. */
+static int answer_items(sl_pipeline *p, zmq_pollitem_t *items, int max)
+{
+    items[0] = (zmq_pollitem_t){p->from_last, 0, ZMQ_POLLIN, 0};
+    int n = 1;
+    if (p->link_in) {
+        int fds[1 + PL_LINK_MAX_CONNS];
+        int k = pl_link_in_fds(p->link_in, fds, 1 + PL_LINK_MAX_CONNS);
+        for (int i = 0; i < k && n < max; i++)
+            items[n++] = (zmq_pollitem_t){NULL, fds[i], ZMQ_POLLIN, 0};
+    }
+    return n;
+}
+
+/* One answer from whichever source has one: 1 with m, 0 none, -1 one was
+ * dropped (why says why). */
+static int take_answer(sl_pipeline *p, const zmq_pollitem_t *items, int n_items, pl_msg *m, sl_err *why)
+{
+    if (items[0].revents & ZMQ_POLLIN)
+        return pl_msg_recv(m, p->from_last, &p->limits, why) == 0 ? 1 : -1;
+    bool ready = p->link_more;
+    for (int i = 1; i < n_items; i++)
+        ready |= (items[i].revents & ZMQ_POLLIN) != 0;
+    if (!p->link_in || !ready)
+        return 0;
+    int rc = pl_link_in_recv(p->link_in, m, why);
+    p->link_more = rc != 0;
+    return rc;
+}
+
 int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
 {
     double deadline = timeout_ms < 0 ? -1.0 : sl_now_s() + timeout_ms / 1000.0;
@@ -1033,20 +1076,24 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
             if (left * 1000 < wait)
                 wait = (int)(left * 1000) + 1;
         }
-        zmq_pollitem_t item = {p->from_last, 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t items[2 + PL_LINK_MAX_CONNS];
+        int n_items = answer_items(p, items, (int)(sizeof items / sizeof items[0]));
 #ifdef SLUICE_TEST_DELAYS
         test_nap_after_stall();
 #endif
-        int rc = zmq_poll(&item, 1, wait);
+        /* an answer that comes within the spin costs no wake-up */
+        bool now = p->link_more || (p->link_in && pl_link_in_spin(p->link_in, p->link_spin_us));
+        int rc = zmq_poll(items, n_items, now ? 0 : wait);
 #ifdef SLUICE_TEST_DELAYS
         test_stalls = rc == 0 && p->fly_n > 0 ? test_stalls + 1 : 0;
 #endif
         if (rc < 0 && zmq_errno() != EINTR)
             return sl_fail(err, "driver: poll failed: %s", zmq_strerror(zmq_errno()));
-        if (rc > 0) {
-            pl_msg m;
-            sl_err why;
-            if (pl_msg_recv(&m, p->from_last, &p->limits, &why) == 0) {
+        pl_msg m;
+        sl_err why;
+        int got = rc > 0 || p->link_more ? take_answer(p, items, n_items, &m, &why) : 0;
+        if (got != 0) {
+            if (got > 0) {
                 /* The coordinator counts a death before it re-assigns the
                  * stage, and a re-assigned stage answers only after that:
                  * reading its state again here, after the answer came, makes
@@ -1329,6 +1376,12 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         goto fail;
     }
     sec_ipc_file_note(&p->from_last_file, ret_addr);
+    if ((pl_link_wanted(ret_addr) && pl_link_listen(&p->link_in, ret_addr, &p->limits, err)) ||
+        (pl_link_wanted(addr[0]) && pl_link_out_open(&p->link_out, addr[0], err))) {
+        sl_wrap(err, "driver");
+        goto fail;
+    }
+    p->link_spin_us = pl_link_spin_us();
     if (pl_cores_apply(&p->cfg, &p->cpus_before, &p->cpus_bound, err) || start_stages(p, addr, err))
         goto fail;
     if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
@@ -1364,6 +1417,8 @@ void sl_pipeline_close(sl_pipeline *p)
     if (p->from_last)
         zmq_close(p->from_last);
     sec_ipc_file_remove(&p->from_last_file);
+    pl_link_in_close(p->link_in);
+    pl_link_out_close(p->link_out);
     sec_zap_stop(p->zap);
     if (p->zctx)
         zmq_ctx_term(p->zctx);

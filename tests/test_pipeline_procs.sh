@@ -73,6 +73,9 @@ for mode in greedy sampled; do
         # all prompts in flight together, each as it was alone
         "$SLUICE" run -c $cfg --prompts prompts.txt "${opt[@]}" >/dev/null 2>many.err || bad "$cfg $mode --prompts failed: $(tail -1 many.err)"
         if ids many.err | cmp -s - <(cat ref0.ids ref1.ids ref2.ids); then ok; else bad "$cfg $mode --prompts: ids differ from the solo runs"; fi
+        # the hops between processes over ZeroMQ's ipc:// instead of the link
+        SLUICE_IPC_LINK=zmq "$SLUICE" run -c $cfg --prompts prompts.txt "${opt[@]}" >/dev/null 2>many.err || bad "$cfg $mode over zmq failed: $(tail -1 many.err)"
+        if ids many.err | cmp -s - <(cat ref0.ids ref1.ids ref2.ids); then ok; else bad "$cfg $mode over zmq: ids differ from the solo runs"; fi
         no_orphans "$cfg $mode"
     done
 done
@@ -90,6 +93,9 @@ long_run() {
 long_run two.yaml
 if wait_for has_workers "$T/p1"; then ok; else bad "no spawned worker appeared"; fi
 generating long.err && ok || bad "killed worker: the run never generated"
+# the hops between the processes go over the same-host link (pipeline/link.h):
+# p1's input and the driver's return address listen on it
+for f in "$T/p1-s2.link" "$T/c-s5.link"; do [ -S "$f" ] && ok || bad "no link socket at $f"; done
 victim=$(workers "$T/p1")
 t0=$(date +%s%N)
 kill -9 $victim
