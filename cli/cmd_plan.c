@@ -114,7 +114,7 @@ static int node_defaults(const plan_opts *o, bool local, sl_node_defaults *d, sl
     if (local) {
         fprintf(stderr, "plan: measuring this machine's read bandwidth (use --calibration FILE "
                 "to skip)...\n");
-        double bw = sl_probe_read_bw((size_t)256 << 20, 3);
+        double bw = sl_probe_read_bw((size_t)256 << 20, 12);
         if (bw > 0)
             d->bandwidth = bw;
     }

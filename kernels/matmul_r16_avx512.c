@@ -37,17 +37,25 @@
 /* Most tokens one pass over a group's weights serves: a verification batch
  * of a few draft tokens (up to 8) reads and unpacks the weights once. */
 #define R16_TMAX 8
-/* Software prefetch this many bytes ahead of the weights in use, into L2:
- * the hardware streamer alone leaves a single core's GEMV short of the read
- * bandwidth (the scheduler fills with the block's multiply-adds waiting on
- * their loads, so loads further on issue late). 3 KB streamed Q4_0 ~5%
- * faster than 2 KB at 2 threads (1 KB and 4 KB slower); Q8_0 and Q4_K the
- * same at 2 and 3 KB. */
+/* Software prefetch this many bytes ahead of the weights in use, into L2,
+ * for tiles of 2 tokens and more: the hardware streamer alone leaves such a
+ * pass short of the read bandwidth (the scheduler fills with the block's
+ * multiply-adds waiting on their loads, so loads further on issue late).
+ * 3 KB streamed Q4_0 ~5% faster than 2 KB at 2 threads (1 KB and 4 KB
+ * slower); Q8_0 and Q4_K the same at 2 and 3 KB.
+ * One token (a decode step) streams faster without it: on the 2-vCPU Zen 5
+ * machine, synth Gemma 3 1B at 2 threads, decode paired run by run with and
+ * without, Q8_0 42.4-43.6 -> 46.4-47.2 tok/s, Q4_0 68.5-73.1 -> 70.9-74.6,
+ * Q4_K_M 53.0-55.4 -> 53.8-55.1; a plain read of 256 MB there streams 71
+ * GB/s without prefetches and 48 GB/s with them 3 KB ahead into L2. */
 #define R16_PF_DIST 3072
 
-/* Asks for the cache lines of [p + R16_PF_DIST, + bytes) ahead of use. */
-R16_INLINE void r16_prefetch(const uint8_t *p, const int bytes)
+/* Asks for the cache lines of [p + R16_PF_DIST, + bytes) ahead of use, in
+ * a tile of T tokens. */
+R16_INLINE void r16_prefetch(const uint8_t *p, const int bytes, const int T)
 {
+    if (T == 1)
+        return;
     R16_UNROLL
     for (int i = 0; i < bytes; i += 64)
         _mm_prefetch((const char *)p + R16_PF_DIST + i, _MM_HINT_T1);
@@ -76,7 +84,7 @@ R16_INLINE void tile_q4_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float
         acc[t] = _mm512_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(15);
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q4_0_BYTES) {
-        r16_prefetch(p, SL_R16_Q4_0_BYTES);
+        r16_prefetch(p, SL_R16_Q4_0_BYTES, T);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         __m512i lo[4], hi[4];
         R16_UNROLL
@@ -116,7 +124,7 @@ R16_INLINE void tile_b32(const int kind, const uint8_t *p, const sl_q8act *a, in
         acc[t] = _mm512_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
     for (int64_t b = 0; b < a->n_blocks; b++, p += bytes) {
-        r16_prefetch(p, (int)bytes);
+        r16_prefetch(p, (int)bytes, T);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         __m512 mw = has_min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)))
                             : _mm512_setzero_ps();
@@ -181,7 +189,7 @@ R16_INLINE void tile_q8_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float
     for (int t = 0; t < T; t++)
         acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q8_0_BYTES) {
-        r16_prefetch(p, SL_R16_Q8_0_BYTES);
+        r16_prefetch(p, SL_R16_Q8_0_BYTES, T);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         __m512i wq[8];
         R16_UNROLL
@@ -227,7 +235,7 @@ R16_INLINE void tile_q4_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
         __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
         const uint8_t *sc = p + 64, *mn = p + 192, *qs = p + 320;
         for (int j = 0; j < 4; j++) {
-            r16_prefetch(p + j * (SL_R16_Q4_K_BYTES / 4), SL_R16_Q4_K_BYTES / 4);
+            r16_prefetch(p + j * (SL_R16_Q4_K_BYTES / 4), SL_R16_Q4_K_BYTES / 4, T);
             __m512i lo[R16_TMAX], hi[R16_TMAX];
             R16_UNROLL
             for (int t = 0; t < T; t++)
@@ -292,7 +300,7 @@ R16_INLINE void q6_K_runs(const uint8_t *p, const sl_q8act *a, int64_t t0, int64
     __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
     const uint8_t *sc = p + 32, *ql = p + 288, *qh = p + 288 + 2048;
     for (int h = 4 * hq; h < 4 * hq + 4; h++) { /* 16-element run h: scale h, block h / 2 */
-        r16_prefetch(p + h * (SL_R16_Q6_K_BYTES / 16), SL_R16_Q6_K_BYTES / 16);
+        r16_prefetch(p + h * (SL_R16_Q6_K_BYTES / 16), SL_R16_Q6_K_BYTES / 16, T);
         __m512i w[4];
         R16_UNROLL
         for (int k = 0; k < 4; k++)

@@ -1,6 +1,7 @@
 #include "kernels/probe.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,53 +15,138 @@
 
 typedef struct bw_args {
     uint64_t *buf;
+    bool vec;
     _Atomic uint64_t sink;
 } bw_args;
+
+/* Bytes a unit of the read pass: 4 KB, a multiple of the vector loop's 256. */
+#define BW_UNIT 4096
+#define BW_WORDS (BW_UNIT / sizeof(uint64_t))
 
 static void touch_range(void *arg, int64_t i0, int64_t i1)
 {
     bw_args *a = arg;
-    for (int64_t i = i0; i < i1; i++)
+    for (int64_t i = i0 * (int64_t)BW_WORDS; i < i1 * (int64_t)BW_WORDS; i++)
         a->buf[i] = (uint64_t)i;
 }
 
-/* Reads groups [g0, g1) of 4 words. */
-static void read_range(void *arg, int64_t g0, int64_t g1)
+/* Reads units [u0, u1). */
+static void read_range(void *arg, int64_t u0, int64_t u1)
 {
     bw_args *a = arg;
-    const uint64_t *buf = a->buf;
+    const uint64_t *buf = a->buf + u0 * (int64_t)BW_WORDS;
+    size_t words = (size_t)(u1 - u0) * BW_WORDS;
     uint64_t part = 0;
-    for (int64_t i = g0 * 4; i < g1 * 4; i += 4)
-        part += (buf[i] ^ buf[i + 1]) + (buf[i + 2] ^ buf[i + 3]);
+#if defined(__x86_64__)
+    if (a->vec)
+        part = sl_probe_read_avx512(buf, words * sizeof(uint64_t));
+#endif
+    if (!a->vec) {
+        for (size_t i = 0; i < words; i += 4)
+            part += (buf[i] ^ buf[i + 1]) + (buf[i + 2] ^ buf[i + 3]);
+    }
     atomic_fetch_add_explicit(&a->sink, part, memory_order_relaxed);
+}
+
+#define BW_MAX_PASSES 256
+
+struct sl_bw_probe {
+    bw_args a;
+    size_t units;
+    int n;
+    double pass[BW_MAX_PASSES]; /* bytes/s, in order */
+};
+
+sl_bw_probe *sl_bw_probe_open(size_t bytes)
+{
+    size_t units = bytes / BW_UNIT;
+    sl_bw_probe *p = units ? calloc(1, sizeof *p) : NULL;
+    if (!p)
+        return NULL;
+    /* mapped as the repacked weights are (huge pages where the kernel gives
+     * them), so the figure is what the matmuls can stream */
+    void *buf = mmap(NULL, units * BW_UNIT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+        free(p);
+        return NULL;
+    }
+    madvise(buf, units * BW_UNIT, MADV_HUGEPAGE);
+    const sl_cpu_features *f = sl_cpu();
+    p->a.buf = buf;
+#if defined(__x86_64__)
+    p->a.vec = f->avx512f && f->os_avx512 && sl_path_active() >= SL_PATH_AVX512;
+#else
+    (void)f;
+#endif
+    p->units = units;
+    p->n = -1; /* the first pass warms up */
+    /* threads write parts they may read: first touch spreads the pages over
+     * their NUMA nodes */
+    sl_pool_for((int64_t)units, 16, touch_range, &p->a);
+    return p;
+}
+
+void sl_bw_probe_run(sl_bw_probe *p, int passes)
+{
+    /* passes back to back: the pool's threads still spin from the last one,
+     * as they do between the matmuls of a decode */
+    int runs = passes + (p->n < 0);
+    for (int r = 0; r < runs; r++) {
+        double t0 = sl_now_s();
+        sl_pool_for((int64_t)p->units, 64, read_range, &p->a); /* 256 KB chunks */
+        double bw = (double)(p->units * BW_UNIT) / (sl_now_s() - t0);
+        if (p->n < 0)
+            p->n = 0;
+        else if (p->n < BW_MAX_PASSES)
+            p->pass[p->n++] = bw;
+    }
+}
+
+double sl_bw_probe_best(const sl_bw_probe *p)
+{
+    double best = 0;
+    for (int i = 0; i < p->n; i++)
+        best = p->pass[i] > best ? p->pass[i] : best;
+    return best;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double sl_bw_probe_median(const sl_bw_probe *p)
+{
+    if (p->n <= 0)
+        return 0;
+    double v[BW_MAX_PASSES];
+    memcpy(v, p->pass, sizeof(double) * (size_t)p->n);
+    qsort(v, (size_t)p->n, sizeof v[0], cmp_double);
+    return p->n % 2 ? v[p->n / 2] : 0.5 * (v[p->n / 2 - 1] + v[p->n / 2]);
+}
+
+int sl_bw_probe_passes(const sl_bw_probe *p)
+{
+    return p->n > 0 ? p->n : 0;
+}
+
+void sl_bw_probe_close(sl_bw_probe *p)
+{
+    if (!p)
+        return;
+    munmap(p->a.buf, p->units * BW_UNIT);
+    free(p);
 }
 
 double sl_probe_read_bw(size_t bytes, int reps)
 {
-    size_t n = bytes / sizeof(uint64_t);
-    /* mapped as the repacked weights are (huge pages where the kernel gives
-     * them), so the figure is what the matmuls can stream */
-    uint64_t *buf = n ? mmap(NULL, n * sizeof(uint64_t), PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-                      : MAP_FAILED;
-    if (buf == MAP_FAILED)
+    sl_bw_probe *p = sl_bw_probe_open(bytes);
+    if (!p)
         return 0;
-    madvise(buf, n * sizeof(uint64_t), MADV_HUGEPAGE);
-    /* threads write parts they may read: first touch spreads the pages over
-     * their NUMA nodes */
-    bw_args a = {buf, 0};
-    sl_pool_for((int64_t)n, 1 << 16, touch_range, &a);
-    /* passes back to back: the pool's threads still spin from the last one,
-     * as they do between the matmuls of a decode */
-    double best = 0;
-    for (int r = 0; r < reps + 1; r++) { /* pass 0 warms up */
-        double t0 = sl_now_s();
-        sl_pool_for((int64_t)(n / 4), 1 << 14, read_range, &a);
-        double bw = (double)(n / 4 * 4 * sizeof(uint64_t)) / (sl_now_s() - t0);
-        if (r > 0 && bw > best)
-            best = bw;
-    }
-    munmap(buf, n * sizeof(uint64_t));
+    sl_bw_probe_run(p, reps);
+    double best = sl_bw_probe_best(p);
+    sl_bw_probe_close(p);
     return best;
 }
 

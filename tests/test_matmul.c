@@ -511,6 +511,42 @@ static void test_amx(void)
     CHECK(sl_matmul_amx_active());
 }
 
+/* The bandwidth probe's vector read loop folds every word (a word changed
+ * anywhere changes its result as the scalar fold's would), and the probe
+ * keeps one figure per timed pass, the fastest no slower than the median. */
+static void test_bw_probe(void)
+{
+    size_t words = 4096 / 8 * 3;
+    uint64_t *buf = aligned_alloc(64, words * 8);
+    CHECK(buf != NULL);
+    if (!buf)
+        return;
+    for (size_t i = 0; i < words; i++)
+        buf[i] = (uint64_t)i * 0x9E3779B97F4A7C15ull;
+    if (sl_cpu()->avx512f && sl_cpu()->os_avx512) {
+        uint64_t lanes[8] = {0};
+        for (size_t i = 0; i < words; i++)
+            lanes[i % 8] ^= buf[i];
+        uint64_t want = 0;
+        for (int l = 0; l < 8; l++)
+            want += lanes[l];
+        CHECK(sl_probe_read_avx512(buf, words * 8) == want);
+        buf[words - 1] ^= 1u << 20;
+        CHECK(sl_probe_read_avx512(buf, words * 8) != want);
+    }
+    free(buf);
+    sl_bw_probe *p = sl_bw_probe_open((size_t)4 << 20);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    CHECK(sl_bw_probe_passes(p) == 0 && sl_bw_probe_best(p) == 0);
+    sl_bw_probe_run(p, 3);
+    sl_bw_probe_run(p, 2);
+    CHECK(sl_bw_probe_passes(p) == 5);
+    CHECK(sl_bw_probe_median(p) > 0 && sl_bw_probe_best(p) >= sl_bw_probe_median(p));
+    sl_bw_probe_close(p);
+}
+
 /* SLUICE_NO_AMX=1 (read once) turns AMX off; exit status: whether it is on. */
 static int child_amx_active(const char *no_amx)
 {
@@ -639,5 +675,6 @@ int main(void)
     test_pack_arena();
     test_q8act_paths();
     test_amx();
+    test_bw_probe();
     return test_finish("test_matmul");
 }
