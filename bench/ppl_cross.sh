@@ -23,6 +23,23 @@
 #
 # usage: bench/ppl_cross.sh LLAMA_CPP_BUILD_DIR [TYPE...]
 #
+# ik_llama.cpp's quantizer writes its own mix: for rows that are not whole
+# 256-element blocks it falls back from Q5_K to its Q6_0 (type 133, which
+# sluice does not read; mainline llama.cpp uses Q5_1), and where four or more
+# query heads share a KV head it puts attn_v one K-type up (mainline does
+# not). When the quantizer takes --custom-q, the script gives it mainline's
+# attn_v type per layer (bench/gguf_types.py --attn-v) and, after a first
+# pass, Q5_1 for each tensor it wrote as Q6_0, so the file has mainline's
+# types. Each file's types are then set beside those `sluice quantize`
+# writes for the same type from the same f16 file ("same", or the tensors
+# that differ), with the two files' sizes.
+#
+# On gemma3 270m (640 wide) Q2_K and Q3_K_S differ only in attn_v: Q2_K's
+# Q3_K for attn_output and ffn_down is Q3_K_S's base, and every 640-wide
+# Q2_K or Q3_K tensor falls back to IQ4_NL. For a mix with real Q2_K
+# tensors, run it on a model whose rows are whole blocks: ARCH=llama
+# SIZE=tiny (512 wide, d_ff 1536).
+#
 # LLAMA_CPP_BUILD_DIR is a llama.cpp (or ik_llama.cpp) CMake build directory
 # holding llama-quantize and llama-perplexity (in bin/ or at its top). It is
 # not part of this project: build it yourself, outside this tree.
@@ -35,8 +52,7 @@
 #   CTX         chunk length (default 256), CHUNKS chunks (default 8)
 #   THREADS     threads for both (default 2)
 #   REF_UBATCH  llama-perplexity's micro-batch for the reference run (default 16)
-#   QUANT_ARGS  extra llama-quantize arguments (default for ik_llama.cpp:
-#               --attn-v-type q8_0, its Q6_0 being ik-only)
+#   QUANT_ARGS  extra llama-quantize arguments (default none)
 #   WORK        scratch directory (default a temporary one, removed)
 #   SLUICE      the sluice binary (default build/sluice of this tree)
 set -euo pipefail
@@ -74,14 +90,12 @@ tool() {
 quantize=$(tool llama-quantize)
 perplexity=$(tool llama-perplexity)
 [[ -x $SLUICE ]] || die "$SLUICE: no sluice binary (build it, or set SLUICE)"
-# ik_llama.cpp's quantizer knows --attn-v-type; mainline's does not need it
-if [[ -z ${QUANT_ARGS+x} ]]; then
-  QUANT_ARGS=""
-  # (llama-quantize --help exits 1)
-  if { "$quantize" --help 2>&1 || true; } | grep -q -- --attn-v-type; then
-    QUANT_ARGS="--attn-v-type q8_0"
-  fi
-fi
+QUANT_ARGS=${QUANT_ARGS:-}
+# ik_llama.cpp's quantizer takes --custom-q (its mix differs from mainline's);
+# (llama-quantize --help exits 1)
+custom_q=0
+{ "$quantize" --help 2>&1 || true; } | grep -q -- --custom-q && custom_q=1
+types_of() { /usr/bin/python3 "$root/bench/gguf_types.py" "$@"; }
 
 if [[ -n ${WORK:-} ]]; then
   mkdir -p "$WORK"
@@ -114,6 +128,32 @@ llama_ppl() {
   "$perplexity" -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" -b "$CTX" -ub "$2" 2>&1 | final_ppl
 }
 
+# quantize_llama TYPE OUT RULES: llama-quantize f16 -> OUT (RULES: --custom-q's)
+quantize_llama() {
+  local extra=()
+  [[ -n $3 ]] && extra=(--custom-q "$3")
+  # shellcheck disable=SC2086
+  "$quantize" $QUANT_ARGS "${extra[@]}" "$f16" "$2" "$1" "$THREADS" > "$work/quantize.log" 2>&1 && return
+  echo "ppl_cross: llama-quantize $1 failed:" >&2
+  tail -3 "$work/quantize.log" >&2
+  return 1
+}
+# sluice_mix TYPE FILE: how the file `sluice quantize --type TYPE` writes from
+# the same f16 compares: "same" or the differing tensors, and its size / FILE's
+mix_lines=()
+sluice_mix() {
+  local out=$work/sluice-$1.gguf diff
+  if ! "$SLUICE" quantize "$f16" "$out" --type "$1" > "$work/squant.log" 2>&1; then
+    mix_lines+=("$(printf "%-8s sluice quantize failed: %s" "$1" "$(tail -1 "$work/squant.log")")")
+    return
+  fi
+  diff=$(join <(types_of "$2" | awk '{ print $1, $2 }' | sort) <(types_of "$out" | awk '{ print $1, $2 }' | sort) |
+    awk '$2 != $3 { printf "%s %s/%s ", $1, $2, $3 }')
+  mix_lines+=("$(printf "%-8s %12d %12d %7s  %s" "$1" "$(stat -c %s "$out")" "$(stat -c %s "$2")" \
+    "$(ratio "$(stat -c %s "$out")" "$(stat -c %s "$2")")" "${diff:-same}")")
+  rm -f "$out"
+}
+
 # llama.cpp's tools leave a llama.log in their working directory
 cd "$work"
 printf "%s %s, ctx %d, %d chunks, %d threads; llama.cpp -ub %d (compared) and -ub %d\n" \
@@ -126,11 +166,17 @@ for t in f16 "${types[@]}"; do
   file=$f16
   if [[ $t != f16 ]]; then
     file=$work/$ARCH-$SIZE-$t.gguf
-    # shellcheck disable=SC2086
-    "$quantize" $QUANT_ARGS "$f16" "$file" "$t" "$THREADS" > "$work/quantize.log" 2>&1 ||
-      { echo "ppl_cross: llama-quantize $t failed:" >&2; tail -3 "$work/quantize.log" >&2; off=1; continue; }
+    rules=""
+    [[ $custom_q == 1 ]] && rules=$(types_of --attn-v "$t" "$f16" | paste -sd, -)
+    quantize_llama "$t" "$file" "$rules" || { off=1; continue; }
+    if [[ $custom_q == 1 ]]; then
+      q6=$(types_of "$file" | awk '$2 == "q6_0" { gsub(/\./, "\\.", $1); printf "^%s$=q5_1\n", $1 }' | paste -sd, -)
+      if [[ -n $q6 ]]; then
+        quantize_llama "$t" "$file" "${rules:+$rules,}$q6" || { off=1; continue; }
+      fi
+    fi
   fi
-  kinds=$({ "$SLUICE" inspect "$file" 2>/dev/null || true; } | awk '$1 ~ /\.weight$/ { n[$2]++ } END { for (k in n) printf "%s:%d ", k, n[k] }')
+  kinds=$(types_of "$file" | awk '$1 ~ /\.weight$/ { n[$2]++ } END { for (k in n) printf "%s:%d ", k, n[k] }')
   s=$(sluice_ppl "$file" || true)
   l=$(llama_ppl "$file" "$CTX" || true)
   b=$(llama_ppl "$file" "$REF_UBATCH" || true)
@@ -145,6 +191,10 @@ for t in f16 "${types[@]}"; do
     [[ -n $flag ]] && off=1
     printf "%-8s %12s %12s %7s %12s %7s  %s%s\n" "$t" "$s" "$l" "$r" "${b:-failed}" "$rb" "$kinds" "$flag"
   fi
-  [[ $t == f16 ]] || rm -f "$file"
+  [[ $t == f16 ]] || { sluice_mix "$t" "$file"; rm -f "$file"; }
 done
+echo
+echo "sluice quantize from the same f16, against llama.cpp's file (types: llama.cpp/sluice)"
+printf "%-8s %12s %12s %7s  %s\n" type "sluice bytes" "llama bytes" ratio "per-tensor types"
+printf "%s\n" "${mix_lines[@]}"
 exit $off

@@ -125,6 +125,21 @@ static sl_r16_fn r16_for(sl_path path, sl_type wtype)
     return NULL;
 }
 
+/* The small-batch kernel where the VNNI one runs (the AMX kernel hands
+ * batches under 16 tokens to the VNNI one whole). */
+static sl_r16_fn r16_small_for(sl_path path, sl_type wtype, int64_t n_tok)
+{
+#if defined(__x86_64__)
+    if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni && n_tok <= SL_R16_SMALL_MAX)
+        return sl_r16_small_avx512(wtype);
+#else
+    (void)path;
+    (void)wtype;
+    (void)n_tok;
+#endif
+    return NULL;
+}
+
 static sl_r16f_fn r16f_for(sl_path path, sl_type wtype)
 {
 #if defined(__x86_64__)
@@ -194,6 +209,7 @@ typedef struct plan {
     const sl_mm_kernel *simd; /* float activations: a SIMD kernel, or NULL for ref_rows */
     sl_mmq_fn rows;           /* integer path: NULL when the type has none */
     sl_r16_fn groups;         /* integer path on a packed copy */
+    sl_r16_fn pairs;          /* the same for 2..8 tokens, two groups a call */
     sl_r16f_fn groups_f;      /* float activations on a packed copy */
     sl_r16b_fn groups_b;      /* bf16 activation pairs on a packed copy (AVX512-BF16) */
     const float *x;           /* the activations this job reads (x, or x rounded to bf16) */
@@ -263,10 +279,12 @@ static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in
     for (int i = 0; i < n_jobs; i++) {
         const sl_mm_job *j = &jobs[i];
         bool q8 = act_q8 && sl_mmq_supports(j->type);
-        pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, NULL, NULL, x, nd.n_chunks};
+        pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, NULL, NULL, NULL, x,
+                       nd.n_chunks};
         if (q8) {
             pl[i].rows = ref ? sl_mmq_ref(j->type) : mmq_for(path, j->type);
             pl[i].groups = j->packed && !ref ? r16_for(path, j->type) : NULL;
+            pl[i].pairs = pl[i].groups && n_tok >= 2 ? r16_small_for(path, j->type, n_tok) : NULL;
         } else if (!ref) {
             pl[i].simd = kernel_for(path, j->type);
             pl[i].groups_f = j->packed ? r16f_for(path, j->type) : NULL;
@@ -389,7 +407,18 @@ static void jobs_range(void *arg, int64_t u0, int64_t u1)
         int i = 0;
         while (i + 1 < j->n_jobs && c >= j->pl[i + 1].chunk0)
             i++;
-        run_chunk(&j->pl[i], c, j->n_in, t0, t1, j->a, j->xpairs);
+        const plan *pl = &j->pl[i];
+        /* a small batch: this chunk and the next, two full groups of the
+         * same job and token block, in one call */
+        int64_t o0 = (c - pl->chunk0) * ROW_CHUNK;
+        if (pl->pairs && u + 1 < u1 && c + 1 < j->n_chunks && o0 + 2 * ROW_CHUNK <= pl->job->n_out) {
+            sl_q8act v = sl_q8act_tokens(j->a, t0, t1);
+            pl->pairs(pl->job->packed, o0 / 16, o0 / 16 + 2, &v, pl->job->y + t0 * pl->job->ldy,
+                      pl->job->ldy);
+            u++;
+            continue;
+        }
+        run_chunk(pl, c, j->n_in, t0, t1, j->a, j->xpairs);
     }
 }
 

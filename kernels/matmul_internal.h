@@ -61,6 +61,11 @@ size_t sl_r16_group_bytes(sl_type wtype, int64_t n_in);
 typedef void (*sl_r16_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a,
                           float *y, int64_t ldy);
 sl_r16_fn sl_r16_avx512(sl_type wtype);
+/* The same for 2 to 8 tokens (a verification batch), two groups at a time
+ * (matmul_r16s_avx512.c), with the one-group kernel's bits; NULL for a type
+ * it lacks. */
+#define SL_R16_SMALL_MAX 8
+sl_r16_fn sl_r16_small_avx512(sl_type wtype);
 /* The same through AMX int8 for whole tiles of 16 tokens (matmul_amx.c),
  * with the VNNI kernel's bits; NULL when AMX is off or lacks the type. */
 sl_r16_fn sl_r16_amx(sl_type wtype);
