@@ -62,3 +62,47 @@ R16_INLINE void pf2_q4_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
     r16_store(y, acc0, ldy, PF2_T);
     r16_store(y + 16, acc1, ldy, PF2_T);
 }
+
+/* Q8_0 the same way: 8 dword columns of quants plus 128 (unsigned), each
+ * lane starting at -128 times the activations' block sum. */
+R16_INLINE void pf2_q8_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
+                         float *y, int64_t ldy)
+{
+    __m512 acc0[PF2_T], acc1[PF2_T];
+    R16_UNROLL
+    for (int t = 0; t < PF2_T; t++)
+        acc0[t] = acc1[t] = _mm512_setzero_ps();
+    const int8_t *q0 = a->q + t0 * a->n_in;
+    const int32_t *s0 = a->sum + t0 * a->n_blocks;
+    const float *d0 = a->d + t0 * a->n_blocks;
+    const uint8_t *p1 = p0 + gbytes;
+    for (int64_t b = 0; b < a->n_blocks; b++, p0 += SL_R16_Q8_0_BYTES, p1 += SL_R16_Q8_0_BYTES) {
+        r16_prefetch(p0, SL_R16_Q8_0_BYTES);
+        r16_prefetch(p1, SL_R16_Q8_0_BYTES);
+        __m512i i0[PF2_T], i1[PF2_T];
+        R16_UNROLL
+        for (int t = 0; t < PF2_T; t++)
+            i0[t] = i1[t] = _mm512_set1_epi32(-128 * s0[t * a->n_blocks + b]);
+        R16_UNROLL
+        for (int k = 0; k < 8; k++) {
+            __m512i w0 = _mm512_loadu_si512(p0 + 32 + 64 * k);
+            __m512i w1 = _mm512_loadu_si512(p1 + 32 + 64 * k);
+            R16_UNROLL
+            for (int t = 0; t < PF2_T; t++) {
+                __m512i bq = r16_bcast(q0 + t * a->n_in + 32 * b + 4 * k);
+                i0[t] = _mm512_dpbusd_epi32(i0[t], w0, bq);
+                i1[t] = _mm512_dpbusd_epi32(i1[t], w1, bq);
+            }
+        }
+        __m512 dw0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p0));
+        __m512 dw1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p1));
+        R16_UNROLL
+        for (int t = 0; t < PF2_T; t++) {
+            __m512 da = _mm512_set1_ps(d0[t * a->n_blocks + b]);
+            acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(dw0, da), acc0[t]);
+            acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(dw1, da), acc1[t]);
+        }
+    }
+    r16_store(y, acc0, ldy, PF2_T);
+    r16_store(y + 16, acc1, ldy, PF2_T);
+}
