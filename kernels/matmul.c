@@ -16,6 +16,11 @@
  * small enough that the weights of a chunk stay in L2 while a prefill batch
  * streams past them. */
 #define ROW_CHUNK 16
+/* Rows a prefill batch's chunk holds on the packed integer path: two groups
+ * of 16, which its two-group tiles take together (a broadcast activation
+ * feeds both). From PREFILL_TOKENS tokens in a call. */
+#define PREFILL_CHUNK 32
+#define PREFILL_TOKENS 16
 /* Below this many multiply-adds a team costs more than it saves. */
 #define PARALLEL_MIN_MACS (1 << 18)
 /* Tokens the reference decodes a weight block for at once. */
@@ -214,6 +219,7 @@ typedef struct plan {
     sl_r16b_fn groups_b;      /* bf16 activation pairs on a packed copy (AVX512-BF16) */
     const float *x;           /* the activations this job reads (x, or x rounded to bf16) */
     int64_t chunk0;           /* first chunk of this job in the shared numbering */
+    int64_t chunk_rows;       /* rows a chunk (ROW_CHUNK, or PREFILL_CHUNK) */
 } plan;
 
 #define MAX_JOBS 8
@@ -224,16 +230,20 @@ static void run_chunk(const plan *pl, int64_t c, int64_t n_in, int64_t t0, int64
 {
     const float *x = pl->x;
     const sl_mm_job *j = pl->job;
-    int64_t o0 = (c - pl->chunk0) * ROW_CHUNK;
-    int64_t o1 = o0 + ROW_CHUNK < j->n_out ? o0 + ROW_CHUNK : j->n_out;
+    int64_t o0 = (c - pl->chunk0) * pl->chunk_rows;
+    int64_t o1 = o0 + pl->chunk_rows < j->n_out ? o0 + pl->chunk_rows : j->n_out;
     const uint8_t *w = j->w;
     float *y = j->y + t0 * j->ldy;
     if (pl->rows) {
         sl_q8act v = sl_q8act_tokens(a, t0, t1);
-        if (pl->groups && o1 - o0 == 16) /* ROW_CHUNK is 16: a full chunk is a group */
-            pl->groups(j->packed, o0 / 16, o0 / 16 + 1, &v, y, j->ldy);
-        else
-            pl->rows(w, pl->row_bytes, o0, o1, &v, y, j->ldy);
+        /* the chunk's whole groups of 16 (chunks start on one) through the
+         * packed copy, the rest of the last group row by row: which way a row
+         * goes depends on n_out alone, never on the chunking */
+        int64_t full = pl->groups ? (o1 - o0) / 16 * 16 : 0;
+        if (full)
+            pl->groups(j->packed, o0 / 16, (o0 + full) / 16, &v, y, j->ldy);
+        if (o0 + full < o1)
+            pl->rows(w, pl->row_bytes, o0 + full, o1, &v, y, j->ldy);
     } else if (pl->groups_b && o1 - o0 == 16) {
         pl->groups_b(j->packed, o0 / 16, o0 / 16 + 1, xpairs + t0 * (n_in / 2), t1 - t0, n_in, y,
                      j->ldy);
@@ -280,11 +290,13 @@ static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in
         const sl_mm_job *j = &jobs[i];
         bool q8 = act_q8 && sl_mmq_supports(j->type);
         pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, NULL, NULL, NULL, x,
-                       nd.n_chunks};
+                       nd.n_chunks, ROW_CHUNK};
         if (q8) {
             pl[i].rows = ref ? sl_mmq_ref(j->type) : mmq_for(path, j->type);
             pl[i].groups = j->packed && !ref ? r16_for(path, j->type) : NULL;
             pl[i].pairs = pl[i].groups && n_tok >= 2 ? r16_small_for(path, j->type, n_tok) : NULL;
+            if (pl[i].groups && n_tok >= PREFILL_TOKENS)
+                pl[i].chunk_rows = PREFILL_CHUNK;
         } else if (!ref) {
             pl[i].simd = kernel_for(path, j->type);
             pl[i].groups_f = j->packed ? r16f_for(path, j->type) : NULL;
@@ -299,7 +311,7 @@ static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in
             }
         }
         nd.q8 |= q8;
-        nd.n_chunks += (j->n_out + ROW_CHUNK - 1) / ROW_CHUNK;
+        nd.n_chunks += (j->n_out + pl[i].chunk_rows - 1) / pl[i].chunk_rows;
         nd.macs += j->n_out * n_in * n_tok;
     }
     return nd;

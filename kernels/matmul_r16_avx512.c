@@ -339,6 +339,8 @@ R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
     r16_store(y, acc, ldy, T);
 }
 
+#include "kernels/matmul_r16pf_avx512.h"
+
 #define R16_TT 4
 
 /* Tokens [t, n_tok) of group p in tiles of R16_TMAX, then one tile of the
@@ -382,11 +384,35 @@ R16_GROUPS(q4_1)
 R16_GROUPS(q5_0)
 R16_GROUPS(q5_1)
 
+/* Pairs of groups through the two-group prefill tile for whole tiles of
+ * PF2_T tokens; an odd group and the tokens after the last whole tile take
+ * the one-group path. */
+#define PF2_GROUPS(type)                                                                      \
+    static void groups2_##type(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a, \
+                               float *y, int64_t ldy)                                         \
+    {                                                                                         \
+        size_t group_bytes = sl_r16_group_bytes(SL_TYPE_##type, a->n_in);                     \
+        int64_t n_full = a->n_tok / PF2_T * PF2_T, g = g0;                                    \
+        for (; n_full > 0 && g + 2 <= g1; g += 2) {                                           \
+            const uint8_t *p = packed + (size_t)g * group_bytes;                              \
+            for (int64_t t = 0; t < n_full; t += PF2_T)                                       \
+                pf2_##type(p, group_bytes, a, t, y + 16 * g + t * ldy, ldy);                  \
+            if (n_full < a->n_tok) {                                                          \
+                sl_q8act rest = sl_q8act_tokens(a, n_full, a->n_tok);                         \
+                groups_##type(packed, g, g + 2, &rest, y + n_full * ldy, ldy);                \
+            }                                                                                 \
+        }                                                                                     \
+        if (g < g1)                                                                           \
+            groups_##type(packed, g, g1, a, y, ldy);                                          \
+    }
+PF2_GROUPS(q4_0)
+PF2_GROUPS(q8_0)
+
 sl_r16_fn sl_r16_avx512(sl_type wtype)
 {
     switch (wtype) {
-    case SL_TYPE_Q4_0: return groups_q4_0;
-    case SL_TYPE_Q8_0: return groups_q8_0;
+    case SL_TYPE_Q4_0: return groups2_q4_0;
+    case SL_TYPE_Q8_0: return groups2_q8_0;
     case SL_TYPE_Q4_K: return groups_q4_K;
     case SL_TYPE_Q6_K: return groups_q6_K;
     case SL_TYPE_Q4_1: return groups_q4_1;
