@@ -28,8 +28,8 @@ R16_INLINE void pf2_q4_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
     const float *d0 = a->d + t0 * a->n_blocks;
     const uint8_t *p1 = p0 + gbytes;
     for (int64_t b = 0; b < a->n_blocks; b++, p0 += SL_R16_Q4_0_BYTES, p1 += SL_R16_Q4_0_BYTES) {
-        r16_prefetch(p0, SL_R16_Q4_0_BYTES);
-        r16_prefetch(p1, SL_R16_Q4_0_BYTES);
+        r16_prefetch(p0, SL_R16_Q4_0_BYTES, PF2_T);
+        r16_prefetch(p1, SL_R16_Q4_0_BYTES, PF2_T);
         __m512i i0[PF2_T], i1[PF2_T];
         R16_UNROLL
         for (int t = 0; t < PF2_T; t++)
@@ -77,8 +77,8 @@ R16_INLINE void pf2_q8_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
     const float *d0 = a->d + t0 * a->n_blocks;
     const uint8_t *p1 = p0 + gbytes;
     for (int64_t b = 0; b < a->n_blocks; b++, p0 += SL_R16_Q8_0_BYTES, p1 += SL_R16_Q8_0_BYTES) {
-        r16_prefetch(p0, SL_R16_Q8_0_BYTES);
-        r16_prefetch(p1, SL_R16_Q8_0_BYTES);
+        r16_prefetch(p0, SL_R16_Q8_0_BYTES, PF2_T);
+        r16_prefetch(p1, SL_R16_Q8_0_BYTES, PF2_T);
         __m512i i0[PF2_T], i1[PF2_T];
         R16_UNROLL
         for (int t = 0; t < PF2_T; t++)
