@@ -73,8 +73,6 @@ typedef struct dreq {
     int base, k;
     int32_t drafted[SL_SPEC_K_MAX];
     float *q;               /* k rows of n_vocab (sampled requests) */
-    double t_sent;          /* when the request's last wanted row left */
-    int sent_rows;          /* rows of the batch it left in (0: nothing pending) */
     /* drafted ahead (pipelined): valid when the target emits guess after
      * accepting all of drafted[] */
     bool ahead;
@@ -83,13 +81,13 @@ typedef struct dreq {
     int32_t ahead_tok[SL_SPEC_K_MAX];
     float *ahead_q;
     bool ahead_tried;       /* this block's look-ahead is done (or not worth it) */
-    /* adaptive k: the batch that carried the request's step drafted
-     * sent_drafted tokens (every request's) and spent t_draft drafting
-     * them on the critical path; the step is comparable with others (one
-     * row of the request's own, not a prefill) when observe */
+    /* adaptive k: the request's step runs from when its wanted row left
+     * (less the drafting on the critical path before) with the tokens
+     * the batch drafted (every request's) until its next batch; it is
+     * comparable with others (one row of the request's own, not a
+     * prefill) when observe */
     spa_ctl spa;
-    double t_draft;
-    int sent_drafted;
+    spa_clock clock;
     bool observe;
 } dreq;
 
@@ -421,12 +419,8 @@ static int choose_k(draft_stage *ds, dreq *r, int room)
 static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
 {
     bool ahead_ok = false;
-    double step_s = r->sent_rows > 0 ? sl_now_s() - r->t_sent + r->t_draft : -1.0;
-    r->sent_rows = 0;
-    if (r->observe && step_s >= 0.0 && r->n_hist == (r->base >= 0 ? r->base + 1 : pos)) {
-        spa_observe_cost(&r->spa, r->sent_drafted, step_s);
-        ds->spa_prior = r->spa;
-    }
+    spa_clock_stop(&r->clock, sl_now_s(), r->observe && r->n_hist == (r->base >= 0 ? r->base + 1 : pos),
+                   &r->spa, &ds->spa_prior);
     if (r->base >= 0) {
         int accepted = pos - r->base - 1;
         if (accepted < 0 || accepted > r->k || r->n_hist != r->base + 1) {
@@ -683,17 +677,13 @@ static int add_draft_payloads(pl_msg *m, draft_stage *ds, const out_rows *o, sl_
 }
 
 /* Sends the extended batch; the round trips of its wanted requests start
- * now, for the batch's full row count. */
+ * now, with every drafted row of the batch. */
 static int send_extended(sl_stage *s, const pl_msg *in, const out_rows *o, const sl_emit *out, sl_err *err)
 {
     draft_stage *ds = s->impl;
     double t_now = sl_now_s();
-    for (int i = 0; i < o->n_wanted; i++) {
-        ds->wanted[i]->t_sent = t_now;
-        ds->wanted[i]->sent_rows = (int)o->n;
-        ds->wanted[i]->sent_drafted = (int)o->n_q;
-        ds->wanted[i]->t_draft = o->t_draft;
-    }
+    for (int i = 0; i < o->n_wanted; i++)
+        spa_clock_start(&ds->wanted[i]->clock, t_now, o->t_draft, (int)o->n_q);
     pl_msg m;
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, o->n);
     pl_msg_copy_extras(&m, in);
