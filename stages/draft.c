@@ -53,6 +53,10 @@
  * (spa_observe_alpha). One drafted token a probe could not tell a pair
  * accepting 40% from one accepting 80%. */
 #define SHADOW_ROWS 16
+/* Rows the stage runs through its draft model at start (at most
+ * max_batch): a probe's catch-up, a window or a short prompt and the
+ * plain steps before the first probe. */
+#define WARM_ROWS (2 * DRAFT_WINDOW)
 
 typedef struct dreq {
     sl_reqtab_key key;      /* first: the table's */
@@ -69,8 +73,6 @@ typedef struct dreq {
     int base, k;
     int32_t drafted[SL_SPEC_K_MAX];
     float *q;               /* k rows of n_vocab (sampled requests) */
-    double t_sent;          /* when the request's last wanted row left */
-    int sent_rows;          /* rows of the batch it left in (0: nothing pending) */
     /* drafted ahead (pipelined): valid when the target emits guess after
      * accepting all of drafted[] */
     bool ahead;
@@ -79,13 +81,13 @@ typedef struct dreq {
     int32_t ahead_tok[SL_SPEC_K_MAX];
     float *ahead_q;
     bool ahead_tried;       /* this block's look-ahead is done (or not worth it) */
-    /* adaptive k: the batch that carried the request's step drafted
-     * sent_drafted tokens (every request's) and spent t_draft drafting
-     * them on the critical path; the step is comparable with others (one
-     * row of the request's own, not a prefill) when observe */
+    /* adaptive k: the request's step runs from when its wanted row left
+     * (less the drafting on the critical path before) with the tokens
+     * the batch drafted (every request's) until its next batch; it is
+     * comparable with others (one row of the request's own, not a
+     * prefill) when observe */
     spa_ctl spa;
-    double t_draft;
-    int sent_drafted;
+    spa_clock clock;
     bool observe;
 } dreq;
 
@@ -417,12 +419,8 @@ static int choose_k(draft_stage *ds, dreq *r, int room)
 static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
 {
     bool ahead_ok = false;
-    double step_s = r->sent_rows > 0 ? sl_now_s() - r->t_sent + r->t_draft : -1.0;
-    r->sent_rows = 0;
-    if (r->observe && step_s >= 0.0 && r->n_hist == (r->base >= 0 ? r->base + 1 : pos)) {
-        spa_observe_cost(&r->spa, r->sent_drafted, step_s);
-        ds->spa_prior = r->spa;
-    }
+    spa_clock_stop(&r->clock, sl_now_s(), r->observe && r->n_hist == (r->base >= 0 ? r->base + 1 : pos),
+                   &r->spa, &ds->spa_prior);
     if (r->base >= 0) {
         int accepted = pos - r->base - 1;
         if (accepted < 0 || accepted > r->k || r->n_hist != r->base + 1) {
@@ -679,17 +677,13 @@ static int add_draft_payloads(pl_msg *m, draft_stage *ds, const out_rows *o, sl_
 }
 
 /* Sends the extended batch; the round trips of its wanted requests start
- * now, for the batch's full row count. */
+ * now, with every drafted row of the batch. */
 static int send_extended(sl_stage *s, const pl_msg *in, const out_rows *o, const sl_emit *out, sl_err *err)
 {
     draft_stage *ds = s->impl;
     double t_now = sl_now_s();
-    for (int i = 0; i < o->n_wanted; i++) {
-        ds->wanted[i]->t_sent = t_now;
-        ds->wanted[i]->sent_rows = (int)o->n;
-        ds->wanted[i]->sent_drafted = (int)o->n_q;
-        ds->wanted[i]->t_draft = o->t_draft;
-    }
+    for (int i = 0; i < o->n_wanted; i++)
+        spa_clock_start(&ds->wanted[i]->clock, t_now, o->t_draft, (int)o->n_q);
     pl_msg m;
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, in->hdr->batch_id, o->n);
     pl_msg_copy_extras(&m, in);
@@ -839,7 +833,6 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     s->impl = ds;
     s->destroy = destroy_draft_stage;
     s->process = draft_process;
-    s->idle = draft_idle;
     s->describe = draft_describe;
     ds->max_batch = spec->max_batch_tokens;
     ds->context = spec->context;
@@ -848,6 +841,10 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     ds->auto_k = spec->spec_auto;
     ds->lookup = spec->spec_lookup;
     ds->pipelined = spec->spec_pipelined && !spec->spec_lookup;
+    /* only a pipelined draft model works in idle time; an idle callback
+     * costs its host one more poll after every message (host.c) */
+    if (ds->pipelined)
+        s->idle = draft_idle;
     if (ds->k_max < 0 || ds->k_max > SL_SPEC_K_MAX)
         return sl_fail(err, "speculative k = %d outside 0..%d", ds->k_max, SL_SPEC_K_MAX);
     spa_init(&ds->spa_prior, ds->k_max);
@@ -893,14 +890,23 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
         !ds->o_flags || !ds->o_qsrc || !ds->wanted)
         return sl_fail(err, "out of memory");
     if (ds->model) {
-        /* one row through the draft model now: its first use (page faults,
-         * cold caches: 2x the steady cost on the tiny pair) is not a
-         * request's first probe, whose cost spaces the probes after it */
-        ds->tok[0] = 0;
-        ds->seq[0] = 0;
-        ds->pos[0] = 0;
-        int want = 0;
-        if (eval_rows(ds, 1, &want, 1, err))
+        /* a probe's worth of rows through the draft model now: its first
+         * use (page faults on the scratch and cache rows a catch-up of many
+         * rows writes, cold caches: 2x the steady cost on the tiny pair)
+         * is not a request's first probe, whose cost spaces the probes
+         * after it and which every plain step pays. One row warmed only
+         * one row's pages: the first probe (the prompt and 8 tokens, ~30
+         * rows) still took 2.2-3.3 ms against 1.4-1.5 ms after this. */
+        int n_warm = WARM_ROWS < ds->max_batch ? WARM_ROWS : ds->max_batch;
+        if (n_warm > ds->context)
+            n_warm = ds->context;
+        for (int i = 0; i < n_warm; i++) {
+            ds->tok[i] = 0;
+            ds->seq[i] = 0;
+            ds->pos[i] = i;
+        }
+        int want = n_warm - 1;
+        if (eval_rows(ds, n_warm, &want, 1, err))
             return -1;
         sl_kv_truncate(ds->kv, 0, 0);
         ds->draft_s = 0.0;

@@ -35,11 +35,12 @@ typedef struct mtp_slot {
     float *kv[4];           /* K_s, V_s (ring rows, or cap), K_g, V_g (cap rows) of w[kind] floats */
     int len, cap, lo;
     /* adaptive k (stages/spec_adapt.c): one controller a slot, fed the
-     * time from one arrival of the slot's tokens to the next */
+     * time from one arrival of the slot's tokens to the next, with the
+     * drafts sent after the first (clock.drafted) */
     sl_spec_stats stats;
     spa_ctl spa;
-    double t_last;          /* when its tokens last arrived (0: not yet) */
-    int last_p, sent_k;     /* t0's position then, and the drafts sent after it */
+    spa_clock clock;        /* running once its tokens have arrived */
+    int last_p;             /* t0's position then */
 } mtp_slot;
 
 typedef struct mtp_stage {
@@ -146,15 +147,20 @@ static int take_kv_rows(mtp_stage *ms, const pl_msg *in, sl_err *why)
 static void learn_step(mtp_stage *ms, mtp_slot *sl, int p, int emitted, bool verified)
 {
     double now = sl_now_s();
-    if (sl->t_last > 0 && p == sl->last_p + emitted) {
-        spa_observe(&sl->spa, verified ? sl->sent_k : 0, verified ? emitted - 1 : 0, now - sl->t_last);
-        ms->spa_prior = sl->spa;
-    } else if (sl->t_last == 0 || p <= sl->last_p) {
+    bool was_running = sl->clock.running;
+    int sent = sl->clock.drafted;
+    if (!verified)
+        sl->clock.drafted = 0; /* its drafts were not verified: a plain step */
+    if (spa_clock_stop(&sl->clock, now, was_running && p == sl->last_p + emitted, &sl->spa, &ms->spa_prior)) {
+        if (verified && sl->spa.n_plain > 0) {
+            spa_observe_accept(&sl->spa, sent, emitted - 1);
+            ms->spa_prior = sl->spa;
+        }
+    } else if (!was_running || p <= sl->last_p) {
         spa_init_from(&sl->spa, &ms->spa_prior);
     }
-    sl->t_last = now;
+    spa_clock_start(&sl->clock, now, 0.0, 0);
     sl->last_p = p;
-    sl->sent_k = 0;
 }
 
 /* The tokens emitted for a request: rows [i0, i1) of the TOKENS, the last
@@ -180,7 +186,7 @@ static int draft_after(mtp_stage *ms, const pl_msg *in, uint32_t i0, uint32_t i1
     if (tok[j] < 0 || tok[j] >= ms->n_vocab)
         return sl_fail(why, "row %u: token %d outside the vocabulary of %d", j, tok[j], ms->n_vocab);
     mtp_slot *sl = &ms->slots[s];
-    bool verified = sl->sent_k > 0 && spec && spec[j] > 0;
+    bool verified = sl->clock.drafted > 0 && spec && spec[j] > 0;
     if (verified)
         sl_spec_stats_add(&sl->stats, spec[j], (int)(i1 - i0) - 1);
     learn_step(ms, sl, p, (int)(i1 - i0), verified);
@@ -202,7 +208,7 @@ static int draft_after(mtp_stage *ms, const pl_msg *in, uint32_t i0, uint32_t i1
     ms->draft_s += sl_now_s() - t0;
     ms->drafted += k;
     ms->rounds++;
-    sl->sent_k = k;
+    sl->clock.drafted = k;
     return k;
 }
 

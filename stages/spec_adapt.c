@@ -277,6 +277,22 @@ int spa_cache_offset(int n_text, int cached, int off, bool drafting, int window)
     return n_text - window;
 }
 
+void spa_clock_start(spa_clock *k, double t0, double extra_s, int drafted)
+{
+    *k = (spa_clock){t0, extra_s, drafted, true};
+}
+
+bool spa_clock_stop(spa_clock *k, double t, bool comparable, spa_ctl *c, spa_ctl *prior)
+{
+    bool running = k->running;
+    k->running = false;
+    if (!running || !comparable)
+        return false;
+    spa_observe_cost(c, k->drafted, t - k->t0 + k->extra_s);
+    *prior = *c;
+    return true;
+}
+
 void spa_observe(spa_ctl *c, int drafted, int accepted, double step_s)
 {
     spa_observe_cost(c, drafted, step_s);

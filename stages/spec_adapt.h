@@ -76,6 +76,28 @@ void spa_observe_alpha(spa_ctl *c, int n, int hits);
  * most SPA_PROBE_SHARE of plain decoding (stages/spec_adapt.c). */
 void spa_observe_probe(spa_ctl *c, double extra_s);
 
+/* The clock of one request's steps, which both drafters that pace
+ * themselves by step cost share (the draft stage before the target, the
+ * mtp stage after sample): a step starts when the request's batch leaves
+ * or its tokens arrive, counting extra seconds already spent on its
+ * critical path (drafting before the batch left), and ends when the
+ * request's next batch or tokens arrive. Times are the caller's clock
+ * (this file reads none). */
+typedef struct spa_clock {
+    double t0, extra_s;
+    int drafted;        /* tokens the step verifies (whose cost it shows) */
+    bool running;
+} spa_clock;
+
+void spa_clock_start(spa_clock *k, double t0, double extra_s, int drafted);
+
+/* Ends the running step at t. When there was one and it is comparable
+ * with others (the caller's test: one row of the request's own, going
+ * on from the step before), c observes its cost (spa_observe_cost) and
+ * *prior, what a new request on the stage starts from, takes c. Returns
+ * whether it was observed. */
+bool spa_clock_stop(spa_clock *k, double t, bool comparable, spa_ctl *c, spa_ctl *prior);
+
 /* A draft model's cache for a request holds its text's first token at
  * position 0 and tokens off+1.. at positions 1.. (off 0: the text as it
  * is), up to cached tokens of the text (0: empty). Before drafting after a

@@ -377,6 +377,32 @@ static void test_cache_offset(void)
     CHECK(spa_cache_offset(500, 460, 400, false, 32) == 468); /* too far behind: a new one */
 }
 
+/* The step clock both drafting stages keep a request: a step counts from
+ * its start (plus the drafting before it) to the next arrival, once, and
+ * only when comparable; what it teaches becomes the stage's prior. */
+static void test_step_clock(void)
+{
+    spa_ctl c, prior;
+    spa_init(&c, 4);
+    c.cold = 0;
+    spa_init(&prior, 4);
+    spa_clock k = {0};
+    CHECK(!spa_clock_stop(&k, 1.0, true, &c, &prior)); /* no step was running */
+    CHECK(c.n_plain == 0);
+    spa_clock_start(&k, 1.0, 0.25, 0);
+    CHECK(spa_clock_stop(&k, 2.0, true, &c, &prior)); /* a plain step of 1.25 s */
+    CHECK(c.n_plain == 1 && fabs(c.t_plain - 1.25) < 1e-12);
+    CHECK(prior.n_plain == 1 && prior.t_plain == c.t_plain);
+    CHECK(!spa_clock_stop(&k, 3.0, true, &c, &prior)); /* stopped: not again */
+    CHECK(c.n_plain == 1);
+    spa_clock_start(&k, 3.0, 0.0, 2);
+    CHECK(!spa_clock_stop(&k, 9.0, false, &c, &prior)); /* not comparable (a prefill) */
+    CHECK(c.n_plain == 1 && c.n_spec == 0);
+    spa_clock_start(&k, 10.0, 0.5, 2);
+    CHECK(spa_clock_stop(&k, 11.75, true, &c, &prior)); /* 2.25 s verifying 2 drafted tokens */
+    CHECK(c.n_spec == 1 && fabs(c.t_token - 0.5) < 1e-12 && prior.n_spec == 1);
+}
+
 int main(void)
 {
     test_never_accepts();
@@ -390,5 +416,6 @@ int main(void)
     test_probe_cost();
     test_shadow_and_probe();
     test_cache_offset();
+    test_step_clock();
     return test_finish("test_spec_adapt");
 }
