@@ -41,8 +41,9 @@ status --key keys/stranger.key --server-key keys/hostb.pub --timeout 1 >stranger
 has stranger.err "no answer from $W within 1.0 s" "stranger"
 [ -s stranger.txt ] && bad "a stranger was shown: $(cat stranger.txt)" || ok
 
-# serving: a long run in A
-for i in $(seq 4); do echo "prompt $i of a long run"; done >long.txt
+# serving: a long run in A (many prompts, so it outlasts every ask below
+# however fast decoding gets; it is killed at the end)
+for i in $(seq 256); do echo "prompt $i of a long run"; done >long.txt
 ip netns exec "$NA" "$SLUICE" run -c configs/two-host.yaml --prompts long.txt -n 100000 \
     --status-listen tcp://10.77.0.1:7300 >/dev/null 2>long.err &
 coord=$!
