@@ -13,7 +13,7 @@
 #include <time.h>
 #include <zmq.h>
 
-#include "pipeline/link.h"
+#include "pipeline/link_poll.h"
 #include "pipeline/security.h"
 #include "util/pool.h"
 
@@ -269,14 +269,7 @@ static int poll_items(pl_host *h, zmq_pollitem_t *items, int max)
 {
     items[0] = (zmq_pollitem_t){NULL, h->stop_fd, ZMQ_POLLIN, 0};
     items[1] = (zmq_pollitem_t){h->in, 0, ZMQ_POLLIN, 0};
-    int n = 2;
-    if (h->lin) {
-        int fds[1 + PL_LINK_MAX_CONNS];
-        int k = pl_link_in_fds(h->lin, fds, 1 + PL_LINK_MAX_CONNS);
-        for (int i = 0; i < k && n < max; i++)
-            items[n++] = (zmq_pollitem_t){NULL, fds[i], ZMQ_POLLIN, 0};
-    }
-    return n;
+    return h->lin ? pl_link_poll_add(h->lin, items, 2, max) : 2;
 }
 
 static void *host_main(void *arg)
@@ -312,8 +305,8 @@ static void *host_main(void *arg)
         bool arrived = items[1].revents & ZMQ_POLLIN;
         if (arrived)
             take_waiting(h);
-        for (int i = 2; i < n_items; i++)
-            arrived |= (items[i].revents & ZMQ_POLLIN) != 0;
+        if (h->lin)
+            arrived |= pl_link_poll_seen(h->lin, items, 2, n_items);
         if (h->lin && (arrived || link_more))
             link_more = take_linked(h);
         if (!h->n_pending) {

@@ -51,6 +51,15 @@ int pl_link_listen(pl_link_in **out, const char *addr, const pl_wire_limits *lim
  * returns how many. They change as senders come and go: ask again after
  * each pl_link_in_recv. */
 int pl_link_in_fds(const pl_link_in *l, int *fds, int max);
+/* Tells the link that a poll of its fds found fd readable. A caller that
+ * does this (after each of its polls, for every readable fd) saves system
+ * calls: from its first call on, pl_link_in_recv accepts senders only when
+ * a poll saw the listener readable, and reads a connection only when a poll
+ * (or pl_link_in_spin) saw bytes on it since a read drained it; a read that
+ * gets less than it asked for counts as draining, and what arrives after it
+ * shows in the next poll. A caller that never calls it gets every fd looked
+ * at in each pl_link_in_recv. */
+void pl_link_in_ready(pl_link_in *l, int fd);
 /* Takes the next whole message that has arrived, without blocking: 1 with
  * m filled, 0 when none is waiting, -1 when a message was dropped or a
  * sender's stream was closed for breaking the format (err says which and

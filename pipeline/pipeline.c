@@ -17,7 +17,7 @@
 #include "pipeline/coord.h"
 #include "pipeline/cores.h"
 #include "pipeline/host.h"
-#include "pipeline/link.h"
+#include "pipeline/link_poll.h"
 #include "pipeline/keyring.h"
 #include "pipeline/wire.h"
 #include "util/debug.h"
@@ -1020,26 +1020,17 @@ static void test_nap_after_stall(void)
 static int answer_items(sl_pipeline *p, zmq_pollitem_t *items, int max)
 {
     items[0] = (zmq_pollitem_t){p->from_last, 0, ZMQ_POLLIN, 0};
-    int n = 1;
-    if (p->link_in) {
-        int fds[1 + PL_LINK_MAX_CONNS];
-        int k = pl_link_in_fds(p->link_in, fds, 1 + PL_LINK_MAX_CONNS);
-        for (int i = 0; i < k && n < max; i++)
-            items[n++] = (zmq_pollitem_t){NULL, fds[i], ZMQ_POLLIN, 0};
-    }
-    return n;
+    return p->link_in ? pl_link_poll_add(p->link_in, items, 1, max) : 1;
 }
 
 /* One answer from whichever source has one: 1 with m, 0 none, -1 one was
  * dropped (why says why). */
 static int take_answer(sl_pipeline *p, const zmq_pollitem_t *items, int n_items, pl_msg *m, sl_err *why)
 {
+    bool ready = p->link_in && (pl_link_poll_seen(p->link_in, items, 1, n_items) || p->link_more);
     if (items[0].revents & ZMQ_POLLIN)
         return pl_msg_recv(m, p->from_last, &p->limits, why) == 0 ? 1 : -1;
-    bool ready = p->link_more;
-    for (int i = 1; i < n_items; i++)
-        ready |= (items[i].revents & ZMQ_POLLIN) != 0;
-    if (!p->link_in || !ready)
+    if (!ready)
         return 0;
     int rc = pl_link_in_recv(p->link_in, m, why);
     p->link_more = rc != 0;
