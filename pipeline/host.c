@@ -28,9 +28,9 @@ struct pl_host {
      * out when the output is ipc:// */
     pl_link_in *lin;
     pl_link_out *lout;
-    /* a count on it means stop: a plain fd, which zmq_poll watches in its
-     * own poll(2) with no ZeroMQ bookkeeping (a socket there costs system
-     * calls on every wake-up, before and after the wait) */
+    /* a count on it means stop: a plain fd in the host's poll(2) set, as
+     * are the input socket's ZMQ_FD and the link's fds (pipeline/link_poll.h:
+     * zmq_poll would cost system calls before and after every wait) */
     int stop_fd;
     int threads;
     int numa;          /* -1: not bound */
@@ -228,14 +228,16 @@ static void enqueue(pl_host *h)
 }
 
 /* Takes every message waiting on the input (up to HOST_QUEUE) into the
- * host's queue, in order; malformed ones are dropped and counted here. */
-static void take_waiting(pl_host *h)
+ * host's queue, in order; malformed ones are dropped and counted here.
+ * True when the queue filled first (the socket may hold more). */
+static bool take_waiting(pl_host *h, bool *arrived)
 {
-    while (h->n_pending < HOST_QUEUE) {
-        int events = 0;
-        size_t len = sizeof events;
-        if (zmq_getsockopt(h->in, ZMQ_EVENTS, &events, &len) || !(events & ZMQ_POLLIN))
-            return;
+    for (;;) {
+        if (!pl_zmq_pending(h->in))
+            return false;
+        if (h->n_pending == HOST_QUEUE)
+            return true;
+        *arrived = true;
         pl_msg *m = &h->pending[(h->q_head + h->n_pending) % HOST_QUEUE];
         sl_err err;
         if (pl_msg_recv(m, h->in, &h->limits, &err)) {
@@ -264,11 +266,11 @@ static bool take_linked(pl_host *h)
     return true;
 }
 
-/* The poll set: the stop fd, the input socket, the link's fds. */
-static int poll_items(pl_host *h, zmq_pollitem_t *items, int max)
+/* The poll set: the stop fd, the input socket's ZMQ_FD, the link's fds. */
+static int poll_items(pl_host *h, int in_fd, struct pollfd *items, int max)
 {
-    items[0] = (zmq_pollitem_t){NULL, h->stop_fd, ZMQ_POLLIN, 0};
-    items[1] = (zmq_pollitem_t){h->in, 0, ZMQ_POLLIN, 0};
+    items[0] = (struct pollfd){.fd = h->stop_fd, .events = POLLIN};
+    items[1] = (struct pollfd){.fd = in_fd, .events = POLLIN};
     return h->lin ? pl_link_poll_add(h->lin, items, 2, max) : 2;
 }
 
@@ -285,26 +287,28 @@ static void *host_main(void *arg)
     }
     if (h->threads > 0)
         sl_pool_set_thread_limit(h->threads);
-    zmq_pollitem_t items[2 + 1 + PL_LINK_MAX_CONNS];
+    struct pollfd items[2 + 1 + PL_LINK_MAX_CONNS];
     bool busy_idle = false; /* the stage has work for idle time */
     bool link_more = false; /* the link may hold messages not yet taken */
+    bool zmq_more = true;   /* the input socket may: look before sleeping */
+    int in_fd = pl_zmq_fd(h->in);
     int spin = h->lin ? pl_link_spin_us() : 0;
     for (;;) {
-        int n_items = poll_items(h, items, (int)(sizeof items / sizeof items[0]));
-        bool now = busy_idle || h->n_pending || link_more;
+        int n_items = poll_items(h, in_fd, items, (int)(sizeof items / sizeof items[0]));
+        bool now = busy_idle || h->n_pending || link_more || zmq_more;
         /* a message that comes within the spin costs no wake-up */
         if (!now && spin > 0 && pl_link_in_spin(h->lin, spin))
             now = true;
-        if (zmq_poll(items, n_items, now ? 0 : -1) < 0) {
-            if (zmq_errno() == EINTR)
+        if (poll(items, (nfds_t)n_items, now ? 0 : -1) < 0) {
+            if (errno == EINTR)
                 continue;
             break;
         }
-        if (items[0].revents & ZMQ_POLLIN)
+        if (items[0].revents & POLLIN)
             break;
-        bool arrived = items[1].revents & ZMQ_POLLIN;
-        if (arrived)
-            take_waiting(h);
+        bool arrived = false;
+        if (zmq_more || items[1].revents)
+            zmq_more = take_waiting(h, &arrived);
         if (h->lin)
             arrived |= pl_link_poll_seen(h->lin, items, 2, n_items);
         if (h->lin && (arrived || link_more))

@@ -96,6 +96,7 @@ struct sl_pipeline {
     pl_link_in *link_in;
     pl_link_out *link_out;
     bool link_more;         /* link_in may hold answers not yet taken */
+    bool from_more;         /* from_last may: look (ZMQ_EVENTS) before sleeping */
     int link_spin_us;       /* pl_link_spin_us */
     pl_host **hosts;        /* in-process stages (NULL for remote ones) */
     int n_hosts;
@@ -1016,20 +1017,26 @@ static void test_nap_after_stall(void)
 }
 #endif
 
-/* What the driver waits on: the return socket and the link's fds. */
-static int answer_items(sl_pipeline *p, zmq_pollitem_t *items, int max)
+/* What the driver waits on: the return socket's ZMQ_FD and the link's fds
+ * (pipeline/link_poll.h says why not zmq_poll). */
+static int answer_items(sl_pipeline *p, struct pollfd *items, int max)
 {
-    items[0] = (zmq_pollitem_t){p->from_last, 0, ZMQ_POLLIN, 0};
+    items[0] = (struct pollfd){.fd = pl_zmq_fd(p->from_last), .events = POLLIN};
     return p->link_in ? pl_link_poll_add(p->link_in, items, 1, max) : 1;
 }
 
 /* One answer from whichever source has one: 1 with m, 0 none, -1 one was
  * dropped (why says why). */
-static int take_answer(sl_pipeline *p, const zmq_pollitem_t *items, int n_items, pl_msg *m, sl_err *why)
+static int take_answer(sl_pipeline *p, const struct pollfd *items, int n_items, pl_msg *m, sl_err *why)
 {
     bool ready = p->link_in && (pl_link_poll_seen(p->link_in, items, 1, n_items) || p->link_more);
-    if (items[0].revents & ZMQ_POLLIN)
-        return pl_msg_recv(m, p->from_last, &p->limits, why) == 0 ? 1 : -1;
+    /* the socket's fd turns readable only on news: once it has, take its
+     * messages (one a call) until it holds none before sleeping again */
+    if (p->from_more || items[0].revents) {
+        p->from_more = pl_zmq_pending(p->from_last);
+        if (p->from_more)
+            return pl_msg_recv(m, p->from_last, &p->limits, why) == 0 ? 1 : -1;
+    }
     if (!ready)
         return 0;
     int rc = pl_link_in_recv(p->link_in, m, why);
@@ -1067,22 +1074,22 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
             if (left * 1000 < wait)
                 wait = (int)(left * 1000) + 1;
         }
-        zmq_pollitem_t items[2 + PL_LINK_MAX_CONNS];
+        struct pollfd items[2 + PL_LINK_MAX_CONNS];
         int n_items = answer_items(p, items, (int)(sizeof items / sizeof items[0]));
 #ifdef SLUICE_TEST_DELAYS
         test_nap_after_stall();
 #endif
         /* an answer that comes within the spin costs no wake-up */
-        bool now = p->link_more || (p->link_in && pl_link_in_spin(p->link_in, p->link_spin_us));
-        int rc = zmq_poll(items, n_items, now ? 0 : wait);
+        bool now = p->link_more || p->from_more || (p->link_in && pl_link_in_spin(p->link_in, p->link_spin_us));
+        int rc = poll(items, (nfds_t)n_items, now ? 0 : wait);
 #ifdef SLUICE_TEST_DELAYS
         test_stalls = rc == 0 && p->fly_n > 0 ? test_stalls + 1 : 0;
 #endif
-        if (rc < 0 && zmq_errno() != EINTR)
-            return sl_fail(err, "driver: poll failed: %s", zmq_strerror(zmq_errno()));
+        if (rc < 0 && errno != EINTR)
+            return sl_fail(err, "driver: poll failed: %s", strerror(errno));
         pl_msg m;
         sl_err why;
-        int got = rc > 0 || p->link_more ? take_answer(p, items, n_items, &m, &why) : 0;
+        int got = rc > 0 || p->link_more || p->from_more ? take_answer(p, items, n_items, &m, &why) : 0;
         if (got != 0) {
             if (got > 0) {
                 /* The coordinator counts a death before it re-assigns the
@@ -1373,6 +1380,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         goto fail;
     }
     p->link_spin_us = pl_link_spin_us();
+    p->from_more = true; /* look at the return socket before the first sleep */
     if (pl_cores_apply(&p->cfg, &p->cpus_before, &p->cpus_bound, err) || start_stages(p, addr, err))
         goto fail;
     if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
