@@ -19,7 +19,7 @@
  * Each case is run `rounds` times (default 3), interleaved; the best p50
  * of the rounds is printed with that round's p99.
  */
-#include "pipeline/link.h"
+#include "pipeline/link_poll.h"
 #include "pipeline/wire.h"
 
 #include <poll.h>
@@ -138,7 +138,7 @@ typedef struct result {
 /* ---- the same-host link ---- */
 
 /* Waits for the next message on l as a stage host does (spin: busy-polls
- * first, pl_link_in_spin). */
+ * first, pl_link_in_spin), telling the link what each poll saw. */
 static int link_await(pl_link_in *l, pl_msg *m, bool spin, sl_err *err)
 {
     for (;;) {
@@ -147,13 +147,11 @@ static int link_await(pl_link_in *l, pl_msg *m, bool spin, sl_err *err)
             return rc > 0 ? 0 : -1;
         if (spin && pl_link_in_spin(l, SPIN_US))
             continue;
-        int fds[1 + PL_LINK_MAX_CONNS];
         struct pollfd pf[1 + PL_LINK_MAX_CONNS];
-        int n = pl_link_in_fds(l, fds, 1 + PL_LINK_MAX_CONNS);
-        for (int i = 0; i < n; i++)
-            pf[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+        int n = pl_link_poll_add(l, pf, 0, 1 + PL_LINK_MAX_CONNS);
         if (poll(pf, (nfds_t)n, -1) < 0)
             return sl_fail(err, "poll failed");
+        pl_link_poll_seen(l, pf, 0, n);
     }
 }
 

@@ -4,7 +4,10 @@
  * limit, a header that does not decode and a stream cut mid-message each
  * give an error naming the problem, never a crash, and the listener keeps
  * serving; a receiver whose process died is reported by the sender, and one
- * restarted at the same address is reached again. */
+ * restarted at the same address is reached again. A receiver that tells
+ * the link what its polls saw (pl_link_in_ready, as the stage hosts do) gets
+ * the same messages, and is not handed a new sender's bytes before a poll
+ * saw the listener. */
 #include "pipeline/link.h"
 #include "tests/test.h"
 
@@ -65,8 +68,9 @@ static int send_msg(pl_link_out *o, int i, int n, sl_err *err)
     return rc;
 }
 
-/* The next message or error, waiting up to 5 s: 1, 0 (timed out), -1. */
-static int await(pl_link_in *l, pl_msg *m, sl_err *err)
+/* The next message or error, waiting up to 5 s: 1, 0 (timed out), -1;
+ * hinted: telling the link which fds each poll found readable. */
+static int await_as(pl_link_in *l, pl_msg *m, bool hinted, sl_err *err)
 {
     for (int waited = 0; waited < 5000; waited += 10) {
         int rc = pl_link_in_recv(l, m, err);
@@ -78,9 +82,14 @@ static int await(pl_link_in *l, pl_msg *m, sl_err *err)
         for (int i = 0; i < n; i++)
             pf[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
         poll(pf, (nfds_t)n, 10);
+        for (int i = 0; hinted && i < n; i++)
+            if (pf[i].revents)
+                pl_link_in_ready(l, pf[i].fd);
     }
     return 0;
 }
+
+static int await(pl_link_in *l, pl_msg *m, sl_err *err) { return await_as(l, m, false, err); }
 
 static bool msg_ok(const pl_msg *m, int i, int n)
 {
@@ -116,10 +125,10 @@ static int raw_connect(const char *addr)
     return fd;
 }
 
-static void test_messages_between_processes(void)
+static void test_messages_between_processes(bool hinted)
 {
     char a[128];
-    addr_of(a, sizeof a, "in");
+    addr_of(a, sizeof a, hinted ? "in-hinted" : "in");
     pl_link_in *l;
     sl_err err;
     CHECK(pl_link_listen(&l, a, NULL, &err) == 0);
@@ -138,8 +147,9 @@ static void test_messages_between_processes(void)
     int good = 0;
     for (int i = 0; i < N; i++) {
         pl_msg m;
-        int rc = await(l, &m, &err);
-        CHECKF(rc == 1, "message %d: rc %d (%s)", i, rc, rc < 0 ? err.msg : "timed out");
+        int rc = await_as(l, &m, hinted, &err);
+        CHECKF(rc == 1, "%smessage %d: rc %d (%s)", hinted ? "hinted: " : "", i, rc,
+               rc < 0 ? err.msg : "timed out");
         if (rc != 1)
             break;
         good += msg_ok(&m, i, N);
@@ -268,13 +278,47 @@ static void test_dead_peer(void)
     close(ready[1]);
 }
 
+/* Hinted, the link accepts a sender only once a poll saw the listener
+ * readable: before that its message stays in the socket, after it arrives. */
+static void test_hinted_accept(void)
+{
+    char a[128];
+    addr_of(a, sizeof a, "accept");
+    pl_link_in *l;
+    pl_link_out *o;
+    sl_err err;
+    CHECK(pl_link_listen(&l, a, NULL, &err) == 0);
+    int fds[1 + PL_LINK_MAX_CONNS];
+    CHECK(pl_link_in_fds(l, fds, 1 + PL_LINK_MAX_CONNS) == 1);
+    int lfd = fds[0];
+    pl_link_in_ready(l, -1); /* hinted from here on; -1 names no fd of its */
+    CHECK(pl_link_out_open(&o, a, &err) == 0 && send_msg(o, 2, 10, &err) == 0);
+    pl_msg m;
+    int rc = pl_link_in_recv(l, &m, &err);
+    CHECKF(rc == 0, "hinted: took a message no poll had seen (rc %d)", rc);
+    CHECKF(pl_link_in_fds(l, fds, 1 + PL_LINK_MAX_CONNS) == 1, "hinted: accepted a sender no poll had seen");
+    struct pollfd pf = {.fd = lfd, .events = POLLIN};
+    CHECK(poll(&pf, 1, 5000) == 1);
+    pl_link_in_ready(l, lfd);
+    rc = pl_link_in_recv(l, &m, &err);
+    CHECKF(rc == 1 && msg_ok(&m, 2, 10), "hinted: the message after the listener's poll: rc %d", rc);
+    if (rc == 1)
+        pl_msg_close(&m);
+    rc = pl_link_in_recv(l, &m, &err);
+    CHECKF(rc == 0, "hinted: a second message out of nothing (rc %d)", rc);
+    pl_link_out_close(o);
+    pl_link_in_close(l);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     snprintf(dir, sizeof dir, "/tmp/sluice-test-link-XXXXXX");
     if (!mkdtemp(dir))
         return 1;
-    test_messages_between_processes();
+    test_messages_between_processes(false);
+    test_messages_between_processes(true);
+    test_hinted_accept();
     test_bad_streams();
     test_dead_peer();
     rmdir(dir);
