@@ -163,7 +163,10 @@ static int process_topology(const plan_opts *o, sl_topology *t, sl_err *err)
     t->n_nodes = n;
     t->one_host = false;
     t->n_links = 0;
-    t->link_latency = 30e-6; /* an ipc:// hop */
+    /* an ipc:// hop goes over the same-host link: one way to a receiver
+     * asleep, p50 31 us on a 2-vCPU EPYC virtual machine (bench/wire_latency;
+     * 7 us to one busy-polling, 110 us through ZeroMQ ipc) */
+    t->link_latency = 31e-6;
     for (int i = 0; i < n; i++) {
         sl_sched_node *x = &t->nodes[i];
         memset(x, 0, sizeof *x);
