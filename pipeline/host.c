@@ -292,6 +292,11 @@ static void *host_main(void *arg)
     bool link_more = false; /* the link may hold messages not yet taken */
     bool zmq_more = true;   /* the input socket may: look before sleeping */
     int in_fd = pl_zmq_fd(h->in);
+    if (in_fd < 0) {
+        fprintf(stderr, "sluice: %s: cannot poll its input socket: %s\n", h->stage->name,
+                zmq_strerror(zmq_errno()));
+        return NULL;
+    }
     int spin = h->lin ? pl_link_spin_us() : 0;
     for (;;) {
         int n_items = poll_items(h, in_fd, items, (int)(sizeof items / sizeof items[0]));

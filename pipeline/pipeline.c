@@ -1076,6 +1076,8 @@ int sl_pipeline_next(sl_pipeline *p, sl_event *ev, int timeout_ms, sl_err *err)
         }
         struct pollfd items[2 + PL_LINK_MAX_CONNS];
         int n_items = answer_items(p, items, (int)(sizeof items / sizeof items[0]));
+        if (items[0].fd < 0)
+            return sl_fail(err, "driver: cannot poll the return socket: %s", zmq_strerror(zmq_errno()));
 #ifdef SLUICE_TEST_DELAYS
         test_nap_after_stall();
 #endif
