@@ -17,9 +17,14 @@
  * thread calling the kernels directly on 1152-wide Q4_0 (no hardware
  * counters there: speed only): in L2 about the same (81-82 GB/s against
  * 82-83), from memory (256 MB in huge pages) 27.5-28.5 GB/s against
- * 26.7-27.6, where a plain 64-byte vector read streamed 31-33. So the
- * instruction count a cache line is not what holds a decode step's
- * streaming back. Two groups side by side (one broadcast feeding both, half
+ * 26.7-27.6, where a plain 64-byte vector read streamed 31-33; two
+ * threads each streaming half of 256 MB, Q4_0 53.2 GB/s against 51.7
+ * (plain read 61.1), Q8_0 77.4 against 75.1 (plain 76.5); sluice bench
+ * decode, synth Gemma 3 1B at 2 threads, paired runs: Q8_0 45.1-45.7
+ * tok/s against 42.9-44.4, Q4_0 within the noise (71.7-78.8 against
+ * 71.7-78.5). So the instruction count a cache line is not what holds a
+ * decode step's streaming back, and Q8_0's kernel already streams at the
+ * plain read's rate at 2 threads. Two groups side by side (one broadcast feeding both, half
  * the loop overhead) ran faster in L2 (94 GB/s) but streamed slower from
  * memory (16.4 GB/s: two streams 10 KB apart), so the groups go one after
  * another, one sequential stream. */
