@@ -1,6 +1,7 @@
 #include "kernels/matmul.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -145,6 +146,29 @@ static sl_r16_fn r16_small_for(sl_path path, sl_type wtype, int64_t n_tok)
     return NULL;
 }
 
+/* SLUICE_R16_ONE=0 sends a decode step to the one-group tiles instead (the
+ * same bits), to compare the two; read once. */
+static atomic_int r16_one_state = -1;
+
+/* The one-token kernel where the VNNI one runs. */
+static sl_r16_fn r16_one_for(sl_path path, sl_type wtype)
+{
+#if defined(__x86_64__)
+    int on = atomic_load_explicit(&r16_one_state, memory_order_relaxed);
+    if (on < 0) {
+        const char *env = getenv("SLUICE_R16_ONE");
+        on = !(env && strcmp(env, "0") == 0);
+        atomic_store_explicit(&r16_one_state, on, memory_order_relaxed);
+    }
+    if (path == SL_PATH_AVX512 && sl_cpu()->avx512vnni && on)
+        return sl_r16_one_avx512(wtype);
+#else
+    (void)path;
+    (void)wtype;
+#endif
+    return NULL;
+}
+
 static sl_r16f_fn r16f_for(sl_path path, sl_type wtype)
 {
 #if defined(__x86_64__)
@@ -214,7 +238,7 @@ typedef struct plan {
     const sl_mm_kernel *simd; /* float activations: a SIMD kernel, or NULL for ref_rows */
     sl_mmq_fn rows;           /* integer path: NULL when the type has none */
     sl_r16_fn groups;         /* integer path on a packed copy */
-    sl_r16_fn pairs;          /* the same for 2..8 tokens, two groups a call */
+    sl_r16_fn pairs;          /* the same two groups a call: 2..8 tokens, or 1 */
     sl_r16f_fn groups_f;      /* float activations on a packed copy */
     sl_r16b_fn groups_b;      /* bf16 activation pairs on a packed copy (AVX512-BF16) */
     const float *x;           /* the activations this job reads (x, or x rounded to bf16) */
@@ -295,6 +319,10 @@ static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in
             pl[i].rows = ref ? sl_mmq_ref(j->type) : mmq_for(path, j->type);
             pl[i].groups = j->packed && !ref ? r16_for(path, j->type) : NULL;
             pl[i].pairs = pl[i].groups && n_tok >= 2 ? r16_small_for(path, j->type, n_tok) : NULL;
+            /* a decode step: the one-token kernel, two groups a call */
+            sl_r16_fn one = pl[i].groups && n_tok == 1 ? r16_one_for(path, j->type) : NULL;
+            if (one)
+                pl[i].groups = pl[i].pairs = one;
             if (pl[i].groups && n_tok >= PREFILL_TOKENS)
                 pl[i].chunk_rows = PREFILL_CHUNK;
         } else if (!ref) {

@@ -66,6 +66,10 @@ sl_r16_fn sl_r16_avx512(sl_type wtype);
  * it lacks. */
 #define SL_R16_SMALL_MAX 8
 sl_r16_fn sl_r16_small_avx512(sl_type wtype);
+/* The same for one token (a decode step), with fewer instructions a byte
+ * (matmul_r16d_avx512.c), with the one-group kernel's bits; NULL for a type
+ * it lacks. */
+sl_r16_fn sl_r16_one_avx512(sl_type wtype);
 /* The same through AMX int8 for whole tiles of 16 tokens (matmul_amx.c),
  * with the VNNI kernel's bits; NULL when AMX is off or lacks the type. */
 sl_r16_fn sl_r16_amx(sl_type wtype);

@@ -1,0 +1,117 @@
+/* One token (a decode step) on the 16-row packed weights of
+ * matmul_r16_avx512.c, in fewer instructions a byte than the one-group tile
+ * of any token count:
+ * - the token's 4 activation quants reach vpdpbusd as an embedded broadcast
+ *   of its memory operand ({1to16}, inline assembly: gcc 12 issues a
+ *   vpbroadcastd for every one);
+ * - Q4_0's high nibbles are taken as they lie (v & 0xF0, 16 times the
+ *   nibble) into a chain of their own, shifted down once a block (exact:
+ *   every term is a multiple of 16), instead of a shift and a mask each.
+ * Each lane's float operations are the one-group tile's, in its order and
+ * on the same values (scale = weight scale * activation scale, the block's
+ * exact integer dot converted, one FMA into the accumulator); only the
+ * integer sums are formed in another order, and those are exact. So the
+ * bits are the other tiles' at any split, thread count and batch.
+ *
+ * What it bought, measured on the 2-vCPU AMD EPYC (Zen 5) machine, one
+ * thread calling the kernels directly on 1152-wide Q4_0 (no hardware
+ * counters there: speed only): in L2 about the same (81-82 GB/s against
+ * 82-83), from memory (256 MB in huge pages) 27.5-28.5 GB/s against
+ * 26.7-27.6, where a plain 64-byte vector read streamed 31-33; two
+ * threads each streaming half of 256 MB, Q4_0 53.2 GB/s against 51.7
+ * (plain read 61.1), Q8_0 77.4 against 75.1 (plain 76.5); sluice bench
+ * decode, synth Gemma 3 1B at 2 threads, paired runs: Q8_0 45.1-45.7
+ * tok/s against 42.9-44.4, Q4_0 within the noise (71.7-78.8 against
+ * 71.7-78.5). So the instruction count a cache line is not what holds a
+ * decode step's streaming back, and Q8_0's kernel already streams at the
+ * plain read's rate at 2 threads. Two groups side by side (one broadcast feeding both, half
+ * the loop overhead) ran faster in L2 (94 GB/s) but streamed slower from
+ * memory (16.4 GB/s: two streams 10 KB apart), so the groups go one after
+ * another, one sequential stream. */
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "kernels/matmul_internal.h"
+
+#define R16D_INLINE static inline __attribute__((always_inline))
+#define R16D_UNROLL _Pragma("GCC unroll 16")
+
+/* acc + the dot of each lane's 4 unsigned weight bytes in w with the 4
+ * signed activation quants at q, broadcast from memory. */
+R16D_INLINE __m512i d_dp(__m512i acc, __m512i w, const int8_t *q)
+{
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int8_t(*)[4])q));
+    return acc;
+}
+
+/* The 16 rows' f16 scales at p times the activation scale at da, the
+ * product the one-group tiles form. */
+R16D_INLINE __m512 d_scale(const uint8_t *p, const float *da)
+{
+    return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)), _mm512_set1_ps(*da));
+}
+
+/* Q4_0: the low nibbles masked, the high ones as 16 times their value (no
+ * shift) in a chain of their own; the lane starts at -8 times the
+ * activations' block sum. */
+R16D_INLINE void one_q4_0(const uint8_t *p, const sl_q8act *a, float *y)
+{
+    __m512 acc = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), m4h = _mm512_set1_epi8((char)0xF0);
+    for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q4_0_BYTES) {
+        const int8_t *q = a->q + 32 * b;
+        __m512 sc = d_scale(p, a->d + b);
+        __m512i lo = _mm512_set1_epi32(-8 * a->sum[b]), hi = _mm512_setzero_si512();
+        R16D_UNROLL
+        for (int k = 0; k < 4; k++) {
+            __m512i v = _mm512_loadu_si512(p + 32 + 64 * k);
+            lo = d_dp(lo, _mm512_and_si512(v, m4), q + 4 * k);
+            hi = d_dp(hi, _mm512_and_si512(v, m4h), q + 16 + 4 * k);
+        }
+        __m512i i = _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), sc, acc);
+    }
+    _mm512_storeu_ps(y, acc);
+}
+
+/* Q8_0: quants plus 128 as unsigned bytes, 128 times the activations' sum
+ * taken off once a block. */
+R16D_INLINE void one_q8_0(const uint8_t *p, const sl_q8act *a, float *y)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q8_0_BYTES) {
+        const int8_t *q = a->q + 32 * b;
+        __m512 sc = d_scale(p, a->d + b);
+        __m512i i0 = _mm512_set1_epi32(-128 * a->sum[b]), i1 = _mm512_setzero_si512();
+        R16D_UNROLL
+        for (int k = 0; k < 8; k += 2) {
+            i0 = d_dp(i0, _mm512_loadu_si512(p + 32 + 64 * k), q + 4 * k);
+            i1 = d_dp(i1, _mm512_loadu_si512(p + 32 + 64 * k + 64), q + 4 * k + 4);
+        }
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), sc, acc);
+    }
+    _mm512_storeu_ps(y, acc);
+}
+
+/* Groups [g0, g1) for the one token of a, one after the other. */
+#define R16D_GROUPS(type, TYPE)                                                               \
+    static void one_groups_##type(const uint8_t *packed, int64_t g0, int64_t g1,              \
+                                  const sl_q8act *a, float *y, int64_t ldy)                   \
+    {                                                                                         \
+        (void)ldy;                                                                            \
+        size_t gb = sl_r16_group_bytes(SL_TYPE_##TYPE, a->n_in);                              \
+        for (int64_t g = g0; g < g1; g++)                                                     \
+            one_##type(packed + (size_t)g * gb, a, y + 16 * g);                               \
+    }
+
+R16D_GROUPS(q4_0, Q4_0)
+R16D_GROUPS(q8_0, Q8_0)
+
+sl_r16_fn sl_r16_one_avx512(sl_type wtype)
+{
+    switch (wtype) {
+    case SL_TYPE_Q4_0: return one_groups_q4_0;
+    case SL_TYPE_Q8_0: return one_groups_q8_0;
+    default: return NULL;
+    }
+}
