@@ -120,7 +120,7 @@ auto_row() {
 auto() {
   local m1b=bench/.spec-cache/gemma3-1b-q4_0.gguf short="$(printf 'License, or\n    (at your option) any later version.\n\nThis program')"
   mkdir -p bench/.spec-cache
-  [ -f "$m1b" ] || "$SLUICE" synth --arch gemma3 --size 1b --type q4_0 -o "$m1b" >/dev/null
+  [ "${N_1B:-48}" -le 0 ] || [ -f "$m1b" ] || "$SLUICE" synth --arch gemma3 --size 1b --type q4_0 -o "$m1b" >/dev/null
   auto_log=$(mktemp)
   printf "\nauto k vs plain decoding, %s runs each (plain first and last in turn): tok/s best of each side;\n" "$REPS"
   printf "ratio: geometric mean of the medians of paired ratios with plain first and plain last; IQR of all\n"
