@@ -34,8 +34,8 @@ typedef struct spa_ctl {
                          * model's catch-up (spa_observe_probe); 0 for others */
     bool free_alpha;    /* the drafter scores what it would have drafted on
                          * every plain step (spa_observe_alpha: prompt
-                         * lookup), so a probe is made only while that
-                         * acceptance could pay (spa_hopeful) */
+                         * lookup), so a probe after the first is made only
+                         * while that acceptance could pay (spa_hopeful) */
     /* the schedule */
     bool drafting;      /* drafting pays: every step drafts */
     int gap;            /* plain steps between probes while not drafting */
