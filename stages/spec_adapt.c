@@ -46,11 +46,13 @@
 /* Acceptance samples before a drafter with free acceptance (free_alpha)
  * skips probes that could not pay (spa_hopeful); the prior counts as one. */
 #define SPA_HOPE_SAMPLES 8
-/* spa_hopeful's discount on a drafted token's measured cost: one noisy
- * probe measured a token at 1.6x its cost; in the plain mean of two or
- * more probes such an outlier weighs at most 1.3x. */
-#define SPA_HOPE_COST 0.5
-#define SPA_HOPE_COST_2 0.75
+/* spa_hopeful's discount on a drafted token's cost once two probes or
+ * more have measured it (their plain mean: one noisy probe measured a
+ * token at 1.6x its cost, which weighs at most 1.3x in a mean of two);
+ * before that a drafted token counts as free (the floor), since one noisy
+ * first probe that stopped the probes hid lookup's gain on repeating text
+ * in about one run in three. */
+#define SPA_HOPE_COST 0.75
 /* Hysteresis on the predicted gain: drafting starts above ENTER and stops
  * below EXIT, so noise does not flip it every step. */
 #define SPA_ENTER 1.05
@@ -138,7 +140,7 @@ bool spa_hopeful(const spa_ctl *c)
     if (c->n_alpha < SPA_HOPE_SAMPLES || c->n_plain == 0 || c->t_plain <= 0.0)
         return true;
     spa_ctl o = *c;
-    o.t_token *= o.n_spec >= 2 ? SPA_HOPE_COST_2 : o.n_spec == 1 ? SPA_HOPE_COST : 0.0; /* 0: the floor */
+    o.t_token = o.n_spec >= 2 ? SPA_HOPE_COST * o.t_token : 0.0; /* 0: the floor */
     o.n_spec = o.n_spec > 0 ? o.n_spec : 1;
     double gain;
     spa_best_k(&o, &gain);

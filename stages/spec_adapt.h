@@ -75,10 +75,9 @@ void spa_observe_accept(spa_ctl *c, int drafted, int accepted);
 void spa_observe_alpha(spa_ctl *c, int n, int hits);
 
 /* Whether drafting could beat plain decoding at the acceptance seen so
- * far with drafted tokens at half their cost measured by one probe, or
- * three quarters of it measured by more (free before a probe has measured
- * it): a probe is worth making. True while fewer than
- * a few acceptance samples are in. */
+ * far with drafted tokens at three quarters of their cost measured by two
+ * probes or more (free before that): a probe is worth making. True while
+ * fewer than a few acceptance samples are in. */
 bool spa_hopeful(const spa_ctl *c);
 
 /* What a probe costs beyond its step (seconds): a draft model must bring

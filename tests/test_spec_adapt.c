@@ -375,10 +375,10 @@ static int sim_step_shadow(sim *s, spa_ctl *c)
     return k;
 }
 
-/* Free acceptance: text lookup cannot predict costs one probe (the first,
- * which measures a drafted token's cost), two where a lucky streak of hits
- * lifts the running acceptance; without it the probes came every 8..128
- * steps (6-7 in 300). When the text turns to repeating, the
+/* Free acceptance: text lookup cannot predict costs two probes (the
+ * first measures a drafted token's cost, the second too, since one
+ * probe's cost is not trusted to stop the probes); without it the probes
+ * came every 8..128 steps (6-7 in 300). When the text turns to repeating, the
  * shadow acceptance rises and drafting starts within a few dozen steps. */
 static void test_free_alpha(void)
 {
@@ -395,7 +395,8 @@ static void test_free_alpha(void)
         }
         CHECKF(s.drafting_steps <= 2 && sp.drafting_steps >= 5, "seed %d: %ld probes in 300 steps (%ld without "
                "free acceptance)", (int)seed, s.drafting_steps, sp.drafting_steps);
-        CHECKF(sim_speedup(&s) >= 0.995, "seed %d: %.3fx of plain", (int)seed, sim_speedup(&s));
+        CHECKF(sim_speedup(&s) >= 0.99, "seed %d: %.3fx of plain (%.3fx "
+               "without free acceptance)", (int)seed, sim_speedup(&s), sim_speedup(&sp));
         s.alpha = 0.95;
         s.t_token = 0.001;
         int found = -1;
