@@ -673,10 +673,47 @@ int pl_msg_decode(pl_msg *m, const void *const *frames, const size_t *sizes, int
     return pl_msg_decode_owned(m, frames, sizes, n, lim, NULL, NULL, err);
 }
 
+int pl_msg_hand_over(pl_msg *in, const pl_msg *m, const pl_wire_limits *lim, sl_err *err)
+{
+    memset(in, 0, sizeof *in);
+    if (m->received || !m->hdr || m->hdr->payloads != (m->n_frames ? m->pay_ptrs : NULL) ||
+        m->hdr->n_payloads != (size_t)m->n_frames)
+        return sl_fail(err, "wire: only a sealed message can be handed over");
+    pl_wire_limits def;
+    lim = limits_or_default(lim, &def);
+    const void *frames[MAX_FRAMES_TOTAL] = {NULL};
+    size_t sizes[MAX_FRAMES_TOTAL], total = 0;
+    sizes[0] = pl_msg_header_size(m);
+    if (sizes[0] == 0)
+        return sl_fail(err, "wire: empty header frame");
+    for (int i = 0; i < m->n_frames; i++)
+        frames[i + 1] = pl_msg_frame(m, i, &sizes[i + 1], NULL);
+    for (int i = 0; i <= m->n_frames; i++)
+        if (sl_add_size(total, sizes[i], &total))
+            return sl_fail(err, "wire: message size overflows");
+        else if (pl_msg_check_frame(i, sizes[i], total, lim, err))
+            return -1;
+    if (check_message(m->hdr, sizes + 1, m->n_frames, lim->max_rows, err))
+        return -1;
+    msg_store *st = calloc(1, sizeof *st); /* for copies of misaligned payloads */
+    if (!st)
+        return sl_fail(err, "wire: out of memory");
+    in->received = true;
+    in->hdr_lent = true;
+    in->store = st;
+    in->hdr = m->hdr;
+    in->n_frames = m->n_frames;
+    if (fill_views(in, st, frames, sizes, err)) {
+        pl_msg_close(in);
+        return -1;
+    }
+    return 0;
+}
+
 void pl_msg_close(pl_msg *m)
 {
     if (m->received) {
-        if (m->hdr)
+        if (m->hdr && !m->hdr_lent)
             sluice__header__free_unpacked(m->hdr, NULL);
         store_free(m->store);
     } else {

@@ -49,6 +49,7 @@ typedef struct pl_msg {
     void (*free_fn[PL_MAX_FRAMES])(void *data, void *hint);
     void *free_hint[PL_MAX_FRAMES];
     bool received;
+    bool hdr_lent;             /* received in the same thread (pl_msg_hand_over): hdr is the sender's */
 } pl_msg;
 
 /* Limits a receiver enforces before trusting anything. */
@@ -135,6 +136,13 @@ int pl_msg_decode(pl_msg *m, const void *const *frames, const size_t *sizes, int
 int pl_msg_decode_owned(pl_msg *m, const void *const *frames, const size_t *sizes, int n,
                         const pl_wire_limits *lim, void (*release)(void *), void *ctx, sl_err *err);
 void pl_msg_close(pl_msg *m);
+/* A sealed message m handed to a stage of the same thread (a chain), as
+ * pl_msg_decode would give its packed frames without packing its header
+ * or copying anything: in's header and views are m's (m must stay open
+ * until in is closed), and every check a received message gets is made
+ * (the limits, the header's packed size among them; the payload list and
+ * the kinds' rules). On failure in is left empty and m is untouched. */
+int pl_msg_hand_over(pl_msg *in, const pl_msg *m, const pl_wire_limits *lim, sl_err *err);
 
 /* ---- typed views ---- */
 

@@ -89,6 +89,10 @@ typedef struct dreq {
     spa_ctl spa;
     spa_clock clock;
     bool observe;
+    /* prompt lookup, adaptive k, a plain step: the token lookup would have
+     * drafted, scored against the one the target gives (shadow acceptance) */
+    bool has_shadow;
+    int32_t shadow;
 } dreq;
 
 typedef struct draft_stage {
@@ -421,6 +425,9 @@ static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
     bool ahead_ok = false;
     spa_clock_stop(&r->clock, sl_now_s(), r->observe && r->n_hist == (r->base >= 0 ? r->base + 1 : pos),
                    &r->spa, &ds->spa_prior);
+    if (r->has_shadow && r->base < 0 && r->n_hist == pos)
+        spa_observe_alpha(&r->spa, 1, first == r->shadow);
+    r->has_shadow = false;
     if (r->base >= 0) {
         int accepted = pos - r->base - 1;
         if (accepted < 0 || accepted > r->k || r->n_hist != r->base + 1) {
@@ -544,8 +551,13 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
         if (fit > (int)o->room)
             fit = (int)o->room;
         double t0 = sl_now_s(), catch_up_before = ds->catch_up_s;
-        if ((k = propose(ds, r, choose_k(ds, r, fit), ahead_ok, why)) < 0)
+        int want_k = choose_k(ds, r, fit);
+        if ((k = propose(ds, r, want_k, ahead_ok, why)) < 0)
             return -1;
+        /* what lookup would have drafted: one token, free to find */
+        if (ds->lookup && ds->auto_k && want_k == 0 && fit > 0)
+            r->has_shadow = sl_prompt_lookup(r->hist, r->n_hist, LOOKUP_NGRAM_MIN, LOOKUP_NGRAM_MAX, 1,
+                                             &r->shadow) == 1;
         o->t_draft += sl_now_s() - t0 - (ds->catch_up_s - catch_up_before);
         r->observe = i1 - i0 == 1;
     }
@@ -848,6 +860,7 @@ int sl_draft_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     if (ds->k_max < 0 || ds->k_max > SL_SPEC_K_MAX)
         return sl_fail(err, "speculative k = %d outside 0..%d", ds->k_max, SL_SPEC_K_MAX);
     spa_init(&ds->spa_prior, ds->k_max);
+    ds->spa_prior.free_alpha = ds->lookup; /* lookup scores its drafts for free (extend_request) */
     if (!ds->lookup) {
         if (!spec->draft_model || !spec->draft_model[0])
             return sl_fail(err, "speculative decoding needs a draft model or prompt-lookup");

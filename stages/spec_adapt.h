@@ -32,6 +32,10 @@ typedef struct spa_ctl {
     long n_alpha;       /* drafted tokens behind alpha */
     double t_probe;     /* seconds a probe costs beyond its step: a draft
                          * model's catch-up (spa_observe_probe); 0 for others */
+    bool free_alpha;    /* the drafter scores what it would have drafted on
+                         * every plain step (spa_observe_alpha: prompt
+                         * lookup), so a probe after the first is made only
+                         * while that acceptance could pay (spa_hopeful) */
     /* the schedule */
     bool drafting;      /* drafting pays: every step drafts */
     int gap;            /* plain steps between probes while not drafting */
@@ -69,6 +73,12 @@ void spa_observe_accept(spa_ctl *c, int drafted, int accepted);
  * whether a drafted token would be accepted). Each counts as a drafted
  * token's outcome. */
 void spa_observe_alpha(spa_ctl *c, int n, int hits);
+
+/* Whether drafting could beat plain decoding at the acceptance seen so
+ * far with drafted tokens at three quarters of their cost measured by two
+ * probes or more (free before that): a probe is worth making. True while
+ * fewer than a few acceptance samples are in. */
+bool spa_hopeful(const spa_ctl *c);
 
 /* What a probe costs beyond its step (seconds): a draft model must bring
  * its cache up to date first. Once the costs are known (or drafting is

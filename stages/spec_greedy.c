@@ -89,10 +89,14 @@ static int verify_step(spec_run *r, int32_t *hist, int n_hist, sl_err *err)
 {
     int32_t batch[SPEC_K_MAX + 1], target_tok[SPEC_K_MAX + 1], emitted[SPEC_K_MAX + 1];
     double t0 = sl_now_s(), catch_up_before = r->catch_up_s;
-    int k = propose(r, hist, n_hist, r->opts->auto_k ? spa_next_k(&r->spa) : r->opts->k, batch + 1,
-                    err);
+    int want_k = r->opts->auto_k ? spa_next_k(&r->spa) : r->opts->k;
+    int k = propose(r, hist, n_hist, want_k, batch + 1, err);
     if (k < 0)
         return -1;
+    /* a plain step: what lookup would have drafted, scored for free */
+    int32_t shadow;
+    bool has_shadow = r->opts->prompt_lookup && r->opts->auto_k && want_k == 0 &&
+                      sl_prompt_lookup(hist, n_hist, LOOKUP_NGRAM_MIN, LOOKUP_NGRAM_MAX, 1, &shadow) == 1;
     batch[0] = hist[n_hist - 1];
     const float *logits;
     if (sl_lm_eval(r->target, batch, k + 1, &logits, err) < 0)
@@ -109,6 +113,8 @@ static int verify_step(spec_run *r, int32_t *hist, int n_hist, sl_err *err)
     if (k > 0)
         sl_spec_stats_add(&r->stats, k, n_emit - 1);
     spa_observe(&r->spa, k, n_emit - 1, sl_now_s() - t0 - (r->catch_up_s - catch_up_before));
+    if (has_shadow)
+        spa_observe_alpha(&r->spa, 1, emitted[0] == shadow);
     memcpy(hist + n_hist, emitted, (size_t)n_emit * sizeof *emitted);
     return n_emit;
 }
@@ -126,6 +132,7 @@ int sl_spec_generate_greedy(sl_lm *target, sl_lm *draft, const sl_spec_opts *opt
     spec_run r = {.target = target, .draft = opts->prompt_lookup ? NULL : draft, .opts = opts};
     sl_spec_stats_init(&r.stats);
     spa_init(&r.spa, opts->k);
+    r.spa.free_alpha = opts->prompt_lookup;
     int32_t *hist = malloc(((size_t)n_prompt + n_gen + k_max + 1) * sizeof *hist);
     if (!hist)
         return sl_fail(err, "out of memory for %d tokens", n_prompt + n_gen);

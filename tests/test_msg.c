@@ -331,6 +331,60 @@ static void test_mtp_payloads(void)
     pl_msg_close(&m);
 }
 
+/* A message handed over in one thread (a chain's members) reads as the
+ * same message decoded from its packed frames, and meets the same limits. */
+static void test_hand_over(void)
+{
+    pl_msg m, in, dec;
+    sl_err err;
+    uint8_t hbuf[512];
+    uint64_t req[2] = {7, 9};
+    int32_t seqs[1] = {3}, rows[4][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}};
+    float logits[2][3] = {{1, 2, 3}, {4, 5, 6}}, kv[4][6] = {{0}};
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_LOGITS, 11, 2);
+    pl_msg_set_error(&m, "", "head");
+    pl_msg_set_slots(&m, seqs, 1, req, 2, 5);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 2, 0, req, NULL, NULL,
+                     &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_LOGITS, SLUICE__DTYPE__DT_F32, 2, 3, logits, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_KV, SLUICE__DTYPE__DT_F32, 4, 6, kv, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW, SLUICE__DTYPE__DT_I32, 4, 2, rows, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_hand_over(&in, &m, NULL, &err) == -1); /* not sealed yet */
+    CHECK(in.hdr == NULL);
+    CHECKF(loop_back(&m, &dec, hbuf, sizeof hbuf, &err) == 0, "%s", err.msg);
+    CHECKF(pl_msg_hand_over(&in, &m, NULL, &err) == 0, "%s", err.msg);
+    CHECK(in.received && in.n_frames == dec.n_frames && in.hdr->kind == dec.hdr->kind);
+    CHECK(in.hdr->batch_id == 11 && in.hdr->length == 5 && in.hdr->n_seqs == 1 && in.hdr->seqs[0] == 3);
+    CHECK(in.hdr->n_requests == 2 && in.hdr->requests[1] == 9 && strcmp(in.hdr->origin, "head") == 0);
+    for (int k = 0; k < PL_N_KINDS; k++) {
+        CHECKF(in.size[k] == dec.size[k] && in.dtype[k] == dec.dtype[k] && in.shape[k][0] == dec.shape[k][0] &&
+               in.shape[k][1] == dec.shape[k][1], "payload kind %d differs", k);
+        CHECK((in.data[k] == NULL) == (dec.data[k] == NULL));
+    }
+    const float *v = pl_msg_f32_view(&in, SLUICE__PAYLOAD_KIND__PL_LOGITS, 2, 3, &err);
+    CHECK(v == &logits[0][0]); /* in place, not copied */
+    pl_msg_close(&in);
+    pl_msg_close(&dec);
+    CHECK(m.hdr == &m.hdr_store && m.hdr_store.batch_id == 11); /* the sender's header is left alone */
+    /* the receiver's limits, as decoding applies them */
+    pl_wire_limits lim;
+    pl_wire_limits_default(&lim);
+    lim.max_rows = 3;
+    CHECK(pl_msg_hand_over(&in, &m, &lim, &err) == -1);
+    CHECK(pl_msg_hand_over(&in, &m, &lim, &err) == -1);
+    CHECK_ERR_HAS(err, "MTP_KV has 4 rows, which exceeds the limit max_rows (3)");
+    CHECK(pl_wire_err_is_limit(&err) && in.hdr == NULL);
+    pl_wire_limits_default(&lim);
+    lim.max_header_bytes = pl_msg_header_size(&m) - 1;
+    CHECK(pl_msg_hand_over(&in, &m, &lim, &err) == -1);
+    CHECK_ERR_HAS(err, "exceeds max_header_bytes");
+    pl_wire_limits_default(&lim);
+    lim.max_frame_bytes = sizeof kv - 1;
+    CHECK(pl_msg_hand_over(&in, &m, &lim, &err) == -1);
+    CHECK_ERR_HAS(err, "exceeds max_frame_bytes");
+    pl_msg_close(&m);
+}
+
 static void test_stage_table(void)
 {
     sl_stage *s = NULL;
@@ -358,6 +412,7 @@ int main(void)
     test_msg();
     test_mtp_assign();
     test_mtp_payloads();
+    test_hand_over();
     test_stage_table();
     return test_finish("test_msg");
 }

@@ -361,6 +361,52 @@ static void test_shadow_and_probe(void)
 
 /* Where a draft model's cache starts: the whole text while drafting;
  * a probe catches up on at most a window, else rebuilds the last one. */
+/* Prompt lookup scores the token it would have drafted on every plain
+ * step (free_alpha): one step in the simulation, the shadow drawn like a
+ * drafted token. */
+static int sim_step_shadow(sim *s, spa_ctl *c)
+{
+    uint64_t rng = s->rng;
+    int k = sim_step(s, c);
+    if (k == 0) {
+        s->rng = rng ^ 0x9E3779B97F4A7C15ull; /* a draw of its own */
+        spa_observe_alpha(c, 1, uniform(s) < s->alpha);
+    }
+    return k;
+}
+
+/* Free acceptance: text lookup cannot predict costs two probes (the
+ * first measures a drafted token's cost, the second too, since one
+ * probe's cost is not trusted to stop the probes); without it the probes
+ * came every 8..128 steps (6-7 in 300). When the text turns to repeating, the
+ * shadow acceptance rises and drafting starts within a few dozen steps. */
+static void test_free_alpha(void)
+{
+    for (uint64_t seed = 1; seed <= 8; seed++) {
+        spa_ctl c, plain;
+        spa_init(&c, 8);
+        c.free_alpha = true;
+        spa_init(&plain, 8);
+        sim s = {.alpha = 0.1, .t_plain = 0.01, .t_token = 0.006, .noise = 0.05, .rng = seed},
+            sp = s;
+        for (int i = 0; i < 300; i++) {
+            sim_step_shadow(&s, &c);
+            sim_step(&sp, &plain);
+        }
+        CHECKF(s.drafting_steps <= 2 && sp.drafting_steps >= 5, "seed %d: %ld probes in 300 steps (%ld without "
+               "free acceptance)", (int)seed, s.drafting_steps, sp.drafting_steps);
+        CHECKF(sim_speedup(&s) >= 0.99, "seed %d: %.3fx of plain (%.3fx "
+               "without free acceptance)", (int)seed, sim_speedup(&s), sim_speedup(&sp));
+        s.alpha = 0.95;
+        s.t_token = 0.001;
+        int found = -1;
+        for (int i = 0; i < 200 && found < 0; i++)
+            if (sim_step_shadow(&s, &c) > 0 && c.drafting)
+                found = i;
+        CHECKF(found >= 0 && found <= 40, "seed %d: drafting resumed after %d steps", (int)seed, found);
+    }
+}
+
 static void test_cache_offset(void)
 {
     CHECK(spa_cache_offset(500, 0, 0, true, 32) == 0);     /* drafting: all the text */
@@ -415,6 +461,7 @@ int main(void)
     test_edges();
     test_probe_cost();
     test_shadow_and_probe();
+    test_free_alpha();
     test_cache_offset();
     test_step_clock();
     return test_finish("test_spec_adapt");

@@ -35,6 +35,14 @@ has "$T/err" "^mean accepted +[0-9.]+ tokens a verification" "mean accepted leng
 has "$T/err" "^effective decode +[0-9.]+ tok/s" "effective tok/s"
 has "$T/err" "^plain decode +[0-9.]+ tok/s; speed-up [0-9.]+x" "speed-up"
 has "$T/out" "it under the terms of the GNU General Public License" "speculative text"
+# =last: the plain run after the speculative one (its line after the speculative run's summary)
+"$SLUICE" run -m "$TARGET" -p "${prompts[0]}" -n 48 --draft "$DRAFT" --draft-k 4 --spec-baseline=last \
+  >"$T/out" 2>"$T/err" || bad "run --spec-baseline=last failed"
+has "$T/err" "^plain decode +[0-9.]+ tok/s; speed-up [0-9.]+x" "speed-up (baseline last)"
+has "$T/out" "it under the terms of the GNU General Public License" "speculative text (baseline last)"
+first_line() { grep -n -m1 -E "$1" "$T/err" | cut -d: -f1; }
+if [[ $(first_line "^baseline:") -gt $(first_line "^time to first") ]]; then ok
+else bad "--spec-baseline=last: the baseline line comes before the speculative run's summary"; fi
 
 # refused, with the reason
 expect_fail() { # STATUS PATTERN ARGS...
@@ -47,6 +55,7 @@ expect_fail() { # STATUS PATTERN ARGS...
 }
 expect_fail 2 "bad value '40' for --draft-k" -m "$TARGET" -p x --draft "$DRAFT" --draft-k 40
 expect_fail 2 "need --draft" -m "$TARGET" -p x --draft-k 3
+expect_fail 2 "bad value 'middle' for --spec-baseline" -m "$TARGET" -p x --draft "$DRAFT" --spec-baseline=middle
 expect_fail 1 "$T/none.gguf" -m "$TARGET" -p x --draft "$T/none.gguf"
 "$SLUICE" synth --arch gemma3 --size test --seed 3 -o "$T/other.gguf" 2>/dev/null
 expect_fail 1 "draft $T/other.gguf has a vocabulary of [0-9]+ tokens but target $TARGET has 1536" \
