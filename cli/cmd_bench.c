@@ -46,7 +46,8 @@ static const char usage[] =
     "                       the prompt)\n"
     "  --verify K           also time forward passes of K tokens with logits for\n"
     "                       each (a speculative verification step) against one\n"
-    "                       decode step (default 5; 0: skip)\n"
+    "                       decode step, and the best step's time per op class\n"
+    "                       (default 5; 0: skip)\n"
     "  --draft FILE         also time one step of this Gemma 4 assistant\n"
     "                       (gemma4-assistant GGUF of the model) against one\n"
     "                       decode step, and give the K/V bytes a token its\n"
@@ -80,6 +81,7 @@ typedef struct bench_result {
     double bw, bw_median;          /* read bandwidth, bytes/s: fastest and median pass */
     int bw_passes;
     double verify_s;               /* best time of one verification step */
+    op_times verify_ops;           /* that step's time per op class */
     double draft_s;                /* best time of one assistant step (--draft) */
     int draft_logits;              /* logits a step scores (candidates, or the vocabulary) */
     double draft_kv_bytes;         /* K/V bytes a token the mtp stage receives */
@@ -214,21 +216,28 @@ static int run_once(sl_lm *s, const bench_opts *o, const int32_t *prompt, float 
  * for every row, then the cache cut back to pos (as after a rejection), so
  * each step sees the same context. Returns the best step time. */
 static int run_verify(sl_lm *s, const bench_opts *o, int pos, const int32_t *toks, float *logits,
-                      double *best, sl_err *err)
+                      double *best, op_times *best_ops, sl_err *err)
 {
     int k = o->verify, steps = o->n_gen / 4 > 4 ? o->n_gen / 4 : 4;
     for (int step = 0; step < steps; step++) {
         for (int i = 0; i < k; i++)
             s->pos[i] = pos + i;
         sl_batch b = {.n_tokens = k, .token = toks, .seq = s->seq, .pos = s->pos};
+        op_times ops = {0};
+        sl_fwd_set_times(s->fwd, &ops.fwd);
         double t0 = cli_now();
-        if (sl_embed(s->model, toks, k, s->x, err) || sl_forward_layers(s->fwd, s->kv, &b, s->x, err) ||
-            sl_head(s->fwd, s->x, k, logits, err))
+        int rc = sl_embed(s->model, toks, k, s->x, err);
+        ops.embed = cli_now() - t0;
+        rc = rc || sl_forward_layers(s->fwd, s->kv, &b, s->x, err) || sl_head(s->fwd, s->x, k, logits, err);
+        ops.total = cli_now() - t0;
+        sl_fwd_set_times(s->fwd, NULL);
+        if (rc)
             return -1;
-        double t = cli_now() - t0;
         sl_kv_set_len(s->kv, 0, pos);
-        if (t < *best)
-            *best = t;
+        if (ops.total < *best) {
+            *best = ops.total;
+            *best_ops = ops;
+        }
     }
     return 0;
 }
@@ -375,7 +384,7 @@ static void print_ops(const char *title, const op_times *t, double per)
 {
     op_row rows[9];
     int n = op_rows(t, rows);
-    printf("%s (ms per token, share):\n", title);
+    printf("%s (ms per %s, share):\n", title, per == 1 ? "step" : "token");
     for (int i = 0; i < n; i++)
         printf("  %-12s %9.3f  %5.1f%%\n", rows[i].name, rows[i].secs * 1e3 / per,
                t->total > 0 ? 100 * rows[i].secs / t->total : 0);
@@ -433,6 +442,8 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
         json_object *ops = json_object_new_object();
         json_object_object_add(ops, "prefill", ops_json(&r->prefill_ops, o->n_prompt));
         json_object_object_add(ops, "decode", ops_json(&r->decode_ops, o->n_gen));
+        if (o->verify > 0)
+            json_object_object_add(ops, "verify", ops_json(&r->verify_ops, 1));
         json_object_object_add(j, "ops", ops);
         json_object *k = json_object_new_object();
         json_object_object_add(k, "matmul", json_object_new_string(paths));
@@ -476,6 +487,11 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
     printf("\n");
     print_ops("prefill", &r->prefill_ops, o->n_prompt);
     print_ops("decode", &r->decode_ops, o->n_gen);
+    if (o->verify > 0) {
+        char title[64];
+        snprintf(title, sizeof title, "verify of %d tokens", o->verify);
+        print_ops(title, &r->verify_ops, 1);
+    }
 }
 
 static int bench(const char *cmd, bench_opts *o)
@@ -521,7 +537,7 @@ static int bench(const char *cmd, bench_opts *o)
     for (int rep = 0; rep < o->repeat; rep++) {
         op_times pre, dec;
         if (run_once(s, o, prompt, logits, &pre, &dec, &err) ||
-            (o->verify > 0 && run_verify(s, o, start + o->n_gen, prompt, logits, &r.verify_s, &err)))
+            (o->verify > 0 && run_verify(s, o, start + o->n_gen, prompt, logits, &r.verify_s, &r.verify_ops, &err)))
             goto fail;
         if (probe)
             sl_bw_probe_run(probe, BW_PASSES);

@@ -48,7 +48,7 @@ struct sl_fwd {
      * list of those units; grown to the largest batch x context seen */
     float *parts;
     int64_t parts_cap;   /* floats */
-    int64_t *units;      /* (pair << 20 | span) per unit, then pair offsets */
+    int64_t *units;      /* pair offsets, then the units' run order, then counts */
     int64_t units_cap;
     rope_set rope[ROPE_SETS];
     /* per-op times, added to when set (sl_fwd_set_times) */
@@ -398,7 +398,9 @@ typedef struct attn_args {
     int64_t pairs;
 } attn_args;
 
-/* Spans [u0, u1) of the batch (units of pair p are first[p] .. first[p+1]-1). */
+/* Units [u0, u1) of the batch's run order (order[u] = pair << 20 | span of
+ * the pair; the units of pair p keep their partials at first[p] ..
+ * first[p+1]-1). */
 static void span_range(void *arg, int64_t u0, int64_t u1)
 {
     const attn_args *A = arg;
@@ -410,19 +412,12 @@ static void span_range(void *arg, int64_t u0, int64_t u1)
     int64_t q_dim = (int64_t)L->n_head * hd, slots = sl_kv_slots(A->kv, A->il);
     int64_t rb = sl_kv_row_bytes(A->kv, A->il), hb = sl_kv_head_bytes(A->kv, A->il);
     int64_t pf = sl_attn_part_floats(hd, group);
-    const int64_t *first = f->units;
+    const int64_t *first = f->units, *order = f->units + A->pairs + 1;
     for (int64_t u = u0; u < u1; u++) {
-        int64_t lo = 0, hi = A->pairs; /* the pair holding unit u */
-        while (hi - lo > 1) {
-            int64_t mid = (lo + hi) / 2;
-            if (first[mid] <= u)
-                lo = mid;
-            else
-                hi = mid;
-        }
-        int i = (int)(lo / L->n_kv_head), kvh = (int)(lo % L->n_kv_head);
+        int64_t pr = order[u] >> 20, sp = order[u] & ((1 << 20) - 1);
+        int i = (int)(pr / L->n_kv_head), kvh = (int)(pr % L->n_kv_head);
         int64_t pos = b->pos[i], s0, s1;
-        sl_attn_span_bounds(first_key(L, pos), pos + 1, u - first[lo], &s0, &s1);
+        sl_attn_span_bounds(first_key(L, pos), pos + 1, sp, &s0, &s1);
         /* spans never cross a multiple of the slot count (a multiple
          * of the span), so a span's keys sit in one run of slots */
         sl_attn_q a = {.q = f->q + (size_t)i * q_dim + (int64_t)kvh * group * hd,
@@ -436,7 +431,7 @@ static void span_range(void *arg, int64_t u0, int64_t u1)
                        .n_group = group,
                        .scale = L->attn_scale,
                        .softcap = c->attn_softcap};
-        sl_attn_part part = sl_attn_part_at(f->parts + u * pf, group);
+        sl_attn_part part = sl_attn_part_at(f->parts + (first[pr] + sp) * pf, group);
         sl_attn_span(&a, s0, s1, &part);
     }
 }
@@ -465,21 +460,49 @@ static void combine_range(void *arg, int64_t p0, int64_t p1)
  * pair is cut into spans of keys at fixed positions; all spans of the batch
  * run in parallel, then each pair's partials are combined in span order.
  * Bounds and order depend only on each token's position, so the result is
- * the same whatever the batch and thread count. */
+ * the same whatever the batch and thread count.
+ *
+ * The spans run ordered by their block of keys (absolute position / span,
+ * then KV head; stable, so in batch order within one): the tokens of a
+ * verification step (or a prefill) that see one block take it one after
+ * another, mostly on one thread, and read its keys and values from memory
+ * once, then from cache. In the pairs' order each token streamed the whole
+ * context again (a 5-token step of Gemma 3 1B at 576 positions spent 2.6x a
+ * decode step's attention). Only when each unit runs changes, not what it
+ * computes. */
 static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *err)
 {
     const sl_layer_cfg *L = &f->m->cfg.layer[il];
-    int n = b->n_tokens, group = L->n_head / L->n_kv_head;
-    int64_t pairs = (int64_t)n * L->n_kv_head, pf = sl_attn_part_floats(L->head_dim, group);
-    if (grow((void **)&f->units, &f->units_cap, pairs + 1, sizeof(int64_t), err))
+    int n = b->n_tokens, group = L->n_head / L->n_kv_head, nkv = L->n_kv_head;
+    int64_t pairs = (int64_t)n * nkv, pf = sl_attn_part_floats(L->head_dim, group);
+    int64_t total = 0, max_pos = 0;
+    for (int i = 0; i < n; i++)
+        max_pos = b->pos[i] > max_pos ? b->pos[i] : max_pos;
+    for (int i = 0; i < n; i++)
+        total += sl_attn_n_spans(first_key(L, b->pos[i]), b->pos[i] + 1) * nkv;
+    /* run-order keys: block of keys, then KV head */
+    int64_t keys = (max_pos / SL_ATTN_SPAN + 1) * nkv;
+    if (grow((void **)&f->units, &f->units_cap, pairs + 1 + total + keys + 1, sizeof(int64_t), err))
         return -1;
-    int64_t total = 0;
+    int64_t *first = f->units, *order = first + pairs + 1, *count = order + total;
+    for (int64_t k = 0; k <= keys; k++)
+        count[k] = 0;
+    total = 0;
     for (int64_t p = 0; p < pairs; p++) {
-        int64_t pos = b->pos[p / L->n_kv_head];
-        f->units[p] = total; /* first unit of pair p */
-        total += sl_attn_n_spans(first_key(L, pos), pos + 1);
+        int64_t pos = b->pos[p / nkv], j0 = first_key(L, pos), ns = sl_attn_n_spans(j0, pos + 1);
+        first[p] = total; /* first partial of pair p */
+        total += ns;
+        for (int64_t sp = 0; sp < ns; sp++)
+            count[(j0 / SL_ATTN_SPAN + sp) * nkv + p % nkv + 1]++;
     }
-    f->units[pairs] = total;
+    first[pairs] = total;
+    for (int64_t k = 0; k < keys; k++) /* count[k]: where key k's units start */
+        count[k + 1] += count[k];
+    for (int64_t p = 0; p < pairs; p++) {
+        int64_t pos = b->pos[p / nkv], j0 = first_key(L, pos), ns = first[p + 1] - first[p];
+        for (int64_t sp = 0; sp < ns; sp++)
+            order[count[(j0 / SL_ATTN_SPAN + sp) * nkv + p % nkv]++] = p << 20 | sp;
+    }
     if (grow((void **)&f->parts, &f->parts_cap, total * pf, sizeof(float), err))
         return -1;
     attn_args a = {f, kv, b, il, pairs};
