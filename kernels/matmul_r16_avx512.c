@@ -407,17 +407,22 @@ R16_GROUPS(q5_1)
     }
 PF2_GROUPS(q4_0)
 PF2_GROUPS(q8_0)
+PF2_GROUPS(q4_1)
+PF2_GROUPS(q5_0)
+PF2_GROUPS(q5_1)
+PF2_GROUPS(q4_K)
+PF2_GROUPS(q6_K)
 
 sl_r16_fn sl_r16_avx512(sl_type wtype)
 {
     switch (wtype) {
     case SL_TYPE_Q4_0: return groups2_q4_0;
     case SL_TYPE_Q8_0: return groups2_q8_0;
-    case SL_TYPE_Q4_K: return groups_q4_K;
-    case SL_TYPE_Q6_K: return groups_q6_K;
-    case SL_TYPE_Q4_1: return groups_q4_1;
-    case SL_TYPE_Q5_0: return groups_q5_0;
-    case SL_TYPE_Q5_1: return groups_q5_1;
+    case SL_TYPE_Q4_K: return groups2_q4_K;
+    case SL_TYPE_Q6_K: return groups2_q6_K;
+    case SL_TYPE_Q4_1: return groups2_q4_1;
+    case SL_TYPE_Q5_0: return groups2_q5_0;
+    case SL_TYPE_Q5_1: return groups2_q5_1;
     default: return NULL;
     }
 }
