@@ -2,11 +2,12 @@
  * thread's CPU time (readable on a shared machine): 512 tokens against
  * Gemma 3 1B's FFN shapes, 6912 x 1152 (gate, up) and 1152 x 6912 (down),
  * best of R, in GOP/s (2 per multiply-add), the activations' quantisation
- * included as in a forward pass.
+ * included as in a forward pass. With THREADS > 1, wall time on that many
+ * pool threads (take the benchmark lock and chrt for that).
  *
  * Not built by CMake; bench/prefill_cost.sh builds and runs it:
  *   bench/prefill_cost.sh [TYPE...]   (default: q4_0 q8_0 q5_0 q4_K q6_K)
- * then prefill_cost TYPE [TOKENS [REPS]]. */
+ * then prefill_cost TYPE [TOKENS [REPS [THREADS]]]. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -15,10 +16,13 @@
 #include "kernels/quant.h"
 #include "util/pool.h"
 
+static int n_threads = 1;
+
+/* The thread's CPU time on one thread; wall time on several. */
 static double cpu_s(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    clock_gettime(n_threads > 1 ? CLOCK_MONOTONIC : CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -65,17 +69,21 @@ static int run_shape(sl_type type, const char *name, int n_out, int n_in, int n_
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: prefill_cost TYPE [TOKENS [REPS]]\n");
+        fprintf(stderr, "usage: prefill_cost TYPE [TOKENS [REPS [THREADS]]]\n");
         return 2;
     }
     sl_type type = sl_type_from_name(argv[1]);
     int n_tok = argc > 2 ? atoi(argv[2]) : 512, reps = argc > 3 ? atoi(argv[3]) : 5;
-    if ((int)type < 0 || n_tok < 1 || reps < 1) {
-        fprintf(stderr, "prefill_cost: bad type '%s', TOKENS or REPS\n", argv[1]);
+    n_threads = argc > 4 ? atoi(argv[4]) : 1;
+    if ((int)type < 0 || n_tok < 1 || reps < 1 || n_threads < 1) {
+        fprintf(stderr, "prefill_cost: bad type '%s', TOKENS, REPS or THREADS\n", argv[1]);
         return 2;
     }
-    sl_pool_set_threads(1);
-    printf("%s, 1 thread (CPU time), best of %d\n", argv[1], reps);
+    sl_pool_set_threads(n_threads);
+    if (n_threads > 1)
+        sl_pool_set_adaptive(false);
+    printf("%s, %d thread%s (%s), best of %d\n", argv[1], n_threads, n_threads > 1 ? "s" : "",
+           n_threads > 1 ? "wall time" : "CPU time", reps);
     return run_shape(type, "up", 6912, 1152, n_tok, reps) ||
            run_shape(type, "down", 1152, 6912, n_tok, reps);
 }
