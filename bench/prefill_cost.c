@@ -7,7 +7,7 @@
  *
  * Not built by CMake; bench/prefill_cost.sh builds and runs it:
  *   bench/prefill_cost.sh [TYPE...]   (default: q4_0 q8_0 q5_0 q4_K q6_K)
- * then prefill_cost TYPE [TOKENS [REPS [THREADS]]]. */
+ * then prefill_cost TYPE [TOKENS [REPS [THREADS [N_OUT N_IN]]]] (one shape). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -69,7 +69,7 @@ static int run_shape(sl_type type, const char *name, int n_out, int n_in, int n_
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: prefill_cost TYPE [TOKENS [REPS [THREADS]]]\n");
+        fprintf(stderr, "usage: prefill_cost TYPE [TOKENS [REPS [THREADS [N_OUT N_IN]]]]\n");
         return 2;
     }
     sl_type type = sl_type_from_name(argv[1]);
@@ -84,6 +84,8 @@ int main(int argc, char **argv)
         sl_pool_set_adaptive(false);
     printf("%s, %d thread%s (%s), best of %d\n", argv[1], n_threads, n_threads > 1 ? "s" : "",
            n_threads > 1 ? "wall time" : "CPU time", reps);
+    if (argc > 6)
+        return run_shape(type, "shape", atoi(argv[5]), atoi(argv[6]), n_tok, reps);
     return run_shape(type, "up", 6912, 1152, n_tok, reps) ||
            run_shape(type, "down", 1152, 6912, n_tok, reps);
 }
