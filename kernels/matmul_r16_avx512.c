@@ -384,19 +384,23 @@ R16_GROUPS(q4_1)
 R16_GROUPS(q5_0)
 R16_GROUPS(q5_1)
 
-/* Pairs of groups through the two-group prefill tile for whole tiles of
- * PF2_T tokens; an odd group and the tokens after the last whole tile take
- * the one-group path. */
-#define PF2_GROUPS(type)                                                                      \
+/* Pairs of groups through the two-group prefill tile, TB tokens a tile
+ * (then 4 while 4 are left, for TB > 4); an odd group and the tokens after
+ * the last whole tile take the one-group path. */
+#define PF2_GROUPS(type, TB)                                                                  \
     static void groups2_##type(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a, \
                                float *y, int64_t ldy)                                         \
     {                                                                                         \
-        size_t group_bytes = sl_r16_group_bytes(SL_TYPE_##type, a->n_in);                     \
-        int64_t n_full = a->n_tok / PF2_T * PF2_T, g = g0;                                    \
+        size_t gbytes = sl_r16_group_bytes(SL_TYPE_##type, a->n_in);                          \
+        int64_t n_big = a->n_tok / (TB) * (TB);                                               \
+        int64_t n_full = n_big + (a->n_tok - n_big) / 4 * 4, g = g0;                          \
         for (; n_full > 0 && g + 2 <= g1; g += 2) {                                           \
-            const uint8_t *p = packed + (size_t)g * group_bytes;                              \
-            for (int64_t t = 0; t < n_full; t += PF2_T)                                       \
-                pf2_##type(p, group_bytes, a, t, y + 16 * g + t * ldy, ldy);                  \
+            const uint8_t *p = packed + (size_t)g * gbytes;                                   \
+            int64_t t = 0;                                                                    \
+            for (; t < n_big; t += (TB))                                                      \
+                pf2_##type(p, gbytes, a, t, y + 16 * g + t * ldy, ldy, TB);                   \
+            for (; t < n_full; t += 4)                                                        \
+                pf2_##type(p, gbytes, a, t, y + 16 * g + t * ldy, ldy, 4);                    \
             if (n_full < a->n_tok) {                                                          \
                 sl_q8act rest = sl_q8act_tokens(a, n_full, a->n_tok);                         \
                 groups_##type(packed, g, g + 2, &rest, y + n_full * ldy, ldy);                \
@@ -405,19 +409,24 @@ R16_GROUPS(q5_1)
         if (g < g1)                                                                           \
             groups_##type(packed, g, g1, a, y, ldy);                                          \
     }
-PF2_GROUPS(q4_0)
-PF2_GROUPS(q8_0)
+PF2_GROUPS(q4_0, 4)
+PF2_GROUPS(q8_0, 4)
+PF2_GROUPS(q4_1, 4)
+PF2_GROUPS(q5_0, 4)
+PF2_GROUPS(q5_1, 4)
+PF2_GROUPS(q4_K, 4)
+PF2_GROUPS(q6_K, 8)
 
 sl_r16_fn sl_r16_avx512(sl_type wtype)
 {
     switch (wtype) {
     case SL_TYPE_Q4_0: return groups2_q4_0;
     case SL_TYPE_Q8_0: return groups2_q8_0;
-    case SL_TYPE_Q4_K: return groups_q4_K;
-    case SL_TYPE_Q6_K: return groups_q6_K;
-    case SL_TYPE_Q4_1: return groups_q4_1;
-    case SL_TYPE_Q5_0: return groups_q5_0;
-    case SL_TYPE_Q5_1: return groups_q5_1;
+    case SL_TYPE_Q4_K: return groups2_q4_K;
+    case SL_TYPE_Q6_K: return groups2_q6_K;
+    case SL_TYPE_Q4_1: return groups2_q4_1;
+    case SL_TYPE_Q5_0: return groups2_q5_0;
+    case SL_TYPE_Q5_1: return groups2_q5_1;
     default: return NULL;
     }
 }
