@@ -37,12 +37,12 @@ static const float *read_ple(const sl_model_stage *ms, const pl_msg *in, uint32_
     if (!pl_msg_has(in, SLUICE__PAYLOAD_KIND__PL_PLE))
         return NULL;
     uint64_t want = (uint64_t)(m->cfg.n_layer - m->part.l0) * (uint64_t)m->cfg.n_embd_per_layer;
-    sl_err ignore;
-    const float *ple = pl_msg_f32_view(in, SLUICE__PAYLOAD_KIND__PL_PLE, n, want, &ignore);
+    sl_err bad;
+    const float *ple = pl_msg_f32_view(in, SLUICE__PAYLOAD_KIND__PL_PLE, n, want, &bad);
     if (!ple)
         snprintf(why->msg, sizeof why->msg, "per-layer inputs are not f32 [%u, %llu] (layers "
-                 "%d to %d of %d floats each)", n, (unsigned long long)want, m->part.l0,
-                 m->cfg.n_layer, m->cfg.n_embd_per_layer);
+                 "%d to %d of %d floats each): %.200s", n, (unsigned long long)want, m->part.l0,
+                 m->cfg.n_layer, m->cfg.n_embd_per_layer, bad.msg);
     return ple;
 }
 

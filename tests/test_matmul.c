@@ -21,7 +21,7 @@ static const sl_type all_types[] = {SL_TYPE_F32,  SL_TYPE_F16,  SL_TYPE_BF16,   
                                     SL_TYPE_Q2_K, SL_TYPE_Q3_K, SL_TYPE_Q4_K,   SL_TYPE_Q5_K,
                                     SL_TYPE_Q6_K, SL_TYPE_IQ4_NL, SL_TYPE_IQ4_XS};
 #define N_TYPES (int)(sizeof all_types / sizeof all_types[0])
-#define MAX_TOK 17
+#define MAX_TOK 29
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
@@ -241,7 +241,7 @@ static void test_against_oracles(void)
  * bits as in the full batch. */
 static void check_batch_invariance(const problem *p, sl_path path)
 {
-    static const int windows[][2] = {{0, 2}, {1, 3}, {3, 5}, {4, 4}, {8, 9}, {13, 4}, {2, 15}, {5, 7}};
+    static const int windows[][2] = {{0, 2}, {1, 3}, {3, 5}, {4, 4}, {8, 9}, {13, 4}, {2, 15}, {5, 7}, {1, 28}, {3, 21}};
     float *full = run(p, p->x, MAX_TOK, 0);
     int bad = 0;
     for (int t = 0; t < MAX_TOK; t++) {
@@ -289,7 +289,7 @@ static void test_determinism(void)
         problem small, big;
         problem_make(&small, all_types[ti], 33, be == 1 ? 301 : 3 * be);
         problem_make(&big, all_types[ti], 257, be == 256 ? 768 : 640);
-        /* wide enough that the driver splits 17 tokens into blocks (it keeps
+        /* wide enough that the driver splits 29 tokens into blocks (it keeps
          * a block's activations within half of L2: 16 tokens of 16896) */
         problem wide;
         problem_make(&wide, all_types[ti], 17, 66 * 256);
