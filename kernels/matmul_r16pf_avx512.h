@@ -23,7 +23,7 @@
  * the first pass of a token block and from L1/L2 on the others. */
 #define PF2_TMAX 8
 
-
+#include "kernels/matmul_r16_b32_avx512.h"
 
 /* Q4_0, Q4_1, Q5_0, Q5_1 (kind), tile_b32's steps: per block the 4 dword
  * columns k of both groups' nibbles (and fifth bits, added as 16 under a
@@ -35,18 +35,13 @@
 R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const sl_q8act *a,
                         int64_t t0, float *y, int64_t ldy, const int T, const int split)
 {
-    const int has_min = kind == SL_TYPE_Q4_1 || kind == SL_TYPE_Q5_1;
-    const int has_hi = kind == SL_TYPE_Q5_0 || kind == SL_TYPE_Q5_1;
-    const size_t bytes = kind == SL_TYPE_Q4_0   ? SL_R16_Q4_0_BYTES
-                         : kind == SL_TYPE_Q4_1 ? SL_R16_Q4_1_BYTES
-                         : kind == SL_TYPE_Q5_0 ? SL_R16_Q5_0_BYTES
-                                                : SL_R16_Q5_1_BYTES;
-    const int off = kind == SL_TYPE_Q4_0 ? 8 : kind == SL_TYPE_Q5_0 ? 16 : 0;
+    const r16_b32_fmt f = r16_b32_fmt_of(kind);
+    const int has_min = f.has_min, has_hi = f.has_hi, off = f.off;
+    const size_t bytes = f.bytes;
     __m512 acc0[PF2_TMAX], acc1[PF2_TMAX];
     R16_UNROLL
     for (int t = 0; t < T; t++)
         acc0[t] = acc1[t] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
     const int64_t nb = a->n_blocks, nq = a->n_in;
     const int8_t *q0 = a->q + t0 * nq;
     const int32_t *s0 = a->sum + t0 * nb;
@@ -63,21 +58,8 @@ R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const 
         const uint8_t *qs0 = p0 + (has_min ? 64 : 32), *qs1 = p1 + (has_min ? 64 : 32);
         R16_UNROLL
         for (int k = 0; k < 4; k++) {
-            __m512i v0 = _mm512_loadu_si512(qs0 + 64 * k);
-            __m512i v1 = _mm512_loadu_si512(qs1 + 64 * k);
-            __m512i l0 = _mm512_and_si512(v0, m4), h0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
-            __m512i l1 = _mm512_and_si512(v1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
-            if (has_hi) {
-                uint64_t ml, mh;
-                memcpy(&ml, qs0 + 256 + 16 * k, 8);
-                memcpy(&mh, qs0 + 256 + 16 * k + 8, 8);
-                l0 = _mm512_mask_add_epi8(l0, _cvtu64_mask64(ml), l0, b4);
-                h0 = _mm512_mask_add_epi8(h0, _cvtu64_mask64(mh), h0, b4);
-                memcpy(&ml, qs1 + 256 + 16 * k, 8);
-                memcpy(&mh, qs1 + 256 + 16 * k + 8, 8);
-                l1 = _mm512_mask_add_epi8(l1, _cvtu64_mask64(ml), l1, b4);
-                h1 = _mm512_mask_add_epi8(h1, _cvtu64_mask64(mh), h1, b4);
-            }
+            __m512i l0, h0, l1, h1;
+            r16_b32_unpack2(qs0, qs1, k, has_hi, &l0, &h0, &l1, &h1);
             R16_UNROLL
             for (int t = 0; t < T; t++) {
                 const int8_t *q = q0 + t * nq + 32 * b + 4 * k;

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "kernels/matmul_internal.h"
+#include "kernels/matmul_r16_b32_avx512.h"
 
 #define R16S_INLINE static inline __attribute__((always_inline))
 #define R16S_UNROLL _Pragma("GCC unroll 16")
@@ -70,18 +71,13 @@ R16S_INLINE void s_store(float *y, const __m512 *acc, int64_t ldy, int T)
 R16S_INLINE void pair_b32(const int kind, const uint8_t *p0, const uint8_t *p1,
                           const sl_q8act *a, int64_t t0, float *y, int64_t ldy, const int T)
 {
-    const int has_min = kind == SL_TYPE_Q4_1 || kind == SL_TYPE_Q5_1;
-    const int has_hi = kind == SL_TYPE_Q5_0 || kind == SL_TYPE_Q5_1;
-    const size_t bytes = kind == SL_TYPE_Q4_0   ? SL_R16_Q4_0_BYTES
-                         : kind == SL_TYPE_Q4_1 ? SL_R16_Q4_1_BYTES
-                         : kind == SL_TYPE_Q5_0 ? SL_R16_Q5_0_BYTES
-                                                : SL_R16_Q5_1_BYTES;
-    const int off = kind == SL_TYPE_Q4_0 ? 8 : kind == SL_TYPE_Q5_0 ? 16 : 0;
+    const r16_b32_fmt f = r16_b32_fmt_of(kind);
+    const int has_min = f.has_min, has_hi = f.has_hi, off = f.off;
+    const size_t bytes = f.bytes;
     __m512 acc0[R16S_T], acc1[R16S_T];
     R16S_UNROLL
     for (int t = 0; t < T; t++)
         acc0[t] = acc1[t] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
     for (int64_t b = 0; b < a->n_blocks; b++, p0 += bytes, p1 += bytes) {
         s_prefetch(p0, (int)bytes);
         s_prefetch(p1, (int)bytes);
@@ -93,20 +89,8 @@ R16S_INLINE void pair_b32(const int kind, const uint8_t *p0, const uint8_t *p1,
         const uint8_t *qs0 = p0 + (has_min ? 64 : 32), *qs1 = p1 + (has_min ? 64 : 32);
         R16S_UNROLL
         for (int k = 0; k < 4; k++) {
-            __m512i v0 = _mm512_loadu_si512(qs0 + 64 * k), v1 = _mm512_loadu_si512(qs1 + 64 * k);
-            __m512i l0 = _mm512_and_si512(v0, m4), h0 = _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4);
-            __m512i l1 = _mm512_and_si512(v1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4);
-            if (has_hi) {
-                uint64_t ml, mh;
-                memcpy(&ml, qs0 + 256 + 16 * k, 8);
-                memcpy(&mh, qs0 + 256 + 16 * k + 8, 8);
-                l0 = _mm512_mask_add_epi8(l0, _cvtu64_mask64(ml), l0, b4);
-                h0 = _mm512_mask_add_epi8(h0, _cvtu64_mask64(mh), h0, b4);
-                memcpy(&ml, qs1 + 256 + 16 * k, 8);
-                memcpy(&mh, qs1 + 256 + 16 * k + 8, 8);
-                l1 = _mm512_mask_add_epi8(l1, _cvtu64_mask64(ml), l1, b4);
-                h1 = _mm512_mask_add_epi8(h1, _cvtu64_mask64(mh), h1, b4);
-            }
+            __m512i l0, h0, l1, h1;
+            r16_b32_unpack2(qs0, qs1, k, has_hi, &l0, &h0, &l1, &h1);
             R16S_UNROLL
             for (int t = 0; t < T; t++) {
                 const int8_t *q = a->q + (t0 + t) * a->n_in + 32 * b;
