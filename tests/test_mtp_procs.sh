@@ -41,7 +41,7 @@ same_ids() {
 }
 
 # one process, one layers stage
-for k in 3 auto; do
+for k in auto 3; do
     same_ids "run --draft-k $k" -m t.gguf --draft a.gguf --draft-k $k
 done
 has last.err "^acceptance rate +[0-9.]+%" "acceptance rate printed"

@@ -75,7 +75,7 @@ for cfg in speculative.yaml speculative-procs.yaml; do
   has "$T/err" "^acceptance rate" "$cfg at temperature 0.8: statistics"
 done
 # a draft on its own thread drafts ahead; --stats says how much of it was used
-"$SLUICE" run -m "$TARGET" -p "${prompts[0]}" -n 64 --draft "$DRAFT" --draft-threads 1 --stats \
+"$SLUICE" run -m "$TARGET" -p "${prompts[0]}" -n 64 --draft "$DRAFT" --draft-k 4 --draft-threads 1 --stats \
   >"$T/out" 2>"$T/err" || bad "pipelined run failed"
 has "$T/err" "drafted ahead: [1-9][0-9]* used, [0-9]+ dropped" "pipelined draft statistics"
 # the spawned worker exits on its own once its coordinator is gone: wait for that (bounded)
