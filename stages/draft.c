@@ -384,12 +384,20 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
 }
 
 /* Drafts k tokens after the request's text with the draft model: out and
- * (sampled) q get them. The cache ends holding the text and all drafted
+ * (sampled) q get them; returns how many (a probe may draft more, up to
+ * room: spa_probe_k once the catch-up has shown the draft's acceptance on
+ * the text), or -1. The cache ends holding the text and all drafted
  * tokens but the last. */
-static int draft_model_block(draft_stage *ds, dreq *r, int k, int32_t *out, float *q, sl_err *err)
+static int draft_model_block(draft_stage *ds, dreq *r, int k, int room, int32_t *out, float *q, sl_err *err)
 {
+    bool probing = ds->auto_k && !r->spa.drafting;
     if (catch_up(ds, r, err))
         return -1;
+    if (probing) {
+        int more = spa_probe_k(&r->spa);
+        if (more > k)
+            k = more < room ? more : room;
+    }
     size_t v = (size_t)ds->n_vocab;
     out[0] = draft_pick(ds, r, ds->logits, q);
     for (int j = 1; j < k; j++) {
@@ -402,7 +410,7 @@ static int draft_model_block(draft_stage *ds, dreq *r, int k, int32_t *out, floa
         out[j] = draft_pick(ds, r, ds->logits, q ? q + (size_t)j * v : NULL);
     }
     ds->draft_tokens += k;
-    return 0;
+    return k;
 }
 
 /* ---- choosing k ---- */
@@ -452,7 +460,7 @@ static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
 
 /* Drafts up to k tokens for r (its text now ending with the row at
  * position base); returns how many. */
-static int propose(draft_stage *ds, dreq *r, int k, bool ahead_ok, sl_err *err)
+static int propose(draft_stage *ds, dreq *r, int k, int room, bool ahead_ok, sl_err *err)
 {
     if (k <= 0 || r->broken)
         return 0;
@@ -467,9 +475,7 @@ static int propose(draft_stage *ds, dreq *r, int k, bool ahead_ok, sl_err *err)
         cache_cut(ds, r, r->n_hist + n - 1);
         return n;
     }
-    if (draft_model_block(ds, r, k, r->drafted, r->sampled ? r->q : NULL, err))
-        return -1;
-    return k;
+    return draft_model_block(ds, r, k, room, r->drafted, r->sampled ? r->q : NULL, err);
 }
 
 /* ---- the batch ---- */
@@ -552,7 +558,7 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
             fit = (int)o->room;
         double t0 = sl_now_s(), catch_up_before = ds->catch_up_s;
         int want_k = choose_k(ds, r, fit);
-        if ((k = propose(ds, r, want_k, ahead_ok, why)) < 0)
+        if ((k = propose(ds, r, want_k, fit, ahead_ok, why)) < 0)
             return -1;
         /* what lookup would have drafted: one token, free to find */
         if (ds->lookup && ds->auto_k && want_k == 0 && fit > 0)

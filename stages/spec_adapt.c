@@ -2,6 +2,7 @@
 
 #include "stages/spec.h"
 
+#include <math.h>
 #include <string.h>
 
 /* Plain steps measured before the first probe: a probe's cost is read
@@ -15,8 +16,19 @@
 #define SPA_COLD_PLAIN 2
 /* Tokens a probe drafts: one is enough to measure what a drafted token
  * costs and whether it is accepted, and costs least when it does not pay
- * (a compute-bound target verifies two rows in about twice one). */
+ * (a compute-bound target verifies two rows in about twice one). But a
+ * step that drafts pays a part that does not grow with k (the draft
+ * model's first row after the text, the verification's fixed work): on
+ * the tiny pair a one-token step cost 0.9 of a plain step more, an
+ * eight-token step 0.6 a token, so one-token probes priced every token at
+ * the first one's cost and a pair accepting 98% at 1.28x (k = 8) looked
+ * as if it could never pay. Where the acceptance seen (SPA_HOPE_SAMPLES
+ * outcomes or more) says a block would mostly be accepted, a probe drafts
+ * the run it expects to keep whole (alpha^k >= SPA_PROBE_KEEP), up to SPA_PROBE_K_LONG:
+ * the fixed part then weighs as it will while drafting. */
 #define SPA_PROBE_K 1
+#define SPA_PROBE_K_LONG 4
+#define SPA_PROBE_KEEP 0.6
 /* Plain steps between probes: doubles after each probe that finds no
  * gain, so a drafter that never pays costs well under 1% in probes. */
 #define SPA_GAP_MIN 8
@@ -62,6 +74,9 @@
  * means so one prior guess does not linger. */
 #define SPA_W_TIME 0.1
 #define SPA_W_ALPHA 0.1
+/* Least variance of the drafting steps' k before their cost is fitted as
+ * a fixed part and a part a token (fit_costs). */
+#define SPA_K_SPREAD 0.5
 /* Least cost of a drafted token, as a share of a plain step. */
 #define SPA_TOKEN_FLOOR 0.02
 /* An observation more than this far from the prediction is clipped: one
@@ -83,6 +98,11 @@ void spa_init_from(spa_ctl *c, const spa_ctl *prior)
     c->alpha = prior->alpha;
     c->t_plain = prior->t_plain;
     c->t_token = prior->t_token;
+    c->t_fixed = prior->t_fixed;
+    c->m_k = prior->m_k;
+    c->m_kk = prior->m_kk;
+    c->m_y = prior->m_y;
+    c->m_ky = prior->m_ky;
     c->t_probe = prior->t_probe;
     c->free_alpha = prior->free_alpha;
     /* a few observations' weight: the new request's own steps soon rule */
@@ -102,11 +122,17 @@ static double token_cost(const spa_ctl *c)
     return c->t_token > floor ? c->t_token : floor;
 }
 
+/* Seconds a step drafting k > 0 tokens adds to a plain step. */
+static double step_excess(const spa_ctl *c, int k)
+{
+    return c->t_fixed + k * token_cost(c);
+}
+
 double spa_gain(const spa_ctl *c, int k)
 {
     if (k <= 0 || c->n_plain == 0 || c->n_spec == 0 || c->t_plain <= 0.0)
         return 1.0;
-    return sl_spec_expected_tokens(c->alpha, k) * c->t_plain / (c->t_plain + k * token_cost(c));
+    return sl_spec_expected_tokens(c->alpha, k) * c->t_plain / (c->t_plain + step_excess(c, k));
 }
 
 int spa_best_k(const spa_ctl *c, double *gain)
@@ -125,9 +151,25 @@ int spa_best_k(const spa_ctl *c, double *gain)
     return best;
 }
 
-/* Whether drafting could beat plain decoding with every token accepted. */
+int spa_probe_k(const spa_ctl *c)
+{
+    int k = SPA_PROBE_K;
+    if (c->n_alpha >= SPA_HOPE_SAMPLES) {
+        double run = c->alpha >= 1.0 ? SPA_PROBE_K_LONG : log(SPA_PROBE_KEEP) / log(c->alpha);
+        k = run > SPA_PROBE_K_LONG ? SPA_PROBE_K_LONG : run > SPA_PROBE_K ? (int)run : SPA_PROBE_K;
+    }
+    return k < c->k_max ? k : c->k_max;
+}
+
+/* Whether drafting could beat plain decoding with every token accepted.
+ * Before SPA_COST_SETTLED probes have measured a drafted token's cost it
+ * could: one probe's cost may be noise (or the fixed part of a short
+ * block: SPA_PROBE_K_LONG), and a pair accepting 98% that gains 1.28x
+ * once measured a token at 1.1-1.4x a plain step and probed no more. */
 static bool could_pay(const spa_ctl *c)
 {
+    if (c->n_spec < SPA_COST_SETTLED)
+        return true;
     spa_ctl perfect = *c;
     perfect.alpha = 1.0;
     double gain;
@@ -141,6 +183,7 @@ bool spa_hopeful(const spa_ctl *c)
         return true;
     spa_ctl o = *c;
     o.t_token = o.n_spec >= 2 ? SPA_HOPE_COST * o.t_token : 0.0; /* 0: the floor */
+    o.t_fixed = o.n_spec >= 2 ? SPA_HOPE_COST * o.t_fixed : 0.0;
     o.n_spec = o.n_spec > 0 ? o.n_spec : 1;
     double gain;
     spa_best_k(&o, &gain);
@@ -161,7 +204,7 @@ static int cost_gap(const spa_ctl *c)
         if (best >= SPA_CLOSE)
             return 0;
     }
-    double gap = (c->t_probe + SPA_PROBE_K * token_cost(c)) / (SPA_PROBE_SHARE * c->t_plain);
+    double gap = (c->t_probe + step_excess(c, SPA_PROBE_K)) / (SPA_PROBE_SHARE * c->t_plain);
     return gap < SPA_GAP_COST_BOUND ? (int)(gap + 0.5) : SPA_GAP_COST_BOUND;
 }
 
@@ -170,7 +213,7 @@ static int next_plain(spa_ctl *c)
 {
     if (!could_pay(c) && c->gap < SPA_GAP_COST_BOUND)
         c->gap = SPA_GAP_COST_BOUND;
-    int least = cost_gap(c);
+    int least = c->left ? 0 : cost_gap(c);
     if (c->gap < least)
         c->gap = least;
     /* a drafter scoring its drafts for free waits for hope at a full gap */
@@ -179,10 +222,11 @@ static int next_plain(spa_ctl *c)
     if (c->since < c->gap || (c->free_alpha && !spa_hopeful(c)))
         return 0;
     c->since = 0;
+    c->left = false;
     if (c->gap < SPA_GAP_MAX)
         c->gap = c->gap * 2 < SPA_GAP_MAX ? c->gap * 2 : SPA_GAP_MAX;
     c->probes++;
-    return SPA_PROBE_K < c->k_max ? SPA_PROBE_K : c->k_max;
+    return spa_probe_k(c);
 }
 
 int spa_next_k(spa_ctl *c)
@@ -196,13 +240,14 @@ int spa_next_k(spa_ctl *c)
      * on the 1b model's 48-token loop: the running acceptance rises a few
      * steps after the loop starts.) */
     if (c->n_spec == 0)
-        return SPA_PROBE_K < c->k_max ? SPA_PROBE_K : c->k_max;
+        return spa_probe_k(c);
     double gain;
     int best = spa_best_k(c, &gain);
     if (c->drafting && (best == 0 || gain < SPA_EXIT)) {
         c->drafting = false;
         c->since = 0;
         c->gap = SPA_GAP_MIN;
+        c->left = true;
     } else if (!c->drafting && best > 0 && gain > SPA_ENTER) {
         c->drafting = true;
         c->since = 0;
@@ -235,6 +280,30 @@ static double clip(double x, double predicted, int n_behind)
     return x;
 }
 
+/* The line y = t_fixed + k * t_token through the drafting steps' excess
+ * (the fading means): least squares once their k spread (variance at
+ * least SPA_K_SPREAD), else through the origin (one k: no telling the
+ * parts apart, and every token priced at that k's mean is what a step
+ * of that k costs); t_fixed is never negative (then through the origin)
+ * and t_token never below the floor (then the rest is fixed). */
+static void fit_costs(spa_ctl *c)
+{
+    double var = c->m_kk - c->m_k * c->m_k, floor = SPA_TOKEN_FLOOR * c->t_plain;
+    c->t_fixed = 0.0;
+    c->t_token = c->m_kk > 0.0 ? c->m_ky / c->m_kk : 0.0;
+    if (var < SPA_K_SPREAD)
+        return;
+    double t = (c->m_ky - c->m_k * c->m_y) / var, f = c->m_y - t * c->m_k;
+    if (t < floor) {
+        t = floor;
+        f = c->m_y - t * c->m_k;
+    }
+    if (f > 0.0) {
+        c->t_token = t;
+        c->t_fixed = f;
+    }
+}
+
 void spa_observe_cost(spa_ctl *c, int drafted, double step_s)
 {
     if (step_s < 0.0 || drafted < 0)
@@ -251,9 +320,14 @@ void spa_observe_cost(spa_ctl *c, int drafted, double step_s)
     }
     if (c->n_plain == 0)
         return; /* a drafted token's cost is read against a plain step */
-    step_s = clip(step_s, c->t_plain + drafted * token_cost(c), c->n_spec);
+    step_s = clip(step_s, c->t_plain + step_excess(c, drafted), c->n_spec);
     c->n_spec++;
-    fade(&c->t_token, (step_s - c->t_plain) / drafted, c->n_spec, SPA_W_TIME);
+    double k = drafted, y = step_s - c->t_plain;
+    fade(&c->m_k, k, c->n_spec, SPA_W_TIME);
+    fade(&c->m_kk, k * k, c->n_spec, SPA_W_TIME);
+    fade(&c->m_y, y, c->n_spec, SPA_W_TIME);
+    fade(&c->m_ky, k * y, c->n_spec, SPA_W_TIME);
+    fit_costs(c);
 }
 
 /* One acceptance sample into the fading mean (the prior counts as one). */

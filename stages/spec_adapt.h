@@ -5,8 +5,10 @@
  * critical path plus the verification's round trip); it answers the next
  * k, 0 meaning plain decoding.
  *
- * The model: a step drafting k tokens takes t_plain + k * t_token and
- * emits 1 + alpha + ... + alpha^k tokens. Drafting is chosen only when
+ * The model: a step drafting k tokens takes t_plain + t_fixed + k *
+ * t_token and emits 1 + alpha + ... + alpha^k tokens (t_fixed, t_token: a
+ * line fitted to the drafting steps' excess over a plain step, with
+ * fading weights; through the origin while they all drafted about one k). Drafting is chosen only when
  * its predicted tokens per second beat plain decoding by a margin; a
  * drafter that does not pay (a compute-bound target verifies k+1 rows in
  * about k+1 times a row, or the drafts are rejected) falls back to plain
@@ -27,6 +29,10 @@ typedef struct spa_ctl {
     double alpha;       /* per drafted token acceptance */
     double t_plain;     /* seconds of a plain step */
     double t_token;     /* extra seconds a drafted token adds to a step */
+    double t_fixed;     /* extra seconds a drafting step adds whatever its k
+                         * (fitted once steps of different k are in; 0 before) */
+    double m_k, m_kk, m_y, m_ky; /* fading means over drafted steps of k, k^2,
+                         * the step's excess over t_plain, k times it: the fit */
     int n_plain, n_spec;/* observations behind t_plain and t_token */
     int cold;           /* first plain steps still to ignore (cold caches) */
     long n_alpha;       /* drafted tokens behind alpha */
@@ -39,6 +45,11 @@ typedef struct spa_ctl {
     /* the schedule */
     bool drafting;      /* drafting pays: every step drafts */
     int gap;            /* plain steps between probes while not drafting */
+    bool left;          /* drafting stopped and no probe since: the first
+                         * probe comes SPA_GAP_MIN steps later whatever
+                         * probes cost (a draft model's cache is nearly
+                         * current then; a dip in acceptance that stopped
+                         * a paying drafter kept it off for ~250 steps) */
     int since;          /* steps since the last probe (or plain refresh) */
     long probes;        /* probes made while not drafting (statistics) */
 } spa_ctl;
@@ -73,6 +84,13 @@ void spa_observe_accept(spa_ctl *c, int drafted, int accepted);
  * whether a drafted token would be accepted). Each counts as a drafted
  * token's outcome. */
 void spa_observe_alpha(spa_ctl *c, int n, int hits);
+
+/* Tokens a probe drafts: one, or, where the acceptance seen so far says
+ * a block would mostly be accepted, the run expected to be kept (up to
+ * 4), so the part of a step's cost that does not grow with k is spread as
+ * it will be while drafting. A draft model sees its acceptance on the
+ * text while catching up, before it drafts: it asks again then. */
+int spa_probe_k(const spa_ctl *c);
 
 /* Whether drafting could beat plain decoding at the acceptance seen so
  * far with drafted tokens at three quarters of their cost measured by two

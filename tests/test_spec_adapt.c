@@ -6,11 +6,13 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "stages/spec.h"
 #include "stages/spec_adapt.h"
 #include "tests/test.h"
 
 typedef struct sim {
     double alpha, t_plain, t_token, noise;
+    double t_fixed;     /* what a drafting step adds whatever its k */
     int cold_steps;     /* the first steps take cold_factor times as long */
     double cold_factor;
     uint64_t rng;
@@ -33,7 +35,7 @@ static int sim_step(sim *s, spa_ctl *c)
     int accepted = 0;
     while (accepted < k && uniform(s) < s->alpha)
         accepted++;
-    double t = (s->t_plain + k * s->t_token) * (1.0 + s->noise * (2.0 * uniform(s) - 1.0));
+    double t = (s->t_plain + (k > 0) * s->t_fixed + k * s->t_token) * (1.0 + s->noise * (2.0 * uniform(s) - 1.0));
     if (s->steps < s->cold_steps)
         t *= s->cold_factor;
     spa_observe(c, k, accepted, t);
@@ -297,6 +299,66 @@ static void test_probe_cost(void)
     }
 }
 
+/* The tiny pair on its repeating prompt: the draft accepts 98%, a
+ * drafting step adds 0.3 of a plain step whatever its k and 0.62 a
+ * drafted token (a one-token step: 0.92, so one-token probes said no
+ * acceptance could pay), and drafting 8 gains ~1.3x. A probe drafts the
+ * run the draft's acceptance on the text promises (spa_probe_k), which
+ * prices tokens as drafting will, and drafting starts at once. */
+static void test_fixed_part(void)
+{
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        spa_ctl c;
+        spa_init(&c, 8);
+        probe_sim p = {.s = {.alpha = 0.98, .t_plain = 0.01, .t_fixed = 0.003, .t_token = 0.0062, .noise = 0.1,
+                             .rng = seed},
+                       .catch_tok = 0.0005, .shadow = true};
+        for (int i = 0; i < 8; i++) /* warm-up (two cold steps ignored) */
+            probe_step(&p, &c);
+        /* the first probe: the catch-up shows the acceptance, then the
+         * probe drafts a run that acceptance keeps */
+        spa_observe_alpha(&c, 16, 16);
+        CHECKF(spa_probe_k(&c) == 4, "seed %d: probe k %d", (int)seed, spa_probe_k(&c));
+        for (int i = 0; i < 192; i++)
+            probe_step(&p, &c);
+        CHECKF(p.s.drafting_steps >= 140, "seed %d: %ld of 200 steps drafted", (int)seed, p.s.drafting_steps);
+        CHECKF(sim_speedup(&p.s) > 1.15, "seed %d: %.2fx of plain", (int)seed, sim_speedup(&p.s));
+    }
+    /* the fit: steps of 2 and 8 tokens give the fixed part and a token's
+     * (exact without noise); steps of one k price every token at it */
+    spa_ctl f;
+    spa_init(&f, 8);
+    for (int i = 0; i < 10; i++)
+        spa_observe(&f, 0, 0, 0.01);
+    for (int i = 0; i < 6; i++) {
+        int k = i % 2 ? 8 : 2;
+        spa_observe(&f, k, k, 0.01 + 0.003 + k * 0.006);
+    }
+    CHECKF(fabs(f.t_fixed - 0.003) < 1e-9 && fabs(f.t_token - 0.006) < 1e-9, "fixed %g, a token %g", f.t_fixed,
+           f.t_token);
+    CHECKF(fabs(spa_gain(&f, 8) - sl_spec_expected_tokens(f.alpha, 8) * 0.01 / 0.061) < 1e-9, "gain %g",
+           spa_gain(&f, 8));
+    spa_init(&f, 8);
+    for (int i = 0; i < 10; i++)
+        spa_observe(&f, 0, 0, 0.01);
+    for (int i = 0; i < 6; i++)
+        spa_observe(&f, 4, 4, 0.01 + 0.003 + 4 * 0.006);
+    CHECKF(f.t_fixed == 0.0 && fabs(f.t_token - 0.00675) < 1e-9, "fixed %g, a token %g", f.t_fixed, f.t_token);
+
+    /* the probe's length: one token until the acceptance is seen, and at
+     * most what k_max allows */
+    spa_ctl c;
+    spa_init(&c, 8);
+    CHECK(spa_probe_k(&c) == 1);
+    spa_observe_alpha(&c, 16, 10); /* ~0.65: a run of one */
+    CHECKF(spa_probe_k(&c) == 1, "probe k %d at alpha %.2f", spa_probe_k(&c), c.alpha);
+    spa_observe_alpha(&c, 40, 36); /* ~0.9: 0.9^4 < 0.6 <= 0.9^3 */
+    CHECKF(spa_probe_k(&c) == 4 || c.alpha < 0.9, "probe k %d at alpha %.3f", spa_probe_k(&c), c.alpha);
+    spa_init(&c, 2);
+    spa_observe_alpha(&c, 16, 16);
+    CHECK(spa_probe_k(&c) == 2);
+}
+
 /* Shadow acceptance counts as that many drafted tokens' outcomes; a
  * probe's cost raises the gap at once, never while drafting. */
 static void test_shadow_and_probe(void)
@@ -353,7 +415,7 @@ static void test_shadow_and_probe(void)
     CHECKF(c.gap == 8, "gap %d", c.gap);
     while (c.n_spec < 4) {
         int k = spa_next_k(&c);
-        spa_observe(&c, k, k > 0 ? 0 : 0, k > 0 ? 0.018 : 0.01);
+        spa_observe(&c, k, 0, 0.01 + k * 0.008); /* rejected: the acceptance falls */
     }
     spa_next_k(&c);
     CHECKF(c.gap > 100, "gap %d after four probes", c.gap);
@@ -460,6 +522,7 @@ int main(void)
     test_stall();
     test_edges();
     test_probe_cost();
+    test_fixed_part();
     test_shadow_and_probe();
     test_free_alpha();
     test_cache_offset();
