@@ -22,8 +22,8 @@
  * the tiny pair a one-token step cost 0.9 of a plain step more, an
  * eight-token step 0.6 a token, so one-token probes priced every token at
  * the first one's cost and a pair accepting 98% at 1.28x (k = 8) looked
- * as if it could never pay. Where the acceptance seen (SPA_HOPE_SAMPLES
- * outcomes or more) says a block would mostly be accepted, a probe drafts
+ * as if it could never pay. Where the acceptance seen (a probe's outcome
+ * or more, with the prior) says a block would mostly be accepted, a probe drafts
  * the run it expects to keep whole (alpha^k >= SPA_PROBE_KEEP), up to SPA_PROBE_K_LONG:
  * the fixed part then weighs as it will while drafting. */
 #define SPA_PROBE_K 1
@@ -45,7 +45,8 @@
  * have measured a drafted token's cost and drafting is predicted within
  * SPA_CLOSE of plain decoding, the gaps double from SPA_GAP_MIN as
  * elsewhere: one step's noise in the first probe (a drafted token measured
- * at 1.6x its cost) hid a pair that gains 1.25x for 700 steps. */
+ * at 1.6x its cost) hid a pair that gains 1.25x for 700 steps (and while
+ * the probes drafted one k, half their excess counts as fixed there). */
 #define SPA_PROBE_SHARE 0.01
 #define SPA_COST_SETTLED 4
 #define SPA_CLOSE 0.9
@@ -154,7 +155,7 @@ int spa_best_k(const spa_ctl *c, double *gain)
 int spa_probe_k(const spa_ctl *c)
 {
     int k = SPA_PROBE_K;
-    if (c->n_alpha >= SPA_HOPE_SAMPLES) {
+    if (c->n_alpha >= 1) {
         double run = c->alpha >= 1.0 ? SPA_PROBE_K_LONG : log(SPA_PROBE_KEEP) / log(c->alpha);
         k = run > SPA_PROBE_K_LONG ? SPA_PROBE_K_LONG : run > SPA_PROBE_K ? (int)run : SPA_PROBE_K;
     }
@@ -196,9 +197,18 @@ static int cost_gap(const spa_ctl *c)
     if (c->t_probe <= 0.0 || c->t_plain <= 0.0)
         return 0;
     if (c->n_spec < SPA_COST_SETTLED) {
+        /* steps of one k cannot tell the fixed part from a token's: up to
+         * half of their excess may be fixed (a one-token step on the tiny
+         * pair: a third), and a pair that pays at k = 8 looked far from
+         * it after one one-token probe of a sampled request */
+        spa_ctl o = *c;
+        if (o.t_fixed == 0.0 && o.m_k > 0.0) {
+            o.t_fixed = 0.5 * o.m_y;
+            o.t_token = 0.5 * o.m_y / o.m_k;
+        }
         double best = 0.0;
         for (int k = 1; k <= c->k_max; k++) {
-            double g = spa_gain(c, k);
+            double g = spa_gain(&o, k);
             best = g > best ? g : best;
         }
         if (best >= SPA_CLOSE)
