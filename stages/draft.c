@@ -50,9 +50,8 @@
  * the target's own text far more than with a prompt) also give logits:
  * whether the draft model would have proposed the token that followed is
  * its acceptance on greedy requests, measured without drafting
- * (spa_observe_alpha); on sampled requests the chance it would have
- * (shadow_hits: an estimate that errs low). One drafted token a probe
- * could not tell a pair accepting 40% from one accepting 80%. */
+ * (spa_observe_alpha). One drafted token a probe could not tell a pair
+ * accepting 40% from one accepting 80%. */
 #define SHADOW_ROWS 16
 /* Rows the stage runs through its draft model at start (at most
  * max_batch): a probe's catch-up, a window or a short prompt and the
@@ -322,30 +321,13 @@ static void cache_cut(draft_stage *ds, dreq *r, int n)
 
 /* Counts the rows of a catch-up whose logits (ds->logits, n_want rows,
  * the last the text's last token) predict the token the next row holds,
- * and leaves the last row's logits first in ds->logits. A greedy request's
- * row predicts it when it is the draft's argmax (its drafted token would
- * have been accepted); a sampled request's counts q(y), the chance the
- * draft would have drafted the token y the target sampled (scratch: the
- * request's q rows, which drafting overwrites after), summed and rounded:
- * its mean over y ~ p is sum p q, which is at most sum min(p, q), the
- * chance a drafted token is accepted, so the estimate errs low. */
-static int shadow_hits(draft_stage *ds, dreq *r, const int *want, int n_want)
+ * and leaves the last row's logits first in ds->logits. */
+static int shadow_hits(draft_stage *ds, const int *want, int n_want)
 {
     size_t v = (size_t)ds->n_vocab;
     int hits = 0;
-    double mass = 0.0;
-    for (int i = 0; i + 1 < n_want; i++) {
-        float *row = ds->logits + (size_t)i * v;
-        int32_t next = ds->tok[want[i] + 1];
-        if (!r->sampled) {
-            hits += sl_argmax(row, ds->n_vocab) == next;
-            continue;
-        }
-        sl_spec_dense_probs(r->sampler, row, ds->n_vocab, ds->ids, ds->probs, r->q);
-        mass += r->q[next];
-    }
-    if (r->sampled)
-        hits = (int)(mass + 0.5);
+    for (int i = 0; i + 1 < n_want; i++)
+        hits += sl_argmax(ds->logits + (size_t)i * v, ds->n_vocab) == ds->tok[want[i] + 1];
     if (n_want > 1)
         memmove(ds->logits, ds->logits + (size_t)(n_want - 1) * v, v * sizeof(float));
     return hits;
@@ -371,7 +353,7 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
     /* a step's own catch-up is a token or two; more follows plain steps */
     double draft_before = ds->draft_s;
     bool long_catch_up = todo > 2;
-    int shadow = probing && long_catch_up && (!r->sampled || r->q) ? (todo - 1) / 2 : 0;
+    int shadow = probing && long_catch_up && !r->sampled ? (todo - 1) / 2 : 0;
     if (shadow > SHADOW_ROWS)
         shadow = SHADOW_ROWS;
     if (shadow > r->n_hist - r->n_prompt)
@@ -390,7 +372,7 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
             want[i] = n - 1 - h + i;
         if (eval_rows(ds, n, want, h + 1, err))
             return -1;
-        int hits = shadow_hits(ds, r, want, h + 1);
+        int hits = shadow_hits(ds, want, h + 1);
         if (h > 0)
             spa_observe_alpha(&r->spa, h, hits);
     }
