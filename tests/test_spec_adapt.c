@@ -324,6 +324,24 @@ static void test_fixed_part(void)
         CHECKF(p.s.drafting_steps >= 140, "seed %d: %ld of 200 steps drafted", (int)seed, p.s.drafting_steps);
         CHECKF(sim_speedup(&p.s) > 1.15, "seed %d: %.2fx of plain", (int)seed, sim_speedup(&p.s));
     }
+    /* a sampled request's first probe (no acceptance seen before it):
+     * one accepted token whose step cost 1.15 of a plain step more. Priced
+     * all per token, drafting is at 0.86 of plain decoding, and the probes
+     * would wait for their cost (catch-up and verification: 135 steps);
+     * half of it may be fixed, and then drafting 2 is within 0.9, so the
+     * next probe comes at the least gap */
+    {
+        spa_ctl c;
+        spa_init(&c, 8);
+        for (int i = 0; i < 10; i++)
+            spa_observe(&c, 0, 0, 0.01);
+        CHECK(spa_next_k(&c) == 1);
+        spa_observe(&c, 1, 1, 0.0215);
+        spa_observe_probe(&c, 0.002);
+        CHECKF(spa_gain(&c, 1) < 0.9 && spa_best_k(&c, NULL) == 0, "gain %g", spa_gain(&c, 1));
+        CHECK(spa_next_k(&c) == 0);
+        CHECKF(c.gap == 8, "gap %d", c.gap);
+    }
     /* the fit: steps of 2 and 8 tokens give the fixed part and a token's
      * (exact without noise); steps of one k price every token at it */
     spa_ctl f;
