@@ -125,8 +125,11 @@ static void span_any(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
  * memory, a key row is loaded once for all heads, and the heads' dot
  * products are reduced four at a time: each step of _mm512_reduce_add_ps
  * (gcc's order: halves, then quarters, then pairs) on four vectors at once.
+ * Up to four heads, two keys share a score step and two runs of 16 dims a
+ * value step (score_keys, values_dims), which halves the loads per FMA.
  * Every lane adds and multiplies what it did in span_any, in the same order,
- * so the result has the same bits. */
+ * so the result has the same bits (test_attn: groups of 1, 2, 4 and 8
+ * against span_any's group of 11). */
 
 #define AT_INLINE static inline __attribute__((always_inline))
 #define AT_UNROLL _Pragma("GCC unroll 8")
@@ -154,47 +157,78 @@ AT_INLINE __m512 reduce4(__m512 s0, __m512 s1, __m512 s2, __m512 s3)
     return _mm512_add_ps(t8, _mm512_permute_ps(t8, 0xb1));
 }
 
-/* Scores of one tile for GN heads: sc[g * SL_ATTN_TILE + j], as dot16n. */
-AT_INLINE void tile_scores_gn(const sl_attn_f32 *a, int64_t t0, int nt, float *sc, const int GN)
+/* Dot products of NK consecutive keys (1 or 2, kr the first row) with GN
+ * heads, scaled, into sc[g * SL_ATTN_TILE + n]: per key and head the two
+ * chains over d (even and odd 16s) and the reduction of dot16n. Two keys
+ * share each load of a head's q (one key: ten loads for eight FMAs a 32
+ * dims with four heads, so the loads bound it; two keys: twelve for
+ * sixteen). */
+AT_INLINE void score_keys(const sl_attn_f32 *a, const float *kr, float *sc, const int GN,
+                          const int NK)
 {
     const int hd = a->head_dim;
-    for (int j = 0; j < nt; j++) {
-        const float *k = a->k + (t0 + j) * a->kv_stride;
-        __m512 a0[8], a1[8];
+    __m512 a0[2][8], a1[2][8];
+    AT_UNROLL
+    for (int n = 0; n < NK; n++)
         AT_UNROLL
         for (int g = 0; g < GN; g++)
-            a0[g] = a1[g] = _mm512_setzero_ps();
-        int d = 0;
-        for (; d + 32 <= hd; d += 32) {
-            __m512 k0 = _mm512_loadu_ps(k + d), k1 = _mm512_loadu_ps(k + d + 16);
+            a0[n][g] = a1[n][g] = _mm512_setzero_ps();
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        __m512 k0[2], k1[2];
+        AT_UNROLL
+        for (int n = 0; n < NK; n++) {
+            k0[n] = _mm512_loadu_ps(kr + n * a->kv_stride + d);
+            k1[n] = _mm512_loadu_ps(kr + n * a->kv_stride + d + 16);
+        }
+        AT_UNROLL
+        for (int g = 0; g < GN; g++) {
+            const float *q = a->q + g * a->q_stride;
+            __m512 q0 = _mm512_loadu_ps(q + d), q1 = _mm512_loadu_ps(q + d + 16);
             AT_UNROLL
-            for (int g = 0; g < GN; g++) {
-                const float *q = a->q + g * a->q_stride;
-                a0[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), k0, a0[g]);
-                a1[g] = _mm512_fmadd_ps(_mm512_loadu_ps(q + d + 16), k1, a1[g]);
+            for (int n = 0; n < NK; n++) {
+                a0[n][g] = _mm512_fmadd_ps(q0, k0[n], a0[n][g]);
+                a1[n][g] = _mm512_fmadd_ps(q1, k1[n], a1[n][g]);
             }
         }
-        if (d < hd) {
-            __m512 k0 = _mm512_loadu_ps(k + d);
+    }
+    if (d < hd) {
+        AT_UNROLL
+        for (int g = 0; g < GN; g++) {
+            __m512 q0 = _mm512_loadu_ps(a->q + g * a->q_stride + d);
             AT_UNROLL
-            for (int g = 0; g < GN; g++)
-                a0[g] = _mm512_fmadd_ps(_mm512_loadu_ps(a->q + g * a->q_stride + d), k0, a0[g]);
+            for (int n = 0; n < NK; n++)
+                a0[n][g] = _mm512_fmadd_ps(q0, _mm512_loadu_ps(kr + n * a->kv_stride + d), a0[n][g]);
         }
-        const __m512 vs = _mm512_set1_ps(a->scale);
+    }
+    const __m512 vs = _mm512_set1_ps(a->scale);
+    AT_UNROLL
+    for (int n = 0; n < NK; n++)
         AT_UNROLL
         for (int g0 = 0; g0 < GN; g0 += 4) {
             __m512 z = _mm512_setzero_ps(), s[4];
             AT_UNROLL
             for (int g = 0; g < 4; g++)
-                s[g] = g0 + g < GN ? _mm512_add_ps(a0[g0 + g], a1[g0 + g]) : z;
+                s[g] = g0 + g < GN ? _mm512_add_ps(a0[n][g0 + g], a1[n][g0 + g]) : z;
             float r[16];
             _mm512_storeu_ps(r, _mm512_mul_ps(reduce4(s[0], s[1], s[2], s[3]), vs));
             AT_UNROLL
             for (int g = 0; g < 4; g++)
                 if (g0 + g < GN)
-                    sc[(g0 + g) * SL_ATTN_TILE + j] = r[4 * g];
+                    sc[(g0 + g) * SL_ATTN_TILE + n] = r[4 * g];
         }
-    }
+}
+
+/* Scores of one tile for GN heads: sc[g * SL_ATTN_TILE + j], as dot16n;
+ * two keys at a time up to four heads (eight would want 32 accumulators). */
+AT_INLINE void tile_scores_gn(const sl_attn_f32 *a, int64_t t0, int nt, float *sc, const int GN)
+{
+    int j = 0;
+    if (GN <= 4)
+        for (; j + 2 <= nt; j += 2)
+            score_keys(a, a->k + (t0 + j) * a->kv_stride, sc + j, GN, 2);
+    for (; j < nt; j++)
+        score_keys(a, a->k + (t0 + j) * a->kv_stride, sc + j, GN, 1);
     if (a->softcap > 0.0f) {
         __m512 cap = _mm512_set1_ps(a->softcap), inv = _mm512_set1_ps(1.0f / a->softcap);
         AT_UNROLL
@@ -209,38 +243,74 @@ AT_INLINE void tile_scores_gn(const sl_attn_f32 *a, int64_t t0, int nt, float *s
 }
 
 /* The tile's weighted values added into each head's output (span_any's
- * loop over d with the group size GN). */
+ * loop over d with the group size GN), ND runs of 16 dims at once (1 or 2):
+ * with two, a weight broadcast into a register feeds both runs' FMAs (one
+ * run: a broadcast load for every FMA, ten loads for eight FMAs a key pair
+ * with four heads; two: twelve for sixteen). Each lane's chains are the
+ * same. */
+AT_INLINE void values_dims(const sl_attn_f32 *a, int64_t t0, int nt, const float *sc,
+                           const float *corr, float *o, int d, const int GN, const int ND)
+{
+    const int hd = a->head_dim;
+    __m512 ev[2][8], od[2][8];
+    AT_UNROLL
+    for (int g = 0; g < GN; g++)
+        AT_UNROLL
+        for (int c = 0; c < ND; c++) {
+            ev[c][g] = _mm512_mul_ps(_mm512_loadu_ps(o + g * hd + d + 16 * c), _mm512_set1_ps(corr[g]));
+            od[c][g] = _mm512_setzero_ps();
+        }
+    const float *v = a->v + t0 * a->kv_stride + d;
+    int j = 0;
+    for (; j + 2 <= nt; j += 2, v += 2 * a->kv_stride) {
+        __m512 v0[2], v1[2];
+        AT_UNROLL
+        for (int c = 0; c < ND; c++) {
+            v0[c] = _mm512_loadu_ps(v + 16 * c);
+            v1[c] = _mm512_loadu_ps(v + a->kv_stride + 16 * c);
+        }
+        AT_UNROLL
+        for (int g = 0; g < GN; g++) {
+            if (ND == 1) {
+                ev[0][g] = fma_bcast(ev[0][g], v0[0], sc + g * SL_ATTN_TILE + j);
+                od[0][g] = fma_bcast(od[0][g], v1[0], sc + g * SL_ATTN_TILE + j + 1);
+            } else {
+                __m512 w0 = _mm512_set1_ps(sc[g * SL_ATTN_TILE + j]);
+                __m512 w1 = _mm512_set1_ps(sc[g * SL_ATTN_TILE + j + 1]);
+                AT_UNROLL
+                for (int c = 0; c < ND; c++) {
+                    ev[c][g] = _mm512_fmadd_ps(w0, v0[c], ev[c][g]);
+                    od[c][g] = _mm512_fmadd_ps(w1, v1[c], od[c][g]);
+                }
+            }
+        }
+    }
+    if (j < nt) {
+        AT_UNROLL
+        for (int c = 0; c < ND; c++) {
+            __m512 v0 = _mm512_loadu_ps(v + 16 * c);
+            AT_UNROLL
+            for (int g = 0; g < GN; g++)
+                ev[c][g] = fma_bcast(ev[c][g], v0, sc + g * SL_ATTN_TILE + j);
+        }
+    }
+    AT_UNROLL
+    for (int g = 0; g < GN; g++)
+        AT_UNROLL
+        for (int c = 0; c < ND; c++)
+            _mm512_storeu_ps(o + g * hd + d + 16 * c, _mm512_add_ps(ev[c][g], od[c][g]));
+}
+
 AT_INLINE void tile_values_gn(const sl_attn_f32 *a, int64_t t0, int nt, const float *sc,
                               const float *corr, float *o, const int GN)
 {
     const int hd = a->head_dim;
-    for (int d = 0; d < hd; d += 16) {
-        __m512 ev[8], od[8];
-        AT_UNROLL
-        for (int g = 0; g < GN; g++) {
-            ev[g] = _mm512_mul_ps(_mm512_loadu_ps(o + g * hd + d), _mm512_set1_ps(corr[g]));
-            od[g] = _mm512_setzero_ps();
-        }
-        const float *v = a->v + t0 * a->kv_stride + d;
-        int j = 0;
-        for (; j + 2 <= nt; j += 2, v += 2 * a->kv_stride) {
-            __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + a->kv_stride);
-            AT_UNROLL
-            for (int g = 0; g < GN; g++) {
-                ev[g] = fma_bcast(ev[g], v0, sc + g * SL_ATTN_TILE + j);
-                od[g] = fma_bcast(od[g], v1, sc + g * SL_ATTN_TILE + j + 1);
-            }
-        }
-        if (j < nt) {
-            __m512 v0 = _mm512_loadu_ps(v);
-            AT_UNROLL
-            for (int g = 0; g < GN; g++)
-                ev[g] = fma_bcast(ev[g], v0, sc + g * SL_ATTN_TILE + j);
-        }
-        AT_UNROLL
-        for (int g = 0; g < GN; g++)
-            _mm512_storeu_ps(o + g * hd + d, _mm512_add_ps(ev[g], od[g]));
-    }
+    int d = 0;
+    if (GN <= 4)
+        for (; d + 32 <= hd; d += 32)
+            values_dims(a, t0, nt, sc, corr, o, d, GN, 2);
+    for (; d < hd; d += 16)
+        values_dims(a, t0, nt, sc, corr, o, d, GN, 1);
 }
 
 AT_INLINE void span_gn(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p, const int GN)

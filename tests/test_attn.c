@@ -169,6 +169,47 @@ static void test_spans(void)
     CHECK(s0 == 8 * SL_ATTN_SPAN && s1 == j1);
 }
 
+/* The group sizes with kernels of their own (1, 2, 4, 8 on AVX-512: two
+ * keys a score step, two runs of 16 dims a value step up to four heads)
+ * give each head the bits it gets in a group the general kernel takes (11
+ * heads: subgroups of 8 and 3), on every path: a head's arithmetic never
+ * depends on the other heads of its group. Odd key counts end tiles on a
+ * single key; head sizes of 80 and 48 end on a single run of 16 dims. */
+static void check_groups(int hd, int64_t j0, int64_t j1, float softcap)
+{
+    setup s;
+    setup_make(&s, hd, 11, j1, 2.0f, softcap);
+    int64_t ostride = hd + 1;
+    float *all = malloc(sizeof(float) * (size_t)(11 * ostride));
+    float *got = malloc(sizeof(float) * (size_t)(8 * ostride));
+    float *work = malloc(sizeof(float) * (size_t)(sl_attn_n_spans(j0, j1) *
+                                                   sl_attn_part_floats(hd, 11)));
+    static const int sizes[] = {1, 2, 4, 8};
+    for (int path = 0; path <= (int)sl_path_best(); path++) {
+        CHECK(sl_path_force((sl_path)path) == 0);
+        sl_attn(&s.a, j0, j1, all, ostride, work);
+        for (int k = 0; k < 4; k++) {
+            for (int h0 = 0; h0 + sizes[k] <= 11; h0 += sizes[k]) {
+                sl_attn_q a = s.a;
+                a.n_group = sizes[k];
+                a.q = s.q + h0 * a.q_stride;
+                sl_attn(&a, j0, j1, got, ostride, work);
+                int same = 1;
+                for (int g = 0; g < sizes[k]; g++)
+                    same &= memcmp(got + g * ostride, all + (h0 + g) * ostride,
+                                   sizeof(float) * (size_t)hd) == 0;
+                CHECKF(same, "%s hd %d keys [%lld, %lld) cap %g: heads %d..%d in a group of %d "
+                       "differ from a group of 11", sl_path_name((sl_path)path), hd,
+                       (long long)j0, (long long)j1, softcap, h0, h0 + sizes[k] - 1, sizes[k]);
+            }
+        }
+    }
+    free(all);
+    free(got);
+    free(work);
+    setup_free(&s);
+}
+
 int main(void)
 {
     test_spans();
@@ -186,6 +227,10 @@ int main(void)
     check_case(64, 4, 10, 900, 8.0f, 0.0f);
     check_case(64, 2, 0, 700, 8.0f, 50.0f);
     check_case(128, 3, 100, 600, 30.0f, 50.0f);
+    check_groups(256, 0, 301, 0.0f);
+    check_groups(80, 3, 200, 0.0f);
+    check_groups(48, 0, 67, 30.0f);
+    check_groups(64, 100, 357, 0.0f);
     /* keys and values stored as F16, BF16 and Q8_0 rows */
     static const sl_type kv_types[] = {SL_TYPE_F16, SL_TYPE_BF16, SL_TYPE_Q8_0};
     for (int t = 0; t < 3; t++) {

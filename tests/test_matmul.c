@@ -10,6 +10,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
+#include "kernels/ops.h"
 #include "kernels/probe.h"
 #include "kernels/q8act.h"
 #include "kernels/quant.h"
@@ -290,9 +291,10 @@ static void test_determinism(void)
         problem_make(&small, all_types[ti], 33, be == 1 ? 301 : 3 * be);
         problem_make(&big, all_types[ti], 257, be == 256 ? 768 : 640);
         /* wide enough that the driver splits 29 tokens into blocks (it keeps
-         * a block's activations within half of L2: 16 tokens of 16896) */
+         * a block's activations within a budget: quantised, 2 MB at 2 bytes
+         * a column, 12 tokens of 67584; in float, 512 KB, 4 tokens) */
         problem wide;
-        problem_make(&wide, all_types[ti], 17, 66 * 256);
+        problem_make(&wide, all_types[ti], 17, 264 * 256);
         for (int path = 0; path <= (int)sl_path_best(); path++) {
             CHECK(sl_path_force((sl_path)path) == 0);
             check_batch_invariance(&small, (sl_path)path);
@@ -654,6 +656,70 @@ static void test_env_kernel(int *scalar, int *avx2, int *bogus)
     *bogus = child_active_path("sse9");
 }
 
+/* sl_matmul_glu: the rows act(gate) * up made as the activations are
+ * prepared give the bits of the activation on every row and then
+ * sl_matmul_packed, and leave gate holding those rows: packed integer types
+ * (the fused pass), a float type (the rows made in a pass of their own),
+ * batches of 2, 29 and a prefill's 64 tokens (the two-group tiles), 1 and 3
+ * threads, both activations. */
+static void test_glu(void)
+{
+    static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q8_0, SL_TYPE_Q5_0, SL_TYPE_Q4_K,
+                                    SL_TYPE_Q6_K, SL_TYPE_F32, SL_TYPE_BF16};
+    static const int64_t n_toks[] = {2, 29, 64};
+    const int64_t n_out = 48, n_tok_max = 64;
+    sl_path_force(sl_path_best());
+    sl_pool_set_adaptive(false);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        int64_t n_in = sl_type_block_elems(types[ti]) == 256 ? 3 * 256 : 11 * 32;
+        problem p;
+        problem_make(&p, types[ti], n_out, n_in);
+        void *packed = sl_pack(p.type, p.w, n_out, n_in);
+        size_t xbytes = sizeof(float) * (size_t)(n_tok_max * n_in);
+        size_t ybytes = sizeof(float) * (size_t)(n_tok_max * n_out);
+        float *gate = malloc(xbytes), *up = malloc(xbytes), *rows = malloc(xbytes);
+        float *y_want = malloc(ybytes), *y_got = malloc(ybytes);
+        for (int64_t i = 0; i < n_tok_max * n_in; i++) {
+            gate[i] = 3 * rnd_sym();
+            up[i] = rnd_sym();
+        }
+        for (int act = 0; act < 2; act++) {
+            sl_glu_fn glu = act ? sl_silu_mul : sl_gelu_tanh_mul;
+            for (size_t k = 0; k < sizeof n_toks / sizeof n_toks[0]; k++) {
+                int64_t n_tok = n_toks[k];
+                memcpy(rows, gate, xbytes);
+                for (int64_t t = 0; t < n_tok; t++)
+                    glu(rows + t * n_in, up + t * n_in, n_in);
+                sl_pool_set_threads(1);
+                sl_matmul_packed(p.type, p.w, packed, n_out, n_in, rows, n_tok, y_want, n_out);
+                for (int threads = 1; threads <= 3; threads += 2) {
+                    sl_pool_set_threads(threads);
+                    float *g = malloc(xbytes);
+                    memcpy(g, gate, xbytes);
+                    memset(y_got, 0, ybytes);
+                    sl_matmul_glu(p.type, p.w, packed, n_out, n_in, g, up, glu, n_tok, y_got,
+                                  n_out);
+                    CHECKF(memcmp(g, rows, sizeof(float) * (size_t)(n_tok * n_in)) == 0 &&
+                               memcmp(y_got, y_want, sizeof(float) * (size_t)(n_tok * n_out)) == 0,
+                           "glu %s act %d %lld tokens %d threads: %s differ",
+                           sl_type_name(p.type), act, (long long)n_tok, threads,
+                           memcmp(g, rows, sizeof(float) * (size_t)(n_tok * n_in)) ? "rows"
+                                                                                   : "outputs");
+                    free(g);
+                }
+            }
+        }
+        free(gate);
+        free(up);
+        free(rows);
+        free(y_want);
+        free(y_got);
+        sl_pack_free(packed);
+        problem_free(&p);
+    }
+    sl_pool_set_adaptive(true);
+}
+
 int main(void)
 {
     int env_scalar, env_avx2, env_bogus;
@@ -674,6 +740,7 @@ int main(void)
     }
     sl_act_force(SL_ACTQ_Q8);
     test_packed();
+    test_glu();
     test_pack_arena();
     test_q8act_paths();
     test_amx();
