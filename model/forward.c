@@ -437,13 +437,12 @@ typedef struct attn_args {
     const sl_batch *b;
     int il;
     int64_t pairs;
-    int split; /* parts each unit's group of query heads is cut into */
 } attn_args;
 
-/* Pieces [x0, x1) of the batch's run order: piece x is part x % split of
- * unit x / split (order[u] = pair << 20 | span of the pair; the units of
- * pair p keep their partials at first[p] .. first[p+1]-1). */
-static void span_range(void *arg, int64_t x0, int64_t x1)
+/* Units [u0, u1) of the batch's run order (order[u] = pair << 20 | span of
+ * the pair; the units of pair p keep their partials at first[p] ..
+ * first[p+1]-1). */
+static void span_range(void *arg, int64_t u0, int64_t u1)
 {
     const attn_args *A = arg;
     sl_fwd *f = A->f;
@@ -455,16 +454,14 @@ static void span_range(void *arg, int64_t x0, int64_t x1)
     int64_t rb = sl_kv_row_bytes(A->kv, A->il), hb = sl_kv_head_bytes(A->kv, A->il);
     int64_t pf = sl_attn_part_floats(hd, group);
     const int64_t *first = f->units, *order = f->units + A->pairs + 1;
-    int gs = group / A->split; /* heads a piece of a unit takes */
-    for (int64_t x = x0; x < x1; x++) {
-        int64_t u = x / A->split, g0 = x % A->split * gs;
+    for (int64_t u = u0; u < u1; u++) {
         int64_t pr = order[u] >> 20, sp = order[u] & ((1 << 20) - 1);
         int i = (int)(pr / L->n_kv_head), kvh = (int)(pr % L->n_kv_head);
         int64_t pos = b->pos[i], s0, s1;
         sl_attn_span_bounds(first_key(L, pos), pos + 1, sp, &s0, &s1);
         /* spans never cross a multiple of the slot count (a multiple
          * of the span), so a span's keys sit in one run of slots */
-        sl_attn_q a = {.q = f->q + (size_t)i * q_dim + ((int64_t)kvh * group + g0) * hd,
+        sl_attn_q a = {.q = f->q + (size_t)i * q_dim + (int64_t)kvh * group * hd,
                        .q_stride = hd,
                        .k = (const uint8_t *)sl_kv_k(A->kv, b->seq[i], A->il) + kvh * hb,
                        .v = (const uint8_t *)sl_kv_v(A->kv, b->seq[i], A->il) + kvh * hb,
@@ -472,15 +469,10 @@ static void span_range(void *arg, int64_t x0, int64_t x1)
                        .row_bytes = rb,
                        .kv_type = sl_kv_type(A->kv),
                        .head_dim = hd,
-                       .n_group = gs,
+                       .n_group = group,
                        .scale = L->attn_scale,
                        .softcap = c->attn_softcap};
-        /* a piece's heads: their slice of the unit's partial (each head's
-         * arithmetic is its own, so the bits do not depend on the cut) */
         sl_attn_part part = sl_attn_part_at(f->parts + (first[pr] + sp) * pf, group);
-        part.m += g0;
-        part.l += g0;
-        part.o += g0 * hd;
         sl_attn_span(&a, s0, s1, &part);
     }
 }
@@ -565,19 +557,8 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     }
     if (grow((void **)&f->parts, &f->parts_cap, total * pf, sizeof(float), err))
         return -1;
-    /* Fewer units than about four a thread (a decode step at a short or
-     * medium context: Gemma 3 1B at 576 positions has 5 spans, three for
-     * one thread and two for the other) are cut into halves of the query
-     * heads, claimed one at a time: 10 even pieces, 5 each. Each half reads
-     * the span's keys and values (the other thread's read of the same span
-     * meets them in the shared L3). */
-    int threads = sl_pool_current_threads();
-    int split = threads > 1 && group % 2 == 0 && total < 4 * (int64_t)threads ? 2 : 1;
-    attn_args a = {f, kv, b, il, pairs, split};
-    if (split > 1)
-        sl_pool_for_each(total * split, span_range, &a);
-    else
-        sl_pool_for(total, above(total, 1), span_range, &a);
+    attn_args a = {f, kv, b, il, pairs};
+    sl_pool_for(total, above(total, 1), span_range, &a);
     sl_pool_for(pairs, total > 1 ? 1 : pairs, combine_range, &a);
     return 0;
 }

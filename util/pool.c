@@ -439,11 +439,11 @@ static void join(uint32_t n_chunks)
 
 /* One parallel call with threads threads (the caller holds P.lock). */
 static void run_parallel(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, int threads,
-                         bool adapting, bool each)
+                         bool adapting)
 {
     int64_t chunk = (n + (int64_t)threads * CHUNKS_PER_THREAD - 1) /
                     ((int64_t)threads * CHUNKS_PER_THREAD);
-    if (chunk < grain || each)
+    if (chunk < grain)
         chunk = grain;
     uint32_t n_chunks = (uint32_t)((n + chunk - 1) / chunk);
     uint64_t t0 = sl_pool_now_ns();
@@ -472,7 +472,7 @@ static void run_parallel(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, int
 
 /* An op of the calling thread's region: split as a call of its own would
  * be, run by the threads in the region. */
-static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, bool each)
+static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
 {
     region_acc *r = tls_region;
     int threads = r->threads;
@@ -487,7 +487,7 @@ static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, bool e
         stats_add(1, 0, 0);
         return;
     }
-    run_parallel(n, grain, fn, arg, threads, r->adapting && whole, each);
+    run_parallel(n, grain, fn, arg, threads, r->adapting && whole);
 }
 
 /* Opens a region for threads threads (the caller holds P.lock). */
@@ -558,14 +558,14 @@ void sl_pool_region(sl_pool_region_fn fn, void *arg)
     pthread_mutex_unlock(&P.lock);
 }
 
-static void pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, bool each)
+void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
 {
     if (n <= 0)
         return;
     if (grain < 1)
         grain = 1;
     if (tls_region && !tls_in_task) {
-        region_op(n, grain, fn, arg, each);
+        region_op(n, grain, fn, arg);
         return;
     }
     int want = n > grain && !tls_in_task ? wanted_threads() : 1;
@@ -586,17 +586,7 @@ static void pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, bool ea
         tls_in_task = false;
         stats_add(1, 0, 0);
     } else {
-        run_parallel(n, grain, fn, arg, threads, adapting, each);
+        run_parallel(n, grain, fn, arg, threads, adapting);
     }
     pthread_mutex_unlock(&P.lock);
-}
-
-void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
-{
-    pool_for(n, grain, fn, arg, false);
-}
-
-void sl_pool_for_each(int64_t n, sl_pool_fn fn, void *arg)
-{
-    pool_for(n, 1, fn, arg, true);
 }

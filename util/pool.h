@@ -34,10 +34,6 @@ typedef void (*sl_pool_fn)(void *arg, int64_t i0, int64_t i1);
 /* Runs fn over [0, n) on up to the calling thread's thread count; chunks
  * hold at least grain items (ranges of at most grain items run serially). */
 void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg);
-/* As sl_pool_for, but threads claim the items one at a time (a few items of
- * even cost: the default chunks of about n / (4 x threads) would hand ten
- * items out as five pairs, three to one thread and two to the other). */
-void sl_pool_for_each(int64_t n, sl_pool_fn fn, void *arg);
 
 /* Runs fn(arg) on the calling thread while holding the pool: every
  * sl_pool_for fn makes runs on the region's threads. Nested in a task, or
