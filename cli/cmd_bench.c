@@ -54,6 +54,10 @@ static const char usage[] =
     "                       mtp stage receives\n"
     "  --json               one JSON object on stdout instead of the table\n"
     "  --kernels            also print which kernel path each op takes\n"
+    "  --profile            also break the best decode run down op by op: each\n"
+    "                       op's time, the bytes it reads and its rate against\n"
+    "                       the measured read bandwidth, its barriers, the\n"
+    "                       caller's wait at them and its activation quantising\n"
     "  --calibrate          measure read bandwidth, matmul throughput and the\n"
     "                       AVX-512 VNNI and AMX int8 peaks and print a node\n"
     "                       description (YAML) for a cluster file\n"
@@ -65,7 +69,7 @@ static const char usage[] =
 typedef struct bench_opts {
     const char *model, *draft;
     int threads, n_prompt, n_gen, repeat, ctx, kv_type, verify;
-    bool json, kernels, calibrate;
+    bool json, kernels, calibrate, profile;
 } bench_opts;
 
 /* Time per op class over a phase, seconds. */
@@ -390,6 +394,69 @@ static void print_ops(const char *title, const op_times *t, double per)
                t->total > 0 ? 100 * rows[i].secs / t->total : 0);
 }
 
+/* --profile: the decode step op by op, per token. ideal is the op's bytes at
+ * the measured read bandwidth; lost what the op took beyond that. */
+static void print_profile(const op_times *t, int n_gen, double bw)
+{
+    double per = n_gen, sum_s = 0, sum_b = 0, sum_calls = 0, sum_wait = 0, sum_quant = 0;
+    printf("decode profile (per token; GB/s and %% of the %.1f GB/s probe on the op's bytes;\n"
+           "  lost: time beyond the bytes at the probe's rate; wait: the caller's wait at the\n"
+           "  barriers after its last chunk; quant: activation quantising, in the op's time;\n"
+           "  busy: the threads' time in the op's parallel chunks over its wall time):\n",
+           bw / 1e9);
+    printf("  %-10s %8s %6s %8s %7s %6s %8s %7s %7s %7s %6s\n", "op", "ms", "share", "MB", "GB/s",
+           "%roof", "lost ms", "calls", "wait ms", "quant ms", "busy");
+    for (int i = 0; i < SL_OP_N; i++) {
+        const sl_op_prof *p = &t->fwd.op[i];
+        if (p->s == 0 && p->bytes == 0)
+            continue;
+        double ms = p->s * 1e3 / per, mb = p->bytes / 1e6 / per, ideal = bw > 0 ? p->bytes / bw : 0;
+        double gbs = p->s > 0 ? p->bytes / p->s / 1e9 : 0;
+        printf("  %-10s %8.3f %5.1f%% %8.2f %7.1f %5.0f%% %8.3f %7.1f %7.3f %7.3f %6.2f\n",
+               sl_fwd_op_name((sl_fwd_op)i), ms, 100 * p->s / t->total, mb, gbs,
+               bw > 0 && p->bytes > 0 ? 100 * gbs * 1e9 / bw : 0, (p->s - ideal) * 1e3 / per,
+               p->calls / per, p->wait * 1e3 / per, p->quant * 1e3 / per,
+               p->s > 0 ? p->busy / p->s : 0);
+        sum_s += p->s;
+        sum_b += p->bytes;
+        sum_calls += p->calls;
+        sum_wait += p->wait;
+        sum_quant += p->quant;
+    }
+    double rest = t->total - sum_s;
+    printf("  %-10s %8.3f %5.1f%%\n", "embed", t->embed * 1e3 / per, 100 * t->embed / t->total);
+    printf("  %-10s %8.3f %5.1f%%\n", "sampling", t->sampling * 1e3 / per,
+           100 * t->sampling / t->total);
+    rest -= t->embed + t->sampling;
+    printf("  %-10s %8.3f %5.1f%%   (region open/close, loop)\n", "other", rest * 1e3 / per,
+           100 * rest / t->total);
+    printf("  %-10s %8.3f %5.1f%% %8.2f %7.1f %5.0f%% %8.3f %7.1f %7.3f %7.3f\n", "total",
+           t->total * 1e3 / per, 100.0, sum_b / 1e6 / per, sum_b / t->total / 1e9,
+           bw > 0 ? 100 * sum_b / t->total / bw : 0, (t->total - (bw > 0 ? sum_b / bw : 0)) * 1e3 / per,
+           sum_calls / per, sum_wait * 1e3 / per, sum_quant * 1e3 / per);
+}
+
+static json_object *profile_json(const op_times *t, int n_gen, double bw)
+{
+    json_object *o = json_object_new_object();
+    for (int i = 0; i < SL_OP_N; i++) {
+        const sl_op_prof *p = &t->fwd.op[i];
+        if (p->s == 0 && p->bytes == 0)
+            continue;
+        json_object *r = json_object_new_object();
+        json_object_object_add(r, "ms", json_object_new_double(p->s * 1e3 / n_gen));
+        json_object_object_add(r, "mb", json_object_new_double(p->bytes / 1e6 / n_gen));
+        json_object_object_add(r, "gb_s", json_object_new_double(p->s > 0 ? p->bytes / p->s / 1e9 : 0));
+        json_object_object_add(r, "lost_ms",
+                               json_object_new_double((p->s - (bw > 0 ? p->bytes / bw : 0)) * 1e3 / n_gen));
+        json_object_object_add(r, "calls", json_object_new_double(p->calls / n_gen));
+        json_object_object_add(r, "wait_ms", json_object_new_double(p->wait * 1e3 / n_gen));
+        json_object_object_add(r, "quant_ms", json_object_new_double(p->quant * 1e3 / n_gen));
+        json_object_object_add(o, sl_fwd_op_name((sl_fwd_op)i), r);
+    }
+    return o;
+}
+
 /* The speculative steps' fields: --verify, --draft. */
 static void spec_json(json_object *j, const bench_opts *o, const bench_result *r)
 {
@@ -445,6 +512,8 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
         if (o->verify > 0)
             json_object_object_add(ops, "verify", ops_json(&r->verify_ops, 1));
         json_object_object_add(j, "ops", ops);
+        if (o->profile)
+            json_object_object_add(j, "decode_profile", profile_json(&r->decode_ops, o->n_gen, r->bw));
         json_object *k = json_object_new_object();
         json_object_object_add(k, "matmul", json_object_new_string(paths));
         json_object_object_add(k, "attention", json_object_new_string(attention_path(m)));
@@ -487,6 +556,8 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
     printf("\n");
     print_ops("prefill", &r->prefill_ops, o->n_prompt);
     print_ops("decode", &r->decode_ops, o->n_gen);
+    if (o->profile)
+        print_profile(&r->decode_ops, o->n_gen, r->bw);
     if (o->verify > 0) {
         char title[64];
         snprintf(title, sizeof title, "verify of %d tokens", o->verify);
@@ -608,7 +679,8 @@ static int calibrate(void)
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { OPT_CTX = 1000, OPT_JSON, OPT_KERNELS, OPT_CALIBRATE, OPT_KV, OPT_VERIFY, OPT_DRAFT };
+    enum { OPT_CTX = 1000, OPT_JSON, OPT_KERNELS, OPT_CALIBRATE, OPT_KV, OPT_VERIFY, OPT_DRAFT,
+           OPT_PROFILE };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"model", required_argument, NULL, 'm'},
@@ -623,6 +695,7 @@ int cmd_bench(int argc, char **argv)
         {"kv-type", required_argument, NULL, OPT_KV},
         {"verify", required_argument, NULL, OPT_VERIFY},
         {"draft", required_argument, NULL, OPT_DRAFT},
+        {"profile", no_argument, NULL, OPT_PROFILE},
         {NULL, 0, NULL, 0},
     };
     bench_opts o = {.n_prompt = 512, .n_gen = 64, .repeat = 3, .verify = 5};
@@ -641,6 +714,7 @@ int cmd_bench(int argc, char **argv)
         case OPT_DRAFT: o.draft = optarg; break;
         case OPT_JSON: o.json = true; break;
         case OPT_KERNELS: o.kernels = true; break;
+        case OPT_PROFILE: o.profile = true; break;
         case OPT_CALIBRATE: o.calibrate = true; break;
         case OPT_KV:
             o.kv_type = cli_kv_type(optarg);

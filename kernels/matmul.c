@@ -11,6 +11,7 @@
 #include "kernels/cpu.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/quant.h"
+#include "util/clock.h"
 #include "util/pool.h"
 
 /* Rows a thread takes at a time: a multiple of every tile's row count, and
@@ -431,17 +432,23 @@ static void *q8_scratch_get(size_t bytes)
  * not depend on its batch): quantised into *a (the thread's scratch),
  * rounded to bf16 into *xb and *xpairs. Jobs of BF16 weights are pointed at
  * *xb. */
+static _Thread_local double tls_quant_s;
+
+double sl_matmul_quant_s(void) { return tls_quant_s; }
+
 static void prepare_acts(const needs *nd, plan *pl, int n_jobs, int64_t n_in, const float *x,
                          int64_t n_tok, const glu_rows *glu, sl_q8act *a, float **xb,
                          uint32_t **xpairs)
 {
     if (nd->q8) {
+        double t0 = sl_now_s();
         sl_q8act_init(a, q8_scratch_get(sl_q8act_bytes(n_tok, n_in)), n_tok, n_in);
         q8_args q = {a, x, n_in, glu};
         sl_pool_for(n_tok, act_grain(n_tok, n_in), quantize_range, &q);
     } else if (glu) { /* the rows alone, before anything reads them */
         q8_args q = {NULL, x, n_in, glu};
         sl_pool_for(n_tok, act_grain(n_tok, n_in), quantize_range, &q);
+        tls_quant_s += sl_now_s() - t0;
     }
     if (nd->bf) {
         *xb = malloc(sizeof(float) * (size_t)(n_tok * n_in));

@@ -78,4 +78,8 @@ bool sl_matmul_amx_force(bool on);
 /* Name of the path sl_matmul takes for wtype now (for `sluice bench`). */
 const char *sl_matmul_path_name(sl_type wtype);
 
+/* Seconds the calling thread has spent quantising activations for its
+ * matmul calls (a running total, for profiles). */
+double sl_matmul_quant_s(void);
+
 #endif

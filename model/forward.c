@@ -8,6 +8,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#include "kernels/types.h"
 #include "util/clock.h"
 #include "util/pool.h"
 
@@ -127,14 +128,54 @@ void sl_fwd_set_times(sl_fwd *f, sl_fwd_times *t) { f->times = t; }
 /* Pool grain of a loop worth splitting only above min_n items. */
 static int64_t above(int64_t n, int64_t min_n) { return n > min_n ? 1 : n; }
 
-/* Runs stmt, adding its wall time to times->field when profiling. */
-#define TIMED(f, field, stmt)                                                                 \
+/* A snapshot of the counters an op's profile is the difference of. */
+typedef struct op_mark {
+    double t, quant;
+    sl_pool_counters pool;
+} op_mark;
+
+static op_mark op_mark_now(void)
+{
+    return (op_mark){sl_now_s(), sl_matmul_quant_s(), sl_pool_thread_counters()};
+}
+
+/* Adds what happened since m to op's profile and its wall time to *cls. */
+static void op_add(sl_fwd_times *t, double *cls, sl_fwd_op op, double bytes, const op_mark *m)
+{
+    op_mark e = op_mark_now();
+    sl_op_prof *p = &t->op[op];
+    *cls += e.t - m->t;
+    p->s += e.t - m->t;
+    p->bytes += bytes;
+    p->calls += (double)(e.pool.calls - m->pool.calls);
+    p->wait += (double)(e.pool.wait_ns - m->pool.wait_ns) * 1e-9;
+    p->busy += (double)(e.pool.busy_ns - m->pool.busy_ns) * 1e-9;
+    p->quant += e.quant - m->quant;
+}
+
+/* Runs stmt, adding its wall time to times->field and its profile to
+ * times->op[op] (bytes: what it reads) when profiling. */
+#define TIMED_OP(f, field, op, bytes, stmt)                                                   \
     do {                                                                                      \
-        double t0_ = (f)->times ? sl_now_s() : 0;                                        \
+        op_mark m_ = (f)->times ? op_mark_now() : (op_mark){0};                               \
         stmt;                                                                                 \
         if ((f)->times)                                                                       \
-            (f)->times->field += sl_now_s() - t0_;                                       \
+            op_add((f)->times, &(f)->times->field, op, (bytes), &m_);                         \
     } while (0)
+
+static const char *const op_names[SL_OP_N] = {
+    "attn_norm", "qkv", "qk_prep", "attention", "o", "attn_res", "ffn_norm", "gate_up",
+    "act", "down", "ffn_res", "ple_out", "head_norm", "head", "softcap"};
+
+const char *sl_fwd_op_name(sl_fwd_op op)
+{
+    return op >= 0 && op < SL_OP_N ? op_names[op] : "?";
+}
+
+static double w_bytes(const sl_weight *w)
+{
+    return w->data ? (double)sl_row_bytes(w->type, w->n_in) * (double)w->n_out : 0;
+}
 
 typedef struct embed_args {
     const sl_model *m;
@@ -456,6 +497,17 @@ static void combine_range(void *arg, int64_t p0, int64_t p1)
     }
 }
 
+/* Bytes of keys and values the batch's attention in layer il reads (each
+ * token's keys; tokens of one block share reads, counted once each here). */
+static double kv_bytes_seen(const sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
+{
+    const sl_layer_cfg *L = &f->m->cfg.layer[il];
+    double keys = 0;
+    for (int i = 0; i < b->n_tokens; i++)
+        keys += (double)(b->pos[i] + 1 - first_key(L, b->pos[i]));
+    return 2.0 * keys * (double)sl_kv_row_bytes(kv, il);
+}
+
 /* Flash attention over the cache (kernels/attn.h): every (token, KV head)
  * pair is cut into spans of keys at fixed positions; all spans of the batch
  * run in parallel, then each pair's partials are combined in span order.
@@ -563,22 +615,26 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
 {
     const sl_config *c = &f->m->cfg;
     const sl_layer_weights *w = &f->m->layer[il];
-    TIMED(f, norm, norm_rows(f->xn, x, w->ffn_norm, n, c->d_model, c->norm_eps));
+    TIMED_OP(f, norm, SL_OP_FFN_NORM, 0,
+             norm_rows(f->xn, x, w->ffn_norm, n, c->d_model, c->norm_eps));
     sl_mm_job gate_up[2] = {job_w(&w->w_gate, f->gate), job_w(&w->w_up, f->up)};
-    TIMED(f, matmul, matmul_same_x(gate_up, 2, f->xn, n, c->d_model));
+    TIMED_OP(f, matmul, SL_OP_GATE_UP, w_bytes(&w->w_gate) + w_bytes(&w->w_up),
+             matmul_same_x(gate_up, 2, f->xn, n, c->d_model));
     if (n == 1) { /* a decode step: the rows apart (a token is one pool task) */
-        TIMED(f, elementwise, activation(f, n, c->layer[il].d_ff));
-        TIMED(f, matmul, matmul_w(&w->w_down, f->gate, n, f->o));
+        TIMED_OP(f, elementwise, SL_OP_ACT, 0, activation(f, n, c->layer[il].d_ff));
+        TIMED_OP(f, matmul, SL_OP_DOWN, w_bytes(&w->w_down),
+                 matmul_w(&w->w_down, f->gate, n, f->o));
     } else {
         /* act(gate) * up made token by token as the down projection
          * quantises its activations: the same bits, one pass and one
-         * barrier fewer (timed as matmul) */
+         * barrier fewer (timed as the down matmul) */
         const sl_weight *wd = &w->w_down;
         sl_glu_fn glu = c->act == SL_ACT_GELU_TANH ? sl_gelu_tanh_mul : sl_silu_mul;
-        TIMED(f, matmul, sl_matmul_glu(wd->type, wd->data, wd->packed, wd->n_out, wd->n_in,
-                                       f->gate, f->up, glu, n, f->o, wd->n_out));
+        TIMED_OP(f, matmul, SL_OP_DOWN, w_bytes(wd),
+                 sl_matmul_glu(wd->type, wd->data, wd->packed, wd->n_out, wd->n_in, f->gate,
+                               f->up, glu, n, f->o, wd->n_out));
     }
-    TIMED(f, elementwise, residual(f, x, w->post_ffn_norm, n));
+    TIMED_OP(f, elementwise, SL_OP_FFN_RES, 0, residual(f, x, w->post_ffn_norm, n));
 }
 
 #define PLE_CHUNK 256 /* floats dequantised at a time: whole blocks of every type */
@@ -737,15 +793,18 @@ static void per_layer_out(sl_fwd *f, int il, float *x, int n)
     if (w->ple_gate.data) {
         int64_t pl = c->n_embd_per_layer;
         int j = il - m->part.l0;
-        TIMED(f, matmul, matmul_w(&w->ple_gate, x, n, f->ple_g));
-        TIMED(f, elementwise, gate_rows(f->ple_g, f->ple_in + (int64_t)j * f->ple_layer_stride, n, pl,
-                                        f->ple_stride));
-        TIMED(f, matmul, matmul_w(&w->ple_proj, f->ple_g, n, f->o));
-        TIMED(f, elementwise, residual(f, x, w->ple_post_norm, n));
+        TIMED_OP(f, matmul, SL_OP_PLE_OUT, w_bytes(&w->ple_gate),
+                 matmul_w(&w->ple_gate, x, n, f->ple_g));
+        TIMED_OP(f, elementwise, SL_OP_PLE_OUT, 0,
+                 gate_rows(f->ple_g, f->ple_in + (int64_t)j * f->ple_layer_stride, n, pl,
+                           f->ple_stride));
+        TIMED_OP(f, matmul, SL_OP_PLE_OUT, w_bytes(&w->ple_proj),
+                 matmul_w(&w->ple_proj, f->ple_g, n, f->o));
+        TIMED_OP(f, elementwise, SL_OP_PLE_OUT, 0, residual(f, x, w->ple_post_norm, n));
     }
     if (w->out_scale) {
         float s = *w->out_scale;
-        TIMED(f, elementwise, scale_rows(x, n, c->d_model, s));
+        TIMED_OP(f, elementwise, SL_OP_PLE_OUT, 0, scale_rows(x, n, c->d_model, s));
     }
 }
 
@@ -755,17 +814,23 @@ static int layer_step(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, int il,
     const sl_config *c = &f->m->cfg;
     const sl_layer_weights *w = &f->m->layer[il];
     int n = b->n_tokens;
-    TIMED(f, norm, norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps));
+    TIMED_OP(f, norm, SL_OP_ATTN_NORM, 0,
+             norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps));
     /* q always; k and v unless the layer reads another's cache or V = K */
     sl_mm_job qkv[3] = {job_w(&w->wq, f->q), job_w(&w->wk, f->k), job_w(&w->wv, f->v)};
     int n_jobs = w->wk.data ? (w->wv.data ? 3 : 2) : 1;
-    TIMED(f, matmul, matmul_same_x(qkv, n_jobs, f->xn, n, c->d_model));
+    double qkv_bytes = 0;
+    for (int i = 0; i < n_jobs; i++)
+        qkv_bytes += w_bytes(i == 0 ? &w->wq : i == 1 ? &w->wk : &w->wv);
+    TIMED_OP(f, matmul, SL_OP_QKV, qkv_bytes, matmul_same_x(qkv, n_jobs, f->xn, n, c->d_model));
     int rc = 0;
-    TIMED(f, attention, qk_prepare(f, kv, b, il); rc = attention(f, kv, b, il, err));
+    TIMED_OP(f, attention, SL_OP_QK_PREP, 0, qk_prepare(f, kv, b, il));
+    TIMED_OP(f, attention, SL_OP_ATTN, f->times ? kv_bytes_seen(f, kv, b, il) : 0,
+             rc = attention(f, kv, b, il, err));
     if (rc)
         return -1;
-    TIMED(f, matmul, matmul_w(&w->wo, f->attn, n, f->o));
-    TIMED(f, elementwise, residual(f, x, w->post_attn_norm, n));
+    TIMED_OP(f, matmul, SL_OP_O, w_bytes(&w->wo), matmul_w(&w->wo, f->attn, n, f->o));
+    TIMED_OP(f, elementwise, SL_OP_ATTN_RES, 0, residual(f, x, w->post_attn_norm, n));
     ffn(f, il, x, n);
     if (w->ple_gate.data || w->out_scale)
         per_layer_out(f, il, x, n);
@@ -820,10 +885,13 @@ int sl_head(sl_fwd *f, const float *x, int n, float *logits, sl_err *err)
         return sl_fail(err, "head: this model part has no output head");
     if (n < 1 || n > f->max_tokens)
         return sl_fail(err, "head: %d rows (capacity %d)", n, f->max_tokens);
-    TIMED(f, head, norm_rows(f->xn, x, m->output_norm, n, c->d_model, c->norm_eps);
-          sl_matmul_packed(m->output.type, m->output.data, m->output.packed, m->output.n_out,
-                           m->output.n_in, f->xn, n, logits, c->n_vocab);
-          if (c->final_softcap > 0.0f)
-              sl_softcap(logits, (int64_t)n * c->n_vocab, c->final_softcap));
+    TIMED_OP(f, head, SL_OP_HEAD_NORM, 0,
+             norm_rows(f->xn, x, m->output_norm, n, c->d_model, c->norm_eps));
+    TIMED_OP(f, head, SL_OP_HEAD, w_bytes(&m->output),
+             sl_matmul_packed(m->output.type, m->output.data, m->output.packed, m->output.n_out,
+                              m->output.n_in, f->xn, n, logits, c->n_vocab));
+    if (c->final_softcap > 0.0f)
+        TIMED_OP(f, head, SL_OP_SOFTCAP, 0,
+                 sl_softcap(logits, (int64_t)n * c->n_vocab, c->final_softcap));
     return 0;
 }

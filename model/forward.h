@@ -38,9 +38,27 @@ int sl_fwd_max_tokens(const sl_fwd *f);
  * matmuls of the layers, attention (q/k norms, RoPE, cache writes and the
  * attention itself), element-wise work (activation, post-norms, residual
  * adds) and the head (final norm, lm_head, soft-cap). */
+/* The ops of a layer step and the head, one by one (`sluice bench
+ * --profile`). */
+typedef enum sl_fwd_op {
+    SL_OP_ATTN_NORM, SL_OP_QKV, SL_OP_QK_PREP, SL_OP_ATTN, SL_OP_O, SL_OP_ATTN_RES,
+    SL_OP_FFN_NORM, SL_OP_GATE_UP, SL_OP_ACT, SL_OP_DOWN, SL_OP_FFN_RES, SL_OP_PLE_OUT,
+    SL_OP_HEAD_NORM, SL_OP_HEAD, SL_OP_SOFTCAP, SL_OP_N
+} sl_fwd_op;
+const char *sl_fwd_op_name(sl_fwd_op op);
+
+/* One op's totals: wall time, bytes it reads from weights and KV cache, the
+ * parallel calls (barriers) it made, the caller's wait at their barriers
+ * after it ran out of chunks, every thread's time in their chunks, and the
+ * time its matmul spent quantising its activations (all in seconds). */
+typedef struct sl_op_prof {
+    double s, bytes, calls, wait, busy, quant;
+} sl_op_prof;
+
 typedef struct sl_fwd_times {
     double norm, matmul, attention, elementwise, head;
     double ple; /* per-layer inputs: embedding row, projection, gather + dequantise */
+    sl_op_prof op[SL_OP_N];
 } sl_fwd_times;
 
 /* When t is not NULL, every later call adds its times to *t. */

@@ -57,6 +57,21 @@ bench -m "$T/good.gguf" --verify 0; rc=$?
 check '[ $rc -eq 0 ] && ! grep -q "^verify" "$T/out"'
 bench -m "$T/good.gguf" --verify 3 --json; rc=$?
 check '[ $rc -eq 0 ] && "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); assert j[\"verify_rows\"] == 3 and j[\"verify_vs_decode\"] > 0 and j[\"prefill_gop_s\"] > 0 and j[\"repacked_mb\"] >= j[\"repacked_head_mb\"] >= 0" "$T/out"'
+# --profile: the decode step op by op; the ops' bytes are what a token reads
+# (bytes_per_token, less the one embedding row), each matmul's its weights
+bench -m "$T/good.gguf" --verify 0 --profile; rc=$?
+check '[ $rc -eq 0 ] && grep -qE "^  gate_up +[0-9.]+ " "$T/out" && grep -qE "^  head +[0-9.]+ " "$T/out"'
+bench -m "$T/good.gguf" --verify 0 --profile --json; rc=$?
+check '[ $rc -eq 0 ] && "$PY" - "$T/out" <<"PY"
+import json, sys
+j = json.load(open(sys.argv[1]))
+p = j["decode_profile"]
+for op in ("qkv", "attention", "o", "gate_up", "down", "head"):
+    assert p[op]["mb"] > 0 and p[op]["ms"] > 0, op
+mb = sum(r["mb"] for r in p.values())
+assert 0.99 * j["bytes_per_token"] / 1e6 < mb <= j["bytes_per_token"] / 1e6, (mb, j["bytes_per_token"])
+assert sum(r["ms"] for r in p.values()) <= 1e3 / j["decode_tok_s"] * 1.001
+PY'
 
 echo "test_bench_exit: $checks checks, $fails failed"
 [ "$fails" -eq 0 ]

@@ -60,6 +60,7 @@ static _Thread_local bool tls_in_task;
 static _Thread_local int tls_limit;
 static _Thread_local sl_pool_stats *tls_stats;
 static _Thread_local sl_pool_adapt tls_adapt; /* this thread's calls' count */
+static _Thread_local sl_pool_counters tls_counters;
 
 /* The region the calling thread holds: its thread count and what its ops
  * cost, summed for one adaptation decision. */
@@ -167,6 +168,11 @@ int sl_pool_adapt_record(sl_pool_adapt *a, uint64_t now_ns, uint64_t wait_ns, ui
 
 static void stats_add(int threads, uint64_t wait_ns, uint64_t busy_ns)
 {
+    if (threads > 1) {
+        tls_counters.calls++;
+        tls_counters.wait_ns += wait_ns;
+        tls_counters.busy_ns += busy_ns;
+    }
     sl_pool_stats *st = tls_stats;
     if (!st)
         return;
@@ -344,6 +350,7 @@ int sl_pool_threads(void)
 void sl_pool_set_thread_limit(int n) { tls_limit = n > 0 ? n : 0; }
 bool sl_pool_in_task(void) { return tls_in_task; }
 void sl_pool_set_stats(sl_pool_stats *st) { tls_stats = st; }
+sl_pool_counters sl_pool_thread_counters(void) { return tls_counters; }
 void sl_pool_set_adaptive(bool on) { atomic_store(&P.adaptive, on); }
 int sl_pool_workers(void) { return atomic_load(&P.n_workers); }
 

@@ -67,6 +67,13 @@ typedef struct sl_pool_stats {
 } sl_pool_stats;
 /* Where the calling thread's calls count (NULL: nowhere). */
 void sl_pool_set_stats(sl_pool_stats *st);
+/* The calling thread's own running totals as a caller (for profiles such as
+ * `sluice bench --profile`): parallel calls, its wait at their barriers
+ * after it ran out of chunks, and every thread's time in their chunks. */
+typedef struct sl_pool_counters {
+    uint64_t calls, wait_ns, busy_ns;
+} sl_pool_counters;
+sl_pool_counters sl_pool_thread_counters(void);
 
 /* Adaptation (each calling thread adapts its own count): a pure decision
  * on (time, measurements), unit tested. Over windows of calls that used
