@@ -39,9 +39,10 @@ start_server() {
 # metric URL NAME: a metric's value from /metrics (first match)
 metric() { curl -s -H "Authorization: Bearer ${KEY:-}" "$1/metrics" | sed -n "s/^$2 \([0-9.e+-]*\)$/\1/p" | head -1; }
 
-# wait_metric URL NAME VALUE: waits (up to 5 s) until the metric equals VALUE
+# wait_metric URL NAME VALUE: waits (up to 30 s: a loaded machine can be
+# slow) until the metric equals VALUE
 wait_metric() {
-    for _ in $(seq 100); do
+    for _ in $(seq 600); do
         [ "$(metric "$1" "$2")" == "$3" ] && return 0
         sleep 0.05
     done

@@ -13,6 +13,7 @@
 #include "pipeline/metrics_http.h"
 #include "pipeline/status.h"
 #include "pipeline/wire.h"
+#include "tests/lib/ports.h"
 #include "tests/test.h"
 
 #include <arpa/inet.h>
@@ -302,18 +303,18 @@ static void check_http(void)
         CHECK(0);
         return;
     }
-    int port = 0;
     pl_metrics_http *h = NULL;
     char spec[64];
-    /* a free port: try a few from a pid-dependent start */
-    for (int k = 0; k < 50 && !h; k++) {
-        port = 20000 + (int)((getpid() * 7 + k * 131) % 40000);
-        snprintf(spec, sizeof spec, "127.0.0.1:%d", port);
-        if (pl_metrics_http_start(&h, spec, pipeline_prometheus, p, &err))
-            h = NULL;
-    }
-    CHECK(h != NULL);
+    /* a port reserved for this process (tests/lib/ports.h): the server
+     * listens on it, no other test can */
+    int port_fd = -1;
+    int port = test_reserve_ports(1, &port_fd);
+    snprintf(spec, sizeof spec, "127.0.0.1:%d", port);
+    CHECKF(port > 0 && pl_metrics_http_start(&h, spec, pipeline_prometheus, p, &err) == 0,
+           "metrics on %s: %s", spec, port > 0 ? err.msg : "no port reserved");
     if (!h) {
+        if (port > 0)
+            test_release_ports(1, &port_fd);
         sl_pipeline_close(p);
         return;
     }
@@ -360,6 +361,7 @@ static void check_http(void)
     CHECK(resp && strstr(resp, " 405 "));
     free(resp);
     pl_metrics_http_stop(h);
+    test_release_ports(1, &port_fd);
     sl_pipeline_close(p);
     char ip[64];
     CHECK(pl_metrics_http_parse("9100", ip, sizeof ip, &port, &err) == 0 && port == 9100 &&

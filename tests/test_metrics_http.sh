@@ -6,6 +6,7 @@
 set -u
 SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 . "$(dirname "$0")/lib/check.sh"
+. "$(dirname "$0")/lib/ports.sh"
 scratch slmet
 HAS_SHOW=8
 run=
@@ -19,24 +20,24 @@ count() { sed -n "s/^sluice_stage_messages_total{stage=\"$2\",index=\"[0-9]*\"} 
 # its context (512 tokens): 48 of them make a run that goes on for seconds
 "$SLUICE" synth --arch gemma3 --size test --type q8_0 --seed 3 -o "$T/m.gguf" 2>/dev/null || { echo "FAIL: synth"; exit 1; }
 for i in $(seq 48); do echo "prompt $i"; done >"$T/prompts.txt"
-port=
-for _ in $(seq 20); do
-    p=$((20000 + RANDOM % 30000))
-    "$SLUICE" run -m "$T/m.gguf" --prompts "$T/prompts.txt" -n 1000000 --temp 1 \
-        --metrics-port 127.0.0.1:$p >/dev/null 2>"$T/run.err" &
-    run=$!
-    for _ in $(seq 400); do
-        # wait for what the checks below need: every stage counted and all
-        # 48 prompts submitted (the client submits them one by one, so a
-        # fetch right after the start can see fewer)
-        fetch $p /metrics >"$T/m1.txt" && grep -q '^sluice_stage_messages_total{stage="sample"' "$T/m1.txt" &&
-            grep -q '^sluice_client_requests_total 48$' "$T/m1.txt" && break
-        kill -0 $run 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 $run 2>/dev/null; then port=$p; break; fi
-    run= # the port was taken: try another
+# a port reserved for this script (tests/lib/ports.h): the run listens on
+# it, no other test can take it
+reserve_ports 1
+pids+=("$PORT_HOLDER")
+port=$PORT
+"$SLUICE" run -m "$T/m.gguf" --prompts "$T/prompts.txt" -n 1000000 --temp 1 \
+    --metrics-port 127.0.0.1:$port >/dev/null 2>"$T/run.err" &
+run=$!
+for _ in $(seq 600); do
+    # wait for what the checks below need: every stage counted and all
+    # 48 prompts submitted (the client submits them one by one, so a
+    # fetch right after the start can see fewer)
+    fetch $port /metrics >"$T/m1.txt" && grep -q '^sluice_stage_messages_total{stage="sample"' "$T/m1.txt" &&
+        grep -q '^sluice_client_requests_total 48$' "$T/m1.txt" && break
+    kill -0 $run 2>/dev/null || break
+    sleep 0.05
 done
+kill -0 $run 2>/dev/null || port=
 [ -n "$port" ] && ok || { bad "no run served metrics: $(tail -2 "$T/run.err")"; exit 1; }
 
 has "$T/m1.txt" "^HTTP/1\.[01] 200" "HTTP status"
@@ -51,10 +52,15 @@ has "$T/b1.txt" "^sluice_client_requests_total 48$" "requests submitted"
 has "$T/b1.txt" "^sluice_client_requests_refused_total 0$" "requests refused"
 badlines=$(grep -avE '^(# (HELP|TYPE) [a-z_]+ .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? ([0-9.e+-]+|\+Inf))$' "$T/b1.txt" | head -3)
 [ -z "$badlines" ] && ok || bad "not Prometheus text: $badlines"
-sleep 0.3
-fetch $port /metrics | sed '1,/^$/d' >"$T/b2.txt"
+# the counters move while the run goes on: fetch again until they have
+# (up to 20 s: a loaded machine may take long between two steps)
 a=$(count "$T/b1.txt" sample)
-b=$(count "$T/b2.txt" sample)
+for _ in $(seq 200); do
+    fetch $port /metrics | sed '1,/^$/d' >"$T/b2.txt"
+    b=$(count "$T/b2.txt" sample)
+    [ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt "$a" ] && break
+    sleep 0.1
+done
 [ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt "$a" ] && ok || bad "sample's messages did not move ($a, $b)"
 "$SLUICE" run -m "$T/m.gguf" -p hi -n 2 --metrics-port 127.0.0.1:$port >/dev/null 2>"$T/busy.err" &&
     bad "a second run served on a port in use"

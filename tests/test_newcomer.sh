@@ -8,6 +8,7 @@ SLUICE=${SLUICE:?set SLUICE to the sluice binary}
 SRC=${SLUICE_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 MODEL=$SRC/models/tiny-gemma3.gguf
 . "$SRC/tests/lib/check.sh"
+. "$SRC/tests/lib/ports.sh"
 scratch sln
 
 # ---- version: what was built and which kernels run ----
@@ -90,7 +91,11 @@ done
 
 # ---- metrics port: the URL is printed; a failure names its real cause ----
 PY=${PYTHON:-/usr/bin/python3}
-port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# a port reserved for this script (tests/lib/ports.h), not one let go
+# before the run binds it
+reserve_ports 1
+pids+=("$PORT_HOLDER")
+port=$PORT
 expect 0 "$SLUICE" run -m "$MODEL" -p hi -n 2 --metrics-port "$port"
 has "$T/err" "^metrics: serving http://127\.0\.0\.1:$port/metrics$" "run prints the metrics URL"
 # 192.0.2.1 (TEST-NET-1) is no address of this machine: not a port in use

@@ -8,6 +8,7 @@
  * any difference in the logits would change. */
 #include "pipeline/client.h"
 #include "pipeline/wire.h"
+#include "tests/lib/ports.h"
 #include "tests/test.h"
 
 #include <stdint.h>
@@ -122,14 +123,21 @@ static void check_layouts(const result *base)
         {cuts2, 1, "tcp", "2 stages tcp"},
     };
     const int all[N_PROMPTS] = {0, 1, 2, 3};
+    /* the tcp hops bind base+0 .. base+n_stages: ports reserved for this
+     * process (tests/lib/ports.h), never numbers another test may hold */
+    int port_fds[8] = {0};
+    int tcp_base = test_reserve_ports(8, port_fds);
+    CHECK(tcp_base > 0);
     for (size_t l = 0; l < sizeof layouts / sizeof layouts[0]; l++) {
+        if (layouts[l].hops && strcmp(layouts[l].hops, "tcp") == 0 && tcp_base < 0)
+            continue;
         pl_config c;
         layout(&c, layouts[l].cuts, layouts[l].n);
         char hops[300] = {0};
         if (layouts[l].hops && strcmp(layouts[l].hops, "ipc") == 0)
             snprintf(hops, sizeof hops, "ipc:%s", tmpdir);
         else if (layouts[l].hops)
-            snprintf(hops, sizeof hops, "tcp:%d", 20000 + (int)(getpid() % 20000));
+            snprintf(hops, sizeof hops, "tcp:%d", tcp_base);
         result res[N_PROMPTS];
         /* each prompt alone, then all together */
         for (int i = 0; i < N_PROMPTS; i++) {
@@ -142,6 +150,8 @@ static void check_layouts(const result *base)
             CHECKF(same(&res[i], &base[i]) && res[i].done && !res[i].errors,
                    "%s, prompt %d among %d in flight", layouts[l].name, i, N_PROMPTS);
     }
+    if (tcp_base > 0)
+        test_release_ports(8, port_fds);
 }
 
 /* Fewer KV slots than requests: the rest wait and still give their tokens. */
