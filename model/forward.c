@@ -475,11 +475,13 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     const sl_layer_cfg *L = &f->m->cfg.layer[il];
     int n = b->n_tokens, group = L->n_head / L->n_kv_head, nkv = L->n_kv_head;
     int64_t pairs = (int64_t)n * nkv, pf = sl_attn_part_floats(L->head_dim, group);
-    int64_t total = 0, max_pos = 0;
+    int64_t total = 0, max_pos = 0, keys_seen = 0;
     for (int i = 0; i < n; i++)
         max_pos = b->pos[i] > max_pos ? b->pos[i] : max_pos;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         total += sl_attn_n_spans(first_key(L, b->pos[i]), b->pos[i] + 1) * nkv;
+        keys_seen += b->pos[i] + 1 - first_key(L, b->pos[i]);
+    }
     /* run-order keys: block of keys, then KV head */
     int64_t keys = (max_pos / SL_ATTN_SPAN + 1) * nkv;
     if (grow((void **)&f->units, &f->units_cap, pairs + 1 + total + keys + 1, sizeof(int64_t), err))
@@ -506,8 +508,14 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     if (grow((void **)&f->parts, &f->parts_cap, total * pf, sizeof(float), err))
         return -1;
     attn_args a = {f, kv, b, il, pairs};
-    sl_pool_for(total, above(total, 1), span_range, &a);
-    sl_pool_for(pairs, total > 1 ? 1 : pairs, combine_range, &a);
+    /* the keys and values read, and each query head's multiply-adds with
+     * them; the combination goes with the spans (a small fraction of their
+     * work, and where they ran its partials are in cache) */
+    int64_t kv_bytes = keys_seen * nkv * 2 * sl_kv_head_bytes(kv, il);
+    int64_t work = sl_pool_work(kv_bytes, keys_seen * L->n_head * L->head_dim * 2);
+    bool split = total > 1 && sl_pool_worth(work);
+    sl_pool_for(total, split ? 1 : total, span_range, &a);
+    sl_pool_for(pairs, split ? 1 : pairs, combine_range, &a);
     return 0;
 }
 
