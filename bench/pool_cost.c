@@ -5,7 +5,9 @@
  * through enough matrices (48 MB) that their weights come from memory or
  * L3 as a decode step's do. Wall time, median and fastest of many ops, and
  * the 2-thread/1-thread ratio: the work where it crosses 1 is where
- * SL_POOL_MIN_WORK_DEFAULT (util/pool.h) belongs.
+ * SL_POOL_MIN_WORK_DEFAULT (util/pool.h) belongs. usage: pool_cost [TYPE
+ * [TOKENS]] (TOKENS 1: a decode step; more: a batch, where the
+ * multiply-adds count too); the work column is sl_pool_work's.
  *
  * Not built by CMake; bench/pool_cost.sh builds and runs it. Run it under
  * `flock /tmp/sluice-bench.lock chrt -f 20` on a shared machine. */
@@ -22,7 +24,7 @@
 
 typedef struct mats {
     sl_type type;
-    int64_t n_out, n_in;
+    int64_t n_out, n_in, tok;
     int n;
     void **w, **packed;
     float *x, *y;
@@ -41,7 +43,7 @@ static void region(void *arg)
     for (int r = 0; r < REPS; r++) {
         int i = r % m->n;
         uint64_t t0 = sl_pool_now_ns();
-        sl_matmul_packed(m->type, m->w[i], m->packed[i], m->n_out, m->n_in, m->x, 1, m->y,
+        sl_matmul_packed(m->type, m->w[i], m->packed[i], m->n_out, m->n_in, m->x, m->tok, m->y,
                          m->n_out);
         m->t[r] = (double)(sl_pool_now_ns() - t0) * 1e-3;
     }
@@ -68,7 +70,13 @@ int main(int argc, char **argv)
     sl_pool_set_adaptive(false);
     sl_pool_set_min_work(0); /* every op splits when there are threads */
     int only = argc > 1 ? (strcmp(argv[1], "q4_0") == 0) : -1;
-    printf("%-5s %8s %6s %10s  %9s %9s  %9s %9s  %6s %6s\n", "type", "n_out", "n_in", "MACs",
+    int64_t tok = argc > 2 ? atoi(argv[2]) : 1;
+    if (tok < 1 || tok > 64) {
+        fprintf(stderr, "pool_cost: TOKENS from 1 to 64\n");
+        return 2;
+    }
+    printf("%lld token(s) a call\n", (long long)tok);
+    printf("%-5s %8s %6s %10s  %9s %9s  %9s %9s  %6s %6s\n", "type", "n_out", "n_in", "work",
            "1t med", "1t best", "2t med", "2t best", "2t/1t", "best");
     for (int ti = 0; ti < 2; ti++) {
         if (only >= 0 && only != ti)
@@ -77,16 +85,17 @@ int main(int argc, char **argv)
         int64_t n_in = n_ins[ti];
         size_t rb = sl_row_bytes(type, n_in);
         float *row = malloc(sizeof(float) * (size_t)n_in);
-        for (int64_t n_out = 64; n_out * n_in <= (int64_t)1 << 23; n_out *= 2) {
-            mats m = {type, n_out, n_in, (int)(SET_BYTES / (rb * (size_t)n_out)), 0, 0, 0, 0, {0}};
+        for (int64_t n_out = 64; n_out * n_in * tok <= (int64_t)1 << 23; n_out *= 2) {
+            mats m = {type, n_out, n_in, tok, (int)(SET_BYTES / (rb * (size_t)n_out)), 0, 0, 0, 0,
+                      {0}};
             if (m.n < 1)
                 m.n = 1;
             if (m.n > REPS)
                 m.n = REPS;
             m.w = calloc((size_t)m.n, sizeof(void *));
             m.packed = calloc((size_t)m.n, sizeof(void *));
-            m.x = malloc(sizeof(float) * (size_t)n_in);
-            m.y = malloc(sizeof(float) * (size_t)n_out);
+            m.x = malloc(sizeof(float) * (size_t)(n_in * tok));
+            m.y = malloc(sizeof(float) * (size_t)(n_out * tok));
             unsigned s = 1;
             for (int i = 0; i < m.n; i++) {
                 m.w[i] = malloc(rb * (size_t)n_out);
@@ -99,13 +108,14 @@ int main(int argc, char **argv)
                 }
                 m.packed[i] = sl_pack(type, m.w[i], n_out, n_in);
             }
-            for (int64_t c = 0; c < n_in; c++)
+            for (int64_t c = 0; c < n_in * tok; c++)
                 m.x[c] = (float)(c % 17) / 17.0f - 0.5f;
             double m1, b1, m2, b2;
             time_ops(&m, 1, &m1, &b1);
             time_ops(&m, 2, &m2, &b2);
             printf("%-5s %8lld %6lld %10lld  %9.2f %9.2f  %9.2f %9.2f  %6.2f %6.2f\n", types[ti],
-                   (long long)n_out, (long long)n_in, (long long)(n_out * n_in), m1, b1, m2, b2,
+                   (long long)n_out, (long long)n_in,
+                   (long long)sl_pool_work((int64_t)rb * n_out, n_out * n_in * tok), m1, b1, m2, b2,
                    m2 / m1, b2 / b1);
             for (int i = 0; i < m.n; i++) {
                 sl_pack_free(m.packed[i]);

@@ -3,7 +3,7 @@
 # one-token matmul's wall time on 1 and 2 threads of the pool by its work
 # (multiply-adds), to place SL_POOL_MIN_WORK_DEFAULT (util/pool.h).
 #
-# usage: flock /tmp/sluice-bench.lock chrt -f 20 bench/pool_cost.sh [bf16|q4_0]
+q4_0]|q4_0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -f build/libsluice_core.a ]] || { echo "pool_cost: build first (scripts/build.sh)" >&2; exit 1; }
