@@ -127,6 +127,14 @@ void sl_fwd_set_times(sl_fwd *f, sl_fwd_times *t) { f->times = t; }
 /* Pool grain of a loop worth splitting only above min_n items. */
 static int64_t above(int64_t n, int64_t min_n) { return n > min_n ? 1 : n; }
 
+/* The pool's work of a pass over n rows of floats, reading `reads` rows of
+ * `width` each a row (util/pool.h: bytes read; these ops multiply little):
+ * below the pool's minimum, such a pass runs on the calling thread. */
+static int64_t rows_work(int64_t n, int64_t width, int reads)
+{
+    return sl_pool_work(n * width * (int64_t)sizeof(float) * reads, 0);
+}
+
 /* Runs stmt, adding its wall time to times->field when profiling. */
 #define TIMED(f, field, stmt)                                                                 \
     do {                                                                                      \
@@ -167,7 +175,7 @@ int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *
             return sl_fail(err, "embed: token id %d at batch row %d is outside the vocabulary "
                            "of %d", tokens[i], i, c->n_vocab);
     embed_args a = {m, tokens, x};
-    sl_pool_for(n, above(n, 16), embed_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, c->d_model, 1), embed_range, &a);
     return 0;
 }
 
@@ -240,7 +248,7 @@ static void norm_range(void *arg, int64_t i0, int64_t i1)
 static void norm_rows(float *y, const float *x, const float *w, int n, int64_t d, float eps)
 {
     norm_args a = {y, x, w, d, eps};
-    sl_pool_for(n, above(n, 8), norm_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, d, 1), norm_range, &a);
 }
 
 static sl_mm_job job_w(const sl_weight *w, float *y)
@@ -378,7 +386,10 @@ static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
 {
     rope_set *rs = rope_set_for(f, &f->m->cfg.layer[il], b->n_tokens);
     qk_args a = {f, kv, b, il, rs, rs && !rs->ready};
-    sl_pool_for(b->n_tokens, above(b->n_tokens, 8), qk_range, &a);
+    const sl_layer_cfg *L = &f->m->cfg.layer[il];
+    sl_pool_for_work(b->n_tokens, 1,
+                     rows_work(b->n_tokens, (int64_t)(L->n_head + L->n_kv_head) * L->head_dim, 1),
+                     qk_range, &a);
     if (rs)
         rs->ready = true;
 }
@@ -542,7 +553,7 @@ static void residual_range(void *arg, int64_t i0, int64_t i1)
 static void residual(sl_fwd *f, float *x, const float *post_norm, int n)
 {
     rows_args a = {f, x, post_norm, 0};
-    sl_pool_for(n, above(n, 8), residual_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, f->m->cfg.d_model, 2), residual_range, &a);
 }
 
 /* gate = act(gate) * up, a token per thread, rows of d_ff */
@@ -564,7 +575,7 @@ static void activation_range(void *arg, int64_t i0, int64_t i1)
 static void activation(sl_fwd *f, int n, int64_t d_ff)
 {
     rows_args a = {f, NULL, NULL, d_ff};
-    sl_pool_for(n, above(n, 4), activation_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, d_ff, 2), activation_range, &a);
 }
 
 static void ffn(sl_fwd *f, int il, float *x, int n)
@@ -709,7 +720,7 @@ static void gate_range(void *arg, int64_t i0, int64_t i1)
 static void gate_rows(float *g, const float *in, int n, int64_t pl, int64_t in_stride)
 {
     gate_args a = {g, in, pl, in_stride, 0};
-    sl_pool_for(n, above(n, 4), gate_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, pl, 2), gate_range, &a);
 }
 
 static void scale_range(void *arg, int64_t i0, int64_t i1)
@@ -722,7 +733,7 @@ static void scale_range(void *arg, int64_t i0, int64_t i1)
 static void scale_rows(float *x, int n, int64_t d, float s)
 {
     gate_args a = {x, NULL, d, 0, s};
-    sl_pool_for(n, above(n, 8), scale_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, d, 1), scale_range, &a);
 }
 
 /* Gemma 4's per-layer path after the FFN: x += RMSNorm(proj . (gelu(gate . x)
