@@ -6,6 +6,8 @@
 #      gemma3 1b Q4_0; ik_llama.cpp's llama-bench under the same load beside
 #      them (its default -t 2, and -t 1), when it is built at $IK;
 #  (b) the idle machine: default threads against -t 1 and -t 2;
+#  with BEFORE set, (a) and (b) add a row of that binary's default, -t 1 and
+#  -t 2, run alternating with this one's (the spread: worst and median too);
 #  (c) configs/two-process.yaml (its processes on disjoint cores) against one
 #      process, for 1 prompt and 200 prompts; with BEFORE set, also the same
 #      two processes run by that binary (one without the core split).
@@ -49,14 +51,22 @@ ik_rate() {
 best() { sort -g | tail -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
-# one line of (a) or (b): default, -t 1, -t 2 (and ik when asked)
+# worst/median/best of the values on stdin
+spread() { sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%s/%s/%s", v[1], v[int((NR + 1) / 2)], v[NR] }'; }
+# one line of (a) or (b): default, -t 1, -t 2 (and ik when asked); with
+# BEFORE, a line of its default, -t 1, -t 2 measured alternating with them
 threads_row() {
   local label=$1 model=$2 with_ik=$3
-  local d=() t1=() t2=() i2=() i1=()
+  local d=() t1=() t2=() i2=() i1=() pd=() p1=() p2=()
   for _ in $(seq "$REPS"); do
     d+=("$(rate "$SLUICE" "$work/one.txt" -m "$model")")
     t1+=("$(rate "$SLUICE" "$work/one.txt" -m "$model" -t 1)")
     t2+=("$(rate "$SLUICE" "$work/one.txt" -m "$model" -t 2)")
+    if [ -n "$BEFORE" ]; then
+      pd+=("$(rate "$BEFORE" "$work/one.txt" -m "$model")")
+      p1+=("$(rate "$BEFORE" "$work/one.txt" -m "$model" -t 1)")
+      p2+=("$(rate "$BEFORE" "$work/one.txt" -m "$model" -t 2)")
+    fi
     if [ "$with_ik" = 1 ]; then
       i2+=("$(ik_rate "$model" 2)")
       i1+=("$(ik_rate "$model" 1)")
@@ -76,6 +86,21 @@ threads_row() {
       "$(ratio "$bd" "$k2")" "$(ratio "$bd" "$(printf '%s\n%s\n' "$k1" "$k2" | best)")"
   fi
   echo
+  if [ -n "$BEFORE" ]; then
+    printf '%-22s spread (worst/median/best) default %s  -t1 %s  -t2 %s\n' "" \
+      "$(printf '%s\n' "${d[@]}" | spread)" "$(printf '%s\n' "${t1[@]}" | spread)" \
+      "$(printf '%s\n' "${t2[@]}" | spread)"
+    local od o1 o2
+    od=$(printf '%s\n' "${pd[@]}" | best)
+    o1=$(printf '%s\n' "${p1[@]}" | best)
+    o2=$(printf '%s\n' "${p2[@]}" | best)
+    printf '%-22s default %8s  -t1 %8s  -t2 %8s  default/-t1 %s  default/best-fixed %s  this default/before %s\n' \
+      "  before" "$od" "$o1" "$o2" "$(ratio "$od" "$o1")" \
+      "$(ratio "$od" "$(printf '%s\n%s\n' "$o1" "$o2" | best)")" "$(ratio "$bd" "$od")"
+    printf '%-22s spread (worst/median/best) default %s  -t1 %s  -t2 %s\n' "" \
+      "$(printf '%s\n' "${pd[@]}" | spread)" "$(printf '%s\n' "${p1[@]}" | spread)" \
+      "$(printf '%s\n' "${p2[@]}" | spread)"
+  fi
 }
 
 ik=0

@@ -23,8 +23,6 @@
  * feeds both). From PREFILL_TOKENS tokens in a call. */
 #define PREFILL_CHUNK 32
 #define PREFILL_TOKENS 16
-/* Below this many multiply-adds a team costs more than it saves. */
-#define PARALLEL_MIN_MACS (1 << 18)
 /* Tokens the reference decodes a weight block for at once. */
 #define REF_TOKENS 4
 
@@ -310,7 +308,7 @@ typedef struct needs {
     bool q8;      /* activations quantised to 8 bits */
     bool bf;      /* activations rounded to bf16 */
     bool pairs;   /* and packed as bf16 pairs */
-    int64_t n_chunks, macs;
+    int64_t n_chunks, macs, bytes; /* bytes: of the weights read */
 } needs;
 
 /* Resolves how each job runs on path (the scalar reference when ref). */
@@ -319,7 +317,7 @@ static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in
 {
     sl_path path = ref ? SL_PATH_SCALAR : sl_path_active();
     bool act_q8 = sl_act_mode() == SL_ACTQ_Q8;
-    needs nd = {false, false, false, 0, 0};
+    needs nd = {false, false, false, 0, 0, 0};
     for (int i = 0; i < n_jobs; i++) {
         const sl_mm_job *j = &jobs[i];
         bool q8 = act_q8 && sl_mmq_supports(j->type);
@@ -351,6 +349,7 @@ static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in
         nd.q8 |= q8;
         nd.n_chunks += (j->n_out + pl[i].chunk_rows - 1) / pl[i].chunk_rows;
         nd.macs += j->n_out * n_in * n_tok;
+        nd.bytes += j->n_out * pl[i].row_bytes;
     }
     return nd;
 }
@@ -515,7 +514,9 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     float *xb = NULL;
     uint32_t *xpairs = NULL;
     prepare_acts(&nd, pl, n_jobs, n_in, x, n_tok, glu, &a, &xb, &xpairs);
-    bool team = nd.n_chunks > 1 && nd.macs >= PARALLEL_MIN_MACS;
+    /* a call below the pool's minimum work runs on this thread alone: a
+     * decode step streams its weights, a batch's multiply-adds add to it */
+    bool team = nd.n_chunks > 1 && sl_pool_worth(sl_pool_work(nd.bytes, nd.macs));
     int64_t tb = token_block(n_in, nd.q8);
     /* Outputs of different units never overlap: a thread moves on to the
      * next block of tokens without waiting for the others. */

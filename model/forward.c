@@ -128,6 +128,14 @@ void sl_fwd_set_times(sl_fwd *f, sl_fwd_times *t) { f->times = t; }
 /* Pool grain of a loop worth splitting only above min_n items. */
 static int64_t above(int64_t n, int64_t min_n) { return n > min_n ? 1 : n; }
 
+/* The pool's work of a pass over n rows of floats, reading `reads` rows of
+ * `width` each a row (util/pool.h: bytes read; these ops multiply little):
+ * below the pool's minimum, such a pass runs on the calling thread. */
+static int64_t rows_work(int64_t n, int64_t width, int reads)
+{
+    return sl_pool_work(n * width * (int64_t)sizeof(float) * reads, 0);
+}
+
 /* A snapshot of the counters an op's profile is the difference of. */
 typedef struct op_mark {
     double t, quant;
@@ -208,7 +216,7 @@ int sl_embed(const sl_model *m, const int32_t *tokens, int n, float *x, sl_err *
             return sl_fail(err, "embed: token id %d at batch row %d is outside the vocabulary "
                            "of %d", tokens[i], i, c->n_vocab);
     embed_args a = {m, tokens, x};
-    sl_pool_for(n, above(n, 16), embed_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, c->d_model, 1), embed_range, &a);
     return 0;
 }
 
@@ -281,7 +289,7 @@ static void norm_range(void *arg, int64_t i0, int64_t i1)
 static void norm_rows(float *y, const float *x, const float *w, int n, int64_t d, float eps)
 {
     norm_args a = {y, x, w, d, eps};
-    sl_pool_for(n, above(n, 8), norm_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, d, 1), norm_range, &a);
 }
 
 static sl_mm_job job_w(const sl_weight *w, float *y)
@@ -419,7 +427,10 @@ static void qk_prepare(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il)
 {
     rope_set *rs = rope_set_for(f, &f->m->cfg.layer[il], b->n_tokens);
     qk_args a = {f, kv, b, il, rs, rs && !rs->ready};
-    sl_pool_for(b->n_tokens, above(b->n_tokens, 8), qk_range, &a);
+    const sl_layer_cfg *L = &f->m->cfg.layer[il];
+    sl_pool_for_work(b->n_tokens, 1,
+                     rows_work(b->n_tokens, (int64_t)(L->n_head + L->n_kv_head) * L->head_dim, 1),
+                     qk_range, &a);
     if (rs)
         rs->ready = true;
 }
@@ -527,11 +538,13 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     const sl_layer_cfg *L = &f->m->cfg.layer[il];
     int n = b->n_tokens, group = L->n_head / L->n_kv_head, nkv = L->n_kv_head;
     int64_t pairs = (int64_t)n * nkv, pf = sl_attn_part_floats(L->head_dim, group);
-    int64_t total = 0, max_pos = 0;
+    int64_t total = 0, max_pos = 0, keys_seen = 0;
     for (int i = 0; i < n; i++)
         max_pos = b->pos[i] > max_pos ? b->pos[i] : max_pos;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         total += sl_attn_n_spans(first_key(L, b->pos[i]), b->pos[i] + 1) * nkv;
+        keys_seen += b->pos[i] + 1 - first_key(L, b->pos[i]);
+    }
     /* run-order keys: block of keys, then KV head */
     int64_t keys = (max_pos / SL_ATTN_SPAN + 1) * nkv;
     if (grow((void **)&f->units, &f->units_cap, pairs + 1 + total + keys + 1, sizeof(int64_t), err))
@@ -558,8 +571,14 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     if (grow((void **)&f->parts, &f->parts_cap, total * pf, sizeof(float), err))
         return -1;
     attn_args a = {f, kv, b, il, pairs};
-    sl_pool_for(total, above(total, 1), span_range, &a);
-    sl_pool_for(pairs, total > 1 ? 1 : pairs, combine_range, &a);
+    /* the keys and values read, and each query head's multiply-adds with
+     * them; the combination goes with the spans (a small fraction of their
+     * work, and where they ran its partials are in cache) */
+    int64_t kv_bytes = keys_seen * nkv * 2 * sl_kv_head_bytes(kv, il);
+    int64_t work = sl_pool_work(kv_bytes, keys_seen * L->n_head * L->head_dim * 2);
+    bool split = total > 1 && sl_pool_worth(work);
+    sl_pool_for(total, split ? 1 : total, span_range, &a);
+    sl_pool_for(pairs, split ? 1 : pairs, combine_range, &a);
     return 0;
 }
 
@@ -586,7 +605,7 @@ static void residual_range(void *arg, int64_t i0, int64_t i1)
 static void residual(sl_fwd *f, float *x, const float *post_norm, int n)
 {
     rows_args a = {f, x, post_norm, 0};
-    sl_pool_for(n, above(n, 8), residual_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, f->m->cfg.d_model, 2), residual_range, &a);
 }
 
 /* gate = act(gate) * up, a token per thread, rows of d_ff */
@@ -608,7 +627,7 @@ static void activation_range(void *arg, int64_t i0, int64_t i1)
 static void activation(sl_fwd *f, int n, int64_t d_ff)
 {
     rows_args a = {f, NULL, NULL, d_ff};
-    sl_pool_for(n, above(n, 4), activation_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, d_ff, 2), activation_range, &a);
 }
 
 static void ffn(sl_fwd *f, int il, float *x, int n)
@@ -767,7 +786,7 @@ static void gate_range(void *arg, int64_t i0, int64_t i1)
 static void gate_rows(float *g, const float *in, int n, int64_t pl, int64_t in_stride)
 {
     gate_args a = {g, in, pl, in_stride, 0};
-    sl_pool_for(n, above(n, 4), gate_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, pl, 2), gate_range, &a);
 }
 
 static void scale_range(void *arg, int64_t i0, int64_t i1)
@@ -780,7 +799,7 @@ static void scale_range(void *arg, int64_t i0, int64_t i1)
 static void scale_rows(float *x, int n, int64_t d, float s)
 {
     gate_args a = {x, NULL, d, 0, s};
-    sl_pool_for(n, above(n, 8), scale_range, &a);
+    sl_pool_for_work(n, 1, rows_work(n, d, 1), scale_range, &a);
 }
 
 /* Gemma 4's per-layer path after the FFN: x += RMSNorm(proj . (gelu(gate . x)

@@ -5,16 +5,20 @@
  * both get their work done; regions: every write before a barrier seen
  * after it (1-5 threads), workers in them, nesting, two callers; the
  * adaptation's decisions on injected
- * measurements; and the forward pass of the shipped tiny model (embedding,
+ * measurements; the minimum work: a call below it runs on the caller alone,
+ * a region of such calls never wakes its workers, a matmul weighs its
+ * weights' bytes and multiply-adds against it; and the forward pass of the shipped tiny model (embedding,
  * norms, q/k preparation, attention spans and their combination, FFN
  * activation, residuals, matmuls, head) bit-identical with 1, 2 and 3
- * threads. */
+ * threads, every op split (no minimum work) and with the default minimum. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "kernels/matmul.h"
+#include "kernels/quant.h"
 #include "model/forward.h"
 #include "model/kv.h"
 #include "model/model.h"
@@ -495,6 +499,114 @@ static void test_adapt(void)
     CHECK(a.threads == 3);
 }
 
+/* ---- minimum work ---- */
+
+typedef struct on_caller {
+    pthread_t caller;
+    _Atomic int calls, elsewhere;
+} on_caller;
+
+static void on_caller_range(void *arg, int64_t i0, int64_t i1)
+{
+    on_caller *o = arg;
+    (void)i0, (void)i1;
+    atomic_fetch_add(&o->calls, 1);
+    if (!pthread_equal(pthread_self(), o->caller))
+        atomic_store(&o->elsewhere, 1);
+}
+
+typedef struct small_ops {
+    on_caller o;
+    join_probe p;
+    bool big; /* end with an op at the minimum */
+} small_ops;
+
+static void small_ops_region(void *arg)
+{
+    small_ops *r = arg;
+    for (int k = 0; k < 20; k++)
+        sl_pool_for_work(64, 1, sl_pool_min_work() - 1, on_caller_range, &r->o);
+    if (r->big)
+        sl_pool_for_work(12, 1, sl_pool_min_work(), join_range, &r->p);
+}
+
+static void test_min_work(void)
+{
+    unsetenv("SLUICE_POOL_MIN_WORK");
+    sl_pool_set_min_work(-1);
+    CHECK(sl_pool_min_work() == SL_POOL_MIN_WORK_DEFAULT);
+    CHECK(sl_pool_work(800, 80) == 810);
+    sl_pool_set_min_work(1000);
+    CHECK(!sl_pool_worth(999) && sl_pool_worth(1000));
+    sl_pool_set_adaptive(false);
+    sl_pool_set_threads(3);
+    /* below the minimum: one call, on the caller, counted nowhere */
+    sl_pool_stats st = {0};
+    sl_pool_set_stats(&st);
+    on_caller o = {pthread_self(), 0, 0};
+    sl_pool_for_work(64, 1, 999, on_caller_range, &o);
+    CHECKF(atomic_load(&o.calls) == 1 && !atomic_load(&o.elsewhere),
+           "a call below the minimum work ran as %d chunks, elsewhere %d", atomic_load(&o.calls),
+           atomic_load(&o.elsewhere));
+    CHECK(atomic_load(&st.calls) == 0);
+    /* at it: split, and another thread joins */
+    join_probe p = {0};
+    sl_pool_for_work(12, 1, 1000, join_range, &p);
+    CHECKF(atomic_load(&p.distinct) == 1, "a call at the minimum work ran on one thread");
+    CHECK(atomic_load(&st.calls) == 1 && atomic_load(&st.thread_sum) == 3);
+    sl_pool_set_stats(NULL);
+
+    /* a region of small ops wakes no worker; its ops count as one-thread
+     * calls, and the region once */
+    small_ops r = {{pthread_self(), 0, 0}, {0}, false};
+    uint64_t opened = sl_pool_regions_opened();
+    st = (sl_pool_stats){0};
+    sl_pool_set_stats(&st);
+    sl_pool_region(small_ops_region, &r);
+    CHECKF(sl_pool_regions_opened() == opened, "a region of small ops woke its workers");
+    CHECK(atomic_load(&r.o.calls) == 20 && !atomic_load(&r.o.elsewhere));
+    CHECK(atomic_load(&st.calls) == 20 && atomic_load(&st.thread_sum) == 20);
+    CHECK(atomic_load(&st.regions) == 1);
+    /* one op at the minimum opens it, once, and the workers join that op */
+    r = (small_ops){{pthread_self(), 0, 0}, {0}, true};
+    sl_pool_region(small_ops_region, &r);
+    CHECKF(sl_pool_regions_opened() == opened + 1, "%llu regions opened for one",
+           (unsigned long long)(sl_pool_regions_opened() - opened));
+    CHECK(atomic_load(&r.p.distinct) == 1 && !atomic_load(&r.o.elsewhere));
+    sl_pool_set_stats(NULL);
+
+    /* a matmul's work: its weights' bytes and an eighth of its
+     * multiply-adds (Q4_0, 64 x 256, 2 tokens: 9216 + 32768 / 8); the same
+     * bits whether or not it splits */
+    enum { OUT = 64, IN = 256, TOK = 2 };
+    size_t rb = sl_row_bytes(SL_TYPE_Q4_0, IN);
+    uint8_t *w = malloc(rb * OUT);
+    float row[IN], x[TOK * IN], y1[TOK * OUT], y2[TOK * OUT];
+    for (int i = 0; i < OUT; i++) {
+        for (int c = 0; c < IN; c++)
+            row[c] = (float)((i * 31 + c * 7) % 23) / 23.0f - 0.5f;
+        sl_quantize_row(SL_TYPE_Q4_0, row, w + (size_t)i * rb, IN);
+    }
+    for (int c = 0; c < TOK * IN; c++)
+        x[c] = (float)(c % 13) / 13.0f - 0.4f;
+    int64_t work = (int64_t)rb * OUT + (int64_t)OUT * IN * TOK / 8;
+    CHECK(work == 9216 + 4096);
+    for (int at = 0; at < 2; at++) {
+        sl_pool_set_min_work(at ? work : work + 1);
+        st = (sl_pool_stats){0};
+        sl_pool_set_stats(&st);
+        sl_matmul(SL_TYPE_Q4_0, w, OUT, IN, x, TOK, at ? y2 : y1, OUT);
+        sl_pool_set_stats(NULL);
+        CHECKF(atomic_load(&st.calls) == (uint64_t)at,
+               "a matmul of work %lld with the minimum at %lld: %llu parallel calls",
+               (long long)work, (long long)sl_pool_min_work(),
+               (unsigned long long)atomic_load(&st.calls));
+    }
+    CHECK(memcmp(y1, y2, sizeof y1) == 0);
+    free(w);
+    sl_pool_set_min_work(-1);
+}
+
 /* ---- the tiny model's forward pass, 1, 2 and 3 threads ---- */
 
 #define N_TOK 300
@@ -543,11 +655,16 @@ static void forward_threads(const char *path)
     sl_pool_set_adaptive(false);
     size_t bytes = sizeof(float) * (N_TOK + 1) * (size_t)m->cfg.n_vocab;
     float *one = forward_logits(m, f, tokens, 1);
-    for (int threads = 2; threads <= 3; threads++) {
-        float *many = forward_logits(m, f, tokens, threads);
-        CHECKF(memcmp(one, many, bytes) == 0, "forward of %s: 1 and %d threads differ", path,
-               threads);
-        free(many);
+    /* every op split, then small ones on the caller (the default) */
+    for (int min = 0; min < 2; min++) {
+        sl_pool_set_min_work(min ? -1 : 0);
+        for (int threads = 2; threads <= 3; threads++) {
+            float *many = forward_logits(m, f, tokens, threads);
+            CHECKF(memcmp(one, many, bytes) == 0,
+                   "forward of %s: 1 and %d threads differ (minimum work %lld)", path, threads,
+                   (long long)sl_pool_min_work());
+            free(many);
+        }
     }
     free(one);
     sl_fwd_free(f);
@@ -586,6 +703,7 @@ int main(void)
     test_region_workers();
     test_region_nested();
     test_region_two_callers();
+    test_min_work();
     test_forward_threads();
     return test_finish("test_pool");
 }

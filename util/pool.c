@@ -36,6 +36,8 @@ static struct {
     _Atomic int n_threads; /* the process's count; 0 until first asked */
     _Atomic int n_workers; /* started */
     _Atomic bool adaptive;
+    _Atomic int64_t min_work; /* < 0 until first asked */
+    _Atomic uint64_t regions_opened;
     worker workers[MAX_WORKERS];
     /* the current call: generation << 32 | next chunk to claim */
     _Alignas(64) _Atomic uint64_t state;
@@ -54,7 +56,8 @@ static struct {
     _Atomic uint32_t n_chunks;
     uint32_t gen;
 } P = {.lock = PTHREAD_MUTEX_INITIALIZER,
-       .adaptive = true};
+       .adaptive = true,
+       .min_work = -1};
 
 static _Thread_local bool tls_in_task;
 static _Thread_local int tls_limit;
@@ -66,7 +69,7 @@ static _Thread_local sl_pool_counters tls_counters;
  * cost, summed for one adaptation decision. */
 typedef struct region_acc {
     int threads;
-    bool adapting;
+    bool adapting, open; /* open: its workers were woken */
     uint64_t excess_ns, busy_ns, wall_ns;
 } region_acc;
 static _Thread_local region_acc *tls_region;
@@ -369,6 +372,34 @@ static int wanted_threads(void)
 }
 
 bool sl_pool_in_region(void) { return tls_region && !tls_in_task; }
+uint64_t sl_pool_regions_opened(void) { return atomic_load(&P.regions_opened); }
+
+int64_t sl_pool_min_work(void)
+{
+    int64_t w = atomic_load_explicit(&P.min_work, memory_order_relaxed);
+    if (w >= 0)
+        return w;
+    w = SL_POOL_MIN_WORK_DEFAULT;
+    const char *e = getenv("SLUICE_POOL_MIN_WORK");
+    if (e && *e) {
+        char *end;
+        long long v = strtoll(e, &end, 10);
+        if (*end == '\0' && v >= 0)
+            w = v;
+        else
+            fprintf(stderr, "sluice: SLUICE_POOL_MIN_WORK=%s is not a count; using %lld\n", e,
+                    (long long)w);
+    }
+    atomic_store_explicit(&P.min_work, w, memory_order_relaxed);
+    return w;
+}
+
+void sl_pool_set_min_work(int64_t work)
+{
+    atomic_store(&P.min_work, work < 0 ? -1 : work);
+}
+
+bool sl_pool_worth(int64_t work) { return work >= sl_pool_min_work(); }
 
 int sl_pool_current_threads(void)
 {
@@ -470,6 +501,32 @@ static void run_parallel(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, int
     stats_add(threads, wait, busy);
 }
 
+/* Opens a region for threads threads (the caller holds P.lock). */
+static void region_open(int threads)
+{
+    uint32_t gen = ++P.gen;
+    if (gen == 0)
+        gen = ++P.gen;
+    atomic_store(&P.state, (uint64_t)gen << 32 | CLOSED);
+    atomic_store(&P.op, gen);
+    atomic_store(&P.region, gen);
+    wake_workers(gen, threads);
+    atomic_fetch_add_explicit(&P.regions_opened, 1, memory_order_relaxed);
+}
+
+/* Sends the region's workers back to waiting for the next call. */
+static void region_close(void)
+{
+    atomic_store(&P.region, 0);
+    uint32_t gen = ++P.gen;
+    if (gen == 0)
+        gen = ++P.gen;
+    atomic_store(&P.state, (uint64_t)gen << 32 | CLOSED);
+    atomic_store(&P.op, gen);
+    if (atomic_load(&P.op_sleepers))
+        futex_wake_all(&P.op);
+}
+
 /* An op of the calling thread's region: split as a call of its own would
  * be, run by the threads in the region. */
 static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
@@ -487,32 +544,11 @@ static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
         stats_add(1, 0, 0);
         return;
     }
+    if (!r->open) {
+        region_open(r->threads); /* all of them: later ops may use more */
+        r->open = true;
+    }
     run_parallel(n, grain, fn, arg, threads, r->adapting && whole);
-}
-
-/* Opens a region for threads threads (the caller holds P.lock). */
-static void region_open(int threads)
-{
-    uint32_t gen = ++P.gen;
-    if (gen == 0)
-        gen = ++P.gen;
-    atomic_store(&P.state, (uint64_t)gen << 32 | CLOSED);
-    atomic_store(&P.op, gen);
-    atomic_store(&P.region, gen);
-    wake_workers(gen, threads);
-}
-
-/* Sends the region's workers back to waiting for the next call. */
-static void region_close(void)
-{
-    atomic_store(&P.region, 0);
-    uint32_t gen = ++P.gen;
-    if (gen == 0)
-        gen = ++P.gen;
-    atomic_store(&P.state, (uint64_t)gen << 32 | CLOSED);
-    atomic_store(&P.op, gen);
-    if (atomic_load(&P.op_sleepers))
-        futex_wake_all(&P.op);
 }
 
 /* Takes the pool for a call or region of up to want threads: the thread
@@ -543,19 +579,30 @@ void sl_pool_region(sl_pool_region_fn fn, void *arg)
         fn(arg); /* nested, one thread, or the pool is busy elsewhere */
         return;
     }
-    region_acc r = {threads, adapting, 0, 0, 0};
-    if (threads > 1)
-        region_open(threads);
-    tls_region = &r;
+    region_acc r = {threads, adapting, false, 0, 0, 0};
+    tls_region = &r; /* opened by its first op that runs in parallel */
     fn(arg);
     tls_region = NULL;
-    if (threads > 1)
+    if (r.open)
         region_close();
     if (r.adapting && r.wall_ns > 0)
         sl_pool_adapt_record(&tls_adapt, sl_pool_now_ns(), r.excess_ns, r.busy_ns, r.wall_ns);
     if (tls_stats)
         atomic_fetch_add_explicit(&tls_stats->regions, 1, memory_order_relaxed);
     pthread_mutex_unlock(&P.lock);
+}
+
+void sl_pool_for_work(int64_t n, int64_t grain, int64_t work, sl_pool_fn fn, void *arg)
+{
+    if (n <= 0)
+        return;
+    if (sl_pool_worth(work)) {
+        sl_pool_for(n, grain, fn, arg);
+        return;
+    }
+    /* as a call too small to split: in a region it counts as one-thread
+     * op, as sl_pool_for's own serial ops do */
+    sl_pool_for(n, n, fn, arg);
 }
 
 void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)

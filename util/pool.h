@@ -20,7 +20,9 @@
  * in it, and each parallel-for inside costs one barrier (publish the op,
  * everyone claims its chunks, the caller waits for the last) instead of a
  * lock, a wake-up and a join. Each op is split exactly as outside a region,
- * so results stay bit-identical; the adaptation decides once per region. */
+ * so results stay bit-identical; the adaptation decides once per region.
+ * The workers are woken at the region's first op that runs on more than
+ * one thread: a region of small ops never wakes them. */
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
@@ -34,6 +36,25 @@ typedef void (*sl_pool_fn)(void *arg, int64_t i0, int64_t i1);
 /* Runs fn over [0, n) on up to the calling thread's thread count; chunks
  * hold at least grain items (ranges of at most grain items run serially). */
 void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg);
+
+/* Work below which an op runs on the calling thread alone: joining a
+ * second thread costs more than it saves. Work is counted as the bytes the
+ * whole call reads from memory or L3 plus an eighth of its multiply-adds
+ * (sl_pool_work: a one-token matmul streams its weights, a batch's int8
+ * dot products run at about 8 a byte of such a stream). An op's split never
+ * changes its results, so the decision changes only where it runs.
+ * bench/pool_cost.sh measures where a second thread starts to pay: on Zen 5
+ * (2 cores of a VM) one-token matmuls of bf16 and Q4_0 both cross at 0.4-0.6
+ * MB of weights (about 15 us on one thread). SLUICE_POOL_MIN_WORK in the
+ * environment overrides the default (read once). */
+#define SL_POOL_MIN_WORK_DEFAULT ((int64_t)512 << 10)
+static inline int64_t sl_pool_work(int64_t bytes, int64_t macs) { return bytes + macs / 8; }
+int64_t sl_pool_min_work(void);
+void sl_pool_set_min_work(int64_t work); /* < 0: back to the default */
+/* Whether a call of this much work is worth more than one thread. */
+bool sl_pool_worth(int64_t work);
+/* sl_pool_for, run on the calling thread alone unless sl_pool_worth(work). */
+void sl_pool_for_work(int64_t n, int64_t grain, int64_t work, sl_pool_fn fn, void *arg);
 
 /* Runs fn(arg) on the calling thread while holding the pool: every
  * sl_pool_for fn makes runs on the region's threads. Nested in a task, or
@@ -115,6 +136,8 @@ void sl_pool_set_adaptive(bool on);
 uint64_t sl_pool_now_ns(void);
 /* Workers started, and how many of them sleep on their futex now. */
 int sl_pool_workers(void);
+/* Regions (of more than one thread) that woke their workers, since start. */
+uint64_t sl_pool_regions_opened(void);
 int sl_pool_workers_asleep(void);
 
 #endif
