@@ -439,16 +439,16 @@ static void prepare_acts(const needs *nd, plan *pl, int n_jobs, int64_t n_in, co
                          int64_t n_tok, const glu_rows *glu, sl_q8act *a, float **xb,
                          uint32_t **xpairs)
 {
+    double t0 = sl_now_s();
     if (nd->q8) {
-        double t0 = sl_now_s();
         sl_q8act_init(a, q8_scratch_get(sl_q8act_bytes(n_tok, n_in)), n_tok, n_in);
         q8_args q = {a, x, n_in, glu};
         sl_pool_for(n_tok, act_grain(n_tok, n_in), quantize_range, &q);
     } else if (glu) { /* the rows alone, before anything reads them */
         q8_args q = {NULL, x, n_in, glu};
         sl_pool_for(n_tok, act_grain(n_tok, n_in), quantize_range, &q);
-        tls_quant_s += sl_now_s() - t0;
     }
+    tls_quant_s += sl_now_s() - t0;
     if (nd->bf) {
         *xb = malloc(sizeof(float) * (size_t)(n_tok * n_in));
         *xpairs = nd->pairs ? malloc(sizeof(uint32_t) * (size_t)(n_tok * (n_in / 2) + 1)) : NULL;
