@@ -61,17 +61,8 @@ def q2_K(buf, n):
 
 
 def q3_K(buf, n):
-    b = dequant._blocks(buf, Q3_K, n)
-    hmask = b[:, 0:32].astype(np.int64)
-    raw = b[:, 96:108].astype(np.int64)
-    d = dequant._half(b[:, 108:110]).astype(f32)[:, 0]
-    j = np.arange(16)
-    low = (raw[:, j % 8] >> (4 * (j // 8))) & 15
-    top = (raw[:, 8 + j % 4] >> (2 * (j // 4))) & 3
-    sc = (low | (top << 4)) - 32
-    e = np.arange(256)
-    hbit = (hmask[:, e % 32] >> (e // 32)) & 1
-    q = dequant._two_bit_levels(b[:, 32:96]) - 4 * (1 - hbit)
+    d, sc, q = dequant.q3_K_levels(buf, n)
+    d = d.astype(f32)[:, 0]
     qi = (q.reshape(-1, 16, 16) * sc[:, :, None]).reshape(-1, 256)
     dn = (np.abs(qi).max(axis=1).astype(f32) / f32(127)).astype(f32)
     scale = dn >= 1

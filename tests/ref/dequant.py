@@ -193,7 +193,9 @@ def _q2_K(buf, n):
     return x.reshape(-1)
 
 
-def _q3_K(buf, n):
+def q3_K_levels(buf, n):
+    """Q3_K blocks as (d [blocks, 1], signed 6-bit scales [blocks, 16],
+    signed 3-bit levels [blocks, 256])."""
     b = _blocks(buf, Q3_K, n)
     hmask = b[:, 0:32].astype(np.int64)
     raw = b[:, 96:108].astype(np.int64)
@@ -208,6 +210,11 @@ def _q3_K(buf, n):
     e = np.arange(256)
     hbit = (hmask[:, e % 32] >> (e // 32)) & 1
     q = _two_bit_levels(b[:, 32:96]) - 4 * (1 - hbit)
+    return d, sc, q
+
+
+def _q3_K(buf, n):
+    d, sc, q = q3_K_levels(buf, n)
     x = (d * sc)[:, :, None] * q.reshape(-1, 16, 16)
     return x.reshape(-1)
 
