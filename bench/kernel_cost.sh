@@ -6,12 +6,8 @@
 # usage: bench/kernel_cost.sh [TYPE...]   (default: q4_0 q4_1 q5_0 q5_1 q8_0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ -f build/libsluice_core.a ]] || { echo "kernel_cost: build first (scripts/build.sh)" >&2; exit 1; }
-bin=$(mktemp)
-trap 'rm -f "$bin"' EXIT
-libs=$(ninja -C build -t commands sluice | tail -1 | tr ' ' '\n' | grep -E '^-l|\.so$' | tr '\n' ' ')
-g++ -O2 -fopenmp -I. -Ibuild -x c -std=gnu17 bench/kernel_cost.c -x none build/libsluice_core.a \
-    $libs -lpthread -o "$bin"
+. bench/lib.sh
+build_c bench/kernel_cost.c -fopenmp
 [[ $# -gt 0 ]] || set -- q4_0 q4_1 q5_0 q5_1 q8_0
 for t in "$@"; do
   "$bin" "$t"

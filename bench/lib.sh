@@ -87,3 +87,19 @@ def best(pair):
 print(" ".join(best(pair) for pair in sys.argv[1].split()))
 PY
 }
+
+# build_c SRC [FLAGS...]: compiles the C benchmark SRC against
+# $BUILD/libsluice_core.a (BUILD defaults to build) and the libraries the
+# sluice binary links, as ninja knows them; sets bin to the program, which
+# is removed at exit.
+build_c() {
+  local build=${BUILD:-build} src=$1 libs
+  shift
+  [[ -f $build/libsluice_core.a ]] || die "build first (scripts/build.sh)"
+  bin=$(mktemp)
+  trap 'rm -f "$bin"' EXIT
+  libs=$(ninja -C "$build" -t commands sluice | tail -1 | tr ' ' '\n' | grep -E '^-l|\.so$' | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  g++ -O2 "$@" -I. -I"$build" -x c -std=gnu17 "$src" -x none "$build/libsluice_core.a" \
+    $libs -lpthread -lm -o "$bin"
+}

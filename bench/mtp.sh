@@ -18,10 +18,6 @@ target=$cache/gemma4-$SIZE-$TYPE.gguf
 assistant=$cache/gemma4-assistant-$SIZE-$TYPE.gguf
 [ -f "$target" ] || "$SLUICE" synth --arch gemma4 --size "$SIZE" --type "$TYPE" -o "$target"
 [ -f "$assistant" ] || "$SLUICE" synth --arch gemma4-assistant --size "$SIZE" --type "$TYPE" -o "$assistant"
-bin=$(mktemp)
-trap 'rm -f "$bin"' EXIT
-# the libraries the sluice binary links, as ninja knows them
-libs=$(ninja -C build -t commands sluice | tail -1 | tr ' ' '\n' | grep -E '^-l|\.so$' | tr '\n' ' ')
-g++ -O2 -I. -Ibuild -x c -std=gnu17 bench/mtp_cost.c -x none build/libsluice_core.a \
-    $libs -lpthread -o "$bin"
+. bench/lib.sh
+build_c bench/mtp_cost.c
 "$bin" "$target" "$assistant" "$PROMPT" "$REPEAT"
