@@ -478,6 +478,12 @@ void pl_msg_set_sent_ns(pl_msg *m, uint64_t sent_ns)
     m->hdr_store.sent_ns = sent_ns;
 }
 
+void pl_msg_set_run_id(pl_msg *m, uint64_t run_id)
+{
+    if (m->hdr && !m->received)
+        m->hdr->run_id = run_id;
+}
+
 void pl_msg_raise_fence(pl_msg *m, uint64_t fence)
 {
     if (m->hdr && m->hdr->fence < fence)

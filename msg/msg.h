@@ -50,6 +50,8 @@ typedef struct pl_msg {
     void *free_hint[PL_MAX_FRAMES];
     bool received;
     bool hdr_lent;             /* received in the same thread (pl_msg_hand_over): hdr is the sender's */
+    char peer[64];             /* received: the sender's address where the transport knows it
+                                * (tcp: its IP), for messages naming a stranger; else "" */
 } pl_msg;
 
 /* Limits a receiver enforces before trusting anything. */
@@ -98,6 +100,9 @@ void pl_msg_set_sent_ns(pl_msg *m, uint64_t sent_ns);
 /* Raises the message's fence (never lowers it): the stage hosts drop every
  * MSG_BATCH whose id is at or below the highest fence they have seen. */
 void pl_msg_raise_fence(pl_msg *m, uint64_t fence);
+/* The pipeline run the message belongs to (Header.run_id): the stage hosts
+ * and the driver drop a message of another run, or of none (0). */
+void pl_msg_set_run_id(pl_msg *m, uint64_t run_id);
 /* A slot message (RELEASE, TRUNCATE): its slots, requests and length. */
 void pl_msg_set_slots(pl_msg *m, const int32_t *seqs, size_t n_seqs, const uint64_t *requests,
                       size_t n_requests, int32_t length);

@@ -123,6 +123,12 @@ typedef struct sl_spec_summary {
 } sl_spec_summary;
 void sl_pipeline_spec_stats(const sl_pipeline *p, sl_spec_summary *out);
 
+/* The run's id (Header.run_id), random and nonzero: every message of the
+ * run carries it, and the stages and the driver drop messages without it
+ * (tests that speak for the pipeline stamp it with pl_msg_set_run_id). */
+uint64_t sl_pipeline_run_id(const sl_pipeline *p);
+/* Answers of another run the driver dropped. */
+uint64_t sl_pipeline_foreign(const sl_pipeline *p);
 /* Requests sl_pipeline_submit refused for going past max_requests. */
 uint64_t sl_pipeline_refused(const sl_pipeline *p);
 /* A snapshot of the metrics of the stages in this process, in pipeline

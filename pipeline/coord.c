@@ -68,6 +68,8 @@ struct pl_coord {
     uint64_t rejoins;       /* under lock */
     char failure[512];      /* under lock: the latest death */
     pl_wire_limits limits;
+    uint64_t run_id;        /* the pipeline's: sent with every control message (ASSIGN: the
+                             * workers' stages stamp and require it on the data plane) */
 };
 
 /* ---- naming ---- */
@@ -233,11 +235,12 @@ static int await_spawned(peer *p, sl_err *err)
 
 /* ---- control messages ---- */
 
-static int send_ctl(peer *p, Sluice__MsgKind kind, Sluice__StageAssign **assign, size_t n_assign,
-                    sl_err *err)
+static int send_ctl(const pl_coord *c, peer *p, Sluice__MsgKind kind, Sluice__StageAssign **assign,
+                    size_t n_assign, sl_err *err)
 {
     pl_msg m;
     pl_msg_init(&m, kind, 0, 0);
+    pl_msg_set_run_id(&m, c->run_id);
     pl_msg_set_assign(&m, assign, n_assign);
     int rc = pl_msg_send(&m, p->sock, ZMQ_DONTWAIT, err);
     pl_msg_close(&m);
@@ -412,7 +415,7 @@ static int send_assign(pl_coord *c, peer *p, const char *const *stage_in, const 
         ptrs[n] = &sa[n];
         n++;
     }
-    int rc = send_ctl(p, SLUICE__MSG_KIND__MSG_ASSIGN, ptrs, (size_t)n, err);
+    int rc = send_ctl(c, p, SLUICE__MSG_KIND__MSG_ASSIGN, ptrs, (size_t)n, err);
     if (rc)
         sl_wrap(err, "node '%s' (%s): cannot send its assignment", p->nd.name, p->nd.address);
     free(sa);
@@ -513,7 +516,7 @@ static void rejoin_peer(pl_coord *c, peer *p, double t)
         p->assigning = false;
     if (!p->assigning && t - p->last_ping >= HEARTBEAT_EVERY_S) {
         p->last_ping = t;
-        send_ctl(p, SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, &err);
+        send_ctl(c, p, SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, &err);
     }
 }
 
@@ -617,7 +620,7 @@ static void watch_peer(pl_coord *c, peer *p, double t)
     if (t - p->last_ping >= HEARTBEAT_EVERY_S) {
         sl_err err;
         p->last_ping = t;
-        send_ctl(p, SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, &err); /* a full queue just means silence */
+        send_ctl(c, p, SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, &err); /* a full queue just means silence */
     }
     ask_metrics(p, t);
 }
@@ -655,7 +658,7 @@ static int start_workers(pl_coord *c, void *zctx, const char *const *stage_in,
             return -1;
     for (int i = 0; i < c->n_peers; i++)
         if (open_socket(c, zctx, &c->peers[i], i, err) ||
-            send_ctl(&c->peers[i], SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, err))
+            send_ctl(c, &c->peers[i], SLUICE__MSG_KIND__MSG_HEARTBEAT, NULL, 0, err))
             return -1;
     if (await_all(c, SLUICE__MSG_KIND__MSG_HEARTBEAT, CONNECT_TIMEOUT_S, pong_ok, unreachable,
                   "waiting for its first answer", err))
@@ -682,12 +685,13 @@ static void free_addresses(pl_coord *c)
 
 int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char *const *stage_in,
                    const char *const *stage_out, const char *self_exe, double peer_timeout_s,
-                   const pl_keyring *keys, sec_zap *zap, sl_err *err)
+                   const pl_keyring *keys, sec_zap *zap, uint64_t run_id, sl_err *err)
 {
     *out = NULL;
     pl_coord *c = calloc(1, sizeof *c);
     if (!c)
         return sl_fail(err, "out of memory");
+    c->run_id = run_id;
     c->cfg = cfg;
     c->keys = keys;
     c->zap = zap;
@@ -767,7 +771,7 @@ void pl_coord_stop(pl_coord *c)
         sl_err err;
         if (!p->dead && !reap(p)) {
             zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
-            send_ctl(p, SLUICE__MSG_KIND__MSG_SHUTDOWN, NULL, 0, &err);
+            send_ctl(c, p, SLUICE__MSG_KIND__MSG_SHUTDOWN, NULL, 0, &err);
         }
     }
     for (int i = 0; i < c->n_peers; i++) {

@@ -23,7 +23,7 @@ typedef struct pl_coord pl_coord;
  * keys->self.on (zap then watches the control sockets' handshakes). */
 int pl_coord_start(pl_coord **out, void *zctx, const pl_config *cfg, const char *const *stage_in,
                    const char *const *stage_out, const char *self_exe, double peer_timeout_s,
-                   const pl_keyring *keys, sec_zap *zap, sl_err *err);
+                   const pl_keyring *keys, sec_zap *zap, uint64_t run_id, sl_err *err);
 /* What the heartbeat thread has seen. A worker that stops answering, says
  * it stopped, or whose process exited counts as a death (failure names the
  * node and its stages, and how it died); the coordinator then keeps asking

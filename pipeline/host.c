@@ -52,6 +52,11 @@ struct pl_host {
      * stage was lost (the driver replays their requests), so any that a
      * cut-off stage still flushes downstream are dropped, never computed */
     uint64_t fence;
+    /* the pipeline run: stamped on what the host sends, required of what
+     * it receives (the wire carries no other identity, and without CURVE
+     * anyone who reaches the input can send) */
+    uint64_t run_id;
+    bool foreign_logged;
 };
 
 #include "proto/sluice.pb-c.h"
@@ -70,6 +75,7 @@ static int emit_send(void *ctx, pl_msg *m, sl_err *err)
 {
     pl_host *h = ctx;
     pl_msg_raise_fence(m, h->fence);
+    pl_msg_set_run_id(m, h->run_id);
     int rc = h->lout ? pl_link_send(h->lout, m, err) : pl_msg_send(m, h->out, 0, err);
     pl_msg_close(m);
     return rc;
@@ -152,6 +158,30 @@ static void count_dropped(pl_host *h, const sl_err *why)
     pthread_mutex_unlock(&h->lock);
 }
 
+/* True when m is of another pipeline run (or of none): it is dropped,
+ * counted and logged (the first one a stage sees, by its id and sender),
+ * before its fence or anything else in it is taken. */
+static bool foreign(pl_host *h, const pl_msg *m)
+{
+    if (m->hdr->run_id == h->run_id)
+        return false;
+    if (!h->foreign_logged) {
+        h->foreign_logged = true;
+        fprintf(stderr, "sluice: %s: dropping messages of another pipeline run (the first: %s batch %llu, run "
+                "id %016llx, from %s; this run's is %016llx)\n", h->stage->name,
+                pl_msg_kind_name(m->hdr->kind), (unsigned long long)m->hdr->batch_id,
+                (unsigned long long)m->hdr->run_id, m->peer[0] ? m->peer : "a peer of unknown address",
+                (unsigned long long)h->run_id);
+    }
+    pthread_mutex_lock(&h->lock);
+    h->stats.dropped++;
+    h->stats.foreign++;
+    h->met.dropped++;
+    h->met.foreign++;
+    pthread_mutex_unlock(&h->lock);
+    return true;
+}
+
 /* Takes m's fence; true when m is a batch at or below the fence (stale:
  * sent before a stage was lost), which is then counted as dropped. */
 static bool fenced_off(pl_host *h, const pl_msg *m)
@@ -179,6 +209,7 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
     pl_host *h = ctx;
     sl_err why;
     pl_msg_raise_fence(m, h->up->fence);
+    pl_msg_set_run_id(m, h->up->run_id);
     if (pl_msg_seal(m, &why)) { /* one the next member would drop on receipt */
         count_dropped(h, &why);
         pl_msg_close(m);
@@ -188,7 +219,7 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
     double entered = sl_now_s();
     if (pl_msg_hand_over(&in, m, &h->limits, &why)) {
         count_dropped(h, &why);
-    } else if (fenced_off(h, &in)) {
+    } else if (foreign(h, &in) || fenced_off(h, &in)) {
         pl_msg_close(&in);
     } else {
         double t0 = sl_now_s();
@@ -211,7 +242,7 @@ static int emit_chain(void *ctx, pl_msg *m, sl_err *err)
 static void enqueue(pl_host *h)
 {
     pl_msg *m = &h->pending[(h->q_head + h->n_pending) % HOST_QUEUE];
-    if (fenced_off(h, m))
+    if (foreign(h, m) || fenced_off(h, m))
         pl_msg_close(m);
     else
         h->n_pending++;
@@ -395,6 +426,7 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
     pl_wire_limits_default(&h->limits);
     if (sec && sec->limits)
         h->limits = *sec->limits;
+    h->run_id = sec ? sec->run_id : 0;
     pl_stage_metrics_init(&h->met, stage->name, stage->index);
     pthread_mutex_init(&h->lock, NULL);
     if (!(h->pending = calloc(HOST_QUEUE, sizeof *h->pending))) {
@@ -438,6 +470,8 @@ static int start_linked(pl_host **out, void *zctx, sl_stage *stage, const char *
         sl_fail(err, "%s: cannot connect to %s: %s", stage->name, out_addr, zmq_strerror(zmq_errno()));
         goto fail;
     }
+    for (int i = 0; i < n_members; i++)
+        members[i]->run_id = h->run_id;
     if (n_members > 0) {
         h->emit = (sl_emit){emit_chain, members[0]};
         members[0]->up = h;

@@ -24,6 +24,11 @@ typedef struct pl_host_sec {
     const char *out_server_key;
     sec_zap *zap;
     const pl_wire_limits *limits; /* what the input accepts; NULL: pl_wire_limits_default */
+    /* the pipeline run (Header.run_id): stamped on everything the host
+     * sends; a message carrying another id is dropped on receipt, counted
+     * (foreign) and logged once, before anything in it is read. Without
+     * sec the run id is 0. */
+    uint64_t run_id;
 } pl_host_sec;
 
 /* The wire limits a config's `limits:` sets: frame and message sizes as
@@ -32,6 +37,7 @@ void pl_wire_limits_from_config(pl_wire_limits *w, const pl_limits *l);
 
 typedef struct pl_host_stats {
     uint64_t messages, rows, dropped, errors;
+    uint64_t foreign;      /* of dropped: messages of another run (pl_host_sec.run_id) */
     double busy_seconds;
     /* the stage's worker pool calls (util/pool.h) */
     uint64_t pool_calls, pool_thread_sum;

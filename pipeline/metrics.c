@@ -144,10 +144,10 @@ char *pl_metrics_text(const pl_stage_metrics *m, int n)
         hist_quantile(&s->step_seconds, 0.5, p50, sizeof p50);
         hist_quantile(&s->step_seconds, 0.99, p99, sizeof p99);
         put(&b, "stage %d %s\n", s->index, s->name);
-        put(&b, "  messages %llu  tokens %llu  errors %llu  refused %llu  dropped %llu\n",
+        put(&b, "  messages %llu  tokens %llu  errors %llu  refused %llu  dropped %llu  foreign %llu\n",
             (unsigned long long)s->messages, (unsigned long long)s->tokens,
             (unsigned long long)s->errors, (unsigned long long)s->refused,
-            (unsigned long long)s->dropped);
+            (unsigned long long)s->dropped, (unsigned long long)s->foreign);
         put(&b, "  busy %.3f s  step mean %.6f s  p50 %s s  p99 %s s\n", s->busy_seconds,
             hist_mean(&s->step_seconds), p50, p99);
         put(&b, "  threads %u (mean %.2f over %llu parallel calls)  barrier wait %.3f s\n",
@@ -185,7 +185,7 @@ static void labels(sbuf *b, const pl_stage_metrics *s)
 }
 
 typedef enum {
-    F_MESSAGES, F_TOKENS, F_ERRORS, F_REFUSED, F_DROPPED, F_BUSY, F_DEPTH,
+    F_MESSAGES, F_TOKENS, F_ERRORS, F_REFUSED, F_DROPPED, F_FOREIGN, F_BUSY, F_DEPTH,
     F_THREADS, F_POOL_CALLS, F_THREAD_SUM, F_WAIT
 } field;
 
@@ -197,6 +197,7 @@ static void put_value(sbuf *b, const pl_stage_metrics *s, field f)
     case F_ERRORS: put(b, "%llu", (unsigned long long)s->errors); break;
     case F_REFUSED: put(b, "%llu", (unsigned long long)s->refused); break;
     case F_DROPPED: put(b, "%llu", (unsigned long long)s->dropped); break;
+    case F_FOREIGN: put(b, "%llu", (unsigned long long)s->foreign); break;
     case F_BUSY: put(b, "%.9g", s->busy_seconds); break;
     case F_DEPTH: put(b, "%u", s->queue_depth); break;
     case F_THREADS: put(b, "%u", s->pool_threads); break;
@@ -255,6 +256,9 @@ char *pl_metrics_prometheus(const pl_stage_metrics *m, int n)
            "Messages refused for going past a limit (sizes, slots, context, rows).", F_REFUSED);
     family(&b, m, n, "sluice_stage_dropped_total", "counter", "Malformed messages dropped on receipt.",
            F_DROPPED);
+    family(&b, m, n, "sluice_stage_foreign_total", "counter",
+           "Messages of another pipeline run (or of none) dropped on receipt (counted in dropped too).",
+           F_FOREIGN);
     family(&b, m, n, "sluice_stage_busy_seconds_total", "counter", "Time a stage spent processing.", F_BUSY);
     family(&b, m, n, "sluice_stage_queue_depth", "gauge",
            "Messages waiting when the stage took its last one.", F_DEPTH);

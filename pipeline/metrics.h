@@ -45,6 +45,8 @@ typedef struct pl_stage_metrics {
     uint64_t errors;               /* messages the stage answered with an ERROR, or failed on */
     uint64_t refused;              /* messages past a limit (wire sizes, slots, context, rows) */
     uint64_t dropped;              /* malformed messages dropped on receipt (refused included) */
+    uint64_t foreign;              /* of those, well-formed ones of another pipeline run (or
+                                    * none): Header.run_id not the stage's */
     double busy_seconds;
     uint32_t queue_depth;          /* messages waiting when the stage took its last one */
     /* the worker pool's calls made by the stage (util/pool.h): how many

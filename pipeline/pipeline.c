@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -122,6 +123,8 @@ struct sl_pipeline {
     bool down;              /* a worker is dead: nothing is sent until it re-joins */
     double down_since;
     uint64_t stale_below;   /* answers to batches up to this id predate a death */
+    uint64_t run_id;        /* this run's (Header.run_id): random, nonzero, chosen at open */
+    _Atomic uint64_t n_foreign; /* answers of another run dropped */
     uint64_t *dirty;        /* per slot: the request that held it when a stage died, 0: clean */
     sl_spec_summary spec;   /* over the pipeline's life */
     /* batch building scratch, sized for max_batch_tokens */
@@ -217,6 +220,7 @@ static request *find_req(sl_pipeline *p, uint64_t id)
 /* Sends m to stage 0 (over the link when there is one). */
 static int send_first(sl_pipeline *p, pl_msg *m, sl_err *err)
 {
+    pl_msg_set_run_id(m, p->run_id);
     return p->link_out ? pl_link_send(p->link_out, m, err) : pl_msg_send(m, p->to_first, 0, err);
 }
 
@@ -814,6 +818,16 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
 {
     sl_err err;
     int kind = m->hdr->kind;
+    if (m->hdr->run_id != p->run_id) {
+        /* another pipeline's answer (or a stranger's): its batch ids and
+         * request ids mean nothing here, and an ERROR must not fail ours */
+        if (p->n_foreign++ == 0)
+            fprintf(stderr, "sluice: driver: dropping answers of another pipeline run (the first: %s for batch "
+                    "%llu, run id %016llx, from %s; this run's is %016llx)\n", pl_msg_kind_name(kind),
+                    (unsigned long long)m->hdr->batch_id, (unsigned long long)m->hdr->run_id,
+                    m->peer[0] ? m->peer : "a peer of unknown address", (unsigned long long)p->run_id);
+        return;
+    }
     if (kind != SLUICE__MSG_KIND__MSG_TOKENS && kind != SLUICE__MSG_KIND__MSG_ERROR) {
         fprintf(stderr, "sluice: driver: unexpected %s message ignored\n", pl_msg_kind_name(kind));
         return;
@@ -1282,11 +1296,26 @@ static int start_stages(sl_pipeline *p, char (*addr)[ADDR_MAX], sl_err *err)
         }
         if (numa >= 0)
             sl_bind_reset();
-        pl_host_sec sec = {&p->keys.self, pl_keyring_stage_key(&p->keys, c, i1), p->zap, &p->limits};
+        pl_host_sec sec = {&p->keys.self, pl_keyring_stage_key(&p->keys, c, i1), p->zap, &p->limits,
+                           p->run_id};
         if (pl_host_start_chain(&p->hosts[i0], i1 - i0, p->zctx, stages, addr[i0], addr[i1],
                                 chain_threads(p, i0, i1), numa, &sec, err))
             return -1;
     }
+    return 0;
+}
+
+/* The run's id: random, so a message of another run (an earlier one at
+ * the same addresses, a neighbour's, a stranger's) is told apart even
+ * without CURVE; never 0, which a message without one carries. */
+static int pick_run_id(uint64_t *id, sl_err *err)
+{
+    do {
+        ssize_t got = getrandom(id, sizeof *id, 0);
+        if (got != (ssize_t)sizeof *id)
+            return sl_fail(err, "cannot pick the pipeline's run id: getrandom: %s",
+                           got < 0 ? strerror(errno) : "short read");
+    } while (*id == 0);
     return 0;
 }
 
@@ -1343,6 +1372,8 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
         pl_config_check_layers(&p->cfg, p->model_cfg.n_layer, err) || check_size_limits(p, err) ||
         alloc_driver(p, err))
         goto fail;
+    if (pick_run_id(&p->run_id, err))
+        goto fail;
     uint64_t tag = ((uint64_t)getpid() << 20) ^ (uint64_t)(uintptr_t)p;
     for (int i = 0; i <= cfg->n_stages; i++) {
         if (stage_address(cfg, p->opts.local_hops, i, tag, addr[i], err))
@@ -1386,7 +1417,7 @@ int sl_pipeline_open(sl_pipeline **out, const pl_config *cfg, const sl_pipeline_
     if (pl_cores_apply(&p->cfg, &p->cpus_before, &p->cpus_bound, err) || start_stages(p, addr, err))
         goto fail;
     if (remote && pl_coord_start(&p->coord, p->zctx, &p->cfg, in, in + 1, p->opts.self_exe,
-                                 p->opts.peer_timeout_s, &p->keys, p->zap, err))
+                                 p->opts.peer_timeout_s, &p->keys, p->zap, p->run_id, err))
         goto fail;
     if (zmq_connect(p->to_first, addr[0])) {
         sl_fail(err, "driver: cannot connect to %s: %s", addr[0], zmq_strerror(zmq_errno()));
@@ -1477,6 +1508,8 @@ int sl_pipeline_metrics(sl_pipeline *p, pl_stage_metrics **out, int *n) { return
 int sl_pipeline_metrics_all(sl_pipeline *p, pl_stage_metrics **out, int *n) { return snapshot(p, true, out, n); }
 
 uint64_t sl_pipeline_refused(const sl_pipeline *p) { return p->n_refused; }
+uint64_t sl_pipeline_run_id(const sl_pipeline *p) { return p->run_id; }
+uint64_t sl_pipeline_foreign(const sl_pipeline *p) { return p->n_foreign; }
 
 void sl_pipeline_client_metrics(const sl_pipeline *p, pl_client_metrics *out)
 {
@@ -1495,10 +1528,10 @@ void sl_pipeline_print_stats(sl_pipeline *p, void *file)
             continue;
         pl_host_stats st;
         pl_host_stats_get(p->hosts[i], &st);
-        fprintf(out, "stage %-14s messages %-8llu rows %-8llu busy %.3f s, dropped %llu, errors %llu",
+        fprintf(out, "stage %-14s messages %-8llu rows %-8llu busy %.3f s, dropped %llu (foreign %llu), errors %llu",
                 pl_host_name(p->hosts[i]), (unsigned long long)st.messages,
                 (unsigned long long)st.rows, st.busy_seconds, (unsigned long long)st.dropped,
-                (unsigned long long)st.errors);
+                (unsigned long long)st.foreign, (unsigned long long)st.errors);
         if (st.pool_calls)
             fprintf(out, ", threads %u (mean %.2f over %llu parallel calls), barrier wait %.3f s",
                     st.pool_threads, (double)st.pool_thread_sum / (double)st.pool_calls,

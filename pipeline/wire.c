@@ -3,6 +3,7 @@
 #include "pipeline/wire.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -216,5 +217,12 @@ int pl_msg_recv(pl_msg *m, void *socket, const pl_wire_limits *lim, sl_err *err)
         frames[i] = zmq_msg_data(&st->zmsgs[i]);
         sizes[i] = zmq_msg_size(&st->zmsgs[i]);
     }
-    return pl_msg_decode_owned(m, frames, sizes, st->n_zmsgs, lim, frames_free, st, err);
+    /* the sender's address before m owns the frames (tcp only: "" else) */
+    const char *peer = zmq_msg_gets(&st->zmsgs[0], "Peer-Address");
+    char who[sizeof m->peer];
+    snprintf(who, sizeof who, "%s", peer ? peer : "");
+    if (pl_msg_decode_owned(m, frames, sizes, st->n_zmsgs, lim, frames_free, st, err))
+        return -1;
+    memcpy(m->peer, who, sizeof who);
+    return 0;
 }

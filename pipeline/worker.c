@@ -276,7 +276,7 @@ static int start_chain(worker *w, const Sluice__Header *h, size_t i0, size_t i1,
         lim.max_frame_bytes = (size_t)place.max_frame_bytes;
     if (place.max_message_bytes && place.max_message_bytes < lim.max_message_bytes)
         lim.max_message_bytes = (size_t)place.max_message_bytes;
-    pl_host_sec sec = {&w->keys, last.output_key, w->zap, &lim};
+    pl_host_sec sec = {&w->keys, last.output_key, w->zap, &lim, h->run_id};
     return pl_host_start_chain(out, (int)(i1 - i0), w->zctx, stages, place.input, last.output,
                                host_threads(w, h, i0, &place), place.numa, &sec, err);
 }
@@ -287,6 +287,10 @@ static int assign(worker *w, const Sluice__Header *h, sl_err *err)
 {
     if (h->n_assign == 0)
         return sl_fail(err, "the assignment lists no stages");
+    /* the stages stamp it on what they send and drop what lacks it */
+    if (h->run_id == 0)
+        return sl_fail(err, "the assignment carries no pipeline run id (a coordinator older than this "
+                       "worker?); its stages could not tell its batches from a stranger's");
     if (h->n_assign > PL_MAX_STAGES)
         return sl_fail(err, "the assignment lists %zu stages, more than the %d a pipeline has at most",
                        h->n_assign, PL_MAX_STAGES);

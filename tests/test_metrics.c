@@ -96,6 +96,8 @@ static void check_render(void)
     m[0].tokens = 40;
     m[0].refused = 3;
     m[0].errors = 4;
+    m[0].dropped = 6;
+    m[0].foreign = 5;
     m[0].busy_seconds = 0.5;
     m[0].queue_depth = 2;
     pl_hist_observe(&m[0].step_seconds, 0.003);
@@ -114,6 +116,8 @@ static void check_render(void)
     CHECK(strstr(prom, "sluice_stage_tokens_total{stage=\"layers[0,3)\",index=\"1\"} 40\n"));
     CHECK(strstr(prom, "sluice_stage_refused_total{stage=\"layers[0,3)\",index=\"1\"} 3\n"));
     CHECK(strstr(prom, "sluice_stage_errors_total{stage=\"layers[0,3)\",index=\"1\"} 4\n"));
+    CHECK(strstr(prom, "sluice_stage_dropped_total{stage=\"layers[0,3)\",index=\"1\"} 6\n"));
+    CHECK(strstr(prom, "sluice_stage_foreign_total{stage=\"layers[0,3)\",index=\"1\"} 5\n"));
     CHECK(strstr(prom, "sluice_stage_queue_depth{stage=\"layers[0,3)\",index=\"1\"} 2\n"));
     /* cumulative buckets: 0.003 is past 0.0025, within 0.005 */
     CHECK(strstr(prom, "sluice_stage_step_seconds_bucket{stage=\"layers[0,3)\",index=\"1\",le=\"0.0025\"} 0\n"));
@@ -130,8 +134,8 @@ static void check_render(void)
     CHECK(strstr(prom, "sluice_stage_barrier_wait_seconds_total{stage=\"layers[0,3)\",index=\"1\"} 0.25\n"));
     /* label values escaped */
     CHECK(strstr(prom, "{stage=\"we\\\"ird\\\\name\",index=\"2\"}"));
-    /* 11 single-value families and two histograms (buckets + Inf, sum, count), 2 stages */
-    int expect = 2 * (11 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3));
+    /* 12 single-value families and two histograms (buckets + Inf, sum, count), 2 stages */
+    int expect = 2 * (12 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3));
     int got = prom_samples(prom);
     CHECKF(got == expect, "%d sample lines, expected %d", got, expect);
     free(prom);
@@ -140,7 +144,7 @@ static void check_render(void)
     CHECK(text != NULL);
     if (text) {
         CHECKF(strstr(text, "stage 1 layers[0,3)\n") &&
-                   strstr(text, "messages 12  tokens 40  errors 4  refused 3  dropped 0"),
+                   strstr(text, "messages 12  tokens 40  errors 4  refused 3  dropped 6  foreign 5\n"),
                "%s", text);
         CHECKF(strstr(text, "p50 <=0.005 s") && strstr(text, "queue depth 2 (mean 2.00, max <=2)"), "%s", text);
         CHECKF(strstr(text, "threads 1 (mean 1.70 over 10 parallel calls)  barrier wait 0.250 s"), "%s",
@@ -344,7 +348,7 @@ static void check_http(void)
         CHECK(body != NULL);
         if (body) {
             body += 4;
-            CHECKF(prom_samples(body) == 4 * (11 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3)),
+            CHECKF(prom_samples(body) == 4 * (12 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3)),
                    "every line of the body parses, for four stages");
             char want[128];
             snprintf(want, sizeof want, "\nsluice_stage_messages_total{stage=\"sample\",index=\"3\"} %d\n", n_gen + 1);
@@ -380,6 +384,10 @@ static void check_http(void)
 /* A BATCH for the layers stage (activations D_MODEL wide) with n rows, each
  * at slot seq and positions pos0.., optionally with draft_rows of draft
  * distributions (a second big payload). */
+/* The run the injected batches claim: the open pipeline's, so they reach
+ * the stage's own checks (a batch of another run is dropped before them). */
+static uint64_t inject_run_id;
+
 static void send_batch(void *sock, uint32_t n, int32_t seq, int32_t pos0, uint32_t draft_rows)
 {
     pl_msg m;
@@ -412,6 +420,7 @@ static void send_batch(void *sock, uint32_t n, int32_t seq, int32_t pos0, uint32
         CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_COUNT, SLUICE__DTYPE__DT_I32, draft_rows, 0,
                          q_count, NULL, NULL, &err) == 0);
     }
+    pl_msg_set_run_id(&m, inject_run_id);
     CHECKF(pl_msg_send(&m, sock, 0, &err) == 0, "%s", err.msg);
     pl_msg_close(&m);
     free(req);
@@ -462,6 +471,7 @@ static void check_refusals(void)
         CHECK(0);
         return;
     }
+    inject_run_id = sl_pipeline_run_id(p);
     void *zctx = zmq_ctx_new();
     void *sock = zmq_socket(zctx, ZMQ_PUSH);
     char addr[400];
@@ -558,6 +568,7 @@ static void check_worker(const char *sluice)
         return;
     }
     CHECK(run_one(p, "you may not use this file", 4) == 4);
+    inject_run_id = sl_pipeline_run_id(p);
     void *zctx = zmq_ctx_new();
     void *sock = zmq_socket(zctx, ZMQ_PUSH);
     char addr[400], ctl[400];
@@ -581,7 +592,7 @@ static void check_worker(const char *sluice)
      * oversized message never reached the stage */
     CHECKF(seen && strstr(text, ": serving a coordinator, 3 stage(s)\n") &&
                strstr(text, "stage 1 layers[0,6)\n  messages 6  tokens ") &&
-               strstr(text, "  errors 1  refused 2  dropped 1\n"),
+               strstr(text, "  errors 1  refused 2  dropped 1  foreign 0\n"),
            "worker status:\n%s", text ? text : "(none)");
     free(text);
     CHECK(run_one(p, "you may not use this file", 4) == 4);

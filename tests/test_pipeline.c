@@ -169,7 +169,10 @@ static void check_slot_queue(const result *base)
 
 /* ---- injection ---- */
 
-static void send_bad(void *sock, int variant, uint64_t real_req)
+/* The bad messages claim the pipeline's run (a stage of it gone wrong):
+ * they reach the stage's own checks, which a message of another run never
+ * does (check_foreign). */
+static void send_bad(void *sock, int variant, uint64_t real_req, uint64_t run_id)
 {
     pl_msg m;
     sl_err err;
@@ -191,6 +194,7 @@ static void send_bad(void *sock, int variant, uint64_t real_req)
      * variant 2: the right width but a KV slot the stage does not have */
     pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, 2,
                variant == 2 ? 256 : 128, act, NULL, NULL, &err);
+    pl_msg_set_run_id(&m, run_id);
     CHECK(pl_msg_send(&m, sock, 0, &err) == 0);
     pl_msg_close(&m);
 }
@@ -236,8 +240,8 @@ static void check_injection(const result *base)
          * an out-of-range slot, then a wrong shape naming the victim. */
         if (ev.kind == SL_EV_TOKEN && ev.request == id_keep && keep.n == 3 && sent == 0) {
             for (int v = 0; v < 3; v++)
-                send_bad(sock, v, 0);
-            send_bad(sock, 3, id_victim);
+                send_bad(sock, v, 0, sl_pipeline_run_id(p));
+            send_bad(sock, 3, id_victim, sl_pipeline_run_id(p));
             sent = 1;
         }
     }
@@ -259,6 +263,152 @@ static void check_injection(const result *base)
     zmq_close(sock);
     zmq_ctx_term(zctx);
     sl_pipeline_close(p);
+}
+
+/* A well-formed batch for slot 0 at position 0 (the stage would cut the
+ * slot there, rewinding the request that holds it), from run run_id (0:
+ * none, as a sender that knows nothing of runs sends). */
+static void send_foreign_batch(void *sock, uint64_t run_id, uint64_t batch_id)
+{
+    pl_msg m;
+    sl_err err;
+    uint64_t req = 1;
+    int32_t seq = 0, pos = 0;
+    uint8_t flags = 1;
+    static float act[256];
+    for (int i = 0; i < 256; i++)
+        act[i] = 0.01f * (float)(i % 7);
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, batch_id, 1);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, &req, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SEQ, SLUICE__DTYPE__DT_I32, 1, 0, &seq, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_POS, SLUICE__DTYPE__DT_I32, 1, 0, &pos, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, 1, 0, &flags, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_ACTIVATION, SLUICE__DTYPE__DT_F32, 1, 256, act, NULL, NULL,
+                     &err) == 0);
+    pl_msg_set_run_id(&m, run_id);
+    CHECKF(pl_msg_send(&m, sock, 0, &err) == 0, "%s", err.msg);
+    pl_msg_close(&m);
+}
+
+/* An ERROR naming the live request, as the last stage of another run
+ * would send it to its driver. */
+static void send_foreign_error(void *sock, uint64_t run_id, uint64_t request)
+{
+    pl_msg m;
+    sl_err err;
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_ERROR, 7, 1);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 1, 0, &request, NULL, NULL,
+                     &err) == 0);
+    pl_msg_set_error(&m, "a stranger's error", "stranger");
+    pl_msg_set_run_id(&m, run_id);
+    CHECKF(pl_msg_send(&m, sock, 0, &err) == 0, "%s", err.msg);
+    pl_msg_close(&m);
+}
+
+/* The wire has no identity of its own: without CURVE any sender that
+ * reaches a tcp:// input can deliver a well-formed message. Batches and an
+ * ERROR of another run (and of none) reach a plain-tcp pipeline's stages
+ * and driver mid-request; they are dropped and counted, and the live
+ * request gives exactly the tokens of an undisturbed run. */
+static void check_foreign(const result *base)
+{
+    int port_fds[8] = {0};
+    int tcp_base = test_reserve_ports(8, port_fds);
+    CHECK(tcp_base > 0);
+    if (tcp_base <= 0)
+        return;
+    pl_config c;
+    layout(&c, (const int[]){3}, 1); /* embed s0, layers s1 s2, head s3, sample s4, driver 5 */
+    char hops[64];
+    snprintf(hops, sizeof hops, "tcp:%d", tcp_base);
+    sl_pipeline_opts o;
+    sl_pipeline_opts_default(&o);
+    o.local_hops = hops;
+    sl_pipeline *p;
+    sl_err err;
+    if (sl_pipeline_open(&p, &c, &o, &err)) {
+        fprintf(stderr, "open: %s\n", err.msg);
+        CHECK(0);
+        test_release_ports(8, port_fds);
+        return;
+    }
+    uint64_t run = sl_pipeline_run_id(p), other = run ^ 0x5a5a5a5a5a5a5a5aull;
+    CHECK(run != 0);
+    void *zctx = zmq_ctx_new();
+    void *to_layers[2], *to_driver = zmq_socket(zctx, ZMQ_PUSH);
+    char addr[64];
+    for (int k = 0; k < 2; k++) {
+        to_layers[k] = zmq_socket(zctx, ZMQ_PUSH);
+        snprintf(addr, sizeof addr, "tcp://127.0.0.1:%d", tcp_base + 1 + k);
+        CHECK(zmq_connect(to_layers[k], addr) == 0);
+    }
+    snprintf(addr, sizeof addr, "tcp://127.0.0.1:%d", tcp_base + 5);
+    CHECK(zmq_connect(to_driver, addr) == 0);
+    uint64_t id;
+    sl_gen_params g0 = params_for(0, N_GEN);
+    CHECK(sl_pipeline_submit(p, &g0, &id, &err) == 0);
+    result live = {0};
+    sl_event ev;
+    bool sent = false;
+    int rc;
+    while ((rc = sl_pipeline_next(p, &ev, 10000, &err)) == 1) {
+        if (ev.kind == SL_EV_TOKEN && live.n < 256)
+            live.tok[live.n++] = ev.token;
+        else if (ev.kind == SL_EV_ERROR) {
+            live.errors++;
+            snprintf(live.error, sizeof live.error, "%s", ev.error);
+        } else if (ev.kind == SL_EV_DONE)
+            live.done = true;
+        if (ev.kind == SL_EV_TOKEN && live.n == 2 && !sent) {
+            for (int k = 0; k < 2; k++) {
+                send_foreign_batch(to_layers[k], 0, 1);
+                send_foreign_batch(to_layers[k], other, 2);
+            }
+            send_foreign_error(to_driver, other, id);
+            sent = true;
+        }
+    }
+    CHECK(rc == -1);
+    CHECKF(sent && same(&live, &base[0]) && live.done && !live.errors,
+           "the live request gives its undisturbed tokens (%d vs %d, errors %d: %s)", live.n, base[0].n,
+           live.errors, live.error);
+    /* each layers stage dropped both of its batches as foreign, and the
+     * driver the ERROR; the batches may still be on their way when the
+     * request ends, so the counts are awaited */
+    uint64_t foreign[2] = {0, 0};
+    for (int tries = 0; tries < 1000 && (foreign[0] < 2 || foreign[1] < 2); tries++) {
+        pl_stage_metrics *m = NULL;
+        int n = 0;
+        CHECK(sl_pipeline_metrics(p, &m, &n) == 0);
+        for (int i = 0; i < n; i++) {
+            if (strcmp(m[i].name, "layers[0,3)") == 0)
+                foreign[0] = m[i].foreign;
+            else if (strcmp(m[i].name, "layers[3,6)") == 0)
+                foreign[1] = m[i].foreign;
+        }
+        free(m);
+        if (foreign[0] < 2 || foreign[1] < 2)
+            usleep(10000);
+    }
+    CHECKF(foreign[0] == 2 && foreign[1] == 2, "foreign batches counted: layers[0,3) %llu, layers[3,6) %llu",
+           (unsigned long long)foreign[0], (unsigned long long)foreign[1]);
+    CHECKF(sl_pipeline_foreign(p) == 1, "the driver dropped the foreign ERROR (%llu)",
+           (unsigned long long)sl_pipeline_foreign(p));
+    /* and a request after them still gives its tokens */
+    uint64_t id2;
+    sl_gen_params g2 = params_for(2, N_GEN);
+    result after = {0};
+    CHECK(sl_pipeline_submit(p, &g2, &id2, &err) == 0);
+    while (sl_pipeline_next(p, &ev, 10000, &err) == 1)
+        if (ev.kind == SL_EV_TOKEN && after.n < 256)
+            after.tok[after.n++] = ev.token;
+    CHECKF(same(&after, &base[2]), "a request after the foreign messages gives its tokens");
+    for (int k = 0; k < 2; k++)
+        zmq_close(to_layers[k]);
+    zmq_close(to_driver);
+    zmq_ctx_term(zctx);
+    sl_pipeline_close(p);
+    test_release_ports(8, port_fds);
 }
 
 static void check_cancel(const result *base)
@@ -331,6 +481,7 @@ int main(void)
     check_layouts(base);
     check_slot_queue(base);
     check_injection(base);
+    check_foreign(base);
     check_cancel(base);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)

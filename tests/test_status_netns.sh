@@ -65,7 +65,7 @@ has s1.txt "^worker $W \(host [^)]*\): serving a coordinator, 3 stage\(s\)$" "se
 has s1.txt "^stage 2 layers\[3,6\)$" "layers stage listed"
 has s1.txt "^stage 3 head$" "head listed"
 has s1.txt "^stage 4 sample$" "sample listed"
-has s1.txt "^  messages [1-9][0-9]*  tokens [1-9][0-9]*  errors 0  refused 0  dropped 0$" "counters of a busy stage"
+has s1.txt "^  messages [1-9][0-9]*  tokens [1-9][0-9]*  errors 0  refused 0  dropped 0  foreign 0$" "counters of a busy stage"
 has s1.txt "step mean [0-9.]+ s  p50 <=[0-9.e-]+ s  p99 [<>=]+[0-9.e-]+ s$" "step times"
 has s1.txt "^  queue depth [0-9]+ \(mean [0-9.]+, max " "queue depth"
 m1=$(awk '/^stage 2 /{getline; print $2}' s1.txt)
@@ -79,7 +79,7 @@ ip netns exec "$NB" "$SLUICE" status $C --key keys/local.key --server-key keys/l
 has c1.txt "^coordinator \(sluice run, pid [0-9]+\): 2 stage\(s\) in this process$" "coordinator status"
 has c1.txt "^stage 0 embed$" "coordinator's embed stage"
 has c1.txt "^stage 1 layers\[0,3\)$" "coordinator's layers stage"
-has c1.txt "^  messages [1-9][0-9]*  tokens [1-9][0-9]*  errors 0  refused 0  dropped 0$" "coordinator's counters"
+has c1.txt "^  messages [1-9][0-9]*  tokens [1-9][0-9]*  errors 0  refused 0  dropped 0  foreign 0$" "coordinator's counters"
 ip netns exec "$NB" "$SLUICE" status $C --key keys/hostb.key --server-key keys/local.pub --timeout 1 \
     >c2.txt 2>c2.err && bad "the coordinator answered a key other than its own"
 has c2.err "no answer from $C within 1.0 s" "coordinator refuses other keys"
