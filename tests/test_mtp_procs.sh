@@ -21,7 +21,7 @@ PROMPTS=("Permission is hereby granted, free of charge, to any person" "the the 
 # the plain greedy ids of each prompt
 declare -a want
 for i in "${!PROMPTS[@]}"; do
-    want[i]=$("$SLUICE" run -m t.gguf -p "${PROMPTS[i]}" -n 24 --print-ids 2>&1 >/dev/null | ids)
+    want[i]=$(timeout 120 "$SLUICE" run -m t.gguf -p "${PROMPTS[i]}" -n 24 --print-ids 2>&1 >/dev/null | ids)
     [[ -n ${want[i]} ]] && ok || bad "plain run of '${PROMPTS[i]}' gave no ids"
 done
 
@@ -95,12 +95,12 @@ done
 # refused, with the reason
 config bad.yaml "2" local
 sed -i 's/k: 3}/k: 3, pipelined: true}/' bad.yaml
-expect 1 "$SLUICE" run -c bad.yaml -p x -n 2
+expect 1 timeout 120 "$SLUICE" run -c bad.yaml -p x -n 2
 has_str "$T/err" "a Gemma 4 assistant drafts after each verification" "pipelined assistant refused"
 cp t.gguf other.gguf
 "$SLUICE" synth --arch gemma4-assistant --size e2b -o big.gguf >/dev/null 2>&1 ||
     bad "synth of the e2b assistant"
-expect 1 "$SLUICE" run -m t.gguf --draft big.gguf -p x -n 2
+expect 1 timeout 120 "$SLUICE" run -m t.gguf --draft big.gguf -p x -n 2
 has "$T/err" "reads hidden states of width [0-9]+, the target's is 256" "a mismatched assistant is refused"
 
 finish test_mtp_procs

@@ -188,7 +188,7 @@ for sig in INT TERM; do
     pid=$!
     wait_for grep -q "progress: .*[1-9][0-9.]* tok/s" "$T/sig.err" || bad "SIG$sig: the batch never made progress"
     kill -$sig $pid
-    wait $pid
+    wait_bounded 60 "sluice run after SIG$sig" $pid
     rc=$?
     want=$([ $sig = INT ] && echo 130 || echo 143)
     [ $rc -eq "$want" ] && ok || bad "SIG$sig: exit $rc (want $want)"
@@ -200,7 +200,7 @@ done
 pid=$!
 wait_for test -s "$T/sig.out" || bad "the single run printed nothing"
 kill -INT $pid
-wait $pid
+wait_bounded 60 "a one-prompt run after SIGINT" $pid
 rc=$?
 [ $rc -eq 130 ] && ok || bad "SIGINT on one prompt: exit $rc (want 130)"
 has "$T/sig.err" "^sluice run: interrupted by SIGINT \(Ctrl-C\): generation stopped after [0-9]+ tokens?$" "SIGINT on one prompt says so"
@@ -218,7 +218,7 @@ expect 1 "$SLUICE" run -c "$T/twoproc.yaml" -p "$(printf 'word %.0s' $(seq 40))"
 pid=$!
 wait_for grep -q "progress: .*[1-9][0-9.]* tok/s" "$T/sig.err" || bad "two-process batch never made progress"
 kill -INT $pid
-wait $pid
+wait_bounded 60 "the two-process run after SIGINT" $pid
 [ $? -eq 130 ] && ok || bad "two-process run: SIGINT did not exit 130"
 wait_for test -z "$(ls -A "$T/ipc")" && ok || bad "an interrupted run left socket files: $(ls "$T/ipc")"
 # a worker's control socket, after SIGTERM and after --once
@@ -227,7 +227,7 @@ pid=$!
 wait_for grep -q listening "$T/w.err" || bad "worker did not start"
 expect 0 "$SLUICE" status "ipc://$T/ipc/w"
 kill -TERM $pid
-wait $pid
+wait_bounded 60 "the worker after SIGTERM" $pid
 [ ! -e "$T/ipc/w" ] && ok || bad "a worker stopped by SIGTERM left its socket file"
 # status: a path with no socket, and a socket file nobody serves, fail at once
 expect 1 "$SLUICE" status "ipc://$T/ipc/w" --timeout 30

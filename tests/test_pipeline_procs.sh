@@ -117,7 +117,7 @@ for f in "$T/p1-s2.link" "$T/c-s5.link"; do [ -S "$f" ] && ok || bad "no link so
 victim=$(workers "$T/p1")
 t0=$(date +%s%N)
 kill -9 $victim
-wait "$coord"
+wait_bounded 120 "the coordinator after its worker was killed" "$coord"
 status=$?
 ms=$((($(date +%s%N) - t0) / 1000000))
 [ $status -ne 0 ] && ok || bad "coordinator exited 0 after its worker was killed"
@@ -134,7 +134,7 @@ wait_for has_workers "$T/p1" && ok || bad "no spawned worker appeared"
 generating long.err && ok || bad "hung worker: the run never generated"
 t0=$(date +%s%N)
 kill -STOP $(workers "$T/p1")
-wait "$coord"
+wait_bounded 120 "the coordinator of a hung worker" "$coord"
 status=$?
 ms=$((($(date +%s%N) - t0) / 1000000))
 [ $status -ne 0 ] && ok || bad "coordinator exited 0 with a hung worker"
@@ -151,7 +151,7 @@ wait_for n_workers_is "$T" 2 && ok || bad "three.yaml: two spawned workers expec
 generating long.err && ok || bad "Ctrl-C: the run never generated"
 t0=$(date +%s%N)
 kill -INT "$coord"
-wait "$coord"
+wait_bounded 120 "the coordinator after Ctrl-C" "$coord"
 status=$?
 ms=$((($(date +%s%N) - t0) / 1000000))
 [ $status -ne 0 ] && ok || bad "interrupted run exited 0"
@@ -164,7 +164,7 @@ no_orphans "Ctrl-C"
 long_run two.yaml
 wait_for has_workers "$T/p1" && ok || bad "no spawned worker appeared"
 kill -9 "$coord"
-wait "$coord" 2>/dev/null
+wait_bounded 60 "the killed coordinator" "$coord"
 if wait_for no_workers "$T"; then ok; else bad "spawned worker outlived its killed coordinator"; fi
 
 # ---- addresses already in use ----
@@ -243,7 +243,7 @@ config standing2.yaml "ipc://$T/c2" w2 "ipc://$T/w2" false -- \
 "$SLUICE" run -c standing2.yaml -p hi -n 2 >/dev/null 2>run.err && bad "second coordinator: run succeeded"
 has run.err "node 'w2' \(ipc://$T/w2\): busy" "busy worker"
 kill -9 "$coord"
-wait "$coord" 2>/dev/null
+wait_bounded 60 "the killed coordinator" "$coord"
 WAIT_TRIES=600 wait_for grep -qs "fell silent" w2.err && ok || bad "standing worker kept the stages of a dead coordinator for 30 s"
 "$SLUICE" run -c standing2.yaml -p "${prompts[0]}" -n 24 --print-ids >/dev/null 2>run.err || bad "run on a freed worker failed: $(tail -1 run.err)"
 if ids run.err | cmp -s - <("$SLUICE" run -m m.gguf -p "${prompts[0]}" -n 24 --print-ids 2>&1 >/dev/null | grep -a '^ids' | sed 's/^ids[^:]*://'); then ok; else bad "freed worker: ids differ"; fi
@@ -255,14 +255,14 @@ wait_for n_ready_at_least w2.err 3 && ok || bad "standing worker got no third as
 generating long.err && ok || bad "stopped worker: the run never generated"
 t0=$(date +%s%N)
 kill -TERM $w2
-wait "$coord"
+wait_bounded 120 "the coordinator of a worker stopped by SIGTERM" "$coord"
 status=$?
 ms=$((($(date +%s%N) - t0) / 1000000))
 [ $status -ne 0 ] && ok || bad "coordinator exited 0 after its worker was stopped"
 lim=$(bound 1500 0)
 [ $ms -lt $lim ] && ok || bad "a stopped worker took $ms ms to be reported (bound $lim ms, a short run took $REF ms)"
 has long.err "node 'w2' \(ipc://$T/w2\) stopped: the worker was stopped by a signal on its host" "worker stopped by SIGTERM"
-wait $w2 && ok || bad "worker stopped by SIGTERM exited non-zero"
+wait_bounded 60 "worker w2 after SIGTERM" $w2 && ok || bad "worker stopped by SIGTERM exited non-zero"
 
 # ---- a standing worker killed mid-generation and restarted at its address: with
 # failure.retries it re-joins, the requests it held are replayed, and every
@@ -282,11 +282,11 @@ pids+=("$coord")
 wait_for grep -qs "stage(s) ready" w4.err && ok || bad "worker w4 got no stages"
 sleep 0.05 # the 1200 tokens take about 0.35 s on an idle machine: kill the worker mid-run
 kill -9 $w4
-wait $w4 2>/dev/null
+wait_bounded 60 "the killed worker w4" $w4
 "$SLUICE" worker --listen "ipc://$T/w4" --silence 4 2>>w4.err &
 w4=$!
 pids+=($w4)
-wait "$coord" && ok || bad "run across a worker restart failed: $(tail -2 retry.err)"
+wait_bounded 300 "the run across a worker restart" "$coord" && ok || bad "run across a worker restart failed: $(tail -2 retry.err)"
 has retry.err "stages? layers\[3,6\), head, sample on node 'w4' \(ipc://$T/w4\) (stopped answering|lost its stages)" "worker w4 killed"
 has retry.err "on node 'w4' \(ipc://$T/w4\) re-joined" "worker w4 re-joins"
 # answers from before the death are expected: not logged as errors (SLUICE_DEBUG shows them once)

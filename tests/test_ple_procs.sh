@@ -15,7 +15,7 @@ cd "$T" || exit 1
 "$SLUICE" synth --arch gemma4 --size test --type q4_0 --seed 5 --weight-scale 0.6 -o m.gguf \
     >/dev/null 2>&1 || { echo "FAIL: synth"; exit 1; }
 PROMPT="Permission is hereby granted, free of charge, to any person"
-"$SLUICE" run -m m.gguf -p "$PROMPT" -n 24 --temp 0 >base.txt 2>base.err || bad "one-process run"
+timeout 120 "$SLUICE" run -m m.gguf -p "$PROMPT" -n 24 --temp 0 >base.txt 2>base.err || bad "one-process run"
 [ -s base.txt ] && ok || bad "one-process run printed nothing"
 
 # config NAME PLE CUT: embed and layers [0, CUT) on the spawned worker p1,
