@@ -570,15 +570,25 @@ void pl_host_stop(pl_host *h)
     free(h);
 }
 
+static void pool_totals(const sl_pool_stats *p, uint64_t *calls, uint64_t *split, uint64_t *thread_sum,
+                        uint32_t *threads, double *op_s, double *split_s, double *wait_s)
+{
+    *calls = atomic_load(&p->calls);
+    *split = atomic_load(&p->split_calls);
+    *thread_sum = atomic_load(&p->thread_sum);
+    *threads = atomic_load(&p->last_threads);
+    *op_s = (double)atomic_load(&p->op_ns) * 1e-9;
+    *split_s = (double)atomic_load(&p->split_ns) * 1e-9;
+    *wait_s = (double)atomic_load(&p->wait_ns) * 1e-9;
+}
+
 void pl_host_stats_get(pl_host *h, pl_host_stats *st)
 {
     pthread_mutex_lock(&h->lock);
     *st = h->stats;
     pthread_mutex_unlock(&h->lock);
-    st->pool_calls = atomic_load(&h->pool.calls);
-    st->pool_thread_sum = atomic_load(&h->pool.thread_sum);
-    st->pool_threads = atomic_load(&h->pool.last_threads);
-    st->pool_wait_seconds = (double)atomic_load(&h->pool.wait_ns) * 1e-9;
+    pool_totals(&h->pool, &st->pool_calls, &st->pool_split_calls, &st->pool_thread_sum, &st->pool_threads,
+                &st->pool_op_seconds, &st->pool_split_seconds, &st->pool_wait_seconds);
 }
 
 void pl_host_metrics_get(pl_host *h, pl_stage_metrics *m)
@@ -586,10 +596,8 @@ void pl_host_metrics_get(pl_host *h, pl_stage_metrics *m)
     pthread_mutex_lock(&h->lock);
     *m = h->met;
     pthread_mutex_unlock(&h->lock);
-    m->pool_calls = atomic_load(&h->pool.calls);
-    m->pool_thread_sum = atomic_load(&h->pool.thread_sum);
-    m->pool_threads = atomic_load(&h->pool.last_threads);
-    m->pool_wait_seconds = (double)atomic_load(&h->pool.wait_ns) * 1e-9;
+    pool_totals(&h->pool, &m->pool_calls, &m->pool_split_calls, &m->pool_thread_sum, &m->pool_threads,
+                &m->pool_op_seconds, &m->pool_split_seconds, &m->pool_wait_seconds);
 }
 
 void pl_host_describe(const pl_host *h, char *buf, size_t size)

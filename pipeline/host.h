@@ -39,10 +39,10 @@ typedef struct pl_host_stats {
     uint64_t messages, rows, dropped, errors;
     uint64_t foreign;      /* of dropped: messages of another run (pl_host_sec.run_id) */
     double busy_seconds;
-    /* the stage's worker pool calls (util/pool.h) */
-    uint64_t pool_calls, pool_thread_sum;
-    uint32_t pool_threads; /* the last call's */
-    double pool_wait_seconds;
+    /* the stage's ops on the worker pool (util/pool.h: sl_pool_stats) */
+    uint64_t pool_calls, pool_split_calls, pool_thread_sum;
+    uint32_t pool_threads; /* the last split op's (0: none yet) */
+    double pool_op_seconds, pool_split_seconds, pool_wait_seconds;
 } pl_host_stats;
 
 /* Starts a thread hosting stage (taking ownership of it). zctx is the

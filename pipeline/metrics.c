@@ -135,6 +135,17 @@ static void hist_max(const pl_hist *h, char *out, size_t size)
         snprintf(out, size, ">%g", h->bounds[h->n_bounds - 1]);
 }
 
+void pl_pool_text(char *out, size_t size, uint64_t calls, uint64_t split_calls, uint64_t thread_sum,
+                  uint32_t last_threads, double op_s, double split_s)
+{
+    int n = snprintf(out, size, "pool ops %llu (%.3f s): split %llu", (unsigned long long)calls, op_s,
+                     (unsigned long long)split_calls);
+    if (split_calls && n >= 0 && (size_t)n < size)
+        snprintf(out + n, size - (size_t)n, ", %.0f%% of the op time, on %.2f threads (last %u)",
+                 op_s > 0 ? 100.0 * (split_s < op_s ? split_s : op_s) / op_s : 0.0,
+                 (double)thread_sum / (double)split_calls, last_threads);
+}
+
 char *pl_metrics_text(const pl_stage_metrics *m, int n)
 {
     sbuf b = {0};
@@ -150,9 +161,10 @@ char *pl_metrics_text(const pl_stage_metrics *m, int n)
             (unsigned long long)s->dropped, (unsigned long long)s->foreign);
         put(&b, "  busy %.3f s  step mean %.6f s  p50 %s s  p99 %s s\n", s->busy_seconds,
             hist_mean(&s->step_seconds), p50, p99);
-        put(&b, "  threads %u (mean %.2f over %llu parallel calls)  barrier wait %.3f s\n",
-            s->pool_threads, s->pool_calls ? (double)s->pool_thread_sum / (double)s->pool_calls : 0.0,
-            (unsigned long long)s->pool_calls, s->pool_wait_seconds);
+        char pool[160];
+        pl_pool_text(pool, sizeof pool, s->pool_calls, s->pool_split_calls, s->pool_thread_sum, s->pool_threads,
+                     s->pool_op_seconds, s->pool_split_seconds);
+        put(&b, "  %s  barrier wait %.3f s\n", pool, s->pool_wait_seconds);
         char top[32];
         hist_max(&s->queue, top, sizeof top);
         put(&b, "  queue depth %u (mean %.2f, max %s)\n", s->queue_depth, hist_mean(&s->queue), top);
@@ -186,7 +198,7 @@ static void labels(sbuf *b, const pl_stage_metrics *s)
 
 typedef enum {
     F_MESSAGES, F_TOKENS, F_ERRORS, F_REFUSED, F_DROPPED, F_FOREIGN, F_BUSY, F_DEPTH,
-    F_THREADS, F_POOL_CALLS, F_THREAD_SUM, F_WAIT
+    F_THREADS, F_POOL_CALLS, F_SPLIT_CALLS, F_THREAD_SUM, F_OP_S, F_SPLIT_S, F_WAIT
 } field;
 
 static void put_value(sbuf *b, const pl_stage_metrics *s, field f)
@@ -202,7 +214,10 @@ static void put_value(sbuf *b, const pl_stage_metrics *s, field f)
     case F_DEPTH: put(b, "%u", s->queue_depth); break;
     case F_THREADS: put(b, "%u", s->pool_threads); break;
     case F_POOL_CALLS: put(b, "%llu", (unsigned long long)s->pool_calls); break;
+    case F_SPLIT_CALLS: put(b, "%llu", (unsigned long long)s->pool_split_calls); break;
     case F_THREAD_SUM: put(b, "%llu", (unsigned long long)s->pool_thread_sum); break;
+    case F_OP_S: put(b, "%.9g", s->pool_op_seconds); break;
+    case F_SPLIT_S: put(b, "%.9g", s->pool_split_seconds); break;
     case F_WAIT: put(b, "%.9g", s->pool_wait_seconds); break;
     }
 }
@@ -263,12 +278,17 @@ char *pl_metrics_prometheus(const pl_stage_metrics *m, int n)
     family(&b, m, n, "sluice_stage_queue_depth", "gauge",
            "Messages waiting when the stage took its last one.", F_DEPTH);
     family(&b, m, n, "sluice_stage_threads", "gauge",
-           "Threads the stage's last parallel kernel call used (the pool adapts it).", F_THREADS);
+           "Threads the stage's last split op used (0: none yet; the pool adapts it).", F_THREADS);
     family(&b, m, n, "sluice_stage_pool_calls_total", "counter",
-           "Kernel calls of a stage that could run on the worker pool.", F_POOL_CALLS);
+           "Ops a stage ran through the worker pool, split or on its thread alone.", F_POOL_CALLS);
+    family(&b, m, n, "sluice_stage_pool_split_calls_total", "counter",
+           "Of those, the ops split over more than one thread.", F_SPLIT_CALLS);
     family(&b, m, n, "sluice_stage_pool_threads_total", "counter",
-           "Threads those calls used, summed (divided by the calls: threads per call).",
-           F_THREAD_SUM);
+           "Threads the split ops used, summed (over split calls: threads per split op).", F_THREAD_SUM);
+    family(&b, m, n, "sluice_stage_pool_op_seconds_total", "counter", "Wall time of a stage's pool ops.",
+           F_OP_S);
+    family(&b, m, n, "sluice_stage_pool_split_seconds_total", "counter",
+           "Wall time of its split ops (over op seconds: the share of op time that ran split).", F_SPLIT_S);
     family(&b, m, n, "sluice_stage_barrier_wait_seconds_total", "counter",
            "Time a stage's thread waited at the pool's barrier for other threads.", F_WAIT);
     histogram(&b, m, n, "sluice_stage_step_seconds", "Time a stage took for one message.",

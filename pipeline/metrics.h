@@ -49,17 +49,24 @@ typedef struct pl_stage_metrics {
                                     * none): Header.run_id not the stage's */
     double busy_seconds;
     uint32_t queue_depth;          /* messages waiting when the stage took its last one */
-    /* the worker pool's calls made by the stage (util/pool.h): how many
-     * could run in parallel, the threads they used (sum; the last call's
-     * count), and the stage thread's wait at their barriers */
-    uint64_t pool_calls, pool_thread_sum;
+    /* the stage's ops on the worker pool (util/pool.h: sl_pool_stats): all
+     * of them and their time, those split over more than one thread and
+     * their time, the threads the split ones used (sum; the last one's
+     * count, 0 before any), and the stage thread's wait at their barriers */
+    uint64_t pool_calls, pool_split_calls, pool_thread_sum;
     uint32_t pool_threads;
-    double pool_wait_seconds;
+    double pool_op_seconds, pool_split_seconds, pool_wait_seconds;
     pl_hist step_seconds;
     pl_hist queue;
 } pl_stage_metrics;
 
 void pl_stage_metrics_init(pl_stage_metrics *m, const char *name, int index);
+
+/* What a stage's pool counters say, as text: its ops and their time, how
+ * many split, and (when some did) the share of the op time they took and
+ * the threads a split op used (mean, and the last one's). */
+void pl_pool_text(char *out, size_t size, uint64_t calls, uint64_t split_calls, uint64_t thread_sum,
+                  uint32_t last_threads, double op_s, double split_s);
 
 /* Human-readable text, one block a stage; returns a malloc'd string (NULL:
  * out of memory). */

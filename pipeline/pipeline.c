@@ -1532,10 +1532,12 @@ void sl_pipeline_print_stats(sl_pipeline *p, void *file)
                 pl_host_name(p->hosts[i]), (unsigned long long)st.messages,
                 (unsigned long long)st.rows, st.busy_seconds, (unsigned long long)st.dropped,
                 (unsigned long long)st.foreign, (unsigned long long)st.errors);
-        if (st.pool_calls)
-            fprintf(out, ", threads %u (mean %.2f over %llu parallel calls), barrier wait %.3f s",
-                    st.pool_threads, (double)st.pool_thread_sum / (double)st.pool_calls,
-                    (unsigned long long)st.pool_calls, st.pool_wait_seconds);
+        if (st.pool_calls) {
+            char pool[160];
+            pl_pool_text(pool, sizeof pool, st.pool_calls, st.pool_split_calls, st.pool_thread_sum,
+                         st.pool_threads, st.pool_op_seconds, st.pool_split_seconds);
+            fprintf(out, ", %s, barrier wait %.3f s", pool, st.pool_wait_seconds);
+        }
         fputc('\n', out);
         char extra[256];
         pl_host_describe(p->hosts[i], extra, sizeof extra);

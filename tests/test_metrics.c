@@ -104,8 +104,11 @@ static void check_render(void)
     pl_hist_observe(&m[0].step_seconds, 0.2);
     pl_hist_observe(&m[0].queue, 2);
     m[0].pool_calls = 10;
+    m[0].pool_split_calls = 8;
     m[0].pool_thread_sum = 17;
-    m[0].pool_threads = 1;
+    m[0].pool_threads = 2;
+    m[0].pool_op_seconds = 2.0;
+    m[0].pool_split_seconds = 1.5;
     m[0].pool_wait_seconds = 0.25;
     char *prom = pl_metrics_prometheus(m, 2);
     CHECK(prom != NULL);
@@ -127,15 +130,18 @@ static void check_render(void)
     CHECK(strstr(prom, "sluice_stage_step_seconds_count{stage=\"layers[0,3)\",index=\"1\"} 2\n"));
     CHECK(strstr(prom, "# TYPE sluice_stage_step_seconds histogram\n"));
     CHECK(strstr(prom, "# TYPE sluice_stage_threads gauge\n"));
-    CHECK(strstr(prom, "sluice_stage_threads{stage=\"layers[0,3)\",index=\"1\"} 1\n"));
+    CHECK(strstr(prom, "sluice_stage_threads{stage=\"layers[0,3)\",index=\"1\"} 2\n"));
     CHECK(strstr(prom, "sluice_stage_pool_calls_total{stage=\"layers[0,3)\",index=\"1\"} 10\n"));
+    CHECK(strstr(prom, "sluice_stage_pool_split_calls_total{stage=\"layers[0,3)\",index=\"1\"} 8\n"));
+    CHECK(strstr(prom, "sluice_stage_pool_op_seconds_total{stage=\"layers[0,3)\",index=\"1\"} 2\n"));
+    CHECK(strstr(prom, "sluice_stage_pool_split_seconds_total{stage=\"layers[0,3)\",index=\"1\"} 1.5\n"));
     CHECK(strstr(prom, "sluice_stage_pool_threads_total{stage=\"layers[0,3)\",index=\"1\"} 17\n"));
     CHECK(strstr(prom, "# TYPE sluice_stage_barrier_wait_seconds_total counter\n"));
     CHECK(strstr(prom, "sluice_stage_barrier_wait_seconds_total{stage=\"layers[0,3)\",index=\"1\"} 0.25\n"));
     /* label values escaped */
     CHECK(strstr(prom, "{stage=\"we\\\"ird\\\\name\",index=\"2\"}"));
-    /* 12 single-value families and two histograms (buckets + Inf, sum, count), 2 stages */
-    int expect = 2 * (12 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3));
+    /* 15 single-value families and two histograms (buckets + Inf, sum, count), 2 stages */
+    int expect = 2 * (15 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3));
     int got = prom_samples(prom);
     CHECKF(got == expect, "%d sample lines, expected %d", got, expect);
     free(prom);
@@ -147,8 +153,9 @@ static void check_render(void)
                    strstr(text, "messages 12  tokens 40  errors 4  refused 3  dropped 6  foreign 5\n"),
                "%s", text);
         CHECKF(strstr(text, "p50 <=0.005 s") && strstr(text, "queue depth 2 (mean 2.00, max <=2)"), "%s", text);
-        CHECKF(strstr(text, "threads 1 (mean 1.70 over 10 parallel calls)  barrier wait 0.250 s"), "%s",
-               text);
+        /* 8 of 10 ops split, 1.5 of their 2 s: 75%; 17 threads over the 8 */
+        CHECKF(strstr(text, "  pool ops 10 (2.000 s): split 8, 75% of the op time, on 2.12 threads (last 2)  "
+                            "barrier wait 0.250 s\n"), "%s", text);
     }
     free(text);
 }
@@ -240,10 +247,13 @@ static void check_counts(void)
         CHECK(s->queue.n == msgs);
         CHECK(s->busy_seconds > 0);
         if (i == 1) /* the layers' matmuls go through the worker pool, counted per stage */
-            CHECKF(s->pool_calls > 0 && s->pool_threads >= 1 &&
-                       s->pool_thread_sum >= s->pool_calls && s->pool_wait_seconds >= 0,
-                   "layers: %llu pool calls, last with %u threads",
-                   (unsigned long long)s->pool_calls, s->pool_threads);
+            CHECKF(s->pool_calls > 0 && s->pool_op_seconds > 0 && s->pool_split_calls <= s->pool_calls &&
+                       s->pool_split_seconds <= s->pool_op_seconds &&
+                       s->pool_thread_sum >= 2 * s->pool_split_calls &&
+                       (s->pool_split_calls == 0) == (s->pool_threads == 0) && s->pool_wait_seconds >= 0,
+                   "layers: %llu pool ops (%.6f s), %llu split (%.6f s) on %llu threads, the last on %u",
+                   (unsigned long long)s->pool_calls, s->pool_op_seconds, (unsigned long long)s->pool_split_calls,
+                   s->pool_split_seconds, (unsigned long long)s->pool_thread_sum, s->pool_threads);
     }
     char *prom = m ? pl_metrics_prometheus(m, n) : NULL;
     CHECK(prom && prom_samples(prom) > 0);
@@ -348,7 +358,7 @@ static void check_http(void)
         CHECK(body != NULL);
         if (body) {
             body += 4;
-            CHECKF(prom_samples(body) == 4 * (12 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3)),
+            CHECKF(prom_samples(body) == 4 * (15 + (pl_n_step_bounds + 3) + (pl_n_depth_bounds + 3)),
                    "every line of the body parses, for four stages");
             char want[128];
             snprintf(want, sizeof want, "\nsluice_stage_messages_total{stage=\"sample\",index=\"3\"} %d\n", n_gen + 1);

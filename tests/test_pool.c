@@ -540,7 +540,8 @@ static void test_min_work(void)
     CHECK(!sl_pool_worth(999) && sl_pool_worth(1000));
     sl_pool_set_adaptive(false);
     sl_pool_set_threads(3);
-    /* below the minimum: one call, on the caller, counted nowhere */
+    /* below the minimum: one call, on the caller, counted as an op that did
+     * not split (its time in op_ns only) */
     sl_pool_stats st = {0};
     sl_pool_set_stats(&st);
     on_caller o = {pthread_self(), 0, 0};
@@ -548,16 +549,23 @@ static void test_min_work(void)
     CHECKF(atomic_load(&o.calls) == 1 && !atomic_load(&o.elsewhere),
            "a call below the minimum work ran as %d chunks, elsewhere %d", atomic_load(&o.calls),
            atomic_load(&o.elsewhere));
-    CHECK(atomic_load(&st.calls) == 0);
+    CHECK(atomic_load(&st.calls) == 1 && atomic_load(&st.split_calls) == 0 && atomic_load(&st.split_ns) == 0 &&
+          atomic_load(&st.thread_sum) == 0 && atomic_load(&st.last_threads) == 0);
+    uint64_t alone_ns = atomic_load(&st.op_ns);
     /* at it: split, and another thread joins */
     join_probe p = {0};
     sl_pool_for_work(12, 1, 1000, join_range, &p);
     CHECKF(atomic_load(&p.distinct) == 1, "a call at the minimum work ran on one thread");
-    CHECK(atomic_load(&st.calls) == 1 && atomic_load(&st.thread_sum) == 3);
+    CHECK(atomic_load(&st.calls) == 2 && atomic_load(&st.split_calls) == 1 && atomic_load(&st.thread_sum) == 3 &&
+          atomic_load(&st.last_threads) == 3);
+    /* the split op's wall time counts in both, the lone op's in op_ns only */
+    CHECKF(atomic_load(&st.split_ns) > 0 && atomic_load(&st.op_ns) == alone_ns + atomic_load(&st.split_ns),
+           "op time %llu = alone %llu + split %llu", (unsigned long long)atomic_load(&st.op_ns),
+           (unsigned long long)alone_ns, (unsigned long long)atomic_load(&st.split_ns));
     sl_pool_set_stats(NULL);
 
-    /* a region of small ops wakes no worker; its ops count as one-thread
-     * calls, and the region once */
+    /* a region of small ops wakes no worker; its ops count as ops that did
+     * not split, and the region once */
     small_ops r = {{pthread_self(), 0, 0}, {0}, false};
     uint64_t opened = sl_pool_regions_opened();
     st = (sl_pool_stats){0};
@@ -565,7 +573,8 @@ static void test_min_work(void)
     sl_pool_region(small_ops_region, &r);
     CHECKF(sl_pool_regions_opened() == opened, "a region of small ops woke its workers");
     CHECK(atomic_load(&r.o.calls) == 20 && !atomic_load(&r.o.elsewhere));
-    CHECK(atomic_load(&st.calls) == 20 && atomic_load(&st.thread_sum) == 20);
+    CHECK(atomic_load(&st.calls) == 20 && atomic_load(&st.split_calls) == 0 && atomic_load(&st.thread_sum) == 0 &&
+          atomic_load(&st.split_ns) == 0 && atomic_load(&st.op_ns) > 0);
     CHECK(atomic_load(&st.regions) == 1);
     /* one op at the minimum opens it, once, and the workers join that op */
     r = (small_ops){{pthread_self(), 0, 0}, {0}, true};
@@ -597,10 +606,10 @@ static void test_min_work(void)
         sl_pool_set_stats(&st);
         sl_matmul(SL_TYPE_Q4_0, w, OUT, IN, x, TOK, at ? y2 : y1, OUT);
         sl_pool_set_stats(NULL);
-        CHECKF(atomic_load(&st.calls) == (uint64_t)at,
-               "a matmul of work %lld with the minimum at %lld: %llu parallel calls",
+        CHECKF(atomic_load(&st.split_calls) == (uint64_t)at && atomic_load(&st.calls) > (uint64_t)at,
+               "a matmul of work %lld with the minimum at %lld: %llu split of %llu ops",
                (long long)work, (long long)sl_pool_min_work(),
-               (unsigned long long)atomic_load(&st.calls));
+               (unsigned long long)atomic_load(&st.split_calls), (unsigned long long)atomic_load(&st.calls));
     }
     CHECK(memcmp(y1, y2, sizeof y1) == 0);
     free(w);

@@ -64,6 +64,7 @@ static _Thread_local int tls_limit;
 static _Thread_local sl_pool_stats *tls_stats;
 static _Thread_local sl_pool_adapt tls_adapt; /* this thread's calls' count */
 static _Thread_local sl_pool_counters tls_counters;
+static _Thread_local bool tls_in_op; /* inside an op counted in tls_stats */
 
 /* The region the calling thread holds: its thread count and what its ops
  * cost, summed for one adaptation decision. */
@@ -169,21 +170,42 @@ int sl_pool_adapt_record(sl_pool_adapt *a, uint64_t now_ns, uint64_t wait_ns, ui
 
 /* ---- the pool ---- */
 
-static void stats_add(int threads, uint64_t wait_ns, uint64_t busy_ns)
+/* A split op (threads > 1) of the calling thread, wall_ns long. */
+static void stats_split(int threads, uint64_t wait_ns, uint64_t busy_ns, uint64_t wall_ns)
 {
-    if (threads > 1) {
-        tls_counters.calls++;
-        tls_counters.wait_ns += wait_ns;
-        tls_counters.busy_ns += busy_ns;
-    }
+    tls_counters.calls++;
+    tls_counters.wait_ns += wait_ns;
+    tls_counters.busy_ns += busy_ns;
     sl_pool_stats *st = tls_stats;
-    if (!st)
+    if (!st || tls_in_op)
         return;
     atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->op_ns, wall_ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->split_calls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->split_ns, wall_ns, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->thread_sum, (uint64_t)threads, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->wait_ns, wait_ns, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->busy_ns, busy_ns, memory_order_relaxed);
     atomic_store_explicit(&st->last_threads, (uint32_t)threads, memory_order_relaxed);
+}
+
+/* An op run on the calling thread alone: fn over [0, n), timed when the
+ * thread's ops are counted (an op nested in a counted one is not: its time
+ * is the outer op's). in_task: as a task (nested calls run serially). */
+static void run_alone(int64_t n, sl_pool_fn fn, void *arg, bool in_task)
+{
+    sl_pool_stats *st = tls_in_task || tls_in_op ? NULL : tls_stats;
+    uint64_t t0 = st ? sl_pool_now_ns() : 0;
+    bool was_task = tls_in_task, was_op = tls_in_op;
+    tls_in_op = was_op || st != NULL;
+    tls_in_task = was_task || in_task;
+    fn(arg, 0, n);
+    tls_in_task = was_task;
+    tls_in_op = was_op;
+    if (st) {
+        atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&st->op_ns, sl_pool_now_ns() - t0, memory_order_relaxed);
+    }
 }
 
 /* Claims and runs chunks of call gen until none is left. A claim succeeds
@@ -498,7 +520,7 @@ static void run_parallel(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, int
     } else if (adapting) {
         sl_pool_adapt_record(&tls_adapt, t1, excess, busy, t1 - t0);
     }
-    stats_add(threads, wait, busy);
+    stats_split(threads, wait, busy, t1 - t0);
 }
 
 /* Opens a region for threads threads (the caller holds P.lock). */
@@ -538,10 +560,7 @@ static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
     if (!whole)
         threads = (int)max_chunks;
     if (threads <= 1) {
-        tls_in_task = true;
-        fn(arg, 0, n);
-        tls_in_task = false;
-        stats_add(1, 0, 0);
+        run_alone(n, fn, arg, true);
         return;
     }
     if (!r->open) {
@@ -619,7 +638,7 @@ void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
     bool adapting = false;
     int threads = want > 1 ? take_pool(want, &adapting) : 0;
     if (threads == 0) {
-        fn(arg, 0, n); /* nested, too small, or the pool is busy elsewhere */
+        run_alone(n, fn, arg, false); /* nested, too small, or the pool is busy elsewhere */
         return;
     }
     int64_t max_chunks = (n + grain - 1) / grain;
@@ -628,10 +647,7 @@ void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
         adapting = false; /* the call says nothing about the count chosen */
     }
     if (threads <= 1) {
-        tls_in_task = true;
-        fn(arg, 0, n);
-        tls_in_task = false;
-        stats_add(1, 0, 0);
+        run_alone(n, fn, arg, true);
     } else {
         run_parallel(n, grain, fn, arg, threads, adapting);
     }

@@ -78,13 +78,21 @@ void sl_pool_set_thread_limit(int n);
 int sl_pool_current_threads(void);
 bool sl_pool_in_task(void);
 
-/* Counters of the calls made by the threads that point at one (a stage
- * host's): calls that ran in parallel (a region's ops each count), threads
- * they used (sum), and the caller's wait at the barrier after it ran out of
- * chunks; regions entered. */
+/* Counters of the ops (sl_pool_for calls; a region's ops each count) made
+ * by the threads that point at one (a stage host's), outside of tasks:
+ * every op and its wall time, and of those the ops split over more than one
+ * thread, their wall time and the threads they used (sum; the last split
+ * op's count), the caller's wait at their barriers after it ran out of
+ * chunks and every thread's time in their chunks; regions entered. An op
+ * that ran on the caller alone (too small to split, the pool busy
+ * elsewhere) counts in calls and op_ns only, so the share of op time that
+ * ran split is split_ns / op_ns and the threads a split op used
+ * thread_sum / split_calls. */
 typedef struct sl_pool_stats {
-    _Atomic uint64_t calls, thread_sum, wait_ns, busy_ns, regions;
-    _Atomic uint32_t last_threads;
+    _Atomic uint64_t calls, op_ns;
+    _Atomic uint64_t split_calls, split_ns, thread_sum, wait_ns, busy_ns;
+    _Atomic uint64_t regions;
+    _Atomic uint32_t last_threads; /* the last split op's; 0: none yet */
 } sl_pool_stats;
 /* Where the calling thread's calls count (NULL: nowhere). */
 void sl_pool_set_stats(sl_pool_stats *st);
