@@ -167,9 +167,15 @@ static void test_greedy_identity(void)
         sl_spec_summary sum;
         CHECKF(run(&c, gp, N_PROMPTS, got, &sum) == 0, "%s: the run did not finish", setups[s].name);
         check_same(plain, got, N_PROMPTS, setups[s].name);
-        /* it did speculate, and the shipped pair agrees most of the time */
+        /* it did speculate (auto k too: its probes come after so many steps,
+         * whatever the machine), and the shipped pair agrees most of the time.
+         * The acceptance is asserted on the fixed-k runs only: auto k's
+         * drafting follows the step times measured here, and on a loaded
+         * machine it may draft nothing but a probe or two, too few tokens for
+         * a rate; what auto guarantees is checked above, the plain tokens
+         * (its decisions are tested on synthetic times in test_spec_adapt) */
         CHECKF(sum.steps > 0 && sum.drafted > 0, "%s: nothing drafted", setups[s].name);
-        if (setups[s].draft == draft_path)
+        if (setups[s].draft == draft_path && !setups[s].auto_k)
             CHECKF(sum.accepted > sum.drafted / 4, "%s: %ld of %ld drafted tokens accepted",
                    setups[s].name, sum.accepted, sum.drafted);
         /* the repeating prompts are where lookup finds its n-grams; auto k
