@@ -4,7 +4,6 @@
  * same way; every head's output accumulates in two chains (even and odd
  * keys) summed when the tile ends, in a fixed order. */
 #include <math.h>
-#include <stdbool.h>
 
 #include "kernels/attn.h"
 #include "kernels/vmath_avx512.h"
@@ -297,11 +296,12 @@ AT_INLINE void values_dims(const sl_attn_f32 *a, int64_t t0, int nt, const float
         }
     const float *v = a->v + t0 * a->kv_stride + d;
     int j = 0;
-    const bool pf_next = d + 16 * ND < hd; /* the next strip's lines of these rows */
+    /* the next strip's runs of 16 dims inside the rows (never past a row) */
+    const int pf_runs = (hd - d - 16 * ND) / 16;
     for (; j + 2 <= nt; j += 2, v += 2 * a->kv_stride) {
-        if (pf_next)
-            AT_UNROLL
-            for (int c = 0; c < ND; c++) {
+        AT_UNROLL
+        for (int c = 0; c < ND; c++)
+            if (c < pf_runs) {
                 _mm_prefetch((const char *)(v + 16 * ND + 16 * c), _MM_HINT_T0);
                 _mm_prefetch((const char *)(v + a->kv_stride + 16 * ND + 16 * c), _MM_HINT_T0);
             }
