@@ -54,6 +54,9 @@ struct sl_fwd {
     rope_set rope[ROPE_SETS];
     /* per-op times, added to when set (sl_fwd_set_times) */
     sl_fwd_times *times;
+    /* xn already holds this layer's normed input: the previous layer's
+     * residual made it (residual_norm) */
+    bool xn_ready;
     /* per-sequence next position, for batch validation */
     int *next_pos;
     int next_pos_cap;
@@ -587,6 +590,8 @@ typedef struct rows_args {
     float *x;
     const float *w;
     int64_t d;
+    bool norm;          /* residual_norm: also xn = RMSNorm(x) with nw */
+    const float *nw;
 } rows_args;
 
 static void residual_range(void *arg, int64_t i0, int64_t i1)
@@ -595,17 +600,30 @@ static void residual_range(void *arg, int64_t i0, int64_t i1)
     const sl_config *c = &a->f->m->cfg;
     int64_t d = c->d_model;
     for (int64_t i = i0; i < i1; i++) {
-        float *o = a->f->o + (size_t)i * d;
+        float *o = a->f->o + (size_t)i * d, *x = a->x + (size_t)i * d;
         if (a->w)
             sl_rmsnorm(o, o, a->w, d, c->norm_eps);
-        sl_add(a->x + (size_t)i * d, o, d);
+        sl_add(x, o, d);
+        if (a->norm)
+            sl_rmsnorm(a->f->xn + (size_t)i * d, x, a->nw, d, c->norm_eps);
     }
 }
 
 static void residual(sl_fwd *f, float *x, const float *post_norm, int n)
 {
-    rows_args a = {f, x, post_norm, 0};
+    rows_args a = {f, x, post_norm, 0, false, NULL};
     sl_pool_for_work(n, 1, rows_work(n, f->m->cfg.d_model, 2), residual_range, &a);
+}
+
+/* x += RMSNorm(o), then xn = RMSNorm(x) with the next block's norm, row by
+ * row in one pass: the ops of residual and norm_rows in their order, so
+ * the same bits, and one pass (and, where a pass is split, one barrier)
+ * fewer between the blocks. */
+static void residual_norm(sl_fwd *f, float *x, const float *post_norm, const float *next_norm,
+                          int n)
+{
+    rows_args a = {f, x, post_norm, 0, true, next_norm};
+    sl_pool_for_work(n, 1, rows_work(n, f->m->cfg.d_model, 3), residual_range, &a);
 }
 
 /* gate = act(gate) * up, a token per thread, rows of d_ff */
@@ -626,16 +644,17 @@ static void activation_range(void *arg, int64_t i0, int64_t i1)
 
 static void activation(sl_fwd *f, int n, int64_t d_ff)
 {
-    rows_args a = {f, NULL, NULL, d_ff};
+    rows_args a = {f, NULL, NULL, d_ff, false, NULL};
     sl_pool_for_work(n, 1, rows_work(n, d_ff, 2), activation_range, &a);
 }
 
+/* The FFN block of layer il, its input normed into xn already (the
+ * attention block's residual_norm). */
 static void ffn(sl_fwd *f, int il, float *x, int n)
 {
     const sl_config *c = &f->m->cfg;
-    const sl_layer_weights *w = &f->m->layer[il];
-    TIMED_OP(f, norm, SL_OP_FFN_NORM, 0,
-             norm_rows(f->xn, x, w->ffn_norm, n, c->d_model, c->norm_eps));
+    const sl_model *m = f->m;
+    const sl_layer_weights *w = &m->layer[il];
     sl_mm_job gate_up[2] = {job_w(&w->w_gate, f->gate), job_w(&w->w_up, f->up)};
     TIMED_OP(f, matmul, SL_OP_GATE_UP, w_bytes(&w->w_gate) + w_bytes(&w->w_up),
              matmul_same_x(gate_up, 2, f->xn, n, c->d_model));
@@ -653,7 +672,15 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
                  sl_matmul_glu(wd->type, wd->data, wd->packed, wd->n_out, wd->n_in, f->gate,
                                f->up, glu, n, f->o, wd->n_out));
     }
-    TIMED_OP(f, elementwise, SL_OP_FFN_RES, 0, residual(f, x, w->post_ffn_norm, n));
+    /* the next layer's input norm goes with the residual when nothing
+     * else (Gemma 4's per-layer path, an output scale) changes x between */
+    bool next = il + 1 < m->part.l1 && !w->ple_gate.data && !w->out_scale;
+    if (next)
+        TIMED_OP(f, elementwise, SL_OP_FFN_RES, 0,
+                 residual_norm(f, x, w->post_ffn_norm, m->layer[il + 1].attn_norm, n));
+    else
+        TIMED_OP(f, elementwise, SL_OP_FFN_RES, 0, residual(f, x, w->post_ffn_norm, n));
+    f->xn_ready = next;
 }
 
 #define PLE_CHUNK 256 /* floats dequantised at a time: whole blocks of every type */
@@ -833,8 +860,10 @@ static int layer_step(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, int il,
     const sl_config *c = &f->m->cfg;
     const sl_layer_weights *w = &f->m->layer[il];
     int n = b->n_tokens;
-    TIMED_OP(f, norm, SL_OP_ATTN_NORM, 0,
-             norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps));
+    if (!f->xn_ready)
+        TIMED_OP(f, norm, SL_OP_ATTN_NORM, 0,
+                 norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps));
+    f->xn_ready = false;
     /* q always; k and v unless the layer reads another's cache or V = K */
     sl_mm_job qkv[3] = {job_w(&w->wq, f->q), job_w(&w->wk, f->k), job_w(&w->wv, f->v)};
     int n_jobs = w->wk.data ? (w->wv.data ? 3 : 2) : 1;
@@ -849,7 +878,8 @@ static int layer_step(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, int il,
     if (rc)
         return -1;
     TIMED_OP(f, matmul, SL_OP_O, w_bytes(&w->wo), matmul_w(&w->wo, f->attn, n, f->o));
-    TIMED_OP(f, elementwise, SL_OP_ATTN_RES, 0, residual(f, x, w->post_attn_norm, n));
+    TIMED_OP(f, elementwise, SL_OP_ATTN_RES, 0,
+             residual_norm(f, x, w->post_attn_norm, w->ffn_norm, n));
     ffn(f, il, x, n);
     if (w->ple_gate.data || w->out_scale)
         per_layer_out(f, il, x, n);
@@ -881,6 +911,7 @@ int sl_forward_layers(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, sl_err 
         return -1;
     for (int i = 0; i < ROPE_SETS; i++)
         f->rope[i].ready = false; /* a new batch: new positions */
+    f->xn_ready = false;
     /* a layer step holds the pool: its ops cost a barrier each, not a
      * wake-up of the workers each */
     for (int il = m->part.l0; il < m->part.l1; il++) {

@@ -231,6 +231,11 @@ int main(void)
     check_groups(80, 3, 200, 0.0f);
     check_groups(48, 0, 67, 30.0f);
     check_groups(64, 100, 357, 0.0f);
+    /* Gemma 3 1B's decode shape (a KV head of 256 dims, 4 query heads, a
+     * 512-key window at position 512): the prefetching four-head kernel
+     * against the oracle, in spans out of order, and against the group of 11 */
+    check_case(256, 4, 1, 513, 1.0f, 0.0f);
+    check_groups(256, 1, 513, 0.0f);
     /* keys and values stored as F16, BF16 and Q8_0 rows */
     static const sl_type kv_types[] = {SL_TYPE_F16, SL_TYPE_BF16, SL_TYPE_Q8_0};
     for (int t = 0; t < 3; t++) {

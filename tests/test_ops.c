@@ -127,12 +127,40 @@ static void check_argmax(sl_path path)
     }
 }
 
+/* A vocabulary's worth of logits (the one-pass kernel keeps four chains of
+ * 16 lanes and a tail): the largest value tied in other lanes and chains,
+ * before and after the first, and in the tail; NaNs between. */
+static void check_argmax_long(sl_path path)
+{
+    const int n = 262144 + 37;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    static const int places[][3] = {{70001, 5, 262170}, {262150, 262160, 262179},
+                                    {200, 17, 64 + 33}, {131072 + 48, 131072 + 16, 131072 + 32}};
+    for (int trial = 0; trial < 8; trial++) {
+        for (int i = 0; i < n; i++)
+            x[i] = rnd();
+        const int *p = places[trial % 4];
+        float top = trial < 4 ? 3.0f : INFINITY;
+        for (int k = 0; k < 3; k++)
+            x[p[k]] = top;
+        x[1000 + trial] = NAN;
+        int64_t want = 0;
+        for (int i = 1; i < n; i++)
+            if (x[i] > x[want])
+                want = i;
+        CHECKF(sl_argmax_f32(x, n) == want, "argmax %s long trial %d: %lld, want %lld",
+               sl_path_name(path), trial, (long long)sl_argmax_f32(x, n), (long long)want);
+    }
+    free(x);
+}
+
 int main(void)
 {
     static const int ns[] = {1, 7, 16, 17, 33, 255, 1000};
     for (int path = 0; path <= (int)sl_path_best(); path++) {
         CHECK(sl_path_force((sl_path)path) == 0);
         check_argmax((sl_path)path);
+        check_argmax_long((sl_path)path);
         for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
             check_elementwise(ns[k], (sl_path)path);
             check_rmsnorm(ns[k], (sl_path)path, 1.0f);
