@@ -7,8 +7,10 @@
  *
  * Not built by CMake; bench/kernel_cost.sh builds and runs it:
  *   bench/kernel_cost.sh [TYPE...]   (default: q4_0 q4_1 q5_0 q5_1 q8_0)
- * then kernel_cost TYPE [N_OUT] (default 65536: about 40 MB of Q4_0, out of
- * cache as a decode's weights are). */
+ * then kernel_cost TYPE [N_OUT [N_IN]] (default 65536 x 1152: about 40 MB of
+ * Q4_0, out of cache as a decode's weights are; N_IN 6912 for a down
+ * projection's rows). SLUICE_R16_ONE=0 sends one token to the one-group
+ * kernel instead of the one-token kernel, for a paired comparison. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +29,13 @@ static double cpu_s(void)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: kernel_cost TYPE [N_OUT]\n");
+        fprintf(stderr, "usage: kernel_cost TYPE [N_OUT [N_IN]]\n");
         return 2;
     }
     sl_type type = sl_type_from_name(argv[1]);
-    int n_out = argc > 2 ? atoi(argv[2]) : 65536, n_in = 1152;
-    if ((int)type < 0 || n_out < 16) {
-        fprintf(stderr, "kernel_cost: bad type '%s' or N_OUT\n", argv[1]);
+    int n_out = argc > 2 ? atoi(argv[2]) : 65536, n_in = argc > 3 ? atoi(argv[3]) : 1152;
+    if ((int)type < 0 || n_out < 16 || n_in < 32 || n_in % sl_type_block_elems(type)) {
+        fprintf(stderr, "kernel_cost: bad type '%s', N_OUT or N_IN (whole blocks)\n", argv[1]);
         return 2;
     }
     omp_set_num_threads(1);
@@ -69,8 +71,9 @@ int main(int argc, char **argv)
         }
         if (k == 0)
             one = best;
-        printf("  %2d tokens: %8.3f ms  %5.2fx one token  %6.1f GOP/s\n", toks[k], best * 1e3,
-               best / one, 2.0 * n_out * (double)n_in * toks[k] / best / 1e9);
+        printf("  %2d tokens: %8.3f ms  %5.2fx one token  %6.1f GOP/s  %5.1f GB/s of weights\n",
+               toks[k], best * 1e3, best / one, 2.0 * n_out * (double)n_in * toks[k] / best / 1e9,
+               (double)rb * n_out / best / 1e9);
     }
     sl_pack_free(packed);
     free(w);

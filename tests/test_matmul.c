@@ -10,6 +10,7 @@
 
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_internal.h"
 #include "kernels/ops.h"
 #include "kernels/probe.h"
 #include "kernels/q8act.h"
@@ -359,6 +360,60 @@ static void test_packed(void)
     else
         CHECK(built == 0);
     CHECK(sl_pack(SL_TYPE_Q5_K, NULL, 256, 256) == NULL); /* no layout for it */
+}
+
+/* The one-token kernels (matmul_r16d_avx512.c) called directly on a packed
+ * copy, every type they take, on a few groups and several blocks: the bits
+ * of the one-group kernel on the same groups (whichever groups a call
+ * starts at), and the scalar reference's values within check_path's bound.
+ * A type they do not take in this list fails here (the decode path of
+ * llama.cpp's Q4_K_M mix: Q5_0 gate/up, Q4_K/Q6_K down). */
+static void test_one_token(void)
+{
+#if defined(__x86_64__)
+    if (sl_path_best() != SL_PATH_AVX512 || !sl_cpu()->avx512vnni) {
+        fprintf(stderr, "test_one_token: skipped: no AVX-512 VNNI\n");
+        return;
+    }
+    static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q8_0, SL_TYPE_Q5_0, SL_TYPE_Q4_K,
+                                    SL_TYPE_Q6_K};
+    CHECK(sl_path_force(SL_PATH_AVX512) == 0);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        sl_type type = types[ti];
+        sl_r16_fn one = sl_r16_one_avx512(type), tile = sl_r16_avx512(type);
+        CHECKF(one && tile, "%s: no one-token kernel", sl_type_name(type));
+        if (!one || !tile)
+            continue;
+        int64_t n_in = sl_type_block_elems(type) == 256 ? 5 * 256 : 37 * 32, n_out = 48;
+        problem p;
+        problem_make(&p, type, n_out, n_in);
+        uint8_t *packed = sl_pack(type, p.w, n_out, n_in);
+        void *mem = aligned_alloc(64, (sl_q8act_bytes(1, n_in) + 63) / 64 * 64);
+        sl_q8act a;
+        sl_q8act_init(&a, mem, 1, n_in);
+        sl_q8act_quantize(&a, 0, p.x);
+        float y_one[48], y_tile[48], y_part[48];
+        one(packed, 0, n_out / 16, &a, y_one, n_out);
+        tile(packed, 0, n_out / 16, &a, y_tile, n_out);
+        memset(y_part, 0, sizeof y_part);
+        one(packed, 1, n_out / 16, &a, y_part, n_out);
+        CHECKF(memcmp(y_one, y_tile, sizeof y_one) == 0 &&
+                   memcmp(y_part + 16, y_tile + 16, sizeof(float) * 32) == 0,
+               "%s: the one-token kernel's bits differ from the one-group kernel's",
+               sl_type_name(type));
+        float *yref = run(&p, p.x, 1, 1);
+        int bad = 0;
+        for (int64_t o = 0; o < n_out; o++) {
+            double tol = (double)(n_in + 8) * 0x1p-24 * p.absdot[o] + 1e-37;
+            bad += !(fabs(y_one[o] - yref[o]) <= tol + 0x1p-24 * fabs(p.dot[o]));
+        }
+        CHECKF(bad == 0, "%s: %d one-token outputs off the reference", sl_type_name(type), bad);
+        free(yref);
+        free(mem);
+        sl_pack_free(packed);
+        problem_free(&p);
+    }
+#endif
 }
 
 /* y of p's first token through a packed copy. */
@@ -740,6 +795,7 @@ int main(void)
     }
     sl_act_force(SL_ACTQ_Q8);
     test_packed();
+    test_one_token();
     test_glu();
     test_pack_arena();
     test_q8act_paths();
