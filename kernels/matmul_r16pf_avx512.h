@@ -25,6 +25,37 @@
 
 #include "kernels/matmul_r16_b32_avx512.h"
 
+/* Q5_0 and Q5_1 in a prefill: a pair of groups' codes, fifth bits added,
+ * unpacked once a call into the calling thread's stack (pf2_unpack), then
+ * loaded by every token tile. Unpacking a column (two loads of fifth-bit
+ * masks, a shift, two ands, two masked adds a group) cost the tile about a
+ * fifth of its speed against Q4_0's; made once, it is spread over the
+ * call's tiles (128 for a 512-token prefill). The integer sums are the
+ * same whichever way the codes come, so the bits are too. Per block of 32,
+ * PF2_U_BLOCK bytes: for k = 0..3 the low nibbles' codes of group 0, the
+ * high ones', then group 1's. Rows up to PF2_U_MAX elements wide (Gemma 3
+ * 1B's Q5_0 rows are 1152) take it; wider rows unpack in the tile. */
+#define PF2_U_BLOCK 1024
+#define PF2_U_MAX 2048
+
+R16_INLINE void pf2_unpack(const int kind, const uint8_t *p0, size_t gbytes, int64_t nb, uint8_t *u)
+{
+    const r16_b32_fmt f = r16_b32_fmt_of(kind);
+    const uint8_t *p1 = p0 + gbytes;
+    const size_t qo = f.has_min ? 64 : 32;
+    for (int64_t b = 0; b < nb; b++, p0 += f.bytes, p1 += f.bytes, u += PF2_U_BLOCK) {
+        R16_UNROLL
+        for (int k = 0; k < 4; k++) {
+            __m512i l0, h0, l1, h1;
+            r16_b32_unpack2(p0 + qo, p1 + qo, k, f.has_hi, &l0, &h0, &l1, &h1);
+            _mm512_store_si512(u + 256 * k, l0);
+            _mm512_store_si512(u + 256 * k + 64, h0);
+            _mm512_store_si512(u + 256 * k + 128, l1);
+            _mm512_store_si512(u + 256 * k + 192, h1);
+        }
+    }
+}
+
 /* Q4_0, Q4_1, Q5_0, Q5_1 (kind), tile_b32's steps: per block the 4 dword
  * columns k of both groups' nibbles (and fifth bits, added as 16 under a
  * byte mask) unpacked once for the T tokens, Q4_0's offset of 8 and Q5_0's
@@ -32,8 +63,9 @@
  * the activations' d * sum after the block's FMA. A lane sums its block in
  * two integer chains (low and high nibbles) when the registers allow
  * (split), so 4 T chains cover the latency. */
-R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const sl_q8act *a,
-                        int64_t t0, float *y, int64_t ldy, const int T, const int split)
+R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const uint8_t *u,
+                        const sl_q8act *a, int64_t t0, float *y, int64_t ldy, const int T,
+                        const int split)
 {
     const r16_b32_fmt f = r16_b32_fmt_of(kind);
     const int has_min = f.has_min, has_hi = f.has_hi, off = f.off;
@@ -59,7 +91,15 @@ R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const 
         R16_UNROLL
         for (int k = 0; k < 4; k++) {
             __m512i l0, h0, l1, h1;
-            r16_b32_unpack2(qs0, qs1, k, has_hi, &l0, &h0, &l1, &h1);
+            if (u) {
+                const uint8_t *ub = u + PF2_U_BLOCK * b + 256 * k;
+                l0 = _mm512_load_si512(ub);
+                h0 = _mm512_load_si512(ub + 64);
+                l1 = _mm512_load_si512(ub + 128);
+                h1 = _mm512_load_si512(ub + 192);
+            } else {
+                r16_b32_unpack2(qs0, qs1, k, has_hi, &l0, &h0, &l1, &h1);
+            }
             R16_UNROLL
             for (int t = 0; t < T; t++) {
                 const int8_t *q = q0 + t * nq + 32 * b + 4 * k;
@@ -105,25 +145,25 @@ R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const 
 R16_INLINE void pf2_q4_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
                          float *y, int64_t ldy, const int T)
 {
-    pf2_b32(SL_TYPE_Q4_0, p0, gbytes, a, t0, y, ldy, T, 1);
+    pf2_b32(SL_TYPE_Q4_0, p0, gbytes, NULL, a, t0, y, ldy, T, 1);
 }
 
 R16_INLINE void pf2_q4_1(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
                          float *y, int64_t ldy, const int T)
 {
-    pf2_b32(SL_TYPE_Q4_1, p0, gbytes, a, t0, y, ldy, T, 1);
+    pf2_b32(SL_TYPE_Q4_1, p0, gbytes, NULL, a, t0, y, ldy, T, 1);
 }
 
-R16_INLINE void pf2_q5_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
-                         float *y, int64_t ldy, const int T)
+R16_INLINE void pf2_q5_0(const uint8_t *p0, size_t gbytes, const uint8_t *u, const sl_q8act *a,
+                         int64_t t0, float *y, int64_t ldy, const int T)
 {
-    pf2_b32(SL_TYPE_Q5_0, p0, gbytes, a, t0, y, ldy, T, 1);
+    pf2_b32(SL_TYPE_Q5_0, p0, gbytes, u, a, t0, y, ldy, T, 1);
 }
 
-R16_INLINE void pf2_q5_1(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
-                         float *y, int64_t ldy, const int T)
+R16_INLINE void pf2_q5_1(const uint8_t *p0, size_t gbytes, const uint8_t *u, const sl_q8act *a,
+                         int64_t t0, float *y, int64_t ldy, const int T)
 {
-    pf2_b32(SL_TYPE_Q5_1, p0, gbytes, a, t0, y, ldy, T, 0);
+    pf2_b32(SL_TYPE_Q5_1, p0, gbytes, u, a, t0, y, ldy, T, 0);
 }
 
 /* Q8_0: 8 dword columns of quants plus 128 (unsigned), each lane starting
