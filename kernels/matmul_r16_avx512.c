@@ -28,6 +28,8 @@
  *         bits of dwords m, m + 16, m + 32, m + 48 (bits 0-1 .. 6-7): the
  *         file's 210 bytes a row. */
 #include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/matmul_internal.h"
@@ -428,7 +430,56 @@ PF2_GROUPS(q4_1, 4)
 PF2_GROUPS_WITH(q5_0, 4, PF2_UNPACK, PF2_WITH_U)
 PF2_GROUPS_WITH(q5_1, 4, PF2_UNPACK, PF2_WITH_U)
 PF2_GROUPS(q4_K, 4)
-PF2_GROUPS(q6_K, 8)
+/* The calling thread's buffer for a pair of Q6_K groups' codes, kept
+ * between calls and grown to the widest row seen (216 KB at 6912); NULL
+ * if it cannot be had (the tiles then unpack for themselves). */
+static pthread_key_t q6u_key;
+static pthread_once_t q6u_once = PTHREAD_ONCE_INIT;
+
+typedef struct q6u_buf {
+    uint8_t *mem;
+    size_t bytes;
+} q6u_buf;
+
+static void q6u_free(void *p)
+{
+    q6u_buf *b = p;
+    free(b->mem);
+    free(b);
+}
+
+static void q6u_key_make(void)
+{
+    if (pthread_key_create(&q6u_key, q6u_free))
+        abort(); /* out of keys at start-up: nothing sensible is left to do */
+}
+
+static uint8_t *q6u_get(size_t bytes)
+{
+    pthread_once(&q6u_once, q6u_key_make);
+    q6u_buf *b = pthread_getspecific(q6u_key);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return NULL;
+        if (pthread_setspecific(q6u_key, b)) {
+            free(b);
+            return NULL;
+        }
+    }
+    if (b->bytes < bytes) {
+        free(b->mem);
+        b->mem = aligned_alloc(64, bytes);
+        b->bytes = b->mem ? bytes : 0;
+    }
+    return b->mem;
+}
+
+#define PF2_Q6_UNPACK(p)                                                                      \
+    uint8_t *u = q6u_get((size_t)(a->n_blocks / 8) * PF2_Q6_U_SB);                            \
+    if (u)                                                                                    \
+        pf2_q6_unpack(p, gbytes, a->n_blocks / 8, u)
+PF2_GROUPS_WITH(q6_K, 8, PF2_Q6_UNPACK, PF2_WITH_U)
 
 sl_r16_fn sl_r16_avx512(sl_type wtype)
 {
