@@ -28,6 +28,8 @@
  *         bits of dwords m, m + 16, m + 32, m + 48 (bits 0-1 .. 6-7): the
  *         file's 210 bytes a row. */
 #include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/matmul_internal.h"
@@ -386,21 +388,24 @@ R16_GROUPS(q5_1)
 
 /* Pairs of groups through the two-group prefill tile, TB tokens a tile
  * (then 4 while 4 are left, for TB > 4); an odd group and the tokens after
- * the last whole tile take the one-group path. */
-#define PF2_GROUPS(type, TB)                                                                  \
+ * the last whole tile take the one-group path. PF2_ARGS(p) passes a pair's
+ * weights (and for Q5_0 and Q5_1 its codes unpacked, PF2_PRE(p)). */
+#define PF2_GROUPS_WITH(type, TB, PF2_PRE, PF2_ARGS)                                          \
     static void groups2_##type(const uint8_t *packed, int64_t g0, int64_t g1, const sl_q8act *a, \
                                float *y, int64_t ldy)                                         \
     {                                                                                         \
-        size_t gbytes = sl_r16_group_bytes(SL_TYPE_##type, a->n_in);                          \
+        const int kind = SL_TYPE_##type;                                                      \
+        size_t gbytes = sl_r16_group_bytes(kind, a->n_in);                                    \
         int64_t n_big = a->n_tok / (TB) * (TB);                                               \
         int64_t n_full = n_big + (a->n_tok - n_big) / 4 * 4, g = g0;                          \
         for (; n_full > 0 && g + 2 <= g1; g += 2) {                                           \
             const uint8_t *p = packed + (size_t)g * gbytes;                                   \
+            PF2_PRE(p);                                                                       \
             int64_t t = 0;                                                                    \
             for (; t < n_big; t += (TB))                                                      \
-                pf2_##type(p, gbytes, a, t, y + 16 * g + t * ldy, ldy, TB);                   \
+                pf2_##type(PF2_ARGS(p), a, t, y + 16 * g + t * ldy, ldy, TB);                 \
             for (; t < n_full; t += 4)                                                        \
-                pf2_##type(p, gbytes, a, t, y + 16 * g + t * ldy, ldy, 4);                    \
+                pf2_##type(PF2_ARGS(p), a, t, y + 16 * g + t * ldy, ldy, 4);                  \
             if (n_full < a->n_tok) {                                                          \
                 sl_q8act rest = sl_q8act_tokens(a, n_full, a->n_tok);                         \
                 groups_##type(packed, g, g + 2, &rest, y + n_full * ldy, ldy);                \
@@ -409,13 +414,72 @@ R16_GROUPS(q5_1)
         if (g < g1)                                                                           \
             groups_##type(packed, g, g1, a, y, ldy);                                          \
     }
+#define PF2_NO_PRE(p) (void)0
+#define PF2_PLAIN(p) p, gbytes
+#define PF2_GROUPS(type, TB) PF2_GROUPS_WITH(type, TB, PF2_NO_PRE, PF2_PLAIN)
+/* the unpacked codes when the row fits (PF2_U_MAX), else NULL */
+#define PF2_UNPACK(p)                                                                         \
+    _Alignas(64) uint8_t u_codes[PF2_U_MAX / 32 * PF2_U_BLOCK];                               \
+    const uint8_t *u = a->n_in <= PF2_U_MAX ? u_codes : NULL;                                 \
+    if (u)                                                                                    \
+        pf2_unpack(kind, p, gbytes, a->n_blocks, u_codes)
+#define PF2_WITH_U(p) p, gbytes, u
 PF2_GROUPS(q4_0, 4)
 PF2_GROUPS(q8_0, 4)
 PF2_GROUPS(q4_1, 4)
-PF2_GROUPS(q5_0, 4)
-PF2_GROUPS(q5_1, 4)
+PF2_GROUPS_WITH(q5_0, 4, PF2_UNPACK, PF2_WITH_U)
+PF2_GROUPS_WITH(q5_1, 4, PF2_UNPACK, PF2_WITH_U)
 PF2_GROUPS(q4_K, 4)
-PF2_GROUPS(q6_K, 8)
+/* The calling thread's buffer for a pair of Q6_K groups' codes, kept
+ * between calls and grown to the widest row seen (216 KB at 6912); NULL
+ * if it cannot be had (the tiles then unpack for themselves). */
+static pthread_key_t q6u_key;
+static pthread_once_t q6u_once = PTHREAD_ONCE_INIT;
+
+typedef struct q6u_buf {
+    uint8_t *mem;
+    size_t bytes;
+} q6u_buf;
+
+static void q6u_free(void *p)
+{
+    q6u_buf *b = p;
+    free(b->mem);
+    free(b);
+}
+
+static void q6u_key_make(void)
+{
+    if (pthread_key_create(&q6u_key, q6u_free))
+        abort(); /* out of keys at start-up: nothing sensible is left to do */
+}
+
+static uint8_t *q6u_get(size_t bytes)
+{
+    pthread_once(&q6u_once, q6u_key_make);
+    q6u_buf *b = pthread_getspecific(q6u_key);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return NULL;
+        if (pthread_setspecific(q6u_key, b)) {
+            free(b);
+            return NULL;
+        }
+    }
+    if (b->bytes < bytes) {
+        free(b->mem);
+        b->mem = aligned_alloc(64, bytes);
+        b->bytes = b->mem ? bytes : 0;
+    }
+    return b->mem;
+}
+
+#define PF2_Q6_UNPACK(p)                                                                      \
+    uint8_t *u = q6u_get((size_t)(a->n_blocks / 8) * PF2_Q6_U_SB);                            \
+    if (u)                                                                                    \
+        pf2_q6_unpack(p, gbytes, a->n_blocks / 8, u)
+PF2_GROUPS_WITH(q6_K, 8, PF2_Q6_UNPACK, PF2_WITH_U)
 
 sl_r16_fn sl_r16_avx512(sl_type wtype)
 {

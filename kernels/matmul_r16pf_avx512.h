@@ -25,6 +25,37 @@
 
 #include "kernels/matmul_r16_b32_avx512.h"
 
+/* Q5_0 and Q5_1 in a prefill: a pair of groups' codes, fifth bits added,
+ * unpacked once a call into the calling thread's stack (pf2_unpack), then
+ * loaded by every token tile. Unpacking a column (two loads of fifth-bit
+ * masks, a shift, two ands, two masked adds a group) cost the tile about a
+ * fifth of its speed against Q4_0's; made once, it is spread over the
+ * call's tiles (128 for a 512-token prefill). The integer sums are the
+ * same whichever way the codes come, so the bits are too. Per block of 32,
+ * PF2_U_BLOCK bytes: for k = 0..3 the low nibbles' codes of group 0, the
+ * high ones', then group 1's. Rows up to PF2_U_MAX elements wide (Gemma 3
+ * 1B's Q5_0 rows are 1152) take it; wider rows unpack in the tile. */
+#define PF2_U_BLOCK 1024
+#define PF2_U_MAX 2048
+
+R16_INLINE void pf2_unpack(const int kind, const uint8_t *p0, size_t gbytes, int64_t nb, uint8_t *u)
+{
+    const r16_b32_fmt f = r16_b32_fmt_of(kind);
+    const uint8_t *p1 = p0 + gbytes;
+    const size_t qo = f.has_min ? 64 : 32;
+    for (int64_t b = 0; b < nb; b++, p0 += f.bytes, p1 += f.bytes, u += PF2_U_BLOCK) {
+        R16_UNROLL
+        for (int k = 0; k < 4; k++) {
+            __m512i l0, h0, l1, h1;
+            r16_b32_unpack2(p0 + qo, p1 + qo, k, f.has_hi, &l0, &h0, &l1, &h1);
+            _mm512_store_si512(u + 256 * k, l0);
+            _mm512_store_si512(u + 256 * k + 64, h0);
+            _mm512_store_si512(u + 256 * k + 128, l1);
+            _mm512_store_si512(u + 256 * k + 192, h1);
+        }
+    }
+}
+
 /* Q4_0, Q4_1, Q5_0, Q5_1 (kind), tile_b32's steps: per block the 4 dword
  * columns k of both groups' nibbles (and fifth bits, added as 16 under a
  * byte mask) unpacked once for the T tokens, Q4_0's offset of 8 and Q5_0's
@@ -32,8 +63,9 @@
  * the activations' d * sum after the block's FMA. A lane sums its block in
  * two integer chains (low and high nibbles) when the registers allow
  * (split), so 4 T chains cover the latency. */
-R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const sl_q8act *a,
-                        int64_t t0, float *y, int64_t ldy, const int T, const int split)
+R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const uint8_t *u,
+                        const sl_q8act *a, int64_t t0, float *y, int64_t ldy, const int T,
+                        const int split)
 {
     const r16_b32_fmt f = r16_b32_fmt_of(kind);
     const int has_min = f.has_min, has_hi = f.has_hi, off = f.off;
@@ -59,7 +91,15 @@ R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const 
         R16_UNROLL
         for (int k = 0; k < 4; k++) {
             __m512i l0, h0, l1, h1;
-            r16_b32_unpack2(qs0, qs1, k, has_hi, &l0, &h0, &l1, &h1);
+            if (u) {
+                const uint8_t *ub = u + PF2_U_BLOCK * b + 256 * k;
+                l0 = _mm512_load_si512(ub);
+                h0 = _mm512_load_si512(ub + 64);
+                l1 = _mm512_load_si512(ub + 128);
+                h1 = _mm512_load_si512(ub + 192);
+            } else {
+                r16_b32_unpack2(qs0, qs1, k, has_hi, &l0, &h0, &l1, &h1);
+            }
             R16_UNROLL
             for (int t = 0; t < T; t++) {
                 const int8_t *q = q0 + t * nq + 32 * b + 4 * k;
@@ -105,25 +145,25 @@ R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const 
 R16_INLINE void pf2_q4_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
                          float *y, int64_t ldy, const int T)
 {
-    pf2_b32(SL_TYPE_Q4_0, p0, gbytes, a, t0, y, ldy, T, 1);
+    pf2_b32(SL_TYPE_Q4_0, p0, gbytes, NULL, a, t0, y, ldy, T, 1);
 }
 
 R16_INLINE void pf2_q4_1(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
                          float *y, int64_t ldy, const int T)
 {
-    pf2_b32(SL_TYPE_Q4_1, p0, gbytes, a, t0, y, ldy, T, 1);
+    pf2_b32(SL_TYPE_Q4_1, p0, gbytes, NULL, a, t0, y, ldy, T, 1);
 }
 
-R16_INLINE void pf2_q5_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
-                         float *y, int64_t ldy, const int T)
+R16_INLINE void pf2_q5_0(const uint8_t *p0, size_t gbytes, const uint8_t *u, const sl_q8act *a,
+                         int64_t t0, float *y, int64_t ldy, const int T)
 {
-    pf2_b32(SL_TYPE_Q5_0, p0, gbytes, a, t0, y, ldy, T, 1);
+    pf2_b32(SL_TYPE_Q5_0, p0, gbytes, u, a, t0, y, ldy, T, 1);
 }
 
-R16_INLINE void pf2_q5_1(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
-                         float *y, int64_t ldy, const int T)
+R16_INLINE void pf2_q5_1(const uint8_t *p0, size_t gbytes, const uint8_t *u, const sl_q8act *a,
+                         int64_t t0, float *y, int64_t ldy, const int T)
 {
-    pf2_b32(SL_TYPE_Q5_1, p0, gbytes, a, t0, y, ldy, T, 0);
+    pf2_b32(SL_TYPE_Q5_1, p0, gbytes, u, a, t0, y, ldy, T, 0);
 }
 
 /* Q8_0: 8 dword columns of quants plus 128 (unsigned), each lane starting
@@ -246,13 +286,36 @@ R16_INLINE void pf2_q4_K(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
     r16_store(y + 16, acc1, ldy, T);
 }
 
+/* Q6_K's codes (0..63) of a pair of groups put together once a call
+ * (r16_q6_quants) into u, for the tiles to load (u NULL: each tile puts
+ * them together itself): per superblock PF2_Q6_U_SB bytes, for each dword
+ * m = 0..63 group 0's 16 rows' 4 codes, then group 1's. Measured on Zen 5
+ * (bench/prefill_cost.sh, 2 threads, 512 tokens), 6912 x 1152 went from
+ * 925-955 to 1027-1048 GOP/s and 1152 x 6912 from 712-739 to 777-804. */
+#define PF2_Q6_U_SB (64 * 128)
+
+R16_INLINE void pf2_q6_unpack(const uint8_t *p0, size_t gbytes, int64_t n_sb, uint8_t *u)
+{
+    const uint8_t *p1 = p0 + gbytes;
+    for (int64_t sb = 0; sb < n_sb; sb++, p0 += SL_R16_Q6_K_BYTES, p1 += SL_R16_Q6_K_BYTES) {
+        R16_UNROLL
+        for (int hq = 0; hq < 4; hq++)
+            for (int m = 16 * hq; m < 16 * hq + 16; m++) {
+                _mm512_store_si512(u + 128 * m, r16_q6_quants(p0 + 288, p0 + 288 + 2048, m, hq));
+                _mm512_store_si512(u + 128 * m + 64, r16_q6_quants(p1 + 288, p1 + 288 + 2048, m, hq));
+            }
+        u += PF2_Q6_U_SB;
+    }
+}
+
 /* Q6_K: runs 4 hq .. 4 hq + 3 of 16 elements of superblock sb, both
  * groups, with q6_K_runs's steps: each lane starts at -32 times the
  * activations' sum over its 16, four dot products, one FMA. A run's
  * unpacking (two loads, a shift or two and a ternary op per weight vector)
  * costs as much as its dot products, so it feeds many tokens. */
-R16_INLINE void pf2_q6_K_runs(const uint8_t *p0, const uint8_t *p1, const sl_q8act *a, int64_t t0,
-                              int64_t sb, __m512 *acc0, __m512 *acc1, const int hq, const int T)
+R16_INLINE void pf2_q6_K_runs(const uint8_t *p0, const uint8_t *p1, const uint8_t *u,
+                              const sl_q8act *a, int64_t t0, int64_t sb, __m512 *acc0,
+                              __m512 *acc1, const int hq, const int T)
 {
     const int64_t nb = a->n_blocks, nq = a->n_in, ns = a->n_in / 16;
     __m512 dv0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p0));
@@ -261,8 +324,13 @@ R16_INLINE void pf2_q6_K_runs(const uint8_t *p0, const uint8_t *p1, const sl_q8a
         __m512i w0[4], w1[4];
         R16_UNROLL
         for (int k = 0; k < 4; k++) {
-            w0[k] = r16_q6_quants(p0 + 288, p0 + 288 + 2048, 4 * h + k, hq);
-            w1[k] = r16_q6_quants(p1 + 288, p1 + 288 + 2048, 4 * h + k, hq);
+            if (u) {
+                w0[k] = _mm512_load_si512(u + PF2_Q6_U_SB * sb + 128 * (4 * h + k));
+                w1[k] = _mm512_load_si512(u + PF2_Q6_U_SB * sb + 128 * (4 * h + k) + 64);
+            } else {
+                w0[k] = r16_q6_quants(p0 + 288, p0 + 288 + 2048, 4 * h + k, hq);
+                w1[k] = r16_q6_quants(p1 + 288, p1 + 288 + 2048, 4 * h + k, hq);
+            }
         }
         __m512 s0 = _mm512_mul_ps(dv0, r16_i8_ps(p0 + 32 + 16 * h));
         __m512 s1 = _mm512_mul_ps(dv1, r16_i8_ps(p1 + 32 + 16 * h));
@@ -285,8 +353,8 @@ R16_INLINE void pf2_q6_K_runs(const uint8_t *p0, const uint8_t *p1, const sl_q8a
     }
 }
 
-R16_INLINE void pf2_q6_K(const uint8_t *p0, size_t gbytes, const sl_q8act *a, int64_t t0,
-                         float *y, int64_t ldy, const int T)
+R16_INLINE void pf2_q6_K(const uint8_t *p0, size_t gbytes, const uint8_t *u, const sl_q8act *a,
+                         int64_t t0, float *y, int64_t ldy, const int T)
 {
     __m512 acc0[PF2_TMAX], acc1[PF2_TMAX];
     R16_UNROLL
@@ -294,10 +362,10 @@ R16_INLINE void pf2_q6_K(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
         acc0[t] = acc1[t] = _mm512_setzero_ps();
     const uint8_t *p1 = p0 + gbytes;
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p0 += SL_R16_Q6_K_BYTES, p1 += SL_R16_Q6_K_BYTES) {
-        pf2_q6_K_runs(p0, p1, a, t0, sb, acc0, acc1, 0, T);
-        pf2_q6_K_runs(p0, p1, a, t0, sb, acc0, acc1, 1, T);
-        pf2_q6_K_runs(p0, p1, a, t0, sb, acc0, acc1, 2, T);
-        pf2_q6_K_runs(p0, p1, a, t0, sb, acc0, acc1, 3, T);
+        pf2_q6_K_runs(p0, p1, u, a, t0, sb, acc0, acc1, 0, T);
+        pf2_q6_K_runs(p0, p1, u, a, t0, sb, acc0, acc1, 1, T);
+        pf2_q6_K_runs(p0, p1, u, a, t0, sb, acc0, acc1, 2, T);
+        pf2_q6_K_runs(p0, p1, u, a, t0, sb, acc0, acc1, 3, T);
     }
     r16_store(y, acc0, ldy, T);
     r16_store(y + 16, acc1, ldy, T);

@@ -351,6 +351,21 @@ static void test_packed(void)
         sl_pack_free((void *)run_packed);
         run_packed = NULL;
         problem_free(&big);
+        /* a prefill (29 tokens: the two-group tiles) of rows wider than
+         * the tiles' unpacked copy of a pair of groups takes (PF2_U_MAX in
+         * matmul_r16pf_avx512.h: Q5_0 and Q5_1 unpack in the tile there):
+         * the oracles, and each token's bits alone and in the batch */
+        problem wide;
+        problem_make(&wide, types[ti], 33, be == 256 ? 9 * 256 : 67 * 32);
+        sl_path_force(sl_path_best());
+        run_packed = sl_pack(wide.type, wide.w, wide.n_out, wide.n_in);
+        if (run_packed) {
+            check_path(&wide, MAX_TOK, sl_path_best());
+            check_batch_invariance(&wide, sl_path_best());
+        }
+        sl_pack_free((void *)run_packed);
+        run_packed = NULL;
+        problem_free(&wide);
     }
     const sl_cpu_features *f = sl_cpu();
     if (sl_path_best() == SL_PATH_AVX512 && f->avx512vnni)
