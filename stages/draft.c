@@ -353,7 +353,10 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
     /* a step's own catch-up is a token or two; more follows plain steps */
     double draft_before = ds->draft_s;
     bool long_catch_up = todo > 2;
-    int shadow = probing && long_catch_up && !r->sampled ? (todo - 1) / 2 : 0;
+    /* the rows' logits give fair predictions where they have context: on
+     * a cache holding the text before them (the prefill's window) all but
+     * the last, on a rebuilt window its second half */
+    int shadow = probing && long_catch_up && !r->sampled ? (t > 0 ? todo - 1 : (todo - 1) / 2) : 0;
     if (shadow > SHADOW_ROWS)
         shadow = SHADOW_ROWS;
     if (shadow > r->n_hist - r->n_prompt)
@@ -380,6 +383,37 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
         ds->catch_up_s += ds->draft_s - draft_before;
     if (long_catch_up && probing) /* the next probe's: a window's worth */
         spa_observe_probe(&r->spa, (ds->draft_s - draft_before) / todo * DRAFT_WINDOW);
+    return 0;
+}
+
+/* At prefill (adaptive k, not drafting, the cache empty): takes in the
+ * part of the first probe's window the prompt holds, the text's first
+ * token and its last DRAFT_WINDOW - SPA_WARM_PLAIN - 1 (all of a shorter
+ * prompt), as one batch, so the first probe, SPA_WARM_PLAIN plain steps
+ * later, catches up on those steps only. That catch-up (the prompt and
+ * the plain steps, up to a window, 2.2 ms on the tiny pair: four plain
+ * steps) was on the decode's critical path of every request, drafting
+ * or not; here it is part of the time to the first token, where the
+ * target's prefill of the same rows costs several times more. */
+static int prefill_window(draft_stage *ds, dreq *r, sl_err *err)
+{
+    int keep = DRAFT_WINDOW - SPA_WARM_PLAIN;
+    int off = r->n_hist > keep ? r->n_hist - keep : 0;
+    double draft_before = ds->draft_s;
+    sl_kv_truncate(ds->kv, r->seq, 0);
+    r->kv_off = off;
+    for (int t = 0; t < r->n_hist;) {
+        int n = 0;
+        for (; n < ds->max_batch && t < r->n_hist; n++) {
+            ds->tok[n] = r->hist[t];
+            ds->seq[n] = r->seq;
+            ds->pos[n] = t == 0 ? 0 : t - off;
+            t = t == 0 && off > 0 ? off + 1 : t + 1;
+        }
+        if (eval_rows(ds, n, NULL, 0, err))
+            return -1;
+    }
+    ds->catch_up_s += ds->draft_s - draft_before;
     return 0;
 }
 
@@ -566,6 +600,9 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
                                              &r->shadow) == 1;
         o->t_draft += sl_now_s() - t0 - (ds->catch_up_s - catch_up_before);
         r->observe = i1 - i0 == 1;
+        if (k == 0 && ds->model && ds->auto_k && r->n_hist == r->n_prompt && cached_text(ds, r) == 0 &&
+            prefill_window(ds, r, why))
+            return -1;
     }
     for (uint32_t i = i0; i < i1; i++)
         put_row(ds, o, rows->b.req[i], rows->b.seq[i], rows->b.pos[i], rows->tok[i], rows->b.flags[i], -1);

@@ -5,12 +5,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Plain steps measured before the first probe: a probe's cost is read
- * against them, so t_plain must be right first. A drafted token's cost is
- * the step's excess over t_plain: a t_plain too high by 30% (two warm-up
- * steps in a mean of two) made a dear drafter (a third of a step a token)
- * look free, and one accepting 1 token in 10 drafted for 70 steps. */
-#define SPA_WARM_PLAIN 8
 /* A fresh controller's first plain steps are not measured: they run with
  * cold caches (seen: 1.3x the steady step on the tiny pair). */
 #define SPA_COLD_PLAIN 2

@@ -23,6 +23,15 @@
 
 #include <stdbool.h>
 
+/* Plain steps measured before the first probe: a probe's cost is read
+ * against them, so t_plain must be right first. A drafted token's cost is
+ * the step's excess over t_plain: a t_plain too high by 30% (two warm-up
+ * steps in a mean of two) made a dear drafter (a third of a step a token)
+ * look free, and one accepting 1 token in 10 drafted for 70 steps. A
+ * draft model takes in all but these last tokens of its first probe's
+ * window at prefill (stages/draft.c). */
+#define SPA_WARM_PLAIN 8
+
 typedef struct spa_ctl {
     int k_max;          /* most tokens a step may draft */
     /* what has been learned (EWMA) */

@@ -1,13 +1,16 @@
 /* The draft stage's probe window (stages/draft.c, DRAFT_WINDOW 32): with
  * adaptive k and nothing being drafted, a probe whose cache would have to
  * catch up on more than 32 tokens rebuilds it from the text's first token
- * and its last 31 instead, at cache positions 0..31. Driven by hand on the
- * shipped tiny draft model, a sampled request (its drafted token's
+ * and its last 31 instead, at cache positions 0..31; at prefill the stage
+ * takes in the first probe's window as far as the prompt holds it (the
+ * text's first token and the prompt's last 32 - 8 - 1). Driven by hand on
+ * the shipped tiny draft model, a sampled request (its drafted token's
  * distribution q travels with the batch):
  * - the first probe after a 40-token prompt and the warm-up's plain steps
- *   sends the q of a whole-model run of the draft on exactly that window
- *   (any token or position mapped wrongly changes it), which differs from
- *   the q of the whole text (the window is in effect);
+ *   sends the q of a whole-model run of the draft on exactly the prefill's
+ *   window and the plain steps' tokens after it (any token or position
+ *   mapped wrongly changes it), which differs from the q of the whole text
+ *   (the window is in effect);
  * - after the probe's token is accepted (and what the stage drafted ahead
  *   in its idle time cut away or used), later drafts' q are those of the
  *   window kept and extended (a probe soon after: the controller is close
@@ -27,6 +30,9 @@
 #include "util/clock.h"
 
 #define WINDOW 32
+/* the prompt's tokens the prefill takes in (WINDOW less SPA_WARM_PLAIN):
+ * text[0] and text[PROMPT - PREFILL_KEEP + 1 .. PROMPT) */
+#define PREFILL_KEEP 24
 #define PROMPT 40
 #define MAX_TEXT 256
 /* A plain step as the stage sees it (the time from its answer to the next
@@ -183,9 +189,10 @@ static void test_window(void)
 
     sl_stage *st = open_stage(true, 8, true);
     int n = until_probe(st, text, &pr);
-    /* the warm-up's plain steps took the text past the window: the probe
-     * drafted after text[0] and the last 31 tokens */
+    /* the probe drafted after the prefill's window (text[0] and the
+     * prompt's last 23 tokens) and the plain steps' tokens */
     CHECKF(n > WINDOW && pr.k == 1, "probe at %d tokens drafted %d", n, pr.k);
+    int off = PROMPT - PREFILL_KEEP, m0 = 0;
     float *first = malloc((size_t)n_vocab * sizeof *first);
     memcpy(first, q, (size_t)n_vocab * sizeof *q);
 
@@ -212,9 +219,10 @@ static void test_window(void)
             text[len] = (text[len] + 1) % n_vocab;
         CHECK(st->idle(st) >= 0); /* drafts ahead, as if all were accepted */
     }
-    win[0] = text[0];
-    memcpy(win + 1, text + n - (WINDOW - 1), (WINDOW - 1) * sizeof *win);
-    ref_q(win, WINDOW, want);
+    win[m0++] = text[0];
+    for (int t = off + 1; t < n; t++)
+        win[m0++] = text[t];
+    ref_q(win, m0, want);
     ref_q(text, n, full);
     double d = max_diff(first, want), d_full = max_diff(first, full);
     CHECKF(d < 1e-4, "the probe's q differs from the window's by %g", d);
@@ -226,7 +234,7 @@ static void test_window(void)
     /* a probe keeps the window when it catches up on at most 32 tokens
      * (those since the last probe), else takes a new one; once drafting
      * pays, the cache holds the whole text */
-    int off = n - WINDOW, prev = n;
+    int prev = n;
     for (int i = 0; i < n_probes; i++) {
         int len = lens[i], m = 0;
         const float *got = later + (size_t)i * n_vocab;
