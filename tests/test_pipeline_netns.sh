@@ -24,7 +24,7 @@ M=$T/models/tiny-gemma3.gguf
 
 start_worker() {
     ip netns exec "$NB" "$SLUICE" worker --listen tcp://10.77.0.2:7100 --key keys/hostb.key \
-        --allow keys/local.pub --silence 2 2>>worker.err &
+        --allow keys/local.pub --silence 4 2>>worker.err &
     worker=$!
     pids+=("$worker")
     wait_for grep -qs listening worker.err && ok || bad "worker in B did not start"

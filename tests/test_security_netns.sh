@@ -31,7 +31,7 @@ M=$T/models/tiny-gemma3.gguf
 STRANGER=$(cat keys/stranger.pub)
 CTL=tcp://10.77.0.2:7100
 
-inB "$SLUICE" worker --listen $CTL --key keys/hostb.key --allow keys/local.pub --silence 2 2>worker.err &
+inB "$SLUICE" worker --listen $CTL --key keys/hostb.key --allow keys/local.pub --silence 4 2>worker.err &
 pids+=($!)
 wait_for grep -qs "listening (CURVE)" worker.err && ok || bad "worker in B did not start with CURVE"
 
