@@ -12,6 +12,7 @@
 #include "kernels/matmul_internal.h"
 #include "kernels/quant.h"
 #include "util/clock.h"
+#include "util/mem.h"
 #include "util/pool.h"
 
 /* Rows a thread takes at a time: a multiple of every tile's row count, and
@@ -381,50 +382,15 @@ static void quantize_range(void *arg, int64_t t0, int64_t t1)
     }
 }
 
-/* The calling thread's buffer for quantised activations, kept between
- * calls and grown to the largest seen (a prefill batch's widest input:
- * ~7 MB for 512 tokens of 6912). Allocated per call, a prefill's buffers
- * came back from the allocator as fresh pages each time, and the first
- * writes to them (page faults, in a VM exits to the hypervisor) cost as
- * much as a third of the matmuls' time. Freed when the thread ends. */
-typedef struct q8_scratch {
-    void *mem;
-    size_t bytes;
-} q8_scratch;
-
-static pthread_key_t q8_key;
-static pthread_once_t q8_once = PTHREAD_ONCE_INIT;
-
-static void q8_scratch_free(void *p)
-{
-    q8_scratch *s = p;
-    free(s->mem);
-    free(s);
-}
-
-static void q8_key_make(void)
-{
-    if (pthread_key_create(&q8_key, q8_scratch_free))
-        abort(); /* out of keys at start-up: nothing sensible is left to do */
-}
-
+/* The calling thread's buffer for quantised activations (sl_thread_scratch:
+ * kept between calls, grown to the largest seen, ~7 MB for 512 tokens of
+ * 6912). */
 static void *q8_scratch_get(size_t bytes)
 {
-    pthread_once(&q8_once, q8_key_make);
-    q8_scratch *s = pthread_getspecific(q8_key);
-    if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s || pthread_setspecific(q8_key, s))
-            abort();
-    }
-    if (s->bytes < bytes) {
-        free(s->mem);
-        s->mem = malloc(bytes);
-        if (!s->mem)
-            abort(); /* a few KB per token: nothing sensible is left to do */
-        s->bytes = bytes;
-    }
-    return s->mem;
+    void *mem = sl_thread_scratch(SL_SCRATCH_Q8ACT, bytes);
+    if (!mem)
+        abort(); /* a few KB per token: nothing sensible is left to do */
+    return mem;
 }
 
 /* The activations' other forms, made once for all jobs (a token's bytes do

@@ -28,11 +28,11 @@
  *         bits of dwords m, m + 16, m + 32, m + 48 (bits 0-1 .. 6-7): the
  *         file's 210 bytes a row. */
 #include <immintrin.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/matmul_internal.h"
+#include "util/mem.h"
 
 #define R16_INLINE static inline __attribute__((always_inline))
 #define R16_UNROLL _Pragma("GCC unroll 16")
@@ -433,46 +433,9 @@ PF2_GROUPS(q4_K, 4)
 /* The calling thread's buffer for a pair of Q6_K groups' codes, kept
  * between calls and grown to the widest row seen (216 KB at 6912); NULL
  * if it cannot be had (the tiles then unpack for themselves). */
-static pthread_key_t q6u_key;
-static pthread_once_t q6u_once = PTHREAD_ONCE_INIT;
-
-typedef struct q6u_buf {
-    uint8_t *mem;
-    size_t bytes;
-} q6u_buf;
-
-static void q6u_free(void *p)
-{
-    q6u_buf *b = p;
-    free(b->mem);
-    free(b);
-}
-
-static void q6u_key_make(void)
-{
-    if (pthread_key_create(&q6u_key, q6u_free))
-        abort(); /* out of keys at start-up: nothing sensible is left to do */
-}
-
 static uint8_t *q6u_get(size_t bytes)
 {
-    pthread_once(&q6u_once, q6u_key_make);
-    q6u_buf *b = pthread_getspecific(q6u_key);
-    if (!b) {
-        b = calloc(1, sizeof *b);
-        if (!b)
-            return NULL;
-        if (pthread_setspecific(q6u_key, b)) {
-            free(b);
-            return NULL;
-        }
-    }
-    if (b->bytes < bytes) {
-        free(b->mem);
-        b->mem = aligned_alloc(64, bytes);
-        b->bytes = b->mem ? bytes : 0;
-    }
-    return b->mem;
+    return sl_thread_scratch(SL_SCRATCH_Q6UNPACK, bytes);
 }
 
 #define PF2_Q6_UNPACK(p)                                                                      \

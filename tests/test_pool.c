@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 #include "model/kv.h"
 #include "model/model.h"
 #include "tests/test.h"
+#include "util/mem.h"
 #include "util/pool.h"
 
 /* ---- range coverage ---- */
@@ -699,6 +701,34 @@ static void test_forward_threads(void)
     unlink(path);
 }
 
+/* sl_thread_scratch: a buffer a slot and a thread, 64-byte aligned, kept
+ * while it is big enough, grown when asked for more; another slot or
+ * another thread has its own. */
+static void *scratch_other_thread(void *arg)
+{
+    return sl_thread_scratch(SL_SCRATCH_Q8ACT, (size_t)(uintptr_t)arg);
+}
+
+static void test_thread_scratch(void)
+{
+    uint8_t *a = sl_thread_scratch(SL_SCRATCH_Q8ACT, 100);
+    CHECK(a && ((uintptr_t)a & 63) == 0);
+    memset(a, 0x5a, 100);
+    CHECK(sl_thread_scratch(SL_SCRATCH_Q8ACT, 64) == a); /* smaller: the same buffer */
+    uint8_t *b = sl_thread_scratch(SL_SCRATCH_Q6UNPACK, 100);
+    CHECK(b && b != a && ((uintptr_t)b & 63) == 0);
+    uint8_t *c = sl_thread_scratch(SL_SCRATCH_Q8ACT, 1 << 20);
+    CHECK(c && ((uintptr_t)c & 63) == 0);
+    memset(c, 1, 1 << 20); /* all of it is ours (ASan checks) */
+    CHECK(sl_thread_scratch(SL_SCRATCH_Q8ACT, 1 << 20) == c);
+    pthread_t t;
+    void *other = NULL;
+    CHECK(pthread_create(&t, NULL, scratch_other_thread, (void *)(uintptr_t)4096) == 0);
+    pthread_join(t, &other);
+    CHECK(other && other != c && other != b);
+    CHECK(sl_thread_scratch(-1, 8) == NULL && sl_thread_scratch(SL_SCRATCH_SLOTS, 8) == NULL);
+}
+
 int main(void)
 {
     test_adapt();
@@ -714,5 +744,6 @@ int main(void)
     test_region_two_callers();
     test_min_work();
     test_forward_threads();
+    test_thread_scratch();
     return test_finish("test_pool");
 }
