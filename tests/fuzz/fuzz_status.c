@@ -51,9 +51,10 @@ static void check_text(const char *text)
         }
         line = nl + 1;
     }
-    /* 7 counters, the step histogram, the depth histogram and the pool's
-     * 4 (threads, calls, threads summed over calls, barrier wait) */
-    require(samples == (size_t)(7 + pl_n_step_bounds + 3 + pl_n_depth_bounds + 3 + 4));
+    /* 8 counters (foreign among them), the step histogram, the depth
+     * histogram and the pool's 7 (threads, calls, split calls, threads
+     * summed over split calls, op seconds, split seconds, barrier wait) */
+    require(samples == (size_t)(8 + pl_n_step_bounds + 3 + pl_n_depth_bounds + 3 + 7));
     free(prom);
     char *plain = pl_metrics_text(&m, 1);
     require(plain != NULL);
