@@ -318,8 +318,9 @@ char *pl_metrics_prometheus_client(const pl_client_metrics *c)
 
 /* ---- the machine form a worker answers a coordinator with ----
  * One line a stage: "stage INDEX NAME messages tokens errors refused
- * dropped busy_seconds queue_depth", then each histogram (step seconds,
- * queue) as "n sum count..." with one count per bucket (+Inf last). */
+ * dropped foreign busy_seconds queue_depth", then each histogram (step
+ * seconds, queue) as "n sum count..." with one count per bucket (+Inf
+ * last). */
 
 static void put_hist_counts(sbuf *b, const pl_hist *h)
 {
@@ -338,9 +339,10 @@ char *pl_metrics_encode(const pl_stage_metrics *m, int n)
         for (char *c = name; *c; c++)
             if (*c <= ' ' || *c > '~')
                 *c = '_';
-        put(&b, "stage %d %s %llu %llu %llu %llu %llu %.9g %u", s->index, name, (unsigned long long)s->messages,
-            (unsigned long long)s->tokens, (unsigned long long)s->errors, (unsigned long long)s->refused,
-            (unsigned long long)s->dropped, s->busy_seconds, s->queue_depth);
+        put(&b, "stage %d %s %llu %llu %llu %llu %llu %llu %.9g %u", s->index, name,
+            (unsigned long long)s->messages, (unsigned long long)s->tokens, (unsigned long long)s->errors,
+            (unsigned long long)s->refused, (unsigned long long)s->dropped, (unsigned long long)s->foreign,
+            s->busy_seconds, s->queue_depth);
         put_hist_counts(&b, &s->step_seconds);
         put_hist_counts(&b, &s->queue);
         put(&b, "\n");
@@ -414,7 +416,8 @@ static bool read_stage(fields *f, pl_stage_metrics *s)
     pl_stage_metrics_init(s, name, (int)index);
     char rest[2];
     return next_u64(f, &s->messages) && next_u64(f, &s->tokens) && next_u64(f, &s->errors) &&
-           next_u64(f, &s->refused) && next_u64(f, &s->dropped) && next_double(f, &s->busy_seconds) &&
+           next_u64(f, &s->refused) && next_u64(f, &s->dropped) && next_u64(f, &s->foreign) &&
+           s->foreign <= s->dropped && next_double(f, &s->busy_seconds) &&
            next_u64(f, &depth) && depth <= UINT32_MAX && (s->queue_depth = (uint32_t)depth, true) &&
            read_hist(f, &s->step_seconds) && read_hist(f, &s->queue) && !next_field(f, rest, sizeof rest);
 }
@@ -431,7 +434,7 @@ int pl_metrics_decode(const char *text, pl_stage_metrics *out, int max, sl_err *
             return sl_fail(err, "stage metrics: more than %d stages", max);
         if (!read_stage(&f, &out[n]))
             return sl_fail(err, "stage metrics: line %d is not 'stage INDEX NAME' and %d counters", line,
-                           7 + 4 + pl_n_step_bounds + pl_n_depth_bounds);
+                           8 + 4 + pl_n_step_bounds + pl_n_depth_bounds);
         n++;
         at = *end ? end + 1 : end;
     }

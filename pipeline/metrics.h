@@ -78,12 +78,14 @@ char *pl_metrics_prometheus(const pl_stage_metrics *m, int n);
 
 /* The machine form of n stages' metrics, which a worker answers its
  * coordinator's STATUS PL_METRICS_ASK with (one line a stage; every count
- * and both histograms, so the coordinator's /metrics shows remote stages
- * as its own). Malloc'd; NULL: out of memory. */
+ * but the pool's, foreign among them, and both histograms, so the
+ * coordinator's /metrics shows remote stages as its own). Malloc'd; NULL:
+ * out of memory. */
 #define PL_METRICS_ASK "metrics"
 char *pl_metrics_encode(const pl_stage_metrics *m, int n);
-/* Reads pl_metrics_encode's text (from another host: checked) into at most
- * max stages; returns how many, or -1 with err naming the line at fault. */
+/* Reads pl_metrics_encode's text (from another host: checked, a foreign
+ * count past its dropped refused) into at most max stages; returns how
+ * many, or -1 with err naming the line at fault. */
 int pl_metrics_decode(const char *text, pl_stage_metrics *out, int max, sl_err *err);
 
 /* The client's side of a pipeline (sl_pipeline_submit): requests. */

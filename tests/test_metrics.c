@@ -587,6 +587,11 @@ static void check_worker(const char *sluice)
     CHECK(zmq_connect(sock, addr) == 0);
     send_batch(sock, 80, 0, 0, 0); /* 80 KiB: past the config's 64 KiB, within the default 256 MiB */
     send_batch(sock, 2, 9, 0, 0);  /* slot 9 past max_sequences 4 */
+    /* a well-formed batch of another run: dropped as foreign, before the
+     * stage sees it */
+    inject_run_id ^= 0x5a5a5a5a5a5a5a5aull;
+    send_batch(sock, 2, 0, 0, 0);
+    inject_run_id ^= 0x5a5a5a5a5a5a5a5aull;
     pl_status_opts so = {.addr = ctl, .timeout_s = 5};
     char *text = NULL;
     bool seen = false;
@@ -594,33 +599,40 @@ static void check_worker(const char *sluice)
         free(text);
         text = NULL;
         CHECKF(pl_status_query(&so, &text, &err) == 0, "%s", err.msg);
-        seen = text && strstr(text, "refused 2  dropped 1");
+        seen = text && strstr(text, "refused 2  dropped 2  foreign 1");
         if (!seen)
             usleep(10000);
     }
     /* 4 batches and a RELEASE of the request, and the refused batch; the
-     * oversized message never reached the stage */
+     * oversized message and the foreign one never reached the stage */
     CHECKF(seen && strstr(text, ": serving a coordinator, 3 stage(s)\n") &&
                strstr(text, "stage 1 layers[0,6)\n  messages 6  tokens ") &&
-               strstr(text, "  errors 1  refused 2  dropped 1  foreign 0\n"),
+               strstr(text, "  errors 1  refused 2  dropped 2  foreign 1\n"),
            "worker status:\n%s", text ? text : "(none)");
     free(text);
     CHECK(run_one(p, "you may not use this file", 4) == 4);
     /* the coordinator's snapshot holds the worker's stages too (asked every
-     * half second): stage 1 with the rows it computed */
+     * half second): stage 1 with the rows it computed and what it dropped */
     bool remote = false;
+    char *prom = NULL;
     for (int tries = 0; tries < 300 && !remote; tries++) {
         pl_stage_metrics *all = NULL;
         int n = 0;
         CHECK(sl_pipeline_metrics_all(p, &all, &n) == 0);
         remote = n == 4 && all[0].index == 0 && all[1].index == 1 && all[3].index == 3 &&
                  strcmp(all[1].name, "layers[0,6)") == 0 && all[1].tokens > 0 && all[1].refused == 2 &&
-                 all[1].step_seconds.n > 0;
+                 all[1].dropped == 2 && all[1].foreign == 1 && all[1].step_seconds.n > 0;
+        if (remote)
+            prom = pl_metrics_prometheus(all, n); /* what the coordinator's /metrics serves */
         free(all);
         if (!remote)
             usleep(10000);
     }
     CHECKF(remote, "the worker's stages in the coordinator's metrics");
+    CHECKF(prom && strstr(prom, "\nsluice_stage_foreign_total{stage=\"layers[0,6)\",index=\"1\"} 1\n") &&
+               strstr(prom, "\nsluice_stage_dropped_total{stage=\"layers[0,6)\",index=\"1\"} 2\n"),
+           "the worker stage's foreign batch in the coordinator's Prometheus text");
+    free(prom);
     pl_stage_metrics *own = NULL;
     int n_own = 0;
     CHECK(sl_pipeline_metrics(p, &own, &n_own) == 0 && n_own == 1 && own[0].index == 0);
@@ -697,7 +709,7 @@ static void check_machine_form(void)
     pl_stage_metrics m[2], back[2];
     pl_stage_metrics_init(&m[0], "layers[3,6)", 2);
     pl_stage_metrics_init(&m[1], "sa mple", 4);
-    m[0].messages = 7, m[0].tokens = 1234, m[0].errors = 1, m[0].refused = 2, m[0].dropped = 3;
+    m[0].messages = 7, m[0].tokens = 1234, m[0].errors = 1, m[0].refused = 2, m[0].dropped = 3, m[0].foreign = 1;
     m[0].busy_seconds = 1.5, m[0].queue_depth = 5;
     pl_hist_observe(&m[0].step_seconds, 0.003);
     pl_hist_observe(&m[0].step_seconds, 20.0);
@@ -707,7 +719,7 @@ static void check_machine_form(void)
     CHECK(text && pl_metrics_decode(text, back, 2, &err) == 2);
     CHECK(back[0].index == 2 && strcmp(back[0].name, "layers[3,6)") == 0 && back[0].messages == 7 &&
           back[0].tokens == 1234 && back[0].errors == 1 && back[0].refused == 2 && back[0].dropped == 3 &&
-          back[0].busy_seconds == 1.5 && back[0].queue_depth == 5);
+          back[0].foreign == 1 && back[0].busy_seconds == 1.5 && back[0].queue_depth == 5);
     CHECK(memcmp(back[0].step_seconds.counts, m[0].step_seconds.counts, sizeof m[0].step_seconds.counts) == 0 &&
           back[0].step_seconds.n == 2 && back[0].queue.n == 1 && back[0].queue.counts[3] == 1);
     CHECK(back[1].index == 4 && strcmp(back[1].name, "sa_mple") == 0 && back[1].tokens == 0);
@@ -725,6 +737,12 @@ static void check_machine_form(void)
         five[7] = '3'; /* step count 2 -> 3 */
         CHECK(pl_metrics_decode(text, back, 2, &err) == -1);
     }
+    free(text);
+    /* foreign messages are some of the dropped ones: more is refused */
+    m[0].foreign = 4;
+    text = pl_metrics_encode(m, 1);
+    CHECK(text && strstr(text, " 2 3 4 1.5 5 ") && pl_metrics_decode(text, back, 2, &err) == -1);
+    CHECK_ERR_HAS(err, "stage metrics: line 1 is not");
     free(text);
 }
 
