@@ -15,6 +15,8 @@ ok() { checks=$((checks + 1)); }
 bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
 eq() { if [ "$1" == "$2" ]; then ok; else bad "$3: got '$1', want '$2'"; fi; }
 has() { if grep -aqE -- "$2" "$1"; then ok; else bad "$3: no /$2/ in $(basename "$1")"; head -c 600 "$1" | sed 's/^/  | /' >&2; echo >&2; fi; }
+# wait_for, wait_bounded
+. "$(dirname "${BASH_SOURCE[0]}")/lib/wait.sh"
 
 # start_server NAME ARGS...: runs `sluice serve ARGS --port 0` and sets
 # URL and PID once it is ready (bounded wait), or fails the test.

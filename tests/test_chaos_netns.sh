@@ -55,14 +55,14 @@ worker_c=
 start_b() {
     # not through a shell function: $! must be the worker itself
     ip netns exec "${NS[1]}" "$SLUICE" worker --listen tcp://10.78.0.2:7200 --key keys/hostb.key --allow keys/local.pub \
-        --silence 3 2>>workerb.err &
+        --silence 4 2>>workerb.err &
     worker_b=$!
     pids+=("$worker_b")
     wait_for grep -qs "listening" workerb.err || bad "worker in B did not start"
 }
 start_c() {
     ip netns exec "${NS[2]}" "$SLUICE" worker --listen tcp://10.78.0.3:7200 --key keys/hostc.key --allow keys/local.pub \
-        --silence 3 2>>workerc.err &
+        --silence 4 2>>workerc.err &
     worker_c=$!
     pids+=("$worker_c")
     wait_for grep -qs "listening" workerc.err || bad "worker in C did not start"
@@ -70,7 +70,7 @@ start_c() {
 # kill -9 the worker in B and start a new one at its address
 restart_b() {
     kill -9 "$worker_b" 2>/dev/null
-    wait "$worker_b" 2>/dev/null
+    wait_bounded 30 "worker B after kill -9" "$worker_b"
     : >workerb.err
     start_b
 }
@@ -85,8 +85,13 @@ soak() {
         --ready ready --deadline 120 >"$1.out" 2>"$1.err" &
     soak_pid=$!
     pids+=("$soak_pid")
-    wait_for test -e ready || bad "$1: the pipeline did not open: $(tail -2 "$1.err")"
+    # (its solo reference runs come first: up to 60 s on a loaded machine)
+    WAIT_TRIES=1200 wait_for test -e ready || bad "$1: the pipeline did not open: $(tail -2 "$1.err")"
 }
+# wait_soak LABEL: the soak's status, its wait bounded by the client's own
+# --deadline (120 s of requests) plus a wide margin for its close on a
+# loaded machine
+wait_soak() { wait_bounded 300 "the $1 soak" "$soak_pid"; }
 
 # ---- a worker killed mid-generation, with one retry: nothing fails (run
 # after the clean soak, below) ----
@@ -106,11 +111,11 @@ retry_scenario() {
     kill -STOP "$worker_c"
     sleep 0.3
     kill -9 "$worker_b" 2>/dev/null
-    wait "$worker_b" 2>/dev/null
+    wait_bounded 30 "worker B after kill -9" "$worker_b"
     kill -CONT "$worker_c"
     : >workerb.err
     start_b
-    wait "$soak_pid" && ok || bad "retry run: $(tail -3 retry.err)"
+    wait_soak retry && ok || bad "retry run: $(tail -3 retry.err)"
     cat retry.out
     [ "$(count retry.out retry completed)" = 16 ] && ok || bad "retry: $(summary retry.out retry)"
     [ "$(count retry.out retry identical)" = 16 ] && ok || bad "retry: replayed texts differ from the solo runs"
@@ -127,14 +132,14 @@ if [ -n "${CHAOS_RETRY_RUNS:-}" ]; then
         echo "== retry run $run of $CHAOS_RETRY_RUNS"
         retry_scenario
     done
-    for w in "$worker_b" "$worker_c"; do kill -TERM "$w"; wait "$w"; done
+    for w in "$worker_b" "$worker_c"; do kill -TERM "$w"; wait_bounded 60 "worker $w after SIGTERM" "$w"; done
     finish test_chaos_netns
     exit
 fi
 
 # ---- a clean run: the baseline, and the workers' descriptors once warm ----
 soak clean configs/three-host.yaml "$N_SOAK" 24
-wait "$soak_pid" && ok || bad "clean soak: $(tail -3 clean.err)"
+wait_soak clean && ok || bad "clean soak: $(tail -3 clean.err)"
 cat clean.out
 [ "$(count clean.out clean completed)" = "$N_SOAK" ] && ok || bad "clean soak: not every request completed"
 [ "$(count clean.out clean identical)" = "$N_SOAK" ] && ok || bad "clean soak: not every text is the solo run's"
@@ -144,13 +149,20 @@ fds_c0=$(fds "$worker_c")
 retry_scenario
 
 # ---- a partition of B for 3 s, with one retry: B re-joins, nothing fails ----
+# The coordinator calls a node silent after 2 s (peer_timeout_s), so it
+# sees the partition; B, at --silence 4, keeps its stages through 3 s of
+# it (had it dropped them, an idle B is re-joined the same way) and takes
+# them afresh when the coordinator re-joins it. The link stays down until
+# the coordinator has said so (a loaded machine may take past the 3 s),
+# 20 s more at most.
 soak partition configs/three-host.yaml 16 320
 wait_for grep -qs "ready in" workerb.err
 sleep 0.3 # mid-generation (see the retry scenario)
 ip -n "${NS[1]}" link set eth0 down
 sleep 3
+WAIT_TRIES=400 wait_for grep -qs "node 'hostb' .* stopped answering" partition.err
 ip -n "${NS[1]}" link set eth0 up
-wait "$soak_pid" && ok || bad "partition run: $(tail -3 partition.err)"
+wait_soak partition && ok || bad "partition run: $(tail -3 partition.err)"
 cat partition.out
 [ "$(count partition.out partition identical)" = 16 ] && ok || bad "partition: $(summary partition.out partition)"
 has partition.err "node 'hostb' \(tcp://10.78.0.2:7200\) stopped answering" "partition: the silence is reported"
@@ -161,7 +173,7 @@ soak noretry configs/no-retry.yaml 16 320
 wait_for grep -qs "ready in" workerb.err
 sleep 0.3
 restart_b
-wait "$soak_pid" && ok || bad "no-retry run: $(tail -3 noretry.err)"
+wait_soak noretry && ok || bad "no-retry run: $(tail -3 noretry.err)"
 cat noretry.out
 errors=$(count noretry.out noretry errors)
 completed=$(count noretry.out noretry completed)
@@ -187,7 +199,7 @@ EOF
     echo "faults: 3% loss on B and C, C throttled to 8 Mbit/s" >>faults.log
 ) &
 fault_pid=$!
-wait "$fault_pid"
+wait_bounded 60 "the fault set-up (nft, tc)" "$fault_pid"
 # worker B killed and restarted 1 s into the soak, then every 2.5 s while it
 # runs (3 times at most)
 kills=0
@@ -198,7 +210,7 @@ while [ $kills -lt 3 ]; do
     kills=$((kills + 1))
     echo "faults: worker B killed and restarted at $(date +%T.%N)" >>faults.log
 done
-wait "$soak_pid" && ok || bad "chaos soak: $(grep -a -E 'LOST|DUPLICATED|DIFFERS|without naming|leaked|more than' chaos.err | head -5)"
+wait_soak chaos && ok || bad "chaos soak: $(grep -a -E 'LOST|DUPLICATED|DIFFERS|without naming|leaked|more than' chaos.err | head -5)"
 cat faults.log chaos.out
 grep -a "first '" chaos.err
 # the counts that must hold (soak_client's exit status checks them too)
@@ -213,7 +225,7 @@ inC tc qdisc del dev eth0 root
 
 # ---- the workers afterwards: they serve, hold no more descriptors, exit cleanly ----
 soak after configs/three-host.yaml 16 24
-wait "$soak_pid" && ok || bad "run after the chaos: $(tail -3 after.err)"
+wait_soak after && ok || bad "run after the chaos: $(tail -3 after.err)"
 [ "$(count after.out after identical)" = 16 ] && ok || bad "after the chaos: $(summary after.out after)"
 sleep 0.5
 fds_c1=$(fds "$worker_c")
@@ -223,7 +235,7 @@ echo "worker C descriptors: $fds_c0 after the clean run, $fds_c1 after the chaos
 [ "$fds_b1" -le "$fds_b0" ] && ok || bad "worker B holds $fds_b1 descriptors, $fds_b0 before the chaos"
 for w in "$worker_b" "$worker_c"; do
     kill -TERM "$w"
-    wait "$w"
+    wait_bounded 60 "worker $w after SIGTERM" "$w"
     st=$?
     [ $st -eq 0 ] && ok || bad "worker $w exited with status $st (a leak under ASan?)"
 done

@@ -72,7 +72,7 @@ sets_of() {
     c_list=$(allowed_of "$coord")
     w_list=$(allowed_of "$(worker_pid)")
     kill "$coord" 2>/dev/null
-    wait "$coord" 2>/dev/null
+    wait_bounded 60 "the coordinator of $1 after SIGTERM" "$coord"
     wait_for eval '! has_worker' || bad "$1: the worker outlived its coordinator"
 }
 

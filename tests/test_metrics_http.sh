@@ -67,6 +67,6 @@ done
 has "$T/busy.err" "cannot serve metrics on http://127\.0\.0\.1:$port" "port in use"
 kill -0 "$run" 2>/dev/null && ok || bad "the run ended before the checks did: $(tail -1 "$T/run.err")"
 kill "$run"
-wait "$run" 2>/dev/null
+wait_bounded 60 "the metrics run after SIGTERM" "$run"
 run=
 finish test_metrics_http

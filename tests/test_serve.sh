@@ -163,10 +163,10 @@ eq "$(curl -s -D "$T/hdr" -o "$T/body" -w '%{http_code}' "$BUSY/v1/completions" 
 has "$T/hdr" '^Retry-After: 1' "429 has Retry-After"
 has "$T/body" '"code":"rate_limit_exceeded"' "429 body"
 # the first client leaves: its request ends at once and the queued one runs
-kill $c1; wait $c1 2>/dev/null
+kill $c1; wait_bounded 30 "the first stream's curl after kill" $c1
 wait_metric "$BUSY" sluice_server_queue_length 0 || bad "the queued request did not start after a disconnect"
 eq "$(metric "$BUSY" sluice_server_requests_running)" 1 "one running after the disconnect"
-kill $c2; wait $c2 2>/dev/null
+kill $c2; wait_bounded 30 "the second stream's curl after kill" $c2
 wait_metric "$BUSY" sluice_client_requests_in_flight 0 || bad "a streamed request outlived its client"
 t1=$(metric "$BUSY" sluice_server_tokens_total)
 sleep 0.3
@@ -187,7 +187,7 @@ wait_metric "$BUSY" sluice_server_requests_running 1 || bad "no request before S
 kill -TERM "$PID"
 for _ in $(seq 200); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
 kill -0 "$PID" 2>/dev/null && bad "the server outlived SIGTERM by 10 s" || ok
-wait $c3 2>/dev/null
+wait_bounded 30 "the in-flight stream's curl after the server's SIGTERM" $c3
 has "$T/s3" '"code":"unavailable"' "the in-flight stream was told"
 eq "$(tail -2 "$T/s3" | head -1)" "data: [DONE]" "and closed properly"
 has "$T/busy.err" 'SIGTERM: shutting down' "shutdown message"
@@ -196,7 +196,7 @@ has "$T/busy.err" 'SIGTERM: shutting down' "shutdown message"
 "$SLUICE" serve -m "$M" --host 0.0.0.0 --port 0 >"$T/open.out" 2>"$T/open.err" & op=$!
 servers+=("$op")
 for _ in $(seq 200); do grep -q ready "$T/open.out" && break; sleep 0.05; done
-kill -TERM $op; wait $op 2>/dev/null
+kill -TERM $op; wait_bounded 60 "the 0.0.0.0 server after SIGTERM" $op
 has "$T/open.err" 'warning: listening on 0\.0\.0\.0.*no API key' "warning without a key"
 "$SLUICE" serve -m "$M" --api-key-file "$T/nokey" >"$T/e.out" 2>&1
 eq "$?" 1 "missing key file fails"
@@ -219,7 +219,7 @@ eq "$(json 'd["choices"][0]["message"]["content"]')" "$fwant" "chat text = run -
 g4_text=$'<|turn>user\n'"$P"$'<turn|>\n<|turn>model\n'
 eq "$(json 'd["usage"]["prompt_tokens"]')" "$("$SLUICE" tokenize -m "$T/g4.gguf" -p "$g4_text" --ids 2>/dev/null | wc -w)" \
     "the prompt in gemma4's format"
-kill -TERM "$PID"; wait "$PID" 2>/dev/null
+kill -TERM "$PID"; wait_bounded 60 "the g4 server after SIGTERM" "$PID"
 # a template sluice does not know: chat refused naming its first line,
 # completions still served; --chat-format forces one
 $EDIT "$M" "$T/chatml.gguf" --set-str tokenizer.chat_template $'{% for m in messages %}<|im_start|>\n{% endfor %}' ||
@@ -231,13 +231,13 @@ eq "$(json 'd["error"]["code"], d["error"]["param"]')" "unsupported_chat_templat
 has "$T/body" "first line: '\{% for m in messages %\}<\|im_start\|>" "unknown template: its first line"
 eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/v1/completions" -d '{"prompt":"a","max_tokens":2}')" 200 \
     "completions with an unknown template"
-kill -TERM "$PID"; wait "$PID" 2>/dev/null
+kill -TERM "$PID"; wait_bounded 60 "the chatml server after SIGTERM" "$PID"
 KEY= start_server forced -m "$T/chatml.gguf" --chat-format gemma
 fwant=$("$SLUICE" run -m "$M" --chat -p "$P" -n 12 2>/dev/null)
 eq "$(curl -s -o "$T/body" -w '%{http_code}' "$URL/v1/chat/completions" \
       -d "{\"messages\":[{\"role\":\"user\",\"content\":\"$P\"}],\"max_tokens\":12}")" 200 "--chat-format gemma"
 eq "$(json 'd["choices"][0]["message"]["content"]')" "$fwant" "forced format: text = run --chat"
-kill -TERM "$PID"; wait "$PID" 2>/dev/null
+kill -TERM "$PID"; wait_bounded 60 "the forced server after SIGTERM" "$PID"
 
 # --- /health: 503 once a worker of a split pipeline is down ---
 sed -e "s|^model: .*|model: $M|" -e "s|/tmp/sluice-two-process|$T/ipc|g" "$SRC/configs/two-process.yaml" >"$T/two.yaml"
@@ -295,7 +295,7 @@ for _ in $(seq 600); do
 done
 eq "$code" 503 "/health while the pipeline starts"
 has "$T/body" '"message":"loading the model"' "/health says it loads"
-wait $away
+wait_bounded 120 "the server of a node nobody serves" $away
 eq "$?" 1 "a node nobody serves fails the start"
 has "$T/away.err" "node 'away' .* is unreachable" "the start's error names the node"
 

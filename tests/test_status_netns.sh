@@ -121,5 +121,5 @@ ip netns exec "$NB" "$SLUICE" worker --listen tcp://10.77.0.2:7300 --insecure --
 has worker3.err "cannot serve metrics on http://10.77.0.2:9200" "metrics port in use"
 
 kill "$coord" 2>/dev/null
-wait "$coord" 2>/dev/null
+wait_bounded 60 "the coordinator after SIGTERM" "$coord"
 finish test_status_netns

@@ -1,7 +1,7 @@
 # Shared by the shell tests (source it right after `set -u`):
 #   . "$(dirname "$0")/lib/check.sh"
-# Check counters and assertions, waits, a scratch directory and the
-# background processes to kill however the script ends.
+# Check counters and assertions, waits (tests/lib/wait.sh), a scratch
+# directory and the background processes to kill however the script ends.
 #
 # A script adds the pid of everything it starts in the background to `pids`
 # (an exit that skips its own kills must not leave workers behind), and
@@ -43,28 +43,8 @@ expect() {
 # ids [FILE]: the token ids a run printed ("ids...: 1 2 3"), from FILE or stdin
 ids() { grep -a '^ids' "$@" | sed 's/^ids[^:]*://'; }
 
-# wait_for CMD...: until CMD succeeds, WAIT_TRIES times 50 ms (default 10 s)
-wait_for() { for _ in $(seq "${WAIT_TRIES:-200}"); do "$@" && return 0; sleep 0.05; done; return 1; }
-
-# wait_bounded SECS WHAT PID: waits for the background process PID (a child
-# of this shell) and returns its exit status; when it is still running after
-# SECS seconds it is killed, a check fails naming WHAT as what hung, and the
-# status is 124 (its own stderr is kept: the failure goes there). A test's failure then says what hung instead of running
-# into ctest's timeout.
-wait_bounded() {
-    local secs=$1 what=$2 pid=$3
-    local end=$(($(date +%s%N) + secs * 1000000000))
-    while kill -0 "$pid" 2>/dev/null; do
-        if [ "$(date +%s%N)" -ge "$end" ]; then
-            kill -9 "$pid" 2>/dev/null
-            wait "$pid" 2>/dev/null
-            bad "$what (pid $pid) still running after $secs s: killed"
-            return 124
-        fi
-        sleep 0.02
-    done
-    wait "$pid" 2>/dev/null # (no "Killed" notice: the status tells)
-}
+# the waits (wait_for, wait_bounded): tests/lib/wait.sh
+. "$(dirname "${BASH_SOURCE[0]}")/wait.sh"
 
 # scratch PREFIX: a new scratch directory in T, removed at exit
 scratch() { T=$(mktemp -d "/tmp/$1.XXXXXX") || { echo "FAIL: mktemp"; exit 1; }; }
