@@ -15,6 +15,7 @@
 #include "pipeline/wire.h"
 #include "tests/lib/ports.h"
 #include "tests/test.h"
+#include "tests/lib/open.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -471,16 +472,9 @@ static void check_refusals(void)
     c.limits.max_message_bytes = 96 << 10;
     char hops[300];
     snprintf(hops, sizeof hops, "ipc:%s", tmpdir);
-    sl_pipeline_opts o;
-    sl_pipeline_opts_default(&o);
-    o.local_hops = hops;
-    sl_pipeline *p;
-    sl_err err;
-    if (sl_pipeline_open(&p, &c, &o, &err)) {
-        fprintf(stderr, "open: %s\n", err.msg);
-        CHECK(0);
+    sl_pipeline *p = test_open_on_hops(&c, hops);
+    if (!p)
         return;
-    }
     inject_run_id = sl_pipeline_run_id(p);
     void *zctx = zmq_ctx_new();
     void *sock = zmq_socket(zctx, ZMQ_PUSH);

@@ -10,6 +10,7 @@
 #include "pipeline/wire.h"
 #include "tests/lib/ports.h"
 #include "tests/test.h"
+#include "tests/lib/open.h"
 
 #include <stdint.h>
 #include <unistd.h>
@@ -205,16 +206,10 @@ static void check_injection(const result *base)
     layout(&c, (const int[]){3}, 1);
     char hops[300];
     snprintf(hops, sizeof hops, "ipc:%s", tmpdir);
-    sl_pipeline_opts o;
-    sl_pipeline_opts_default(&o);
-    o.local_hops = hops;
-    sl_pipeline *p;
-    sl_err err;
-    if (sl_pipeline_open(&p, &c, &o, &err)) {
-        fprintf(stderr, "open: %s\n", err.msg);
-        CHECK(0);
+    sl_pipeline *p = test_open_on_hops(&c, hops);
+    if (!p)
         return;
-    }
+    sl_err err;
     void *zctx = zmq_ctx_new();
     void *sock = zmq_socket(zctx, ZMQ_PUSH);
     char addr[400];
@@ -321,17 +316,12 @@ static void check_foreign(const result *base)
     layout(&c, (const int[]){3}, 1); /* embed s0, layers s1 s2, head s3, sample s4, driver 5 */
     char hops[64];
     snprintf(hops, sizeof hops, "tcp:%d", tcp_base);
-    sl_pipeline_opts o;
-    sl_pipeline_opts_default(&o);
-    o.local_hops = hops;
-    sl_pipeline *p;
-    sl_err err;
-    if (sl_pipeline_open(&p, &c, &o, &err)) {
-        fprintf(stderr, "open: %s\n", err.msg);
-        CHECK(0);
+    sl_pipeline *p = test_open_on_hops(&c, hops);
+    if (!p) {
         test_release_ports(8, port_fds);
         return;
     }
+    sl_err err;
     uint64_t run = sl_pipeline_run_id(p), other = run ^ 0x5a5a5a5a5a5a5a5aull;
     CHECK(run != 0);
     void *zctx = zmq_ctx_new();
