@@ -84,7 +84,7 @@ inA "$PROBE" hello tcp://10.77.0.2:7103 --push --key keys/stranger.key --server 
 inA "$PROBE" plain tcp://10.77.0.2:7103 >probe.out 2>&1 && ok || bad "plain text at a stage input: $(cat probe.out)"
 inB "$PROBE" hello tcp://10.77.0.1:7106 --push --key keys/stranger.key --server keys/local.pub >/dev/null 2>&1
 kill -0 "$coord" 2>/dev/null && ok || bad "the long run ended before the strangers were done (make it longer)"
-wait_bounded 300 "the long run beside the strangers" "$coord"
+wait_bounded 600 "the long run beside the strangers" "$coord"
 [ $? -eq 0 ] && ok || bad "the long run failed: $(tail -2 long.err)"
 if ids long.err | cmp -s - <(ids longref.err); then ok; else bad "the long run's tokens differ"; fi
 has_str worker.err "refused a CURVE peer at 10.77.0.1 on its data sockets: public key $STRANGER is not listed" \
