@@ -116,7 +116,7 @@ auto_stats() { # NAME TEMP: paired ratios on stdin, one a line
       for (i = 0; i < n; i++) { cdf += c * p; if (cdf > 0.025) break; j = i + 1; c = c * (n - i) / (i + 1) }
       ci = j >= 1 ? sprintf("%5.3f-%5.3f", x[j], x[n + 1 - j]) : "    -      "
       printf "%-40s %5s %7.3fx   %5.3f-%5.3f   %s   %3d\n", name, t, m, q1, q3, ci, n
-      if (name !~ /^control/) printf "%s %s %s %s\n", m, (j >= 1 ? x[n + 1 - j] : m), t, name >>logf
+      if (name !~ /control:/) printf "%s %s %s %s\n", m, (j >= 1 ? x[n + 1 - j] : 99), t, name >>logf
     }'
 }
 
@@ -171,7 +171,8 @@ auto() {
   for who in "${whos[@]}"; do
     awk -v who="$who" '(who == "all" || $4 == who) { n++
           if (n == 1 || $1 < lo) lo = $1
-          if ($2 < 0.97) bad = bad sprintf("\n  %s", $0) }
+          if ($2 < 0.97) { line = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", line)
+                           bad = bad sprintf("\n  %-40s %5s %7.3fx, the interval up to %.3f", line, $3, $1, $2) } }
         END { printf "%slowest auto/plain median: %.3fx%s\n", (who == "all" ? "" : who ": "), lo,
               bad == "" ? " (no row whose interval lies wholly below 0.97)" : "; intervals wholly below 0.97:" bad }' \
       "$auto_log"
