@@ -217,7 +217,9 @@ static int cost_gap(const spa_ctl *c)
 {
     if (c->t_probe <= 0.0 || c->t_plain <= 0.0)
         return 0;
-    if (c->n_spec < SPA_COST_SETTLED) {
+    /* a probe declined (its drafter's acceptance said it could not pay,
+     * spa_worth_probe) is evidence enough: the gaps follow the cost */
+    if (c->n_spec < SPA_COST_SETTLED && c->declined == 0) {
         /* steps of one k cannot tell the fixed part from a token's: up to
          * half of their excess may be fixed (a one-token step on the tiny
          * pair: a third), and a pair that pays at k = 8 looked far from

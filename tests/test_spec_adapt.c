@@ -550,6 +550,24 @@ static void test_worth_probe(void)
     }
     CHECKF(next == 8, "the probe after a declined first one came %d steps later", next);
     CHECK(c.declined == 1 && c.n_spec == 0);
+    /* a draft model's declined probe: its catch-up's cost (0.005 s, half a
+     * plain step) spaces the next at 1% of plain decoding, 52 steps, not at
+     * the doubling gaps (each probe a catch-up) */
+    spa_init(&c, 8);
+    for (int i = 0; i < 10; i++)
+        spa_observe(&c, 0, 0, 0.01);
+    CHECK(spa_next_k(&c) == 1);
+    spa_observe_probe(&c, 0.005);
+    spa_decline(&c);
+    spa_observe(&c, 0, 0, 0.01);
+    next = 0;
+    for (int i = 1; i <= 100 && !next; i++) {
+        if (spa_next_k(&c) > 0)
+            next = i;
+        else
+            spa_observe(&c, 0, 0, 0.01);
+    }
+    CHECKF(next == 52, "the probe after a declined first one came %d steps later", next);
 }
 
 /* A draft model on greedy requests: a probe's catch-up scores the draft
