@@ -336,10 +336,13 @@ static int shadow_hits(draft_stage *ds, const int *want, int n_want)
 /* Brings a request's cache up to all of its text (or a probe's window of
  * it: spa_cache_offset) and leaves the last row's logits in ds->logits.
  * Long catch-ups (a prompt) go in chunks. A probe's long catch-up also
- * measures the draft's acceptance on the text (greedy requests) and tells
- * the controller what a probe costs. */
-static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
+ * measures the draft's acceptance on the text (greedy requests: *seen
+ * tokens scored) and tells the controller what a probe costs; *row_s
+ * gets the seconds a row of it took. */
+static int catch_up(draft_stage *ds, dreq *r, int *seen, double *row_s, sl_err *err)
 {
+    *seen = 0;
+    *row_s = 0.0;
     bool probing = ds->auto_k && !r->spa.drafting;
     int off = spa_cache_offset(r->n_hist, cached_text(ds, r), r->kv_off, !probing, DRAFT_WINDOW);
     if (off != r->kv_off) { /* rebuilt (kept, not cleared: its pages are reused at once) */
@@ -378,7 +381,10 @@ static int catch_up(draft_stage *ds, dreq *r, sl_err *err)
         int hits = shadow_hits(ds, want, h + 1);
         if (h > 0)
             spa_observe_alpha(&r->spa, h, hits);
+        *seen += h;
     }
+    if (todo > 0)
+        *row_s = (ds->draft_s - draft_before) / todo;
     if (long_catch_up)
         ds->catch_up_s += ds->draft_s - draft_before;
     if (long_catch_up && probing) /* the next probe's: a window's worth */
@@ -425,8 +431,20 @@ static int prefill_window(draft_stage *ds, dreq *r, sl_err *err)
 static int draft_model_block(draft_stage *ds, dreq *r, int k, int room, int32_t *out, float *q, sl_err *err)
 {
     bool probing = ds->auto_k && !r->spa.drafting;
-    if (catch_up(ds, r, err))
+    int seen;
+    double row_s;
+    if (catch_up(ds, r, &seen, &row_s, err))
         return -1;
+    /* a greedy request's probe drafts nothing where the acceptance its
+     * catch-up just saw could not pay with a drafted token costing at
+     * least a row of the draft model (the catch-up's rows came in a batch:
+     * one alone costs more) and, once probes have measured it, what a
+     * drafted token cost them: the verification of a row that would most
+     * likely be rejected is what a probe of a pair that never pays loses */
+    if (probing && seen > 0 && !spa_worth_probe(&r->spa, row_s)) {
+        spa_decline(&r->spa);
+        return 0;
+    }
     if (probing) {
         int more = spa_probe_k(&r->spa);
         if (more > k)

@@ -50,15 +50,12 @@
 #define SPA_REFRESH 64
 #define SPA_REFRESH_EARLY 16
 #define SPA_PLAIN_SETTLED 16
-/* Acceptance samples before a drafter with free acceptance (free_alpha)
- * skips probes that could not pay (spa_hopeful); the prior counts as one. */
-#define SPA_HOPE_SAMPLES 8
-/* spa_hopeful's discount on a drafted token's cost once two probes or
- * more have measured it (their plain mean: one noisy probe measured a
- * token at 1.6x its cost, which weighs at most 1.3x in a mean of two);
- * before that a drafted token counts as free (the floor), since one noisy
- * first probe that stopped the probes hid lookup's gain on repeating text
- * in about one run in three. */
+/* spa_worth_probe's discount on a drafted token's measured cost (their
+ * fading mean; while the probes all drafted one k, half of it counts as
+ * fixed, as in cost_gap): one noisy probe measured a token at 1.6x its
+ * cost, and a probe of one token prices every token of a long block at
+ * the block's fixed part too, which hid lookup's gain on repeating text
+ * when the cost was trusted whole. */
 #define SPA_HOPE_COST 0.75
 /* Hysteresis on the predicted gain: drafting starts above ENTER and stops
  * below EXIT, so noise does not flip it every step. */
@@ -172,17 +169,47 @@ static bool could_pay(const spa_ctl *c)
     return gain > SPA_ENTER;
 }
 
-bool spa_hopeful(const spa_ctl *c)
+/* Steps of one k cannot tell the fixed part of their excess from a
+ * token's: up to half of it may be fixed (a one-token step on the tiny
+ * pair: a third), and a pair that pays at k = 8 looks far from it priced
+ * all per token. */
+static void split_one_k(spa_ctl *o)
 {
-    if (c->n_alpha < SPA_HOPE_SAMPLES || c->n_plain == 0 || c->t_plain <= 0.0)
-        return true;
+    if (o->t_fixed == 0.0 && o->m_k > 0.0) {
+        o->t_fixed = 0.5 * o->m_y;
+        o->t_token = 0.5 * o->m_y / o->m_k;
+    }
+}
+
+bool spa_worth_probe(const spa_ctl *c, double least_token_s)
+{
+    if (c->n_alpha == 0 || c->n_plain == 0 || c->t_plain <= 0.0)
+        return true; /* no evidence against it */
     spa_ctl o = *c;
-    o.t_token = o.n_spec >= 2 ? SPA_HOPE_COST * o.t_token : 0.0; /* 0: the floor */
-    o.t_fixed = o.n_spec >= 2 ? SPA_HOPE_COST * o.t_fixed : 0.0;
-    o.n_spec = o.n_spec > 0 ? o.n_spec : 1;
+    if (o.n_spec > 0) {
+        split_one_k(&o);
+        o.t_token *= SPA_HOPE_COST;
+        o.t_fixed *= SPA_HOPE_COST;
+    } else {
+        o.t_token = 0.0; /* the floor */
+        o.t_fixed = 0.0;
+        o.n_spec = 1;
+    }
+    if (o.t_token < least_token_s)
+        o.t_token = least_token_s;
     double gain;
     spa_best_k(&o, &gain);
     return gain > SPA_ENTER;
+}
+
+bool spa_hopeful(const spa_ctl *c)
+{
+    return spa_worth_probe(c, 0.0);
+}
+
+void spa_decline(spa_ctl *c)
+{
+    c->declined++;
 }
 
 /* The least gap between dear probes (spa_observe_probe), or 0. */
@@ -190,16 +217,15 @@ static int cost_gap(const spa_ctl *c)
 {
     if (c->t_probe <= 0.0 || c->t_plain <= 0.0)
         return 0;
-    if (c->n_spec < SPA_COST_SETTLED) {
+    /* a probe declined (its drafter's acceptance said it could not pay,
+     * spa_worth_probe) is evidence enough: the gaps follow the cost */
+    if (c->n_spec < SPA_COST_SETTLED && c->declined == 0) {
         /* steps of one k cannot tell the fixed part from a token's: up to
          * half of their excess may be fixed (a one-token step on the tiny
          * pair: a third), and a pair that pays at k = 8 looked far from
          * it after one one-token probe of a sampled request */
         spa_ctl o = *c;
-        if (o.t_fixed == 0.0 && o.m_k > 0.0) {
-            o.t_fixed = 0.5 * o.m_y;
-            o.t_token = 0.5 * o.m_y / o.m_k;
-        }
+        split_one_k(&o);
         double best = 0.0;
         for (int k = 1; k <= c->k_max; k++) {
             double g = spa_gain(&o, k);
@@ -243,7 +269,7 @@ int spa_next_k(spa_ctl *c)
      * token cost? (Waiting for hope there cost prompt lookup 4% of its gain
      * on the 1b model's 48-token loop: the running acceptance rises a few
      * steps after the loop starts.) */
-    if (c->n_spec == 0)
+    if (c->n_spec == 0 && c->declined == 0)
         return spa_probe_k(c);
     double gain;
     int best = spa_best_k(c, &gain);

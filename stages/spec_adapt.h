@@ -61,6 +61,7 @@ typedef struct spa_ctl {
                          * a paying drafter kept it off for ~250 steps) */
     int since;          /* steps since the last probe (or plain refresh) */
     long probes;        /* probes made while not drafting (statistics) */
+    long declined;      /* probes that drafted nothing (spa_decline) */
 } spa_ctl;
 
 /* A controller for up to k_max tokens a step, knowing nothing yet. */
@@ -101,11 +102,22 @@ void spa_observe_alpha(spa_ctl *c, int n, int hits);
  * text while catching up, before it drafts: it asks again then. */
 int spa_probe_k(const spa_ctl *c);
 
-/* Whether drafting could beat plain decoding at the acceptance seen so
- * far with drafted tokens at three quarters of their cost measured by two
- * probes or more (free before that): a probe is worth making. True while
- * fewer than a few acceptance samples are in. */
-bool spa_hopeful(const spa_ctl *c);
+/* Whether a probe is worth making: drafting could beat plain decoding at
+ * the acceptance seen so far (the prior counting as one sample) with a
+ * drafted token costing at least least_token_s seconds, and, once a probe
+ * has measured it, three quarters of its measured cost (half of it fixed
+ * while the probes all drafted one k). True before any acceptance sample.
+ * A drafter that sees its acceptance without drafting asks it before
+ * drafting: prompt lookup on every plain step (spa_hopeful: a probe after
+ * the first waits for it), a draft model after a probe's catch-up (a
+ * greedy request: it drafts nothing where it says no, spa_decline). */
+bool spa_worth_probe(const spa_ctl *c, double least_token_s);
+bool spa_hopeful(const spa_ctl *c); /* spa_worth_probe(c, 0) */
+
+/* The probe just asked for drafted nothing: the acceptance its drafter saw
+ * said it could not pay (spa_worth_probe). The schedule goes on as after a
+ * probe; a first probe declined is not asked for at once again. */
+void spa_decline(spa_ctl *c);
 
 /* What a probe costs beyond its step (seconds): a draft model must bring
  * its cache up to date first. Once the costs are known (or drafting is

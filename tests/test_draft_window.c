@@ -61,6 +61,7 @@ typedef struct probe {
  * controller went far from the 0.97 above, and no later probe came within
  * 120 steps (or one came after 67). Nothing here waits on the clock. */
 static double g_clock = 1000.0;
+static float g_temp = 1.0f; /* the request's temperature (0: greedy, no q) */
 double sl_now_s(void)
 {
     return g_clock;
@@ -88,7 +89,7 @@ static void send(sl_stage *st, const int32_t *tok, int n, int pos0, probe *out)
     Sluice__ReqParams pr;
     sluice__req_params__init(&pr);
     pr.request_id = 1;
-    pr.temperature = 1.0f;
+    pr.temperature = g_temp;
     pr.seed = 3;
     Sluice__ReqParams *prs = &pr;
     pl_msg m;
@@ -108,7 +109,7 @@ static void send(sl_stage *st, const int32_t *tok, int n, int pos0, probe *out)
     CHECK(out->k <= 8);
     for (int j = 0; j < out->k; j++)
         out->tok[j] = otok[n + j];
-    if (out->k > 0) {
+    if (out->k > 0 && g_temp > 0.0f) {
         uint64_t starts[16];
         pl_draftq q;
         CHECKF(pl_draftq_view(&c.msg, (uint32_t)out->k, n_vocab, starts, &q, &err) == 0, "%s", err.msg);
@@ -273,6 +274,66 @@ static void test_window(void)
     free(full);
 }
 
+/* A greedy request's probes (stages/draft.c, spa_worth_probe): on text the
+ * draft cannot predict (the ids above) each probe's catch-up scores the
+ * draft at ~0 on the text (0 of the ~10 generated tokens at the first),
+ * which could not pay even with drafted tokens nearly free (the catch-up's
+ * rows take no time on this clock), so the probes draft nothing: no
+ * drafted row in 130 steps (before, the first probe drafted after the
+ * warm-up, and later ones every 16, 32, 64 steps). On the draft's own
+ * greedy continuation the same stage drafts on most steps. */
+static void test_greedy_decline(void)
+{
+    int32_t text[MAX_TEXT];
+    for (int i = 0; i < MAX_TEXT; i++)
+        text[i] = 10 + (int32_t)(((uint32_t)i * 2654435761u) >> 8) % (uint32_t)(n_vocab - 10);
+    text[0] = 2;
+    g_temp = 0.0f;
+    probe pr = {0};
+    sl_stage *st = open_stage(true, 8, false);
+    send(st, text, PROMPT, 0, &pr);
+    int drafted = pr.k;
+    for (int at = PROMPT; at < PROMPT + 130; at++) {
+        pace(STEP_US);
+        send(st, text + at, 1, at, &pr);
+        drafted += pr.k;
+        if (pr.k > 0) /* rejected: the text goes on as it was */
+            pace(STEP_US * 85 / 100);
+    }
+    CHECKF(drafted == 0, "%d tokens drafted in 130 steps of text the draft cannot predict", drafted);
+    sl_stage_destroy(st);
+
+    /* the draft's own greedy continuation of the prompt: every draft is
+     * accepted, and a step verifying k drafted tokens costs 0.1 k more */
+    sl_err err;
+    const float *logits;
+    sl_lm_truncate(g_ref, 0);
+    CHECKF(sl_lm_eval(g_ref, text, PROMPT, &logits, &err) == 0, "%s", err.msg);
+    for (int i = PROMPT; i < MAX_TEXT; i++) {
+        text[i] = sl_argmax(logits + (size_t)(i == PROMPT ? PROMPT - 1 : 0) * n_vocab, n_vocab);
+        if (i + 1 < MAX_TEXT)
+            CHECKF(sl_lm_eval(g_ref, text + i, 1, &logits, &err) == 0, "%s", err.msg);
+    }
+    st = open_stage(true, 8, false);
+    int n = until_probe(st, text, &pr);
+    int steps = 0, drafting = 0;
+    while (n + 9 < MAX_TEXT - 8 && steps < 60) {
+        int a = 0;
+        while (a < pr.k && pr.tok[a] == text[n + a])
+            a++;
+        CHECK(a == pr.k); /* its own continuation */
+        pace(STEP_US + STEP_US * pr.k / 10);
+        n += a;
+        send(st, text + n, 1, n, &pr);
+        n++;
+        steps++;
+        drafting += pr.k > 0;
+    }
+    CHECKF(drafting >= steps / 2, "drafted on %d of %d steps of the draft's own continuation", drafting, steps);
+    sl_stage_destroy(st);
+    g_temp = 1.0f;
+}
+
 int main(void)
 {
     const char *src = getenv("SLUICE_SRC");
@@ -282,6 +343,7 @@ int main(void)
     CHECKF(sl_lm_open(&g_ref, draft_path, MAX_TEXT, MAX_TEXT, &err) == 0, "%s", err.msg);
     n_vocab = sl_lm_model(g_ref)->cfg.n_vocab;
     test_window();
+    test_greedy_decline();
     sl_lm_free(g_ref);
     return test_finish("test_draft_window");
 }
