@@ -57,7 +57,9 @@ static const char usage[] =
     "  --profile            also break the best decode run down op by op: each\n"
     "                       op's time, the bytes it reads and its rate against\n"
     "                       the measured read bandwidth, its barriers, the\n"
-    "                       caller's wait at them and its activation quantising\n"
+    "                       caller's wait at them and its activation quantising;\n"
+    "                       and the best prefill op by op (time, share, its\n"
+    "                       matmuls' GOP/s, barriers, wait, quantising)\n"
     "  --calibrate          measure read bandwidth, matmul throughput and the\n"
     "                       AVX-512 VNNI and AMX int8 peaks and print a node\n"
     "                       description (YAML) for a cluster file\n"
@@ -436,6 +438,62 @@ static void print_profile(const op_times *t, int n_gen, double bw)
            sum_calls / per, sum_wait * 1e3 / per, sum_quant * 1e3 / per);
 }
 
+/* Weight elements an op's matmuls multiply a token by (q, k and v as one;
+ * the head's once a step): 0 for an op without matmuls. */
+static double op_weight_elems(const sl_model *m, sl_fwd_op op)
+{
+    if (op == SL_OP_HEAD)
+        return weight_elems(&m->output);
+    double e = 0;
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const sl_layer_weights *L = &m->layer[il];
+        if (op == SL_OP_QKV)
+            e += weight_elems(&L->wq) + weight_elems(&L->wk) + weight_elems(&L->wv);
+        else if (op == SL_OP_O)
+            e += weight_elems(&L->wo);
+        else if (op == SL_OP_GATE_UP)
+            e += weight_elems(&L->w_gate) + weight_elems(&L->w_up);
+        else if (op == SL_OP_DOWN)
+            e += weight_elems(&L->w_down);
+        else if (op == SL_OP_PLE_OUT)
+            e += weight_elems(&L->ple_gate) + weight_elems(&L->ple_proj);
+    }
+    return e;
+}
+
+/* --profile: the prefill op by op over the whole prompt: each op's time and
+ * share, its matmuls' rate in GOP/s (multiply-adds x 2 over the op's time,
+ * its activation quantising included), barriers, wait, quantising, busy. */
+static void print_prefill_profile(const sl_model *m, const op_times *t, int n_prompt)
+{
+    double sum_s = 0, sum_calls = 0, sum_wait = 0, sum_quant = 0;
+    printf("prefill profile (%d tokens, ms over the prompt; GOP/s: the op's matmul work over its\n"
+           "  time, quantising included; wait, quant, busy as in the decode profile):\n", n_prompt);
+    printf("  %-10s %8s %6s %8s %7s %7s %7s %6s\n", "op", "ms", "share", "GOP/s", "calls",
+           "wait ms", "quant ms", "busy");
+    for (int i = 0; i < SL_OP_N; i++) {
+        const sl_op_prof *p = &t->fwd.op[i];
+        if (p->s == 0 && p->bytes == 0)
+            continue;
+        double toks = i == SL_OP_HEAD || i == SL_OP_HEAD_NORM || i == SL_OP_SOFTCAP ? 1 : n_prompt;
+        double gops = 2.0 * op_weight_elems(m, (sl_fwd_op)i) * toks;
+        printf("  %-10s %8.3f %5.1f%% %8.0f %7.0f %7.3f %7.3f %6.2f\n", sl_fwd_op_name((sl_fwd_op)i),
+               p->s * 1e3, 100 * p->s / t->total, p->s > 0 ? gops / p->s / 1e9 : 0, p->calls,
+               p->wait * 1e3, p->quant * 1e3, p->s > 0 ? p->busy / p->s : 0);
+        sum_s += p->s;
+        sum_calls += p->calls;
+        sum_wait += p->wait;
+        sum_quant += p->quant;
+    }
+    double rest = t->total - sum_s - t->embed - t->sampling;
+    printf("  %-10s %8.3f %5.1f%%\n", "embed", t->embed * 1e3, 100 * t->embed / t->total);
+    printf("  %-10s %8.3f %5.1f%%\n", "sampling", t->sampling * 1e3, 100 * t->sampling / t->total);
+    printf("  %-10s %8.3f %5.1f%%   (region open/close, loop)\n", "other", rest * 1e3,
+           100 * rest / t->total);
+    printf("  %-10s %8.3f %5.1f%% %8s %7.0f %7.3f %7.3f\n", "total", t->total * 1e3, 100.0, "",
+           sum_calls, sum_wait * 1e3, sum_quant * 1e3);
+}
+
 static json_object *profile_json(const op_times *t, int n_gen, double bw)
 {
     json_object *o = json_object_new_object();
@@ -556,8 +614,10 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
     printf("\n");
     print_ops("prefill", &r->prefill_ops, o->n_prompt);
     print_ops("decode", &r->decode_ops, o->n_gen);
-    if (o->profile)
+    if (o->profile) {
+        print_prefill_profile(m, &r->prefill_ops, o->n_prompt);
         print_profile(&r->decode_ops, o->n_gen, r->bw);
+    }
     if (o->verify > 0) {
         char title[64];
         snprintf(title, sizeof title, "verify of %d tokens", o->verify);

@@ -33,12 +33,17 @@ typedef struct cover {
     _Atomic int *hits;
     int64_t n;
     _Atomic int bad_range;
+    int64_t each; /* sl_pool_for_each's chunk: ranges of exactly it, or 0 */
 } cover;
 
 static void cover_range(void *arg, int64_t i0, int64_t i1)
 {
     cover *c = arg;
     if (i0 < 0 || i1 > c->n || i0 >= i1)
+        atomic_store(&c->bad_range, 1);
+    /* a chunk of exactly `each` from a multiple of it, or the tail (one
+     * thread runs the whole range as its tail) */
+    if (c->each && (i0 % c->each != 0 || (i1 - i0 != c->each && i1 != c->n)))
         atomic_store(&c->bad_range, 1);
     for (int64_t i = i0; i < i1 && i >= 0 && i < c->n; i++)
         atomic_fetch_add(&c->hits[i], 1);
@@ -54,15 +59,21 @@ static void test_coverage(void)
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
             for (size_t g = 0; g < sizeof grains / sizeof grains[0]; g++) {
                 int64_t n = sizes[s];
-                cover c = {calloc((size_t)n, sizeof(_Atomic int)), n, 0};
-                sl_pool_for(n, grains[g], cover_range, &c);
-                int wrong = 0;
-                for (int64_t i = 0; i < n; i++)
-                    wrong += atomic_load(&c.hits[i]) != 1;
-                CHECKF(wrong == 0 && !atomic_load(&c.bad_range),
-                       "%d threads, n %lld, grain %lld: %d indices not run exactly once", threads,
-                       (long long)n, (long long)grains[g], wrong);
-                free((void *)c.hits);
+                for (int each = 0; each < 2; each++) {
+                    cover c = {calloc((size_t)n, sizeof(_Atomic int)), n, 0, each ? grains[g] : 0};
+                    if (each)
+                        sl_pool_for_each(n, grains[g], cover_range, &c);
+                    else
+                        sl_pool_for(n, grains[g], cover_range, &c);
+                    int wrong = 0;
+                    for (int64_t i = 0; i < n; i++)
+                        wrong += atomic_load(&c.hits[i]) != 1;
+                    CHECKF(wrong == 0 && !atomic_load(&c.bad_range),
+                           "%d threads, n %lld, %s %lld: %d indices not run exactly once, or "
+                           "a range of the wrong size", threads, (long long)n,
+                           each ? "each chunk" : "grain", (long long)grains[g], wrong);
+                    free((void *)c.hits);
+                }
             }
     }
     sl_pool_for(0, 1, cover_range, NULL); /* an empty range calls nothing */
@@ -95,7 +106,7 @@ static void test_fewer_than_started(void)
 {
     sl_pool_set_adaptive(false);
     sl_pool_set_threads(5);
-    cover c = {calloc(100, sizeof(_Atomic int)), 100, 0};
+    cover c = {calloc(100, sizeof(_Atomic int)), 100, 0, 0};
     sl_pool_for(100, 1, cover_range, &c); /* 4 workers started */
     free((void *)c.hits);
     sl_pool_set_threads(2);
@@ -187,7 +198,7 @@ static void test_sleep_wake(void)
 {
     sl_pool_set_adaptive(false);
     sl_pool_set_threads(3);
-    cover c = {calloc(5000, sizeof(_Atomic int)), 5000, 0};
+    cover c = {calloc(5000, sizeof(_Atomic int)), 5000, 0, 0};
     sl_pool_for(5000, 1, cover_range, &c);
     int asleep = 0;
     for (int i = 0; i < 200 && asleep < sl_pool_workers(); i++) { /* up to 2 s */
@@ -230,7 +241,7 @@ static void test_two_callers(void)
     caller k[2];
     pthread_t t[2];
     for (int i = 0; i < 2; i++) {
-        k[i] = (caller){{calloc(3000, sizeof(_Atomic int)), 3000, 0}, 200};
+        k[i] = (caller){{calloc(3000, sizeof(_Atomic int)), 3000, 0, 0}, 200};
         CHECK(pthread_create(&t[i], NULL, caller_main, &k[i]) == 0);
     }
     for (int i = 0; i < 2; i++) {

@@ -492,11 +492,11 @@ static void join(uint32_t n_chunks)
 
 /* One parallel call with threads threads (the caller holds P.lock). */
 static void run_parallel(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, int threads,
-                         bool adapting)
+                         bool adapting, bool exact)
 {
     int64_t chunk = (n + (int64_t)threads * CHUNKS_PER_THREAD - 1) /
                     ((int64_t)threads * CHUNKS_PER_THREAD);
-    if (chunk < grain)
+    if (chunk < grain || exact)
         chunk = grain;
     uint32_t n_chunks = (uint32_t)((n + chunk - 1) / chunk);
     uint64_t t0 = sl_pool_now_ns();
@@ -551,7 +551,7 @@ static void region_close(void)
 
 /* An op of the calling thread's region: split as a call of its own would
  * be, run by the threads in the region. */
-static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
+static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, bool exact)
 {
     region_acc *r = tls_region;
     int threads = r->threads;
@@ -567,7 +567,7 @@ static void region_op(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
         region_open(r->threads); /* all of them: later ops may use more */
         r->open = true;
     }
-    run_parallel(n, grain, fn, arg, threads, r->adapting && whole);
+    run_parallel(n, grain, fn, arg, threads, r->adapting && whole, exact);
 }
 
 /* Takes the pool for a call or region of up to want threads: the thread
@@ -624,14 +624,14 @@ void sl_pool_for_work(int64_t n, int64_t grain, int64_t work, sl_pool_fn fn, voi
     sl_pool_for(n, n, fn, arg);
 }
 
-void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
+static void pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg, bool exact)
 {
     if (n <= 0)
         return;
     if (grain < 1)
         grain = 1;
     if (tls_region && !tls_in_task) {
-        region_op(n, grain, fn, arg);
+        region_op(n, grain, fn, arg, exact);
         return;
     }
     int want = n > grain && !tls_in_task ? wanted_threads() : 1;
@@ -649,7 +649,17 @@ void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
     if (threads <= 1) {
         run_alone(n, fn, arg, true);
     } else {
-        run_parallel(n, grain, fn, arg, threads, adapting);
+        run_parallel(n, grain, fn, arg, threads, adapting, exact);
     }
     pthread_mutex_unlock(&P.lock);
+}
+
+void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg)
+{
+    pool_for(n, grain, fn, arg, false);
+}
+
+void sl_pool_for_each(int64_t n, int64_t chunk, sl_pool_fn fn, void *arg)
+{
+    pool_for(n, chunk, fn, arg, true);
 }

@@ -36,6 +36,13 @@ typedef void (*sl_pool_fn)(void *arg, int64_t i0, int64_t i1);
 /* Runs fn over [0, n) on up to the calling thread's thread count; chunks
  * hold at least grain items (ranges of at most grain items run serially). */
 void sl_pool_for(int64_t n, int64_t grain, sl_pool_fn fn, void *arg);
+/* sl_pool_for with chunks of exactly `chunk` items (the last may hold
+ * fewer), however many that makes: for calls of many large, even items
+ * (a prefill's matmul units), where claiming each costs little against
+ * it and the threads' last chunks then end within one item of each other
+ * (sl_pool_for's four chunks a thread left one thread a whole chunk of a
+ * call behind the other). */
+void sl_pool_for_each(int64_t n, int64_t chunk, sl_pool_fn fn, void *arg);
 
 /* Work below which an op runs on the calling thread alone: joining a
  * second thread costs more than it saves. Work is counted as the bytes the
