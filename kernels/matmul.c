@@ -478,6 +478,109 @@ static int64_t claim_units(int64_t units, int64_t macs)
     return claim * 16 <= units ? claim : 0;
 }
 
+/* A decode step's split (one token on more than one thread): the chunks cut
+ * into one contiguous part a thread, each thread streaming its own part
+ * front to back in pieces, and a thread that runs out taking pieces off the
+ * back of another's part. Each thread reads one long sequential stream, and
+ * the threads still finish within a piece of each other. The pool's own
+ * split (4 chunks a thread, claimed in turn) left the head of Gemma 3 1B
+ * (262144 x 1152, 320 MB of Q8_0: chunks of 40 MB) with one thread
+ * streaming alone for up to a chunk at its end whenever the threads' rates
+ * differed by an eighth, and finer chunks interleaved the two streams in
+ * small pieces, which read slower. */
+#define STEAL_PARTS_MAX 8
+#define STEAL_PIECE_BYTES ((int64_t)512 << 10)
+
+typedef struct steal_cursor {
+    _Alignas(64) _Atomic uint64_t fb; /* next piece from the front << 32 | end of the back */
+} steal_cursor;
+
+typedef struct steal_args {
+    jobs_args *ja;
+    int parts;
+    int64_t piece;                       /* chunks a piece */
+    int64_t bound[STEAL_PARTS_MAX + 1];  /* part p: chunks [bound[p], bound[p + 1]) */
+    steal_cursor cur[STEAL_PARTS_MAX];
+} steal_args;
+
+/* Claims a piece of part p from its front (owner) or back: its index, or -1
+ * when the part is used up. */
+static int64_t steal_claim(steal_cursor *c, bool front)
+{
+    uint64_t v = atomic_load_explicit(&c->fb, memory_order_relaxed);
+    for (;;) {
+        uint64_t f = v >> 32, b = v & 0xffffffffu;
+        if (f >= b)
+            return -1;
+        uint64_t nv = front ? (f + 1) << 32 | b : f << 32 | (b - 1);
+        if (atomic_compare_exchange_weak_explicit(&c->fb, &v, nv, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return (int64_t)(front ? f : b - 1);
+    }
+}
+
+static void steal_piece(steal_args *s, int p, int64_t k)
+{
+    int64_t c0 = s->bound[p] + k * s->piece;
+    int64_t c1 = c0 + s->piece < s->bound[p + 1] ? c0 + s->piece : s->bound[p + 1];
+    jobs_range(s->ja, c0, c1);
+}
+
+/* Parts [i0, i1) as their owner, then the others' pieces from their backs. */
+static void steal_range(void *arg, int64_t i0, int64_t i1)
+{
+    steal_args *s = arg;
+    for (int64_t p = i0; p < i1; p++)
+        for (int64_t k; (k = steal_claim(&s->cur[p], true)) >= 0;)
+            steal_piece(s, (int)p, k);
+    for (int d = 1; d < s->parts; d++) {
+        int p = (int)((i1 - 1 + d) % s->parts);
+        for (int64_t k; (k = steal_claim(&s->cur[p], false)) >= 0;)
+            steal_piece(s, p, k);
+    }
+}
+
+/* SLUICE_MM_STEAL=0 gives a decode step the pool's own split instead (the
+ * same bits), to compare the two; read once, or set by
+ * sl_matmul_set_steal. */
+static atomic_int steal_state = -1;
+
+void sl_matmul_set_steal(int on) { atomic_store(&steal_state, on < 0 ? -1 : on != 0); }
+
+static bool steal_on(void)
+{
+    int on = atomic_load_explicit(&steal_state, memory_order_relaxed);
+    if (on < 0) {
+        const char *env = getenv("SLUICE_MM_STEAL");
+        on = !(env && strcmp(env, "0") == 0);
+        atomic_store_explicit(&steal_state, on, memory_order_relaxed);
+    }
+    return on;
+}
+
+/* The chunks of ja (one token) over the calling thread's threads. */
+static void run_steal(jobs_args *ja, int64_t bytes)
+{
+    steal_args s;
+    int parts = sl_pool_current_threads();
+    s.ja = ja;
+    s.parts = parts < 1 ? 1 : parts > STEAL_PARTS_MAX ? STEAL_PARTS_MAX : parts;
+    int64_t n = ja->n_chunks, chunk_bytes = bytes / (n > 0 ? n : 1) + 1;
+    int64_t per_part = n / s.parts;
+    s.piece = STEAL_PIECE_BYTES / chunk_bytes;
+    if (s.piece > per_part / 4)
+        s.piece = per_part / 4;
+    if (s.piece < 1)
+        s.piece = 1;
+    for (int p = 0; p <= s.parts; p++)
+        s.bound[p] = n * p / s.parts;
+    for (int p = 0; p < s.parts; p++) {
+        uint64_t pieces = (uint64_t)((s.bound[p + 1] - s.bound[p] + s.piece - 1) / s.piece);
+        atomic_init(&s.cur[p].fb, pieces);
+    }
+    sl_pool_for(s.parts, 1, steal_range, &s);
+}
+
 /* Row chunks are independent and each (row, token) is computed whole by one
  * thread, so the thread count never changes a bit of y. All jobs share one
  * parallel call: one wake-up of the pool instead of one per matrix. */
@@ -506,7 +609,9 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     jobs_args ja = {pl, n_jobs, n_in, n_tok, tb, nd.n_chunks, &a, xpairs};
     int64_t units = (n_tok + tb - 1) / tb * nd.n_chunks;
     int64_t claim = claim_units(units, nd.macs);
-    if (team && claim)
+    if (team && n_tok == 1 && steal_on())
+        run_steal(&ja, nd.bytes);
+    else if (team && claim)
         sl_pool_for_each(units, claim, jobs_range, &ja);
     else
         sl_pool_for(units, team ? 1 : units, jobs_range, &ja);

@@ -82,6 +82,11 @@ sl_r16f_fn sl_r16f_avx512(sl_type wtype);
 typedef void (*sl_r16b_fn)(const uint8_t *packed, int64_t g0, int64_t g1, const uint32_t *xpairs,
                            int64_t n_tok, int64_t n_in, float *y, int64_t ldy);
 sl_r16b_fn sl_r16b_avx512(sl_type wtype);
+/* A decode step's split (matmul.c): 1 each thread streams a part of its own
+ * and takes pieces off the back of another's when it runs out, 0 the
+ * pool's chunks claimed in turn, -1 back to SLUICE_MM_STEAL (default 1).
+ * For benchmarks and tests: the bits are the same either way. */
+void sl_matmul_set_steal(int on);
 void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, uint8_t *out);
 
 #endif

@@ -431,6 +431,64 @@ static void test_one_token(void)
 #endif
 }
 
+/* A decode step's split (run_steal in matmul.c: a part a thread, pieces
+ * taken off the back of another's part when a thread runs out), forced on
+ * with no minimum work, against the pool's own split and one thread: every
+ * row written (y starts as NaN), the same bits at 1, 2 and 3 threads, on row
+ * counts with fewer chunks than threads, a remainder past the last group of
+ * 16 and more pieces than a part's first claim; packed (the one-token
+ * kernels) and row layouts. And the call did split. */
+static void test_decode_split(void)
+{
+    static const sl_type types[] = {SL_TYPE_Q8_0, SL_TYPE_Q4_0, SL_TYPE_Q6_K, SL_TYPE_F32};
+    static const int64_t n_outs[] = {7, 33, 1000, 4099};
+    sl_path_force(sl_path_best());
+    sl_pool_set_adaptive(false);
+    sl_pool_set_min_work(0);
+    int bad = 0, split = 0, want_split = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        for (size_t oi = 0; oi < sizeof n_outs / sizeof n_outs[0]; oi++) {
+            problem p;
+            problem_make(&p, types[ti], n_outs[oi], sl_type_block_elems(types[ti]) == 256 ? 256 : 96);
+            void *packed = sl_pack(p.type, p.w, p.n_out, p.n_in);
+            size_t yb = sizeof(float) * (size_t)p.n_out;
+            float *y1 = malloc(yb), *y = malloc(yb);
+            sl_pool_set_threads(1);
+            sl_matmul_set_steal(0);
+            sl_matmul_packed(p.type, p.w, packed, p.n_out, p.n_in, p.x, 1, y1, p.n_out);
+            for (int threads = 1; threads <= 3; threads++)
+                for (int steal = 0; steal <= 1; steal++) {
+                    sl_pool_set_threads(threads);
+                    sl_matmul_set_steal(steal);
+                    for (int64_t o = 0; o < p.n_out; o++)
+                        y[o] = NAN;
+                    uint64_t calls = sl_pool_thread_counters().calls;
+                    sl_matmul_packed(p.type, p.w, packed, p.n_out, p.n_in, p.x, 1, y, p.n_out);
+                    /* (a call of one chunk of 16 rows runs on the caller) */
+                    bool team = threads > 1 && steal && p.n_out > 16;
+                    want_split += team;
+                    split += team && sl_pool_thread_counters().calls > calls;
+                    if (memcmp(y, y1, yb) != 0) {
+                        bad++;
+                        fprintf(stderr, "decode split: %s %lld rows, %d threads, steal %d: bits differ\n",
+                                sl_type_name(p.type), (long long)p.n_out, threads, steal);
+                    }
+                }
+            free(y1);
+            free(y);
+            sl_pack_free(packed);
+            problem_free(&p);
+        }
+    }
+    CHECKF(bad == 0, "decode split: %d runs differ from one thread", bad);
+    /* every steal run of more than a chunk on 2 or 3 threads was a parallel call */
+    CHECK(want_split > 0 && split == want_split);
+    sl_matmul_set_steal(-1);
+    sl_pool_set_min_work(-1);
+    sl_pool_set_adaptive(true);
+    sl_pool_set_threads(1);
+}
+
 /* y of p's first token through a packed copy. */
 static void packed_y(const problem *p, const void *packed, float *y)
 {
@@ -811,6 +869,7 @@ int main(void)
     sl_act_force(SL_ACTQ_Q8);
     test_packed();
     test_one_token();
+    test_decode_split();
     test_glu();
     test_pack_arena();
     test_q8act_paths();
