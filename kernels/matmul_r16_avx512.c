@@ -45,11 +45,19 @@
  * multiply-adds waiting on their loads, so loads further on issue late).
  * 3 KB streamed Q4_0 ~5% faster than 2 KB at 2 threads (1 KB and 4 KB
  * slower); Q8_0 and Q4_K the same at 2 and 3 KB.
- * One token (a decode step) streams faster without it: on the 2-vCPU Zen 5
- * machine, synth Gemma 3 1B at 2 threads, decode paired run by run with and
- * without, Q8_0 42.4-43.6 -> 46.4-47.2 tok/s, Q4_0 68.5-73.1 -> 70.9-74.6,
- * Q4_K_M 53.0-55.4 -> 53.8-55.1; a plain read of 256 MB there streams 71
- * GB/s without prefetches and 48 GB/s with them 3 KB ahead into L2. */
+ * Tiles of one token skip this one. A decode step of Q4_0, Q8_0, Q5_0,
+ * Q4_K or Q6_K does not come here but goes to the one-token kernels
+ * (matmul_r16d_avx512.c), which prefetch into L1 as far ahead as their
+ * type measured best (8 KB; Q8_0 none): see R16D_PF_* there. Here one
+ * token comes only for Q4_1 and Q5_1 and under SLUICE_R16_ONE=0. What
+ * set one token apart, measured before the one-token kernels existed: this
+ * L2 prefetch 3 KB ahead slowed one-token passes (2-vCPU Zen 5, synth
+ * Gemma 3 1B at 2 threads, decode paired with and without it, Q8_0
+ * 42.4-43.6 -> 46.4-47.2 tok/s without, Q4_0 68.5-73.1 -> 70.9-74.6,
+ * Q4_K_M 53.0-55.4 -> 53.8-55.1; a plain read of 256 MB streamed 71 GB/s
+ * without prefetches and 48 GB/s with them 3 KB ahead into L2). It is not
+ * that one token does best without any prefetch: 8 KB ahead into L1 is
+ * what the one-token kernels gained from. */
 #define R16_PF_DIST 3072
 
 /* Asks for the cache lines of [p + R16_PF_DIST, + bytes) ahead of use, in

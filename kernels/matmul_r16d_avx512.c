@@ -36,8 +36,8 @@
  * registers at once, so each 2-bit vector and each nibble vector is loaded
  * and split once for the 4 dwords it serves (the one-group tile reloads the
  * 2-bit vector for each), with the float steps then run by run in the
- * tile's order. Unlike Q4_0 and Q8_0 these three stream far faster with a
- * software prefetch ahead (R16D_PF_DIST). */
+ * tile's order. All but Q8_0 ask for their weights 8 KB ahead into L1
+ * (R16D_PF_*, measured there). */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -47,24 +47,69 @@
 #define R16D_INLINE static inline __attribute__((always_inline))
 #define R16D_UNROLL _Pragma("GCC unroll 16")
 
-/* Q5_0, Q4_K and Q6_K ask for their weights this many bytes ahead, into
- * L1 (Q4_0 and Q8_0 stream as fast without). Measured on the 2-vCPU AMD
- * EPYC (Zen 5), two threads each streaming half of a matrix of 64-110 MB,
- * the one-token kernels called directly, GB/s of weights without -> with
- * 8 KB ahead: Q6_K 6912 wide 39.0 -> 78.9 and 88.2, Q4_K 6912 wide 83.7 ->
- * 99.5 and 76.7 -> 92.3, Q5_0 1152 wide 73.9 -> 80.4 and 70.9 -> 87.5 (2,
- * 4 and 6 KB gained less; 12 KB about as much). Q6_K's kernel reads three
- * places of a superblock at once (the 2-bit bytes and two nibble vectors
- * 1 KB apart), which the hardware streamer alone leaves at half speed. */
-#define R16D_PF_DIST 8192
+/* How far ahead (bytes) each type's one-token kernel asks for its weights,
+ * 0 for not at all, and into which cache (R16D_PF_HINT_*: _MM_HINT_T0 for
+ * L1, _MM_HINT_T1 for L2). Each can be set from outside (-D) for a sweep
+ * (bench/stream_cost.sh builds this file once per setting and runs the
+ * settings paired); the values here are what that sweep chose.
+ *
+ * Measured on the 2-vCPU AMD EPYC (Zen 5), two threads each streaming half
+ * of a 96 MB matrix (Q4_0, Q8_0, Q5_0 1152 wide; Q4_K, Q6_K 6912 wide), the
+ * kernels called directly, 61-101 paired rounds, GB/s of weights best /
+ * median, none -> 8 KB ahead into L1 (plain read of the same bytes), on a
+ * quiet machine: Q4_0 80 / 64 -> 93 / 74 (100 / 77; 12 KB 102 / 79, and
+ * in a second sweep 72 / 60 -> 87 / 64, 12-16 KB 81-83 / 65), Q8_0 86 / 66
+ * -> 94 / 69 (96 / 73; a second sweep 57 / 51 -> 61 / 51, 2-16 KB level
+ * with none), Q5_0 60 / 49 -> 79 / 63 (86 / 71), Q4_K 70 / 63 -> 94 / 83
+ * (85 / 75), Q6_K 29 / 28 -> 65 / 42 (64 / 45): without it the kernels
+ * stay 10-30% (Q6_K: half) short of the plain read, with it they reach
+ * it. 1-4 KB gained less, 12-24 KB about as much; into L2 (4-16 KB)
+ * gained less than into L1 for every type. With the host's memory busy
+ * (a plain read at 31-70 GB/s) every kernel streamed at the read's rate
+ * with or without it, Q6_K excepted (24 -> 34), and Q4_0 and Q8_0 lost
+ * 3-6% of their median with it. Q8_0 (the fewest instructions a byte)
+ * gained the least and lost in the busy run, so it stays without. */
+#ifndef R16D_PF_Q4_0
+#define R16D_PF_Q4_0 8192
+#endif
+#ifndef R16D_PF_Q8_0
+#define R16D_PF_Q8_0 0
+#endif
+#ifndef R16D_PF_Q5_0
+#define R16D_PF_Q5_0 8192
+#endif
+#ifndef R16D_PF_Q4_K
+#define R16D_PF_Q4_K 8192
+#endif
+#ifndef R16D_PF_Q6_K
+#define R16D_PF_Q6_K 8192
+#endif
+#ifndef R16D_PF_HINT_Q4_0
+#define R16D_PF_HINT_Q4_0 _MM_HINT_T0
+#endif
+#ifndef R16D_PF_HINT_Q8_0
+#define R16D_PF_HINT_Q8_0 _MM_HINT_T0
+#endif
+#ifndef R16D_PF_HINT_Q5_0
+#define R16D_PF_HINT_Q5_0 _MM_HINT_T0
+#endif
+#ifndef R16D_PF_HINT_Q4_K
+#define R16D_PF_HINT_Q4_K _MM_HINT_T0
+#endif
+#ifndef R16D_PF_HINT_Q6_K
+#define R16D_PF_HINT_Q6_K _MM_HINT_T0
+#endif
 
-/* Asks for the lines of [p + R16D_PF_DIST, + bytes) into L1. */
-R16D_INLINE void d_prefetch(const uint8_t *p, const int bytes)
-{
-    R16D_UNROLL
-    for (int i = 0; i < bytes; i += 64)
-        _mm_prefetch((const char *)p + R16D_PF_DIST + i, _MM_HINT_T0);
-}
+/* Asks for the lines of [p + dist, + bytes) into the cache of hint; nothing
+ * when dist is 0. */
+#define d_prefetch(p, bytes, dist, hint)                                                      \
+    do {                                                                                      \
+        if ((dist) > 0) {                                                                     \
+            R16D_UNROLL                                                                       \
+            for (int i_ = 0; i_ < (bytes); i_ += 64)                                          \
+                _mm_prefetch((const char *)(p) + (dist) + i_, (hint));                        \
+        }                                                                                     \
+    } while (0)
 
 /* acc + the dot of each lane's 4 unsigned weight bytes in w with the 4
  * signed activation quants at q, broadcast from memory. */
@@ -89,6 +134,7 @@ R16D_INLINE void one_q4_0(const uint8_t *p, const sl_q8act *a, float *y)
     __m512 acc = _mm512_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(15), m4h = _mm512_set1_epi8((char)0xF0);
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q4_0_BYTES) {
+        d_prefetch(p, SL_R16_Q4_0_BYTES, R16D_PF_Q4_0, R16D_PF_HINT_Q4_0);
         const int8_t *q = a->q + 32 * b;
         __m512 sc = d_scale(p, a->d + b);
         __m512i lo = _mm512_set1_epi32(-8 * a->sum[b]), hi = _mm512_setzero_si512();
@@ -110,6 +156,7 @@ R16D_INLINE void one_q8_0(const uint8_t *p, const sl_q8act *a, float *y)
 {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q8_0_BYTES) {
+        d_prefetch(p, SL_R16_Q8_0_BYTES, R16D_PF_Q8_0, R16D_PF_HINT_Q8_0);
         const int8_t *q = a->q + 32 * b;
         __m512 sc = d_scale(p, a->d + b);
         __m512i i0 = _mm512_set1_epi32(-128 * a->sum[b]), i1 = _mm512_setzero_si512();
@@ -131,7 +178,7 @@ R16D_INLINE void one_q5_0(const uint8_t *p, const sl_q8act *a, float *y)
     __m512 acc = _mm512_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q5_0_BYTES) {
-        d_prefetch(p, SL_R16_Q5_0_BYTES);
+        d_prefetch(p, SL_R16_Q5_0_BYTES, R16D_PF_Q5_0, R16D_PF_HINT_Q5_0);
         const int8_t *q = a->q + 32 * b;
         const uint8_t *qs = p + 32, *hb = qs + 256;
         __m512 sc = d_scale(p, a->d + b);
@@ -178,7 +225,7 @@ R16D_INLINE void one_q4_K(const uint8_t *p, const sl_q8act *a, float *y)
         const uint8_t *sc = p + 64, *mn = p + 192, *qs = p + 320;
         const float *d = a->d + 8 * sb, *ds = a->ds + 8 * sb;
         for (int j = 0; j < 4; j++) {
-            d_prefetch(p + j * (SL_R16_Q4_K_BYTES / 4), SL_R16_Q4_K_BYTES / 4);
+            d_prefetch(p + j * (SL_R16_Q4_K_BYTES / 4), SL_R16_Q4_K_BYTES / 4, R16D_PF_Q4_K, R16D_PF_HINT_Q4_K);
             const int8_t *q = a->q + 256 * sb + 64 * j;
             __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
             R16D_UNROLL
@@ -220,7 +267,7 @@ R16D_INLINE void one_q6_K(const uint8_t *p, const sl_q8act *a, float *y)
             s[h] = _mm512_set1_epi32(-32 * s16[h]);
         R16D_UNROLL
         for (int m = 0; m < 16; m++) {
-            d_prefetch(p + 210 * m, 256);
+            d_prefetch(p + 210 * m, 256, R16D_PF_Q6_K, R16D_PF_HINT_Q6_K);
             __m512i h = _mm512_loadu_si512(qh + 64 * m);
             __m512i v0 = _mm512_loadu_si512(ql + 64 * m), v1 = _mm512_loadu_si512(ql + 64 * (m + 16));
             /* (h & 0x30) | nibble, the 2 bits moved to bits 4-5 */
