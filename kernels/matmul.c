@@ -489,6 +489,10 @@ static int64_t claim_units(int64_t units, int64_t macs)
  * differed by an eighth, and finer chunks interleaved the two streams in
  * small pieces, which read slower. */
 #define STEAL_PARTS_MAX 8
+/* Calls of up to this many tokens (a decode step, a speculative
+ * verification) stream their weights and take this split; a prefill's
+ * tiles are claimed a few units at a time instead (claim_units). */
+#define STEAL_TOKENS_MAX 16
 #define STEAL_PIECE_BYTES ((int64_t)512 << 10)
 
 typedef struct steal_cursor {
@@ -609,7 +613,7 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     jobs_args ja = {pl, n_jobs, n_in, n_tok, tb, nd.n_chunks, &a, xpairs};
     int64_t units = (n_tok + tb - 1) / tb * nd.n_chunks;
     int64_t claim = claim_units(units, nd.macs);
-    if (team && n_tok == 1 && steal_on())
+    if (team && n_tok <= STEAL_TOKENS_MAX && n_tok <= tb && steal_on())
         run_steal(&ja, nd.bytes);
     else if (team && claim)
         sl_pool_for_each(units, claim, jobs_range, &ja);

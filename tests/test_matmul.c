@@ -431,7 +431,8 @@ static void test_one_token(void)
 #endif
 }
 
-/* A decode step's split (run_steal in matmul.c: a part a thread, pieces
+/* The split of a decode step or a verification (run_steal in matmul.c, up
+ * to 16 tokens: a part a thread, pieces
  * taken off the back of another's part when a thread runs out), forced on
  * with no minimum work, against the pool's own split and one thread: every
  * row written (y starts as NaN), the same bits at 1, 2 and 3 threads, on row
@@ -442,6 +443,9 @@ static void test_decode_split(void)
 {
     static const sl_type types[] = {SL_TYPE_Q8_0, SL_TYPE_Q4_0, SL_TYPE_Q6_K, SL_TYPE_F32};
     static const int64_t n_outs[] = {7, 33, 1000, 4099};
+    /* a decode step, a verification, the most tokens the split takes, and
+     * one past it (the pool's claims again) */
+    static const int64_t n_toks[] = {1, 5, 16, 17};
     sl_path_force(sl_path_best());
     sl_pool_set_adaptive(false);
     sl_pool_set_min_work(0);
@@ -451,31 +455,34 @@ static void test_decode_split(void)
             problem p;
             problem_make(&p, types[ti], n_outs[oi], sl_type_block_elems(types[ti]) == 256 ? 256 : 96);
             void *packed = sl_pack(p.type, p.w, p.n_out, p.n_in);
-            size_t yb = sizeof(float) * (size_t)p.n_out;
-            float *y1 = malloc(yb), *y = malloc(yb);
-            sl_pool_set_threads(1);
-            sl_matmul_set_steal(0);
-            sl_matmul_packed(p.type, p.w, packed, p.n_out, p.n_in, p.x, 1, y1, p.n_out);
-            for (int threads = 1; threads <= 3; threads++)
-                for (int steal = 0; steal <= 1; steal++) {
-                    sl_pool_set_threads(threads);
-                    sl_matmul_set_steal(steal);
-                    for (int64_t o = 0; o < p.n_out; o++)
-                        y[o] = NAN;
-                    uint64_t calls = sl_pool_thread_counters().calls;
-                    sl_matmul_packed(p.type, p.w, packed, p.n_out, p.n_in, p.x, 1, y, p.n_out);
-                    /* (a call of one chunk of 16 rows runs on the caller) */
-                    bool team = threads > 1 && steal && p.n_out > 16;
-                    want_split += team;
-                    split += team && sl_pool_thread_counters().calls > calls;
-                    if (memcmp(y, y1, yb) != 0) {
-                        bad++;
-                        fprintf(stderr, "decode split: %s %lld rows, %d threads, steal %d: bits differ\n",
-                                sl_type_name(p.type), (long long)p.n_out, threads, steal);
+            for (size_t ki = 0; ki < sizeof n_toks / sizeof n_toks[0]; ki++) {
+                int64_t nt = n_toks[ki];
+                size_t yb = sizeof(float) * (size_t)(p.n_out * nt);
+                float *y1 = malloc(yb), *y = malloc(yb);
+                sl_pool_set_threads(1);
+                sl_matmul_set_steal(0);
+                sl_matmul_packed(p.type, p.w, packed, p.n_out, p.n_in, p.x, nt, y1, p.n_out);
+                for (int threads = 1; threads <= 3; threads++)
+                    for (int steal = 0; steal <= 1; steal++) {
+                        sl_pool_set_threads(threads);
+                        sl_matmul_set_steal(steal);
+                        for (int64_t o = 0; o < p.n_out * nt; o++)
+                            y[o] = NAN;
+                        uint64_t calls = sl_pool_thread_counters().calls;
+                        sl_matmul_packed(p.type, p.w, packed, p.n_out, p.n_in, p.x, nt, y, p.n_out);
+                        /* (a call of one chunk of 16 rows runs on the caller) */
+                        bool team = threads > 1 && steal && p.n_out > 16;
+                        want_split += team;
+                        split += team && sl_pool_thread_counters().calls > calls;
+                        if (memcmp(y, y1, yb) != 0) {
+                            bad++;
+                            fprintf(stderr, "decode split: %s %lld rows, %lld tokens, %d threads, steal %d: bits differ\n",
+                                    sl_type_name(p.type), (long long)p.n_out, (long long)nt, threads, steal);
+                        }
                     }
-                }
-            free(y1);
-            free(y);
+                free(y1);
+                free(y);
+            }
             sl_pack_free(packed);
             problem_free(&p);
         }
