@@ -70,15 +70,10 @@ static void layout(pl_config *c, const int *cuts, int n_cuts)
 /* Runs the listed prompts concurrently; results indexed like PROMPTS. */
 static int run(const pl_config *c, const char *hops, const int *which, int n_which, result *res)
 {
-    sl_pipeline_opts o;
-    sl_pipeline_opts_default(&o);
-    o.local_hops = hops;
-    sl_pipeline *p;
-    sl_err err;
-    if (sl_pipeline_open(&p, c, &o, &err)) {
-        fprintf(stderr, "open: %s\n", err.msg);
+    sl_pipeline *p = test_open_on_hops(c, hops);
+    if (!p)
         return -1;
-    }
+    sl_err err;
     uint64_t ids[N_PROMPTS];
     for (int k = 0; k < n_which; k++) {
         sl_gen_params gp = params_for(which[k], N_GEN);

@@ -494,6 +494,18 @@ static void test_free_alpha(void)
     }
 }
 
+/* Plain steps (0.01 s each) until c asks for a probe: the step that
+ * asks, counted from 1, or 0 when none did within limit. */
+static int steps_to_probe(spa_ctl *c, int limit)
+{
+    for (int i = 1; i <= limit; i++) {
+        if (spa_next_k(c) > 0)
+            return i;
+        spa_observe(c, 0, 0, 0.01);
+    }
+    return 0;
+}
+
 /* spa_worth_probe, the rule a drafter that sees its acceptance without
  * drafting asks before a probe: evidence of acceptance against a drafted
  * token's price (its least cost, and three quarters of what probes
@@ -541,13 +553,7 @@ static void test_worth_probe(void)
     CHECK(spa_next_k(&c) == 1);
     spa_decline(&c);
     spa_observe(&c, 0, 0, 0.01);
-    int next = 0;
-    for (int i = 1; i <= 40 && !next; i++) {
-        if (spa_next_k(&c) > 0)
-            next = i;
-        else
-            spa_observe(&c, 0, 0, 0.01);
-    }
+    int next = steps_to_probe(&c, 40);
     CHECKF(next == 8, "the probe after a declined first one came %d steps later", next);
     CHECK(c.declined == 1 && c.n_spec == 0);
     /* a draft model's declined probe: its catch-up's cost (0.005 s, half a
@@ -560,13 +566,7 @@ static void test_worth_probe(void)
     spa_observe_probe(&c, 0.005);
     spa_decline(&c);
     spa_observe(&c, 0, 0, 0.01);
-    next = 0;
-    for (int i = 1; i <= 100 && !next; i++) {
-        if (spa_next_k(&c) > 0)
-            next = i;
-        else
-            spa_observe(&c, 0, 0, 0.01);
-    }
+    next = steps_to_probe(&c, 100);
     CHECKF(next == 52, "the probe after a declined first one came %d steps later", next);
 }
 

@@ -8,9 +8,9 @@
 #include "pipeline/client.h"
 
 /* Opens config c's pipeline with its local hops on hops (sl_pipeline_opts
- * .local_hops: "ipc:DIR" or "tcp:PORT"; the string must outlive the
- * pipeline) and every other option at its default. NULL, with a failed
- * check saying why, when it does not open. */
+ * .local_hops: "ipc:DIR" or "tcp:PORT", NULL for the default; the string
+ * must outlive the pipeline) and every other option at its default. NULL,
+ * with a failed check saying why, when it does not open. */
 static inline sl_pipeline *test_open_on_hops(const pl_config *c, const char *hops)
 {
     sl_pipeline_opts o;
@@ -19,7 +19,7 @@ static inline sl_pipeline *test_open_on_hops(const pl_config *c, const char *hop
     sl_pipeline *p;
     sl_err err;
     if (sl_pipeline_open(&p, c, &o, &err)) {
-        CHECKF(0, "open on %s: %s", hops, err.msg);
+        CHECKF(0, "open on %s: %s", hops ? hops : "the default hops", err.msg);
         return NULL;
     }
     return p;
