@@ -20,11 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernels/matmul.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/quant.h"
+#include "util/clock.h"
 
 typedef struct stream_variant {
     const char *name;
@@ -32,13 +32,6 @@ typedef struct stream_variant {
 } stream_variant;
 extern const stream_variant stream_variants[];
 extern const int n_stream_variants;
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 typedef struct shared {
     const uint8_t *packed;
@@ -98,7 +91,7 @@ static void run_half(int t)
         sl_r16_fn fn = stream_variants[S.variant].get(g_type);
         fn(S.packed, g0, g1, S.a, S.y, 0);
     }
-    S.t_end[t] = now_s();
+    S.t_end[t] = sl_now_s();
     atomic_fetch_add_explicit(&S.done, 1, memory_order_acq_rel);
 }
 
@@ -197,7 +190,7 @@ int main(int argc, char **argv)
         for (int v = 0; v < nv; v++) {
             S.variant = v < n_stream_variants ? v : -1;
             atomic_store(&S.done, 0);
-            double t0 = now_s();
+            double t0 = sl_now_s();
             atomic_store_explicit(&S.go, ++round, memory_order_release);
             run_half(0);
             while (atomic_load_explicit(&S.done, memory_order_acquire) < 2)
