@@ -68,7 +68,8 @@ static const char usage[] =
     "                          requests as Prometheus text at http://IP:PORT/metrics\n"
     "                          (plain HTTP, read-only; IP defaults to 127.0.0.1)\n"
     "  --status-listen ADDR    while running, answer `sluice status ADDR` with the\n"
-    "                          stages of this process (ipc://PATH, or\n"
+    "                          stages of this process and those of its workers, as\n"
+    "                          they last reported them (ipc://PATH, or\n"
     "                          tcp://IP:PORT with CURVE: the config's key serves\n"
     "                          it and is the only one admitted)\n"
     "  -h, --help              show this help\n"
@@ -313,21 +314,26 @@ static void print_summary(double load_s, const sl_event *d, bool spec)
  * reported, and the request counters. */
 static char *prometheus_text(void *ctx) { return cli_pipeline_prometheus(ctx); }
 
+/* The coordinator's status text: its own stages, then the workers' as they
+ * last reported them (every half second), in pipeline order. */
 static char *status_text(void *ctx)
 {
     pl_stage_metrics *m;
-    int n;
-    if (sl_pipeline_metrics(ctx, &m, &n))
+    int n, n_own;
+    if (sl_pipeline_metrics(ctx, &m, &n_own))
+        return NULL;
+    free(m);
+    if (sl_pipeline_metrics_all(ctx, &m, &n))
         return NULL;
     char *body = pl_metrics_text(m, n);
     free(m);
     if (!body)
         return NULL;
-    size_t len = strlen(body) + 128;
+    size_t len = strlen(body) + 160;
     char *text = malloc(len);
     if (text)
-        snprintf(text, len, "coordinator (sluice run, pid %d): %d stage(s) in this process\n%s", (int)getpid(), n,
-                 body);
+        snprintf(text, len, "coordinator (sluice run, pid %d): %d stage(s) in this process, %d on workers "
+                 "(as last reported)\n%s", (int)getpid(), n_own, n - n_own, body);
     free(body);
     return text;
 }

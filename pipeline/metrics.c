@@ -313,14 +313,20 @@ char *pl_metrics_prometheus_client(const pl_client_metrics *c)
     put(&b, "# HELP sluice_client_requests_refused_total Requests refused for going past max_requests.\n"
             "# TYPE sluice_client_requests_refused_total counter\nsluice_client_requests_refused_total %llu\n",
         (unsigned long long)c->refused);
+    put(&b, "# HELP sluice_client_foreign_total Answers of another pipeline run the driver dropped.\n"
+            "# TYPE sluice_client_foreign_total counter\nsluice_client_foreign_total %llu\n",
+        (unsigned long long)c->foreign);
     return finish(&b);
 }
 
 /* ---- the machine form a worker answers a coordinator with ----
  * One line a stage: "stage INDEX NAME messages tokens errors refused
- * dropped foreign busy_seconds queue_depth", then each histogram (step
- * seconds, queue) as "n sum count..." with one count per bucket (+Inf
- * last). */
+ * dropped foreign busy_seconds queue_depth", the pool's counters
+ * "threads calls split_calls thread_sum op_seconds split_seconds
+ * wait_seconds", then each histogram (step seconds, queue) as "n sum
+ * count..." with one count per bucket (+Inf last). The pool's counters are
+ * read one by one while the stage runs, so no relation between them is
+ * required of a line. */
 
 static void put_hist_counts(sbuf *b, const pl_hist *h)
 {
@@ -343,6 +349,9 @@ char *pl_metrics_encode(const pl_stage_metrics *m, int n)
             (unsigned long long)s->messages, (unsigned long long)s->tokens, (unsigned long long)s->errors,
             (unsigned long long)s->refused, (unsigned long long)s->dropped, (unsigned long long)s->foreign,
             s->busy_seconds, s->queue_depth);
+        put(&b, " %u %llu %llu %llu %.9g %.9g %.9g", s->pool_threads, (unsigned long long)s->pool_calls,
+            (unsigned long long)s->pool_split_calls, (unsigned long long)s->pool_thread_sum,
+            s->pool_op_seconds, s->pool_split_seconds, s->pool_wait_seconds);
         put_hist_counts(&b, &s->step_seconds);
         put_hist_counts(&b, &s->queue);
         put(&b, "\n");
@@ -406,7 +415,7 @@ static bool read_hist(fields *f, pl_hist *h)
 static bool read_stage(fields *f, pl_stage_metrics *s)
 {
     char word[16], name[sizeof s->name];
-    uint64_t index, depth;
+    uint64_t index, depth, threads;
     if (!next_field(f, word, sizeof word) || strcmp(word, "stage") != 0 || !next_u64(f, &index) ||
         index > 4096 || !next_field(f, name, sizeof name))
         return false;
@@ -419,6 +428,10 @@ static bool read_stage(fields *f, pl_stage_metrics *s)
            next_u64(f, &s->refused) && next_u64(f, &s->dropped) && next_u64(f, &s->foreign) &&
            s->foreign <= s->dropped && next_double(f, &s->busy_seconds) &&
            next_u64(f, &depth) && depth <= UINT32_MAX && (s->queue_depth = (uint32_t)depth, true) &&
+           next_u64(f, &threads) && threads <= UINT32_MAX && (s->pool_threads = (uint32_t)threads, true) &&
+           next_u64(f, &s->pool_calls) && next_u64(f, &s->pool_split_calls) &&
+           next_u64(f, &s->pool_thread_sum) && next_double(f, &s->pool_op_seconds) &&
+           next_double(f, &s->pool_split_seconds) && next_double(f, &s->pool_wait_seconds) &&
            read_hist(f, &s->step_seconds) && read_hist(f, &s->queue) && !next_field(f, rest, sizeof rest);
 }
 
@@ -434,7 +447,7 @@ int pl_metrics_decode(const char *text, pl_stage_metrics *out, int max, sl_err *
             return sl_fail(err, "stage metrics: more than %d stages", max);
         if (!read_stage(&f, &out[n]))
             return sl_fail(err, "stage metrics: line %d is not 'stage INDEX NAME' and %d counters", line,
-                           8 + 4 + pl_n_step_bounds + pl_n_depth_bounds);
+                           8 + 7 + 4 + pl_n_step_bounds + pl_n_depth_bounds);
         n++;
         at = *end ? end + 1 : end;
     }

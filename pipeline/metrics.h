@@ -94,11 +94,13 @@ typedef struct pl_client_metrics {
     uint64_t submitted;            /* accepted by submit over the pipeline's life */
     uint64_t refused;              /* refused by submit: past max_requests in flight */
     uint64_t max_requests;         /* the limit */
+    uint64_t foreign;              /* answers of another pipeline run the driver dropped */
 } pl_client_metrics;
 
 /* Prometheus text of the client counters: sluice_client_requests_in_flight
- * and sluice_client_max_requests (gauges), sluice_client_requests_total and
- * sluice_client_requests_refused_total (counters). Malloc'd; NULL: out of
+ * and sluice_client_max_requests (gauges), sluice_client_requests_total,
+ * sluice_client_requests_refused_total and sluice_client_foreign_total
+ * (counters). Malloc'd; NULL: out of
  * memory. */
 char *pl_metrics_prometheus_client(const pl_client_metrics *c);
 

@@ -1517,12 +1517,14 @@ void sl_pipeline_client_metrics(const sl_pipeline *p, pl_client_metrics *out)
     out->submitted = p->n_submitted;
     out->refused = p->n_refused;
     out->max_requests = (uint64_t)p->cfg.limits.max_requests;
+    out->foreign = p->n_foreign;
 }
 
 void sl_pipeline_print_stats(sl_pipeline *p, void *file)
 {
     FILE *out = file;
     fprintf(out, "micro-batches in flight: at most %d\n", p->depth);
+    fprintf(out, "driver: dropped %llu answers of another run (foreign)\n", (unsigned long long)p->n_foreign);
     for (int i = 0; i < p->n_hosts; i++) {
         if (!p->hosts[i])
             continue;

@@ -615,7 +615,8 @@ static void check_worker(const char *sluice)
         CHECK(sl_pipeline_metrics_all(p, &all, &n) == 0);
         remote = n == 4 && all[0].index == 0 && all[1].index == 1 && all[3].index == 3 &&
                  strcmp(all[1].name, "layers[0,6)") == 0 && all[1].tokens > 0 && all[1].refused == 2 &&
-                 all[1].dropped == 2 && all[1].foreign == 1 && all[1].step_seconds.n > 0;
+                 all[1].dropped == 2 && all[1].foreign == 1 && all[1].step_seconds.n > 0 &&
+                 all[1].pool_calls > 0 && all[1].pool_op_seconds > 0;
         if (remote)
             prom = pl_metrics_prometheus(all, n); /* what the coordinator's /metrics serves */
         free(all);
@@ -626,6 +627,10 @@ static void check_worker(const char *sluice)
     CHECKF(prom && strstr(prom, "\nsluice_stage_foreign_total{stage=\"layers[0,6)\",index=\"1\"} 1\n") &&
                strstr(prom, "\nsluice_stage_dropped_total{stage=\"layers[0,6)\",index=\"1\"} 2\n"),
            "the worker stage's foreign batch in the coordinator's Prometheus text");
+    /* and its pool's ops (a layers stage runs its matmuls through the pool) */
+    CHECKF(prom && strstr(prom, "\nsluice_stage_pool_calls_total{stage=\"layers[0,6)\",index=\"1\"} ") &&
+               !strstr(prom, "\nsluice_stage_pool_calls_total{stage=\"layers[0,6)\",index=\"1\"} 0\n"),
+           "the worker stage's pool ops in the coordinator's Prometheus text");
     free(prom);
     pl_stage_metrics *own = NULL;
     int n_own = 0;
@@ -677,9 +682,12 @@ static void check_max_requests(void)
     CHECK(sl_pipeline_refused(p) == 1);
     pl_client_metrics cm;
     sl_pipeline_client_metrics(p, &cm);
-    CHECK(cm.in_flight == 2 && cm.submitted == 2 && cm.refused == 1 && cm.max_requests == 2);
+    CHECK(cm.in_flight == 2 && cm.submitted == 2 && cm.refused == 1 && cm.max_requests == 2 &&
+          cm.foreign == 0);
+    cm.foreign = 3;
     char *prom = pl_metrics_prometheus_client(&cm);
-    CHECK(prom && prom_samples(prom) == 4);
+    CHECK(prom && prom_samples(prom) == 5);
+    CHECK(prom && strstr(prom, "# TYPE sluice_client_foreign_total counter\nsluice_client_foreign_total 3\n"));
     CHECK(prom && strstr(prom, "\nsluice_client_requests_refused_total 1\n"));
     CHECK(prom && strstr(prom, "\nsluice_client_requests_in_flight 2\n"));
     CHECK(prom && strstr(prom, "# TYPE sluice_client_requests_total counter\nsluice_client_requests_total 2\n"));
@@ -705,6 +713,8 @@ static void check_machine_form(void)
     pl_stage_metrics_init(&m[1], "sa mple", 4);
     m[0].messages = 7, m[0].tokens = 1234, m[0].errors = 1, m[0].refused = 2, m[0].dropped = 3, m[0].foreign = 1;
     m[0].busy_seconds = 1.5, m[0].queue_depth = 5;
+    m[0].pool_threads = 2, m[0].pool_calls = 90, m[0].pool_split_calls = 40, m[0].pool_thread_sum = 81;
+    m[0].pool_op_seconds = 0.75, m[0].pool_split_seconds = 0.5, m[0].pool_wait_seconds = 0.125;
     pl_hist_observe(&m[0].step_seconds, 0.003);
     pl_hist_observe(&m[0].step_seconds, 20.0);
     pl_hist_observe(&m[0].queue, 3);
@@ -714,6 +724,10 @@ static void check_machine_form(void)
     CHECK(back[0].index == 2 && strcmp(back[0].name, "layers[3,6)") == 0 && back[0].messages == 7 &&
           back[0].tokens == 1234 && back[0].errors == 1 && back[0].refused == 2 && back[0].dropped == 3 &&
           back[0].foreign == 1 && back[0].busy_seconds == 1.5 && back[0].queue_depth == 5);
+    CHECK(back[0].pool_threads == 2 && back[0].pool_calls == 90 && back[0].pool_split_calls == 40 &&
+          back[0].pool_thread_sum == 81 && back[0].pool_op_seconds == 0.75 &&
+          back[0].pool_split_seconds == 0.5 && back[0].pool_wait_seconds == 0.125);
+    CHECK(back[1].pool_calls == 0 && back[1].pool_threads == 0);
     CHECK(memcmp(back[0].step_seconds.counts, m[0].step_seconds.counts, sizeof m[0].step_seconds.counts) == 0 &&
           back[0].step_seconds.n == 2 && back[0].queue.n == 1 && back[0].queue.counts[3] == 1);
     CHECK(back[1].index == 4 && strcmp(back[1].name, "sa_mple") == 0 && back[1].tokens == 0);
@@ -725,10 +739,24 @@ static void check_machine_form(void)
     CHECK_ERR_HAS(err, "stage metrics: line 1 is not");
     /* buckets that do not add up to the count */
     text = pl_metrics_encode(m, 1);
-    char *five = text ? strstr(text, " 1.5 5 2 ") : NULL;
+    char *five = text ? strstr(text, " 0.125 2 ") : NULL; /* wait seconds, step count */
     CHECK(five != NULL);
     if (five) {
         five[7] = '3'; /* step count 2 -> 3 */
+        CHECK(pl_metrics_decode(text, back, 2, &err) == -1);
+    }
+    free(text);
+    /* a pool counter that is not a count (or seconds that are negative) */
+    text = pl_metrics_encode(m, 1);
+    char *pool = text ? strstr(text, " 5 2 90 40 81 0.75 ") : NULL;
+    CHECK(pool != NULL);
+    if (pool) {
+        pool[5] = 'x'; /* calls 90 -> x0 */
+        CHECK(pl_metrics_decode(text, back, 2, &err) == -1);
+        CHECK_ERR_HAS(err, "stage metrics: line 1 is not");
+        pool[5] = '9';
+        CHECK(pl_metrics_decode(text, back, 2, &err) == 1);
+        pool[14] = '-'; /* op seconds 0.75 -> -.75 */
         CHECK(pl_metrics_decode(text, back, 2, &err) == -1);
     }
     free(text);

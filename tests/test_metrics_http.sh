@@ -50,6 +50,7 @@ done
 has "$T/b1.txt" "^sluice_client_requests_in_flight ([1-9]|[1-4][0-9])$" "requests in flight"
 has "$T/b1.txt" "^sluice_client_requests_total 48$" "requests submitted"
 has "$T/b1.txt" "^sluice_client_requests_refused_total 0$" "requests refused"
+has "$T/b1.txt" "^sluice_client_foreign_total 0$" "answers of another run dropped"
 badlines=$(grep -avE '^(# (HELP|TYPE) [a-z_]+ .+|[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? ([0-9.e+-]+|\+Inf))$' "$T/b1.txt" | head -3)
 [ -z "$badlines" ] && ok || bad "not Prometheus text: $badlines"
 # the counters move while the run goes on: fetch again until they have

@@ -379,6 +379,10 @@ static void check_foreign(const result *base)
            (unsigned long long)foreign[0], (unsigned long long)foreign[1]);
     CHECKF(sl_pipeline_foreign(p) == 1, "the driver dropped the foreign ERROR (%llu)",
            (unsigned long long)sl_pipeline_foreign(p));
+    pl_client_metrics cm;
+    sl_pipeline_client_metrics(p, &cm);
+    CHECKF(cm.foreign == 1, "the driver's foreign count in its client metrics (%llu)",
+           (unsigned long long)cm.foreign);
     /* and a request after them still gives its tokens */
     uint64_t id2;
     sl_gen_params g2 = params_for(2, N_GEN);

@@ -72,13 +72,17 @@ m1=$(awk '/^stage 2 /{getline; print $2}' s1.txt)
 m2=$(awk '/^stage 2 /{getline; print $2}' s2.txt)
 [ -n "$m1" ] && [ -n "$m2" ] && [ "$m2" -gt "$m1" ] && ok || bad "layers[3,6) messages did not move between two asks ($m1, $m2)"
 
-# the coordinator's status socket: its own stages, for its own key only
+# the coordinator's status socket: its own stages and the worker's (as the
+# worker last reported them), for its own key only
 C=tcp://10.77.0.1:7300
 ip netns exec "$NB" "$SLUICE" status $C --key keys/local.key --server-key keys/local.pub >c1.txt 2>c1.err ||
     bad "status of the coordinator failed: $(cat c1.err)"
-has c1.txt "^coordinator \(sluice run, pid [0-9]+\): 2 stage\(s\) in this process$" "coordinator status"
+has c1.txt "^coordinator \(sluice run, pid [0-9]+\): 2 stage\(s\) in this process, 3 on workers \(as last reported\)$" \
+    "coordinator status"
 has c1.txt "^stage 0 embed$" "coordinator's embed stage"
 has c1.txt "^stage 1 layers\[0,3\)$" "coordinator's layers stage"
+has c1.txt "^stage 2 layers\[3,6\)$" "the worker's layers stage in the coordinator's status"
+has c1.txt "^stage 4 sample$" "the worker's sample stage in the coordinator's status"
 has c1.txt "^  messages [1-9][0-9]*  tokens [1-9][0-9]*  errors 0  refused 0  dropped 0  foreign 0$" "coordinator's counters"
 ip netns exec "$NB" "$SLUICE" status $C --key keys/hostb.key --server-key keys/local.pub --timeout 1 \
     >c2.txt 2>c2.err && bad "the coordinator answered a key other than its own"
