@@ -116,7 +116,7 @@ auto_stats() { # NAME TEMP: paired ratios on stdin, one a line
       for (i = 0; i < n; i++) { cdf += c * p; if (cdf > 0.025) break; j = i + 1; c = c * (n - i) / (i + 1) }
       ci = j >= 1 ? sprintf("%5.3f-%5.3f", x[j], x[n + 1 - j]) : "    -      "
       printf "%-40s %5s %7.3fx   %5.3f-%5.3f   %s   %3d\n", name, t, m, q1, q3, ci, n
-      if (name !~ /control:/) printf "%s %s %s %s\n", m, (j >= 1 ? x[n + 1 - j] : 99), t, name >>logf
+      if (name !~ /control:|^this\/cmp/) printf "%s %s %s %s\n", m, (j >= 1 ? x[n + 1 - j] : 99), t, name >>logf
     }'
 }
 
@@ -127,24 +127,46 @@ auto_run() { # BINARY ORDER MODEL DRAFT TEMP N K PROMPT: speculative / plain tok
                            END { print (b > 0 ? e / b : 0), d + 0, a + 0 }'
 }
 
-auto_row() {
-  local model=$1 draft=$2 temp=$3 n=$4 name=$5 p=$6 k=${7:-auto} bins=("$SLUICE") tags=("") rep b r1 r2
+# The rows are interleaved: each round runs one pair of every row in turn
+# (its order reversed every other round), REPS rounds, so a minute of load
+# on the shared machine falls on every row alike instead of on the pairs of
+# whichever row ran then.
+auto_add() { # MODEL DRAFT TEMP N NAME PROMPT [K=auto]: one row of the auto table
+  R_MODEL+=("$1"); R_DRAFT+=("$2"); R_TEMP+=("$3"); R_N+=("$4"); R_NAME+=("$5"); R_PROMPT+=("$6")
+  R_K+=("${7:-auto}")
+}
+
+auto_pair() { # ROW: one pair of runs of the row with each binary; appends to its files in $auto_dir
+  local i=$1 b r1 r2
+  for b in "${!bins[@]}"; do
+    r1=$(auto_run "${bins[$b]}" first "${R_MODEL[$i]}" "${R_DRAFT[$i]}" "${R_TEMP[$i]}" "${R_N[$i]}" "${R_K[$i]}" \
+         "${R_PROMPT[$i]}")
+    r2=$(auto_run "${bins[$b]}" last "${R_MODEL[$i]}" "${R_DRAFT[$i]}" "${R_TEMP[$i]}" "${R_N[$i]}" "${R_K[$i]}" \
+         "${R_PROMPT[$i]}")
+    awk -v a="$r1" -v b="$r2" 'BEGIN { split(a, x, " "); split(b, y, " ")
+      print sqrt(x[1] * y[1]), x[2] + y[2], x[3] + y[3] }' >>"$auto_dir/$i.$b"
+  done
+}
+
+auto_rows() { # runs every row REPS rounds, interleaved, then prints them
+  local bins=("$SLUICE") tags=("") rep i j b n=${#R_NAME[@]}
   [ -z "${SLUICE_CMP:-}" ] || { bins=("$SLUICE_CMP" "$SLUICE"); tags=("cmp " "this "); }
-  local -a pairs=() drafted=()
   for ((rep = 0; rep < REPS; rep++)); do
-    for b in "${!bins[@]}"; do
-      r1=$(auto_run "${bins[$b]}" first "$model" "$draft" "$temp" "$n" "$k" "$p")
-      r2=$(auto_run "${bins[$b]}" last "$model" "$draft" "$temp" "$n" "$k" "$p")
-      pairs[$b]+="$(awk -v a="$r1" -v b="$r2" 'BEGIN { split(a, x, " "); split(b, y, " ")
-                                                    print sqrt(x[1] * y[1]) }') "
-      drafted[$b]=$(awk -v a="$r1" -v b="$r2" -v s="${drafted[$b]:-0 0}" 'BEGIN { split(a, x, " ")
-        split(b, y, " "); split(s, z, " "); print z[1] + x[2] + y[2], z[2] + x[3] + y[3] }')
+    for ((j = 0; j < n; j++)); do
+      i=$((rep % 2 ? n - 1 - j : j))
+      auto_pair "$i"
     done
   done
-  for b in "${!bins[@]}"; do
-    tr ' ' '\n' <<<"${pairs[$b]}" | grep . | auto_stats "${tags[$b]}$name" "$temp"
-    awk -v s="${drafted[$b]}" -v n="$((2 * REPS))" 'BEGIN { split(s, z, " ")
-      printf "%-40s         drafted %.1f, accepted %.1f a run\n", "", z[1] / n, z[2] / n }'
+  for ((i = 0; i < n; i++)); do
+    for b in "${!bins[@]}"; do
+      awk '{ print $1 }' "$auto_dir/$i.$b" | auto_stats "${tags[$b]}${R_NAME[$i]}" "${R_TEMP[$i]}"
+      awk -v n="$((2 * REPS))" '{ d += $2; a += $3 }
+        END { printf "%-40s         drafted %.1f, accepted %.1f a run\n", "", d / n, a / n }' "$auto_dir/$i.$b"
+    done
+    if [ -n "${SLUICE_CMP:-}" ]; then # this binary against the other, pair by pair
+      paste -d' ' "$auto_dir/$i.1" "$auto_dir/$i.0" | awk '{ print $1 / $4 }' |
+        auto_stats "this/cmp ${R_NAME[$i]}" "${R_TEMP[$i]}" | sed 's/^/  /'
+    fi
   done
 }
 
@@ -153,19 +175,23 @@ auto() {
   mkdir -p bench/.spec-cache
   [ "${N_1B:-48}" -le 0 ] || [ -f "$m1b" ] || "$SLUICE" synth --arch gemma3 --size 1b --type q4_0 -o "$m1b" >/dev/null
   auto_log=$(mktemp)
-  printf "\nauto k vs plain decoding, %s pairs of runs a row (plain first, then last): the median of the\n" "$REPS"
-  printf "pairs' ratios (a pair's: the geometric mean of its two), their IQR and a 95%% interval of the median\n"
+  auto_dir=$(mktemp -d)
+  R_MODEL=(); R_DRAFT=(); R_TEMP=(); R_N=(); R_NAME=(); R_PROMPT=(); R_K=()
+  printf "\nauto k vs plain decoding, %s pairs of runs a row (plain first, then last), the rows interleaved:\n" "$REPS"
+  printf "the median of the pairs' ratios (a pair's: the geometric mean of its two), their IQR and a 95%% interval\n"
+  printf "of the median%s\n" "${SLUICE_CMP:+; this/cmp: this binary's ratio over the other's, pair by pair}"
   printf "%-40s %5s %8s   %11s   %11s   %3s\n" "pair / prompt" temp "ratio" "IQR" "95% of med" "n"
   for temp in 0 0.8; do
-    auto_row "$TARGET" "$DRAFT" "$temp" "$N" "control: tiny + draft k=0, prompt 0" "${prompts[0]}" 0
+    auto_add "$TARGET" "$DRAFT" "$temp" "$N" "control: tiny + draft k=0, prompt 0" "${prompts[0]}" 0
     local i=0
     for p in "${prompts[@]}" "$repeat"; do
-      auto_row "$TARGET" "$DRAFT" "$temp" "$N" "tiny + draft, prompt $i" "$p"
-      auto_row "$TARGET" prompt-lookup "$temp" "$N" "tiny + lookup, prompt $i" "$p"
+      auto_add "$TARGET" "$DRAFT" "$temp" "$N" "tiny + draft, prompt $i" "$p"
+      auto_add "$TARGET" prompt-lookup "$temp" "$N" "tiny + lookup, prompt $i" "$p"
       i=$((i + 1))
     done
   done
-  [ "${N_1B:-48}" -gt 0 ] && auto_row "$m1b" prompt-lookup 0 "${N_1B:-48}" "1b q4_0 + lookup, looping" "$short"
+  [ "${N_1B:-48}" -gt 0 ] && auto_add "$m1b" prompt-lookup 0 "${N_1B:-48}" "1b q4_0 + lookup, looping" "$short"
+  auto_rows
   local whos=(all)
   [ -z "${SLUICE_CMP:-}" ] || whos=(cmp this)
   for who in "${whos[@]}"; do
@@ -177,7 +203,7 @@ auto() {
               bad == "" ? " (no row whose interval lies wholly below 0.97)" : "; intervals wholly below 0.97:" bad }' \
       "$auto_log"
   done
-  rm -f "$auto_log"
+  rm -rf "$auto_log" "$auto_dir"
 }
 
 for section in ${SECTIONS:-table auto}; do

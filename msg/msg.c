@@ -60,7 +60,7 @@ const char *pl_msg_payload_name(int kind)
 {
     static const char *const names[] = {"NONE", "REQUEST_ID", "SEQ", "POS", "TOKEN", "FLAGS",
                                         "ACTIVATION", "LOGITS", "TOPK_ID", "TOPK_VAL", "DRAFT_TOKEN",
-                                        "DRAFT_PROBS", "SPEC", "PLE",
+                                        "DRAFT_PROBS", "SPEC", "PLE", "TOKEN_P",
                                         [SLUICE__PAYLOAD_KIND__PL_HIDDEN] = "HIDDEN",
                                         [SLUICE__PAYLOAD_KIND__PL_MTP_KV] = "MTP_KV",
                                         [SLUICE__PAYLOAD_KIND__PL_MTP_ROW] = "MTP_ROW",
@@ -123,6 +123,7 @@ static const payload_rule *rule_of(int kind)
         [SLUICE__PAYLOAD_KIND__PL_DRAFT_Q_ID] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_ANY},
         [SLUICE__PAYLOAD_KIND__PL_SPEC] = {SLUICE__DTYPE__DT_I32, 0, 1, ROWS_EQUAL},
         [SLUICE__PAYLOAD_KIND__PL_PLE] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_EQUAL},
+        [SLUICE__PAYLOAD_KIND__PL_TOKEN_P] = {SLUICE__DTYPE__DT_F32, 0, 1, ROWS_EQUAL},
         [SLUICE__PAYLOAD_KIND__PL_HIDDEN] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_EQUAL},
         [SLUICE__PAYLOAD_KIND__PL_MTP_KV] = {SLUICE__DTYPE__DT_F32, 0, 2, ROWS_ANY},
         [SLUICE__PAYLOAD_KIND__PL_MTP_ROW] = {SLUICE__DTYPE__DT_I32, 0, 2, ROWS_ANY},

@@ -56,6 +56,11 @@ typedef struct request {
     /* drafted by an mtp stage after the last token, for the next batch */
     int32_t next_draft[SL_SPEC_K_MAX];
     int n_next_draft;
+    /* the target's probability of the last token where a plain step
+     * sampled it (PL_TOKEN_P), else -1: sent with its row to a draft
+     * stage, whose catch-up estimates the acceptance of a sampled request
+     * with it (stages/draft.c) */
+    float last_p;
     struct request *next;
 } request;
 
@@ -130,6 +135,7 @@ struct sl_pipeline {
     /* batch building scratch, sized for max_batch_tokens */
     uint64_t *b_req;
     int32_t *b_seq, *b_pos, *b_tok, *b_draft;
+    float *b_tok_p;
     uint8_t *b_flags;
     Sluice__ReqParams *b_params;
     Sluice__ReqParams **b_param_ptrs;
@@ -464,6 +470,7 @@ int sl_pipeline_submit(sl_pipeline *p, const sl_gen_params *gp, uint64_t *id, sl
     r->max_new = gp->max_tokens;
     r->sampling = gp->sampling;
     r->slot = -1;
+    r->last_p = -1.0f; /* the prompt's last token was not sampled */
     r->stop_a = sl_tok_eos(p->tok);
     r->stop_b = end_of_turn;
     r->id = ++p->next_req_id;
@@ -568,6 +575,7 @@ static int append_drafts(sl_pipeline *p, request *r, int row, int max_rows, int 
         p->b_tok[row + j] = r->next_draft[j];
         p->b_flags[row + j] = 1;
         p->b_draft[row + j] = r->next_draft[j];
+        p->b_tok_p[row + j] = -1.0f;
     }
     *n_drafted += k > 0 ? k : 0;
     return k > 0 ? k : 0;
@@ -588,7 +596,7 @@ static int send_batch(sl_pipeline *p, sl_err *err)
     int decode_cap = (n_decoding + groups - 1) / groups;
     if (decode_cap < 1)
         decode_cap = 1;
-    int rows = 0, n_params = 0, n_recent = 0, n_req = 0, n_decode_rows = 0, n_drafted = 0;
+    int rows = 0, n_params = 0, n_recent = 0, n_req = 0, n_decode_rows = 0, n_drafted = 0, n_tok_p = 0;
     inflight *f = &p->fly[(p->fly_head + p->fly_n) % p->depth];
     for (request *r = p->reqs; r && rows < max_rows; r = r->next) {
         if (r->state != RQ_FEED)
@@ -610,6 +618,8 @@ static int send_batch(sl_pipeline *p, sl_err *err)
             p->b_tok[rows] = r->tokens[pos];
             p->b_flags[rows] = pos == r->n_tokens - 1;
             p->b_draft[rows] = -1;
+            p->b_tok_p[rows] = pos == r->n_tokens - 1 ? r->last_p : -1.0f;
+            n_tok_p += p->b_tok_p[rows] >= 0.0f;
             rows++;
         }
         r->n_fed += take;
@@ -635,6 +645,10 @@ static int send_batch(sl_pipeline *p, sl_err *err)
              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_FLAGS, SLUICE__DTYPE__DT_U8, rows, 0, p->b_flags, NULL, NULL, err) ||
              (n_drafted && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_DRAFT_TOKEN, SLUICE__DTYPE__DT_I32, rows, 0,
                                       p->b_draft, NULL, NULL, err)) ||
+             /* only a draft model reads it (its first stage) */
+             (n_tok_p && p->cfg.spec.on && !p->cfg.spec.mtp && !p->cfg.spec.prompt_lookup &&
+              pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN_P, SLUICE__DTYPE__DT_F32, rows, 0, p->b_tok_p, NULL,
+                         NULL, err)) ||
              send_first(p, &m, err);
     pl_msg_close(&m);
     if (rc)
@@ -760,8 +774,10 @@ static void send_truncate(sl_pipeline *p, request *r, int length)
 /* The tokens one verification emitted for a request: n of them, after k
  * drafted ones were checked (k = 0: plain decoding, n = 1). The accepted
  * drafts are already in every stage's cache; the last token is fed next. */
-static void take_tokens(sl_pipeline *p, request *r, const int32_t *tok, int n, int k, double t)
+static void take_tokens(sl_pipeline *p, request *r, const int32_t *tok, const float *tok_p, int n, int k,
+                        double t)
 {
+    r->last_p = tok_p && tok_p[n - 1] >= 0.0f && tok_p[n - 1] <= 1.0f ? tok_p[n - 1] : -1.0f;
     if (k > 0) {
         int accepted = n - 1;
         r->spec_steps++;
@@ -869,6 +885,9 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
     const int32_t *spec = n && m->data[SLUICE__PAYLOAD_KIND__PL_SPEC]
                               ? pl_msg_i32(m, SLUICE__PAYLOAD_KIND__PL_SPEC, n, &err) : NULL;
     const int32_t *next = n ? next_drafts(m, n) : NULL;
+    sl_err ignore; /* malformed: the tokens still count, without it */
+    const float *tok_p = n && pl_msg_has(m, SLUICE__PAYLOAD_KIND__PL_TOKEN_P)
+                             ? pl_msg_f32_view(m, SLUICE__PAYLOAD_KIND__PL_TOKEN_P, n, 0, &ignore) : NULL;
     double t = sl_now_s();
     for (uint32_t i = 0; i < n;) {
         uint32_t j = i + 1; /* a request's tokens are consecutive rows */
@@ -881,7 +900,7 @@ static void handle_answer(sl_pipeline *p, pl_msg *m)
         } else {
             request *r = find_req(p, req[i]);
             if (r && r->state == RQ_WAIT_TOKEN) {
-                take_tokens(p, r, tok + i, (int)(j - i), k, t);
+                take_tokens(p, r, tok + i, tok_p ? tok_p + i : NULL, (int)(j - i), k, t);
                 r = next ? find_req(p, req[i]) : NULL; /* NULL too when that ended it */
             } else {
                 r = NULL;
@@ -1208,10 +1227,11 @@ static int alloc_driver(sl_pipeline *p, sl_err *err)
     p->b_tok = malloc((size_t)rows * sizeof *p->b_tok);
     p->b_flags = malloc((size_t)rows);
     p->b_draft = malloc((size_t)rows * sizeof *p->b_draft);
+    p->b_tok_p = malloc((size_t)rows * sizeof *p->b_tok_p);
     p->b_params = malloc((size_t)rows * sizeof *p->b_params);
     p->b_param_ptrs = malloc((size_t)rows * sizeof *p->b_param_ptrs);
     if (!p->slot_used || !p->dirty || !p->fly || !p->b_req || !p->b_seq || !p->b_pos || !p->b_tok ||
-        !p->b_flags || !p->b_draft || !p->b_params || !p->b_param_ptrs)
+        !p->b_flags || !p->b_draft || !p->b_tok_p || !p->b_params || !p->b_param_ptrs)
         return sl_fail(err, "out of memory");
     for (int i = 0; i < p->depth; i++)
         if (!(p->fly[i].req = malloc((size_t)rows * sizeof(uint64_t))))
@@ -1473,6 +1493,7 @@ void sl_pipeline_close(sl_pipeline *p)
     free(p->b_tok);
     free(p->b_flags);
     free(p->b_draft);
+    free(p->b_tok_p);
     free(p->b_params);
     free(p->b_param_ptrs);
     free(p->events.ev);

@@ -65,6 +65,9 @@ typedef struct dreq {
     int kv_off;             /* the cache's rows 1.. hold text kv_off+1.. (row 0 text 0): a probe's window */
     int32_t *hist;          /* accepted text: positions 0..n_hist-1 */
     int n_hist, cap;
+    float *hist_p;          /* per text position: the target's probability of the token
+                             * where a plain step sampled it (PL_TOKEN_P), else -1 */
+    int cap_p;
     int n_prompt;           /* text before its first generated token (0: not known yet) */
     sl_sampler *sampler;    /* the request's transforms (temperature, top-k, ...) */
     sl_rng rng;             /* draws of drafted tokens */
@@ -146,6 +149,7 @@ static void free_req(void *entry)
     dreq *r = entry;
     sl_sampler_free(r->sampler);
     free(r->hist);
+    free(r->hist_p);
     free(r->q);
     free(r->ahead_q);
 }
@@ -158,7 +162,7 @@ static void drop_req(draft_stage *ds, uint64_t id)
     sl_reqtab_drop(&ds->reqs, id, free_req);
 }
 
-static int hist_push(dreq *r, const int32_t *tok, int n);
+static int hist_push(dreq *r, const int32_t *tok, const float *tok_p, int n);
 
 /* ---- the prefix cache ----
  * A request that ends with CANCEL (the driver parks its slot for reuse:
@@ -188,7 +192,7 @@ static void park_req(draft_stage *ds, uint64_t id)
         sl_kv_clear(ds->kv, r->seq);
         r->kv_off = 0;
     }
-    if (r->base >= 0 && r->n_hist == r->base + 1 && hist_push(r, r->drafted, r->k))
+    if (r->base >= 0 && r->n_hist == r->base + 1 && hist_push(r, r->drafted, NULL, r->k))
         return;
     dpark *pk = &ds->parked[r->seq];
     int32_t *old = pk->tok;
@@ -206,7 +210,7 @@ static void park_req(draft_stage *ds, uint64_t id)
 static void adopt_slot(draft_stage *ds, dreq *r, int seq, int pos)
 {
     dpark *pk = ds->parked ? &ds->parked[seq] : NULL;
-    bool reuse = pk && pos > 0 && pk->n >= pos && r->n_hist == 0 && hist_push(r, pk->tok, pos) == 0;
+    bool reuse = pk && pos > 0 && pk->n >= pos && r->n_hist == 0 && hist_push(r, pk->tok, NULL, pos) == 0;
     if (pk)
         pk->n = 0;
     if (ds->kv && reuse)
@@ -224,8 +228,22 @@ static void forget_parked(draft_stage *ds, const pl_msg *in)
             ds->parked[in->hdr->seqs[i]].n = 0;
 }
 
-static int hist_push(dreq *r, const int32_t *tok, int n)
+/* Appends n tokens to r's text, with the target's probability of each
+ * (tok_p; NULL: none known). */
+static int hist_push(dreq *r, const int32_t *tok, const float *tok_p, int n)
 {
+    if (r->n_hist + n > r->cap_p) {
+        int cap = r->cap_p ? r->cap_p : 64;
+        while (cap < r->n_hist + n)
+            cap *= 2;
+        float *p = realloc(r->hist_p, (size_t)cap * sizeof *p);
+        if (!p)
+            return -1;
+        r->hist_p = p;
+        r->cap_p = cap;
+    }
+    for (int i = 0; i < n; i++)
+        r->hist_p[r->n_hist + i] = tok_p && tok_p[i] > 0.0f && tok_p[i] <= 1.0f ? tok_p[i] : -1.0f;
     if (r->n_hist + n > r->cap) {
         int cap = r->cap ? r->cap : 64;
         while (cap < r->n_hist + n)
@@ -333,6 +351,38 @@ static int shadow_hits(draft_stage *ds, const int *want, int n_want)
     return hits;
 }
 
+/* shadow_hits for a sampled request: of the rows whose next token y the
+ * target sampled on a plain step (its p(y) known), the sum of min(1,
+ * q(y) / p(y)), q the draft's distribution there after the request's
+ * filters; its expectation is the acceptance sum min(p, q) of a token
+ * drafted there (spa_observe_alpha_sum). The rows are the last n_want of
+ * the n just evaluated, the last the text's last token, whose logits are
+ * left first in ds->logits. Returns the rows scored. */
+static int shadow_expected(draft_stage *ds, dreq *r, const int *want, int n_want, int n, double *sum)
+{
+    size_t v = (size_t)ds->n_vocab;
+    int scored = 0;
+    *sum = 0.0;
+    for (int i = 0; i + 1 < n_want; i++) {
+        int at = r->n_hist - n + want[i] + 1; /* the next token's place in the text */
+        int32_t y = ds->tok[want[i] + 1];
+        if (at < 1 || at >= r->n_hist || r->hist[at] != y || !(r->hist_p[at] > 0.0f))
+            continue;
+        int m = sl_sampler_candidates(r->sampler, ds->logits + (size_t)i * v, ds->ids, ds->probs);
+        double q = 0.0;
+        for (int c = 0; c < m; c++)
+            if (ds->ids[c] == y) {
+                q = ds->probs[c];
+                break;
+            }
+        *sum += q >= r->hist_p[at] ? 1.0 : q / r->hist_p[at];
+        scored++;
+    }
+    if (n_want > 1)
+        memmove(ds->logits, ds->logits + (size_t)(n_want - 1) * v, v * sizeof(float));
+    return scored;
+}
+
 /* Brings a request's cache up to all of its text (or a probe's window of
  * it: spa_cache_offset) and leaves the last row's logits in ds->logits.
  * Long catch-ups (a prompt) go in chunks. A probe's long catch-up also
@@ -354,12 +404,12 @@ static int catch_up(draft_stage *ds, dreq *r, int *seen, double *row_s, sl_err *
     int t = cached_text(ds, r); /* the next token of the text to evaluate */
     int todo = t == 0 && r->kv_off > 0 ? r->n_hist - r->kv_off : r->n_hist - t;
     /* a step's own catch-up is a token or two; more follows plain steps */
-    double draft_before = ds->draft_s;
+    double draft_before = ds->draft_s, score_s = 0.0;
     bool long_catch_up = todo > 2;
     /* the rows' logits give fair predictions where they have context: on
      * a cache holding the text before them (the prefill's window) all but
      * the last, on a rebuilt window its second half */
-    int shadow = probing && long_catch_up && !r->sampled ? (t > 0 ? todo - 1 : (todo - 1) / 2) : 0;
+    int shadow = probing && long_catch_up ? (t > 0 ? todo - 1 : (todo - 1) / 2) : 0;
     if (shadow > SHADOW_ROWS)
         shadow = SHADOW_ROWS;
     if (shadow > r->n_hist - r->n_prompt)
@@ -378,6 +428,17 @@ static int catch_up(draft_stage *ds, dreq *r, int *seen, double *row_s, sl_err *
             want[i] = n - 1 - h + i;
         if (eval_rows(ds, n, want, h + 1, err))
             return -1;
+        if (r->sampled) {
+            /* the request's filters a row (on the tiny pair ~25 us, a
+             * drafted token's pick as much): part of the probe's cost, as
+             * the catch-up, not of drafting */
+            double sum, t_s = sl_now_s();
+            int scored = shadow_expected(ds, r, want, h + 1, n, &sum);
+            score_s += sl_now_s() - t_s;
+            spa_observe_alpha_sum(&r->spa, scored, sum);
+            *seen += scored;
+            continue;
+        }
         int hits = shadow_hits(ds, want, h + 1);
         if (h > 0)
             spa_observe_alpha(&r->spa, h, hits);
@@ -386,9 +447,9 @@ static int catch_up(draft_stage *ds, dreq *r, int *seen, double *row_s, sl_err *
     if (todo > 0)
         *row_s = (ds->draft_s - draft_before) / todo;
     if (long_catch_up)
-        ds->catch_up_s += ds->draft_s - draft_before;
+        ds->catch_up_s += ds->draft_s - draft_before + score_s;
     if (long_catch_up && probing) /* the next probe's: a window's worth */
-        spa_observe_probe(&r->spa, (ds->draft_s - draft_before) / todo * DRAFT_WINDOW);
+        spa_observe_probe(&r->spa, (ds->draft_s - draft_before) / todo * DRAFT_WINDOW + score_s);
     return 0;
 }
 
@@ -435,7 +496,7 @@ static int draft_model_block(draft_stage *ds, dreq *r, int k, int room, int32_t 
     double row_s;
     if (catch_up(ds, r, &seen, &row_s, err))
         return -1;
-    /* a greedy request's probe drafts nothing where the acceptance its
+    /* a probe drafts nothing where the acceptance its
      * catch-up just saw could not pay with a drafted token costing at
      * least a row of the draft model (the catch-up's rows came in a batch:
      * one alone costs more) and, once probes have measured it, what a
@@ -445,7 +506,14 @@ static int draft_model_block(draft_stage *ds, dreq *r, int k, int room, int32_t 
         spa_decline(&r->spa);
         return 0;
     }
-    if (probing) {
+    /* a greedy request's probe drafts the run its catch-up says would be
+     * kept (spa_probe_k); a sampled one's stays as asked: its verification
+     * pays the request's filters a row in the sample stage and a drafted
+     * token's pick here (~25 us each on the tiny pair), and a first probe
+     * of two tokens there (1.27 ms against a 0.41 ms plain step, scored
+     * at 0.82) priced a pair accepting 98% far from paying, so no probe
+     * came in the rest of a 200-token run, 3 runs of 3 */
+    if (probing && !r->sampled) {
         int more = spa_probe_k(&r->spa);
         if (more > k)
             k = more < room ? more : room;
@@ -493,7 +561,7 @@ static bool settle(draft_stage *ds, dreq *r, int pos, int32_t first, int n_rows)
         if (accepted < 0 || accepted > r->k || r->n_hist != r->base + 1) {
             r->broken = true; /* not a continuation of what we drafted */
         } else {
-            hist_push(r, r->drafted, accepted);
+            hist_push(r, r->drafted, NULL, accepted);
             spa_observe_accept(&r->spa, r->k, accepted);
             ds->spa_prior = r->spa;
             ahead_ok = r->ahead && accepted == r->k && first == r->guess && n_rows == 1;
@@ -537,6 +605,7 @@ static int propose(draft_stage *ds, dreq *r, int k, int room, bool ahead_ok, sl_
 typedef struct in_rows {
     sl_batch_rows b;
     const int32_t *tok;
+    const float *tok_p;     /* the target's probability of each row's token, or NULL */
 } in_rows;
 
 static int read_in(sl_stage *s, const pl_msg *in, in_rows *r, sl_err *why)
@@ -544,6 +613,10 @@ static int read_in(sl_stage *s, const pl_msg *in, in_rows *r, sl_err *why)
     if (sl_stage_read_rows(s, in, &r->b, why))
         return -1;
     r->tok = pl_msg_i32(in, SLUICE__PAYLOAD_KIND__PL_TOKEN, r->b.n, why);
+    r->tok_p = NULL;
+    if (r->tok && pl_msg_has(in, SLUICE__PAYLOAD_KIND__PL_TOKEN_P) &&
+        !(r->tok_p = pl_msg_f32_view(in, SLUICE__PAYLOAD_KIND__PL_TOKEN_P, r->b.n, 0, why)))
+        return -1;
     return r->tok ? 0 : -1;
 }
 
@@ -597,7 +670,7 @@ static int extend_request(draft_stage *ds, const in_rows *rows, uint32_t i0, uin
     if (take_rows(ds, r, rows, i0, i1, why))
         return -1;
     bool ahead_ok = settle(ds, r, rows->b.pos[i0], rows->tok[i0], (int)(i1 - i0));
-    if (!r->broken && hist_push(r, rows->tok + i0, (int)(i1 - i0)))
+    if (!r->broken && hist_push(r, rows->tok + i0, rows->tok_p ? rows->tok_p + i0 : NULL, (int)(i1 - i0)))
         return sl_fail(why, "out of memory");
     bool wanted = rows->b.flags[i1 - 1] & 1;
     if (wanted && r->n_prompt == 0)

@@ -30,6 +30,9 @@ typedef struct sample_stage {
     int32_t *tokens;      /* output rows */
     uint64_t *reqs;
     int32_t *spec;        /* output rows: drafted tokens their step verified */
+    float *tok_p;         /* output rows: the target's probability of a token a plain
+                           * step sampled (temperature > 0), else -1 (PL_TOKEN_P) */
+    bool any_p;           /* some output row has one */
     /* speculative sampling scratch, made on first use: k+1 target and k
      * draft distributions, and per-vocabulary work rows */
     float *p_rows, *q_rows, *resid, *probs;
@@ -240,6 +243,7 @@ static int sample_rows(sample_stage *ss, const uint64_t *req, uint32_t n, const 
                        const spec_view *sv, sl_err *why)
 {
     uint32_t n_out = 0;
+    ss->any_p = false;
     for (uint32_t i = 0; i < n;) {
         req_state *st = find_state(ss, req[i], false);
         if (!st || !st->sampler)
@@ -248,11 +252,17 @@ static int sample_rows(sample_stage *ss, const uint64_t *req, uint32_t n, const 
         int emitted = sample_group(ss, st, logits, sv, i, k, ss->tokens + n_out, why);
         if (emitted < 0)
             return -1;
+        bool plain_sampled = k == 0 && !sl_sampler_greedy(st->sampler);
         for (int j = 0; j < emitted; j++) {
             ss->reqs[n_out + (uint32_t)j] = req[i];
             ss->spec[n_out + (uint32_t)j] = k;
             ss->src_row[n_out + (uint32_t)j] = i + (uint32_t)j;
+            /* a draft model's catch-up scores its acceptance with it
+             * (stages/draft.c); a token of a verification was not drawn
+             * from p alone */
+            ss->tok_p[n_out + (uint32_t)j] = plain_sampled ? sl_sampler_last_prob(st->sampler) : -1.0f;
         }
+        ss->any_p |= plain_sampled;
         n_out += (uint32_t)emitted;
         i += (uint32_t)k + 1;
     }
@@ -315,7 +325,9 @@ static int send_tokens(sl_stage *s, const pl_msg *in, uint32_t n_out, bool spec,
                   pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, n_out, 0,
                              ss->tokens, NULL, NULL, err) ||
                   (spec && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_SPEC, SLUICE__DTYPE__DT_I32,
-                                      n_out, 0, ss->spec, NULL, NULL, err)))) {
+                                      n_out, 0, ss->spec, NULL, NULL, err)) ||
+                  (ss->any_p && pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN_P, SLUICE__DTYPE__DT_F32,
+                                           n_out, 0, ss->tok_p, NULL, NULL, err)))) {
         pl_msg_close(&m);
         return -1;
     }
@@ -379,6 +391,7 @@ static void destroy_sample_stage(sl_stage *s)
         free(ss->tokens);
         free(ss->reqs);
         free(ss->spec);
+        free(ss->tok_p);
         free(ss->p_rows);
         free(ss->q_rows);
         free(ss->resid);
@@ -414,10 +427,11 @@ int sl_sample_stage_new(sl_stage *s, const sl_stage_spec *spec, sl_err *err)
     ss->tokens = malloc((size_t)spec->max_batch_tokens * sizeof *ss->tokens + 1);
     ss->reqs = malloc((size_t)spec->max_batch_tokens * sizeof *ss->reqs + 1);
     ss->spec = malloc((size_t)spec->max_batch_tokens * sizeof *ss->spec + 1);
+    ss->tok_p = malloc((size_t)spec->max_batch_tokens * sizeof *ss->tok_p + 1);
     ss->src_row = malloc((size_t)spec->max_batch_tokens * sizeof *ss->src_row + 1);
     ss->max_rows = (uint32_t)spec->max_batch_tokens;
     ss->q_starts = malloc(2 * (size_t)spec->max_batch_tokens * sizeof *ss->q_starts + 1);
-    if (no_table || !ss->row || !ss->tokens || !ss->reqs || !ss->spec || !ss->q_starts || !ss->src_row)
+    if (no_table || !ss->row || !ss->tokens || !ss->reqs || !ss->spec || !ss->tok_p || !ss->q_starts || !ss->src_row)
         return sl_fail(err, "out of memory");
     return 0;
 }

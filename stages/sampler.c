@@ -20,6 +20,7 @@ struct sl_sampler {
     sl_rng rng;
     cand *c;          /* n_vocab candidates */
     uint8_t *penalized; /* n_vocab marks: token already penalised this call */
+    float last_p;     /* the probability the last pick had */
 };
 
 void sl_sampling_defaults(sl_sampling *s)
@@ -290,6 +291,7 @@ void sl_sampler_penalize(sl_sampler *s, float *logits, const int32_t *recent, in
 int32_t sl_sampler_pick(sl_sampler *s, float *logits, const int32_t *recent, int n_recent)
 {
     apply_repeat_penalty(s, logits, recent, n_recent);
+    s->last_p = 1.0f;
     if (s->p.temperature <= 0.0f)
         return sl_argmax(logits, s->n_vocab);
     int n = filter(s, logits);
@@ -297,9 +299,14 @@ int32_t sl_sampler_pick(sl_sampler *s, float *logits, const int32_t *recent, int
     double cum = 0.0;
     for (int i = 0; i < n; i++) {
         cum += s->c[i].v;
-        if (u < cum)
+        if (u < cum) {
+            s->last_p = s->c[i].v;
             return s->c[i].id;
+        }
     }
     /* u fell in the rounding gap above the last cumulative sum */
+    s->last_p = s->c[n - 1].v;
     return s->c[n - 1].id;
 }
+
+float sl_sampler_last_prob(const sl_sampler *s) { return s->last_p; }

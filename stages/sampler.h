@@ -36,6 +36,9 @@ void sl_sampler_free(sl_sampler *s);
 /* Picks a token from logits (n_vocab floats, modified in place); recent
  * holds the last n_recent tokens for the repetition penalty. */
 int32_t sl_sampler_pick(sl_sampler *s, float *logits, const int32_t *recent, int n_recent);
+/* The probability the token the last pick returned had in the distribution
+ * it was drawn from (after the penalty and the filters; 1 when greedy). */
+float sl_sampler_last_prob(const sl_sampler *s);
 /* Whether picks are the argmax (temperature 0). */
 bool sl_sampler_greedy(const sl_sampler *s);
 /* The repetition penalty alone (what pick applies first). */

@@ -360,11 +360,12 @@ void spa_observe_cost(spa_ctl *c, int drafted, double step_s)
     fit_costs(c);
 }
 
-/* One acceptance sample into the fading mean (the prior counts as one). */
-static void alpha_sample(spa_ctl *c, bool hit)
+/* One acceptance sample (an outcome, 0 or 1, or an expected acceptance
+ * in between) into the fading mean (the prior counts as one). */
+static void alpha_sample(spa_ctl *c, double x)
 {
     c->n_alpha++;
-    fade(&c->alpha, hit ? 1.0 : 0.0, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
+    fade(&c->alpha, x, (double)c->n_alpha + 1.0, SPA_W_ALPHA);
 }
 
 void spa_observe_accept(spa_ctl *c, int drafted, int accepted)
@@ -379,7 +380,7 @@ void spa_observe_accept(spa_ctl *c, int drafted, int accepted)
      * never verified; the prior counts as one token */
     int seen = accepted + (accepted < drafted);
     for (int i = 0; i < seen; i++)
-        alpha_sample(c, i < accepted);
+        alpha_sample(c, i < accepted ? 1.0 : 0.0);
 }
 
 void spa_observe_alpha(spa_ctl *c, int n, int hits)
@@ -392,7 +393,16 @@ void spa_observe_alpha(spa_ctl *c, int n, int hits)
         hits = n;
     /* hits spread evenly: the fading mean does not favour either kind */
     for (int i = 0; i < n; i++)
-        alpha_sample(c, (long)(i + 1) * hits / n > (long)i * hits / n);
+        alpha_sample(c, (long)(i + 1) * hits / n > (long)i * hits / n ? 1.0 : 0.0);
+}
+
+void spa_observe_alpha_sum(spa_ctl *c, int n, double sum)
+{
+    if (n <= 0 || !(sum >= 0.0))
+        return;
+    double each = sum / n > 1.0 ? 1.0 : sum / n;
+    for (int i = 0; i < n; i++)
+        alpha_sample(c, each);
 }
 
 void spa_observe_probe(spa_ctl *c, double extra_s)

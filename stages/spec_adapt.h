@@ -95,6 +95,15 @@ void spa_observe_accept(spa_ctl *c, int drafted, int accepted);
  * token's outcome. */
 void spa_observe_alpha(spa_ctl *c, int n, int hits);
 
+/* The same for a sampled request: n tokens whose expected acceptances
+ * (each in [0, 1]) sum to sum. A token y the target sampled from p, scored
+ * min(1, q(y) / p(y)) against the draft's q, has for its expectation the
+ * acceptance of a token drafted there, sum over x of min(p(x), q(x)): the
+ * mean of such scores estimates a sampled request's acceptance without
+ * drafting (stages/draft.c); the draft's q(y) alone (its mean sum p q) erred
+ * far low. Each counts as a drafted token's outcome. */
+void spa_observe_alpha_sum(spa_ctl *c, int n, double sum);
+
 /* Tokens a probe drafts: one, or, where the acceptance seen so far says
  * a block would mostly be accepted, the run expected to be kept (up to
  * 4), so the part of a step's cost that does not grow with k is spread as

@@ -22,28 +22,68 @@ static int eval_chunked(sl_lm *lm, const int32_t *tokens, int n, const float **l
     return 0;
 }
 
+/* Rows of a long catch-up whose logits also score the draft on the text
+ * (its greedy pick against the token that followed; generated tokens only:
+ * a draft agrees with the target's own text far more than with a prompt),
+ * as the draft stage's probes do (stages/draft.c, SHADOW_ROWS). */
+#define SHADOW_ROWS 16
+
+/* What a long catch-up saw: of seen generated tokens, the draft's greedy
+ * pick was hits; a row took row_s seconds. */
+typedef struct catch_up_score {
+    int seen, hits;
+    double row_s;
+} catch_up_score;
+
 /* Brings the draft's cache up to all of hist but its last token; adds
- * the seconds of a long catch-up (after plain steps) to *long_s. */
-static int draft_catch_up(sl_lm *draft, const int32_t *hist, int n_hist, double *long_s,
-                          sl_err *err)
+ * the seconds of a long catch-up (after plain steps) to *long_s and
+ * scores its last rows (tokens from n_prompt on) into *sc. */
+static int draft_catch_up(sl_lm *draft, const int32_t *hist, int n_hist, int n_prompt, double *long_s,
+                          catch_up_score *sc, sl_err *err)
 {
-    const float *unused;
-    int row, len = sl_lm_len(draft);
-    if (len >= n_hist - 1)
+    const float *logits;
+    int row, len = sl_lm_len(draft), todo = n_hist - 1 - len;
+    *sc = (catch_up_score){0};
+    if (todo <= 0)
         return 0;
     double t0 = sl_now_s();
-    int rc = eval_chunked(draft, hist + len, n_hist - 1 - len, &unused, &row, err);
-    if (n_hist - 1 - len > 2)
-        *long_s += sl_now_s() - t0;
-    return rc;
+    if (eval_chunked(draft, hist + len, todo, &logits, &row, err) < 0)
+        return -1;
+    if (todo <= 2)
+        return 0;
+    double dt = sl_now_s() - t0;
+    *long_s += dt;
+    sc->row_s = dt / todo;
+    /* the last chunk's rows hold hist[first..n_hist-1); row i predicts
+     * hist[first + i + 1], the last row the token drafting starts from */
+    int n_vocab = draft->model->cfg.n_vocab, first = len + (todo - 1) / draft->max_tokens * draft->max_tokens;
+    for (int i = row; i >= 0 && sc->seen < SHADOW_ROWS; i--) {
+        int next = first + i + 1;
+        if (next < n_prompt)
+            break;
+        sc->seen++;
+        sc->hits += sl_argmax(logits + (size_t)i * n_vocab, n_vocab) == hist[next];
+    }
+    return 0;
 }
 
-/* Proposes k tokens greedily after hist's last token. */
-static int draft_propose(sl_lm *draft, const int32_t *hist, int n_hist, int k, int32_t *drafted,
-                         double *long_s, sl_err *err)
+/* Proposes k tokens greedily after hist's last token; with adaptive k and
+ * not drafting (a probe), none where the acceptance its catch-up saw could
+ * not pay (spa_worth_probe, as the draft stage's probes: stages/draft.c).
+ * Returns how many. */
+static int draft_propose(sl_lm *draft, const int32_t *hist, int n_hist, int n_prompt, int k,
+                         int32_t *drafted, double *long_s, spa_ctl *spa, sl_err *err)
 {
-    if (draft_catch_up(draft, hist, n_hist, long_s, err) < 0)
+    catch_up_score sc;
+    if (draft_catch_up(draft, hist, n_hist, n_prompt, long_s, &sc, err) < 0)
         return -1;
+    if (spa && !spa->drafting && sc.seen > 0) {
+        spa_observe_alpha(spa, sc.seen, sc.hits);
+        if (!spa_worth_probe(spa, sc.row_s)) {
+            spa_decline(spa);
+            return 0;
+        }
+    }
     int n_vocab = draft->model->cfg.n_vocab;
     int32_t tok = hist[n_hist - 1];
     for (int i = 0; i < k; i++) {
@@ -52,7 +92,7 @@ static int draft_propose(sl_lm *draft, const int32_t *hist, int n_hist, int k, i
             return -1;
         tok = drafted[i] = sl_argmax(logits, n_vocab);
     }
-    return 0;
+    return k;
 }
 
 /* Prompt lookup sizes: bigram to 4-gram matches, as far back as the
@@ -65,6 +105,7 @@ static int draft_propose(sl_lm *draft, const int32_t *hist, int n_hist, int k, i
 typedef struct spec_run {
     sl_lm *target, *draft;
     const sl_spec_opts *opts;
+    int n_prompt;
     sl_spec_stats stats;
     spa_ctl spa;             /* auto k */
     double catch_up_s;       /* drafting after plain steps: not a step's cost */
@@ -78,9 +119,8 @@ static int propose(spec_run *r, const int32_t *hist, int n_hist, int k, int32_t 
         return 0;
     if (r->opts->prompt_lookup)
         return sl_prompt_lookup(hist, n_hist, LOOKUP_NGRAM_MIN, LOOKUP_NGRAM_MAX, k, drafted);
-    if (draft_propose(r->draft, hist, n_hist, k, drafted, &r->catch_up_s, err) < 0)
-        return -1;
-    return k;
+    return draft_propose(r->draft, hist, n_hist, r->n_prompt, k, drafted, &r->catch_up_s,
+                         r->opts->auto_k ? &r->spa : NULL, err);
 }
 
 /* One verification: target runs hist's last token + the drafted ones and
@@ -129,7 +169,8 @@ int sl_spec_generate_greedy(sl_lm *target, sl_lm *draft, const sl_spec_opts *opt
     if (opts->k > 0 && !opts->prompt_lookup && !draft)
         return sl_fail(err, "speculative decoding with k = %d needs a draft model or prompt lookup",
                        opts->k);
-    spec_run r = {.target = target, .draft = opts->prompt_lookup ? NULL : draft, .opts = opts};
+    spec_run r = {.target = target, .draft = opts->prompt_lookup ? NULL : draft, .opts = opts,
+                  .n_prompt = n_prompt};
     sl_spec_stats_init(&r.stats);
     spa_init(&r.spa, opts->k);
     r.spa.free_alpha = opts->prompt_lookup;

@@ -62,6 +62,9 @@ typedef struct probe {
  * 120 steps (or one came after 67). Nothing here waits on the clock. */
 static double g_clock = 1000.0;
 static float g_temp = 1.0f; /* the request's temperature (0: greedy, no q) */
+/* the target's probability of a plain step's sampled token (PL_TOKEN_P on
+ * one-row batches, as the driver sends it); < 0: not sent */
+static float g_tok_p = -1.0f;
 double sl_now_s(void)
 {
     return g_clock;
@@ -97,6 +100,10 @@ static void send(sl_stage *st, const int32_t *tok, int n, int pos0, probe *out)
     pl_msg_init(&m, SLUICE__MSG_KIND__MSG_BATCH, 1, (uint32_t)n);
     pl_msg_set_params(&m, &prs, 1);
     CHECK(add_batch_rows(&m, (uint32_t)n, req, seq, pos, tok, flags, &err) == 0);
+    float tok_p = g_tok_p;
+    if (n == 1 && g_tok_p >= 0.0f)
+        CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN_P, SLUICE__DTYPE__DT_F32, 1, 0, &tok_p, NULL, NULL,
+                         &err) == 0);
     catcher c = {0};
     sl_emit to = {catch_msg, &c};
     CHECKF(st->process(st, &m, &to, &err) == 0, "%s", err.msg);
@@ -334,6 +341,71 @@ static void test_greedy_decline(void)
     g_temp = 1.0f;
 }
 
+/* A sampled request's probes (stages/draft.c, shadow_expected): each
+ * plain step's token comes with the target's probability of it (0.5), and
+ * a probe's catch-up scores min(1, q(y) / 0.5) against the draft's q of
+ * each generated token, the expected acceptance of a token drafted there.
+ * On text the draft cannot predict the scores are ~0 and the probes draft
+ * nothing in 130 steps (before, a sampled request's probe had no estimate
+ * and drafted at the first probe and every 16, 32, 64 steps after); on the
+ * draft's own continuation (at temperature 0.1, so its q of the next token
+ * is about 1) the same stage drafts on most steps. */
+static void test_sampled_decline(void)
+{
+    int32_t text[MAX_TEXT];
+    for (int i = 0; i < MAX_TEXT; i++)
+        text[i] = 10 + (int32_t)(((uint32_t)i * 2654435761u) >> 8) % (uint32_t)(n_vocab - 10);
+    text[0] = 2;
+    g_temp = 1.0f;
+    g_tok_p = 0.5f;
+    float *q = malloc(8 * (size_t)n_vocab * sizeof *q);
+    probe pr = {.q = q};
+    sl_stage *st = open_stage(true, 8, false);
+    send(st, text, PROMPT, 0, &pr);
+    int drafted = pr.k;
+    for (int at = PROMPT; at < PROMPT + 130; at++) {
+        pace(STEP_US);
+        send(st, text + at, 1, at, &pr);
+        drafted += pr.k;
+        if (pr.k > 0) /* rejected: the text goes on as it was */
+            pace(STEP_US * 85 / 100);
+    }
+    CHECKF(drafted == 0, "%d tokens drafted in 130 sampled steps of text the draft cannot predict", drafted);
+    sl_stage_destroy(st);
+
+    /* the draft's own greedy continuation of the prompt */
+    sl_err err;
+    const float *logits;
+    sl_lm_truncate(g_ref, 0);
+    CHECKF(sl_lm_eval(g_ref, text, PROMPT, &logits, &err) == 0, "%s", err.msg);
+    for (int i = PROMPT; i < MAX_TEXT; i++) {
+        text[i] = sl_argmax(logits + (size_t)(i == PROMPT ? PROMPT - 1 : 0) * n_vocab, n_vocab);
+        if (i + 1 < MAX_TEXT)
+            CHECKF(sl_lm_eval(g_ref, text + i, 1, &logits, &err) == 0, "%s", err.msg);
+    }
+    g_temp = 0.1f;
+    st = open_stage(true, 8, false);
+    int n = until_probe(st, text, &pr);
+    int steps = 0, drafting = 0;
+    while (n + 9 < MAX_TEXT - 8 && steps < 60) {
+        int a = 0;
+        while (a < pr.k && pr.tok[a] == text[n + a])
+            a++;
+        pace(STEP_US + STEP_US * pr.k / 10);
+        n += a;
+        send(st, text + n, 1, n, &pr);
+        n++;
+        steps++;
+        drafting += pr.k > 0;
+    }
+    CHECKF(drafting >= steps / 2, "drafted on %d of %d sampled steps of the draft's own continuation", drafting,
+           steps);
+    sl_stage_destroy(st);
+    free(q);
+    g_temp = 1.0f;
+    g_tok_p = -1.0f;
+}
+
 int main(void)
 {
     const char *src = getenv("SLUICE_SRC");
@@ -344,6 +416,7 @@ int main(void)
     n_vocab = sl_lm_model(g_ref)->cfg.n_vocab;
     test_window();
     test_greedy_decline();
+    test_sampled_decline();
     sl_lm_free(g_ref);
     return test_finish("test_draft_window");
 }

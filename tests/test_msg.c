@@ -331,6 +331,41 @@ static void test_mtp_payloads(void)
     pl_msg_close(&m);
 }
 
+/* PL_TOKEN_P (the target's probability of each token a plain step sampled):
+ * f32, one a row, round trips; another dtype or row count is refused. */
+static void test_token_p(void)
+{
+    pl_msg m, in;
+    sl_err err;
+    uint8_t hbuf[512];
+    uint64_t req[2] = {7, 8};
+    int32_t tok[2] = {3, 4}, bad[2] = {1, 1};
+    float p[2] = {0.25f, -1.0f};
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 3, 2);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 2, 0, req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 2, 0, tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN_P, SLUICE__DTYPE__DT_F32, 2, 0, p, NULL, NULL, &err) == 0);
+    CHECKF(loop_back(&m, &in, hbuf, sizeof hbuf, &err) == 0, "%s", err.msg);
+    const float *got = pl_msg_f32_view(&in, SLUICE__PAYLOAD_KIND__PL_TOKEN_P, 2, 0, &err);
+    CHECK(got && got[0] == 0.25f && got[1] == -1.0f);
+    CHECK(strcmp(pl_msg_payload_name(SLUICE__PAYLOAD_KIND__PL_TOKEN_P), "TOKEN_P") == 0);
+    pl_msg_close(&in);
+    pl_msg_close(&m);
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 3, 2);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 2, 0, req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 2, 0, tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN_P, SLUICE__DTYPE__DT_I32, 2, 0, bad, NULL, NULL, &err) == -1);
+    CHECK_ERR_HAS(err, "(TOKEN_P) has dtype i32, expected f32");
+    pl_msg_close(&m);
+    pl_msg_init(&m, SLUICE__MSG_KIND__MSG_TOKENS, 3, 2);
+    CHECK(pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_REQUEST_ID, SLUICE__DTYPE__DT_U64, 2, 0, req, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN, SLUICE__DTYPE__DT_I32, 2, 0, tok, NULL, NULL, &err) == 0 &&
+          pl_msg_add(&m, SLUICE__PAYLOAD_KIND__PL_TOKEN_P, SLUICE__DTYPE__DT_F32, 1, 0, p, NULL, NULL, &err) == 0);
+    CHECK(pl_msg_seal(&m, &err) == -1);
+    CHECK_ERR_HAS(err, "(TOKEN_P) has 1 rows, but n_rows is 2");
+    pl_msg_close(&m);
+}
+
 /* A message handed over in one thread (a chain's members) reads as the
  * same message decoded from its packed frames, and meets the same limits. */
 static void test_hand_over(void)
@@ -412,6 +447,7 @@ int main(void)
     test_msg();
     test_mtp_assign();
     test_mtp_payloads();
+    test_token_p();
     test_hand_over();
     test_stage_table();
     return test_finish("test_msg");

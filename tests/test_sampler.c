@@ -339,6 +339,42 @@ static void test_repeat_penalty(void)
     CHECKF(hits_pen < hits_plain * 0.7, "penalised %d vs plain %d", hits_pen, hits_plain);
 }
 
+/* sl_sampler_last_prob: the probability the picked token had in the
+ * distribution it was drawn from (temperature, then top-k 10 renormalised
+ * over the kept ten), the reference's; 1 for a greedy pick. */
+static void test_last_prob(void)
+{
+    sl_rng r;
+    sl_rng_seed(&r, 5);
+    float logits[NV], work[NV];
+    random_logits(&r, logits, NV, 2.0f);
+    double p[NV];
+    ref_probs(logits, NV, 0.7, p);
+    int order[NV];
+    ref_order(p, NV, order);
+    double kept = 0.0;
+    for (int i = 0; i < 10; i++)
+        kept += p[order[i]];
+    sl_sampling sp;
+    sl_sampling_defaults(&sp);
+    sp.temperature = 0.7f;
+    sp.top_k = 10;
+    sp.seed = 9;
+    sl_sampler *s = sl_sampler_new(&sp, NV);
+    for (int i = 0; i < 50; i++) {
+        memcpy(work, logits, sizeof work);
+        int32_t t = sl_sampler_pick(s, work, NULL, 0);
+        CHECK_NEAR(sl_sampler_last_prob(s), p[t] / kept, 1e-5);
+    }
+    sl_sampler_free(s);
+    sp.temperature = 0.0f;
+    s = sl_sampler_new(&sp, NV);
+    memcpy(work, logits, sizeof work);
+    sl_sampler_pick(s, work, NULL, 0);
+    CHECK(sl_sampler_last_prob(s) == 1.0f);
+    sl_sampler_free(s);
+}
+
 int main(void)
 {
     test_rng();
@@ -347,5 +383,6 @@ int main(void)
     test_filters();
     test_frequencies();
     test_repeat_penalty();
+    test_last_prob();
     return test_finish("test_sampler");
 }

@@ -629,6 +629,42 @@ static void test_greedy_decline(void)
     }
 }
 
+/* A sampled request's acceptance seen without drafting
+ * (spa_observe_alpha_sum): each token the target sampled, scored min(1,
+ * q(y) / p(y)), counts as a drafted token's outcome at that expectation.
+ * Scores averaging 0.05 move alpha there as 0/1 outcomes of that mean do,
+ * and a probe is then declined at the costs of the tiny pair; scores near
+ * 1 keep it worth making. Out-of-range input is clipped or ignored. */
+static void test_alpha_sum(void)
+{
+    spa_ctl c, hits;
+    spa_init(&c, 8);
+    spa_init(&hits, 8);
+    for (int i = 0; i < 10; i++) {
+        spa_observe(&c, 0, 0, 0.01);
+        spa_observe(&hits, 0, 0, 0.01);
+    }
+    spa_observe_alpha_sum(&c, 20, 1.0);
+    /* the fading mean of 20 samples of 0.05 after the prior 0.7: a plain
+     * mean while 1 / (n + 1) > 0.1, then weight 0.1 */
+    double want = 0.7;
+    for (int n = 1; n <= 20; n++)
+        want += fmax(1.0 / (n + 1), 0.1) * (0.05 - want);
+    CHECKF(c.n_alpha == 20 && fabs(c.alpha - want) < 1e-9, "alpha %.4f, want %.4f", c.alpha, want);
+    spa_observe_alpha(&hits, 20, 1); /* one hit in 20 comes out about the same */
+    CHECKF(fabs(c.alpha - hits.alpha) < 0.06, "alpha %.3f (as hits: %.3f)", c.alpha, hits.alpha);
+    CHECKF(!spa_worth_probe(&c, 0.004), "alpha %.3f: a probe worth making", c.alpha);
+    spa_observe_alpha_sum(&c, 20, 19.0);
+    CHECKF(c.alpha > 0.8 && spa_worth_probe(&c, 0.004), "alpha %.3f after scores of 0.95", c.alpha);
+    spa_ctl before = c;
+    spa_observe_alpha_sum(&c, 0, 1.0);
+    spa_observe_alpha_sum(&c, 3, -1.0);
+    spa_observe_alpha_sum(&c, 2, NAN);
+    CHECK(c.n_alpha == before.n_alpha && c.alpha == before.alpha);
+    spa_observe_alpha_sum(&c, 2, 5.0); /* at most 1 a token */
+    CHECKF(c.n_alpha == before.n_alpha + 2 && c.alpha <= 1.0, "alpha %.3f", c.alpha);
+}
+
 static void test_cache_offset(void)
 {
     CHECK(spa_cache_offset(500, 0, 0, true, 32) == 0);     /* drafting: all the text */
@@ -687,6 +723,7 @@ int main(void)
     test_free_alpha();
     test_worth_probe();
     test_greedy_decline();
+    test_alpha_sum();
     test_cache_offset();
     test_step_clock();
     return test_finish("test_spec_adapt");

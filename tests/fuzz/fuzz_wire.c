@@ -81,6 +81,7 @@ static void check_kind(const pl_msg *m)
     /* the assistant drafter's: hidden states and drafts a row each, K/V rows
      * (the batch's, any count) each with its (slot, position) */
     require(!has(m, SLUICE__PAYLOAD_KIND__PL_HIDDEN) || m->shape[SLUICE__PAYLOAD_KIND__PL_HIDDEN][0] == h->n_rows);
+    require(!has(m, SLUICE__PAYLOAD_KIND__PL_TOKEN_P) || m->shape[SLUICE__PAYLOAD_KIND__PL_TOKEN_P][0] == h->n_rows);
     require(!has(m, SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT) ||
             m->shape[SLUICE__PAYLOAD_KIND__PL_NEXT_DRAFT][0] == h->n_rows);
     require(has(m, SLUICE__PAYLOAD_KIND__PL_MTP_KV) == has(m, SLUICE__PAYLOAD_KIND__PL_MTP_ROW));
