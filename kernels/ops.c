@@ -10,6 +10,8 @@ void sl_silu_mul_avx512(float *out, const float *gate, const float *up, int64_t 
 void sl_softcap_avx512(float *x, int64_t n, float cap);
 int64_t sl_argmax_f32_avx512(const float *x, int64_t n);
 void sl_rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, float eps);
+void sl_rope_neox_avx512(float *x, int n_heads, int head_dim, int rot_dim, const float *cs,
+                         const float *sn);
 
 #if defined(__x86_64__)
 #define USE_AVX512() (sl_path_active() == SL_PATH_AVX512)
@@ -72,6 +74,10 @@ void sl_rope(float *x, int n_heads, int head_dim, int rot_dim, int32_t pos, floa
 void sl_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, const float *cs,
                    const float *sn, int neox)
 {
+    if (neox && USE_AVX512()) {
+        sl_rope_neox_avx512(x, n_heads, head_dim, rot_dim, cs, sn);
+        return;
+    }
     int half = rot_dim / 2;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (int64_t)h * head_dim;
