@@ -55,14 +55,15 @@ typedef struct sl_mm_job {
 void sl_matmul_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const float *x,
                     int64_t n_tok);
 
-/* A gated FFN's down projection: glu(gate row, up row, n_in) turns each of
- * the n_tok rows of gate into act(gate) * up in place (sl_gelu_tanh_mul,
- * sl_silu_mul), then y = W . gate as sl_matmul_packed. The same bits as glu
- * on every row and then sl_matmul_packed, and gate holds the same rows after;
- * on the integer path one thread makes a token's row and quantises it in one
- * pass, so the row is read back from cache instead of from memory and the
- * separate pass (and its barrier) is gone. */
-typedef void (*sl_glu_fn)(float *gate, const float *up, int64_t n);
+/* A gated FFN's down projection: y = W . rows as sl_matmul_packed, the rows
+ * made from gate and up by glu(out, gate row, up row, n_in) = act(gate) * up
+ * (sl_gelu_tanh_mul_to, sl_silu_mul_to). The same bits as glu on every row
+ * and then sl_matmul_packed. On the integer path one thread makes a token's
+ * row and quantises it in one pass, a piece at a time in a buffer of its own,
+ * and gate is left as it was; where a job reads the rows as floats (float
+ * and BF16 weights, float activations) they are made into gate in place
+ * first. Either way no separate pass (and barrier) runs. */
+typedef void (*sl_glu_fn)(float *out, const float *gate, const float *up, int64_t n);
 void sl_matmul_glu(sl_type wtype, const void *w, const void *packed, int64_t n_out, int64_t n_in,
                    float *gate, const float *up, sl_glu_fn glu, int64_t n_tok, float *y,
                    int64_t ldy);

@@ -5,11 +5,13 @@
 #include "kernels/cpu.h"
 
 /* ops_avx512.c */
-void sl_gelu_tanh_mul_avx512(float *gate, const float *up, int64_t n);
-void sl_silu_mul_avx512(float *gate, const float *up, int64_t n);
+void sl_gelu_tanh_mul_avx512(float *out, const float *gate, const float *up, int64_t n);
+void sl_silu_mul_avx512(float *out, const float *gate, const float *up, int64_t n);
 void sl_softcap_avx512(float *x, int64_t n, float cap);
 int64_t sl_argmax_f32_avx512(const float *x, int64_t n);
 void sl_rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, float eps);
+void sl_rope_neox_avx512(float *x, int n_heads, int head_dim, int rot_dim, const float *cs,
+                         const float *sn);
 
 #if defined(__x86_64__)
 #define USE_AVX512() (sl_path_active() == SL_PATH_AVX512)
@@ -72,6 +74,10 @@ void sl_rope(float *x, int n_heads, int head_dim, int rot_dim, int32_t pos, floa
 void sl_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, const float *cs,
                    const float *sn, int neox)
 {
+    if (neox && USE_AVX512()) {
+        sl_rope_neox_avx512(x, n_heads, head_dim, rot_dim, cs, sn);
+        return;
+    }
     int half = rot_dim / 2;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (int64_t)h * head_dim;
@@ -91,25 +97,29 @@ float sl_gelu_tanh(float x)
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-void sl_gelu_tanh_mul(float *gate, const float *up, int64_t n)
+void sl_gelu_tanh_mul_to(float *out, const float *gate, const float *up, int64_t n)
 {
     if (USE_AVX512()) {
-        sl_gelu_tanh_mul_avx512(gate, up, n);
+        sl_gelu_tanh_mul_avx512(out, gate, up, n);
         return;
     }
     for (int64_t i = 0; i < n; i++)
-        gate[i] = sl_gelu_tanh(gate[i]) * up[i];
+        out[i] = sl_gelu_tanh(gate[i]) * up[i];
 }
 
-void sl_silu_mul(float *gate, const float *up, int64_t n)
+void sl_silu_mul_to(float *out, const float *gate, const float *up, int64_t n)
 {
     if (USE_AVX512()) {
-        sl_silu_mul_avx512(gate, up, n);
+        sl_silu_mul_avx512(out, gate, up, n);
         return;
     }
     for (int64_t i = 0; i < n; i++)
-        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+        out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
+
+void sl_gelu_tanh_mul(float *gate, const float *up, int64_t n) { sl_gelu_tanh_mul_to(gate, gate, up, n); }
+
+void sl_silu_mul(float *gate, const float *up, int64_t n) { sl_silu_mul_to(gate, gate, up, n); }
 
 void sl_softcap(float *x, int64_t n, float cap)
 {

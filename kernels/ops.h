@@ -28,6 +28,10 @@ void sl_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, const float
 /* gate[i] = act(gate[i]) * up[i]. */
 void sl_gelu_tanh_mul(float *gate, const float *up, int64_t n);
 void sl_silu_mul(float *gate, const float *up, int64_t n);
+/* out[i] = act(gate[i]) * up[i]: the same bits as the in-place forms (out
+ * may be gate). */
+void sl_gelu_tanh_mul_to(float *out, const float *gate, const float *up, int64_t n);
+void sl_silu_mul_to(float *out, const float *gate, const float *up, int64_t n);
 float sl_gelu_tanh(float x);
 
 /* x[i] = cap * tanh(x[i] / cap). */

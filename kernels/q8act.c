@@ -33,20 +33,25 @@ void sl_q8act_init(sl_q8act *a, void *mem, int64_t n_tok, int64_t n_in)
     a->s16 = (int32_t *)p;
 }
 
-void sl_q8act_quantize_avx512(sl_q8act *a, int64_t t, const float *x);
+void sl_q8act_quantize_avx512(sl_q8act *a, int64_t t, int64_t b0, int64_t b1, const float *x);
 
 void sl_q8act_quantize(sl_q8act *a, int64_t t, const float *x)
 {
+    sl_q8act_quantize_blocks(a, t, 0, a->n_blocks, x);
+}
+
+void sl_q8act_quantize_blocks(sl_q8act *a, int64_t t, int64_t b0, int64_t b1, const float *x)
+{
 #if defined(__x86_64__)
     if (sl_path_active() == SL_PATH_AVX512) {
-        sl_q8act_quantize_avx512(a, t, x);
+        sl_q8act_quantize_avx512(a, t, b0, b1, x);
         return;
     }
 #endif
     int8_t *q = a->q + t * a->n_in;
     int32_t *s4 = a->s4 + t * (a->n_in / 4);
-    for (int64_t b = 0; b < a->n_blocks; b++) {
-        const float *xb = x + b * SL_Q8A_BLOCK;
+    for (int64_t b = b0; b < b1; b++) {
+        const float *xb = x + (b - b0) * SL_Q8A_BLOCK;
         float amax = 0;
         int finite = 1;
         for (int i = 0; i < SL_Q8A_BLOCK; i++) {

@@ -30,6 +30,9 @@ size_t sl_q8act_bytes(int64_t n_tok, int64_t n_in);
 void sl_q8act_init(sl_q8act *a, void *mem, int64_t n_tok, int64_t n_in);
 /* Quantises token t of x (n_in floats) into a. */
 void sl_q8act_quantize(sl_q8act *a, int64_t t, const float *x);
+/* Blocks [b0, b1) of token t from x (their 32 * (b1 - b0) floats): the
+ * same bytes as those blocks of a whole-row sl_q8act_quantize. */
+void sl_q8act_quantize_blocks(sl_q8act *a, int64_t t, int64_t b0, int64_t b1, const float *x);
 /* Tokens [t0, t1) of a, as a view of its own (no copy). */
 sl_q8act sl_q8act_tokens(const sl_q8act *a, int64_t t0, int64_t t1);
 

@@ -6,16 +6,17 @@
 
 #include "kernels/q8act.h"
 
-void sl_q8act_quantize_avx512(sl_q8act *a, int64_t t, const float *x);
+void sl_q8act_quantize_avx512(sl_q8act *a, int64_t t, int64_t b0, int64_t b1, const float *x);
 
-void sl_q8act_quantize_avx512(sl_q8act *a, int64_t t, const float *x)
+void sl_q8act_quantize_avx512(sl_q8act *a, int64_t t, int64_t b0, int64_t b1, const float *x)
 {
     int8_t *q = a->q + t * a->n_in;
     int32_t *s4 = a->s4 + t * (a->n_in / 4);
     int32_t *s16 = a->s16 + t * (a->n_in / 16);
     const __m512 inf = _mm512_set1_ps(INFINITY);
-    for (int64_t b = 0; b < a->n_blocks; b++) {
-        __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+    for (int64_t b = b0; b < b1; b++) {
+        const float *xb = x + 32 * (b - b0);
+        __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
         __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
         /* ordered and below infinity: false for NaN and +-inf */
         __mmask16 f0 = _mm512_cmp_ps_mask(a0, inf, _CMP_LT_OQ);

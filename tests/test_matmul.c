@@ -736,6 +736,24 @@ static void test_q8act_paths(void)
                    memcmp(got.d, ref.d, 9 * 4) == 0 && memcmp(got.ds, ref.ds, 9 * 4) == 0,
                "activation quantisation on %s differs from scalar", sl_path_name((sl_path)path));
     }
+    /* a row quantised in runs of blocks from their own floats: the same
+     * bytes on every path */
+    static const int cuts[] = {0, 2, 3, 8, 9};
+    for (int path = 0; path <= (int)sl_path_best(); path++) {
+        CHECK(sl_path_force((sl_path)path) == 0);
+        memset(m_got, 0, bytes);
+        sl_q8act_init(&got, m_got, 1, N_IN);
+        for (int c = 0; c + 1 < (int)(sizeof cuts / sizeof cuts[0]); c++) {
+            float piece[N_IN];
+            memcpy(piece, x + 32 * cuts[c], sizeof(float) * 32 * (size_t)(cuts[c + 1] - cuts[c]));
+            sl_q8act_quantize_blocks(&got, 0, cuts[c], cuts[c + 1], piece);
+        }
+        CHECKF(memcmp(got.q, ref.q, N_IN) == 0 && memcmp(got.s4, ref.s4, N_IN) == 0 &&
+                   memcmp(got.s16, ref.s16, N_IN / 4) == 0 && memcmp(got.sum, ref.sum, 9 * 4) == 0 &&
+                   memcmp(got.d, ref.d, 9 * 4) == 0 && memcmp(got.ds, ref.ds, 9 * 4) == 0,
+               "activation quantisation in runs of blocks on %s differs", sl_path_name((sl_path)path));
+    }
+    sl_path_force(sl_path_best());
     free(m_ref);
     free(m_got);
 }
@@ -793,65 +811,74 @@ static void test_env_kernel(int *scalar, int *avx2, int *bogus)
 
 /* sl_matmul_glu: the rows act(gate) * up made as the activations are
  * prepared give the bits of the activation on every row and then
- * sl_matmul_packed, and leave gate holding those rows: packed integer types
- * (the fused pass), a float type (the rows made in a pass of their own),
- * batches of 2, 29 and a prefill's 64 tokens (the two-group tiles), 1 and 3
- * threads, both activations. */
+ * sl_matmul_packed: packed integer types (made and quantised a piece at a
+ * time, rows of more than one piece, gate left as it was), float types and
+ * float activations (the rows made into gate in place), batches of 2, 29 and
+ * a prefill's 64 tokens (the two-group tiles), 1 and 3 threads, both
+ * activations, the scalar path and the best. */
 static void test_glu(void)
 {
     static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q8_0, SL_TYPE_Q5_0, SL_TYPE_Q4_K,
                                     SL_TYPE_Q6_K, SL_TYPE_F32, SL_TYPE_BF16};
     static const int64_t n_toks[] = {2, 29, 64};
     const int64_t n_out = 48, n_tok_max = 64;
-    sl_path_force(sl_path_best());
     sl_pool_set_adaptive(false);
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        int64_t n_in = sl_type_block_elems(types[ti]) == 256 ? 3 * 256 : 11 * 32;
-        problem p;
-        problem_make(&p, types[ti], n_out, n_in);
-        void *packed = sl_pack(p.type, p.w, n_out, n_in);
-        size_t xbytes = sizeof(float) * (size_t)(n_tok_max * n_in);
-        size_t ybytes = sizeof(float) * (size_t)(n_tok_max * n_out);
-        float *gate = malloc(xbytes), *up = malloc(xbytes), *rows = malloc(xbytes);
-        float *y_want = malloc(ybytes), *y_got = malloc(ybytes);
-        for (int64_t i = 0; i < n_tok_max * n_in; i++) {
-            gate[i] = 3 * rnd_sym();
-            up[i] = rnd_sym();
-        }
-        for (int act = 0; act < 2; act++) {
-            sl_glu_fn glu = act ? sl_silu_mul : sl_gelu_tanh_mul;
-            for (size_t k = 0; k < sizeof n_toks / sizeof n_toks[0]; k++) {
-                int64_t n_tok = n_toks[k];
-                memcpy(rows, gate, xbytes);
-                for (int64_t t = 0; t < n_tok; t++)
-                    glu(rows + t * n_in, up + t * n_in, n_in);
-                sl_pool_set_threads(1);
-                sl_matmul_packed(p.type, p.w, packed, n_out, n_in, rows, n_tok, y_want, n_out);
-                for (int threads = 1; threads <= 3; threads += 2) {
-                    sl_pool_set_threads(threads);
-                    float *g = malloc(xbytes);
-                    memcpy(g, gate, xbytes);
-                    memset(y_got, 0, ybytes);
-                    sl_matmul_glu(p.type, p.w, packed, n_out, n_in, g, up, glu, n_tok, y_got,
-                                  n_out);
-                    CHECKF(memcmp(g, rows, sizeof(float) * (size_t)(n_tok * n_in)) == 0 &&
-                               memcmp(y_got, y_want, sizeof(float) * (size_t)(n_tok * n_out)) == 0,
-                           "glu %s act %d %lld tokens %d threads: %s differ",
-                           sl_type_name(p.type), act, (long long)n_tok, threads,
-                           memcmp(g, rows, sizeof(float) * (size_t)(n_tok * n_in)) ? "rows"
-                                                                                   : "outputs");
-                    free(g);
+    for (int pass = 0; pass < 3; pass++) {
+        /* 0: the best path; 1: the scalar path; 2: float activations */
+        sl_path_force(pass == 1 ? SL_PATH_SCALAR : sl_path_best());
+        sl_act_force(pass == 2 ? SL_ACTQ_F32 : SL_ACTQ_Q8);
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            /* 23 blocks of 32, 3 of 256: a 512-float piece and a shorter one */
+            int64_t n_in = sl_type_block_elems(types[ti]) == 256 ? 3 * 256 : 23 * 32;
+            bool int_path = pass != 2 && types[ti] != SL_TYPE_F32 && types[ti] != SL_TYPE_BF16;
+            problem p;
+            problem_make(&p, types[ti], n_out, n_in);
+            void *packed = sl_pack(p.type, p.w, n_out, n_in);
+            size_t xbytes = sizeof(float) * (size_t)(n_tok_max * n_in);
+            size_t ybytes = sizeof(float) * (size_t)(n_tok_max * n_out);
+            float *gate = malloc(xbytes), *up = malloc(xbytes), *rows = malloc(xbytes);
+            float *y_want = malloc(ybytes), *y_got = malloc(ybytes), *g = malloc(xbytes);
+            for (int64_t i = 0; i < n_tok_max * n_in; i++) {
+                gate[i] = 3 * rnd_sym();
+                up[i] = rnd_sym();
+            }
+            for (int act = 0; act < 2; act++) {
+                sl_glu_fn glu = act ? sl_silu_mul_to : sl_gelu_tanh_mul_to;
+                for (size_t k = 0; k < sizeof n_toks / sizeof n_toks[0]; k++) {
+                    int64_t n_tok = n_toks[k];
+                    size_t row_bytes = sizeof(float) * (size_t)(n_tok * n_in);
+                    memcpy(rows, gate, xbytes);
+                    for (int64_t t = 0; t < n_tok; t++)
+                        (act ? sl_silu_mul : sl_gelu_tanh_mul)(rows + t * n_in, up + t * n_in,
+                                                               n_in);
+                    sl_pool_set_threads(1);
+                    sl_matmul_packed(p.type, p.w, packed, n_out, n_in, rows, n_tok, y_want, n_out);
+                    for (int threads = 1; threads <= 3; threads += 2) {
+                        sl_pool_set_threads(threads);
+                        memcpy(g, gate, xbytes);
+                        memset(y_got, 0, ybytes);
+                        sl_matmul_glu(p.type, p.w, packed, n_out, n_in, g, up, glu, n_tok, y_got,
+                                      n_out);
+                        bool g_ok = memcmp(g, int_path ? gate : rows, row_bytes) == 0;
+                        bool y_ok = memcmp(y_got, y_want, sizeof(float) * (size_t)(n_tok * n_out)) == 0;
+                        CHECKF(g_ok && y_ok, "glu pass %d %s act %d %lld tokens %d threads: %s differ",
+                               pass, sl_type_name(p.type), act, (long long)n_tok, threads,
+                               g_ok ? "outputs" : "gate's rows");
+                    }
                 }
             }
+            free(gate);
+            free(up);
+            free(rows);
+            free(y_want);
+            free(y_got);
+            free(g);
+            sl_pack_free(packed);
+            problem_free(&p);
         }
-        free(gate);
-        free(up);
-        free(rows);
-        free(y_want);
-        free(y_got);
-        sl_pack_free(packed);
-        problem_free(&p);
     }
+    sl_act_force(SL_ACTQ_Q8);
+    sl_path_force(sl_path_best());
     sl_pool_set_adaptive(true);
 }
 

@@ -154,6 +154,50 @@ static void check_argmax_long(sl_path path)
     free(x);
 }
 
+/* RoPE on every path gives the scalar code's bits (the products and sums
+ * each rounded, no fused multiply-add), NeoX and interleaved pairs, whole
+ * and partial rotations (rot_dim below head_dim; half of it 16, 64, 128 and
+ * 12, the vector tail), and the scalar code agrees with the rotation in
+ * double to a few roundings. */
+static void check_rope(sl_path path)
+{
+    static const int dims[][2] = {{32, 32}, {128, 128}, {256, 256}, {64, 24}};
+    enum { HEADS = 3 };
+    for (size_t k = 0; k < sizeof dims / sizeof dims[0]; k++) {
+        int hd = dims[k][0], rd = dims[k][1], half = rd / 2;
+        float x[HEADS * 256], want[HEADS * 256], got[HEADS * 256], cs[128], sn[128];
+        fill(x, HEADS * hd, 3.0f);
+        for (int i = 0; i < half; i++) {
+            double a = 17.0 * pow(10000.0, -2.0 * i / rd);
+            cs[i] = (float)cos(a);
+            sn[i] = (float)sin(a);
+        }
+        for (int neox = 0; neox < 2; neox++) {
+            memcpy(want, x, sizeof(float) * HEADS * (size_t)hd);
+            memcpy(got, x, sizeof(float) * HEADS * (size_t)hd);
+            sl_path_force(SL_PATH_SCALAR);
+            sl_rope_apply(want, HEADS, hd, rd, cs, sn, neox);
+            sl_path_force(path);
+            sl_rope_apply(got, HEADS, hd, rd, cs, sn, neox);
+            CHECKF(memcmp(got, want, sizeof(float) * HEADS * (size_t)hd) == 0,
+                   "rope %s head_dim %d rot_dim %d neox %d: differs from scalar",
+                   sl_path_name(path), hd, rd, neox);
+            int bad = 0;
+            for (int h = 0; h < HEADS; h++)
+                for (int i = 0; i < hd; i++) {
+                    int j = i < rd ? (neox ? i % half : i / 2) : -1;
+                    int pa = neox ? j : 2 * j, pb = neox ? j + half : 2 * j + 1;
+                    const float *v = x + h * hd;
+                    double e = j < 0 ? v[i]
+                               : i == pa ? (double)v[pa] * cs[j] - (double)v[pb] * sn[j]
+                                         : (double)v[pa] * sn[j] + (double)v[pb] * cs[j];
+                    bad += !(fabs(want[h * hd + i] - e) <= 1e-6 * (fabs(v[pa < 0 ? i : pa]) + fabs(v[pb < 0 ? i : pb])) + 1e-30);
+                }
+            CHECKF(bad == 0, "rope scalar head_dim %d rot_dim %d neox %d: %d off", hd, rd, neox, bad);
+        }
+    }
+}
+
 int main(void)
 {
     static const int ns[] = {1, 7, 16, 17, 33, 255, 1000};
@@ -161,6 +205,8 @@ int main(void)
         CHECK(sl_path_force((sl_path)path) == 0);
         check_argmax((sl_path)path);
         check_argmax_long((sl_path)path);
+        check_rope((sl_path)path);
+        CHECK(sl_path_force((sl_path)path) == 0);
         for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
             check_elementwise(ns[k], (sl_path)path);
             check_rmsnorm(ns[k], (sl_path)path, 1.0f);
