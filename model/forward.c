@@ -631,7 +631,10 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     int64_t kv_bytes = keys_seen * nkv * 2 * sl_kv_head_bytes(kv, il);
     int64_t work = sl_pool_work(kv_bytes, keys_seen * L->n_head * L->head_dim * 2);
     bool split = total > 1 && sl_pool_worth(work);
-    sl_pool_for(n_groups, split ? 1 : n_groups, span_range, &a);
+    if (split)
+        sl_pool_for_each(n_groups, 1, span_range, &a);
+    else
+        sl_pool_for(n_groups, n_groups, span_range, &a);
     sl_pool_for(pairs, split ? 1 : pairs, combine_range, &a);
     return 0;
 }
