@@ -1,6 +1,7 @@
 #include "kernels/attn.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "kernels/cpu.h"
@@ -11,6 +12,8 @@ void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *par
 int sl_attn_multi_tokens_avx512(int n_group);
 void sl_attn_span_multi_avx512(const sl_attn_f32 *a, const float *const *q, const int64_t *n_keys,
                                sl_attn_part *part);
+void sl_attn_combine_head_avx512(const float *const *po, const float *w, int64_t n_parts,
+                                 int head_dim, float inv, float *o);
 
 int64_t sl_attn_n_spans(int64_t j0, int64_t j1)
 {
@@ -172,11 +175,28 @@ void sl_attn_span_multi(const sl_attn_q *a, const float *const *q, int n_tok, in
 void sl_attn_combine(const sl_attn_part *parts, int64_t n_parts, int head_dim, int n_group,
                      float *out, int64_t out_stride)
 {
+#if defined(__x86_64__)
+    bool vec = sl_path_active() == SL_PATH_AVX512 && head_dim % 16 == 0 && n_parts <= 64;
+#endif
     for (int g = 0; g < n_group; g++) {
         float mx = -INFINITY;
         for (int64_t s = 0; s < n_parts; s++)
             mx = parts[s].m[g] > mx ? parts[s].m[g] : mx;
         float *o = out + g * out_stride;
+#if defined(__x86_64__)
+        if (vec) {
+            /* the loop below with the dims in vectors: the same operations */
+            float w[64], l = 0.0f;
+            const float *po[64];
+            for (int64_t s = 0; s < n_parts; s++) {
+                w[s] = parts[s].m[g] == -INFINITY ? 0.0f : expf(parts[s].m[g] - mx);
+                l += parts[s].l[g] * w[s];
+                po[s] = parts[s].o + (int64_t)g * head_dim;
+            }
+            sl_attn_combine_head_avx512(po, w, n_parts, head_dim, l > 0.0f ? 1.0f / l : 0.0f, o);
+            continue;
+        }
+#endif
         for (int d = 0; d < head_dim; d++)
             o[d] = 0.0f;
         float l = 0.0f;

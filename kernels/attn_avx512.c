@@ -627,3 +627,21 @@ void sl_attn_span_multi_avx512(const sl_attn_f32 *a, const float *const *q, cons
     default: span_m4(a, q, n_keys, p); break;
     }
 }
+
+/* sl_attn_combine's weighted sum of one head's partials, 16 dims a vector:
+ * each lane multiplies, rounds, adds, then scales as the scalar loop does
+ * (attn.c is built for plain x86-64: no FMA), so the same bits. */
+void sl_attn_combine_head_avx512(const float *const *po, const float *w, int64_t n_parts,
+                                 int head_dim, float inv, float *o)
+{
+    const __m512 vi = _mm512_set1_ps(inv);
+    for (int d = 0; d < head_dim; d += 16) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t s = 0; s < n_parts; s++) {
+            __m512 x = _mm512_mul_ps(_mm512_set1_ps(w[s]), _mm512_loadu_ps(po[s] + d));
+            __asm__("" : "+v"(x)); /* rounded before the add: no FMA contraction */
+            acc = _mm512_add_ps(acc, x);
+        }
+        _mm512_storeu_ps(o + d, _mm512_mul_ps(acc, vi));
+    }
+}

@@ -135,6 +135,15 @@ static void check_case_typed(int hd, int ng, int64_t j0, int64_t j1, float qscal
         for (int g = 0; g < ng; g++)
             same &= memcmp(again + g * ostride, got + g * ostride, sizeof(float) * (size_t)hd) == 0;
         CHECKF(same, "%s: spans combined differ from sl_attn", sl_path_name((sl_path)path));
+        /* the combination has the scalar loop's bits on every path */
+        CHECK(sl_path_force((sl_path)0) == 0);
+        sl_attn_combine(parts, n_spans, hd, ng, got, ostride);
+        CHECK(sl_path_force((sl_path)path) == 0);
+        same = 1;
+        for (int g = 0; g < ng; g++)
+            same &= memcmp(again + g * ostride, got + g * ostride, sizeof(float) * (size_t)hd) == 0;
+        CHECKF(same, "%s: spans combined differ from the scalar combination",
+               sl_path_name((sl_path)path));
     }
     free(want);
     free(got);
