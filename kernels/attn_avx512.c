@@ -4,6 +4,7 @@
  * same way; every head's output accumulates in two chains (even and odd
  * keys) summed when the tile ends, in a fixed order. */
 #include <math.h>
+#include <string.h>
 
 #include "kernels/attn.h"
 #include "kernels/vmath_avx512.h"
@@ -539,8 +540,7 @@ AT_INLINE void span_multi_gn(const sl_attn_f32 *a, const float *const *qt, const
             o[t * GN + g] = p[t].o + g * hd;
             p[t].m[g] = -INFINITY;
             p[t].l[g] = 0.0f;
-            for (int d = 0; d < hd; d++)
-                p[t].o[g * hd + d] = 0.0f;
+            memset(p[t].o + g * hd, 0, sizeof(float) * (size_t)hd);
         }
     }
     const int row_lines = (hd * (int)sizeof(float) + 63) / 64;
