@@ -1,6 +1,7 @@
 #include "kernels/attn.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "kernels/cpu.h"
@@ -8,6 +9,11 @@
 
 /* AVX-512 span kernel (attn_avx512.c); head_dim must be a multiple of 16. */
 void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *part);
+int sl_attn_multi_tokens_avx512(int n_group);
+void sl_attn_span_multi_avx512(const sl_attn_f32 *a, const float *const *q, const int64_t *n_keys,
+                               sl_attn_part *part);
+void sl_attn_combine_head_avx512(const float *const *po, const float *w, int64_t n_parts,
+                                 int head_dim, float inv, float *o);
 
 int64_t sl_attn_n_spans(int64_t j0, int64_t j1)
 {
@@ -94,16 +100,28 @@ static const void *row_at(const void *base, const sl_attn_q *a, int64_t j)
     return (const uint8_t *)base + (j - a->pos0) * a->row_bytes;
 }
 
-void sl_attn_span(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *part)
+int sl_attn_multi_tokens(int head_dim, int n_group)
 {
-    int64_t n = s1 - s0;
-    sl_attn_f32 f = {a->q, a->q_stride, NULL, NULL, 0, a->head_dim, a->n_group, a->scale, a->softcap};
+#if defined(__x86_64__)
+    if (sl_path_active() == SL_PATH_AVX512 && head_dim % 16 == 0 && head_dim <= 512)
+        return sl_attn_multi_tokens_avx512(n_group);
+#endif
+    (void)head_dim;
+    (void)n_group;
+    return 1;
+}
+
+/* The float rows of keys [s0, s0 + n) in f: in place, or decoded into a
+ * buffer (returned, for free) for other types. */
+static float *span_rows(const sl_attn_q *a, int64_t s0, int64_t n, sl_attn_f32 *f)
+{
+    *f = (sl_attn_f32){a->q, a->q_stride, NULL, NULL, 0, a->head_dim, a->n_group, a->scale,
+                       a->softcap};
     if (a->kv_type == SL_TYPE_F32) {
-        f.k = row_at(a->k, a, s0);
-        f.v = row_at(a->v, a, s0);
-        f.kv_stride = a->row_bytes / (int64_t)sizeof(float);
-        span_f32(&f, n, part);
-        return;
+        f->k = row_at(a->k, a, s0);
+        f->v = row_at(a->v, a, s0);
+        f->kv_stride = a->row_bytes / (int64_t)sizeof(float);
+        return NULL;
     }
     /* decode the span's rows once; SL_ATTN_SPAN rows of each fit in L2 */
     float *buf = malloc(sizeof(float) * (size_t)(2 * n * a->head_dim));
@@ -114,21 +132,71 @@ void sl_attn_span(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *part
         sl_dequantize_row(a->kv_type, row_at(a->k, a, s0 + j), k + j * a->head_dim, a->head_dim);
         sl_dequantize_row(a->kv_type, row_at(a->v, a, s0 + j), v + j * a->head_dim, a->head_dim);
     }
-    f.k = k;
-    f.v = v;
-    f.kv_stride = a->head_dim;
-    span_f32(&f, n, part);
+    f->k = k;
+    f->v = v;
+    f->kv_stride = a->head_dim;
+    return buf;
+}
+
+void sl_attn_span(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *part)
+{
+    sl_attn_f32 f;
+    float *buf = span_rows(a, s0, s1 - s0, &f);
+    span_f32(&f, s1 - s0, part);
+    free(buf);
+}
+
+void sl_attn_span_multi(const sl_attn_q *a, const float *const *q, int n_tok, int64_t s0,
+                        const int64_t *s1, sl_attn_part *part)
+{
+    int64_t end = s0;
+    for (int t = 0; t < n_tok; t++)
+        end = s1[t] > end ? s1[t] : end;
+    sl_attn_f32 f;
+    float *buf = span_rows(a, s0, end - s0, &f);
+    int t = 0;
+#if defined(__x86_64__)
+    int tn = sl_attn_multi_tokens(a->head_dim, a->n_group);
+    if (tn > 1)
+        for (; t + tn <= n_tok; t += tn) {
+            int64_t n[8];
+            for (int i = 0; i < tn; i++)
+                n[i] = s1[t + i] - s0;
+            sl_attn_span_multi_avx512(&f, q + t, n, part + t);
+        }
+#endif
+    for (; t < n_tok; t++) {
+        f.q = q[t];
+        span_f32(&f, s1[t] - s0, &part[t]);
+    }
     free(buf);
 }
 
 void sl_attn_combine(const sl_attn_part *parts, int64_t n_parts, int head_dim, int n_group,
                      float *out, int64_t out_stride)
 {
+#if defined(__x86_64__)
+    bool vec = sl_path_active() == SL_PATH_AVX512 && head_dim % 16 == 0 && n_parts <= 64;
+#endif
     for (int g = 0; g < n_group; g++) {
         float mx = -INFINITY;
         for (int64_t s = 0; s < n_parts; s++)
             mx = parts[s].m[g] > mx ? parts[s].m[g] : mx;
         float *o = out + g * out_stride;
+#if defined(__x86_64__)
+        if (vec) {
+            /* the loop below with the dims in vectors: the same operations */
+            float w[64], l = 0.0f;
+            const float *po[64];
+            for (int64_t s = 0; s < n_parts; s++) {
+                w[s] = parts[s].m[g] == -INFINITY ? 0.0f : expf(parts[s].m[g] - mx);
+                l += parts[s].l[g] * w[s];
+                po[s] = parts[s].o + (int64_t)g * head_dim;
+            }
+            sl_attn_combine_head_avx512(po, w, n_parts, head_dim, l > 0.0f ? 1.0f / l : 0.0f, o);
+            continue;
+        }
+#endif
         for (int d = 0; d < head_dim; d++)
             o[d] = 0.0f;
         float l = 0.0f;

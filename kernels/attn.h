@@ -57,6 +57,19 @@ void sl_attn_span_bounds(int64_t j0, int64_t j1, int64_t s, int64_t *s0, int64_t
  * float rows are read in place, other types decoded a span at a time. */
 void sl_attn_span(const sl_attn_q *a, int64_t s0, int64_t s1, sl_attn_part *part);
 
+/* Tokens sl_attn_span_multi takes at once for a group of n_group heads
+ * (1: it runs the tokens one by one). */
+int sl_attn_multi_tokens(int head_dim, int n_group);
+
+/* Partial results of n_tok queries of one KV head (a's fields but q: token
+ * t's heads at q[t], a->q_stride floats apart) over keys [s0, s1[t]): one
+ * start for all, each its own end (non-empty, inside one ring block). Each
+ * token's part[t] has the bits sl_attn_span gives that token alone, however
+ * many tokens share the call: the tokens share the loads of key and value
+ * rows, never arithmetic. */
+void sl_attn_span_multi(const sl_attn_q *a, const float *const *q, int n_tok, int64_t s0,
+                        const int64_t *s1, sl_attn_part *part);
+
 /* out[g * out_stride ..] = the combination of n_parts partials, in order. */
 void sl_attn_combine(const sl_attn_part *parts, int64_t n_parts, int head_dim, int n_group,
                      float *out, int64_t out_stride);

@@ -4,11 +4,15 @@
  * same way; every head's output accumulates in two chains (even and odd
  * keys) summed when the tile ends, in a fixed order. */
 #include <math.h>
+#include <string.h>
 
 #include "kernels/attn.h"
 #include "kernels/vmath_avx512.h"
 
 void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p);
+int sl_attn_multi_tokens_avx512(int n_group);
+void sl_attn_span_multi_avx512(const sl_attn_f32 *a, const float *const *q, const int64_t *n_keys,
+                               sl_attn_part *p);
 
 static float dot16n(const float *q, const float *k, int hd)
 {
@@ -396,5 +400,248 @@ void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
     case 4: span_g4(a, n_keys, p); break;
     case 8: span_g8(a, n_keys, p); break;
     default: span_any(a, n_keys, p); break;
+    }
+}
+
+/* ---- several query tokens at once (sl_attn_span_multi) ----
+ * T tokens of one KV head whose spans start at the same key (and so share
+ * the tile bounds), each with its own end: every key row loaded once serves
+ * the T tokens' GN heads (Q = T * GN queries; Q <= 8), and each value row
+ * the same. Each query's operations are span_gn's, in the same order: its
+ * dot products are dot16n's two chains (even and odd runs of 16 dims) and
+ * reduction, its values its two chains (even and odd keys of the tile) and
+ * their sum. The chains are independent, so one runs after the other here,
+ * which leaves the registers to the queries: a key pair's step loads two
+ * runs of keys for sixteen FMAs (the one-token kernel: two keys and eight
+ * runs of q for sixteen), and the keys come from L2 once per T tokens. */
+
+/* Dot products of NK keys at kr with Q queries, scaled, into
+ * sc[q * SL_ATTN_TILE + n]. */
+AT_INLINE void mscore_keys(const float *const *qp, const float *kr, int64_t kv_stride, int hd,
+                           float scale, float *sc, const int Q, const int NK)
+{
+    __m512 acc[2][8], a0[2][8];
+    for (int c = 0; c < 2; c++) {
+        AT_UNROLL
+        for (int n = 0; n < NK; n++)
+            AT_UNROLL
+            for (int q = 0; q < Q; q++)
+                acc[n][q] = _mm512_setzero_ps();
+        /* chain c: the runs of 16 dims at 32 i + 16 c (dot16n's a0 takes a
+         * last odd run) */
+        for (int d = 16 * c; d + 16 <= hd; d += 32) {
+            __m512 k[2];
+            AT_UNROLL
+            for (int n = 0; n < NK; n++)
+                k[n] = _mm512_loadu_ps(kr + n * kv_stride + d);
+            AT_UNROLL
+            for (int q = 0; q < Q; q++) {
+                __m512 qv = _mm512_loadu_ps(qp[q] + d);
+                AT_UNROLL
+                for (int n = 0; n < NK; n++)
+                    acc[n][q] = _mm512_fmadd_ps(qv, k[n], acc[n][q]);
+            }
+        }
+        if (c == 0) {
+            AT_UNROLL
+            for (int n = 0; n < NK; n++)
+                AT_UNROLL
+                for (int q = 0; q < Q; q++)
+                    a0[n][q] = acc[n][q];
+        }
+    }
+    const __m512 vs = _mm512_set1_ps(scale);
+    AT_UNROLL
+    for (int n = 0; n < NK; n++)
+        AT_UNROLL
+        for (int q0 = 0; q0 < Q; q0 += 4) {
+            __m512 z = _mm512_setzero_ps(), s[4];
+            AT_UNROLL
+            for (int q = 0; q < 4; q++)
+                s[q] = q0 + q < Q ? _mm512_add_ps(a0[n][q0 + q], acc[n][q0 + q]) : z;
+            float r[16];
+            _mm512_storeu_ps(r, _mm512_mul_ps(reduce4(s[0], s[1], s[2], s[3]), vs));
+            AT_UNROLL
+            for (int q = 0; q < 4; q++)
+                if (q0 + q < Q)
+                    sc[(q0 + q) * SL_ATTN_TILE + n] = r[4 * q];
+        }
+}
+
+/* One chain (keys j0, j0 + 2, ... below each token's nt) of the weighted
+ * values of runs d .. d + 16 ND into acc (Q queries). */
+AT_INLINE void mvalues_chain(__m512 acc[2][8], const float *v, int64_t kv_stride, const float *sc,
+                             const int *nt, int ntmin, int ntmax, int j0, const int Q, const int GN,
+                             const int ND)
+{
+    int j = j0;
+    for (; j < ntmin; j += 2, v += 2 * kv_stride) {
+        __m512 vv[2];
+        AT_UNROLL
+        for (int c = 0; c < ND; c++)
+            vv[c] = _mm512_loadu_ps(v + 16 * c);
+        AT_UNROLL
+        for (int q = 0; q < Q; q++) {
+            __m512 w = _mm512_set1_ps(sc[q * SL_ATTN_TILE + j]);
+            AT_UNROLL
+            for (int c = 0; c < ND; c++)
+                acc[c][q] = _mm512_fmadd_ps(w, vv[c], acc[c][q]);
+        }
+    }
+    for (; j < ntmax; j += 2, v += 2 * kv_stride)
+        AT_UNROLL
+        for (int q = 0; q < Q; q++)
+            if (j < nt[q / GN]) {
+                __m512 w = _mm512_set1_ps(sc[q * SL_ATTN_TILE + j]);
+                AT_UNROLL
+                for (int c = 0; c < ND; c++)
+                    acc[c][q] = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + 16 * c), acc[c][q]);
+            }
+}
+
+/* The tile's values of runs d .. d + 16 ND for every query: o = (o * corr
+ * + even keys) + odd keys, stored for the tokens with keys in the tile. */
+AT_INLINE void mvalues_dims(const float *v, int64_t kv_stride, const float *sc, const float *corr,
+                            float *const *o, const int *nt, int ntmin, int ntmax, int d,
+                            const int Q, const int GN, const int ND)
+{
+    __m512 ev[2][8], od[2][8];
+    AT_UNROLL
+    for (int q = 0; q < Q; q++)
+        AT_UNROLL
+        for (int c = 0; c < ND; c++) {
+            ev[c][q] = _mm512_mul_ps(_mm512_loadu_ps(o[q] + d + 16 * c), _mm512_set1_ps(corr[q]));
+            od[c][q] = _mm512_setzero_ps();
+        }
+    mvalues_chain(ev, v + d, kv_stride, sc, nt, ntmin, ntmax, 0, Q, GN, ND);
+    mvalues_chain(od, v + kv_stride + d, kv_stride, sc, nt, ntmin, ntmax, 1, Q, GN, ND);
+    AT_UNROLL
+    for (int q = 0; q < Q; q++)
+        if (nt[q / GN] > 0)
+            AT_UNROLL
+            for (int c = 0; c < ND; c++)
+                _mm512_storeu_ps(o[q] + d + 16 * c, _mm512_add_ps(ev[c][q], od[c][q]));
+}
+
+AT_INLINE void span_multi_gn(const sl_attn_f32 *a, const float *const *qt, const int64_t *n_keys,
+                             sl_attn_part *p, const int GN, const int T)
+{
+    enum { QMAX = 8 };
+    const int Q = GN * T, hd = a->head_dim;
+    const float *qp[QMAX];
+    float *o[QMAX];
+    int64_t nmax = 0;
+    AT_UNROLL
+    for (int t = 0; t < T; t++) {
+        nmax = n_keys[t] > nmax ? n_keys[t] : nmax;
+        AT_UNROLL
+        for (int g = 0; g < GN; g++) {
+            qp[t * GN + g] = qt[t] + g * a->q_stride;
+            o[t * GN + g] = p[t].o + g * hd;
+            p[t].m[g] = -INFINITY;
+            p[t].l[g] = 0.0f;
+            memset(p[t].o + g * hd, 0, sizeof(float) * (size_t)hd);
+        }
+    }
+    const int row_lines = (hd * (int)sizeof(float) + 63) / 64;
+    float sc[QMAX * SL_ATTN_TILE];
+    for (int64_t t0 = 0; t0 < nmax; t0 += SL_ATTN_TILE) {
+        int nt[QMAX], ntmin = SL_ATTN_TILE, ntmax = 0;
+        AT_UNROLL
+        for (int t = 0; t < T; t++) {
+            int64_t r = n_keys[t] - t0;
+            nt[t] = r <= 0 ? 0 : r < SL_ATTN_TILE ? (int)r : SL_ATTN_TILE;
+            ntmin = nt[t] < ntmin ? nt[t] : ntmin;
+            ntmax = nt[t] > ntmax ? nt[t] : ntmax;
+        }
+        const float *k = a->k + t0 * a->kv_stride;
+        int j = 0;
+        for (; j + 2 <= ntmax; j += 2) {
+            if (t0 + j + PF_KEYS + 1 < nmax) {
+                pf_lines(k + (j + PF_KEYS) * a->kv_stride, row_lines);
+                pf_lines(k + (j + PF_KEYS + 1) * a->kv_stride, row_lines);
+            }
+            mscore_keys(qp, k + j * a->kv_stride, a->kv_stride, hd, a->scale, sc + j, Q, 2);
+        }
+        if (j < ntmax)
+            mscore_keys(qp, k + j * a->kv_stride, a->kv_stride, hd, a->scale, sc + j, Q, 1);
+        float corr[QMAX];
+        AT_UNROLL
+        for (int t = 0; t < T; t++)
+            AT_UNROLL
+            for (int g = 0; g < GN; g++) {
+                float *s = sc + (t * GN + g) * SL_ATTN_TILE;
+                int n = nt[t];
+                corr[t * GN + g] = 0.0f;
+                if (n == 0)
+                    continue;
+                if (a->softcap > 0.0f) {
+                    __m512 cap = _mm512_set1_ps(a->softcap), inv = _mm512_set1_ps(1.0f / a->softcap);
+                    for (int jj = 0; jj < n; jj += 16) {
+                        __mmask16 mk = n - jj >= 16 ? 0xffff : (__mmask16)((1u << (n - jj)) - 1);
+                        __m512 x = _mm512_maskz_loadu_ps(mk, s + jj);
+                        _mm512_mask_storeu_ps(s + jj, mk,
+                                              _mm512_mul_ps(cap, sl_tanh512(_mm512_mul_ps(x, inv))));
+                    }
+                }
+                float mx = p[t].m[g];
+                for (int jj = 0; jj < n; jj++)
+                    mx = s[jj] > mx ? s[jj] : mx;
+                corr[t * GN + g] = p[t].m[g] == -INFINITY ? 0.0f : expf(p[t].m[g] - mx);
+                p[t].l[g] = p[t].l[g] * corr[t * GN + g] + tile_exp(s, n, mx);
+                p[t].m[g] = mx;
+            }
+        const float *v = a->v + t0 * a->kv_stride;
+        int d = 0;
+        for (; d + 32 <= hd; d += 32)
+            mvalues_dims(v, a->kv_stride, sc, corr, o, nt, ntmin, ntmax, d, Q, GN, 2);
+        for (; d < hd; d += 16)
+            mvalues_dims(v, a->kv_stride, sc, corr, o, nt, ntmin, ntmax, d, Q, GN, 1);
+    }
+}
+
+static void span_m1(const sl_attn_f32 *a, const float *const *q, const int64_t *n, sl_attn_part *p)
+{
+    span_multi_gn(a, q, n, p, 1, 8);
+}
+static void span_m2(const sl_attn_f32 *a, const float *const *q, const int64_t *n, sl_attn_part *p)
+{
+    span_multi_gn(a, q, n, p, 2, 4);
+}
+static void span_m4(const sl_attn_f32 *a, const float *const *q, const int64_t *n, sl_attn_part *p)
+{
+    span_multi_gn(a, q, n, p, 4, 2);
+}
+
+int sl_attn_multi_tokens_avx512(int n_group)
+{
+    return n_group == 1 ? 8 : n_group == 2 ? 4 : n_group == 4 ? 2 : 1;
+}
+
+void sl_attn_span_multi_avx512(const sl_attn_f32 *a, const float *const *q, const int64_t *n_keys,
+                               sl_attn_part *p)
+{
+    switch (a->n_group) {
+    case 1: span_m1(a, q, n_keys, p); break;
+    case 2: span_m2(a, q, n_keys, p); break;
+    default: span_m4(a, q, n_keys, p); break;
+    }
+}
+
+/* sl_attn_combine's weighted sum of one head's partials, 16 dims a vector:
+ * each lane multiplies, rounds, adds, then scales as the scalar loop does
+ * (attn.c is built for plain x86-64: no FMA), so the same bits. */
+void sl_attn_combine_head_avx512(const float *const *po, const float *w, int64_t n_parts,
+                                 int head_dim, float inv, float *o)
+{
+    const __m512 vi = _mm512_set1_ps(inv);
+    for (int d = 0; d < head_dim; d += 16) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t s = 0; s < n_parts; s++) {
+            __m512 x = _mm512_mul_ps(_mm512_set1_ps(w[s]), _mm512_loadu_ps(po[s] + d));
+            __asm__("" : "+v"(x)); /* rounded before the add: no FMA contraction */
+            acc = _mm512_add_ps(acc, x);
+        }
+        _mm512_storeu_ps(o + d, _mm512_mul_ps(acc, vi));
     }
 }

@@ -450,13 +450,26 @@ typedef struct attn_args {
     sl_kv *kv;
     const sl_batch *b;
     int il;
-    int64_t pairs;
+    int64_t pairs, total;
 } attn_args;
 
-/* Units [u0, u1) of the batch's run order (order[u] = pair << 20 | span of
- * the pair; the units of pair p keep their partials at first[p] ..
- * first[p+1]-1). */
-static void span_range(void *arg, int64_t u0, int64_t u1)
+/* The span sp of pair pr: its token, KV head and keys. */
+static void unit_keys(const attn_args *A, int64_t pr, int64_t sp, int *i, int *kvh, int64_t *s0,
+                      int64_t *s1)
+{
+    const sl_layer_cfg *L = &A->f->m->cfg.layer[A->il];
+    *i = (int)(pr / L->n_kv_head);
+    *kvh = (int)(pr % L->n_kv_head);
+    int64_t pos = A->b->pos[*i];
+    sl_attn_span_bounds(first_key(L, pos), pos + 1, sp, s0, s1);
+}
+
+/* Groups [g0, g1) of the batch's run order (order[u] = pair << 20 | span
+ * of the pair; the units of pair p keep their partials at first[p] ..
+ * first[p+1]-1; group g is units group[g] .. group[g+1]-1: one block of
+ * keys, KV head, sequence and first key, taken in one sl_attn_span_multi
+ * call). */
+static void span_range(void *arg, int64_t g0, int64_t g1)
 {
     const attn_args *A = arg;
     sl_fwd *f = A->f;
@@ -468,14 +481,22 @@ static void span_range(void *arg, int64_t u0, int64_t u1)
     int64_t rb = sl_kv_row_bytes(A->kv, A->il), hb = sl_kv_head_bytes(A->kv, A->il);
     int64_t pf = sl_attn_part_floats(hd, group);
     const int64_t *first = f->units, *order = f->units + A->pairs + 1;
-    for (int64_t u = u0; u < u1; u++) {
-        int64_t pr = order[u] >> 20, sp = order[u] & ((1 << 20) - 1);
-        int i = (int)(pr / L->n_kv_head), kvh = (int)(pr % L->n_kv_head);
-        int64_t pos = b->pos[i], s0, s1;
-        sl_attn_span_bounds(first_key(L, pos), pos + 1, sp, &s0, &s1);
+    const int64_t *grp = order + A->total;
+    for (int64_t g = g0; g < g1; g++) {
+        enum { MAX_TOK = 16 };
+        const float *q[MAX_TOK];
+        int64_t s0 = 0, s1[MAX_TOK];
+        sl_attn_part part[MAX_TOK];
+        int n = (int)(grp[g + 1] - grp[g]), i = 0, kvh = 0;
+        for (int t = 0; t < n; t++) {
+            int64_t pr = order[grp[g] + t] >> 20, sp = order[grp[g] + t] & ((1 << 20) - 1);
+            unit_keys(A, pr, sp, &i, &kvh, &s0, &s1[t]);
+            q[t] = f->q + (size_t)i * q_dim + (int64_t)kvh * group * hd;
+            part[t] = sl_attn_part_at(f->parts + (first[pr] + sp) * pf, group);
+        }
         /* spans never cross a multiple of the slot count (a multiple
          * of the span), so a span's keys sit in one run of slots */
-        sl_attn_q a = {.q = f->q + (size_t)i * q_dim + (int64_t)kvh * group * hd,
+        sl_attn_q a = {.q = q[0],
                        .q_stride = hd,
                        .k = (const uint8_t *)sl_kv_k(A->kv, b->seq[i], A->il) + kvh * hb,
                        .v = (const uint8_t *)sl_kv_v(A->kv, b->seq[i], A->il) + kvh * hb,
@@ -486,9 +507,34 @@ static void span_range(void *arg, int64_t u0, int64_t u1)
                        .n_group = group,
                        .scale = L->attn_scale,
                        .softcap = c->attn_softcap};
-        sl_attn_part part = sl_attn_part_at(f->parts + (first[pr] + sp) * pf, group);
-        sl_attn_span(&a, s0, s1, &part);
+        if (n == 1)
+            sl_attn_span(&a, s0, s1[0], &part[0]);
+        else
+            sl_attn_span_multi(&a, q, n, s0, s1, part);
     }
+}
+
+/* Cuts the run order into groups (grp[0 .. count], returned): runs of up
+ * to `most` units in a row of one block of keys, KV head, sequence and
+ * first key (the tokens of a prefill or verification that see that block
+ * from its start). Which tokens share a group changes no bits. */
+static int64_t group_units(const attn_args *A, int most, int64_t *grp)
+{
+    const int64_t *order = A->f->units + A->pairs + 1;
+    int64_t count = 0, s0p = -1, s1, s0;
+    int ip = -1, kvhp = -1, i, kvh;
+    for (int64_t u = 0; u < A->total; u++) {
+        unit_keys(A, order[u] >> 20, order[u] & ((1 << 20) - 1), &i, &kvh, &s0, &s1);
+        bool join = count > 0 && u - grp[count - 1] < most && s0 == s0p && kvh == kvhp &&
+                    A->b->seq[i] == A->b->seq[ip];
+        if (!join)
+            grp[count++] = u;
+        s0p = s0;
+        ip = i;
+        kvhp = kvh;
+    }
+    grp[count] = A->total;
+    return count;
 }
 
 /* Each (token, KV head) pair's partials combined in span order. */
@@ -550,7 +596,10 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     }
     /* run-order keys: block of keys, then KV head */
     int64_t keys = (max_pos / SL_ATTN_SPAN + 1) * nkv;
-    if (grow((void **)&f->units, &f->units_cap, pairs + 1 + total + keys + 1, sizeof(int64_t), err))
+    /* pair offsets, run order, counts of run-order keys (then, reused,
+     * the groups: at most one a unit, plus the end) */
+    int64_t cnt_len = keys + 1 > total + 1 ? keys + 1 : total + 1;
+    if (grow((void **)&f->units, &f->units_cap, pairs + 1 + total + cnt_len, sizeof(int64_t), err))
         return -1;
     int64_t *first = f->units, *order = first + pairs + 1, *count = order + total;
     for (int64_t k = 0; k <= keys; k++)
@@ -573,14 +622,19 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     }
     if (grow((void **)&f->parts, &f->parts_cap, total * pf, sizeof(float), err))
         return -1;
-    attn_args a = {f, kv, b, il, pairs};
+    attn_args a = {f, kv, b, il, pairs, total};
+    int most = sl_attn_multi_tokens(L->head_dim, group);
+    int64_t n_groups = group_units(&a, most < 16 ? most : 16, order + total);
     /* the keys and values read, and each query head's multiply-adds with
      * them; the combination goes with the spans (a small fraction of their
      * work, and where they ran its partials are in cache) */
     int64_t kv_bytes = keys_seen * nkv * 2 * sl_kv_head_bytes(kv, il);
     int64_t work = sl_pool_work(kv_bytes, keys_seen * L->n_head * L->head_dim * 2);
     bool split = total > 1 && sl_pool_worth(work);
-    sl_pool_for(total, split ? 1 : total, span_range, &a);
+    if (split)
+        sl_pool_for_each(n_groups, 1, span_range, &a);
+    else
+        sl_pool_for(n_groups, n_groups, span_range, &a);
     sl_pool_for(pairs, split ? 1 : pairs, combine_range, &a);
     return 0;
 }

@@ -135,6 +135,15 @@ static void check_case_typed(int hd, int ng, int64_t j0, int64_t j1, float qscal
         for (int g = 0; g < ng; g++)
             same &= memcmp(again + g * ostride, got + g * ostride, sizeof(float) * (size_t)hd) == 0;
         CHECKF(same, "%s: spans combined differ from sl_attn", sl_path_name((sl_path)path));
+        /* the combination has the scalar loop's bits on every path */
+        CHECK(sl_path_force((sl_path)0) == 0);
+        sl_attn_combine(parts, n_spans, hd, ng, got, ostride);
+        CHECK(sl_path_force((sl_path)path) == 0);
+        same = 1;
+        for (int g = 0; g < ng; g++)
+            same &= memcmp(again + g * ostride, got + g * ostride, sizeof(float) * (size_t)hd) == 0;
+        CHECKF(same, "%s: spans combined differ from the scalar combination",
+               sl_path_name((sl_path)path));
     }
     free(want);
     free(got);
@@ -210,6 +219,71 @@ static void check_groups(int hd, int64_t j0, int64_t j1, float softcap)
     setup_free(&s);
 }
 
+/* sl_attn_span_multi: each token's partial (m, l and o) has the bits of
+ * sl_attn_span for that token alone, on every path, whatever tokens share
+ * the call: one start (a span's first key or a window's start inside it),
+ * ends scattered over the span so tokens leave it in different tiles, on a
+ * tile's last key or one past it, and batches of every size from 1 to 11
+ * (the AVX-512 kernel's 2, 4 or 8 tokens a pass and the ones left over). */
+static void check_multi(int hd, int ng, int64_t s0, float softcap, sl_type kv_type)
+{
+    enum { NT = 11 };
+    int64_t blk = s0 - s0 % SL_ATTN_SPAN, end = blk + SL_ATTN_SPAN;
+    setup s;
+    setup_make(&s, hd, ng, end + 1, 2.0f, softcap);
+    void *kbuf = NULL, *vbuf = NULL;
+    if (kv_type != SL_TYPE_F32)
+        setup_retype(&s, kv_type, &kbuf, &vbuf);
+    float *q = malloc(sizeof(float) * (size_t)(NT * ng * hd));
+    for (int i = 0; i < NT * ng * hd; i++)
+        q[i] = rnd() * 2.0f;
+    const float *qt[NT];
+    int64_t s1[NT];
+    /* ends: one key, both sides of the tile edge, the span's last keys */
+    static const int64_t ends[NT] = {65, 64, 1, 128, 66, 63, 127, 2, 100, 64, 33};
+    for (int t = 0; t < NT; t++) {
+        qt[t] = q + t * ng * hd;
+        int64_t e = blk + ends[t];
+        s1[t] = e <= s0 ? s0 + 1 : e;
+    }
+    int64_t pf = sl_attn_part_floats(hd, ng);
+    float *want = malloc(sizeof(float) * (size_t)(NT * pf));
+    float *got = malloc(sizeof(float) * (size_t)(NT * pf));
+    sl_attn_part pw[NT], pg[NT];
+    for (int path = 0; path <= (int)sl_path_best(); path++) {
+        CHECK(sl_path_force((sl_path)path) == 0);
+        for (int t = 0; t < NT; t++) {
+            sl_attn_q a = s.a;
+            a.q = qt[t];
+            a.q_stride = hd;
+            pw[t] = sl_attn_part_at(want + t * pf, ng);
+            sl_attn_span(&a, s0, s1[t], &pw[t]);
+        }
+        for (int n = 1; n <= NT; n++)
+            for (int t0 = 0; t0 + n <= NT; t0 += n) {
+                sl_attn_q a = s.a;
+                a.q_stride = hd;
+                for (int i = 0; i < pf * NT; i++)
+                    got[i] = -7.0f;
+                for (int t = 0; t < n; t++)
+                    pg[t] = sl_attn_part_at(got + (t0 + t) * pf, ng);
+                sl_attn_span_multi(&a, qt + t0, n, s0, s1 + t0, pg);
+                int same = 1;
+                for (int t = t0; t < t0 + n; t++)
+                    same &= memcmp(got + t * pf, want + t * pf, sizeof(float) * (size_t)pf) == 0;
+                CHECKF(same, "%s %s hd %d group %d start %lld cap %g: tokens %d..%d together "
+                       "differ from each alone", sl_path_name((sl_path)path),
+                       sl_type_name(kv_type), hd, ng, (long long)s0, softcap, t0, t0 + n - 1);
+            }
+    }
+    free(q);
+    free(want);
+    free(got);
+    free(kbuf);
+    free(vbuf);
+    setup_free(&s);
+}
+
 int main(void)
 {
     test_spans();
@@ -243,5 +317,15 @@ int main(void)
         check_case_typed(256, 2, 130, 700, 2.0f, 0.0f, kv_types[t]);
         check_case_typed(32, 1, 5, 77, 1.0f, 30.0f, kv_types[t]);
     }
+    /* several tokens a call (prefill, verification) against one at a time */
+    static const int mhds[] = {64, 128, 256, 80, 48, 24};
+    static const int mgroups[] = {1, 2, 4, 8, 3};
+    for (size_t h = 0; h < sizeof mhds / sizeof mhds[0]; h++)
+        for (size_t g = 0; g < sizeof mgroups / sizeof mgroups[0]; g++) {
+            check_multi(mhds[h], mgroups[g], 0, 0.0f, SL_TYPE_F32);
+            check_multi(mhds[h], mgroups[g], SL_ATTN_SPAN + 37, 30.0f, SL_TYPE_F32);
+        }
+    check_multi(256, 4, 2 * SL_ATTN_SPAN, 0.0f, SL_TYPE_F16);
+    check_multi(64, 2, 70, 0.0f, SL_TYPE_Q8_0);
     return test_finish("test_attn");
 }
