@@ -568,15 +568,22 @@ static void steal_piece(steal_args *s, int p, int64_t k)
     jobs_range(s->ja, c0, c1);
 }
 
-/* Parts [i0, i1) as their owner, then the others' pieces from their backs. */
+/* The part of the calling thread's index (sl_pool_thread_index: the
+ * caller 0, the workers 1 up) as its owner, then the others' pieces from
+ * their backs. Which thread owns which part is known before the call, so a
+ * thread can prefetch the start of its part of the next call
+ * (sl_matmul_prefetch); a thread that runs it twice (its team's other
+ * thread came late) finds its own part taken and steals the rest. */
 static void steal_range(void *arg, int64_t i0, int64_t i1)
 {
+    (void)i0;
+    (void)i1;
     steal_args *s = arg;
-    for (int64_t p = i0; p < i1; p++)
-        for (int64_t k; (k = steal_claim(&s->cur[p], true)) >= 0;)
-            steal_piece(s, (int)p, k);
+    int own = sl_pool_thread_index() % s->parts;
+    for (int64_t k; (k = steal_claim(&s->cur[own], true)) >= 0;)
+        steal_piece(s, own, k);
     for (int d = 1; d < s->parts; d++) {
-        int p = (int)((i1 - 1 + d) % s->parts);
+        int p = (own + d) % s->parts;
         for (int64_t k; (k = steal_claim(&s->cur[p], false)) >= 0;)
             steal_piece(s, p, k);
     }
@@ -600,27 +607,53 @@ static bool steal_on(void)
     return on;
 }
 
+/* The decode split of n chunks (bytes of weights in all) over parts
+ * threads: the parts' bounds and the chunks a piece. */
+static int64_t steal_split(int64_t n, int64_t bytes, int parts, int64_t *bound)
+{
+    int64_t chunk_bytes = bytes / (n > 0 ? n : 1) + 1;
+    int64_t per_part = n / parts;
+    int64_t piece = STEAL_PIECE_BYTES / chunk_bytes;
+    if (piece > per_part / 4)
+        piece = per_part / 4;
+    if (piece < 1)
+        piece = 1;
+    for (int p = 0; p <= parts; p++)
+        bound[p] = n * p / parts;
+    return piece;
+}
+
+static int steal_parts(void)
+{
+    int parts = sl_pool_current_threads();
+    return parts < 1 ? 1 : parts > STEAL_PARTS_MAX ? STEAL_PARTS_MAX : parts;
+}
+
 /* The chunks of ja (one token) over the calling thread's threads. */
 static void run_steal(jobs_args *ja, int64_t bytes)
 {
     steal_args s;
-    int parts = sl_pool_current_threads();
     s.ja = ja;
-    s.parts = parts < 1 ? 1 : parts > STEAL_PARTS_MAX ? STEAL_PARTS_MAX : parts;
-    int64_t n = ja->n_chunks, chunk_bytes = bytes / (n > 0 ? n : 1) + 1;
-    int64_t per_part = n / s.parts;
-    s.piece = STEAL_PIECE_BYTES / chunk_bytes;
-    if (s.piece > per_part / 4)
-        s.piece = per_part / 4;
-    if (s.piece < 1)
-        s.piece = 1;
-    for (int p = 0; p <= s.parts; p++)
-        s.bound[p] = n * p / s.parts;
+    s.parts = steal_parts();
+    s.piece = steal_split(ja->n_chunks, bytes, s.parts, s.bound);
     for (int p = 0; p < s.parts; p++) {
         uint64_t pieces = (uint64_t)((s.bound[p + 1] - s.bound[p] + s.piece - 1) / s.piece);
         atomic_init(&s.cur[p].fb, pieces);
     }
+    sl_pool_prefetch(NULL, 0); /* a hint for this call is spent */
     sl_pool_for(s.parts, 1, steal_range, &s);
+}
+
+/* A call below the pool's minimum work runs on this thread alone: a decode
+ * step streams its weights, a batch's multiply-adds add to it. */
+static bool is_team(const needs *nd)
+{
+    return nd->n_chunks > 1 && sl_pool_worth(sl_pool_work(nd->bytes, nd->macs));
+}
+
+static bool takes_steal(int64_t n_tok, int64_t tb)
+{
+    return n_tok <= STEAL_TOKENS_MAX && n_tok <= tb && steal_on();
 }
 
 /* Row chunks are independent and each (row, token) is computed whole by one
@@ -642,16 +675,14 @@ static void run_jobs(const sl_mm_job *jobs, int n_jobs, int64_t n_in, const floa
     float *xb = NULL;
     uint32_t *xpairs = NULL;
     prepare_acts(&nd, pl, n_jobs, n_in, x, n_tok, glu, &a, &xb, &xpairs);
-    /* a call below the pool's minimum work runs on this thread alone: a
-     * decode step streams its weights, a batch's multiply-adds add to it */
-    bool team = nd.n_chunks > 1 && sl_pool_worth(sl_pool_work(nd.bytes, nd.macs));
+    bool team = is_team(&nd);
     int64_t tb = token_block(n_in, nd.q8);
     /* Outputs of different units never overlap: a thread moves on to the
      * next block of tokens without waiting for the others. */
     jobs_args ja = {pl, n_jobs, n_in, n_tok, tb, nd.n_chunks, &a, xpairs};
     int64_t units = (n_tok + tb - 1) / tb * nd.n_chunks;
     int64_t claim = claim_units(units, nd.macs);
-    if (team && n_tok <= STEAL_TOKENS_MAX && n_tok <= tb && steal_on())
+    if (team && takes_steal(n_tok, tb))
         run_steal(&ja, nd.bytes);
     else if (team && claim)
         sl_pool_for_each(units, claim, jobs_range, &ja);
@@ -695,6 +726,77 @@ void sl_matmul_glu(sl_type wtype, const void *w, const void *packed, int64_t n_o
     sl_mm_job j = {wtype, w, packed, n_out, y, ldy};
     glu_rows g = {gate, up, glu, true};
     run_jobs(&j, 1, n_in, gate, n_tok, false, &g);
+}
+
+/* ---- prefetching the next call's weights ---- */
+
+/* Bytes of its part of the next call each thread prefetches
+ * (SLUICE_MM_PREFETCH in KB, read once, or sl_matmul_set_prefetch); 0: off. */
+#define PREFETCH_BYTES_DEFAULT ((int64_t)64 << 10)
+static _Atomic int64_t prefetch_state = -1;
+
+void sl_matmul_set_prefetch(int64_t bytes)
+{
+    atomic_store(&prefetch_state, bytes < 0 ? -1 : bytes);
+}
+
+static int64_t prefetch_bytes(void)
+{
+    int64_t b = atomic_load_explicit(&prefetch_state, memory_order_relaxed);
+    if (b < 0) {
+        const char *env = getenv("SLUICE_MM_PREFETCH");
+        b = PREFETCH_BYTES_DEFAULT;
+        if (env && *env) {
+            char *end;
+            long long kb = strtoll(env, &end, 10);
+            if (*end == '\0' && kb >= 0)
+                b = (int64_t)kb << 10;
+        }
+        atomic_store_explicit(&prefetch_state, b, memory_order_relaxed);
+    }
+    return b;
+}
+
+/* Where chunk c of the planned jobs starts reading, and how many bytes its
+ * job has from there on. */
+static const uint8_t *chunk_start(const plan *pl, int n_jobs, int64_t n_in, int64_t c,
+                                  size_t *left)
+{
+    int i = 0;
+    while (i + 1 < n_jobs && c >= pl[i + 1].chunk0)
+        i++;
+    const sl_mm_job *j = pl[i].job;
+    int64_t o0 = (c - pl[i].chunk0) * pl[i].chunk_rows;
+    bool packed = j->packed && (pl[i].groups || pl[i].groups_f || pl[i].groups_b) &&
+                  o0 + 16 <= j->n_out;
+    if (packed) {
+        size_t gb = sl_r16_group_bytes(j->type, n_in);
+        *left = (size_t)(j->n_out / 16 - o0 / 16) * gb;
+        return (const uint8_t *)j->packed + (size_t)(o0 / 16) * gb;
+    }
+    *left = (size_t)(j->n_out - o0) * pl[i].row_bytes;
+    return (const uint8_t *)j->w + (size_t)o0 * pl[i].row_bytes;
+}
+
+void sl_matmul_prefetch(const sl_mm_job *jobs, int n_jobs, int64_t n_in, int64_t n_tok)
+{
+    int64_t want = prefetch_bytes();
+    if (want <= 0 || n_jobs <= 0 || n_jobs > MAX_JOBS || n_tok <= 0)
+        return;
+    plan pl[MAX_JOBS];
+    needs nd = plan_jobs(pl, jobs, n_jobs, n_in, NULL, n_tok, false);
+    int parts = steal_parts();
+    if (parts < 2 || !is_team(&nd) || !takes_steal(n_tok, token_block(n_in, nd.q8)))
+        return; /* the call runs on one thread, or not by parts */
+    int64_t bound[STEAL_PARTS_MAX + 1];
+    steal_split(nd.n_chunks, nd.bytes, parts, bound);
+    sl_pool_span spans[STEAL_PARTS_MAX];
+    for (int p = 0; p < parts; p++) {
+        size_t left;
+        spans[p].p = chunk_start(pl, n_jobs, n_in, bound[p], &left);
+        spans[p].bytes = left < (size_t)want ? left : (size_t)want;
+    }
+    sl_pool_prefetch(spans, parts);
 }
 
 /* ---- repacked weights ---- */

@@ -68,6 +68,18 @@ void sl_matmul_glu(sl_type wtype, const void *w, const void *packed, int64_t n_o
                    float *gate, const float *up, sl_glu_fn glu, int64_t n_tok, float *y,
                    int64_t ldy);
 
+/* A hint that the calling thread's next matmul call will be these jobs
+ * (as sl_matmul_jobs would take them): where that call splits a thread's
+ * part ahead (a decode step or a verification on more than one thread,
+ * see kernels/matmul.c), each thread prefetches the start of its part into
+ * L2 (util/pool.h, sl_pool_prefetch) while it waits or runs the serial
+ * ops between, instead of waiting for those first lines at the call's
+ * start. Calls it does not apply to are left alone; results never change.
+ * sl_matmul_set_prefetch sets the bytes a thread takes (0: off; < 0: back
+ * to SLUICE_MM_PREFETCH in KB, or the default). */
+void sl_matmul_prefetch(const sl_mm_job *jobs, int n_jobs, int64_t n_in, int64_t n_tok);
+void sl_matmul_set_prefetch(int64_t bytes);
+
 /* AMX int8 for batches of 16 tokens and more on packed 4-, 5- and 8-bit
  * weights, where the CPU has it and Linux granted the tile state; the
  * results keep the AVX-512 VNNI kernels' bits. SLUICE_NO_AMX=1 turns it off

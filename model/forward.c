@@ -311,6 +311,41 @@ static void matmul_w(const sl_weight *w, const float *x, int n, float *y)
     sl_matmul_packed(w->type, w->data, w->packed, w->n_out, w->n_in, x, n, y, w->n_out);
 }
 
+/* Tells the matmul layer which weights the next matmul call reads, before
+ * the ops between (sl_matmul_prefetch: in a decode step each thread then
+ * prefetches the start of its part while it would wait). The outputs are
+ * not touched. */
+static void prefetch_w(const sl_weight *w, int n)
+{
+    if (!w->data)
+        return;
+    sl_mm_job j = job_w(w, NULL);
+    sl_matmul_prefetch(&j, 1, w->n_in, n);
+}
+
+/* The q/k/v call of layer il (the jobs layer_step makes). */
+static int qkv_jobs(const sl_layer_weights *w, sl_fwd *f, sl_mm_job *jobs)
+{
+    jobs[0] = job_w(&w->wq, f->q);
+    jobs[1] = job_w(&w->wk, f->k);
+    jobs[2] = job_w(&w->wv, f->v);
+    return w->wk.data ? (w->wv.data ? 3 : 2) : 1;
+}
+
+/* The call that follows layer il's FFN in this part: the next layer's q/k/v,
+ * or the head after the last layer. */
+static void prefetch_after_layer(sl_fwd *f, int il, int n)
+{
+    const sl_model *m = f->m;
+    if (il + 1 < m->part.l1) {
+        sl_mm_job jobs[3];
+        int n_jobs = qkv_jobs(&m->layer[il + 1], f, jobs);
+        sl_matmul_prefetch(jobs, n_jobs, m->cfg.d_model, n);
+    } else if (m->part.head) {
+        prefetch_w(&m->output, n);
+    }
+}
+
 /* Keys and values of one token into the position's slot, in the cache's type. */
 static void kv_store(sl_kv *kv, const sl_layer_cfg *L, int il, int seq, int32_t pos, const float *k,
                      const float *v)
@@ -713,6 +748,7 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
     TIMED_OP(f, matmul, SL_OP_GATE_UP, w_bytes(&w->w_gate) + w_bytes(&w->w_up),
              matmul_same_x(gate_up, 2, f->xn, n, c->d_model));
     if (n == 1) { /* a decode step: the rows apart (a token is one pool task) */
+        prefetch_w(&w->w_down, n);
         TIMED_OP(f, elementwise, SL_OP_ACT, 0, activation(f, n, c->layer[il].d_ff));
         TIMED_OP(f, matmul, SL_OP_DOWN, w_bytes(&w->w_down),
                  matmul_w(&w->w_down, f->gate, n, f->o));
@@ -729,6 +765,7 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
     /* the next layer's input norm goes with the residual when nothing
      * else (Gemma 4's per-layer path, an output scale) changes x between */
     bool next = il + 1 < m->part.l1 && !w->ple_gate.data && !w->out_scale;
+    prefetch_after_layer(f, il, n);
     if (next)
         TIMED_OP(f, elementwise, SL_OP_FFN_RES, 0,
                  residual_norm(f, x, w->post_ffn_norm, m->layer[il + 1].attn_norm, n));
@@ -919,19 +956,22 @@ static int layer_step(sl_fwd *f, sl_kv *kv, const sl_batch *b, float *x, int il,
                  norm_rows(f->xn, x, w->attn_norm, n, c->d_model, c->norm_eps));
     f->xn_ready = false;
     /* q always; k and v unless the layer reads another's cache or V = K */
-    sl_mm_job qkv[3] = {job_w(&w->wq, f->q), job_w(&w->wk, f->k), job_w(&w->wv, f->v)};
-    int n_jobs = w->wk.data ? (w->wv.data ? 3 : 2) : 1;
+    sl_mm_job qkv[3];
+    int n_jobs = qkv_jobs(w, f, qkv);
     double qkv_bytes = 0;
     for (int i = 0; i < n_jobs; i++)
         qkv_bytes += w_bytes(i == 0 ? &w->wq : i == 1 ? &w->wk : &w->wv);
     TIMED_OP(f, matmul, SL_OP_QKV, qkv_bytes, matmul_same_x(qkv, n_jobs, f->xn, n, c->d_model));
     int rc = 0;
+    prefetch_w(&w->wo, n);
     TIMED_OP(f, attention, SL_OP_QK_PREP, 0, qk_prepare(f, kv, b, il));
     TIMED_OP(f, attention, SL_OP_ATTN, f->times ? kv_bytes_seen(f, kv, b, il) : 0,
              rc = attention(f, kv, b, il, err));
     if (rc)
         return -1;
     TIMED_OP(f, matmul, SL_OP_O, w_bytes(&w->wo), matmul_w(&w->wo, f->attn, n, f->o));
+    sl_mm_job gate_up[2] = {job_w(&w->w_gate, f->gate), job_w(&w->w_up, f->up)};
+    sl_matmul_prefetch(gate_up, 2, c->d_model, n);
     TIMED_OP(f, elementwise, SL_OP_ATTN_RES, 0,
              residual_norm(f, x, w->post_attn_norm, w->ffn_norm, n));
     ffn(f, il, x, n);
@@ -994,6 +1034,13 @@ int sl_head(sl_fwd *f, const float *x, int n, float *logits, sl_err *err)
     TIMED_OP(f, head, SL_OP_HEAD, w_bytes(&m->output),
              sl_matmul_packed(m->output.type, m->output.data, m->output.packed, m->output.n_out,
                               m->output.n_in, f->xn, n, logits, c->n_vocab));
+    /* sampling and the next step's embedding come before its first layer's
+     * q/k/v: prefetch those (a decode step's next one is of one token) */
+    if (m->part.l0 < m->part.l1) {
+        sl_mm_job jobs[3];
+        int n_jobs = qkv_jobs(&m->layer[m->part.l0], f, jobs);
+        sl_matmul_prefetch(jobs, n_jobs, c->d_model, n);
+    }
     if (c->final_softcap > 0.0f)
         TIMED_OP(f, head, SL_OP_SOFTCAP, 0,
                  sl_softcap(logits, (int64_t)n * c->n_vocab, c->final_softcap));

@@ -2,6 +2,7 @@
  * dequantised weights and against the scalar reference, on odd shapes; and
  * the determinism contract of kernels/matmul.h (a token's outputs keep their
  * bits whatever batch it sits in and however many threads run). */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -463,11 +464,17 @@ static void test_decode_split(void)
                 sl_matmul_set_steal(0);
                 sl_matmul_packed(p.type, p.w, packed, p.n_out, p.n_in, p.x, nt, y1, p.n_out);
                 for (int threads = 1; threads <= 3; threads++)
-                    for (int steal = 0; steal <= 1; steal++) {
+                    for (int steal = 0; steal <= 2; steal++) {
                         sl_pool_set_threads(threads);
-                        sl_matmul_set_steal(steal);
+                        sl_matmul_set_steal(steal > 0);
                         for (int64_t o = 0; o < p.n_out * nt; o++)
                             y[o] = NAN;
+                        if (steal == 2) {
+                            /* a hint of this call (each thread prefetches the
+                             * start of its part while it waits) changes nothing */
+                            sl_mm_job j = {p.type, p.w, packed, p.n_out, y, p.n_out};
+                            sl_matmul_prefetch(&j, 1, p.n_in, nt);
+                        }
                         uint64_t calls = sl_pool_thread_counters().calls;
                         sl_matmul_packed(p.type, p.w, packed, p.n_out, p.n_in, p.x, nt, y, p.n_out);
                         /* (a call of one chunk of 16 rows runs on the caller) */
@@ -491,6 +498,92 @@ static void test_decode_split(void)
     /* every steal run of more than a chunk on 2 or 3 threads was a parallel call */
     CHECK(want_split > 0 && split == want_split);
     sl_matmul_set_steal(-1);
+    sl_pool_set_min_work(-1);
+    sl_pool_set_adaptive(true);
+    sl_pool_set_threads(1);
+}
+
+typedef struct index_args {
+    _Atomic int seen[4]; /* chunks run by each thread index */
+} index_args;
+
+static void index_range(void *arg, int64_t i0, int64_t i1)
+{
+    index_args *a = arg;
+    int t = sl_pool_thread_index();
+    atomic_fetch_add(&a->seen[t < 3 ? t : 3], (int)(i1 - i0));
+}
+
+typedef struct hint_args {
+    index_args ia;
+    int caller;
+    const problem *p;
+    const void *packed;
+    float *y;
+} hint_args;
+
+/* Prefetch hints in a region (the workers take theirs while they wait for
+ * the next op, the caller at its barriers) between decode-split matmuls:
+ * the same bits as without. */
+static void hint_region(void *arg)
+{
+    hint_args *h = arg;
+    const problem *p = h->p;
+    h->caller = sl_pool_thread_index();
+    sl_mm_job j = {p->type, p->w, h->packed, p->n_out, h->y, p->n_out};
+    for (int r = 0; r < 3; r++) {
+        sl_matmul_prefetch(&j, 1, p->n_in, 1);
+        sl_pool_for(64, 1, index_range, &h->ia); /* an op between */
+        sl_matmul_packed(p->type, p->w, h->packed, p->n_out, p->n_in, p->x, 1,
+                         h->y + (size_t)r * (size_t)p->n_out, p->n_out);
+    }
+    /* a span of another buffer than the call reads: still the same bits */
+    sl_pool_span sp[2] = {{p->w, 4096}, {h->packed, 4096}};
+    sl_pool_prefetch(sp, 2);
+    sl_matmul_packed(p->type, p->w, h->packed, p->n_out, p->n_in, p->x, 1,
+                     h->y + (size_t)3 * (size_t)p->n_out, p->n_out);
+}
+
+/* The thread indices a decode split hands its parts by (the caller 0, the
+ * workers from 1), and prefetch hints leaving results alone. */
+static void test_prefetch_hint(void)
+{
+    sl_path_force(sl_path_best());
+    sl_pool_set_adaptive(false);
+    sl_pool_set_min_work(0);
+    sl_matmul_set_prefetch(64 << 10);
+    CHECK(sl_pool_thread_index() == 0);
+    problem p;
+    problem_make(&p, SL_TYPE_Q4_0, 1000, 256);
+    void *packed = sl_pack(p.type, p.w, p.n_out, p.n_in);
+    size_t yb = sizeof(float) * (size_t)p.n_out;
+    float *y1 = malloc(yb), *y = malloc(yb * 4);
+    sl_pool_set_threads(1);
+    sl_matmul_packed(p.type, p.w, packed, p.n_out, p.n_in, p.x, 1, y1, p.n_out);
+    for (int threads = 2; threads <= 3; threads++) {
+        sl_pool_set_threads(threads);
+        hint_args h = {.p = &p, .packed = packed, .y = y, .caller = -1};
+        for (int i = 0; i < 4; i++)
+            atomic_init(&h.ia.seen[i], 0);
+        for (int64_t o = 0; o < p.n_out * 4; o++)
+            y[o] = NAN;
+        sl_pool_region(hint_region, &h);
+        CHECK(h.caller == 0);
+        int total = 0;
+        for (int i = 0; i < 4; i++)
+            total += atomic_load(&h.ia.seen[i]);
+        /* every chunk ran on an index of the team, none past it */
+        CHECK(total == 3 * 64 && atomic_load(&h.ia.seen[3]) == 0);
+        CHECK(threads == 3 || atomic_load(&h.ia.seen[2]) == 0);
+        for (int r = 0; r < 4; r++)
+            CHECKF(memcmp(y + (size_t)r * (size_t)p.n_out, y1, yb) == 0,
+                   "prefetch hint: %d threads, call %d: bits differ", threads, r);
+    }
+    free(y1);
+    free(y);
+    sl_pack_free(packed);
+    problem_free(&p);
+    sl_matmul_set_prefetch(-1);
     sl_pool_set_min_work(-1);
     sl_pool_set_adaptive(true);
     sl_pool_set_threads(1);
@@ -904,6 +997,7 @@ int main(void)
     test_packed();
     test_one_token();
     test_decode_split();
+    test_prefetch_hint();
     test_glu();
     test_pack_arena();
     test_q8act_paths();

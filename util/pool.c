@@ -55,6 +55,12 @@ static struct {
     _Atomic int64_t n, chunk;
     _Atomic uint32_t n_chunks;
     uint32_t gen;
+    /* the prefetch hint (sl_pool_prefetch): its generation and each
+     * thread's span; read without a lock (a torn span only prefetches the
+     * wrong lines, which never faults) */
+    _Alignas(64) _Atomic uint32_t pf_seq;
+    _Atomic uintptr_t pf_addr[SL_POOL_PF_THREADS];
+    _Atomic size_t pf_bytes[SL_POOL_PF_THREADS];
 } P = {.lock = PTHREAD_MUTEX_INITIALIZER,
        .adaptive = true,
        .min_work = -1};
@@ -65,6 +71,9 @@ static _Thread_local sl_pool_stats *tls_stats;
 static _Thread_local sl_pool_adapt tls_adapt; /* this thread's calls' count */
 static _Thread_local sl_pool_counters tls_counters;
 static _Thread_local bool tls_in_op; /* inside an op counted in tls_stats */
+static _Thread_local int tls_index;     /* 0: a caller; worker i: i + 1 */
+static _Thread_local uint32_t tls_pf_seen; /* the last prefetch hint taken */
+static _Thread_local uintptr_t tls_pf_at, tls_pf_end; /* what is left of its span */
 
 /* The region the calling thread holds: its thread count and what its ops
  * cost, summed for one adaptation decision. */
@@ -103,6 +112,57 @@ static void futex_wake_all(_Atomic uint32_t *addr)
 {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
 }
+
+/* ---- prefetch hints ---- */
+
+#define PF_LINE 64
+#define PF_BATCH 16 /* lines between looks at the word a waiting thread watches */
+
+/* This thread's span of the latest hint, into L2, from where it left off:
+ * a waiting thread stops when *word leaves seen (its next op has come, or
+ * at the caller's barrier a chunk finished) and goes on at its next wait;
+ * the op's own reads take over from where it stopped. */
+static void pf_take(const _Atomic uint32_t *word, uint32_t seen)
+{
+    uint32_t seq = atomic_load_explicit(&P.pf_seq, memory_order_acquire);
+    if (seq != tls_pf_seen) {
+        tls_pf_seen = seq;
+        tls_pf_at = tls_pf_end = 0;
+        if (tls_index < SL_POOL_PF_THREADS) {
+            uintptr_t a = atomic_load_explicit(&P.pf_addr[tls_index], memory_order_relaxed);
+            size_t bytes = atomic_load_explicit(&P.pf_bytes[tls_index], memory_order_relaxed);
+            tls_pf_at = a & ~(uintptr_t)(PF_LINE - 1);
+            tls_pf_end = a + bytes;
+        }
+    }
+    while (tls_pf_at < tls_pf_end) {
+        for (int i = 0; i < PF_BATCH && tls_pf_at < tls_pf_end; i++, tls_pf_at += PF_LINE) {
+#if defined(__x86_64__)
+            _mm_prefetch((const char *)tls_pf_at, _MM_HINT_T1);
+#else
+            __builtin_prefetch((const void *)tls_pf_at, 0, 2);
+#endif
+        }
+        if (atomic_load_explicit(word, memory_order_relaxed) != seen)
+            return;
+    }
+}
+
+void sl_pool_prefetch(const sl_pool_span *spans, int n)
+{
+    if (n > SL_POOL_PF_THREADS)
+        n = SL_POOL_PF_THREADS;
+    if (n < 0)
+        n = 0;
+    for (int t = 0; t < SL_POOL_PF_THREADS; t++) {
+        atomic_store_explicit(&P.pf_addr[t], t < n ? (uintptr_t)spans[t].p : 0,
+                              memory_order_relaxed);
+        atomic_store_explicit(&P.pf_bytes[t], t < n ? spans[t].bytes : 0, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&P.pf_seq, 1, memory_order_release);
+}
+
+int sl_pool_thread_index(void) { return tls_index; }
 
 /* ---- adaptation (pure) ---- */
 
@@ -247,6 +307,7 @@ static bool spin_until_changed(_Atomic uint32_t *word, uint32_t seen, uint32_t *
         *now = atomic_load_explicit(word, memory_order_acquire);
         if (*now != seen)
             return true;
+        pf_take(word, seen);
         if ((i & 63) == 63 && sl_pool_now_ns() - t0 > WORKER_SPIN_NS)
             return false;
         cpu_relax();
@@ -306,6 +367,7 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     tls_in_task = true; /* kernels called from a task run serially */
+    tls_index = (int)(w - P.workers) + 1;
     uint32_t seen = atomic_load(&w->seq);
     for (;;) {
         seen = worker_wait(w, seen);
@@ -477,10 +539,14 @@ static uint32_t post(int64_t n, int64_t chunk, uint32_t n_chunks, sl_pool_fn fn,
 static void join(uint32_t n_chunks)
 {
     uint64_t t0 = sl_pool_now_ns();
-    for (int i = 0; atomic_load_explicit(&P.done, memory_order_acquire) < n_chunks; i++) {
+    for (int i = 0;; i++) {
+        uint32_t d = atomic_load_explicit(&P.done, memory_order_acquire);
+        if (d >= n_chunks)
+            break;
+        pf_take(&P.done, d); /* the caller's part of the next op, while it waits */
         if ((i & 63) == 63 && sl_pool_now_ns() - t0 > CALLER_SPIN_NS) {
             atomic_store(&P.caller_sleeping, 1);
-            uint32_t d = atomic_load(&P.done);
+            d = atomic_load(&P.done);
             if (d < n_chunks)
                 futex_wait(&P.done, d);
             atomic_store(&P.caller_sleeping, 0);

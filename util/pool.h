@@ -28,6 +28,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Processes [i0, i1) of the range. */
@@ -84,6 +85,29 @@ void sl_pool_set_thread_limit(int n);
  * the pool's current adaptation); 1 inside a pool task. */
 int sl_pool_current_threads(void);
 bool sl_pool_in_task(void);
+
+/* The calling thread's index in the pool's teams: 0 for a caller (the
+ * thread that makes a call or holds a region), i + 1 for worker i. A call
+ * of threads threads runs on the caller and workers 0 .. threads - 2, so a
+ * split that gives part t to index t (the decode split, kernels/matmul.c)
+ * knows beforehand which thread starts where. */
+int sl_pool_thread_index(void);
+
+/* A prefetch hint for the next op: thread t of the team (its index above)
+ * will start by reading spans[t]. Each thread prefetches its own span into
+ * L2 while it would otherwise wait, never in the foreground: a worker
+ * waiting for the next op of a region (or the next call), the caller at a
+ * barrier after its last chunk; a thread stops when its wait ends and goes
+ * on from there at its next wait, until the span is done or a new hint
+ * comes (n = 0: none, e.g. once the op has started). Only the first
+ * SL_POOL_PF_THREADS threads take one. A hint never changes what an op
+ * computes; a stale or wrong span costs only the lines read. */
+#define SL_POOL_PF_THREADS 8
+typedef struct sl_pool_span {
+    const void *p;
+    size_t bytes;
+} sl_pool_span;
+void sl_pool_prefetch(const sl_pool_span *spans, int n);
 
 /* Counters of the ops (sl_pool_for calls; a region's ops each count) made
  * by the threads that point at one (a stage host's), outside of tasks:
