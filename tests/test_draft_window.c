@@ -281,6 +281,72 @@ static void test_window(void)
     free(full);
 }
 
+/* Ids past the special tokens that the draft cannot predict. */
+static void unpredictable_text(int32_t *text)
+{
+    for (int i = 0; i < MAX_TEXT; i++)
+        text[i] = 10 + (int32_t)(((uint32_t)i * 2654435761u) >> 8) % (uint32_t)(n_vocab - 10);
+    text[0] = 2;
+}
+
+/* The tokens a fresh stage drafts over the prompt and 130 plain steps of
+ * text (a rejected draft: the text goes on as it was). */
+static int drafted_in_130(const int32_t *text, probe *pr)
+{
+    sl_stage *st = open_stage(true, 8, false);
+    send(st, text, PROMPT, 0, pr);
+    int drafted = pr->k;
+    for (int at = PROMPT; at < PROMPT + 130; at++) {
+        pace(STEP_US);
+        send(st, text + at, 1, at, pr);
+        drafted += pr->k;
+        if (pr->k > 0)
+            pace(STEP_US * 85 / 100);
+    }
+    sl_stage_destroy(st);
+    return drafted;
+}
+
+/* text past the prompt: the draft's own greedy continuation of it. */
+static void own_continuation(int32_t *text)
+{
+    sl_err err;
+    const float *logits;
+    sl_lm_truncate(g_ref, 0);
+    CHECKF(sl_lm_eval(g_ref, text, PROMPT, &logits, &err) == 0, "%s", err.msg);
+    for (int i = PROMPT; i < MAX_TEXT; i++) {
+        text[i] = sl_argmax(logits + (size_t)(i == PROMPT ? PROMPT - 1 : 0) * n_vocab, n_vocab);
+        if (i + 1 < MAX_TEXT)
+            CHECKF(sl_lm_eval(g_ref, text + i, 1, &logits, &err) == 0, "%s", err.msg);
+    }
+}
+
+/* Up to 60 steps of a fresh stage along text from its first probe, a step
+ * verifying k drafted tokens costing 0.1 k more; how many steps drafted
+ * (*steps: how many ran). exact: every draft must be the text's own. */
+static int drafting_steps(int32_t *text, probe *pr, bool exact, int *steps)
+{
+    sl_stage *st = open_stage(true, 8, false);
+    int n = until_probe(st, text, pr);
+    int drafting = 0;
+    *steps = 0;
+    while (n + 9 < MAX_TEXT - 8 && *steps < 60) {
+        int a = 0;
+        while (a < pr->k && pr->tok[a] == text[n + a])
+            a++;
+        if (exact)
+            CHECK(a == pr->k);
+        pace(STEP_US + STEP_US * pr->k / 10);
+        n += a;
+        send(st, text + n, 1, n, pr);
+        n++;
+        (*steps)++;
+        drafting += pr->k > 0;
+    }
+    sl_stage_destroy(st);
+    return drafting;
+}
+
 /* A greedy request's probes (stages/draft.c, spa_worth_probe): on text the
  * draft cannot predict (the ids above) each probe's catch-up scores the
  * draft at ~0 on the text (0 of the ~10 generated tokens at the first),
@@ -292,52 +358,14 @@ static void test_window(void)
 static void test_greedy_decline(void)
 {
     int32_t text[MAX_TEXT];
-    for (int i = 0; i < MAX_TEXT; i++)
-        text[i] = 10 + (int32_t)(((uint32_t)i * 2654435761u) >> 8) % (uint32_t)(n_vocab - 10);
-    text[0] = 2;
+    unpredictable_text(text);
     g_temp = 0.0f;
     probe pr = {0};
-    sl_stage *st = open_stage(true, 8, false);
-    send(st, text, PROMPT, 0, &pr);
-    int drafted = pr.k;
-    for (int at = PROMPT; at < PROMPT + 130; at++) {
-        pace(STEP_US);
-        send(st, text + at, 1, at, &pr);
-        drafted += pr.k;
-        if (pr.k > 0) /* rejected: the text goes on as it was */
-            pace(STEP_US * 85 / 100);
-    }
+    int drafted = drafted_in_130(text, &pr);
     CHECKF(drafted == 0, "%d tokens drafted in 130 steps of text the draft cannot predict", drafted);
-    sl_stage_destroy(st);
-
-    /* the draft's own greedy continuation of the prompt: every draft is
-     * accepted, and a step verifying k drafted tokens costs 0.1 k more */
-    sl_err err;
-    const float *logits;
-    sl_lm_truncate(g_ref, 0);
-    CHECKF(sl_lm_eval(g_ref, text, PROMPT, &logits, &err) == 0, "%s", err.msg);
-    for (int i = PROMPT; i < MAX_TEXT; i++) {
-        text[i] = sl_argmax(logits + (size_t)(i == PROMPT ? PROMPT - 1 : 0) * n_vocab, n_vocab);
-        if (i + 1 < MAX_TEXT)
-            CHECKF(sl_lm_eval(g_ref, text + i, 1, &logits, &err) == 0, "%s", err.msg);
-    }
-    st = open_stage(true, 8, false);
-    int n = until_probe(st, text, &pr);
-    int steps = 0, drafting = 0;
-    while (n + 9 < MAX_TEXT - 8 && steps < 60) {
-        int a = 0;
-        while (a < pr.k && pr.tok[a] == text[n + a])
-            a++;
-        CHECK(a == pr.k); /* its own continuation */
-        pace(STEP_US + STEP_US * pr.k / 10);
-        n += a;
-        send(st, text + n, 1, n, &pr);
-        n++;
-        steps++;
-        drafting += pr.k > 0;
-    }
+    own_continuation(text);
+    int steps, drafting = drafting_steps(text, &pr, true, &steps);
     CHECKF(drafting >= steps / 2, "drafted on %d of %d steps of the draft's own continuation", drafting, steps);
-    sl_stage_destroy(st);
     g_temp = 1.0f;
 }
 
@@ -353,54 +381,18 @@ static void test_greedy_decline(void)
 static void test_sampled_decline(void)
 {
     int32_t text[MAX_TEXT];
-    for (int i = 0; i < MAX_TEXT; i++)
-        text[i] = 10 + (int32_t)(((uint32_t)i * 2654435761u) >> 8) % (uint32_t)(n_vocab - 10);
-    text[0] = 2;
+    unpredictable_text(text);
     g_temp = 1.0f;
     g_tok_p = 0.5f;
     float *q = malloc(8 * (size_t)n_vocab * sizeof *q);
     probe pr = {.q = q};
-    sl_stage *st = open_stage(true, 8, false);
-    send(st, text, PROMPT, 0, &pr);
-    int drafted = pr.k;
-    for (int at = PROMPT; at < PROMPT + 130; at++) {
-        pace(STEP_US);
-        send(st, text + at, 1, at, &pr);
-        drafted += pr.k;
-        if (pr.k > 0) /* rejected: the text goes on as it was */
-            pace(STEP_US * 85 / 100);
-    }
+    int drafted = drafted_in_130(text, &pr);
     CHECKF(drafted == 0, "%d tokens drafted in 130 sampled steps of text the draft cannot predict", drafted);
-    sl_stage_destroy(st);
-
-    /* the draft's own greedy continuation of the prompt */
-    sl_err err;
-    const float *logits;
-    sl_lm_truncate(g_ref, 0);
-    CHECKF(sl_lm_eval(g_ref, text, PROMPT, &logits, &err) == 0, "%s", err.msg);
-    for (int i = PROMPT; i < MAX_TEXT; i++) {
-        text[i] = sl_argmax(logits + (size_t)(i == PROMPT ? PROMPT - 1 : 0) * n_vocab, n_vocab);
-        if (i + 1 < MAX_TEXT)
-            CHECKF(sl_lm_eval(g_ref, text + i, 1, &logits, &err) == 0, "%s", err.msg);
-    }
+    own_continuation(text);
     g_temp = 0.1f;
-    st = open_stage(true, 8, false);
-    int n = until_probe(st, text, &pr);
-    int steps = 0, drafting = 0;
-    while (n + 9 < MAX_TEXT - 8 && steps < 60) {
-        int a = 0;
-        while (a < pr.k && pr.tok[a] == text[n + a])
-            a++;
-        pace(STEP_US + STEP_US * pr.k / 10);
-        n += a;
-        send(st, text + n, 1, n, &pr);
-        n++;
-        steps++;
-        drafting += pr.k > 0;
-    }
+    int steps, drafting = drafting_steps(text, &pr, false, &steps);
     CHECKF(drafting >= steps / 2, "drafted on %d of %d sampled steps of the draft's own continuation", drafting,
            steps);
-    sl_stage_destroy(st);
     free(q);
     g_temp = 1.0f;
     g_tok_p = -1.0f;
