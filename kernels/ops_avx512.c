@@ -57,6 +57,11 @@ void sl_softcap_avx512(float *x, int64_t n, float cap)
     }
 }
 
+/* a * b rounded on its own: the rounding-mode form is a builtin GCC does
+ * not contract into a neighbouring add (its mode must be a constant
+ * expression for clang, hence a macro) */
+#define mul_apart(a, b) _mm512_mul_round_ps((a), (b), _MM_FROUND_CUR_DIRECTION)
+
 /* NeoX rotation (pairs i and i + rot_dim / 2): the scalar code's products
  * and sums, each rounded on its own (no fused multiply-add), so the same
  * bits, 16 pairs at a time. The scalar loop (pairs chosen per element)
@@ -71,10 +76,8 @@ void sl_rope_neox_avx512(float *x, int n_heads, int head_dim, int rot_dim, const
             __mmask16 m = tail_mask(half - i);
             __m512 x0 = _mm512_maskz_loadu_ps(m, v + i), x1 = _mm512_maskz_loadu_ps(m, v + i + half);
             __m512 c = _mm512_maskz_loadu_ps(m, cs + i), s = _mm512_maskz_loadu_ps(m, sn + i);
-            /* the rounding-mode forms are builtins GCC does not contract */
-            const int r = _MM_FROUND_CUR_DIRECTION;
-            __m512 a = _mm512_sub_ps(_mm512_mul_round_ps(x0, c, r), _mm512_mul_round_ps(x1, s, r));
-            __m512 b = _mm512_add_ps(_mm512_mul_round_ps(x0, s, r), _mm512_mul_round_ps(x1, c, r));
+            __m512 a = _mm512_sub_ps(mul_apart(x0, c), mul_apart(x1, s));
+            __m512 b = _mm512_add_ps(mul_apart(x0, s), mul_apart(x1, c));
             _mm512_mask_storeu_ps(v + i, m, a);
             _mm512_mask_storeu_ps(v + i + half, m, b);
         }

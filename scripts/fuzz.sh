@@ -10,7 +10,12 @@ targets=()
 for src in tests/fuzz/fuzz_*.c; do
   targets+=("$(basename "${src%.c}")")
 done
-ninja -C build-fuzz -j"$(nproc)" "${targets[@]}" >/dev/null
+# ninja prints a failed compile on stdout: show it, or the run ends silent
+if ! out=$(ninja -C build-fuzz -j"$(nproc)" "${targets[@]}" 2>&1); then
+  grep -v '^\[' <<<"$out" | tail -60 >&2
+  echo "fuzz: building the fuzz targets with clang failed" >&2
+  exit 1
+fi
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do
