@@ -183,12 +183,16 @@ static void test_greedy_identity(void)
          * passage does */
         if (setups[s].draft != draft_path && !setups[s].auto_k)
             CHECKF(got[3].accepted > 0, "%s: nothing accepted on a repeating prompt", setups[s].name);
-        /* with auto k, whether lookup drafts on it at all follows the step
-         * times measured on this machine (a loaded machine can make a
-         * verification dear enough that auto stays plain); those decisions
-         * are tested on synthetic times in test_spec_adapt, so here only
-         * what it drafted must be mostly accepted */
-        if (setups[s].draft != draft_path && (!setups[s].auto_k || got[4].drafted > 0))
+        /* with auto k, where lookup drafts on it follows the step times
+         * measured on this machine: a loaded machine can keep auto plain,
+         * or (CI's ASan run) have it draft mostly where the n-grams it
+         * finds miss (the repeated passage ends within the 96 tokens, and
+         * the text after it starts like the prompt's last line: 8 of 35
+         * accepted once). Those decisions are tested on synthetic
+         * times (test_spec_adapt, test_draft_window); here auto k is held
+         * to what it guarantees whatever the clock: plain's tokens, its
+         * probes, and the counts below */
+        if (setups[s].draft != draft_path && !setups[s].auto_k)
             CHECKF(got[4].accepted > got[4].drafted / 4,
                    "%s: %ld of %ld drafted tokens accepted on the prompt repeating its passage",
                    setups[s].name, got[4].accepted, got[4].drafted);
