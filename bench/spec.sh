@@ -12,7 +12,8 @@
 # model, prompt lookup on the tiny target, prompt lookup on synth gemma3 1b
 # Q4_0, which greedy decoding sends into loops lookup finds): for each the
 # median of REPS pairs of paired runs with its spread and a 95% interval,
-# a control row (the draft stage at k = 0: the benchmark's own noise) a
+# control rows (the draft stage at k = 0, a model's and lookup's: the
+# benchmark's own noise and the stage's pass and hop) a
 # temperature, and the lowest ratio (issue 18: at least 0.97x everywhere).
 # Run it under flock /tmp/sluice-bench.lock; it runs itself under chrt -f 20
 # where it may (SPEC_RT=0: never).
@@ -97,8 +98,12 @@ table() {
 # 200-token run of the tiny model lasts ~0.15 s and single runs scatter
 # +-15%). A row whose interval lies wholly below 0.97 loses; one whose
 # interval holds 0.97 cannot be told from the floor by this many runs.
-# The control rows run the draft stage with k = 0 (exactly plain work): how
-# far their ratio strays from 1 is the benchmark's own noise.
+# The control rows run the draft stage with k = 0 (plain work plus the
+# draft stage's pass over every batch and its hop, no drafting, no probes):
+# how far their ratio strays from 1 is the benchmark's own noise and what
+# the stage in the chain costs; an auto row below its control lost that
+# much more to its probes (docs/DESIGN.md, "Where a declined speculation's
+# loss goes").
 # With SLUICE_CMP=OTHER_BINARY every pair runs with both binaries in turn
 # (OTHER first, SLUICE second: the same minute of the machine's load) and
 # the row is printed for each ("cmp" and "this" in its name's column).
@@ -183,6 +188,7 @@ auto() {
   printf "%-40s %5s %8s   %11s   %11s   %3s\n" "pair / prompt" temp "ratio" "IQR" "95% of med" "n"
   for temp in 0 0.8; do
     auto_add "$TARGET" "$DRAFT" "$temp" "$N" "control: tiny + draft k=0, prompt 0" "${prompts[0]}" 0
+    auto_add "$TARGET" prompt-lookup "$temp" "$N" "control: tiny + lookup k=0, prompt 2" "${prompts[2]}" 0
     local i=0
     for p in "${prompts[@]}" "$repeat"; do
       auto_add "$TARGET" "$DRAFT" "$temp" "$N" "tiny + draft, prompt $i" "$p"
