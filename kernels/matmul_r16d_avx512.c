@@ -37,7 +37,9 @@
  * and split once for the 4 dwords it serves (the one-group tile reloads the
  * 2-bit vector for each), with the float steps then run by run in the
  * tile's order. All but Q8_0 ask for their weights 8 KB ahead into L1
- * (R16D_PF_*, measured there). */
+ * (R16D_PF_*, measured there). Q4_0, Q5_0 and Q8_0 run in a lean form
+ * (R16D_LEAN): the lanes' starts made once a call, stepped pointers, two
+ * blocks a step; the same operations on the same values. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -285,7 +287,24 @@ R16D_INLINE __m512 q5_0_lean_block(const uint8_t *p, const int8_t *q, const floa
         _mm512_storeu_ps(y, acc);                                                             \
     }
 
-/* R16D_LEAN 0 keeps the plain kernels (for a sweep). */
+/* R16D_LEAN 0 keeps the plain kernels (for a sweep). Measured on the
+ * 2-vCPU AMD EPYC (Zen 5), bench/stream_cost.sh, two threads each streaming
+ * half of a 256 MB matrix, two paired settings each, GB/s median plain ->
+ * lean (plain read): Q4_0 1152 wide 55.8 / 55.6 -> 56.9 / 57.5 (64.4),
+ * 6912 wide 46.5 / 46.6 -> 47.7 / 48.5 (65.5), Q8_0 90.9 / 91.6 -> 92.6 /
+ * 93.1 (95.7), Q5_0 80.4 / 82.8 -> 87.5 / 85.4 (96.1); in L2 (1 MB) Q4_0
+ * the same 163 GB/s (its limit there is its loads, below). sluice bench
+ * decode of synth Gemma 3 1B at 2 threads, paired with the plain kernels
+ * in one invocation (3 pairs of best of 3): Q4_0 +0.6-1.9%, Q8_0 +1.6-2.5%,
+ * llama.cpp's Q4_K_M mix (Q5_0 gate/up, Q8_0 head) +0.6-1.8%, 9 of 9 pairs.
+ *
+ * Tried and not kept: loading each nibble vector once into a register
+ * (gcc folds the load into both masks, two vpandd with the same memory
+ * operand) ran Q4_0 39% faster in L2 (163 -> 227 GB/s; Q5_0 +17%, Q4_K
+ * +18%, Q6_K +26%) but the same from memory, and decode of Q4_0 lost to
+ * the folded loads in 10 of 10 paired runs (3-10%): the separate loads are
+ * more instructions a block, and from memory what counts is how many
+ * blocks the core keeps in flight, not its load slots. */
 #ifndef R16D_LEAN
 #define R16D_LEAN 1
 #endif
