@@ -37,7 +37,7 @@
  * and split once for the 4 dwords it serves (the one-group tile reloads the
  * 2-bit vector for each), with the float steps then run by run in the
  * tile's order. All but Q8_0 ask for their weights 8 KB ahead into L1
- * (R16D_PF_*, measured there). Q4_0, Q5_0 and Q8_0 run in a lean form
+ * (R16D_PF_*, measured there). Q4_0 and Q5_0 run in a lean form
  * (R16D_LEAN): the lanes' starts made once a call, stepped pointers, two
  * blocks a step; the same operations on the same values. */
 #include <immintrin.h>
@@ -221,20 +221,6 @@ R16D_INLINE void one_q5_0(const uint8_t *p, const sl_q8act *a, float *y)
     _mm512_storeu_ps(y, acc);
 }
 
-/* One Q8_0 block: one_q8_0's operations, the lane start st given. */
-R16D_INLINE __m512 q8_0_lean_block(const uint8_t *p, const int8_t *q, const float *d,
-                                   const int32_t *st, __m512 acc)
-{
-    __m512 sc = d_scale(p, d);
-    __m512i i0 = _mm512_set1_epi32(*st), i1 = _mm512_setzero_si512();
-    R16D_UNROLL
-    for (int k = 0; k < 8; k += 2) {
-        i0 = d_dp(i0, _mm512_loadu_si512(p + 32 + 64 * k), q + 4 * k);
-        i1 = d_dp(i1, _mm512_loadu_si512(p + 32 + 64 * k + 64), q + 4 * k + 4);
-    }
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), sc, acc);
-}
-
 /* One Q5_0 block: one_q5_0's operations, the lane start st given. */
 R16D_INLINE __m512 q5_0_lean_block(const uint8_t *p, const int8_t *q, const float *d,
                                    const int32_t *st, __m512 acc)
@@ -259,8 +245,8 @@ R16D_INLINE __m512 q5_0_lean_block(const uint8_t *p, const int8_t *q, const floa
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), sc, acc);
 }
 
-/* The lean form of a one-token kernel of 32-weight blocks (Q4_0, Q5_0,
- * Q8_0): the lanes' starts (the offset times each block's activation sum)
+/* The lean form of a one-token kernel of 32-weight blocks (Q4_0, Q5_0):
+ * the lanes' starts (the offset times each block's activation sum)
  * made once a call into st and loaded as a broadcast, where the plain
  * kernels form each with a scalar load, multiply and move into a vector;
  * pointers stepped instead of indexed; two blocks a step, with one prefetch
@@ -295,8 +281,11 @@ R16D_INLINE __m512 q5_0_lean_block(const uint8_t *p, const int8_t *q, const floa
  * 93.1 (95.7), Q5_0 80.4 / 82.8 -> 87.5 / 85.4 (96.1); in L2 (1 MB) Q4_0
  * the same 163 GB/s (its limit there is its loads, below). sluice bench
  * decode of synth Gemma 3 1B at 2 threads, paired with the plain kernels
- * in one invocation (3 pairs of best of 3): Q4_0 +0.6-1.9%, Q8_0 +1.6-2.5%,
- * llama.cpp's Q4_K_M mix (Q5_0 gate/up, Q8_0 head) +0.6-1.8%, 9 of 9 pairs.
+ * in one invocation (pairs of best of 3): Q4_0 +0.2-11%, 7 of 7 pairs,
+ * llama.cpp's Q4_K_M mix (Q5_0 gate/up) +0.6-6.4%, 7 of 7 pairs (with Q8_0
+ * lean as well). Q8_0's lean form streamed 2% faster alone but its decode
+ * lost 6 of 10 pairs (-4% to +2.5%), so Q8_0 keeps its plain kernel (it
+ * had the fewest instructions a block already).
  *
  * Tried and not kept: loading each nibble vector once into a register
  * (gcc folds the load into both masks, two vpandd with the same memory
@@ -436,8 +425,8 @@ R16D_INLINE void one_q6_K(const uint8_t *p, const sl_q8act *a, float *y)
     }
 
 R16D_LEAN_GROUPS(q4_0, Q4_0, -8)
-R16D_LEAN_GROUPS(q8_0, Q8_0, -128)
 R16D_LEAN_GROUPS(q5_0, Q5_0, -16)
+R16D_GROUPS(q8_0, Q8_0)
 R16D_GROUPS(q4_K, Q4_K)
 R16D_GROUPS(q6_K, Q6_K)
 
