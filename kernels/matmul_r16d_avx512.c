@@ -37,7 +37,9 @@
  * and split once for the 4 dwords it serves (the one-group tile reloads the
  * 2-bit vector for each), with the float steps then run by run in the
  * tile's order. All but Q8_0 ask for their weights 8 KB ahead into L1
- * (R16D_PF_*, measured there). */
+ * (R16D_PF_*, measured there). Q4_0 and Q5_0 run in a lean form
+ * (R16D_LEAN): the lanes' starts made once a call, stepped pointers, two
+ * blocks a step; the same operations on the same values. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -150,6 +152,24 @@ R16D_INLINE void one_q4_0(const uint8_t *p, const sl_q8act *a, float *y)
     _mm512_storeu_ps(y, acc);
 }
 
+/* One Q4_0 block at p against the activation quants q, scale d and lane
+ * start st (-8 times the block's activation sum): one_q4_0's operations. */
+R16D_INLINE __m512 q4_0_lean_block(const uint8_t *p, const int8_t *q, const float *d,
+                                   const int32_t *st, __m512 acc)
+{
+    const __m512i m4 = _mm512_set1_epi8(15), m4h = _mm512_set1_epi8((char)0xF0);
+    __m512 sc = d_scale(p, d);
+    __m512i lo = _mm512_set1_epi32(*st), hi = _mm512_setzero_si512();
+    R16D_UNROLL
+    for (int k = 0; k < 4; k++) {
+        __m512i v = _mm512_loadu_si512(p + 32 + 64 * k);
+        lo = d_dp(lo, _mm512_and_si512(v, m4), q + 4 * k);
+        hi = d_dp(hi, _mm512_and_si512(v, m4h), q + 16 + 4 * k);
+    }
+    __m512i i = _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), sc, acc);
+}
+
 /* Q8_0: quants plus 128 as unsigned bytes, 128 times the activations' sum
  * taken off once a block. */
 R16D_INLINE void one_q8_0(const uint8_t *p, const sl_q8act *a, float *y)
@@ -200,6 +220,106 @@ R16D_INLINE void one_q5_0(const uint8_t *p, const sl_q8act *a, float *y)
     }
     _mm512_storeu_ps(y, acc);
 }
+
+/* One Q5_0 block: one_q5_0's operations, the lane start st given. */
+R16D_INLINE __m512 q5_0_lean_block(const uint8_t *p, const int8_t *q, const float *d,
+                                   const int32_t *st, __m512 acc)
+{
+    const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
+    const uint8_t *qs = p + 32, *hb = qs + 256;
+    __m512 sc = d_scale(p, d);
+    __m512i lo = _mm512_set1_epi32(*st), hi = _mm512_setzero_si512();
+    R16D_UNROLL
+    for (int k = 0; k < 4; k++) {
+        __m512i v = _mm512_loadu_si512(qs + 64 * k);
+        uint64_t ml, mh;
+        memcpy(&ml, hb + 16 * k, 8);
+        memcpy(&mh, hb + 16 * k + 8, 8);
+        __m512i l = _mm512_and_si512(v, m4);
+        __m512i h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        l = _mm512_mask_add_epi8(l, _cvtu64_mask64(ml), l, b4);
+        h = _mm512_mask_add_epi8(h, _cvtu64_mask64(mh), h, b4);
+        lo = d_dp(lo, l, q + 4 * k);
+        hi = d_dp(hi, h, q + 16 + 4 * k);
+    }
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), sc, acc);
+}
+
+/* The lean form of a one-token kernel of 32-weight blocks (Q4_0, Q5_0):
+ * the lanes' starts (the offset times each block's activation sum)
+ * made once a call into st and loaded as a broadcast, where the plain
+ * kernels form each with a scalar load, multiply and move into a vector;
+ * pointers stepped instead of indexed; two blocks a step, with one prefetch
+ * a line. The same operations on the same values, so the same bits; the
+ * fewer instructions a block streamed faster from memory (see
+ * R16D_LEAN). */
+#define R16D_LEAN_ROW(type, TYPE)                                                             \
+    R16D_INLINE void one_##type##_lean(const uint8_t *p, const sl_q8act *a, const int32_t *st, \
+                                       float *y)                                              \
+    {                                                                                         \
+        __m512 acc = _mm512_setzero_ps();                                                     \
+        const int8_t *q = a->q;                                                               \
+        const float *d = a->d;                                                                \
+        const int32_t *end = st + (a->n_blocks & ~(int64_t)1);                                \
+        for (; st < end; st += 2, q += 64, d += 2, p += 2 * SL_R16_##TYPE##_BYTES) {          \
+            d_prefetch(p, 2 * SL_R16_##TYPE##_BYTES, R16D_PF_##TYPE, R16D_PF_HINT_##TYPE);    \
+            acc = type##_lean_block(p, q, d, st, acc);                                        \
+            acc = type##_lean_block(p + SL_R16_##TYPE##_BYTES, q + 32, d + 1, st + 1, acc);   \
+        }                                                                                     \
+        if (a->n_blocks & 1) {                                                                \
+            d_prefetch(p, SL_R16_##TYPE##_BYTES, R16D_PF_##TYPE, R16D_PF_HINT_##TYPE);        \
+            acc = type##_lean_block(p, q, d, st, acc);                                        \
+        }                                                                                     \
+        _mm512_storeu_ps(y, acc);                                                             \
+    }
+
+/* R16D_LEAN 0 keeps the plain kernels (for a sweep). Measured on the
+ * 2-vCPU AMD EPYC (Zen 5), bench/stream_cost.sh, two threads each streaming
+ * half of a 256 MB matrix, two paired settings each, GB/s median plain ->
+ * lean (plain read): Q4_0 1152 wide 55.8 / 55.6 -> 56.9 / 57.5 (64.4),
+ * 6912 wide 46.5 / 46.6 -> 47.7 / 48.5 (65.5), Q8_0 90.9 / 91.6 -> 92.6 /
+ * 93.1 (95.7), Q5_0 80.4 / 82.8 -> 87.5 / 85.4 (96.1); in L2 (1 MB) Q4_0
+ * the same 163 GB/s (its limit there is its loads, below). sluice bench
+ * decode of synth Gemma 3 1B at 2 threads, paired with the plain kernels
+ * in one invocation (pairs of best of 3): Q4_0 +0.2-11%, 7 of 7 pairs,
+ * llama.cpp's Q4_K_M mix (Q5_0 gate/up) +0.6-6.4%, 7 of 7 pairs (with Q8_0
+ * lean as well). Q8_0's lean form streamed 2% faster alone but its decode
+ * lost 6 of 10 pairs (-4% to +2.5%), so Q8_0 keeps its plain kernel (it
+ * had the fewest instructions a block already).
+ *
+ * Tried and not kept: loading each nibble vector once into a register
+ * (gcc folds the load into both masks, two vpandd with the same memory
+ * operand) ran Q4_0 39% faster in L2 (163 -> 227 GB/s; Q5_0 +17%, Q4_K
+ * +18%, Q6_K +26%) but the same from memory, and decode of Q4_0 lost to
+ * the folded loads in 10 of 10 paired runs (3-10%): the separate loads are
+ * more instructions a block, and from memory what counts is how many
+ * blocks the core keeps in flight, not its load slots. */
+#ifndef R16D_LEAN
+#define R16D_LEAN 1
+#endif
+/* Blocks a row the lean kernels take (their lanes' starts on the stack);
+ * a longer row goes through the plain kernel. */
+#define R16D_LEAN_BLOCKS 1024
+
+/* Groups [g0, g1) for the one token of a, lean where the row allows. */
+#define R16D_LEAN_GROUPS(type, TYPE, offset)                                                  \
+    R16D_LEAN_ROW(type, TYPE)                                                                 \
+    static void one_groups_##type(const uint8_t *packed, int64_t g0, int64_t g1,              \
+                                  const sl_q8act *a, float *y, int64_t ldy)                   \
+    {                                                                                         \
+        (void)ldy;                                                                            \
+        size_t gb = sl_r16_group_bytes(SL_TYPE_##TYPE, a->n_in);                              \
+        if (!R16D_LEAN || a->n_blocks > R16D_LEAN_BLOCKS) {                                   \
+            for (int64_t g = g0; g < g1; g++)                                                 \
+                one_##type(packed + (size_t)g * gb, a, y + 16 * g);                           \
+            return;                                                                           \
+        }                                                                                     \
+        int32_t st[R16D_LEAN_BLOCKS];                                                         \
+        for (int64_t b = 0; b < a->n_blocks; b++)                                             \
+            st[b] = (offset) * a->sum[b];                                                     \
+        for (int64_t g = g0; g < g1; g++)                                                     \
+            one_##type##_lean(packed + (size_t)g * gb, a, st, y + 16 * g);                    \
+    }
 
 /* The 16 rows' scales or mins (bytes at p) as floats. */
 R16D_INLINE __m512 d_u8_ps(const uint8_t *p)
@@ -304,9 +424,9 @@ R16D_INLINE void one_q6_K(const uint8_t *p, const sl_q8act *a, float *y)
             one_##type(packed + (size_t)g * gb, a, y + 16 * g);                               \
     }
 
-R16D_GROUPS(q4_0, Q4_0)
+R16D_LEAN_GROUPS(q4_0, Q4_0, -8)
+R16D_LEAN_GROUPS(q5_0, Q5_0, -16)
 R16D_GROUPS(q8_0, Q8_0)
-R16D_GROUPS(q5_0, Q5_0)
 R16D_GROUPS(q4_K, Q4_K)
 R16D_GROUPS(q6_K, Q6_K)
 
