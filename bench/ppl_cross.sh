@@ -62,6 +62,27 @@
 # weights it converts to as a file sluice reads: sluice on Q2_K's gives
 # 64003, ik on it 63954 / 63908 at -ub 16 / 256).
 #
+# Measured (AMD EPYC, Zen 5, family 26; 2 threads, ctx 256; a busy host,
+# which moves no perplexity): type, sluice, llama.cpp like (its -ub), ratio,
+# llama.cpp other (its -ub), ratio. llama tiny, 8 chunks:
+#   f16     68210.35   68213.93 256 0.9999   68213.93  16 0.9999
+#   Q8_0    68708.27   68561.89 256 1.0021   68642.58  16 1.0010
+#   Q4_0    67594.09   67565.03  16 1.0004   67588.19 256 1.0001
+#   Q4_1    67694.53   67588.21  16 1.0016   67669.14 256 1.0004
+#   Q5_0    68424.65   68452.49  16 0.9996   68408.24 256 1.0002
+#   Q5_1    66601.31   66388.38  16 1.0032   66409.52 256 1.0029
+#   Q2_K    63562.46   63722.68  16 0.9975   63934.56 256 0.9942
+#   Q3_K_M  65614.14   65765.07  16 0.9977   65949.33 256 0.9949
+# (the legacy types' files hold a Q6_K output, hence -ub 16). IQ4_NL and
+# IQ4_XS did not load in sluice: ik's quantizer gives their attn_v its own
+# IQ5_K (type 140) where two or more query heads share a KV head, which the
+# --custom-q rules below do not yet undo. gemma3 270m, 2 chunks:
+#   f16    289702.76  289701.34 256 1.0000  289701.34  16 1.0000
+#   Q8_0   290596.73  291113.70 256 0.9982  290484.57  16 1.0004
+#   Q4_0   288021.22  288477.78 256 0.9984  288529.96  16 0.9982
+#   Q4_1   276001.74  275698.05 256 1.0011  275222.81  16 1.0028
+# and IQ4_XS (8 chunks): 151232.01 151447.01 256 0.9986 153439.01 16 0.9856.
+#
 # usage: bench/ppl_cross.sh LLAMA_CPP_BUILD_DIR [TYPE...]
 #
 # ik_llama.cpp's quantizer writes its own mix: for rows that are not whole
