@@ -805,6 +805,10 @@ static void ffn(sl_fwd *f, int il, float *x, int n)
          * barrier fewer (timed as the down matmul) */
         const sl_weight *wd = &w->w_down;
         sl_glu_fn glu = c->act == SL_ACT_GELU_TANH ? sl_gelu_tanh_mul_to : sl_silu_mul_to;
+        /* a verification step's threads wait at the end of its rows'
+         * pass: each prefetches the start of its part (a larger batch's
+         * call does not split by parts and ignores it) */
+        prefetch_w(wd, n);
         TIMED_OP(f, matmul, SL_OP_DOWN, w_bytes(wd),
                  sl_matmul_glu(wd->type, wd->data, wd->packed, wd->n_out, wd->n_in, f->gate,
                                f->up, glu, n, f->o, wd->n_out));
