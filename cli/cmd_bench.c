@@ -60,7 +60,7 @@ static const char usage[] =
     "                       caller's wait at them and its activation quantising;\n"
     "                       and the best prefill op by op (time, share, its\n"
     "                       matmuls' GOP/s, barriers, wait, quantising) and\n"
-    "                       the best verification step op by op as decode\n"
+    "                       the best --verify step op by op as decode's\n"
     "  --calibrate          measure read bandwidth, matmul throughput and the\n"
     "                       AVX-512 VNNI and AMX int8 peaks and print a node\n"
     "                       description (YAML) for a cluster file\n"

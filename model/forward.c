@@ -671,7 +671,8 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     /* run-order keys: block of keys, then KV head */
     int64_t keys = (max_pos / SL_ATTN_SPAN + 1) * nkv;
     /* pair offsets, run order, counts of run-order keys (then, reused,
-     * the groups: at most one a unit, plus the end) */
+     * the groups: at most one a unit, plus the end), the groups' claims
+     * (block_claims: at most one a group, plus the end) */
     int64_t cnt_len = keys + 1 > total + 1 ? keys + 1 : total + 1;
     if (grow((void **)&f->units, &f->units_cap, pairs + 1 + total + cnt_len + total + 1,
              sizeof(int64_t), err))
