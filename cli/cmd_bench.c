@@ -59,7 +59,8 @@ static const char usage[] =
     "                       the measured read bandwidth, its barriers, the\n"
     "                       caller's wait at them and its activation quantising;\n"
     "                       and the best prefill op by op (time, share, its\n"
-    "                       matmuls' GOP/s, barriers, wait, quantising)\n"
+    "                       matmuls' GOP/s, barriers, wait, quantising) and\n"
+    "                       the best --verify step op by op as decode's\n"
     "  --calibrate          measure read bandwidth, matmul throughput and the\n"
     "                       AVX-512 VNNI and AMX int8 peaks and print a node\n"
     "                       description (YAML) for a cluster file\n"
@@ -398,14 +399,14 @@ static void print_ops(const char *title, const op_times *t, double per)
 
 /* --profile: the decode step op by op, per token. ideal is the op's bytes at
  * the measured read bandwidth; lost what the op took beyond that. */
-static void print_profile(const op_times *t, int n_gen, double bw)
+static void print_profile(const char *title, const op_times *t, int n_gen, double bw)
 {
     double per = n_gen, sum_s = 0, sum_b = 0, sum_calls = 0, sum_wait = 0, sum_quant = 0;
-    printf("decode profile (per token; GB/s and %% of the %.1f GB/s probe on the op's bytes;\n"
+    printf("%s (per step; GB/s and %% of the %.1f GB/s probe on the op's bytes;\n"
            "  lost: time beyond the bytes at the probe's rate; wait: the caller's wait at the\n"
            "  barriers after its last chunk; quant: activation quantising, in the op's time;\n"
            "  busy: the threads' time in the op's parallel chunks over its wall time):\n",
-           bw / 1e9);
+           title, bw / 1e9);
     printf("  %-10s %8s %6s %8s %7s %6s %8s %7s %7s %7s %6s\n", "op", "ms", "share", "MB", "GB/s",
            "%roof", "lost ms", "calls", "wait ms", "quant ms", "busy");
     for (int i = 0; i < SL_OP_N; i++) {
@@ -616,12 +617,16 @@ static void report(const bench_opts *o, const sl_lm *s, const bench_result *r)
     print_ops("decode", &r->decode_ops, o->n_gen);
     if (o->profile) {
         print_prefill_profile(m, &r->prefill_ops, o->n_prompt);
-        print_profile(&r->decode_ops, o->n_gen, r->bw);
+        print_profile("decode profile", &r->decode_ops, o->n_gen, r->bw);
     }
     if (o->verify > 0) {
         char title[64];
         snprintf(title, sizeof title, "verify of %d tokens", o->verify);
         print_ops(title, &r->verify_ops, 1);
+        if (o->profile) {
+            snprintf(title, sizeof title, "verify profile (%d tokens)", o->verify);
+            print_profile(title, &r->verify_ops, 1, r->bw);
+        }
     }
 }
 

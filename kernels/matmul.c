@@ -415,6 +415,45 @@ static void quantize_range(void *arg, int64_t t0, int64_t t1)
     }
 }
 
+/* Where piece u of a call's rows starts (float offset in x; rows are
+ * contiguous, each cut into pieces of GLU_PIECE from its start). */
+static int64_t glu_piece_at(int64_t u, int64_t per_row, int64_t n)
+{
+    return u / per_row * n + u % per_row * GLU_PIECE;
+}
+
+/* quantize_range's made-and-quantised rows, a piece at a time: units are
+ * (token, piece), so a batch of a few tokens (a verification step's 5 rows
+ * of 6912) splits evenly over the threads instead of a token a thread (5
+ * tokens: 3 on one thread, 2 on the other) or, below act_grain's size, on
+ * the caller alone. Each piece is made and quantised as quantize_range
+ * makes it (the same piece bounds, blocks quantised independently), so the
+ * same bits. */
+static void glu_piece_range(void *arg, int64_t u0, int64_t u1)
+{
+    const q8_args *q = arg;
+    const glu_rows *g = q->glu;
+    int64_t n = q->n_in, per_row = (n + GLU_PIECE - 1) / GLU_PIECE;
+    int64_t end = glu_piece_at(u1, per_row, n);
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t t = u / per_row, i = u % per_row * GLU_PIECE;
+        int64_t len = n - i < GLU_PIECE ? n - i : GLU_PIECE;
+        int64_t ahead = t * n + i + GLU_AHEAD;
+        if (ahead + GLU_PIECE <= end)
+            for (int64_t k = 0; k < GLU_PIECE; k += 16) {
+                __builtin_prefetch(g->gate + ahead + k);
+                __builtin_prefetch(g->up + ahead + k);
+            }
+        _Alignas(64) float buf[GLU_PIECE];
+        g->fn(buf, g->gate + t * n + i, g->up + t * n + i, len);
+        sl_q8act_quantize_blocks(q->a, t, i / SL_Q8A_BLOCK, (i + len) / SL_Q8A_BLOCK, buf);
+    }
+}
+
+/* Batches below this many tokens make and quantise a down projection's
+ * rows by pieces (glu_piece_range), larger ones by tokens. */
+#define GLU_PIECE_TOKENS 16
+
 /* The calling thread's buffer for quantised activations (sl_thread_scratch:
  * kept between calls, grown to the largest seen, ~7 MB for 512 tokens of
  * 6912). */
@@ -447,7 +486,10 @@ static void prepare_acts(const needs *nd, plan *pl, int n_jobs, int64_t n_in, co
     if (nd->q8) {
         sl_q8act_init(a, q8_scratch_get(sl_q8act_bytes(n_tok, n_in)), n_tok, n_in);
         q8_args q = {a, x, n_in, glu};
-        sl_pool_for(n_tok, act_grain(n_tok, n_in), quantize_range, &q);
+        if (glu && !glu->keep && n_tok < GLU_PIECE_TOKENS && n_in % SL_Q8A_BLOCK == 0)
+            sl_pool_for(n_tok * ((n_in + GLU_PIECE - 1) / GLU_PIECE), 1, glu_piece_range, &q);
+        else
+            sl_pool_for(n_tok, act_grain(n_tok, n_in), quantize_range, &q);
     } else if (glu) { /* the rows alone, before anything reads them */
         q8_args q = {NULL, x, n_in, glu};
         sl_pool_for(n_tok, act_grain(n_tok, n_in), quantize_range, &q);

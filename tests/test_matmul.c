@@ -914,14 +914,15 @@ static void test_env_kernel(int *scalar, int *avx2, int *bogus)
  * prepared give the bits of the activation on every row and then
  * sl_matmul_packed: packed integer types (made and quantised a piece at a
  * time, rows of more than one piece, gate left as it was), float types and
- * float activations (the rows made into gate in place), batches of 2, 29 and
- * a prefill's 64 tokens (the two-group tiles), 1 and 3 threads, both
- * activations, the scalar path and the best. */
+ * float activations (the rows made into gate in place), batches of 2 and 5
+ * (made and quantised by (token, piece) units over the threads), 29 and a
+ * prefill's 64 tokens (by tokens; the two-group tiles), 1 and 3 threads,
+ * both activations, the scalar path and the best. */
 static void test_glu(void)
 {
     static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q8_0, SL_TYPE_Q5_0, SL_TYPE_Q4_K,
                                     SL_TYPE_Q6_K, SL_TYPE_F32, SL_TYPE_BF16};
-    static const int64_t n_toks[] = {2, 29, 64};
+    static const int64_t n_toks[] = {2, 5, 29, 64};
     const int64_t n_out = 48, n_tok_max = 64;
     sl_pool_set_adaptive(false);
     for (int pass = 0; pass < 3; pass++) {
