@@ -128,32 +128,10 @@ R16D_INLINE __m512 d_scale(const uint8_t *p, const float *da)
     return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)), _mm512_set1_ps(*da));
 }
 
-/* Q4_0: the low nibbles masked, the high ones as 16 times their value (no
- * shift) in a chain of their own; the lane starts at -8 times the
- * activations' block sum. */
-R16D_INLINE void one_q4_0(const uint8_t *p, const sl_q8act *a, float *y)
-{
-    __m512 acc = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15), m4h = _mm512_set1_epi8((char)0xF0);
-    for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q4_0_BYTES) {
-        d_prefetch(p, SL_R16_Q4_0_BYTES, R16D_PF_Q4_0, R16D_PF_HINT_Q4_0);
-        const int8_t *q = a->q + 32 * b;
-        __m512 sc = d_scale(p, a->d + b);
-        __m512i lo = _mm512_set1_epi32(-8 * a->sum[b]), hi = _mm512_setzero_si512();
-        R16D_UNROLL
-        for (int k = 0; k < 4; k++) {
-            __m512i v = _mm512_loadu_si512(p + 32 + 64 * k);
-            lo = d_dp(lo, _mm512_and_si512(v, m4), q + 4 * k);
-            hi = d_dp(hi, _mm512_and_si512(v, m4h), q + 16 + 4 * k);
-        }
-        __m512i i = _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), sc, acc);
-    }
-    _mm512_storeu_ps(y, acc);
-}
-
 /* One Q4_0 block at p against the activation quants q, scale d and lane
- * start st (-8 times the block's activation sum): one_q4_0's operations. */
+ * start st (-8 times the block's activation sum): the low nibbles masked,
+ * the high ones as 16 times their value (no shift) in a chain of their
+ * own. */
 R16D_INLINE __m512 q4_0_lean_block(const uint8_t *p, const int8_t *q, const float *d,
                                    const int32_t *st, __m512 acc)
 {
@@ -168,6 +146,19 @@ R16D_INLINE __m512 q4_0_lean_block(const uint8_t *p, const int8_t *q, const floa
     }
     __m512i i = _mm512_add_epi32(lo, _mm512_srai_epi32(hi, 4));
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), sc, acc);
+}
+
+/* The plain Q4_0 kernel: a block at a time, its lane start made as it
+ * goes (the lean form's blocks: the same operations). */
+R16D_INLINE void one_q4_0(const uint8_t *p, const sl_q8act *a, float *y)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q4_0_BYTES) {
+        d_prefetch(p, SL_R16_Q4_0_BYTES, R16D_PF_Q4_0, R16D_PF_HINT_Q4_0);
+        int32_t st = -8 * a->sum[b];
+        acc = q4_0_lean_block(p, a->q + 32 * b, a->d + b, &st, acc);
+    }
+    _mm512_storeu_ps(y, acc);
 }
 
 /* Q8_0: quants plus 128 as unsigned bytes, 128 times the activations' sum
@@ -190,38 +181,9 @@ R16D_INLINE void one_q8_0(const uint8_t *p, const sl_q8act *a, float *y)
     _mm512_storeu_ps(y, acc);
 }
 
-/* Q5_0: Q4_0's nibbles with the fifth bits added as 16 under the byte
- * masks after them (the one-group tile's bytes); the lane starts at -16
- * times the activations' block sum. */
-R16D_INLINE void one_q5_0(const uint8_t *p, const sl_q8act *a, float *y)
-{
-    __m512 acc = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
-    for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q5_0_BYTES) {
-        d_prefetch(p, SL_R16_Q5_0_BYTES, R16D_PF_Q5_0, R16D_PF_HINT_Q5_0);
-        const int8_t *q = a->q + 32 * b;
-        const uint8_t *qs = p + 32, *hb = qs + 256;
-        __m512 sc = d_scale(p, a->d + b);
-        __m512i lo = _mm512_set1_epi32(-16 * a->sum[b]), hi = _mm512_setzero_si512();
-        R16D_UNROLL
-        for (int k = 0; k < 4; k++) {
-            __m512i v = _mm512_loadu_si512(qs + 64 * k);
-            uint64_t ml, mh;
-            memcpy(&ml, hb + 16 * k, 8);
-            memcpy(&mh, hb + 16 * k + 8, 8);
-            __m512i l = _mm512_and_si512(v, m4);
-            __m512i h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-            l = _mm512_mask_add_epi8(l, _cvtu64_mask64(ml), l, b4);
-            h = _mm512_mask_add_epi8(h, _cvtu64_mask64(mh), h, b4);
-            lo = d_dp(lo, l, q + 4 * k);
-            hi = d_dp(hi, h, q + 16 + 4 * k);
-        }
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), sc, acc);
-    }
-    _mm512_storeu_ps(y, acc);
-}
-
-/* One Q5_0 block: one_q5_0's operations, the lane start st given. */
+/* One Q5_0 block: Q4_0's nibbles with the fifth bits added as 16 under
+ * the byte masks after them (the one-group tile's bytes); the lane start
+ * st is -16 times the activations' block sum. */
 R16D_INLINE __m512 q5_0_lean_block(const uint8_t *p, const int8_t *q, const float *d,
                                    const int32_t *st, __m512 acc)
 {
@@ -243,6 +205,18 @@ R16D_INLINE __m512 q5_0_lean_block(const uint8_t *p, const int8_t *q, const floa
         hi = d_dp(hi, h, q + 16 + 4 * k);
     }
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), sc, acc);
+}
+
+/* The plain Q5_0 kernel, as one_q4_0. */
+R16D_INLINE void one_q5_0(const uint8_t *p, const sl_q8act *a, float *y)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q5_0_BYTES) {
+        d_prefetch(p, SL_R16_Q5_0_BYTES, R16D_PF_Q5_0, R16D_PF_HINT_Q5_0);
+        int32_t st = -16 * a->sum[b];
+        acc = q5_0_lean_block(p, a->q + 32 * b, a->d + b, &st, acc);
+    }
+    _mm512_storeu_ps(y, acc);
 }
 
 /* The lean form of a one-token kernel of 32-weight blocks (Q4_0, Q5_0):
