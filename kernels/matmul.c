@@ -378,6 +378,25 @@ typedef struct q8_args {
  * prefetched: two pieces. */
 #define GLU_AHEAD 1024
 
+/* The piece of token t's row from float i (up to GLU_PIECE floats) made
+ * into a buffer on the stack and quantised from there, prefetching the
+ * lines two pieces ahead while they are before end (a float offset in the
+ * rows: the range the calling thread makes). */
+static void glu_piece(const q8_args *q, int64_t t, int64_t i, int64_t end)
+{
+    const glu_rows *g = q->glu;
+    int64_t n = q->n_in, len = n - i < GLU_PIECE ? n - i : GLU_PIECE;
+    int64_t ahead = t * n + i + GLU_AHEAD;
+    if (ahead + GLU_PIECE <= end)
+        for (int64_t k = 0; k < GLU_PIECE; k += 16) {
+            __builtin_prefetch(g->gate + ahead + k);
+            __builtin_prefetch(g->up + ahead + k);
+        }
+    _Alignas(64) float buf[GLU_PIECE];
+    g->fn(buf, g->gate + t * n + i, g->up + t * n + i, len);
+    sl_q8act_quantize_blocks(q->a, t, i / SL_Q8A_BLOCK, (i + len) / SL_Q8A_BLOCK, buf);
+}
+
 /* Each token's row made (glu) and quantised, or only made (a NULL q->a).
  * When no job reads the float rows they are made a piece at a time into a
  * buffer on the stack and quantised from there: gate is left as it was,
@@ -396,18 +415,8 @@ static void quantize_range(void *arg, int64_t t0, int64_t t1)
         if (g && (g->keep || !q->a)) {
             g->fn(g->gate + t * n, g->gate + t * n, g->up + t * n, n);
         } else if (g) {
-            _Alignas(64) float buf[GLU_PIECE];
-            for (int64_t i = 0; i < n; i += GLU_PIECE) {
-                int64_t len = n - i < GLU_PIECE ? n - i : GLU_PIECE;
-                int64_t ahead = t * n + i + GLU_AHEAD;
-                if (ahead + GLU_PIECE <= t1 * n)
-                    for (int64_t k = 0; k < GLU_PIECE; k += 16) {
-                        __builtin_prefetch(g->gate + ahead + k);
-                        __builtin_prefetch(g->up + ahead + k);
-                    }
-                g->fn(buf, g->gate + t * n + i, g->up + t * n + i, len);
-                sl_q8act_quantize_blocks(q->a, t, i / SL_Q8A_BLOCK, (i + len) / SL_Q8A_BLOCK, buf);
-            }
+            for (int64_t i = 0; i < n; i += GLU_PIECE)
+                glu_piece(q, t, i, t1 * n);
             continue;
         }
         if (q->a)
@@ -432,22 +441,10 @@ static int64_t glu_piece_at(int64_t u, int64_t per_row, int64_t n)
 static void glu_piece_range(void *arg, int64_t u0, int64_t u1)
 {
     const q8_args *q = arg;
-    const glu_rows *g = q->glu;
     int64_t n = q->n_in, per_row = (n + GLU_PIECE - 1) / GLU_PIECE;
     int64_t end = glu_piece_at(u1, per_row, n);
-    for (int64_t u = u0; u < u1; u++) {
-        int64_t t = u / per_row, i = u % per_row * GLU_PIECE;
-        int64_t len = n - i < GLU_PIECE ? n - i : GLU_PIECE;
-        int64_t ahead = t * n + i + GLU_AHEAD;
-        if (ahead + GLU_PIECE <= end)
-            for (int64_t k = 0; k < GLU_PIECE; k += 16) {
-                __builtin_prefetch(g->gate + ahead + k);
-                __builtin_prefetch(g->up + ahead + k);
-            }
-        _Alignas(64) float buf[GLU_PIECE];
-        g->fn(buf, g->gate + t * n + i, g->up + t * n + i, len);
-        sl_q8act_quantize_blocks(q->a, t, i / SL_Q8A_BLOCK, (i + len) / SL_Q8A_BLOCK, buf);
-    }
+    for (int64_t u = u0; u < u1; u++)
+        glu_piece(q, u / per_row, u % per_row * GLU_PIECE, end);
 }
 
 /* Batches below this many tokens make and quantise a down projection's
