@@ -4,6 +4,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
 #include "kernels/attn.h"
 
 struct sl_kv {
@@ -13,6 +17,8 @@ struct sl_kv {
     sl_type type;
     int max_batch;       /* 0: no rings */
     int *len;            /* per sequence */
+    int *ready;          /* per sequence: positions whose rows' pages are committed */
+    bool *own;           /* per layer: holds rows (not a KV-sharing alias) */
     int64_t *row_bytes;  /* per layer of the range: bytes between slots */
     int64_t *head_bytes; /* per layer: bytes of one head's row */
     int64_t *slots;      /* per layer */
@@ -67,11 +73,13 @@ static int kv_create(sl_kv **out, const sl_config *c, int l0, int l1, int max_se
     kv->max_batch = max_batch;
     size_t nl = (size_t)(n ? n : 1);
     kv->len = calloc((size_t)max_seqs, sizeof *kv->len);
+    kv->ready = calloc((size_t)max_seqs, sizeof *kv->ready);
+    kv->own = calloc(nl, sizeof *kv->own);
     kv->row_bytes = calloc(nl, sizeof *kv->row_bytes);
     kv->head_bytes = calloc(nl, sizeof *kv->head_bytes);
     kv->slots = calloc(nl, sizeof *kv->slots);
     kv->layer_off = calloc(nl, sizeof *kv->layer_off);
-    if (!kv->len || !kv->row_bytes || !kv->head_bytes || !kv->slots || !kv->layer_off) {
+    if (!kv->len || !kv->ready || !kv->own || !kv->row_bytes || !kv->head_bytes || !kv->slots || !kv->layer_off) {
         sl_kv_free(kv);
         return sl_fail(err, "KV cache: out of memory");
     }
@@ -93,6 +101,7 @@ static int kv_create(sl_kv **out, const sl_config *c, int l0, int l1, int max_se
             kv->layer_off[i] = kv->layer_off[s];
             continue;
         }
+        kv->own[i] = true;
         kv->head_bytes[i] = (int64_t)sl_row_bytes(type, L->head_dim);
         kv->row_bytes[i] = kv->head_bytes[i] * L->n_kv_head;
         kv->slots[i] = slots_of(L, n_ctx, max_batch);
@@ -148,6 +157,8 @@ void sl_kv_free(sl_kv *kv)
     if (kv->base)
         munmap(kv->base, kv->map_bytes);
     free(kv->len);
+    free(kv->ready);
+    free(kv->own);
     free(kv->row_bytes);
     free(kv->head_bytes);
     free(kv->slots);
@@ -169,6 +180,7 @@ void sl_kv_truncate(sl_kv *kv, int seq, int len)
 void sl_kv_clear(sl_kv *kv, int seq)
 {
     kv->len[seq] = 0;
+    kv->ready[seq] = 0;
     /* Give the pages back: a released sequence should not pin memory. */
     uint8_t *start = kv->base + (size_t)seq * kv->seq_bytes;
     size_t page = 4096;
@@ -179,6 +191,50 @@ void sl_kv_clear(sl_kv *kv, int seq)
 }
 
 void sl_kv_set_len(sl_kv *kv, int seq, int len) { kv->len[seq] = len; }
+
+/* Commits the pages of bytes [p, p + n) of the mapping (whole pages around
+ * them: a page already committed stays as it is, contents untouched). */
+static void populate(uint8_t *p, size_t n)
+{
+    const uintptr_t page = 4096;
+    uintptr_t a = (uintptr_t)p & ~(page - 1);
+    uintptr_t b = ((uintptr_t)p + n + page - 1) & ~(page - 1);
+    /* an older kernel refuses the advice: the rows then fault in as written */
+    (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+}
+
+/* Slots [s0, s1) of one layer's keys and values. */
+static void populate_slots(sl_kv *kv, int seq, int i, int64_t s0, int64_t s1)
+{
+    uint8_t *k = kv->base + (size_t)seq * kv->seq_bytes + kv->layer_off[i];
+    uint8_t *v = k + (size_t)kv->row_bytes[i] * (size_t)kv->slots[i];
+    size_t rb = (size_t)kv->row_bytes[i];
+    populate(k + (size_t)s0 * rb, (size_t)(s1 - s0) * rb);
+    populate(v + (size_t)s0 * rb, (size_t)(s1 - s0) * rb);
+}
+
+void sl_kv_prefault(sl_kv *kv, int seq, int end)
+{
+    if (end <= kv->ready[seq])
+        return;
+    int n = kv->l1 - kv->l0;
+    size_t pos_bytes = 0; /* keys and values of one position in every layer */
+    for (int i = 0; i < n; i++)
+        pos_bytes += kv->own[i] ? 2 * (size_t)kv->row_bytes[i] : 0;
+    int64_t ahead = pos_bytes ? (int64_t)(SL_KV_PREFAULT_BYTES / pos_bytes) : 0;
+    if (ahead < SL_KV_PREFAULT_MIN)
+        ahead = SL_KV_PREFAULT_MIN;
+    int64_t p0 = kv->ready[seq], p1 = (int64_t)end + ahead;
+    if (p1 > kv->n_ctx)
+        p1 = kv->n_ctx;
+    for (int i = 0; i < n; i++) {
+        int64_t slots = kv->slots[i];
+        if (!kv->own[i] || p0 >= slots) /* a ring past its first lap: all committed */
+            continue;
+        populate_slots(kv, seq, i, p0, p1 < slots ? p1 : slots);
+    }
+    kv->ready[seq] = (int)p1;
+}
 
 void *sl_kv_k(sl_kv *kv, int seq, int il)
 {

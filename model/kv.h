@@ -53,6 +53,16 @@ void sl_kv_truncate(sl_kv *kv, int seq, int len);
 void sl_kv_clear(sl_kv *kv, int seq);
 /* Marks positions [0, len) as filled (the forward pass calls this). */
 void sl_kv_set_len(sl_kv *kv, int seq, int len);
+/* Commits the pages of seq's rows up to position end, and some way ahead
+ * (SL_KV_PREFAULT_BYTES of rows over all layers, at least
+ * SL_KV_PREFAULT_MIN positions, within the context), in one system call a
+ * layer's keys or values (MADV_POPULATE_WRITE) instead of a page fault as a
+ * decode step first writes each page: positions already committed cost
+ * nothing. sl_kv_clear gives the pages back (and the count); a truncation
+ * keeps them. The forward pass calls this for each batch. */
+#define SL_KV_PREFAULT_BYTES ((size_t)2 << 20)
+#define SL_KV_PREFAULT_MIN 16
+void sl_kv_prefault(sl_kv *kv, int seq, int end);
 /* Keys / values of slot 0 of layer il (absolute id) of seq. Slots are
  * sl_kv_row_bytes(kv, il) apart; a head's row is sl_kv_head_bytes(kv, il)
  * bytes at offset head * that within a slot. */

@@ -9,8 +9,15 @@
  *   refused with their reasons;
  * - a layer that reads another layer's cache (Gemma 4's KV sharing) has
  *   its source's rows and no bytes of its own, and a part without the
- *   source is refused. */
+ *   source is refused;
+ * - sl_kv_prefault commits the pages of a sequence's rows up to the
+ *   position asked for in every layer (mincore), keeps what the rows held,
+ *   leaves other sequences' rows alone, and after sl_kv_clear commits them
+ *   again. */
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/quant.h"
 #include "model/forward.h"
@@ -53,6 +60,70 @@ static int run_logits(run *r, sl_kv *kv, const int32_t *tokens, int n, sl_err *e
             return -1;
     }
     return 0;
+}
+
+/* Whether the page holding p is resident. */
+static bool resident(const void *p)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    unsigned char v = 0;
+    CHECK(mincore((void *)((uintptr_t)p & ~(page - 1)), 1, &v) == 0);
+    return v & 1;
+}
+
+/* Whether this kernel takes MADV_POPULATE_WRITE (Linux 5.14). */
+static bool can_populate(void)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    bool ok = p != MAP_FAILED && madvise(p, page, 23 /* MADV_POPULATE_WRITE */) == 0;
+    if (p != MAP_FAILED)
+        munmap(p, page);
+    return ok;
+}
+
+static void test_prefault(const sl_config *c)
+{
+    sl_err err = {{0}};
+    sl_kv *kv;
+    CHECK(sl_kv_new_typed(&kv, c, 0, c->n_layer, 2, N_TOK, SL_TYPE_F32, BATCH, &err) == 0);
+    /* a row written before the prefault keeps its bytes */
+    float *k0 = sl_kv_k(kv, 0, 0);
+    for (int i = 0; i < 16; i++)
+        k0[i] = (float)i + 0.5f;
+    int end = 300; /* past the sliding layers' rings of 256 slots */
+    sl_kv_prefault(kv, 0, end);
+    for (int i = 0; i < 16; i++)
+        CHECK(k0[i] == (float)i + 0.5f);
+    if (!can_populate()) {
+        fprintf(stderr, "test_kv: this kernel has no MADV_POPULATE_WRITE; residency not checked\n");
+        sl_kv_free(kv);
+        return;
+    }
+    for (int il = 0; il < c->n_layer; il++) {
+        int64_t rb = sl_kv_row_bytes(kv, il), slots = sl_kv_slots(kv, il);
+        int64_t last = (end < slots ? end : slots) - 1;
+        for (int64_t s = 0; s <= last; s += 7) {
+            CHECKF(resident((const uint8_t *)sl_kv_k(kv, 0, il) + s * rb), "layer %d K slot %lld",
+                   il, (long long)s);
+            CHECKF(resident((const uint8_t *)sl_kv_v(kv, 0, il) + s * rb), "layer %d V slot %lld",
+                   il, (long long)s);
+        }
+        CHECK(resident((const uint8_t *)sl_kv_v(kv, 0, il) + last * rb + rb - 1));
+    }
+    /* the other sequence's rows stay uncommitted */
+    int global = -1;
+    for (int il = 0; il < c->n_layer; il++)
+        global = sl_kv_slots(kv, il) == N_TOK ? il : global;
+    CHECK(global >= 0);
+    int64_t grb = sl_kv_row_bytes(kv, global);
+    CHECK(!resident((const uint8_t *)sl_kv_k(kv, 1, global) + 200 * grb));
+    /* cleared, the pages go back; a prefault commits them again */
+    sl_kv_clear(kv, 0);
+    CHECK(!resident((const uint8_t *)sl_kv_k(kv, 0, global) + 100 * grb));
+    sl_kv_prefault(kv, 0, 101);
+    CHECK(resident((const uint8_t *)sl_kv_k(kv, 0, global) + 100 * grb));
+    sl_kv_free(kv);
 }
 
 static float *logits_with(run *r, sl_kv *kv, const int32_t *tokens, int n)
@@ -149,6 +220,8 @@ int main(void)
         free(got);
         sl_kv_free(kv);
     }
+
+    test_prefault(c);
 
     /* refusals */
     sl_kv *small;
