@@ -447,6 +447,8 @@ static int catch_up(draft_stage *ds, dreq *r, int *seen, double *row_s, sl_err *
     if (todo > 0)
         *row_s = (ds->draft_s - draft_before) / todo;
     if (long_catch_up)
+        spa_observe_row(&r->spa, *row_s);
+    if (long_catch_up)
         ds->catch_up_s += ds->draft_s - draft_before + score_s;
     if (long_catch_up && probing) /* the next probe's: a window's worth */
         spa_observe_probe(&r->spa, (ds->draft_s - draft_before) / todo * DRAFT_WINDOW + score_s);
@@ -469,6 +471,7 @@ static int prefill_window(draft_stage *ds, dreq *r, sl_err *err)
     double draft_before = ds->draft_s;
     sl_kv_truncate(ds->kv, r->seq, 0);
     r->kv_off = off;
+    int rows = 0;
     for (int t = 0; t < r->n_hist;) {
         int n = 0;
         for (; n < ds->max_batch && t < r->n_hist; n++) {
@@ -479,8 +482,13 @@ static int prefill_window(draft_stage *ds, dreq *r, sl_err *err)
         }
         if (eval_rows(ds, n, NULL, 0, err))
             return -1;
+        rows += n;
     }
     ds->catch_up_s += ds->draft_s - draft_before;
+    /* what a row costs sets how soon the first probe comes (its catch-up
+     * of the plain steps before it: spa_observe_row) */
+    if (rows > 0)
+        spa_observe_row(&r->spa, (ds->draft_s - draft_before) / rows);
     return 0;
 }
 
@@ -498,11 +506,12 @@ static int draft_model_block(draft_stage *ds, dreq *r, int k, int room, int32_t 
         return -1;
     /* a probe drafts nothing where the acceptance its
      * catch-up just saw could not pay with a drafted token costing at
-     * least a row of the draft model (the catch-up's rows came in a batch:
+     * least a row of the draft model and the target's row verifying it
+     * (spa_least_token_s: the catch-up's rows came in a batch, a drafted
      * one alone costs more) and, once probes have measured it, what a
      * drafted token cost them: the verification of a row that would most
      * likely be rejected is what a probe of a pair that never pays loses */
-    if (probing && seen > 0 && !spa_worth_probe(&r->spa, row_s)) {
+    if (probing && seen > 0 && !spa_worth_probe(&r->spa, spa_least_token_s(row_s))) {
         spa_decline(&r->spa);
         return 0;
     }
