@@ -447,8 +447,6 @@ static int catch_up(draft_stage *ds, dreq *r, int *seen, double *row_s, sl_err *
     if (todo > 0)
         *row_s = (ds->draft_s - draft_before) / todo;
     if (long_catch_up)
-        spa_observe_row(&r->spa, *row_s);
-    if (long_catch_up)
         ds->catch_up_s += ds->draft_s - draft_before + score_s;
     if (long_catch_up && probing) /* the next probe's: a window's worth */
         spa_observe_probe(&r->spa, (ds->draft_s - draft_before) / todo * DRAFT_WINDOW + score_s);
@@ -471,7 +469,6 @@ static int prefill_window(draft_stage *ds, dreq *r, sl_err *err)
     double draft_before = ds->draft_s;
     sl_kv_truncate(ds->kv, r->seq, 0);
     r->kv_off = off;
-    int rows = 0;
     for (int t = 0; t < r->n_hist;) {
         int n = 0;
         for (; n < ds->max_batch && t < r->n_hist; n++) {
@@ -482,13 +479,8 @@ static int prefill_window(draft_stage *ds, dreq *r, sl_err *err)
         }
         if (eval_rows(ds, n, NULL, 0, err))
             return -1;
-        rows += n;
     }
     ds->catch_up_s += ds->draft_s - draft_before;
-    /* what a row costs sets how soon the first probe comes (its catch-up
-     * of the plain steps before it: spa_observe_row) */
-    if (rows > 0)
-        spa_observe_row(&r->spa, (ds->draft_s - draft_before) / rows);
     return 0;
 }
 

@@ -96,7 +96,6 @@ void spa_init_from(spa_ctl *c, const spa_ctl *prior)
     c->m_y = prior->m_y;
     c->m_ky = prior->m_ky;
     c->t_probe = prior->t_probe;
-    c->t_row = prior->t_row;
     c->free_alpha = prior->free_alpha;
     /* a few observations' weight: the new request's own steps soon rule */
     c->n_plain = prior->n_plain < 4 ? prior->n_plain : 4;
@@ -260,26 +259,11 @@ static int next_plain(spa_ctl *c)
     return spa_probe_k(c);
 }
 
-/* Plain steps measured before the first probe: SPA_WARM_PLAIN, or fewer
- * where a draft model's catch-up of them is dear (spa_observe_row): as
- * many as SPA_FIRST_CATCH_UP plain steps' worth of its rows take in, the
- * cold steps and the probe's own token among them, but at least
- * SPA_WARM_LEAST (t_plain is read from them). */
-static int warm_plain(const spa_ctl *c)
-{
-    if (c->t_row <= 0.0 || c->t_plain <= 0.0)
-        return SPA_WARM_PLAIN;
-    double rows = SPA_FIRST_CATCH_UP * c->t_plain / c->t_row - SPA_COLD_PLAIN - 1;
-    if (rows < SPA_WARM_LEAST)
-        return SPA_WARM_LEAST;
-    return rows < SPA_WARM_PLAIN ? (int)rows : SPA_WARM_PLAIN;
-}
-
 int spa_next_k(spa_ctl *c)
 {
     /* warm-up only before the first probe: a controller started from a
      * prior (spa_init_from) has its measurements already */
-    if (c->k_max == 0 || (c->n_spec == 0 && c->declined == 0 && c->n_plain < warm_plain(c)))
+    if (c->k_max == 0 || (c->n_spec == 0 && c->n_plain < SPA_WARM_PLAIN))
         return 0;
     /* the first probe, whatever the acceptance so far: what does a drafted
      * token cost? (Waiting for hope there cost prompt lookup 4% of its gain
@@ -426,13 +410,6 @@ void spa_observe_probe(spa_ctl *c, double extra_s)
     if (!(extra_s >= 0.0))
         return;
     c->t_probe = c->t_probe > 0.0 ? 0.5 * (c->t_probe + extra_s) : extra_s;
-}
-
-void spa_observe_row(spa_ctl *c, double row_s)
-{
-    if (!(row_s > 0.0))
-        return;
-    c->t_row = c->t_row > 0.0 ? 0.5 * (c->t_row + row_s) : row_s;
 }
 
 int spa_cache_offset(int n_text, int cached, int off, bool drafting, int window)

@@ -31,17 +31,6 @@
  * draft model takes in all but these last tokens of its first probe's
  * window at prefill (stages/draft.c). */
 #define SPA_WARM_PLAIN 8
-/* A draft model's first probe comes sooner where its catch-up is dear: it
- * must take in every step since the prefill (the cold steps, the measured
- * ones and the probe's own token), each a row of the draft model, so it
- * comes once SPA_WARM_LEAST plain steps are measured if that catch-up
- * would otherwise cost more than SPA_FIRST_CATCH_UP plain steps, and
- * between the two as the measured cost of a row allows (spa_observe_row;
- * stages/spec_adapt.c, warm_plain). On the tiny pair a row cost 0.14-0.2
- * of a plain step and the first probe's 11 rows 2.5-3.3 plain steps, most
- * of what adaptive k lost on text the draft cannot predict. */
-#define SPA_WARM_LEAST 4
-#define SPA_FIRST_CATCH_UP 1.0
 
 typedef struct spa_ctl {
     int k_max;          /* most tokens a step may draft */
@@ -58,8 +47,6 @@ typedef struct spa_ctl {
     long n_alpha;       /* drafted tokens behind alpha */
     double t_probe;     /* seconds a probe costs beyond its step: a draft
                          * model's catch-up (spa_observe_probe); 0 for others */
-    double t_row;       /* seconds a row of a draft model's catch-up costs
-                         * (spa_observe_row); 0 for others */
     bool free_alpha;    /* the drafter scores what it would have drafted on
                          * every plain step (spa_observe_alpha: prompt
                          * lookup), so a probe after the first is made only
@@ -146,13 +133,6 @@ void spa_decline(spa_ctl *c);
  * clearly far from paying) probes come far enough apart that they cost at
  * most SPA_PROBE_SHARE of plain decoding (stages/spec_adapt.c). */
 void spa_observe_probe(spa_ctl *c, double extra_s);
-
-/* What a row of the drafter's catch-up costs (seconds; a row of a batch):
- * a draft model tells it from its prefill and each catch-up, and its
- * first probe comes as soon as the catch-up of the steps since the
- * prefill would cost more than SPA_FIRST_CATCH_UP plain steps (after
- * SPA_WARM_LEAST, at most SPA_WARM_PLAIN measured plain steps). */
-void spa_observe_row(spa_ctl *c, double row_s);
 
 /* The least a drafted token costs, given what a row of the draft model's
  * catch-up cost: the draft's own row and the target's verification of it,

@@ -570,49 +570,6 @@ static void test_worth_probe(void)
     CHECKF(next == 52, "the probe after a declined first one came %d steps later", next);
 }
 
-/* A draft model's first probe catches up on every step since the prefill,
- * each a row of the draft (the cold steps, the measured ones and the
- * probe's own token). Where a row is dear (spa_observe_row: 0.15 of a
- * plain step, the tiny pair) the first probe comes once SPA_WARM_LEAST
- * plain steps are measured; where rows are cheap (a large target beside a
- * small draft), after SPA_WARM_PLAIN as before; in between after as many
- * as a plain step's worth of rows takes in, less the 3 others; with no row
- * cost told (prompt lookup, which has nothing to catch up), after
- * SPA_WARM_PLAIN. The first probe drafts one token. */
-static void test_first_probe_soon(void)
-{
-    struct {
-        double row_s;
-        int warm;
-    } cases[] = {{0.0, SPA_WARM_PLAIN},   {0.0015, SPA_WARM_LEAST}, {0.003, SPA_WARM_LEAST},
-                 {0.0002, SPA_WARM_PLAIN}, {0.00095, 7} /* 10.5 rows */, {0.0012, 5} /* 8.3 rows */};
-    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
-        spa_ctl c;
-        spa_init(&c, 8);
-        spa_observe_row(&c, cases[i].row_s);
-        int steps = 0, k;
-        while ((k = spa_next_k(&c)) == 0 && steps < 40) {
-            spa_observe(&c, 0, 0, 0.01);
-            steps++;
-        }
-        CHECKF(k == 1 && c.n_plain == cases[i].warm, "row %g s: the first probe (k %d) after %d measured plain "
-               "steps (%d in all), not %d", cases[i].row_s, k, c.n_plain, steps, cases[i].warm);
-    }
-    /* a row's cost is the mean of what was told; nonsense is ignored */
-    spa_ctl c;
-    spa_init(&c, 8);
-    spa_observe_row(&c, 0.002);
-    spa_observe_row(&c, -1.0);
-    spa_observe_row(&c, NAN);
-    spa_observe_row(&c, 0.001);
-    CHECKF(fabs(c.t_row - 0.0015) < 1e-12, "t_row %g", c.t_row);
-    /* a request started from the stage's prior keeps it (and needs no
-     * warm-up: its costs are known) */
-    spa_ctl d;
-    spa_init_from(&d, &c);
-    CHECK(d.t_row == c.t_row);
-}
-
 /* The least a drafted token of a draft model costs (spa_least_token_s):
  * its draft row and the target's row verifying it. The tiny pair on the
  * prompt it cannot predict (measured: a catch-up row at 0.15 of a plain
@@ -792,7 +749,6 @@ int main(void)
     test_free_alpha();
     test_worth_probe();
     test_greedy_decline();
-    test_first_probe_soon();
     test_least_token();
     test_alpha_sum();
     test_cache_offset();
