@@ -21,8 +21,9 @@
 # SECTIONS="table auto" picks the parts; N_1B (48) tokens on the 1b model
 # (0: no 1b row), synthesised once into bench/.spec-cache/; SLUICE_CMP=BIN
 # runs the auto rows with a second binary too, pair by pair (auto_row);
-# AUTO_TEMPS (0 0.8; empty: none) and AUTO_PROMPTS (0 1 2 3: the three prompts and the
-# repeating one) pick the auto rows, so a long run goes in pieces.
+# AUTO_TEMPS (0 0.8; empty: none) and AUTO_PROMPTS (0 1 2 3: the three
+# prompts and the repeating one) pick the auto rows, so that a run of many
+# pairs goes in pieces, each under the lock a few minutes.
 set -euo pipefail
 if [ "${SPEC_RT:-1}" = 1 ] && ! chrt -p $$ 2>/dev/null | grep -q SCHED_FIFO && chrt -f 20 true 2>/dev/null; then
   exec chrt -f 20 "$0" "$@"
