@@ -20,7 +20,10 @@
 #   bench/spec.sh [N_TOKENS=200] [THREADS=2] [REPS=3]
 # SECTIONS="table auto" picks the parts; N_1B (48) tokens on the 1b model
 # (0: no 1b row), synthesised once into bench/.spec-cache/; SLUICE_CMP=BIN
-# runs the auto rows with a second binary too, pair by pair (auto_row).
+# runs the auto rows with a second binary too, pair by pair (auto_row);
+# AUTO_TEMPS (0 0.8; empty: none) and AUTO_PROMPTS (0 1 2 3: the three
+# prompts and the repeating one) pick the auto rows, so that a run of many
+# pairs goes in pieces, each under the lock a few minutes.
 set -euo pipefail
 if [ "${SPEC_RT:-1}" = 1 ] && ! chrt -p $$ 2>/dev/null | grep -q SCHED_FIFO && chrt -f 20 true 2>/dev/null; then
   exec chrt -f 20 "$0" "$@"
@@ -103,7 +106,10 @@ table() {
 # how far their ratio strays from 1 is the benchmark's own noise and what
 # the stage in the chain costs; an auto row below its control lost that
 # much more to its probes (docs/DESIGN.md, "Where a declined speculation's
-# loss goes").
+# loss goes"). Under each auto row, "over control": its ratio over its
+# control's (the same drafter and temperature at k = 0) round by round,
+# the two pairs run within a minute of each other: what the controller and
+# its probes cost beyond the stage, with the load of that minute in both.
 # With SLUICE_CMP=OTHER_BINARY every pair runs with both binaries in turn
 # (OTHER first, SLUICE second: the same minute of the machine's load) and
 # the row is printed for each ("cmp" and "this" in its name's column).
@@ -136,9 +142,9 @@ auto_run() { # BINARY ORDER MODEL DRAFT TEMP N K PROMPT: speculative / plain tok
 # (its order reversed every other round), REPS rounds, so a minute of load
 # on the shared machine falls on every row alike instead of on the pairs of
 # whichever row ran then.
-auto_add() { # MODEL DRAFT TEMP N NAME PROMPT [K=auto]: one row of the auto table
+auto_add() { # MODEL DRAFT TEMP N NAME PROMPT [K=auto [CONTROL]]: one row of the auto table
   R_MODEL+=("$1"); R_DRAFT+=("$2"); R_TEMP+=("$3"); R_N+=("$4"); R_NAME+=("$5"); R_PROMPT+=("$6")
-  R_K+=("${7:-auto}")
+  R_K+=("${7:-auto}"); R_CTRL+=("${8:--1}")
 }
 
 auto_pair() { # ROW: one pair of runs of the row with each binary; appends to its files in $auto_dir
@@ -168,6 +174,12 @@ auto_rows() { # runs every row REPS rounds, interleaved, then prints them
       awk -v n="$((2 * REPS))" '{ d += $2; a += $3 }
         END { printf "%-40s         drafted %.1f, accepted %.1f a run\n", "", d / n, a / n }' "$auto_dir/$i.$b"
     done
+    if [ "${R_CTRL[$i]}" -ge 0 ]; then # against its control, round by round
+      for b in "${!bins[@]}"; do
+        paste -d' ' "$auto_dir/$i.$b" "$auto_dir/${R_CTRL[$i]}.$b" | awk '{ print $1 / $4 }' |
+          auto_stats "${tags[$b]}over control: auto/k=0" "${R_TEMP[$i]}" | sed 's/^/  /'
+      done
+    fi
     if [ -n "${SLUICE_CMP:-}" ]; then # this binary against the other, pair by pair
       paste -d' ' "$auto_dir/$i.1" "$auto_dir/$i.0" | awk '{ print $1 / $4 }' |
         auto_stats "this/cmp ${R_NAME[$i]}" "${R_TEMP[$i]}" | sed 's/^/  /'
@@ -181,19 +193,19 @@ auto() {
   [ "${N_1B:-48}" -le 0 ] || [ -f "$m1b" ] || "$SLUICE" synth --arch gemma3 --size 1b --type q4_0 -o "$m1b" >/dev/null
   auto_log=$(mktemp)
   auto_dir=$(mktemp -d)
-  R_MODEL=(); R_DRAFT=(); R_TEMP=(); R_N=(); R_NAME=(); R_PROMPT=(); R_K=()
+  R_MODEL=(); R_DRAFT=(); R_TEMP=(); R_N=(); R_NAME=(); R_PROMPT=(); R_K=(); R_CTRL=()
   printf "\nauto k vs plain decoding, %s pairs of runs a row (plain first, then last), the rows interleaved:\n" "$REPS"
   printf "the median of the pairs' ratios (a pair's: the geometric mean of its two), their IQR and a 95%% interval\n"
   printf "of the median%s\n" "${SLUICE_CMP:+; this/cmp: this binary's ratio over the other's, pair by pair}"
   printf "%-40s %5s %8s   %11s   %11s   %3s\n" "pair / prompt" temp "ratio" "IQR" "95% of med" "n"
-  for temp in 0 0.8; do
-    auto_add "$TARGET" "$DRAFT" "$temp" "$N" "control: tiny + draft k=0, prompt 0" "${prompts[0]}" 0
+  local all=("${prompts[@]}" "$repeat") c
+  for temp in ${AUTO_TEMPS-0 0.8}; do
+    c=${#R_NAME[@]}
+    auto_add "$TARGET" "$DRAFT" "$temp" "$N" "control: tiny + draft k=0, prompt 2" "${prompts[2]}" 0
     auto_add "$TARGET" prompt-lookup "$temp" "$N" "control: tiny + lookup k=0, prompt 2" "${prompts[2]}" 0
-    local i=0
-    for p in "${prompts[@]}" "$repeat"; do
-      auto_add "$TARGET" "$DRAFT" "$temp" "$N" "tiny + draft, prompt $i" "$p"
-      auto_add "$TARGET" prompt-lookup "$temp" "$N" "tiny + lookup, prompt $i" "$p"
-      i=$((i + 1))
+    for i in ${AUTO_PROMPTS:-0 1 2 3}; do
+      auto_add "$TARGET" "$DRAFT" "$temp" "$N" "tiny + draft, prompt $i" "${all[$i]}" auto "$c"
+      auto_add "$TARGET" prompt-lookup "$temp" "$N" "tiny + lookup, prompt $i" "${all[$i]}" auto $((c + 1))
     done
   done
   [ "${N_1B:-48}" -gt 0 ] && auto_add "$m1b" prompt-lookup 0 "${N_1B:-48}" "1b q4_0 + lookup, looping" "$short"

@@ -498,11 +498,12 @@ static int draft_model_block(draft_stage *ds, dreq *r, int k, int room, int32_t 
         return -1;
     /* a probe drafts nothing where the acceptance its
      * catch-up just saw could not pay with a drafted token costing at
-     * least a row of the draft model (the catch-up's rows came in a batch:
+     * least a row of the draft model and the target's row verifying it
+     * (spa_least_token_s: the catch-up's rows came in a batch, a drafted
      * one alone costs more) and, once probes have measured it, what a
      * drafted token cost them: the verification of a row that would most
      * likely be rejected is what a probe of a pair that never pays loses */
-    if (probing && seen > 0 && !spa_worth_probe(&r->spa, row_s)) {
+    if (probing && seen > 0 && !spa_worth_probe(&r->spa, spa_least_token_s(row_s))) {
         spa_decline(&r->spa);
         return 0;
     }

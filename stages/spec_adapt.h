@@ -134,6 +134,16 @@ void spa_decline(spa_ctl *c);
  * most SPA_PROBE_SHARE of plain decoding (stages/spec_adapt.c). */
 void spa_observe_probe(spa_ctl *c, double extra_s);
 
+/* The least a drafted token costs, given what a row of the draft model's
+ * catch-up cost: the draft's own row and the target's verification of it,
+ * which costs at least as much (the target is the larger model, and a
+ * catch-up's rows, like a verification's, are a batch's rows, while the
+ * drafted row runs alone). The drafters pass it to spa_worth_probe. */
+static inline double spa_least_token_s(double draft_row_s)
+{
+    return 2.0 * draft_row_s;
+}
+
 /* The clock of one request's steps, which both drafters that pace
  * themselves by step cost share (the draft stage before the target, the
  * mtp stage after sample): a step starts when the request's batch leaves

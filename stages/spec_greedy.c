@@ -79,7 +79,7 @@ static int draft_propose(sl_lm *draft, const int32_t *hist, int n_hist, int n_pr
         return -1;
     if (spa && !spa->drafting && sc.seen > 0) {
         spa_observe_alpha(spa, sc.seen, sc.hits);
-        if (!spa_worth_probe(spa, sc.row_s)) {
+        if (!spa_worth_probe(spa, spa_least_token_s(sc.row_s))) {
             spa_decline(spa);
             return 0;
         }
