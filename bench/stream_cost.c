@@ -89,7 +89,7 @@ static void run_half(int t)
     } else {
         int64_t g0 = t * S.n_groups / 2, g1 = (t + 1) * S.n_groups / 2;
         sl_r16_fn fn = stream_variants[S.variant].get(g_type);
-        fn(S.packed, g0, g1, S.a, S.y, 0);
+        sl_r16_run(fn, g_type, S.packed, S.n_groups, g0, g1, S.a, S.y, 0);
     }
     S.t_end[t] = sl_now_s();
     atomic_fetch_add_explicit(&S.done, 1, memory_order_acq_rel);

@@ -242,11 +242,48 @@ typedef struct plan {
     sl_r16f_fn groups_f;      /* float activations on a packed copy */
     sl_r16b_fn groups_b;      /* bf16 activation pairs on a packed copy (AVX512-BF16) */
     const float *x;           /* the activations this job reads (x, or x rounded to bf16) */
+    int64_t slice;            /* blocks a slice of a sliced packed copy, else 0 */
     int64_t chunk0;           /* first chunk of this job in the shared numbering */
     int64_t chunk_rows;       /* rows a chunk (ROW_CHUNK, or PREFILL_CHUNK) */
 } plan;
 
 #define MAX_JOBS 8
+
+/* Groups [g0, g1) of a packed copy of n_groups groups through fn for the
+ * tokens of v: at once, or slice by slice (slice blocks of 32 a slice, 0
+ * when not sliced: each slice a packed matrix of its columns, the lanes'
+ * sums carried through y). */
+static void run_slices(sl_r16_fn fn, sl_type type, const uint8_t *p, int64_t slice,
+                       int64_t n_groups, int64_t g0, int64_t g1, const sl_q8act *v, float *y,
+                       int64_t ldy)
+{
+    if (!slice) {
+        fn(p, g0, g1, v, y, ldy);
+        return;
+    }
+    int64_t nb = v->n_blocks;
+    for (int64_t b0 = 0; b0 < nb; b0 += slice) {
+        int64_t b1 = b0 + slice < nb ? b0 + slice : nb;
+        sl_q8act s = sl_q8act_cols(v, b0, b1);
+        s.carry = b0 > 0;
+        fn(p, g0, g1, &s, y, ldy);
+        p += (size_t)n_groups * sl_r16_group_bytes(type, 32 * (b1 - b0));
+    }
+}
+
+void sl_r16_run(sl_r16_fn fn, sl_type type, const void *packed, int64_t n_groups, int64_t g0,
+                int64_t g1, const sl_q8act *a, float *y, int64_t ldy)
+{
+    int64_t slice = sl_pack_slice_blocks(packed);
+    run_slices(fn, type, packed, slice < a->n_blocks ? slice : 0, n_groups, g0, g1, a, y, ldy);
+}
+
+static void run_groups(const plan *pl, sl_r16_fn fn, int64_t g0, int64_t g1, const sl_q8act *v,
+                       float *y, int64_t ldy)
+{
+    const sl_mm_job *j = pl->job;
+    run_slices(fn, j->type, j->packed, pl->slice, j->n_out / 16, g0, g1, v, y, ldy);
+}
 
 /* Rows of chunk c for tokens [t0, t1). */
 static void run_chunk(const plan *pl, int64_t c, int64_t n_in, int64_t t0, int64_t t1,
@@ -265,7 +302,7 @@ static void run_chunk(const plan *pl, int64_t c, int64_t n_in, int64_t t0, int64
          * goes depends on n_out alone, never on the chunking */
         int64_t full = pl->groups ? (o1 - o0) / 16 * 16 : 0;
         if (full)
-            pl->groups(j->packed, o0 / 16, (o0 + full) / 16, &v, y, j->ldy);
+            run_groups(pl, pl->groups, o0 / 16, (o0 + full) / 16, &v, y, j->ldy);
         if (o0 + full < o1)
             pl->rows(w, pl->row_bytes, o0 + full, o1, &v, y, j->ldy);
     } else if (pl->groups_b && o1 - o0 == 16) {
@@ -323,7 +360,7 @@ static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in
         const sl_mm_job *j = &jobs[i];
         bool q8 = act_q8 && sl_mmq_supports(j->type);
         pl[i] = (plan){j, sl_row_bytes(j->type, n_in), NULL, NULL, NULL, NULL, NULL, NULL, x,
-                       nd.n_chunks, ROW_CHUNK};
+                       0, nd.n_chunks, ROW_CHUNK};
         if (q8) {
             pl[i].rows = ref ? sl_mmq_ref(j->type) : mmq_for(path, j->type);
             pl[i].groups = j->packed && !ref ? r16_for(path, j->type) : NULL;
@@ -334,6 +371,8 @@ static needs plan_jobs(plan *pl, const sl_mm_job *jobs, int n_jobs, int64_t n_in
                 pl[i].groups = pl[i].pairs = one;
             if (pl[i].groups && n_tok >= PREFILL_TOKENS)
                 pl[i].chunk_rows = PREFILL_CHUNK;
+            if (pl[i].groups && sl_pack_slice_blocks(j->packed) < n_in / 32)
+                pl[i].slice = sl_pack_slice_blocks(j->packed);
         } else if (!ref) {
             pl[i].simd = kernel_for(path, j->type);
             pl[i].groups_f = j->packed ? r16f_for(path, j->type) : NULL;
@@ -525,13 +564,22 @@ static void jobs_range(void *arg, int64_t u0, int64_t u1)
             i++;
         const plan *pl = &j->pl[i];
         /* a small batch: this chunk and the next, two full groups of the
-         * same job and token block, in one call */
+         * same job and token block, in one call; a sliced copy's: every
+         * full group of the job and token block left in the range, so each
+         * slice of them streams in one run */
         int64_t o0 = (c - pl->chunk0) * ROW_CHUNK;
         if (pl->pairs && u + 1 < u1 && c + 1 < j->n_chunks && o0 + 2 * ROW_CHUNK <= pl->job->n_out) {
+            int64_t n = 2;
+            if (pl->slice) {
+                int64_t end_c = i + 1 < j->n_jobs ? j->pl[i + 1].chunk0 : j->n_chunks;
+                n = (pl->job->n_out - o0) / ROW_CHUNK; /* full groups left in the job */
+                n = n < end_c - c ? n : end_c - c;
+                n = n < u1 - u ? n : u1 - u;
+            }
             sl_q8act v = sl_q8act_tokens(j->a, t0, t1);
-            pl->pairs(pl->job->packed, o0 / 16, o0 / 16 + 2, &v, pl->job->y + t0 * pl->job->ldy,
-                      pl->job->ldy);
-            u++;
+            run_groups(pl, pl->pairs, o0 / 16, o0 / 16 + n, &v, pl->job->y + t0 * pl->job->ldy,
+                       pl->job->ldy);
+            u += n - 1;
             continue;
         }
         run_chunk(pl, c, j->n_in, t0, t1, j->a, j->xpairs);
@@ -809,7 +857,8 @@ static const uint8_t *chunk_start(const plan *pl, int n_jobs, int64_t n_in, int6
     bool packed = j->packed && (pl[i].groups || pl[i].groups_f || pl[i].groups_b) &&
                   o0 + 16 <= j->n_out;
     if (packed) {
-        size_t gb = sl_r16_group_bytes(j->type, n_in);
+        /* a sliced copy: the part's groups of the first slice */
+        size_t gb = sl_r16_group_bytes(j->type, pl[i].slice ? 32 * pl[i].slice : n_in);
         *left = (size_t)(j->n_out / 16 - o0 / 16) * gb;
         return (const uint8_t *)j->packed + (size_t)(o0 / 16) * gb;
     }
@@ -859,7 +908,8 @@ typedef struct pack_slab {
 /* In front of each copy's data, within PACK_HEADER. */
 typedef struct pack_head {
     pack_slab *slab;
-    size_t bytes; /* header and data */
+    size_t bytes;  /* header and data */
+    int64_t slice; /* blocks of 32 a slice (sl_r16_pack) */
 } pack_head;
 
 static pthread_mutex_t pack_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -902,7 +952,7 @@ static pack_head *pack_alloc(size_t bytes)
     pack_head *h = NULL;
     if (sl) {
         h = (pack_head *)((uint8_t *)sl + sl->used);
-        *h = (pack_head){sl, bytes};
+        *h = (pack_head){sl, bytes, 0};
         sl->used += bytes;
         sl->live++;
     }
@@ -923,7 +973,8 @@ void *sl_pack(sl_type wtype, const void *w, int64_t n_out, int64_t n_in)
     if (!h)
         return NULL; /* out of memory: the plain layout still works */
     uint8_t *data = (uint8_t *)h + PACK_HEADER;
-    sl_r16_pack(wtype, w, n_groups, n_in, data);
+    h->slice = wtype == SL_TYPE_BF16 ? 0 : sl_r16_slice_blocks(wtype, n_in);
+    sl_r16_pack(wtype, w, n_groups, n_in, h->slice, data);
     return data;
 }
 
@@ -940,6 +991,11 @@ void sl_pack_free(void *packed)
         munmap(sl, sl->map_bytes);
     }
     pthread_mutex_unlock(&pack_lock);
+}
+
+int64_t sl_pack_slice_blocks(const void *packed)
+{
+    return ((const pack_head *)((const uint8_t *)packed - PACK_HEADER))->slice;
 }
 
 size_t sl_pack_bytes(const void *packed)

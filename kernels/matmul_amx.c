@@ -190,7 +190,7 @@ AMX_INLINE void amx_epilogue(const int has_min, const int32_t *c, const amx_scra
     __m512 mw = has_min ? _mm512_load_ps(s->mw[u]) : _mm512_setzero_ps();
     AMX_UNROLL
     for (int i = 0; i < AMX_TOK; i++) {
-        int64_t ab = (t + i) * a->n_blocks + blk;
+        int64_t ab = (t + i) * (a->ld_in / 32) + blk;
         __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(a->d[ab]));
         acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * i)), scale, acc[i]);
         if (has_min)
@@ -202,7 +202,7 @@ AMX_INLINE void amx_epilogue(const int has_min, const int32_t *c, const amx_scra
  * matrix unit work on the next blocks while the last ones are stored. */
 #define AMX_BLOCK(a_reg, b_reg, c_reg, u)                  \
     do {                                                   \
-        _tile_loadd(a_reg, q + 32 * (u), a->n_in);         \
+        _tile_loadd(a_reg, q + 32 * (u), a->ld_in);        \
         _tile_loadd(b_reg, s->w[u], 64);                   \
         _tile_zero(c_reg);                                 \
         _tile_dpbssd(c_reg, a_reg, b_reg);                 \
@@ -227,7 +227,7 @@ AMX_INLINE void amx_tokens(const int has_min, const amx_scratch *s, int64_t b0, 
                            const sl_q8act *a, int64_t t, __m512 *acc)
 {
     int32_t c[8][AMX_TOK * 16] __attribute__((aligned(64)));
-    const int8_t *q = a->q + t * a->n_in + 32 * b0;
+    const int8_t *q = a->q + t * a->ld_in + 32 * b0;
     for (int u = 0; u < nb + 4; u += 4) {
         AMX_STEP(0, 2, 4, u);
         AMX_STEP(1, 3, 5, u + 1);
@@ -253,7 +253,9 @@ AMX_INLINE void amx_group(const int has_min, amx_unpack_fn unpack, const uint8_t
             __m512 acc[AMX_TOK];
             AMX_UNROLL
             for (int i = 0; i < AMX_TOK; i++) {
-                acc[i] = b0 ? _mm512_load_ps(park[i]) : _mm512_setzero_ps();
+                acc[i] = b0          ? _mm512_load_ps(park[i])
+                         : a->carry ? _mm512_loadu_ps(y + (t - t0 + i) * ldy)
+                                    : _mm512_setzero_ps();
                 /* each output line is written once, by this tile, and
                  * missed the caches: a store that waits for it at the head
                  * of the store buffer holds up the tile stores behind it */

@@ -87,6 +87,32 @@ sl_r16b_fn sl_r16b_avx512(sl_type wtype);
  * pool's chunks claimed in turn, -1 back to SLUICE_MM_STEAL (default 1).
  * For benchmarks and tests: the bits are the same either way. */
 void sl_matmul_set_steal(int on);
-void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, uint8_t *out);
+/* A packed copy of rows wider than L1 can hold a group of (a 16-row group
+ * of Gemma 3 1B's 6912-wide Q4_0 down projection is 62 KB) is sliced: its
+ * columns cut into slices of `slice` blocks of 32 (the last may be
+ * narrower), each slice laid out as a packed matrix of its own (every
+ * group's blocks of that slice), the slices one after another. A kernel
+ * runs on slice s as on a matrix of its columns, given
+ * sl_q8act_cols's view of them with carry set after the first (the lanes'
+ * sums carried through y: the same operations in the same order, so the
+ * same bits). sl_r16_slice_blocks is the rule (blocks a slice, n_in / 32
+ * for an unsliced copy: Q4_0 only by default); sl_r16_set_slice_bytes
+ * sets the group-slice bytes it aims at for every type that may slice
+ * (Q4_0, Q8_0, Q5_0, Q4_K, Q6_K; 0: none, -1: back to SLUICE_R16_SLICE, in
+ * KB, or the defaults), for tests and benchmarks: it applies to copies
+ * packed after it. */
+int64_t sl_r16_slice_blocks(sl_type wtype, int64_t n_in);
+void sl_r16_set_slice_bytes(int64_t bytes);
+/* Packs n_groups groups of 16 rows of w into out, sliced every `slice`
+ * blocks (n_in / 32 or 0: not sliced). */
+void sl_r16_pack(sl_type wtype, const void *w, int64_t n_groups, int64_t n_in, int64_t slice,
+                 uint8_t *out);
+/* Blocks a slice of a copy from sl_pack (n_in / 32 when not sliced). */
+int64_t sl_pack_slice_blocks(const void *packed);
+/* fn over groups [g0, g1) of a copy from sl_pack of n_groups groups, for
+ * the tokens of a (whole rows), slice by slice when it is sliced: what the
+ * driver runs, for tests and benchmarks that call a kernel directly. */
+void sl_r16_run(sl_r16_fn fn, sl_type type, const void *packed, int64_t n_groups, int64_t g0,
+                int64_t g1, const sl_q8act *a, float *y, int64_t ldy);
 
 #endif

@@ -7,7 +7,10 @@
  * every batch and tile, so the determinism contract holds.
  *
  * Layout per group of 16 rows and block of 32 (groups outermost, then
- * blocks, so a group streams through memory):
+ * blocks, so a group streams through memory; a sliced copy of wide rows,
+ * matmul_internal.h, is this layout once for each slice of columns, the
+ * slices one after another, and the kernels run on one slice at a time
+ * with the lanes' sums carried through y, sl_q8act's carry):
  *   Q4_0: 16 f16 scales, then for k = 0..3 and each row the 4 bytes
  *         qs[4k..4k+3] of that row (low nibbles: elements 4k.., high: 16+4k..)
  *   Q4_1, Q5_0, Q5_1: Q4_0's, with 16 f16 mins after the scales (Q4_1,
@@ -78,6 +81,15 @@ R16_INLINE __m512i r16_bcast(const int8_t *q)
     return _mm512_set1_epi32(v);
 }
 
+/* The lanes' start: 0, or what y holds when a carries the sums of the
+ * slices before (a sliced packed copy, sl_q8act's carry). */
+R16_INLINE void r16_start(__m512 *acc, const float *y, int64_t ldy, const sl_q8act *a, int T)
+{
+    R16_UNROLL
+    for (int t = 0; t < T; t++)
+        acc[t] = a->carry ? _mm512_loadu_ps(y + t * ldy) : _mm512_setzero_ps();
+}
+
 R16_INLINE void r16_store(float *y, const __m512 *acc, int64_t ldy, int T)
 {
     R16_UNROLL
@@ -89,9 +101,7 @@ R16_INLINE void tile_q4_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float
                           int64_t ldy, const int T)
 {
     __m512 acc[R16_TMAX];
-    R16_UNROLL
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm512_setzero_ps();
+    r16_start(acc, y, ldy, a, T);
     const __m512i m4 = _mm512_set1_epi8(15);
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q4_0_BYTES) {
         r16_prefetch(p, SL_R16_Q4_0_BYTES, T);
@@ -105,8 +115,8 @@ R16_INLINE void tile_q4_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float
         }
         R16_UNROLL
         for (int t = 0; t < T; t++) {
-            int64_t ab = (t0 + t) * a->n_blocks + b;
-            const int8_t *q = a->q + (t0 + t) * a->n_in + 32 * b;
+            int64_t ab = (t0 + t) * (a->ld_in / 32) + b;
+            const int8_t *q = a->q + (t0 + t) * a->ld_in + 32 * b;
             __m512i i0 = _mm512_set1_epi32(-8 * a->sum[ab]), i1 = _mm512_setzero_si512();
             R16_UNROLL
             for (int k = 0; k < 4; k++) {
@@ -129,9 +139,7 @@ R16_INLINE void tile_b32(const int kind, const uint8_t *p, const sl_q8act *a, in
     const int has_min = kind != SL_TYPE_Q5_0, has_hi = kind != SL_TYPE_Q4_1;
     const size_t bytes = has_min ? (has_hi ? SL_R16_Q5_1_BYTES : SL_R16_Q4_1_BYTES) : SL_R16_Q5_0_BYTES;
     __m512 acc[R16_TMAX];
-    R16_UNROLL
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm512_setzero_ps();
+    r16_start(acc, y, ldy, a, T);
     const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
     for (int64_t b = 0; b < a->n_blocks; b++, p += bytes) {
         r16_prefetch(p, (int)bytes, T);
@@ -155,8 +163,8 @@ R16_INLINE void tile_b32(const int kind, const uint8_t *p, const sl_q8act *a, in
         }
         R16_UNROLL
         for (int t = 0; t < T; t++) {
-            int64_t ab = (t0 + t) * a->n_blocks + b;
-            const int8_t *q = a->q + (t0 + t) * a->n_in + 32 * b;
+            int64_t ab = (t0 + t) * (a->ld_in / 32) + b;
+            const int8_t *q = a->q + (t0 + t) * a->ld_in + 32 * b;
             __m512i i0 = kind == SL_TYPE_Q5_0 ? _mm512_set1_epi32(-16 * a->sum[ab]) : _mm512_setzero_si512();
             __m512i i1 = _mm512_setzero_si512();
             R16_UNROLL
@@ -195,9 +203,7 @@ R16_INLINE void tile_q8_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float
                           int64_t ldy, const int T)
 {
     __m512 acc[R16_TMAX];
-    R16_UNROLL
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm512_setzero_ps();
+    r16_start(acc, y, ldy, a, T);
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q8_0_BYTES) {
         r16_prefetch(p, SL_R16_Q8_0_BYTES, T);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
@@ -207,8 +213,8 @@ R16_INLINE void tile_q8_0(const uint8_t *p, const sl_q8act *a, int64_t t0, float
             wq[k] = _mm512_loadu_si512(p + 32 + 64 * k);
         R16_UNROLL
         for (int t = 0; t < T; t++) {
-            int64_t ab = (t0 + t) * a->n_blocks + b;
-            const int8_t *q = a->q + (t0 + t) * a->n_in + 32 * b;
+            int64_t ab = (t0 + t) * (a->ld_in / 32) + b;
+            const int8_t *q = a->q + (t0 + t) * a->ld_in + 32 * b;
             __m512i i0 = _mm512_set1_epi32(-128 * a->sum[ab]), i1 = _mm512_setzero_si512();
             R16_UNROLL
             for (int k = 0; k < 8; k += 2) {
@@ -236,9 +242,7 @@ R16_INLINE void tile_q4_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
                           int64_t ldy, const int T)
 {
     __m512 acc[R16_TMAX];
-    R16_UNROLL
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm512_setzero_ps();
+    r16_start(acc, y, ldy, a, T);
     const __m512i m4 = _mm512_set1_epi8(15);
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p += SL_R16_Q4_K_BYTES) {
         __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
@@ -257,7 +261,7 @@ R16_INLINE void tile_q4_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
                 __m512i h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
                 R16_UNROLL
                 for (int t = 0; t < T; t++) {
-                    const int8_t *q = a->q + (t0 + t) * a->n_in + 256 * sb + 64 * j;
+                    const int8_t *q = a->q + (t0 + t) * a->ld_in + 256 * sb + 64 * j;
                     lo[t] = _mm512_dpbusd_epi32(lo[t], l, r16_bcast(q + 4 * k));
                     hi[t] = _mm512_dpbusd_epi32(hi[t], h, r16_bcast(q + 32 + 4 * k));
                 }
@@ -269,7 +273,7 @@ R16_INLINE void tile_q4_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
             __m512 mn1 = _mm512_mul_ps(dmv, r16_u8_ps(mn + 16 * s1));
             R16_UNROLL
             for (int t = 0; t < T; t++) {
-                int64_t ab = (t0 + t) * a->n_blocks + 8 * sb;
+                int64_t ab = (t0 + t) * (a->ld_in / 32) + 8 * sb;
                 __m512 da0 = _mm512_set1_ps(a->d[ab + s0]), da1 = _mm512_set1_ps(a->d[ab + s1]);
                 acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo[t]), _mm512_mul_ps(sc0, da0), acc[t]);
                 acc[t] = _mm512_fnmadd_ps(mn0, _mm512_set1_ps(a->ds[ab + s0]), acc[t]);
@@ -284,7 +288,7 @@ R16_INLINE void tile_q4_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
 /* -32 times the sum of the 16 quants a 16-element Q6_K scale covers. */
 R16_INLINE __m512i r16_q6_corr(const sl_q8act *a, int64_t t, int64_t elem)
 {
-    return _mm512_set1_epi32(-32 * a->s16[t * (a->n_in / 16) + elem / 16]);
+    return _mm512_set1_epi32(-32 * a->s16[t * (a->ld_in / 16) + elem / 16]);
 }
 
 /* The 16 rows' quants (0..63, a byte each) of dword kk of a superblock
@@ -318,13 +322,13 @@ R16_INLINE void q6_K_runs(const uint8_t *p, const sl_q8act *a, int64_t t0, int64
         __m512 s = _mm512_mul_ps(dv, r16_i8_ps(sc + 16 * h));
         R16_UNROLL
         for (int t = 0; t < T; t++) {
-            const int8_t *aq = a->q + (t0 + t) * a->n_in + 256 * sb + 16 * h;
+            const int8_t *aq = a->q + (t0 + t) * a->ld_in + 256 * sb + 16 * h;
             __m512i i0 = r16_q6_corr(a, t0 + t, 256 * sb + 16 * h), i1 = _mm512_setzero_si512();
             i0 = _mm512_dpbusd_epi32(i0, w[0], r16_bcast(aq));
             i1 = _mm512_dpbusd_epi32(i1, w[1], r16_bcast(aq + 4));
             i0 = _mm512_dpbusd_epi32(i0, w[2], r16_bcast(aq + 8));
             i1 = _mm512_dpbusd_epi32(i1, w[3], r16_bcast(aq + 12));
-            __m512 da = _mm512_set1_ps(a->d[(t0 + t) * a->n_blocks + 8 * sb + h / 2]);
+            __m512 da = _mm512_set1_ps(a->d[(t0 + t) * (a->ld_in / 32) + 8 * sb + h / 2]);
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)),
                                      _mm512_mul_ps(s, da), acc[t]);
         }
@@ -337,9 +341,7 @@ R16_INLINE void tile_q6_K(const uint8_t *p, const sl_q8act *a, int64_t t0, float
                           int64_t ldy, const int T)
 {
     __m512 acc[R16_TMAX];
-    R16_UNROLL
-    for (int t = 0; t < T; t++)
-        acc[t] = _mm512_setzero_ps();
+    r16_start(acc, y, ldy, a, T);
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p += SL_R16_Q6_K_BYTES) {
         q6_K_runs(p, a, t0, sb, acc, 0, T);
         q6_K_runs(p, a, t0, sb, acc, 1, T);

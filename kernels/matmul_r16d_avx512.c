@@ -121,6 +121,13 @@ R16D_INLINE __m512i d_dp(__m512i acc, __m512i w, const int8_t *q)
     return acc;
 }
 
+/* The lanes' start: 0, or y when a carries the sums of the slices before
+ * (a sliced packed copy). */
+R16D_INLINE __m512 d_start(const sl_q8act *a, const float *y)
+{
+    return a->carry ? _mm512_loadu_ps(y) : _mm512_setzero_ps();
+}
+
 /* The 16 rows' f16 scales at p times the activation scale at da, the
  * product the one-group tiles form. */
 R16D_INLINE __m512 d_scale(const uint8_t *p, const float *da)
@@ -152,7 +159,7 @@ R16D_INLINE __m512 q4_0_lean_block(const uint8_t *p, const int8_t *q, const floa
  * goes (the lean form's blocks: the same operations). */
 R16D_INLINE void one_q4_0(const uint8_t *p, const sl_q8act *a, float *y)
 {
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc = d_start(a, y);
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q4_0_BYTES) {
         d_prefetch(p, SL_R16_Q4_0_BYTES, R16D_PF_Q4_0, R16D_PF_HINT_Q4_0);
         int32_t st = -8 * a->sum[b];
@@ -165,7 +172,7 @@ R16D_INLINE void one_q4_0(const uint8_t *p, const sl_q8act *a, float *y)
  * taken off once a block. */
 R16D_INLINE void one_q8_0(const uint8_t *p, const sl_q8act *a, float *y)
 {
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc = d_start(a, y);
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q8_0_BYTES) {
         d_prefetch(p, SL_R16_Q8_0_BYTES, R16D_PF_Q8_0, R16D_PF_HINT_Q8_0);
         const int8_t *q = a->q + 32 * b;
@@ -210,7 +217,7 @@ R16D_INLINE __m512 q5_0_lean_block(const uint8_t *p, const int8_t *q, const floa
 /* The plain Q5_0 kernel, as one_q4_0. */
 R16D_INLINE void one_q5_0(const uint8_t *p, const sl_q8act *a, float *y)
 {
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc = d_start(a, y);
     for (int64_t b = 0; b < a->n_blocks; b++, p += SL_R16_Q5_0_BYTES) {
         d_prefetch(p, SL_R16_Q5_0_BYTES, R16D_PF_Q5_0, R16D_PF_HINT_Q5_0);
         int32_t st = -16 * a->sum[b];
@@ -231,7 +238,7 @@ R16D_INLINE void one_q5_0(const uint8_t *p, const sl_q8act *a, float *y)
     R16D_INLINE void one_##type##_lean(const uint8_t *p, const sl_q8act *a, const int32_t *st, \
                                        float *y)                                              \
     {                                                                                         \
-        __m512 acc = _mm512_setzero_ps();                                                     \
+        __m512 acc = d_start(a, y);                                                     \
         const int8_t *q = a->q;                                                               \
         const float *d = a->d;                                                                \
         const int32_t *end = st + (a->n_blocks & ~(int64_t)1);                                \
@@ -311,7 +318,7 @@ R16D_INLINE __m512 d_i8_ps(const uint8_t *p)
  * steps in its order: scale, min, scale, min. */
 R16D_INLINE void one_q4_K(const uint8_t *p, const sl_q8act *a, float *y)
 {
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc = d_start(a, y);
     const __m512i m4 = _mm512_set1_epi8(15), m4h = _mm512_set1_epi8((char)0xF0);
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p += SL_R16_Q4_K_BYTES) {
         __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
@@ -349,7 +356,7 @@ R16D_INLINE void one_q4_K(const uint8_t *p, const sl_q8act *a, float *y)
  * run by run in its order. */
 R16D_INLINE void one_q6_K(const uint8_t *p, const sl_q8act *a, float *y)
 {
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc = d_start(a, y);
     const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p += SL_R16_Q6_K_BYTES) {
         const uint8_t *ql = p + 288, *qh = p + 288 + 2048;

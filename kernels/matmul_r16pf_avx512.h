@@ -71,19 +71,18 @@ R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const 
     const int has_min = f.has_min, has_hi = f.has_hi, off = f.off;
     const size_t bytes = f.bytes;
     __m512 acc0[PF2_TMAX], acc1[PF2_TMAX];
-    R16_UNROLL
-    for (int t = 0; t < T; t++)
-        acc0[t] = acc1[t] = _mm512_setzero_ps();
-    const int64_t nb = a->n_blocks, nq = a->n_in;
+    r16_start(acc0, y, ldy, a, T);
+    r16_start(acc1, y + 16, ldy, a, T);
+    const int64_t nb = a->n_blocks, lb = a->ld_in / 32, nq = a->ld_in;
     const int8_t *q0 = a->q + t0 * nq;
-    const int32_t *s0 = a->sum + t0 * nb;
-    const float *d0 = a->d + t0 * nb, *ds0 = a->ds + t0 * nb;
+    const int32_t *s0 = a->sum + t0 * lb;
+    const float *d0 = a->d + t0 * lb, *ds0 = a->ds + t0 * lb;
     const uint8_t *p1 = p0 + gbytes;
     for (int64_t b = 0; b < nb; b++, p0 += bytes, p1 += bytes) {
         __m512i i0[PF2_TMAX], i1[PF2_TMAX], j0[PF2_TMAX], j1[PF2_TMAX];
         R16_UNROLL
         for (int t = 0; t < T; t++) {
-            i0[t] = i1[t] = off ? _mm512_set1_epi32(-off * s0[t * nb + b]) : _mm512_setzero_si512();
+            i0[t] = i1[t] = off ? _mm512_set1_epi32(-off * s0[t * lb + b]) : _mm512_setzero_si512();
             if (split)
                 j0[t] = j1[t] = _mm512_setzero_si512();
         }
@@ -119,7 +118,7 @@ R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const 
         __m512 dw1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p1));
         R16_UNROLL
         for (int t = 0; t < T; t++) {
-            __m512 da = _mm512_set1_ps(d0[t * nb + b]);
+            __m512 da = _mm512_set1_ps(d0[t * lb + b]);
             if (split) {
                 i0[t] = _mm512_add_epi32(i0[t], j0[t]);
                 i1[t] = _mm512_add_epi32(i1[t], j1[t]);
@@ -132,7 +131,7 @@ R16_INLINE void pf2_b32(const int kind, const uint8_t *p0, size_t gbytes, const 
             __m512 mw1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p1 + 32)));
             R16_UNROLL
             for (int t = 0; t < T; t++) {
-                __m512 ds = _mm512_set1_ps(ds0[t * nb + b]);
+                __m512 ds = _mm512_set1_ps(ds0[t * lb + b]);
                 acc0[t] = _mm512_fmadd_ps(mw0, ds, acc0[t]);
                 acc1[t] = _mm512_fmadd_ps(mw1, ds, acc1[t]);
             }
@@ -173,19 +172,18 @@ R16_INLINE void pf2_q8_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
                          float *y, int64_t ldy, const int T)
 {
     __m512 acc0[PF2_TMAX], acc1[PF2_TMAX];
-    R16_UNROLL
-    for (int t = 0; t < T; t++)
-        acc0[t] = acc1[t] = _mm512_setzero_ps();
-    const int64_t nb = a->n_blocks, nq = a->n_in;
+    r16_start(acc0, y, ldy, a, T);
+    r16_start(acc1, y + 16, ldy, a, T);
+    const int64_t nb = a->n_blocks, lb = a->ld_in / 32, nq = a->ld_in;
     const int8_t *q0 = a->q + t0 * nq;
-    const int32_t *s0 = a->sum + t0 * nb;
-    const float *d0 = a->d + t0 * nb;
+    const int32_t *s0 = a->sum + t0 * lb;
+    const float *d0 = a->d + t0 * lb;
     const uint8_t *p1 = p0 + gbytes;
     for (int64_t b = 0; b < nb; b++, p0 += SL_R16_Q8_0_BYTES, p1 += SL_R16_Q8_0_BYTES) {
         __m512i i0[PF2_TMAX], i1[PF2_TMAX], j0[PF2_TMAX], j1[PF2_TMAX];
         R16_UNROLL
         for (int t = 0; t < T; t++) {
-            i0[t] = i1[t] = _mm512_set1_epi32(-128 * s0[t * nb + b]);
+            i0[t] = i1[t] = _mm512_set1_epi32(-128 * s0[t * lb + b]);
             j0[t] = j1[t] = _mm512_setzero_si512();
         }
         R16_UNROLL
@@ -208,7 +206,7 @@ R16_INLINE void pf2_q8_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
         __m512 dw1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p1));
         R16_UNROLL
         for (int t = 0; t < T; t++) {
-            __m512 da = _mm512_set1_ps(d0[t * nb + b]);
+            __m512 da = _mm512_set1_ps(d0[t * lb + b]);
             acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0[t], j0[t])),
                                       _mm512_mul_ps(dw0, da), acc0[t]);
             acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i1[t], j1[t])),
@@ -224,7 +222,7 @@ R16_INLINE void pf2_q8_0(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
  * then tile_q4_K's float steps in its order (scale, min for 2j, then for
  * 2j + 1), a group at a time. */
 R16_INLINE void pf2_q4_K_acc(const uint8_t *p, const __m512i *lo, const __m512i *hi,
-                             const float *d0, const float *ds0, int64_t nb, int s0, __m512 *acc,
+                             const float *d0, const float *ds0, int64_t lb, int s0, __m512 *acc,
                              const int T)
 {
     __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
@@ -235,7 +233,7 @@ R16_INLINE void pf2_q4_K_acc(const uint8_t *p, const __m512i *lo, const __m512i 
     __m512 mn1 = _mm512_mul_ps(dm, r16_u8_ps(p + 192 + 16 * (s0 + 1)));
     R16_UNROLL
     for (int t = 0; t < T; t++) {
-        const float *d = d0 + t * nb + s0, *ds = ds0 + t * nb + s0;
+        const float *d = d0 + t * lb + s0, *ds = ds0 + t * lb + s0;
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo[t]), _mm512_mul_ps(sc0, _mm512_set1_ps(d[0])), acc[t]);
         acc[t] = _mm512_fnmadd_ps(mn0, _mm512_set1_ps(ds[0]), acc[t]);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi[t]), _mm512_mul_ps(sc1, _mm512_set1_ps(d[1])), acc[t]);
@@ -247,13 +245,12 @@ R16_INLINE void pf2_q4_K(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
                          float *y, int64_t ldy, const int T)
 {
     __m512 acc0[PF2_TMAX], acc1[PF2_TMAX];
-    R16_UNROLL
-    for (int t = 0; t < T; t++)
-        acc0[t] = acc1[t] = _mm512_setzero_ps();
+    r16_start(acc0, y, ldy, a, T);
+    r16_start(acc1, y + 16, ldy, a, T);
     const __m512i m4 = _mm512_set1_epi8(15);
-    const int64_t nb = a->n_blocks, nq = a->n_in;
+    const int64_t nb = a->n_blocks, lb = a->ld_in / 32, nq = a->ld_in;
     const int8_t *q0 = a->q + t0 * nq;
-    const float *d0 = a->d + t0 * nb, *ds0 = a->ds + t0 * nb;
+    const float *d0 = a->d + t0 * lb, *ds0 = a->ds + t0 * lb;
     const uint8_t *p1 = p0 + gbytes;
     for (int64_t sb = 0; sb < nb / 8; sb++, p0 += SL_R16_Q4_K_BYTES, p1 += SL_R16_Q4_K_BYTES) {
         for (int j = 0; j < 4; j++) {
@@ -278,8 +275,8 @@ R16_INLINE void pf2_q4_K(const uint8_t *p0, size_t gbytes, const sl_q8act *a, in
                     hi1[t] = _mm512_dpbusd_epi32(hi1[t], h1, bh);
                 }
             }
-            pf2_q4_K_acc(p0, lo0, hi0, d0 + 8 * sb, ds0 + 8 * sb, nb, 2 * j, acc0, T);
-            pf2_q4_K_acc(p1, lo1, hi1, d0 + 8 * sb, ds0 + 8 * sb, nb, 2 * j, acc1, T);
+            pf2_q4_K_acc(p0, lo0, hi0, d0 + 8 * sb, ds0 + 8 * sb, lb, 2 * j, acc0, T);
+            pf2_q4_K_acc(p1, lo1, hi1, d0 + 8 * sb, ds0 + 8 * sb, lb, 2 * j, acc1, T);
         }
     }
     r16_store(y, acc0, ldy, T);
@@ -317,7 +314,7 @@ R16_INLINE void pf2_q6_K_runs(const uint8_t *p0, const uint8_t *p1, const uint8_
                               const sl_q8act *a, int64_t t0, int64_t sb, __m512 *acc0,
                               __m512 *acc1, const int hq, const int T)
 {
-    const int64_t nb = a->n_blocks, nq = a->n_in, ns = a->n_in / 16;
+    const int64_t lb = a->ld_in / 32, nq = a->ld_in, ns = a->ld_in / 16;
     __m512 dv0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p0));
     __m512 dv1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p1));
     for (int h = 4 * hq; h < 4 * hq + 4; h++) {
@@ -336,7 +333,7 @@ R16_INLINE void pf2_q6_K_runs(const uint8_t *p0, const uint8_t *p1, const uint8_
         __m512 s1 = _mm512_mul_ps(dv1, r16_i8_ps(p1 + 32 + 16 * h));
         const int8_t *aq = a->q + t0 * nq + 256 * sb + 16 * h;
         const int32_t *as = a->s16 + t0 * ns + 16 * sb + h;
-        const float *ad = a->d + t0 * nb + 8 * sb + h / 2;
+        const float *ad = a->d + t0 * lb + 8 * sb + h / 2;
         R16_UNROLL
         for (int t = 0; t < T; t++) {
             __m512i i0 = _mm512_set1_epi32(-32 * as[t * ns]), i1 = i0;
@@ -346,7 +343,7 @@ R16_INLINE void pf2_q6_K_runs(const uint8_t *p0, const uint8_t *p1, const uint8_
                 i0 = _mm512_dpbusd_epi32(i0, w0[k], q);
                 i1 = _mm512_dpbusd_epi32(i1, w1[k], q);
             }
-            __m512 da = _mm512_set1_ps(ad[t * nb]);
+            __m512 da = _mm512_set1_ps(ad[t * lb]);
             acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(s0, da), acc0[t]);
             acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(s1, da), acc1[t]);
         }
@@ -357,9 +354,8 @@ R16_INLINE void pf2_q6_K(const uint8_t *p0, size_t gbytes, const uint8_t *u, con
                          int64_t t0, float *y, int64_t ldy, const int T)
 {
     __m512 acc0[PF2_TMAX], acc1[PF2_TMAX];
-    R16_UNROLL
-    for (int t = 0; t < T; t++)
-        acc0[t] = acc1[t] = _mm512_setzero_ps();
+    r16_start(acc0, y, ldy, a, T);
+    r16_start(acc1, y + 16, ldy, a, T);
     const uint8_t *p1 = p0 + gbytes;
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p0 += SL_R16_Q6_K_BYTES, p1 += SL_R16_Q6_K_BYTES) {
         pf2_q6_K_runs(p0, p1, u, a, t0, sb, acc0, acc1, 0, T);

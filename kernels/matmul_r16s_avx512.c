@@ -58,6 +58,14 @@ R16S_INLINE __m512i s_bcast(const int8_t *q)
     return _mm512_set1_epi32(v);
 }
 
+/* The lanes' start: 0, or y when a carries the slices before. */
+R16S_INLINE void s_start(__m512 *acc, const float *y, int64_t ldy, const sl_q8act *a, int T)
+{
+    R16S_UNROLL
+    for (int t = 0; t < T; t++)
+        acc[t] = a->carry ? _mm512_loadu_ps(y + t * ldy) : _mm512_setzero_ps();
+}
+
 R16S_INLINE void s_store(float *y, const __m512 *acc, int64_t ldy, int T)
 {
     R16S_UNROLL
@@ -75,16 +83,15 @@ R16S_INLINE void pair_b32(const int kind, const uint8_t *p0, const uint8_t *p1,
     const int has_min = f.has_min, has_hi = f.has_hi, off = f.off;
     const size_t bytes = f.bytes;
     __m512 acc0[R16S_T], acc1[R16S_T];
-    R16S_UNROLL
-    for (int t = 0; t < T; t++)
-        acc0[t] = acc1[t] = _mm512_setzero_ps();
+    s_start(acc0, y, ldy, a, T);
+    s_start(acc1, y + 16, ldy, a, T);
     for (int64_t b = 0; b < a->n_blocks; b++, p0 += bytes, p1 += bytes) {
         s_prefetch(p0, (int)bytes);
         s_prefetch(p1, (int)bytes);
         __m512i i0[R16S_T], i1[R16S_T];
         R16S_UNROLL
         for (int t = 0; t < T; t++)
-            i0[t] = i1[t] = off ? _mm512_set1_epi32(-off * a->sum[(t0 + t) * a->n_blocks + b])
+            i0[t] = i1[t] = off ? _mm512_set1_epi32(-off * a->sum[(t0 + t) * (a->ld_in / 32) + b])
                                 : _mm512_setzero_si512();
         const uint8_t *qs0 = p0 + (has_min ? 64 : 32), *qs1 = p1 + (has_min ? 64 : 32);
         R16S_UNROLL
@@ -93,7 +100,7 @@ R16S_INLINE void pair_b32(const int kind, const uint8_t *p0, const uint8_t *p1,
             r16_b32_unpack2(qs0, qs1, k, has_hi, &l0, &h0, &l1, &h1);
             R16S_UNROLL
             for (int t = 0; t < T; t++) {
-                const int8_t *q = a->q + (t0 + t) * a->n_in + 32 * b;
+                const int8_t *q = a->q + (t0 + t) * a->ld_in + 32 * b;
                 __m512i ql = s_bcast(q + 4 * k), qh = s_bcast(q + 16 + 4 * k);
                 i0[t] = _mm512_dpbusd_epi32(i0[t], l0, ql);
                 i1[t] = _mm512_dpbusd_epi32(i1[t], l1, ql);
@@ -105,7 +112,7 @@ R16S_INLINE void pair_b32(const int kind, const uint8_t *p0, const uint8_t *p1,
         __m512 dw1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p1));
         R16S_UNROLL
         for (int t = 0; t < T; t++) {
-            int64_t ab = (t0 + t) * a->n_blocks + b;
+            int64_t ab = (t0 + t) * (a->ld_in / 32) + b;
             __m512 da = _mm512_set1_ps(a->d[ab]);
             acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(dw0, da), acc0[t]);
             acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(dw1, da), acc1[t]);
@@ -115,7 +122,7 @@ R16S_INLINE void pair_b32(const int kind, const uint8_t *p0, const uint8_t *p1,
             __m512 mw1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p1 + 32)));
             R16S_UNROLL
             for (int t = 0; t < T; t++) {
-                __m512 ds = _mm512_set1_ps(a->ds[(t0 + t) * a->n_blocks + b]);
+                __m512 ds = _mm512_set1_ps(a->ds[(t0 + t) * (a->ld_in / 32) + b]);
                 acc0[t] = _mm512_fmadd_ps(mw0, ds, acc0[t]);
                 acc1[t] = _mm512_fmadd_ps(mw1, ds, acc1[t]);
             }
@@ -129,22 +136,21 @@ R16S_INLINE void pair_q8_0(const uint8_t *p0, const uint8_t *p1, const sl_q8act 
                            float *y, int64_t ldy, const int T)
 {
     __m512 acc0[R16S_T], acc1[R16S_T];
-    R16S_UNROLL
-    for (int t = 0; t < T; t++)
-        acc0[t] = acc1[t] = _mm512_setzero_ps();
+    s_start(acc0, y, ldy, a, T);
+    s_start(acc1, y + 16, ldy, a, T);
     for (int64_t b = 0; b < a->n_blocks; b++, p0 += SL_R16_Q8_0_BYTES, p1 += SL_R16_Q8_0_BYTES) {
         s_prefetch_at(p0, SL_R16_Q8_0_BYTES, R16S_PF_DIST_Q8_0);
         s_prefetch_at(p1, SL_R16_Q8_0_BYTES, R16S_PF_DIST_Q8_0);
         __m512i i0[R16S_T], i1[R16S_T];
         R16S_UNROLL
         for (int t = 0; t < T; t++)
-            i0[t] = i1[t] = _mm512_set1_epi32(-128 * a->sum[(t0 + t) * a->n_blocks + b]);
+            i0[t] = i1[t] = _mm512_set1_epi32(-128 * a->sum[(t0 + t) * (a->ld_in / 32) + b]);
         R16S_UNROLL
         for (int k = 0; k < 8; k++) {
             __m512i w0 = _mm512_loadu_si512(p0 + 32 + 64 * k), w1 = _mm512_loadu_si512(p1 + 32 + 64 * k);
             R16S_UNROLL
             for (int t = 0; t < T; t++) {
-                __m512i q = s_bcast(a->q + (t0 + t) * a->n_in + 32 * b + 4 * k);
+                __m512i q = s_bcast(a->q + (t0 + t) * a->ld_in + 32 * b + 4 * k);
                 i0[t] = _mm512_dpbusd_epi32(i0[t], w0, q);
                 i1[t] = _mm512_dpbusd_epi32(i1[t], w1, q);
             }
@@ -153,7 +159,7 @@ R16S_INLINE void pair_q8_0(const uint8_t *p0, const uint8_t *p1, const sl_q8act 
         __m512 dw1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p1));
         R16S_UNROLL
         for (int t = 0; t < T; t++) {
-            __m512 da = _mm512_set1_ps(a->d[(t0 + t) * a->n_blocks + b]);
+            __m512 da = _mm512_set1_ps(a->d[(t0 + t) * (a->ld_in / 32) + b]);
             acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(dw0, da), acc0[t]);
             acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(dw1, da), acc1[t]);
         }
@@ -193,7 +199,7 @@ R16S_INLINE void q4_K_sub(const uint8_t *qs0, const uint8_t *qs1, const sl_q8act
         v1 = _mm512_and_si512(v1, m4);
         R16S_UNROLL
         for (int t = 0; t < T; t++) {
-            __m512i q = s_bcast(a->q + (t0 + t) * a->n_in + 256 * sb + 64 * j + 32 * hi + 4 * k);
+            __m512i q = s_bcast(a->q + (t0 + t) * a->ld_in + 256 * sb + 64 * j + 32 * hi + 4 * k);
             i0[t] = _mm512_dpbusd_epi32(i0[t], v0, q);
             i1[t] = _mm512_dpbusd_epi32(i1[t], v1, q);
         }
@@ -206,9 +212,8 @@ R16S_INLINE void pair_q4_K(const uint8_t *p0, const uint8_t *p1, const sl_q8act 
                            float *y, int64_t ldy, const int T)
 {
     __m512 acc0[R16S_T], acc1[R16S_T];
-    R16S_UNROLL
-    for (int t = 0; t < T; t++)
-        acc0[t] = acc1[t] = _mm512_setzero_ps();
+    s_start(acc0, y, ldy, a, T);
+    s_start(acc1, y + 16, ldy, a, T);
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p0 += SL_R16_Q4_K_BYTES, p1 += SL_R16_Q4_K_BYTES) {
         for (int j = 0; j < 4; j++) {
             s_prefetch(p0 + j * (SL_R16_Q4_K_BYTES / 4), SL_R16_Q4_K_BYTES / 4);
@@ -228,7 +233,7 @@ R16S_INLINE void pair_q4_K(const uint8_t *p0, const uint8_t *p1, const sl_q8act 
                 __m512 mn1 = _mm512_mul_ps(dm1, s_u8_ps(p1 + 192 + 16 * s));
                 R16S_UNROLL
                 for (int t = 0; t < T; t++) {
-                    int64_t ab = (t0 + t) * a->n_blocks + 8 * sb + s;
+                    int64_t ab = (t0 + t) * (a->ld_in / 32) + 8 * sb + s;
                     __m512 da = _mm512_set1_ps(a->d[ab]), ds = _mm512_set1_ps(a->ds[ab]);
                     acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(sc0, da), acc0[t]);
                     acc0[t] = _mm512_fnmadd_ps(mn0, ds, acc0[t]);
@@ -273,8 +278,8 @@ R16S_INLINE void q6_K_runs2(const uint8_t *p0, const uint8_t *p1, const sl_q8act
         __m512 s1 = _mm512_mul_ps(dv1, s_i8_ps(p1 + 32 + 16 * h));
         R16S_UNROLL
         for (int t = 0; t < T; t++) {
-            const int8_t *aq = a->q + (t0 + t) * a->n_in + 256 * sb + 16 * h;
-            __m512i c = _mm512_set1_epi32(-32 * a->s16[(t0 + t) * (a->n_in / 16) + 16 * sb + h]);
+            const int8_t *aq = a->q + (t0 + t) * a->ld_in + 256 * sb + 16 * h;
+            __m512i c = _mm512_set1_epi32(-32 * a->s16[(t0 + t) * (a->ld_in / 16) + 16 * sb + h]);
             __m512i i0 = c, i1 = c;
             R16S_UNROLL
             for (int k = 0; k < 4; k++) {
@@ -282,7 +287,7 @@ R16S_INLINE void q6_K_runs2(const uint8_t *p0, const uint8_t *p1, const sl_q8act
                 i0 = _mm512_dpbusd_epi32(i0, w0[k], q);
                 i1 = _mm512_dpbusd_epi32(i1, w1[k], q);
             }
-            __m512 da = _mm512_set1_ps(a->d[(t0 + t) * a->n_blocks + 8 * sb + h / 2]);
+            __m512 da = _mm512_set1_ps(a->d[(t0 + t) * (a->ld_in / 32) + 8 * sb + h / 2]);
             acc0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(s0, da), acc0[t]);
             acc1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(s1, da), acc1[t]);
         }
@@ -293,9 +298,8 @@ R16S_INLINE void pair_q6_K(const uint8_t *p0, const uint8_t *p1, const sl_q8act 
                            float *y, int64_t ldy, const int T)
 {
     __m512 acc0[R16S_T], acc1[R16S_T];
-    R16S_UNROLL
-    for (int t = 0; t < T; t++)
-        acc0[t] = acc1[t] = _mm512_setzero_ps();
+    s_start(acc0, y, ldy, a, T);
+    s_start(acc1, y + 16, ldy, a, T);
     for (int64_t sb = 0; sb < a->n_blocks / 8; sb++, p0 += SL_R16_Q6_K_BYTES, p1 += SL_R16_Q6_K_BYTES) {
         q6_K_runs2(p0, p1, a, t0, sb, acc0, acc1, 0, T);
         q6_K_runs2(p0, p1, a, t0, sb, acc0, acc1, 1, T);

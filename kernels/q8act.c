@@ -19,6 +19,8 @@ void sl_q8act_init(sl_q8act *a, void *mem, int64_t n_tok, int64_t n_in)
     a->n_tok = n_tok;
     a->n_in = n_in;
     a->n_blocks = n_in / SL_Q8A_BLOCK;
+    a->ld_in = n_in;
+    a->carry = 0;
     size_t nb = (size_t)(a->n_blocks * n_tok);
     a->q = (int8_t *)p;
     p += round64((size_t)(n_tok * n_in));
@@ -87,11 +89,25 @@ sl_q8act sl_q8act_tokens(const sl_q8act *a, int64_t t0, int64_t t1)
 {
     sl_q8act v = *a;
     v.n_tok = t1 - t0;
-    v.q += t0 * a->n_in;
-    v.s4 += t0 * (a->n_in / 4);
-    v.s16 += t0 * (a->n_in / 16);
-    v.d += t0 * a->n_blocks;
-    v.ds += t0 * a->n_blocks;
-    v.sum += t0 * a->n_blocks;
+    v.q += t0 * a->ld_in;
+    v.s4 += t0 * (a->ld_in / 4);
+    v.s16 += t0 * (a->ld_in / 16);
+    v.d += t0 * (a->ld_in / SL_Q8A_BLOCK);
+    v.ds += t0 * (a->ld_in / SL_Q8A_BLOCK);
+    v.sum += t0 * (a->ld_in / SL_Q8A_BLOCK);
+    return v;
+}
+
+sl_q8act sl_q8act_cols(const sl_q8act *a, int64_t b0, int64_t b1)
+{
+    sl_q8act v = *a;
+    v.n_in = (b1 - b0) * SL_Q8A_BLOCK;
+    v.n_blocks = b1 - b0;
+    v.q += b0 * SL_Q8A_BLOCK;
+    v.s4 += b0 * (SL_Q8A_BLOCK / 4);
+    v.s16 += b0 * (SL_Q8A_BLOCK / 16);
+    v.d += b0;
+    v.ds += b0;
+    v.sum += b0;
     return v;
 }

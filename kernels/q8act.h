@@ -22,6 +22,13 @@ typedef struct sl_q8act {
     float *ds;    /* [n_tok][n_blocks]: d * sum of the block's quants */
     int32_t *sum; /* [n_tok][n_blocks]: sum of the block's quants */
     int32_t *s16; /* [n_tok][n_in / 16]: sum of each run of 16 quants */
+    /* Columns from one token's row to the next's in the arrays above: n_in
+     * for whole rows; wider in a view of some of the columns
+     * (sl_q8act_cols), whose arrays start at its first block. */
+    int64_t ld_in;
+    /* The packed kernels start each lane from y instead of 0 (a later
+     * slice of a sliced packed copy: the lanes' sums carried through y). */
+    int carry;
 } sl_q8act;
 
 /* Bytes sl_q8act_init needs for n_tok tokens of n_in (a multiple of 32). */
@@ -35,5 +42,8 @@ void sl_q8act_quantize(sl_q8act *a, int64_t t, const float *x);
 void sl_q8act_quantize_blocks(sl_q8act *a, int64_t t, int64_t b0, int64_t b1, const float *x);
 /* Tokens [t0, t1) of a, as a view of its own (no copy). */
 sl_q8act sl_q8act_tokens(const sl_q8act *a, int64_t t0, int64_t t1);
+/* Blocks [b0, b1) of every token of a, as a view of its own (no copy):
+ * n_in and n_blocks are the view's, ld_in a's. */
+sl_q8act sl_q8act_cols(const sl_q8act *a, int64_t b0, int64_t b1);
 
 #endif

@@ -415,10 +415,10 @@ static void test_one_token(void)
             sl_q8act_init(&a, mem, 1, n_in);
             sl_q8act_quantize(&a, 0, p.x);
             float y_one[48], y_tile[48], y_part[48];
-            one(packed, 0, n_out / 16, &a, y_one, n_out);
-            tile(packed, 0, n_out / 16, &a, y_tile, n_out);
+            sl_r16_run(one, type, packed, n_out / 16, 0, n_out / 16, &a, y_one, n_out);
+            sl_r16_run(tile, type, packed, n_out / 16, 0, n_out / 16, &a, y_tile, n_out);
             memset(y_part, 0, sizeof y_part);
-            one(packed, 1, n_out / 16, &a, y_part, n_out);
+            sl_r16_run(one, type, packed, n_out / 16, 1, n_out / 16, &a, y_part, n_out);
             CHECKF(memcmp(y_one, y_tile, sizeof y_one) == 0 &&
                        memcmp(y_part + 16, y_tile + 16, sizeof(float) * 32) == 0,
                    "%s: the one-token kernel's bits differ from the one-group kernel's (%lld wide)",
@@ -505,6 +505,101 @@ static void test_decode_split(void)
     CHECKF(bad == 0, "decode split: %d runs differ from one thread", bad);
     /* every steal run of more than a chunk on 2 or 3 threads was a parallel call */
     CHECK(want_split > 0 && split == want_split);
+    sl_matmul_set_steal(-1);
+    sl_pool_set_min_work(-1);
+    sl_pool_set_adaptive(true);
+    sl_pool_set_threads(1);
+}
+
+/* Sliced packed copies (rows cut into column slices, each laid out as a
+ * packed matrix of its own, the slices one after another; the kernels run
+ * slice by slice with the lanes' sums carried through y): the bits of the
+ * unsliced copy, on every path that reads them (one token, a small batch,
+ * prefill tiles), at 1 to 3 threads, decode split or not; widths that are
+ * not a multiple of the slice, a few groups and a remainder of rows.
+ * Small slices (sl_r16_set_slice_bytes) so that small matrices slice. */
+static void test_sliced(void)
+{
+    static const sl_type types[] = {SL_TYPE_Q4_0, SL_TYPE_Q8_0, SL_TYPE_Q5_0, SL_TYPE_Q4_K,
+                                    SL_TYPE_Q6_K};
+    static const int64_t n_toks[] = {1, 2, 3, 5, 8, 16, 20};
+    static const int64_t n_outs[] = {53, 96};
+    sl_path_force(sl_path_best());
+    sl_pool_set_adaptive(false);
+    sl_pool_set_min_work(0);
+    int bad = 0, sliced = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        sl_type type = types[ti];
+        bool k256 = sl_type_block_elems(type) == 256;
+        /* blocks of 32: 37 (slices 8, 8, 8, 8, 5), 70; superblocks: 5
+         * (slices of 1), 9 (slices of 2 and a last of 1) */
+        const int64_t widths[2] = {k256 ? 5 * 256 : 37 * 32, k256 ? 9 * 256 : 70 * 32};
+        const int64_t slice_bytes[2] = {1024, k256 ? 4096 : 2048};
+        for (int wi = 0; wi < 2; wi++)
+            for (size_t oi = 0; oi < sizeof n_outs / sizeof n_outs[0]; oi++) {
+                problem p;
+                problem_make(&p, type, n_outs[oi], widths[wi]);
+                sl_r16_set_slice_bytes(0);
+                void *plain = sl_pack(type, p.w, p.n_out, p.n_in);
+                sl_r16_set_slice_bytes(slice_bytes[wi]);
+                void *cut = sl_pack(type, p.w, p.n_out, p.n_in);
+                sl_r16_set_slice_bytes(-1);
+                if (!plain || !cut) {
+                    CHECKF(0, "%s: no packed copy", sl_type_name(type));
+                    continue;
+                }
+                int64_t nb = p.n_in / 32, sb = sl_pack_slice_blocks(cut);
+                CHECK(sl_pack_slice_blocks(plain) == nb);
+                CHECKF(sb < nb && sb % 8 == 0 && ((k256 && wi == 0) || nb % sb != 0),
+                       "%s %lld wide: slice of %lld blocks", sl_type_name(type),
+                       (long long)p.n_in, (long long)sb);
+                sliced += sb < nb;
+                CHECK(sl_pack_bytes(cut) == sl_pack_bytes(plain));
+                for (size_t ki = 0; ki < sizeof n_toks / sizeof n_toks[0]; ki++) {
+                    int64_t nt = n_toks[ki];
+                    size_t yb = sizeof(float) * (size_t)(p.n_out * nt);
+                    float *y0 = malloc(yb), *y = malloc(yb);
+                    sl_pool_set_threads(1);
+                    sl_matmul_packed(type, p.w, plain, p.n_out, p.n_in, p.x, nt, y0, p.n_out);
+                    for (int threads = 1; threads <= 3; threads++)
+                        for (int steal = 0; steal <= 1; steal++) {
+                            sl_pool_set_threads(threads);
+                            sl_matmul_set_steal(steal);
+                            for (int64_t o = 0; o < p.n_out * nt; o++)
+                                y[o] = NAN;
+                            sl_matmul_packed(type, p.w, cut, p.n_out, p.n_in, p.x, nt, y, p.n_out);
+                            if (memcmp(y, y0, yb) != 0) {
+                                bad++;
+                                fprintf(stderr, "sliced: %s %lld x %lld, %lld tokens, %d threads, steal %d: bits differ\n",
+                                        sl_type_name(type), (long long)p.n_out, (long long)p.n_in,
+                                        (long long)nt, threads, steal);
+                            }
+                        }
+                    free(y0);
+                    free(y);
+                }
+                sl_pack_free(plain);
+                sl_pack_free(cut);
+                problem_free(&p);
+            }
+    }
+    CHECKF(bad == 0, "sliced: %d runs differ from the unsliced copy", bad);
+    CHECK(sliced == 20);
+    /* Q4_1 is never sliced; 1152-wide Q8_0 (gate/up) not at the default */
+    problem p;
+    problem_make(&p, SL_TYPE_Q4_1, 16, 70 * 32);
+    sl_r16_set_slice_bytes(1024);
+    void *q41 = sl_pack(p.type, p.w, p.n_out, p.n_in);
+    sl_r16_set_slice_bytes(-1);
+    CHECK(!q41 || sl_pack_slice_blocks(q41) == 70);
+    sl_pack_free(q41);
+    problem_free(&p);
+    /* the defaults: Gemma 3 1B's Q4_0 down projection sliced, its 1152-wide
+     * rows not, the other types not */
+    CHECK(sl_r16_slice_blocks(SL_TYPE_Q4_0, 6912) == 32);
+    CHECK(sl_r16_slice_blocks(SL_TYPE_Q4_0, 1152) == 36);
+    CHECK(sl_r16_slice_blocks(SL_TYPE_Q8_0, 6912) == 216);
+    CHECK(sl_r16_slice_blocks(SL_TYPE_Q6_K, 6912) == 216);
     sl_matmul_set_steal(-1);
     sl_pool_set_min_work(-1);
     sl_pool_set_adaptive(true);
@@ -1006,6 +1101,7 @@ int main(void)
     test_packed();
     test_one_token();
     test_decode_split();
+    test_sliced();
     test_prefetch_hint();
     test_glu();
     test_pack_arena();
