@@ -427,15 +427,15 @@ void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
 
 /* ---- several query tokens at once (sl_attn_span_multi) ----
  * T tokens of one KV head whose spans start at the same key (and so share
- * the tile bounds), each with its own end: every key row loaded once serves
- * the T tokens' GN heads (Q = T * GN queries; Q <= 8), and each value row
- * the same. Each query's operations are span_gn's, in the same order: its
+ * the tile bounds), each with its own end: every key row read once from
+ * memory serves the T tokens' GN heads (Q = T * GN queries, up to 32, in
+ * register chunks of 8), and each value row the same. Each query's operations are span_gn's, in the same order: its
  * dot products are dot16n's two chains (even and odd runs of 16 dims) and
  * reduction, its values its two chains (even and odd keys of the tile) and
  * their sum. The chains are independent, so one runs after the other here,
  * which leaves the registers to the queries: a key pair's step loads two
  * runs of keys for sixteen FMAs (the one-token kernel: two keys and eight
- * runs of q for sixteen), and the keys come from L2 once per T tokens. */
+ * runs of q for sixteen), and the keys come from L1 once a chunk. */
 
 /* Dot products of NK keys at kr with Q queries, scaled, into
  * sc[q * SL_ATTN_TILE + n]. */
