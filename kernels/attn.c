@@ -11,7 +11,7 @@
 void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *part);
 int sl_attn_multi_tokens_avx512(int n_group);
 void sl_attn_span_multi_avx512(const sl_attn_f32 *a, const float *const *q, const int64_t *n_keys,
-                               sl_attn_part *part);
+                               int n_tok, sl_attn_part *part);
 void sl_attn_combine_head_avx512(const float *const *po, const float *w, int64_t n_parts,
                                  int head_dim, float inv, float *o);
 
@@ -157,12 +157,16 @@ void sl_attn_span_multi(const sl_attn_q *a, const float *const *q, int n_tok, in
     int t = 0;
 #if defined(__x86_64__)
     int tn = sl_attn_multi_tokens(a->head_dim, a->n_group);
+    /* calls of up to tn tokens; a last token alone takes the one-token
+     * kernel below */
     if (tn > 1)
-        for (; t + tn <= n_tok; t += tn) {
-            int64_t n[8];
-            for (int i = 0; i < tn; i++)
+        while (n_tok - t >= 2) {
+            int m = n_tok - t < tn ? n_tok - t : tn;
+            int64_t n[32];
+            for (int i = 0; i < m; i++)
                 n[i] = s1[t + i] - s0;
-            sl_attn_span_multi_avx512(&f, q + t, n, part + t);
+            sl_attn_span_multi_avx512(&f, q + t, n, m, part + t);
+            t += m;
         }
 #endif
     for (; t < n_tok; t++) {

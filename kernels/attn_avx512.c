@@ -12,7 +12,7 @@
 void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p);
 int sl_attn_multi_tokens_avx512(int n_group);
 void sl_attn_span_multi_avx512(const sl_attn_f32 *a, const float *const *q, const int64_t *n_keys,
-                               sl_attn_part *p);
+                               int n_tok, sl_attn_part *p);
 
 static float dot16n(const float *q, const float *k, int hd)
 {
@@ -64,6 +64,32 @@ static inline __attribute__((always_inline)) float tile_exp(float *sc, int nt, f
     return _mm512_reduce_add_ps(sum);
 }
 
+/* The scalar loop's running max over a tile, mx = s[j] > mx ? s[j] : mx
+ * from m, in vectors: the first of m, s[0], s[1], ... that has the largest
+ * value. Equal floats have equal bits but for zeros, so a nonzero largest
+ * value is the loop's; a zero one (-0 and +0 compare equal, and the loop
+ * keeps whichever came first) runs the loop itself. vmaxps returns its
+ * second operand when the first is a NaN, as the loop skips one. */
+static inline __attribute__((always_inline)) float tile_max(const float *s, int nt, float m)
+{
+    __m512 acc = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < nt; j += 16) {
+        __mmask16 mk = nt - j >= 16 ? 0xffff : (__mmask16)((1u << (nt - j)) - 1);
+        acc = _mm512_mask_max_ps(acc, mk, _mm512_maskz_loadu_ps(mk, s + j), acc);
+    }
+    float v = _mm512_reduce_max_ps(acc), mx = v > m ? v : m;
+    if (mx == 0.0f) {
+        mx = m;
+        for (int j = 0; j < nt; j++)
+            mx = s[j] > mx ? s[j] : mx;
+    }
+    return mx;
+}
+
+/* tile_max for test_attn, which sets it against the loop. */
+float sl_attn_tile_max_avx512(const float *s, int nt, float m);
+float sl_attn_tile_max_avx512(const float *s, int nt, float m) { return tile_max(s, nt, m); }
+
 /* Any group size: groups of up to 8 heads share the tiles. */
 static void span_any(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
 {
@@ -86,9 +112,7 @@ static void span_any(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
             tile_scores(&sub, t0, nt, sc);
             float corr[8];
             for (int g = 0; g < gn; g++) {
-                float *s = sc + g * SL_ATTN_TILE, mx = p->m[g0 + g];
-                for (int j = 0; j < nt; j++)
-                    mx = s[j] > mx ? s[j] : mx;
+                float *s = sc + g * SL_ATTN_TILE, mx = tile_max(s, nt, p->m[g0 + g]);
                 corr[g] = p->m[g0 + g] == -INFINITY ? 0.0f : expf(p->m[g0 + g] - mx);
                 p->l[g0 + g] = p->l[g0 + g] * corr[g] + tile_exp(s, nt, mx);
                 p->m[g0 + g] = mx;
@@ -376,9 +400,7 @@ AT_INLINE void span_gn(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p, co
         float corr[8];
         AT_UNROLL
         for (int g = 0; g < GN; g++) {
-            float *s = sc + g * SL_ATTN_TILE, mx = p->m[g];
-            for (int j = 0; j < nt; j++)
-                mx = s[j] > mx ? s[j] : mx;
+            float *s = sc + g * SL_ATTN_TILE, mx = tile_max(s, nt, p->m[g]);
             corr[g] = p->m[g] == -INFINITY ? 0.0f : expf(p->m[g] - mx);
             p->l[g] = p->l[g] * corr[g] + tile_exp(s, nt, mx);
             p->m[g] = mx;
@@ -405,15 +427,15 @@ void sl_attn_span_avx512(const sl_attn_f32 *a, int64_t n_keys, sl_attn_part *p)
 
 /* ---- several query tokens at once (sl_attn_span_multi) ----
  * T tokens of one KV head whose spans start at the same key (and so share
- * the tile bounds), each with its own end: every key row loaded once serves
- * the T tokens' GN heads (Q = T * GN queries; Q <= 8), and each value row
- * the same. Each query's operations are span_gn's, in the same order: its
+ * the tile bounds), each with its own end: every key row read once from
+ * memory serves the T tokens' GN heads (Q = T * GN queries, up to 32, in
+ * register chunks of 8), and each value row the same. Each query's operations are span_gn's, in the same order: its
  * dot products are dot16n's two chains (even and odd runs of 16 dims) and
  * reduction, its values its two chains (even and odd keys of the tile) and
  * their sum. The chains are independent, so one runs after the other here,
  * which leaves the registers to the queries: a key pair's step loads two
  * runs of keys for sixteen FMAs (the one-token kernel: two keys and eight
- * runs of q for sixteen), and the keys come from L2 once per T tokens. */
+ * runs of q for sixteen), and the keys come from L1 once a chunk. */
 
 /* Dot products of NK keys at kr with Q queries, scaled, into
  * sc[q * SL_ATTN_TILE + n]. */
@@ -471,11 +493,17 @@ AT_INLINE void mscore_keys(const float *const *qp, const float *kr, int64_t kv_s
 /* One chain (keys j0, j0 + 2, ... below each token's nt) of the weighted
  * values of runs d .. d + 16 ND into acc (Q queries). */
 AT_INLINE void mvalues_chain(__m512 acc[2][8], const float *v, int64_t kv_stride, const float *sc,
-                             const int *nt, int ntmin, int ntmax, int j0, const int Q, const int GN,
-                             const int ND)
+                             const int *nt, int ntmin, int ntmax, int j0, int hd, int d, const int Q,
+                             const int GN, const int ND)
 {
     int j = j0;
+    /* the next strip's runs of 16 dims inside the rows (never past a row) */
+    const int pf_runs = (hd - d - 16 * ND) / 16;
     for (; j < ntmin; j += 2, v += 2 * kv_stride) {
+        AT_UNROLL
+        for (int c = 0; c < ND; c++)
+            if (c < pf_runs)
+                _mm_prefetch((const char *)(v + 16 * ND + 16 * c), _MM_HINT_T0);
         __m512 vv[2];
         AT_UNROLL
         for (int c = 0; c < ND; c++)
@@ -502,7 +530,7 @@ AT_INLINE void mvalues_chain(__m512 acc[2][8], const float *v, int64_t kv_stride
 /* The tile's values of runs d .. d + 16 ND for every query: o = (o * corr
  * + even keys) + odd keys, stored for the tokens with keys in the tile. */
 AT_INLINE void mvalues_dims(const float *v, int64_t kv_stride, const float *sc, const float *corr,
-                            float *const *o, const int *nt, int ntmin, int ntmax, int d,
+                            float *const *o, const int *nt, int ntmin, int ntmax, int hd, int d,
                             const int Q, const int GN, const int ND)
 {
     __m512 ev[2][8], od[2][8];
@@ -513,8 +541,8 @@ AT_INLINE void mvalues_dims(const float *v, int64_t kv_stride, const float *sc, 
             ev[c][q] = _mm512_mul_ps(_mm512_loadu_ps(o[q] + d + 16 * c), _mm512_set1_ps(corr[q]));
             od[c][q] = _mm512_setzero_ps();
         }
-    mvalues_chain(ev, v + d, kv_stride, sc, nt, ntmin, ntmax, 0, Q, GN, ND);
-    mvalues_chain(od, v + kv_stride + d, kv_stride, sc, nt, ntmin, ntmax, 1, Q, GN, ND);
+    mvalues_chain(ev, v + d, kv_stride, sc, nt, ntmin, ntmax, 0, hd, d, Q, GN, ND);
+    mvalues_chain(od, v + kv_stride + d, kv_stride, sc, nt, ntmin, ntmax, 1, hd, d, Q, GN, ND);
     AT_UNROLL
     for (int q = 0; q < Q; q++)
         if (nt[q / GN] > 0)
@@ -523,15 +551,20 @@ AT_INLINE void mvalues_dims(const float *v, int64_t kv_stride, const float *sc, 
                 _mm512_storeu_ps(o[q] + d + 16 * c, _mm512_add_ps(ev[c][q], od[c][q]));
 }
 
+/* Queries a chunk of the scores' and values' steps holds in registers. */
+enum { MCHUNK = 8, MQMAX = 32 };
+
+/* The tokens' queries are taken in chunks of MCHUNK (QR left over: T * GN
+ * mod MCHUNK, a constant here): each key pair is scored and each strip of
+ * a tile's values added for one chunk after another, the rows loaded again
+ * from L1. */
 AT_INLINE void span_multi_gn(const sl_attn_f32 *a, const float *const *qt, const int64_t *n_keys,
-                             sl_attn_part *p, const int GN, const int T)
+                             int T, sl_attn_part *p, const int GN, const int QR)
 {
-    enum { QMAX = 8 };
-    const int Q = GN * T, hd = a->head_dim;
-    const float *qp[QMAX];
-    float *o[QMAX];
+    const int Q = GN * T, hd = a->head_dim, FC = Q / MCHUNK;
+    const float *qp[MQMAX];
+    float *o[MQMAX];
     int64_t nmax = 0;
-    AT_UNROLL
     for (int t = 0; t < T; t++) {
         nmax = n_keys[t] > nmax ? n_keys[t] : nmax;
         AT_UNROLL
@@ -544,29 +577,45 @@ AT_INLINE void span_multi_gn(const sl_attn_f32 *a, const float *const *qt, const
         }
     }
     const int row_lines = (hd * (int)sizeof(float) + 63) / 64;
-    float sc[QMAX * SL_ATTN_TILE];
+    const int v_lines = row_lines < 2 ? row_lines : 2;
+    float sc[MQMAX * SL_ATTN_TILE];
     for (int64_t t0 = 0; t0 < nmax; t0 += SL_ATTN_TILE) {
-        int nt[QMAX], ntmin = SL_ATTN_TILE, ntmax = 0;
-        AT_UNROLL
+        int nt[MQMAX], ntmin = SL_ATTN_TILE, ntmax = 0;
         for (int t = 0; t < T; t++) {
             int64_t r = n_keys[t] - t0;
             nt[t] = r <= 0 ? 0 : r < SL_ATTN_TILE ? (int)r : SL_ATTN_TILE;
             ntmin = nt[t] < ntmin ? nt[t] : ntmin;
             ntmax = nt[t] > ntmax ? nt[t] : ntmax;
         }
-        const float *k = a->k + t0 * a->kv_stride;
+        const float *k = a->k + t0 * a->kv_stride, *v = a->v + t0 * a->kv_stride;
         int j = 0;
+        /* the keys PF_KEYS ahead and the first lines of the values (as
+         * tile_scores_gn: a verification's first call of a block reads
+         * them from memory) */
         for (; j + 2 <= ntmax; j += 2) {
             if (t0 + j + PF_KEYS + 1 < nmax) {
                 pf_lines(k + (j + PF_KEYS) * a->kv_stride, row_lines);
                 pf_lines(k + (j + PF_KEYS + 1) * a->kv_stride, row_lines);
             }
-            mscore_keys(qp, k + j * a->kv_stride, a->kv_stride, hd, a->scale, sc + j, Q, 2);
+            pf_lines(v + j * a->kv_stride, v_lines);
+            pf_lines(v + (j + 1) * a->kv_stride, v_lines);
+            for (int c = 0; c < FC; c++)
+                mscore_keys(qp + c * MCHUNK, k + j * a->kv_stride, a->kv_stride, hd, a->scale,
+                            sc + c * MCHUNK * SL_ATTN_TILE + j, MCHUNK, 2);
+            if (QR)
+                mscore_keys(qp + FC * MCHUNK, k + j * a->kv_stride, a->kv_stride, hd, a->scale,
+                            sc + FC * MCHUNK * SL_ATTN_TILE + j, QR, 2);
         }
-        if (j < ntmax)
-            mscore_keys(qp, k + j * a->kv_stride, a->kv_stride, hd, a->scale, sc + j, Q, 1);
-        float corr[QMAX];
-        AT_UNROLL
+        if (j < ntmax) {
+            pf_lines(v + j * a->kv_stride, v_lines);
+            for (int c = 0; c < FC; c++)
+                mscore_keys(qp + c * MCHUNK, k + j * a->kv_stride, a->kv_stride, hd, a->scale,
+                            sc + c * MCHUNK * SL_ATTN_TILE + j, MCHUNK, 1);
+            if (QR)
+                mscore_keys(qp + FC * MCHUNK, k + j * a->kv_stride, a->kv_stride, hd, a->scale,
+                            sc + FC * MCHUNK * SL_ATTN_TILE + j, QR, 1);
+        }
+        float corr[MQMAX];
         for (int t = 0; t < T; t++)
             AT_UNROLL
             for (int g = 0; g < GN; g++) {
@@ -584,47 +633,84 @@ AT_INLINE void span_multi_gn(const sl_attn_f32 *a, const float *const *qt, const
                                               _mm512_mul_ps(cap, sl_tanh512(_mm512_mul_ps(x, inv))));
                     }
                 }
-                float mx = p[t].m[g];
-                for (int jj = 0; jj < n; jj++)
-                    mx = s[jj] > mx ? s[jj] : mx;
+                float mx = tile_max(s, n, p[t].m[g]);
                 corr[t * GN + g] = p[t].m[g] == -INFINITY ? 0.0f : expf(p[t].m[g] - mx);
                 p[t].l[g] = p[t].l[g] * corr[t * GN + g] + tile_exp(s, n, mx);
                 p[t].m[g] = mx;
             }
-        const float *v = a->v + t0 * a->kv_stride;
+        /* a strip of the tile's value rows (8 KB at 256 dims) stays in L1
+         * for every chunk; ntmin and ntmax only cut a chain's loop, each
+         * query still adds its keys below its token's end in order */
         int d = 0;
-        for (; d + 32 <= hd; d += 32)
-            mvalues_dims(v, a->kv_stride, sc, corr, o, nt, ntmin, ntmax, d, Q, GN, 2);
-        for (; d < hd; d += 16)
-            mvalues_dims(v, a->kv_stride, sc, corr, o, nt, ntmin, ntmax, d, Q, GN, 1);
+        for (; d + 32 <= hd; d += 32) {
+            for (int c = 0; c < FC; c++)
+                mvalues_dims(v, a->kv_stride, sc + c * MCHUNK * SL_ATTN_TILE, corr + c * MCHUNK,
+                             o + c * MCHUNK, nt + c * MCHUNK / GN, ntmin, ntmax, hd, d, MCHUNK, GN, 2);
+            if (QR)
+                mvalues_dims(v, a->kv_stride, sc + FC * MCHUNK * SL_ATTN_TILE, corr + FC * MCHUNK,
+                             o + FC * MCHUNK, nt + FC * MCHUNK / GN, ntmin, ntmax, hd, d, QR, GN, 2);
+        }
+        for (; d < hd; d += 16) {
+            for (int c = 0; c < FC; c++)
+                mvalues_dims(v, a->kv_stride, sc + c * MCHUNK * SL_ATTN_TILE, corr + c * MCHUNK,
+                             o + c * MCHUNK, nt + c * MCHUNK / GN, ntmin, ntmax, hd, d, MCHUNK, GN, 1);
+            if (QR)
+                mvalues_dims(v, a->kv_stride, sc + FC * MCHUNK * SL_ATTN_TILE, corr + FC * MCHUNK,
+                             o + FC * MCHUNK, nt + FC * MCHUNK / GN, ntmin, ntmax, hd, d, QR, GN, 1);
+        }
     }
 }
 
-static void span_m1(const sl_attn_f32 *a, const float *const *q, const int64_t *n, sl_attn_part *p)
+/* One instance a remainder (T * GN mod MCHUNK): GN = 1 any of 0..7, GN = 2
+ * 0, 2, 4 or 6, GN = 4 0 or 4. */
+static void span_m1(const sl_attn_f32 *a, const float *const *q, const int64_t *n, int T,
+                    sl_attn_part *p)
 {
-    span_multi_gn(a, q, n, p, 1, 8);
+    switch (T % MCHUNK) {
+    case 0: span_multi_gn(a, q, n, T, p, 1, 0); break;
+    case 1: span_multi_gn(a, q, n, T, p, 1, 1); break;
+    case 2: span_multi_gn(a, q, n, T, p, 1, 2); break;
+    case 3: span_multi_gn(a, q, n, T, p, 1, 3); break;
+    case 4: span_multi_gn(a, q, n, T, p, 1, 4); break;
+    case 5: span_multi_gn(a, q, n, T, p, 1, 5); break;
+    case 6: span_multi_gn(a, q, n, T, p, 1, 6); break;
+    default: span_multi_gn(a, q, n, T, p, 1, 7); break;
+    }
 }
-static void span_m2(const sl_attn_f32 *a, const float *const *q, const int64_t *n, sl_attn_part *p)
+static void span_m2(const sl_attn_f32 *a, const float *const *q, const int64_t *n, int T,
+                    sl_attn_part *p)
 {
-    span_multi_gn(a, q, n, p, 2, 4);
+    switch (2 * T % MCHUNK) {
+    case 0: span_multi_gn(a, q, n, T, p, 2, 0); break;
+    case 2: span_multi_gn(a, q, n, T, p, 2, 2); break;
+    case 4: span_multi_gn(a, q, n, T, p, 2, 4); break;
+    default: span_multi_gn(a, q, n, T, p, 2, 6); break;
+    }
 }
-static void span_m4(const sl_attn_f32 *a, const float *const *q, const int64_t *n, sl_attn_part *p)
+static void span_m4(const sl_attn_f32 *a, const float *const *q, const int64_t *n, int T,
+                    sl_attn_part *p)
 {
-    span_multi_gn(a, q, n, p, 4, 2);
+    if (4 * T % MCHUNK)
+        span_multi_gn(a, q, n, T, p, 4, 4);
+    else
+        span_multi_gn(a, q, n, T, p, 4, 0);
 }
 
+/* Up to MQMAX queries a call (the tokens of a verification of up to 8
+ * with 4 heads a KV head see a block in one call, so its keys and values
+ * come from memory once and from L1 for the other chunks). */
 int sl_attn_multi_tokens_avx512(int n_group)
 {
-    return n_group == 1 ? 8 : n_group == 2 ? 4 : n_group == 4 ? 2 : 1;
+    return n_group == 1 || n_group == 2 || n_group == 4 ? MQMAX / n_group : 1;
 }
 
 void sl_attn_span_multi_avx512(const sl_attn_f32 *a, const float *const *q, const int64_t *n_keys,
-                               sl_attn_part *p)
+                               int n_tok, sl_attn_part *p)
 {
     switch (a->n_group) {
-    case 1: span_m1(a, q, n_keys, p); break;
-    case 2: span_m2(a, q, n_keys, p); break;
-    default: span_m4(a, q, n_keys, p); break;
+    case 1: span_m1(a, q, n_keys, n_tok, p); break;
+    case 2: span_m2(a, q, n_keys, n_tok, p); break;
+    default: span_m4(a, q, n_keys, n_tok, p); break;
     }
 }
 

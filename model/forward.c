@@ -702,7 +702,12 @@ static int attention(sl_fwd *f, sl_kv *kv, const sl_batch *b, int il, sl_err *er
     if (grow((void **)&f->parts, &f->parts_cap, total * pf, sizeof(float), err))
         return -1;
     attn_args a = {f, kv, b, il, pairs, total, NULL};
+    /* a verification's tokens (up to ATTN_BLOCK_CLAIM_TOKENS) see a block
+     * in one call where the kernel takes them; a prefill's calls keep 8
+     * queries (many groups a block already, and units of that size) */
     int most = sl_attn_multi_tokens(L->head_dim, group);
+    if (n > ATTN_BLOCK_CLAIM_TOKENS && most > 8 / group)
+        most = 8 / group > 1 ? 8 / group : 1;
     int64_t n_groups = group_units(&a, most < 16 ? most : 16, order + total);
     int64_t *claims = order + total + cnt_len, n_claims = 0;
     if (n <= ATTN_BLOCK_CLAIM_TOKENS) {

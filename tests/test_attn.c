@@ -3,7 +3,9 @@
  * heads, key ranges that start and end inside spans and tiles, windows,
  * soft-capping. And the split contract: spans computed in any order and
  * combined give the bits of one sl_attn call. */
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/attn.h"
 #include "kernels/cpu.h"
@@ -219,15 +221,51 @@ static void check_groups(int hd, int64_t j0, int64_t j1, float softcap)
     setup_free(&s);
 }
 
+#if defined(__x86_64__)
+float sl_attn_tile_max_avx512(const float *s, int nt, float m);
+
+/* The AVX-512 kernels' tile max against the scalar loop it stands for
+ * (mx = s[j] > mx ? s[j] : mx from m), bit for bit: ties of the largest
+ * value, -0 and +0 (the loop keeps the first), NaNs (skipped), -inf, every
+ * tile length. */
+static void check_tile_max(void)
+{
+    if (sl_path_best() < SL_PATH_AVX512)
+        return;
+    float s[SL_ATTN_TILE];
+    static const float picks[] = {0.0f, -0.0f, 1.5f, -2.0f, NAN, -INFINITY, 3.0f, -0.0f};
+    static const float inits[] = {-INFINITY, 0.0f, -0.0f, 1.5f, 3.0f, -5.0f};
+    int bad = 0;
+    for (int round = 0; round < 400; round++)
+        for (int nt = 1; nt <= SL_ATTN_TILE; nt++) {
+            for (int j = 0; j < nt; j++) {
+                float r = rnd();
+                /* mostly a few values (ties, zeros), sometimes any */
+                s[j] = round % 4 == 3 ? r * 4.0f : picks[(int)((r + 1.0f) * 4.0f) & 7];
+                if (round % 4 == 2 && s[j] > 0.0f)
+                    s[j] = -s[j]; /* no positive value: zeros are the largest */
+            }
+            float m = inits[round % 6], want = m;
+            for (int j = 0; j < nt; j++)
+                want = s[j] > want ? s[j] : want;
+            float got = sl_attn_tile_max_avx512(s, nt, m);
+            bad += memcmp(&got, &want, sizeof got) != 0;
+        }
+    CHECKF(bad == 0, "tile max differs from the scalar loop in %d cases", bad);
+}
+#endif
+
 /* sl_attn_span_multi: each token's partial (m, l and o) has the bits of
  * sl_attn_span for that token alone, on every path, whatever tokens share
  * the call: one start (a span's first key or a window's start inside it),
  * ends scattered over the span so tokens leave it in different tiles, on a
- * tile's last key or one past it, and batches of every size from 1 to 11
- * (the AVX-512 kernel's 2, 4 or 8 tokens a pass and the ones left over). */
+ * tile's last key or one past it, and batches of every size from 1 to 17
+ * (the AVX-512 kernel's chunks of 8 queries, the queries left over, its
+ * 32 queries a call and the tokens after them). One token's query is zero
+ * (its scores all zero: the tile max's zero case). */
 static void check_multi(int hd, int ng, int64_t s0, float softcap, sl_type kv_type)
 {
-    enum { NT = 11 };
+    enum { NT = 17 };
     int64_t blk = s0 - s0 % SL_ATTN_SPAN, end = blk + SL_ATTN_SPAN;
     setup s;
     setup_make(&s, hd, ng, end + 1, 2.0f, softcap);
@@ -236,11 +274,11 @@ static void check_multi(int hd, int ng, int64_t s0, float softcap, sl_type kv_ty
         setup_retype(&s, kv_type, &kbuf, &vbuf);
     float *q = malloc(sizeof(float) * (size_t)(NT * ng * hd));
     for (int i = 0; i < NT * ng * hd; i++)
-        q[i] = rnd() * 2.0f;
+        q[i] = i / (ng * hd) == 5 ? 0.0f : rnd() * 2.0f;
     const float *qt[NT];
     int64_t s1[NT];
     /* ends: one key, both sides of the tile edge, the span's last keys */
-    static const int64_t ends[NT] = {65, 64, 1, 128, 66, 63, 127, 2, 100, 64, 33};
+    static const int64_t ends[NT] = {65, 64, 1, 128, 66, 63, 127, 2, 100, 64, 33, 128, 70, 5, 64, 96, 127};
     for (int t = 0; t < NT; t++) {
         qt[t] = q + t * ng * hd;
         int64_t e = blk + ends[t];
@@ -287,6 +325,9 @@ static void check_multi(int hd, int ng, int64_t s0, float softcap, sl_type kv_ty
 int main(void)
 {
     test_spans();
+#if defined(__x86_64__)
+    check_tile_max();
+#endif
     static const int hds[] = {16, 64, 80, 256, 24};
     static const int groups[] = {1, 2, 4, 11};
     static const int64_t ranges[][2] = {{0, 1}, {0, 63}, {0, 65}, {3, 200}, {500, 1100}, {0, 1500}};
