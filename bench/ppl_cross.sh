@@ -118,7 +118,9 @@
 #   THREADS     threads for both (default 2)
 #   REF_UBATCH  llama-perplexity's small micro-batch, below 32 (default 16)
 #   QUANT_ARGS  extra llama-quantize arguments (default none)
-#   WORK        scratch directory (default a temporary one, removed)
+#   WORK        scratch directory (default a temporary one, removed); the
+#               f16 file and llama-perplexity's numbers on it (for the
+#               default text) stay there, so runs in pieces make them once
 #   SLUICE      the sluice binary (default build/sluice of this tree)
 set -euo pipefail
 
@@ -194,6 +196,18 @@ sluice_ppl() {
 llama_ppl() {
   "$perplexity" -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" -b "$CTX" -ub "$2" 2>&1 | final_ppl
 }
+# llama_f16_ppl UBATCH: llama_ppl on the f16 file, kept in WORK (when given)
+# for the next run with the same text, chunking and threads
+llama_f16_ppl() {
+  local keep=$work/f16-llama-c$CTX-n$CHUNKS-t$THREADS-ub$1.ppl v
+  if [[ -n ${WORK:-} && -z ${TEXT:-} && -s $keep ]]; then
+    cat "$keep"
+    return
+  fi
+  v=$(llama_ppl "$f16" "$1")
+  [[ -n ${WORK:-} && -z ${TEXT:-} && -n $v ]] && echo "$v" > "$keep"
+  echo "$v"
+}
 
 # quantize_llama TYPE OUT RULES: llama-quantize f16 -> OUT (RULES: --custom-q's)
 quantize_llama() {
@@ -268,8 +282,13 @@ for t in f16 "${types[@]}"; do
   oub=$CTX
   [[ $lub == "$CTX" ]] && oub=$REF_UBATCH
   s=$(sluice_ppl "$file" || true)
-  l=$(llama_ppl "$file" "$lub" || true)
-  o=$(llama_ppl "$file" "$oub" || true)
+  if [[ $t == f16 ]]; then
+    l=$(llama_f16_ppl "$lub" || true)
+    o=$(llama_f16_ppl "$oub" || true)
+  else
+    l=$(llama_ppl "$file" "$lub" || true)
+    o=$(llama_ppl "$file" "$oub" || true)
+  fi
   r=-
   ro=-
   [[ -n $s && -n $l ]] && r=$(ratio "$s" "$l")
