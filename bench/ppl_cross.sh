@@ -99,9 +99,10 @@
 #   Q2_K   267383.14  266522.76  16 1.0032  267063.96 256 1.0012
 #   Q3_K_S 257446.84  257742.68  16 0.9989  256736.68 256 1.0028
 #   Q3_K_M 288302.45  287217.54  16 1.0038  287805.50 256 1.0017
+#   Q3_K_L 279595.01  280004.84  16 0.9985  279465.58 256 1.0005
 # and IQ4_XS (8 chunks): 151232.01 151447.01 256 0.9986 153439.01 16 0.9856.
 # (Q4_K_M here is mainline's mix: Q5_0 for the 640-wide rows, attn_v Q8_0
-# or Q5_0.) Not yet compared on gemma3: Q3_K_L, Q4_K_S, Q5_K_S, Q5_K_M,
+# or Q5_0.) Not yet compared on gemma3: Q4_K_S, Q5_K_S, Q5_K_M,
 # Q6_K, IQ4_NL.
 #
 # usage: bench/ppl_cross.sh LLAMA_CPP_BUILD_DIR [TYPE...]
