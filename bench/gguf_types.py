@@ -6,13 +6,16 @@
     gguf_types.py --attn-v FTYPE F16_FILE
         --custom-q rules (one "regex=type" a line) giving every attn_v
         tensor the type mainline llama.cpp's llama_tensor_get_type chooses
-        for the K-quant mix FTYPE, its fallback for rows that are not whole
+        for the K-quant or IQ4 mix FTYPE, its fallback for rows that are not whole
         256-element blocks applied; nothing for other FTYPEs
 
 Reads only the header: a file whose types nothing else here knows still
 lists. ik_llama.cpp's quantizer bumps attn_v one K-type up when four or
 more query heads share a KV head (Q3_K -> Q4_K, Q4_K -> Q5_K, Q5_K -> Q6_K)
-for the mixes below; mainline does not, so its mix needs these rules.
+for the K-quant mixes below, and writes its own IQ5_K (type 140, which
+sluice does not read) for IQ4_NL's and IQ4_XS's from two; mainline does
+neither (Q5_K from four, else the mix's base type), so its mix needs these
+rules.
 """
 import struct
 import sys
@@ -83,12 +86,16 @@ def use_more_bits(i, n):
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-# mainline's attn_v type per layer for the mixes where ik_llama.cpp differs
+# mainline's attn_v type per layer (i of n, gqa query heads a KV head) for
+# the mixes where ik_llama.cpp differs; for IQ4_NL and IQ4_XS ik writes its
+# own IQ5_K from gqa 2, mainline Q5_K from gqa 4 and the base type below
 ATTN_V = {
-    "Q3_K_S": lambda i, n: "q3_K",
-    "Q4_K_S": lambda i, n: "q5_K" if i < 4 else "q4_K",
-    "Q4_K_M": lambda i, n: "q6_K" if use_more_bits(i, n) else "q4_K",
-    "Q5_K_M": lambda i, n: "q6_K" if use_more_bits(i, n) else "q5_K",
+    "Q3_K_S": lambda i, n, gqa: "q3_K",
+    "Q4_K_S": lambda i, n, gqa: "q5_K" if i < 4 else "q4_K",
+    "Q4_K_M": lambda i, n, gqa: "q6_K" if use_more_bits(i, n) else "q4_K",
+    "Q5_K_M": lambda i, n, gqa: "q6_K" if use_more_bits(i, n) else "q5_K",
+    "IQ4_NL": lambda i, n, gqa: "q5_K" if gqa >= 4 else "iq4_nl",
+    "IQ4_XS": lambda i, n, gqa: "q5_K" if gqa >= 4 else "iq4_xs",
 }
 # mainline's fallback for rows that are not whole 256-element blocks
 FALLBACK = {"q2_K": "iq4_nl", "q3_K": "iq4_nl", "iq4_xs": "iq4_nl", "q4_K": "q5_0",
@@ -102,11 +109,13 @@ def attn_v_rules(ftype, path):
     meta, tensors = header(path)
     arch = meta["general.architecture"]
     n_layer = int(meta["%s.block_count" % arch])
+    n_head = int(meta["%s.attention.head_count" % arch])
+    gqa = n_head // int(meta.get("%s.attention.head_count_kv" % arch, n_head))
     for name, _, ne in tensors:
         if not name.endswith(".attn_v.weight"):
             continue
         il = int(name.split(".")[1])
-        t = rule(il, n_layer)
+        t = rule(il, n_layer, gqa)
         if ne[0] % 256:
             t = FALLBACK[t]
         print("^%s$=%s" % (name.replace(".", r"\."), t))

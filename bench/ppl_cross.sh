@@ -74,25 +74,45 @@
 #   Q2_K    63562.46   63722.68  16 0.9975   63934.56 256 0.9942
 #   Q3_K_S  57301.09   57452.57  16 0.9974   57575.34 256 0.9952
 #   Q3_K_M  65614.14   65765.07  16 0.9977   65949.33 256 0.9949
+#   IQ4_NL  74613.94   74644.88  16 0.9996   74703.32 256 0.9988
+#   IQ4_XS  75716.82   75716.90 256 1.0000   74675.07  16 1.0140
+#   Q3_K_L  63362.66   63555.78  16 0.9970   63613.03 256 0.9961
+#   Q4_K_S  65062.12   65107.18  16 0.9993   65067.59 256 0.9999
+#   Q4_K_M  65627.67   65684.56  16 0.9991   65447.07 256 1.0028
+#   Q5_K_S  66311.44   66299.43  16 1.0002   66287.43 256 1.0004
+#   Q5_K_M  67446.12   67319.41  16 1.0019   67331.49 256 1.0017
+#   Q6_K    68406.47   68453.83  16 0.9993   68416.26 256 0.9999
 # (the legacy types' files hold a Q6_K output, hence -ub 16). IQ4_NL and
-# IQ4_XS did not load in sluice: ik's quantizer gives their attn_v its own
-# IQ5_K (type 140) where two or more query heads share a KV head, which the
-# --custom-q rules below do not yet undo. gemma3 270m, 2 chunks:
+# IQ4_XS load since the --custom-q rules give attn_v mainline's type (ik's
+# quantizer wrote its own IQ5_K, type 140, where two or more query heads
+# share a KV head; llama tiny has two, so mainline keeps IQ4_NL/IQ4_XS).
+# IQ4_XS at -ub 256 is sluice's number to 1e-6, at -ub 16 +1.4% (the
+# saturating small-batch kernel below).
+# gemma3 270m, 2 chunks:
 #   f16    289702.76  289701.34 256 1.0000  289701.34  16 1.0000
 #   Q8_0   290596.73  291113.70 256 0.9982  290484.57  16 1.0004
 #   Q4_0   288021.22  288477.78 256 0.9984  288529.96  16 0.9982
 #   Q4_1   276001.74  275698.05 256 1.0011  275222.81  16 1.0028
 #   Q5_0   298078.26  297824.04 256 1.0009  298302.37  16 0.9992
 #   Q5_1   287298.85  287575.50 256 0.9990  287050.86  16 1.0009
+#   Q4_K_M 298473.91  297740.36  16 1.0025  297442.54 256 1.0035
+#   Q2_K   267383.14  266522.76  16 1.0032  267063.96 256 1.0012
+#   Q3_K_S 257446.84  257742.68  16 0.9989  256736.68 256 1.0028
+#   Q3_K_M 288302.45  287217.54  16 1.0038  287805.50 256 1.0017
+#   Q3_K_L 279595.01  280004.84  16 0.9985  279465.58 256 1.0005
 # and IQ4_XS (8 chunks): 151232.01 151447.01 256 0.9986 153439.01 16 0.9856.
+# (Q4_K_M here is mainline's mix: Q5_0 for the 640-wide rows, attn_v Q8_0
+# or Q5_0.) Not yet compared on gemma3: Q4_K_S, Q5_K_S, Q5_K_M,
+# Q6_K, IQ4_NL.
 #
 # usage: bench/ppl_cross.sh LLAMA_CPP_BUILD_DIR [TYPE...]
 #
 # ik_llama.cpp's quantizer writes its own mix: for rows that are not whole
 # 256-element blocks it falls back from Q5_K to its Q6_0 (type 133, which
-# sluice does not read; mainline llama.cpp uses Q5_1), and where four or more
+# sluice does not read; mainline llama.cpp uses Q5_1), where four or more
 # query heads share a KV head it puts attn_v one K-type up (mainline does
-# not). When the quantizer takes --custom-q, the script gives it mainline's
+# not), and in IQ4_NL and IQ4_XS it writes attn_v as its IQ5_K from two
+# (mainline: Q5_K from four, else the mix's own type). When the quantizer takes --custom-q, the script gives it mainline's
 # attn_v type per layer (bench/gguf_types.py --attn-v) and, after a first
 # pass, Q5_1 for each tensor it wrote as Q6_0, so the file has mainline's
 # types. Each file's types are then set beside those `sluice quantize`
@@ -118,7 +138,9 @@
 #   THREADS     threads for both (default 2)
 #   REF_UBATCH  llama-perplexity's small micro-batch, below 32 (default 16)
 #   QUANT_ARGS  extra llama-quantize arguments (default none)
-#   WORK        scratch directory (default a temporary one, removed)
+#   WORK        scratch directory (default a temporary one, removed); the
+#               f16 file and llama-perplexity's numbers on it (for the
+#               default text) stay there, so runs in pieces make them once
 #   SLUICE      the sluice binary (default build/sluice of this tree)
 set -euo pipefail
 
@@ -194,6 +216,18 @@ sluice_ppl() {
 llama_ppl() {
   "$perplexity" -m "$1" -f "$text" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" -b "$CTX" -ub "$2" 2>&1 | final_ppl
 }
+# llama_f16_ppl UBATCH: llama_ppl on the f16 file, kept in WORK (when given)
+# for the next run with the same text, chunking and threads
+llama_f16_ppl() {
+  local keep=$work/f16-llama-c$CTX-n$CHUNKS-t$THREADS-ub$1.ppl v
+  if [[ -n ${WORK:-} && -z ${TEXT:-} && -s $keep ]]; then
+    cat "$keep"
+    return
+  fi
+  v=$(llama_ppl "$f16" "$1")
+  [[ -n ${WORK:-} && -z ${TEXT:-} && -n $v ]] && echo "$v" > "$keep"
+  echo "$v"
+}
 
 # quantize_llama TYPE OUT RULES: llama-quantize f16 -> OUT (RULES: --custom-q's)
 quantize_llama() {
@@ -268,8 +302,13 @@ for t in f16 "${types[@]}"; do
   oub=$CTX
   [[ $lub == "$CTX" ]] && oub=$REF_UBATCH
   s=$(sluice_ppl "$file" || true)
-  l=$(llama_ppl "$file" "$lub" || true)
-  o=$(llama_ppl "$file" "$oub" || true)
+  if [[ $t == f16 ]]; then
+    l=$(llama_f16_ppl "$lub" || true)
+    o=$(llama_f16_ppl "$oub" || true)
+  else
+    l=$(llama_ppl "$file" "$lub" || true)
+    o=$(llama_ppl "$file" "$oub" || true)
+  fi
   r=-
   ro=-
   [[ -n $s && -n $l ]] && r=$(ratio "$s" "$l")
