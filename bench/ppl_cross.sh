@@ -100,10 +100,21 @@
 #   Q3_K_S 257446.84  257742.68  16 0.9989  256736.68 256 1.0028
 #   Q3_K_M 288302.45  287217.54  16 1.0038  287805.50 256 1.0017
 #   Q3_K_L 279595.01  280004.84  16 0.9985  279465.58 256 1.0005
+#   Q4_K_S 286373.83  286289.15  16 1.0003  286734.91 256 0.9987
+#   Q5_K_S 284017.76  282843.54  16 1.0042  283262.92 256 1.0027
+#   Q5_K_M 295913.16  293900.19  16 1.0068  294413.97 256 1.0051
+#   Q6_K   293331.15  293902.34  16 0.9981  294557.93 256 0.9958
+#   IQ4_NL 269975.94  270031.91  16 0.9998  270382.70 256 0.9985
 # and IQ4_XS (8 chunks): 151232.01 151447.01 256 0.9986 153439.01 16 0.9856.
+# Q5_K_M is the one type past 0.5% at 2 chunks; at 8 chunks it is within:
+#   Q5_K_M 160606.07  160092.90  16 1.0032  160463.35 256 1.0009
+# and at 2 chunks the file's f32 dequantisation scores 294896.33 in sluice
+# and 294892.68 in ik (both -ub): sluice +0.35%, ik -0.34% / -0.16%, on
+# opposite sides; sluice with float activations (SLUICE_ACT=f32) gives the
+# f32 file's 294896.33 exactly, so the weights are read right and the gap is
+# the two tools' 8-bit activations over 512 scored tokens.
 # (Q4_K_M here is mainline's mix: Q5_0 for the 640-wide rows, attn_v Q8_0
-# or Q5_0.) Not yet compared on gemma3: Q4_K_S, Q5_K_S, Q5_K_M,
-# Q6_K, IQ4_NL.
+# or Q5_0.)
 #
 # usage: bench/ppl_cross.sh LLAMA_CPP_BUILD_DIR [TYPE...]
 #
