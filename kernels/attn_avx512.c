@@ -554,6 +554,33 @@ AT_INLINE void mvalues_dims(const float *v, int64_t kv_stride, const float *sc, 
 /* Queries a chunk of the scores' and values' steps holds in registers. */
 enum { MCHUNK = 8, MQMAX = 32 };
 
+/* mscore_keys for FC chunks of MCHUNK queries and QR left over, one chunk
+ * after another (sc at the step's first key of query 0's scores). */
+AT_INLINE void mscore_chunks(const float *const *qp, const float *kr, int64_t kv_stride, int hd,
+                             float scale, float *sc, int FC, const int QR, const int NK)
+{
+    for (int c = 0; c < FC; c++)
+        mscore_keys(qp + c * MCHUNK, kr, kv_stride, hd, scale, sc + c * MCHUNK * SL_ATTN_TILE,
+                    MCHUNK, NK);
+    if (QR)
+        mscore_keys(qp + FC * MCHUNK, kr, kv_stride, hd, scale, sc + FC * MCHUNK * SL_ATTN_TILE,
+                    QR, NK);
+}
+
+/* mvalues_dims for FC chunks of MCHUNK queries and QR left over, one chunk
+ * after another. */
+AT_INLINE void mvalues_chunks(const float *v, int64_t kv_stride, const float *sc, const float *corr,
+                              float *const *o, const int *nt, int ntmin, int ntmax, int hd, int d,
+                              int FC, const int QR, const int GN, const int ND)
+{
+    for (int c = 0; c < FC; c++)
+        mvalues_dims(v, kv_stride, sc + c * MCHUNK * SL_ATTN_TILE, corr + c * MCHUNK,
+                     o + c * MCHUNK, nt + c * MCHUNK / GN, ntmin, ntmax, hd, d, MCHUNK, GN, ND);
+    if (QR)
+        mvalues_dims(v, kv_stride, sc + FC * MCHUNK * SL_ATTN_TILE, corr + FC * MCHUNK,
+                     o + FC * MCHUNK, nt + FC * MCHUNK / GN, ntmin, ntmax, hd, d, QR, GN, ND);
+}
+
 /* The tokens' queries are taken in chunks of MCHUNK (QR left over: T * GN
  * mod MCHUNK, a constant here): each key pair is scored and each strip of
  * a tile's values added for one chunk after another, the rows loaded again
@@ -599,21 +626,11 @@ AT_INLINE void span_multi_gn(const sl_attn_f32 *a, const float *const *qt, const
             }
             pf_lines(v + j * a->kv_stride, v_lines);
             pf_lines(v + (j + 1) * a->kv_stride, v_lines);
-            for (int c = 0; c < FC; c++)
-                mscore_keys(qp + c * MCHUNK, k + j * a->kv_stride, a->kv_stride, hd, a->scale,
-                            sc + c * MCHUNK * SL_ATTN_TILE + j, MCHUNK, 2);
-            if (QR)
-                mscore_keys(qp + FC * MCHUNK, k + j * a->kv_stride, a->kv_stride, hd, a->scale,
-                            sc + FC * MCHUNK * SL_ATTN_TILE + j, QR, 2);
+            mscore_chunks(qp, k + j * a->kv_stride, a->kv_stride, hd, a->scale, sc + j, FC, QR, 2);
         }
         if (j < ntmax) {
             pf_lines(v + j * a->kv_stride, v_lines);
-            for (int c = 0; c < FC; c++)
-                mscore_keys(qp + c * MCHUNK, k + j * a->kv_stride, a->kv_stride, hd, a->scale,
-                            sc + c * MCHUNK * SL_ATTN_TILE + j, MCHUNK, 1);
-            if (QR)
-                mscore_keys(qp + FC * MCHUNK, k + j * a->kv_stride, a->kv_stride, hd, a->scale,
-                            sc + FC * MCHUNK * SL_ATTN_TILE + j, QR, 1);
+            mscore_chunks(qp, k + j * a->kv_stride, a->kv_stride, hd, a->scale, sc + j, FC, QR, 1);
         }
         float corr[MQMAX];
         for (int t = 0; t < T; t++)
@@ -643,20 +660,10 @@ AT_INLINE void span_multi_gn(const sl_attn_f32 *a, const float *const *qt, const
          * query still adds its keys below its token's end in order */
         int d = 0;
         for (; d + 32 <= hd; d += 32) {
-            for (int c = 0; c < FC; c++)
-                mvalues_dims(v, a->kv_stride, sc + c * MCHUNK * SL_ATTN_TILE, corr + c * MCHUNK,
-                             o + c * MCHUNK, nt + c * MCHUNK / GN, ntmin, ntmax, hd, d, MCHUNK, GN, 2);
-            if (QR)
-                mvalues_dims(v, a->kv_stride, sc + FC * MCHUNK * SL_ATTN_TILE, corr + FC * MCHUNK,
-                             o + FC * MCHUNK, nt + FC * MCHUNK / GN, ntmin, ntmax, hd, d, QR, GN, 2);
+            mvalues_chunks(v, a->kv_stride, sc, corr, o, nt, ntmin, ntmax, hd, d, FC, QR, GN, 2);
         }
         for (; d < hd; d += 16) {
-            for (int c = 0; c < FC; c++)
-                mvalues_dims(v, a->kv_stride, sc + c * MCHUNK * SL_ATTN_TILE, corr + c * MCHUNK,
-                             o + c * MCHUNK, nt + c * MCHUNK / GN, ntmin, ntmax, hd, d, MCHUNK, GN, 1);
-            if (QR)
-                mvalues_dims(v, a->kv_stride, sc + FC * MCHUNK * SL_ATTN_TILE, corr + FC * MCHUNK,
-                             o + FC * MCHUNK, nt + FC * MCHUNK / GN, ntmin, ntmax, hd, d, QR, GN, 1);
+            mvalues_chunks(v, a->kv_stride, sc, corr, o, nt, ntmin, ntmax, hd, d, FC, QR, GN, 1);
         }
     }
 }

@@ -827,18 +827,23 @@ void sl_matmul_set_prefetch(int64_t bytes)
     atomic_store(&prefetch_state, bytes < 0 ? -1 : bytes);
 }
 
+int64_t sl_env_kb(const char *name, int64_t fallback)
+{
+    const char *env = getenv(name);
+    if (env && *env) {
+        char *end;
+        long long kb = strtoll(env, &end, 10);
+        if (*end == '\0' && kb >= 0)
+            return (int64_t)kb << 10;
+    }
+    return fallback;
+}
+
 static int64_t prefetch_bytes(void)
 {
     int64_t b = atomic_load_explicit(&prefetch_state, memory_order_relaxed);
     if (b < 0) {
-        const char *env = getenv("SLUICE_MM_PREFETCH");
-        b = PREFETCH_BYTES_DEFAULT;
-        if (env && *env) {
-            char *end;
-            long long kb = strtoll(env, &end, 10);
-            if (*end == '\0' && kb >= 0)
-                b = (int64_t)kb << 10;
-        }
+        b = sl_env_kb("SLUICE_MM_PREFETCH", PREFETCH_BYTES_DEFAULT);
         atomic_store_explicit(&prefetch_state, b, memory_order_relaxed);
     }
     return b;

@@ -102,6 +102,9 @@ void sl_matmul_set_steal(int on);
  * KB, or the defaults), for tests and benchmarks: it applies to copies
  * packed after it. */
 int64_t sl_r16_slice_blocks(sl_type wtype, int64_t n_in);
+/* The environment variable name as a count of KB, in bytes, or fallback
+ * when it is unset, empty or not a whole number >= 0. */
+int64_t sl_env_kb(const char *name, int64_t fallback);
 void sl_r16_set_slice_bytes(int64_t bytes);
 /* Packs n_groups groups of 16 rows of w into out, sliced every `slice`
  * blocks (n_in / 32 or 0: not sliced). */

@@ -1,6 +1,5 @@
 /* Builds the 16-row interleaved layouts of matmul_r16_avx512.c. */
 #include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/matmul_internal.h"
@@ -168,14 +167,7 @@ static int64_t slice_bytes(sl_type wtype)
 {
     int64_t b = atomic_load_explicit(&slice_state, memory_order_relaxed);
     if (b == -1) {
-        const char *env = getenv("SLUICE_R16_SLICE");
-        b = -2;
-        if (env && *env) {
-            char *end;
-            long long kb = strtoll(env, &end, 10);
-            if (*end == '\0' && kb >= 0)
-                b = (int64_t)kb << 10;
-        }
+        b = sl_env_kb("SLUICE_R16_SLICE", -2);
         atomic_store_explicit(&slice_state, b, memory_order_relaxed);
     }
     if (b == -2)
